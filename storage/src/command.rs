@@ -1,0 +1,77 @@
+//! What a shard's log carries: the commands its state machine applies, and their bytes.
+//!
+//! Upserted rows travel as an Arrow IPC stream, deleted keys as a one-column IPC stream, so a
+//! command decodes without knowing the collection's schema. Layout: a tag byte, then for
+//! `Upsert`/`Delete` the IPC stream bytes.
+
+use std::io::Cursor;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Field, Schema};
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+
+use crate::error::{Error, Result};
+use crate::key::{Key, keys_of, keys_to_array};
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Insert rows, replacing any row with the same primary key.
+    Upsert(RecordBatch),
+    /// Delete rows by primary key (absent keys are ignored).
+    Delete(Vec<Key>),
+    /// Delete every row.
+    Truncate,
+}
+
+const TAG_UPSERT: u8 = 1;
+const TAG_DELETE: u8 = 2;
+const TAG_TRUNCATE: u8 = 3;
+
+impl Command {
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        match self {
+            Command::Upsert(batch) => with_tag(TAG_UPSERT, batch),
+            Command::Delete(keys) => {
+                let array = keys_to_array(keys)?;
+                let schema = Schema::new(vec![Field::new("key", array.data_type().clone(), false)]);
+                let batch = RecordBatch::try_new(schema.into(), vec![array])?;
+                with_tag(TAG_DELETE, &batch)
+            }
+            Command::Truncate => Ok(vec![TAG_TRUNCATE]),
+        }
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Command> {
+        let bad = |d: &str| Error::InvalidArgument(format!("malformed command: {d}"));
+        let (&tag, body) = bytes.split_first().ok_or_else(|| bad("empty"))?;
+        match tag {
+            TAG_UPSERT => Ok(Command::Upsert(read_one(body)?)),
+            TAG_DELETE => {
+                let batch = read_one(body)?;
+                if batch.num_columns() != 1 {
+                    return Err(bad("delete carries one key column"));
+                }
+                Ok(Command::Delete(keys_of(batch.column(0))?))
+            }
+            TAG_TRUNCATE if body.is_empty() => Ok(Command::Truncate),
+            _ => Err(bad("unknown tag")),
+        }
+    }
+}
+
+fn with_tag(tag: u8, batch: &RecordBatch) -> Result<Vec<u8>> {
+    let mut out = vec![tag];
+    let mut writer = StreamWriter::try_new(&mut out, &batch.schema())?;
+    writer.write(batch)?;
+    writer.finish()?;
+    drop(writer);
+    Ok(out)
+}
+
+fn read_one(body: &[u8]) -> Result<RecordBatch> {
+    let reader = StreamReader::try_new(Cursor::new(body), None)?;
+    let schema = reader.schema();
+    let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(arrow::compute::concat_batches(&schema, &batches)?)
+}

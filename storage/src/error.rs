@@ -1,0 +1,80 @@
+//! Every way the storage engine can fail, in one place.
+//!
+//! The gateway maps these to SQLSTATE codes (`sql/`); here each variant only says what went
+//! wrong and carries enough context to find it. Nothing a caller passes may panic the engine:
+//! bad input comes back as `InvalidArgument`, `DimensionMismatch` or `InvalidVector`.
+
+use std::path::PathBuf;
+
+/// The storage engine's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An operating-system I/O error, with what we were doing and on which path.
+    #[error("{context} {path}: {source}")]
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Bytes on disk that fail their checksum or do not parse, somewhere other than a log's
+    /// torn tail (which is cut back and reported, not an error).
+    #[error("corrupt data in {path}: {detail}")]
+    Corrupt { path: PathBuf, detail: String },
+
+    /// A caller passed something the engine cannot accept (bad option, bad schema, bad index).
+    #[error("{0}")]
+    InvalidArgument(String),
+
+    /// A vector whose length is not the column's dimension.
+    #[error("expected {expected} dimensions, not {actual}")]
+    DimensionMismatch { expected: usize, actual: usize },
+
+    /// A vector holding NaN or an infinity.
+    #[error("{0}")]
+    InvalidVector(String),
+
+    /// A column named in a request that the collection does not have.
+    #[error("column \"{0}\" does not exist")]
+    UnknownColumn(String),
+
+    /// Arrow refused a batch (wrong types, encoding failure).
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+
+    /// The engine was closed or a background worker is gone.
+    #[error("storage engine is shut down")]
+    Closed,
+}
+
+impl Error {
+    /// Wraps an `io::Error` with the operation and path it came from.
+    pub fn io(context: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            context,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn corrupt(path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
+        Error::Corrupt {
+            path: path.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Adds path context to `io::Result`s: `file.sync_all().ctx("fsync", &path)?`.
+pub trait IoContext<T> {
+    fn ctx(self, context: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx(self, context: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| Error::io(context, path, e))
+    }
+}

@@ -1,0 +1,314 @@
+//! The HNSW graph of a sealed segment in a flat layout we own, and its search loop.
+//!
+//! hnsw_rs builds the graph (`build.rs`); we copy it into fixed-width adjacency arrays so a
+//! search touches a few contiguous arrays, reuses one visited set per thread and calls our own
+//! SIMD kernels. That is the layout hnswlib searches from, and it is what makes a sealed
+//! segment several times faster than hnsw_rs's pointer-chasing search (see the storage
+//! benchmark). The same arrays are written to and mmap'd from the segment's vector file.
+//!
+//! Layout, `n` nodes, node id == segment row:
+//! - `level0`: `n * (1 + m0)` u32: a neighbour count, then up to `m0 = 2m` neighbours;
+//! - `levels`: `n` u8, the top layer of each node (0 for most);
+//! - `upper_offsets`: `n` u32, where a node's upper-layer blocks start in `upper`;
+//! - `upper`: for a node of level `l`, `l` blocks of `1 + m` u32 (layer 1 first).
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use crate::distance::Metric;
+use crate::index::vectors::{Backing, Query, VectorsRef};
+use crate::index::visited::with_visited;
+
+/// A search hit: segment row and ranking score (lower is closer).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Scored {
+    pub score: f32,
+    pub row: u32,
+}
+
+impl Eq for Scored {}
+
+impl Ord for Scored {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.score
+            .total_cmp(&other.score)
+            .then(self.row.cmp(&other.row))
+    }
+}
+
+impl PartialOrd for Scored {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Widest layer-0 list a graph may have (`2 * m` with pgvector's `m <= 100`).
+pub const MAX_M0: usize = 200;
+
+/// Asks the CPU to start loading `v` into cache.
+#[inline(always)]
+fn prefetch(v: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let p = v.as_ptr().cast::<i8>();
+        // SAFETY: prefetch is a hint; it never faults, even on an invalid address. SSE is part
+        // of the x86_64 baseline.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(p);
+            if v.len() > 16 {
+                _mm_prefetch::<_MM_HINT_T0>(p.add(64));
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
+}
+
+/// Scores that are NaN (cosine against a zero vector) rank after everything.
+#[inline]
+fn rankable(score: f32) -> f32 {
+    if score.is_nan() { f32::INFINITY } else { score }
+}
+
+/// Parameters fixed when the graph was built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GraphShape {
+    pub nodes: u32,
+    pub m: u16,
+    pub m0: u16,
+    pub max_level: u8,
+    pub entry: u32,
+}
+
+#[derive(Clone)]
+pub struct HnswGraph {
+    pub shape: GraphShape,
+    pub level0: Backing<u32>,
+    pub levels: Backing<u8>,
+    pub upper_offsets: Backing<u32>,
+    pub upper: Backing<u32>,
+}
+
+impl HnswGraph {
+    /// Checks every array length and every neighbour id, so search can index without fear.
+    pub fn validate(&self) -> Result<(), String> {
+        let s = self.shape;
+        let n = s.nodes as usize;
+        let (m0, m) = (s.m0 as usize, s.m as usize);
+        if self.level0.as_slice().len() != n * (1 + m0) {
+            return Err("level0 size".into());
+        }
+        if self.levels.as_slice().len() != n || self.upper_offsets.as_slice().len() != n {
+            return Err("per-node array size".into());
+        }
+        if m0 > MAX_M0 || m > MAX_M0 {
+            return Err("list width above the maximum".into());
+        }
+        if n > 0 && s.entry as usize >= n {
+            return Err("entry point out of range".into());
+        }
+        if n > 0 && self.levels.as_slice()[s.entry as usize] != s.max_level {
+            return Err("entry point is not on the top layer".into());
+        }
+        for node in 0..n as u32 {
+            let level = self.levels.as_slice()[node as usize];
+            if level > s.max_level {
+                return Err(format!("node {node} above max level"));
+            }
+            let end =
+                self.upper_offsets.as_slice()[node as usize] as usize + level as usize * (1 + m);
+            if end > self.upper.as_slice().len() {
+                return Err(format!("node {node} upper blocks out of range"));
+            }
+            for layer in 0..=level {
+                let list = self.raw_neighbours(node, layer);
+                let width = if layer == 0 { m0 } else { m };
+                if list.is_empty() || list[0] as usize > width {
+                    return Err(format!("node {node} layer {layer} count"));
+                }
+                if list[1..=list[0] as usize].iter().any(|&v| v as usize >= n) {
+                    return Err(format!("node {node} layer {layer} neighbour out of range"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The count-prefixed neighbour block of `node` on `layer`.
+    #[inline]
+    fn raw_neighbours(&self, node: u32, layer: u8) -> &[u32] {
+        if layer == 0 {
+            let width = 1 + self.shape.m0 as usize;
+            let start = node as usize * width;
+            &self.level0.as_slice()[start..start + width]
+        } else {
+            let width = 1 + self.shape.m as usize;
+            let start = self.upper_offsets.as_slice()[node as usize] as usize
+                + (layer as usize - 1) * width;
+            &self.upper.as_slice()[start..start + width]
+        }
+    }
+
+    #[inline]
+    pub fn neighbours(&self, node: u32, layer: u8) -> &[u32] {
+        let block = self.raw_neighbours(node, layer);
+        &block[1..1 + block[0] as usize]
+    }
+
+    pub fn size_bytes(&self) -> usize {
+        4 * (self.level0.as_slice().len()
+            + self.upper_offsets.as_slice().len()
+            + self.upper.as_slice().len())
+            + self.levels.as_slice().len()
+    }
+
+    /// The `k` best rows passing `accept`, searching layer 0 with a beam of `max(ef, k)`.
+    /// Rows failing `accept` are still walked through, so a filter never disconnects the graph.
+    /// Returns hits sorted by score.
+    pub fn search(
+        &self,
+        vectors: &VectorsRef,
+        metric: Metric,
+        query: &Query,
+        k: usize,
+        ef: usize,
+        accept: &dyn Fn(u32) -> bool,
+    ) -> Vec<Scored> {
+        if self.shape.nodes == 0 || k == 0 {
+            return Vec::new();
+        }
+        debug_assert_eq!(vectors.len(), self.shape.nodes as usize);
+        let score = |row: u32| rankable(vectors.score(metric, query, row));
+        let mut entry = Scored {
+            score: score(self.shape.entry),
+            row: self.shape.entry,
+        };
+        for layer in (1..=self.shape.max_level).rev() {
+            entry = self.greedy(entry, layer, &score);
+        }
+        let mut best = with_visited(self.shape.nodes as usize, |visited| {
+            self.beam_layer0(entry, ef.max(k), visited, vectors, &score, accept)
+        });
+        best.sort_unstable();
+        best.truncate(k);
+        best
+    }
+
+    /// Walks `layer` greedily from `entry` to a local minimum.
+    fn greedy(&self, mut entry: Scored, layer: u8, score: &impl Fn(u32) -> f32) -> Scored {
+        loop {
+            let mut moved = false;
+            for &next in self.neighbours(entry.row, layer) {
+                let s = score(next);
+                if s < entry.score {
+                    entry = Scored {
+                        score: s,
+                        row: next,
+                    };
+                    moved = true;
+                }
+            }
+            if !moved {
+                return entry;
+            }
+        }
+    }
+
+    fn beam_layer0(
+        &self,
+        entry: Scored,
+        ef: usize,
+        visited: &mut crate::index::visited::VisitedSet,
+        vectors: &VectorsRef,
+        score: &impl Fn(u32) -> f32,
+        accept: &dyn Fn(u32) -> bool,
+    ) -> Vec<Scored> {
+        // `frontier` pops the closest unexpanded node; `found` keeps the ef best accepted rows
+        // with the worst on top.
+        let mut frontier = BinaryHeap::with_capacity(ef * 2);
+        let mut found: BinaryHeap<Scored> = BinaryHeap::with_capacity(ef + 1);
+        visited.insert(entry.row);
+        frontier.push(std::cmp::Reverse(entry));
+        if accept(entry.row) {
+            found.push(entry);
+        }
+        while let Some(std::cmp::Reverse(current)) = frontier.pop() {
+            if found.len() >= ef && current.score > found.peek().map_or(f32::INFINITY, |w| w.score)
+            {
+                break;
+            }
+            // Mark and prefetch the unvisited neighbours first, then score them: the vectors'
+            // cache misses overlap instead of queueing one behind another.
+            let mut fresh = [0u32; MAX_M0];
+            let mut fresh_len = 0;
+            for &next in self.neighbours(current.row, 0) {
+                if visited.insert(next) && fresh_len < MAX_M0 {
+                    prefetch(vectors.get(next));
+                    fresh[fresh_len] = next;
+                    fresh_len += 1;
+                }
+            }
+            for &next in &fresh[..fresh_len] {
+                let s = score(next);
+                let bound = if found.len() < ef {
+                    f32::INFINITY
+                } else {
+                    found.peek().map_or(f32::INFINITY, |w| w.score)
+                };
+                if s < bound {
+                    let hit = Scored {
+                        score: s,
+                        row: next,
+                    };
+                    frontier.push(std::cmp::Reverse(hit));
+                    if accept(next) {
+                        found.push(hit);
+                        if found.len() > ef {
+                            found.pop();
+                        }
+                    }
+                }
+            }
+        }
+        found.into_vec()
+    }
+}
+
+/// Exact top-`k` over rows `0..n` passing `accept`, for ground truth, small segments and very
+/// selective filters. NaN scores (zero vectors under cosine) rank last, as PostgreSQL sorts NaN;
+/// they come back as NaN.
+pub fn brute_force(
+    n: usize,
+    score: impl Fn(u32) -> f32,
+    k: usize,
+    accept: &dyn Fn(u32) -> bool,
+) -> Vec<Scored> {
+    if k == 0 {
+        return Vec::new();
+    }
+    let mut heap: BinaryHeap<Scored> = BinaryHeap::with_capacity(k + 1);
+    for row in 0..n as u32 {
+        if !accept(row) {
+            continue;
+        }
+        let hit = Scored {
+            score: rankable(score(row)),
+            row,
+        };
+        if heap.len() < k {
+            heap.push(hit);
+        } else if hit < *heap.peek().expect("heap holds k > 0 hits") {
+            heap.pop();
+            heap.push(hit);
+        }
+    }
+    let mut best = heap.into_vec();
+    best.sort_unstable();
+    for hit in &mut best {
+        if hit.score == f32::INFINITY {
+            hit.score = score(hit.row);
+        }
+    }
+    best
+}

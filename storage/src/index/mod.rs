@@ -1,0 +1,53 @@
+//! Vector indexes: the contiguous vector store, the flat HNSW graph (built by hnsw_rs,
+//! searched by our own loop), brute force, and the on-disk file that holds them.
+//!
+//! A segment asks an index for "the k best rows passing this predicate"; `VectorIndex` is that
+//! one question, so another graph (or a quantised one) can replace `HnswGraph` later.
+
+pub mod build;
+pub mod file;
+pub mod graph;
+pub mod refine;
+pub mod vectors;
+pub mod visited;
+
+use crate::distance::Metric;
+use graph::Scored;
+use vectors::{Query, VectorsRef};
+
+pub trait VectorIndex: Send + Sync {
+    /// The `k` best rows passing `accept`, sorted by score, searching with beam width `ef`.
+    fn search(
+        &self,
+        vectors: &VectorsRef,
+        metric: Metric,
+        query: &Query,
+        k: usize,
+        ef: usize,
+        accept: &dyn Fn(u32) -> bool,
+    ) -> Vec<Scored>;
+
+    /// Memory the index itself holds (vectors excluded).
+    fn size_bytes(&self) -> usize;
+}
+
+impl VectorIndex for graph::HnswGraph {
+    fn search(
+        &self,
+        vectors: &VectorsRef,
+        metric: Metric,
+        query: &Query,
+        k: usize,
+        ef: usize,
+        accept: &dyn Fn(u32) -> bool,
+    ) -> Vec<Scored> {
+        graph::HnswGraph::search(self, vectors, metric, query, k, ef, accept)
+    }
+
+    fn size_bytes(&self) -> usize {
+        graph::HnswGraph::size_bytes(self)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,342 @@
+//! The shape of a collection: its primary key, vector columns (with metric and HNSW
+//! parameters) and scalar payload columns, validated before anything reaches hnsw_rs.
+//!
+//! Limits follow pgvector so the same DDL is accepted and refused in the same places:
+//! `m` in 2..=100, `ef_construction` in 4..=1000 and at least `2 * m`, `ef_search` in
+//! 1..=1000, at most 16,000 dimensions.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use serde::{Deserialize, Serialize};
+
+use crate::distance::Metric;
+use crate::error::{Error, Result};
+
+pub const MAX_DIMS: usize = 16_000;
+pub const DEFAULT_M: usize = 16;
+pub const DEFAULT_EF_CONSTRUCTION: usize = 64;
+pub const DEFAULT_EF_SEARCH: usize = 40;
+pub const MAX_EF_SEARCH: usize = 1000;
+
+/// HNSW build parameters of one vector column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HnswParams {
+    /// Links per node on the upper layers (layer 0 keeps `2 * m`).
+    pub m: usize,
+    /// Candidate list size while building.
+    pub ef_construction: usize,
+}
+
+impl Default for HnswParams {
+    fn default() -> Self {
+        HnswParams {
+            m: DEFAULT_M,
+            ef_construction: DEFAULT_EF_CONSTRUCTION,
+        }
+    }
+}
+
+impl HnswParams {
+    pub fn validate(&self) -> Result<()> {
+        if !(2..=100).contains(&self.m) {
+            return Err(Error::InvalidArgument(format!(
+                "value {} out of bounds for option \"m\" (valid range is 2 to 100)",
+                self.m
+            )));
+        }
+        if !(4..=1000).contains(&self.ef_construction) {
+            return Err(Error::InvalidArgument(format!(
+                "value {} out of bounds for option \"ef_construction\" (valid range is 4 to 1000)",
+                self.ef_construction
+            )));
+        }
+        if self.ef_construction < 2 * self.m {
+            return Err(Error::InvalidArgument(
+                "ef_construction must be greater than or equal to 2 * m".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A `vector(dims)` column and how it is indexed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VectorSpec {
+    pub dims: usize,
+    pub metric: Metric,
+    pub hnsw: HnswParams,
+}
+
+/// The column types a collection can hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnType {
+    Bool,
+    Int32,
+    Int64,
+    Float32,
+    Float64,
+    Text,
+    /// Microseconds since the epoch, without time zone (PostgreSQL `timestamp`).
+    Timestamp,
+    Vector(VectorSpec),
+}
+
+impl ColumnType {
+    pub fn arrow_type(&self) -> DataType {
+        match self {
+            ColumnType::Bool => DataType::Boolean,
+            ColumnType::Int32 => DataType::Int32,
+            ColumnType::Int64 => DataType::Int64,
+            ColumnType::Float32 => DataType::Float32,
+            ColumnType::Float64 => DataType::Float64,
+            ColumnType::Text => DataType::Utf8,
+            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+            ColumnType::Vector(spec) => vector_arrow_type(spec.dims),
+        }
+    }
+}
+
+/// Arrow's type for a `vector(dims)` value: `FixedSizeList<Float32>`.
+pub fn vector_arrow_type(dims: usize) -> DataType {
+    DataType::FixedSizeList(
+        Arc::new(Field::new("item", DataType::Float32, true)),
+        dims as i32,
+    )
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnDef {
+    pub name: String,
+    pub ty: ColumnType,
+    pub nullable: bool,
+}
+
+impl ColumnDef {
+    pub fn new(name: impl Into<String>, ty: ColumnType, nullable: bool) -> Self {
+        ColumnDef {
+            name: name.into(),
+            ty,
+            nullable,
+        }
+    }
+}
+
+/// A collection's schema. Column 0..n in declaration order; one of them is the primary key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectionSchema {
+    pub columns: Vec<ColumnDef>,
+    /// Index into `columns` of the primary key (BIGINT or TEXT, never null).
+    pub primary_key: usize,
+}
+
+impl CollectionSchema {
+    /// Builds and validates a schema.
+    pub fn new(columns: Vec<ColumnDef>, primary_key: &str) -> Result<Self> {
+        let pk = columns
+            .iter()
+            .position(|c| c.name == primary_key)
+            .ok_or_else(|| Error::UnknownColumn(primary_key.to_string()))?;
+        let schema = CollectionSchema {
+            columns,
+            primary_key: pk,
+        };
+        schema.validate()?;
+        Ok(schema)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.columns.is_empty() {
+            return Err(Error::InvalidArgument(
+                "a collection needs at least one column".into(),
+            ));
+        }
+        let mut seen = HashSet::new();
+        for col in &self.columns {
+            if col.name.is_empty() {
+                return Err(Error::InvalidArgument(
+                    "column names cannot be empty".into(),
+                ));
+            }
+            if !seen.insert(col.name.as_str()) {
+                return Err(Error::InvalidArgument(format!(
+                    "column \"{}\" specified more than once",
+                    col.name
+                )));
+            }
+            if let ColumnType::Vector(spec) = &col.ty {
+                if spec.dims == 0 || spec.dims > MAX_DIMS {
+                    return Err(Error::InvalidArgument(format!(
+                        "dimensions for type vector must be between 1 and {MAX_DIMS}"
+                    )));
+                }
+                spec.hnsw.validate()?;
+            }
+        }
+        let pk = self
+            .columns
+            .get(self.primary_key)
+            .ok_or_else(|| Error::InvalidArgument("primary key column out of range".into()))?;
+        if !matches!(pk.ty, ColumnType::Int64 | ColumnType::Text) {
+            return Err(Error::InvalidArgument(format!(
+                "primary key \"{}\" must be BIGINT or TEXT",
+                pk.name
+            )));
+        }
+        if pk.nullable {
+            return Err(Error::InvalidArgument(
+                "the primary key cannot be nullable".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn column_index(&self, name: &str) -> Result<usize> {
+        self.columns
+            .iter()
+            .position(|c| c.name == name)
+            .ok_or_else(|| Error::UnknownColumn(name.to_string()))
+    }
+
+    pub fn column(&self, name: &str) -> Result<&ColumnDef> {
+        Ok(&self.columns[self.column_index(name)?])
+    }
+
+    pub fn primary_key(&self) -> &ColumnDef {
+        &self.columns[self.primary_key]
+    }
+
+    /// The vector spec of `name`, or an error if it is not a vector column.
+    pub fn vector_spec(&self, name: &str) -> Result<VectorSpec> {
+        match self.column(name)?.ty {
+            ColumnType::Vector(spec) => Ok(spec),
+            _ => Err(Error::InvalidArgument(format!(
+                "column \"{name}\" is not a vector"
+            ))),
+        }
+    }
+
+    /// Indices of the vector columns, in declaration order.
+    pub fn vector_columns(&self) -> Vec<usize> {
+        (0..self.columns.len())
+            .filter(|&i| matches!(self.columns[i].ty, ColumnType::Vector(_)))
+            .collect()
+    }
+
+    /// Indices of the non-vector columns (primary key included), in declaration order:
+    /// the columns a segment keeps as Arrow payload.
+    pub fn payload_columns(&self) -> Vec<usize> {
+        (0..self.columns.len())
+            .filter(|&i| !matches!(self.columns[i].ty, ColumnType::Vector(_)))
+            .collect()
+    }
+
+    /// The Arrow schema of a full row.
+    pub fn arrow_schema(&self) -> SchemaRef {
+        Arc::new(Schema::new(
+            self.columns
+                .iter()
+                .map(|c| Field::new(&c.name, c.ty.arrow_type(), c.nullable))
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    /// The Arrow schema of the payload columns only.
+    pub fn payload_schema(&self) -> SchemaRef {
+        Arc::new(Schema::new(
+            self.payload_columns()
+                .into_iter()
+                .map(|i| {
+                    let c = &self.columns[i];
+                    Field::new(&c.name, c.ty.arrow_type(), c.nullable)
+                })
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    /// Replaces the metric and HNSW parameters of a vector column (CREATE INDEX).
+    pub fn with_index(&self, column: &str, metric: Metric, hnsw: HnswParams) -> Result<Self> {
+        hnsw.validate()?;
+        let idx = self.column_index(column)?;
+        let mut next = self.clone();
+        match &mut next.columns[idx].ty {
+            ColumnType::Vector(spec) => {
+                spec.metric = metric;
+                spec.hnsw = hnsw;
+            }
+            _ => {
+                return Err(Error::InvalidArgument(format!(
+                    "column \"{column}\" is not a vector"
+                )));
+            }
+        }
+        Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vector(dims: usize) -> ColumnType {
+        ColumnType::Vector(VectorSpec {
+            dims,
+            metric: Metric::L2,
+            hnsw: HnswParams::default(),
+        })
+    }
+
+    #[test]
+    fn accepts_a_typical_collection() {
+        let schema = CollectionSchema::new(
+            vec![
+                ColumnDef::new("id", ColumnType::Int64, false),
+                ColumnDef::new("embedding", vector(3), true),
+                ColumnDef::new("tag", ColumnType::Text, true),
+            ],
+            "id",
+        )
+        .unwrap();
+        assert_eq!(schema.vector_columns(), vec![1]);
+        assert_eq!(schema.payload_columns(), vec![0, 2]);
+        assert_eq!(schema.payload_schema().fields().len(), 2);
+        assert_eq!(schema.vector_spec("embedding").unwrap().dims, 3);
+    }
+
+    #[test]
+    fn refuses_what_pgvector_refuses() {
+        let bad_m = HnswParams {
+            m: 300,
+            ef_construction: 1000,
+        };
+        assert!(
+            bad_m.validate().is_err(),
+            "m > 100 must never reach hnsw_rs"
+        );
+        let small_ef = HnswParams {
+            m: 16,
+            ef_construction: 20,
+        };
+        assert!(small_ef.validate().is_err());
+        let cols = |ty| {
+            vec![
+                ColumnDef::new("id", ColumnType::Int64, false),
+                ColumnDef::new("v", ty, true),
+            ]
+        };
+        assert!(CollectionSchema::new(cols(vector(0)), "id").is_err());
+        assert!(CollectionSchema::new(cols(vector(MAX_DIMS + 1)), "id").is_err());
+        assert!(
+            CollectionSchema::new(cols(vector(3)), "v").is_err(),
+            "vector key"
+        );
+        assert!(CollectionSchema::new(cols(vector(3)), "nope").is_err());
+        let dup = vec![
+            ColumnDef::new("id", ColumnType::Int64, false),
+            ColumnDef::new("id", ColumnType::Text, true),
+        ];
+        assert!(CollectionSchema::new(dup, "id").is_err());
+    }
+}

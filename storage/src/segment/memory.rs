@@ -1,0 +1,141 @@
+//! The growing segment: rows appended in memory as writes apply, searched by brute force.
+//!
+//! When it passes the seal threshold the shard freezes it (moves it behind an `Arc`, so
+//! searches and the sealer share it without copying) and starts a new one.
+
+use arrow::array::RecordBatch;
+use roaring::RoaringBitmap;
+
+use crate::distance::Metric;
+use crate::index::graph::HnswGraph;
+use crate::index::vectors::VectorsRef;
+use crate::key::Key;
+use crate::segment::Segment;
+use crate::segment::rows::NormalizedRows;
+
+/// One vector column held in memory.
+#[derive(Default)]
+pub struct MemVectors {
+    pub dims: usize,
+    pub data: Vec<f32>,
+    pub inv_norms: Vec<f32>,
+    pub nulls: RoaringBitmap,
+}
+
+pub struct MemSegment {
+    payload: Vec<RecordBatch>,
+    rows: u32,
+    vectors: Vec<MemVectors>,
+    keys: Vec<Key>,
+}
+
+impl MemSegment {
+    /// An empty segment for vector columns of the given dimensions.
+    pub fn new(vector_dims: &[usize]) -> Self {
+        MemSegment {
+            payload: Vec::new(),
+            rows: 0,
+            vectors: vector_dims
+                .iter()
+                .map(|&dims| MemVectors {
+                    dims,
+                    ..Default::default()
+                })
+                .collect(),
+            keys: Vec::new(),
+        }
+    }
+
+    /// Appends validated rows; returns the first new row number.
+    pub fn append(&mut self, rows: NormalizedRows) -> u32 {
+        let first = self.rows;
+        let n = rows.keys.len() as u32;
+        assert_eq!(
+            rows.payload.num_rows() as u32,
+            n,
+            "payload and keys disagree"
+        );
+        assert_eq!(
+            rows.vectors.len(),
+            self.vectors.len(),
+            "vector column count"
+        );
+        for (col, new) in self.vectors.iter_mut().zip(rows.vectors) {
+            assert_eq!(new.dims, col.dims, "vector dims were validated");
+            col.data.extend_from_slice(&new.data);
+            col.inv_norms.extend_from_slice(&new.inv_norms);
+            col.nulls.extend(new.nulls.iter().map(|r| r + first));
+        }
+        if n > 0 {
+            self.payload.push(rows.payload);
+            self.merge_small_batches();
+        }
+        self.keys.extend(rows.keys);
+        self.rows += n;
+        first
+    }
+
+    /// Keeps the payload at O(log rows) batches, like a binary counter: the last two batches
+    /// merge while the older one is no larger. Single-row inserts then cost O(log n) copies
+    /// each, and filters and gathers walk a few batches, not one per insert.
+    fn merge_small_batches(&mut self) {
+        while let [.., older, newer] = self.payload.as_slice() {
+            if older.num_rows() > newer.num_rows() {
+                break;
+            }
+            let merged = arrow::compute::concat_batches(&older.schema(), [older, newer])
+                .expect("batches of one segment share a schema");
+            self.payload.truncate(self.payload.len() - 2);
+            self.payload.push(merged);
+        }
+    }
+
+    pub fn keys(&self) -> &[Key] {
+        &self.keys
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    pub fn mem_vectors(&self) -> &[MemVectors] {
+        &self.vectors
+    }
+
+    pub fn size_bytes(&self) -> usize {
+        let vectors: usize = self
+            .vectors
+            .iter()
+            .map(|v| (v.data.len() + v.inv_norms.len()) * 4)
+            .sum();
+        let payload: usize = self.payload.iter().map(|b| b.get_array_memory_size()).sum();
+        vectors + payload
+    }
+}
+
+impl Segment for MemSegment {
+    fn num_rows(&self) -> u32 {
+        self.rows
+    }
+
+    fn payload(&self) -> &[RecordBatch] {
+        &self.payload
+    }
+
+    fn vectors(&self, i: usize) -> VectorsRef<'_> {
+        let v = &self.vectors[i];
+        VectorsRef {
+            dims: v.dims,
+            data: &v.data,
+            inv_norms: &v.inv_norms,
+        }
+    }
+
+    fn null_vectors(&self, i: usize) -> &RoaringBitmap {
+        &self.vectors[i].nulls
+    }
+
+    fn graph(&self, _i: usize) -> Option<(Metric, &HnswGraph)> {
+        None
+    }
+}

@@ -1,0 +1,31 @@
+//! Segments: the units a shard's rows live in.
+//!
+//! A shard has one growing `MemSegment` (appended to by writes, searched by brute force),
+//! possibly some frozen ones waiting to be sealed, and immutable `SealedSegment`s on disk
+//! (payload as Arrow IPC, vectors and HNSW graph mmap'd). Rows are numbered from 0 within a
+//! segment and never move; deletes are tombstones kept by the shard, not by the segment.
+//! Search and scan read any segment through the `Segment` trait.
+
+pub mod memory;
+pub mod rows;
+pub mod sealed;
+
+use arrow::array::RecordBatch;
+use roaring::RoaringBitmap;
+
+use crate::distance::Metric;
+use crate::index::graph::HnswGraph;
+use crate::index::vectors::VectorsRef;
+
+pub trait Segment: Send + Sync {
+    fn num_rows(&self) -> u32;
+    /// The payload (every non-vector column, primary key included) as batches whose rows are
+    /// the segment's rows in order.
+    fn payload(&self) -> &[RecordBatch];
+    /// The `i`-th vector column (in `CollectionSchema::vector_columns` order).
+    fn vectors(&self, i: usize) -> VectorsRef<'_>;
+    /// Rows whose `i`-th vector is NULL.
+    fn null_vectors(&self, i: usize) -> &RoaringBitmap;
+    /// The `i`-th vector column's graph and the metric it was built for, if it has one.
+    fn graph(&self, i: usize) -> Option<(Metric, &HnswGraph)>;
+}

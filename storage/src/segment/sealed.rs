@@ -1,0 +1,245 @@
+//! Sealed segments: immutable directories written once from a frozen growing segment (or by
+//! compaction) and then only read.
+//!
+//! ```text
+//! seg-<id>/meta.json      row count, rows with NULL vectors per vector column
+//! seg-<id>/payload.arrow  every non-vector column, Arrow IPC file
+//! seg-<id>/vec-<i>.bin    i-th vector column: vectors, norms, HNSW graph (index/file.rs)
+//! ```
+//! A segment is written under `seg-<id>.tmp` and renamed into place, so a crash never leaves a
+//! half-written `seg-<id>`. Tombstones are not part of it: the shard keeps them beside it
+//! (`tomb-<generation>.roar`), because they change. When a segment is replaced (compaction,
+//! truncate, snapshot install) it is marked obsolete and its directory is deleted once the last
+//! reader drops it.
+
+use std::fs::{self, File};
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arrow::array::RecordBatch;
+use arrow::ipc::reader::FileReader;
+use arrow::ipc::writer::FileWriter;
+use roaring::RoaringBitmap;
+use serde::{Deserialize, Serialize};
+
+use crate::distance::Metric;
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::sync_dir;
+use crate::index::build::{build_graph, indexable_rows};
+use crate::index::file::{self, ColumnFile};
+use crate::index::graph::HnswGraph;
+use crate::index::vectors::{Backing, VectorStore, VectorsRef};
+use crate::schema::{CollectionSchema, ColumnType};
+use crate::segment::Segment;
+
+/// Segments smaller than this are searched by brute force; a graph would not pay for itself.
+pub const MIN_ROWS_FOR_GRAPH: usize = 256;
+
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    rows: u32,
+    null_vectors: Vec<Vec<u32>>,
+}
+
+pub struct SealedSegment {
+    dir: PathBuf,
+    rows: u32,
+    payload: Vec<RecordBatch>,
+    columns: Vec<ColumnFile>,
+    nulls: Vec<RoaringBitmap>,
+    obsolete: AtomicBool,
+}
+
+impl SealedSegment {
+    /// Writes `source` as a sealed segment at `dir`, leaving the rows in `dead` out of the
+    /// graphs (they stay in the files, so row numbers are unchanged), and opens it.
+    pub fn write(
+        dir: &Path,
+        schema: &CollectionSchema,
+        source: &dyn Segment,
+        dead: &RoaringBitmap,
+    ) -> Result<SealedSegment> {
+        let tmp = dir.with_extension("tmp");
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).ctx("remove stale", &tmp)?;
+        }
+        fs::create_dir_all(&tmp).ctx("create dir", &tmp)?;
+        write_payload(&tmp.join("payload.arrow"), schema, source)?;
+        let mut null_vectors = Vec::new();
+        for (i, &col) in schema.vector_columns().iter().enumerate() {
+            let ColumnType::Vector(spec) = schema.columns[col].ty else {
+                unreachable!("vector_columns returns vector columns")
+            };
+            let nulls = source.null_vectors(i);
+            let column = build_column(source.vectors(i), nulls, dead, spec.metric, spec.hnsw)?;
+            file::write(&tmp.join(format!("vec-{i}.bin")), &column)?;
+            null_vectors.push(nulls.iter().collect());
+        }
+        let meta = Meta {
+            rows: source.num_rows(),
+            null_vectors,
+        };
+        let meta_path = tmp.join("meta.json");
+        let bytes = serde_json::to_vec(&meta).expect("meta serialises");
+        crate::fsutil::write_atomic(&meta_path, &bytes)?;
+        sync_dir(&tmp)?;
+        if dir.exists() {
+            fs::remove_dir_all(dir).ctx("remove stale", dir)?;
+        }
+        fs::rename(&tmp, dir).ctx("rename", dir)?;
+        sync_dir(dir.parent().unwrap_or(Path::new(".")))?;
+        SealedSegment::open(dir, schema)
+    }
+
+    /// Opens and verifies the segment at `dir`.
+    pub fn open(dir: &Path, schema: &CollectionSchema) -> Result<SealedSegment> {
+        let meta_path = dir.join("meta.json");
+        let meta: Meta = serde_json::from_slice(&fs::read(&meta_path).ctx("read", &meta_path)?)
+            .map_err(|e| Error::corrupt(&meta_path, e.to_string()))?;
+        let payload = read_payload(&dir.join("payload.arrow"))?;
+        let payload_rows: usize = payload.iter().map(|b| b.num_rows()).sum();
+        if payload_rows != meta.rows as usize {
+            return Err(Error::corrupt(
+                dir,
+                "payload row count disagrees with meta.json",
+            ));
+        }
+        let vector_columns = schema.vector_columns();
+        if meta.null_vectors.len() != vector_columns.len() {
+            return Err(Error::corrupt(
+                dir,
+                "vector column count disagrees with the schema",
+            ));
+        }
+        let mut columns = Vec::new();
+        for i in 0..vector_columns.len() {
+            let path = dir.join(format!("vec-{i}.bin"));
+            let column = file::open(&path)?;
+            if column.vectors.len() != meta.rows as usize {
+                return Err(Error::corrupt(&path, "row count disagrees with meta.json"));
+            }
+            columns.push(column);
+        }
+        Ok(SealedSegment {
+            dir: dir.to_path_buf(),
+            rows: meta.rows,
+            payload,
+            columns,
+            nulls: meta
+                .null_vectors
+                .iter()
+                .map(|v| v.iter().copied().collect())
+                .collect(),
+            obsolete: AtomicBool::new(false),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Files of the segment, relative to its directory (for snapshots).
+    pub fn file_names(&self) -> Vec<String> {
+        let mut names = vec!["meta.json".to_string(), "payload.arrow".to_string()];
+        names.extend((0..self.columns.len()).map(|i| format!("vec-{i}.bin")));
+        names
+    }
+
+    /// Deletes the directory once the last reference is dropped.
+    pub fn mark_obsolete(&self) {
+        self.obsolete.store(true, Ordering::Release);
+    }
+
+    pub fn size_bytes(&self) -> usize {
+        let columns: usize = self
+            .columns
+            .iter()
+            .map(|c| c.vectors.size_bytes() + c.graph.as_ref().map_or(0, |(_, g)| g.size_bytes()))
+            .sum();
+        columns
+            + self
+                .payload
+                .iter()
+                .map(|b| b.get_array_memory_size())
+                .sum::<usize>()
+    }
+}
+
+impl Drop for SealedSegment {
+    fn drop(&mut self) {
+        if self.obsolete.load(Ordering::Acquire) {
+            // Best effort: a leftover directory is removed by the next open's cleanup.
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl Segment for SealedSegment {
+    fn num_rows(&self) -> u32 {
+        self.rows
+    }
+
+    fn payload(&self) -> &[RecordBatch] {
+        &self.payload
+    }
+
+    fn vectors(&self, i: usize) -> VectorsRef<'_> {
+        self.columns[i].vectors.view()
+    }
+
+    fn null_vectors(&self, i: usize) -> &RoaringBitmap {
+        &self.nulls[i]
+    }
+
+    fn graph(&self, i: usize) -> Option<(Metric, &HnswGraph)> {
+        self.columns[i].graph.as_ref().map(|(m, g)| (*m, g))
+    }
+}
+
+fn build_column(
+    source: VectorsRef<'_>,
+    nulls: &RoaringBitmap,
+    dead: &RoaringBitmap,
+    metric: Metric,
+    params: crate::schema::HnswParams,
+) -> Result<ColumnFile> {
+    let vectors = VectorStore::from_parts(
+        source.dims,
+        Backing::owned(source.data.to_vec()),
+        Backing::owned(source.inv_norms.to_vec()),
+    );
+    let rows = indexable_rows(&vectors, metric, &|r| nulls.contains(r) || dead.contains(r));
+    let graph = if rows.len() >= MIN_ROWS_FOR_GRAPH {
+        Some((metric, build_graph(&vectors, &rows, metric, params)?))
+    } else {
+        None
+    };
+    Ok(ColumnFile { vectors, graph })
+}
+
+fn write_payload(path: &Path, schema: &CollectionSchema, source: &dyn Segment) -> Result<()> {
+    let file = File::create(path).ctx("create", path)?;
+    let mut writer = FileWriter::try_new(BufWriter::new(file), &schema.payload_schema())?;
+    for batch in source.payload() {
+        writer.write(batch)?;
+    }
+    writer.finish()?;
+    let file = writer
+        .into_inner()?
+        .into_inner()
+        .map_err(|e| Error::io("flush", path, e.into_error()))?;
+    file.sync_all().ctx("fsync", path)
+}
+
+fn read_payload(path: &Path) -> Result<Vec<RecordBatch>> {
+    let file = File::open(path).ctx("open", path)?;
+    let reader =
+        FileReader::try_new(file, None).map_err(|e| Error::corrupt(path, e.to_string()))?;
+    let schema = reader.schema();
+    let batches = reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::corrupt(path, e.to_string()))?;
+    // One batch per segment keeps row lookups trivial.
+    Ok(vec![arrow::compute::concat_batches(&schema, &batches)?])
+}

@@ -1,0 +1,329 @@
+//! Background and maintenance work on a shard: sealing frozen segments, persisting the
+//! manifest, truncating, and compaction (rewriting segments without their dead rows).
+//!
+//! All of it runs under `Inner::maintenance`, so at most one of these changes the segment
+//! set at a time; the slow parts (graph builds, file writes) run without the state lock.
+
+use std::sync::Arc;
+
+use roaring::RoaringBitmap;
+
+use super::manifest::{Manifest, ManifestSegment, encode_tombstones, tombstone_file};
+use super::state::{RowRef, SlotData, segment_dir};
+use super::{Applied, Inner, Shard};
+use crate::error::{Error, Result};
+use crate::key::keys_of;
+use crate::segment::Segment;
+use crate::segment::memory::MemSegment;
+use crate::segment::rows::{NormalizedRows, take_column};
+use crate::segment::sealed::SealedSegment;
+
+impl Inner {
+    /// Freezes a full growing segment and makes sure something will seal it.
+    pub(super) fn maybe_seal(self: &Arc<Self>) -> Result<()> {
+        {
+            let mut state = self.state.write();
+            if (state.growing.num_rows() as usize) < self.opts.seal_threshold_rows {
+                return Ok(());
+            }
+            state.freeze();
+        }
+        if !self.opts.background_seal {
+            return self.seal_pending();
+        }
+        let mut sealer = self.sealer.lock();
+        if sealer.as_ref().is_some_and(|h| !h.is_finished()) {
+            return Ok(()); // the running sealer loops until no frozen slot is left
+        }
+        let inner = self.clone();
+        let handle = std::thread::Builder::new()
+            .name("vecraft-seal".into())
+            .spawn(move || {
+                if let Err(e) = inner.seal_pending() {
+                    *inner.background_error.lock() = Some(e.to_string());
+                }
+            })
+            .map_err(|e| Error::io("spawn sealer", &self.dir, e))?;
+        *sealer = Some(handle);
+        Ok(())
+    }
+
+    /// Seals every frozen slot, oldest first, persisting after each.
+    pub(super) fn seal_pending(&self) -> Result<()> {
+        let _guard = self.maintenance.lock();
+        self.seal_pending_locked()
+    }
+
+    pub(super) fn seal_pending_locked(&self) -> Result<()> {
+        loop {
+            let job = {
+                let state = self.state.read();
+                state.slots.iter().find_map(|s| match &s.data {
+                    SlotData::Frozen(mem) => Some((s.id, mem.clone(), s.dead.clone())),
+                    SlotData::Sealed(_) => None,
+                })
+            };
+            let Some((id, mem, dead)) = job else {
+                return Ok(());
+            };
+            let schema = self.state.read().schema.clone();
+            let sealed = SealedSegment::write(&segment_dir(&self.dir, id), &schema, &*mem, &dead)?;
+            {
+                let mut state = self.state.write();
+                match state.slots.iter_mut().find(|s| s.id == id) {
+                    Some(slot) => {
+                        slot.data = SlotData::Sealed(Arc::new(sealed));
+                        let frozen_at = slot.frozen_at;
+                        state.durable_index = state.durable_index.max(frozen_at);
+                    }
+                    None => sealed.mark_obsolete(), // truncated meanwhile
+                }
+            }
+            self.persist_locked()?;
+        }
+    }
+
+    /// Writes changed tombstones and a new manifest. Caller holds `maintenance`.
+    pub(super) fn persist_locked(&self) -> Result<()> {
+        let (manifest, tombstones) = {
+            let mut state = self.state.write();
+            let durable = state.computed_durable_index();
+            state.durable_index = durable;
+            let mut segments = Vec::new();
+            let mut tombstones = Vec::new();
+            for slot in &state.slots {
+                if !matches!(slot.data, SlotData::Sealed(_)) {
+                    break; // frozen slots (and all after them) are not persisted yet
+                }
+                let version = if slot.dead.is_empty() {
+                    0
+                } else {
+                    slot.dead_version
+                };
+                if version != 0 && version != slot.persisted_version {
+                    tombstones.push((slot.id, version, encode_tombstones(&slot.dead)));
+                }
+                segments.push(ManifestSegment {
+                    id: slot.id,
+                    tombstone_version: version,
+                });
+            }
+            let manifest = Manifest {
+                format: 1,
+                schema: (*state.schema).clone(),
+                durable_index: durable,
+                next_segment_id: state.next_segment_id,
+                segments,
+            };
+            (manifest, tombstones)
+        };
+        for (id, version, bytes) in &tombstones {
+            let path = segment_dir(&self.dir, *id).join(tombstone_file(*version));
+            crate::fsutil::write_atomic(&path, bytes)?;
+        }
+        manifest.store(&self.dir)?;
+        {
+            let mut state = self.state.write();
+            for entry in &manifest.segments {
+                if let Some(slot) = state.slots.iter_mut().find(|s| s.id == entry.id) {
+                    slot.persisted_version = slot.persisted_version.max(entry.tombstone_version);
+                }
+            }
+        }
+        manifest.remove_unreferenced(&self.dir)
+    }
+
+    pub(super) fn truncate(&self, index: u64) -> Result<Applied> {
+        let _guard = self.maintenance.lock();
+        let deleted = {
+            let mut state = self.state.write();
+            if index <= state.applied_index {
+                return Ok(Applied::default());
+            }
+            let deleted = state.keymap.len() as u64;
+            for slot in state.slots.drain(..) {
+                if let SlotData::Sealed(seg) = slot.data {
+                    seg.mark_obsolete();
+                }
+            }
+            state.freeze(); // moves the growing rows out of the way...
+            state.slots.clear(); // ...and drops them
+            state.growing_dead.clear();
+            state.keymap.clear();
+            state.applied_index = index;
+            deleted
+        };
+        self.persist_locked()?;
+        Ok(Applied {
+            fresh: true,
+            rows_written: 0,
+            rows_deleted: deleted,
+        })
+    }
+
+    pub(super) fn flush(&self) -> Result<u64> {
+        let _guard = self.maintenance.lock();
+        self.state.write().freeze();
+        self.seal_pending_locked()?;
+        self.persist_locked()?;
+        Ok(self.state.read().durable_index)
+    }
+}
+
+impl Shard {
+    /// Rewrites the sealed segments `ids` as one new segment holding only their live rows,
+    /// with a freshly built graph, and swaps it in atomically. Deletes that land while the
+    /// rewrite runs are carried over to the new segment. Returns the new segment's id, or
+    /// `None` when nothing was live.
+    pub fn compact(&self, ids: &[u64]) -> Result<Option<u64>> {
+        let inner = &self.inner;
+        let _guard = inner.maintenance.lock();
+        let (schema, sources, new_id) = {
+            let mut state = inner.state.write();
+            let mut sources = Vec::new();
+            for &id in ids {
+                let slot = state.slots.iter().find(|s| s.id == id);
+                match slot.map(|s| (&s.data, &s.dead)) {
+                    Some((SlotData::Sealed(seg), dead)) => {
+                        sources.push((id, seg.clone(), dead.clone()))
+                    }
+                    _ => return Err(Error::InvalidArgument(format!("no sealed segment {id}"))),
+                }
+            }
+            let new_id = state.next_segment_id;
+            state.next_segment_id += 1;
+            (state.schema.clone(), sources, new_id)
+        };
+        // Gather live rows into one in-memory segment, remembering where each came from.
+        let mut merged = MemSegment::new(&super::state::vector_dims(&schema));
+        let mut origin: Vec<(u64, u32)> = Vec::new();
+        for (id, seg, dead) in &sources {
+            let live: Vec<u32> = (0..seg.num_rows()).filter(|r| !dead.contains(*r)).collect();
+            if live.is_empty() {
+                continue;
+            }
+            merged.append(gather(&schema, seg.as_ref(), &live)?);
+            origin.extend(live.iter().map(|&r| (*id, r)));
+        }
+        let sealed = if origin.is_empty() {
+            None
+        } else {
+            let dir = segment_dir(&inner.dir, new_id);
+            Some(SealedSegment::write(
+                &dir,
+                &schema,
+                &merged,
+                &RoaringBitmap::new(),
+            )?)
+        };
+        self.swap_compacted(&sources, sealed, new_id, &origin, merged.keys())?;
+        inner.persist_locked()?;
+        Ok((!origin.is_empty()).then_some(new_id))
+    }
+
+    fn swap_compacted(
+        &self,
+        sources: &[(u64, Arc<SealedSegment>, RoaringBitmap)],
+        sealed: Option<SealedSegment>,
+        new_id: u64,
+        origin: &[(u64, u32)],
+        keys: &[crate::key::Key],
+    ) -> Result<()> {
+        let mut state = self.inner.state.write();
+        let position = state
+            .slots
+            .iter()
+            .position(|s| s.id == sources[0].0)
+            .unwrap_or(0);
+        let mut dead_now = Vec::new();
+        for (id, seg, _) in sources {
+            let i = state
+                .slots
+                .iter()
+                .position(|s| s.id == *id)
+                .expect("maintenance held");
+            dead_now.push(state.slots.remove(i).dead);
+            seg.mark_obsolete();
+        }
+        let Some(sealed) = sealed else { return Ok(()) };
+        let mut dead = RoaringBitmap::new();
+        for (new_row, (old_id, old_row)) in origin.iter().enumerate() {
+            let src = sources
+                .iter()
+                .position(|s| s.0 == *old_id)
+                .expect("origin names a source");
+            let now_dead = dead_now[src].contains(*old_row);
+            let key_ref = RowRef {
+                segment: *old_id,
+                row: *old_row,
+            };
+            let target = RowRef {
+                segment: new_id,
+                row: new_row as u32,
+            };
+            if now_dead {
+                dead.insert(new_row as u32);
+            } else if let Some(at) = state.keymap.get_mut(&keys[new_row]) {
+                // Re-point the key map at the row's new home.
+                if *at == key_ref {
+                    *at = target;
+                }
+            }
+        }
+        let position = position.min(state.slots.len());
+        let frozen_at = state.durable_index;
+        state.slots.insert(
+            position,
+            super::state::Slot {
+                id: new_id,
+                data: SlotData::Sealed(Arc::new(sealed)),
+                dead,
+                dead_version: 1,
+                persisted_version: 0,
+                frozen_at,
+            },
+        );
+        Ok(())
+    }
+}
+
+/// Copies `rows` of a segment into the form an upsert has (keys, payload, vectors).
+fn gather(
+    schema: &crate::schema::CollectionSchema,
+    seg: &dyn Segment,
+    rows: &[u32],
+) -> Result<NormalizedRows> {
+    let mut positions = None;
+    let mut payload = Vec::new();
+    for &c in &schema.payload_columns() {
+        payload.push(take_column(schema, seg, c, rows, &mut positions)?);
+    }
+    let payload = arrow::array::RecordBatch::try_new(schema.payload_schema(), payload)?;
+    let pk = schema
+        .payload_columns()
+        .iter()
+        .position(|&c| c == schema.primary_key);
+    let keys = keys_of(payload.column(pk.expect("pk is payload")))?;
+    let vectors = (0..schema.vector_columns().len())
+        .map(|i| {
+            let src = seg.vectors(i);
+            let mut v = crate::segment::memory::MemVectors {
+                dims: src.dims,
+                ..Default::default()
+            };
+            for (n, &r) in rows.iter().enumerate() {
+                v.data.extend_from_slice(src.get(r));
+                v.inv_norms.push(src.inv_norms[r as usize]);
+                if seg.null_vectors(i).contains(r) {
+                    v.nulls.insert(n as u32);
+                }
+            }
+            v
+        })
+        .collect();
+    Ok(NormalizedRows {
+        keys,
+        payload,
+        vectors,
+    })
+}

@@ -1,0 +1,175 @@
+//! One shard replica's state machine: the segments, the key map and the applied index.
+//!
+//! Writes arrive as `(log index, Command)` and are applied in index order, at most once: an
+//! index at or below the applied index is skipped, so the log can be replayed after a crash
+//! (or by Raft) without double effects. Upserts append to the growing segment and tombstone
+//! the previous version of their key; deletes only tombstone.
+//!
+//! Durability comes from the log, not from here: the shard persists *sealed* segments and
+//! tombstones, and its manifest records `durable_index`, the log index up to which everything
+//! is on disk without the log. On open the shard comes back at `durable_index` and the caller
+//! replays the log after it. Log entries at or below `durable_index` may be purged.
+//!
+//! Concurrency: one `RwLock` over the state. Searches and scans hold the read lock for their
+//! whole run, so they see one consistent point in the log; applies take the write lock
+//! briefly. Sealing, compaction, snapshots and installs serialise on `maintenance` and do
+//! their slow work (building graphs, writing files) outside the state lock.
+
+mod maintain;
+mod manifest;
+mod read;
+mod snapshot;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use parking_lot::{Mutex, RwLock};
+
+pub use read::{DISTANCE_COLUMN, SearchRequest};
+pub use snapshot::SnapshotInfo;
+
+use crate::command::Command;
+use crate::error::{Error, Result};
+use crate::schema::CollectionSchema;
+use crate::segment::rows::normalize;
+use state::State;
+
+#[derive(Clone, Debug)]
+pub struct ShardOptions {
+    /// The growing segment is sealed (written out with an HNSW graph) at this many rows.
+    pub seal_threshold_rows: usize,
+    /// Seal on a background thread (true) or inside `apply` (false: deterministic tests).
+    pub background_seal: bool,
+}
+
+impl Default for ShardOptions {
+    fn default() -> Self {
+        ShardOptions {
+            seal_threshold_rows: 50_000,
+            background_seal: true,
+        }
+    }
+}
+
+/// What applying one command did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// False when the index had been applied before (a replay).
+    pub fresh: bool,
+    pub rows_written: u64,
+    /// Rows that existed and were removed (by delete; upserts replacing a row don't count).
+    pub rows_deleted: u64,
+}
+
+/// Counters for tests, metrics and EXPLAIN.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    pub applied_index: u64,
+    pub durable_index: u64,
+    pub live_rows: u64,
+    pub growing_rows: u64,
+    pub frozen_segments: usize,
+    pub sealed_segments: usize,
+    pub dead_rows: u64,
+    pub last_background_error: Option<String>,
+}
+
+pub struct Shard {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    opts: ShardOptions,
+    state: RwLock<State>,
+    /// Serialises sealing, compaction, persisting, snapshots and installs.
+    maintenance: Mutex<()>,
+    sealer: Mutex<Option<JoinHandle<()>>>,
+    background_error: Mutex<Option<String>>,
+}
+
+impl Shard {
+    /// Opens the shard in `dir`, creating it with `schema` if it is new. The returned shard is
+    /// at `applied_index() == durable_index`; replay the log after it.
+    pub fn open(dir: &Path, schema: Option<CollectionSchema>, opts: ShardOptions) -> Result<Shard> {
+        if opts.seal_threshold_rows == 0 {
+            return Err(Error::InvalidArgument(
+                "seal_threshold_rows must be positive".into(),
+            ));
+        }
+        let state = State::open(dir, schema)?;
+        Ok(Shard {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                opts,
+                state: RwLock::new(state),
+                maintenance: Mutex::new(()),
+                sealer: Mutex::new(None),
+                background_error: Mutex::new(None),
+            }),
+        })
+    }
+
+    pub fn schema(&self) -> Arc<CollectionSchema> {
+        self.inner.state.read().schema.clone()
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.inner.state.read().applied_index
+    }
+
+    /// Applies `command` at log `index`. Indexes at or below the applied index are skipped.
+    /// A command the schema rejects still consumes its index (every replica rejects it the
+    /// same way) and returns the error.
+    pub fn apply(&self, index: u64, command: &Command) -> Result<Applied> {
+        if index <= self.applied_index() {
+            return Ok(Applied::default());
+        }
+        let applied = match command {
+            Command::Upsert(batch) => {
+                let schema = self.schema();
+                match normalize(&schema, batch) {
+                    Ok(rows) => self.inner.state.write().upsert(index, rows),
+                    Err(e) => {
+                        self.inner.state.write().skip(index);
+                        return Err(e);
+                    }
+                }
+            }
+            Command::Delete(keys) => self.inner.state.write().delete(index, keys),
+            Command::Truncate => return self.inner.truncate(index),
+        };
+        self.inner.maybe_seal()?;
+        Ok(applied)
+    }
+
+    pub fn stats(&self) -> ShardStats {
+        let mut stats = self.inner.state.read().stats();
+        stats.last_background_error = self.inner.background_error.lock().clone();
+        stats
+    }
+
+    /// Waits until background sealing has finished (tests, shutdown).
+    pub fn wait_for_background(&self) {
+        let handle = self.inner.sealer.lock().take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+
+    /// Seals the growing segment now, whatever its size, and persists: afterwards
+    /// `durable_index == applied_index`, so the whole log may be purged.
+    pub fn flush(&self) -> Result<u64> {
+        self.inner.flush()
+    }
+}
+
+impl Drop for Shard {
+    fn drop(&mut self) {
+        self.wait_for_background();
+    }
+}

@@ -1,0 +1,290 @@
+//! Reading a shard: top-k vector search and scans, both as Arrow batches.
+//!
+//! A search asks every segment for its own top-k of live rows passing the filter, then merges.
+//! A sealed segment with a graph built for the requested metric is searched through the graph,
+//! with the filter applied inside the walk, unless the filter passes so few rows that an exact
+//! scan of them is cheaper (and always returns k when k match). Growing and frozen segments,
+//! and `exact` requests, are brute force.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, Float64Array, RecordBatch};
+use arrow::compute::interleave;
+use arrow::datatypes::{DataType, Field, Schema};
+use roaring::RoaringBitmap;
+
+use super::Shard;
+use super::state::State;
+use crate::distance::{Metric, validate_vector};
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::index::graph::{Scored, brute_force};
+use crate::index::vectors::Query;
+use crate::schema::{CollectionSchema, DEFAULT_EF_SEARCH, MAX_EF_SEARCH};
+use crate::segment::Segment;
+use crate::segment::rows::take_column;
+
+/// The column a search result carries its distances in.
+pub const DISTANCE_COLUMN: &str = "_distance";
+
+/// Below this many passing rows per `ef`, a filtered graph search turns into an exact scan
+/// of the passing rows; likewise below this fraction of the segment.
+const EXACT_ROWS_PER_EF: usize = 64;
+const EXACT_MIN_SELECTIVITY: f64 = 0.02;
+
+#[derive(Clone, Debug)]
+pub struct SearchRequest {
+    /// The vector column searched.
+    pub column: String,
+    pub vector: Vec<f32>,
+    pub k: usize,
+    /// Beam width (`hnsw.ef_search`); 0 means the default, 40. Raised to `k` if smaller.
+    pub ef: usize,
+    /// Defaults to the column's metric. Another metric is answered exactly.
+    pub metric: Option<Metric>,
+    pub filter: Option<Filter>,
+    /// Columns to return (all when `None`), then `_distance`.
+    pub projection: Option<Vec<String>>,
+    /// Brute force over every row: ground truth.
+    pub exact: bool,
+}
+
+impl SearchRequest {
+    pub fn new(column: impl Into<String>, vector: Vec<f32>, k: usize) -> Self {
+        SearchRequest {
+            column: column.into(),
+            vector,
+            k,
+            ef: 0,
+            metric: None,
+            filter: None,
+            projection: None,
+            exact: false,
+        }
+    }
+}
+
+/// Live rows of a segment passing a filter, as the predicate searches test.
+struct Admission<'a> {
+    dead: &'a RoaringBitmap,
+    nulls: &'a RoaringBitmap,
+    mask: Option<BooleanArray>,
+}
+
+impl Admission<'_> {
+    #[inline]
+    fn admits(&self, row: u32) -> bool {
+        !self.dead.contains(row)
+            && !self.nulls.contains(row)
+            && self.mask.as_ref().is_none_or(|m| m.value(row as usize))
+    }
+
+    fn passing_upper_bound(&self, rows: u32) -> usize {
+        self.mask.as_ref().map_or(rows as usize, |m| m.true_count())
+    }
+}
+
+fn filter_mask(filter: Option<&Filter>, segment: &dyn Segment) -> Result<Option<BooleanArray>> {
+    let Some(filter) = filter else {
+        return Ok(None);
+    };
+    let parts: Vec<BooleanArray> = segment
+        .payload()
+        .iter()
+        .map(|b| filter.evaluate(b))
+        .collect::<Result<_>>()?;
+    let refs: Vec<&dyn Array> = parts.iter().map(|a| a as &dyn Array).collect();
+    match refs.len() {
+        0 => Ok(Some(BooleanArray::from(Vec::<bool>::new()))),
+        1 => Ok(Some(parts[0].clone())),
+        _ => Ok(Some(
+            arrow::array::AsArray::as_boolean(&arrow::compute::concat(&refs)?).clone(),
+        )),
+    }
+}
+
+impl Shard {
+    /// The `k` rows nearest to `req.vector`, closest first, with `_distance` (Float64).
+    pub fn search(&self, req: &SearchRequest) -> Result<RecordBatch> {
+        let state = self.inner.state.read();
+        let schema = state.schema.clone();
+        let spec = schema.vector_spec(&req.column)?;
+        validate_vector(&req.vector, spec.dims)?;
+        let ef = if req.ef == 0 {
+            DEFAULT_EF_SEARCH
+        } else {
+            req.ef
+        };
+        if ef > MAX_EF_SEARCH {
+            return Err(Error::InvalidArgument(format!(
+                "ef_search must be between 1 and {MAX_EF_SEARCH}"
+            )));
+        }
+        if let Some(f) = &req.filter {
+            f.validate(&schema)?;
+        }
+        let column = schema.column_index(&req.column)?;
+        let col = schema.vector_columns().iter().position(|&c| c == column);
+        let col = col.expect("vector_spec accepted a vector column");
+        let metric = req.metric.unwrap_or(spec.metric);
+        // No more hits than live rows: keeps a huge `k` from sizing heaps after it.
+        let req = &SearchRequest {
+            k: req.k.min(state.keymap.len()),
+            ..req.clone()
+        };
+        let query = Query::new(req.vector.clone());
+        let segments = segments_of(&state);
+        let mut hits: Vec<(Scored, usize)> = Vec::new();
+        for (s, (segment, dead)) in segments.iter().enumerate() {
+            let admission = Admission {
+                dead,
+                nulls: segment.null_vectors(col),
+                mask: filter_mask(req.filter.as_ref(), *segment)?,
+            };
+            let found = search_segment(*segment, col, metric, &query, req, ef, &admission);
+            hits.extend(found.into_iter().map(|h| (h, s)));
+        }
+        hits.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+        hits.truncate(req.k);
+        materialize(
+            &schema,
+            &segments,
+            &hits,
+            req.projection.as_deref(),
+            (metric, &query, col),
+        )
+    }
+
+    /// Every live row passing `filter`, projected; one batch per segment that has any.
+    pub fn scan(
+        &self,
+        projection: Option<&[String]>,
+        filter: Option<&Filter>,
+    ) -> Result<Vec<RecordBatch>> {
+        let state = self.inner.state.read();
+        let schema = state.schema.clone();
+        if let Some(f) = filter {
+            f.validate(&schema)?;
+        }
+        let columns = project(&schema, projection)?;
+        let out_schema = Arc::new(Schema::new(
+            columns
+                .iter()
+                .map(|&c| field_of(&schema, c))
+                .collect::<Vec<_>>(),
+        ));
+        let mut batches = Vec::new();
+        for (segment, dead) in segments_of(&state) {
+            let mask = filter_mask(filter, segment)?;
+            let rows: Vec<u32> = (0..segment.num_rows())
+                .filter(|&r| !dead.contains(r) && mask.as_ref().is_none_or(|m| m.value(r as usize)))
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let mut positions = None;
+            let arrays = columns
+                .iter()
+                .map(|&c| take_column(&schema, segment, c, &rows, &mut positions))
+                .collect::<Result<Vec<_>>>()?;
+            batches.push(RecordBatch::try_new(out_schema.clone(), arrays)?);
+        }
+        Ok(batches)
+    }
+
+    /// Number of live rows.
+    pub fn count(&self) -> u64 {
+        self.inner.state.read().keymap.len() as u64
+    }
+}
+
+/// Every segment with its tombstones: slots oldest first, then the growing segment.
+fn segments_of(state: &State) -> Vec<(&dyn Segment, &RoaringBitmap)> {
+    let mut out: Vec<(&dyn Segment, &RoaringBitmap)> = state
+        .slots
+        .iter()
+        .map(|s| (s.data.segment(), &s.dead))
+        .collect();
+    out.push((&state.growing, &state.growing_dead));
+    out
+}
+
+fn search_segment(
+    segment: &dyn Segment,
+    col: usize,
+    metric: Metric,
+    query: &Query,
+    req: &SearchRequest,
+    ef: usize,
+    admission: &Admission<'_>,
+) -> Vec<Scored> {
+    let vectors = segment.vectors(col);
+    let accept = |row: u32| admission.admits(row);
+    let graph = segment
+        .graph(col)
+        .filter(|(m, _)| *m == metric && !req.exact);
+    if let Some((_, graph)) = graph {
+        let passing = admission.passing_upper_bound(segment.num_rows());
+        let rows = segment.num_rows().max(1) as f64;
+        let selective = admission.mask.is_some()
+            && (passing <= EXACT_ROWS_PER_EF * ef.max(req.k)
+                || (passing as f64) / rows < EXACT_MIN_SELECTIVITY);
+        if !selective {
+            return graph.search(&vectors, metric, query, req.k, ef, &accept);
+        }
+    }
+    brute_force(
+        vectors.len(),
+        |r| vectors.score(metric, query, r),
+        req.k,
+        &accept,
+    )
+}
+
+fn project(schema: &CollectionSchema, projection: Option<&[String]>) -> Result<Vec<usize>> {
+    match projection {
+        None => Ok((0..schema.columns.len()).collect()),
+        Some(names) => names.iter().map(|n| schema.column_index(n)).collect(),
+    }
+}
+
+fn field_of(schema: &CollectionSchema, column: usize) -> Field {
+    let c = &schema.columns[column];
+    Field::new(&c.name, c.ty.arrow_type(), c.nullable)
+}
+
+fn materialize(
+    schema: &CollectionSchema,
+    segments: &[(&dyn Segment, &RoaringBitmap)],
+    hits: &[(Scored, usize)],
+    projection: Option<&[String]>,
+    (metric, query, col): (Metric, &Query, usize),
+) -> Result<RecordBatch> {
+    let columns = project(schema, projection)?;
+    // Rows wanted from each segment, and where each hit sits among them.
+    let mut per_segment: Vec<Vec<u32>> = vec![Vec::new(); segments.len()];
+    let mut order = Vec::with_capacity(hits.len());
+    for (hit, s) in hits {
+        order.push((*s, per_segment[*s].len()));
+        per_segment[*s].push(hit.row);
+    }
+    let mut arrays = Vec::with_capacity(columns.len() + 1);
+    for &c in &columns {
+        let parts = per_segment
+            .iter()
+            .zip(segments)
+            .map(|(rows, (segment, _))| take_column(schema, *segment, c, rows, &mut None))
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        let refs: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
+        arrays.push(interleave(&refs, &order)?);
+    }
+    // Ranking used a cheaper score; report the distance exactly as pgvector computes it.
+    let distances: Float64Array = hits
+        .iter()
+        .map(|(h, s)| Some(metric.distance(&query.vector, segments[*s].0.vectors(col).get(h.row))))
+        .collect();
+    arrays.push(Arc::new(distances));
+    let mut fields: Vec<Field> = columns.iter().map(|&c| field_of(schema, c)).collect();
+    fields.push(Field::new(DISTANCE_COLUMN, DataType::Float64, true));
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?)
+}

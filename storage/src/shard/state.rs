@@ -1,0 +1,281 @@
+//! The in-memory state of a shard behind its lock: segments, tombstones, key map, indexes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use roaring::RoaringBitmap;
+
+use super::manifest::Manifest;
+use super::{Applied, ShardStats};
+use crate::error::{Error, Result};
+use crate::key::{Key, keys_of};
+use crate::schema::{CollectionSchema, ColumnType};
+use crate::segment::Segment;
+use crate::segment::memory::MemSegment;
+use crate::segment::rows::NormalizedRows;
+use crate::segment::sealed::SealedSegment;
+
+/// Where the live version of a key is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowRef {
+    pub segment: u64,
+    pub row: u32,
+}
+
+pub enum SlotData {
+    /// A former growing segment waiting to be written out; searched by brute force.
+    Frozen(Arc<MemSegment>),
+    Sealed(Arc<SealedSegment>),
+}
+
+impl SlotData {
+    pub fn segment(&self) -> &dyn Segment {
+        match self {
+            SlotData::Frozen(m) => m.as_ref(),
+            SlotData::Sealed(s) => s.as_ref(),
+        }
+    }
+}
+
+pub struct Slot {
+    pub id: u64,
+    pub data: SlotData,
+    /// Tombstoned rows.
+    pub dead: RoaringBitmap,
+    /// Bumped on every change of `dead`; `persisted_version` is what the manifest names.
+    pub dead_version: u64,
+    pub persisted_version: u64,
+    /// The applied index when the segment was frozen: all it holds is at or below it.
+    pub frozen_at: u64,
+}
+
+pub struct State {
+    pub schema: Arc<CollectionSchema>,
+    pub applied_index: u64,
+    pub durable_index: u64,
+    pub growing: MemSegment,
+    pub growing_id: u64,
+    pub growing_dead: RoaringBitmap,
+    /// Oldest first: sealed segments, then frozen ones.
+    pub slots: Vec<Slot>,
+    pub keymap: HashMap<Key, RowRef>,
+    pub next_segment_id: u64,
+}
+
+pub fn segments_dir(dir: &Path) -> PathBuf {
+    dir.join("segments")
+}
+
+pub fn segment_dir(dir: &Path, id: u64) -> PathBuf {
+    segments_dir(dir).join(format!("seg-{id:012}"))
+}
+
+pub fn vector_dims(schema: &CollectionSchema) -> Vec<usize> {
+    schema
+        .vector_columns()
+        .iter()
+        .map(|&c| match schema.columns[c].ty {
+            ColumnType::Vector(spec) => spec.dims,
+            _ => unreachable!("vector_columns returns vector columns"),
+        })
+        .collect()
+}
+
+impl State {
+    /// Loads the shard in `dir` from its manifest, or creates it with `schema`.
+    pub fn open(dir: &Path, schema: Option<CollectionSchema>) -> Result<State> {
+        crate::fsutil::create_dir_durable(&segments_dir(dir))?;
+        let manifest = match Manifest::load(dir)? {
+            Some(m) => m,
+            None => {
+                let schema = schema.ok_or_else(|| {
+                    Error::InvalidArgument(format!("no shard at {} and no schema", dir.display()))
+                })?;
+                schema.validate()?;
+                let m = Manifest::new(schema);
+                m.store(dir)?;
+                m
+            }
+        };
+        let state = State::from_manifest(dir, &manifest)?;
+        manifest.remove_unreferenced(dir)?;
+        Ok(state)
+    }
+
+    /// Builds the state a manifest describes (segments opened, tombstones read, keys mapped).
+    pub fn from_manifest(dir: &Path, manifest: &Manifest) -> Result<State> {
+        let schema = Arc::new(manifest.schema.clone());
+        let mut slots = Vec::new();
+        for entry in &manifest.segments {
+            let seg = SealedSegment::open(&segment_dir(dir, entry.id), &schema)?;
+            let dead = manifest.read_tombstones(dir, entry)?;
+            slots.push(Slot {
+                id: entry.id,
+                data: SlotData::Sealed(Arc::new(seg)),
+                dead,
+                dead_version: entry.tombstone_version,
+                persisted_version: entry.tombstone_version,
+                frozen_at: manifest.durable_index,
+            });
+        }
+        let mut state = State {
+            growing: MemSegment::new(&vector_dims(&schema)),
+            schema,
+            applied_index: manifest.durable_index,
+            durable_index: manifest.durable_index,
+            growing_id: manifest.next_segment_id,
+            growing_dead: RoaringBitmap::new(),
+            slots,
+            keymap: HashMap::new(),
+            next_segment_id: manifest.next_segment_id + 1,
+        };
+        state.rebuild_keymap()?;
+        Ok(state)
+    }
+
+    fn rebuild_keymap(&mut self) -> Result<()> {
+        let pk = self.pk_payload_position();
+        self.keymap.clear();
+        for slot in &self.slots {
+            let mut row = 0u32;
+            for batch in slot.data.segment().payload() {
+                for key in keys_of(batch.column(pk))? {
+                    if !slot.dead.contains(row) {
+                        self.keymap.insert(
+                            key,
+                            RowRef {
+                                segment: slot.id,
+                                row,
+                            },
+                        );
+                    }
+                    row += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn pk_payload_position(&self) -> usize {
+        let payload = self.schema.payload_columns();
+        payload
+            .iter()
+            .position(|&c| c == self.schema.primary_key)
+            .expect("pk is payload")
+    }
+
+    /// Tombstones a row wherever it lives.
+    fn kill(&mut self, at: RowRef) {
+        if at.segment == self.growing_id {
+            self.growing_dead.insert(at.row);
+            return;
+        }
+        let slot = self.slots.iter_mut().find(|s| s.id == at.segment);
+        let slot = slot.expect("the key map only points at live segments");
+        if slot.dead.insert(at.row) {
+            slot.dead_version += 1;
+        }
+    }
+
+    pub fn upsert(&mut self, index: u64, rows: NormalizedRows) -> Applied {
+        if index <= self.applied_index {
+            return Applied::default(); // applied by a concurrent caller meanwhile
+        }
+        let keys = rows.keys.clone();
+        let first = self.growing.append(rows);
+        for (i, key) in keys.into_iter().enumerate() {
+            let at = RowRef {
+                segment: self.growing_id,
+                row: first + i as u32,
+            };
+            if let Some(old) = self.keymap.insert(key, at) {
+                self.kill(old);
+            }
+        }
+        self.applied_index = index;
+        Applied {
+            fresh: true,
+            rows_written: (self.growing.num_rows() - first) as u64,
+            rows_deleted: 0,
+        }
+    }
+
+    pub fn delete(&mut self, index: u64, keys: &[Key]) -> Applied {
+        if index <= self.applied_index {
+            return Applied::default();
+        }
+        let mut deleted = 0;
+        for key in keys {
+            if let Some(old) = self.keymap.remove(key) {
+                self.kill(old);
+                deleted += 1;
+            }
+        }
+        self.applied_index = index;
+        Applied {
+            fresh: true,
+            rows_written: 0,
+            rows_deleted: deleted,
+        }
+    }
+
+    /// Consumes an index whose command was rejected.
+    pub fn skip(&mut self, index: u64) {
+        self.applied_index = self.applied_index.max(index);
+    }
+
+    /// Moves the growing segment into a frozen slot (if it has rows) and starts a new one.
+    pub fn freeze(&mut self) {
+        if self.growing.is_empty() {
+            return;
+        }
+        let fresh = MemSegment::new(&vector_dims(&self.schema));
+        let frozen = std::mem::replace(&mut self.growing, fresh);
+        let dead = std::mem::take(&mut self.growing_dead);
+        self.slots.push(Slot {
+            id: self.growing_id,
+            data: SlotData::Frozen(Arc::new(frozen)),
+            dead_version: 1,
+            persisted_version: 0,
+            dead,
+            frozen_at: self.applied_index,
+        });
+        self.growing_id = self.next_segment_id;
+        self.next_segment_id += 1;
+    }
+
+    /// Log index up to which the persisted state alone is complete.
+    pub fn computed_durable_index(&self) -> u64 {
+        let frozen = self
+            .slots
+            .iter()
+            .find(|s| matches!(s.data, SlotData::Frozen(_)));
+        match frozen {
+            // Everything before the first frozen slot is sealed; the slot itself is not.
+            Some(_) => self.durable_index,
+            None if self.growing.is_empty() => self.applied_index,
+            None => self.durable_index,
+        }
+    }
+
+    pub fn stats(&self) -> ShardStats {
+        let frozen = self
+            .slots
+            .iter()
+            .filter(|s| matches!(s.data, SlotData::Frozen(_)))
+            .count();
+        let dead: u64 =
+            self.slots.iter().map(|s| s.dead.len()).sum::<u64>() + self.growing_dead.len();
+        ShardStats {
+            applied_index: self.applied_index,
+            durable_index: self.durable_index,
+            live_rows: self.keymap.len() as u64,
+            growing_rows: self.growing.num_rows() as u64,
+            frozen_segments: frozen,
+            sealed_segments: self.slots.len() - frozen,
+            dead_rows: dead,
+            last_background_error: None,
+        }
+    }
+}

@@ -1,0 +1,638 @@
+//! Shard behaviour: visibility of upserts and deletes, replay, sealing, filtered search,
+//! snapshots, compaction, recall.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, AsArray, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, StringArray,
+};
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use rand_distr::{Distribution, Normal};
+
+use super::{DISTANCE_COLUMN, SearchRequest, Shard, ShardOptions};
+use crate::command::Command;
+use crate::distance::Metric;
+use crate::error::Error;
+use crate::filter::{CmpOp, Filter, Scalar};
+use crate::key::Key;
+use crate::schema::{CollectionSchema, ColumnDef, ColumnType, HnswParams, VectorSpec};
+
+fn schema(dims: usize, metric: Metric) -> CollectionSchema {
+    CollectionSchema::new(
+        vec![
+            ColumnDef::new("id", ColumnType::Int64, false),
+            ColumnDef::new(
+                "embedding",
+                ColumnType::Vector(VectorSpec {
+                    dims,
+                    metric,
+                    hnsw: HnswParams::default(),
+                }),
+                true,
+            ),
+            ColumnDef::new("category", ColumnType::Int64, true),
+            ColumnDef::new("tag", ColumnType::Text, true),
+        ],
+        "id",
+    )
+    .unwrap()
+}
+
+fn batch(ids: &[i64], vectors: &[Vec<f32>]) -> RecordBatch {
+    let dims = vectors[0].len();
+    let flat: Vec<f32> = vectors.iter().flatten().copied().collect();
+    let item = Arc::new(Field::new("item", DataType::Float32, true));
+    let vec_array = FixedSizeListArray::new(
+        item.clone(),
+        dims as i32,
+        Arc::new(Float32Array::from(flat)),
+        None,
+    );
+    let schema = Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new(
+            "embedding",
+            DataType::FixedSizeList(item, dims as i32),
+            true,
+        ),
+        Field::new("category", DataType::Int64, true),
+        Field::new("tag", DataType::Utf8, true),
+    ]);
+    let categories: Int64Array = ids.iter().map(|i| Some(i % 100)).collect();
+    let tags: StringArray = ids.iter().map(|i| Some(format!("t{}", i % 3))).collect();
+    RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(Int64Array::from(ids.to_vec())),
+            Arc::new(vec_array),
+            Arc::new(categories),
+            Arc::new(tags),
+        ],
+    )
+    .unwrap()
+}
+
+/// A seeded Gaussian mixture shaped like `shared/bench`'s synthetic set: 1,000 centres drawn
+/// from N(0, 1), each cluster with its own width in [0.3, 0.8].
+fn mixture(n: usize, dims: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let unit = Normal::new(0.0f32, 1.0).unwrap();
+    let clusters: Vec<(Vec<f32>, f32)> = (0..1000)
+        .map(|_| {
+            let centre = (0..dims).map(|_| unit.sample(&mut rng)).collect();
+            (centre, rng.random_range(0.3f32..0.8))
+        })
+        .collect();
+    (0..n)
+        .map(|_| {
+            let (centre, sigma) = &clusters[rng.random_range(0..clusters.len())];
+            centre
+                .iter()
+                .map(|x| x + sigma * unit.sample(&mut rng))
+                .collect()
+        })
+        .collect()
+}
+
+fn opts(threshold: usize) -> ShardOptions {
+    ShardOptions {
+        seal_threshold_rows: threshold,
+        background_seal: false,
+    }
+}
+
+fn ids_of(batch: &RecordBatch) -> Vec<i64> {
+    let col = batch.column_by_name("id").unwrap();
+    col.as_primitive::<Int64Type>().values().to_vec()
+}
+
+fn load(shard: &Shard, vectors: &[Vec<f32>], per_batch: usize, first_index: u64) -> u64 {
+    let mut index = first_index;
+    for (b, chunk) in vectors.chunks(per_batch).enumerate() {
+        let ids: Vec<i64> = (0..chunk.len())
+            .map(|i| (b * per_batch + i) as i64)
+            .collect();
+        shard
+            .apply(index, &Command::Upsert(batch(&ids, chunk)))
+            .unwrap();
+        index += 1;
+    }
+    index
+}
+
+fn search(shard: &Shard, q: &[f32], k: usize, filter: Option<Filter>) -> Vec<i64> {
+    let mut req = SearchRequest::new("embedding", q.to_vec(), k);
+    req.filter = filter;
+    ids_of(&shard.search(&req).unwrap())
+}
+
+fn exact(shard: &Shard, q: &[f32], k: usize) -> Vec<i64> {
+    let mut req = SearchRequest::new("embedding", q.to_vec(), k);
+    req.exact = true;
+    ids_of(&shard.search(&req).unwrap())
+}
+
+#[test]
+fn upserts_and_deletes_are_visible_in_search_and_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = Shard::open(dir.path(), Some(schema(2, Metric::L2)), opts(1000)).unwrap();
+    let v = |x: f32| vec![x, 0.0];
+    shard
+        .apply(
+            1,
+            &Command::Upsert(batch(&[1, 2, 3], &[v(1.0), v(2.0), v(3.0)])),
+        )
+        .unwrap();
+    assert_eq!(search(&shard, &[0.0, 0.0], 2, None), vec![1, 2]);
+    // Upsert of key 1 moves it far away: its old version must never come back.
+    shard
+        .apply(2, &Command::Upsert(batch(&[1], &[v(10.0)])))
+        .unwrap();
+    assert_eq!(search(&shard, &[0.0, 0.0], 3, None), vec![2, 3, 1]);
+    let deleted = shard
+        .apply(3, &Command::Delete(vec![Key::Int(2), Key::Int(99)]))
+        .unwrap();
+    assert_eq!(deleted.rows_deleted, 1);
+    assert_eq!(search(&shard, &[0.0, 0.0], 10, None), vec![3, 1]);
+    let scanned: Vec<i64> = shard
+        .scan(None, None)
+        .unwrap()
+        .iter()
+        .flat_map(ids_of)
+        .collect();
+    assert_eq!(scanned, vec![3, 1]);
+    assert_eq!(shard.count(), 2);
+    let hit = shard
+        .search(&SearchRequest::new("embedding", vec![0.0, 0.0], 1))
+        .unwrap();
+    let d = hit
+        .column_by_name(DISTANCE_COLUMN)
+        .unwrap()
+        .as_primitive::<Float64Type>()
+        .value(0);
+    assert_eq!(d, 3.0);
+}
+
+#[test]
+fn reapplying_an_index_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = Shard::open(dir.path(), Some(schema(2, Metric::L2)), opts(1000)).unwrap();
+    let cmd = Command::Upsert(batch(&[1, 2], &[vec![1.0, 1.0], vec![2.0, 2.0]]));
+    assert!(shard.apply(1, &cmd).unwrap().fresh);
+    assert!(
+        !shard.apply(1, &cmd).unwrap().fresh,
+        "a replayed index is skipped"
+    );
+    shard.apply(2, &Command::Delete(vec![Key::Int(1)])).unwrap();
+    assert!(
+        !shard.apply(1, &cmd).unwrap().fresh,
+        "an old index cannot resurrect a row"
+    );
+    assert_eq!(shard.count(), 1);
+    assert_eq!(shard.applied_index(), 2);
+}
+
+#[test]
+fn bad_rows_are_refused_and_consume_their_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = Shard::open(dir.path(), Some(schema(2, Metric::L2)), opts(1000)).unwrap();
+    let wrong_dims = Command::Upsert(batch(&[1], &[vec![1.0, 2.0, 3.0]]));
+    assert!(matches!(
+        shard.apply(1, &wrong_dims),
+        Err(Error::DimensionMismatch {
+            expected: 2,
+            actual: 3
+        })
+    ));
+    let nan = Command::Upsert(batch(&[1], &[vec![f32::NAN, 2.0]]));
+    assert!(matches!(shard.apply(2, &nan), Err(Error::InvalidVector(_))));
+    assert_eq!(shard.applied_index(), 2);
+    assert_eq!(shard.count(), 0);
+    let q = SearchRequest::new("embedding", vec![1.0], 3);
+    assert!(matches!(
+        shard.search(&q),
+        Err(Error::DimensionMismatch { .. })
+    ));
+    let q = SearchRequest::new("nope", vec![1.0, 1.0], 3);
+    assert!(matches!(shard.search(&q), Err(Error::UnknownColumn(_))));
+}
+
+#[test]
+fn sealed_state_survives_reopen_and_the_log_replays_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = mixture(700, 8, 1);
+    let mut commands = Vec::new();
+    for (b, chunk) in data.chunks(100).enumerate() {
+        let ids: Vec<i64> = (0..chunk.len()).map(|i| (b * 100 + i) as i64).collect();
+        commands.push(Command::Upsert(batch(&ids, chunk)));
+    }
+    commands.push(Command::Delete((0..50).map(Key::Int).collect()));
+    let (before, durable) = {
+        let shard = Shard::open(dir.path(), Some(schema(8, Metric::L2)), opts(300)).unwrap();
+        for (i, c) in commands.iter().enumerate() {
+            shard.apply(i as u64 + 1, c).unwrap();
+        }
+        let stats = shard.stats();
+        assert!(stats.sealed_segments >= 2, "{stats:?}");
+        assert!(stats.durable_index < stats.applied_index);
+        (exact(&shard, &data[0], 20), stats.durable_index)
+    };
+    let shard = Shard::open(dir.path(), None, opts(300)).unwrap();
+    assert_eq!(shard.applied_index(), durable);
+    for (i, c) in commands.iter().enumerate() {
+        shard.apply(i as u64 + 1, c).unwrap(); // the caller replays the whole log; old ones skip
+    }
+    assert_eq!(exact(&shard, &data[0], 20), before);
+    assert_eq!(shard.count(), 650);
+}
+
+#[test]
+fn filtered_search_returns_k_rows_even_at_one_percent_selectivity() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = mixture(5000, 16, 2);
+    let shard = Shard::open(dir.path(), Some(schema(16, Metric::L2)), opts(100_000)).unwrap();
+    load(&shard, &data, 1000, 1);
+    shard.flush().unwrap();
+    assert_eq!(shard.stats().sealed_segments, 1);
+    for selectivity_filter in [
+        Filter::Compare {
+            column: "category".into(),
+            op: CmpOp::Eq,
+            value: Scalar::Int(7),
+        },
+        Filter::Compare {
+            column: "category".into(),
+            op: CmpOp::Lt,
+            value: Scalar::Int(30),
+        },
+        Filter::Compare {
+            column: "tag".into(),
+            op: CmpOp::Eq,
+            value: Scalar::Text("t1".into()),
+        },
+    ] {
+        let got = search(&shard, &data[3], 10, Some(selectivity_filter.clone()));
+        assert_eq!(got.len(), 10, "{selectivity_filter:?}");
+        let passes = |id: i64| match &selectivity_filter {
+            Filter::Compare {
+                op: CmpOp::Eq,
+                value: Scalar::Int(v),
+                ..
+            } => id % 100 == *v,
+            Filter::Compare { op: CmpOp::Lt, .. } => id % 100 < 30,
+            _ => id % 3 == 1,
+        };
+        assert!(got.iter().all(|&id| passes(id)), "{got:?}");
+    }
+    // Fewer matches than k: all of them, no more.
+    let one = Filter::Compare {
+        column: "id".into(),
+        op: CmpOp::Eq,
+        value: Scalar::Int(4321),
+    };
+    assert_eq!(search(&shard, &data[0], 10, Some(one)), vec![4321]);
+}
+
+#[test]
+fn snapshot_installs_on_an_empty_replica_with_identical_results() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let data = mixture(2000, 8, 3);
+    let source = Shard::open(a.path(), Some(schema(8, Metric::Cosine)), opts(800)).unwrap();
+    let next = load(&source, &data, 250, 1);
+    source
+        .apply(next, &Command::Delete((100..300).map(Key::Int).collect()))
+        .unwrap();
+    let mut stream = Vec::new();
+    let info = source.write_snapshot(&mut stream).unwrap();
+    assert_eq!(info.applied_index, next);
+
+    let target = Shard::open(b.path(), Some(schema(8, Metric::Cosine)), opts(800)).unwrap();
+    let installed = target.install_snapshot(&mut stream.as_slice()).unwrap();
+    assert_eq!(installed, info);
+    assert_eq!(target.applied_index(), next);
+    for q in data.iter().step_by(97) {
+        assert_eq!(search(&source, q, 10, None), search(&target, q, 10, None));
+        assert_eq!(exact(&source, q, 10), exact(&target, q, 10));
+    }
+    drop(target);
+    let reopened = Shard::open(b.path(), None, opts(800)).unwrap();
+    assert_eq!(reopened.count(), 1800);
+    assert_eq!(
+        search(&source, &data[5], 10, None),
+        search(&reopened, &data[5], 10, None)
+    );
+
+    let mut corrupt = stream.clone();
+    let at = corrupt.len() / 2;
+    corrupt[at] ^= 1;
+    let c = tempfile::tempdir().unwrap();
+    let victim = Shard::open(c.path(), Some(schema(8, Metric::Cosine)), opts(800)).unwrap();
+    assert!(victim.install_snapshot(&mut corrupt.as_slice()).is_err());
+    assert_eq!(victim.count(), 0, "a failed install leaves the old state");
+}
+
+#[test]
+fn compaction_drops_dead_rows_and_keeps_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = mixture(3000, 8, 4);
+    let shard = Shard::open(dir.path(), Some(schema(8, Metric::L2)), opts(1000)).unwrap();
+    let next = load(&shard, &data, 500, 1);
+    shard
+        .apply(
+            next,
+            &Command::Delete((0..3000).step_by(3).map(Key::Int).collect()),
+        )
+        .unwrap();
+    shard.flush().unwrap();
+    let queries: Vec<&Vec<f32>> = data.iter().step_by(111).collect();
+    let before: Vec<Vec<i64>> = queries.iter().map(|q| exact(&shard, q, 10)).collect();
+    let ids: Vec<u64> = {
+        let state = shard.inner.state.read();
+        state.slots.iter().map(|s| s.id).collect()
+    };
+    assert_eq!(ids.len(), 3);
+    let merged = shard.compact(&ids).unwrap().unwrap();
+    let stats = shard.stats();
+    assert_eq!(
+        (stats.sealed_segments, stats.dead_rows, stats.live_rows),
+        (1, 0, 2000)
+    );
+    let after: Vec<Vec<i64>> = queries.iter().map(|q| exact(&shard, q, 10)).collect();
+    assert_eq!(before, after);
+    // The key map follows the rows: deleting and upserting after compaction still works.
+    let del = shard
+        .apply(next + 1, &Command::Delete(vec![Key::Int(1)]))
+        .unwrap();
+    assert_eq!(del.rows_deleted, 1, "{:?}", shard.stats());
+    assert_eq!(shard.count(), 1999);
+    // Deletes live in the log until persisted; flushing makes the log unnecessary.
+    assert_eq!(shard.flush().unwrap(), next + 1);
+    drop(shard);
+    let reopened = Shard::open(dir.path(), None, opts(1000)).unwrap();
+    assert_eq!(reopened.count(), 1999);
+    assert!(
+        reopened
+            .inner
+            .state
+            .read()
+            .slots
+            .iter()
+            .any(|s| s.id == merged)
+    );
+}
+
+#[test]
+fn truncate_removes_everything_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = mixture(600, 4, 5);
+    {
+        let shard = Shard::open(dir.path(), Some(schema(4, Metric::L2)), opts(250)).unwrap();
+        let next = load(&shard, &data, 100, 1);
+        assert_eq!(
+            shard.apply(next, &Command::Truncate).unwrap().rows_deleted,
+            600
+        );
+        assert_eq!(shard.count(), 0);
+        assert!(search(&shard, &data[0], 5, None).is_empty());
+    }
+    let shard = Shard::open(dir.path(), None, opts(250)).unwrap();
+    assert_eq!(shard.count(), 0);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("segments"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn searches_run_while_writes_apply_and_background_sealing_swaps_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = mixture(4000, 8, 6);
+    let options = ShardOptions {
+        seal_threshold_rows: 500,
+        background_seal: true,
+    };
+    let shard = Arc::new(Shard::open(dir.path(), Some(schema(8, Metric::L2)), options).unwrap());
+    let reader = {
+        let (shard, q) = (shard.clone(), data[0].clone());
+        std::thread::spawn(move || {
+            let mut searches = 0;
+            loop {
+                let done = shard.count() >= 4000;
+                let got = search(&shard, &q, 5, None);
+                assert!(got.len() <= 5);
+                let mut unique = got.clone();
+                unique.sort();
+                unique.dedup();
+                assert_eq!(unique.len(), got.len(), "a key appears twice: {got:?}");
+                searches += 1;
+                if done {
+                    break searches;
+                }
+            }
+        })
+    };
+    load(&shard, &data, 100, 1);
+    assert!(reader.join().unwrap() > 0);
+    shard.wait_for_background();
+    let stats = shard.stats();
+    assert_eq!(stats.last_background_error, None);
+    assert!(stats.sealed_segments >= 7, "{stats:?}");
+    assert_eq!(exact(&shard, &data[0], 1), vec![0]);
+}
+
+/// 100,000 × 128 from a seeded Gaussian mixture: the default ef (40) reaches recall@10 ≥ 0.95.
+#[test]
+fn recall_at_default_ef_on_100k_vectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (n, dims) = (100_000, 128);
+    let mut data = mixture(n + 200, dims, 42);
+    let queries = data.split_off(n); // same clusters, not in the data
+    let shard = Shard::open(dir.path(), Some(schema(dims, Metric::L2)), opts(1 << 30)).unwrap();
+    load(&shard, &data, 10_000, 1);
+    shard.flush().unwrap();
+    let mut hits = 0;
+    for q in &queries {
+        let truth = exact(&shard, q, 10);
+        let got = search(&shard, q, 10, None);
+        hits += got.iter().filter(|id| truth.contains(id)).count();
+    }
+    let recall = hits as f64 / (10 * queries.len()) as f64;
+    println!("recall@10 at ef 40 on 100k x 128: {recall:.4}");
+    assert!(recall >= 0.95, "recall@10 = {recall}");
+}
+
+#[test]
+fn text_keys_and_null_vectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = CollectionSchema::new(
+        vec![
+            ColumnDef::new("name", ColumnType::Text, false),
+            ColumnDef::new(
+                "v",
+                ColumnType::Vector(VectorSpec {
+                    dims: 2,
+                    metric: Metric::L2,
+                    hnsw: HnswParams::default(),
+                }),
+                true,
+            ),
+        ],
+        "name",
+    )
+    .unwrap();
+    let shard = Shard::open(dir.path(), Some(schema.clone()), opts(1000)).unwrap();
+    let item = Arc::new(Field::new("item", DataType::Float32, true));
+    let vectors = FixedSizeListArray::new(
+        item.clone(),
+        2,
+        Arc::new(Float32Array::from(vec![1.0, 1.0, 0.0, 0.0])),
+        Some(vec![true, false].into()),
+    );
+    let b = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("v", DataType::FixedSizeList(item, 2), true),
+        ])),
+        vec![
+            Arc::new(StringArray::from(vec!["a", "b"])),
+            Arc::new(vectors),
+        ],
+    )
+    .unwrap();
+    shard.apply(1, &Command::Upsert(b)).unwrap();
+    let got = shard
+        .search(&SearchRequest::new("v", vec![0.0, 0.0], 10))
+        .unwrap();
+    assert_eq!(got.num_rows(), 1, "a NULL vector is never a neighbour");
+    let rows = shard.scan(Some(&["v".to_string()]), None).unwrap();
+    assert_eq!(
+        rows[0].column(0).null_count(),
+        1,
+        "but scans return it as NULL"
+    );
+    shard
+        .apply(2, &Command::Delete(vec![Key::Text("a".into())]))
+        .unwrap();
+    assert_eq!(shard.count(), 1);
+}
+
+/// Random upserts, deletes, seals, compactions and reopens against a plain map: scans return
+/// exactly the model's rows, and exact search returns the model's nearest, every time.
+#[test]
+fn randomized_operations_match_a_model() {
+    use std::collections::BTreeMap;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = StdRng::seed_from_u64(77);
+    let mut model: BTreeMap<i64, Vec<f32>> = BTreeMap::new();
+    let mut shard = Shard::open(dir.path(), Some(schema(3, Metric::L2)), opts(40)).unwrap();
+    let mut log: Vec<Command> = Vec::new();
+    for step in 0..400 {
+        let index = log.len() as u64 + 1;
+        let cmd = if rng.random_bool(0.7) {
+            let ids: Vec<i64> = (0..rng.random_range(1..8))
+                .map(|_| rng.random_range(0..120))
+                .collect();
+            let vectors: Vec<Vec<f32>> = ids
+                .iter()
+                .map(|_| (0..3).map(|_| rng.random_range(-10.0f32..10.0)).collect())
+                .collect();
+            for (id, v) in ids.iter().zip(&vectors) {
+                model.insert(*id, v.clone());
+            }
+            Command::Upsert(batch(&ids, &vectors))
+        } else {
+            let keys: Vec<i64> = (0..rng.random_range(1..6))
+                .map(|_| rng.random_range(0..120))
+                .collect();
+            for k in &keys {
+                model.remove(k);
+            }
+            Command::Delete(keys.into_iter().map(Key::Int).collect())
+        };
+        shard.apply(index, &cmd).unwrap();
+        log.push(cmd);
+        match step % 97 {
+            13 => {
+                let sealed: Vec<u64> = {
+                    let state = shard.inner.state.read();
+                    state
+                        .slots
+                        .iter()
+                        .filter(|s| matches!(s.data, super::state::SlotData::Sealed(_)))
+                        .map(|s| s.id)
+                        .collect()
+                };
+                if sealed.len() >= 2 {
+                    shard.compact(&sealed[..2]).unwrap();
+                }
+            }
+            50 => {
+                // Crash-restart: reopen and replay the whole log (old indexes are skipped).
+                drop(shard);
+                shard = Shard::open(dir.path(), None, opts(40)).unwrap();
+                for (i, c) in log.iter().enumerate() {
+                    shard.apply(i as u64 + 1, c).unwrap();
+                }
+            }
+            _ => {}
+        }
+        let mut scanned: Vec<i64> = shard
+            .scan(None, None)
+            .unwrap()
+            .iter()
+            .flat_map(ids_of)
+            .collect();
+        scanned.sort();
+        assert_eq!(
+            scanned,
+            model.keys().copied().collect::<Vec<_>>(),
+            "step {step}"
+        );
+        let q: Vec<f32> = (0..3).map(|_| rng.random_range(-10.0f32..10.0)).collect();
+        let mut want: Vec<(f64, i64)> = model
+            .iter()
+            .map(|(id, v)| (Metric::L2.distance(&q, v), *id))
+            .collect();
+        want.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let got = exact(&shard, &q, 5);
+        let want_ids: Vec<i64> = want.iter().take(5).map(|w| w.1).collect();
+        assert_eq!(got.len(), want_ids.len(), "step {step}");
+        // Ties aside, the same rows in the same order.
+        for (g, w) in got.iter().zip(&want_ids) {
+            let (dg, dw) = (
+                Metric::L2.distance(&q, &model[g]),
+                Metric::L2.distance(&q, &model[w]),
+            );
+            assert!(
+                (dg - dw).abs() < 1e-5,
+                "step {step}: {got:?} vs {want_ids:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn absurd_k_and_ef_are_handled() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = Shard::open(dir.path(), Some(schema(2, Metric::L2)), opts(1000)).unwrap();
+    shard
+        .apply(
+            1,
+            &Command::Upsert(batch(&[1, 2], &[vec![1.0, 0.0], vec![2.0, 0.0]])),
+        )
+        .unwrap();
+    let got = shard
+        .search(&SearchRequest::new("embedding", vec![0.0, 0.0], usize::MAX))
+        .unwrap();
+    assert_eq!(ids_of(&got), vec![1, 2]);
+    let mut req = SearchRequest::new("embedding", vec![0.0, 0.0], 1);
+    req.ef = 1_000_000;
+    assert!(matches!(shard.search(&req), Err(Error::InvalidArgument(_))));
+    let none = shard
+        .search(&SearchRequest::new("embedding", vec![0.0, 0.0], 0))
+        .unwrap();
+    assert_eq!(none.num_rows(), 0);
+}
