@@ -6,6 +6,7 @@
 //! cargo run --release -p vecraft-storage --example hnsw_bench -- \
 //!     --base ../shared/bench/data/minilm_base.npy --queries ../shared/bench/data/minilm_query.npy --metric cosine
 //! options: --n ROWS --dims D --m M --ef-construction EFC --ef 10,20,40,80,160 --queries-count Q
+//!          --dump DIR   also write the vectors as DIR/base.npy, DIR/queries.npy (for bench/peer_hnswlib.py)
 //! ```
 //! Ground truth is the engine's own exact search. Two figures per ef: the raw graph search
 //! (what hnswlib's numbers compare with) and the full `Shard::search` (filter checks,
@@ -35,6 +36,7 @@ struct Args {
     metric: Metric,
     params: HnswParams,
     efs: Vec<usize>,
+    dump: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -47,6 +49,7 @@ fn parse_args() -> Args {
         metric: Metric::L2,
         params: HnswParams::default(),
         efs: vec![10, 20, 40, 80, 160],
+        dump: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut it = argv.iter();
@@ -79,6 +82,7 @@ fn parse_args() -> Args {
                     .map(|s| s.parse().unwrap_or_else(|_| usage("--ef")))
                     .collect()
             }
+            "--dump" => a.dump = Some(value()),
             "--help" | "-h" => usage(""),
             other => usage(&format!("unknown option {other}")),
         }
@@ -135,6 +139,25 @@ fn mixture(n: usize, dims: usize, seed: u64) -> Vec<f32> {
     out
 }
 
+/// Writes row-major `data` as a 2-d little-endian float32 `.npy` file.
+fn write_npy(path: &std::path::Path, data: &[f32], dims: usize) {
+    let dict = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}",
+        data.len() / dims,
+        dims
+    );
+    let mut header = dict.into_bytes();
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(b' ');
+    }
+    header.push(b'\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend(data.iter().flat_map(|x| x.to_le_bytes()));
+    std::fs::write(path, out).unwrap_or_else(|e| usage(&format!("{}: {e}", path.display())));
+}
+
 fn to_batch(first_id: usize, data: &[f32], dims: usize) -> RecordBatch {
     let item = Arc::new(Field::new("item", DataType::Float32, true));
     let rows = data.len() / dims;
@@ -172,6 +195,12 @@ fn main() {
     };
     let n = base.len() / dims;
     let nq = queries.len() / dims;
+    if let Some(dir) = &args.dump {
+        let dir = std::path::Path::new(dir);
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| usage(&format!("{}: {e}", dir.display())));
+        write_npy(&dir.join("base.npy"), &base, dims);
+        write_npy(&dir.join("queries.npy"), &queries, dims);
+    }
     println!(
         "{n} x {dims}, {nq} queries, metric {}, m {}, ef_construction {}, build threads {}",
         args.metric.name(),
