@@ -15,17 +15,20 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{FixedSizeListArray, Float32Array, Int64Array, RecordBatch};
+use arrow::array::{Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
-use rand::{Rng, SeedableRng, rngs::StdRng};
-use rand_distr::{Distribution, Normal};
 use vecraft_storage::command::Command;
 use vecraft_storage::distance::Metric;
+use vecraft_storage::index::VectorIndex;
 use vecraft_storage::index::build::build_graph;
 use vecraft_storage::index::graph::brute_force;
 use vecraft_storage::index::vectors::{Query, VectorStore};
-use vecraft_storage::schema::{CollectionSchema, ColumnDef, ColumnType, HnswParams, VectorSpec};
+use vecraft_storage::schema::{
+    CollectionSchema, ColumnDef, ColumnType, HnswParams, VectorSpec, vector_array,
+    vector_arrow_type,
+};
 use vecraft_storage::shard::{SearchRequest, Shard, ShardOptions};
+use vecraft_storage::synthetic::gaussian_mixture;
 
 struct Args {
     base: Option<String>,
@@ -119,26 +122,6 @@ fn read_npy(path: &str) -> (Vec<f32>, usize, usize) {
     (data, dims[0], dims[1])
 }
 
-/// The same Gaussian mixture the recall test uses (1,000 centres ~ N(0,1), widths 0.3–0.8).
-fn mixture(n: usize, dims: usize, seed: u64) -> Vec<f32> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let unit = Normal::new(0.0f32, 1.0).unwrap();
-    let clusters: Vec<(Vec<f32>, f32)> = (0..1000)
-        .map(|_| {
-            (
-                (0..dims).map(|_| unit.sample(&mut rng)).collect(),
-                rng.random_range(0.3f32..0.8),
-            )
-        })
-        .collect();
-    let mut out = Vec::with_capacity(n * dims);
-    for _ in 0..n {
-        let (centre, sigma) = &clusters[rng.random_range(0..clusters.len())];
-        out.extend(centre.iter().map(|x| x + sigma * unit.sample(&mut rng)));
-    }
-    out
-}
-
 /// Writes row-major `data` as a 2-d little-endian float32 `.npy` file.
 fn write_npy(path: &std::path::Path, data: &[f32], dims: usize) {
     let dict = format!(
@@ -159,22 +142,12 @@ fn write_npy(path: &std::path::Path, data: &[f32], dims: usize) {
 }
 
 fn to_batch(first_id: usize, data: &[f32], dims: usize) -> RecordBatch {
-    let item = Arc::new(Field::new("item", DataType::Float32, true));
-    let rows = data.len() / dims;
-    let vectors = FixedSizeListArray::new(
-        item.clone(),
-        dims as i32,
-        Arc::new(Float32Array::from(data.to_vec())),
-        None,
-    );
-    let ids = Int64Array::from_iter_values((first_id..first_id + rows).map(|i| i as i64));
+    let vectors = vector_array(dims, data.to_vec(), None);
+    let ids =
+        Int64Array::from_iter_values((first_id..first_id + data.len() / dims).map(|i| i as i64));
     let schema = Schema::new(vec![
         Field::new("id", DataType::Int64, false),
-        Field::new(
-            "embedding",
-            DataType::FixedSizeList(item, dims as i32),
-            false,
-        ),
+        Field::new("embedding", vector_arrow_type(dims), false),
     ]);
     RecordBatch::try_new(Arc::new(schema), vec![Arc::new(ids), Arc::new(vectors)]).unwrap()
 }
@@ -188,7 +161,7 @@ fn main() {
             (base, queries[..args.nq.min(nq) * dims].to_vec(), dims)
         }
         _ => {
-            let mut all = mixture(args.n + args.nq, args.dims, 42);
+            let mut all = gaussian_mixture(args.n + args.nq, args.dims, 42);
             let queries = all.split_off(args.n * args.dims);
             (all, queries, args.dims)
         }

@@ -24,5 +24,6 @@ pub mod log;
 pub mod schema;
 pub mod segment;
 pub mod shard;
+pub mod synthetic;
 
 pub use error::{Error, Result};

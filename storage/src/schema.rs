@@ -101,9 +101,28 @@ impl ColumnType {
 
 /// Arrow's type for a `vector(dims)` value: `FixedSizeList<Float32>`.
 pub fn vector_arrow_type(dims: usize) -> DataType {
-    DataType::FixedSizeList(
-        Arc::new(Field::new("item", DataType::Float32, true)),
+    DataType::FixedSizeList(vector_item_field(), dims as i32)
+}
+
+fn vector_item_field() -> Arc<Field> {
+    Arc::new(Field::new("item", DataType::Float32, true))
+}
+
+/// A `vector(dims)` column from row-major `values` (`nulls`: validity per row, if any).
+pub fn vector_array(
+    dims: usize,
+    values: Vec<f32>,
+    nulls: Option<arrow::buffer::NullBuffer>,
+) -> arrow::array::FixedSizeListArray {
+    assert!(
+        dims > 0 && values.len() % dims == 0,
+        "vector values are whole rows"
+    );
+    arrow::array::FixedSizeListArray::new(
+        vector_item_field(),
         dims as i32,
+        Arc::new(arrow::array::Float32Array::from(values)),
+        nulls,
     )
 }
 

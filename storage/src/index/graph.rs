@@ -16,6 +16,7 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
 use crate::distance::Metric;
+use crate::index::VectorIndex;
 use crate::index::vectors::{Backing, Query, VectorsRef};
 use crate::index::visited::with_visited;
 
@@ -156,45 +157,6 @@ impl HnswGraph {
         &block[1..1 + block[0] as usize]
     }
 
-    pub fn size_bytes(&self) -> usize {
-        4 * (self.level0.as_slice().len()
-            + self.upper_offsets.as_slice().len()
-            + self.upper.as_slice().len())
-            + self.levels.as_slice().len()
-    }
-
-    /// The `k` best rows passing `accept`, searching layer 0 with a beam of `max(ef, k)`.
-    /// Rows failing `accept` are still walked through, so a filter never disconnects the graph.
-    /// Returns hits sorted by score.
-    pub fn search(
-        &self,
-        vectors: &VectorsRef,
-        metric: Metric,
-        query: &Query,
-        k: usize,
-        ef: usize,
-        accept: &dyn Fn(u32) -> bool,
-    ) -> Vec<Scored> {
-        if self.shape.nodes == 0 || k == 0 {
-            return Vec::new();
-        }
-        debug_assert_eq!(vectors.len(), self.shape.nodes as usize);
-        let score = |row: u32| rankable(vectors.score(metric, query, row));
-        let mut entry = Scored {
-            score: score(self.shape.entry),
-            row: self.shape.entry,
-        };
-        for layer in (1..=self.shape.max_level).rev() {
-            entry = self.greedy(entry, layer, &score);
-        }
-        let mut best = with_visited(self.shape.nodes as usize, |visited| {
-            self.beam_layer0(entry, ef.max(k), visited, vectors, &score, accept)
-        });
-        best.sort_unstable();
-        best.truncate(k);
-        best
-    }
-
     /// Walks `layer` greedily from `entry` to a local minimum.
     fn greedy(&self, mut entry: Scored, layer: u8, score: &impl Fn(u32) -> f32) -> Scored {
         loop {
@@ -272,6 +234,47 @@ impl HnswGraph {
             }
         }
         found.into_vec()
+    }
+}
+
+impl VectorIndex for HnswGraph {
+    /// The `k` best rows passing `accept`, searching layer 0 with a beam of `max(ef, k)`.
+    /// Rows failing `accept` are still walked through, so a filter never disconnects the graph.
+    /// Returns hits sorted by score.
+    fn search(
+        &self,
+        vectors: &VectorsRef,
+        metric: Metric,
+        query: &Query,
+        k: usize,
+        ef: usize,
+        accept: &dyn Fn(u32) -> bool,
+    ) -> Vec<Scored> {
+        if self.shape.nodes == 0 || k == 0 {
+            return Vec::new();
+        }
+        debug_assert_eq!(vectors.len(), self.shape.nodes as usize);
+        let score = |row: u32| rankable(vectors.score(metric, query, row));
+        let mut entry = Scored {
+            score: score(self.shape.entry),
+            row: self.shape.entry,
+        };
+        for layer in (1..=self.shape.max_level).rev() {
+            entry = self.greedy(entry, layer, &score);
+        }
+        let mut best = with_visited(self.shape.nodes as usize, |visited| {
+            self.beam_layer0(entry, ef.max(k), visited, vectors, &score, accept)
+        });
+        best.sort_unstable();
+        best.truncate(k);
+        best
+    }
+
+    fn size_bytes(&self) -> usize {
+        4 * (self.level0.as_slice().len()
+            + self.upper_offsets.as_slice().len()
+            + self.upper.as_slice().len())
+            + self.levels.as_slice().len()
     }
 }
 

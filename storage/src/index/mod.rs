@@ -31,23 +31,5 @@ pub trait VectorIndex: Send + Sync {
     fn size_bytes(&self) -> usize;
 }
 
-impl VectorIndex for graph::HnswGraph {
-    fn search(
-        &self,
-        vectors: &VectorsRef,
-        metric: Metric,
-        query: &Query,
-        k: usize,
-        ef: usize,
-        accept: &dyn Fn(u32) -> bool,
-    ) -> Vec<Scored> {
-        graph::HnswGraph::search(self, vectors, metric, query, k, ef, accept)
-    }
-
-    fn size_bytes(&self) -> usize {
-        graph::HnswGraph::size_bytes(self)
-    }
-}
-
 #[cfg(test)]
 mod tests;

@@ -2,6 +2,7 @@
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
+use super::VectorIndex;
 use super::build::{build_graph, indexable_rows};
 use super::file::{self, ColumnFile};
 use super::graph::brute_force;

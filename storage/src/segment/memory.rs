@@ -7,7 +7,7 @@ use arrow::array::RecordBatch;
 use roaring::RoaringBitmap;
 
 use crate::distance::Metric;
-use crate::index::graph::HnswGraph;
+use crate::index::VectorIndex;
 use crate::index::vectors::VectorsRef;
 use crate::key::Key;
 use crate::segment::Segment;
@@ -135,7 +135,7 @@ impl Segment for MemSegment {
         &self.vectors[i].nulls
     }
 
-    fn graph(&self, _i: usize) -> Option<(Metric, &HnswGraph)> {
+    fn index(&self, _i: usize) -> Option<(Metric, &dyn VectorIndex)> {
         None
     }
 }

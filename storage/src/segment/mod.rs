@@ -14,7 +14,7 @@ use arrow::array::RecordBatch;
 use roaring::RoaringBitmap;
 
 use crate::distance::Metric;
-use crate::index::graph::HnswGraph;
+use crate::index::VectorIndex;
 use crate::index::vectors::VectorsRef;
 
 pub trait Segment: Send + Sync {
@@ -26,6 +26,6 @@ pub trait Segment: Send + Sync {
     fn vectors(&self, i: usize) -> VectorsRef<'_>;
     /// Rows whose `i`-th vector is NULL.
     fn null_vectors(&self, i: usize) -> &RoaringBitmap;
-    /// The `i`-th vector column's graph and the metric it was built for, if it has one.
-    fn graph(&self, i: usize) -> Option<(Metric, &HnswGraph)>;
+    /// The `i`-th vector column's index and the metric it was built for, if it has one.
+    fn index(&self, i: usize) -> Option<(Metric, &dyn VectorIndex)>;
 }

@@ -4,18 +4,16 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, FixedSizeListArray, Float32Array, RecordBatch, new_null_array,
-};
+use arrow::array::{Array, ArrayRef, AsArray, Float32Array, RecordBatch, new_null_array};
 use arrow::buffer::NullBuffer;
 use arrow::compute::{cast, interleave};
-use arrow::datatypes::{DataType, Field, Float32Type};
+use arrow::datatypes::{DataType, Float32Type};
 use roaring::RoaringBitmap;
 
 use crate::distance::{inv_norm, validate_vector};
 use crate::error::{Error, Result};
 use crate::key::{Key, keys_of};
-use crate::schema::{CollectionSchema, ColumnType};
+use crate::schema::{CollectionSchema, ColumnType, vector_array};
 use crate::segment::Segment;
 use crate::segment::memory::MemVectors;
 
@@ -246,11 +244,5 @@ fn take_vectors(segment: &dyn Segment, i: usize, dims: usize, rows: &[u32]) -> A
     }
     let validity = (!nulls.is_empty())
         .then(|| NullBuffer::from(rows.iter().map(|r| !nulls.contains(*r)).collect::<Vec<_>>()));
-    let field = Arc::new(Field::new("item", DataType::Float32, true));
-    Arc::new(FixedSizeListArray::new(
-        field,
-        dims as i32,
-        Arc::new(Float32Array::from(values)),
-        validity,
-    ))
+    Arc::new(vector_array(dims, values, validity))
 }

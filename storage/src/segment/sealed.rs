@@ -26,9 +26,9 @@ use serde::{Deserialize, Serialize};
 use crate::distance::Metric;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::sync_dir;
+use crate::index::VectorIndex;
 use crate::index::build::{build_graph, indexable_rows};
 use crate::index::file::{self, ColumnFile};
-use crate::index::graph::HnswGraph;
 use crate::index::vectors::{Backing, VectorStore, VectorsRef};
 use crate::schema::{CollectionSchema, ColumnType};
 use crate::segment::Segment;
@@ -192,8 +192,11 @@ impl Segment for SealedSegment {
         &self.nulls[i]
     }
 
-    fn graph(&self, i: usize) -> Option<(Metric, &HnswGraph)> {
-        self.columns[i].graph.as_ref().map(|(m, g)| (*m, g))
+    fn index(&self, i: usize) -> Option<(Metric, &dyn VectorIndex)> {
+        self.columns[i]
+            .graph
+            .as_ref()
+            .map(|(m, g)| (*m, g as &dyn VectorIndex))
     }
 }
 

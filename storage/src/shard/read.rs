@@ -221,7 +221,7 @@ fn search_segment(
     let vectors = segment.vectors(col);
     let accept = |row: u32| admission.admits(row);
     let graph = segment
-        .graph(col)
+        .index(col)
         .filter(|(m, _)| *m == metric && !req.exact);
     if let Some((_, graph)) = graph {
         let passing = admission.passing_upper_bound(segment.num_rows());

@@ -3,12 +3,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, AsArray, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, StringArray,
-};
+use arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use rand_distr::{Distribution, Normal};
 
 use super::{DISTANCE_COLUMN, SearchRequest, Shard, ShardOptions};
 use crate::command::Command;
@@ -16,7 +13,10 @@ use crate::distance::Metric;
 use crate::error::Error;
 use crate::filter::{CmpOp, Filter, Scalar};
 use crate::key::Key;
-use crate::schema::{CollectionSchema, ColumnDef, ColumnType, HnswParams, VectorSpec};
+use crate::schema::{
+    CollectionSchema, ColumnDef, ColumnType, HnswParams, VectorSpec, vector_array,
+    vector_arrow_type,
+};
 
 fn schema(dims: usize, metric: Metric) -> CollectionSchema {
     CollectionSchema::new(
@@ -42,20 +42,10 @@ fn schema(dims: usize, metric: Metric) -> CollectionSchema {
 fn batch(ids: &[i64], vectors: &[Vec<f32>]) -> RecordBatch {
     let dims = vectors[0].len();
     let flat: Vec<f32> = vectors.iter().flatten().copied().collect();
-    let item = Arc::new(Field::new("item", DataType::Float32, true));
-    let vec_array = FixedSizeListArray::new(
-        item.clone(),
-        dims as i32,
-        Arc::new(Float32Array::from(flat)),
-        None,
-    );
+    let vec_array = vector_array(dims, flat, None);
     let schema = Schema::new(vec![
         Field::new("id", DataType::Int64, false),
-        Field::new(
-            "embedding",
-            DataType::FixedSizeList(item, dims as i32),
-            true,
-        ),
+        Field::new("embedding", vector_arrow_type(dims), true),
         Field::new("category", DataType::Int64, true),
         Field::new("tag", DataType::Utf8, true),
     ]);
@@ -73,26 +63,9 @@ fn batch(ids: &[i64], vectors: &[Vec<f32>]) -> RecordBatch {
     .unwrap()
 }
 
-/// A seeded Gaussian mixture shaped like `shared/bench`'s synthetic set: 1,000 centres drawn
-/// from N(0, 1), each cluster with its own width in [0.3, 0.8].
 fn mixture(n: usize, dims: usize, seed: u64) -> Vec<Vec<f32>> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let unit = Normal::new(0.0f32, 1.0).unwrap();
-    let clusters: Vec<(Vec<f32>, f32)> = (0..1000)
-        .map(|_| {
-            let centre = (0..dims).map(|_| unit.sample(&mut rng)).collect();
-            (centre, rng.random_range(0.3f32..0.8))
-        })
-        .collect();
-    (0..n)
-        .map(|_| {
-            let (centre, sigma) = &clusters[rng.random_range(0..clusters.len())];
-            centre
-                .iter()
-                .map(|x| x + sigma * unit.sample(&mut rng))
-                .collect()
-        })
-        .collect()
+    let flat = crate::synthetic::gaussian_mixture(n, dims, seed);
+    flat.chunks_exact(dims).map(|v| v.to_vec()).collect()
 }
 
 fn opts(threshold: usize) -> ShardOptions {
@@ -484,17 +457,11 @@ fn text_keys_and_null_vectors() {
     )
     .unwrap();
     let shard = Shard::open(dir.path(), Some(schema.clone()), opts(1000)).unwrap();
-    let item = Arc::new(Field::new("item", DataType::Float32, true));
-    let vectors = FixedSizeListArray::new(
-        item.clone(),
-        2,
-        Arc::new(Float32Array::from(vec![1.0, 1.0, 0.0, 0.0])),
-        Some(vec![true, false].into()),
-    );
+    let vectors = vector_array(2, vec![1.0, 1.0, 0.0, 0.0], Some(vec![true, false].into()));
     let b = RecordBatch::try_new(
         Arc::new(Schema::new(vec![
             Field::new("name", DataType::Utf8, false),
-            Field::new("v", DataType::FixedSizeList(item, 2), true),
+            Field::new("v", vector_arrow_type(2), true),
         ])),
         vec![
             Arc::new(StringArray::from(vec!["a", "b"])),
