@@ -205,6 +205,10 @@ fn export(hnsw: &Hnsw<f32, BuildDistance>, n: usize, m: usize) -> HnswGraph {
     let mut upper_offsets = vec![0u32; n];
     let mut upper: Vec<u32> = Vec::new();
     let indexation = hnsw.get_point_indexation();
+    let mut level_of = vec![0u8; n];
+    for point in indexation {
+        level_of[point.get_origin_id()] = point.get_point_id().0;
+    }
     for point in indexation {
         let node = point.get_origin_id();
         let level = point.get_point_id().0;
@@ -214,12 +218,20 @@ fn export(hnsw: &Hnsw<f32, BuildDistance>, n: usize, m: usize) -> HnswGraph {
         for layer in 0..=level as usize {
             let width = if layer == 0 { m0 } else { m };
             let mut block = vec![0u32; 1 + width];
+            // hnsw_rs can list a node on a layer above the node's own level; such a link
+            // leads nowhere on that layer, so it is dropped.
             let ids = layers.get(layer).map(|l| l.as_slice()).unwrap_or(&[]);
-            let count = ids.len().min(width);
-            block[0] = count as u32;
-            for (slot, nb) in block[1..=count].iter_mut().zip(ids) {
-                *slot = nb.get_origin_id() as u32;
+            let on_layer = ids
+                .iter()
+                .map(|nb| nb.get_origin_id())
+                .filter(|&id| level_of[id] as usize >= layer)
+                .take(width);
+            let mut count = 0;
+            for (slot, id) in block[1..].iter_mut().zip(on_layer) {
+                *slot = id as u32;
+                count += 1;
             }
+            block[0] = count as u32;
             if layer == 0 {
                 level0[node * (1 + m0)..(node + 1) * (1 + m0)].copy_from_slice(&block);
             } else {

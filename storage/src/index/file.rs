@@ -10,7 +10,8 @@
 //!       | level0 [rows * (1 + m0)] u32 | levels [rows] u8 | upper_offsets [rows] u32
 //!       | upper [upper_len] u32              (graph sections only when has_graph = 1)
 //! ```
-//! The CRC covers the whole body and is checked when the file is opened.
+//! The CRC covers the header (with its CRC field zeroed) and the whole body, and is checked
+//! when the file is opened.
 
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
@@ -104,7 +105,7 @@ pub fn write(path: &Path, column: &ColumnFile) -> Result<()> {
         Ok(())
     };
     body(&mut w).ctx("write", path)?;
-    let header = header_bytes(column, w.crc);
+    let header = header_bytes(column, crc_with_header(w.crc, &header_bytes(column, 0)));
     let mut file = w
         .out
         .into_inner()
@@ -131,6 +132,11 @@ fn header_bytes(column: &ColumnFile, crc: u32) -> [u8; HEADER_BYTES] {
     }
     h[48..52].copy_from_slice(&crc.to_le_bytes());
     h
+}
+
+/// The file's checksum: the body's CRC extended over the header with a zero CRC field.
+fn crc_with_header(body_crc: u32, zeroed_header: &[u8]) -> u32 {
+    crc32c::crc32c_append(body_crc, zeroed_header)
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -160,7 +166,10 @@ pub fn open(path: &Path) -> Result<ColumnFile> {
     if u32_at(h, 8) != VERSION {
         return Err(bad("unsupported vector file version"));
     }
-    if crc32c::crc32c(&map[HEADER_BYTES..]) != u32_at(h, 48) {
+    let mut zeroed = [0u8; HEADER_BYTES];
+    zeroed.copy_from_slice(h);
+    zeroed[48..52].fill(0);
+    if crc_with_header(crc32c::crc32c(&map[HEADER_BYTES..]), &zeroed) != u32_at(h, 48) {
         return Err(bad("checksum mismatch"));
     }
     let dims = u32_at(h, 12) as usize;

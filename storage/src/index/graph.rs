@@ -128,7 +128,9 @@ impl HnswGraph {
                 if list.is_empty() || list[0] as usize > width {
                     return Err(format!("node {node} layer {layer} count"));
                 }
-                if list[1..=list[0] as usize].iter().any(|&v| v as usize >= n) {
+                let levels = self.levels.as_slice();
+                let bad = |v: &u32| *v as usize >= n || levels[*v as usize] < layer;
+                if list[1..=list[0] as usize].iter().any(bad) {
                     return Err(format!("node {node} layer {layer} neighbour out of range"));
                 }
             }
@@ -188,8 +190,9 @@ impl HnswGraph {
     ) -> Vec<Scored> {
         // `frontier` pops the closest unexpanded node; `found` keeps the ef best accepted rows
         // with the worst on top.
-        let mut frontier = BinaryHeap::with_capacity(ef * 2);
-        let mut found: BinaryHeap<Scored> = BinaryHeap::with_capacity(ef + 1);
+        let nodes = self.shape.nodes as usize;
+        let mut frontier = BinaryHeap::with_capacity((ef * 2).min(nodes));
+        let mut found: BinaryHeap<Scored> = BinaryHeap::with_capacity(ef.min(nodes) + 1);
         visited.insert(entry.row);
         frontier.push(std::cmp::Reverse(entry));
         if accept(entry.row) {
@@ -290,7 +293,7 @@ pub fn brute_force(
     if k == 0 {
         return Vec::new();
     }
-    let mut heap: BinaryHeap<Scored> = BinaryHeap::with_capacity(k + 1);
+    let mut heap: BinaryHeap<Scored> = BinaryHeap::with_capacity(k.min(n) + 1);
     for row in 0..n as u32 {
         if !accept(row) {
             continue;

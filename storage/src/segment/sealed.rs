@@ -8,14 +8,14 @@
 //! ```
 //! A segment is written under `seg-<id>.tmp` and renamed into place, so a crash never leaves a
 //! half-written `seg-<id>`. Tombstones are not part of it: the shard keeps them beside it
-//! (`tomb-<generation>.roar`), because they change. When a segment is replaced (compaction,
-//! truncate, snapshot install) it is marked obsolete and its directory is deleted once the last
-//! reader drops it.
+//! (`tomb-<generation>.roar`), because they change. A replaced segment (compaction, truncate,
+//! snapshot install) is deleted by the shard only after a manifest without it is durable
+//! (`Manifest::remove_unreferenced`); readers still holding it keep their mmap, which outlives
+//! the unlink.
 
 use std::fs::{self, File};
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow::array::RecordBatch;
 use arrow::ipc::reader::FileReader;
@@ -48,7 +48,6 @@ pub struct SealedSegment {
     payload: Vec<RecordBatch>,
     columns: Vec<ColumnFile>,
     nulls: Vec<RoaringBitmap>,
-    obsolete: AtomicBool,
 }
 
 impl SealedSegment {
@@ -98,6 +97,22 @@ impl SealedSegment {
         let meta: Meta = serde_json::from_slice(&fs::read(&meta_path).ctx("read", &meta_path)?)
             .map_err(|e| Error::corrupt(&meta_path, e.to_string()))?;
         let payload = read_payload(&dir.join("payload.arrow"))?;
+        let want = schema.payload_schema();
+        let same = |b: &RecordBatch| {
+            let got = b.schema();
+            got.fields().len() == want.fields().len()
+                && got
+                    .fields()
+                    .iter()
+                    .zip(want.fields())
+                    .all(|(g, w)| g.name() == w.name() && g.data_type() == w.data_type())
+        };
+        if !payload.iter().all(same) {
+            return Err(Error::corrupt(
+                dir,
+                "payload columns disagree with the schema",
+            ));
+        }
         let payload_rows: usize = payload.iter().map(|b| b.num_rows()).sum();
         if payload_rows != meta.rows as usize {
             return Err(Error::corrupt(
@@ -113,11 +128,20 @@ impl SealedSegment {
             ));
         }
         let mut columns = Vec::new();
-        for i in 0..vector_columns.len() {
+        for (i, &col) in vector_columns.iter().enumerate() {
             let path = dir.join(format!("vec-{i}.bin"));
             let column = file::open(&path)?;
             if column.vectors.len() != meta.rows as usize {
                 return Err(Error::corrupt(&path, "row count disagrees with meta.json"));
+            }
+            let ColumnType::Vector(spec) = schema.columns[col].ty else {
+                unreachable!("vector_columns returns vector columns")
+            };
+            if column.vectors.dims() != spec.dims {
+                return Err(Error::corrupt(&path, "dimensions disagree with the schema"));
+            }
+            if meta.null_vectors[i].iter().any(|&r| r >= meta.rows) {
+                return Err(Error::corrupt(&meta_path, "NULL vector row out of range"));
             }
             columns.push(column);
         }
@@ -131,7 +155,6 @@ impl SealedSegment {
                 .iter()
                 .map(|v| v.iter().copied().collect())
                 .collect(),
-            obsolete: AtomicBool::new(false),
         })
     }
 
@@ -146,11 +169,6 @@ impl SealedSegment {
         names
     }
 
-    /// Deletes the directory once the last reference is dropped.
-    pub fn mark_obsolete(&self) {
-        self.obsolete.store(true, Ordering::Release);
-    }
-
     pub fn size_bytes(&self) -> usize {
         let columns: usize = self
             .columns
@@ -163,15 +181,6 @@ impl SealedSegment {
                 .iter()
                 .map(|b| b.get_array_memory_size())
                 .sum::<usize>()
-    }
-}
-
-impl Drop for SealedSegment {
-    fn drop(&mut self) {
-        if self.obsolete.load(Ordering::Acquire) {
-            // Best effort: a leftover directory is removed by the next open's cleanup.
-            let _ = fs::remove_dir_all(&self.dir);
-        }
     }
 }
 

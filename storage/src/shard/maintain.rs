@@ -19,33 +19,59 @@ use crate::segment::rows::{NormalizedRows, take_column};
 use crate::segment::sealed::SealedSegment;
 
 impl Inner {
-    /// Freezes a full growing segment and makes sure something will seal it.
-    pub(super) fn maybe_seal(self: &Arc<Self>) -> Result<()> {
-        {
+    /// Freezes a full growing segment and makes sure something will seal it. Sealing errors
+    /// are recorded (see `ShardStats::last_background_error`), never returned: the command
+    /// that triggered the seal was applied all the same.
+    pub(super) fn maybe_seal(self: &Arc<Self>) {
+        let pending = {
             let mut state = self.state.write();
-            if (state.growing.num_rows() as usize) < self.opts.seal_threshold_rows {
-                return Ok(());
+            if state.growing.num_rows() as usize >= self.opts.seal_threshold_rows {
+                state.freeze();
             }
-            state.freeze();
+            state.has_frozen()
+        };
+        if !pending {
+            return;
         }
         if !self.opts.background_seal {
-            return self.seal_pending();
+            let result = self.seal_pending();
+            self.record(result);
+            return;
         }
         let mut sealer = self.sealer.lock();
-        if sealer.as_ref().is_some_and(|h| !h.is_finished()) {
-            return Ok(()); // the running sealer loops until no frozen slot is left
+        if sealer.running {
+            return; // it checks for frozen slots again, under this lock, before it stops
         }
+        sealer.running = true;
         let inner = self.clone();
-        let handle = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("vecraft-seal".into())
-            .spawn(move || {
-                if let Err(e) = inner.seal_pending() {
-                    *inner.background_error.lock() = Some(e.to_string());
-                }
-            })
-            .map_err(|e| Error::io("spawn sealer", &self.dir, e))?;
-        *sealer = Some(handle);
-        Ok(())
+            .spawn(move || inner.sealer_loop());
+        match spawned {
+            Ok(handle) => sealer.handle = Some(handle),
+            Err(e) => {
+                sealer.running = false;
+                self.record(Err(Error::io("spawn sealer", &self.dir, e)));
+            }
+        }
+    }
+
+    fn sealer_loop(&self) {
+        loop {
+            let result = self.seal_pending();
+            let failed = result.is_err();
+            self.record(result);
+            let mut sealer = self.sealer.lock();
+            // Stop only when nothing is frozen; a failure waits for the next write to retry.
+            if failed || !self.state.read().has_frozen() {
+                sealer.running = false;
+                return;
+            }
+        }
+    }
+
+    fn record(&self, result: Result<()>) {
+        *self.background_error.lock() = result.err().map(|e| e.to_string());
     }
 
     /// Seals every frozen slot, oldest first, persisting after each.
@@ -71,12 +97,8 @@ impl Inner {
             {
                 let mut state = self.state.write();
                 match state.slots.iter_mut().find(|s| s.id == id) {
-                    Some(slot) => {
-                        slot.data = SlotData::Sealed(Arc::new(sealed));
-                        let frozen_at = slot.frozen_at;
-                        state.durable_index = state.durable_index.max(frozen_at);
-                    }
-                    None => sealed.mark_obsolete(), // truncated meanwhile
+                    Some(slot) => slot.data = SlotData::Sealed(Arc::new(sealed)),
+                    None => {} // truncated meanwhile: the next persist removes the directory
                 }
             }
             self.persist_locked()?;
@@ -86,14 +108,16 @@ impl Inner {
     /// Writes changed tombstones and a new manifest. Caller holds `maintenance`.
     pub(super) fn persist_locked(&self) -> Result<()> {
         let (manifest, tombstones) = {
-            let mut state = self.state.write();
+            let state = self.state.read();
             let durable = state.computed_durable_index();
-            state.durable_index = durable;
             let mut segments = Vec::new();
             let mut tombstones = Vec::new();
-            for slot in &state.slots {
+            for (i, slot) in state.slots.iter().enumerate() {
                 if !matches!(slot.data, SlotData::Sealed(_)) {
-                    break; // frozen slots (and all after them) are not persisted yet
+                    // Frozen slots are not persisted yet, and nothing sealed may follow one.
+                    let later = &state.slots[i..];
+                    assert!(later.iter().all(|s| matches!(s.data, SlotData::Frozen(_))));
+                    break;
                 }
                 let version = if slot.dead.is_empty() {
                     0
@@ -124,6 +148,8 @@ impl Inner {
         manifest.store(&self.dir)?;
         {
             let mut state = self.state.write();
+            // Only now may callers purge the log up to it.
+            state.durable_index = state.durable_index.max(manifest.durable_index);
             for entry in &manifest.segments {
                 if let Some(slot) = state.slots.iter_mut().find(|s| s.id == entry.id) {
                     slot.persisted_version = slot.persisted_version.max(entry.tombstone_version);
@@ -141,13 +167,8 @@ impl Inner {
                 return Ok(Applied::default());
             }
             let deleted = state.keymap.len() as u64;
-            for slot in state.slots.drain(..) {
-                if let SlotData::Sealed(seg) = slot.data {
-                    seg.mark_obsolete();
-                }
-            }
             state.freeze(); // moves the growing rows out of the way...
-            state.slots.clear(); // ...and drops them
+            state.slots.clear(); // ...and drops every segment (files go after the manifest)
             state.growing_dead.clear();
             state.keymap.clear();
             state.applied_index = index;
@@ -178,6 +199,14 @@ impl Shard {
     pub fn compact(&self, ids: &[u64]) -> Result<Option<u64>> {
         let inner = &self.inner;
         let _guard = inner.maintenance.lock();
+        let mut unique = ids.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        if ids.is_empty() || unique.len() != ids.len() {
+            return Err(Error::InvalidArgument(
+                "compact needs distinct segment ids".into(),
+            ));
+        }
         let (schema, sources, new_id) = {
             let mut state = inner.state.write();
             let mut sources = Vec::new();
@@ -230,20 +259,15 @@ impl Shard {
         keys: &[crate::key::Key],
     ) -> Result<()> {
         let mut state = self.inner.state.write();
-        let position = state
-            .slots
-            .iter()
-            .position(|s| s.id == sources[0].0)
-            .unwrap_or(0);
+        // The merged segment takes the place of the oldest source: sealed slots stay ahead of
+        // frozen ones.
+        let is_source = |id: u64| sources.iter().any(|s| s.0 == id);
+        let position = state.slots.iter().position(|s| is_source(s.id));
+        let position = position.expect("maintenance held: the sources are still there");
         let mut dead_now = Vec::new();
-        for (id, seg, _) in sources {
-            let i = state
-                .slots
-                .iter()
-                .position(|s| s.id == *id)
-                .expect("maintenance held");
-            dead_now.push(state.slots.remove(i).dead);
-            seg.mark_obsolete();
+        for (id, _, _) in sources {
+            let i = state.slots.iter().position(|s| s.id == *id);
+            dead_now.push(state.slots.remove(i.expect("maintenance held")).dead);
         }
         let Some(sealed) = sealed else { return Ok(()) };
         let mut dead = RoaringBitmap::new();
@@ -270,7 +294,6 @@ impl Shard {
                 }
             }
         }
-        let position = position.min(state.slots.len());
         let frozen_at = state.durable_index;
         state.slots.insert(
             position,

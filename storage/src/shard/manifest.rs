@@ -68,6 +68,12 @@ impl Manifest {
             return Err(format!("unsupported manifest format {}", m.format));
         }
         m.schema.validate().map_err(|e| e.to_string())?;
+        let mut ids: Vec<u64> = m.segments.iter().map(|s| s.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != m.segments.len() || ids.last().is_some_and(|&id| id >= m.next_segment_id) {
+            return Err("segment ids are not unique or not below next_segment_id".into());
+        }
         Ok(m)
     }
 

@@ -82,13 +82,20 @@ pub struct Shard {
     inner: Arc<Inner>,
 }
 
+/// The background sealing thread, if one runs.
+#[derive(Default)]
+struct Sealer {
+    running: bool,
+    handle: Option<JoinHandle<()>>,
+}
+
 struct Inner {
     dir: PathBuf,
     opts: ShardOptions,
     state: RwLock<State>,
     /// Serialises sealing, compaction, persisting, snapshots and installs.
     maintenance: Mutex<()>,
-    sealer: Mutex<Option<JoinHandle<()>>>,
+    sealer: Mutex<Sealer>,
     background_error: Mutex<Option<String>>,
 }
 
@@ -108,7 +115,7 @@ impl Shard {
                 opts,
                 state: RwLock::new(state),
                 maintenance: Mutex::new(()),
-                sealer: Mutex::new(None),
+                sealer: Mutex::new(Sealer::default()),
                 background_error: Mutex::new(None),
             }),
         })
@@ -143,7 +150,7 @@ impl Shard {
             Command::Delete(keys) => self.inner.state.write().delete(index, keys),
             Command::Truncate => return self.inner.truncate(index),
         };
-        self.inner.maybe_seal()?;
+        self.inner.maybe_seal();
         Ok(applied)
     }
 
@@ -155,7 +162,7 @@ impl Shard {
 
     /// Waits until background sealing has finished (tests, shutdown).
     pub fn wait_for_background(&self) {
-        let handle = self.inner.sealer.lock().take();
+        let handle = self.inner.sealer.lock().handle.take();
         if let Some(handle) = handle {
             let _ = handle.join();
         }

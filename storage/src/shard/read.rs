@@ -79,8 +79,11 @@ impl Admission<'_> {
             && self.mask.as_ref().is_none_or(|m| m.value(row as usize))
     }
 
-    fn passing_upper_bound(&self, rows: u32) -> usize {
-        self.mask.as_ref().map_or(rows as usize, |m| m.true_count())
+    /// Roughly how many rows are admitted: those passing the filter, less dead and NULL rows
+    /// (which may overlap them, so this can undercount; it only picks a strategy).
+    fn passing_estimate(&self, rows: usize) -> usize {
+        let passing = self.mask.as_ref().map_or(rows, |m| m.true_count());
+        passing.saturating_sub((self.dead.len() + self.nulls.len()) as usize)
     }
 }
 
@@ -128,9 +131,13 @@ impl Shard {
         let col = col.expect("vector_spec accepted a vector column");
         let metric = req.metric.unwrap_or(spec.metric);
         // No more hits than live rows: keeps a huge `k` from sizing heaps after it.
-        let req = &SearchRequest {
-            k: req.k.min(state.keymap.len()),
-            ..req.clone()
+        let k = req.k.min(state.keymap.len());
+        let plan = SegmentSearch {
+            col,
+            metric,
+            k,
+            ef,
+            exact: req.exact,
         };
         let query = Query::new(req.vector.clone());
         let segments = segments_of(&state);
@@ -141,11 +148,11 @@ impl Shard {
                 nulls: segment.null_vectors(col),
                 mask: filter_mask(req.filter.as_ref(), *segment)?,
             };
-            let found = search_segment(*segment, col, metric, &query, req, ef, &admission);
+            let found = plan.run(*segment, &query, &admission);
             hits.extend(found.into_iter().map(|h| (h, s)));
         }
         hits.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
-        hits.truncate(req.k);
+        hits.truncate(k);
         materialize(
             &schema,
             &segments,
@@ -209,36 +216,48 @@ fn segments_of(state: &State) -> Vec<(&dyn Segment, &RoaringBitmap)> {
     out
 }
 
-fn search_segment(
-    segment: &dyn Segment,
+/// How one segment is searched: the same for every segment of a request.
+struct SegmentSearch {
     col: usize,
     metric: Metric,
-    query: &Query,
-    req: &SearchRequest,
+    k: usize,
     ef: usize,
-    admission: &Admission<'_>,
-) -> Vec<Scored> {
-    let vectors = segment.vectors(col);
-    let accept = |row: u32| admission.admits(row);
-    let graph = segment
-        .index(col)
-        .filter(|(m, _)| *m == metric && !req.exact);
-    if let Some((_, graph)) = graph {
-        let passing = admission.passing_upper_bound(segment.num_rows());
-        let rows = segment.num_rows().max(1) as f64;
-        let selective = admission.mask.is_some()
-            && (passing <= EXACT_ROWS_PER_EF * ef.max(req.k)
-                || (passing as f64) / rows < EXACT_MIN_SELECTIVITY);
-        if !selective {
-            return graph.search(&vectors, metric, query, req.k, ef, &accept);
+    exact: bool,
+}
+
+impl SegmentSearch {
+    /// The segment's top-k admitted rows: through its graph when it has one for this metric
+    /// and enough rows pass, otherwise by an exact scan of the admitted rows.
+    fn run(&self, segment: &dyn Segment, query: &Query, admission: &Admission<'_>) -> Vec<Scored> {
+        let vectors = segment.vectors(self.col);
+        let accept = |row: u32| admission.admits(row);
+        let (metric, k, ef) = (self.metric, self.k, self.ef);
+        let index = segment
+            .index(self.col)
+            .filter(|(m, _)| *m == metric && !self.exact);
+        if let Some((_, index)) = index {
+            let rows = segment.num_rows() as usize;
+            let passing = admission.passing_estimate(rows);
+            let beam = ef.max(k);
+            let exact_is_cheaper = passing <= EXACT_ROWS_PER_EF * beam
+                || (passing as f64) < EXACT_MIN_SELECTIVITY * rows as f64
+                || beam >= rows / 4;
+            if !exact_is_cheaper {
+                return index.search(&vectors, metric, query, k, ef, &accept);
+            }
         }
+        brute_force(
+            vectors.len(),
+            |r| vectors.score(metric, query, r),
+            k,
+            &accept,
+        )
     }
-    brute_force(
-        vectors.len(),
-        |r| vectors.score(metric, query, r),
-        req.k,
-        &accept,
-    )
+}
+
+/// An empty column of `field`'s type (a search with no hits).
+fn empty_column(field: &Field) -> ArrayRef {
+    arrow::array::new_empty_array(field.data_type())
 }
 
 fn project(schema: &CollectionSchema, projection: Option<&[String]>) -> Result<Vec<usize>> {
@@ -268,15 +287,35 @@ fn materialize(
         order.push((*s, per_segment[*s].len()));
         per_segment[*s].push(hit.row);
     }
+    // Gather from the segments that have hits only, renumbered densely for `interleave`.
+    let used: Vec<usize> = (0..segments.len())
+        .filter(|&s| !per_segment[s].is_empty())
+        .collect();
+    let dense: Vec<(usize, usize)> = order
+        .iter()
+        .map(|&(s, at)| {
+            (
+                used.iter()
+                    .position(|&u| u == s)
+                    .expect("hit segment is used"),
+                at,
+            )
+        })
+        .collect();
+    let mut positions: Vec<Option<Vec<(usize, usize)>>> = vec![None; used.len()];
     let mut arrays = Vec::with_capacity(columns.len() + 1);
     for &c in &columns {
-        let parts = per_segment
+        let parts = used
             .iter()
-            .zip(segments)
-            .map(|(rows, (segment, _))| take_column(schema, *segment, c, rows, &mut None))
+            .zip(positions.iter_mut())
+            .map(|(&s, pos)| take_column(schema, segments[s].0, c, &per_segment[s], pos))
             .collect::<Result<Vec<ArrayRef>>>()?;
         let refs: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
-        arrays.push(interleave(&refs, &order)?);
+        arrays.push(if refs.is_empty() {
+            empty_column(&field_of(schema, c))
+        } else {
+            interleave(&refs, &dense)?
+        });
     }
     // Ranking used a cheaper score; report the distance exactly as pgvector computes it.
     let distances: Float64Array = hits

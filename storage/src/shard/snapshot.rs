@@ -22,7 +22,7 @@ use std::path::Path;
 
 use super::Shard;
 use super::manifest::{Manifest, tombstone_file};
-use super::state::{SlotData, State, segment_dir, segments_dir};
+use super::state::{State, segment_dir, segments_dir};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::sync_dir;
 
@@ -82,7 +82,9 @@ impl Shard {
         Ok(info)
     }
 
-    /// Replaces this shard's whole state with the snapshot in `input`, atomically.
+    /// Replaces this shard's whole state with the snapshot in `input`, atomically. The caller
+    /// serialises installs with `apply` (Raft's state machine does): an apply racing an install
+    /// may land in the state being replaced.
     pub fn install_snapshot(&self, input: &mut dyn Read) -> Result<SnapshotInfo> {
         let inner = &self.inner;
         let _guard = inner.maintenance.lock();
@@ -133,11 +135,7 @@ impl Shard {
         let fresh = State::from_manifest(&inner.dir, &manifest)?;
         manifest.store(&inner.dir)?;
         let old = std::mem::replace(&mut *inner.state.write(), fresh);
-        for slot in old.slots {
-            if let SlotData::Sealed(seg) = slot.data {
-                seg.mark_obsolete();
-            }
-        }
+        drop(old);
         manifest.remove_unreferenced(&inner.dir)?;
         Ok(info)
     }

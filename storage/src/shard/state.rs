@@ -53,6 +53,7 @@ pub struct Slot {
 pub struct State {
     pub schema: Arc<CollectionSchema>,
     pub applied_index: u64,
+    /// What the manifest on disk says: log entries up to here may be purged.
     pub durable_index: u64,
     pub growing: MemSegment,
     pub growing_id: u64,
@@ -245,18 +246,26 @@ impl State {
         self.next_segment_id += 1;
     }
 
-    /// Log index up to which the persisted state alone is complete.
+    pub fn has_frozen(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|s| matches!(s.data, SlotData::Frozen(_)))
+    }
+
+    /// Log index up to which the sealed segments and tombstones alone are complete: the
+    /// applied index when nothing is waiting in memory, else the freeze point of the newest
+    /// sealed segment (segments are sealed oldest first).
     pub fn computed_durable_index(&self) -> u64 {
-        let frozen = self
+        if !self.has_frozen() && self.growing.is_empty() {
+            return self.applied_index;
+        }
+        let sealed = self
             .slots
             .iter()
-            .find(|s| matches!(s.data, SlotData::Frozen(_)));
-        match frozen {
-            // Everything before the first frozen slot is sealed; the slot itself is not.
-            Some(_) => self.durable_index,
-            None if self.growing.is_empty() => self.applied_index,
-            None => self.durable_index,
-        }
+            .take_while(|s| matches!(s.data, SlotData::Sealed(_)));
+        sealed
+            .map(|s| s.frozen_at)
+            .fold(self.durable_index, u64::max)
     }
 
     pub fn stats(&self) -> ShardStats {

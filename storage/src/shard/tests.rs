@@ -603,3 +603,33 @@ fn absurd_k_and_ef_are_handled() {
         .unwrap();
     assert_eq!(none.num_rows(), 0);
 }
+
+#[test]
+fn compaction_in_any_id_order_keeps_sealed_segments_ahead_of_frozen_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = mixture(900, 4, 8);
+    let shard = Shard::open(dir.path(), Some(schema(4, Metric::L2)), opts(300)).unwrap();
+    let next = load(&shard, &data, 300, 1); // three sealed segments
+    let ids: Vec<u64> = shard
+        .inner
+        .state
+        .read()
+        .slots
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    // A frozen slot behind them, as when background sealing lags.
+    shard
+        .apply(next, &Command::Upsert(batch(&[5000], &[vec![0.5; 4]])))
+        .unwrap();
+    shard.inner.state.write().freeze();
+    assert!(shard.compact(&[]).is_err());
+    assert!(shard.compact(&[ids[1], ids[1]]).is_err());
+    assert_eq!(shard.count(), 901, "refused compactions change nothing");
+    shard.compact(&[ids[1], ids[0]]).unwrap();
+    shard.flush().unwrap();
+    drop(shard);
+    let reopened = Shard::open(dir.path(), None, opts(300)).unwrap();
+    assert_eq!(reopened.count(), 901);
+    assert_eq!(exact(&reopened, &[0.5; 4], 1), vec![5000]);
+}
