@@ -53,7 +53,9 @@ impl Metric {
     }
 
     /// The pgvector distance between two vectors of equal length, computed as pgvector does:
-    /// sums in `f32`, the final square root and division in `f64`.
+    /// sums in `f32`, the square root and division in `f64`. (pgvector's sums are compiled
+    /// with FMA and GCC's vectorised order, so the last bits can differ; see the planner's
+    /// `distances_print_as_pgvector_prints_them`.)
     pub fn distance(self, a: &[f32], b: &[f32]) -> f64 {
         match self {
             Metric::L2 => (l2_squared(a, b) as f64).sqrt(),

@@ -1,0 +1,73 @@
+//! `'[1,2,3]'::vector(3)`: casts of text literals to the vector type, which Arrow cannot cast,
+//! become vector literals while the plan is analysed. A malformed literal fails here with
+//! pgvector's error, as it fails in PostgreSQL at parse time.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Result, ScalarValue};
+use datafusion::logical_expr::{Cast, Expr, LogicalPlan};
+use datafusion::optimizer::AnalyzerRule;
+use vecraft_storage::schema::vector_array;
+
+use crate::vector_text::{check_dims, parse_vector};
+
+#[derive(Debug, Default)]
+pub struct VectorCasts;
+
+impl AnalyzerRule for VectorCasts {
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        let rewritten = plan.transform_up_with_subqueries(|node| {
+            let node = node.map_expressions(|e| e.transform_up(rewrite_cast))?;
+            if node.transformed {
+                Ok(Transformed::yes(node.data.recompute_schema()?))
+            } else {
+                Ok(node)
+            }
+        })?;
+        Ok(rewritten.data)
+    }
+
+    fn name(&self) -> &str {
+        "vector_casts"
+    }
+}
+
+/// The target dimension when `data_type` is the vector type: `Some(Some(n))` for
+/// `vector(n)`, `Some(None)` for `vector`.
+fn vector_target(data_type: &DataType) -> Option<Option<usize>> {
+    match data_type {
+        DataType::FixedSizeList(f, n) if f.data_type() == &DataType::Float32 => {
+            Some(Some(*n as usize))
+        }
+        DataType::List(f) if f.data_type() == &DataType::Float32 => Some(None),
+        _ => None,
+    }
+}
+
+fn rewrite_cast(expr: Expr) -> Result<Transformed<Expr>> {
+    let Expr::Cast(Cast { expr: inner, field }) = &expr else {
+        return Ok(Transformed::no(expr));
+    };
+    let (Some(target), Expr::Literal(value, _)) =
+        (vector_target(field.data_type()), inner.as_ref())
+    else {
+        return Ok(Transformed::no(expr));
+    };
+    let text = match value {
+        ScalarValue::Utf8(t) | ScalarValue::LargeUtf8(t) | ScalarValue::Utf8View(t) => t,
+        _ => return Ok(Transformed::no(expr)),
+    };
+    let Some(text) = text else {
+        return Ok(Transformed::no(expr)); // NULL::vector stays a (foldable) NULL cast
+    };
+    let v = parse_vector(text)?;
+    if let Some(dims) = target {
+        check_dims(v.len(), dims)?;
+    }
+    let dims = v.len();
+    let literal = ScalarValue::FixedSizeList(Arc::new(vector_array(dims, v, None)));
+    Ok(Transformed::yes(Expr::Literal(literal, None)))
+}

@@ -1,0 +1,75 @@
+//! Errors the planner raises itself, each with the SQLSTATE PostgreSQL (and pgvector) would
+//! send. They travel through DataFusion as `DataFusionError::External`; the gateway finds them
+//! with [`VectorError::find`] and maps everything else in one place.
+
+use datafusion::error::DataFusionError;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VectorError {
+    /// Five-character SQLSTATE, e.g. `22P02`.
+    pub sqlstate: &'static str,
+    pub message: String,
+    pub detail: Option<String>,
+}
+
+/// `invalid_text_representation`
+pub const INVALID_TEXT_REPRESENTATION: &str = "22P02";
+/// `data_exception`: pgvector's class for NaN, infinities and dimension mismatches.
+pub const DATA_EXCEPTION: &str = "22000";
+/// `numeric_value_out_of_range`
+pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
+
+impl VectorError {
+    pub fn syntax(text: &str) -> Self {
+        VectorError {
+            sqlstate: INVALID_TEXT_REPRESENTATION,
+            message: format!("invalid input syntax for type vector: \"{text}\""),
+            detail: None,
+        }
+    }
+
+    pub fn data(message: impl Into<String>) -> Self {
+        VectorError {
+            sqlstate: DATA_EXCEPTION,
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    pub fn out_of_range(message: impl Into<String>) -> Self {
+        VectorError {
+            sqlstate: NUMERIC_VALUE_OUT_OF_RANGE,
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    pub fn with_detail(mut self, detail: &str) -> Self {
+        self.detail = Some(detail.to_string());
+        self
+    }
+
+    /// The `VectorError` inside a DataFusion error, however deeply it was wrapped.
+    pub fn find(error: &DataFusionError) -> Option<&VectorError> {
+        match error {
+            DataFusionError::External(e) => e.downcast_ref::<VectorError>(),
+            DataFusionError::Context(_, inner) => Self::find(inner),
+            DataFusionError::Shared(inner) => Self::find(inner),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for VectorError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for VectorError {}
+
+impl From<VectorError> for DataFusionError {
+    fn from(e: VectorError) -> Self {
+        DataFusionError::External(Box::new(e))
+    }
+}

@@ -1,0 +1,340 @@
+//! pgvector's functions as DataFusion scalar UDFs: `l2_distance`, `cosine_distance`,
+//! `inner_product`, `vector_negative_inner_product` (the `<#>` operator), `l1_distance`,
+//! `vector_dims`, `vector_norm`, `l2_normalize`.
+//!
+//! Arguments may be vectors (`FixedSizeList`/`List` of floats) or text in pgvector's form (a
+//! literal like `'[1,2,3]'` or a text parameter), parsed once per batch for constants. The
+//! arithmetic is the storage engine's kernels, so a distance computed here and one computed
+//! by an index search agree. Errors carry pgvector's SQLSTATEs (`crate::error`).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float32Array, Float64Array, Int32Array};
+use datafusion::arrow::buffer::NullBuffer;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float32Type};
+use datafusion::common::{Result, ScalarValue, exec_err};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use vecraft_storage::distance::{Metric, dot, norm};
+use vecraft_storage::schema::{vector_array, vector_arrow_type};
+
+use crate::error::VectorError;
+use crate::vector_text::parse_vector;
+
+/// Which pgvector function a UDF computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VectorFn {
+    L2Distance,
+    CosineDistance,
+    InnerProduct,
+    NegativeInnerProduct,
+    L1Distance,
+    Dims,
+    Norm,
+    L2Normalize,
+}
+
+impl VectorFn {
+    pub const ALL: [VectorFn; 8] = [
+        VectorFn::L2Distance,
+        VectorFn::CosineDistance,
+        VectorFn::InnerProduct,
+        VectorFn::NegativeInnerProduct,
+        VectorFn::L1Distance,
+        VectorFn::Dims,
+        VectorFn::Norm,
+        VectorFn::L2Normalize,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            VectorFn::L2Distance => "l2_distance",
+            VectorFn::CosineDistance => "cosine_distance",
+            VectorFn::InnerProduct => "inner_product",
+            VectorFn::NegativeInnerProduct => "vector_negative_inner_product",
+            VectorFn::L1Distance => "l1_distance",
+            VectorFn::Dims => "vector_dims",
+            VectorFn::Norm => "vector_norm",
+            VectorFn::L2Normalize => "l2_normalize",
+        }
+    }
+
+    fn arity(self) -> usize {
+        match self {
+            VectorFn::Dims | VectorFn::Norm | VectorFn::L2Normalize => 1,
+            _ => 2,
+        }
+    }
+
+    /// The storage metric an index search would use for this distance, if any.
+    pub fn metric(self) -> Option<Metric> {
+        match self {
+            VectorFn::L2Distance => Some(Metric::L2),
+            VectorFn::CosineDistance => Some(Metric::Cosine),
+            VectorFn::NegativeInnerProduct => Some(Metric::InnerProduct),
+            VectorFn::L1Distance => Some(Metric::L1),
+            _ => None,
+        }
+    }
+
+    /// The UDF for this function.
+    pub fn udf(self) -> Arc<ScalarUDF> {
+        Arc::new(ScalarUDF::new_from_impl(VectorUdf {
+            function: self,
+            signature: Signature::any(self.arity(), Volatility::Immutable),
+        }))
+    }
+}
+
+/// Every function of this module, for registration.
+pub fn all_udfs() -> Vec<Arc<ScalarUDF>> {
+    VectorFn::ALL.iter().map(|f| f.udf()).collect()
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct VectorUdf {
+    function: VectorFn,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for VectorUdf {
+    fn name(&self) -> &str {
+        self.function.name()
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        Ok(match self.function {
+            VectorFn::Dims => DataType::Int32,
+            VectorFn::L2Normalize => match arg_types.first() {
+                Some(DataType::FixedSizeList(_, n)) => vector_arrow_type(*n as usize),
+                _ => DataType::List(Arc::new(datafusion::arrow::datatypes::Field::new(
+                    "item",
+                    DataType::Float32,
+                    true,
+                ))),
+            },
+            _ => DataType::Float64,
+        })
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let all_scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let operands = args
+            .args
+            .iter()
+            .map(|a| Operand::new(a, rows))
+            .collect::<Result<Vec<_>>>()?;
+        let n = if all_scalar { 1 } else { rows };
+        let array = match self.function {
+            VectorFn::Dims => unary_i32(&operands[0], n),
+            VectorFn::Norm => unary_f64(&operands[0], n, |v| norm(v) as f64),
+            VectorFn::L2Normalize => normalize(&operands[0], n, args.return_field.data_type())?,
+            f => binary(f, &operands[0], &operands[1], n)?,
+        };
+        if all_scalar {
+            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+                &array, 0,
+            )?))
+        } else {
+            Ok(ColumnarValue::Array(array))
+        }
+    }
+}
+
+/// One argument, readable row by row as `Option<&[f32]>` whatever form it came in.
+enum Operand {
+    Constant(Option<Vec<f32>>),
+    Fixed {
+        values: Float32Array,
+        dims: usize,
+        nulls: Option<NullBuffer>,
+    },
+    Rows(Vec<Option<Vec<f32>>>),
+}
+
+impl Operand {
+    fn new(value: &ColumnarValue, rows: usize) -> Result<Operand> {
+        match value {
+            ColumnarValue::Scalar(s) => {
+                let array = s.to_array_of_size(1)?;
+                match Operand::from_array(&array)? {
+                    Operand::Rows(mut v) => Ok(Operand::Constant(v.pop().flatten())),
+                    Operand::Fixed {
+                        values,
+                        dims,
+                        nulls,
+                    } => {
+                        let valid = nulls.is_none_or(|n| n.is_valid(0));
+                        Ok(Operand::Constant(
+                            valid.then(|| values.values()[..dims].to_vec()),
+                        ))
+                    }
+                    constant => Ok(constant),
+                }
+            }
+            ColumnarValue::Array(a) => {
+                debug_assert_eq!(a.len(), rows);
+                Operand::from_array(a)
+            }
+        }
+    }
+
+    fn from_array(array: &ArrayRef) -> Result<Operand> {
+        match array.data_type() {
+            DataType::FixedSizeList(_, n) => {
+                let list = array.as_fixed_size_list();
+                Ok(Operand::Fixed {
+                    values: floats(list.values())?,
+                    dims: *n as usize,
+                    nulls: list.nulls().cloned(),
+                })
+            }
+            DataType::List(_) | DataType::LargeList(_) => {
+                let list = cast(
+                    array,
+                    &DataType::List(Arc::new(datafusion::arrow::datatypes::Field::new(
+                        "item",
+                        DataType::Float32,
+                        true,
+                    ))),
+                )?;
+                let list = list.as_list::<i32>();
+                let values = floats(list.values())?;
+                let rows = (0..list.len())
+                    .map(|i| {
+                        let (a, b) = (
+                            list.value_offsets()[i] as usize,
+                            list.value_offsets()[i + 1] as usize,
+                        );
+                        list.is_valid(i).then(|| values.values()[a..b].to_vec())
+                    })
+                    .collect();
+                Ok(Operand::Rows(rows))
+            }
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                let text = cast(array, &DataType::Utf8)?;
+                let rows = text
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|t| t.map(parse_vector).transpose())
+                    .collect::<Result<Vec<_>, VectorError>>()?;
+                Ok(Operand::Rows(rows))
+            }
+            DataType::Null => Ok(Operand::Constant(None)),
+            other => exec_err!("function does not accept {other}: expected a vector"),
+        }
+    }
+
+    #[inline]
+    fn get(&self, row: usize) -> Option<&[f32]> {
+        match self {
+            Operand::Constant(v) => v.as_deref(),
+            Operand::Fixed {
+                values,
+                dims,
+                nulls,
+            } => {
+                if nulls.as_ref().is_some_and(|n| n.is_null(row)) {
+                    return None;
+                }
+                Some(&values.values()[row * dims..(row + 1) * dims])
+            }
+            Operand::Rows(rows) => rows[row].as_deref(),
+        }
+    }
+}
+
+fn floats(values: &ArrayRef) -> Result<Float32Array> {
+    let values = match values.data_type() {
+        DataType::Float32 => values.clone(),
+        _ => cast(values, &DataType::Float32)?,
+    };
+    Ok(values.as_primitive::<Float32Type>().clone())
+}
+
+fn binary(f: VectorFn, a: &Operand, b: &Operand, n: usize) -> Result<ArrayRef> {
+    let mut out = Vec::with_capacity(n);
+    for row in 0..n {
+        let (Some(x), Some(y)) = (a.get(row), b.get(row)) else {
+            out.push(None);
+            continue;
+        };
+        if x.len() != y.len() {
+            return Err(VectorError::data(format!(
+                "different vector dimensions {} and {}",
+                x.len(),
+                y.len()
+            ))
+            .into());
+        }
+        out.push(Some(match f {
+            VectorFn::InnerProduct => dot(x, y) as f64,
+            other => other
+                .metric()
+                .expect("binary vector functions have a metric")
+                .distance(x, y),
+        }));
+    }
+    Ok(Arc::new(Float64Array::from(out)))
+}
+
+fn unary_f64(a: &Operand, n: usize, f: impl Fn(&[f32]) -> f64) -> ArrayRef {
+    Arc::new(
+        (0..n)
+            .map(|row| a.get(row).map(&f))
+            .collect::<Float64Array>(),
+    )
+}
+
+fn unary_i32(a: &Operand, n: usize) -> ArrayRef {
+    Arc::new(
+        (0..n)
+            .map(|row| a.get(row).map(|v| v.len() as i32))
+            .collect::<Int32Array>(),
+    )
+}
+
+/// pgvector's `l2_normalize`: `v / |v|`, the zero vector stays zero.
+fn normalize(a: &Operand, n: usize, return_type: &DataType) -> Result<ArrayRef> {
+    let DataType::FixedSizeList(_, dims) = return_type else {
+        return exec_err!("l2_normalize needs a vector of known dimensions");
+    };
+    let dims = *dims as usize;
+    let mut values = Vec::with_capacity(n * dims);
+    let mut valid = Vec::with_capacity(n);
+    for row in 0..n {
+        match a.get(row) {
+            Some(v) if v.len() == dims => {
+                let length = dot(v, v).sqrt();
+                values.extend(
+                    v.iter()
+                        .map(|x| if length > 0.0 { x / length } else { 0.0 }),
+                );
+                valid.push(true);
+            }
+            Some(v) => {
+                return Err(VectorError::data(format!(
+                    "expected {dims} dimensions, not {}",
+                    v.len()
+                ))
+                .into());
+            }
+            None => {
+                values.extend(std::iter::repeat_n(0.0, dims));
+                valid.push(false);
+            }
+        }
+    }
+    let nulls = valid.iter().any(|v| !v).then(|| NullBuffer::from(valid));
+    Ok(Arc::new(vector_array(dims, values, nulls)))
+}

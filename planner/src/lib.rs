@@ -1,0 +1,60 @@
+//! `vecraft-planner`: DataFusion planning for Vecraft's SQL surface.
+//!
+//! This first slice gives DataFusion pgvector's language: the `vector(n)` type
+//! ([`types`]), its text form ([`vector_text`]), its functions ([`functions`]) and operators
+//! ([`operators`]), with pgvector's errors and SQLSTATEs ([`error`]). The KNN rewrite, DDL and
+//! the collection table provider come next (see issue #3).
+
+pub mod casts;
+pub mod error;
+pub mod functions;
+pub mod operators;
+pub mod parse;
+pub mod types;
+pub mod vector_text;
+
+use std::sync::Arc;
+
+use datafusion::execution::SessionStateBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+/// Adds the vector type, functions and operators to a session being built.
+pub fn install(mut builder: SessionStateBuilder) -> SessionStateBuilder {
+    let mut expr_planners = builder.expr_planners().clone().unwrap_or_default();
+    expr_planners.insert(0, Arc::new(operators::VectorOperators));
+    let mut functions = builder.scalar_functions().clone().unwrap_or_default();
+    functions.extend(functions::all_udfs());
+    builder
+        .with_expr_planners(expr_planners)
+        .with_scalar_functions(functions)
+        .with_type_planner(Arc::new(types::VectorTypes))
+        .with_analyzer_rule(Arc::new(casts::VectorCasts))
+}
+
+/// Parses and plans one statement of `sql` in `ctx` (PostgreSQL rules, see [`parse`]).
+pub async fn sql(
+    ctx: &SessionContext,
+    sql: &str,
+) -> datafusion::error::Result<datafusion::dataframe::DataFrame> {
+    let mut statements = parse::parse_sql(sql)?;
+    if statements.len() != 1 {
+        return datafusion::common::plan_err!("expected one statement, got {}", statements.len());
+    }
+    let plan = ctx.state().statement_to_plan(statements.remove(0)).await?;
+    ctx.execute_logical_plan(plan).await
+}
+
+/// A session that parses PostgreSQL SQL and knows pgvector's type, functions and operators.
+pub fn new_session() -> SessionContext {
+    let config = SessionConfig::new().set_str("datafusion.sql_parser.dialect", "postgres");
+    let state = install(
+        SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features(),
+    )
+    .build();
+    SessionContext::new_with_state(state)
+}
+
+#[cfg(test)]
+mod tests;
