@@ -2,14 +2,20 @@
 //!
 //! This first slice gives DataFusion pgvector's language: the `vector(n)` type
 //! ([`types`]), its text form ([`vector_text`]), its functions ([`functions`]) and operators
-//! ([`operators`]), with pgvector's errors and SQLSTATEs ([`error`]). The KNN rewrite, DDL and
-//! the collection table provider come next (see issue #3).
+//! ([`operators`]), with pgvector's errors and SQLSTATEs ([`error`]); collections as tables
+//! ([`table`], reading a [`collection::CollectionSource`]) with filters pushed into storage
+//! ([`filters`]); and the KNN rewrite that turns `ORDER BY distance LIMIT k` into an index
+//! search ([`knn`]). DDL, DML and the plan cache come next (see issue #3).
 
 pub mod casts;
+pub mod collection;
 pub mod error;
+pub mod filters;
 pub mod functions;
+pub mod knn;
 pub mod operators;
 pub mod parse;
+pub mod table;
 pub mod types;
 pub mod vector_text;
 
@@ -29,6 +35,7 @@ pub fn install(mut builder: SessionStateBuilder) -> SessionStateBuilder {
         .with_scalar_functions(functions)
         .with_type_planner(Arc::new(types::VectorTypes))
         .with_analyzer_rule(Arc::new(casts::VectorCasts))
+        .with_physical_optimizer_rule(Arc::new(knn::KnnRewrite))
 }
 
 /// Parses and plans one statement of `sql` in `ctx` (PostgreSQL rules, see [`parse`]).
@@ -44,9 +51,17 @@ pub async fn sql(
     ctx.execute_logical_plan(plan).await
 }
 
+/// Session settings: PostgreSQL dialect, and the `hnsw.*` and `vecraft.*` settings.
+pub fn session_config() -> SessionConfig {
+    SessionConfig::new()
+        .set_str("datafusion.sql_parser.dialect", "postgres")
+        .with_option_extension(knn::HnswOptions::default())
+        .with_option_extension(knn::VecraftOptions::default())
+}
+
 /// A session that parses PostgreSQL SQL and knows pgvector's type, functions and operators.
 pub fn new_session() -> SessionContext {
-    let config = SessionConfig::new().set_str("datafusion.sql_parser.dialect", "postgres");
+    let config = session_config();
     let state = install(
         SessionStateBuilder::new()
             .with_config(config)

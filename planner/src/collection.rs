@@ -1,0 +1,72 @@
+//! What a collection table reads from: the narrow face the planner needs of the data layer.
+//!
+//! `cluster/` will implement it for a sharded, replicated collection; the storage engine's
+//! `Shard` implements it here, so planner tests and the single-node path run on a real engine.
+
+use std::fmt::Debug;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::error::{DataFusionError, Result};
+use vecraft_storage::filter::Filter;
+use vecraft_storage::schema::CollectionSchema;
+use vecraft_storage::shard::{DISTANCE_COLUMN, SearchRequest, Shard};
+
+pub trait CollectionSource: Debug + Send + Sync {
+    fn schema(&self) -> CollectionSchema;
+
+    /// Live rows passing `filter`, with the `projection` columns (all when `None`).
+    fn scan(
+        &self,
+        projection: Option<&[String]>,
+        filter: Option<&Filter>,
+    ) -> Result<Vec<RecordBatch>>;
+
+    /// The `k` nearest rows, closest first: `projection` columns, then `_distance`.
+    fn search(&self, request: &SearchRequest) -> Result<RecordBatch>;
+}
+
+/// Storage errors keep their type inside DataFusion's, so the gateway can map them.
+pub fn storage_error(e: vecraft_storage::Error) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// A single shard serving a whole collection (the embedded, one-shard case).
+pub struct ShardSource(pub Shard);
+
+impl Debug for ShardSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ShardSource")
+    }
+}
+
+impl CollectionSource for ShardSource {
+    fn schema(&self) -> CollectionSchema {
+        (*self.0.schema()).clone()
+    }
+
+    fn scan(
+        &self,
+        projection: Option<&[String]>,
+        filter: Option<&Filter>,
+    ) -> Result<Vec<RecordBatch>> {
+        self.0.scan(projection, filter).map_err(storage_error)
+    }
+
+    fn search(&self, request: &SearchRequest) -> Result<RecordBatch> {
+        self.0.search(request).map_err(storage_error)
+    }
+}
+
+/// The search result without its `_distance` column (same columns as a scan).
+pub fn without_distance(batch: RecordBatch) -> Result<RecordBatch> {
+    let keep: Vec<usize> = (0..batch.num_columns())
+        .filter(|&i| batch.schema().field(i).name() != DISTANCE_COLUMN)
+        .collect();
+    Ok(batch.project(&keep)?)
+}
+
+/// An owned `SchemaRef` of a collection's full rows.
+pub fn arrow_schema(source: &dyn CollectionSource) -> SchemaRef {
+    source.schema().arrow_schema()
+}

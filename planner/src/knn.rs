@@ -1,0 +1,336 @@
+//! `ORDER BY <distance to a constant> LIMIT k` over one collection becomes an index search.
+//!
+//! A physical optimizer rule, because `TableProvider::scan` never sees ORDER BY and DataFusion's
+//! sort pushdown stops at a computed projection (the `SELECT v <-> q AS d … ORDER BY d` shape).
+//! It matches `SortExec(fetch = k)` over (repartitions / coalesces), an optional projection and a
+//! `CollectionScanExec` (through DataFusion's cooperative-scheduling wrapper), where the sort key resolves to one of our distance UDFs of the scan's
+//! vector column and a constant vector. The scan is replaced by a `CollectionSearchExec` that
+//! asks the collection for its k nearest rows (filters included, so k rows come back when k
+//! match); the sort stays above it, now sorting at most k rows. Any other shape is left alone
+//! and still answered correctly by scanning.
+//!
+//! Settings: `SET hnsw.ef_search = n` (pgvector's name) and `SET vecraft.exact_search = true`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::Array;
+use datafusion::common::config::{ConfigExtension, ConfigOptions};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{ScalarValue, extensions_options};
+use datafusion::error::Result;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::expressions::{Column, Literal};
+use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
+    ReplaceChildrenOptions,
+};
+use vecraft_storage::distance::Metric;
+use vecraft_storage::shard::SearchRequest;
+
+use crate::collection::without_distance;
+use crate::functions::VectorFn;
+use crate::table::{CollectionScanExec, single_partition};
+use crate::vector_text::parse_vector;
+
+extensions_options! {
+    /// pgvector's HNSW settings.
+    pub struct HnswOptions {
+        /// Beam width of an index search (`SET hnsw.ef_search`).
+        pub ef_search: usize, default = vecraft_storage::schema::DEFAULT_EF_SEARCH
+    }
+}
+
+impl ConfigExtension for HnswOptions {
+    const PREFIX: &'static str = "hnsw";
+}
+
+extensions_options! {
+    /// Vecraft's own session settings.
+    pub struct VecraftOptions {
+        /// Answer KNN queries by brute force (ground truth).
+        pub exact_search: bool, default = false
+    }
+}
+
+impl ConfigExtension for VecraftOptions {
+    const PREFIX: &'static str = "vecraft";
+}
+
+#[derive(Debug, Default)]
+pub struct KnnRewrite;
+
+impl PhysicalOptimizerRule for KnnRewrite {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let ef = config
+            .extensions
+            .get::<HnswOptions>()
+            .map_or(vecraft_storage::schema::DEFAULT_EF_SEARCH, |o| o.ef_search);
+        let exact = config
+            .extensions
+            .get::<VecraftOptions>()
+            .is_some_and(|o| o.exact_search);
+        plan.transform_down(|node| {
+            let Some(sort) = node.downcast_ref::<SortExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            match rewrite_sort(sort, ef, exact)? {
+                Some(new_input) => {
+                    let sort = with_child(&node, new_input)?;
+                    Ok(Transformed::new(sort, true, TreeNodeRecursion::Jump))
+                }
+                None => Ok(Transformed::no(node)),
+            }
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "vecraft_knn"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+fn with_child(
+    node: &Arc<dyn ExecutionPlan>,
+    child: Arc<dyn ExecutionPlan>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let options = ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute);
+    node.clone().replace_children(vec![child], options)
+}
+
+/// The sort's input with its collection scan replaced by a search, if the shape matches.
+fn rewrite_sort(sort: &SortExec, ef: usize, exact: bool) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let (Some(k), [key]) = (sort.fetch(), sort.expr().as_ref()) else {
+        return Ok(None);
+    };
+    if key.options.descending {
+        return Ok(None);
+    }
+    replace_scan(sort.input(), key.expr.clone(), k, ef, exact)
+}
+
+/// Walks down single-child operators that keep rows intact, resolving `key` through a
+/// projection, until the scan.
+fn replace_scan(
+    node: &Arc<dyn ExecutionPlan>,
+    key: Arc<dyn PhysicalExpr>,
+    k: usize,
+    ef: usize,
+    exact: bool,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    if let Some(scan) = node.downcast_ref::<CollectionScanExec>() {
+        return Ok(
+            search_for(scan, &key, k, ef, exact).map(|s| Arc::new(s) as Arc<dyn ExecutionPlan>)
+        );
+    }
+    let key = if let Some(projection) = node.downcast_ref::<ProjectionExec>() {
+        // Rewrite the key in terms of the projection's input.
+        let mut unresolved = false;
+        let rewritten = key.transform_up(|e| match e.downcast_ref::<Column>() {
+            Some(c) => match projection.expr().get(c.index()) {
+                Some(p) => Ok(Transformed::yes(p.expr.clone())),
+                None => {
+                    unresolved = true;
+                    Ok(Transformed::no(e))
+                }
+            },
+            None => Ok(Transformed::no(e)),
+        })?;
+        if unresolved {
+            return Ok(None);
+        }
+        rewritten.data
+    } else if node.downcast_ref::<RepartitionExec>().is_some()
+        || node.downcast_ref::<CooperativeExec>().is_some()
+        || node.downcast_ref::<CoalescePartitionsExec>().is_some()
+        || node.downcast_ref::<SortPreservingMergeExec>().is_some()
+    {
+        key
+    } else {
+        return Ok(None);
+    };
+    let children = node.children();
+    let [child] = children.as_slice() else {
+        return Ok(None);
+    };
+    match replace_scan(child, key, k, ef, exact)? {
+        Some(new_child) => Ok(Some(with_child(node, new_child)?)),
+        None => Ok(None),
+    }
+}
+
+/// A search equivalent to `scan` ordered by `key` (a distance UDF of a scan column and a
+/// constant vector), or `None`.
+fn search_for(
+    scan: &CollectionScanExec,
+    key: &Arc<dyn PhysicalExpr>,
+    k: usize,
+    ef: usize,
+    exact: bool,
+) -> Option<CollectionSearchExec> {
+    let call = key.downcast_ref::<ScalarFunctionExpr>()?;
+    let function = VectorFn::ALL
+        .into_iter()
+        .find(|f| f.name() == call.name())?;
+    let metric = function.metric()?;
+    let [a, b] = call.args() else { return None };
+    let (column, constant) = match (a.downcast_ref::<Column>(), b.downcast_ref::<Literal>()) {
+        (Some(c), Some(l)) => (c, l),
+        _ => (b.downcast_ref::<Column>()?, a.downcast_ref::<Literal>()?),
+    };
+    let column = scan.columns.get(column.index())?.clone();
+    let vector = literal_vector(constant.value())?;
+    let spec = scan.source.schema().vector_spec(&column).ok()?;
+    if spec.dims != vector.len() {
+        return None; // let the scan raise pgvector's dimension error
+    }
+    let mut request = SearchRequest::new(column, vector, k);
+    request.ef = ef;
+    request.metric = Some(metric);
+    request.filter = scan.filter.clone();
+    request.projection = Some(scan.columns.clone());
+    request.exact = exact;
+    Some(CollectionSearchExec::new(scan, request))
+}
+
+fn literal_vector(value: &ScalarValue) -> Option<Vec<f32>> {
+    match value {
+        ScalarValue::Utf8(Some(t))
+        | ScalarValue::LargeUtf8(Some(t))
+        | ScalarValue::Utf8View(Some(t)) => parse_vector(t).ok(),
+        ScalarValue::FixedSizeList(list) if list.len() == 1 && list.is_valid(0) => {
+            let values = list.value(0);
+            let values = datafusion::arrow::compute::cast(
+                &values,
+                &datafusion::arrow::datatypes::DataType::Float32,
+            )
+            .ok()?;
+            Some(
+                datafusion::arrow::array::AsArray::as_primitive::<
+                    datafusion::arrow::datatypes::Float32Type,
+                >(&values)
+                .values()
+                .to_vec(),
+            )
+        }
+        _ => None,
+    }
+}
+
+/// The k nearest rows of a collection, from its index (or exactly, when asked).
+#[derive(Debug)]
+pub struct CollectionSearchExec {
+    scan: CollectionScanExec,
+    request: SearchRequest,
+    properties: Arc<PlanProperties>,
+}
+
+impl CollectionSearchExec {
+    fn new(scan: &CollectionScanExec, request: SearchRequest) -> Self {
+        let scan = CollectionScanExec::new(
+            scan.source.clone(),
+            scan.schema.clone(),
+            scan.columns.clone(),
+            scan.filter.clone(),
+        );
+        let properties = Arc::new(single_partition(scan.schema.clone()));
+        CollectionSearchExec {
+            scan,
+            request,
+            properties,
+        }
+    }
+
+    pub fn metric(&self) -> Option<Metric> {
+        self.request.metric
+    }
+}
+
+impl DisplayAs for CollectionSearchExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let r = &self.request;
+        write!(
+            f,
+            "CollectionSearchExec: column={}, metric={}, k={}, ef={}, exact={}",
+            r.column,
+            r.metric.map_or("?", |m| m.name()),
+            r.k,
+            r.ef,
+            r.exact
+        )?;
+        if let Some(filter) = &r.filter {
+            write!(f, ", filter={filter:?}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for CollectionSearchExec {
+    fn name(&self) -> &'static str {
+        "CollectionSearchExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        _: Vec<Arc<dyn ExecutionPlan>>,
+        _: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let hits = without_distance(self.scan.source.search(&self.request)?)?;
+        let batch = hits.with_schema(self.scan.schema.clone())?;
+        Ok(Box::pin(MemoryStream::try_new(
+            vec![batch],
+            self.scan.schema.clone(),
+            None,
+        )?))
+    }
+}

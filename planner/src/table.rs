@@ -1,0 +1,199 @@
+//! A collection as a DataFusion table: scans with projection and filters pushed into the
+//! storage engine, and the leaf the KNN rule (`knn.rs`) turns into an index search.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::Session;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::Result;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
+    PlanProperties, ReplaceChildrenOptions,
+};
+use vecraft_storage::filter::Filter;
+
+use crate::collection::CollectionSource;
+use crate::filters::to_storage_filter;
+
+#[derive(Debug)]
+pub struct CollectionTable {
+    source: Arc<dyn CollectionSource>,
+    schema: SchemaRef,
+}
+
+impl CollectionTable {
+    pub fn new(source: Arc<dyn CollectionSource>) -> Self {
+        let schema = source.schema().arrow_schema();
+        CollectionTable { source, schema }
+    }
+}
+
+#[async_trait]
+impl TableProvider for CollectionTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| match to_storage_filter(f) {
+                Some(_) => TableProviderFilterPushDown::Exact,
+                None => TableProviderFilterPushDown::Unsupported,
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let columns: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.schema.fields().len()).collect(),
+        };
+        let schema = Arc::new(self.schema.project(&columns)?);
+        let names = columns
+            .iter()
+            .map(|&i| self.schema.field(i).name().clone())
+            .collect();
+        let parts: Vec<Filter> = filters.iter().filter_map(to_storage_filter).collect();
+        let filter = match parts.len() {
+            0 => None,
+            1 => parts.into_iter().next(),
+            _ => Some(Filter::And(parts)),
+        };
+        Ok(Arc::new(CollectionScanExec::new(
+            self.source.clone(),
+            schema,
+            names,
+            filter,
+        )))
+    }
+}
+
+/// Reads a collection's live rows (projected, filtered) from its source.
+#[derive(Debug)]
+pub struct CollectionScanExec {
+    pub source: Arc<dyn CollectionSource>,
+    /// Output schema: the projected columns, in order.
+    pub schema: SchemaRef,
+    pub columns: Vec<String>,
+    pub filter: Option<Filter>,
+    properties: Arc<PlanProperties>,
+}
+
+impl CollectionScanExec {
+    pub fn new(
+        source: Arc<dyn CollectionSource>,
+        schema: SchemaRef,
+        columns: Vec<String>,
+        filter: Option<Filter>,
+    ) -> Self {
+        let properties = Arc::new(single_partition(schema.clone()));
+        CollectionScanExec {
+            source,
+            schema,
+            columns,
+            filter,
+            properties,
+        }
+    }
+}
+
+/// Plan properties of a leaf that produces one unordered, bounded partition.
+pub fn single_partition(schema: SchemaRef) -> PlanProperties {
+    PlanProperties::new(
+        EquivalenceProperties::new(schema),
+        Partitioning::UnknownPartitioning(1),
+        EmissionType::Incremental,
+        Boundedness::Bounded,
+    )
+}
+
+impl DisplayAs for CollectionScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "CollectionScanExec: columns=[{}]",
+            self.columns.join(", ")
+        )?;
+        if let Some(filter) = &self.filter {
+            write!(f, ", filter={filter:?}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for CollectionScanExec {
+    fn name(&self) -> &'static str {
+        "CollectionScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        _: Vec<Arc<dyn ExecutionPlan>>,
+        _: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let batches = self
+            .source
+            .scan(Some(&self.columns), self.filter.as_ref())?;
+        Ok(Box::pin(MemoryStream::try_new(
+            batches,
+            self.schema.clone(),
+            None,
+        )?))
+    }
+}

@@ -1,0 +1,211 @@
+//! KNN queries over a real storage shard: the rewrite happens (EXPLAIN), its answers equal an
+//! exact scan's, filters travel into the search, and the session settings reach it.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use datafusion::prelude::SessionContext;
+use vecraft_storage::command::Command;
+use vecraft_storage::distance::Metric;
+use vecraft_storage::schema::{
+    CollectionSchema, ColumnDef, ColumnType, HnswParams, VectorSpec, vector_array,
+    vector_arrow_type,
+};
+use vecraft_storage::shard::{Shard, ShardOptions};
+use vecraft_storage::synthetic::gaussian_mixture;
+
+use crate::collection::ShardSource;
+use crate::table::CollectionTable;
+use crate::{new_session, sql};
+
+const DIMS: usize = 8;
+const ROWS: usize = 3000;
+
+fn session_with_items(dir: &std::path::Path) -> (SessionContext, Vec<f32>) {
+    let schema = CollectionSchema::new(
+        vec![
+            ColumnDef::new("id", ColumnType::Int64, false),
+            ColumnDef::new(
+                "embedding",
+                ColumnType::Vector(VectorSpec {
+                    dims: DIMS,
+                    metric: Metric::L2,
+                    hnsw: HnswParams::default(),
+                }),
+                true,
+            ),
+            ColumnDef::new("category", ColumnType::Int64, true),
+            ColumnDef::new("tag", ColumnType::Text, true),
+        ],
+        "id",
+    )
+    .unwrap();
+    let opts = ShardOptions {
+        seal_threshold_rows: 1_000_000,
+        background_seal: false,
+    };
+    let shard = Shard::open(dir, Some(schema), opts).unwrap();
+    let data = gaussian_mixture(ROWS + 10, DIMS, 3);
+    let ids: Vec<i64> = (0..ROWS as i64).collect();
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("embedding", vector_arrow_type(DIMS), true),
+            Field::new("category", DataType::Int64, true),
+            Field::new("tag", DataType::Utf8, true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(ids.clone())),
+            Arc::new(vector_array(DIMS, data[..ROWS * DIMS].to_vec(), None)),
+            Arc::new(ids.iter().map(|i| Some(i % 10)).collect::<Int64Array>()),
+            Arc::new(
+                ids.iter()
+                    .map(|i| Some(format!("t{}", i % 3)))
+                    .collect::<StringArray>(),
+            ),
+        ],
+    )
+    .unwrap();
+    shard.apply(1, &Command::Upsert(batch)).unwrap();
+    shard.flush().unwrap();
+    let ctx = new_session();
+    ctx.register_table(
+        "items",
+        Arc::new(CollectionTable::new(Arc::new(ShardSource(shard)))),
+    )
+    .unwrap();
+    (ctx, data[ROWS * DIMS..].to_vec())
+}
+
+fn vector_text(v: &[f32]) -> String {
+    crate::vector_text::format_vector(v)
+}
+
+async fn ids(ctx: &SessionContext, query: &str) -> Vec<i64> {
+    let batches = sql(ctx, query).await.unwrap().collect().await.unwrap();
+    batches
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+        .collect()
+}
+
+async fn plan_text(ctx: &SessionContext, query: &str) -> String {
+    let batches = sql(ctx, &format!("EXPLAIN {query}"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let plans = batches[0].column(1).as_string::<i32>();
+    (0..plans.len())
+        .map(|i| plans.value(i).to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn order_by_distance_limit_becomes_an_index_search() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, queries) = session_with_items(dir.path());
+    let q = vector_text(&queries[..DIMS]);
+    for shape in [
+        format!("SELECT id FROM items ORDER BY embedding <-> '{q}' LIMIT 5"),
+        format!("SELECT id, embedding <-> '{q}' AS d FROM items ORDER BY d LIMIT 5"),
+        format!(
+            "SELECT id FROM items WHERE category = 3 ORDER BY l2_distance(embedding, '{q}') LIMIT 5"
+        ),
+    ] {
+        let plan = plan_text(&ctx, &shape).await;
+        assert!(plan.contains("CollectionSearchExec"), "{shape}\n{plan}");
+        assert_eq!(ids(&ctx, &shape).await.len(), 5, "{shape}");
+    }
+    // Not a KNN shape: descending, or no LIMIT, or a metric of an expression.
+    for shape in [
+        format!("SELECT id FROM items ORDER BY embedding <-> '{q}' DESC LIMIT 5"),
+        format!("SELECT id FROM items ORDER BY (embedding <-> '{q}') + 1 LIMIT 5"),
+    ] {
+        let plan = plan_text(&ctx, &shape).await;
+        assert!(!plan.contains("CollectionSearchExec"), "{shape}\n{plan}");
+    }
+}
+
+#[tokio::test]
+async fn exact_search_equals_a_full_scan_and_the_index_is_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, queries) = session_with_items(dir.path());
+    let mut overlap = 0;
+    for q in queries.chunks_exact(DIMS) {
+        let q = vector_text(q);
+        let scanned = ids(
+            &ctx,
+            &format!("SELECT id FROM items ORDER BY (embedding <-> '{q}') + 0 LIMIT 10"),
+        )
+        .await;
+        let indexed = ids(
+            &ctx,
+            &format!("SELECT id FROM items ORDER BY embedding <-> '{q}' LIMIT 10"),
+        )
+        .await;
+        overlap += indexed.iter().filter(|i| scanned.contains(i)).count();
+        sql(&ctx, "SET vecraft.exact_search = true")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let exact = ids(
+            &ctx,
+            &format!("SELECT id FROM items ORDER BY embedding <-> '{q}' LIMIT 10"),
+        )
+        .await;
+        sql(&ctx, "SET vecraft.exact_search = false")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(exact, scanned);
+    }
+    assert!(overlap >= 95, "recall@10 over 10 queries: {overlap}/100");
+}
+
+#[tokio::test]
+async fn filters_run_inside_the_search_and_settings_reach_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, queries) = session_with_items(dir.path());
+    let q = vector_text(&queries[..DIMS]);
+    let query = format!(
+        "SELECT id, category FROM items WHERE category = 7 AND tag <> 't0' ORDER BY embedding <-> '{q}' LIMIT 10"
+    );
+    let batches = sql(&ctx, &query).await.unwrap().collect().await.unwrap();
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(
+        rows, 10,
+        "k rows come back when k match (1 in 15 rows does)"
+    );
+    for b in &batches {
+        assert!(
+            b.column(1)
+                .as_primitive::<Int64Type>()
+                .values()
+                .iter()
+                .all(|c| *c == 7)
+        );
+        assert!(
+            b.column(0)
+                .as_primitive::<Int64Type>()
+                .values()
+                .iter()
+                .all(|id| id % 3 != 0)
+        );
+    }
+    sql(&ctx, "SET hnsw.ef_search = 123")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let plan = plan_text(&ctx, &query).await;
+    assert!(plan.contains("ef=123"), "{plan}");
+}
