@@ -1,7 +1,7 @@
 //! What a collection table reads from: the narrow face the planner needs of the data layer.
 //!
-//! `cluster/` will implement it for a sharded, replicated collection; the storage engine's
-//! `Shard` implements it here, so planner tests and the single-node path run on a real engine.
+//! A bare storage `Shard` and the durable single-node `LocalCollection` implement it here;
+//! the cluster's router will too, so the planner never knows where the rows are.
 
 use std::fmt::Debug;
 
@@ -55,6 +55,25 @@ impl CollectionSource for ShardSource {
 
     fn search(&self, request: &SearchRequest) -> Result<RecordBatch> {
         self.0.search(request).map_err(storage_error)
+    }
+}
+
+/// A durable single-node collection (log + shard).
+impl CollectionSource for vecraft_cluster::local::LocalCollection {
+    fn schema(&self) -> CollectionSchema {
+        (*self.shard().schema()).clone()
+    }
+
+    fn scan(
+        &self,
+        projection: Option<&[String]>,
+        filter: Option<&Filter>,
+    ) -> Result<Vec<RecordBatch>> {
+        self.shard().scan(projection, filter).map_err(storage_error)
+    }
+
+    fn search(&self, request: &SearchRequest) -> Result<RecordBatch> {
+        self.shard().search(request).map_err(storage_error)
     }
 }
 

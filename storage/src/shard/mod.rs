@@ -154,6 +154,15 @@ impl Shard {
         Ok(applied)
     }
 
+    /// Whether `apply` would accept `command` now (schema, types, dimensions, NaN), without
+    /// applying it: callers check before they log a command.
+    pub fn check(&self, command: &Command) -> Result<()> {
+        match command {
+            Command::Upsert(batch) => normalize(&self.schema(), batch).map(|_| ()),
+            Command::Delete(_) | Command::Truncate => Ok(()),
+        }
+    }
+
     pub fn stats(&self) -> ShardStats {
         let mut stats = self.inner.state.read().stats();
         stats.last_background_error = self.inner.background_error.lock().clone();
