@@ -4,14 +4,13 @@
 //! sort pushdown stops at a computed projection (the `SELECT v <-> q AS d … ORDER BY d` shape).
 //! It matches `SortExec(fetch = k)` over (repartitions / coalesces), an optional projection and a
 //! `CollectionScanExec` (through DataFusion's cooperative-scheduling wrapper), where the sort key resolves to one of our distance UDFs of the scan's
-//! vector column and a constant vector. The scan is replaced by a `CollectionSearchExec` that
-//! asks the collection for its k nearest rows (filters included, so k rows come back when k
+//! vector column and a constant vector. The scan becomes a search (`CollectionSearchExec` in
+//! EXPLAIN) that asks the collection for its k nearest rows (filters included, so k rows come back when k
 //! match); the sort stays above it, now sorting at most k rows. Any other shape is left alone
 //! and still answered correctly by scanning.
 //!
 //! Settings: `SET hnsw.ef_search = n` (pgvector's name) and `SET vecraft.exact_search = true`.
 
-use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::Array;
@@ -19,27 +18,20 @@ use datafusion::common::config::{ConfigExtension, ConfigOptions};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{ScalarValue, extensions_options};
 use datafusion::error::Result;
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::expressions::{Column, Literal};
 use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::coop::CooperativeExec;
-use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
-use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
-    ReplaceChildrenOptions,
-};
-use vecraft_storage::distance::Metric;
+use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
 use vecraft_storage::shard::SearchRequest;
 
-use crate::collection::without_distance;
 use crate::functions::VectorFn;
-use crate::table::{CollectionScanExec, single_partition};
+use crate::table::CollectionScanExec;
 use crate::vector_text::parse_vector;
 
 extensions_options! {
@@ -184,7 +176,7 @@ fn search_for(
     k: usize,
     ef: usize,
     exact: bool,
-) -> Option<CollectionSearchExec> {
+) -> Option<CollectionScanExec> {
     let call = key.downcast_ref::<ScalarFunctionExpr>()?;
     let function = VectorFn::ALL
         .into_iter()
@@ -207,7 +199,7 @@ fn search_for(
     request.filter = scan.filter.clone();
     request.projection = Some(scan.columns.clone());
     request.exact = exact;
-    Some(CollectionSearchExec::new(scan, request))
+    Some(scan.searching(request))
 }
 
 fn literal_vector(value: &ScalarValue) -> Option<Vec<f32>> {
@@ -231,106 +223,5 @@ fn literal_vector(value: &ScalarValue) -> Option<Vec<f32>> {
             )
         }
         _ => None,
-    }
-}
-
-/// The k nearest rows of a collection, from its index (or exactly, when asked).
-#[derive(Debug)]
-pub struct CollectionSearchExec {
-    scan: CollectionScanExec,
-    request: SearchRequest,
-    properties: Arc<PlanProperties>,
-}
-
-impl CollectionSearchExec {
-    fn new(scan: &CollectionScanExec, request: SearchRequest) -> Self {
-        let scan = CollectionScanExec::new(
-            scan.source.clone(),
-            scan.schema.clone(),
-            scan.columns.clone(),
-            scan.filter.clone(),
-        );
-        let properties = Arc::new(single_partition(scan.schema.clone()));
-        CollectionSearchExec {
-            scan,
-            request,
-            properties,
-        }
-    }
-
-    pub fn metric(&self) -> Option<Metric> {
-        self.request.metric
-    }
-}
-
-impl DisplayAs for CollectionSearchExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let r = &self.request;
-        write!(
-            f,
-            "CollectionSearchExec: column={}, metric={}, k={}, ef={}, exact={}",
-            r.column,
-            r.metric.map_or("?", |m| m.name()),
-            r.k,
-            r.ef,
-            r.exact
-        )?;
-        if let Some(filter) = &r.filter {
-            write!(f, ", filter={filter:?}")?;
-        }
-        Ok(())
-    }
-}
-
-impl ExecutionPlan for CollectionSearchExec {
-    fn name(&self) -> &'static str {
-        "CollectionSearchExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn replace_children(
-        self: Arc<Self>,
-        _: Vec<Arc<dyn ExecutionPlan>>,
-        _: ReplaceChildrenOptions,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(self)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        self.replace_children(
-            children,
-            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-        )
-    }
-
-    fn execute(
-        &self,
-        _partition: usize,
-        _context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        let hits = without_distance(self.scan.source.search(&self.request)?)?;
-        let batch = hits.with_schema(self.scan.schema.clone())?;
-        Ok(Box::pin(MemoryStream::try_new(
-            vec![batch],
-            self.scan.schema.clone(),
-            None,
-        )?))
     }
 }

@@ -1,5 +1,6 @@
 //! A collection as a DataFusion table: scans with projection and filters pushed into the
-//! storage engine, and the leaf the KNN rule (`knn.rs`) turns into an index search.
+//! storage engine. The same leaf answers a KNN query when the KNN rule (`knn.rs`) gives it a
+//! search request: it then returns the k nearest rows instead of all of them.
 
 use std::fmt;
 use std::sync::Arc;
@@ -20,8 +21,9 @@ use datafusion::physical_plan::{
     PlanProperties, ReplaceChildrenOptions,
 };
 use vecraft_storage::filter::Filter;
+use vecraft_storage::shard::SearchRequest;
 
-use crate::collection::CollectionSource;
+use crate::collection::{CollectionSource, without_distance};
 use crate::filters::to_storage_filter;
 
 #[derive(Debug)]
@@ -91,7 +93,8 @@ impl TableProvider for CollectionTable {
     }
 }
 
-/// Reads a collection's live rows (projected, filtered) from its source.
+/// Reads a collection's live rows (projected, filtered) from its source, or, with a search
+/// request, its k nearest rows.
 #[derive(Debug)]
 pub struct CollectionScanExec {
     pub source: Arc<dyn CollectionSource>,
@@ -99,6 +102,7 @@ pub struct CollectionScanExec {
     pub schema: SchemaRef,
     pub columns: Vec<String>,
     pub filter: Option<Filter>,
+    pub search: Option<SearchRequest>,
     properties: Arc<PlanProperties>,
 }
 
@@ -115,8 +119,21 @@ impl CollectionScanExec {
             schema,
             columns,
             filter,
+            search: None,
             properties,
         }
+    }
+
+    /// The same scan answering `request` (whose filter and projection are the scan's).
+    pub fn searching(&self, request: SearchRequest) -> Self {
+        let mut scan = CollectionScanExec::new(
+            self.source.clone(),
+            self.schema.clone(),
+            self.columns.clone(),
+            self.filter.clone(),
+        );
+        scan.search = Some(request);
+        scan
     }
 }
 
@@ -132,11 +149,15 @@ pub fn single_partition(schema: SchemaRef) -> PlanProperties {
 
 impl DisplayAs for CollectionScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
-            "CollectionScanExec: columns=[{}]",
-            self.columns.join(", ")
-        )?;
+        write!(f, "{}: columns=[{}]", self.name(), self.columns.join(", "))?;
+        if let Some(r) = &self.search {
+            let metric = r.metric.map_or("?", |m| m.name());
+            write!(
+                f,
+                ", column={}, metric={metric}, k={}, ef={}, exact={}",
+                r.column, r.k, r.ef, r.exact
+            )?;
+        }
         if let Some(filter) = &self.filter {
             write!(f, ", filter={filter:?}")?;
         }
@@ -146,7 +167,11 @@ impl DisplayAs for CollectionScanExec {
 
 impl ExecutionPlan for CollectionScanExec {
     fn name(&self) -> &'static str {
-        "CollectionScanExec"
+        if self.search.is_some() {
+            "CollectionSearchExec"
+        } else {
+            "CollectionScanExec"
+        }
     }
 
     fn properties(&self) -> &Arc<PlanProperties> {
@@ -187,9 +212,15 @@ impl ExecutionPlan for CollectionScanExec {
         _partition: usize,
         _context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let batches = self
-            .source
-            .scan(Some(&self.columns), self.filter.as_ref())?;
+        let batches = match &self.search {
+            None => self
+                .source
+                .scan(Some(&self.columns), self.filter.as_ref())?,
+            Some(request) => {
+                let hits = without_distance(self.source.search(request)?)?;
+                vec![hits.with_schema(self.schema.clone())?]
+            }
+        };
         Ok(Box::pin(MemoryStream::try_new(
             batches,
             self.schema.clone(),

@@ -15,14 +15,53 @@ use vecraft_storage::schema::{
 use vecraft_storage::shard::{Shard, ShardOptions};
 use vecraft_storage::synthetic::gaussian_mixture;
 
-use crate::collection::ShardSource;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use datafusion::error::Result as DfResult;
+use vecraft_storage::filter::Filter;
+use vecraft_storage::shard::SearchRequest;
+
+use crate::collection::{CollectionSource, ShardSource};
 use crate::table::CollectionTable;
 use crate::{new_session, sql};
 
 const DIMS: usize = 8;
 const ROWS: usize = 3000;
 
+/// Counts how the planner reads the collection, to tell an index search from a scan.
+#[derive(Debug)]
+struct Counting {
+    inner: ShardSource,
+    scans: AtomicUsize,
+    searches: AtomicUsize,
+}
+
+impl CollectionSource for Counting {
+    fn schema(&self) -> CollectionSchema {
+        self.inner.schema()
+    }
+
+    fn scan(
+        &self,
+        projection: Option<&[String]>,
+        filter: Option<&Filter>,
+    ) -> DfResult<Vec<RecordBatch>> {
+        self.scans.fetch_add(1, Ordering::Relaxed);
+        self.inner.scan(projection, filter)
+    }
+
+    fn search(&self, request: &SearchRequest) -> DfResult<RecordBatch> {
+        self.searches.fetch_add(1, Ordering::Relaxed);
+        self.inner.search(request)
+    }
+}
+
 fn session_with_items(dir: &std::path::Path) -> (SessionContext, Vec<f32>) {
+    let (ctx, queries, _) = counted_session(dir);
+    (ctx, queries)
+}
+
+fn counted_session(dir: &std::path::Path) -> (SessionContext, Vec<f32>, Arc<Counting>) {
     let schema = CollectionSchema::new(
         vec![
             ColumnDef::new("id", ColumnType::Int64, false),
@@ -70,12 +109,14 @@ fn session_with_items(dir: &std::path::Path) -> (SessionContext, Vec<f32>) {
     shard.apply(1, &Command::Upsert(batch)).unwrap();
     shard.flush().unwrap();
     let ctx = new_session();
-    ctx.register_table(
-        "items",
-        Arc::new(CollectionTable::new(Arc::new(ShardSource(shard)))),
-    )
-    .unwrap();
-    (ctx, data[ROWS * DIMS..].to_vec())
+    let source = Arc::new(Counting {
+        inner: ShardSource(shard),
+        scans: AtomicUsize::new(0),
+        searches: AtomicUsize::new(0),
+    });
+    ctx.register_table("items", Arc::new(CollectionTable::new(source.clone())))
+        .unwrap();
+    (ctx, data[ROWS * DIMS..].to_vec(), source)
 }
 
 fn vector_text(v: &[f32]) -> String {
@@ -208,4 +249,21 @@ async fn filters_run_inside_the_search_and_settings_reach_it() {
         .unwrap();
     let plan = plan_text(&ctx, &query).await;
     assert!(plan.contains("ef=123"), "{plan}");
+}
+
+#[tokio::test]
+async fn a_knn_query_reads_the_index_not_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, queries, source) = counted_session(dir.path());
+    let q = vector_text(&queries[..DIMS]);
+    let got = ids(
+        &ctx,
+        &format!("SELECT id FROM items ORDER BY embedding <-> '{q}' LIMIT 3"),
+    )
+    .await;
+    assert_eq!(got.len(), 3);
+    assert_eq!(source.searches.load(Ordering::Relaxed), 1);
+    assert_eq!(source.scans.load(Ordering::Relaxed), 0);
+    ids(&ctx, "SELECT id FROM items WHERE category = 1").await;
+    assert_eq!(source.scans.load(Ordering::Relaxed), 1);
 }
