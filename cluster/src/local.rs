@@ -38,20 +38,25 @@ pub struct LocalCollection {
 impl LocalCollection {
     /// Opens (or creates, with `schema`) the collection in `dir` and replays its log.
     pub fn open(dir: &Path, schema: Option<CollectionSchema>, opts: ShardOptions) -> Result<Self> {
-        let shard = Shard::open(&dir.join("shard"), schema, opts)?;
+        // The log's directory lock comes first: opening the shard removes files its manifest
+        // does not name, which must never happen beside a live instance.
         let (log, _recovery) = Log::open(&dir.join("log"), LogOptions::default())?;
+        let shard = Shard::open(&dir.join("shard"), schema, opts)?;
         let from = shard.applied_index() + 1;
-        let last = log
-            .last_index()
-            .unwrap_or(0)
-            .max(log.last_purged().unwrap_or(0));
+        let purged = log.last_purged().unwrap_or(0);
+        let last = log.last_index().unwrap_or(0).max(purged);
+        let first = log.first_index().unwrap_or(from);
+        if purged >= from || (from <= last && first > from) {
+            return Err(Error::corrupt(
+                dir,
+                format!("the log starts after index {from}, which the shard has not applied"),
+            ));
+        }
         let mut at = from;
         while at <= last {
             let end = (at + REPLAY_CHUNK).min(last + 1);
             for (index, bytes) in log.read(at..end)? {
-                // A command the schema refused was refused when first applied too; replay
-                // skips it the same way (its index is consumed either way).
-                let _ = shard.apply(index, &Command::decode(&bytes)?);
+                replayed(shard.apply(index, &Command::decode(&bytes)?))?;
             }
             at = end;
         }
@@ -100,10 +105,16 @@ impl LocalCollection {
         while *applied + 1 < index {
             self.turn.wait(&mut applied);
         }
-        let result = self.shard.apply(index, command);
+        // Pass the turn on even if apply panics, so later writers are not stuck behind it.
+        struct PassTurn<'a>(&'a Condvar);
+        impl Drop for PassTurn<'_> {
+            fn drop(&mut self) {
+                self.0.notify_all();
+            }
+        }
+        let _pass = PassTurn(&self.turn);
         *applied = index;
-        self.turn.notify_all();
-        result
+        self.shard.apply(index, command)
     }
 
     /// Seals and persists the shard, then drops the log it no longer needs. Returns the index
@@ -114,6 +125,23 @@ impl LocalCollection {
             self.log.purge(durable)?;
         }
         Ok(durable)
+    }
+}
+
+/// A replayed command the schema refused was refused when first written too (its index is
+/// consumed either way); any other failure stops the open.
+fn replayed(result: Result<Applied>) -> Result<()> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(
+            Error::InvalidArgument(_)
+            | Error::DimensionMismatch { .. }
+            | Error::InvalidVector(_)
+            | Error::UnknownColumn(_)
+            | Error::DuplicateKey(_)
+            | Error::Arrow(_),
+        ) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

@@ -8,6 +8,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Result, ScalarValue};
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{Cast, Expr, LogicalPlan};
 use datafusion::optimizer::AnalyzerRule;
 use vecraft_storage::schema::vector_array;
@@ -20,12 +21,15 @@ pub struct VectorCasts;
 impl AnalyzerRule for VectorCasts {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
         let rewritten = plan.transform_up_with_subqueries(|node| {
-            let node = node.map_expressions(|e| e.transform_up(rewrite_cast))?;
-            if node.transformed {
-                Ok(Transformed::yes(node.data.recompute_schema()?))
-            } else {
-                Ok(node)
-            }
+            // Keep each rewritten expression's output name, so parents that refer to it by
+            // name still find it; then recompute the schema (a child's types may have changed).
+            let preserver = NamePreserver::new(&node);
+            let node = node.map_expressions(|e| {
+                let saved = preserver.save(&e);
+                let rewritten = e.transform_up(rewrite_cast)?;
+                Ok(rewritten.update_data(|e| saved.restore(e)))
+            })?;
+            Ok(Transformed::yes(node.data.recompute_schema()?))
         })?;
         Ok(rewritten.data)
     }

@@ -10,7 +10,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::error::{DataFusionError, Result};
 use vecraft_storage::filter::Filter;
 use vecraft_storage::schema::CollectionSchema;
-use vecraft_storage::shard::{DISTANCE_COLUMN, SearchRequest, Shard};
+use vecraft_storage::shard::{SearchRequest, Shard};
 
 pub trait CollectionSource: Debug + Send + Sync {
     fn schema(&self) -> CollectionSchema;
@@ -77,11 +77,10 @@ impl CollectionSource for vecraft_cluster::local::LocalCollection {
     }
 }
 
-/// The search result without its `_distance` column (same columns as a scan).
+/// The search result without its `_distance` column (always the last one), so it has the
+/// same columns as a scan.
 pub fn without_distance(batch: RecordBatch) -> Result<RecordBatch> {
-    let keep: Vec<usize> = (0..batch.num_columns())
-        .filter(|&i| batch.schema().field(i).name() != DISTANCE_COLUMN)
-        .collect();
+    let keep: Vec<usize> = (0..batch.num_columns().saturating_sub(1)).collect();
     Ok(batch.project(&keep)?)
 }
 

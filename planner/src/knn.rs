@@ -9,6 +9,10 @@
 //! match); the sort stays above it, now sorting at most k rows. Any other shape is left alone
 //! and still answered correctly by scanning.
 //!
+//! Like pgvector's HNSW index scan, the search returns only rows that have a vector: when
+//! fewer than k rows with vectors match, rows whose vector is NULL (which a scan would sort
+//! last) are not filled in. `NULLS FIRST` orders are not rewritten.
+//!
 //! Settings: `SET hnsw.ef_search = n` (pgvector's name) and `SET vecraft.exact_search = true`.
 
 use std::sync::Arc;
@@ -112,7 +116,8 @@ fn rewrite_sort(sort: &SortExec, ef: usize, exact: bool) -> Result<Option<Arc<dy
     let (Some(k), [key]) = (sort.fetch(), sort.expr().as_ref()) else {
         return Ok(None);
     };
-    if key.options.descending {
+    // The index returns no rows without a vector, so only NULLS LAST orders agree.
+    if key.options.descending || key.options.nulls_first {
         return Ok(None);
     }
     replace_scan(sort.input(), key.expr.clone(), k, ef, exact)
@@ -149,6 +154,8 @@ fn replace_scan(
             return Ok(None);
         }
         rewritten.data
+    } else if node.fetch().is_some() {
+        return Ok(None); // an inner LIMIT picks rows of its own; leave the plan alone
     } else if node.downcast_ref::<RepartitionExec>().is_some()
         || node.downcast_ref::<CooperativeExec>().is_some()
         || node.downcast_ref::<CoalescePartitionsExec>().is_some()
@@ -189,6 +196,9 @@ fn search_for(
     };
     let column = scan.columns.get(column.index())?.clone();
     let vector = literal_vector(constant.value())?;
+    if vector.iter().any(|x| !x.is_finite()) {
+        return None; // the scan computes (or refuses) such distances itself
+    }
     let spec = scan.source.schema().vector_spec(&column).ok()?;
     if spec.dims != vector.len() {
         return None; // let the scan raise pgvector's dimension error

@@ -24,7 +24,7 @@ use vecraft_storage::filter::Filter;
 use vecraft_storage::shard::SearchRequest;
 
 use crate::collection::{CollectionSource, without_distance};
-use crate::filters::to_storage_filter;
+use crate::filters::pushable_filter;
 
 #[derive(Debug)]
 pub struct CollectionTable {
@@ -53,9 +53,10 @@ impl TableProvider for CollectionTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
+        let schema = self.source.schema();
         Ok(filters
             .iter()
-            .map(|f| match to_storage_filter(f) {
+            .map(|f| match pushable_filter(f, &schema) {
                 Some(_) => TableProviderFilterPushDown::Exact,
                 None => TableProviderFilterPushDown::Unsupported,
             })
@@ -78,7 +79,11 @@ impl TableProvider for CollectionTable {
             .iter()
             .map(|&i| self.schema.field(i).name().clone())
             .collect();
-        let parts: Vec<Filter> = filters.iter().filter_map(to_storage_filter).collect();
+        let collection = self.source.schema();
+        let parts: Vec<Filter> = filters
+            .iter()
+            .filter_map(|f| pushable_filter(f, &collection))
+            .collect();
         let filter = match parts.len() {
             0 => None,
             1 => parts.into_iter().next(),

@@ -1,8 +1,8 @@
 //! What a shard's log carries: the commands its state machine applies, and their bytes.
 //!
-//! Upserted rows travel as an Arrow IPC stream, deleted keys as a one-column IPC stream, so a
-//! command decodes without knowing the collection's schema. Layout: a tag byte, then for
-//! `Upsert`/`Delete` the IPC stream bytes.
+//! Inserted and upserted rows travel as an Arrow IPC stream, deleted keys as a one-column IPC
+//! stream, so a command decodes without knowing the collection's schema. Layout: a tag byte,
+//! then for `Upsert`/`Insert`/`Delete` the IPC stream bytes.
 
 use std::io::Cursor;
 
@@ -18,6 +18,8 @@ use crate::key::{Key, keys_of, keys_to_array};
 pub enum Command {
     /// Insert rows, replacing any row with the same primary key.
     Upsert(RecordBatch),
+    /// Insert rows; refused whole (SQL's unique violation) if a key exists or repeats.
+    Insert(RecordBatch),
     /// Delete rows by primary key (absent keys are ignored).
     Delete(Vec<Key>),
     /// Delete every row.
@@ -27,11 +29,13 @@ pub enum Command {
 const TAG_UPSERT: u8 = 1;
 const TAG_DELETE: u8 = 2;
 const TAG_TRUNCATE: u8 = 3;
+const TAG_INSERT: u8 = 4;
 
 impl Command {
     pub fn encode(&self) -> Result<Vec<u8>> {
         match self {
             Command::Upsert(batch) => with_tag(TAG_UPSERT, batch),
+            Command::Insert(batch) => with_tag(TAG_INSERT, batch),
             Command::Delete(keys) => {
                 let array = keys_to_array(keys)?;
                 let schema = Schema::new(vec![Field::new("key", array.data_type().clone(), false)]);
@@ -47,6 +51,7 @@ impl Command {
         let (&tag, body) = bytes.split_first().ok_or_else(|| bad("empty"))?;
         match tag {
             TAG_UPSERT => Ok(Command::Upsert(read_one(body)?)),
+            TAG_INSERT => Ok(Command::Insert(read_one(body)?)),
             TAG_DELETE => {
                 let batch = read_one(body)?;
                 if batch.num_columns() != 1 {

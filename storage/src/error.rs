@@ -37,6 +37,10 @@ pub enum Error {
     #[error("{0}")]
     InvalidVector(String),
 
+    /// An insert of a primary key that exists (or repeats within the insert).
+    #[error("duplicate key value violates unique constraint: key ({0}) already exists")]
+    DuplicateKey(String),
+
     /// A column named in a request that the collection does not have.
     #[error("column \"{0}\" does not exist")]
     UnknownColumn(String),

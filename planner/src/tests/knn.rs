@@ -165,6 +165,7 @@ async fn order_by_distance_limit_becomes_an_index_search() {
     for shape in [
         format!("SELECT id FROM items ORDER BY embedding <-> '{q}' DESC LIMIT 5"),
         format!("SELECT id FROM items ORDER BY (embedding <-> '{q}') + 1 LIMIT 5"),
+        format!("SELECT id FROM items ORDER BY embedding <-> '{q}' NULLS FIRST LIMIT 5"),
     ] {
         let plan = plan_text(&ctx, &shape).await;
         assert!(!plan.contains("CollectionSearchExec"), "{shape}\n{plan}");
@@ -266,4 +267,27 @@ async fn a_knn_query_reads_the_index_not_the_table() {
     assert_eq!(source.scans.load(Ordering::Relaxed), 0);
     ids(&ctx, "SELECT id FROM items WHERE category = 1").await;
     assert_eq!(source.scans.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn shapes_found_in_review_plan_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, queries) = session_with_items(dir.path());
+    let q = vector_text(&queries[..DIMS]);
+    // A vector column's IS NOT NULL stays with DataFusion (storage cannot filter vectors).
+    let got = ids(
+        &ctx,
+        &format!(
+            "SELECT id FROM items WHERE embedding IS NOT NULL ORDER BY embedding <-> '{q}' LIMIT 5"
+        ),
+    )
+    .await;
+    assert_eq!(got.len(), 5);
+    // A rewritten cast keeps its name, so ORDER BY a select-list position still resolves.
+    let got = ids(
+        &ctx,
+        &format!("SELECT id, embedding <-> '{q}'::vector({DIMS}) FROM items ORDER BY 2 LIMIT 5"),
+    )
+    .await;
+    assert_eq!(got.len(), 5);
 }

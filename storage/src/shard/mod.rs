@@ -137,10 +137,21 @@ impl Shard {
             return Ok(Applied::default());
         }
         let applied = match command {
-            Command::Upsert(batch) => {
+            Command::Upsert(batch) | Command::Insert(batch) => {
+                let insert = matches!(command, Command::Insert(_));
                 let schema = self.schema();
-                match normalize(&schema, batch) {
-                    Ok(rows) => self.inner.state.write().upsert(index, rows),
+                let outcome = normalize(&schema, batch).and_then(|rows| {
+                    let mut state = self.inner.state.write();
+                    if insert {
+                        if let Err(e) = state.check_new_keys(&rows.keys) {
+                            state.skip(index);
+                            return Err(e);
+                        }
+                    }
+                    Ok(state.upsert(index, rows))
+                });
+                match outcome {
+                    Ok(applied) => applied,
                     Err(e) => {
                         self.inner.state.write().skip(index);
                         return Err(e);
@@ -159,6 +170,10 @@ impl Shard {
     pub fn check(&self, command: &Command) -> Result<()> {
         match command {
             Command::Upsert(batch) => normalize(&self.schema(), batch).map(|_| ()),
+            Command::Insert(batch) => {
+                let rows = normalize(&self.schema(), batch)?;
+                self.inner.state.read().check_new_keys(&rows.keys)
+            }
             Command::Delete(_) | Command::Truncate => Ok(()),
         }
     }

@@ -221,6 +221,17 @@ impl State {
         }
     }
 
+    /// Refuses keys that are live already or repeat among `keys` (an INSERT's check).
+    pub fn check_new_keys(&self, keys: &[Key]) -> Result<()> {
+        let mut seen = std::collections::HashSet::with_capacity(keys.len());
+        for key in keys {
+            if self.keymap.contains_key(key) || !seen.insert(key) {
+                return Err(crate::error::Error::DuplicateKey(key.to_string()));
+            }
+        }
+        Ok(())
+    }
+
     /// Consumes an index whose command was rejected.
     pub fn skip(&mut self, index: u64) {
         self.applied_index = self.applied_index.max(index);

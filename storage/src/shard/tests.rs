@@ -633,3 +633,32 @@ fn compaction_in_any_id_order_keeps_sealed_segments_ahead_of_frozen_ones() {
     assert_eq!(reopened.count(), 901);
     assert_eq!(exact(&reopened, &[0.5; 4], 1), vec![5000]);
 }
+
+#[test]
+fn insert_refuses_existing_and_repeated_keys_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = Shard::open(dir.path(), Some(schema(2, Metric::L2)), opts(1000)).unwrap();
+    let v = |x: f32| vec![x, 0.0];
+    shard
+        .apply(1, &Command::Insert(batch(&[1, 2], &[v(1.0), v(2.0)])))
+        .unwrap();
+    let clash = Command::Insert(batch(&[3, 2], &[v(3.0), v(9.0)]));
+    assert!(matches!(shard.check(&clash), Err(Error::DuplicateKey(k)) if k == "2"));
+    assert!(matches!(
+        shard.apply(2, &clash),
+        Err(Error::DuplicateKey(_))
+    ));
+    let repeated = Command::Insert(batch(&[4, 4], &[v(4.0), v(4.0)]));
+    assert!(matches!(
+        shard.apply(3, &repeated),
+        Err(Error::DuplicateKey(_))
+    ));
+    assert_eq!(
+        shard.applied_index(),
+        3,
+        "refused inserts consume their index"
+    );
+    assert_eq!(shard.count(), 2, "nothing of a refused insert is applied");
+    let decoded = Command::decode(&clash.encode().unwrap()).unwrap();
+    assert_eq!(decoded, clash);
+}
