@@ -8,6 +8,7 @@ use std::fmt::Debug;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::error::{DataFusionError, Result};
+use vecraft_storage::command::Command;
 use vecraft_storage::filter::Filter;
 use vecraft_storage::schema::CollectionSchema;
 use vecraft_storage::shard::{SearchRequest, Shard};
@@ -24,6 +25,11 @@ pub trait CollectionSource: Debug + Send + Sync {
 
     /// The `k` nearest rows, closest first: `projection` columns, then `_distance`.
     fn search(&self, request: &SearchRequest) -> Result<RecordBatch>;
+
+    /// Makes `command` durable and applies it; returns the rows it wrote or deleted.
+    fn write(&self, _command: &Command) -> Result<u64> {
+        datafusion::common::not_impl_err!("this collection is read-only")
+    }
 }
 
 /// Storage errors keep their type inside DataFusion's, so the gateway can map them.
@@ -74,6 +80,11 @@ impl CollectionSource for vecraft_cluster::local::LocalCollection {
 
     fn search(&self, request: &SearchRequest) -> Result<RecordBatch> {
         self.shard().search(request).map_err(storage_error)
+    }
+
+    fn write(&self, command: &Command) -> Result<u64> {
+        let applied = self.write(command).map_err(storage_error)?;
+        Ok(applied.rows_written + applied.rows_deleted)
     }
 }
 

@@ -133,6 +133,9 @@ fn replace_scan(
     exact: bool,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     if let Some(scan) = node.downcast_ref::<CollectionScanExec>() {
+        if scan.delete {
+            return Ok(None);
+        }
         return Ok(
             search_for(scan, &key, k, ef, exact).map(|s| Arc::new(s) as Arc<dyn ExecutionPlan>)
         );

@@ -9,6 +9,7 @@
 
 pub mod casts;
 pub mod collection;
+pub mod dml;
 pub mod error;
 pub mod filters;
 pub mod functions;
@@ -47,7 +48,9 @@ pub async fn sql(
     if statements.len() != 1 {
         return datafusion::common::plan_err!("expected one statement, got {}", statements.len());
     }
-    let plan = ctx.state().statement_to_plan(statements.remove(0)).await?;
+    let mut statement = statements.remove(0);
+    dml::cast_vector_values(ctx, &mut statement).await;
+    let plan = ctx.state().statement_to_plan(statement).await?;
     ctx.execute_logical_plan(plan).await
 }
 

@@ -8,10 +8,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
+use datafusion::common::not_impl_err;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::sink::DataSinkExec;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -24,6 +27,7 @@ use vecraft_storage::filter::Filter;
 use vecraft_storage::shard::SearchRequest;
 
 use crate::collection::{CollectionSource, without_distance};
+use crate::dml::{InsertSink, count_batch, delete_where};
 use crate::filters::pushable_filter;
 
 #[derive(Debug)]
@@ -61,6 +65,48 @@ impl TableProvider for CollectionTable {
                 None => TableProviderFilterPushDown::Unsupported,
             })
             .collect())
+    }
+
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if insert_op != InsertOp::Append {
+            return not_impl_err!(
+                "{insert_op} is not supported; use INSERT or INSERT ... ON CONFLICT"
+            );
+        }
+        let sink = InsertSink {
+            source: self.source.clone(),
+            schema: self.schema.clone(),
+        };
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+    }
+
+    async fn delete_from(
+        &self,
+        _state: &dyn Session,
+        filters: Vec<Expr>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let collection = self.source.schema();
+        let mut parts = Vec::new();
+        for f in &filters {
+            match pushable_filter(f, &collection) {
+                Some(p) => parts.push(p),
+                None => {
+                    return not_impl_err!(
+                        "DELETE with this WHERE clause is not supported yet: {f}"
+                    );
+                }
+            }
+        }
+        let filter = (!parts.is_empty()).then(|| Filter::And(parts));
+        Ok(Arc::new(CollectionScanExec::deleting(
+            self.source.clone(),
+            filter,
+        )?))
     }
 
     async fn scan(
@@ -108,6 +154,8 @@ pub struct CollectionScanExec {
     pub columns: Vec<String>,
     pub filter: Option<Filter>,
     pub search: Option<SearchRequest>,
+    /// DELETE the rows the filter selects, and return their count.
+    pub delete: bool,
     properties: Arc<PlanProperties>,
 }
 
@@ -125,8 +173,17 @@ impl CollectionScanExec {
             columns,
             filter,
             search: None,
+            delete: false,
             properties,
         }
+    }
+
+    /// A DELETE of the rows `filter` selects: outputs one `count` row when executed.
+    pub fn deleting(source: Arc<dyn CollectionSource>, filter: Option<Filter>) -> Result<Self> {
+        let schema = count_batch(0)?.schema();
+        let mut exec = CollectionScanExec::new(source, schema, Vec::new(), filter);
+        exec.delete = true;
+        Ok(exec)
     }
 
     /// The same scan answering `request` (whose filter and projection are the scan's).
@@ -172,10 +229,10 @@ impl DisplayAs for CollectionScanExec {
 
 impl ExecutionPlan for CollectionScanExec {
     fn name(&self) -> &'static str {
-        if self.search.is_some() {
-            "CollectionSearchExec"
-        } else {
-            "CollectionScanExec"
+        match (&self.search, self.delete) {
+            (_, true) => "CollectionDeleteExec",
+            (Some(_), _) => "CollectionSearchExec",
+            (None, _) => "CollectionScanExec",
         }
     }
 
@@ -218,6 +275,12 @@ impl ExecutionPlan for CollectionScanExec {
         _context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let batches = match &self.search {
+            _ if self.delete => {
+                vec![count_batch(delete_where(
+                    self.source.as_ref(),
+                    self.filter.as_ref(),
+                )?)?]
+            }
             None => self
                 .source
                 .scan(Some(&self.columns), self.filter.as_ref())?,

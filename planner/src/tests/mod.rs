@@ -1,4 +1,5 @@
 //! Planner tests: SQL in, values out, through a DataFusion session with our planner installed.
 
+mod dml;
 mod functions;
 mod knn;

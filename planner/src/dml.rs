@@ -1,0 +1,148 @@
+//! INSERT and DELETE on a collection table.
+//!
+//! INSERT streams DataFusion's input batches into the collection as `Command::Insert`s (one per
+//! batch; a key that exists is refused with a unique violation, as in PostgreSQL). DELETE finds
+//! the keys of the rows its WHERE selects and deletes them by key. Each batch is atomic; a
+//! statement spanning several batches is not (see the cluster docs for what is atomic).
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{RecordBatch, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::datasource::sink::DataSink;
+use datafusion::error::Result;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{
+    CastKind, DataType as SqlType, Expr as SqlExpr, Ident, ObjectName, SetExpr,
+    Statement as SqlStatement, TableObject, Value,
+};
+use futures::StreamExt;
+use vecraft_storage::command::Command;
+use vecraft_storage::filter::Filter;
+use vecraft_storage::key::keys_of;
+
+use crate::collection::{CollectionSource, storage_error};
+
+/// Writes INSERT input into a collection.
+#[derive(Debug)]
+pub struct InsertSink {
+    pub source: Arc<dyn CollectionSource>,
+    pub schema: SchemaRef,
+}
+
+impl DisplayAs for InsertSink {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "InsertSink")
+    }
+}
+
+#[async_trait]
+impl DataSink for InsertSink {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    async fn write_all(
+        &self,
+        mut data: SendableRecordBatchStream,
+        _context: &Arc<TaskContext>,
+    ) -> Result<u64> {
+        let mut rows = 0;
+        while let Some(batch) = data.next().await {
+            let batch = batch?;
+            if batch.num_rows() > 0 {
+                rows += self.source.write(&Command::Insert(batch))?;
+            }
+        }
+        Ok(rows)
+    }
+}
+
+/// Deletes the rows `filter` selects (all rows when `None`); returns how many went.
+pub fn delete_where(source: &dyn CollectionSource, filter: Option<&Filter>) -> Result<u64> {
+    let schema = source.schema();
+    let pk = schema.primary_key().name.clone();
+    let mut deleted = 0;
+    for batch in source.scan(Some(std::slice::from_ref(&pk)), filter)? {
+        let keys = keys_of(batch.column(0)).map_err(storage_error)?;
+        if !keys.is_empty() {
+            deleted += source.write(&Command::Delete(keys))?;
+        }
+    }
+    Ok(deleted)
+}
+
+/// The one-row `count` result DataFusion's DML plans return.
+pub fn count_batch(count: u64) -> Result<RecordBatch> {
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "count",
+        DataType::UInt64,
+        false,
+    )]));
+    Ok(RecordBatch::try_new(
+        schema,
+        vec![Arc::new(UInt64Array::from(vec![count]))],
+    )?)
+}
+
+/// `INSERT … VALUES ('[1,2,3]', …)` into a vector column: DataFusion checks VALUES against the
+/// table with Arrow's casts, which cannot turn text into a vector, so such literals get an
+/// explicit `::vector(n)` here (the analyzer then makes them vector literals, `casts.rs`).
+/// Statements this does not recognise are left as they are.
+pub async fn cast_vector_values(ctx: &SessionContext, statement: &mut DFStatement) {
+    let DFStatement::Statement(inner) = statement else {
+        return;
+    };
+    let SqlStatement::Insert(insert) = inner.as_mut() else {
+        return;
+    };
+    let TableObject::TableName(name) = &insert.table else {
+        return;
+    };
+    let Ok(provider) = ctx.table_provider(name.to_string()).await else {
+        return;
+    };
+    let schema = provider.schema();
+    let targets: Vec<Option<usize>> = if insert.columns.is_empty() {
+        (0..schema.fields().len()).map(Some).collect()
+    } else {
+        insert
+            .columns
+            .iter()
+            .map(|c| schema.index_of(&c.to_string()).ok())
+            .collect()
+    };
+    let Some(query) = insert.source.as_mut() else {
+        return;
+    };
+    let SetExpr::Values(values) = query.body.as_mut() else {
+        return;
+    };
+    for row in &mut values.rows {
+        for (value, target) in row.iter_mut().zip(&targets) {
+            let Some(DataType::FixedSizeList(_, dims)) =
+                target.map(|t| schema.field(t).data_type().clone())
+            else {
+                continue;
+            };
+            let is_text = matches!(value, SqlExpr::Value(v) if matches!(v.value, Value::SingleQuotedString(_)));
+            if is_text {
+                *value = SqlExpr::Cast {
+                    kind: CastKind::DoubleColon,
+                    expr: Box::new(value.clone()),
+                    data_type: SqlType::Custom(
+                        ObjectName::from(vec![Ident::new("vector")]),
+                        vec![dims.to_string()],
+                    ),
+                    array: false,
+                    format: None,
+                };
+            }
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! INSERT and DELETE through SQL into a durable single-node collection.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::{Int64Type, UInt64Type};
+use datafusion::prelude::SessionContext;
+use vecraft_cluster::local::LocalCollection;
+use vecraft_storage::distance::Metric;
+use vecraft_storage::schema::{CollectionSchema, ColumnDef, ColumnType, HnswParams, VectorSpec};
+use vecraft_storage::shard::ShardOptions;
+
+use crate::table::CollectionTable;
+use crate::{new_session, sql};
+
+fn open(dir: &std::path::Path) -> SessionContext {
+    let schema = CollectionSchema::new(
+        vec![
+            ColumnDef::new("id", ColumnType::Int64, false),
+            ColumnDef::new(
+                "embedding",
+                ColumnType::Vector(VectorSpec {
+                    dims: 3,
+                    metric: Metric::L2,
+                    hnsw: HnswParams::default(),
+                }),
+                true,
+            ),
+            ColumnDef::new("tag", ColumnType::Text, true),
+        ],
+        "id",
+    )
+    .unwrap();
+    let collection = LocalCollection::open(dir, Some(schema), ShardOptions::default()).unwrap();
+    let ctx = new_session();
+    ctx.register_table(
+        "items",
+        Arc::new(CollectionTable::new(Arc::new(collection))),
+    )
+    .unwrap();
+    ctx
+}
+
+async fn count_of(ctx: &SessionContext, query: &str) -> u64 {
+    let b = sql(ctx, query).await.unwrap().collect().await.unwrap();
+    b[0].column(0).as_primitive::<UInt64Type>().value(0)
+}
+
+async fn ids(ctx: &SessionContext, query: &str) -> Vec<i64> {
+    let batches = sql(ctx, query).await.unwrap().collect().await.unwrap();
+    batches
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+        .collect()
+}
+
+#[tokio::test]
+async fn insert_and_delete_are_durable_and_insert_refuses_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ctx = open(dir.path());
+        let n = count_of(
+            &ctx,
+            "INSERT INTO items VALUES (1, '[1,2,3]', 'a'), (2, '[4,5,6]', 'b'), (3, NULL, 'c')",
+        )
+        .await;
+        assert_eq!(n, 3);
+        let dup = sql(&ctx, "INSERT INTO items VALUES (2, '[0,0,0]', 'again')")
+            .await
+            .unwrap()
+            .collect()
+            .await;
+        let e = dup.expect_err("duplicate key");
+        assert!(
+            e.to_string()
+                .contains("duplicate key value violates unique constraint"),
+            "{e}"
+        );
+        assert_eq!(
+            ids(
+                &ctx,
+                "SELECT id FROM items ORDER BY embedding <-> '[4,5,6]' LIMIT 1"
+            )
+            .await,
+            vec![2]
+        );
+        // EXPLAIN plans a DELETE without running it.
+        sql(&ctx, "EXPLAIN DELETE FROM items WHERE id = 1")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(count_of(&ctx, "DELETE FROM items WHERE id = 1").await, 1);
+        assert_eq!(count_of(&ctx, "DELETE FROM items WHERE id = 1").await, 0);
+    }
+    let ctx = open(dir.path());
+    assert_eq!(
+        ids(&ctx, "SELECT id FROM items ORDER BY id").await,
+        vec![2, 3]
+    );
+    assert_eq!(count_of(&ctx, "DELETE FROM items").await, 2);
+    assert!(ids(&ctx, "SELECT id FROM items").await.is_empty());
+}
