@@ -48,7 +48,14 @@ pub async fn sql(
     if statements.len() != 1 {
         return datafusion::common::plan_err!("expected one statement, got {}", statements.len());
     }
-    let mut statement = statements.remove(0);
+    statement(ctx, statements.remove(0)).await
+}
+
+/// Plans one parsed statement in `ctx`.
+pub async fn statement(
+    ctx: &SessionContext,
+    mut statement: datafusion::sql::parser::Statement,
+) -> datafusion::error::Result<datafusion::dataframe::DataFrame> {
     dml::cast_vector_values(ctx, &mut statement).await;
     let plan = ctx.state().statement_to_plan(statement).await?;
     ctx.execute_logical_plan(plan).await
@@ -58,6 +65,7 @@ pub async fn sql(
 pub fn session_config() -> SessionConfig {
     SessionConfig::new()
         .set_str("datafusion.sql_parser.dialect", "postgres")
+        .with_information_schema(true)
         .with_option_extension(knn::HnswOptions::default())
         .with_option_extension(knn::VecraftOptions::default())
 }

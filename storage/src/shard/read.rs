@@ -194,7 +194,13 @@ impl Shard {
                 .iter()
                 .map(|&c| take_column(&schema, segment, c, &rows, &mut positions))
                 .collect::<Result<Vec<_>>>()?;
-            batches.push(RecordBatch::try_new(out_schema.clone(), arrays)?);
+            // An empty projection (`count(*)`) still carries its row count.
+            let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(rows.len()));
+            batches.push(RecordBatch::try_new_with_options(
+                out_schema.clone(),
+                arrays,
+                &options,
+            )?);
         }
         Ok(batches)
     }

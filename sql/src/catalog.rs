@@ -1,0 +1,95 @@
+//! The collections this node serves, one directory each under `<data-dir>/collections/`.
+//! A collection's schema lives in its shard manifest, so the catalog is just the directory
+//! listing; creating or dropping one is a directory appearing or going away.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::error::{DataFusionError, Result};
+use std::sync::RwLock;
+use vecraft_cluster::local::LocalCollection;
+use vecraft_storage::schema::CollectionSchema;
+use vecraft_storage::shard::ShardOptions;
+
+pub struct Catalog {
+    root: PathBuf,
+    collections: RwLock<BTreeMap<String, Arc<LocalCollection>>>,
+}
+
+fn io(e: std::io::Error) -> DataFusionError {
+    DataFusionError::IoError(e)
+}
+
+fn storage(e: vecraft_storage::Error) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+impl Catalog {
+    /// Opens every collection under `data_dir` (replaying their logs).
+    pub fn open(data_dir: &Path) -> Result<Catalog> {
+        let root = data_dir.join("collections");
+        std::fs::create_dir_all(&root).map_err(io)?;
+        let mut collections = BTreeMap::new();
+        for entry in std::fs::read_dir(&root).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with('.') || !entry.path().is_dir() {
+                continue;
+            }
+            let c = LocalCollection::open(&entry.path(), None, ShardOptions::default())
+                .map_err(storage)?;
+            collections.insert(name, Arc::new(c));
+        }
+        Ok(Catalog {
+            root,
+            collections: RwLock::new(collections),
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<LocalCollection>> {
+        self.collections
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.collections
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Creates a collection; `Ok(false)` if it exists (for IF NOT EXISTS).
+    pub fn create(&self, name: &str, schema: CollectionSchema) -> Result<bool> {
+        let mut all = self.collections.write().unwrap_or_else(|p| p.into_inner());
+        if all.contains_key(name) {
+            return Ok(false);
+        }
+        let dir = self.root.join(name);
+        let c =
+            LocalCollection::open(&dir, Some(schema), ShardOptions::default()).map_err(storage)?;
+        all.insert(name.to_string(), Arc::new(c));
+        Ok(true)
+    }
+
+    /// Drops a collection and its files; `Ok(false)` if there was none.
+    pub fn drop_collection(&self, name: &str) -> Result<bool> {
+        let removed = self
+            .collections
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        let Some(collection) = removed else {
+            return Ok(false);
+        };
+        let dir = collection.dir().to_path_buf();
+        drop(collection);
+        std::fs::remove_dir_all(&dir).map_err(io)?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,89 @@
+//! DDL the gateway handles itself: `CREATE TABLE` (pgvector's way) becomes a collection,
+//! `DROP TABLE`, and statements a pgvector user sends that need no work here
+//! (`CREATE EXTENSION vector`, `CREATE INDEX … USING hnsw`: every vector column is indexed).
+
+use datafusion::sql::sqlparser::ast::{
+    ColumnOption, CreateTable, DataType as SqlType, TableConstraint,
+};
+use pgwire::error::PgWireResult;
+use vecraft_planner::types::vector_dims;
+use vecraft_storage::distance::Metric;
+use vecraft_storage::schema::{CollectionSchema, ColumnDef, ColumnType, HnswParams, VectorSpec};
+
+use crate::errors::user_error;
+
+/// The collection schema of a `CREATE TABLE`.
+pub fn schema_of(create: &CreateTable) -> PgWireResult<CollectionSchema> {
+    let mut columns = Vec::new();
+    let mut primary_key = None;
+    for col in &create.columns {
+        let name = col.name.value.to_lowercase();
+        let ty = column_type(&col.data_type)?;
+        let mut nullable = true;
+        for option in &col.options {
+            match &option.option {
+                ColumnOption::NotNull => nullable = false,
+                ColumnOption::PrimaryKey(_) => {
+                    primary_key = Some(name.clone());
+                    nullable = false;
+                }
+                _ => {}
+            }
+        }
+        columns.push(ColumnDef::new(name, ty, nullable));
+    }
+    for constraint in &create.constraints {
+        if let TableConstraint::PrimaryKey(pk) = constraint {
+            if pk.columns.len() != 1 {
+                return Err(user_error("0A000", "a primary key must be one column"));
+            }
+            let name = pk.columns[0].to_string().to_lowercase();
+            if let Some(c) = columns.iter_mut().find(|c| c.name == name) {
+                c.nullable = false;
+            }
+            primary_key = Some(name);
+        }
+    }
+    let Some(primary_key) = primary_key else {
+        return Err(user_error(
+            "0A000",
+            "Vecraft tables need a PRIMARY KEY column (bigint or text)",
+        ));
+    };
+    CollectionSchema::new(columns, &primary_key).map_err(|e| user_error("42P16", e.to_string()))
+}
+
+fn column_type(sql_type: &SqlType) -> PgWireResult<ColumnType> {
+    if let Some(dims) = vector_dims(sql_type).map_err(|e| user_error("22023", e.to_string()))? {
+        let Some(dims) = dims else {
+            return Err(user_error(
+                "0A000",
+                "a vector column needs its dimensions: vector(n)",
+            ));
+        };
+        return Ok(ColumnType::Vector(VectorSpec {
+            dims,
+            metric: Metric::L2,
+            hnsw: HnswParams::default(),
+        }));
+    }
+    let name = sql_type.to_string().to_lowercase();
+    let base = name.split('(').next().unwrap_or("").trim();
+    Ok(match base {
+        "bigint" | "int8" | "bigserial" => ColumnType::Int64,
+        "int" | "integer" | "int4" | "smallint" | "int2" => ColumnType::Int32,
+        "real" | "float4" => ColumnType::Float32,
+        "double precision" | "float8" | "float" | "double" => ColumnType::Float64,
+        "text" | "varchar" | "character varying" | "char" | "character" | "string" => {
+            ColumnType::Text
+        }
+        "boolean" | "bool" => ColumnType::Bool,
+        "timestamp" | "timestamp without time zone" => ColumnType::Timestamp,
+        other => {
+            return Err(user_error(
+                "0A000",
+                format!("type {other} is not supported"),
+            ));
+        }
+    })
+}

@@ -1,0 +1,138 @@
+//! Arrow results as PostgreSQL rows, in text format: numbers as PostgreSQL prints them
+//! (`float4out`/`float8out`), vectors in pgvector's form.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{
+    DataType, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Schema, TimeUnit,
+    TimestampMicrosecondType, UInt64Type,
+};
+use pgwire::api::Type;
+use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo};
+use pgwire::error::PgWireResult;
+use pgwire::messages::data::DataRow;
+use vecraft_planner::vector_text::{format_double, format_real, format_vector};
+
+/// pgvector's `vector` type has no fixed OID; text-format clients read it as text.
+fn pg_type(data_type: &DataType) -> Type {
+    match data_type {
+        DataType::Boolean => Type::BOOL,
+        DataType::Int16 => Type::INT2,
+        DataType::Int32 => Type::INT4,
+        DataType::Int64 | DataType::UInt64 => Type::INT8,
+        DataType::Float32 => Type::FLOAT4,
+        DataType::Float64 => Type::FLOAT8,
+        DataType::Timestamp(_, _) => Type::TIMESTAMP,
+        _ => Type::TEXT,
+    }
+}
+
+pub fn fields(schema: &Schema) -> Arc<Vec<FieldInfo>> {
+    Arc::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| {
+                FieldInfo::new(
+                    f.name().clone(),
+                    None,
+                    None,
+                    pg_type(f.data_type()),
+                    FieldFormat::Text,
+                )
+            })
+            .collect(),
+    )
+}
+
+/// The rows of `batch`, each value as PostgreSQL's text.
+pub fn rows(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResult<Vec<DataRow>> {
+    let mut out = Vec::with_capacity(batch.num_rows());
+    let mut encoder = DataRowEncoder::new(fields.clone());
+    for row in 0..batch.num_rows() {
+        for column in batch.columns() {
+            encoder.encode_field(&text(column, row))?;
+        }
+        out.push(encoder.take_row());
+    }
+    Ok(out)
+}
+
+fn text(array: &ArrayRef, row: usize) -> Option<String> {
+    if array.is_null(row) {
+        return None;
+    }
+    Some(match array.data_type() {
+        DataType::Boolean => if array.as_boolean().value(row) {
+            "t"
+        } else {
+            "f"
+        }
+        .to_string(),
+        DataType::Int16 => array.as_primitive::<Int16Type>().value(row).to_string(),
+        DataType::Int32 => array.as_primitive::<Int32Type>().value(row).to_string(),
+        DataType::Int64 => array.as_primitive::<Int64Type>().value(row).to_string(),
+        DataType::UInt64 => array.as_primitive::<UInt64Type>().value(row).to_string(),
+        DataType::Float32 => format_real(array.as_primitive::<Float32Type>().value(row)),
+        DataType::Float64 => format_double(array.as_primitive::<Float64Type>().value(row)),
+        DataType::Timestamp(TimeUnit::Microsecond, None) => {
+            timestamp(array.as_primitive::<TimestampMicrosecondType>().value(row))
+        }
+        DataType::FixedSizeList(_, _) => {
+            let v = array.as_fixed_size_list().value(row);
+            let v = datafusion::arrow::compute::cast(&v, &DataType::Float32).ok()?;
+            format_vector(v.as_primitive::<Float32Type>().values())
+        }
+        DataType::List(_) => {
+            let v = array.as_list::<i32>().value(row);
+            let v = datafusion::arrow::compute::cast(&v, &DataType::Float32).ok()?;
+            format_vector(v.as_primitive::<Float32Type>().values())
+        }
+        _ => datafusion::arrow::util::display::array_value_to_string(array, row).ok()?,
+    })
+}
+
+/// `YYYY-MM-DD HH:MM:SS[.ffffff]`, as PostgreSQL prints `timestamp`.
+fn timestamp(micros: i64) -> String {
+    let days = micros.div_euclid(86_400_000_000);
+    let rest = micros.rem_euclid(86_400_000_000);
+    let (y, m, d) = civil_from_days(days);
+    let (secs, frac) = (rest / 1_000_000, rest % 1_000_000);
+    let base = format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    );
+    if frac == 0 {
+        base
+    } else {
+        format!("{base}.{}", format!("{frac:06}").trim_end_matches('0'))
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_print_as_postgres() {
+        assert_eq!(timestamp(0), "1970-01-01 00:00:00");
+        assert_eq!(timestamp(1_700_000_000_123_400), "2023-11-14 22:13:20.1234");
+        assert_eq!(timestamp(-1), "1969-12-31 23:59:59.999999");
+    }
+}

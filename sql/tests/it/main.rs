@@ -1,0 +1,3 @@
+//! The gateway over the wire, with a real PostgreSQL driver (tokio-postgres).
+
+mod wire;

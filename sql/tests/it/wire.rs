@@ -1,0 +1,225 @@
+//! psql-style use over the simple query protocol: DDL, INSERT, KNN, errors with SQLSTATEs,
+//! a connection that stays usable, per-connection settings, and data that outlives a restart.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use vecraft_sql::catalog::Catalog;
+
+/// Starts a gateway on a free loopback port; returns its port and the serving task.
+async fn serve(dir: &Path) -> (u16, tokio::task::JoinHandle<std::io::Result<()>>) {
+    // A previous server's collections close as its connections wind down: wait for their
+    // log locks, with a deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let catalog = loop {
+        match Catalog::open(dir) {
+            Ok(c) => break Arc::new(c),
+            Err(_) if std::time::Instant::now() < deadline => tokio::task::yield_now().await,
+            Err(e) => panic!("catalog did not open: {e}"),
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (
+        port,
+        tokio::spawn(vecraft_sql::server::serve(listener, catalog)),
+    )
+}
+
+async fn start(dir: &Path) -> u16 {
+    serve(dir).await.0
+}
+
+async fn connect(port: u16) -> Client {
+    let dsn = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres");
+    let (client, connection) = tokio_postgres::connect(&dsn, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// Rows of the last result, as text.
+async fn rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {:?}", e.as_db_error()))
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+async fn command_rows(client: &Client, sql: &str) -> u64 {
+    let messages = client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    messages
+        .into_iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::CommandComplete(n) => Some(n),
+            _ => None,
+        })
+        .unwrap()
+}
+
+async fn sqlstate(client: &Client, sql: &str) -> String {
+    let e = client.simple_query(sql).await.expect_err(sql);
+    e.code()
+        .unwrap_or_else(|| panic!("{sql}: no SQLSTATE in {e}"))
+        .code()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_psql_session_over_the_wire() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = start(dir.path()).await;
+    let client = connect(port).await;
+    client
+        .simple_query("CREATE EXTENSION IF NOT EXISTS vector")
+        .await
+        .unwrap();
+    client
+        .simple_query("CREATE TABLE items (id bigint PRIMARY KEY, embedding vector(3), tag text)")
+        .await
+        .unwrap();
+    let n = command_rows(
+        &client,
+        "INSERT INTO items VALUES (1, '[1,2,3]', 'a'), (2, '[4,5,6]', 'b'), (3, '[1,1,1]', 'a')",
+    )
+    .await;
+    assert_eq!(n, 3);
+    client
+        .simple_query("CREATE INDEX ON items USING hnsw (embedding vector_l2_ops)")
+        .await
+        .unwrap();
+    let got = rows(&client, "SELECT id, embedding, embedding <-> '[3,1,2]' AS d FROM items ORDER BY embedding <-> '[3,1,2]' LIMIT 2").await;
+    assert_eq!(
+        got,
+        vec![
+            vec![
+                Some("3".into()),
+                Some("[1,1,1]".into()),
+                Some("2.23606797749979".into())
+            ],
+            vec![
+                Some("1".into()),
+                Some("[1,2,3]".into()),
+                Some("2.449489742783178".into())
+            ],
+        ]
+    );
+    let filtered = rows(
+        &client,
+        "SELECT id FROM items WHERE tag = 'a' ORDER BY embedding <=> '[1,2,3]' LIMIT 5",
+    )
+    .await;
+    assert_eq!(
+        filtered,
+        vec![vec![Some("1".into())], vec![Some("3".into())]]
+    );
+    assert_eq!(
+        command_rows(&client, "DELETE FROM items WHERE id = 2").await,
+        1
+    );
+    assert_eq!(
+        rows(&client, "SELECT count(*) FROM items").await,
+        vec![vec![Some("2".into())]]
+    );
+}
+
+#[tokio::test]
+async fn errors_carry_sqlstates_and_leave_the_connection_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = start(dir.path()).await;
+    let client = connect(port).await;
+    client
+        .simple_query("CREATE TABLE t (id bigint PRIMARY KEY, v vector(2))")
+        .await
+        .unwrap();
+    client
+        .simple_query("INSERT INTO t VALUES (1, '[1,2]')")
+        .await
+        .unwrap();
+    assert_eq!(sqlstate(&client, "SELEC 1").await, "42601");
+    assert_eq!(sqlstate(&client, "SELECT * FROM missing").await, "42P01");
+    assert_eq!(
+        sqlstate(&client, "SELECT '[1,2' <-> '[1,2]'").await,
+        "22P02"
+    );
+    assert_eq!(
+        sqlstate(&client, "SELECT v <-> '[1,2,3]' FROM t").await,
+        "22000"
+    );
+    assert_eq!(
+        sqlstate(&client, "INSERT INTO t VALUES (2, '[NaN,1]')").await,
+        "22000"
+    );
+    assert_eq!(
+        sqlstate(&client, "INSERT INTO t VALUES (1, '[0,0]')").await,
+        "23505"
+    );
+    assert_eq!(
+        sqlstate(&client, "CREATE TABLE t (id bigint PRIMARY KEY)").await,
+        "42P07"
+    );
+    assert_eq!(
+        sqlstate(&client, "CREATE TABLE nokey (v vector(2))").await,
+        "0A000"
+    );
+    // Still usable after every one of them.
+    assert_eq!(
+        rows(&client, "SELECT id FROM t").await,
+        vec![vec![Some("1".into())]]
+    );
+}
+
+#[tokio::test]
+async fn settings_are_per_connection_and_data_outlives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (port, server) = serve(dir.path()).await;
+        let (a, b) = (connect(port).await, connect(port).await);
+        a.simple_query("CREATE TABLE docs (id bigint PRIMARY KEY, v vector(2))")
+            .await
+            .unwrap();
+        a.simple_query("INSERT INTO docs VALUES (1, '[0,1]'), (2, '[1,0]')")
+            .await
+            .unwrap();
+        a.simple_query("SET hnsw.ef_search = 100").await.unwrap();
+        let explain = "EXPLAIN SELECT id FROM docs ORDER BY v <-> '[1,0]' LIMIT 1";
+        let plan = |r: Vec<Vec<Option<String>>>| {
+            r.into_iter()
+                .flatten()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert!(
+            plan(rows(&a, explain).await).contains("ef=100"),
+            "a's SET reaches its searches"
+        );
+        assert!(
+            plan(rows(&b, explain).await).contains("ef=40"),
+            "b keeps the default"
+        );
+        // b sees the table a created.
+        assert_eq!(
+            rows(&b, "SELECT count(*) FROM docs").await,
+            vec![vec![Some("2".into())]]
+        );
+        server.abort();
+    }
+    let port = start(dir.path()).await;
+    let c = connect(port).await;
+    assert_eq!(
+        rows(&c, "SELECT id FROM docs ORDER BY v <-> '[1,0.1]' LIMIT 1").await,
+        vec![vec![Some("2".into())]]
+    );
+}
