@@ -64,8 +64,25 @@ impl Catalog {
             .collect()
     }
 
+    /// Whether `name` can name a collection: it becomes a directory name, so only lowercase
+    /// letters, digits and `_`, starting with a letter or `_`, at most 63 bytes (as PostgreSQL).
+    pub fn valid_name(name: &str) -> bool {
+        let mut chars = name.chars();
+        let first_ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+        first_ok
+            && name.len() <= 63
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    }
+
     /// Creates a collection; `Ok(false)` if it exists (for IF NOT EXISTS).
     pub fn create(&self, name: &str, schema: CollectionSchema) -> Result<bool> {
+        if !Self::valid_name(name) {
+            return datafusion::common::plan_err!(
+                "invalid collection name \"{name}\": use lowercase letters, digits and _"
+            );
+        }
         let mut all = self.collections.write().unwrap_or_else(|p| p.into_inner());
         if all.contains_key(name) {
             return Ok(false);

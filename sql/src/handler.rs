@@ -116,6 +116,11 @@ impl Connection {
         Ok(Some(match statement {
             Statement::CreateTable(create) => {
                 let name = create.name.to_string().to_lowercase();
+                if !Catalog::valid_name(&name) {
+                    let message =
+                        format!("invalid name \"{name}\": use lowercase letters, digits and _");
+                    return Err(user_error("42602", message));
+                }
                 let created = self
                     .catalog
                     .create(&name, schema_of(create)?)

@@ -173,6 +173,12 @@ async fn errors_carry_sqlstates_and_leave_the_connection_usable() {
         sqlstate(&client, "CREATE TABLE nokey (v vector(2))").await,
         "0A000"
     );
+    let escape = "CREATE TABLE \"x/../../../escaped\" (id bigint PRIMARY KEY)";
+    assert_eq!(
+        sqlstate(&client, escape).await,
+        "42602",
+        "a table name never becomes a path"
+    );
     // Still usable after every one of them.
     assert_eq!(
         rows(&client, "SELECT id FROM t").await,
