@@ -6,7 +6,6 @@
 use std::fmt::Debug;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::error::{DataFusionError, Result};
 use vecraft_storage::command::Command;
 use vecraft_storage::filter::Filter;
@@ -93,9 +92,4 @@ impl CollectionSource for vecraft_cluster::local::LocalCollection {
 pub fn without_distance(batch: RecordBatch) -> Result<RecordBatch> {
     let keep: Vec<usize> = (0..batch.num_columns().saturating_sub(1)).collect();
     Ok(batch.project(&keep)?)
-}
-
-/// An owned `SchemaRef` of a collection's full rows.
-pub fn arrow_schema(source: &dyn CollectionSource) -> SchemaRef {
-    source.schema().arrow_schema()
 }

@@ -7,7 +7,6 @@
 //! and the custom operators).
 
 use datafusion::common::{DFSchema, Result};
-use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
 use datafusion::sql::sqlparser::ast::BinaryOperator;
 
@@ -40,9 +39,4 @@ impl ExprPlanner for VectorOperators {
             None => Ok(PlannerResult::Original(expr)),
         }
     }
-}
-
-/// `Expr` for `f(args)`, for rules that build the same calls.
-pub fn call(f: VectorFn, args: Vec<Expr>) -> Expr {
-    f.udf().call(args)
 }

@@ -162,13 +162,6 @@ impl SealedSegment {
         &self.dir
     }
 
-    /// Files of the segment, relative to its directory (for snapshots).
-    pub fn file_names(&self) -> Vec<String> {
-        let mut names = vec!["meta.json".to_string(), "payload.arrow".to_string()];
-        names.extend((0..self.columns.len()).map(|i| format!("vec-{i}.bin")));
-        names
-    }
-
     pub fn size_bytes(&self) -> usize {
         let columns: usize = self
             .columns
