@@ -4,7 +4,7 @@
 //! sort pushdown stops at a computed projection (the `SELECT v <-> q AS d … ORDER BY d` shape).
 //! It matches `SortExec(fetch = k)` over (repartitions / coalesces), an optional projection and a
 //! `CollectionScanExec` (through DataFusion's cooperative-scheduling wrapper), where the sort key resolves to one of our distance UDFs of the scan's
-//! vector column and a constant vector. The scan becomes a search (`CollectionSearchExec` in
+//! vector column and a constant vector or a parameter of a kept plan ([`crate::params`]). The scan becomes a search (`CollectionSearchExec` in
 //! EXPLAIN) that asks the collection for its k nearest rows (filters included, so k rows come back when k
 //! match); the sort stays above it, now sorting at most k rows. Any other shape is left alone
 //! and still answered correctly by scanning.
@@ -22,6 +22,7 @@ use datafusion::common::config::{ConfigExtension, ConfigOptions};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{ScalarValue, extensions_options};
 use datafusion::error::Result;
+use datafusion::logical_expr::ScalarUDF;
 use datafusion::physical_expr::expressions::{Column, Literal};
 use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
@@ -34,7 +35,9 @@ use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMerge
 use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
 use vecraft_storage::shard::SearchRequest;
 
+use crate::error::VectorError;
 use crate::functions::VectorFn;
+use crate::params::ParamFn;
 use crate::table::CollectionScanExec;
 use crate::vector_text::parse_vector;
 
@@ -55,6 +58,9 @@ extensions_options! {
     pub struct VecraftOptions {
         /// Answer KNN queries by brute force (ground truth).
         pub exact_search: bool, default = false
+        /// Keep prepared statements' physical plans across executions (off: plan every time,
+        /// for comparison).
+        pub plan_cache: bool, default = true
     }
 }
 
@@ -193,26 +199,59 @@ fn search_for(
         .find(|f| f.name() == call.name())?;
     let metric = function.metric()?;
     let [a, b] = call.args() else { return None };
-    let (column, constant) = match (a.downcast_ref::<Column>(), b.downcast_ref::<Literal>()) {
-        (Some(c), Some(l)) => (c, l),
-        _ => (b.downcast_ref::<Column>()?, a.downcast_ref::<Literal>()?),
+    let (column, constant) = match a.downcast_ref::<Column>() {
+        Some(c) => (c, b),
+        None => (b.downcast_ref::<Column>()?, a),
     };
     let column = scan.columns.get(column.index())?.clone();
-    let vector = literal_vector(constant.value())?;
-    if vector.iter().any(|x| !x.is_finite()) {
-        return None; // the scan computes (or refuses) such distances itself
-    }
     let spec = scan.source.schema().vector_spec(&column).ok()?;
-    if spec.dims != vector.len() {
-        return None; // let the scan raise pgvector's dimension error
-    }
+    let (vector, param) = if let Some(literal) = constant.downcast_ref::<Literal>() {
+        let vector = literal_vector(literal.value())?;
+        if vector.iter().any(|x| !x.is_finite()) {
+            return None; // the scan computes (or refuses) such distances itself
+        }
+        if spec.dims != vector.len() {
+            return None; // let the scan raise pgvector's dimension error
+        }
+        (vector, None)
+    } else {
+        // A parameter of a kept plan: read, and checked, when the search starts.
+        let param = constant.downcast_ref::<ScalarFunctionExpr>()?;
+        param.fun().inner().downcast_ref::<ParamFn>()?;
+        (Vec::new(), Some(Arc::new(param.fun().clone())))
+    };
     let mut request = SearchRequest::new(column, vector, k);
     request.ef = ef;
     request.metric = Some(metric);
     request.filter = scan.filter.clone();
     request.projection = Some(scan.columns.clone());
     request.exact = exact;
-    Some(scan.searching(request))
+    Some(scan.searching(request, param))
+}
+
+/// The query vector a parameter holds now, checked as the scan would check it.
+pub fn param_vector(param: &ScalarUDF, dims: usize) -> Result<Vec<f32>> {
+    let Some(param) = param.inner().downcast_ref::<ParamFn>() else {
+        return datafusion::common::internal_err!("{} is not a parameter", param.name());
+    };
+    let value = param.value()?;
+    let vector = match &value {
+        ScalarValue::Utf8(Some(t))
+        | ScalarValue::LargeUtf8(Some(t))
+        | ScalarValue::Utf8View(Some(t)) => parse_vector(t)?,
+        other => literal_vector(other).ok_or_else(|| {
+            VectorError::data(format!("parameter ${} is not a vector", param.index + 1))
+        })?,
+    };
+    if vector.len() != dims {
+        return Err(VectorError::data(format!(
+            "different vector dimensions {} and {}",
+            dims,
+            vector.len()
+        ))
+        .into());
+    }
+    Ok(vector)
 }
 
 fn literal_vector(value: &ScalarValue) -> Option<Vec<f32>> {

@@ -15,6 +15,7 @@ pub mod filters;
 pub mod functions;
 pub mod knn;
 pub mod operators;
+pub mod params;
 pub mod parse;
 pub mod table;
 pub mod types;

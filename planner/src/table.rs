@@ -15,7 +15,7 @@ use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::logical_expr::{Expr, ScalarUDF, TableProviderFilterPushDown};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::memory::MemoryStream;
@@ -154,6 +154,8 @@ pub struct CollectionScanExec {
     pub columns: Vec<String>,
     pub filter: Option<Filter>,
     pub search: Option<SearchRequest>,
+    /// The parameter whose value is the search's query vector, read when the search starts.
+    pub query_param: Option<Arc<ScalarUDF>>,
     /// DELETE the rows the filter selects, and return their count.
     pub delete: bool,
     properties: Arc<PlanProperties>,
@@ -173,6 +175,7 @@ impl CollectionScanExec {
             columns,
             filter,
             search: None,
+            query_param: None,
             delete: false,
             properties,
         }
@@ -187,7 +190,7 @@ impl CollectionScanExec {
     }
 
     /// The same scan answering `request` (whose filter and projection are the scan's).
-    pub fn searching(&self, request: SearchRequest) -> Self {
+    pub fn searching(&self, request: SearchRequest, query_param: Option<Arc<ScalarUDF>>) -> Self {
         let mut scan = CollectionScanExec::new(
             self.source.clone(),
             self.schema.clone(),
@@ -195,6 +198,7 @@ impl CollectionScanExec {
             self.filter.clone(),
         );
         scan.search = Some(request);
+        scan.query_param = query_param;
         scan
     }
 }
@@ -285,7 +289,18 @@ impl ExecutionPlan for CollectionScanExec {
                 .source
                 .scan(Some(&self.columns), self.filter.as_ref())?,
             Some(request) => {
-                let hits = without_distance(self.source.search(request)?)?;
+                let hits = match &self.query_param {
+                    None => self.source.search(request)?,
+                    Some(param) => {
+                        let schema = self.source.schema();
+                        let spec = schema.vector_spec(&request.column);
+                        let dims = spec.map_err(crate::collection::storage_error)?.dims;
+                        let mut request = request.clone();
+                        request.vector = crate::knn::param_vector(param, dims)?;
+                        self.source.search(&request)?
+                    }
+                };
+                let hits = without_distance(hits)?;
                 vec![hits.with_schema(self.schema.clone())?]
             }
         };

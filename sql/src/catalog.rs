@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::error::{DataFusionError, Result};
 use std::sync::RwLock;
@@ -14,6 +15,9 @@ use vecraft_storage::shard::ShardOptions;
 
 pub struct Catalog {
     root: PathBuf,
+    /// Bumped by every change of the set of collections or their schemas; sessions re-read
+    /// their tables and re-plan prepared statements when it moves.
+    generation: AtomicU64,
     collections: RwLock<BTreeMap<String, Arc<LocalCollection>>>,
 }
 
@@ -43,6 +47,7 @@ impl Catalog {
         }
         Ok(Catalog {
             root,
+            generation: AtomicU64::new(0),
             collections: RwLock::new(collections),
         })
     }
@@ -53,6 +58,14 @@ impl Catalog {
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
             .cloned()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -91,6 +104,7 @@ impl Catalog {
         let c =
             LocalCollection::open(&dir, Some(schema), ShardOptions::default()).map_err(storage)?;
         all.insert(name.to_string(), Arc::new(c));
+        self.changed();
         Ok(true)
     }
 
@@ -104,6 +118,7 @@ impl Catalog {
         let Some(collection) = removed else {
             return Ok(false);
         };
+        self.changed();
         let dir = collection.dir().to_path_buf();
         drop(collection);
         std::fs::remove_dir_all(&dir).map_err(io)?;

@@ -1,26 +1,49 @@
-//! Arrow results as PostgreSQL rows, in text format: numbers as PostgreSQL prints them
-//! (`float4out`/`float8out`), vectors in pgvector's form.
+//! Arrow results as PostgreSQL rows. Text format prints numbers as PostgreSQL does
+//! (`float4out`/`float8out`) and vectors in pgvector's form; binary format is PostgreSQL's
+//! `send` form of each type, and pgvector's for vectors.
 
 use std::sync::Arc;
 
+use bytes::BufMut;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{
     DataType, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Schema, TimeUnit,
-    TimestampMicrosecondType, UInt64Type,
+    TimestampMicrosecondType, UInt32Type, UInt64Type,
 };
 use pgwire::api::Type;
+use pgwire::api::portal::Format;
 use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo};
 use pgwire::error::PgWireResult;
 use pgwire::messages::data::DataRow;
+use pgwire::types::format::FormatOptions;
 use vecraft_planner::vector_text::{format_double, format_real, format_vector};
 
-/// pgvector's `vector` type has no fixed OID; text-format clients read it as text.
+/// The OID Vecraft gives pgvector's `vector` type (pgvector's is assigned at `CREATE
+/// EXTENSION`; clients look it up by name).
+pub const VECTOR_OID: u32 = 16385;
+
+/// pgvector's `vector` type as a wire type.
+pub fn vector_type() -> Type {
+    Type::new(
+        "vector".into(),
+        VECTOR_OID,
+        postgres_types::Kind::Simple,
+        "public".into(),
+    )
+}
+
+/// Microseconds from 1970-01-01 to PostgreSQL's epoch, 2000-01-01.
+pub const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// The PostgreSQL type of a result column. Vectors are sent as `text` so that any client
+/// can read them.
 fn pg_type(data_type: &DataType) -> Type {
     match data_type {
         DataType::Boolean => Type::BOOL,
         DataType::Int16 => Type::INT2,
         DataType::Int32 => Type::INT4,
         DataType::Int64 | DataType::UInt64 => Type::INT8,
+        DataType::UInt32 => Type::OID,
         DataType::Float32 => Type::FLOAT4,
         DataType::Float64 => Type::FLOAT8,
         DataType::Timestamp(_, _) => Type::TIMESTAMP,
@@ -28,35 +51,75 @@ fn pg_type(data_type: &DataType) -> Type {
     }
 }
 
-pub fn fields(schema: &Schema) -> Arc<Vec<FieldInfo>> {
+/// Row description of `schema`, each column in the format the client asked for.
+pub fn fields_with(schema: &Schema, format: &Format) -> Arc<Vec<FieldInfo>> {
     Arc::new(
         schema
             .fields()
             .iter()
-            .map(|f| {
+            .enumerate()
+            .map(|(i, f)| {
                 FieldInfo::new(
                     f.name().clone(),
                     None,
                     None,
                     pg_type(f.data_type()),
-                    FieldFormat::Text,
+                    format.format_for(i),
                 )
             })
             .collect(),
     )
 }
 
+/// Row description of `schema` in text format (the simple query protocol).
+pub fn fields(schema: &Schema) -> Arc<Vec<FieldInfo>> {
+    fields_with(schema, &Format::UnifiedText)
+}
+
 /// The rows of `batch`, each value as PostgreSQL's text.
 pub fn rows(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResult<Vec<DataRow>> {
     let mut out = Vec::with_capacity(batch.num_rows());
     let mut encoder = DataRowEncoder::new(fields.clone());
+    let options = FormatOptions::default();
     for row in 0..batch.num_rows() {
-        for column in batch.columns() {
-            encoder.encode_field(&text(column, row))?;
+        for (column, field) in batch.columns().iter().zip(fields.iter()) {
+            match field.format() {
+                FieldFormat::Text => encoder.encode_field(&text(column, row))?,
+                FieldFormat::Binary => encoder.encode_field_with_type_and_format(
+                    &binary(column, row),
+                    &Type::BYTEA,
+                    FieldFormat::Binary,
+                    &options,
+                )?,
+            }
         }
         out.push(encoder.take_row());
     }
     Ok(out)
+}
+
+/// A value in PostgreSQL's binary (`send`) form, or `None` for NULL.
+fn binary(array: &ArrayRef, row: usize) -> Option<Vec<u8>> {
+    if array.is_null(row) {
+        return None;
+    }
+    let mut out = Vec::new();
+    match array.data_type() {
+        DataType::Boolean => out.put_u8(u8::from(array.as_boolean().value(row))),
+        DataType::Int16 => out.put_i16(array.as_primitive::<Int16Type>().value(row)),
+        DataType::Int32 => out.put_i32(array.as_primitive::<Int32Type>().value(row)),
+        DataType::Int64 => out.put_i64(array.as_primitive::<Int64Type>().value(row)),
+        DataType::UInt64 => out.put_i64(array.as_primitive::<UInt64Type>().value(row) as i64),
+        DataType::UInt32 => out.put_u32(array.as_primitive::<UInt32Type>().value(row)),
+        DataType::Float32 => out.put_f32(array.as_primitive::<Float32Type>().value(row)),
+        DataType::Float64 => out.put_f64(array.as_primitive::<Float64Type>().value(row)),
+        DataType::Timestamp(TimeUnit::Microsecond, None) => out.put_i64(
+            array.as_primitive::<TimestampMicrosecondType>().value(row) - POSTGRES_EPOCH_MICROS,
+        ),
+        // text (vectors too, as their column type says): the bytes of the text form
+        _ => out.extend_from_slice(text(array, row)?.as_bytes()),
+    }
+    Some(out)
 }
 
 fn text(array: &ArrayRef, row: usize) -> Option<String> {
@@ -74,6 +137,7 @@ fn text(array: &ArrayRef, row: usize) -> Option<String> {
         DataType::Int32 => array.as_primitive::<Int32Type>().value(row).to_string(),
         DataType::Int64 => array.as_primitive::<Int64Type>().value(row).to_string(),
         DataType::UInt64 => array.as_primitive::<UInt64Type>().value(row).to_string(),
+        DataType::UInt32 => array.as_primitive::<UInt32Type>().value(row).to_string(),
         DataType::Float32 => format_real(array.as_primitive::<Float32Type>().value(row)),
         DataType::Float64 => format_double(array.as_primitive::<Float64Type>().value(row)),
         DataType::Timestamp(TimeUnit::Microsecond, None) => {

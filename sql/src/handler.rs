@@ -1,175 +1,38 @@
-//! One client connection: its own DataFusion session (a `SET` is seen only here), the shared
-//! catalog, and the simple query protocol — each statement planned and run, rows sent in text
-//! format with PostgreSQL's command tags.
+//! One client connection: the pgwire handlers (startup, simple and extended query, COPY), all
+//! answered by the connection's [`Session`].
 
-use std::collections::HashSet;
 use std::fmt::Debug;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::prelude::SessionContext;
-use datafusion::sql::parser::Statement as DFStatement;
-use datafusion::sql::sqlparser::ast::{ObjectType, Statement};
-use futures::{Sink, stream};
+use futures::Sink;
 use pgwire::api::auth::noop::NoopStartupHandler;
-use pgwire::api::query::SimpleQueryHandler;
-use pgwire::api::results::{QueryResponse, Response, Tag};
+use pgwire::api::copy::CopyHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{FieldInfo, Response};
+use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers};
+use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
 use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
-use vecraft_planner::table::CollectionTable;
 
 use crate::catalog::Catalog;
-use crate::ddl::schema_of;
-use crate::encode;
-use crate::errors::{to_pg, user_error};
+use crate::errors::user_error;
+use crate::params;
+use crate::prepared::Prepared;
+use crate::session::Session;
 
 pub struct Connection {
-    catalog: Arc<Catalog>,
-    session: SessionContext,
-    registered: Mutex<HashSet<String>>,
+    session: Arc<Session>,
 }
 
 impl Connection {
     pub fn new(catalog: Arc<Catalog>) -> Arc<Connection> {
         Arc::new(Connection {
-            catalog,
-            session: vecraft_planner::new_session(),
-            registered: Mutex::new(HashSet::new()),
+            session: Session::new(catalog),
         })
-    }
-
-    /// Makes the session's tables match the catalog (other connections create and drop).
-    fn sync_tables(&self) -> PgWireResult<()> {
-        let mut registered = self.registered.lock().unwrap_or_else(|p| p.into_inner());
-        let names: HashSet<String> = self.catalog.names().into_iter().collect();
-        for gone in registered.difference(&names).cloned().collect::<Vec<_>>() {
-            self.session
-                .deregister_table(gone.as_str())
-                .map_err(|e| to_pg(&e))?;
-            registered.remove(&gone);
-        }
-        for name in names {
-            if registered.contains(&name) {
-                continue;
-            }
-            if let Some(c) = self.catalog.get(&name) {
-                let table = Arc::new(CollectionTable::new(c));
-                self.session
-                    .register_table(name.as_str(), table)
-                    .map_err(|e| to_pg(&e))?;
-                registered.insert(name);
-            }
-        }
-        Ok(())
-    }
-
-    async fn run(&self, statement: DFStatement) -> PgWireResult<Response> {
-        if let DFStatement::Statement(s) = &statement {
-            if let Some(response) = self.ddl(s)? {
-                return Ok(response);
-            }
-        }
-        self.sync_tables()?;
-        let tag = tag_of(&statement);
-        let frame = vecraft_planner::statement(&self.session, statement)
-            .await
-            .map_err(|e| to_pg(&e))?;
-        let schema = frame.schema().as_arrow().clone();
-        let batches = frame.collect().await.map_err(|e| to_pg(&e))?;
-        match tag {
-            Some(command @ ("INSERT" | "DELETE" | "UPDATE")) => {
-                let count = batches
-                    .first()
-                    .and_then(|b| {
-                        datafusion::arrow::array::AsArray::as_primitive_opt::<
-                            datafusion::arrow::datatypes::UInt64Type,
-                        >(b.column(0))
-                        .map(|c| c.value(0))
-                    })
-                    .unwrap_or(0) as usize;
-                let tag = if command == "INSERT" {
-                    Tag::new("INSERT").with_oid(0)
-                } else {
-                    Tag::new(command)
-                };
-                Ok(Response::Execution(tag.with_rows(count)))
-            }
-            Some(command) => Ok(Response::Execution(Tag::new(command))),
-            None => {
-                let fields = encode::fields(&schema);
-                let mut rows = Vec::new();
-                for batch in &batches {
-                    rows.extend(encode::rows(batch, &fields)?);
-                }
-                Ok(Response::Query(QueryResponse::new(
-                    fields,
-                    stream::iter(rows.into_iter().map(Ok)),
-                )))
-            }
-        }
-    }
-
-    /// Statements the gateway answers itself.
-    fn ddl(&self, statement: &Statement) -> PgWireResult<Option<Response>> {
-        Ok(Some(match statement {
-            Statement::CreateTable(create) => {
-                let name = create.name.to_string().to_lowercase();
-                if !Catalog::valid_name(&name) {
-                    let message =
-                        format!("invalid name \"{name}\": use lowercase letters, digits and _");
-                    return Err(user_error("42602", message));
-                }
-                let created = self
-                    .catalog
-                    .create(&name, schema_of(create)?)
-                    .map_err(|e| to_pg(&e))?;
-                if !created && !create.if_not_exists {
-                    return Err(user_error(
-                        "42P07",
-                        format!("relation \"{name}\" already exists"),
-                    ));
-                }
-                Response::Execution(Tag::new("CREATE TABLE"))
-            }
-            Statement::Drop {
-                object_type: ObjectType::Table,
-                if_exists,
-                names,
-                ..
-            } => {
-                for name in names {
-                    let name = name.to_string().to_lowercase();
-                    let dropped = self.catalog.drop_collection(&name).map_err(|e| to_pg(&e))?;
-                    if !dropped && !if_exists {
-                        return Err(user_error(
-                            "42P01",
-                            format!("table \"{name}\" does not exist"),
-                        ));
-                    }
-                }
-                self.sync_tables()?;
-                Response::Execution(Tag::new("DROP TABLE"))
-            }
-            Statement::CreateExtension(_) => Response::Execution(Tag::new("CREATE EXTENSION")),
-            Statement::CreateIndex(_) => Response::Execution(Tag::new("CREATE INDEX")),
-            _ => return Ok(None),
-        }))
-    }
-}
-
-/// The command tag of a statement that returns no rows; `None` for queries.
-fn tag_of(statement: &DFStatement) -> Option<&'static str> {
-    let DFStatement::Statement(s) = statement else {
-        return None;
-    };
-    match s.as_ref() {
-        Statement::Insert(_) => Some("INSERT"),
-        Statement::Delete(_) => Some("DELETE"),
-        Statement::Update { .. } => Some("UPDATE"),
-        Statement::Set(_) => Some("SET"),
-        _ => None,
     }
 }
 
@@ -187,9 +50,114 @@ impl SimpleQueryHandler for Connection {
         }
         let mut responses = Vec::with_capacity(statements.len());
         for statement in statements {
-            responses.push(self.run(statement).await?);
+            responses.push(self.session.run(statement).await?);
         }
         Ok(responses)
+    }
+}
+
+#[async_trait]
+impl QueryParser for Session {
+    type Statement = Arc<Prepared>;
+
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        types: &[Option<Type>],
+    ) -> PgWireResult<Option<Arc<Prepared>>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        self.prepare(sql, types).await.map(Some)
+    }
+
+    fn get_parameter_types(&self, stmt: &Arc<Prepared>) -> PgWireResult<Vec<Type>> {
+        Ok(stmt.param_types())
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Arc<Prepared>,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        Ok(stmt.result_fields(column_format.unwrap_or(&Format::UnifiedText)))
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Connection {
+    type Statement = Arc<Prepared>;
+    type QueryParser = Session;
+
+    fn query_parser(&self) -> Arc<Session> {
+        self.session.clone()
+    }
+
+    async fn do_query<C>(
+        &self,
+        _client: &mut C,
+        portal: &Portal<Arc<Prepared>>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Arc<Prepared>>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let prepared = &portal.statement.statement;
+        let mut values = Vec::with_capacity(portal.parameter_len());
+        for (i, bytes) in portal.parameters.iter().enumerate() {
+            let declared = portal.statement.parameter_types.get(i).cloned().flatten();
+            let declared = declared.filter(|t| *t != Type::UNKNOWN);
+            values.push(params::decode(
+                bytes.as_deref(),
+                portal.parameter_format.format_for(i),
+                declared.as_ref(),
+                &prepared.param_target(i),
+            )?);
+        }
+        self.session
+            .execute(prepared, values, &portal.result_column_format)
+            .await
+    }
+}
+
+#[async_trait]
+impl CopyHandler for Connection {
+    async fn on_copy_data<C>(&self, _client: &mut C, data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.session.copy_data(&data.data);
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        use futures::SinkExt;
+        let tag = self.session.copy_done()?;
+        client
+            .send(PgWireBackendMessage::CommandComplete(tag.into()))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, _client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.session.copy_abort();
+        user_error("57014", format!("COPY from stdin failed: {}", fail.message))
     }
 }
 
@@ -214,6 +182,14 @@ pub struct Handlers(pub Arc<Connection>);
 
 impl PgWireServerHandlers for Handlers {
     fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.0.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.0.clone()
+    }
+
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
         self.0.clone()
     }
 

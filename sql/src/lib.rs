@@ -1,13 +1,19 @@
 //! `vecraft-sql`: the gateway. The PostgreSQL wire protocol (pgwire) in front of the planner:
-//! per-connection DataFusion sessions, DDL on the node's catalog of collections, rows encoded
-//! as PostgreSQL text, errors mapped to SQLSTATEs (`errors.rs`).
+//! per-connection sessions (`session.rs`), the simple and extended query protocols with plans
+//! kept across executions (`prepared.rs`, `params.rs`), COPY FROM STDIN (`copy.rs`), DDL on
+//! the node's catalog of collections, rows encoded as PostgreSQL text or binary (`encode.rs`),
+//! errors mapped to SQLSTATEs (`errors.rs`).
 //!
-//! This slice speaks the simple query protocol (what psql uses). The extended protocol,
-//! COPY, the pg_catalog tables psql's `\d` reads, auth and TLS come next (issue #3).
+//! Still to come (issue #3): the pg_catalog tables psql's `\d` reads, auth and TLS.
 
 pub mod catalog;
+pub mod copy;
 pub mod ddl;
 pub mod encode;
 pub mod errors;
 pub mod handler;
+pub mod params;
+pub mod prepared;
 pub mod server;
+pub mod session;
+pub mod settings;

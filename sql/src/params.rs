@@ -1,0 +1,263 @@
+//! Bind parameters: the bytes a client sends, in text or binary format, as values of the types
+//! the statement's plan expects; and those types as PostgreSQL types for `Describe`.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Float32Array, ListArray};
+use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::common::ScalarValue;
+use pgwire::api::Type;
+use pgwire::api::results::FieldFormat;
+use pgwire::error::PgWireResult;
+use vecraft_planner::vector_text::parse_vector;
+
+use crate::encode::{POSTGRES_EPOCH_MICROS, VECTOR_OID};
+use crate::errors::user_error;
+
+/// The PostgreSQL type a client is told a parameter of `data_type` has. Vectors are described
+/// as `text`, so clients without pgvector's type (tokio-postgres's `&str`, JDBC's `setString`)
+/// can send `'[1,2,3]'`; a client that names `vector` itself is understood too.
+pub fn pg_param_type(data_type: &DataType) -> Type {
+    match data_type {
+        DataType::Boolean => Type::BOOL,
+        DataType::Int16 => Type::INT2,
+        DataType::Int32 => Type::INT4,
+        DataType::Int64 | DataType::UInt64 => Type::INT8,
+        DataType::UInt32 => Type::OID,
+        DataType::Float32 => Type::FLOAT4,
+        DataType::Float64 => Type::FLOAT8,
+        DataType::Timestamp(_, None) => Type::TIMESTAMP,
+        _ => Type::TEXT,
+    }
+}
+
+/// One parameter as a value of `target`. `declared` is the type the client named at Parse
+/// (or that we described), which decides how binary bytes are read.
+pub fn decode(
+    bytes: Option<&[u8]>,
+    format: FieldFormat,
+    declared: Option<&Type>,
+    target: &DataType,
+) -> PgWireResult<ScalarValue> {
+    let Some(bytes) = bytes else {
+        return ScalarValue::try_from(target).map_err(|e| user_error("22023", e.to_string()));
+    };
+    let value = match format {
+        FieldFormat::Text => text_value(utf8(bytes)?, target)?,
+        FieldFormat::Binary => {
+            let declared = declared.cloned().unwrap_or_else(|| pg_param_type(target));
+            binary_value(bytes, &declared, target)?
+        }
+    };
+    if &value.data_type() == target {
+        return Ok(value);
+    }
+    value
+        .cast_to(target)
+        .map_err(|e| user_error("22P02", format!("parameter does not fit {target}: {e}")))
+}
+
+fn utf8(bytes: &[u8]) -> PgWireResult<&str> {
+    std::str::from_utf8(bytes).map_err(|_| user_error("22021", "invalid UTF-8 in parameter"))
+}
+
+fn invalid(type_name: &str, text: &str) -> pgwire::error::PgWireError {
+    user_error(
+        "22P02",
+        format!("invalid input syntax for type {type_name}: \"{text}\""),
+    )
+}
+
+/// A text-format parameter, read as PostgreSQL reads that type's text.
+fn text_value(text: &str, target: &DataType) -> PgWireResult<ScalarValue> {
+    let t = text.trim();
+    Ok(match target {
+        DataType::Int16 => {
+            ScalarValue::Int16(Some(t.parse().map_err(|_| invalid("smallint", text))?))
+        }
+        DataType::Int32 => {
+            ScalarValue::Int32(Some(t.parse().map_err(|_| invalid("integer", text))?))
+        }
+        DataType::Int64 => {
+            ScalarValue::Int64(Some(t.parse().map_err(|_| invalid("bigint", text))?))
+        }
+        DataType::UInt32 => ScalarValue::UInt32(Some(t.parse().map_err(|_| invalid("oid", text))?)),
+        DataType::Float32 => {
+            ScalarValue::Float32(Some(float(t).ok_or_else(|| invalid("real", text))? as f32))
+        }
+        DataType::Float64 => ScalarValue::Float64(Some(
+            float(t).ok_or_else(|| invalid("double precision", text))?,
+        )),
+        DataType::Boolean => {
+            ScalarValue::Boolean(Some(boolean(t).ok_or_else(|| invalid("boolean", text))?))
+        }
+        DataType::FixedSizeList(_, dims) => {
+            let v = parse_vector(text).map_err(|e| user_error(e.sqlstate, e.message.clone()))?;
+            vector_scalar(v, *dims as usize)?
+        }
+        _ => ScalarValue::Utf8(Some(text.to_string())),
+    })
+}
+
+fn float(t: &str) -> Option<f64> {
+    match t.to_ascii_lowercase().as_str() {
+        "nan" => Some(f64::NAN),
+        "infinity" | "inf" | "+infinity" => Some(f64::INFINITY),
+        "-infinity" | "-inf" => Some(f64::NEG_INFINITY),
+        _ => t.parse().ok(),
+    }
+}
+
+fn boolean(t: &str) -> Option<bool> {
+    match t.to_ascii_lowercase().as_str() {
+        "t" | "true" | "y" | "yes" | "on" | "1" => Some(true),
+        "f" | "false" | "n" | "no" | "off" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// A binary-format parameter, read by the type the client declared.
+fn binary_value(bytes: &[u8], declared: &Type, target: &DataType) -> PgWireResult<ScalarValue> {
+    let wrong = || {
+        user_error(
+            "22P03",
+            format!(
+                "incorrect binary data format in parameter of type {}",
+                declared.name()
+            ),
+        )
+    };
+    let fixed = |n: usize| -> PgWireResult<&[u8]> {
+        if bytes.len() == n {
+            Ok(bytes)
+        } else {
+            Err(wrong())
+        }
+    };
+    Ok(match *declared {
+        Type::BOOL => ScalarValue::Boolean(Some(fixed(1)?[0] != 0)),
+        Type::INT2 => ScalarValue::Int16(Some(i16::from_be_bytes(
+            fixed(2)?.try_into().map_err(|_| wrong())?,
+        ))),
+        Type::INT4 => ScalarValue::Int32(Some(i32::from_be_bytes(
+            fixed(4)?.try_into().map_err(|_| wrong())?,
+        ))),
+        Type::INT8 => ScalarValue::Int64(Some(i64::from_be_bytes(
+            fixed(8)?.try_into().map_err(|_| wrong())?,
+        ))),
+        Type::OID => ScalarValue::UInt32(Some(u32::from_be_bytes(
+            fixed(4)?.try_into().map_err(|_| wrong())?,
+        ))),
+        Type::FLOAT4 => ScalarValue::Float32(Some(f32::from_be_bytes(
+            fixed(4)?.try_into().map_err(|_| wrong())?,
+        ))),
+        Type::FLOAT8 => ScalarValue::Float64(Some(f64::from_be_bytes(
+            fixed(8)?.try_into().map_err(|_| wrong())?,
+        ))),
+        Type::TIMESTAMP => {
+            let micros = i64::from_be_bytes(fixed(8)?.try_into().map_err(|_| wrong())?);
+            ScalarValue::TimestampMicrosecond(Some(micros + POSTGRES_EPOCH_MICROS), None)
+        }
+        ref t if t.oid() == VECTOR_OID => {
+            let dims = match target {
+                DataType::FixedSizeList(_, n) => *n as usize,
+                _ => return Err(wrong()),
+            };
+            vector_scalar(vector_binary(bytes).ok_or_else(wrong)?, dims)?
+        }
+        // text, varchar, name, unknown…: the bytes are the value's text
+        _ => text_value(utf8(bytes)?, target)?,
+    })
+}
+
+/// pgvector's binary form: `u16` dimensions, `u16` unused, then big-endian `f32`s.
+pub fn vector_binary(bytes: &[u8]) -> Option<Vec<f32>> {
+    let dims = u16::from_be_bytes(bytes.get(0..2)?.try_into().ok()?) as usize;
+    let body = bytes.get(4..)?;
+    if body.len() != dims * 4 {
+        return None;
+    }
+    Some(
+        body.chunks_exact(4)
+            .map(|c| f32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    )
+}
+
+/// A vector value of a `vector(dims)` slot: pgvector's checks, then a `FixedSizeList`.
+fn vector_scalar(values: Vec<f32>, dims: usize) -> PgWireResult<ScalarValue> {
+    if values.len() != dims {
+        return Err(user_error(
+            "22000",
+            format!("expected {dims} dimensions, not {}", values.len()),
+        ));
+    }
+    if values.iter().any(|x| !x.is_finite()) {
+        return Err(user_error(
+            "22000",
+            "NaN and infinite values are not allowed in vector",
+        ));
+    }
+    let item = Arc::new(Field::new("item", DataType::Float32, true));
+    let list = ListArray::new(
+        item.clone(),
+        datafusion::arrow::buffer::OffsetBuffer::from_lengths([dims]),
+        Arc::new(Float32Array::from(values)),
+        None,
+    );
+    let fixed =
+        datafusion::arrow::compute::cast(&list, &DataType::FixedSizeList(item, dims as i32))
+            .map_err(|e| user_error("XX000", e.to_string()))?;
+    ScalarValue::try_from_array(&fixed, 0).map_err(|e| user_error("XX000", e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vector_type(dims: i32) -> DataType {
+        DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, true)), dims)
+    }
+
+    #[test]
+    fn vectors_decode_from_text_and_pgvector_binary() {
+        let text = decode(Some(b"[1,2.5,3]"), FieldFormat::Text, None, &vector_type(3)).unwrap();
+        let mut binary = vec![0u8, 3, 0, 0];
+        for x in [1.0f32, 2.5, 3.0] {
+            binary.extend_from_slice(&x.to_be_bytes());
+        }
+        let vector = crate::encode::vector_type();
+        let bin = decode(
+            Some(&binary),
+            FieldFormat::Binary,
+            Some(&vector),
+            &vector_type(3),
+        )
+        .unwrap();
+        assert_eq!(text, bin);
+        let err = decode(Some(b"[1,2]"), FieldFormat::Text, None, &vector_type(3)).unwrap_err();
+        assert!(
+            err.to_string().contains("expected 3 dimensions, not 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn numbers_decode_in_both_formats() {
+        let text = decode(Some(b" 42 "), FieldFormat::Text, None, &DataType::Int64).unwrap();
+        let bin = decode(
+            Some(&42i32.to_be_bytes()),
+            FieldFormat::Binary,
+            Some(&Type::INT4),
+            &DataType::Int64,
+        )
+        .unwrap();
+        assert_eq!(text, ScalarValue::Int64(Some(42)));
+        assert_eq!(bin, ScalarValue::Int64(Some(42)));
+        assert!(decode(Some(b"4x"), FieldFormat::Text, None, &DataType::Int64).is_err());
+        assert_eq!(
+            decode(None, FieldFormat::Text, None, &DataType::Int32).unwrap(),
+            ScalarValue::Int32(None)
+        );
+    }
+}

@@ -1,0 +1,317 @@
+//! Prepared statements: parsed and planned once, executed many times.
+//!
+//! A query keeps its logical plan (with `$n` placeholders) from Parse, and its physical plan
+//! from the first execution on, when it can ([`vecraft_planner::params`]): later executions
+//! only bind the parameters and run. The physical plan is planned again when a `SET` changed
+//! the session's settings, and the whole statement when the catalog changed.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::physical_plan::execution_plan::reset_plan_states;
+use datafusion::physical_plan::{ExecutionPlan, collect};
+use datafusion::sql::parser::Statement as DFStatement;
+use pgwire::api::Type;
+use pgwire::api::portal::Format;
+use pgwire::api::results::{FieldInfo, Response};
+use pgwire::error::PgWireResult;
+use vecraft_planner::params::{ParamSlots, placeholder_index, template};
+
+use crate::encode;
+use crate::errors::{to_pg, user_error};
+use crate::session::{MAX_PREPARED, Session, is_gateway_statement, tag_of};
+use crate::settings::{SetAction, prepare_set};
+
+pub struct Prepared {
+    pub sql: String,
+    pub statement: DFStatement,
+    /// The catalog this was planned against.
+    pub catalog_generation: u64,
+    /// `None` for statements the gateway answers itself (they take no parameters).
+    pub query: Option<PlannedQuery>,
+}
+
+pub struct PlannedQuery {
+    pub logical: LogicalPlan,
+    /// `$1`'s type first; `None` where nothing in the statement tells.
+    pub param_types: Vec<Option<DataType>>,
+    pub tag: Option<&'static str>,
+    kept: tokio::sync::Mutex<Kept>,
+}
+
+enum Kept {
+    NotYet,
+    /// This statement is planned per execution (see [`template`]).
+    Never,
+    Plan {
+        physical: Arc<dyn ExecutionPlan>,
+        slots: ParamSlots,
+        settings_generation: u64,
+    },
+}
+
+impl Prepared {
+    /// The types a client is told for the parameters.
+    pub fn param_types(&self) -> Vec<Type> {
+        self.query.as_ref().map_or_else(Vec::new, |q| {
+            q.param_types
+                .iter()
+                .map(|t| {
+                    t.as_ref()
+                        .map_or(Type::UNKNOWN, crate::params::pg_param_type)
+                })
+                .collect()
+        })
+    }
+
+    /// The result columns; none for statements that return no rows.
+    pub fn result_fields(&self, format: &Format) -> Vec<FieldInfo> {
+        match &self.query {
+            Some(q) if q.tag.is_none() => {
+                encode::fields_with(q.logical.schema().as_arrow(), format).to_vec()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The type a parameter's value must have (text where the statement does not say).
+    pub fn param_target(&self, index: usize) -> DataType {
+        self.query
+            .as_ref()
+            .and_then(|q| q.param_types.get(index).cloned().flatten())
+            .unwrap_or(DataType::Utf8)
+    }
+}
+
+impl Session {
+    /// The prepared form of `sql`, from this session's cache when the same text (and declared
+    /// types) was prepared before against the same catalog.
+    pub async fn prepare(
+        &self,
+        sql: &str,
+        declared: &[Option<Type>],
+    ) -> PgWireResult<Arc<Prepared>> {
+        let key = (
+            sql.to_string(),
+            declared
+                .iter()
+                .map(|t| t.as_ref().map_or(0, |t| t.oid()))
+                .collect::<Vec<_>>(),
+        );
+        let generation = self.catalog.generation();
+        if let Some(p) = self.prepared.lock().get(&key) {
+            if p.catalog_generation == generation {
+                return Ok(p.clone());
+            }
+        }
+        let prepared = Arc::new(self.plan_statement(sql).await?);
+        let mut cache = self.prepared.lock();
+        if cache.len() >= MAX_PREPARED {
+            cache.clear();
+        }
+        cache.insert(key, prepared.clone());
+        Ok(prepared)
+    }
+
+    async fn plan_statement(&self, sql: &str) -> PgWireResult<Prepared> {
+        let generation = self.catalog.generation();
+        let mut statements = vecraft_planner::parse::parse_sql(sql)
+            .map_err(|e| user_error("42601", e.to_string()))?;
+        if statements.len() != 1 {
+            return Err(user_error(
+                "42601",
+                "cannot insert multiple commands into a prepared statement",
+            ));
+        }
+        let mut statement = statements.remove(0);
+        if let DFStatement::Statement(s) = &mut statement {
+            let ignored_set = matches!(prepare_set(s), SetAction::Ignore);
+            if ignored_set || is_gateway_statement(s) {
+                return Ok(Prepared {
+                    sql: sql.to_string(),
+                    statement,
+                    catalog_generation: generation,
+                    query: None,
+                });
+            }
+        }
+        self.sync_tables()?;
+        vecraft_planner::dml::cast_vector_values(&self.ctx, &mut statement).await;
+        let logical = self
+            .ctx
+            .state()
+            .statement_to_plan(statement.clone())
+            .await
+            .map_err(|e| to_pg(&e))?;
+        let types = logical.get_parameter_types().map_err(|e| to_pg(&e))?;
+        let mut param_types = Vec::new();
+        for (id, data_type) in types {
+            let Some(index) = placeholder_index(&id) else {
+                return Err(user_error("42P02", format!("there is no parameter {id}")));
+            };
+            if param_types.len() <= index {
+                param_types.resize(index + 1, None);
+            }
+            param_types[index] = data_type;
+        }
+        for index in limit_params(&logical) {
+            if let Some(t @ None) = param_types.get_mut(index) {
+                *t = Some(DataType::Int64); // LIMIT $n / OFFSET $n take a bigint
+            }
+        }
+        Ok(Prepared {
+            sql: sql.to_string(),
+            statement: statement.clone(),
+            catalog_generation: generation,
+            query: Some(PlannedQuery {
+                logical,
+                param_types,
+                tag: tag_of(&statement),
+                kept: tokio::sync::Mutex::new(Kept::NotYet),
+            }),
+        })
+    }
+
+    /// Runs `prepared` with `params` bound, results in `format`.
+    pub async fn execute(
+        &self,
+        prepared: &Arc<Prepared>,
+        params: Vec<ScalarValue>,
+        format: &Format,
+    ) -> PgWireResult<Response> {
+        let Some(query) = &prepared.query else {
+            if !params.is_empty() {
+                return Err(user_error("08P01", "this statement takes no parameters"));
+            }
+            let DFStatement::Statement(s) = &prepared.statement else {
+                return Err(user_error("XX000", "not a gateway statement"));
+            };
+            return self.run_gateway(s).await;
+        };
+        if prepared.catalog_generation != self.catalog.generation() {
+            // Tables changed under the plan: plan the text again.
+            let again = Arc::new(self.plan_statement(&prepared.sql).await?);
+            return Box::pin(self.execute(&again, params, format)).await;
+        }
+        if params.len() != query.param_types.len() {
+            return Err(user_error(
+                "08P01",
+                format!(
+                    "bind message supplies {} parameters, but prepared statement requires {}",
+                    params.len(),
+                    query.param_types.len()
+                ),
+            ));
+        }
+        let schema = query.logical.schema().as_arrow().clone();
+        if query.tag.is_none() {
+            if let Some(batches) = self.run_kept(query, &params).await? {
+                return self.respond(None, &schema, &batches, format);
+            }
+        }
+        let plan = query
+            .logical
+            .clone()
+            .with_param_values(ParamValues::List(
+                params.into_iter().map(Into::into).collect(),
+            ))
+            .map_err(|e| to_pg(&e))?;
+        let frame = self
+            .ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(|e| to_pg(&e))?;
+        let batches = frame.collect().await.map_err(|e| to_pg(&e))?;
+        self.respond(query.tag, &schema, &batches, format)
+    }
+
+    /// Runs the kept physical plan of `query` (planning it first if needed); `None` when the
+    /// statement is planned per execution instead.
+    async fn run_kept(
+        &self,
+        query: &PlannedQuery,
+        params: &[ScalarValue],
+    ) -> PgWireResult<Option<Vec<datafusion::arrow::array::RecordBatch>>> {
+        let cache_on = self
+            .ctx
+            .state()
+            .config()
+            .options()
+            .extensions
+            .get::<vecraft_planner::knn::VecraftOptions>()
+            .is_none_or(|o| o.plan_cache);
+        if !cache_on {
+            return Ok(None);
+        }
+        let mut kept = query.kept.lock().await;
+        let settings = self.settings_generation();
+        let stale = match &*kept {
+            Kept::Never => return Ok(None),
+            Kept::NotYet => true,
+            Kept::Plan {
+                settings_generation,
+                ..
+            } => *settings_generation != settings,
+        };
+        if stale {
+            let slots = ParamSlots::default();
+            let types: Vec<DataType> = query
+                .param_types
+                .iter()
+                .map(|t| t.clone().unwrap_or(DataType::Null))
+                .collect();
+            let Some(plan) = template(&query.logical, &types, &slots) else {
+                *kept = Kept::Never;
+                return Ok(None);
+            };
+            match self.ctx.state().create_physical_plan(&plan).await {
+                Ok(physical) => {
+                    *kept = Kept::Plan {
+                        physical,
+                        slots,
+                        settings_generation: settings,
+                    }
+                }
+                Err(_) => {
+                    // Something in the plan needs its values while planning.
+                    *kept = Kept::Never;
+                    return Ok(None);
+                }
+            }
+        }
+        let Kept::Plan {
+            physical, slots, ..
+        } = &*kept
+        else {
+            return Ok(None);
+        };
+        slots.set(params.to_vec());
+        let plan = reset_plan_states(physical.clone()).map_err(|e| to_pg(&e))?;
+        let batches = collect(plan, self.ctx.task_ctx())
+            .await
+            .map_err(|e| to_pg(&e))?;
+        Ok(Some(batches))
+    }
+}
+
+/// The parameters used in `LIMIT` or `OFFSET`, which DataFusion leaves untyped.
+fn limit_params(plan: &LogicalPlan) -> Vec<usize> {
+    let mut found = Vec::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::Limit(limit) = node {
+            for e in [&limit.skip, &limit.fetch].into_iter().flatten() {
+                let _ = e.apply(|e| {
+                    if let Expr::Placeholder(p) = e {
+                        found.extend(placeholder_index(&p.id));
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                });
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}

@@ -1,0 +1,256 @@
+//! One client's session: its own DataFusion context (a `SET` is seen only here), the tables
+//! it sees (kept in step with the shared catalog), its prepared statements' plans, and the
+//! statements the gateway answers itself.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{Schema, UInt64Type};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{ObjectType, Statement};
+use futures::stream;
+use parking_lot::Mutex;
+use pgwire::api::portal::Format;
+use pgwire::api::results::{QueryResponse, Response, Tag};
+use pgwire::error::PgWireResult;
+use vecraft_planner::table::CollectionTable;
+
+use crate::catalog::Catalog;
+use crate::copy::CopyIn;
+use crate::ddl::schema_of;
+use crate::encode;
+use crate::errors::{to_pg, user_error};
+use crate::prepared::Prepared;
+use crate::settings::{SetAction, prepare_set};
+
+pub struct Session {
+    pub catalog: Arc<Catalog>,
+    pub ctx: SessionContext,
+    /// The catalog generation the registered tables reflect, and their names.
+    tables: Mutex<(u64, HashSet<String>)>,
+    /// Statements prepared before, by text and declared parameter types: an unnamed statement
+    /// sent again reuses its plan.
+    pub(crate) prepared: Mutex<HashMap<(String, Vec<u32>), Arc<Prepared>>>,
+    /// Bumped by every `SET`: kept physical plans carry settings (`hnsw.ef_search`).
+    settings_generation: AtomicU64,
+    /// The COPY FROM STDIN in progress, if any.
+    pub(crate) copy: Mutex<Option<CopyIn>>,
+}
+
+/// How many prepared plans a session keeps for reuse before it forgets them all.
+pub const MAX_PREPARED: usize = 256;
+
+impl Session {
+    pub fn new(catalog: Arc<Catalog>) -> Arc<Session> {
+        Arc::new(Session {
+            catalog,
+            ctx: vecraft_planner::new_session(),
+            tables: Mutex::new((u64::MAX, HashSet::new())),
+            prepared: Mutex::new(HashMap::new()),
+            settings_generation: AtomicU64::new(0),
+            copy: Mutex::new(None),
+        })
+    }
+
+    pub fn settings_generation(&self) -> u64 {
+        self.settings_generation.load(Ordering::Acquire)
+    }
+
+    pub fn settings_changed(&self) {
+        self.settings_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Makes the session's tables match the catalog (other sessions create and drop).
+    pub fn sync_tables(&self) -> PgWireResult<()> {
+        let generation = self.catalog.generation();
+        let mut tables = self.tables.lock();
+        if tables.0 == generation {
+            return Ok(());
+        }
+        let registered = &mut tables.1;
+        let names: HashSet<String> = self.catalog.names().into_iter().collect();
+        for gone in registered.clone() {
+            // Re-register every table: one may have been dropped and created again.
+            self.ctx
+                .deregister_table(gone.as_str())
+                .map_err(|e| to_pg(&e))?;
+            registered.remove(&gone);
+        }
+        for name in names {
+            if let Some(c) = self.catalog.get(&name) {
+                let table = Arc::new(CollectionTable::new(c));
+                self.ctx
+                    .register_table(name.as_str(), table)
+                    .map_err(|e| to_pg(&e))?;
+                registered.insert(name);
+            }
+        }
+        tables.0 = generation;
+        Ok(())
+    }
+
+    /// Runs one statement of a simple query.
+    pub async fn run(&self, mut statement: DFStatement) -> PgWireResult<Response> {
+        if let DFStatement::Statement(s) = &mut statement {
+            if is_gateway_statement(s) {
+                return self.run_gateway(s).await;
+            }
+            if let SetAction::Ignore = prepare_set(s) {
+                return Ok(Response::Execution(Tag::new("SET")));
+            }
+        }
+        self.sync_tables()?;
+        let tag = tag_of(&statement);
+        let frame = vecraft_planner::statement(&self.ctx, statement)
+            .await
+            .map_err(|e| to_pg(&e))?;
+        let schema = frame.schema().as_arrow().clone();
+        let batches = frame.collect().await.map_err(|e| to_pg(&e))?;
+        self.respond(tag, &schema, &batches, &Format::UnifiedText)
+    }
+
+    /// The response to a statement that produced `batches`.
+    pub fn respond(
+        &self,
+        tag: Option<&'static str>,
+        schema: &Schema,
+        batches: &[RecordBatch],
+        format: &Format,
+    ) -> PgWireResult<Response> {
+        match tag {
+            Some(command @ ("INSERT" | "DELETE" | "UPDATE")) => {
+                let count = batches
+                    .first()
+                    .and_then(|b| b.column(0).as_primitive_opt::<UInt64Type>())
+                    .map_or(0, |c| c.value(0)) as usize;
+                let tag = if command == "INSERT" {
+                    Tag::new("INSERT").with_oid(0)
+                } else {
+                    Tag::new(command)
+                };
+                Ok(Response::Execution(tag.with_rows(count)))
+            }
+            Some(command) => {
+                if command == "SET" {
+                    self.settings_changed();
+                }
+                Ok(Response::Execution(Tag::new(command)))
+            }
+            None => {
+                let fields = encode::fields_with(schema, format);
+                let mut rows = Vec::new();
+                for batch in batches {
+                    rows.extend(encode::rows(batch, &fields)?);
+                }
+                Ok(Response::Query(QueryResponse::new(
+                    fields,
+                    stream::iter(rows.into_iter().map(Ok)),
+                )))
+            }
+        }
+    }
+
+    /// Statements the gateway answers itself: DDL, transactions, COPY.
+    pub async fn run_gateway(&self, statement: &Statement) -> PgWireResult<Response> {
+        Ok(match statement {
+            Statement::CreateTable(create) => {
+                let name = create.name.to_string().to_lowercase();
+                if !Catalog::valid_name(&name) {
+                    let message =
+                        format!("invalid name \"{name}\": use lowercase letters, digits and _");
+                    return Err(user_error("42602", message));
+                }
+                let created = self
+                    .catalog
+                    .create(&name, schema_of(create)?)
+                    .map_err(|e| to_pg(&e))?;
+                if !created && !create.if_not_exists {
+                    return Err(user_error(
+                        "42P07",
+                        format!("relation \"{name}\" already exists"),
+                    ));
+                }
+                Response::Execution(Tag::new("CREATE TABLE"))
+            }
+            Statement::Drop {
+                object_type: ObjectType::Table,
+                if_exists,
+                names,
+                ..
+            } => {
+                for name in names {
+                    let name = name.to_string().to_lowercase();
+                    let dropped = self.catalog.drop_collection(&name).map_err(|e| to_pg(&e))?;
+                    if !dropped && !if_exists {
+                        return Err(user_error(
+                            "42P01",
+                            format!("table \"{name}\" does not exist"),
+                        ));
+                    }
+                }
+                Response::Execution(Tag::new("DROP TABLE"))
+            }
+            Statement::CreateExtension(_) => Response::Execution(Tag::new("CREATE EXTENSION")),
+            Statement::CreateIndex(_) => Response::Execution(Tag::new("CREATE INDEX")),
+            // Every statement is durable when acknowledged; there is nothing to roll back.
+            Statement::StartTransaction { .. } => Response::TransactionStart(Tag::new("BEGIN")),
+            Statement::Commit { .. } => Response::TransactionEnd(Tag::new("COMMIT")),
+            Statement::Rollback { .. } => Response::TransactionEnd(Tag::new("ROLLBACK")),
+            Statement::Truncate(truncate) => {
+                self.sync_tables()?;
+                for target in &truncate.table_names {
+                    let name = target.name.to_string().to_lowercase();
+                    let Some(c) = self.catalog.get(&name) else {
+                        return Err(user_error(
+                            "42P01",
+                            format!("relation \"{name}\" does not exist"),
+                        ));
+                    };
+                    c.write(&vecraft_storage::command::Command::Truncate)
+                        .map_err(|e| to_pg(&vecraft_planner::collection::storage_error(e)))?;
+                }
+                Response::Execution(Tag::new("TRUNCATE TABLE"))
+            }
+            Statement::Copy { .. } => self.start_copy(statement)?,
+            // Only the settings `prepare_set` says to ignore reach here.
+            Statement::Set(_) => Response::Execution(Tag::new("SET")),
+            _ => return Err(user_error("0A000", format!("not supported: {statement}"))),
+        })
+    }
+}
+
+/// Whether the gateway answers `statement` itself (see [`Session::run_gateway`]).
+pub fn is_gateway_statement(statement: &Statement) -> bool {
+    matches!(
+        statement,
+        Statement::CreateTable(_)
+            | Statement::Drop {
+                object_type: ObjectType::Table,
+                ..
+            }
+            | Statement::CreateExtension(_)
+            | Statement::CreateIndex(_)
+            | Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. }
+            | Statement::Truncate(_)
+            | Statement::Copy { .. }
+    )
+}
+
+/// The command tag of a statement that returns no rows; `None` for queries.
+pub fn tag_of(statement: &DFStatement) -> Option<&'static str> {
+    let DFStatement::Statement(s) = statement else {
+        return None;
+    };
+    match s.as_ref() {
+        Statement::Insert(_) => Some("INSERT"),
+        Statement::Delete(_) => Some("DELETE"),
+        Statement::Update { .. } => Some("UPDATE"),
+        Statement::Set(_) => Some("SET"),
+        _ => None,
+    }
+}

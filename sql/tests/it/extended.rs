@@ -1,0 +1,176 @@
+//! The extended query protocol, as drivers use it: prepared statements with text and binary
+//! parameters, binary results, kept plans that still see new values, settings and tables.
+
+use crate::support::*;
+
+async fn items(client: &Client) {
+    client
+        .batch_execute(
+            "CREATE TABLE items (id bigint PRIMARY KEY, embedding vector(3), tag text, score real);
+             INSERT INTO items VALUES (1, '[1,2,3]', 'a', 0.5), (2, '[4,5,6]', 'b', 1.5),
+                                      (3, '[1,1,1]', 'a', 2.5), (4, '[9,9,9]', 'b', 3.5)",
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn prepared_knn_binds_a_new_vector_each_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = connect(start(dir.path()).await).await;
+    items(&client).await;
+    let knn = client
+        .prepare("SELECT id, embedding <-> $1 AS d FROM items ORDER BY embedding <-> $1 LIMIT 2")
+        .await
+        .unwrap();
+    assert_eq!(knn.params(), &[tokio_postgres::types::Type::TEXT]);
+    for (query, want) in [
+        ("[1,2,3]", vec![1i64, 3]),
+        ("[9,9,8]", vec![4, 2]),
+        ("[1,1,1.5]", vec![3, 1]),
+    ] {
+        let got: Vec<i64> = client
+            .query(&knn, &[&query])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(got, want, "query {query}");
+    }
+    // Binary results: float8 distances as PostgreSQL sends them.
+    let rows = client.query(&knn, &[&"[1,2,4]"]).await.unwrap();
+    assert_eq!(rows[0].get::<_, f64>(1), 1.0);
+}
+
+#[tokio::test]
+async fn kept_plans_follow_settings_and_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = connect(start(dir.path()).await).await;
+    items(&client).await;
+    let knn = client
+        .prepare("SELECT id FROM items ORDER BY embedding <-> $1 LIMIT 1")
+        .await
+        .unwrap();
+    let first = |rows: Vec<tokio_postgres::Row>| rows.first().map(|r| r.get::<_, i64>(0));
+    assert_eq!(
+        first(client.query(&knn, &[&"[1,1,1]"]).await.unwrap()),
+        Some(3)
+    );
+    client
+        .batch_execute("SET hnsw.ef_search = 100")
+        .await
+        .unwrap();
+    assert_eq!(
+        first(client.query(&knn, &[&"[4,5,6]"]).await.unwrap()),
+        Some(2)
+    );
+    client
+        .batch_execute(
+            "DROP TABLE items;
+             CREATE TABLE items (id bigint PRIMARY KEY, embedding vector(3), tag text, score real);
+             INSERT INTO items VALUES (7, '[4,5,6]', 'c', 0)",
+        )
+        .await
+        .unwrap();
+    // The statement was prepared against the dropped table; it is planned again.
+    assert_eq!(
+        first(client.query(&knn, &[&"[1,1,1]"]).await.unwrap()),
+        Some(7)
+    );
+    client
+        .batch_execute("SET vecraft.plan_cache = off")
+        .await
+        .unwrap();
+    assert_eq!(
+        first(client.query(&knn, &[&"[1,1,1]"]).await.unwrap()),
+        Some(7)
+    );
+}
+
+#[tokio::test]
+async fn parameters_of_every_kind_in_both_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = connect(start(dir.path()).await).await;
+    items(&client).await;
+    // Filter, vector and k all bound; tokio-postgres sends them in binary.
+    let rows = client
+        .query(
+            "SELECT id, tag, score FROM items WHERE tag = $1 AND score > $2 \
+             ORDER BY embedding <-> $3 LIMIT $4",
+            &[&"a", &1.0f32, &"[1,2,3]", &5i64],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(i64, String, f32)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(got, vec![(3, "a".to_string(), 2.5)]);
+    let inserted = client
+        .execute(
+            "INSERT INTO items (id, embedding, tag) VALUES ($1, $2, $3)",
+            &[&10i64, &"[0,0,1]", &"z"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(inserted, 1);
+    let row = client
+        .query_one(
+            "SELECT embedding, tag, score FROM items WHERE id = $1",
+            &[&10i64],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "[0,0,1]");
+    assert_eq!(row.get::<_, String>(1), "z");
+    assert_eq!(row.get::<_, Option<f32>>(2), None);
+    let deleted = client
+        .execute("DELETE FROM items WHERE id = $1", &[&10i64])
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+}
+
+#[tokio::test]
+async fn bad_parameters_get_sqlstates_and_the_connection_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = connect(start(dir.path()).await).await;
+    items(&client).await;
+    let knn = client
+        .prepare("SELECT id FROM items ORDER BY embedding <-> $1 LIMIT 1")
+        .await
+        .unwrap();
+    for (param, code) in [
+        ("[1,2", "22P02"),
+        ("[1,2]", "22000"),
+        ("[1,nan,3]", "22000"),
+    ] {
+        let e = client.query(&knn, &[&param]).await.unwrap_err();
+        assert_eq!(e.code().map(|c| c.code()), Some(code), "{param}: {e}");
+    }
+    let e = client.prepare("SELECT nope FROM items").await.unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("42703"), "{e}");
+    let e = client.prepare("SELEC 1").await.unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("42601"), "{e}");
+    let rows = client.query(&knn, &[&"[1,1,1]"]).await.unwrap();
+    assert_eq!(rows[0].get::<_, i64>(0), 3);
+}
+
+#[tokio::test]
+async fn transactions_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut client = connect(start(dir.path()).await).await;
+    items(&client).await;
+    let tx = client.transaction().await.unwrap();
+    tx.execute("DELETE FROM items WHERE id = 4", &[])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM items", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+}

@@ -1,0 +1,77 @@
+//! Helpers every wire test uses: a gateway on a free port, a tokio-postgres client, and
+//! short ways to read rows, command counts and SQLSTATEs.
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use vecraft_sql::catalog::Catalog;
+
+/// Starts a gateway on a free loopback port; returns its port and the serving task.
+pub async fn serve(dir: &Path) -> (u16, tokio::task::JoinHandle<std::io::Result<()>>) {
+    // A previous server's collections close as its connections wind down: wait for their
+    // log locks, with a deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let catalog = loop {
+        match Catalog::open(dir) {
+            Ok(c) => break Arc::new(c),
+            Err(_) if std::time::Instant::now() < deadline => tokio::task::yield_now().await,
+            Err(e) => panic!("catalog did not open: {e}"),
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    (
+        port,
+        tokio::spawn(vecraft_sql::server::serve(listener, catalog)),
+    )
+}
+
+pub async fn start(dir: &Path) -> u16 {
+    serve(dir).await.0
+}
+
+pub async fn connect(port: u16) -> Client {
+    let dsn = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres");
+    let (client, connection) = tokio_postgres::connect(&dsn, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// Rows of the last result, as text.
+pub async fn rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+pub async fn command_rows(client: &Client, sql: &str) -> u64 {
+    let messages = client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    messages
+        .into_iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::CommandComplete(n) => Some(n),
+            _ => None,
+        })
+        .unwrap()
+}
+
+pub async fn sqlstate(client: &Client, sql: &str) -> String {
+    let e = client.simple_query(sql).await.expect_err(sql);
+    e.code()
+        .unwrap_or_else(|| panic!("{sql}: no SQLSTATE in {e}"))
+        .code()
+        .to_string()
+}
