@@ -14,6 +14,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use parking_lot::{Condvar, Mutex};
 use vecraft_storage::command::Command;
 use vecraft_storage::log::{Log, LogOptions};
@@ -33,6 +37,8 @@ pub struct LocalCollection {
     /// The last index applied to the shard, and a wake-up for writers waiting their turn.
     applied: Mutex<u64>,
     turn: Condvar,
+    /// The next row id, for a collection whose key is a hidden row id.
+    next_row_id: AtomicI64,
 }
 
 impl LocalCollection {
@@ -61,6 +67,7 @@ impl LocalCollection {
             at = end;
         }
         let applied = shard.applied_index().max(last);
+        let next_row_id = AtomicI64::new(max_row_id(&shard)? + 1);
         Ok(LocalCollection {
             dir: dir.to_path_buf(),
             log,
@@ -68,6 +75,7 @@ impl LocalCollection {
             next_index: Mutex::new(applied),
             applied: Mutex::new(applied),
             turn: Condvar::new(),
+            next_row_id,
         })
     }
 
@@ -82,6 +90,8 @@ impl LocalCollection {
     /// Makes `command` durable, applies it, and only then returns. A command the schema
     /// refuses is refused here, before it reaches the log.
     pub fn write(&self, command: &Command) -> Result<Applied> {
+        let with_ids = self.assign_row_ids(command)?;
+        let command = with_ids.as_ref().unwrap_or(command);
         self.shard.check(command)?;
         let bytes = command.encode()?;
         let (done_tx, done_rx) = mpsc::sync_channel(1);
@@ -97,6 +107,29 @@ impl LocalCollection {
         };
         done_rx.recv().map_err(|_| Error::Closed)??;
         self.apply_in_turn(index, command)
+    }
+
+    /// For a collection keyed by a hidden row id, the insert with fresh ids added (rows
+    /// inserted by SQL never carry one); `None` when there is nothing to add.
+    fn assign_row_ids(&self, command: &Command) -> Result<Option<Command>> {
+        let schema = self.shard.schema();
+        let Command::Insert(batch) = command else {
+            return Ok(None);
+        };
+        let key = &schema.columns[schema.primary_key].name;
+        if !schema.hidden_key || batch.schema().index_of(key).is_ok() {
+            return Ok(None);
+        }
+        let rows = batch.num_rows() as i64;
+        let first = self.next_row_id.fetch_add(rows, Ordering::Relaxed);
+        let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(first..first + rows));
+        let mut fields = batch.schema().fields().to_vec();
+        fields.push(Arc::new(Field::new(key, DataType::Int64, false)));
+        let mut columns = batch.columns().to_vec();
+        columns.push(ids);
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        Ok(Some(Command::Insert(batch)))
     }
 
     /// Applies `index` once every earlier index has been applied.
@@ -155,3 +188,22 @@ impl std::fmt::Debug for LocalCollection {
 
 /// A shared handle, as the planner and gateway hold it.
 pub type CollectionHandle = Arc<LocalCollection>;
+
+/// The largest row id in a collection keyed by a hidden row id (0 when empty or keyed by the
+/// user).
+fn max_row_id(shard: &Shard) -> Result<i64> {
+    let schema = shard.schema();
+    if !schema.hidden_key {
+        return Ok(0);
+    }
+    let key = schema.columns[schema.primary_key].name.clone();
+    let mut max = 0;
+    for batch in shard.scan(Some(&[key]), None)? {
+        let ids = batch.column(0).as_primitive::<Int64Type>();
+        if let Some(m) = arrow::compute::max(ids) {
+            max = max.max(m);
+        }
+        debug_assert_eq!(ids.null_count(), 0, "row ids are never null");
+    }
+    Ok(max)
+}

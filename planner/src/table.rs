@@ -38,7 +38,7 @@ pub struct CollectionTable {
 
 impl CollectionTable {
     pub fn new(source: Arc<dyn CollectionSource>) -> Self {
-        let schema = source.schema().arrow_schema();
+        let schema = source.schema().visible_arrow_schema();
         CollectionTable { source, schema }
     }
 }

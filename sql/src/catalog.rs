@@ -64,6 +64,11 @@ impl Catalog {
         self.generation.load(Ordering::Acquire)
     }
 
+    /// Tells sessions a collection's schema changed (its index, say).
+    pub fn touch(&self) {
+        self.changed();
+    }
+
     fn changed(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }

@@ -112,7 +112,11 @@ impl Session {
         };
         let schema = collection.shard().schema();
         let names: Vec<String> = if columns.is_empty() {
-            schema.columns.iter().map(|c| c.name.clone()).collect()
+            let key = schema.hidden_key.then_some(schema.primary_key);
+            (0..schema.columns.len())
+                .filter(|i| Some(*i) != key)
+                .map(|i| schema.columns[i].name.clone())
+                .collect()
         } else {
             columns.iter().map(|c| c.value.to_lowercase()).collect()
         };

@@ -1,6 +1,5 @@
-//! DDL the gateway handles itself: `CREATE TABLE` (pgvector's way) becomes a collection,
-//! `DROP TABLE`, and statements a pgvector user sends that need no work here
-//! (`CREATE EXTENSION vector`, `CREATE INDEX … USING hnsw`: every vector column is indexed).
+//! `CREATE TABLE` (pgvector's way) as a collection schema. A table declared without a primary
+//! key gets a hidden row id, so duplicate rows are kept as PostgreSQL keeps them.
 
 use datafusion::sql::sqlparser::ast::{
     ColumnOption, CreateTable, DataType as SqlType, TableConstraint,
@@ -44,13 +43,12 @@ pub fn schema_of(create: &CreateTable) -> PgWireResult<CollectionSchema> {
             primary_key = Some(name);
         }
     }
-    let Some(primary_key) = primary_key else {
-        return Err(user_error(
-            "0A000",
-            "Vecraft tables need a PRIMARY KEY column (bigint or text)",
-        ));
+    let schema = match primary_key {
+        Some(pk) => CollectionSchema::new(columns, &pk),
+        // Rows are then told apart by a row id Vecraft assigns, as PostgreSQL's ctid.
+        None => CollectionSchema::with_row_id(columns),
     };
-    CollectionSchema::new(columns, &primary_key).map_err(|e| user_error("42P16", e.to_string()))
+    schema.map_err(|e| user_error("42P16", e.to_string()))
 }
 
 fn column_type(sql_type: &SqlType) -> PgWireResult<ColumnType> {

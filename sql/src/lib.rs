@@ -12,6 +12,7 @@ pub mod ddl;
 pub mod encode;
 pub mod errors;
 pub mod handler;
+pub mod index;
 pub mod params;
 pub mod prepared;
 pub mod server;

@@ -194,7 +194,7 @@ impl Session {
                 Response::Execution(Tag::new("DROP TABLE"))
             }
             Statement::CreateExtension(_) => Response::Execution(Tag::new("CREATE EXTENSION")),
-            Statement::CreateIndex(_) => Response::Execution(Tag::new("CREATE INDEX")),
+            Statement::CreateIndex(create) => self.create_index(create).await?,
             // Every statement is durable when acknowledged; there is nothing to roll back.
             Statement::StartTransaction { .. } => Response::TransactionStart(Tag::new("BEGIN")),
             Statement::Commit { .. } => Response::TransactionEnd(Tag::new("COMMIT")),

@@ -2,7 +2,7 @@
 //!
 //! Inserted and upserted rows travel as an Arrow IPC stream, deleted keys as a one-column IPC
 //! stream, so a command decodes without knowing the collection's schema. Layout: a tag byte,
-//! then for `Upsert`/`Insert`/`Delete` the IPC stream bytes.
+//! then for `Upsert`/`Insert`/`Delete` the IPC stream bytes, for `SetIndex` JSON.
 
 use std::io::Cursor;
 
@@ -11,8 +11,10 @@ use arrow::datatypes::{Field, Schema};
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 
+use crate::distance::Metric;
 use crate::error::{Error, Result};
 use crate::key::{Key, keys_of, keys_to_array};
+use crate::schema::HnswParams;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
@@ -24,12 +26,27 @@ pub enum Command {
     Delete(Vec<Key>),
     /// Delete every row.
     Truncate,
+    /// Index a vector column for `metric` with these HNSW parameters (`CREATE INDEX`).
+    /// Segments sealed from then on use them; `Shard::reindex` rebuilds the older ones.
+    SetIndex {
+        column: String,
+        metric: Metric,
+        hnsw: HnswParams,
+    },
 }
 
 const TAG_UPSERT: u8 = 1;
 const TAG_DELETE: u8 = 2;
 const TAG_TRUNCATE: u8 = 3;
 const TAG_INSERT: u8 = 4;
+const TAG_SET_INDEX: u8 = 5;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SetIndexBody {
+    column: String,
+    metric: Metric,
+    hnsw: HnswParams,
+}
 
 impl Command {
     pub fn encode(&self) -> Result<Vec<u8>> {
@@ -43,6 +60,21 @@ impl Command {
                 with_tag(TAG_DELETE, &batch)
             }
             Command::Truncate => Ok(vec![TAG_TRUNCATE]),
+            Command::SetIndex {
+                column,
+                metric,
+                hnsw,
+            } => {
+                let body = SetIndexBody {
+                    column: column.clone(),
+                    metric: *metric,
+                    hnsw: *hnsw,
+                };
+                let mut out = vec![TAG_SET_INDEX];
+                serde_json::to_writer(&mut out, &body)
+                    .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                Ok(out)
+            }
         }
     }
 
@@ -60,6 +92,15 @@ impl Command {
                 Ok(Command::Delete(keys_of(batch.column(0))?))
             }
             TAG_TRUNCATE if body.is_empty() => Ok(Command::Truncate),
+            TAG_SET_INDEX => {
+                let b: SetIndexBody =
+                    serde_json::from_slice(body).map_err(|e| bad(&e.to_string()))?;
+                Ok(Command::SetIndex {
+                    column: b.column,
+                    metric: b.metric,
+                    hnsw: b.hnsw,
+                })
+            }
             _ => Err(bad("unknown tag")),
         }
     }

@@ -149,7 +149,14 @@ pub struct CollectionSchema {
     pub columns: Vec<ColumnDef>,
     /// Index into `columns` of the primary key (BIGINT or TEXT, never null).
     pub primary_key: usize,
+    /// The primary key is a row id Vecraft assigns (a table declared without one) and SQL
+    /// does not show.
+    #[serde(default)]
+    pub hidden_key: bool,
 }
+
+/// The name of the row-id column of a table declared without a primary key.
+pub const ROW_ID_COLUMN: &str = "_vecraft_rowid";
 
 impl CollectionSchema {
     /// Builds and validates a schema.
@@ -161,6 +168,7 @@ impl CollectionSchema {
         let schema = CollectionSchema {
             columns,
             primary_key: pk,
+            hidden_key: false,
         };
         schema.validate()?;
         Ok(schema)
@@ -260,6 +268,30 @@ impl CollectionSchema {
                 .map(|c| Field::new(&c.name, c.ty.arrow_type(), c.nullable))
                 .collect::<Vec<_>>(),
         ))
+    }
+
+    /// A schema whose key is a hidden row id, appended after `columns`.
+    pub fn with_row_id(mut columns: Vec<ColumnDef>) -> Result<Self> {
+        columns.push(ColumnDef::new(ROW_ID_COLUMN, ColumnType::Int64, false));
+        let mut schema = CollectionSchema::new(columns, ROW_ID_COLUMN)?;
+        schema.hidden_key = true;
+        Ok(schema)
+    }
+
+    /// The Arrow schema SQL sees: every column but a hidden row id.
+    pub fn visible_arrow_schema(&self) -> SchemaRef {
+        let all = self.arrow_schema();
+        if !self.hidden_key {
+            return all;
+        }
+        let fields: Vec<_> = all
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != self.primary_key)
+            .map(|(_, f)| f.clone())
+            .collect();
+        Arc::new(Schema::new(fields))
     }
 
     /// The Arrow schema of the payload columns only.

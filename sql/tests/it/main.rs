@@ -1,6 +1,7 @@
 //! The gateway over the wire, with a real PostgreSQL driver (tokio-postgres).
 
 mod copy;
+mod ddl;
 mod extended;
 mod support;
 mod wire;

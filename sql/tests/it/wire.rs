@@ -97,7 +97,7 @@ async fn errors_carry_sqlstates_and_leave_the_connection_usable() {
         "42P07"
     );
     assert_eq!(
-        sqlstate(&client, "CREATE TABLE nokey (v vector(2))").await,
+        sqlstate(&client, "CREATE TABLE nodims (v vector)").await,
         "0A000"
     );
     let escape = "CREATE TABLE \"x/../../../escaped\" (id bigint PRIMARY KEY)";

@@ -182,6 +182,37 @@ impl Inner {
         })
     }
 
+    /// Changes a vector column's metric and HNSW parameters (see [`crate::command::Command::SetIndex`]).
+    pub(super) fn set_index(
+        &self,
+        index: u64,
+        column: &str,
+        metric: crate::distance::Metric,
+        hnsw: crate::schema::HnswParams,
+    ) -> Result<Applied> {
+        let _guard = self.maintenance.lock();
+        {
+            let mut state = self.state.write();
+            if index <= state.applied_index {
+                return Ok(Applied::default());
+            }
+            match state.schema.with_index(column, metric, hnsw) {
+                Ok(schema) => state.schema = Arc::new(schema),
+                Err(e) => {
+                    state.skip(index);
+                    return Err(e);
+                }
+            }
+            state.applied_index = index;
+        }
+        self.persist_locked()?;
+        Ok(Applied {
+            fresh: true,
+            rows_written: 0,
+            rows_deleted: 0,
+        })
+    }
+
     pub(super) fn flush(&self) -> Result<u64> {
         let _guard = self.maintenance.lock();
         self.state.write().freeze();
@@ -192,6 +223,26 @@ impl Inner {
 }
 
 impl Shard {
+    /// Builds every vector index again with the schema's current metric and parameters (after
+    /// `SetIndex`): seals the growing rows, then compacts all sealed segments into one.
+    /// Searches keep working meanwhile (exactly, where a graph was built for another metric).
+    pub fn reindex(&self) -> Result<()> {
+        self.inner.flush()?;
+        let ids: Vec<u64> = {
+            let state = self.inner.state.read();
+            state
+                .slots
+                .iter()
+                .filter(|s| matches!(s.data, SlotData::Sealed(_)))
+                .map(|s| s.id)
+                .collect()
+        };
+        if !ids.is_empty() {
+            self.compact(&ids)?;
+        }
+        Ok(())
+    }
+
     /// Rewrites the sealed segments `ids` as one new segment holding only their live rows,
     /// with a freshly built graph, and swaps it in atomically. Deletes that land while the
     /// rewrite runs are carried over to the new segment. Returns the new segment's id, or

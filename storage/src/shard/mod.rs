@@ -160,6 +160,11 @@ impl Shard {
             }
             Command::Delete(keys) => self.inner.state.write().delete(index, keys),
             Command::Truncate => return self.inner.truncate(index),
+            Command::SetIndex {
+                column,
+                metric,
+                hnsw,
+            } => return self.inner.set_index(index, column, *metric, *hnsw),
         };
         self.inner.maybe_seal();
         Ok(applied)
@@ -175,6 +180,11 @@ impl Shard {
                 self.inner.state.read().check_new_keys(&rows.keys)
             }
             Command::Delete(_) | Command::Truncate => Ok(()),
+            Command::SetIndex {
+                column,
+                metric,
+                hnsw,
+            } => self.schema().with_index(column, *metric, *hnsw).map(|_| ()),
         }
     }
 

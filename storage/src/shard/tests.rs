@@ -662,3 +662,61 @@ fn insert_refuses_existing_and_repeated_keys_whole() {
     let decoded = Command::decode(&clash.encode().unwrap()).unwrap();
     assert_eq!(decoded, clash);
 }
+
+#[test]
+fn set_index_changes_the_metric_and_reindex_builds_graphs_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = mixture(2500, 8, 9);
+    let shard = Shard::open(dir.path(), Some(schema(8, Metric::L2)), opts(1000)).unwrap();
+    let next = load(&shard, &data, 500, 1);
+    let hnsw = HnswParams {
+        m: 8,
+        ef_construction: 32,
+    };
+    let set = Command::SetIndex {
+        column: "embedding".into(),
+        metric: Metric::Cosine,
+        hnsw,
+    };
+    let bytes = set.encode().unwrap();
+    assert_eq!(Command::decode(&bytes).unwrap(), set);
+    shard.apply(next, &set).unwrap();
+    shard.reindex().unwrap();
+    let stats = shard.stats();
+    assert_eq!((stats.sealed_segments, stats.live_rows), (1, 2500));
+    {
+        let state = shard.inner.state.read();
+        use crate::segment::Segment;
+        let super::state::SlotData::Sealed(seg) = &state.slots[0].data else {
+            panic!("one sealed segment");
+        };
+        // Vector columns are numbered among themselves: `embedding` is the first.
+        assert_eq!(seg.index(0).map(|(m, _)| m), Some(Metric::Cosine));
+    }
+    // Cosine searches now use the graph and agree with brute force.
+    let mut hits = 0;
+    let queries: Vec<&Vec<f32>> = data.iter().step_by(97).collect();
+    for q in &queries {
+        let mut req = SearchRequest::new("embedding", q.to_vec(), 10);
+        req.metric = Some(Metric::Cosine);
+        let got = ids_of(&shard.search(&req).unwrap());
+        req.exact = true;
+        let truth = ids_of(&shard.search(&req).unwrap());
+        hits += got.iter().filter(|id| truth.contains(id)).count();
+    }
+    let recall = hits as f64 / (queries.len() * 10) as f64;
+    assert!(recall >= 0.9, "recall {recall}");
+    // The new spec is durable; a bad one is refused and consumes its index.
+    let bad = Command::SetIndex {
+        column: "tag".into(),
+        metric: Metric::L2,
+        hnsw,
+    };
+    assert!(shard.check(&bad).is_err());
+    assert!(shard.apply(next + 1, &bad).is_err());
+    assert_eq!(shard.applied_index(), next + 1);
+    drop(shard);
+    let reopened = Shard::open(dir.path(), None, opts(1000)).unwrap();
+    let spec = reopened.schema().vector_spec("embedding").unwrap();
+    assert_eq!((spec.metric, spec.hnsw), (Metric::Cosine, hnsw));
+}

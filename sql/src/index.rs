@@ -1,0 +1,136 @@
+//! `CREATE INDEX … USING hnsw (column opclass) WITH (m = …, ef_construction = …)`: pgvector's
+//! way to say how a vector column is searched. The column's metric and HNSW parameters change
+//! through the collection's log (`Command::SetIndex`), then every segment's graph is built
+//! again, which the statement waits for — as PostgreSQL's CREATE INDEX does.
+//!
+//! Indexes on other columns are accepted and change nothing: filters are evaluated in storage
+//! while scanning or searching.
+
+use datafusion::sql::sqlparser::ast::{BinaryOperator, CreateIndex, Expr, IndexType, Value};
+use pgwire::api::results::{Response, Tag};
+use pgwire::error::PgWireResult;
+use vecraft_storage::command::Command;
+use vecraft_storage::distance::Metric;
+use vecraft_storage::schema::{ColumnType, HnswParams};
+
+use crate::errors::{to_pg, user_error};
+use crate::session::Session;
+
+impl Session {
+    pub(crate) async fn create_index(&self, create: &CreateIndex) -> PgWireResult<Response> {
+        let done = || Ok(Response::Execution(Tag::new("CREATE INDEX")));
+        let name = create.table_name.to_string().to_lowercase();
+        let Some(collection) = self.catalog.get(&name) else {
+            return Err(user_error(
+                "42P01",
+                format!("relation \"{name}\" does not exist"),
+            ));
+        };
+        let [column] = create.columns.as_slice() else {
+            return done(); // a multi-column (btree) index: nothing to build
+        };
+        let column_name = column.column.expr.to_string().to_lowercase();
+        let schema = collection.shard().schema();
+        let Ok(def) = schema.column(&column_name) else {
+            return Err(user_error(
+                "42703",
+                format!("column \"{column_name}\" does not exist"),
+            ));
+        };
+        let ColumnType::Vector(_) = def.ty else {
+            return done();
+        };
+        let method = match &create.using {
+            None => "btree".to_string(),
+            Some(IndexType::Custom(name)) => name.to_string().to_lowercase(),
+            Some(other) => other.to_string().to_lowercase(),
+        };
+        if method != "hnsw" && method != "ivfflat" {
+            return Err(user_error(
+                "42704",
+                format!(
+                    "data type vector has no default operator class for access method \"{method}\""
+                ),
+            ));
+        }
+        let metric = match &column.operator_class {
+            None => Metric::L2,
+            Some(class) => {
+                let class = class.to_string().to_lowercase();
+                Metric::parse(&class).map_err(|_| {
+                    user_error("42704", format!("operator class \"{class}\" does not exist for access method \"{method}\""))
+                })?
+            }
+        };
+        let hnsw = with_options(&create.with)?;
+        let command = Command::SetIndex {
+            column: column_name,
+            metric,
+            hnsw,
+        };
+        let storage = |e| to_pg(&vecraft_planner::collection::storage_error(e));
+        let c = collection.clone();
+        tokio::task::spawn_blocking(move || {
+            c.write(&command)?;
+            c.shard().reindex()
+        })
+        .await
+        .map_err(|e| user_error("XX000", format!("index build stopped: {e}")))?
+        .map_err(storage)?;
+        self.catalog.touch();
+        done()
+    }
+}
+
+/// `WITH (m = 16, ef_construction = 64)`, checked as pgvector checks them.
+fn with_options(options: &[Expr]) -> PgWireResult<HnswParams> {
+    let mut params = HnswParams::default();
+    for option in options {
+        let Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } = option
+        else {
+            return Err(user_error(
+                "42601",
+                format!("invalid index option: {option}"),
+            ));
+        };
+        let name = left.to_string().to_lowercase();
+        let value = match right.as_ref() {
+            Expr::Value(v) => match &v.value {
+                Value::Number(n, _) => n.parse::<usize>().ok(),
+                Value::SingleQuotedString(s) => s.parse::<usize>().ok(),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some(value) = value else {
+            return Err(user_error(
+                "22023",
+                format!("invalid value for integer option \"{name}\": {right}"),
+            ));
+        };
+        match name.as_str() {
+            "m" => params.m = value,
+            "ef_construction" => params.ef_construction = value,
+            // ivfflat's option: there are no lists in an HNSW graph.
+            "lists" => {}
+            _ => {
+                return Err(user_error(
+                    "22023",
+                    format!("unrecognized parameter \"{name}\""),
+                ));
+            }
+        }
+    }
+    params.validate().map_err(|e| {
+        let message = e.to_string();
+        user_error(
+            "22023",
+            message.trim_start_matches("invalid argument: ").to_string(),
+        )
+    })?;
+    Ok(params)
+}

@@ -1,0 +1,129 @@
+//! pgvector's DDL as users write it: tables without a primary key, and `CREATE INDEX … USING
+//! hnsw` choosing the metric and parameters the index is built with.
+
+use crate::support::*;
+
+fn plan(r: Vec<Vec<Option<String>>>) -> String {
+    r.into_iter()
+        .flatten()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn a_table_without_a_primary_key_keeps_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (port, server) = serve(dir.path()).await;
+        let client = connect(port).await;
+        client
+            .batch_execute(
+                "CREATE TABLE t (id bigint, embedding vector(2));
+                 INSERT INTO t VALUES (1, '[1,0]'), (1, '[0,1]'), (2, '[1,1]')",
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            rows(
+                &client,
+                "SELECT * FROM t ORDER BY embedding <-> '[1,0]' LIMIT 5"
+            )
+            .await,
+            vec![
+                vec![Some("1".into()), Some("[1,0]".into())],
+                vec![Some("2".into()), Some("[1,1]".into())],
+                vec![Some("1".into()), Some("[0,1]".into())],
+            ],
+            "two rows with id 1, and no row-id column"
+        );
+        assert_eq!(command_rows(&client, "DELETE FROM t WHERE id = 1").await, 2);
+        server.abort();
+    }
+    // Row ids carry on after a restart: new rows never collide with old ones.
+    let client = connect(start(dir.path()).await).await;
+    assert_eq!(
+        command_rows(&client, "INSERT INTO t VALUES (3, '[0,0]'), (3, '[0,0]')").await,
+        2
+    );
+    assert_eq!(
+        rows(
+            &client,
+            "SELECT id, count(*) FROM t GROUP BY id ORDER BY id"
+        )
+        .await,
+        vec![
+            vec![Some("2".into()), Some("1".into())],
+            vec![Some("3".into()), Some("2".into())],
+        ]
+    );
+}
+
+#[tokio::test]
+async fn create_index_sets_the_metric_and_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = connect(start(dir.path()).await).await;
+    client
+        .batch_execute(
+            "CREATE TABLE items (id bigint PRIMARY KEY, embedding vector(2));
+             INSERT INTO items VALUES (1, '[1,0]'), (2, '[10,1]'), (3, '[0,1]')",
+        )
+        .await
+        .unwrap();
+    client
+        .batch_execute(
+            "CREATE INDEX items_embedding_idx ON items USING hnsw (embedding vector_cosine_ops) \
+             WITH (m = 8, ef_construction = 32)",
+        )
+        .await
+        .unwrap();
+    let explain = "EXPLAIN SELECT id FROM items ORDER BY embedding <=> '[1,0.01]' LIMIT 2";
+    assert!(plan(rows(&client, explain).await).contains("metric=cosine"));
+    assert_eq!(
+        rows(
+            &client,
+            "SELECT id FROM items ORDER BY embedding <=> '[1,0.01]' LIMIT 2"
+        )
+        .await,
+        vec![vec![Some("1".into())], vec![Some("2".into())]]
+    );
+    for (sql, code) in [
+        (
+            "CREATE INDEX ON items USING hnsw (embedding vector_l2_ops) WITH (m = 1)",
+            "22023",
+        ),
+        (
+            "CREATE INDEX ON items USING hnsw (embedding vector_l2_ops) WITH (m = 40, ef_construction = 40)",
+            "22023",
+        ),
+        (
+            "CREATE INDEX ON items USING hnsw (embedding vector_l2_ops) WITH (bogus = 3)",
+            "22023",
+        ),
+        (
+            "CREATE INDEX ON items USING hnsw (embedding vector_bogus_ops)",
+            "42704",
+        ),
+        (
+            "CREATE INDEX ON nope USING hnsw (embedding vector_l2_ops)",
+            "42P01",
+        ),
+        (
+            "CREATE INDEX ON items USING hnsw (nope vector_l2_ops)",
+            "42703",
+        ),
+    ] {
+        assert_eq!(sqlstate(&client, sql).await, code, "{sql}");
+    }
+    // Back to L2, which the next search uses.
+    client
+        .batch_execute("CREATE INDEX ON items USING hnsw (embedding vector_l2_ops)")
+        .await
+        .unwrap();
+    let explain = "EXPLAIN SELECT id FROM items ORDER BY embedding <-> '[1,0.01]' LIMIT 2";
+    assert!(plan(rows(&client, explain).await).contains("metric=l2"));
+    assert_eq!(
+        rows(&client, "SELECT id FROM items ORDER BY embedding <-> '[1,0.01]' LIMIT 2").await,
+        vec![vec![Some("1".into())], vec![Some("3".into())]]
+    );
+}
