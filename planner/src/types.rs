@@ -1,5 +1,6 @@
 //! The SQL type `vector(n)`: planned as Arrow `FixedSizeList<Float32, n>`, the layout the
-//! storage engine keeps. `vector` without a dimension is a variable-length float list.
+//! storage engine keeps. `vector` without a dimension is a variable-length float list. Also
+//! PostgreSQL's OID types, for catalog queries.
 
 use std::sync::Arc;
 
@@ -32,8 +33,25 @@ pub fn vector_dims(sql_type: &SqlType) -> Result<Option<Option<usize>>> {
     }
 }
 
+/// PostgreSQL's object-identifier types (`oid`, `regtype`, `regclass`, …), which catalog
+/// queries cast to: unsigned 32-bit, as `pg_catalog` keeps OIDs.
+fn is_oid_type(sql_type: &SqlType) -> bool {
+    let SqlType::Custom(name, modifiers) = sql_type else {
+        return false;
+    };
+    let last = name.0.last().map(|p| p.to_string().to_ascii_lowercase());
+    modifiers.is_empty()
+        && matches!(
+            last.as_deref(),
+            Some("oid" | "regtype" | "regclass" | "regproc" | "regnamespace" | "regrole")
+        )
+}
+
 impl TypePlanner for VectorTypes {
     fn plan_type_field(&self, sql_type: &SqlType) -> Result<Option<FieldRef>> {
+        if is_oid_type(sql_type) {
+            return Ok(Some(Arc::new(Field::new("", DataType::UInt32, true))));
+        }
         Ok(vector_dims(sql_type)?.map(|dims| {
             let data_type = match dims {
                 Some(d) => vector_arrow_type(d),

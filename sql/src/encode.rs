@@ -7,8 +7,8 @@ use std::sync::Arc;
 use bytes::BufMut;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{
-    DataType, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Schema, TimeUnit,
-    TimestampMicrosecondType, UInt32Type, UInt64Type,
+    DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, Schema,
+    TimeUnit, TimestampMicrosecondType, UInt32Type, UInt64Type,
 };
 use pgwire::api::Type;
 use pgwire::api::portal::Format;
@@ -35,10 +35,12 @@ pub fn vector_type() -> Type {
 /// Microseconds from 1970-01-01 to PostgreSQL's epoch, 2000-01-01.
 pub const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
-/// The PostgreSQL type of a result column. Vectors are sent as `text` so that any client
-/// can read them.
+/// The PostgreSQL type of a result column: pgvector's `vector` for vectors (clients that
+/// know it, like pgvector-python, decode it; others read its text), `"char"` for Int8.
 fn pg_type(data_type: &DataType) -> Type {
     match data_type {
+        DataType::FixedSizeList(..) => vector_type(),
+        DataType::Int8 => Type::CHAR,
         DataType::Boolean => Type::BOOL,
         DataType::Int16 => Type::INT2,
         DataType::Int32 => Type::INT4,
@@ -106,7 +108,17 @@ fn binary(array: &ArrayRef, row: usize) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     match array.data_type() {
         DataType::Boolean => out.put_u8(u8::from(array.as_boolean().value(row))),
+        DataType::Int8 => out.put_i8(array.as_primitive::<Int8Type>().value(row)),
         DataType::Int16 => out.put_i16(array.as_primitive::<Int16Type>().value(row)),
+        DataType::FixedSizeList(_, dims) => {
+            let v = array.as_fixed_size_list().value(row);
+            let v = datafusion::arrow::compute::cast(&v, &DataType::Float32).ok()?;
+            out.put_u16(*dims as u16);
+            out.put_u16(0);
+            for x in v.as_primitive::<Float32Type>().values() {
+                out.put_f32(*x);
+            }
+        }
         DataType::Int32 => out.put_i32(array.as_primitive::<Int32Type>().value(row)),
         DataType::Int64 => out.put_i64(array.as_primitive::<Int64Type>().value(row)),
         DataType::UInt64 => out.put_i64(array.as_primitive::<UInt64Type>().value(row) as i64),
@@ -133,6 +145,7 @@ fn text(array: &ArrayRef, row: usize) -> Option<String> {
             "f"
         }
         .to_string(),
+        DataType::Int8 => (array.as_primitive::<Int8Type>().value(row) as u8 as char).to_string(),
         DataType::Int16 => array.as_primitive::<Int16Type>().value(row).to_string(),
         DataType::Int32 => array.as_primitive::<Int32Type>().value(row).to_string(),
         DataType::Int64 => array.as_primitive::<Int64Type>().value(row).to_string(),

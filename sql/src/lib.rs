@@ -4,7 +4,7 @@
 //! the node's catalog of collections, rows encoded as PostgreSQL text or binary (`encode.rs`),
 //! errors mapped to SQLSTATEs (`errors.rs`).
 //!
-//! Still to come (issue #3): the pg_catalog tables psql's `\d` reads, auth and TLS.
+//! The system catalog drivers read is `pg_catalog.rs`. Still to come (issue #3): auth and TLS.
 
 pub mod catalog;
 pub mod copy;
@@ -14,6 +14,7 @@ pub mod errors;
 pub mod handler;
 pub mod index;
 pub mod params;
+pub mod pg_catalog;
 pub mod prepared;
 pub mod server;
 pub mod session;

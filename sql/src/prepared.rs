@@ -139,6 +139,7 @@ impl Session {
             }
         }
         self.sync_tables()?;
+        crate::pg_catalog::qualify_catalog_tables(&mut statement);
         vecraft_planner::dml::cast_vector_values(&self.ctx, &mut statement).await;
         let logical = self
             .ctx

@@ -45,9 +45,13 @@ pub const MAX_PREPARED: usize = 256;
 
 impl Session {
     pub fn new(catalog: Arc<Catalog>) -> Arc<Session> {
+        let ctx = vecraft_planner::new_session();
+        // Registering a schema and functions on a fresh context cannot fail.
+        let installed = crate::pg_catalog::install(&ctx, catalog.clone());
+        debug_assert!(installed.is_ok(), "{installed:?}");
         Arc::new(Session {
             catalog,
-            ctx: vecraft_planner::new_session(),
+            ctx,
             tables: Mutex::new((u64::MAX, HashSet::new())),
             prepared: Mutex::new(HashMap::new()),
             settings_generation: AtomicU64::new(0),
@@ -103,6 +107,7 @@ impl Session {
             }
         }
         self.sync_tables()?;
+        crate::pg_catalog::qualify_catalog_tables(&mut statement);
         let tag = tag_of(&statement);
         let frame = vecraft_planner::statement(&self.ctx, statement)
             .await

@@ -123,7 +123,11 @@ async fn create_index_sets_the_metric_and_parameters() {
     let explain = "EXPLAIN SELECT id FROM items ORDER BY embedding <-> '[1,0.01]' LIMIT 2";
     assert!(plan(rows(&client, explain).await).contains("metric=l2"));
     assert_eq!(
-        rows(&client, "SELECT id FROM items ORDER BY embedding <-> '[1,0.01]' LIMIT 2").await,
+        rows(
+            &client,
+            "SELECT id FROM items ORDER BY embedding <-> '[1,0.01]' LIMIT 2"
+        )
+        .await,
         vec![vec![Some("1".into())], vec![Some("3".into())]]
     );
 }

@@ -122,7 +122,7 @@ async fn parameters_of_every_kind_in_both_formats() {
         )
         .await
         .unwrap();
-    assert_eq!(row.get::<_, String>(0), "[0,0,1]");
+    assert_eq!(row.get::<_, Vector>(0), Vector(vec![0.0, 0.0, 1.0]));
     assert_eq!(row.get::<_, String>(1), "z");
     assert_eq!(row.get::<_, Option<f32>>(2), None);
     let deleted = client

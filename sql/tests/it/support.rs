@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use tokio_postgres::types::{FromSql, Type};
 pub use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 use vecraft_sql::catalog::Catalog;
 
@@ -74,4 +75,27 @@ pub async fn sqlstate(client: &Client, sql: &str) -> String {
         .unwrap_or_else(|| panic!("{sql}: no SQLSTATE in {e}"))
         .code()
         .to_string()
+}
+
+/// pgvector's binary form, as a client that knows the type reads it.
+#[derive(Debug, PartialEq)]
+pub struct Vector(pub Vec<f32>);
+
+impl<'a> FromSql<'a> for Vector {
+    fn from_sql(
+        _ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let dims = u16::from_be_bytes([raw[0], raw[1]]) as usize;
+        let values = raw[4..]
+            .chunks_exact(4)
+            .map(|c| f32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+            .collect::<Vec<_>>();
+        assert_eq!(values.len(), dims);
+        Ok(Vector(values))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        ty.name() == "vector"
+    }
 }
