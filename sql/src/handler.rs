@@ -5,6 +5,8 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::Statement;
 use futures::Sink;
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::copy::CopyHandler;
@@ -38,7 +40,7 @@ impl Connection {
 
 #[async_trait]
 impl SimpleQueryHandler for Connection {
-    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Unpin + Send + Sync,
         C::PortalStore: PortalStore,
@@ -50,6 +52,14 @@ impl SimpleQueryHandler for Connection {
         }
         let mut responses = Vec::with_capacity(statements.len());
         for statement in statements {
+            // DEALLOCATE names protocol-level prepared statements too (psycopg sends it).
+            if let DFStatement::Statement(s) = &statement {
+                if let Statement::Deallocate { name, .. } = s.as_ref() {
+                    if !name.value.eq_ignore_ascii_case("all") {
+                        client.portal_store().rm_statement(&name.value);
+                    }
+                }
+            }
             responses.push(self.session.run(statement).await?);
         }
         Ok(responses)

@@ -165,9 +165,28 @@ fn binary_value(bytes: &[u8], declared: &Type, target: &DataType) -> PgWireResul
             };
             vector_scalar(vector_binary(bytes).ok_or_else(wrong)?, dims)?
         }
+        // A vector in pgvector's binary form from a client that named the type at Parse
+        // (pgwire keeps only built-in type OIDs, so it reaches us undeclared). Text never
+        // starts with the dimension count: its first byte is `[` or a space.
+        _ if is_vector_binary(bytes, target) => {
+            let DataType::FixedSizeList(_, dims) = target else {
+                return Err(wrong());
+            };
+            vector_scalar(vector_binary(bytes).ok_or_else(wrong)?, *dims as usize)?
+        }
         // text, varchar, name, unknown…: the bytes are the value's text
         _ => text_value(utf8(bytes)?, target)?,
     })
+}
+
+fn is_vector_binary(bytes: &[u8], target: &DataType) -> bool {
+    let DataType::FixedSizeList(_, dims) = target else {
+        return false;
+    };
+    let dims = *dims as usize;
+    bytes.len() == 4 + 4 * dims
+        && bytes.get(0..2) == Some(&(dims as u16).to_be_bytes()[..])
+        && !matches!(bytes[0], b'[' | b' ' | b'\t' | b'\n' | b'\r')
 }
 
 /// pgvector's binary form: `u16` dimensions, `u16` unused, then big-endian `f32`s.

@@ -220,6 +220,12 @@ impl Session {
                 Response::Execution(Tag::new("TRUNCATE TABLE"))
             }
             Statement::Copy { .. } => self.start_copy(statement)?,
+            // Protocol-level statements are dropped by the connection (see `handler.rs`);
+            // the plans this session keeps for their text stay for reuse.
+            Statement::Deallocate { name, .. } if name.value.eq_ignore_ascii_case("all") => {
+                Response::Execution(Tag::new("DEALLOCATE ALL"))
+            }
+            Statement::Deallocate { .. } => Response::Execution(Tag::new("DEALLOCATE")),
             // Only the settings `prepare_set` says to ignore reach here.
             Statement::Set(_) => Response::Execution(Tag::new("SET")),
             _ => return Err(user_error("0A000", format!("not supported: {statement}"))),
@@ -243,6 +249,7 @@ pub fn is_gateway_statement(statement: &Statement) -> bool {
             | Statement::Rollback { .. }
             | Statement::Truncate(_)
             | Statement::Copy { .. }
+            | Statement::Deallocate { .. }
     )
 }
 
