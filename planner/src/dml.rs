@@ -18,8 +18,8 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    CastKind, DataType as SqlType, Expr as SqlExpr, Ident, ObjectName, SetExpr,
-    Statement as SqlStatement, TableObject, Value,
+    CastKind, ConflictTarget, DataType as SqlType, Expr as SqlExpr, Ident, ObjectName,
+    OnConflictAction, OnInsert, SetExpr, Statement as SqlStatement, TableObject, Value,
 };
 use futures::StreamExt;
 use vecraft_storage::command::Command;
@@ -33,6 +33,8 @@ use crate::collection::{CollectionSource, storage_error};
 pub struct InsertSink {
     pub source: Arc<dyn CollectionSource>,
     pub schema: SchemaRef,
+    /// Replace rows whose key exists (ON CONFLICT DO UPDATE) instead of refusing them.
+    pub upsert: bool,
 }
 
 impl DisplayAs for InsertSink {
@@ -56,7 +58,12 @@ impl DataSink for InsertSink {
         while let Some(batch) = data.next().await {
             let batch = batch?;
             if batch.num_rows() > 0 {
-                rows += self.source.write(&Command::Insert(batch))?;
+                let command = if self.upsert {
+                    Command::Upsert(batch)
+                } else {
+                    Command::Insert(batch)
+                };
+                rows += self.source.write(&command)?;
             }
         }
         Ok(rows)
@@ -98,6 +105,9 @@ pub async fn cast_vector_values(ctx: &SessionContext, statement: &mut DFStatemen
     let DFStatement::Statement(inner) = statement else {
         return;
     };
+    if let SqlStatement::Update(update) = inner.as_mut() {
+        return cast_vector_assignments(ctx, update).await;
+    }
     let SqlStatement::Insert(insert) = inner.as_mut() else {
         return;
     };
@@ -130,19 +140,107 @@ pub async fn cast_vector_values(ctx: &SessionContext, statement: &mut DFStatemen
             else {
                 continue;
             };
-            let is_text = matches!(value, SqlExpr::Value(v) if matches!(v.value, Value::SingleQuotedString(_)));
-            if is_text {
-                *value = SqlExpr::Cast {
-                    kind: CastKind::DoubleColon,
-                    expr: Box::new(value.clone()),
-                    data_type: SqlType::Custom(
-                        ObjectName::from(vec![Ident::new("vector")]),
-                        vec![dims.to_string()],
-                    ),
-                    array: false,
-                    format: None,
-                };
+            cast_text_to_vector(value, dims);
+        }
+    }
+}
+
+/// `'[…]'` becomes `'[…]'::vector(dims)`; other expressions are left alone.
+fn cast_text_to_vector(value: &mut SqlExpr, dims: i32) {
+    let is_text =
+        matches!(value, SqlExpr::Value(v) if matches!(v.value, Value::SingleQuotedString(_)));
+    if is_text {
+        *value = SqlExpr::Cast {
+            kind: CastKind::DoubleColon,
+            expr: Box::new(value.clone()),
+            data_type: SqlType::Custom(
+                ObjectName::from(vec![Ident::new("vector")]),
+                vec![dims.to_string()],
+            ),
+            array: false,
+            format: None,
+        };
+    }
+}
+
+/// `UPDATE t SET embedding = '[…]'`: the same for assignments to vector columns.
+async fn cast_vector_assignments(
+    ctx: &SessionContext,
+    update: &mut datafusion::sql::sqlparser::ast::Update,
+) {
+    let Ok(provider) = ctx.table_provider(update.table.relation.to_string()).await else {
+        return;
+    };
+    let schema = provider.schema();
+    for assignment in &mut update.assignments {
+        let target = assignment.target.to_string().to_lowercase();
+        if let Ok(field) = schema.field_with_name(&target) {
+            if let DataType::FixedSizeList(_, dims) = field.data_type() {
+                cast_text_to_vector(&mut assignment.value, *dims);
             }
         }
     }
+}
+
+/// `INSERT … ON CONFLICT (key) DO UPDATE SET c = EXCLUDED.c, …` that sets every column but the
+/// key from the new row is an upsert: planned as a replacing insert. Other ON CONFLICT forms
+/// are refused (0A000) rather than half-done.
+pub async fn rewrite_on_conflict(ctx: &SessionContext, statement: &mut DFStatement) -> Result<()> {
+    let DFStatement::Statement(inner) = statement else {
+        return Ok(());
+    };
+    let SqlStatement::Insert(insert) = inner.as_mut() else {
+        return Ok(());
+    };
+    let Some(on) = &insert.on else {
+        return Ok(());
+    };
+    let unsupported = |what: &str| {
+        datafusion::common::not_impl_err!(
+            "{what} is not supported; use ON CONFLICT (key) DO UPDATE SET every column = EXCLUDED.column"
+        )
+    };
+    let OnInsert::OnConflict(conflict) = on else {
+        return unsupported("ON DUPLICATE KEY UPDATE");
+    };
+    let OnConflictAction::DoUpdate(update) = &conflict.action else {
+        return unsupported("ON CONFLICT DO NOTHING");
+    };
+    if update.selection.is_some() {
+        return unsupported("ON CONFLICT DO UPDATE … WHERE");
+    }
+    let TableObject::TableName(name) = &insert.table else {
+        return Ok(());
+    };
+    let provider = ctx.table_provider(name.to_string()).await?;
+    let schema = provider.schema();
+    let mut assigned = Vec::new();
+    for a in &update.assignments {
+        let target = a.target.to_string().to_lowercase();
+        let from_new_row = matches!(&a.value, SqlExpr::CompoundIdentifier(parts)
+            if parts.len() == 2
+                && parts[0].value.eq_ignore_ascii_case("excluded")
+                && parts[1].value.eq_ignore_ascii_case(&target));
+        if !from_new_row {
+            return unsupported(&format!("ON CONFLICT DO UPDATE SET {a}"));
+        }
+        assigned.push(target);
+    }
+    let key_columns: Vec<String> = match &conflict.conflict_target {
+        Some(ConflictTarget::Columns(c)) => c.iter().map(|c| c.value.to_lowercase()).collect(),
+        None => Vec::new(),
+        Some(ConflictTarget::OnConstraint(_)) => return unsupported("ON CONFLICT ON CONSTRAINT"),
+    };
+    let others: Vec<&String> = schema
+        .fields()
+        .iter()
+        .map(|f| f.name())
+        .filter(|n| !key_columns.contains(n))
+        .collect();
+    if others.iter().any(|n| !assigned.contains(n)) {
+        return unsupported("ON CONFLICT DO UPDATE that keeps some old values");
+    }
+    insert.on = None;
+    insert.replace_into = true;
+    Ok(())
 }

@@ -19,6 +19,7 @@ pub mod params;
 pub mod parse;
 pub mod table;
 pub mod types;
+pub mod update;
 pub mod vector_text;
 
 use std::sync::Arc;
@@ -58,6 +59,7 @@ pub async fn statement(
     mut statement: datafusion::sql::parser::Statement,
 ) -> datafusion::error::Result<datafusion::dataframe::DataFrame> {
     dml::cast_vector_values(ctx, &mut statement).await;
+    dml::rewrite_on_conflict(ctx, &mut statement).await?;
     let plan = ctx.state().statement_to_plan(statement).await?;
     ctx.execute_logical_plan(plan).await
 }

@@ -29,6 +29,7 @@ use vecraft_storage::shard::SearchRequest;
 use crate::collection::{CollectionSource, without_distance};
 use crate::dml::{InsertSink, count_batch, delete_where};
 use crate::filters::pushable_filter;
+use crate::update::CollectionUpdateExec;
 
 #[derive(Debug)]
 pub struct CollectionTable {
@@ -73,14 +74,18 @@ impl TableProvider for CollectionTable {
         input: Arc<dyn ExecutionPlan>,
         insert_op: InsertOp,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if insert_op != InsertOp::Append {
-            return not_impl_err!(
-                "{insert_op} is not supported; use INSERT or INSERT ... ON CONFLICT"
-            );
-        }
+        let upsert = match insert_op {
+            InsertOp::Append => false,
+            // INSERT … ON CONFLICT (key) DO UPDATE that replaces the row (see the gateway).
+            InsertOp::Replace => true,
+            InsertOp::Overwrite => {
+                return not_impl_err!("INSERT OVERWRITE is not supported; use TRUNCATE");
+            }
+        };
         let sink = InsertSink {
             source: self.source.clone(),
             schema: self.schema.clone(),
+            upsert,
         };
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
@@ -106,6 +111,21 @@ impl TableProvider for CollectionTable {
         Ok(Arc::new(CollectionScanExec::deleting(
             self.source.clone(),
             filter,
+        )?))
+    }
+
+    async fn update(
+        &self,
+        state: &dyn Session,
+        assignments: Vec<(String, Expr)>,
+        filters: Vec<Expr>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(CollectionUpdateExec::try_new(
+            self.source.clone(),
+            self.schema.clone(),
+            &assignments,
+            &filters,
+            state.execution_props(),
         )?))
     }
 

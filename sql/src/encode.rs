@@ -88,7 +88,7 @@ pub fn rows(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResult<V
             match field.format() {
                 FieldFormat::Text => encoder.encode_field(&text(column, row))?,
                 FieldFormat::Binary => encoder.encode_field_with_type_and_format(
-                    &binary(column, row),
+                    &binary(column, row, field.datatype()),
                     &Type::BYTEA,
                     FieldFormat::Binary,
                     &options,
@@ -100,12 +100,18 @@ pub fn rows(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResult<V
     Ok(out)
 }
 
-/// A value in PostgreSQL's binary (`send`) form, or `None` for NULL.
-fn binary(array: &ArrayRef, row: usize) -> Option<Vec<u8>> {
+/// A value in PostgreSQL's binary (`send`) form of the type the column was described with,
+/// or `None` for NULL. (A column described before planning finished, as `vector` without
+/// dimensions is, may hold a more precise type: the description wins.)
+fn binary(array: &ArrayRef, row: usize, described: &Type) -> Option<Vec<u8>> {
     if array.is_null(row) {
         return None;
     }
     let mut out = Vec::new();
+    if *described == Type::TEXT {
+        out.extend_from_slice(text(array, row)?.as_bytes());
+        return Some(out);
+    }
     match array.data_type() {
         DataType::Boolean => out.put_u8(u8::from(array.as_boolean().value(row))),
         DataType::Int8 => out.put_i8(array.as_primitive::<Int8Type>().value(row)),

@@ -22,7 +22,7 @@ use vecraft_planner::params::{ParamSlots, placeholder_index, template};
 
 use crate::encode;
 use crate::errors::{to_pg, user_error};
-use crate::session::{MAX_PREPARED, Session, is_gateway_statement, tag_of};
+use crate::session::{MAX_PREPARED, Session, gateway_fields, is_gateway_statement, tag_of};
 use crate::settings::{SetAction, prepare_set};
 
 pub struct Prepared {
@@ -69,10 +69,11 @@ impl Prepared {
 
     /// The result columns; none for statements that return no rows.
     pub fn result_fields(&self, format: &Format) -> Vec<FieldInfo> {
-        match &self.query {
-            Some(q) if q.tag.is_none() => {
+        match (&self.query, &self.statement) {
+            (Some(q), _) if q.tag.is_none() => {
                 encode::fields_with(q.logical.schema().as_arrow(), format).to_vec()
             }
+            (None, DFStatement::Statement(s)) => gateway_fields(s, format),
             _ => Vec::new(),
         }
     }
@@ -141,6 +142,9 @@ impl Session {
         self.sync_tables()?;
         crate::pg_catalog::qualify_catalog_tables(&mut statement);
         vecraft_planner::dml::cast_vector_values(&self.ctx, &mut statement).await;
+        vecraft_planner::dml::rewrite_on_conflict(&self.ctx, &mut statement)
+            .await
+            .map_err(|e| to_pg(&e))?;
         let logical = self
             .ctx
             .state()
@@ -190,7 +194,7 @@ impl Session {
             let DFStatement::Statement(s) = &prepared.statement else {
                 return Err(user_error("XX000", "not a gateway statement"));
             };
-            return self.run_gateway(s).await;
+            return self.run_gateway(s, format).await;
         };
         if prepared.catalog_generation != self.catalog.generation() {
             // Tables changed under the plan: plan the text again.

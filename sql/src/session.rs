@@ -24,7 +24,7 @@ use crate::ddl::schema_of;
 use crate::encode;
 use crate::errors::{to_pg, user_error};
 use crate::prepared::Prepared;
-use crate::settings::{SetAction, prepare_set};
+use crate::settings::{SetAction, prepare_set, show_name, show_value};
 
 pub struct Session {
     pub catalog: Arc<Catalog>,
@@ -100,7 +100,7 @@ impl Session {
     pub async fn run(&self, mut statement: DFStatement) -> PgWireResult<Response> {
         if let DFStatement::Statement(s) = &mut statement {
             if is_gateway_statement(s) {
-                return self.run_gateway(s).await;
+                return self.run_gateway(s, &Format::UnifiedText).await;
             }
             if let SetAction::Ignore = prepare_set(s) {
                 return Ok(Response::Execution(Tag::new("SET")));
@@ -159,7 +159,11 @@ impl Session {
     }
 
     /// Statements the gateway answers itself: DDL, transactions, COPY.
-    pub async fn run_gateway(&self, statement: &Statement) -> PgWireResult<Response> {
+    pub async fn run_gateway(
+        &self,
+        statement: &Statement,
+        format: &Format,
+    ) -> PgWireResult<Response> {
         Ok(match statement {
             Statement::CreateTable(create) => {
                 let name = create.name.to_string().to_lowercase();
@@ -226,6 +230,15 @@ impl Session {
                 Response::Execution(Tag::new("DEALLOCATE ALL"))
             }
             Statement::Deallocate { .. } => Response::Execution(Tag::new("DEALLOCATE")),
+            Statement::ShowVariable { variable } => {
+                let name = show_name(variable);
+                let value = show_value(&self.ctx, &name)?;
+                let fields = show_fields(&name, format);
+                let mut encoder = pgwire::api::results::DataRowEncoder::new(fields.clone());
+                encoder.encode_field(&value)?;
+                let row = encoder.take_row();
+                Response::Query(QueryResponse::new(fields, stream::iter([Ok(row)])))
+            }
             // Only the settings `prepare_set` says to ignore reach here.
             Statement::Set(_) => Response::Execution(Tag::new("SET")),
             _ => return Err(user_error("0A000", format!("not supported: {statement}"))),
@@ -250,6 +263,7 @@ pub fn is_gateway_statement(statement: &Statement) -> bool {
             | Statement::Truncate(_)
             | Statement::Copy { .. }
             | Statement::Deallocate { .. }
+            | Statement::ShowVariable { .. }
     )
 }
 
@@ -261,8 +275,30 @@ pub fn tag_of(statement: &DFStatement) -> Option<&'static str> {
     match s.as_ref() {
         Statement::Insert(_) => Some("INSERT"),
         Statement::Delete(_) => Some("DELETE"),
-        Statement::Update { .. } => Some("UPDATE"),
+        Statement::Update(_) => Some("UPDATE"),
         Statement::Set(_) => Some("SET"),
         _ => None,
+    }
+}
+
+/// The one text column `SHOW name` returns.
+pub fn show_fields(name: &str, format: &Format) -> Arc<Vec<pgwire::api::results::FieldInfo>> {
+    Arc::new(vec![pgwire::api::results::FieldInfo::new(
+        name.to_string(),
+        None,
+        None,
+        pgwire::api::Type::TEXT,
+        format.format_for(0),
+    )])
+}
+
+/// The result columns of a statement the gateway answers (`SHOW`), for Describe.
+pub fn gateway_fields(
+    statement: &Statement,
+    format: &Format,
+) -> Vec<pgwire::api::results::FieldInfo> {
+    match statement {
+        Statement::ShowVariable { variable } => show_fields(&show_name(variable), format).to_vec(),
+        _ => Vec::new(),
     }
 }

@@ -1,9 +1,16 @@
 //! `SET` as PostgreSQL clients send it. DataFusion keeps the settings it knows (`hnsw.*`,
 //! `vecraft.*`, `datafusion.*`); PostgreSQL's own session settings that drivers and tools set
 //! (`application_name`, `extra_float_digits`, …) are accepted and have no effect here; and
-//! booleans may be written `on`/`off` as in PostgreSQL.
+//! booleans may be written `on`/`off` as in PostgreSQL. `SHOW name` answers as PostgreSQL
+//! does: one column named after the setting.
 
+use datafusion::common::config::{ConfigExtension, ExtensionOptions};
+use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{Expr, Ident, Set, Statement, Value};
+use pgwire::error::PgWireResult;
+use vecraft_planner::knn::{HnswOptions, VecraftOptions};
+
+use crate::errors::user_error;
 
 /// PostgreSQL settings accepted and ignored: they change nothing Vecraft does.
 const IGNORED: &[&str] = &[
@@ -77,4 +84,66 @@ fn spell_boolean(value: &mut Expr) {
         _ => return,
     };
     *value = Expr::Value(Value::SingleQuotedString(spelled.to_string()).into());
+}
+
+/// What PostgreSQL's `SHOW` answers for the settings clients ask about.
+const POSTGRES_SHOWN: &[(&str, &str)] = &[
+    ("server_version", "16.6"),
+    ("server_version_num", "160006"),
+    ("server_encoding", "UTF8"),
+    ("client_encoding", "UTF8"),
+    ("standard_conforming_strings", "on"),
+    ("datestyle", "ISO, MDY"),
+    ("timezone", "UTC"),
+    ("transaction_isolation", "read committed"),
+    ("default_transaction_isolation", "read committed"),
+    ("integer_datetimes", "on"),
+    ("search_path", "\"$user\", public"),
+    ("max_identifier_length", "63"),
+    ("extra_float_digits", "1"),
+    ("application_name", ""),
+];
+
+/// The name `SHOW` reports for `variable` (lowercase, dotted).
+pub fn show_name(variable: &[Ident]) -> String {
+    let parts: Vec<String> = variable.iter().map(|i| i.value.to_lowercase()).collect();
+    match parts.join(" ").as_str() {
+        "transaction isolation level" => "transaction_isolation".into(),
+        _ => parts.join("."),
+    }
+}
+
+/// The value of a setting, as `SHOW` prints it; 42704 for names nobody knows.
+pub fn show_value(ctx: &SessionContext, name: &str) -> PgWireResult<String> {
+    if let Some((_, v)) = POSTGRES_SHOWN.iter().find(|(n, _)| *n == name) {
+        return Ok(v.to_string());
+    }
+    let state = ctx.state();
+    let options = state.config().options();
+    // DataFusion lists an extension's settings without its prefix; put it back.
+    let mut entries = options.entries();
+    let prefixed = |prefix: &'static str, list: Vec<datafusion::common::config::ConfigEntry>| {
+        list.into_iter().map(move |mut e| {
+            e.key = format!("{prefix}.{}", e.key.trim_start_matches('.'));
+            e
+        })
+    };
+    if let Some(o) = options.extensions.get::<HnswOptions>() {
+        entries.extend(prefixed(HnswOptions::PREFIX, o.entries()));
+    }
+    if let Some(o) = options.extensions.get::<VecraftOptions>() {
+        entries.extend(prefixed(VecraftOptions::PREFIX, o.entries()));
+    }
+    match entries.into_iter().find(|e| e.key == name) {
+        Some(entry) => Ok(match entry.value.as_deref() {
+            Some("true") => "on".to_string(),
+            Some("false") => "off".to_string(),
+            Some(v) => v.to_string(),
+            None => String::new(),
+        }),
+        None => Err(user_error(
+            "42704",
+            format!("unrecognized configuration parameter \"{name}\""),
+        )),
+    }
 }

@@ -1,0 +1,205 @@
+//! `UPDATE table SET col = expr, … [WHERE …]` on a collection: read the matching rows whole,
+//! compute the new values, and write them back as one upsert per batch (durable before the
+//! count is returned). The primary key cannot be assigned: a row is its key.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DFSchema, not_impl_err, plan_err};
+use datafusion::error::Result;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
+use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
+    ReplaceChildrenOptions,
+};
+use vecraft_storage::command::Command;
+use vecraft_storage::filter::Filter;
+
+use crate::collection::CollectionSource;
+use crate::dml::count_batch;
+use crate::filters::pushable_filter;
+use crate::table::single_partition;
+
+#[derive(Debug)]
+pub struct CollectionUpdateExec {
+    source: Arc<dyn CollectionSource>,
+    /// The table as SQL sees it (no hidden row id): what the expressions read.
+    visible: SchemaRef,
+    assignments: Vec<(usize, Arc<dyn PhysicalExpr>)>,
+    /// Conditions storage evaluates while scanning.
+    pushed: Option<Filter>,
+    /// Conditions evaluated here, on the rows storage returned.
+    residual: Vec<Arc<dyn PhysicalExpr>>,
+    properties: Arc<PlanProperties>,
+}
+
+impl CollectionUpdateExec {
+    pub fn try_new(
+        source: Arc<dyn CollectionSource>,
+        visible: SchemaRef,
+        assignments: &[(String, Expr)],
+        filters: &[Expr],
+        props: &datafusion::execution::context::ExecutionProps,
+    ) -> Result<Self> {
+        let collection = source.schema();
+        let key = &collection.primary_key().name;
+        let df_schema = DFSchema::try_from(visible.clone())?;
+        let planning = PhysicalPlanningContext::default();
+        let mut physical = Vec::with_capacity(assignments.len());
+        for (name, expr) in assignments {
+            if name == key {
+                return not_impl_err!("UPDATE of the primary key \"{name}\" is not supported");
+            }
+            let Ok(index) = visible.index_of(name) else {
+                return plan_err!("column \"{name}\" of the table does not exist");
+            };
+            physical.push((
+                index,
+                create_physical_expr(expr, &df_schema, props, &planning)?,
+            ));
+        }
+        let mut pushed = Vec::new();
+        let mut residual = Vec::new();
+        for f in filters {
+            match pushable_filter(f, &collection) {
+                Some(p) => pushed.push(p),
+                None => residual.push(create_physical_expr(f, &df_schema, props, &planning)?),
+            }
+        }
+        let pushed = (!pushed.is_empty()).then(|| Filter::And(pushed));
+        let properties = Arc::new(single_partition(count_batch(0)?.schema()));
+        Ok(CollectionUpdateExec {
+            source,
+            visible,
+            assignments: physical,
+            pushed,
+            residual,
+            properties,
+        })
+    }
+
+    /// Updates one batch of whole rows (every stored column, the key included); returns how
+    /// many rows it changed.
+    fn update(&self, rows: &RecordBatch) -> Result<u64> {
+        let names: Vec<String> = self
+            .visible
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let visible = RecordBatch::try_new(
+            self.visible.clone(),
+            names
+                .iter()
+                .map(|n| rows.column_by_name(n).cloned())
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| {
+                    datafusion::error::DataFusionError::Internal("a column is missing".into())
+                })?,
+        )?;
+        let mut keep = BooleanArray::from(vec![true; visible.num_rows()]);
+        for condition in &self.residual {
+            let mask = condition
+                .evaluate(&visible)?
+                .into_array(visible.num_rows())?;
+            let mask = datafusion::arrow::array::AsArray::as_boolean(&mask).clone();
+            keep = datafusion::arrow::compute::and_kleene(&keep, &mask)?;
+        }
+        // NULL conditions select nothing, as in SQL.
+        let keep: BooleanArray = keep.iter().map(|v| Some(v == Some(true))).collect();
+        let visible = filter_record_batch(&visible, &keep)?;
+        let rows = filter_record_batch(rows, &keep)?;
+        if rows.num_rows() == 0 {
+            return Ok(0);
+        }
+        let mut columns = rows.columns().to_vec();
+        for (index, expr) in &self.assignments {
+            let field = self.visible.field(*index);
+            let value = expr.evaluate(&visible)?.into_array(visible.num_rows())?;
+            let value = if value.data_type() == field.data_type() {
+                value
+            } else {
+                cast(&value, field.data_type())?
+            };
+            let position = rows.schema().index_of(field.name())?;
+            columns[position] = value;
+        }
+        let batch = RecordBatch::try_new(rows.schema(), columns)?;
+        self.source.write(&Command::Upsert(batch))?;
+        Ok(rows.num_rows() as u64)
+    }
+}
+
+impl DisplayAs for CollectionUpdateExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "CollectionUpdateExec")?;
+        if let Some(filter) = &self.pushed {
+            write!(f, ": filter={filter:?}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for CollectionUpdateExec {
+    fn name(&self) -> &'static str {
+        "CollectionUpdateExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        _: Vec<Arc<dyn ExecutionPlan>>,
+        _: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let mut updated = 0;
+        for rows in self.source.scan(None, self.pushed.as_ref())? {
+            updated += self.update(&rows)?;
+        }
+        let batch = count_batch(updated)?;
+        Ok(Box::pin(MemoryStream::try_new(
+            vec![batch.clone()],
+            batch.schema(),
+            None,
+        )?))
+    }
+}

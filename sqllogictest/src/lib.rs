@@ -1,0 +1,198 @@
+//! The sqllogictest runner: `.slt` files checked over the PostgreSQL wire with tokio-postgres,
+//! against Vecraft or any PostgreSQL (with pgvector) — the same files, so behaviour that
+//! claims to be pgvector's is checked against pgvector.
+//!
+//! Each file runs twice, once per protocol: simple query (what psql sends; values arrive as
+//! text) and extended query (what drivers send: Parse/Bind/Execute, values arrive binary and
+//! are printed here the way PostgreSQL prints them). Both must give the same text.
+//!
+//! Labels: the runner adds `vecraft` or `postgres`, so files say `onlyif vecraft` for what
+//! only Vecraft has (EXPLAIN output, its own settings).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
+use tokio_postgres::types::{FromSql, Type};
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use vecraft_planner::vector_text::{format_double, format_real, format_vector};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Simple,
+    Extended,
+}
+
+/// One connection to the server under test.
+pub struct Postgres {
+    client: Client,
+    protocol: Protocol,
+    connection: tokio::task::JoinHandle<()>,
+}
+
+impl Postgres {
+    pub async fn connect(dsn: &str, protocol: Protocol) -> Result<Postgres, tokio_postgres::Error> {
+        let (client, connection) = tokio_postgres::connect(dsn, NoTls).await?;
+        let connection = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Postgres {
+            client,
+            protocol,
+            connection,
+        })
+    }
+
+    async fn run_simple(
+        &self,
+        sql: &str,
+    ) -> Result<DBOutput<DefaultColumnType>, tokio_postgres::Error> {
+        let mut rows = Vec::new();
+        let mut columns = None;
+        let mut count = 0;
+        for message in self.client.simple_query(sql).await? {
+            match message {
+                SimpleQueryMessage::RowDescription(c) => columns = Some(c.len()),
+                SimpleQueryMessage::Row(row) => {
+                    columns = Some(row.len());
+                    rows.push((0..row.len()).map(|i| cell(row.get(i))).collect());
+                }
+                SimpleQueryMessage::CommandComplete(n) => count = n,
+                _ => {}
+            }
+        }
+        Ok(match columns {
+            Some(n) => DBOutput::Rows {
+                types: vec![DefaultColumnType::Any; n],
+                rows,
+            },
+            None => DBOutput::StatementComplete(count),
+        })
+    }
+
+    async fn run_extended(
+        &self,
+        sql: &str,
+    ) -> Result<DBOutput<DefaultColumnType>, tokio_postgres::Error> {
+        let statement = self.client.prepare(sql).await?;
+        if statement.columns().is_empty() {
+            return Ok(DBOutput::StatementComplete(
+                self.client.execute(&statement, &[]).await?,
+            ));
+        }
+        let mut rows = Vec::new();
+        for row in self.client.query(&statement, &[]).await? {
+            let mut out = Vec::with_capacity(row.len());
+            for i in 0..row.len() {
+                out.push(cell(row.try_get::<_, Text>(i)?.0.as_deref()));
+            }
+            rows.push(out);
+        }
+        Ok(DBOutput::Rows {
+            types: vec![DefaultColumnType::Any; statement.columns().len()],
+            rows,
+        })
+    }
+}
+
+/// sqllogictest's spelling of NULL and of the empty string.
+fn cell(value: Option<&str>) -> String {
+    match value {
+        None => "NULL".into(),
+        Some("") => "(empty)".into(),
+        Some(v) => v.to_string(),
+    }
+}
+
+/// A binary value printed as PostgreSQL prints it in text.
+struct Text(Option<String>);
+
+impl<'a> FromSql<'a> for Text {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let text = match *ty {
+            Type::BOOL => if bool::from_sql(ty, raw)? { "t" } else { "f" }.to_string(),
+            Type::INT2 => i16::from_sql(ty, raw)?.to_string(),
+            Type::INT4 => i32::from_sql(ty, raw)?.to_string(),
+            Type::INT8 => i64::from_sql(ty, raw)?.to_string(),
+            Type::OID => u32::from_sql(ty, raw)?.to_string(),
+            Type::CHAR => (i8::from_sql(ty, raw)? as u8 as char).to_string(),
+            Type::FLOAT4 => format_real(f32::from_sql(ty, raw)?),
+            Type::FLOAT8 => format_double(f64::from_sql(ty, raw)?),
+            Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR | Type::UNKNOWN => {
+                String::from_utf8(raw.to_vec())?
+            }
+            ref t if t.name() == "vector" => {
+                let values: Vec<f32> = raw
+                    .get(4..)
+                    .ok_or("short vector")?
+                    .chunks_exact(4)
+                    .map(|c| f32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                format_vector(&values)
+            }
+            ref t => return Err(format!("the runner cannot print type {t} yet").into()),
+        };
+        Ok(Text(Some(text)))
+    }
+
+    fn from_sql_null(_ty: &Type) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Text(None))
+    }
+
+    fn accepts(_ty: &Type) -> bool {
+        true
+    }
+}
+
+#[async_trait]
+impl AsyncDB for Postgres {
+    type Error = tokio_postgres::Error;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, Self::Error> {
+        match self.protocol {
+            Protocol::Simple => self.run_simple(sql).await,
+            Protocol::Extended => self.run_extended(sql).await,
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        self.connection.abort();
+    }
+
+    fn engine_name(&self) -> &str {
+        "postgres-wire"
+    }
+
+    async fn sleep(dur: Duration) {
+        tokio::time::sleep(dur).await;
+    }
+
+    fn error_sql_state(err: &Self::Error) -> Option<String> {
+        err.code().map(|c| c.code().to_string())
+    }
+}
+
+/// Runs one `.slt` file against `dsn`; `label` is `vecraft` or `postgres`.
+pub async fn run_file(
+    dsn: &str,
+    protocol: Protocol,
+    label: &str,
+    file: &std::path::Path,
+) -> Result<(), sqllogictest::TestError> {
+    let dsn = dsn.to_string();
+    let mut runner = sqllogictest::Runner::new(move || {
+        let dsn = dsn.clone();
+        async move { Postgres::connect(&dsn, protocol).await }
+    });
+    runner.add_label(label);
+    runner.add_label(match protocol {
+        Protocol::Simple => "simple",
+        Protocol::Extended => "extended",
+    });
+    runner.with_column_validator(|_, _| true);
+    runner.run_file_async(file).await
+}
