@@ -45,10 +45,28 @@ impl SimpleQueryHandler for Connection {
         C: ClientInfo + ClientPortalStore + Unpin + Send + Sync,
         C::PortalStore: PortalStore,
     {
+        // A query text seen before runs its kept plan, as a prepared statement would.
+        if let Some(prepared) = self.session.cached(query) {
+            return Ok(vec![
+                self.session
+                    .execute(&prepared, Vec::new(), &Format::UnifiedText)
+                    .await?,
+            ]);
+        }
         let statements = vecraft_planner::parse::parse_sql(query)
             .map_err(|e| user_error("42601", e.to_string()))?;
         if statements.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
+        }
+        if let [DFStatement::Statement(s)] = statements.as_slice() {
+            if !matches!(s.as_ref(), Statement::Deallocate { .. }) {
+                let prepared = self.session.prepare(query, &[]).await?;
+                return Ok(vec![
+                    self.session
+                        .execute(&prepared, Vec::new(), &Format::UnifiedText)
+                        .await?,
+                ]);
+            }
         }
         let mut responses = Vec::with_capacity(statements.len());
         for statement in statements {

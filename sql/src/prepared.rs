@@ -10,6 +10,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::{ExecutionPlan, collect};
@@ -24,6 +25,9 @@ use crate::encode;
 use crate::errors::{to_pg, user_error};
 use crate::session::{MAX_PREPARED, Session, gateway_fields, is_gateway_statement, tag_of};
 use crate::settings::{SetAction, prepare_set};
+
+/// Longer statement texts are not kept for reuse (a multi-row INSERT would hold its rows).
+const MAX_CACHED_SQL_BYTES: usize = 4096;
 
 pub struct Prepared {
     pub sql: String,
@@ -49,6 +53,8 @@ enum Kept {
     Plan {
         physical: Arc<dyn ExecutionPlan>,
         slots: ParamSlots,
+        /// Built once with the plan: making one copies the session's function registries.
+        task: Arc<TaskContext>,
         settings_generation: u64,
     },
 }
@@ -88,6 +94,14 @@ impl Prepared {
 }
 
 impl Session {
+    /// The prepared form of `sql` without declared parameter types, if this session has it.
+    pub fn cached(&self, sql: &str) -> Option<Arc<Prepared>> {
+        let generation = self.catalog.generation();
+        let cache = self.prepared.lock();
+        let p = cache.get(&(sql.to_string(), Vec::new()))?;
+        (p.catalog_generation == generation).then(|| p.clone())
+    }
+
     /// The prepared form of `sql`, from this session's cache when the same text (and declared
     /// types) was prepared before against the same catalog.
     pub async fn prepare(
@@ -109,6 +123,9 @@ impl Session {
             }
         }
         let prepared = Arc::new(self.plan_statement(sql).await?);
+        if sql.len() > MAX_CACHED_SQL_BYTES {
+            return Ok(prepared); // a bulk INSERT's text: planned once, not worth keeping
+        }
         let mut cache = self.prepared.lock();
         if cache.len() >= MAX_PREPARED {
             cache.clear();
@@ -240,9 +257,11 @@ impl Session {
         query: &PlannedQuery,
         params: &[ScalarValue],
     ) -> PgWireResult<Option<Vec<datafusion::arrow::array::RecordBatch>>> {
+        // `state_ref`, not `state()`: cloning a session state costs more than a search.
         let cache_on = self
             .ctx
-            .state()
+            .state_ref()
+            .read()
             .config()
             .options()
             .extensions
@@ -277,6 +296,7 @@ impl Session {
                     *kept = Kept::Plan {
                         physical,
                         slots,
+                        task: self.ctx.task_ctx(),
                         settings_generation: settings,
                     }
                 }
@@ -288,16 +308,17 @@ impl Session {
             }
         }
         let Kept::Plan {
-            physical, slots, ..
+            physical,
+            slots,
+            task,
+            ..
         } = &*kept
         else {
             return Ok(None);
         };
         slots.set(params.to_vec());
         let plan = reset_plan_states(physical.clone()).map_err(|e| to_pg(&e))?;
-        let batches = collect(plan, self.ctx.task_ctx())
-            .await
-            .map_err(|e| to_pg(&e))?;
+        let batches = collect(plan, task.clone()).await.map_err(|e| to_pg(&e))?;
         Ok(Some(batches))
     }
 }
