@@ -4,7 +4,7 @@
 
 Loads a seeded Gaussian-mixture table (binary COPY), builds the index, then runs the same
 prepared `SELECT id FROM t ORDER BY embedding <-> $1 LIMIT 10` from one psycopg connection with
-`SET vecraft.plan_cache = on` and `off`, rounds interleaved (on, off, on, off, ...), and prints
+`SET vecraft.plan_cache = off` and `on`, rounds interleaved (off, on, off, on, ...), and prints
 the median per-query latency of each, their difference, and a `SELECT 1` round trip for scale.
 The client's own cost is the same in both, so the difference is what planning costs.
 Needs: pip install "psycopg[binary]" pgvector numpy
@@ -42,7 +42,7 @@ with psycopg.connect(a.dsn, autocommit=True) as conn:
     conn.execute("CREATE INDEX ON plan_cache_bench USING hnsw (embedding vector_l2_ops)")
     costs = {"on": [], "off": [], "select1": []}
     for r in range(a.rounds + 1):  # round 0 warms up (and builds the kept plan)
-        for setting in ("on", "off"):
+        for setting in ("off", "on"):  # ends "on": SELECT 1 below runs as clients run it
             conn.execute(f"SET vecraft.plan_cache = {setting}")
             start = time.perf_counter()
             for q in queries:

@@ -48,7 +48,10 @@ pub fn schema_of(create: &CreateTable) -> PgWireResult<CollectionSchema> {
         // Rows are then told apart by a row id Vecraft assigns, as PostgreSQL's ctid.
         None => CollectionSchema::with_row_id(columns),
     };
-    schema.map_err(|e| user_error("42P16", e.to_string()))
+    // Like pgvector, no vector index until CREATE INDEX: loads seal without building graphs.
+    schema
+        .map(CollectionSchema::without_indexes)
+        .map_err(|e| user_error("42P16", e.to_string()))
 }
 
 fn column_type(sql_type: &SqlType) -> PgWireResult<ColumnType> {

@@ -71,6 +71,9 @@ impl Session {
         let storage = |e| to_pg(&vecraft_planner::collection::storage_error(e));
         let c = collection.clone();
         tokio::task::spawn_blocking(move || {
+            // Seal what is loaded first, while the column is still unindexed (no graph is
+            // built for it), so the whole index is built once, by the compaction.
+            c.checkpoint()?;
             c.write(&command)?;
             c.shard().reindex()
         })

@@ -153,6 +153,10 @@ pub struct CollectionSchema {
     /// does not show.
     #[serde(default)]
     pub hidden_key: bool,
+    /// Vector columns with no index yet (pgvector's way: a table has none until `CREATE
+    /// INDEX`): their segments are sealed without a graph and searched exactly.
+    #[serde(default)]
+    pub unindexed: Vec<String>,
 }
 
 /// The name of the row-id column of a table declared without a primary key.
@@ -169,6 +173,7 @@ impl CollectionSchema {
             columns,
             primary_key: pk,
             hidden_key: false,
+            unindexed: Vec::new(),
         };
         schema.validate()?;
         Ok(schema)
@@ -278,6 +283,21 @@ impl CollectionSchema {
         Ok(schema)
     }
 
+    /// This schema with no vector column indexed until `with_index` names it.
+    pub fn without_indexes(mut self) -> Self {
+        self.unindexed = self
+            .vector_columns()
+            .into_iter()
+            .map(|i| self.columns[i].name.clone())
+            .collect();
+        self
+    }
+
+    /// Whether segments build a graph for vector column `name`.
+    pub fn is_indexed(&self, name: &str) -> bool {
+        !self.unindexed.iter().any(|c| c == name)
+    }
+
     /// The Arrow schema SQL sees: every column but a hidden row id.
     pub fn visible_arrow_schema(&self) -> SchemaRef {
         let all = self.arrow_schema();
@@ -312,6 +332,7 @@ impl CollectionSchema {
         hnsw.validate()?;
         let idx = self.column_index(column)?;
         let mut next = self.clone();
+        next.unindexed.retain(|c| c != column);
         match &mut next.columns[idx].ty {
             ColumnType::Vector(spec) => {
                 spec.metric = metric;

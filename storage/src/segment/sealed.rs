@@ -71,7 +71,8 @@ impl SealedSegment {
                 unreachable!("vector_columns returns vector columns")
             };
             let nulls = source.null_vectors(i);
-            let column = build_column(source.vectors(i), nulls, dead, spec.metric, spec.hnsw)?;
+            let indexed = schema.is_indexed(&schema.columns[col].name);
+            let column = build_column(source.vectors(i), nulls, dead, spec, indexed)?;
             file::write(&tmp.join(format!("vec-{i}.bin")), &column)?;
             null_vectors.push(nulls.iter().collect());
         }
@@ -206,17 +207,18 @@ fn build_column(
     source: VectorsRef<'_>,
     nulls: &RoaringBitmap,
     dead: &RoaringBitmap,
-    metric: Metric,
-    params: crate::schema::HnswParams,
+    spec: crate::schema::VectorSpec,
+    indexed: bool,
 ) -> Result<ColumnFile> {
+    let metric = spec.metric;
     let vectors = VectorStore::from_parts(
         source.dims,
         Backing::owned(source.data.to_vec()),
         Backing::owned(source.inv_norms.to_vec()),
     );
     let rows = indexable_rows(&vectors, metric, &|r| nulls.contains(r) || dead.contains(r));
-    let graph = if rows.len() >= MIN_ROWS_FOR_GRAPH {
-        Some((metric, build_graph(&vectors, &rows, metric, params)?))
+    let graph = if indexed && rows.len() >= MIN_ROWS_FOR_GRAPH {
+        Some((metric, build_graph(&vectors, &rows, metric, spec.hnsw)?))
     } else {
         None
     };
