@@ -764,18 +764,7 @@ fn push_vector(
     valid: &mut Vec<bool>,
     v: &[f32],
 ) -> PgWireResult<()> {
-    if v.len() != dims {
-        return Err(user_error(
-            "22000",
-            format!("expected {dims} dimensions, not {}", v.len()),
-        ));
-    }
-    if v.iter().any(|x| !x.is_finite()) {
-        return Err(user_error(
-            "22000",
-            "NaN and infinite values are not allowed in vector",
-        ));
-    }
+    crate::params::check_vector(v, dims)?;
     values.extend_from_slice(v);
     valid.push(true);
     Ok(())

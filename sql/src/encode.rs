@@ -37,7 +37,7 @@ pub const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 /// The PostgreSQL type of a result column: pgvector's `vector` for vectors (clients that
 /// know it, like pgvector-python, decode it; others read its text), `"char"` for Int8.
-fn pg_type(data_type: &DataType) -> Type {
+pub(crate) fn pg_type(data_type: &DataType) -> Type {
     match data_type {
         DataType::FixedSizeList(..) => vector_type(),
         DataType::Int8 => Type::CHAR,

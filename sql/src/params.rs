@@ -19,15 +19,8 @@ use crate::errors::user_error;
 /// can send `'[1,2,3]'`; a client that names `vector` itself is understood too.
 pub fn pg_param_type(data_type: &DataType) -> Type {
     match data_type {
-        DataType::Boolean => Type::BOOL,
-        DataType::Int16 => Type::INT2,
-        DataType::Int32 => Type::INT4,
-        DataType::Int64 | DataType::UInt64 => Type::INT8,
-        DataType::UInt32 => Type::OID,
-        DataType::Float32 => Type::FLOAT4,
-        DataType::Float64 => Type::FLOAT8,
-        DataType::Timestamp(_, None) => Type::TIMESTAMP,
-        _ => Type::TEXT,
+        DataType::FixedSizeList(..) => Type::TEXT,
+        other => crate::encode::pg_type(other),
     }
 }
 
@@ -203,8 +196,8 @@ pub fn vector_binary(bytes: &[u8]) -> Option<Vec<f32>> {
     )
 }
 
-/// A vector value of a `vector(dims)` slot: pgvector's checks, then a `FixedSizeList`.
-fn vector_scalar(values: Vec<f32>, dims: usize) -> PgWireResult<ScalarValue> {
+/// pgvector's checks of a value for a `vector(dims)` column.
+pub fn check_vector(values: &[f32], dims: usize) -> PgWireResult<()> {
     if values.len() != dims {
         return Err(user_error(
             "22000",
@@ -217,6 +210,12 @@ fn vector_scalar(values: Vec<f32>, dims: usize) -> PgWireResult<ScalarValue> {
             "NaN and infinite values are not allowed in vector",
         ));
     }
+    Ok(())
+}
+
+/// A vector value of a `vector(dims)` slot: pgvector's checks, then a `FixedSizeList`.
+fn vector_scalar(values: Vec<f32>, dims: usize) -> PgWireResult<ScalarValue> {
+    check_vector(&values, dims)?;
     let item = Arc::new(Field::new("item", DataType::Float32, true));
     let list = ListArray::new(
         item.clone(),
