@@ -73,11 +73,6 @@ pub fn fields_with(schema: &Schema, format: &Format) -> Arc<Vec<FieldInfo>> {
     )
 }
 
-/// Row description of `schema` in text format (the simple query protocol).
-pub fn fields(schema: &Schema) -> Arc<Vec<FieldInfo>> {
-    fields_with(schema, &Format::UnifiedText)
-}
-
 /// The rows of `batch`, each value as PostgreSQL's text.
 pub fn rows(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResult<Vec<DataRow>> {
     let mut out = Vec::with_capacity(batch.num_rows());

@@ -9,10 +9,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch,
-    StringArray, TimestampMicrosecondArray,
-};
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::sql::sqlparser::ast::{
     CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, Statement,
@@ -21,11 +18,16 @@ use pgwire::api::results::{CopyResponse, Response, Tag};
 use pgwire::error::{PgWireError, PgWireResult};
 use vecraft_cluster::local::LocalCollection;
 use vecraft_storage::command::Command;
-use vecraft_storage::schema::{ColumnType, vector_array};
+use vecraft_storage::schema::ColumnType;
 
 use crate::errors::{to_pg, user_error};
-use crate::params::vector_binary;
 use crate::session::Session;
+
+mod lines;
+mod values;
+
+use lines::{csv_record, text_fields};
+use values::Values;
 
 /// Rows parsed before they are written as one batch.
 pub const BATCH_ROWS: usize = 8192;
@@ -62,21 +64,6 @@ pub struct CopyIn {
     started: bool,
     ended: bool,
     error: Option<PgWireError>,
-}
-
-enum Values {
-    Int32(Vec<Option<i32>>),
-    Int64(Vec<Option<i64>>),
-    Float32(Vec<Option<f32>>),
-    Float64(Vec<Option<f64>>),
-    Bool(Vec<Option<bool>>),
-    Text(Vec<Option<String>>),
-    Timestamp(Vec<Option<i64>>),
-    Vector {
-        dims: usize,
-        values: Vec<f32>,
-        valid: Vec<bool>,
-    },
 }
 
 impl Session {
@@ -498,323 +485,5 @@ impl CopyIn {
             at = end;
             self.end_row()?;
         }
-    }
-}
-
-/// Splits one line of text COPY, undoing its backslash escapes.
-fn text_fields(
-    line: &str,
-    delimiter: u8,
-    null: &str,
-    row: &mut Vec<Option<String>>,
-) -> PgWireResult<()> {
-    for raw in line.split(delimiter as char) {
-        if raw == null {
-            row.push(None);
-            continue;
-        }
-        let mut out = String::with_capacity(raw.len());
-        let mut chars = raw.chars();
-        while let Some(c) = chars.next() {
-            if c != '\\' {
-                out.push(c);
-                continue;
-            }
-            match chars.next() {
-                Some('t') => out.push('\t'),
-                Some('n') => out.push('\n'),
-                Some('r') => out.push('\r'),
-                Some('b') => out.push('\u{8}'),
-                Some('f') => out.push('\u{c}'),
-                Some('v') => out.push('\u{b}'),
-                Some(other) => out.push(other),
-                None => return Err(user_error("22P04", "COPY line ends in a backslash")),
-            }
-        }
-        row.push(Some(out));
-    }
-    Ok(())
-}
-
-/// One CSV record from the start of `data`, if complete: its fields, and the bytes it used.
-fn csv_record(
-    data: &[u8],
-    delimiter: u8,
-    quote: u8,
-    escape: u8,
-    null: &str,
-    row: &mut Vec<Option<String>>,
-) -> PgWireResult<Option<usize>> {
-    let mut field = Vec::new();
-    let (mut quoted, mut in_quotes, mut i) = (false, false, 0);
-    let finish =
-        |field: &mut Vec<u8>, quoted: bool, row: &mut Vec<Option<String>>| -> PgWireResult<()> {
-            let text = String::from_utf8(std::mem::take(field))
-                .map_err(|_| user_error("22021", "invalid UTF-8 in COPY data"))?;
-            row.push(if !quoted && text == null {
-                None
-            } else {
-                Some(text)
-            });
-            Ok(())
-        };
-    while i < data.len() {
-        let b = data[i];
-        if in_quotes {
-            i += 1;
-            if b == escape && escape != quote {
-                // An escape takes the next quote or escape literally.
-                match data.get(i) {
-                    None => return Ok(None),
-                    Some(&n) if n == quote || n == escape => {
-                        field.push(n);
-                        i += 1;
-                    }
-                    Some(_) => field.push(b),
-                }
-            } else if b == quote {
-                match data.get(i) {
-                    None => return Ok(None), // a closing quote, or the first of a doubled one
-                    Some(&n) if n == quote && escape == quote => {
-                        field.push(quote);
-                        i += 1;
-                    }
-                    Some(_) => in_quotes = false,
-                }
-            } else {
-                field.push(b);
-            }
-            continue;
-        }
-        if b == quote {
-            in_quotes = true;
-            quoted = true;
-        } else if b == delimiter {
-            finish(&mut field, quoted, row)?;
-            quoted = false;
-        } else if b == b'\n' {
-            if field.last() == Some(&b'\r') && !quoted {
-                field.pop();
-            }
-            finish(&mut field, quoted, row)?;
-            return Ok(Some(i + 1));
-        } else {
-            field.push(b);
-        }
-        i += 1;
-    }
-    Ok(None)
-}
-
-impl Values {
-    fn new(ty: ColumnType) -> Values {
-        match ty {
-            ColumnType::Int32 => Values::Int32(Vec::new()),
-            ColumnType::Int64 => Values::Int64(Vec::new()),
-            ColumnType::Float32 => Values::Float32(Vec::new()),
-            ColumnType::Float64 => Values::Float64(Vec::new()),
-            ColumnType::Bool => Values::Bool(Vec::new()),
-            ColumnType::Text => Values::Text(Vec::new()),
-            ColumnType::Timestamp => Values::Timestamp(Vec::new()),
-            ColumnType::Vector(spec) => Values::Vector {
-                dims: spec.dims,
-                values: Vec::new(),
-                valid: Vec::new(),
-            },
-        }
-    }
-
-    fn push_text(&mut self, text: Option<&str>) -> PgWireResult<()> {
-        let Some(text) = text else {
-            self.push_null();
-            return Ok(());
-        };
-        let bad = |ty: &str| {
-            user_error(
-                "22P02",
-                format!("invalid input syntax for type {ty}: \"{text}\""),
-            )
-        };
-        let t = text.trim();
-        match self {
-            Values::Int32(v) => v.push(Some(t.parse().map_err(|_| bad("integer"))?)),
-            Values::Int64(v) => v.push(Some(t.parse().map_err(|_| bad("bigint"))?)),
-            Values::Float32(v) => v.push(Some(t.parse().map_err(|_| bad("real"))?)),
-            Values::Float64(v) => v.push(Some(t.parse().map_err(|_| bad("double precision"))?)),
-            Values::Bool(v) => v.push(Some(match t.to_ascii_lowercase().as_str() {
-                "t" | "true" | "yes" | "on" | "1" => true,
-                "f" | "false" | "no" | "off" | "0" => false,
-                _ => return Err(bad("boolean")),
-            })),
-            Values::Text(v) => v.push(Some(text.to_string())),
-            Values::Timestamp(_) => {
-                return Err(user_error(
-                    "0A000",
-                    "COPY of timestamp columns is not supported yet",
-                ));
-            }
-            Values::Vector {
-                dims,
-                values,
-                valid,
-            } => {
-                let v = vecraft_planner::vector_text::parse_vector(text)
-                    .map_err(|e| user_error(e.sqlstate, e.message.clone()))?;
-                push_vector(*dims, values, valid, &v)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn push_binary(&mut self, bytes: Option<&[u8]>) -> PgWireResult<()> {
-        let Some(b) = bytes else {
-            self.push_null();
-            return Ok(());
-        };
-        let bad = || user_error("22P03", "incorrect binary data format");
-        let int = || -> PgWireResult<i64> {
-            Ok(match b.len() {
-                2 => i16::from_be_bytes([b[0], b[1]]) as i64,
-                4 => i32::from_be_bytes([b[0], b[1], b[2], b[3]]) as i64,
-                8 => i64::from_be_bytes(b.try_into().map_err(|_| bad())?),
-                _ => return Err(bad()),
-            })
-        };
-        let float = || -> PgWireResult<f64> {
-            Ok(match b.len() {
-                4 => f32::from_be_bytes([b[0], b[1], b[2], b[3]]) as f64,
-                8 => f64::from_be_bytes(b.try_into().map_err(|_| bad())?),
-                _ => return Err(bad()),
-            })
-        };
-        match self {
-            Values::Int32(v) => v.push(Some(
-                i32::try_from(int()?).map_err(|_| user_error("22003", "integer out of range"))?,
-            )),
-            Values::Int64(v) => v.push(Some(int()?)),
-            Values::Float32(v) => v.push(Some(float()? as f32)),
-            Values::Float64(v) => v.push(Some(float()?)),
-            Values::Bool(v) => v.push(Some(*b.first().ok_or_else(bad)? != 0)),
-            Values::Text(v) => v
-                .push(Some(String::from_utf8(b.to_vec()).map_err(|_| {
-                    user_error("22021", "invalid UTF-8 in COPY data")
-                })?)),
-            Values::Timestamp(v) => v.push(Some(int()? + crate::encode::POSTGRES_EPOCH_MICROS)),
-            Values::Vector {
-                dims,
-                values,
-                valid,
-            } => {
-                let v = vector_binary(b).ok_or_else(bad)?;
-                push_vector(*dims, values, valid, &v)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn push_null(&mut self) {
-        match self {
-            Values::Int32(v) => v.push(None),
-            Values::Int64(v) => v.push(None),
-            Values::Float32(v) => v.push(None),
-            Values::Float64(v) => v.push(None),
-            Values::Bool(v) => v.push(None),
-            Values::Text(v) => v.push(None),
-            Values::Timestamp(v) => v.push(None),
-            Values::Vector {
-                dims,
-                values,
-                valid,
-            } => {
-                values.extend(std::iter::repeat_n(0.0, *dims));
-                valid.push(false);
-            }
-        }
-    }
-
-    /// The values gathered so far as one array; empties the buffer.
-    fn take(&mut self) -> PgWireResult<ArrayRef> {
-        Ok(match self {
-            Values::Int32(v) => Arc::new(Int32Array::from(std::mem::take(v))),
-            Values::Int64(v) => Arc::new(Int64Array::from(std::mem::take(v))),
-            Values::Float32(v) => Arc::new(Float32Array::from(std::mem::take(v))),
-            Values::Float64(v) => Arc::new(Float64Array::from(std::mem::take(v))),
-            Values::Bool(v) => Arc::new(BooleanArray::from(std::mem::take(v))),
-            Values::Text(v) => Arc::new(StringArray::from(std::mem::take(v))),
-            Values::Timestamp(v) => Arc::new(TimestampMicrosecondArray::from(std::mem::take(v))),
-            Values::Vector {
-                dims,
-                values,
-                valid,
-            } => {
-                let nulls = valid
-                    .iter()
-                    .any(|v| !v)
-                    .then(|| datafusion::arrow::buffer::NullBuffer::from(std::mem::take(valid)));
-                valid.clear();
-                Arc::new(vector_array(*dims, std::mem::take(values), nulls))
-            }
-        })
-    }
-}
-
-fn push_vector(
-    dims: usize,
-    values: &mut Vec<f32>,
-    valid: &mut Vec<bool>,
-    v: &[f32],
-) -> PgWireResult<()> {
-    crate::params::check_vector(v, dims)?;
-    values.extend_from_slice(v);
-    valid.push(true);
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn csv(data: &str) -> Option<(Vec<Option<String>>, usize)> {
-        let mut row = Vec::new();
-        csv_record(data.as_bytes(), b',', b'"', b'"', "", &mut row)
-            .unwrap()
-            .map(|n| (row, n))
-    }
-
-    #[test]
-    fn csv_records_follow_postgres_quoting() {
-        let (row, used) = csv("1,\"[1,2,3]\",,\"\"\nnext").unwrap();
-        assert_eq!(
-            row,
-            vec![
-                Some("1".into()),
-                Some("[1,2,3]".into()),
-                None,
-                Some("".into())
-            ]
-        );
-        assert_eq!(used, 16);
-        let (row, _) = csv("\"a \"\"quoted\"\" word\",x\n").unwrap();
-        assert_eq!(row[0].as_deref(), Some("a \"quoted\" word"));
-        assert!(
-            csv("1,\"[1,2").is_none(),
-            "an open quote waits for more data"
-        );
-        assert!(csv("1,2").is_none(), "a record ends at its newline");
-    }
-
-    #[test]
-    fn text_fields_undo_escapes_and_read_nulls() {
-        let mut row = Vec::new();
-        text_fields("1\t[1,2]\t\\N\ta\\tb", b'\t', "\\N", &mut row).unwrap();
-        assert_eq!(
-            row,
-            vec![
-                Some("1".into()),
-                Some("[1,2]".into()),
-                None,
-                Some("a\tb".into())
-            ]
-        );
     }
 }
