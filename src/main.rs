@@ -1,90 +1,151 @@
-//! The `vecraft` binary: command-line entry point. Today it runs the embedded single node:
-//! the PostgreSQL-wire gateway over durable local collections.
+//! The `vecraft` binary: the command line, then one node with every role in-process — the
+//! PostgreSQL-wire gateway over durable local collections, and the metrics exporter.
+
+mod config;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
-const HELP: &str = "\
-vecraft — a vector database that speaks the PostgreSQL wire protocol
+use clap::{Args, Parser, Subcommand};
+use tokio::net::TcpListener;
+use vecraft_cluster::http::Health;
 
-USAGE:
-    vecraft [serve] [--listen ADDR] [--data-dir DIR]
-    vecraft --help | --version
+use config::{NodeConfig, Overrides};
 
-OPTIONS:
-    --listen ADDR     where to accept PostgreSQL clients   [default: 127.0.0.1:5433]
-    --data-dir DIR    where collections are stored         [default: ./vecraft-data]
-
-Connect with:  psql -h 127.0.0.1 -p 5433 -U postgres
-";
-
-struct Options {
-    listen: SocketAddr,
-    data_dir: PathBuf,
+/// Vecraft: a vector database that speaks the PostgreSQL wire protocol.
+///
+/// With no arguments it serves SQL on 127.0.0.1:5433 and metrics on 127.0.0.1:9090, with data
+/// in ./vecraft-data. Connect with: psql -h 127.0.0.1 -p 5433 -U postgres
+#[derive(Debug, Parser)]
+#[command(name = "vecraft", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
-fn parse(args: &[String]) -> Result<Options, String> {
-    let mut options = Options {
-        listen: "127.0.0.1:5433".parse().expect("default address"),
-        data_dir: PathBuf::from("vecraft-data"),
-    };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "serve" => {}
-            "--listen" => {
-                let value = it.next().ok_or("--listen needs an address")?;
-                options.listen = value
-                    .parse()
-                    .map_err(|e| format!("--listen {value}: {e}"))?;
-            }
-            "--data-dir" => {
-                options.data_dir = it.next().ok_or("--data-dir needs a directory")?.into()
-            }
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    Ok(options)
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node (the default): gateway, catalog and storage in one process.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Where to accept PostgreSQL clients [default: 127.0.0.1:5433]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Where to serve /metrics, /healthz and /readyz over HTTP [default: 127.0.0.1:9090]
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
+    /// Where collections are stored [default: ./vecraft-data]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// A TOML file with the same settings (listen, http, data_dir); flags override it
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("--help" | "-h" | "help") => return print!("{HELP}"),
-        Some("--version" | "-V") => return println!("vecraft {}", env!("CARGO_PKG_VERSION")),
-        _ => {}
-    }
-    let options = match parse(&args) {
-        Ok(o) => o,
+    let cli = Cli::parse();
+    let ServeArgs {
+        listen,
+        http,
+        data_dir,
+        config,
+    } = match cli.command {
+        Some(Command::Serve(args)) => args,
+        None => cli.serve,
+    };
+    let flags = Overrides {
+        listen,
+        http,
+        data_dir,
+    };
+    let config = match NodeConfig::resolve(config.as_deref(), flags) {
+        Ok(c) => c,
         Err(problem) => {
-            eprint!("vecraft: {problem}\n\n{HELP}");
+            eprintln!("vecraft: {problem}");
             std::process::exit(2);
         }
     };
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    if let Err(e) = runtime.block_on(run(options)) {
+    if let Err(e) = runtime.block_on(serve(config)) {
         eprintln!("vecraft: {e}");
         std::process::exit(1);
     }
 }
 
-async fn run(options: Options) -> Result<(), String> {
+async fn serve(config: NodeConfig) -> Result<(), String> {
+    let started = Instant::now();
+    let health = Arc::new(Health::default());
+    // Bind first: a busy port should fail before minutes of log replay, not after.
+    let sql = bind(config.listen, "PostgreSQL").await?;
+    let http = bind(config.http, "HTTP").await?;
+    let exporter = tokio::spawn(vecraft_cluster::http::serve(http, health.clone()));
+    let data_dir = config.data_dir.clone();
     let catalog =
-        vecraft_sql::catalog::Catalog::open(&options.data_dir).map_err(|e| e.to_string())?;
-    let listener = tokio::net::TcpListener::bind(options.listen)
-        .await
-        .map_err(|e| format!("listen on {}: {e}", options.listen))?;
+        tokio::task::spawn_blocking(move || vecraft_sql::catalog::Catalog::open(&data_dir))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("open {}: {e}", config.data_dir.display()))?;
     eprintln!(
-        "vecraft: serving PostgreSQL on {} (data in {})",
-        options.listen,
-        options.data_dir.display()
+        "vecraft: {} collection(s) opened from {} in {} ms",
+        catalog.names().len(),
+        config.data_dir.display(),
+        started.elapsed().as_millis()
     );
-    tokio::select! {
-        served = vecraft_sql::server::serve(listener, Arc::new(catalog)) => served.map_err(|e| e.to_string()),
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("vecraft: shutting down");
+    eprintln!(
+        "vecraft: serving PostgreSQL on {}, metrics on http://{}/metrics",
+        config.listen, config.http
+    );
+    health.set_ready(true);
+    let outcome = tokio::select! {
+        served = vecraft_sql::server::serve(sql, Arc::new(catalog)) => served.map_err(|e| e.to_string()),
+        exported = exporter => match exported {
+            Ok(result) => result.map_err(|e| format!("metrics exporter: {e}")),
+            Err(e) => Err(format!("metrics exporter: {e}")),
+        },
+        signal = shutdown_signal() => {
+            eprintln!("vecraft: {signal}, shutting down");
             Ok(())
         }
+    };
+    health.set_ready(false);
+    outcome
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen for {what} on {addr}: {e}"))
+}
+
+/// Ctrl-C, or SIGTERM (what service managers and Kubernetes send). Every acknowledged write
+/// is already in the log, so stopping needs nothing more than leaving.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => return ctrl_c().await,
+        };
+        tokio::select! {
+            name = ctrl_c() => name,
+            _ = term.recv() => "SIGTERM",
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c().await
+}
+
+async fn ctrl_c() -> &'static str {
+    match tokio::signal::ctrl_c().await {
+        Ok(()) => "interrupted",
+        Err(_) => std::future::pending().await,
     }
 }

@@ -25,6 +25,8 @@ use vecraft_storage::schema::CollectionSchema;
 use vecraft_storage::shard::{Applied, Shard, ShardOptions};
 use vecraft_storage::{Error, Result};
 
+use crate::metrics::WRITES;
+
 /// Log entries replayed per read on open.
 const REPLAY_CHUNK: u64 = 1024;
 
@@ -90,6 +92,7 @@ impl LocalCollection {
     /// Makes `command` durable, applies it, and only then returns. A command the schema
     /// refuses is refused here, before it reaches the log.
     pub fn write(&self, command: &Command) -> Result<Applied> {
+        let timer = WRITES.duration_seconds.start_timer();
         let with_ids = self.assign_row_ids(command)?;
         let command = with_ids.as_ref().unwrap_or(command);
         self.shard.check(command)?;
@@ -106,7 +109,10 @@ impl LocalCollection {
             index
         };
         done_rx.recv().map_err(|_| Error::Closed)??;
-        self.apply_in_turn(index, command)
+        let applied = self.apply_in_turn(index, command)?;
+        timer.observe_duration();
+        WRITES.written(command);
+        Ok(applied)
     }
 
     /// For a collection keyed by a hidden row id, the insert with fresh ids added (rows

@@ -17,6 +17,7 @@ pub mod knn;
 pub mod operators;
 pub mod params;
 pub mod parse;
+pub mod placeholders;
 pub mod table;
 pub mod types;
 pub mod update;

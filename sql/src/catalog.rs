@@ -82,6 +82,15 @@ impl Catalog {
             .collect()
     }
 
+    /// Every collection, by name.
+    pub fn all(&self) -> Vec<(String, Arc<LocalCollection>)> {
+        let collections = self.collections.read().unwrap_or_else(|p| p.into_inner());
+        collections
+            .iter()
+            .map(|(name, c)| (name.clone(), c.clone()))
+            .collect()
+    }
+
     /// Whether `name` can name a collection: it becomes a directory name, so only lowercase
     /// letters, digits and `_`, starting with a letter or `_`, at most 63 bytes (as PostgreSQL).
     pub fn valid_name(name: &str) -> bool {

@@ -9,38 +9,64 @@ use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement;
 use futures::Sink;
 use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, Response};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, PgWireServerHandlers, Type};
+use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
 use crate::catalog::Catalog;
 use crate::errors::user_error;
+use crate::metrics::GATEWAY;
 use crate::params;
 use crate::prepared::Prepared;
 use crate::session::Session;
 
 pub struct Connection {
     session: Arc<Session>,
+    /// The server's registry of cancel keys; the connection registers at startup.
+    cancels: Arc<ConnectionManager>,
 }
 
 impl Connection {
-    pub fn new(catalog: Arc<Catalog>) -> Arc<Connection> {
+    pub fn new(catalog: Arc<Catalog>, cancels: Arc<ConnectionManager>) -> Arc<Connection> {
+        GATEWAY.connections.inc();
+        GATEWAY.connections_total.inc();
         Arc::new(Connection {
             session: Session::new(catalog),
+            cancels,
         })
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        GATEWAY.connections.dec();
     }
 }
 
 #[async_trait]
 impl SimpleQueryHandler for Connection {
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+    {
+        let timer = GATEWAY.statement("simple");
+        let result = self.simple_query(client, query).await;
+        timer.finish(&result);
+        result
+    }
+}
+
+impl Connection {
+    async fn simple_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Unpin + Send + Sync,
         C::PortalStore: PortalStore,
@@ -134,6 +160,15 @@ impl ExtendedQueryHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let timer = GATEWAY.statement("extended");
+        let result = self.execute_portal(portal).await;
+        timer.finish(&result);
+        result
+    }
+}
+
+impl Connection {
+    async fn execute_portal(&self, portal: &Portal<Arc<Prepared>>) -> PgWireResult<Response> {
         let prepared = &portal.statement.statement;
         let mut values = Vec::with_capacity(portal.parameter_len());
         for (i, bytes) in portal.parameters.iter().enumerate() {
@@ -189,8 +224,14 @@ impl CopyHandler for Connection {
     }
 }
 
+/// Startup trusts the client (no users are configured yet) and registers its cancel key, so
+/// a CancelRequest on another socket interrupts the statement running here (57014).
 #[async_trait]
 impl NoopStartupHandler for Connection {
+    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+        Some(self.cancels.clone())
+    }
+
     async fn post_startup<C>(
         &self,
         _client: &mut C,
@@ -223,5 +264,9 @@ impl PgWireServerHandlers for Handlers {
 
     fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
         self.0.clone()
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        Arc::new(DefaultCancelHandler::new(self.0.cancels.clone()))
     }
 }

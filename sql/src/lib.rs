@@ -2,7 +2,7 @@
 //! per-connection sessions (`session.rs`), the simple and extended query protocols with plans
 //! kept across executions (`prepared.rs`, `params.rs`), COPY FROM STDIN (`copy.rs`), DDL on
 //! the node's catalog of collections, rows encoded as PostgreSQL text or binary (`encode.rs`),
-//! errors mapped to SQLSTATEs (`errors.rs`).
+//! errors mapped to SQLSTATEs (`errors.rs`), the gateway's metrics (`metrics.rs`).
 //!
 //! The system catalog drivers read is `pg_catalog.rs`. Still to come (issue #3): auth and TLS.
 
@@ -13,6 +13,7 @@ pub mod encode;
 pub mod errors;
 pub mod handler;
 pub mod index;
+pub mod metrics;
 pub mod params;
 pub mod pg_catalog;
 pub mod prepared;

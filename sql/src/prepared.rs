@@ -23,6 +23,7 @@ use vecraft_planner::params::{ParamSlots, placeholder_index, template};
 
 use crate::encode;
 use crate::errors::{to_pg, user_error};
+use crate::metrics::GATEWAY;
 use crate::session::{MAX_PREPARED, Session, gateway_fields, is_gateway_statement, tag_of};
 use crate::settings::{SetAction, prepare_set};
 
@@ -167,6 +168,7 @@ impl Session {
             .state()
             .statement_to_plan(statement.clone())
             .await
+            .and_then(vecraft_planner::placeholders::type_placeholders)
             .map_err(|e| to_pg(&e))?;
         let types = logical.get_parameter_types().map_err(|e| to_pg(&e))?;
         let mut param_types = Vec::new();
@@ -293,6 +295,7 @@ impl Session {
             };
             match self.ctx.state().create_physical_plan(&plan).await {
                 Ok(physical) => {
+                    GATEWAY.plans_built.inc();
                     *kept = Kept::Plan {
                         physical,
                         slots,
@@ -317,6 +320,7 @@ impl Session {
             return Ok(None);
         };
         slots.set(params.to_vec());
+        GATEWAY.plans_reused.inc();
         let plan = reset_plan_states(physical.clone()).map_err(|e| to_pg(&e))?;
         let batches = collect(plan, task.clone()).await.map_err(|e| to_pg(&e))?;
         Ok(Some(batches))

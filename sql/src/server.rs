@@ -1,7 +1,9 @@
-//! The listener: one task per client connection, each with its own session.
+//! The listener: one task per client connection, each with its own session; one registry of
+//! cancel keys for all of them.
 
 use std::sync::Arc;
 
+use pgwire::api::ConnectionManager;
 use pgwire::tokio::process_socket;
 use tokio::net::TcpListener;
 
@@ -10,9 +12,12 @@ use crate::handler::{Connection, Handlers};
 
 /// Serves `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, catalog: Arc<Catalog>) -> std::io::Result<()> {
+    crate::metrics::watch(&catalog);
+    let cancels = Arc::new(ConnectionManager::new());
     loop {
         let (socket, _peer) = listener.accept().await?;
-        let handlers = Arc::new(Handlers(Connection::new(catalog.clone())));
+        let connection = Connection::new(catalog.clone(), cancels.clone());
+        let handlers = Arc::new(Handlers(connection));
         tokio::spawn(async move {
             // A connection's protocol errors end that connection only.
             let _ = process_socket(socket, None, handlers).await;

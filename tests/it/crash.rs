@@ -1,20 +1,11 @@
 //! `kill -9` while clients write: every acknowledged row is there after a restart on the same
 //! directory, and KNN queries run through the index again.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tokio_postgres::{Client, NoTls};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::support::{connect, free_port};
 
 fn start(dir: &Path, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_vecraft"))
@@ -22,6 +13,8 @@ fn start(dir: &Path, port: u16) -> Child {
             "serve",
             "--listen",
             &format!("127.0.0.1:{port}"),
+            "--http",
+            &format!("127.0.0.1:{}", free_port()),
             "--data-dir",
         ])
         .arg(dir)
@@ -29,26 +22,6 @@ fn start(dir: &Path, port: u16) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("vecraft starts")
-}
-
-/// Connects once the server accepts, with a deadline.
-async fn connect(port: u16) -> Client {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let dsn = format!("host=127.0.0.1 port={port} user=postgres");
-    loop {
-        match tokio_postgres::connect(&dsn, NoTls).await {
-            Ok((client, connection)) => {
-                tokio::spawn(connection);
-                return client;
-            }
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::task::yield_now().await;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("vecraft did not accept connections: {e}"),
-        }
-    }
 }
 
 fn vector(i: i64) -> String {

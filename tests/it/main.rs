@@ -1,3 +1,6 @@
-//! The `vecraft` binary as users run it: a real process, killed and restarted.
+//! The `vecraft` binary as users run it: a real process, configured, probed, killed and
+//! restarted.
 
 mod crash;
+mod node;
+mod support;

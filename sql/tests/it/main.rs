@@ -1,5 +1,6 @@
 //! The gateway over the wire, with a real PostgreSQL driver (tokio-postgres).
 
+mod cancel;
 mod catalog;
 mod copy;
 mod ddl;

@@ -1,0 +1,182 @@
+//! The functions drivers and psql call: `version()`, `to_regtype`, `format_type`,
+//! `current_schema()`, `pg_backend_pid()`, `pg_sleep`, …
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{AsArray, StringArray, UInt32Array, new_null_array};
+use datafusion::arrow::datatypes::{DataType, Float64Type};
+use datafusion::common::{Result, ScalarValue, internal_err, plan_err};
+use datafusion::logical_expr::async_udf::AsyncScalarUDFImpl;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
+
+use super::types::{format_type, type_oid, version_string};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum CatalogFn {
+    Version,
+    ToRegtype,
+    FormatType,
+    CurrentSchema,
+    CurrentDatabase,
+    BackendPid,
+    TableIsVisible,
+    UserById,
+    EncodingToChar,
+    ObjDescription,
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(super) struct CatalogUdf {
+    function: CatalogFn,
+    signature: Signature,
+}
+
+impl CatalogUdf {
+    pub(super) fn new(function: CatalogFn) -> Self {
+        let signature = match function {
+            CatalogFn::Version
+            | CatalogFn::CurrentSchema
+            | CatalogFn::CurrentDatabase
+            | CatalogFn::BackendPid => Signature::nullary(Volatility::Stable),
+            CatalogFn::ToRegtype => Signature::exact(vec![DataType::Utf8], Volatility::Stable),
+            CatalogFn::FormatType => Signature::any(2, Volatility::Stable),
+            CatalogFn::ObjDescription => Signature::variadic_any(Volatility::Stable),
+            CatalogFn::TableIsVisible | CatalogFn::UserById | CatalogFn::EncodingToChar => {
+                Signature::any(1, Volatility::Stable)
+            }
+        };
+        CatalogUdf {
+            function,
+            signature,
+        }
+    }
+}
+
+impl ScalarUDFImpl for CatalogUdf {
+    fn name(&self) -> &str {
+        match self.function {
+            CatalogFn::Version => "version",
+            CatalogFn::ToRegtype => "to_regtype",
+            CatalogFn::FormatType => "format_type",
+            CatalogFn::CurrentSchema => "current_schema",
+            CatalogFn::CurrentDatabase => "current_database",
+            CatalogFn::BackendPid => "pg_backend_pid",
+            CatalogFn::TableIsVisible => "pg_table_is_visible",
+            CatalogFn::UserById => "pg_get_userbyid",
+            CatalogFn::EncodingToChar => "pg_encoding_to_char",
+            CatalogFn::ObjDescription => "obj_description",
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(match self.function {
+            CatalogFn::ToRegtype => DataType::UInt32,
+            CatalogFn::BackendPid => DataType::Int32,
+            CatalogFn::TableIsVisible => DataType::Boolean,
+            _ => DataType::Utf8,
+        })
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let scalar = |v: ScalarValue| Ok(ColumnarValue::Scalar(v));
+        match self.function {
+            CatalogFn::Version => scalar(ScalarValue::Utf8(Some(version_string()))),
+            CatalogFn::CurrentSchema => scalar(ScalarValue::Utf8(Some("public".into()))),
+            CatalogFn::CurrentDatabase => scalar(ScalarValue::Utf8(Some("postgres".into()))),
+            CatalogFn::BackendPid => scalar(ScalarValue::Int32(Some(std::process::id() as i32))),
+            CatalogFn::TableIsVisible => scalar(ScalarValue::Boolean(Some(true))),
+            CatalogFn::UserById => scalar(ScalarValue::Utf8(Some("postgres".into()))),
+            CatalogFn::EncodingToChar => scalar(ScalarValue::Utf8(Some("UTF8".into()))),
+            CatalogFn::ObjDescription => scalar(ScalarValue::Utf8(None)),
+            CatalogFn::ToRegtype => {
+                let names = args.args[0].to_array(rows)?;
+                let names = datafusion::arrow::compute::cast(&names, &DataType::Utf8)?;
+                let names = datafusion::arrow::array::AsArray::as_string::<i32>(&names);
+                let oids: UInt32Array = names.iter().map(|n| n.and_then(type_oid)).collect();
+                Ok(ColumnarValue::Array(Arc::new(oids)))
+            }
+            CatalogFn::FormatType => {
+                let oids = args.args[0].to_array(rows)?;
+                let oids = datafusion::arrow::compute::cast(&oids, &DataType::Int64)?;
+                let mods = args.args[1].to_array(rows)?;
+                let mods = datafusion::arrow::compute::cast(&mods, &DataType::Int64)?;
+                use datafusion::arrow::array::AsArray;
+                use datafusion::arrow::datatypes::Int64Type;
+                let (oids, mods) = (
+                    oids.as_primitive::<Int64Type>(),
+                    mods.as_primitive::<Int64Type>(),
+                );
+                let names: StringArray = oids
+                    .iter()
+                    .zip(mods.iter())
+                    .map(|(o, m)| format_type(o? as u32, m.unwrap_or(-1) as i32))
+                    .collect();
+                Ok(ColumnarValue::Array(Arc::new(names)))
+            }
+        }
+    }
+}
+
+/// `pg_sleep(seconds)`: waits on the runtime's timer, holding no thread, so a cancel request
+/// or a closed connection ends it at once. Returns void, which prints empty as in PostgreSQL.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(super) struct PgSleep {
+    signature: Signature,
+}
+
+impl PgSleep {
+    /// PostgreSQL would sleep for ever on `'infinity'`; a day is the longest wait taken here.
+    const MAX_SECONDS: f64 = 86_400.0;
+
+    pub(super) fn new() -> Self {
+        PgSleep {
+            signature: Signature::uniform(1, vec![DataType::Float64], Volatility::Volatile),
+        }
+    }
+}
+
+impl ScalarUDFImpl for PgSleep {
+    fn name(&self) -> &str {
+        "pg_sleep"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Null)
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        internal_err!("pg_sleep is asynchronous and runs through AsyncFuncExec")
+    }
+}
+
+#[async_trait]
+impl AsyncScalarUDFImpl for PgSleep {
+    async fn invoke_async_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let seconds = args.args[0].to_array(rows)?;
+        let seconds = seconds.as_primitive::<Float64Type>();
+        // Called once per row, as PostgreSQL does; NULL sleeps not at all.
+        let mut total = 0.0;
+        for s in seconds.iter().flatten() {
+            if s.is_nan() {
+                return plan_err!("pg_sleep: invalid duration NaN");
+            }
+            total += s.max(0.0);
+        }
+        tokio::time::sleep(Duration::from_secs_f64(total.min(Self::MAX_SECONDS))).await;
+        Ok(ColumnarValue::Array(new_null_array(&DataType::Null, rows)))
+    }
+}

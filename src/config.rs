@@ -1,0 +1,98 @@
+//! What a node is told at start: built-in defaults, then a TOML file (`--config`), then
+//! flags, each overriding the one before.
+//!
+//! ```toml
+//! listen = "127.0.0.1:5433"    # PostgreSQL clients
+//! http = "127.0.0.1:9090"      # /metrics, /healthz, /readyz
+//! data_dir = "./vecraft-data"  # relative to the working directory
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5433";
+pub const DEFAULT_HTTP: &str = "127.0.0.1:9090";
+pub const DEFAULT_DATA_DIR: &str = "vecraft-data";
+
+/// The settings a node runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub listen: SocketAddr,
+    pub http: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+/// Settings as a file or the flags give them; absent ones fall through.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            listen: DEFAULT_LISTEN.parse().expect("default address parses"),
+            http: DEFAULT_HTTP.parse().expect("default address parses"),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// The defaults, overridden by the file at `file` (if any), then by `flags`.
+    pub fn resolve(file: Option<&Path>, flags: Overrides) -> Result<NodeConfig, String> {
+        let mut config = NodeConfig::default();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("config file {}: {e}", path.display()))?;
+            config.apply(parse(&text).map_err(|e| format!("config file {}: {e}", path.display()))?);
+        }
+        config.apply(flags);
+        Ok(config)
+    }
+
+    fn apply(&mut self, o: Overrides) {
+        self.listen = o.listen.unwrap_or(self.listen);
+        self.http = o.http.unwrap_or(self.http);
+        self.data_dir = o.data_dir.unwrap_or(std::mem::take(&mut self.data_dir));
+    }
+}
+
+fn parse(text: &str) -> Result<Overrides, String> {
+    toml::from_str(text).map_err(|e| e.message().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "listen = \"0.0.0.0:6000\"\ndata_dir = \"/srv/v\"\n").unwrap();
+        let flags = Overrides {
+            data_dir: Some("/flag".into()),
+            ..Overrides::default()
+        };
+        let config = NodeConfig::resolve(Some(&path), flags).unwrap();
+        assert_eq!(config.listen, "0.0.0.0:6000".parse().unwrap());
+        assert_eq!(config.http, DEFAULT_HTTP.parse().unwrap());
+        assert_eq!(config.data_dir, PathBuf::from("/flag"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_by_name() {
+        let e = parse("listen = \"nowhere\"").unwrap_err();
+        assert!(e.contains("invalid socket address"), "{e}");
+        let e = parse("lisen = \"127.0.0.1:1\"").unwrap_err();
+        assert!(e.contains("unknown field `lisen`"), "{e}");
+        let missing = NodeConfig::resolve(Some(Path::new("/no/such.toml")), Overrides::default());
+        assert!(missing.unwrap_err().contains("/no/such.toml"));
+    }
+}
