@@ -53,6 +53,22 @@ pub(crate) fn pg_type(data_type: &DataType) -> Type {
     }
 }
 
+/// Field metadata that marks a text column as PostgreSQL's one-byte `"char"` (catalog
+/// columns such as `relkind`).
+const PG_TYPE_KEY: &str = "vecraft.pg_type";
+
+pub(crate) fn char_type_metadata() -> std::collections::HashMap<String, String> {
+    [(PG_TYPE_KEY.to_string(), "char".to_string())].into()
+}
+
+/// The PostgreSQL type of a result field: its metadata's, else its data type's.
+fn field_type(field: &datafusion::arrow::datatypes::Field) -> Type {
+    match field.metadata().get(PG_TYPE_KEY).map(String::as_str) {
+        Some("char") => Type::CHAR,
+        _ => pg_type(field.data_type()),
+    }
+}
+
 /// Row description of `schema`, each column in the format the client asked for.
 pub fn fields_with(schema: &Schema, format: &Format) -> Arc<Vec<FieldInfo>> {
     Arc::new(
@@ -65,7 +81,7 @@ pub fn fields_with(schema: &Schema, format: &Format) -> Arc<Vec<FieldInfo>> {
                     f.name().clone(),
                     None,
                     None,
-                    pg_type(f.data_type()),
+                    field_type(f),
                     format.format_for(i),
                 )
             })
@@ -99,12 +115,17 @@ pub fn rows(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResult<V
 /// or `None` for NULL. (A column described before planning finished, as `vector` without
 /// dimensions is, may hold a more precise type: the description wins.)
 fn binary(array: &ArrayRef, row: usize, described: &Type) -> Option<Vec<u8>> {
-    if array.is_null(row) {
+    if array.is_null(row) || array.data_type() == &DataType::Null {
         return None;
     }
     let mut out = Vec::new();
     if *described == Type::TEXT {
         out.extend_from_slice(text(array, row)?.as_bytes());
+        return Some(out);
+    }
+    if *described == Type::CHAR {
+        // One byte; PostgreSQL's '\0' (no identity, say) is the empty string in text.
+        out.push(text(array, row)?.bytes().next().unwrap_or(0));
         return Some(out);
     }
     match array.data_type() {
@@ -136,7 +157,7 @@ fn binary(array: &ArrayRef, row: usize, described: &Type) -> Option<Vec<u8>> {
 }
 
 fn text(array: &ArrayRef, row: usize) -> Option<String> {
-    if array.is_null(row) {
+    if array.is_null(row) || array.data_type() == &DataType::Null {
         return None;
     }
     Some(match array.data_type() {

@@ -158,7 +158,7 @@ impl Session {
             }
         }
         self.sync_tables()?;
-        crate::pg_catalog::qualify_catalog_tables(&mut statement);
+        crate::pg_catalog::rewrite(&mut statement);
         vecraft_planner::dml::cast_vector_values(&self.ctx, &mut statement).await;
         vecraft_planner::dml::rewrite_on_conflict(&self.ctx, &mut statement)
             .await

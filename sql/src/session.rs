@@ -107,7 +107,7 @@ impl Session {
             }
         }
         self.sync_tables()?;
-        crate::pg_catalog::qualify_catalog_tables(&mut statement);
+        crate::pg_catalog::rewrite(&mut statement);
         let tag = tag_of(&statement);
         let frame = vecraft_planner::statement(&self.ctx, statement)
             .await

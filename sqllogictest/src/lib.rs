@@ -118,7 +118,10 @@ impl<'a> FromSql<'a> for Text {
             Type::INT4 => i32::from_sql(ty, raw)?.to_string(),
             Type::INT8 => i64::from_sql(ty, raw)?.to_string(),
             Type::OID => u32::from_sql(ty, raw)?.to_string(),
-            Type::CHAR => (i8::from_sql(ty, raw)? as u8 as char).to_string(),
+            Type::CHAR => match i8::from_sql(ty, raw)? {
+                0 => String::new(), // '\0', which PostgreSQL prints as the empty string
+                c => (c as u8 as char).to_string(),
+            },
             Type::FLOAT4 => format_real(f32::from_sql(ty, raw)?),
             Type::FLOAT8 => format_double(f64::from_sql(ty, raw)?),
             Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR | Type::UNKNOWN => {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{AsArray, StringArray, UInt32Array, new_null_array};
+use datafusion::arrow::array::{AsArray, StringArray, UInt32Array};
 use datafusion::arrow::datatypes::{DataType, Float64Type};
 use datafusion::common::{Result, ScalarValue, internal_err, plan_err};
 use datafusion::logical_expr::async_udf::AsyncScalarUDFImpl;
@@ -154,7 +154,7 @@ impl ScalarUDFImpl for PgSleep {
     }
 
     fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Null)
+        Ok(DataType::Utf8) // void, whose text is empty
     }
 
     fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
@@ -177,6 +177,9 @@ impl AsyncScalarUDFImpl for PgSleep {
             total += s.max(0.0);
         }
         tokio::time::sleep(Duration::from_secs_f64(total.min(Self::MAX_SECONDS))).await;
-        Ok(ColumnarValue::Array(new_null_array(&DataType::Null, rows)))
+        Ok(ColumnarValue::Array(Arc::new(StringArray::from(vec![
+            "";
+            rows
+        ]))))
     }
 }

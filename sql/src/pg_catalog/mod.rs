@@ -8,13 +8,15 @@
 //! than take `datafusion-pg-catalog`: that crate turns on DataFusion's default features
 //! (parquet, compression) and still shows vector columns as `text`.
 //!
-//! PostgreSQL searches `pg_catalog` before any schema, so unqualified `pg_*` table names are
-//! qualified here before planning ([`qualify_catalog_tables`]).
+//! Catalog queries are written in PostgreSQL's dialect; [`rewrite`] turns them into what
+//! DataFusion plans, before planning.
 //!
 //! `types.rs` holds the type table and OIDs, `tables.rs` the catalog tables, `functions.rs`
-//! the functions.
+//! the functions, `rewrite.rs` the dialect pass.
 
 mod functions;
+mod indexes;
+mod rewrite;
 mod tables;
 mod types;
 
@@ -24,12 +26,12 @@ use datafusion::common::Result;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::logical_expr::async_udf::AsyncScalarUDF;
 use datafusion::prelude::SessionContext;
-use datafusion::sql::parser::Statement as DFStatement;
-use datafusion::sql::sqlparser::ast::{Ident, ObjectName, ObjectNamePart, visit_relations_mut};
 
 use crate::catalog::Catalog;
 use functions::{CatalogFn, CatalogUdf, PgSleep};
-use tables::{PgCatalogSchema, TABLES};
+use indexes::IndexDefUdf;
+pub use rewrite::rewrite;
+use tables::PgCatalogSchema;
 pub use types::{
     PG_CATALOG_NAMESPACE, PGVECTOR_VERSION, PUBLIC_NAMESPACE, format_type, table_oid, type_oid,
     version_string,
@@ -38,7 +40,12 @@ pub use types::{
 /// Registers the `pg_catalog` schema and the functions clients call.
 pub fn install(ctx: &SessionContext, catalog: Arc<Catalog>) -> Result<()> {
     if let Some(default) = ctx.catalog("datafusion") {
-        default.register_schema("pg_catalog", Arc::new(PgCatalogSchema { catalog }))?;
+        default.register_schema(
+            "pg_catalog",
+            Arc::new(PgCatalogSchema {
+                catalog: catalog.clone(),
+            }),
+        )?;
     }
     for f in [
         CatalogFn::Version,
@@ -55,34 +62,9 @@ pub fn install(ctx: &SessionContext, catalog: Arc<Catalog>) -> Result<()> {
         ctx.register_udf(ScalarUDF::new_from_impl(CatalogUdf::new(f)));
     }
     ctx.register_udf(AsyncScalarUDF::new(Arc::new(PgSleep::new())).into_scalar_udf());
-    Ok(())
-}
-
-/// Qualifies `pg_*` table names with `pg_catalog`, which PostgreSQL searches first.
-pub fn qualify_catalog_tables(statement: &mut DFStatement) {
-    let DFStatement::Statement(s) = statement else {
-        return;
-    };
-    let _ = visit_relations_mut(s.as_mut(), |name: &mut ObjectName| {
-        if let [ObjectNamePart::Identifier(id)] = name.0.as_slice() {
-            if TABLES.contains(&id.value.as_str()) {
-                *name = ObjectName::from(vec![Ident::new("pg_catalog"), id.clone()]);
-            }
-        }
-        std::ops::ControlFlow::<()>::Continue(())
-    });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unqualified_catalog_tables_are_qualified() {
-        let mut s = vecraft_planner::parse::parse_sql("SELECT oid FROM pg_type t, items")
-            .unwrap()
-            .remove(0);
-        qualify_catalog_tables(&mut s);
-        assert_eq!(s.to_string(), "SELECT oid FROM pg_catalog.pg_type t, items");
+    for constraint in [false, true] {
+        let udf = IndexDefUdf::new(catalog.clone(), constraint);
+        ctx.register_udf(ScalarUDF::new_from_impl(udf));
     }
+    Ok(())
 }

@@ -5,17 +5,20 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, Int8Array, Int16Array, Int32Array, RecordBatch, StringArray,
+    ArrayRef, BooleanArray, Int16Array, Int32Array, ListArray, RecordBatch, StringArray,
     UInt32Array,
 };
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::common::Result;
 use datafusion::datasource::MemTable;
 
+use super::indexes::{BTREE_AM, HNSW_AM, IndexRow, indexes};
 use super::types::*;
+
+const HEAP_AM: u32 = 2;
 use crate::catalog::Catalog;
-use crate::encode::VECTOR_OID;
+use crate::encode::{VECTOR_OID, char_type_metadata};
 
 pub struct PgCatalogSchema {
     pub(super) catalog: Arc<Catalog>,
@@ -38,6 +41,51 @@ pub(super) const TABLES: &[&str] = &[
     "pg_index",
     "pg_constraint",
     "pg_am",
+    "pg_description",
+    "pg_policy",
+    "pg_statistic_ext",
+    "pg_publication",
+    "pg_publication_rel",
+    "pg_publication_namespace",
+    "pg_inherits",
+    "pg_trigger",
+    "pg_rewrite",
+    "pg_attrdef",
+    "pg_collation",
+    "pg_partitioned_table",
+    "pg_sequence",
+    "pg_foreign_table",
+];
+
+/// Catalog tables that are always empty here: Vecraft has no policies, triggers, rules,
+/// publications, inheritance, defaults, collations or sequences.
+pub(super) const EMPTY_TABLES: &[&str] = &[
+    "pg_policy",
+    "pg_statistic_ext",
+    "pg_publication",
+    "pg_publication_rel",
+    "pg_publication_namespace",
+    "pg_inherits",
+    "pg_trigger",
+    "pg_rewrite",
+    "pg_attrdef",
+    "pg_collation",
+    "pg_partitioned_table",
+    "pg_sequence",
+    "pg_foreign_table",
+];
+
+/// Columns of type `"char"` (one byte): held as strings, described to clients as `"char"`.
+const CHAR_COLUMNS: &[&str] = &[
+    "typtype",
+    "typcategory",
+    "relkind",
+    "relpersistence",
+    "relreplident",
+    "contype",
+    "attidentity",
+    "attgenerated",
+    "datlocprovider",
 ];
 
 #[async_trait]
@@ -54,30 +102,29 @@ impl SchemaProvider for PgCatalogSchema {
             "pg_class" => pg_class(&self.catalog),
             "pg_attribute" => pg_attribute(&self.catalog),
             "pg_extension" => pg_extension(),
-            "pg_database" => table(&[
-                ("oid", u32s(vec![5])),
-                ("datname", strs(vec!["postgres".into()])),
-                ("encoding", i32s(vec![6])),
-                ("datallowconn", bools(vec![true])),
-            ]),
-            "pg_index" => table(&[
-                ("indexrelid", u32s(vec![])),
-                ("indrelid", u32s(vec![])),
-                ("indisprimary", bools(vec![])),
-            ]),
-            "pg_constraint" => table(&[
-                ("oid", u32s(vec![])),
-                ("conname", strs(vec![])),
-                ("conrelid", u32s(vec![])),
-                ("contype", i8s(vec![])),
-            ]),
+            "pg_database" => pg_database(),
+            "pg_index" => pg_index(&self.catalog),
+            "pg_constraint" => pg_constraint(&self.catalog),
             "pg_am" => table(&[
-                ("oid", u32s(vec![2, 403, 16388])),
+                ("oid", u32s(vec![HEAP_AM, BTREE_AM, HNSW_AM])),
                 (
                     "amname",
                     strs(vec!["heap".into(), "btree".into(), "hnsw".into()]),
                 ),
             ]),
+            "pg_description" => pg_description(),
+            "pg_collation" => table(&[("oid", u32s(vec![])), ("collname", strs(vec![]))]),
+            "pg_attrdef" => table(&[
+                ("adrelid", u32s(vec![])),
+                ("adnum", i16s(vec![])),
+                ("adbin", strs(vec![])),
+            ]),
+            "pg_inherits" => table(&[
+                ("inhrelid", u32s(vec![])),
+                ("inhparent", u32s(vec![])),
+                ("inhseqno", i32s(vec![])),
+            ]),
+            empty if EMPTY_TABLES.contains(&empty) => table(&[("oid", u32s(vec![]))]),
             _ => return Ok(None),
         }?;
         let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
@@ -98,14 +145,18 @@ fn i32s(v: Vec<i32>) -> ArrayRef {
 fn i16s(v: Vec<i16>) -> ArrayRef {
     Arc::new(Int16Array::from(v))
 }
-/// PostgreSQL's one-byte `"char"` columns (`typtype`, `relkind`) are Int8 here.
-fn i8s(v: Vec<u8>) -> ArrayRef {
-    Arc::new(Int8Array::from(
-        v.into_iter().map(|b| b as i8).collect::<Vec<_>>(),
-    ))
+/// PostgreSQL's one-byte `"char"` columns (`typtype`, `relkind`): strings here, so psql's
+/// `relkind IN ('r', 'p')` compares as in PostgreSQL; marked so the wire says `"char"`.
+fn chars(v: Vec<u8>) -> ArrayRef {
+    let v: Vec<String> = v.into_iter().map(|b| (b as char).to_string()).collect();
+    Arc::new(StringArray::from(v))
 }
 fn strs(v: Vec<String>) -> ArrayRef {
     Arc::new(StringArray::from(v))
+}
+/// A text column of NULLs (options and ACLs Vecraft does not have).
+fn strs_null(n: usize) -> ArrayRef {
+    Arc::new(StringArray::from(vec![None::<&str>; n]))
 }
 fn bools(v: Vec<bool>) -> ArrayRef {
     Arc::new(BooleanArray::from(v))
@@ -114,7 +165,14 @@ fn bools(v: Vec<bool>) -> ArrayRef {
 fn table(columns: &[(&str, ArrayRef)]) -> Result<RecordBatch> {
     let fields: Vec<Field> = columns
         .iter()
-        .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
+        .map(|(n, a)| {
+            let field = Field::new(*n, a.data_type().clone(), true);
+            if CHAR_COLUMNS.contains(n) {
+                field.with_metadata(char_type_metadata())
+            } else {
+                field
+            }
+        })
         .collect();
     let schema: SchemaRef = Arc::new(Schema::new(fields));
     Ok(RecordBatch::try_new(
@@ -150,8 +208,11 @@ fn pg_type() -> Result<RecordBatch> {
         ("typnamespace", u32s(rows.iter().map(|r| r.7).collect())),
         ("typowner", u32s(vec![10; n])),
         ("typlen", i16s(rows.iter().map(|r| r.2).collect())),
-        ("typtype", i8s(rows.iter().map(|r| r.5).collect())),
-        ("typcategory", i8s(rows.iter().map(|r| r.6 as u8).collect())),
+        ("typtype", chars(rows.iter().map(|r| r.5).collect())),
+        (
+            "typcategory",
+            chars(rows.iter().map(|r| r.6 as u8).collect()),
+        ),
         ("typdelim", strs(vec![",".into(); n])),
         ("typrelid", u32s(vec![0; n])),
         ("typelem", u32s(rows.iter().map(|r| r.4).collect())),
@@ -182,7 +243,10 @@ fn pg_namespace() -> Result<RecordBatch> {
 
 fn pg_extension() -> Result<RecordBatch> {
     table(&[
-        ("oid", u32s(vec![13_542, VECTOR_EXTENSION_OID])),
+        (
+            "oid",
+            u32s(vec![PLPGSQL_EXTENSION_OID, VECTOR_EXTENSION_OID]),
+        ),
         ("extname", strs(vec!["plpgsql".into(), "vector".into()])),
         ("extowner", u32s(vec![10, 10])),
         (
@@ -197,26 +261,43 @@ fn pg_extension() -> Result<RecordBatch> {
     ])
 }
 
+/// Tables, then their indexes (relkind `i`).
 fn pg_class(catalog: &Catalog) -> Result<RecordBatch> {
-    let names = catalog.names();
-    let n = names.len();
-    let rows: Vec<f32> = names
-        .iter()
-        .map(|name| catalog.get(name).map_or(0.0, |c| c.shard().count() as f32))
-        .collect();
+    let mut oid = Vec::new();
+    let mut name = Vec::new();
+    let mut kind = Vec::new();
+    let mut am = Vec::new();
+    let mut tuples = Vec::new();
+    for (table, collection) in catalog.all() {
+        oid.push(table_oid(&table));
+        name.push(table);
+        kind.push(b'r');
+        am.push(HEAP_AM);
+        tuples.push(collection.shard().count() as f32);
+    }
+    for index in indexes(catalog) {
+        oid.push(index.oid);
+        name.push(index.name);
+        kind.push(b'i');
+        am.push(index.access_method);
+        tuples.push(-1.0);
+    }
+    let n = oid.len();
+    let tables = kind.iter().filter(|k| **k == b'r').count();
+    let has_index = (0..n).map(|i| i < tables).collect();
     table(&[
-        ("oid", u32s(names.iter().map(|n| table_oid(n)).collect())),
-        ("relname", strs(names.clone())),
+        ("oid", u32s(oid)),
+        ("relname", strs(name)),
         ("relnamespace", u32s(vec![PUBLIC_NAMESPACE; n])),
         ("relowner", u32s(vec![10; n])),
-        ("relam", u32s(vec![2; n])),
-        ("relkind", i8s(vec![b'r'; n])),
-        ("relpersistence", i8s(vec![b'p'; n])),
+        ("relam", u32s(am)),
+        ("relkind", chars(kind)),
+        ("relpersistence", chars(vec![b'p'; n])),
         (
             "reltuples",
-            Arc::new(datafusion::arrow::array::Float32Array::from(rows)),
+            Arc::new(datafusion::arrow::array::Float32Array::from(tuples)),
         ),
-        ("relhasindex", bools(vec![true; n])),
+        ("relhasindex", bools(has_index)),
         ("relispartition", bools(vec![false; n])),
         ("relchecks", i16s(vec![0; n])),
         ("relhastriggers", bools(vec![false; n])),
@@ -224,6 +305,105 @@ fn pg_class(catalog: &Catalog) -> Result<RecordBatch> {
         ("relforcerowsecurity", bools(vec![false; n])),
         ("reloftype", u32s(vec![0; n])),
         ("reltablespace", u32s(vec![0; n])),
+        ("relhasrules", bools(vec![false; n])),
+        ("reltoastrelid", u32s(vec![0; n])),
+        ("relreplident", chars(vec![b'd'; n])),
+        ("reloptions", strs_null(n)),
+        ("relpartbound", strs_null(n)),
+    ])
+}
+
+fn pg_index(catalog: &Catalog) -> Result<RecordBatch> {
+    let rows = indexes(catalog);
+    let n = rows.len();
+    let primary: Vec<bool> = rows.iter().map(|r| r.primary).collect();
+    table(&[
+        ("indexrelid", u32s(rows.iter().map(|r| r.oid).collect())),
+        ("indrelid", u32s(rows.iter().map(|r| r.table_oid).collect())),
+        ("indisprimary", bools(primary.clone())),
+        ("indisunique", bools(primary)),
+        ("indisclustered", bools(vec![false; n])),
+        ("indisvalid", bools(vec![true; n])),
+        ("indisready", bools(vec![true; n])),
+        ("indislive", bools(vec![true; n])),
+        ("indisreplident", bools(vec![false; n])),
+    ])
+}
+
+/// The primary keys' constraints.
+fn pg_constraint(catalog: &Catalog) -> Result<RecordBatch> {
+    let rows: Vec<IndexRow> = indexes(catalog)
+        .into_iter()
+        .filter(|r| r.constraint.is_some())
+        .collect();
+    let n = rows.len();
+    table(&[
+        (
+            "oid",
+            u32s(
+                rows.iter()
+                    .filter_map(|r| Some(r.constraint.as_ref()?.0))
+                    .collect(),
+            ),
+        ),
+        (
+            "conname",
+            strs(rows.iter().map(|r| r.name.clone()).collect()),
+        ),
+        ("connamespace", u32s(vec![PUBLIC_NAMESPACE; n])),
+        ("contype", chars(vec![b'p'; n])),
+        ("condeferrable", bools(vec![false; n])),
+        ("condeferred", bools(vec![false; n])),
+        ("convalidated", bools(vec![true; n])),
+        ("conrelid", u32s(rows.iter().map(|r| r.table_oid).collect())),
+        ("conindid", u32s(rows.iter().map(|r| r.oid).collect())),
+        ("confrelid", u32s(vec![0; n])),
+    ])
+}
+
+/// Comments: the extensions' own, as `\\dx` shows them.
+fn pg_description() -> Result<RecordBatch> {
+    table(&[
+        (
+            "objoid",
+            u32s(vec![PLPGSQL_EXTENSION_OID, VECTOR_EXTENSION_OID]),
+        ),
+        (
+            "classoid",
+            u32s(vec![PG_EXTENSION_CLASS, PG_EXTENSION_CLASS]),
+        ),
+        ("objsubid", i32s(vec![0, 0])),
+        (
+            "description",
+            strs(vec![
+                "PL/pgSQL procedural language".into(),
+                "vector data type and ivfflat and hnsw access methods".into(),
+            ]),
+        ),
+    ])
+}
+
+fn pg_database() -> Result<RecordBatch> {
+    let text = |v: &str| strs(vec![v.into()]);
+    table(&[
+        ("oid", u32s(vec![5])),
+        ("datname", text("postgres")),
+        ("datdba", u32s(vec![10])),
+        ("encoding", i32s(vec![6])),
+        ("datlocprovider", chars(vec![b'c'])),
+        ("datcollate", text("C.UTF-8")),
+        ("datctype", text("C.UTF-8")),
+        ("daticulocale", strs_null(1)),
+        ("datlocale", strs_null(1)),
+        ("daticurules", strs_null(1)),
+        (
+            "datacl",
+            Arc::new(ListArray::new_null(
+                Field::new_list_field(DataType::Utf8, true).into(),
+                1,
+            )),
+        ),
+        ("datallowconn", bools(vec![true])),
     ])
 }
 
@@ -261,7 +441,7 @@ fn pg_attribute(catalog: &Catalog) -> Result<RecordBatch> {
         ("attnotnull", bools(notnull)),
         ("attisdropped", bools(vec![false; n])),
         ("atthasdef", bools(vec![false; n])),
-        ("attidentity", strs(vec![String::new(); n])),
+        ("attidentity", strs(vec![String::new(); n])), // '\0': not an identity column
         ("attgenerated", strs(vec![String::new(); n])),
         ("attcollation", u32s(vec![0; n])),
         ("attlen", i16s(vec![-1; n])),

@@ -7,6 +7,9 @@ use crate::encode::VECTOR_OID;
 
 pub const PG_CATALOG_NAMESPACE: u32 = 11;
 pub const PUBLIC_NAMESPACE: u32 = 2200;
+pub(super) const PLPGSQL_EXTENSION_OID: u32 = 13_542;
+/// `pg_extension`'s own OID, the `classoid` of comments on extensions.
+pub(super) const PG_EXTENSION_CLASS: u32 = 3079;
 pub(super) const VECTOR_EXTENSION_OID: u32 = 16384;
 /// pgvector's version whose SQL behaviour Vecraft follows.
 pub const PGVECTOR_VERSION: &str = "0.8.0";
@@ -120,6 +123,24 @@ pub(super) fn column_type(ty: &ColumnType) -> (u32, i32) {
         ColumnType::Timestamp => (1114, -1),
         ColumnType::Vector(spec) => (VECTOR_OID, spec.dims as i32),
     }
+}
+
+/// The OIDs PostgreSQL gives its own catalog tables, for `'pg_class'::regclass`.
+pub fn catalog_table_oid(name: &str) -> Option<u32> {
+    Some(match name {
+        "pg_type" => 1247,
+        "pg_attribute" => 1249,
+        "pg_proc" => 1255,
+        "pg_class" => 1259,
+        "pg_database" => 1262,
+        "pg_am" => 2601,
+        "pg_constraint" => 2606,
+        "pg_description" => 2609,
+        "pg_index" => 2610,
+        "pg_namespace" => 2615,
+        "pg_extension" => 3079,
+        _ => return None,
+    })
 }
 
 /// A collection's OID: a hash of its name, so every gateway and restart agrees.

@@ -78,8 +78,16 @@ async fn tables_and_columns_are_listed_with_their_types() {
             row("embedding", "vector(384)", "f"),
         ]
     );
+    // The table, and the index of its primary key (as psql's \d lists it).
     assert_eq!(
-        rows(&client, "SELECT relname, relkind FROM pg_catalog.pg_class").await,
-        vec![vec![Some("docs".into()), Some("r".into())]]
+        rows(
+            &client,
+            "SELECT relname, relkind FROM pg_catalog.pg_class ORDER BY 1"
+        )
+        .await,
+        vec![
+            vec![Some("docs".into()), Some("r".into())],
+            vec![Some("docs_pkey".into()), Some("i".into())]
+        ]
     );
 }

@@ -1,0 +1,199 @@
+//! The indexes a collection has, as PostgreSQL's catalog shows them: the primary key's
+//! (`items_pkey`, a btree in PostgreSQL's eyes) and one HNSW index per indexed vector column
+//! (`items_embedding_idx`, with its operator class), for `pg_index`, `pg_class`,
+//! `pg_constraint` and `pg_get_indexdef` — what psql's `\d name` prints under "Indexes:".
+//!
+//! Index names are derived as PostgreSQL derives default names; a name given in CREATE INDEX
+//! is not kept.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{AsArray, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::common::{Result, plan_err};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
+use vecraft_storage::distance::Metric;
+use vecraft_storage::schema::{ColumnType, HnswParams};
+
+use super::types::table_oid;
+use crate::catalog::Catalog;
+
+/// PostgreSQL's OIDs of the access methods Vecraft shows.
+pub(super) const BTREE_AM: u32 = 403;
+pub(super) const HNSW_AM: u32 = 16388;
+
+pub(super) struct IndexRow {
+    pub oid: u32,
+    pub table_oid: u32,
+    pub name: String,
+    pub primary: bool,
+    pub access_method: u32,
+    /// What `pg_get_indexdef` returns.
+    pub definition: String,
+    /// The primary key's constraint: its OID and `pg_get_constraintdef`.
+    pub constraint: Option<(u32, String)>,
+}
+
+/// Every index of every collection.
+pub(super) fn indexes(catalog: &Catalog) -> Vec<IndexRow> {
+    let mut rows = Vec::new();
+    for (table, collection) in catalog.all() {
+        let schema = collection.shard().schema();
+        let table_oid = table_oid(&table);
+        if !schema.hidden_key {
+            let key = &schema.columns[schema.primary_key].name;
+            let name = format!("{table}_pkey");
+            rows.push(IndexRow {
+                oid: index_oid(&table, &name),
+                table_oid,
+                definition: format!(
+                    "CREATE UNIQUE INDEX {name} ON public.{table} USING btree ({key})"
+                ),
+                constraint: Some((
+                    index_oid(&table, "pkey constraint"),
+                    format!("PRIMARY KEY ({key})"),
+                )),
+                name,
+                primary: true,
+                access_method: BTREE_AM,
+            });
+        }
+        for column in &schema.columns {
+            let ColumnType::Vector(spec) = &column.ty else {
+                continue;
+            };
+            if !schema.is_indexed(&column.name) {
+                continue;
+            }
+            let name = format!("{table}_{}_idx", column.name);
+            rows.push(IndexRow {
+                oid: index_oid(&table, &name),
+                table_oid,
+                definition: format!(
+                    "CREATE INDEX {name} ON public.{table} USING hnsw ({} {}){}",
+                    column.name,
+                    opclass(spec.metric),
+                    with_clause(&spec.hnsw)
+                ),
+                name,
+                primary: false,
+                access_method: HNSW_AM,
+                constraint: None,
+            });
+        }
+    }
+    rows
+}
+
+fn index_oid(table: &str, index: &str) -> u32 {
+    table_oid(&format!("{table}\u{0}{index}"))
+}
+
+fn opclass(metric: Metric) -> &'static str {
+    match metric {
+        Metric::L2 => "vector_l2_ops",
+        Metric::Cosine => "vector_cosine_ops",
+        Metric::InnerProduct => "vector_ip_ops",
+        Metric::L1 => "vector_l1_ops",
+    }
+}
+
+/// `WITH (…)` for the parameters that differ from pgvector's defaults, as PostgreSQL prints
+/// the options given.
+fn with_clause(hnsw: &HnswParams) -> String {
+    let defaults = HnswParams::default();
+    let mut options = Vec::new();
+    if hnsw.m != defaults.m {
+        options.push(format!("m='{}'", hnsw.m));
+    }
+    if hnsw.ef_construction != defaults.ef_construction {
+        options.push(format!("ef_construction='{}'", hnsw.ef_construction));
+    }
+    if options.is_empty() {
+        String::new()
+    } else {
+        format!(" WITH ({})", options.join(", "))
+    }
+}
+
+/// `pg_get_indexdef(index_oid [, column, pretty])` and `pg_get_constraintdef(oid [, pretty])`,
+/// looked up in the live catalog.
+pub(super) struct IndexDefUdf {
+    catalog: Arc<Catalog>,
+    constraint: bool,
+    signature: Signature,
+}
+
+impl IndexDefUdf {
+    pub(super) fn new(catalog: Arc<Catalog>, constraint: bool) -> Self {
+        IndexDefUdf {
+            catalog,
+            constraint,
+            signature: Signature::variadic_any(Volatility::Stable),
+        }
+    }
+
+    fn definition(&self, rows: &[IndexRow], oid: u32) -> Option<String> {
+        rows.iter().find_map(|r| match &r.constraint {
+            Some((c, def)) if self.constraint && *c == oid => Some(def.clone()),
+            _ if !self.constraint && r.oid == oid => Some(r.definition.clone()),
+            _ => None,
+        })
+    }
+}
+
+impl std::fmt::Debug for IndexDefUdf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl PartialEq for IndexDefUdf {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.catalog, &other.catalog) && self.constraint == other.constraint
+    }
+}
+
+impl Eq for IndexDefUdf {}
+
+impl Hash for IndexDefUdf {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.constraint.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for IndexDefUdf {
+    fn name(&self) -> &str {
+        if self.constraint {
+            "pg_get_constraintdef"
+        } else {
+            "pg_get_indexdef"
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let Some(oids) = args.args.first() else {
+            return plan_err!("{} needs an OID", self.name());
+        };
+        let oids = cast(&oids.to_array(args.number_rows)?, &DataType::Int64)?;
+        let rows = indexes(&self.catalog);
+        let defs: StringArray = oids
+            .as_primitive::<Int64Type>()
+            .iter()
+            .map(|oid| self.definition(&rows, oid? as u32))
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(defs)))
+    }
+}

@@ -1,0 +1,285 @@
+//! psql and drivers write catalog queries in PostgreSQL's own dialect. Before planning, this
+//! pass turns that dialect into what DataFusion plans:
+//!
+//! - `pg_*` tables are qualified with `pg_catalog`, which PostgreSQL searches first;
+//! - `pg_catalog.f(…)`, `::pg_catalog.text` and `OPERATOR(pg_catalog.~)` lose the qualifier;
+//! - `COLLATE pg_catalog.default` is dropped (there is one collation);
+//! - `'pg_extension'::regclass` becomes the relation's OID;
+//! - a subquery over a catalog table that is always empty here (policies, triggers,
+//!   publications, …) becomes NULL, and a query that reads one becomes an empty result of the
+//!   same width. psql's `\d` asks these with arrays and functions DataFusion does not have;
+//!   the answer is known without asking.
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{
+    BinaryOperator, DataType, Expr, FunctionArguments, Ident, ObjectName, ObjectNamePart, Query,
+    Select, SelectItem, SetExpr, Statement, TableFactor, Value, visit_expressions_mut,
+    visit_relations_mut,
+};
+
+use super::tables::{EMPTY_TABLES, TABLES};
+use super::types::{catalog_table_oid, table_oid};
+
+/// Rewrites `statement` in place (see the module comment).
+pub fn rewrite(statement: &mut DFStatement) {
+    let DFStatement::Statement(s) = statement else {
+        return;
+    };
+    qualify_tables(s);
+    let _ = visit_expressions_mut(s.as_mut(), |e: &mut Expr| {
+        rewrite_expr(e);
+        ControlFlow::<()>::Continue(())
+    });
+    if let Statement::Query(query) = s.as_mut() {
+        if reads_empty_table(query) {
+            empty_result(query);
+        }
+    }
+}
+
+fn qualify_tables(s: &mut Statement) {
+    let _ = visit_relations_mut(s, |name: &mut ObjectName| {
+        if let [ObjectNamePart::Identifier(id)] = name.0.as_slice() {
+            if TABLES.contains(&id.value.as_str()) {
+                *name = ObjectName::from(vec![Ident::new("pg_catalog"), id.clone()]);
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+fn rewrite_expr(e: &mut Expr) {
+    match e {
+        Expr::Function(f) => {
+            f.name = unqualified(&f.name);
+            let array_of_subquery = f.name.to_string().eq_ignore_ascii_case("array")
+                && matches!(f.args, FunctionArguments::Subquery(_));
+            if array_of_subquery {
+                *e = null(); // `ARRAY(SELECT …)`: only psql asks, about options we never have
+            }
+        }
+        Expr::Collate { expr, .. } => *e = std::mem::replace(expr.as_mut(), null()),
+        Expr::BinaryOp { op, .. } => {
+            if let BinaryOperator::PGCustomBinaryOperator(path) = op {
+                if let Some(plain) = builtin_operator(path) {
+                    *op = plain;
+                }
+            }
+        }
+        Expr::Cast {
+            expr, data_type, ..
+        } => {
+            *data_type = unqualified_type(data_type);
+            if is_type(data_type, "regclass") {
+                if let Expr::Value(v) = expr.as_ref() {
+                    if let Value::SingleQuotedString(name) = &v.value {
+                        *e = Expr::value(Value::Number(relation_oid(name).to_string(), false));
+                    }
+                }
+            }
+        }
+        Expr::Subquery(query) if reads_empty_table(query) => *e = null(),
+        _ => {}
+    }
+}
+
+fn null() -> Expr {
+    Expr::value(Value::Null)
+}
+
+/// `pg_catalog.f` → `f`; other names unchanged.
+fn unqualified(name: &ObjectName) -> ObjectName {
+    match name.0.as_slice() {
+        [ObjectNamePart::Identifier(schema), last]
+            if schema.value.eq_ignore_ascii_case("pg_catalog") =>
+        {
+            ObjectName(vec![last.clone()])
+        }
+        _ => name.clone(),
+    }
+}
+
+fn unqualified_type(data_type: &DataType) -> DataType {
+    match data_type {
+        DataType::Custom(name, modifiers) => {
+            let name = unqualified(name);
+            match name.to_string().to_lowercase().as_str() {
+                "text" | "name" => DataType::Text,
+                "int2" => DataType::SmallInt(None),
+                "int4" => DataType::Int(None),
+                "int8" => DataType::BigInt(None),
+                "bool" => DataType::Boolean,
+                _ => DataType::Custom(name, modifiers.clone()),
+            }
+        }
+        other => other.clone(),
+    }
+}
+
+fn is_type(data_type: &DataType, name: &str) -> bool {
+    matches!(data_type, DataType::Custom(n, _) if n.to_string().eq_ignore_ascii_case(name))
+}
+
+/// The operator `OPERATOR(pg_catalog.op)` names, when DataFusion has it.
+fn builtin_operator(path: &[String]) -> Option<BinaryOperator> {
+    let op = match path {
+        [schema, op] if schema.eq_ignore_ascii_case("pg_catalog") => op.as_str(),
+        [op] => op.as_str(),
+        _ => return None,
+    };
+    Some(match op {
+        "~" => BinaryOperator::PGRegexMatch,
+        "~*" => BinaryOperator::PGRegexIMatch,
+        "!~" => BinaryOperator::PGRegexNotMatch,
+        "!~*" => BinaryOperator::PGRegexNotIMatch,
+        "=" => BinaryOperator::Eq,
+        "<>" | "!=" => BinaryOperator::NotEq,
+        "<" => BinaryOperator::Lt,
+        "<=" => BinaryOperator::LtEq,
+        ">" => BinaryOperator::Gt,
+        ">=" => BinaryOperator::GtEq,
+        _ => return None,
+    })
+}
+
+/// A relation's OID by name, as `'name'::regclass` gives it (0 for an unknown name).
+fn relation_oid(name: &str) -> u32 {
+    let name = name.trim_matches('"');
+    let name = name.strip_prefix("pg_catalog.").unwrap_or(name);
+    let name = name.strip_prefix("public.").unwrap_or(name);
+    catalog_table_oid(name).unwrap_or_else(|| table_oid(name))
+}
+
+/// Whether `query`'s own FROM joins (not outer-joins) a table that is always empty here, in
+/// every branch of a UNION.
+fn reads_empty_table(query: &Query) -> bool {
+    set_reads_empty_table(&query.body)
+}
+
+fn set_reads_empty_table(body: &SetExpr) -> bool {
+    match body {
+        SetExpr::Select(select) => select_reads_empty_table(select),
+        SetExpr::SetOperation { left, right, .. } => {
+            set_reads_empty_table(left) && set_reads_empty_table(right)
+        }
+        SetExpr::Query(query) => reads_empty_table(query),
+        _ => false,
+    }
+}
+
+fn select_reads_empty_table(select: &Select) -> bool {
+    use datafusion::sql::sqlparser::ast::JoinOperator::*;
+    select.from.iter().any(|from| {
+        is_empty_table(&from.relation)
+            || from.joins.iter().any(|j| {
+                matches!(j.join_operator, Inner(_) | Join(_) | CrossJoin(_))
+                    && is_empty_table(&j.relation)
+            })
+    })
+}
+
+fn is_empty_table(relation: &TableFactor) -> bool {
+    let TableFactor::Table { name, .. } = relation else {
+        return false;
+    };
+    let last = match name.0.last() {
+        Some(ObjectNamePart::Identifier(id)) => id.value.as_str(),
+        _ => return false,
+    };
+    EMPTY_TABLES.contains(&last)
+}
+
+/// Replaces `query` by `SELECT NULL AS …, … WHERE false`: no rows, the same columns.
+fn empty_result(query: &mut Query) {
+    let width = first_select(query).map_or(0, |s| s.projection.len());
+    let mut columns = Vec::with_capacity(width);
+    for i in 0..width {
+        let name = first_select(query)
+            .and_then(|s| column_name(&s.projection[i]))
+            .unwrap_or_else(|| format!("column{}", i + 1));
+        columns.push(format!(
+            "CAST(NULL AS TEXT) AS \"{}\"",
+            name.replace('"', "")
+        ));
+    }
+    let sql = format!("SELECT {} WHERE false", columns.join(", "));
+    if let Ok(mut parsed) = vecraft_planner::parse::parse_sql(&sql) {
+        if let Some(DFStatement::Statement(s)) = parsed.pop() {
+            if let Statement::Query(empty) = *s {
+                *query = *empty;
+            }
+        }
+    }
+}
+
+fn first_select(query: &Query) -> Option<&Select> {
+    let mut body = query.body.as_ref();
+    loop {
+        match body {
+            SetExpr::Select(s) => return Some(s),
+            SetExpr::SetOperation { left, .. } => body = left,
+            _ => return None,
+        }
+    }
+}
+
+fn column_name(item: &SelectItem) -> Option<String> {
+    match item {
+        SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.clone()),
+        SelectItem::UnnamedExpr(Expr::Identifier(id)) => Some(id.value.clone()),
+        SelectItem::UnnamedExpr(Expr::CompoundIdentifier(ids)) => {
+            ids.last().map(|i| i.value.clone())
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewritten(sql: &str) -> String {
+        let mut s = vecraft_planner::parse::parse_sql(sql).unwrap().remove(0);
+        rewrite(&mut s);
+        s.to_string()
+    }
+
+    #[test]
+    fn unqualified_catalog_tables_are_qualified() {
+        assert_eq!(
+            rewritten("SELECT oid FROM pg_type t, items"),
+            "SELECT oid FROM pg_catalog.pg_type t, items"
+        );
+    }
+
+    #[test]
+    fn psql_dialect_becomes_datafusion_sql() {
+        assert_eq!(
+            rewritten(
+                "SELECT pg_catalog.pg_get_userbyid(1) FROM pg_catalog.pg_class c \
+                 WHERE c.relname OPERATOR(pg_catalog.~) '^(items)$' COLLATE pg_catalog.default \
+                 AND c.oid = 'pg_catalog.pg_class'::pg_catalog.regclass AND c.oid::pg_catalog.text = ''"
+            ),
+            "SELECT pg_get_userbyid(1) FROM pg_catalog.pg_class c \
+             WHERE c.relname ~ '^(items)$' AND c.oid = 1259 AND c.oid::TEXT = ''"
+        );
+    }
+
+    #[test]
+    fn reads_of_tables_that_are_always_empty_answer_no_rows() {
+        assert_eq!(
+            rewritten(
+                "SELECT pol.polname, pol.polpermissive AS p FROM pg_policy pol WHERE pol.polrelid = 1"
+            ),
+            "SELECT CAST(NULL AS TEXT) AS \"polname\", CAST(NULL AS TEXT) AS \"p\" WHERE false"
+        );
+        assert_eq!(
+            rewritten(
+                "SELECT a.attname, (SELECT c.collname FROM pg_collation c WHERE c.oid = a.attcollation) FROM pg_attribute a"
+            ),
+            "SELECT a.attname, NULL FROM pg_catalog.pg_attribute a"
+        );
+    }
+}
