@@ -5,11 +5,22 @@
 //! lexer keeps `<+>` whole (an operator may end in `+` only if it also holds one of
 //! ``~!@#%^&|`?``… or, as here, ends in something else). So we tokenise, merge each adjacent
 //! `<` `+` `>` into one custom operator, and parse the tokens.
+//!
+//! Vecraft's own DDL, `CREATE COLLECTION` and `DROP COLLECTION`, is read the same way: the
+//! word `COLLECTION` becomes `TABLE` and the parsed statement is marked as a collection's
+//! ([`is_collection`]): a `WITH` option named [`COLLECTION_MARKER`] on the CREATE, the
+//! otherwise unused `purge` flag on the DROP (PostgreSQL has no `DROP … PURGE`).
 
 use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{
+    CreateTableOptions, Expr, Ident, ObjectType, SqlOption, Statement, Value,
+};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+
+/// The `WITH` option that marks a `CREATE TABLE` parsed from `CREATE COLLECTION`.
+pub const COLLECTION_MARKER: &str = "vecraft.collection";
 
 /// Parses `sql` (one or more `;`-separated statements) with PostgreSQL's rules.
 pub fn parse_sql(sql: &str) -> Result<Vec<DFStatement>, ParserError> {
@@ -17,13 +28,107 @@ pub fn parse_sql(sql: &str) -> Result<Vec<DFStatement>, ParserError> {
     let tokens = Tokenizer::new(&dialect, sql)
         .tokenize_with_location()
         .map_err(|e| ParserError::TokenizerError(e.to_string()))?;
-    let statements = Parser::new(&dialect)
-        .with_tokens_with_locations(merge_l1_operator(tokens))
+    let (tokens, mut collections) = read_collection_words(merge_l1_operator(tokens));
+    let mut statements = Parser::new(&dialect)
+        .with_tokens_with_locations(tokens)
         .parse_statements()?;
+    collections.reverse();
+    for statement in &mut statements {
+        let Some((create, collection)) = collections.last().copied() else {
+            break;
+        };
+        let matched = match statement {
+            Statement::CreateTable(c) if create => {
+                if collection {
+                    mark_create(&mut c.table_options);
+                }
+                true
+            }
+            Statement::Drop {
+                object_type: ObjectType::Table,
+                purge,
+                ..
+            } if !create => {
+                *purge |= collection;
+                true
+            }
+            _ => false,
+        };
+        if matched {
+            collections.pop();
+        }
+    }
     Ok(statements
         .into_iter()
         .map(|s| DFStatement::Statement(Box::new(s)))
         .collect())
+}
+
+/// Whether `statement` is a `CREATE COLLECTION` or `DROP COLLECTION`.
+pub fn is_collection(statement: &Statement) -> bool {
+    match statement {
+        Statement::CreateTable(c) => collection_options(&c.table_options).is_some(),
+        Statement::Drop {
+            object_type: ObjectType::Table,
+            purge,
+            ..
+        } => *purge,
+        _ => false,
+    }
+}
+
+/// A `CREATE COLLECTION`'s `WITH` options (without the marker); `None` for a `CREATE TABLE`.
+pub fn collection_options(options: &CreateTableOptions) -> Option<Vec<SqlOption>> {
+    let CreateTableOptions::With(options) = options else {
+        return None;
+    };
+    let marker = |o: &SqlOption| matches!(o, SqlOption::KeyValue { key, .. } if key.value == COLLECTION_MARKER);
+    options
+        .iter()
+        .any(marker)
+        .then(|| options.iter().filter(|o| !marker(o)).cloned().collect())
+}
+
+fn mark_create(options: &mut CreateTableOptions) {
+    let marker = SqlOption::KeyValue {
+        key: Ident::with_quote('"', COLLECTION_MARKER),
+        value: Expr::value(Value::Boolean(true)),
+    };
+    match options {
+        CreateTableOptions::With(list) => list.push(marker),
+        other => *other = CreateTableOptions::With(vec![marker]),
+    }
+}
+
+/// Turns `CREATE COLLECTION` / `DROP COLLECTION` into `… TABLE`. Returns the tokens and, for
+/// each `CREATE`/`DROP` of a table or collection in order, (is a CREATE, is a collection).
+fn read_collection_words(
+    mut tokens: Vec<TokenWithSpan>,
+) -> (Vec<TokenWithSpan>, Vec<(bool, bool)>) {
+    let mut found = Vec::new();
+    let mut previous: Option<usize> = None;
+    for i in 0..tokens.len() {
+        let Token::Word(word) = &tokens[i].token else {
+            if !matches!(tokens[i].token, Token::Whitespace(_)) {
+                previous = Some(i);
+            }
+            continue;
+        };
+        let unquoted = |w: &str| word.quote_style.is_none() && word.value.eq_ignore_ascii_case(w);
+        let (table, collection) = (unquoted("TABLE"), unquoted("COLLECTION"));
+        let after = previous.and_then(|p| match &tokens[p].token {
+            Token::Word(w) if w.quote_style.is_none() => Some(w.value.to_ascii_uppercase()),
+            _ => None,
+        });
+        if (table || collection) && matches!(after.as_deref(), Some("CREATE" | "DROP")) {
+            found.push((after.as_deref() == Some("CREATE"), collection));
+            if collection {
+                tokens[i].token = Token::make_keyword("TABLE");
+            }
+        }
+        previous = Some(i);
+    }
+    (tokens, found)
 }
 
 /// Replaces each run `<` `+` `>` (nothing between) with the custom operator `<+>`.
@@ -51,6 +156,39 @@ fn merge_l1_operator(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn collections_parse_as_marked_tables() {
+        let parsed = |sql: &str| match parse_sql(sql).unwrap().remove(0) {
+            DFStatement::Statement(s) => *s,
+            other => panic!("{other}"),
+        };
+        let create =
+            parsed("CREATE COLLECTION docs (id bigint PRIMARY KEY) WITH (metric = 'cosine')");
+        assert!(is_collection(&create));
+        let Statement::CreateTable(c) = &create else {
+            panic!()
+        };
+        assert_eq!(collection_options(&c.table_options).unwrap().len(), 1);
+        assert!(!is_collection(&parsed(
+            "CREATE TABLE docs (id bigint) WITH (fillfactor = 70)"
+        )));
+        assert!(is_collection(&parsed("DROP COLLECTION IF EXISTS docs")));
+        assert!(!is_collection(&parsed("DROP TABLE docs")));
+        // Statements in one text keep their own marks; a column may be called collection.
+        let many = parse_sql(
+            "CREATE TABLE a (collection int); CREATE COLLECTION b (id int); DROP TABLE a",
+        )
+        .unwrap();
+        let marks: Vec<bool> = many
+            .iter()
+            .map(|s| match s {
+                DFStatement::Statement(s) => is_collection(s),
+                _ => false,
+            })
+            .collect();
+        assert_eq!(marks, [false, true, false]);
+    }
 
     #[test]
     fn l1_operator_is_one_token_but_less_than_plus_is_not() {

@@ -11,8 +11,15 @@ use vecraft_storage::schema::{CollectionSchema, ColumnDef, ColumnType, HnswParam
 
 use crate::errors::user_error;
 
-/// The collection schema of a `CREATE TABLE`.
+/// The collection schema of a `CREATE TABLE`: like pgvector, no vector index until CREATE
+/// INDEX, so loads seal without building graphs.
 pub fn schema_of(create: &CreateTable) -> PgWireResult<CollectionSchema> {
+    Ok(declared_schema(create)?.without_indexes())
+}
+
+/// The schema the columns declare, vector columns indexed with the default metric (L2) and
+/// HNSW parameters.
+pub fn declared_schema(create: &CreateTable) -> PgWireResult<CollectionSchema> {
     let mut columns = Vec::new();
     let mut primary_key = None;
     for col in &create.columns {
@@ -48,10 +55,7 @@ pub fn schema_of(create: &CreateTable) -> PgWireResult<CollectionSchema> {
         // Rows are then told apart by a row id Vecraft assigns, as PostgreSQL's ctid.
         None => CollectionSchema::with_row_id(columns),
     };
-    // Like pgvector, no vector index until CREATE INDEX: loads seal without building graphs.
-    schema
-        .map(CollectionSchema::without_indexes)
-        .map_err(|e| user_error("42P16", e.to_string()))
+    schema.map_err(|e| user_error("42P16", e.to_string()))
 }
 
 fn column_type(sql_type: &SqlType) -> PgWireResult<ColumnType> {

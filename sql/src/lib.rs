@@ -7,6 +7,7 @@
 //! The system catalog drivers read is `pg_catalog.rs`. Still to come (issue #3): auth and TLS.
 
 pub mod catalog;
+pub mod collections;
 pub mod copy;
 pub mod ddl;
 pub mod encode;

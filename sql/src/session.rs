@@ -16,9 +16,11 @@ use parking_lot::Mutex;
 use pgwire::api::portal::Format;
 use pgwire::api::results::{QueryResponse, Response, Tag};
 use pgwire::error::PgWireResult;
+use vecraft_planner::parse::collection_options;
 use vecraft_planner::table::CollectionTable;
 
 use crate::catalog::Catalog;
+use crate::collections;
 use crate::copy::CopyIn;
 use crate::ddl::schema_of;
 use crate::encode;
@@ -172,35 +174,51 @@ impl Session {
                         format!("invalid name \"{name}\": use lowercase letters, digits and _");
                     return Err(user_error("42602", message));
                 }
-                let created = self
-                    .catalog
-                    .create(&name, schema_of(create)?)
-                    .map_err(|e| to_pg(&e))?;
+                let options = collection_options(&create.table_options);
+                let (schema, tag) = match &options {
+                    Some(options) => (
+                        collections::collection_schema(create, options)?,
+                        "CREATE COLLECTION",
+                    ),
+                    None => (schema_of(create)?, "CREATE TABLE"),
+                };
+                let created = self.catalog.create(&name, schema).map_err(|e| to_pg(&e))?;
                 if !created && !create.if_not_exists {
+                    let kind = if options.is_some() {
+                        "collection"
+                    } else {
+                        "relation"
+                    };
                     return Err(user_error(
                         "42P07",
-                        format!("relation \"{name}\" already exists"),
+                        format!("{kind} \"{name}\" already exists"),
                     ));
                 }
-                Response::Execution(Tag::new("CREATE TABLE"))
+                Response::Execution(Tag::new(tag))
             }
             Statement::Drop {
                 object_type: ObjectType::Table,
                 if_exists,
                 names,
+                purge: collection, // how the parser marks DROP COLLECTION
                 ..
             } => {
+                let kind = if *collection { "collection" } else { "table" };
                 for name in names {
                     let name = name.to_string().to_lowercase();
                     let dropped = self.catalog.drop_collection(&name).map_err(|e| to_pg(&e))?;
                     if !dropped && !if_exists {
                         return Err(user_error(
                             "42P01",
-                            format!("table \"{name}\" does not exist"),
+                            format!("{kind} \"{name}\" does not exist"),
                         ));
                     }
                 }
-                Response::Execution(Tag::new("DROP TABLE"))
+                Response::Execution(Tag::new(if *collection {
+                    "DROP COLLECTION"
+                } else {
+                    "DROP TABLE"
+                }))
             }
             Statement::CreateExtension(_) => Response::Execution(Tag::new("CREATE EXTENSION")),
             Statement::CreateIndex(create) => self.create_index(create).await?,
@@ -230,6 +248,9 @@ impl Session {
                 Response::Execution(Tag::new("DEALLOCATE ALL"))
             }
             Statement::Deallocate { .. } => Response::Execution(Tag::new("DEALLOCATE")),
+            Statement::ShowVariable { variable } if show_name(variable) == "collections" => {
+                collections::show(&self.catalog, format)?
+            }
             Statement::ShowVariable { variable } => {
                 let name = show_name(variable);
                 let value = show_value(&self.ctx, &name)?;
@@ -298,7 +319,10 @@ pub fn gateway_fields(
     format: &Format,
 ) -> Vec<pgwire::api::results::FieldInfo> {
     match statement {
-        Statement::ShowVariable { variable } => show_fields(&show_name(variable), format).to_vec(),
+        Statement::ShowVariable { variable } => match show_name(variable).as_str() {
+            "collections" => collections::show_fields(format).to_vec(),
+            name => show_fields(name, format).to_vec(),
+        },
         _ => Vec::new(),
     }
 }

@@ -150,16 +150,33 @@ impl<'a> FromSql<'a> for Text {
     }
 }
 
+/// A failed statement as the `.slt` files match it: `statement error <regex>` is matched
+/// against the server's message, `statement error (SQLSTATE)` against its code.
+#[derive(Debug)]
+pub struct ServerError(tokio_postgres::Error);
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_db_error() {
+            Some(db) => f.write_str(db.message()),
+            None => self.0.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {}
+
 #[async_trait]
 impl AsyncDB for Postgres {
-    type Error = tokio_postgres::Error;
+    type Error = ServerError;
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, Self::Error> {
-        match self.protocol {
+        let result = match self.protocol {
             Protocol::Simple => self.run_simple(sql).await,
             Protocol::Extended => self.run_extended(sql).await,
-        }
+        };
+        result.map_err(ServerError)
     }
 
     async fn shutdown(&mut self) {
@@ -175,7 +192,7 @@ impl AsyncDB for Postgres {
     }
 
     fn error_sql_state(err: &Self::Error) -> Option<String> {
-        err.code().map(|c| c.code().to_string())
+        err.0.code().map(|c| c.code().to_string())
     }
 }
 
@@ -189,7 +206,7 @@ pub async fn run_file(
     let dsn = dsn.to_string();
     let mut runner = sqllogictest::Runner::new(move || {
         let dsn = dsn.clone();
-        async move { Postgres::connect(&dsn, protocol).await }
+        async move { Postgres::connect(&dsn, protocol).await.map_err(ServerError) }
     });
     runner.add_label(label);
     runner.add_label(match protocol {
