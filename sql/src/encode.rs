@@ -183,13 +183,32 @@ fn text(array: &ArrayRef, row: usize) -> Option<String> {
             let v = datafusion::arrow::compute::cast(&v, &DataType::Float32).ok()?;
             format_vector(v.as_primitive::<Float32Type>().values())
         }
-        DataType::List(_) => {
+        // A vector whose dimensions are not in its type (`'[1,2]'::vector`).
+        DataType::List(item) if item.data_type() == &DataType::Float32 => {
             let v = array.as_list::<i32>().value(row);
-            let v = datafusion::arrow::compute::cast(&v, &DataType::Float32).ok()?;
             format_vector(v.as_primitive::<Float32Type>().values())
         }
+        DataType::List(_) => array_literal(&array.as_list::<i32>().value(row)),
         _ => datafusion::arrow::util::display::array_value_to_string(array, row).ok()?,
     })
+}
+
+/// An array as PostgreSQL prints one: `{1,2}`, `{a,"b c",NULL}`, `{}`.
+fn array_literal(items: &ArrayRef) -> String {
+    let quoted = |t: String| {
+        let plain = !t.is_empty()
+            && !t.eq_ignore_ascii_case("null")
+            && !t.contains(['{', '}', ',', '"', '\\', ' ']);
+        if plain {
+            t
+        } else {
+            format!("\"{}\"", t.replace('\\', "\\\\").replace('"', "\\\""))
+        }
+    };
+    let items: Vec<String> = (0..items.len())
+        .map(|i| text(items, i).map_or_else(|| "NULL".to_string(), quoted))
+        .collect();
+    format!("{{{}}}", items.join(","))
 }
 
 /// `YYYY-MM-DD HH:MM:SS[.ffffff]`, as PostgreSQL prints `timestamp`.

@@ -27,6 +27,7 @@ pub(super) enum CatalogFn {
     UserById,
     EncodingToChar,
     ObjDescription,
+    ColDescription,
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -44,7 +45,9 @@ impl CatalogUdf {
             | CatalogFn::BackendPid => Signature::nullary(Volatility::Stable),
             CatalogFn::ToRegtype => Signature::exact(vec![DataType::Utf8], Volatility::Stable),
             CatalogFn::FormatType => Signature::any(2, Volatility::Stable),
-            CatalogFn::ObjDescription => Signature::variadic_any(Volatility::Stable),
+            CatalogFn::ObjDescription | CatalogFn::ColDescription => {
+                Signature::variadic_any(Volatility::Stable)
+            }
             CatalogFn::TableIsVisible | CatalogFn::UserById | CatalogFn::EncodingToChar => {
                 Signature::any(1, Volatility::Stable)
             }
@@ -69,6 +72,7 @@ impl ScalarUDFImpl for CatalogUdf {
             CatalogFn::UserById => "pg_get_userbyid",
             CatalogFn::EncodingToChar => "pg_encoding_to_char",
             CatalogFn::ObjDescription => "obj_description",
+            CatalogFn::ColDescription => "col_description",
         }
     }
 
@@ -96,7 +100,9 @@ impl ScalarUDFImpl for CatalogUdf {
             CatalogFn::TableIsVisible => scalar(ScalarValue::Boolean(Some(true))),
             CatalogFn::UserById => scalar(ScalarValue::Utf8(Some("postgres".into()))),
             CatalogFn::EncodingToChar => scalar(ScalarValue::Utf8(Some("UTF8".into()))),
-            CatalogFn::ObjDescription => scalar(ScalarValue::Utf8(None)),
+            CatalogFn::ObjDescription | CatalogFn::ColDescription => {
+                scalar(ScalarValue::Utf8(None))
+            }
             CatalogFn::ToRegtype => {
                 let names = args.args[0].to_array(rows)?;
                 let names = datafusion::arrow::compute::cast(&names, &DataType::Utf8)?;

@@ -17,6 +17,7 @@
 mod functions;
 mod indexes;
 mod rewrite;
+mod sizes;
 mod tables;
 mod types;
 
@@ -31,6 +32,7 @@ use crate::catalog::Catalog;
 use functions::{CatalogFn, CatalogUdf, PgSleep};
 use indexes::IndexDefUdf;
 pub use rewrite::rewrite;
+use sizes::{SIZE_FUNCTIONS, SizePretty, TableSizeUdf};
 use tables::PgCatalogSchema;
 pub use types::{
     PG_CATALOG_NAMESPACE, PGVECTOR_VERSION, PUBLIC_NAMESPACE, format_type, table_oid, type_oid,
@@ -58,10 +60,16 @@ pub fn install(ctx: &SessionContext, catalog: Arc<Catalog>) -> Result<()> {
         CatalogFn::UserById,
         CatalogFn::EncodingToChar,
         CatalogFn::ObjDescription,
+        CatalogFn::ColDescription,
     ] {
         ctx.register_udf(ScalarUDF::new_from_impl(CatalogUdf::new(f)));
     }
     ctx.register_udf(AsyncScalarUDF::new(Arc::new(PgSleep::new())).into_scalar_udf());
+    ctx.register_udf(ScalarUDF::new_from_impl(SizePretty::new()));
+    for name in SIZE_FUNCTIONS {
+        let udf = TableSizeUdf::new(name, catalog.clone());
+        ctx.register_udf(ScalarUDF::new_from_impl(udf));
+    }
     for constraint in [false, true] {
         let udf = IndexDefUdf::new(catalog.clone(), constraint);
         ctx.register_udf(ScalarUDF::new_from_impl(udf));

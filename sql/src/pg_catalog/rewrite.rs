@@ -14,8 +14,8 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, DataType, Expr, FunctionArguments, Ident, ObjectName, ObjectNamePart, Query,
-    Select, SelectItem, SetExpr, Statement, TableFactor, Value, visit_expressions_mut,
+    Array, BinaryOperator, DataType, Expr, FunctionArguments, Ident, ObjectName, ObjectNamePart,
+    Query, Select, SelectItem, SetExpr, Statement, TableFactor, Value, visit_expressions_mut,
     visit_relations_mut,
 };
 
@@ -57,10 +57,17 @@ fn rewrite_expr(e: &mut Expr) {
             let array_of_subquery = f.name.to_string().eq_ignore_ascii_case("array")
                 && matches!(f.args, FunctionArguments::Subquery(_));
             if array_of_subquery {
-                *e = null(); // `ARRAY(SELECT …)`: only psql asks, about options we never have
+                // `ARRAY(SELECT …)`: psql asks it about options and roles Vecraft never has.
+                *e = empty_array();
             }
         }
         Expr::Collate { expr, .. } => *e = std::mem::replace(expr.as_mut(), null()),
+        // `reloptions || ARRAY(SELECT …)` (psql's `\\d+`): the options alone.
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::StringConcat,
+            right,
+        } if is_empty_array(right) => *e = std::mem::replace(left.as_mut(), null()),
         Expr::BinaryOp { op, .. } => {
             if let BinaryOperator::PGCustomBinaryOperator(path) = op {
                 if let Some(plain) = builtin_operator(path) {
@@ -87,6 +94,17 @@ fn rewrite_expr(e: &mut Expr) {
 
 fn null() -> Expr {
     Expr::value(Value::Null)
+}
+
+fn empty_array() -> Expr {
+    Expr::Array(Array {
+        elem: Vec::new(),
+        named: true,
+    })
+}
+
+fn is_empty_array(e: &Expr) -> bool {
+    matches!(e, Expr::Array(a) if a.elem.is_empty())
 }
 
 /// `pg_catalog.f` → `f`; other names unchanged.
@@ -264,6 +282,17 @@ mod tests {
             ),
             "SELECT pg_get_userbyid(1) FROM pg_catalog.pg_class c \
              WHERE c.relname ~ '^(items)$' AND c.oid = 1259 AND c.oid::TEXT = ''"
+        );
+    }
+
+    #[test]
+    fn array_subqueries_about_options_are_empty() {
+        assert_eq!(
+            rewritten(
+                "SELECT pg_catalog.array_to_string(c.reloptions || array(select 'toast.' || x \
+                 from pg_catalog.unnest(tc.reloptions) x), ', ') FROM pg_catalog.pg_class c"
+            ),
+            "SELECT array_to_string(c.reloptions, ', ') FROM pg_catalog.pg_class c"
         );
     }
 

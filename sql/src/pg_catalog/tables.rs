@@ -15,6 +15,7 @@ use datafusion::datasource::MemTable;
 
 use super::indexes::{BTREE_AM, HNSW_AM, IndexRow, indexes};
 use super::types::*;
+use vecraft_storage::schema::ColumnType;
 
 const HEAP_AM: u32 = 2;
 use crate::catalog::Catalog;
@@ -55,6 +56,8 @@ pub(super) const TABLES: &[&str] = &[
     "pg_partitioned_table",
     "pg_sequence",
     "pg_foreign_table",
+    "pg_roles",
+    "pg_auth_members",
 ];
 
 /// Catalog tables that are always empty here: Vecraft has no policies, triggers, rules,
@@ -73,6 +76,7 @@ pub(super) const EMPTY_TABLES: &[&str] = &[
     "pg_partitioned_table",
     "pg_sequence",
     "pg_foreign_table",
+    "pg_auth_members",
 ];
 
 /// Columns of type `"char"` (one byte): held as strings, described to clients as `"char"`.
@@ -83,6 +87,8 @@ const CHAR_COLUMNS: &[&str] = &[
     "relpersistence",
     "relreplident",
     "contype",
+    "attstorage",
+    "attcompression",
     "attidentity",
     "attgenerated",
     "datlocprovider",
@@ -124,6 +130,7 @@ impl SchemaProvider for PgCatalogSchema {
                 ("inhparent", u32s(vec![])),
                 ("inhseqno", i32s(vec![])),
             ]),
+            "pg_roles" => pg_roles(),
             empty if EMPTY_TABLES.contains(&empty) => table(&[("oid", u32s(vec![]))]),
             _ => return Ok(None),
         }?;
@@ -154,7 +161,12 @@ fn chars(v: Vec<u8>) -> ArrayRef {
 fn strs(v: Vec<String>) -> ArrayRef {
     Arc::new(StringArray::from(v))
 }
-/// A text column of NULLs (options and ACLs Vecraft does not have).
+/// A `text[]` column of NULLs (options and ACLs Vecraft does not have).
+fn texts_null(n: usize) -> ArrayRef {
+    let item = Field::new_list_field(DataType::Utf8, true);
+    Arc::new(ListArray::new_null(item.into(), n))
+}
+/// A text column of NULLs.
 fn strs_null(n: usize) -> ArrayRef {
     Arc::new(StringArray::from(vec![None::<&str>; n]))
 }
@@ -308,7 +320,7 @@ fn pg_class(catalog: &Catalog) -> Result<RecordBatch> {
         ("relhasrules", bools(vec![false; n])),
         ("reltoastrelid", u32s(vec![0; n])),
         ("relreplident", chars(vec![b'd'; n])),
-        ("reloptions", strs_null(n)),
+        ("reloptions", texts_null(n)),
         ("relpartbound", strs_null(n)),
     ])
 }
@@ -383,6 +395,24 @@ fn pg_description() -> Result<RecordBatch> {
     ])
 }
 
+/// One role, the superuser every connection is trusted as (until users are configured).
+fn pg_roles() -> Result<RecordBatch> {
+    let yes = || bools(vec![true]);
+    table(&[
+        ("oid", u32s(vec![10])),
+        ("rolname", strs(vec!["postgres".into()])),
+        ("rolsuper", yes()),
+        ("rolinherit", yes()),
+        ("rolcreaterole", yes()),
+        ("rolcreatedb", yes()),
+        ("rolcanlogin", yes()),
+        ("rolreplication", yes()),
+        ("rolbypassrls", yes()),
+        ("rolconnlimit", i32s(vec![-1])),
+        ("rolvaliduntil", strs_null(1)),
+    ])
+}
+
 fn pg_database() -> Result<RecordBatch> {
     let text = |v: &str| strs(vec![v.into()]);
     table(&[
@@ -410,6 +440,7 @@ fn pg_database() -> Result<RecordBatch> {
 fn pg_attribute(catalog: &Catalog) -> Result<RecordBatch> {
     let (mut rel, mut name, mut ty, mut typmod, mut num, mut notnull) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut storage = Vec::new();
     for table in catalog.names() {
         let Some(c) = catalog.get(&table) else {
             continue;
@@ -429,6 +460,9 @@ fn pg_attribute(catalog: &Catalog) -> Result<RecordBatch> {
             typmod.push(m);
             num.push(attnum);
             notnull.push(!col.nullable);
+            // Fixed-width values are stored plain; text and vectors are extended.
+            let fixed = !matches!(col.ty, ColumnType::Text | ColumnType::Vector(_));
+            storage.push(if fixed { b'p' } else { b'x' });
         }
     }
     let n = rel.len();
@@ -445,5 +479,8 @@ fn pg_attribute(catalog: &Catalog) -> Result<RecordBatch> {
         ("attgenerated", strs(vec![String::new(); n])),
         ("attcollation", u32s(vec![0; n])),
         ("attlen", i16s(vec![-1; n])),
+        ("attstorage", chars(storage)),
+        ("attcompression", strs(vec![String::new(); n])),
+        ("attstattarget", i16s(vec![-1; n])),
     ])
 }

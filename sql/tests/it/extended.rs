@@ -174,3 +174,30 @@ async fn transactions_are_accepted() {
         .get(0);
     assert_eq!(n, 3);
 }
+
+#[tokio::test]
+async fn casts_and_functions_give_parameters_their_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = connect(start(dir.path()).await).await;
+    items(&client).await;
+    use tokio_postgres::types::Type;
+    let doubled = client.prepare("SELECT $1::float8 * 2").await.unwrap();
+    assert_eq!(doubled.params(), &[Type::FLOAT8]);
+    let row = client.query_one(&doubled, &[&2.5f64]).await.unwrap();
+    assert_eq!(row.get::<_, f64>(0), 5.0);
+    let slept = client.prepare("SELECT pg_sleep($1)").await.unwrap();
+    assert_eq!(slept.params(), &[Type::FLOAT8]);
+    // A vector cast: the text form is read as pgvector reads it.
+    let knn = client
+        .prepare("SELECT id FROM items ORDER BY embedding <-> $1::vector(3) LIMIT 1")
+        .await
+        .unwrap();
+    let row = client.query_one(&knn, &[&"[9,9,8]"]).await.unwrap();
+    assert_eq!(row.get::<_, i64>(0), 4);
+    let by_function = client
+        .prepare("SELECT id FROM items ORDER BY l2_distance(embedding, $1) LIMIT 1")
+        .await
+        .unwrap();
+    let row = client.query_one(&by_function, &[&"[1,1,1]"]).await.unwrap();
+    assert_eq!(row.get::<_, i64>(0), 3);
+}
