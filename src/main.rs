@@ -85,6 +85,7 @@ async fn serve(config: NodeConfig) -> Result<(), String> {
     // Bind first: a busy port should fail before minutes of log replay, not after.
     let sql = bind(config.listen, "PostgreSQL").await?;
     let http = bind(config.http, "HTTP").await?;
+    let http_addr = http.local_addr().map_err(|e| e.to_string())?;
     let exporter = tokio::spawn(vecraft_cluster::http::serve(http, health.clone()));
     let data_dir = config.data_dir.clone();
     let catalog =
@@ -98,9 +99,12 @@ async fn serve(config: NodeConfig) -> Result<(), String> {
         config.data_dir.display(),
         started.elapsed().as_millis()
     );
+    // The bound addresses (port 0 picks one): tests and launchers read this line.
+    let local = |l: &TcpListener| l.local_addr().map_err(|e| e.to_string());
     eprintln!(
         "vecraft: serving PostgreSQL on {}, metrics on http://{}/metrics",
-        config.listen, config.http
+        local(&sql)?,
+        http_addr
     );
     health.set_ready(true);
     let outcome = tokio::select! {
@@ -114,7 +118,6 @@ async fn serve(config: NodeConfig) -> Result<(), String> {
             Ok(())
         }
     };
-    health.set_ready(false);
     outcome
 }
 

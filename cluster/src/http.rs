@@ -17,8 +17,7 @@ use axum::routing::get;
 use prometheus::{Encoder, TextEncoder};
 use tokio::net::TcpListener;
 
-/// What `/readyz` reports: false until the node has opened its data and accepts SQL, and
-/// again once it begins to shut down.
+/// What `/readyz` reports: false until the node has opened its data and accepts SQL.
 #[derive(Debug, Default)]
 pub struct Health {
     ready: AtomicBool,

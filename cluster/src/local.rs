@@ -92,7 +92,7 @@ impl LocalCollection {
     /// Makes `command` durable, applies it, and only then returns. A command the schema
     /// refuses is refused here, before it reaches the log.
     pub fn write(&self, command: &Command) -> Result<Applied> {
-        let timer = WRITES.duration_seconds.start_timer();
+        let started = std::time::Instant::now();
         let with_ids = self.assign_row_ids(command)?;
         let command = with_ids.as_ref().unwrap_or(command);
         self.shard.check(command)?;
@@ -110,8 +110,7 @@ impl LocalCollection {
         };
         done_rx.recv().map_err(|_| Error::Closed)??;
         let applied = self.apply_in_turn(index, command)?;
-        timer.observe_duration();
-        WRITES.written(command);
+        WRITES.written(command, started.elapsed());
         Ok(applied)
     }
 

@@ -1,7 +1,9 @@
 //! The write path's metrics: commands made durable, rows they carried, and how long a write
 //! took from the caller's hand-off to its acknowledgement (log fsync and apply included).
+//! Only acknowledged writes are counted.
 
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use prometheus::{Histogram, IntCounter, IntCounterVec};
 use prometheus::{
@@ -12,7 +14,7 @@ use vecraft_storage::command::Command;
 pub(crate) struct WriteMetrics {
     commands: IntCounterVec,
     rows: IntCounter,
-    pub(crate) duration_seconds: Histogram,
+    duration_seconds: Histogram,
 }
 
 /// Registered once, in the default registry the exporter serves. Registration fails only on
@@ -38,7 +40,9 @@ pub(crate) static WRITES: LazyLock<WriteMetrics> = LazyLock::new(|| WriteMetrics
 });
 
 impl WriteMetrics {
-    pub(crate) fn written(&self, command: &Command) {
+    /// Counts a write acknowledged after `took` (refused and failed writes are not counted).
+    pub(crate) fn written(&self, command: &Command, took: Duration) {
+        self.duration_seconds.observe(took.as_secs_f64());
         let (kind, rows) = match command {
             Command::Upsert(batch) => ("upsert", batch.num_rows()),
             Command::Insert(batch) => ("insert", batch.num_rows()),

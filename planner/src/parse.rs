@@ -9,7 +9,8 @@
 //! Vecraft's own DDL, `CREATE COLLECTION` and `DROP COLLECTION`, is read the same way: the
 //! word `COLLECTION` becomes `TABLE` and the parsed statement is marked as a collection's
 //! ([`is_collection`]): a `WITH` option named [`COLLECTION_MARKER`] on the CREATE, the
-//! otherwise unused `purge` flag on the DROP (PostgreSQL has no `DROP … PURGE`).
+//! `purge` flag on the DROP (PostgreSQL has no `DROP … PURGE`; sqlparser reads one, which
+//! then drops the table as `DROP COLLECTION` would — the same thing).
 
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
@@ -100,33 +101,63 @@ fn mark_create(options: &mut CreateTableOptions) {
     }
 }
 
+/// Words that may stand between `CREATE` and `TABLE` (`CREATE OR REPLACE TEMP TABLE`).
+const CREATE_MODIFIERS: &[&str] = &[
+    "OR",
+    "REPLACE",
+    "TEMP",
+    "TEMPORARY",
+    "UNLOGGED",
+    "GLOBAL",
+    "LOCAL",
+    "EXTERNAL",
+];
+
 /// Turns `CREATE COLLECTION` / `DROP COLLECTION` into `… TABLE`. Returns the tokens and, for
-/// each `CREATE`/`DROP` of a table or collection in order, (is a CREATE, is a collection).
+/// each statement that creates or drops a table or collection, in order: (is a CREATE, is a
+/// collection). Only a statement's first word counts, so `ALTER TABLE t DROP collection`
+/// (a column) is left alone.
 fn read_collection_words(
     mut tokens: Vec<TokenWithSpan>,
 ) -> (Vec<TokenWithSpan>, Vec<(bool, bool)>) {
     let mut found = Vec::new();
-    let mut previous: Option<usize> = None;
-    for i in 0..tokens.len() {
-        let Token::Word(word) = &tokens[i].token else {
-            if !matches!(tokens[i].token, Token::Whitespace(_)) {
-                previous = Some(i);
+    let mut words_in_statement = 0usize;
+    let mut verb: Option<bool> = None; // Some(is_create) while reading `CREATE … TABLE`
+    for token in tokens.iter_mut() {
+        let word = match &token.token {
+            Token::Whitespace(_) => continue,
+            Token::SemiColon => {
+                (words_in_statement, verb) = (0, None);
+                continue;
             }
-            continue;
+            Token::Word(w) if w.quote_style.is_none() => w.value.to_ascii_uppercase(),
+            _ => {
+                (words_in_statement, verb) = (words_in_statement + 1, None);
+                continue;
+            }
         };
-        let unquoted = |w: &str| word.quote_style.is_none() && word.value.eq_ignore_ascii_case(w);
-        let (table, collection) = (unquoted("TABLE"), unquoted("COLLECTION"));
-        let after = previous.and_then(|p| match &tokens[p].token {
-            Token::Word(w) if w.quote_style.is_none() => Some(w.value.to_ascii_uppercase()),
-            _ => None,
-        });
-        if (table || collection) && matches!(after.as_deref(), Some("CREATE" | "DROP")) {
-            found.push((after.as_deref() == Some("CREATE"), collection));
-            if collection {
-                tokens[i].token = Token::make_keyword("TABLE");
-            }
+        words_in_statement += 1;
+        if words_in_statement == 1 {
+            verb = match word.as_str() {
+                "CREATE" => Some(true),
+                "DROP" => Some(false),
+                _ => None,
+            };
+            continue;
         }
-        previous = Some(i);
+        let Some(create) = verb else { continue };
+        match word.as_str() {
+            "TABLE" | "COLLECTION" => {
+                let collection = word == "COLLECTION";
+                found.push((create, collection));
+                if collection {
+                    token.token = Token::make_keyword("TABLE");
+                }
+                verb = None;
+            }
+            w if create && CREATE_MODIFIERS.contains(&w) => {}
+            _ => verb = None,
+        }
     }
     (tokens, found)
 }
@@ -177,7 +208,8 @@ mod tests {
         assert!(!is_collection(&parsed("DROP TABLE docs")));
         // Statements in one text keep their own marks; a column may be called collection.
         let many = parse_sql(
-            "CREATE TABLE a (collection int); CREATE COLLECTION b (id int); DROP TABLE a",
+            "CREATE TEMP TABLE a (collection int); CREATE COLLECTION b (id int); \
+             ALTER TABLE a DROP collection; DROP TABLE a",
         )
         .unwrap();
         let marks: Vec<bool> = many
@@ -187,7 +219,7 @@ mod tests {
                 _ => false,
             })
             .collect();
-        assert_eq!(marks, [false, true, false]);
+        assert_eq!(marks, [false, true, false, false]);
     }
 
     #[test]

@@ -15,7 +15,13 @@ use datafusion::logical_expr::{Expr, LogicalPlan, TypeSignature};
 /// `plan` with every placeholder that a cast or a one-signature function types, typed.
 pub fn type_placeholders(plan: LogicalPlan) -> Result<LogicalPlan> {
     plan.transform_up_with_subqueries(|node| {
-        node.map_expressions(|e| e.transform_up(|e| Ok(typed_operands(e))))
+        let typed = node.map_expressions(|e| e.transform_up(|e| Ok(typed_operands(e))))?;
+        if typed.transformed {
+            // A typed argument may change what an expression returns.
+            typed.map_data(|node| node.recompute_schema())
+        } else {
+            Ok(typed)
+        }
     })
     .map(|t| t.data)
 }

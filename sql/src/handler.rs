@@ -3,6 +3,7 @@
 
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use datafusion::sql::parser::Statement as DFStatement;
@@ -32,22 +33,25 @@ pub struct Connection {
     session: Arc<Session>,
     /// The server's registry of cancel keys; the connection registers at startup.
     cancels: Arc<ConnectionManager>,
+    /// Whether a client session started here (a socket may carry only a cancel request).
+    started: AtomicBool,
 }
 
 impl Connection {
     pub fn new(catalog: Arc<Catalog>, cancels: Arc<ConnectionManager>) -> Arc<Connection> {
-        GATEWAY.connections.inc();
-        GATEWAY.connections_total.inc();
         Arc::new(Connection {
             session: Session::new(catalog),
             cancels,
+            started: AtomicBool::new(false),
         })
     }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        GATEWAY.connections.dec();
+        if self.started.load(Ordering::Relaxed) {
+            GATEWAY.connections.dec();
+        }
     }
 }
 
@@ -242,6 +246,9 @@ impl NoopStartupHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        self.started.store(true, Ordering::Relaxed);
+        GATEWAY.connections.inc();
+        GATEWAY.connections_total.inc();
         Ok(())
     }
 }

@@ -4,7 +4,7 @@
 //! the node's catalog of collections, rows encoded as PostgreSQL text or binary (`encode.rs`),
 //! errors mapped to SQLSTATEs (`errors.rs`), the gateway's metrics (`metrics.rs`).
 //!
-//! The system catalog drivers read is `pg_catalog.rs`. Still to come (issue #3): auth and TLS.
+//! The system catalog drivers and psql read is `pg_catalog/`. Still to come (issue #3): auth and TLS.
 
 pub mod catalog;
 pub mod collections;

@@ -22,7 +22,8 @@ pub struct GatewayMetrics {
     statements: IntCounterVec,
     errors: IntCounterVec,
     duration_seconds: HistogramVec,
-    /// Executions that reused a kept physical plan, and plans built to be kept.
+    /// Executions that reused a kept physical plan (not the one that built it), and plans
+    /// built to be kept.
     pub plans_reused: IntCounter,
     pub plans_built: IntCounter,
 }
@@ -62,7 +63,7 @@ pub static GATEWAY: LazyLock<GatewayMetrics> = LazyLock::new(|| {
         .expect(once),
         plans_reused: register_int_counter!(
             "vecraft_kept_plan_executions_total",
-            "Executions that ran a kept physical plan instead of planning"
+            "Executions that reused a kept physical plan instead of planning"
         )
         .expect(once),
         plans_built: register_int_counter!(
@@ -77,11 +78,13 @@ impl GatewayMetrics {
     /// Starts timing a statement of `protocol`; stop it with [`StatementTimer::finish`].
     pub fn statement(&self, protocol: &'static str) -> StatementTimer {
         self.statements.with_label_values(&[protocol]).inc();
-        StatementTimer(
-            self.duration_seconds
-                .with_label_values(&[protocol])
-                .start_timer(),
-        )
+        StatementTimer {
+            timer: Some(
+                self.duration_seconds
+                    .with_label_values(&[protocol])
+                    .start_timer(),
+            ),
+        }
     }
 
     pub fn failed(&self, error: &PgWireError) {
@@ -94,13 +97,28 @@ impl GatewayMetrics {
     }
 }
 
-pub struct StatementTimer(prometheus::HistogramTimer);
+/// A statement being timed. One dropped unfinished was cancelled: pgwire drops the statement's
+/// future when a cancel request arrives, and that counts as a 57014 error.
+pub struct StatementTimer {
+    timer: Option<prometheus::HistogramTimer>,
+}
 
 impl StatementTimer {
-    pub fn finish<T>(self, result: &Result<T, PgWireError>) {
-        self.0.observe_duration();
+    pub fn finish<T>(mut self, result: &Result<T, PgWireError>) {
+        if let Some(timer) = self.timer.take() {
+            timer.observe_duration();
+        }
         if let Err(e) = result {
             GATEWAY.failed(e);
+        }
+    }
+}
+
+impl Drop for StatementTimer {
+    fn drop(&mut self) {
+        if let Some(timer) = self.timer.take() {
+            timer.observe_duration();
+            GATEWAY.failed(&PgWireError::QueryCanceled);
         }
     }
 }
@@ -119,55 +137,71 @@ pub fn watch(catalog: &Arc<Catalog>) {
     *WATCHED.lock() = Some(Arc::downgrade(catalog));
 }
 
-/// Per-collection gauges, filled from each shard's stats when scraped.
+/// Per-collection gauges, built afresh from each shard's stats at every scrape (so concurrent
+/// scrapes never see each other's half-filled values, and dropped collections disappear).
 struct CollectionsCollector {
+    descs: Vec<Desc>,
+}
+
+struct CollectionGauges {
     rows: IntGaugeVec,
     dead_rows: IntGaugeVec,
     segments: IntGaugeVec,
     applied_index: IntGaugeVec,
     durable_index: IntGaugeVec,
-    descs: Vec<Desc>,
 }
 
-impl CollectionsCollector {
+impl CollectionGauges {
     fn new() -> Self {
         let gauge = |name: &str, help: &str, labels: &[&str]| {
             IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
         };
         let by = &["collection"];
-        let rows = gauge("vecraft_collection_rows", "Live rows", by);
-        let dead_rows = gauge(
-            "vecraft_collection_dead_rows",
-            "Deleted rows still in sealed segments (compaction drops them)",
-            by,
-        );
-        let segments = gauge(
-            "vecraft_collection_segments",
-            "Segments, by state (growing rows live in memory until sealed)",
-            &["collection", "state"],
-        );
-        let applied_index = gauge(
-            "vecraft_collection_applied_index",
-            "The last log index applied",
-            by,
-        );
-        let durable_index = gauge(
-            "vecraft_collection_durable_index",
-            "The last log index persisted in segments (the log before it is purged)",
-            by,
-        );
-        let descs = [&rows, &dead_rows, &segments, &applied_index, &durable_index]
+        CollectionGauges {
+            rows: gauge("vecraft_collection_rows", "Live rows", by),
+            dead_rows: gauge(
+                "vecraft_collection_dead_rows",
+                "Deleted rows still in sealed segments (compaction drops them)",
+                by,
+            ),
+            segments: gauge(
+                "vecraft_collection_segments",
+                "Segments, by state (growing rows live in memory until sealed)",
+                &["collection", "state"],
+            ),
+            applied_index: gauge(
+                "vecraft_collection_applied_index",
+                "The last log index applied",
+                by,
+            ),
+            durable_index: gauge(
+                "vecraft_collection_durable_index",
+                "The last log index persisted in segments (the log before it is purged)",
+                by,
+            ),
+        }
+    }
+
+    fn all(&self) -> [&IntGaugeVec; 5] {
+        [
+            &self.rows,
+            &self.dead_rows,
+            &self.segments,
+            &self.applied_index,
+            &self.durable_index,
+        ]
+    }
+}
+
+impl CollectionsCollector {
+    fn new() -> Self {
+        let gauges = CollectionGauges::new();
+        let descs = gauges
+            .all()
             .iter()
             .flat_map(|g| g.desc().into_iter().cloned())
             .collect();
-        CollectionsCollector {
-            rows,
-            dead_rows,
-            segments,
-            applied_index,
-            durable_index,
-            descs,
-        }
+        CollectionsCollector { descs }
     }
 }
 
@@ -177,37 +211,28 @@ impl Collector for CollectionsCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let all = [
-            &self.rows,
-            &self.dead_rows,
-            &self.segments,
-            &self.applied_index,
-            &self.durable_index,
-        ];
-        for gauge in all {
-            gauge.reset(); // dropped collections disappear
-        }
+        let g = CollectionGauges::new();
         let catalog = WATCHED.lock().as_ref().and_then(Weak::upgrade);
         for (name, collection) in catalog.iter().flat_map(|c| c.all()) {
             let stats = collection.shard().stats();
             let set = |g: &IntGaugeVec, labels: &[&str], v: u64| {
                 g.with_label_values(labels).set(v as i64)
             };
-            set(&self.rows, &[&name], stats.live_rows);
-            set(&self.dead_rows, &[&name], stats.dead_rows);
+            set(&g.rows, &[&name], stats.live_rows);
+            set(&g.dead_rows, &[&name], stats.dead_rows);
             set(
-                &self.segments,
+                &g.segments,
                 &[&name, "sealed"],
                 stats.sealed_segments as u64,
             );
             set(
-                &self.segments,
+                &g.segments,
                 &[&name, "frozen"],
                 stats.frozen_segments as u64,
             );
-            set(&self.applied_index, &[&name], stats.applied_index);
-            set(&self.durable_index, &[&name], stats.durable_index);
+            set(&g.applied_index, &[&name], stats.applied_index);
+            set(&g.durable_index, &[&name], stats.durable_index);
         }
-        all.iter().flat_map(|g| g.collect()).collect()
+        g.all().iter().flat_map(|g| g.collect()).collect()
     }
 }

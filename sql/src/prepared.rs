@@ -320,7 +320,9 @@ impl Session {
             return Ok(None);
         };
         slots.set(params.to_vec());
-        GATEWAY.plans_reused.inc();
+        if !stale {
+            GATEWAY.plans_reused.inc();
+        }
         let plan = reset_plan_states(physical.clone()).map_err(|e| to_pg(&e))?;
         let batches = collect(plan, task.clone()).await.map_err(|e| to_pg(&e))?;
         Ok(Some(batches))

@@ -2,26 +2,21 @@
 //! directory, and KNN queries run through the index again.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{connect, free_port};
+use crate::support::{Node, connect};
 
-fn start(dir: &Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_vecraft"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--http",
-            &format!("127.0.0.1:{}", free_port()),
-            "--data-dir",
-        ])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("vecraft starts")
+fn start(dir: &Path) -> Node {
+    let dir = dir.to_str().expect("a UTF-8 temporary path");
+    Node::start(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir,
+    ])
 }
 
 fn vector(i: i64) -> String {
@@ -31,8 +26,8 @@ fn vector(i: i64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_rows_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut server = start(dir.path(), port);
+    let mut server = start(dir.path());
+    let port = server.sql_port;
     let client = connect(port).await;
     client
         .batch_execute("CREATE TABLE items (id bigint PRIMARY KEY, embedding vector(3))")
@@ -76,16 +71,16 @@ async fn acknowledged_rows_survive_kill_9() {
         assert!(Instant::now() < deadline, "writers too slow: {n} rows");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    server.kill().unwrap(); // SIGKILL
-    server.wait().unwrap();
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
     let mut acked = Vec::new();
     for w in writers {
         acked.extend(w.await.unwrap());
     }
     assert!(acked.len() >= 3_000);
 
-    let mut server = start(dir.path(), port);
-    let client = connect(port).await;
+    let mut server = start(dir.path());
+    let client = connect(server.sql_port).await;
     let present: Vec<i64> = client
         .query("SELECT id FROM items", &[])
         .await
@@ -125,6 +120,6 @@ async fn acknowledged_rows_survive_kill_9() {
     assert!(plan.join("\n").contains("CollectionSearchExec"), "{plan:?}");
     let nearest: i64 = client.query_one(knn.as_str(), &[]).await.unwrap().get(0);
     assert_eq!(vector(nearest), vector(probe));
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
 }

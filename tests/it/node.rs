@@ -2,10 +2,10 @@
 //! `/metrics` over HTTP, a clean stop on SIGTERM, and a `--help` that lists every option.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use crate::support::{connect, free_port, http_get};
+use crate::support::{Node, connect, http_get};
 
 fn vecraft(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_vecraft"));
@@ -25,10 +25,10 @@ async fn exit_code(child: &mut Child) -> Option<i32> {
     }
 }
 
-fn write_config(dir: &Path, sql_port: u16, http_port: u16) -> std::path::PathBuf {
+fn write_config(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("node.toml");
     let config = format!(
-        "listen = \"127.0.0.1:{sql_port}\"\nhttp = \"127.0.0.1:{http_port}\"\ndata_dir = {:?}\n",
+        "listen = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\ndata_dir = {:?}\n",
         dir.join("data")
     );
     std::fs::write(&path, config).unwrap();
@@ -45,14 +45,11 @@ fn sample(metrics: &str, name: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_from_a_config_file_reports_health_and_metrics_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let (sql_port, http_port) = (free_port(), free_port());
-    let config = write_config(dir.path(), sql_port, http_port);
+    let config = write_config(dir.path());
     let config = config.to_str().unwrap();
-    let mut node = vecraft(&["serve", "--config", config])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let client = connect(sql_port).await;
+    let mut node = Node::start(&["serve", "--config", config]);
+    let http_port = node.http_port;
+    let client = connect(node.sql_port).await;
 
     assert_eq!(http_get(http_port, "/healthz").await, (200, "ok\n".into()));
     assert_eq!(
@@ -87,7 +84,7 @@ async fn a_node_from_a_config_file_reports_health_and_metrics_and_stops_on_sigte
 
     // SIGTERM stops it cleanly, and a restart from the same file finds the rows.
     drop(client);
-    let pid = node.id().to_string();
+    let pid = node.child.id().to_string();
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -95,20 +92,17 @@ async fn a_node_from_a_config_file_reports_health_and_metrics_and_stops_on_sigte
             .unwrap()
             .success()
     );
-    assert_eq!(exit_code(&mut node).await, Some(0));
-    let mut node = vecraft(&["--config", config])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let client = connect(sql_port).await;
+    assert_eq!(exit_code(&mut node.child).await, Some(0));
+    let mut node = Node::start(&["--config", config]);
+    let client = connect(node.sql_port).await;
     let rows = client
         .query("SELECT id FROM items ORDER BY id", &[])
         .await
         .unwrap();
     let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
     assert_eq!(ids, [1, 2]);
-    node.kill().unwrap();
-    node.wait().unwrap();
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
 }
 
 #[test]

@@ -1,17 +1,59 @@
-//! What the binary's tests share: free ports, connecting with a deadline, plain HTTP GETs.
+//! What the binary's tests share: starting a node on ports it picks, connecting with a
+//! deadline, plain HTTP GETs.
 
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::{Client, NoTls};
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A `vecraft` process, with the ports it bound (it is given port 0 and says which it got).
+pub struct Node {
+    pub child: Child,
+    pub sql_port: u16,
+    pub http_port: u16,
+}
+
+impl Node {
+    /// Runs `vecraft` with `args`, which must make it listen on port 0 for both SQL and
+    /// HTTP, and waits (with a deadline) for the line that names the bound addresses.
+    pub fn start(args: &[&str]) -> Node {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vecraft"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("vecraft starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            // Keep draining, so the node never blocks on a full pipe.
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(ports) = serving_ports(&line) {
+                    let _ = tx.send(ports);
+                }
+            }
+        });
+        let (sql_port, http_port) = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("vecraft says where it serves");
+        Node {
+            child,
+            sql_port,
+            http_port,
+        }
+    }
+}
+
+/// The ports in `vecraft: serving PostgreSQL on ADDR, metrics on http://ADDR/metrics`.
+fn serving_ports(line: &str) -> Option<(u16, u16)> {
+    let rest = line.strip_prefix("vecraft: serving PostgreSQL on ")?;
+    let (sql, rest) = rest.split_once(", metrics on http://")?;
+    let http = rest.strip_suffix("/metrics")?;
+    let port = |addr: &str| addr.rsplit_once(':')?.1.parse().ok();
+    Some((port(sql)?, port(http)?))
 }
 
 /// Connects once the server accepts, with a deadline.

@@ -133,7 +133,8 @@ impl ScalarUDFImpl for CatalogUdf {
 }
 
 /// `pg_sleep(seconds)`: waits on the runtime's timer, holding no thread, so a cancel request
-/// or a closed connection ends it at once. Returns void, which prints empty as in PostgreSQL.
+/// ends it at once. (A closed connection does not: the socket is not read while a statement
+/// runs.) Returns void, which prints empty as in PostgreSQL.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub(super) struct PgSleep {
     signature: Signature,

@@ -11,8 +11,9 @@
 //! Catalog queries are written in PostgreSQL's dialect; [`rewrite`] turns them into what
 //! DataFusion plans, before planning.
 //!
-//! `types.rs` holds the type table and OIDs, `tables.rs` the catalog tables, `functions.rs`
-//! the functions, `rewrite.rs` the dialect pass.
+//! `types.rs` holds the type table and OIDs, `tables.rs` the catalog tables, `indexes.rs`
+//! the indexes they show, `functions.rs` and `sizes.rs` the functions, `rewrite.rs` the
+//! dialect pass.
 
 mod functions;
 mod indexes;

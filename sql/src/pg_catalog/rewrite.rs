@@ -3,11 +3,11 @@
 //!
 //! - `pg_*` tables are qualified with `pg_catalog`, which PostgreSQL searches first;
 //! - `pg_catalog.f(…)`, `::pg_catalog.text` and `OPERATOR(pg_catalog.~)` lose the qualifier;
-//! - `COLLATE pg_catalog.default` is dropped (there is one collation);
+//! - `COLLATE pg_catalog.default` (or `"C"`, `"POSIX"`) is dropped: there is one collation;
 //! - `'pg_extension'::regclass` becomes the relation's OID;
 //! - a subquery over a catalog table that is always empty here (policies, triggers,
 //!   publications, …) becomes NULL, and a query that reads one becomes an empty result of the
-//!   same width. psql's `\d` asks these with arrays and functions DataFusion does not have;
+//!   same width (unless it aggregates); `ARRAY(SELECT …)` over the catalog is empty. psql's `\d` asks these with arrays and functions DataFusion does not have;
 //!   the answer is known without asking.
 
 use std::ops::ControlFlow;
@@ -15,8 +15,8 @@ use std::ops::ControlFlow;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
     Array, BinaryOperator, DataType, Expr, FunctionArguments, Ident, ObjectName, ObjectNamePart,
-    Query, Select, SelectItem, SetExpr, Statement, TableFactor, Value, visit_expressions_mut,
-    visit_relations_mut,
+    Query, Select, SelectItem, SetExpr, Statement, TableFactor, Value, visit_expressions,
+    visit_expressions_mut, visit_relations, visit_relations_mut,
 };
 
 use super::tables::{EMPTY_TABLES, TABLES};
@@ -39,10 +39,20 @@ pub fn rewrite(statement: &mut DFStatement) {
     }
 }
 
+/// Qualifies unqualified catalog table names (not the names of the statement's own CTEs).
 fn qualify_tables(s: &mut Statement) {
+    let ctes: Vec<String> = match s {
+        Statement::Query(q) => q
+            .with
+            .iter()
+            .flat_map(|w| &w.cte_tables)
+            .map(|c| c.alias.name.value.clone())
+            .collect(),
+        _ => Vec::new(),
+    };
     let _ = visit_relations_mut(s, |name: &mut ObjectName| {
         if let [ObjectNamePart::Identifier(id)] = name.0.as_slice() {
-            if TABLES.contains(&id.value.as_str()) {
+            if TABLES.contains(&id.value.as_str()) && !ctes.contains(&id.value) {
                 *name = ObjectName::from(vec![Ident::new("pg_catalog"), id.clone()]);
             }
         }
@@ -54,14 +64,18 @@ fn rewrite_expr(e: &mut Expr) {
     match e {
         Expr::Function(f) => {
             f.name = unqualified(&f.name);
-            let array_of_subquery = f.name.to_string().eq_ignore_ascii_case("array")
-                && matches!(f.args, FunctionArguments::Subquery(_));
-            if array_of_subquery {
-                // `ARRAY(SELECT …)`: psql asks it about options and roles Vecraft never has.
+            let catalog_array = f.name.to_string().eq_ignore_ascii_case("array")
+                && matches!(&f.args, FunctionArguments::Subquery(q) if reads_only_catalog(q));
+            if catalog_array {
+                // `ARRAY(SELECT …)` over the catalog: psql asks it about options and roles
+                // Vecraft never has.
                 *e = empty_array();
             }
         }
-        Expr::Collate { expr, .. } => *e = std::mem::replace(expr.as_mut(), null()),
+        // There is one collation; other COLLATE clauses reach DataFusion, which refuses them.
+        Expr::Collate { expr, collation } if is_default_collation(collation) => {
+            *e = std::mem::replace(expr.as_mut(), null())
+        }
         // `reloptions || ARRAY(SELECT …)` (psql's `\\d+`): the options alone.
         Expr::BinaryOp {
             left,
@@ -105,6 +119,27 @@ fn empty_array() -> Expr {
 
 fn is_empty_array(e: &Expr) -> bool {
     matches!(e, Expr::Array(a) if a.elem.is_empty())
+}
+
+fn is_default_collation(collation: &ObjectName) -> bool {
+    let name = unqualified(collation).to_string().to_lowercase();
+    matches!(
+        name.trim_matches('"'),
+        "default" | "c" | "posix" | "ucs_basic"
+    )
+}
+
+/// Whether every relation `query` reads is in `pg_catalog` (names are qualified by then).
+fn reads_only_catalog(query: &Query) -> bool {
+    visit_relations(query, |name: &ObjectName| match name.0.first() {
+        Some(ObjectNamePart::Identifier(schema))
+            if name.0.len() == 2 && schema.value.eq_ignore_ascii_case("pg_catalog") =>
+        {
+            ControlFlow::Continue(())
+        }
+        _ => ControlFlow::Break(()),
+    })
+    .is_continue()
 }
 
 /// `pg_catalog.f` → `f`; other names unchanged.
@@ -162,9 +197,16 @@ fn builtin_operator(path: &[String]) -> Option<BinaryOperator> {
     })
 }
 
-/// A relation's OID by name, as `'name'::regclass` gives it (0 for an unknown name).
+/// A relation's OID by name, as `'name'::regclass` gives it (folded to lower case unless
+/// quoted). An unknown name gets an OID no relation has, so lookups by it find nothing.
 fn relation_oid(name: &str) -> u32 {
-    let name = name.trim_matches('"');
+    let folded;
+    let name = if name.starts_with('"') {
+        name.trim_matches('"')
+    } else {
+        folded = name.to_lowercase();
+        &folded
+    };
     let name = name.strip_prefix("pg_catalog.").unwrap_or(name);
     let name = name.strip_prefix("public.").unwrap_or(name);
     catalog_table_oid(name).unwrap_or_else(|| table_oid(name))
@@ -187,8 +229,13 @@ fn set_reads_empty_table(body: &SetExpr) -> bool {
     }
 }
 
+/// Whether `select` joins an always-empty catalog table and so returns no rows: not when it
+/// aggregates (`count(*)` over no rows is one row, 0).
 fn select_reads_empty_table(select: &Select) -> bool {
     use datafusion::sql::sqlparser::ast::JoinOperator::*;
+    if aggregates(select) {
+        return false;
+    }
     select.from.iter().any(|from| {
         is_empty_table(&from.relation)
             || from.joins.iter().any(|j| {
@@ -198,15 +245,51 @@ fn select_reads_empty_table(select: &Select) -> bool {
     })
 }
 
+fn aggregates(select: &Select) -> bool {
+    use datafusion::sql::sqlparser::ast::GroupByExpr;
+    const AGGREGATES: &[&str] = &[
+        "count",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "string_agg",
+        "array_agg",
+        "bool_and",
+        "bool_or",
+        "every",
+        "json_agg",
+    ];
+    let grouped = match &select.group_by {
+        GroupByExpr::All(_) => true,
+        GroupByExpr::Expressions(exprs, _) => !exprs.is_empty(),
+    };
+    let aggregate_call = visit_expressions(&select.projection, |e: &Expr| match e {
+        Expr::Function(f)
+            if AGGREGATES.contains(&unqualified(&f.name).to_string().to_lowercase().as_str()) =>
+        {
+            ControlFlow::Break(())
+        }
+        _ => ControlFlow::Continue(()),
+    });
+    grouped || select.having.is_some() || aggregate_call.is_break()
+}
+
+/// Whether `relation` is `pg_catalog.t` for an always-empty `t` (names are qualified by now).
 fn is_empty_table(relation: &TableFactor) -> bool {
     let TableFactor::Table { name, .. } = relation else {
         return false;
     };
-    let last = match name.0.last() {
-        Some(ObjectNamePart::Identifier(id)) => id.value.as_str(),
-        _ => return false,
-    };
-    EMPTY_TABLES.contains(&last)
+    match name.0.as_slice() {
+        [
+            ObjectNamePart::Identifier(schema),
+            ObjectNamePart::Identifier(table),
+        ] => {
+            schema.value.eq_ignore_ascii_case("pg_catalog")
+                && EMPTY_TABLES.contains(&table.value.as_str())
+        }
+        _ => false,
+    }
 }
 
 /// Replaces `query` by `SELECT NULL AS …, … WHERE false`: no rows, the same columns.
@@ -294,6 +377,20 @@ mod tests {
             ),
             "SELECT array_to_string(c.reloptions, ', ') FROM pg_catalog.pg_class c"
         );
+    }
+
+    #[test]
+    fn user_queries_keep_their_meaning() {
+        // A user's ARRAY subquery, own schema and CTE named like a catalog table, and a count.
+        for sql in [
+            "SELECT ARRAY(SELECT id FROM items)",
+            "SELECT * FROM public.pg_trigger",
+            "WITH pg_roles AS (SELECT 1 AS a) SELECT a FROM pg_roles",
+            "SELECT count(*) FROM pg_catalog.pg_trigger",
+            "SELECT name COLLATE \"de_DE\" FROM items",
+        ] {
+            assert_eq!(rewritten(sql), sql);
+        }
     }
 
     #[test]

@@ -154,12 +154,12 @@ pub(super) fn size_pretty(bytes: i64) -> String {
     const LIMIT: i64 = 10 * 1024;
     const LIMIT2: i64 = LIMIT * 2 - 1;
     let half_rounded = |x: i64| (x + if x < 0 { -1 } else { 1 }) / 2;
-    if bytes.abs() < LIMIT {
+    if bytes.unsigned_abs() < LIMIT as u64 {
         return format!("{bytes} bytes");
     }
     let mut size = bytes >> 9; // one extra bit for rounding
     for unit in ["kB", "MB", "GB", "TB"] {
-        if size.abs() < LIMIT2 {
+        if size.unsigned_abs() < LIMIT2 as u64 {
             return format!("{} {unit}", half_rounded(size));
         }
         size >>= 10;
@@ -179,5 +179,7 @@ mod tests {
         assert_eq!(size_pretty(16 * 1024 + 512), "17 kB");
         assert_eq!(size_pretty(12 * 1024 * 1024), "12 MB");
         assert_eq!(size_pretty(20 * 1024 * 1024 * 1024), "20 GB");
+        assert_eq!(size_pretty(-8192), "-8192 bytes");
+        assert_eq!(size_pretty(i64::MIN), "-8192 PB");
     }
 }

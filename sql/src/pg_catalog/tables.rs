@@ -1,5 +1,6 @@
-//! The catalog tables, built on each read: static ones (`pg_type`, `pg_namespace`, …) and
-//! those that list the live collections (`pg_class`, `pg_attribute`).
+//! The catalog tables, built on each read: static ones (`pg_type`, `pg_namespace`, `pg_roles`,
+//! …), those that list the live collections and their indexes (`pg_class`, `pg_attribute`,
+//! `pg_index`, `pg_constraint`), and those that are always empty here.
 
 use std::sync::Arc;
 
@@ -287,7 +288,9 @@ fn pg_class(catalog: &Catalog) -> Result<RecordBatch> {
         am.push(HEAP_AM);
         tuples.push(collection.shard().count() as f32);
     }
-    for index in indexes(catalog) {
+    let indexes = indexes(catalog);
+    let indexed: Vec<u32> = indexes.iter().map(|i| i.table_oid).collect();
+    for index in indexes {
         oid.push(index.oid);
         name.push(index.name);
         kind.push(b'i');
@@ -295,8 +298,9 @@ fn pg_class(catalog: &Catalog) -> Result<RecordBatch> {
         tuples.push(-1.0);
     }
     let n = oid.len();
-    let tables = kind.iter().filter(|k| **k == b'r').count();
-    let has_index = (0..n).map(|i| i < tables).collect();
+    let has_index = (0..n)
+        .map(|i| kind[i] == b'r' && indexed.contains(&oid[i]))
+        .collect();
     table(&[
         ("oid", u32s(oid)),
         ("relname", strs(name)),
