@@ -81,13 +81,7 @@ pub fn collection_schema(
             }
         }
     }
-    hnsw.validate().map_err(|e| {
-        let message = e.to_string();
-        user_error(
-            "22023",
-            message.trim_start_matches("invalid argument: ").to_string(),
-        )
-    })?;
+    let hnsw = crate::index::checked(hnsw)?;
     let mut schema = declared_schema(create)?;
     let vectors: Vec<String> = schema
         .columns

@@ -128,6 +128,11 @@ fn with_options(options: &[Expr]) -> PgWireResult<HnswParams> {
             }
         }
     }
+    checked(params)
+}
+
+/// `params` if pgvector would accept them, else its 22023 message.
+pub(crate) fn checked(params: HnswParams) -> PgWireResult<HnswParams> {
     params.validate().map_err(|e| {
         let message = e.to_string();
         user_error(

@@ -15,11 +15,11 @@ use std::ops::ControlFlow;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
     Array, BinaryOperator, DataType, Expr, FunctionArguments, Ident, ObjectName, ObjectNamePart,
-    Query, Select, SelectItem, SetExpr, Statement, TableFactor, Value, visit_expressions,
-    visit_expressions_mut, visit_relations, visit_relations_mut,
+    Query, Select, SelectItem, SetExpr, Statement, TableFactor, Value, visit_expressions_mut,
+    visit_relations, visit_relations_mut,
 };
 
-use super::tables::{EMPTY_TABLES, TABLES};
+use super::tables::{EMPTY_TABLES, is_catalog_table};
 use super::types::{catalog_table_oid, table_oid};
 
 /// Rewrites `statement` in place (see the module comment).
@@ -52,7 +52,7 @@ fn qualify_tables(s: &mut Statement) {
     };
     let _ = visit_relations_mut(s, |name: &mut ObjectName| {
         if let [ObjectNamePart::Identifier(id)] = name.0.as_slice() {
-            if TABLES.contains(&id.value.as_str()) && !ctes.contains(&id.value) {
+            if is_catalog_table(&id.value) && !ctes.contains(&id.value) {
                 *name = ObjectName::from(vec![Ident::new("pg_catalog"), id.clone()]);
             }
         }
@@ -247,6 +247,22 @@ fn select_reads_empty_table(select: &Select) -> bool {
 
 fn aggregates(select: &Select) -> bool {
     use datafusion::sql::sqlparser::ast::GroupByExpr;
+    let grouped = match &select.group_by {
+        GroupByExpr::All(_) => true,
+        GroupByExpr::Expressions(exprs, _) => !exprs.is_empty(),
+    };
+    let aggregate_call = select.projection.iter().any(|item| match item {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+            calls_aggregate(e)
+        }
+        _ => false,
+    });
+    grouped || select.having.is_some() || aggregate_call
+}
+
+/// Whether `e` calls an aggregate at its own level (an aggregate inside a subquery, as in
+/// psql's publication query, belongs to that subquery).
+fn calls_aggregate(e: &Expr) -> bool {
     const AGGREGATES: &[&str] = &[
         "count",
         "sum",
@@ -260,19 +276,28 @@ fn aggregates(select: &Select) -> bool {
         "every",
         "json_agg",
     ];
-    let grouped = match &select.group_by {
-        GroupByExpr::All(_) => true,
-        GroupByExpr::Expressions(exprs, _) => !exprs.is_empty(),
-    };
-    let aggregate_call = visit_expressions(&select.projection, |e: &Expr| match e {
-        Expr::Function(f)
-            if AGGREGATES.contains(&unqualified(&f.name).to_string().to_lowercase().as_str()) =>
-        {
-            ControlFlow::Break(())
+    match e {
+        Expr::Function(f) => {
+            AGGREGATES.contains(&unqualified(&f.name).to_string().to_lowercase().as_str())
         }
-        _ => ControlFlow::Continue(()),
-    });
-    grouped || select.having.is_some() || aggregate_call.is_break()
+        Expr::Nested(e) | Expr::UnaryOp { expr: e, .. } | Expr::Cast { expr: e, .. } => {
+            calls_aggregate(e)
+        }
+        Expr::BinaryOp { left, right, .. } => calls_aggregate(left) || calls_aggregate(right),
+        Expr::Case {
+            operand,
+            conditions,
+            else_result,
+            ..
+        } => {
+            operand.as_deref().is_some_and(calls_aggregate)
+                || conditions
+                    .iter()
+                    .any(|w| calls_aggregate(&w.condition) || calls_aggregate(&w.result))
+                || else_result.as_deref().is_some_and(calls_aggregate)
+        }
+        _ => false,
+    }
 }
 
 /// Whether `relation` is `pg_catalog.t` for an always-empty `t` (names are qualified by now).

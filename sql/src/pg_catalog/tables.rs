@@ -32,7 +32,8 @@ impl std::fmt::Debug for PgCatalogSchema {
     }
 }
 
-pub(super) const TABLES: &[&str] = &[
+/// Catalog tables built from what Vecraft has (`pg_range` has no rows, but drivers read it).
+const FILLED_TABLES: &[&str] = &[
     "pg_type",
     "pg_namespace",
     "pg_range",
@@ -44,22 +45,13 @@ pub(super) const TABLES: &[&str] = &[
     "pg_constraint",
     "pg_am",
     "pg_description",
-    "pg_policy",
-    "pg_statistic_ext",
-    "pg_publication",
-    "pg_publication_rel",
-    "pg_publication_namespace",
-    "pg_inherits",
-    "pg_trigger",
-    "pg_rewrite",
-    "pg_attrdef",
-    "pg_collation",
-    "pg_partitioned_table",
-    "pg_sequence",
-    "pg_foreign_table",
     "pg_roles",
-    "pg_auth_members",
 ];
+
+/// Whether `name` is one of the `pg_catalog` tables served here.
+pub(super) fn is_catalog_table(name: &str) -> bool {
+    FILLED_TABLES.contains(&name) || EMPTY_TABLES.contains(&name)
+}
 
 /// Catalog tables that are always empty here: Vecraft has no policies, triggers, rules,
 /// publications, inheritance, defaults, collations or sequences.
@@ -98,7 +90,11 @@ const CHAR_COLUMNS: &[&str] = &[
 #[async_trait]
 impl SchemaProvider for PgCatalogSchema {
     fn table_names(&self) -> Vec<String> {
-        TABLES.iter().map(|t| t.to_string()).collect()
+        FILLED_TABLES
+            .iter()
+            .chain(EMPTY_TABLES)
+            .map(|t| t.to_string())
+            .collect()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
@@ -140,7 +136,7 @@ impl SchemaProvider for PgCatalogSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        TABLES.contains(&name)
+        is_catalog_table(name)
     }
 }
 
