@@ -6,7 +6,6 @@
 //! Index names are derived as PostgreSQL derives default names; a name given in CREATE INDEX
 //! is not kept.
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{AsArray, StringArray};
@@ -19,6 +18,7 @@ use datafusion::logical_expr::{
 use vecraft_storage::distance::Metric;
 use vecraft_storage::schema::{ColumnType, HnswParams};
 
+use super::LiveCatalog;
 use super::types::table_oid;
 use crate::catalog::Catalog;
 
@@ -122,8 +122,9 @@ fn with_clause(hnsw: &HnswParams) -> String {
 
 /// `pg_get_indexdef(index_oid [, column, pretty])` and `pg_get_constraintdef(oid [, pretty])`,
 /// looked up in the live catalog.
+#[derive(Debug, PartialEq, Eq, Hash)]
 pub(super) struct IndexDefUdf {
-    catalog: Arc<Catalog>,
+    catalog: LiveCatalog,
     constraint: bool,
     signature: Signature,
 }
@@ -131,7 +132,7 @@ pub(super) struct IndexDefUdf {
 impl IndexDefUdf {
     pub(super) fn new(catalog: Arc<Catalog>, constraint: bool) -> Self {
         IndexDefUdf {
-            catalog,
+            catalog: LiveCatalog(catalog),
             constraint,
             signature: Signature::variadic_any(Volatility::Stable),
         }
@@ -143,26 +144,6 @@ impl IndexDefUdf {
             _ if !self.constraint && r.oid == oid => Some(r.definition.clone()),
             _ => None,
         })
-    }
-}
-
-impl std::fmt::Debug for IndexDefUdf {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl PartialEq for IndexDefUdf {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.catalog, &other.catalog) && self.constraint == other.constraint
-    }
-}
-
-impl Eq for IndexDefUdf {}
-
-impl Hash for IndexDefUdf {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.constraint.hash(state);
     }
 }
 
@@ -188,7 +169,7 @@ impl ScalarUDFImpl for IndexDefUdf {
             return plan_err!("{} needs an OID", self.name());
         };
         let oids = cast(&oids.to_array(args.number_rows)?, &DataType::Int64)?;
-        let rows = indexes(&self.catalog);
+        let rows = indexes(&self.catalog.0);
         let defs: StringArray = oids
             .as_primitive::<Int64Type>()
             .iter()

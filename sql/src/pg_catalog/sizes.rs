@@ -2,7 +2,6 @@
 //! siblings) sums the files of a collection's directory — log, segments, graphs — and
 //! `pg_size_pretty` prints bytes the way PostgreSQL does.
 
-use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -14,6 +13,7 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 
+use super::LiveCatalog;
 use super::types::table_oid;
 use crate::catalog::Catalog;
 
@@ -26,9 +26,10 @@ pub(super) const SIZE_FUNCTIONS: [&str; 3] = [
 ];
 
 /// `pg_table_size(oid)` and its siblings: bytes on disk, NULL for an unknown OID.
+#[derive(Debug, PartialEq, Eq, Hash)]
 pub(super) struct TableSizeUdf {
     name: &'static str,
-    catalog: Arc<Catalog>,
+    catalog: LiveCatalog,
     signature: Signature,
 }
 
@@ -36,29 +37,9 @@ impl TableSizeUdf {
     pub(super) fn new(name: &'static str, catalog: Arc<Catalog>) -> Self {
         TableSizeUdf {
             name,
-            catalog,
+            catalog: LiveCatalog(catalog),
             signature: Signature::any(1, Volatility::Volatile),
         }
-    }
-}
-
-impl std::fmt::Debug for TableSizeUdf {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name)
-    }
-}
-
-impl PartialEq for TableSizeUdf {
-    fn eq(&self, other: &Self) -> bool {
-        self.name == other.name && Arc::ptr_eq(&self.catalog, &other.catalog)
-    }
-}
-
-impl Eq for TableSizeUdf {}
-
-impl Hash for TableSizeUdf {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.name.hash(state);
     }
 }
 
@@ -77,7 +58,7 @@ impl ScalarUDFImpl for TableSizeUdf {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let oids = cast(&args.args[0].to_array(args.number_rows)?, &DataType::Int64)?;
-        let collections = self.catalog.all();
+        let collections = self.catalog.0.all();
         let sizes: Int64Array = oids
             .as_primitive::<Int64Type>()
             .iter()
