@@ -1,24 +1,19 @@
-//! A collection on one node: the storage log in front of one shard, so every acknowledged
-//! write survives `kill -9`.
+//! A collection on one node: one shard and its Raft group, whose log is the shard's storage
+//! log, so every acknowledged write survives `kill -9`.
 //!
-//! Write: take the next log index and queue the command's bytes (one short lock), wait for the
-//! log's group commit to make them durable, then apply in index order and acknowledge. Many
-//! concurrent writers share one fsync. Open: `Shard::open` comes back at its durable index and
-//! the log after it is replayed. `checkpoint` seals and persists the shard, then purges the log
-//! it made unnecessary.
-//!
-//! This is the single-member shape of a shard's Raft group: the openraft state machine and log
-//! store will wrap these same two parts, with the log index becoming the Raft log index.
+//! Write: check the command against the schema, propose it to the group, and return once it is
+//! durable, committed and applied (`raft::Group`). Many concurrent writers share one fsync.
+//! Open: `Shard::open` comes back at its durable index and the group replays the log after
+//! it before the collection is handed out. `checkpoint` is a Raft snapshot: the shard seals
+//! and persists, then the log it covers is purged.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema};
-use parking_lot::{Condvar, Mutex};
 use vecraft_storage::command::Command;
 use vecraft_storage::log::{Log, LogOptions};
 use vecraft_storage::schema::CollectionSchema;
@@ -26,19 +21,12 @@ use vecraft_storage::shard::{Applied, Shard, ShardOptions};
 use vecraft_storage::{Error, Result};
 
 use crate::metrics::WRITES;
-
-/// Log entries replayed per read on open.
-const REPLAY_CHUNK: u64 = 1024;
+use crate::raft::Group;
 
 pub struct LocalCollection {
     dir: PathBuf,
-    log: Log,
-    shard: Shard,
-    /// The last index handed to a writer.
-    next_index: Mutex<u64>,
-    /// The last index applied to the shard, and a wake-up for writers waiting their turn.
-    applied: Mutex<u64>,
-    turn: Condvar,
+    shard: Arc<Shard>,
+    group: Group,
     /// The next row id, for a collection whose key is a hidden row id.
     next_row_id: AtomicI64,
 }
@@ -49,34 +37,13 @@ impl LocalCollection {
         // The log's directory lock comes first: opening the shard removes files its manifest
         // does not name, which must never happen beside a live instance.
         let (log, _recovery) = Log::open(&dir.join("log"), LogOptions::default())?;
-        let shard = Shard::open(&dir.join("shard"), schema, opts)?;
-        let from = shard.applied_index() + 1;
-        let purged = log.last_purged().unwrap_or(0);
-        let last = log.last_index().unwrap_or(0).max(purged);
-        let first = log.first_index().unwrap_or(from);
-        if purged >= from || (from <= last && first > from) {
-            return Err(Error::corrupt(
-                dir,
-                format!("the log starts after index {from}, which the shard has not applied"),
-            ));
-        }
-        let mut at = from;
-        while at <= last {
-            let end = (at + REPLAY_CHUNK).min(last + 1);
-            for (index, bytes) in log.read(at..end)? {
-                replayed(shard.apply(index, &Command::decode(&bytes)?))?;
-            }
-            at = end;
-        }
-        let applied = shard.applied_index().max(last);
+        let shard = Arc::new(Shard::open(&dir.join("shard"), schema, opts)?);
+        let group = Group::start(Arc::new(log), Arc::clone(&shard))?;
         let next_row_id = AtomicI64::new(max_row_id(&shard)? + 1);
         Ok(LocalCollection {
             dir: dir.to_path_buf(),
-            log,
             shard,
-            next_index: Mutex::new(applied),
-            applied: Mutex::new(applied),
-            turn: Condvar::new(),
+            group,
             next_row_id,
         })
     }
@@ -89,27 +56,14 @@ impl LocalCollection {
         &self.dir
     }
 
-    /// Makes `command` durable, applies it, and only then returns. A command the schema
-    /// refuses is refused here, before it reaches the log.
+    /// Makes `command` durable through the shard's Raft group, applies it, and only then
+    /// returns. A command the schema refuses is refused here, before it reaches the log.
     pub fn write(&self, command: &Command) -> Result<Applied> {
         let started = std::time::Instant::now();
         let with_ids = self.assign_row_ids(command)?;
         let command = with_ids.as_ref().unwrap_or(command);
         self.shard.check(command)?;
-        let bytes = command.encode()?;
-        let (done_tx, done_rx) = mpsc::sync_channel(1);
-        let index = {
-            let mut next = self.next_index.lock();
-            let index = *next + 1;
-            let done = Box::new(move |r: Result<()>| {
-                let _ = done_tx.send(r);
-            });
-            self.log.append_with_callback(vec![(index, bytes)], done)?;
-            *next = index;
-            index
-        };
-        done_rx.recv().map_err(|_| Error::Closed)??;
-        let applied = self.apply_in_turn(index, command)?;
+        let applied = self.group.write(command.encode()?)?;
         WRITES.written(command, started.elapsed());
         Ok(applied)
     }
@@ -137,49 +91,10 @@ impl LocalCollection {
         Ok(Some(Command::Insert(batch)))
     }
 
-    /// Applies `index` once every earlier index has been applied.
-    fn apply_in_turn(&self, index: u64, command: &Command) -> Result<Applied> {
-        let mut applied = self.applied.lock();
-        while *applied + 1 < index {
-            self.turn.wait(&mut applied);
-        }
-        // Pass the turn on even if apply panics, so later writers are not stuck behind it.
-        struct PassTurn<'a>(&'a Condvar);
-        impl Drop for PassTurn<'_> {
-            fn drop(&mut self) {
-                self.0.notify_all();
-            }
-        }
-        let _pass = PassTurn(&self.turn);
-        *applied = index;
-        self.shard.apply(index, command)
-    }
-
     /// Seals and persists the shard, then drops the log it no longer needs. Returns the index
     /// up to which the log was purged.
     pub fn checkpoint(&self) -> Result<u64> {
-        let durable = self.shard.flush()?;
-        if durable > 0 {
-            self.log.purge(durable)?;
-        }
-        Ok(durable)
-    }
-}
-
-/// A replayed command the schema refused was refused when first written too (its index is
-/// consumed either way); any other failure stops the open.
-fn replayed(result: Result<Applied>) -> Result<()> {
-    match result {
-        Ok(_) => Ok(()),
-        Err(
-            Error::InvalidArgument(_)
-            | Error::DimensionMismatch { .. }
-            | Error::InvalidVector(_)
-            | Error::UnknownColumn(_)
-            | Error::DuplicateKey(_)
-            | Error::Arrow(_),
-        ) => Ok(()),
-        Err(e) => Err(e),
+        self.group.checkpoint()
     }
 }
 

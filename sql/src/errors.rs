@@ -37,7 +37,9 @@ fn classify(e: &DataFusionError) -> (&'static str, String) {
             StorageError::InvalidArgument(_) => "22023",
             StorageError::Io { .. } => "58030",
             StorageError::Corrupt { .. } => "XX001",
-            _ => "XX000",
+            // cannot_connect_now: the shard's group has no leader yet, or is shutting down.
+            StorageError::Unavailable(_) | StorageError::Closed => "57P03",
+            StorageError::Arrow(_) => "XX000",
         };
         return (code, s.to_string());
     }

@@ -49,9 +49,61 @@ pub enum Error {
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
 
+    /// The shard's Raft group cannot take the request now (no leader, shutting down).
+    #[error("shard unavailable: {0}")]
+    Unavailable(String),
+
     /// The engine was closed or a background worker is gone.
     #[error("storage engine is shut down")]
     Closed,
+}
+
+/// Why a command was refused when applied, in a form that crosses a Raft log response (and,
+/// later, the network): every replica refuses a bad command the same way, so the refusal is
+/// part of the replicated outcome, unlike an I/O failure, which stops the replica.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Refusal {
+    InvalidArgument(String),
+    DimensionMismatch { expected: usize, actual: usize },
+    InvalidVector(String),
+    DuplicateKey(String),
+    UnknownColumn(String),
+    Arrow(String),
+}
+
+impl Refusal {
+    /// The refusal `error` stands for; `None` when it is a failure of the replica itself.
+    pub fn of(error: &Error) -> Option<Refusal> {
+        Some(match error {
+            Error::InvalidArgument(m) => Refusal::InvalidArgument(m.clone()),
+            Error::DimensionMismatch { expected, actual } => Refusal::DimensionMismatch {
+                expected: *expected,
+                actual: *actual,
+            },
+            Error::InvalidVector(m) => Refusal::InvalidVector(m.clone()),
+            Error::DuplicateKey(m) => Refusal::DuplicateKey(m.clone()),
+            Error::UnknownColumn(m) => Refusal::UnknownColumn(m.clone()),
+            Error::Arrow(e) => Refusal::Arrow(e.to_string()),
+            Error::Io { .. } | Error::Corrupt { .. } | Error::Closed | Error::Unavailable(_) => {
+                return None;
+            }
+        })
+    }
+}
+
+impl From<Refusal> for Error {
+    fn from(refusal: Refusal) -> Error {
+        match refusal {
+            Refusal::InvalidArgument(m) => Error::InvalidArgument(m),
+            Refusal::DimensionMismatch { expected, actual } => {
+                Error::DimensionMismatch { expected, actual }
+            }
+            Refusal::InvalidVector(m) => Error::InvalidVector(m),
+            Refusal::DuplicateKey(m) => Error::DuplicateKey(m),
+            Refusal::UnknownColumn(m) => Error::UnknownColumn(m),
+            Refusal::Arrow(m) => Error::Arrow(arrow::error::ArrowError::InvalidArgumentError(m)),
+        }
+    }
 }
 
 impl Error {

@@ -56,7 +56,7 @@ impl Default for ShardOptions {
 }
 
 /// What applying one command did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Applied {
     /// False when the index had been applied before (a replay).
     pub fresh: bool,
@@ -168,6 +168,12 @@ impl Shard {
         };
         self.inner.maybe_seal();
         Ok(applied)
+    }
+
+    /// Consumes log `index` without a command: a Raft entry that carries none (a new
+    /// leader's blank entry, a membership change) still moves the applied index on.
+    pub fn skip(&self, index: u64) {
+        self.inner.state.write().skip(index);
     }
 
     /// Whether `apply` would accept `command` now (schema, types, dimensions, NaN), without

@@ -1,0 +1,323 @@
+//! openraft's state machine over a `Shard`: committed commands are applied to the shard at
+//! their log index; blank and membership entries only move its applied index on.
+//!
+//! The shard persists itself (sealed segments, manifest) at times of its own choosing, so after
+//! a restart it is at some durable index `A`, and openraft replays the log after it. The id of
+//! entry `A` (its leader's term) comes from the log, or from the snapshot or purge point when
+//! `A` is exactly there. Memberships are few: each applied one is kept, durably, until a
+//! snapshot covers it. A snapshot is a checkpoint: the shard seals and persists, and its
+//! metadata is recorded, so the log before it can be purged; its data is the shard itself,
+//! streamed only when a peer needs it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{
+    AnyError, BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, OptionalSend,
+    RaftSnapshotBuilder, StorageError, StorageIOError, StoredMembership,
+};
+use parking_lot::Mutex;
+use vecraft_storage::command::Command;
+use vecraft_storage::error::Refusal;
+use vecraft_storage::log::Log;
+use vecraft_storage::shard::{Applied, Shard};
+
+use super::log_store::{Corrupt, PURGED_ID_META, get_json, put_json, stored_log_id};
+use super::{NodeId, Request, Response, TypeConfig};
+
+const SNAPSHOT_META: &str = "snapshot";
+const MEMBERSHIPS_META: &str = "memberships";
+
+type Membership = StoredMembership<NodeId, BasicNode>;
+
+/// A shard snapshot as openraft carries it (`generic-snapshot-data`).
+pub enum SnapshotData {
+    /// A replica's own shard: streamed when read, so taking a snapshot copies nothing.
+    Shard(Arc<Shard>),
+    /// The bytes of a shard snapshot stream (`Shard::write_snapshot`), as received.
+    Stream(Vec<u8>),
+}
+
+#[derive(Clone)]
+pub struct StateMachine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    log: Arc<Log>,
+    shard: Arc<Shard>,
+    tracked: Mutex<Tracked>,
+}
+
+struct Tracked {
+    last_applied: Option<LogId<NodeId>>,
+    /// Where each leader's entries start, over every applied index from the last snapshot
+    /// (or open) on: entry `i` was written by the leader of the last start at or below `i`.
+    leaders: BTreeMap<u64, CommittedLeaderId<NodeId>>,
+    /// Memberships applied since the one the last snapshot holds (that one included),
+    /// oldest first; stored durably.
+    memberships: Vec<Membership>,
+    snapshot: Option<SnapshotMeta<NodeId, BasicNode>>,
+}
+
+impl StateMachine {
+    /// The state machine of `shard`, whose entries are in `log`.
+    pub fn open(log: Arc<Log>, shard: Arc<Shard>) -> Result<StateMachine, StorageError<NodeId>> {
+        let snapshot: Option<SnapshotMeta<NodeId, BasicNode>> = get_json(&log, SNAPSHOT_META)?;
+        let memberships: Vec<Membership> = get_json(&log, MEMBERSHIPS_META)?.unwrap_or_default();
+        let last_applied = durable_log_id(&log, shard.applied_index(), snapshot.as_ref())?;
+        let leaders = last_applied
+            .iter()
+            .map(|id| (id.index, id.leader_id))
+            .collect();
+        let tracked = Tracked {
+            last_applied,
+            leaders,
+            memberships,
+            snapshot,
+        };
+        let inner = Inner {
+            log,
+            shard,
+            tracked: Mutex::new(tracked),
+        };
+        Ok(StateMachine {
+            inner: Arc::new(inner),
+        })
+    }
+
+    fn apply_one(&self, entry: Entry<TypeConfig>) -> Result<Response, StorageError<NodeId>> {
+        let Inner { shard, log, .. } = &*self.inner;
+        let id = entry.log_id;
+        self.inner.tracked.lock().applied(id);
+        match entry.payload {
+            EntryPayload::Blank => {
+                shard.skip(id.index);
+                Ok(Ok(Applied::default()))
+            }
+            EntryPayload::Normal(Request(bytes)) => {
+                let command = Command::decode(&bytes).map_err(|e| apply_error(id, e))?;
+                match shard.apply(id.index, &command) {
+                    Ok(applied) => Ok(Ok(applied)),
+                    Err(e) => Refusal::of(&e).map(Err).ok_or_else(|| apply_error(id, e)),
+                }
+            }
+            EntryPayload::Membership(membership) => {
+                shard.skip(id.index);
+                let mut tracked = self.inner.tracked.lock();
+                // A replay after a restart applies memberships again: keep one per index.
+                tracked.memberships.retain(|m| index_of(m) < Some(id.index));
+                tracked
+                    .memberships
+                    .push(Membership::new(Some(id), membership));
+                put_json(log, MEMBERSHIPS_META, &tracked.memberships)?;
+                Ok(Ok(Applied::default()))
+            }
+        }
+    }
+
+    /// Seals and persists the shard and records the snapshot that describes it.
+    fn checkpoint(&self) -> Result<SnapshotMeta<NodeId, BasicNode>, StorageError<NodeId>> {
+        let Inner { shard, log, .. } = &*self.inner;
+        let durable = shard.flush().map_err(snapshot_error)?;
+        let mut tracked = self.inner.tracked.lock();
+        let last_log_id = tracked.id_at(durable);
+        debug_assert!(
+            last_log_id.is_some() || tracked.last_applied.is_none(),
+            "an applied state has an id at its durable index"
+        );
+        let last_membership = tracked.membership_at(Some(durable));
+        let meta = SnapshotMeta {
+            last_log_id,
+            last_membership,
+            snapshot_id: snapshot_id(last_log_id),
+        };
+        put_json(log, SNAPSHOT_META, &meta)?;
+        tracked.covered_by(&meta);
+        put_json(log, MEMBERSHIPS_META, &tracked.memberships)?;
+        Ok(meta)
+    }
+
+    fn snapshot(&self, meta: SnapshotMeta<NodeId, BasicNode>) -> Snapshot<TypeConfig> {
+        Snapshot {
+            meta,
+            snapshot: Box::new(SnapshotData::Shard(Arc::clone(&self.inner.shard))),
+        }
+    }
+}
+
+impl Tracked {
+    fn applied(&mut self, id: LogId<NodeId>) {
+        debug_assert!(
+            self.last_applied
+                .is_none_or(|last| last.index < id.index || id.index == 0),
+            "entries are applied in index order"
+        );
+        self.last_applied = Some(id);
+        if self.leaders.last_key_value().map(|(_, leader)| leader) != Some(&id.leader_id) {
+            self.leaders.insert(id.index, id.leader_id);
+        }
+    }
+
+    /// The id of applied entry `index`, `None` when nothing was applied.
+    fn id_at(&self, index: u64) -> Option<LogId<NodeId>> {
+        let (_, leader) = self.leaders.range(..=index).next_back()?;
+        Some(LogId::new(*leader, index))
+    }
+
+    fn membership_at(&self, index: Option<u64>) -> Membership {
+        self.memberships
+            .iter()
+            .rev()
+            .find(|m| index_of(m) <= index)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Forgets what `meta` now covers.
+    fn covered_by(&mut self, meta: &SnapshotMeta<NodeId, BasicNode>) {
+        let at = meta.last_log_id.map(|id| id.index);
+        if let Some(at) = at {
+            let floor = self.leaders.range(..=at).next_back().map(|(i, _)| *i);
+            self.leaders.retain(|i, _| Some(*i) >= floor);
+        }
+        let kept = meta.last_membership.clone();
+        self.memberships.retain(|m| index_of(m) > at);
+        self.memberships.insert(0, kept);
+        self.snapshot = Some(meta.clone());
+    }
+}
+
+/// The id of the entry at the shard's durable `index` after a restart.
+fn durable_log_id(
+    log: &Log,
+    index: u64,
+    snapshot: Option<&SnapshotMeta<NodeId, BasicNode>>,
+) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+    if index == 0 {
+        // Entry 0 (the first membership) carries no command: replaying it is harmless.
+        return Ok(None);
+    }
+    if let Some(id) = stored_log_id(log, index)? {
+        return Ok(Some(id));
+    }
+    let purged: Option<LogId<NodeId>> = get_json(log, PURGED_ID_META)?;
+    let snapshot = snapshot.and_then(|s| s.last_log_id);
+    match [snapshot, purged]
+        .into_iter()
+        .flatten()
+        .find(|id| id.index == index)
+    {
+        Some(id) => Ok(Some(id)),
+        None => Err(
+            StorageIOError::read_state_machine(AnyError::new(&Corrupt(format!(
+                "the shard is at log index {index}, which neither the log, the snapshot nor the \
+             purge point holds"
+            ))))
+            .into(),
+        ),
+    }
+}
+
+fn index_of(m: &Membership) -> Option<u64> {
+    m.log_id().map(|id| id.index)
+}
+
+fn snapshot_id(last: Option<LogId<NodeId>>) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    match last {
+        Some(id) => format!("{}-{}-{nanos}", id.leader_id.term, id.index),
+        None => format!("empty-{nanos}"),
+    }
+}
+
+fn apply_error(id: LogId<NodeId>, e: vecraft_storage::Error) -> StorageError<NodeId> {
+    StorageIOError::apply(id, AnyError::new(&e)).into()
+}
+
+fn snapshot_error(e: vecraft_storage::Error) -> StorageError<NodeId> {
+    StorageIOError::write_snapshot(None, AnyError::new(&e)).into()
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let meta = self.checkpoint()?;
+        Ok(self.snapshot(meta))
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, Membership), StorageError<NodeId>> {
+        let tracked = self.inner.tracked.lock();
+        let last = tracked.last_applied;
+        Ok((last, tracked.membership_at(last.map(|id| id.index))))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        entries.into_iter().map(|e| self.apply_one(e)).collect()
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<SnapshotData>, StorageError<NodeId>> {
+        Ok(Box::new(SnapshotData::Stream(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<SnapshotData>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let Inner { shard, log, .. } = &*self.inner;
+        let bytes = match *snapshot {
+            SnapshotData::Stream(bytes) => bytes,
+            SnapshotData::Shard(source) => {
+                let mut bytes = Vec::new();
+                source.write_snapshot(&mut bytes).map_err(snapshot_error)?;
+                bytes
+            }
+        };
+        let installed = shard.install_snapshot(&mut bytes.as_slice()).map_err(|e| {
+            StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e))
+        })?;
+        debug_assert!(
+            meta.last_log_id
+                .is_none_or(|id| installed.applied_index >= id.index),
+            "a snapshot's data is at least as new as its metadata"
+        );
+        let mut tracked = self.inner.tracked.lock();
+        tracked.last_applied = meta.last_log_id;
+        tracked.leaders = meta
+            .last_log_id
+            .iter()
+            .map(|id| (id.index, id.leader_id))
+            .collect();
+        tracked.memberships.clear();
+        tracked.covered_by(meta);
+        put_json(log, SNAPSHOT_META, meta)?;
+        put_json(log, MEMBERSHIPS_META, &tracked.memberships)
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        let meta = self.inner.tracked.lock().snapshot.clone();
+        Ok(meta.map(|meta| self.snapshot(meta)))
+    }
+}
