@@ -38,7 +38,7 @@ impl LocalCollection {
         // does not name, which must never happen beside a live instance.
         let (log, _recovery) = Log::open(&dir.join("log"), LogOptions::default())?;
         let shard = Arc::new(Shard::open(&dir.join("shard"), schema, opts)?);
-        let group = Group::start(Arc::new(log), Arc::clone(&shard))?;
+        let group = Group::start(dir, Arc::new(log), Arc::clone(&shard))?;
         let next_row_id = AtomicI64::new(max_row_id(&shard)? + 1);
         Ok(LocalCollection {
             dir: dir.to_path_buf(),

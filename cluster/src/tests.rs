@@ -43,7 +43,7 @@ pub(crate) fn schema() -> CollectionSchema {
     .unwrap()
 }
 
-fn row(id: i64) -> Command {
+pub(crate) fn row(id: i64) -> Command {
     let v: Vec<f32> = (0..DIMS).map(|d| (id as f32) * 0.001 + d as f32).collect();
     let batch = RecordBatch::try_new(
         Arc::new(Schema::new(vec![

@@ -15,7 +15,7 @@ use super::{NodeId, Request, TypeConfig};
 const BLANK: u8 = 0x81;
 const NORMAL: u8 = 0x82;
 const MEMBERSHIP: u8 = 0x83;
-const HEADER_BYTES: usize = 1 + 8 + 8;
+pub const HEADER_BYTES: usize = 1 + 8 + 8;
 
 pub fn encode(entry: &Entry<TypeConfig>) -> Vec<u8> {
     let (kind, body) = match &entry.payload {

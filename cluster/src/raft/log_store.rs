@@ -7,6 +7,7 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, Range, RangeBounds};
 use std::sync::Arc;
+use std::sync::mpsc::SyncSender;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{AnyError, Entry, LogId, OptionalSend, StorageError, StorageIOError, Vote};
@@ -20,11 +21,16 @@ pub const PURGED_ID_META: &str = "purged_id";
 #[derive(Clone)]
 pub struct LogStore {
     log: Arc<Log>,
+    /// Dropped after the log: tells the group the log is released.
+    _release: SyncSender<()>,
 }
 
 impl LogStore {
-    pub fn new(log: Arc<Log>) -> LogStore {
-        LogStore { log }
+    pub fn new(log: Arc<Log>, release: SyncSender<()>) -> LogStore {
+        LogStore {
+            log,
+            _release: release,
+        }
     }
 }
 

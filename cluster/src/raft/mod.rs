@@ -17,11 +17,15 @@ mod state_machine;
 mod tests;
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, mpsc};
+use std::time::Duration;
 
+use openraft::error::{Fatal, RaftError};
 use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
+use parking_lot::Mutex;
 use vecraft_storage::error::Refusal;
-use vecraft_storage::log::Log;
+use vecraft_storage::log::{Log, MAX_PAYLOAD_SIZE_BYTES};
 use vecraft_storage::shard::{Applied, Shard};
 use vecraft_storage::{Error, Result};
 
@@ -31,8 +35,16 @@ pub type NodeId = u64;
 
 /// The single member's id.
 const NODE_ID: NodeId = 1;
+/// How long a starting group may take to elect itself (it is immediate unless a crash
+/// interrupted its last election; then it is an election timeout).
+const LEAD_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a dropped group may take to release its log and shard.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The largest command a write may carry: a log record, less the entry's header.
+const MAX_COMMAND_BYTES: usize = MAX_PAYLOAD_SIZE_BYTES - entry::HEADER_BYTES;
 
-/// A write's payload: the command's bytes (`Command::encode`).
+/// A write's payload: the command's bytes (`Command::encode`); empty for the no-op a new
+/// leader writes.
 #[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Request(pub Vec<u8>);
 
@@ -57,21 +69,27 @@ openraft::declare_raft_types!(
 /// One shard's running group.
 pub struct Group {
     raft: Raft<TypeConfig>,
+    /// Where the group's log lives, for errors.
+    dir: PathBuf,
+    /// Disconnected once the log store and the state machine are both dropped.
+    released: Mutex<mpsc::Receiver<()>>,
 }
 
 impl Group {
-    /// Starts the group of `shard` over `log` (initialising it the first time) and returns
-    /// once this node leads it and has applied every entry the log held.
-    pub fn start(log: Arc<Log>, shard: Arc<Shard>) -> Result<Group> {
+    /// Starts the group of `shard` over `log` in `dir` (initialising it the first time) and
+    /// returns once this node leads it and has applied every entry the log held.
+    pub fn start(dir: &Path, log: Arc<Log>, shard: Arc<Shard>) -> Result<Group> {
         let fresh = log.last_index().is_none()
             && log.last_purged().is_none()
             && log.get_meta(log_store::VOTE_META)?.is_none();
-        let last_index = log.last_index();
-        let state_machine = state_machine::StateMachine::open(Arc::clone(&log), shard)
-            .map_err(|e| unavailable("open the shard's state machine", e))?;
-        let log_store = log_store::LogStore::new(log);
-        run(async move {
-            let raft = Raft::new(
+        let (release, released) = mpsc::sync_channel(0);
+        let state_machine =
+            state_machine::StateMachine::open(Arc::clone(&log), shard, release.clone())
+                .map_err(|e| unavailable("open the shard's state machine", e))?;
+        let log_store = log_store::LogStore::new(log, release);
+        let dir = dir.to_path_buf();
+        let raft = run(async move {
+            Raft::new(
                 NODE_ID,
                 config(),
                 network::NoPeers,
@@ -79,39 +97,60 @@ impl Group {
                 state_machine,
             )
             .await
-            .map_err(|e| unavailable("start the shard's Raft group", e))?;
+        })?
+        .map_err(|e| unavailable("start the shard's Raft group", e))?;
+        let group = Group {
+            raft,
+            dir,
+            released: Mutex::new(released),
+        };
+        // On failure the group is dropped, which shuts it down.
+        group.lead(fresh)?;
+        Ok(group)
+    }
+
+    /// Becomes the leader and applies the whole log: a no-op entry of this leader's term
+    /// commits every entry before it (a leader that restarted may hold only entries of
+    /// earlier terms, which Raft never commits by counting replicas), and once it is applied,
+    /// so is everything before it.
+    fn lead(&self, fresh: bool) -> Result<()> {
+        let raft = self.raft.clone();
+        let led = run(async move {
             if fresh {
                 let members = BTreeMap::from([(NODE_ID, BasicNode::default())]);
-                raft.initialize(members)
-                    .await
-                    .map_err(|e| unavailable("initialise the shard's Raft group", e))?;
+                raft.initialize(members).await.map_err(|e| e.to_string())?;
             }
             let metrics = raft
-                .wait(None)
+                .wait(Some(LEAD_TIMEOUT))
                 .metrics(
-                    |m| {
-                        m.running_state.is_err()
-                            || m.current_leader == Some(NODE_ID)
-                                && m.last_applied.map(|id| id.index) >= last_index
-                    },
-                    "leading, with the log replayed",
+                    |m| m.running_state.is_err() || m.current_leader == Some(NODE_ID),
+                    "leading",
                 )
                 .await
-                .map_err(|e| unavailable("start the shard's Raft group", e))?;
-            if let Err(fatal) = metrics.running_state {
-                return Err(unavailable("replay the shard's log", fatal));
-            }
-            Ok(Group { raft })
-        })?
+                .map_err(|e| e.to_string())?;
+            metrics.running_state.map_err(|e| e.to_string())?;
+            raft.client_write(Request(Vec::new()))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(())
+        })?;
+        led.map_err(|e| unavailable("start the shard's Raft group", e))
     }
 
     /// Proposes a command (its encoded bytes) and returns once it is committed and applied.
     pub fn write(&self, command: Vec<u8>) -> Result<Applied> {
+        if command.is_empty() || command.len() > MAX_COMMAND_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "a write of {} bytes does not fit one log record (at most {MAX_COMMAND_BYTES}); \
+                 write fewer rows at a time",
+                command.len()
+            )));
+        }
         let raft = self.raft.clone();
         let written = run(async move { raft.client_write(Request(command)).await })?;
         match written {
             Ok(response) => response.data.map_err(Error::from),
-            Err(e) => Err(unavailable("write", e)),
+            Err(e) => Err(self.failed("write", e)),
         }
     }
 
@@ -120,7 +159,7 @@ impl Group {
     pub fn checkpoint(&self) -> Result<u64> {
         let raft = self.raft.clone();
         run(async move {
-            let failed = |e| unavailable("checkpoint", e);
+            let failed = |e: Fatal<NodeId>| e.to_string();
             let target = raft.metrics().borrow().last_applied.map(|id| id.index);
             raft.trigger().snapshot().await.map_err(failed)?;
             let metrics = raft
@@ -130,7 +169,8 @@ impl Group {
                     "snapshot taken",
                 )
                 .await
-                .map_err(|e| unavailable("checkpoint", e))?;
+                .map_err(|e| e.to_string())?;
+            metrics.running_state.map_err(|e| e.to_string())?;
             let Some(snapshot) = metrics.snapshot else {
                 return Ok(0);
             };
@@ -144,16 +184,37 @@ impl Group {
                     "log purged",
                 )
                 .await
-                .map_err(|e| unavailable("checkpoint", e))?;
-            Ok(snapshot.index)
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(snapshot.index)
         })?
+        .map_err(|e| unavailable("checkpoint", e))
+    }
+
+    /// A failed proposal: a group stopped by a storage failure is an I/O error (it stays
+    /// stopped until the node restarts); anything else may pass (no leader yet, shutting down).
+    fn failed<E: std::fmt::Display>(&self, what: &str, e: RaftError<NodeId, E>) -> Error {
+        match e {
+            RaftError::Fatal(Fatal::StorageError(e)) => Error::io(
+                "the shard's Raft group stopped on a storage failure in",
+                &self.dir,
+                std::io::Error::other(e.to_string()),
+            ),
+            e => unavailable(what, e),
+        }
     }
 }
 
 impl Drop for Group {
+    /// Stops the group and waits until its log and shard are released, so the collection's
+    /// directory can be opened again (or removed) as soon as this returns.
     fn drop(&mut self) {
         let raft = self.raft.clone();
         let _ = run(async move { raft.shutdown().await });
+        let released = self.released.lock().recv_timeout(RELEASE_TIMEOUT);
+        debug_assert!(
+            matches!(released, Err(mpsc::RecvTimeoutError::Disconnected)),
+            "a stopped group releases its log and shard"
+        );
     }
 }
 

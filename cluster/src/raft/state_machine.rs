@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::mpsc::SyncSender;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
@@ -45,10 +46,13 @@ pub struct StateMachine {
     inner: Arc<Inner>,
 }
 
+/// Fields drop in order: the shard (waiting for its background work) before the log, whose
+/// directory lock guards it, and the release signal last.
 struct Inner {
-    log: Arc<Log>,
     shard: Arc<Shard>,
+    log: Arc<Log>,
     tracked: Mutex<Tracked>,
+    _release: SyncSender<()>,
 }
 
 struct Tracked {
@@ -64,7 +68,11 @@ struct Tracked {
 
 impl StateMachine {
     /// The state machine of `shard`, whose entries are in `log`.
-    pub fn open(log: Arc<Log>, shard: Arc<Shard>) -> Result<StateMachine, StorageError<NodeId>> {
+    pub fn open(
+        log: Arc<Log>,
+        shard: Arc<Shard>,
+        release: SyncSender<()>,
+    ) -> Result<StateMachine, StorageError<NodeId>> {
         let snapshot: Option<SnapshotMeta<NodeId, BasicNode>> = get_json(&log, SNAPSHOT_META)?;
         let memberships: Vec<Membership> = get_json(&log, MEMBERSHIPS_META)?.unwrap_or_default();
         let last_applied = durable_log_id(&log, shard.applied_index(), snapshot.as_ref())?;
@@ -79,9 +87,10 @@ impl StateMachine {
             snapshot,
         };
         let inner = Inner {
-            log,
             shard,
+            log,
             tracked: Mutex::new(tracked),
+            _release: release,
         };
         Ok(StateMachine {
             inner: Arc::new(inner),
@@ -94,6 +103,10 @@ impl StateMachine {
         self.inner.tracked.lock().applied(id);
         match entry.payload {
             EntryPayload::Blank => {
+                shard.skip(id.index);
+                Ok(Ok(Applied::default()))
+            }
+            EntryPayload::Normal(Request(bytes)) if bytes.is_empty() => {
                 shard.skip(id.index);
                 Ok(Ok(Applied::default()))
             }
@@ -245,7 +258,11 @@ fn snapshot_error(e: vecraft_storage::Error) -> StorageError<NodeId> {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let meta = self.checkpoint()?;
+        // Sealing builds HNSW graphs: off the runtime the groups' cores share.
+        let this = self.clone();
+        let meta = tokio::task::spawn_blocking(move || this.checkpoint())
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, AnyError::new(&e)))??;
         Ok(self.snapshot(meta))
     }
 }

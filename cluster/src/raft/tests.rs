@@ -23,8 +23,9 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let (log, _) = Log::open(&dir.path().join("log"), LogOptions::default()).unwrap();
         let log = Arc::new(log);
         let shard = Shard::open(&dir.path().join("shard"), Some(schema()), opts()).unwrap();
-        let state_machine = StateMachine::open(Arc::clone(&log), Arc::new(shard))?;
-        Ok((dir, LogStore::new(log), state_machine))
+        let (release, _) = std::sync::mpsc::sync_channel(0);
+        let state_machine = StateMachine::open(Arc::clone(&log), Arc::new(shard), release.clone())?;
+        Ok((dir, LogStore::new(log, release), state_machine))
     }
 }
 
@@ -102,4 +103,53 @@ fn a_log_from_before_raft_is_refused_by_name() {
     let err = crate::local::LocalCollection::open(dir.path(), Some(schema()), opts())
         .expect_err("an old log is not replayed as Raft entries");
     assert!(err.to_string().contains("older Vecraft"), "{err}");
+}
+
+/// A crash after a new leader recorded its vote but before it wrote an entry of its term
+/// leaves a log whose entries are all of earlier terms; on restart the group must still
+/// commit and apply them (it writes a no-op of its own term).
+#[test]
+fn a_leader_that_crashed_before_writing_in_its_term_still_starts() {
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership, Vote};
+
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (log, _) = Log::open(&dir.path().join("log"), LogOptions::default()).unwrap();
+        let first = Entry::<TypeConfig> {
+            log_id: LogId::new(CommittedLeaderId::new(0, 0), 0),
+            payload: EntryPayload::Membership(Membership::new(vec![[super::NODE_ID].into()], None)),
+        };
+        log.append(vec![(0, super::entry::encode(&first))]).unwrap();
+        let vote = Vote::new_committed(1, super::NODE_ID);
+        log.put_meta(
+            super::log_store::VOTE_META,
+            &serde_json::to_vec(&vote).unwrap(),
+        )
+        .unwrap();
+    }
+    let path = dir.path().to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let opened = crate::local::LocalCollection::open(&path, Some(schema()), opts());
+        let _ = tx.send(opened.map(|c| c.shard().applied_index()));
+    });
+    let applied = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the group starts within 30 s")
+        .unwrap();
+    assert!(
+        applied >= 1,
+        "the no-op of the new term is applied: {applied}"
+    );
+}
+
+/// A dropped collection releases its directory at once: open, write, drop, repeat.
+#[test]
+fn a_dropped_collection_can_be_opened_again_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for id in 0..10 {
+        let c = crate::local::LocalCollection::open(dir.path(), Some(schema()), opts()).unwrap();
+        assert_eq!(c.shard().count(), id as u64, "every earlier write is there");
+        c.write(&crate::tests::row(id)).unwrap();
+    }
 }

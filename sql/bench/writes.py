@@ -1,0 +1,115 @@
+"""Durable writes over the wire: single-row INSERTs and a binary COPY, on several servers.
+
+    python sql/bench/writes.py --dsn A [--dsn B ...] [--clients 1,8] [--rows 2000] [--copy-rows 100000] [--rounds 3]
+
+For each round and each server in turn (A B A B ...): a fresh table `(id bigint PRIMARY KEY,
+embedding vector(128))`; every client connection inserts its share of `--rows` rows one
+autocommitted, prepared INSERT at a time (each acknowledged only once durable); then one
+connection loads `--copy-rows` rows with `COPY … (FORMAT BINARY)`. Prints, per server, the
+medians over rounds: inserted rows per second and median / p99 INSERT latency for each client
+count, and the COPY time. Servers must be started alike (PostgreSQL with fsync on).
+Needs: pip install "psycopg[binary]" pgvector numpy
+"""
+import argparse
+import statistics
+import threading
+import time
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+
+ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+ap.add_argument("--dsn", action="append", required=True, help="a server to measure (repeat for more)")
+ap.add_argument("--clients", default="1,8", help="concurrent connections, comma-separated")
+ap.add_argument("--rows", type=int, default=2_000, help="single-row INSERTs per client count")
+ap.add_argument("--copy-rows", type=int, default=100_000)
+ap.add_argument("--dims", type=int, default=128)
+ap.add_argument("--rounds", type=int, default=3)
+a = ap.parse_args()
+clients = [int(c) for c in a.clients.split(",")]
+
+rng = np.random.default_rng(7)
+vectors = rng.standard_normal((max(a.rows, a.copy_rows), a.dims)).astype(np.float32)
+
+
+def connect(dsn):
+    conn = psycopg.connect(dsn, autocommit=True)
+    register_vector(conn)
+    return conn
+
+
+def fresh_table(dsn):
+    with connect(dsn) as conn:
+        conn.execute("DROP TABLE IF EXISTS writes_bench")
+        conn.execute(f"CREATE TABLE writes_bench (id bigint PRIMARY KEY, embedding vector({a.dims}))")
+
+
+def inserts(dsn, n_clients):
+    """Rows per second and every INSERT's latency (µs), `a.rows` rows over `n_clients`."""
+    fresh_table(dsn)
+    latencies, errors = [], []
+    per_client = a.rows // n_clients
+
+    def client(c):
+        try:
+            with connect(dsn) as conn:
+                mine = []
+                for i in range(c * per_client, (c + 1) * per_client):
+                    start = time.perf_counter()
+                    conn.execute("INSERT INTO writes_bench (id, embedding) VALUES (%s, %s)",
+                                 (i, vectors[i]), prepare=True)
+                    mine.append((time.perf_counter() - start) * 1e6)
+                latencies.extend(mine)
+        except Exception as e:  # reported below, so a failed client cannot pass unnoticed
+            errors.append(e)
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(n_clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    if errors:
+        raise errors[0]
+    with connect(dsn) as conn:
+        count = conn.execute("SELECT count(*) FROM writes_bench").fetchone()[0]
+    assert count == per_client * n_clients, (count, per_client * n_clients)
+    return count / elapsed, latencies
+
+
+def copy(dsn):
+    fresh_table(dsn)
+    with connect(dsn) as conn:
+        start = time.perf_counter()
+        with conn.cursor().copy("COPY writes_bench (id, embedding) FROM STDIN WITH (FORMAT BINARY)") as cp:
+            cp.set_types(["int8", "vector"])
+            for i in range(a.copy_rows):
+                cp.write_row((i, vectors[i]))
+        elapsed = time.perf_counter() - start
+        assert conn.execute("SELECT count(*) FROM writes_bench").fetchone()[0] == a.copy_rows
+        conn.execute("DROP TABLE writes_bench")
+    return elapsed
+
+
+results = {dsn: {"copy": [], **{c: {"rate": [], "p50": [], "p99": []} for c in clients}} for dsn in a.dsn}
+for r in range(a.rounds):
+    for dsn in a.dsn:
+        for c in clients:
+            rate, lat = inserts(dsn, c)
+            lat.sort()
+            results[dsn][c]["rate"].append(rate)
+            results[dsn][c]["p50"].append(lat[len(lat) // 2])
+            results[dsn][c]["p99"].append(lat[int(len(lat) * 0.99)])
+        results[dsn]["copy"].append(copy(dsn))
+        print(f"round {r + 1}/{a.rounds} done on {dsn}", flush=True)
+
+med = statistics.median
+for dsn in a.dsn:
+    print(f"\n{dsn}")
+    for c in clients:
+        m = results[dsn][c]
+        print(f"  INSERT, {c:>2} client(s): {med(m['rate']):8.0f} rows/s   "
+              f"p50 {med(m['p50']):7.0f} µs   p99 {med(m['p99']):7.0f} µs")
+    print(f"  COPY {a.copy_rows} x {a.dims}: {med(results[dsn]['copy']):.2f} s")
