@@ -7,6 +7,7 @@ pub mod http;
 pub mod local;
 mod metrics;
 pub mod raft;
+pub mod rpc;
 
 #[cfg(test)]
 mod tests;

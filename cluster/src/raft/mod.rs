@@ -22,6 +22,7 @@ use std::sync::{Arc, OnceLock, mpsc};
 use std::time::Duration;
 
 use openraft::error::{Fatal, RaftError};
+use openraft::network::RaftNetworkFactory;
 use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
 use parking_lot::Mutex;
 use vecraft_storage::error::Refusal;
@@ -76,9 +77,43 @@ pub struct Group {
 }
 
 impl Group {
-    /// Starts the group of `shard` over `log` in `dir` (initialising it the first time) and
-    /// returns once this node leads it and has applied every entry the log held.
+    /// Starts the one-member group of `shard` over `log` in `dir` (initialising it the first
+    /// time) and returns once this node leads it and has applied every entry the log held.
     pub fn start(dir: &Path, log: Arc<Log>, shard: Arc<Shard>) -> Result<Group> {
+        let (group, fresh) = Group::open(dir, log, shard, NODE_ID, network::NoPeers)?;
+        // On failure the group is dropped, which shuts it down.
+        group.lead(fresh)?;
+        Ok(group)
+    }
+
+    /// Starts member `id` of a group whose other members are reached through `network`.
+    /// A group that is new everywhere is initialised by one member, with `initial` members;
+    /// the others pass `None` and learn the membership from the leader.
+    pub fn start_member<N: RaftNetworkFactory<TypeConfig>>(
+        dir: &Path,
+        log: Arc<Log>,
+        shard: Arc<Shard>,
+        id: NodeId,
+        network: N,
+        initial: Option<BTreeMap<NodeId, BasicNode>>,
+    ) -> Result<Group> {
+        let (group, fresh) = Group::open(dir, log, shard, id, network)?;
+        if let (true, Some(members)) = (fresh, initial) {
+            let raft = group.raft.clone();
+            run(async move { raft.initialize(members).await })?
+                .map_err(|e| unavailable("initialise the shard's Raft group", e))?;
+        }
+        Ok(group)
+    }
+
+    /// Starts the group's core; returns it and whether the log was new.
+    fn open<N: RaftNetworkFactory<TypeConfig>>(
+        dir: &Path,
+        log: Arc<Log>,
+        shard: Arc<Shard>,
+        id: NodeId,
+        network: N,
+    ) -> Result<(Group, bool)> {
         let fresh = log.last_index().is_none()
             && log.last_purged().is_none()
             && log.get_meta(log_store::VOTE_META)?.is_none();
@@ -87,26 +122,25 @@ impl Group {
             state_machine::StateMachine::open(Arc::clone(&log), shard, release.clone())
                 .map_err(|e| unavailable("open the shard's state machine", e))?;
         let log_store = log_store::LogStore::new(log, release);
-        let dir = dir.to_path_buf();
-        let raft = run(async move {
-            Raft::new(
-                NODE_ID,
-                config(),
-                network::NoPeers,
-                log_store,
-                state_machine,
-            )
-            .await
-        })?
-        .map_err(|e| unavailable("start the shard's Raft group", e))?;
+        let raft =
+            run(async move { Raft::new(id, config(), network, log_store, state_machine).await })?
+                .map_err(|e| unavailable("start the shard's Raft group", e))?;
         let group = Group {
             raft,
-            dir,
+            dir: dir.to_path_buf(),
             released: Mutex::new(released),
         };
-        // On failure the group is dropped, which shuts it down.
-        group.lead(fresh)?;
-        Ok(group)
+        Ok((group, fresh))
+    }
+
+    /// The group's openraft handle (to serve its messages, to watch its metrics).
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.raft
+    }
+
+    /// The leader this member knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
     }
 
     /// Becomes the leader and applies the whole log: a no-op entry of this leader's term
@@ -221,6 +255,10 @@ impl Drop for Group {
 fn config() -> Arc<Config> {
     let config = Config {
         cluster_name: "vecraft-shard".into(),
+        // Loopback and LAN timings: a leader's death is noticed within about a second.
+        heartbeat_interval: 100,
+        election_timeout_min: 500,
+        election_timeout_max: 1000,
         // A checkpoint is a snapshot, taken when Vecraft asks; the log it covers goes at once.
         snapshot_policy: SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: 0,
@@ -240,6 +278,11 @@ fn runtime() -> &'static tokio::runtime::Runtime {
             .build()
             .expect("start the Raft runtime")
     })
+}
+
+/// Runs `task` on the groups' runtime in the background.
+pub(crate) fn spawn(task: impl Future<Output = ()> + Send + 'static) {
+    runtime().spawn(task);
 }
 
 /// Runs `task` on the groups' runtime and waits for it from this (non-runtime) thread.

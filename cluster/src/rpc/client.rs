@@ -1,0 +1,227 @@
+//! openraft's network for a group whose members are on other nodes: each message is a Flight
+//! `DoAction` to the member's node, over one pooled HTTP/2 channel per node.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_flight::Action;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use futures::StreamExt;
+use openraft::error::{
+    Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
+    Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, OptionalSend, Snapshot, Vote};
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::codegen::Bytes;
+use tonic::transport::{Channel, Endpoint};
+
+use super::{APPEND, GroupId, MAX_MESSAGE_BYTES, SNAPSHOT, VOTE};
+use crate::raft::{NodeId, SnapshotData, TypeConfig};
+
+/// One lazily connected channel per peer node, shared by every group on this node.
+#[derive(Clone, Default)]
+pub struct Peers {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Peers {
+    fn client(&self, addr: &str) -> Result<FlightServiceClient<Channel>, NetworkError> {
+        let mut channels = self.channels.lock();
+        let channel = match channels.get(addr) {
+            Some(channel) => channel.clone(),
+            None => {
+                let channel = Endpoint::from_shared(format!("http://{addr}"))
+                    .map_err(|e| NetworkError::new(&e))?
+                    .connect_timeout(Duration::from_secs(1))
+                    .tcp_nodelay(true)
+                    .connect_lazy();
+                channels.insert(addr.to_string(), channel.clone());
+                channel
+            }
+        };
+        Ok(FlightServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+}
+
+/// The network of one group.
+#[derive(Clone)]
+pub struct FlightNetwork {
+    group: GroupId,
+    peers: Peers,
+}
+
+impl FlightNetwork {
+    pub fn new(group: GroupId, peers: Peers) -> FlightNetwork {
+        FlightNetwork { group, peers }
+    }
+}
+
+/// This group's link to one member.
+pub struct Link {
+    group: GroupId,
+    target: NodeId,
+    client: Result<FlightServiceClient<Channel>, NetworkError>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for FlightNetwork {
+    type Network = Link;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Link {
+        Link {
+            group: self.group.clone(),
+            target,
+            client: self.peers.client(&node.addr),
+        }
+    }
+}
+
+/// Why a call got no reply.
+enum CallError {
+    Unreachable(Unreachable),
+    Network(NetworkError),
+    Timeout,
+}
+
+impl Link {
+    /// Sends `body` as action `kind` and decodes the one result, within `ttl`.
+    async fn call<B: Serialize, R: DeserializeOwned>(
+        &mut self,
+        kind: &str,
+        body: &B,
+        ttl: Duration,
+    ) -> Result<R, CallError> {
+        let client = self
+            .client
+            .as_mut()
+            .map_err(|e| CallError::Network(NetworkError::new(e)))?;
+        let body =
+            postcard::to_stdvec(body).map_err(|e| CallError::Network(NetworkError::new(&e)))?;
+        let action = Action {
+            r#type: kind.to_string(),
+            body: Bytes::from(body),
+        };
+        let reply = async {
+            let mut results = client
+                .do_action(action)
+                .await
+                .map_err(|s| CallError::Unreachable(Unreachable::new(&s)))?
+                .into_inner();
+            let first = results.next().await;
+            let result = first
+                .ok_or_else(|| CallError::Network(NetworkError::new(&Missing)))?
+                .map_err(|s| CallError::Unreachable(Unreachable::new(&s)))?;
+            postcard::from_bytes(&result.body)
+                .map_err(|e| CallError::Network(NetworkError::new(&e)))
+        };
+        tokio::time::timeout(ttl, reply)
+            .await
+            .map_err(|_| CallError::Timeout)?
+    }
+
+    fn timeout(&self, action: RPCTypes, ttl: Duration) -> Timeout<NodeId> {
+        Timeout {
+            action,
+            id: self.target,
+            target: self.target,
+            timeout: ttl,
+        }
+    }
+
+    fn rpc_error<E: std::error::Error>(
+        &self,
+        e: CallError,
+        action: RPCTypes,
+        ttl: Duration,
+    ) -> RPCError<NodeId, BasicNode, E> {
+        match e {
+            CallError::Unreachable(e) => RPCError::Unreachable(e),
+            CallError::Network(e) => RPCError::Network(e),
+            CallError::Timeout => RPCError::Timeout(self.timeout(action, ttl)),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Missing;
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the peer sent no reply")
+    }
+}
+
+impl std::error::Error for Missing {}
+
+impl RaftNetwork<TypeConfig> for Link {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        let ttl = option.hard_ttl();
+        let body = (self.group.clone(), rpc);
+        let reply: Result<_, RaftError<NodeId>> = self
+            .call(APPEND, &body, ttl)
+            .await
+            .map_err(|e| self.rpc_error(e, RPCTypes::AppendEntries, ttl))?;
+        reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        let ttl = option.hard_ttl();
+        let body = (self.group.clone(), rpc);
+        let reply: Result<_, RaftError<NodeId>> = self
+            .call(VOTE, &body, ttl)
+            .await
+            .map_err(|e| self.rpc_error(e, RPCTypes::Vote, ttl))?;
+        reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote<NodeId>,
+        snapshot: Snapshot<TypeConfig>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let bytes = match *snapshot.snapshot {
+            SnapshotData::Stream(bytes) => bytes,
+            SnapshotData::Shard(shard) => tokio::task::spawn_blocking(move || {
+                let mut bytes = Vec::new();
+                shard.write_snapshot(&mut bytes).map(|_| bytes)
+            })
+            .await
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?,
+        };
+        // A snapshot may be large: allow it a second per 10 MB beyond the usual deadline.
+        let ttl = option.hard_ttl() + Duration::from_secs(bytes.len() as u64 / 10_000_000);
+        let timeout = self.timeout(RPCTypes::InstallSnapshot, ttl);
+        let target = self.target;
+        let body = (self.group.clone(), vote, snapshot.meta, bytes);
+        let send = self.call(SNAPSHOT, &body, ttl);
+        let reply: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            reply = send => reply.map_err(|e| match e {
+                CallError::Unreachable(e) => StreamingError::Unreachable(e),
+                CallError::Network(e) => StreamingError::Network(e),
+                CallError::Timeout => StreamingError::Timeout(timeout),
+            })?,
+        };
+        reply.map_err(|e| StreamingError::RemoteError(RemoteError::new(target, e)))
+    }
+}
