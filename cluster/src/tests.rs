@@ -18,7 +18,7 @@ use vecraft_storage::schema::{
 };
 use vecraft_storage::shard::{SearchRequest, ShardOptions};
 
-use crate::local::LocalCollection;
+use crate::collection::LocalCollection;
 
 const DIMS: usize = 4;
 const CRASH_DIR_ENV: &str = "VECRAFT_CLUSTER_CRASH_DIR";
@@ -72,7 +72,6 @@ fn open(dir: &Path) -> LocalCollection {
 
 fn ids(c: &LocalCollection) -> Vec<i64> {
     let mut ids: Vec<i64> = c
-        .shard()
         .scan(Some(&["id".to_string()]), None)
         .unwrap()
         .iter()
@@ -98,13 +97,17 @@ fn writes_survive_reopen_through_the_log_and_checkpoints_purge_it() {
     }
     let c = open(dir.path());
     assert_eq!(ids(&c).len(), 999);
-    let applied = c.shard().applied_index();
+    let applied = c.shards()[0].shard().applied_index();
     assert!(
         (1001..1005).contains(&applied),
         "1,000 upserts, one delete and a few Raft entries (membership, blanks); the refused \
          write took no index: {applied}"
     );
-    assert_eq!(c.checkpoint().unwrap(), applied, "the whole log is purged");
+    assert_eq!(
+        c.checkpoint().unwrap(),
+        [applied],
+        "the whole log is purged"
+    );
     drop(c);
     // Reopened with an empty log: the shard's state and the snapshot's id take over.
     let c = open(dir.path());
@@ -206,10 +209,102 @@ fn every_acknowledged_write_survives_kill_9() {
             .as_primitive::<arrow::datatypes::Float32Type>()
             .values()
             .to_vec();
-        let hit = c.shard().search(&SearchRequest::new("v", q, 1)).unwrap();
+        let hit = c.search(&SearchRequest::new("v", q, 1)).unwrap();
         assert_eq!(hit.column(0).as_primitive::<Int64Type>().value(0), probe);
         if round % 3 == 2 {
             c.checkpoint().unwrap();
         }
     }
+}
+
+/// Rows `ids` with vectors spread over the space (deterministic).
+fn rows(ids: std::ops::Range<i64>) -> RecordBatch {
+    let v: Vec<f32> = ids
+        .clone()
+        .flat_map(|id| {
+            (0..DIMS as i64).map(move |d| ((id * 7919 + d * 104_729) % 1000) as f32 * 0.01)
+        })
+        .collect();
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("v", vector_arrow_type(DIMS), false),
+        ])),
+        vec![
+            Arc::new(Int64Array::from_iter_values(ids)),
+            Arc::new(vector_array(DIMS, v, None)),
+        ],
+    )
+    .unwrap()
+}
+
+/// The ids and distances of an answer.
+fn answer(batch: &RecordBatch) -> Vec<(i64, f64)> {
+    let ids = batch.column(0).as_primitive::<Int64Type>();
+    let distances = batch
+        .column(batch.num_columns() - 1)
+        .as_primitive::<arrow::datatypes::Float64Type>();
+    ids.values()
+        .iter()
+        .copied()
+        .zip(distances.values().iter().copied())
+        .collect()
+}
+
+#[test]
+fn a_sharded_collection_spreads_rows_and_answers_like_one_shard() {
+    let (one_dir, four_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let one = LocalCollection::create(one_dir.path(), schema(), 1, opts()).unwrap();
+    let four = LocalCollection::create(four_dir.path(), schema(), 4, opts()).unwrap();
+    for c in [&one, &four] {
+        c.write(&Command::Insert(rows(0..1000))).unwrap();
+        c.write(&Command::Delete(
+            (0..1000).step_by(10).map(Key::Int).collect(),
+        ))
+        .unwrap();
+        c.write(&Command::Upsert(rows(995..1005))).unwrap();
+    }
+    let per_shard: Vec<u64> = four.shards().iter().map(|s| s.shard().count()).collect();
+    assert!(
+        per_shard.iter().all(|n| (150..350).contains(n)),
+        "{per_shard:?}"
+    );
+    assert_eq!(per_shard.iter().sum::<u64>(), one.count());
+    assert_eq!(ids(&four), ids(&one));
+
+    // Exact search: the k nearest over four shards are the one shard's, distances included.
+    let probe = vec![5.0, 1.0, 7.5, 3.0];
+    for k in [1, 10, 50] {
+        let mut request = SearchRequest::new("v", probe.clone(), k);
+        request.exact = true;
+        request.projection = Some(vec!["id".into()]);
+        let want = one.search(&request).unwrap();
+        let got = four.search(&request).unwrap();
+        let (mut want, mut got) = (answer(&want), answer(&got));
+        assert_eq!(got.len(), k);
+        // Rows at equal distances may come in either order.
+        let key = |(id, d): &(i64, f64)| (d.to_bits(), *id);
+        want.sort_by_key(key);
+        got.sort_by_key(key);
+        assert_eq!(got, want, "k = {k}");
+    }
+
+    // A duplicate key on any shard refuses the whole statement: no shard writes its part.
+    four.write(&Command::Insert(rows(2000..2200))).unwrap();
+    let refused = four.write(&Command::Insert(rows(2150..2300)));
+    assert!(
+        matches!(refused, Err(vecraft_storage::Error::DuplicateKey(_))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        four.count(),
+        one.count() + 200,
+        "the refused insert wrote nothing"
+    );
+
+    // Reopened, it is four shards again, with every row.
+    drop(four);
+    let four = LocalCollection::open(four_dir.path(), None, opts()).unwrap();
+    assert_eq!(four.shards().len(), 4);
+    assert_eq!(four.count(), one.count() + 200);
 }

@@ -25,6 +25,11 @@ pub trait CollectionSource: Debug + Send + Sync {
     /// The `k` nearest rows, closest first: `projection` columns, then `_distance`.
     fn search(&self, request: &SearchRequest) -> Result<RecordBatch>;
 
+    /// How many shards a search or scan fans out to.
+    fn shards(&self) -> usize {
+        1
+    }
+
     /// Makes `command` durable and applies it; returns the rows it wrote or deleted.
     fn write(&self, _command: &Command) -> Result<u64> {
         datafusion::common::not_impl_err!("this collection is read-only")
@@ -63,10 +68,15 @@ impl CollectionSource for ShardSource {
     }
 }
 
-/// A durable single-node collection (log + shard).
-impl CollectionSource for vecraft_cluster::local::LocalCollection {
+/// A durable collection on this node: its shards, each behind its Raft group. (Inherent
+/// methods of the same names do the work.)
+impl CollectionSource for vecraft_cluster::collection::LocalCollection {
     fn schema(&self) -> CollectionSchema {
-        (*self.shard().schema()).clone()
+        (*self.schema()).clone()
+    }
+
+    fn shards(&self) -> usize {
+        self.shards().len()
     }
 
     fn scan(
@@ -74,11 +84,11 @@ impl CollectionSource for vecraft_cluster::local::LocalCollection {
         projection: Option<&[String]>,
         filter: Option<&Filter>,
     ) -> Result<Vec<RecordBatch>> {
-        self.shard().scan(projection, filter).map_err(storage_error)
+        self.scan(projection, filter).map_err(storage_error)
     }
 
     fn search(&self, request: &SearchRequest) -> Result<RecordBatch> {
-        self.shard().search(request).map_err(storage_error)
+        self.search(request).map_err(storage_error)
     }
 
     fn write(&self, command: &Command) -> Result<u64> {

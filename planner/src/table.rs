@@ -293,6 +293,11 @@ impl DisplayAs for CollectionScanExec {
         if let Some(filter) = &self.filter {
             write!(f, ", filter={filter:?}")?;
         }
+        let shards = self.source.shards();
+        if shards > 1 {
+            // Each shard answers; searches keep the k nearest of their answers.
+            write!(f, ", shards={shards}")?;
+        }
         Ok(())
     }
 }

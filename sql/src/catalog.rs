@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::error::{DataFusionError, Result};
 use std::sync::RwLock;
-use vecraft_cluster::local::LocalCollection;
+use vecraft_cluster::collection::LocalCollection;
 use vecraft_storage::schema::CollectionSchema;
 use vecraft_storage::shard::ShardOptions;
 
@@ -103,8 +103,8 @@ impl Catalog {
             && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
     }
 
-    /// Creates a collection; `Ok(false)` if it exists (for IF NOT EXISTS).
-    pub fn create(&self, name: &str, schema: CollectionSchema) -> Result<bool> {
+    /// Creates a collection of `shards` shards; `Ok(false)` if it exists (for IF NOT EXISTS).
+    pub fn create(&self, name: &str, schema: CollectionSchema, shards: usize) -> Result<bool> {
         if !Self::valid_name(name) {
             return datafusion::common::plan_err!(
                 "invalid collection name \"{name}\": use lowercase letters, digits and _"
@@ -115,8 +115,8 @@ impl Catalog {
             return Ok(false);
         }
         let dir = self.root.join(name);
-        let c =
-            LocalCollection::open(&dir, Some(schema), ShardOptions::default()).map_err(storage)?;
+        let c = LocalCollection::create(&dir, schema, shards, ShardOptions::default())
+            .map_err(storage)?;
         all.insert(name.to_string(), Arc::new(c));
         self.changed();
         Ok(true)

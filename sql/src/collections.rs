@@ -22,19 +22,22 @@ use pgwire::error::PgWireResult;
 use vecraft_storage::distance::Metric;
 use vecraft_storage::schema::{CollectionSchema, ColumnType, HnswParams};
 
+use vecraft_cluster::collection::MAX_SHARDS;
+
 use crate::catalog::Catalog;
 use crate::ddl::declared_schema;
 use crate::errors::user_error;
 
-/// A single node serves each collection as one shard with one replica.
-const NODE_SHARDS: u64 = 1;
+/// A single node keeps one replica of each shard.
 const NODE_REPLICAS: u64 = 1;
 
-/// The schema of a `CREATE COLLECTION` with its `WITH` options: every vector column indexed.
+/// The schema of a `CREATE COLLECTION` with its `WITH` options (every vector column
+/// indexed), and its number of shards.
 pub fn collection_schema(
     create: &CreateTable,
     options: &[SqlOption],
-) -> PgWireResult<CollectionSchema> {
+) -> PgWireResult<(CollectionSchema, usize)> {
+    let mut shards = 1;
     let mut metric = Metric::L2;
     let mut hnsw = HnswParams::default();
     for option in options {
@@ -59,16 +62,23 @@ pub fn collection_schema(
             }
             "m" => hnsw.m = number(&name, value)? as usize,
             "ef_construction" => hnsw.ef_construction = number(&name, value)? as usize,
-            "shards" | "replicas" => {
-                let (n, node) = match name.as_str() {
-                    "shards" => (number(&name, value)?, NODE_SHARDS),
-                    _ => (number(&name, value)?, NODE_REPLICAS),
-                };
-                if n != node {
+            "shards" => {
+                let n = number(&name, value)?;
+                if !(1..=MAX_SHARDS as u64).contains(&n) {
+                    return Err(user_error(
+                        "22023",
+                        format!("shards = {n} is out of range: 1 to {MAX_SHARDS}"),
+                    ));
+                }
+                shards = n as usize;
+            }
+            "replicas" => {
+                let n = number(&name, value)?;
+                if n != NODE_REPLICAS {
                     return Err(user_error(
                         "0A000",
                         format!(
-                            "{name} = {n} needs a cluster: this node serves {node} {name} per collection"
+                            "replicas = {n} needs a cluster: this node keeps {NODE_REPLICAS} replica of each shard"
                         ),
                     ));
                 }
@@ -97,7 +107,7 @@ pub fn collection_schema(
             .with_index(column, metric, hnsw)
             .map_err(|e| user_error("22023", e.to_string()))?;
     }
-    Ok(schema)
+    Ok((schema, shards))
 }
 
 /// An option's value as a word: `'cosine'`, `cosine` or `"cosine"`.
@@ -153,12 +163,12 @@ pub fn show(catalog: &Catalog, format: &Format) -> PgWireResult<Response> {
     let fields = show_fields(format);
     let mut rows = Vec::new();
     for (name, collection) in catalog.all() {
-        let schema = collection.shard().schema();
+        let schema = collection.schema();
         let mut encoder = DataRowEncoder::new(fields.clone());
         encoder.encode_field(&name)?;
-        encoder.encode_field(&(collection.shard().count() as i64))?;
+        encoder.encode_field(&(collection.count() as i64))?;
         encoder.encode_field(&vectors(&schema))?;
-        encoder.encode_field(&(NODE_SHARDS as i64))?;
+        encoder.encode_field(&(collection.shards().len() as i64))?;
         encoder.encode_field(&(NODE_REPLICAS as i64))?;
         rows.push(Ok(encoder.take_row()));
     }

@@ -25,23 +25,28 @@ pub fn user_error(code: &str, message: impl Into<String>) -> PgWireError {
     )))
 }
 
+/// The SQLSTATE of a storage error.
+fn storage_code(e: &StorageError) -> &'static str {
+    match e {
+        StorageError::DuplicateKey(_) => "23505",
+        StorageError::DimensionMismatch { .. } | StorageError::InvalidVector(_) => "22000",
+        StorageError::UnknownColumn(_) => "42703",
+        StorageError::InvalidArgument(_) => "22023",
+        StorageError::Io { .. } => "58030",
+        StorageError::Corrupt { .. } => "XX001",
+        // cannot_connect_now: the shard's group has no leader yet, or is shutting down.
+        StorageError::Unavailable(_) | StorageError::Closed => "57P03",
+        StorageError::Partial { source, .. } => storage_code(source),
+        StorageError::Arrow(_) => "XX000",
+    }
+}
+
 fn classify(e: &DataFusionError) -> (&'static str, String) {
     if let Some(v) = VectorError::find(e) {
         return (v.sqlstate, v.message.clone());
     }
     if let Some(s) = find_storage(e) {
-        let code = match s {
-            StorageError::DuplicateKey(_) => "23505",
-            StorageError::DimensionMismatch { .. } | StorageError::InvalidVector(_) => "22000",
-            StorageError::UnknownColumn(_) => "42703",
-            StorageError::InvalidArgument(_) => "22023",
-            StorageError::Io { .. } => "58030",
-            StorageError::Corrupt { .. } => "XX001",
-            // cannot_connect_now: the shard's group has no leader yet, or is shutting down.
-            StorageError::Unavailable(_) | StorageError::Closed => "57P03",
-            StorageError::Arrow(_) => "XX000",
-        };
-        return (code, s.to_string());
+        return (storage_code(s), s.to_string());
     }
     let root = e.find_root();
     let text = root.to_string();

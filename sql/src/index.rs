@@ -30,7 +30,7 @@ impl Session {
             return done(); // a multi-column (btree) index: nothing to build
         };
         let column_name = column.column.expr.to_string().to_lowercase();
-        let schema = collection.shard().schema();
+        let schema = collection.schema();
         let Ok(def) = schema.column(&column_name) else {
             return Err(user_error(
                 "42703",
@@ -75,7 +75,7 @@ impl Session {
             // built for it), so the whole index is built once, by the compaction.
             c.checkpoint()?;
             c.write(&command)?;
-            c.shard().reindex()
+            c.reindex()
         })
         .await
         .map_err(|e| user_error("XX000", format!("index build stopped: {e}")))?

@@ -156,7 +156,7 @@ impl CollectionGauges {
         let gauge = |name: &str, help: &str, labels: &[&str]| {
             IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
         };
-        let by = &["collection"];
+        let by = &["collection", "shard"];
         CollectionGauges {
             rows: gauge("vecraft_collection_rows", "Live rows", by),
             dead_rows: gauge(
@@ -167,7 +167,7 @@ impl CollectionGauges {
             segments: gauge(
                 "vecraft_collection_segments",
                 "Segments, by state (growing rows live in memory until sealed)",
-                &["collection", "state"],
+                &["collection", "shard", "state"],
             ),
             applied_index: gauge(
                 "vecraft_collection_applied_index",
@@ -214,24 +214,23 @@ impl Collector for CollectionsCollector {
         let g = CollectionGauges::new();
         let catalog = WATCHED.lock().as_ref().and_then(Weak::upgrade);
         for (name, collection) in catalog.iter().flat_map(|c| c.all()) {
-            let stats = collection.shard().stats();
-            let set = |g: &IntGaugeVec, labels: &[&str], v: u64| {
-                g.with_label_values(labels).set(v as i64)
-            };
-            set(&g.rows, &[&name], stats.live_rows);
-            set(&g.dead_rows, &[&name], stats.dead_rows);
-            set(
-                &g.segments,
-                &[&name, "sealed"],
-                stats.sealed_segments as u64,
-            );
-            set(
-                &g.segments,
-                &[&name, "frozen"],
-                stats.frozen_segments as u64,
-            );
-            set(&g.applied_index, &[&name], stats.applied_index);
-            set(&g.durable_index, &[&name], stats.durable_index);
+            for (shard, stats) in collection.shard_stats().iter().enumerate() {
+                let shard = shard.to_string();
+                let set = |g: &IntGaugeVec, labels: &[&str], v: u64| {
+                    g.with_label_values(labels).set(v as i64)
+                };
+                set(&g.rows, &[&name, &shard], stats.live_rows);
+                set(&g.dead_rows, &[&name, &shard], stats.dead_rows);
+                let segments = [
+                    ("sealed", stats.sealed_segments),
+                    ("frozen", stats.frozen_segments),
+                ];
+                for (state, n) in segments {
+                    set(&g.segments, &[&name, &shard, state], n as u64);
+                }
+                set(&g.applied_index, &[&name, &shard], stats.applied_index);
+                set(&g.durable_index, &[&name, &shard], stats.durable_index);
+            }
         }
         g.all().iter().flat_map(|g| g.collect()).collect()
     }

@@ -175,14 +175,17 @@ impl Session {
                     return Err(user_error("42602", message));
                 }
                 let options = collection_options(&create.table_options);
-                let (schema, tag) = match &options {
+                let ((schema, shards), tag) = match &options {
                     Some(options) => (
                         collections::collection_schema(create, options)?,
                         "CREATE COLLECTION",
                     ),
-                    None => (schema_of(create)?, "CREATE TABLE"),
+                    None => ((schema_of(create)?, 1), "CREATE TABLE"),
                 };
-                let created = self.catalog.create(&name, schema).map_err(|e| to_pg(&e))?;
+                let created = self
+                    .catalog
+                    .create(&name, schema, shards)
+                    .map_err(|e| to_pg(&e))?;
                 if !created && !create.if_not_exists {
                     let kind = if options.is_some() {
                         "collection"

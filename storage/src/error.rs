@@ -49,6 +49,11 @@ pub enum Error {
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
 
+    /// A statement spread over several shards failed on one after others had applied their
+    /// part (`rows` rows), which stays applied.
+    #[error("{source} ({rows} rows on other shards were written before this failure and stay)")]
+    Partial { rows: u64, source: Box<Error> },
+
     /// The shard's Raft group cannot take the request now (no leader, shutting down).
     #[error("shard unavailable: {0}")]
     Unavailable(String),
@@ -84,7 +89,11 @@ impl Refusal {
             Error::DuplicateKey(m) => Refusal::DuplicateKey(m.clone()),
             Error::UnknownColumn(m) => Refusal::UnknownColumn(m.clone()),
             Error::Arrow(e) => Refusal::Arrow(e.to_string()),
-            Error::Io { .. } | Error::Corrupt { .. } | Error::Closed | Error::Unavailable(_) => {
+            Error::Io { .. }
+            | Error::Corrupt { .. }
+            | Error::Closed
+            | Error::Unavailable(_)
+            | Error::Partial { .. } => {
                 return None;
             }
         })

@@ -70,7 +70,10 @@ async fn a_node_from_a_config_file_reports_health_and_metrics_and_stops_on_sigte
     let (status, metrics) = http_get(http_port, "/metrics").await;
     assert_eq!(status, 200);
     let value = |name| sample(&metrics, name).unwrap_or_else(|| panic!("no {name} in\n{metrics}"));
-    assert_eq!(value("vecraft_collection_rows{collection=\"items\"}"), 2.0);
+    assert_eq!(
+        value("vecraft_collection_rows{collection=\"items\",shard=\"0\"}"),
+        2.0
+    );
     assert_eq!(value("vecraft_write_rows_total"), 4.0); // 3 inserted, 1 deleted
     assert_eq!(value("vecraft_write_commands_total{kind=\"insert\"}"), 1.0);
     assert_eq!(value("vecraft_connections"), 1.0);

@@ -100,7 +100,7 @@ fn a_log_from_before_raft_is_refused_by_name() {
         // A bare command record, as the log held before the Raft group (tag 3: truncate).
         log.append(vec![(1, vec![3])]).unwrap();
     }
-    let err = crate::local::LocalCollection::open(dir.path(), Some(schema()), opts())
+    let err = crate::local::LocalShard::open(dir.path(), Some(schema()), opts())
         .expect_err("an old log is not replayed as Raft entries");
     assert!(err.to_string().contains("older Vecraft"), "{err}");
 }
@@ -130,7 +130,7 @@ fn a_leader_that_crashed_before_writing_in_its_term_still_starts() {
     let path = dir.path().to_path_buf();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let opened = crate::local::LocalCollection::open(&path, Some(schema()), opts());
+        let opened = crate::local::LocalShard::open(&path, Some(schema()), opts());
         let _ = tx.send(opened.map(|c| c.shard().applied_index()));
     });
     let applied = rx
@@ -148,7 +148,7 @@ fn a_leader_that_crashed_before_writing_in_its_term_still_starts() {
 fn a_dropped_collection_can_be_opened_again_at_once() {
     let dir = tempfile::tempdir().unwrap();
     for id in 0..10 {
-        let c = crate::local::LocalCollection::open(dir.path(), Some(schema()), opts()).unwrap();
+        let c = crate::local::LocalShard::open(dir.path(), Some(schema()), opts()).unwrap();
         assert_eq!(c.shard().count(), id as u64, "every earlier write is there");
         c.write(&crate::tests::row(id)).unwrap();
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{Int64Type, UInt64Type};
 use datafusion::prelude::SessionContext;
-use vecraft_cluster::local::LocalCollection;
+use vecraft_cluster::collection::LocalCollection;
 use vecraft_storage::distance::Metric;
 use vecraft_storage::schema::{CollectionSchema, ColumnDef, ColumnType, HnswParams, VectorSpec};
 use vecraft_storage::shard::ShardOptions;

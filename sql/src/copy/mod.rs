@@ -16,7 +16,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use pgwire::api::results::{CopyResponse, Response, Tag};
 use pgwire::error::{PgWireError, PgWireResult};
-use vecraft_cluster::local::LocalCollection;
+use vecraft_cluster::collection::LocalCollection;
 use vecraft_storage::command::Command;
 use vecraft_storage::schema::ColumnType;
 
@@ -97,7 +97,7 @@ impl Session {
                 format!("relation \"{name}\" does not exist"),
             ));
         };
-        let schema = collection.shard().schema();
+        let schema = collection.schema();
         let names: Vec<String> = if columns.is_empty() {
             let key = schema.hidden_key.then_some(schema.primary_key);
             (0..schema.columns.len())

@@ -42,7 +42,7 @@ pub(super) struct IndexRow {
 pub(super) fn indexes(catalog: &Catalog) -> Vec<IndexRow> {
     let mut rows = Vec::new();
     for (table, collection) in catalog.all() {
-        let schema = collection.shard().schema();
+        let schema = collection.schema();
         let table_oid = table_oid(&table);
         if !schema.hidden_key {
             let key = &schema.columns[schema.primary_key].name;

@@ -282,7 +282,7 @@ fn pg_class(catalog: &Catalog) -> Result<RecordBatch> {
         name.push(table);
         kind.push(b'r');
         am.push(HEAP_AM);
-        tuples.push(collection.shard().count() as f32);
+        tuples.push(collection.count() as f32);
     }
     let indexes = indexes(catalog);
     let indexed: Vec<u32> = indexes.iter().map(|i| i.table_oid).collect();
@@ -445,7 +445,7 @@ fn pg_attribute(catalog: &Catalog) -> Result<RecordBatch> {
         let Some(c) = catalog.get(&table) else {
             continue;
         };
-        let schema = c.shard().schema();
+        let schema = c.schema();
         let hidden = schema.hidden_key.then_some(schema.primary_key);
         let mut attnum = 0;
         for (i, col) in schema.columns.iter().enumerate() {

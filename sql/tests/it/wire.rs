@@ -114,6 +114,45 @@ async fn errors_carry_sqlstates_and_leave_the_connection_usable() {
 }
 
 #[tokio::test]
+async fn a_sharded_collection_fans_out_and_outlives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let explain = "EXPLAIN SELECT id FROM docs ORDER BY v <-> '[3.2,0]' LIMIT 2";
+    let nearest = "SELECT id FROM docs ORDER BY v <-> '[3.2,0]' LIMIT 2";
+    let text = |r: Vec<Vec<Option<String>>>| {
+        r.into_iter()
+            .flatten()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    {
+        let (port, server) = serve(dir.path()).await;
+        let client = connect(port).await;
+        client
+            .simple_query(
+                "CREATE COLLECTION docs (id bigint PRIMARY KEY, v vector(2)) WITH (shards = 3)",
+            )
+            .await
+            .unwrap();
+        client
+            .simple_query("INSERT INTO docs VALUES (1, '[1,0]'), (2, '[2,0]'), (3, '[3,0]'), (4, '[4,0]'), (5, '[5,0]')")
+            .await
+            .unwrap();
+        let plan = text(rows(&client, explain).await);
+        assert!(
+            plan.contains("CollectionSearchExec") && plan.contains("shards=3"),
+            "{plan}"
+        );
+        assert_eq!(text(rows(&client, nearest).await), "3\n4");
+        server.abort();
+    }
+    let (port, _server) = serve(dir.path()).await;
+    let client = connect(port).await;
+    assert_eq!(text(rows(&client, "SELECT count(*) FROM docs").await), "5");
+    assert_eq!(text(rows(&client, nearest).await), "3\n4");
+}
+
+#[tokio::test]
 async fn settings_are_per_connection_and_data_outlives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     {

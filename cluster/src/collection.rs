@@ -1,0 +1,318 @@
+//! A collection on this node: one or more shards (`WITH (shards = n)`), each a `LocalShard`
+//! with its own Raft group, and the routing between them (`route.rs`): rows go to the shard
+//! of their primary key, searches ask every shard and keep the nearest of their answers,
+//! scans read them all.
+//!
+//! What is atomic: each shard applies its part of a statement all or nothing. A statement
+//! that touches several shards is checked on every one of them before any is written (so a
+//! duplicate key or a bad vector refuses the whole statement), but if a shard then fails,
+//! the parts already written stay, and the error says how many rows they held.
+//!
+//! On disk: a one-shard collection is the shard itself (`log/`, `shard/`); with more, a
+//! `SHARDS` file holds the count and shard `i` lives in `shards/<i>/`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Instant;
+
+use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use vecraft_storage::command::Command;
+use vecraft_storage::filter::Filter;
+use vecraft_storage::fsutil::{create_dir_durable, write_atomic};
+use vecraft_storage::schema::CollectionSchema;
+use vecraft_storage::shard::{Applied, SearchRequest, ShardOptions, ShardStats};
+use vecraft_storage::{Error, Result};
+
+use crate::local::LocalShard;
+use crate::metrics::WRITES;
+use crate::route::{merge_nearest, split_keys, split_rows};
+
+const SHARDS_FILE: &str = "SHARDS";
+/// The most shards one collection may have.
+pub const MAX_SHARDS: usize = 256;
+
+pub struct LocalCollection {
+    dir: PathBuf,
+    shards: Vec<LocalShard>,
+    /// The next row id, for a collection whose key is a hidden row id.
+    next_row_id: AtomicI64,
+}
+
+/// A shared handle, as the planner and gateway hold it.
+pub type CollectionHandle = Arc<LocalCollection>;
+
+impl LocalCollection {
+    /// Opens the collection in `dir`, or creates it with `schema` in one shard.
+    pub fn open(dir: &Path, schema: Option<CollectionSchema>, opts: ShardOptions) -> Result<Self> {
+        match schema {
+            Some(schema) if !dir.join(SHARDS_FILE).exists() => {
+                LocalCollection::create(dir, schema, 1, opts)
+            }
+            _ => LocalCollection::open_existing(dir, opts),
+        }
+    }
+
+    /// Creates the collection in `dir` with `schema` over `shards` shards.
+    pub fn create(
+        dir: &Path,
+        schema: CollectionSchema,
+        shards: usize,
+        opts: ShardOptions,
+    ) -> Result<Self> {
+        if !(1..=MAX_SHARDS).contains(&shards) {
+            return Err(Error::InvalidArgument(format!(
+                "shards must be between 1 and {MAX_SHARDS}, not {shards}"
+            )));
+        }
+        if shards > 1 {
+            create_dir_durable(dir)?;
+            write_atomic(&dir.join(SHARDS_FILE), shards.to_string().as_bytes())?;
+        }
+        let shards = (0..shards)
+            .map(|i| {
+                LocalShard::open(
+                    &shard_dir(dir, shards, i),
+                    Some(schema.clone()),
+                    opts.clone(),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        LocalCollection::assemble(dir, shards)
+    }
+
+    fn open_existing(dir: &Path, opts: ShardOptions) -> Result<Self> {
+        let count = shard_count(dir)?;
+        let shards = (0..count)
+            .map(|i| LocalShard::open(&shard_dir(dir, count, i), None, opts.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        LocalCollection::assemble(dir, shards)
+    }
+
+    fn assemble(dir: &Path, shards: Vec<LocalShard>) -> Result<Self> {
+        debug_assert!(
+            shards
+                .windows(2)
+                .all(|p| p[0].shard().schema() == p[1].shard().schema()),
+            "every shard of a collection has its schema"
+        );
+        let mut max_row_id = 0;
+        for shard in &shards {
+            max_row_id = max_row_id.max(max_row_id_of(shard)?);
+        }
+        Ok(LocalCollection {
+            dir: dir.to_path_buf(),
+            shards,
+            next_row_id: AtomicI64::new(max_row_id + 1),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn shards(&self) -> &[LocalShard] {
+        &self.shards
+    }
+
+    pub fn schema(&self) -> Arc<CollectionSchema> {
+        self.shards[0].shard().schema()
+    }
+
+    /// Live rows, over every shard.
+    pub fn count(&self) -> u64 {
+        self.shards.iter().map(|s| s.shard().count()).sum()
+    }
+
+    pub fn shard_stats(&self) -> Vec<ShardStats> {
+        self.shards.iter().map(|s| s.shard().stats()).collect()
+    }
+
+    /// The `k` nearest rows over every shard, closest first (`projection` columns, then
+    /// `_distance`).
+    pub fn search(&self, request: &SearchRequest) -> Result<RecordBatch> {
+        if let [only] = self.shards.as_slice() {
+            return only.shard().search(request);
+        }
+        let answers = self
+            .shards
+            .iter()
+            .map(|s| s.shard().search(request))
+            .collect::<Result<Vec<_>>>()?;
+        merge_nearest(answers, request.k)
+    }
+
+    /// Live rows passing `filter`, shard after shard.
+    pub fn scan(
+        &self,
+        projection: Option<&[String]>,
+        filter: Option<&Filter>,
+    ) -> Result<Vec<RecordBatch>> {
+        let mut batches = Vec::new();
+        for shard in &self.shards {
+            batches.extend(shard.shard().scan(projection, filter)?);
+        }
+        Ok(batches)
+    }
+
+    /// Makes `command` durable on the shards it concerns and applies it there; returns once
+    /// every part is applied.
+    pub fn write(&self, command: &Command) -> Result<Applied> {
+        let started = Instant::now();
+        let with_ids = self.assign_row_ids(command)?;
+        let command = with_ids.as_ref().unwrap_or(command);
+        let applied = match self.shards.as_slice() {
+            [only] => only.write(command)?,
+            _ => self.write_routed(command)?,
+        };
+        WRITES.written(command, started.elapsed());
+        Ok(applied)
+    }
+
+    fn write_routed(&self, command: &Command) -> Result<Applied> {
+        let parts = self.split(command)?;
+        for (shard, part) in self.shards.iter().zip(&parts) {
+            if let Some(part) = part {
+                shard.check(part)?;
+            }
+        }
+        let mut total = Applied::default();
+        for (shard, part) in self.shards.iter().zip(&parts) {
+            let Some(part) = part else { continue };
+            match shard.write(part) {
+                Ok(applied) => {
+                    total.fresh |= applied.fresh;
+                    total.rows_written += applied.rows_written;
+                    total.rows_deleted += applied.rows_deleted;
+                }
+                Err(e) if total.rows_written + total.rows_deleted > 0 => {
+                    return Err(Error::Partial {
+                        rows: total.rows_written + total.rows_deleted,
+                        source: Box::new(e),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(total)
+    }
+
+    /// `command`'s part for each shard (`None`: nothing for that shard).
+    fn split(&self, command: &Command) -> Result<Vec<Option<Command>>> {
+        let n = self.shards.len();
+        Ok(match command {
+            Command::Insert(batch) | Command::Upsert(batch) => {
+                let schema = self.schema();
+                let key = &schema.columns[schema.primary_key].name;
+                let column = batch.schema().index_of(key).map_err(|_| {
+                    Error::InvalidArgument(format!("rows without their key column \"{key}\""))
+                })?;
+                let insert = matches!(command, Command::Insert(_));
+                split_rows(batch, column, n)?
+                    .into_iter()
+                    .map(|rows| {
+                        rows.map(|b| {
+                            if insert {
+                                Command::Insert(b)
+                            } else {
+                                Command::Upsert(b)
+                            }
+                        })
+                    })
+                    .collect()
+            }
+            Command::Delete(keys) => split_keys(keys, n)
+                .into_iter()
+                .map(|keys| (!keys.is_empty()).then_some(Command::Delete(keys)))
+                .collect(),
+            Command::Truncate | Command::SetIndex { .. } => vec![Some(command.clone()); n],
+        })
+    }
+
+    /// For a collection keyed by a hidden row id, the insert with fresh ids added (rows
+    /// inserted by SQL never carry one); `None` when there is nothing to add.
+    fn assign_row_ids(&self, command: &Command) -> Result<Option<Command>> {
+        let schema = self.schema();
+        let Command::Insert(batch) = command else {
+            return Ok(None);
+        };
+        let key = &schema.columns[schema.primary_key].name;
+        if !schema.hidden_key || batch.schema().index_of(key).is_ok() {
+            return Ok(None);
+        }
+        let rows = batch.num_rows() as i64;
+        let first = self.next_row_id.fetch_add(rows, Ordering::Relaxed);
+        let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(first..first + rows));
+        let mut fields = batch.schema().fields().to_vec();
+        fields.push(Arc::new(Field::new(key, DataType::Int64, false)));
+        let mut columns = batch.columns().to_vec();
+        columns.push(ids);
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        Ok(Some(Command::Insert(batch)))
+    }
+
+    /// Seals and persists every shard and purges the logs they no longer need. Returns, per
+    /// shard, the index up to which its log was purged.
+    pub fn checkpoint(&self) -> Result<Vec<u64>> {
+        self.shards.iter().map(|s| s.checkpoint()).collect()
+    }
+
+    /// Rebuilds every shard's older segments with the current index parameters.
+    pub fn reindex(&self) -> Result<()> {
+        self.shards.iter().try_for_each(|s| s.shard().reindex())
+    }
+}
+
+impl std::fmt::Debug for LocalCollection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalCollection")
+            .field("dir", &self.dir)
+            .field("shards", &self.shards.len())
+            .finish()
+    }
+}
+
+fn shard_dir(dir: &Path, shards: usize, i: usize) -> PathBuf {
+    if shards == 1 {
+        dir.to_path_buf()
+    } else {
+        dir.join("shards").join(i.to_string())
+    }
+}
+
+fn shard_count(dir: &Path) -> Result<usize> {
+    let path = dir.join(SHARDS_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => match text.trim().parse::<usize>() {
+            Ok(n) if (1..=MAX_SHARDS).contains(&n) => Ok(n),
+            _ => Err(Error::corrupt(
+                &path,
+                format!("not a shard count: {text:?}"),
+            )),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(1),
+        Err(e) => Err(Error::io("read", &path, e)),
+    }
+}
+
+/// The largest row id in a shard of a collection keyed by a hidden row id (0 when empty or
+/// keyed by the user).
+fn max_row_id_of(shard: &LocalShard) -> Result<i64> {
+    let shard = shard.shard();
+    let schema = shard.schema();
+    if !schema.hidden_key {
+        return Ok(0);
+    }
+    let key = schema.columns[schema.primary_key].name.clone();
+    let mut max = 0;
+    for batch in shard.scan(Some(&[key]), None)? {
+        let ids = batch.column(0).as_primitive::<Int64Type>();
+        if let Some(m) = arrow::compute::max(ids) {
+            max = max.max(m);
+        }
+        debug_assert_eq!(ids.null_count(), 0, "row ids are never null");
+    }
+    Ok(max)
+}
