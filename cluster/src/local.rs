@@ -16,7 +16,7 @@ use vecraft_storage::log::{Log, LogOptions};
 use vecraft_storage::schema::CollectionSchema;
 use vecraft_storage::shard::{Applied, Shard, ShardOptions};
 
-use crate::raft::Group;
+use crate::raft::{Group, GroupStatus};
 
 pub struct LocalShard {
     dir: PathBuf,
@@ -45,6 +45,11 @@ impl LocalShard {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// What the shard's Raft group says of itself.
+    pub fn status(&self) -> GroupStatus {
+        self.group.status()
     }
 
     /// Whether the shard would take `command` now (schema, types, dimensions, new keys).

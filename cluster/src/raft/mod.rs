@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use openraft::error::{Fatal, RaftError};
 use openraft::network::RaftNetworkFactory;
-use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
+use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 use parking_lot::Mutex;
 use vecraft_storage::error::Refusal;
 use vecraft_storage::log::{Log, MAX_PAYLOAD_SIZE_BYTES};
@@ -66,6 +66,18 @@ openraft::declare_raft_types!(
         Node = BasicNode,
         SnapshotData = SnapshotData,
 );
+
+/// A member's view of its group (`vecraft_shards`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupStatus {
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub state: &'static str,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    /// Members that vote: the shard's replicas.
+    pub voters: usize,
+    pub applied_index: u64,
+}
 
 /// One shard's running group.
 pub struct Group {
@@ -141,6 +153,24 @@ impl Group {
     /// The leader this member knows of.
     pub fn leader(&self) -> Option<NodeId> {
         self.raft.metrics().borrow().current_leader
+    }
+
+    /// What this member knows of its group now.
+    pub fn status(&self) -> GroupStatus {
+        let m = self.raft.metrics().borrow().clone();
+        GroupStatus {
+            state: match m.state {
+                ServerState::Leader => "leader",
+                ServerState::Follower => "follower",
+                ServerState::Candidate => "candidate",
+                ServerState::Learner => "learner",
+                ServerState::Shutdown => "shutdown",
+            },
+            leader: m.current_leader,
+            term: m.current_term,
+            voters: m.membership_config.membership().voter_ids().count(),
+            applied_index: m.last_applied.map_or(0, |id| id.index),
+        }
     }
 
     /// Becomes the leader and applies the whole log: a no-op entry of this leader's term

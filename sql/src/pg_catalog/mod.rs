@@ -18,6 +18,7 @@
 mod functions;
 mod indexes;
 mod rewrite;
+mod shards;
 mod sizes;
 mod tables;
 mod types;

@@ -46,6 +46,7 @@ const FILLED_TABLES: &[&str] = &[
     "pg_am",
     "pg_description",
     "pg_roles",
+    super::shards::VECRAFT_SHARDS,
 ];
 
 /// Whether `name` is one of the `pg_catalog` tables served here.
@@ -128,6 +129,7 @@ impl SchemaProvider for PgCatalogSchema {
                 ("inhseqno", i32s(vec![])),
             ]),
             "pg_roles" => pg_roles(),
+            super::shards::VECRAFT_SHARDS => super::shards::vecraft_shards(&self.catalog),
             empty if EMPTY_TABLES.contains(&empty) => table(&[("oid", u32s(vec![]))]),
             _ => return Ok(None),
         }?;
