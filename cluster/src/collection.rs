@@ -16,11 +16,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Instant;
 
+use parking_lot::Mutex;
+
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use vecraft_storage::command::Command;
 use vecraft_storage::filter::Filter;
-use vecraft_storage::fsutil::{create_dir_durable, write_atomic};
+use vecraft_storage::fsutil::{create_dir_durable, sync_dir, write_atomic};
 use vecraft_storage::schema::CollectionSchema;
 use vecraft_storage::shard::{Applied, SearchRequest, ShardOptions, ShardStats};
 use vecraft_storage::{Error, Result};
@@ -38,6 +40,9 @@ pub struct LocalCollection {
     shards: Vec<LocalShard>,
     /// The next row id, for a collection whose key is a hidden row id.
     next_row_id: AtomicI64,
+    /// Held across checking and writing a statement's parts on several shards, so no other
+    /// statement's parts come between.
+    routed_writes: Mutex<()>,
 }
 
 /// A shared handle, as the planner and gateway hold it.
@@ -66,20 +71,44 @@ impl LocalCollection {
                 "shards must be between 1 and {MAX_SHARDS}, not {shards}"
             )));
         }
-        if shards > 1 {
-            create_dir_durable(dir)?;
-            write_atomic(&dir.join(SHARDS_FILE), shards.to_string().as_bytes())?;
+        if shards == 1 {
+            let shard = LocalShard::open(dir, Some(schema), opts)?;
+            return LocalCollection::assemble(dir, vec![shard]);
         }
-        let shards = (0..shards)
-            .map(|i| {
-                LocalShard::open(
-                    &shard_dir(dir, shards, i),
-                    Some(schema.clone()),
-                    opts.clone(),
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
-        LocalCollection::assemble(dir, shards)
+        // Built aside and renamed into place, so a crash or a failure halfway leaves no
+        // collection (the catalog skips dot-prefixed directories).
+        let staging = staging_dir(dir);
+        if let Err(e) = LocalCollection::build(&staging, &schema, shards, &opts) {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+        std::fs::rename(&staging, dir).map_err(|e| Error::io("rename into place", dir, e))?;
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent)?;
+        }
+        LocalCollection::open_existing(dir, opts)
+    }
+
+    /// Writes a new collection of `shards` shards in `dir` and closes it again.
+    fn build(
+        dir: &Path,
+        schema: &CollectionSchema,
+        shards: usize,
+        opts: &ShardOptions,
+    ) -> Result<()> {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(|e| Error::io("remove", dir, e))?;
+        }
+        create_dir_durable(dir)?;
+        write_atomic(&dir.join(SHARDS_FILE), shards.to_string().as_bytes())?;
+        for i in 0..shards {
+            LocalShard::open(
+                &shard_dir(dir, shards, i),
+                Some(schema.clone()),
+                opts.clone(),
+            )?;
+        }
+        Ok(())
     }
 
     fn open_existing(dir: &Path, opts: ShardOptions) -> Result<Self> {
@@ -105,6 +134,7 @@ impl LocalCollection {
             dir: dir.to_path_buf(),
             shards,
             next_row_id: AtomicI64::new(max_row_id + 1),
+            routed_writes: Mutex::new(()),
         })
     }
 
@@ -172,22 +202,25 @@ impl LocalCollection {
 
     fn write_routed(&self, command: &Command) -> Result<Applied> {
         let parts = self.split(command)?;
+        let _turn = self.routed_writes.lock();
         for (shard, part) in self.shards.iter().zip(&parts) {
             if let Some(part) = part {
                 shard.check(part)?;
             }
         }
-        let mut total = Applied::default();
+        let (mut total, mut shards_done) = (Applied::default(), 0);
         for (shard, part) in self.shards.iter().zip(&parts) {
             let Some(part) = part else { continue };
             match shard.write(part) {
                 Ok(applied) => {
+                    shards_done += 1;
                     total.fresh |= applied.fresh;
                     total.rows_written += applied.rows_written;
                     total.rows_deleted += applied.rows_deleted;
                 }
-                Err(e) if total.rows_written + total.rows_deleted > 0 => {
+                Err(e) if shards_done > 0 => {
                     return Err(Error::Partial {
+                        shards: shards_done,
                         rows: total.rows_written + total.rows_deleted,
                         source: Box::new(e),
                     });
@@ -208,8 +241,11 @@ impl LocalCollection {
                 let column = batch.schema().index_of(key).map_err(|_| {
                     Error::InvalidArgument(format!("rows without their key column \"{key}\""))
                 })?;
+                // Placed by the key as the shard will store it.
+                let key_type = schema.columns[schema.primary_key].ty.arrow_type();
+                let keys = arrow::compute::cast(batch.column(column), &key_type)?;
                 let insert = matches!(command, Command::Insert(_));
-                split_rows(batch, column, n)?
+                split_rows(batch, &keys, n)?
                     .into_iter()
                     .map(|rows| {
                         rows.map(|b| {
@@ -272,6 +308,15 @@ impl std::fmt::Debug for LocalCollection {
             .field("shards", &self.shards.len())
             .finish()
     }
+}
+
+/// Where a collection of several shards is built before it is renamed to `dir`.
+pub fn staging_dir(dir: &Path) -> PathBuf {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    dir.with_file_name(format!(".{name}.creating"))
 }
 
 fn shard_dir(dir: &Path, shards: usize, i: usize) -> PathBuf {

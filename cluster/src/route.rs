@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, AsArray, RecordBatch, UInt32Array};
-use arrow::compute::{SortOptions, concat_batches, sort_to_indices, take, take_record_batch};
+use arrow::compute::{concat_batches, take, take_record_batch};
 use arrow::datatypes::Float64Type;
 use vecraft_storage::key::{Key, keys_of};
 use vecraft_storage::{Error, Result};
@@ -43,14 +43,15 @@ fn jump(mut key: u64, buckets: usize) -> usize {
     b as usize
 }
 
-/// `batch`'s rows by shard (by the key in column `key`), in their order; `None` for a shard
+/// `batch`'s rows by shard (by their `keys`, one per row), in their order; `None` for a shard
 /// that gets no rows.
 pub fn split_rows(
     batch: &RecordBatch,
-    key: usize,
+    keys: &ArrayRef,
     shards: usize,
 ) -> Result<Vec<Option<RecordBatch>>> {
-    let keys = keys_of(batch.column(key))?;
+    debug_assert_eq!(keys.len(), batch.num_rows(), "a key per row");
+    let keys = keys_of(keys)?;
     let mut rows: Vec<Vec<u32>> = vec![Vec::new(); shards];
     for (row, key) in keys.iter().enumerate() {
         rows[shard_of(key, shards)].push(row as u32);
@@ -75,7 +76,7 @@ pub fn split_keys(keys: &[Key], shards: usize) -> Vec<Vec<Key>> {
 }
 
 /// The `k` nearest rows of several shards' answers (each closest first, `_distance` last),
-/// closest first; ties keep shard order.
+/// closest first; ties keep shard order. NaN distances sort last.
 pub fn merge_nearest(answers: Vec<RecordBatch>, k: usize) -> Result<RecordBatch> {
     let Some(first) = answers.first() else {
         return Err(Error::InvalidArgument("no shard answered".into()));
@@ -83,15 +84,18 @@ pub fn merge_nearest(answers: Vec<RecordBatch>, k: usize) -> Result<RecordBatch>
     let schema = first.schema();
     let all = concat_batches(&schema, &answers)?;
     let distance: &ArrayRef = all.column(all.num_columns() - 1);
-    debug_assert!(
-        distance.as_primitive_opt::<Float64Type>().is_some(),
-        "a search answer ends with its Float64 _distance column"
-    );
-    let options = SortOptions {
-        descending: false,
-        nulls_first: false,
-    };
-    let order = sort_to_indices(distance, Some(options), Some(k.min(all.num_rows())))?;
+    // A stable sort: rows at equal distances keep shard order, so answers repeat exactly.
+    let distance = distance
+        .as_primitive_opt::<Float64Type>()
+        .ok_or_else(|| Error::InvalidArgument("a search answer without its _distance".into()))?;
+    let mut rows: Vec<u32> = (0..all.num_rows() as u32).collect();
+    rows.sort_by(|a, b| {
+        distance
+            .value(*a as usize)
+            .total_cmp(&distance.value(*b as usize))
+    });
+    rows.truncate(k);
+    let order = UInt32Array::from(rows);
     let columns = all
         .columns()
         .iter()

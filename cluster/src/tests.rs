@@ -256,6 +256,8 @@ fn a_sharded_collection_spreads_rows_and_answers_like_one_shard() {
     let (one_dir, four_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let one = LocalCollection::create(one_dir.path(), schema(), 1, opts()).unwrap();
     let four = LocalCollection::create(four_dir.path(), schema(), 4, opts()).unwrap();
+    let staging = crate::collection::staging_dir(four_dir.path());
+    assert!(!staging.exists(), "built aside, then renamed into place");
     for c in [&one, &four] {
         c.write(&Command::Insert(rows(0..1000))).unwrap();
         c.write(&Command::Delete(

@@ -38,6 +38,11 @@ impl Catalog {
         for entry in std::fs::read_dir(&root).map_err(io)? {
             let entry = entry.map_err(io)?;
             let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with('.') && name.ends_with(".creating") {
+                // A collection whose creation a crash interrupted: it never existed.
+                std::fs::remove_dir_all(entry.path()).map_err(io)?;
+                continue;
+            }
             if name.starts_with('.') || !entry.path().is_dir() {
                 continue;
             }

@@ -49,10 +49,17 @@ pub enum Error {
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
 
-    /// A statement spread over several shards failed on one after others had applied their
-    /// part (`rows` rows), which stays applied.
-    #[error("{source} ({rows} rows on other shards were written before this failure and stay)")]
-    Partial { rows: u64, source: Box<Error> },
+    /// A statement spread over several shards failed on one after `shards` others had
+    /// applied their part (`rows` rows written or deleted), which stays applied.
+    #[error(
+        "{source} (the statement's parts on {shards} other shard(s), {rows} row(s), were applied \
+         before this failure and stay)"
+    )]
+    Partial {
+        shards: usize,
+        rows: u64,
+        source: Box<Error>,
+    },
 
     /// The shard's Raft group cannot take the request now (no leader, shutting down).
     #[error("shard unavailable: {0}")]

@@ -285,10 +285,15 @@ impl Drop for Group {
 fn config() -> Arc<Config> {
     let config = Config {
         cluster_name: "vecraft-shard".into(),
-        // Loopback and LAN timings: a leader's death is noticed within about a second.
-        heartbeat_interval: 100,
-        election_timeout_min: 500,
-        election_timeout_max: 1000,
+        // Loopback and LAN timings: a leader's death is noticed within about a second. The
+        // heartbeat interval is also openraft's deadline for one AppendEntries, so a batch of
+        // entries (at most `max_payload_entries`) must cross within it.
+        heartbeat_interval: 250,
+        election_timeout_min: 750,
+        election_timeout_max: 1500,
+        max_payload_entries: 64,
+        // The base deadline of a snapshot transfer; the network adds time for its size.
+        install_snapshot_timeout: 10_000,
         // A checkpoint is a snapshot, taken when Vecraft asks; the log it covers goes at once.
         snapshot_policy: SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: 0,

@@ -111,7 +111,16 @@ impl StateMachine {
                 Ok(Ok(Applied::default()))
             }
             EntryPayload::Normal(Request(bytes)) => {
-                let command = Command::decode(&bytes).map_err(|e| apply_error(id, e))?;
+                // Bytes that are not a command (a peer of another version, say) are refused
+                // the same way on every replica; they must not stop the group at every start.
+                let command = match Command::decode(&bytes) {
+                    Ok(command) => command,
+                    Err(e) => {
+                        shard.skip(id.index);
+                        let refusal = format!("log entry {} is not a command: {e}", id.index);
+                        return Ok(Err(Refusal::InvalidArgument(refusal)));
+                    }
+                };
                 match shard.apply(id.index, &command) {
                     Ok(applied) => Ok(Ok(applied)),
                     Err(e) => Refusal::of(&e).map(Err).ok_or_else(|| apply_error(id, e)),
@@ -301,18 +310,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta<NodeId, BasicNode>,
         snapshot: Box<SnapshotData>,
     ) -> Result<(), StorageError<NodeId>> {
-        let Inner { shard, log, .. } = &*self.inner;
-        let bytes = match *snapshot {
-            SnapshotData::Stream(bytes) => bytes,
-            SnapshotData::Shard(source) => {
-                let mut bytes = Vec::new();
-                source.write_snapshot(&mut bytes).map_err(snapshot_error)?;
-                bytes
-            }
+        let log = &self.inner.log;
+        let shard = Arc::clone(&self.inner.shard);
+        let failed = |e: &dyn std::fmt::Display| {
+            StorageIOError::read_snapshot(Some(meta.signature()), AnyError::error(e.to_string()))
         };
-        let installed = shard.install_snapshot(&mut bytes.as_slice()).map_err(|e| {
-            StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e))
-        })?;
+        // Streaming and installing a shard is disk work: off the runtime the groups share.
+        let installed = tokio::task::spawn_blocking(move || {
+            let bytes = match *snapshot {
+                SnapshotData::Stream(bytes) => bytes,
+                SnapshotData::Shard(source) => {
+                    let mut bytes = Vec::new();
+                    source.write_snapshot(&mut bytes)?;
+                    bytes
+                }
+            };
+            shard.install_snapshot(&mut bytes.as_slice())
+        })
+        .await
+        .map_err(|e| failed(&e))?
+        .map_err(|e| failed(&e))?;
         debug_assert!(
             meta.last_log_id
                 .is_none_or(|id| installed.applied_index >= id.index),

@@ -208,8 +208,9 @@ impl RaftNetwork<TypeConfig> for Link {
             .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?
             .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?,
         };
-        // A snapshot may be large: allow it a second per 10 MB beyond the usual deadline.
-        let ttl = option.hard_ttl() + Duration::from_secs(bytes.len() as u64 / 10_000_000);
+        // A snapshot may be large: allow it a second per started 10 MB beyond the deadline.
+        let extra_secs = (bytes.len() as u64).div_ceil(10_000_000);
+        let ttl = option.hard_ttl() + Duration::from_secs(extra_secs);
         let timeout = self.timeout(RPCTypes::InstallSnapshot, ttl);
         let target = self.target;
         let body = (self.group.clone(), vote, snapshot.meta, bytes);
