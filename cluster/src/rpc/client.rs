@@ -128,6 +128,23 @@ impl Link {
             .map_err(|_| CallError::Timeout)?
     }
 
+    /// Sends a Raft request to the target's member of this group and returns its answer.
+    async fn raft_call<Req: Serialize + Send, Resp: DeserializeOwned + Send>(
+        &mut self,
+        kind: &str,
+        rpc: Req,
+        action: RPCTypes,
+        option: RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        let ttl = option.hard_ttl();
+        let body = (self.group.clone(), rpc);
+        let reply: Result<Resp, RaftError<NodeId>> = self
+            .call(kind, &body, ttl)
+            .await
+            .map_err(|e| self.rpc_error(e, action, ttl))?;
+        reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
     fn timeout(&self, action: RPCTypes, ttl: Duration) -> Timeout<NodeId> {
         Timeout {
             action,
@@ -168,13 +185,8 @@ impl RaftNetwork<TypeConfig> for Link {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        let ttl = option.hard_ttl();
-        let body = (self.group.clone(), rpc);
-        let reply: Result<_, RaftError<NodeId>> = self
-            .call(APPEND, &body, ttl)
+        self.raft_call(APPEND, rpc, RPCTypes::AppendEntries, option)
             .await
-            .map_err(|e| self.rpc_error(e, RPCTypes::AppendEntries, ttl))?;
-        reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 
     async fn vote(
@@ -182,13 +194,7 @@ impl RaftNetwork<TypeConfig> for Link {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        let ttl = option.hard_ttl();
-        let body = (self.group.clone(), rpc);
-        let reply: Result<_, RaftError<NodeId>> = self
-            .call(VOTE, &body, ttl)
-            .await
-            .map_err(|e| self.rpc_error(e, RPCTypes::Vote, ttl))?;
-        reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        self.raft_call(VOTE, rpc, RPCTypes::Vote, option).await
     }
 
     async fn full_snapshot(
