@@ -2,12 +2,14 @@
 //! the group, made durable in the shard's storage `Log` (which is the Raft log), committed by
 //! a quorum, and applied to the `Shard` (the state machine) before it is acknowledged.
 //!
-//! Today a group has one member, this node, so a quorum is one durable append; the cluster adds
-//! members and a network (replacing `network::NoPeers`), not a second write path. openraft is
-//! confined to this module.
+//! On one node a group has one member (`Group::start`, network `network::NoPeers`), so a
+//! quorum is one durable append. Across nodes (`Group::start_member`) the members talk over
+//! Arrow Flight (`crate::rpc`): the same write path with more members. openraft is confined to
+//! this module and `rpc`.
 //!
 //! The groups run on a runtime of their own, so a caller may block on a write from anywhere
-//! (a gateway task, a blocking thread, a test) without starving the tasks that complete it.
+//! outside it (a gateway task, a blocking thread, a test) without starving the tasks that
+//! complete it.
 
 mod entry;
 mod log_store;
