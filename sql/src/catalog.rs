@@ -144,3 +144,42 @@ impl Catalog {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use vecraft_storage::schema::{ColumnDef, ColumnType, HnswParams, VectorSpec};
+
+    use super::*;
+
+    fn schema() -> CollectionSchema {
+        let vector = ColumnType::Vector(VectorSpec {
+            dims: 2,
+            metric: vecraft_storage::distance::Metric::L2,
+            hnsw: HnswParams::default(),
+        });
+        let columns = vec![
+            ColumnDef::new("id", ColumnType::Int64, false),
+            ColumnDef::new("v", vector, false),
+        ];
+        CollectionSchema::new(columns, "id").unwrap()
+    }
+
+    /// A creation a crash interrupted leaves a staging directory; the next open removes it,
+    /// and the collection never existed.
+    #[test]
+    fn an_interrupted_creation_is_gone_after_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let catalog = Catalog::open(dir.path()).unwrap();
+            assert!(catalog.create("docs", schema(), 3).unwrap());
+        }
+        let root = dir.path().join("collections");
+        let staging = vecraft_cluster::collection::staging_dir(&root.join("half"));
+        std::fs::create_dir_all(staging.join("shards").join("0")).unwrap();
+        std::fs::write(staging.join("SHARDS"), "3").unwrap();
+        let catalog = Catalog::open(dir.path()).unwrap();
+        assert_eq!(catalog.names(), ["docs"]);
+        assert_eq!(catalog.get("docs").unwrap().shards().len(), 3);
+        assert!(!staging.exists(), "the half-built collection is removed");
+    }
+}
