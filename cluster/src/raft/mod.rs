@@ -323,7 +323,7 @@ pub(crate) fn spawn(task: impl Future<Output = ()> + Send + 'static) {
 }
 
 /// Runs `task` on the groups' runtime and waits for it from this (non-runtime) thread.
-fn run<T: Send + 'static>(task: impl Future<Output = T> + Send + 'static) -> Result<T> {
+pub(crate) fn run<T: Send + 'static>(task: impl Future<Output = T> + Send + 'static) -> Result<T> {
     let (tx, rx) = mpsc::sync_channel(1);
     runtime().spawn(async move {
         let _ = tx.send(task.await);

@@ -5,9 +5,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow_flight::Action;
+use arrow::array::RecordBatch;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
-use futures::StreamExt;
+use arrow_flight::{Action, Ticket};
+use futures::{StreamExt, TryStreamExt};
 use openraft::error::{
     Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
     Timeout, Unreachable,
@@ -24,6 +27,8 @@ use tonic::codegen::Bytes;
 use tonic::transport::{Channel, Endpoint};
 
 use super::{APPEND, GroupId, MAX_MESSAGE_BYTES, SNAPSHOT, VOTE};
+use vecraft_storage::shard::SearchRequest;
+
 use crate::raft::{NodeId, SnapshotData, TypeConfig};
 
 /// One lazily connected channel per peer node, shared by every group on this node.
@@ -51,6 +56,39 @@ impl Peers {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
+}
+
+/// The `request.k` nearest rows of `group`'s replica on the node at `addr` (`DoGet`).
+pub async fn search(
+    peers: &Peers,
+    addr: &str,
+    group: &str,
+    request: &SearchRequest,
+) -> vecraft_storage::Result<RecordBatch> {
+    let failed = |e: &dyn std::fmt::Display| {
+        vecraft_storage::Error::Unavailable(format!("search {group} on {addr}: {e}"))
+    };
+    let mut client = peers.client(addr).map_err(|e| failed(&e))?;
+    let ticket = postcard::to_stdvec(&(group, request)).map_err(|e| failed(&e))?;
+    let data = client
+        .do_get(Ticket {
+            ticket: Bytes::from(ticket),
+        })
+        .await
+        .map_err(|e| failed(&e))?
+        .into_inner()
+        .map_err(FlightError::from);
+    let mut stream = FlightRecordBatchStream::new_from_flight_data(data);
+    let mut batches = Vec::new();
+    while let Some(batch) = stream.next().await {
+        batches.push(batch.map_err(|e| failed(&e))?);
+    }
+    let schema = match (batches.first(), stream.schema()) {
+        (Some(batch), _) => batch.schema(),
+        (None, Some(schema)) => Arc::clone(schema),
+        (None, None) => return Err(failed(&"the answer had no schema")),
+    };
+    Ok(arrow::compute::concat_batches(&schema, &batches)?)
 }
 
 /// The network of one group.

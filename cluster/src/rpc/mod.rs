@@ -9,14 +9,16 @@
 //! | `raft.vote` | `VoteRequest` | `Result<VoteResponse, RaftError>` |
 //! | `raft.snapshot` | `(Vote, SnapshotMeta, snapshot stream bytes)` | `Result<SnapshotResponse, Fatal>` |
 //!
-//! The data plane (search and scan results as Arrow batches, `DoGet`) comes with the router.
+//! The data plane: `DoGet` with a ticket of postcard-encoded `(group, SearchRequest)` answers
+//! with the replica's k nearest as Arrow Flight data (`rpc::search`); scans come with the
+//! router.
 
 mod client;
 mod server;
 #[cfg(test)]
 mod tests;
 
-pub use client::{FlightNetwork, Peers};
+pub use client::{FlightNetwork, Peers, search};
 pub use server::{RaftService, serve};
 
 /// Names a Raft group across the cluster: one shard of one collection.

@@ -1,14 +1,17 @@
-//! The node's Flight server: routes each Raft message to its group's `Raft` handle.
+//! The node's Flight server: routes each Raft message to its group's `Raft` handle, and
+//! answers searches of its shard replicas with Arrow batches.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
+use futures::TryStreamExt;
 use futures::stream::{self, BoxStream};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::{BasicNode, Raft, Snapshot, SnapshotMeta, Vote};
@@ -19,29 +22,56 @@ use tonic::codegen::Bytes;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{APPEND, GroupId, MAX_MESSAGE_BYTES, SNAPSHOT, VOTE};
+use vecraft_storage::shard::{SearchRequest, Shard};
+
 use crate::raft::{NodeId, SnapshotData, TypeConfig};
 
-/// The Raft groups this node serves, by id.
+/// The Raft groups (and their shards) this node serves, by id.
 #[derive(Clone, Default)]
 pub struct RaftService {
-    groups: Arc<RwLock<HashMap<GroupId, Raft<TypeConfig>>>>,
+    groups: Arc<RwLock<HashMap<GroupId, (Raft<TypeConfig>, Arc<Shard>)>>>,
 }
 
 impl RaftService {
-    pub fn register(&self, group: GroupId, raft: Raft<TypeConfig>) {
-        self.groups.write().insert(group, raft);
+    pub fn register(&self, group: GroupId, raft: Raft<TypeConfig>, shard: Arc<Shard>) {
+        self.groups.write().insert(group, (raft, shard));
     }
 
     pub fn unregister(&self, group: &str) {
         self.groups.write().remove(group);
     }
 
+    fn shard(&self, group: &str) -> Result<Arc<Shard>, Status> {
+        let groups = self.groups.read();
+        let (_, shard) = groups
+            .get(group)
+            .ok_or_else(|| Status::not_found(format!("no shard {group} on this node")))?;
+        Ok(Arc::clone(shard))
+    }
+
     fn group(&self, group: &str) -> Result<Raft<TypeConfig>, Status> {
         self.groups
             .read()
             .get(group)
-            .cloned()
+            .map(|(raft, _)| raft.clone())
             .ok_or_else(|| Status::not_found(format!("no Raft group {group} on this node")))
+    }
+
+    /// A search of this node's replica of a shard, as Arrow batches (`DoGet`).
+    async fn search(
+        &self,
+        ticket: Ticket,
+    ) -> Result<BoxStream<'static, Result<FlightData, Status>>, Status> {
+        let (group, request): (GroupId, SearchRequest) = decode(&ticket.ticket)?;
+        let shard = self.shard(&group)?;
+        let batch = tokio::task::spawn_blocking(move || shard.search(&request))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let stream = FlightDataEncoderBuilder::new()
+            .build(stream::once(async { Ok(batch) }))
+            .map_err(|e| Status::internal(e.to_string()));
+        Ok(Box::pin(stream))
     }
 
     async fn act(&self, action: Action) -> Result<Bytes, Status> {
@@ -175,8 +205,8 @@ impl FlightService for RaftService {
         unsupported()
     }
 
-    async fn do_get(&self, _request: Request<Ticket>) -> Unsupported<FlightData> {
-        unsupported()
+    async fn do_get(&self, request: Request<Ticket>) -> Unsupported<FlightData> {
+        Ok(Response::new(self.search(request.into_inner()).await?))
     }
 
     async fn do_put(&self, _request: Request<Streaming<FlightData>>) -> Unsupported<PutResult> {

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use openraft::BasicNode;
 use vecraft_storage::log::{Log, LogOptions};
-use vecraft_storage::shard::Shard;
+use vecraft_storage::shard::{SearchRequest, Shard};
 
-use super::{FlightNetwork, Peers, RaftService, serve};
+use super::{FlightNetwork, Peers, RaftService, search, serve};
 use crate::raft::{Group, NodeId};
 use crate::tests::{opts, row, schema};
 
@@ -40,7 +40,7 @@ impl Node {
         let group =
             Group::start_member(dir, Arc::new(log), Arc::clone(&shard), id, network, initial)
                 .unwrap();
-        service.register(GROUP.into(), group.raft().clone());
+        service.register(GROUP.into(), group.raft().clone(), Arc::clone(&shard));
         Node {
             id,
             service,

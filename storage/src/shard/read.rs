@@ -32,7 +32,7 @@ pub const DISTANCE_COLUMN: &str = "_distance";
 const EXACT_ROWS_PER_EF: usize = 64;
 const EXACT_MIN_SELECTIVITY: f64 = 0.02;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SearchRequest {
     /// The vector column searched.
     pub column: String,
