@@ -16,6 +16,16 @@ pub struct Node {
     pub http_port: u16,
 }
 
+/// A node a failing test leaves running is killed, not leaked.
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Node {
     /// Runs `vecraft` with `args`, which must make it listen on port 0 for both SQL and
     /// HTTP, and waits (with a deadline) for the line that names the bound addresses.
