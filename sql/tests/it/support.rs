@@ -55,6 +55,15 @@ pub async fn rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
         .collect()
 }
 
+/// Every value of a result, one per line (an EXPLAIN plan, a column of ids).
+pub fn lines(rows: Vec<Vec<Option<String>>>) -> String {
+    rows.into_iter()
+        .flatten()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 pub async fn command_rows(client: &Client, sql: &str) -> u64 {
     let messages = client
         .simple_query(sql)

@@ -118,13 +118,6 @@ async fn a_sharded_collection_fans_out_and_outlives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let explain = "EXPLAIN SELECT id FROM docs ORDER BY v <-> '[3.2,0]' LIMIT 2";
     let nearest = "SELECT id FROM docs ORDER BY v <-> '[3.2,0]' LIMIT 2";
-    let text = |r: Vec<Vec<Option<String>>>| {
-        r.into_iter()
-            .flatten()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
     {
         let (port, server) = serve(dir.path()).await;
         let client = connect(port).await;
@@ -138,18 +131,18 @@ async fn a_sharded_collection_fans_out_and_outlives_a_restart() {
             .simple_query("INSERT INTO docs VALUES (1, '[1,0]'), (2, '[2,0]'), (3, '[3,0]'), (4, '[4,0]'), (5, '[5,0]')")
             .await
             .unwrap();
-        let plan = text(rows(&client, explain).await);
+        let plan = lines(rows(&client, explain).await);
         assert!(
             plan.contains("CollectionSearchExec") && plan.contains("shards=3"),
             "{plan}"
         );
-        assert_eq!(text(rows(&client, nearest).await), "3\n4");
+        assert_eq!(lines(rows(&client, nearest).await), "3\n4");
         server.abort();
     }
     let (port, _server) = serve(dir.path()).await;
     let client = connect(port).await;
-    assert_eq!(text(rows(&client, "SELECT count(*) FROM docs").await), "5");
-    assert_eq!(text(rows(&client, nearest).await), "3\n4");
+    assert_eq!(lines(rows(&client, "SELECT count(*) FROM docs").await), "5");
+    assert_eq!(lines(rows(&client, nearest).await), "3\n4");
 }
 
 #[tokio::test]
@@ -166,19 +159,12 @@ async fn settings_are_per_connection_and_data_outlives_a_restart() {
             .unwrap();
         a.simple_query("SET hnsw.ef_search = 100").await.unwrap();
         let explain = "EXPLAIN SELECT id FROM docs ORDER BY v <-> '[1,0]' LIMIT 1";
-        let plan = |r: Vec<Vec<Option<String>>>| {
-            r.into_iter()
-                .flatten()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join("\n")
-        };
         assert!(
-            plan(rows(&a, explain).await).contains("ef=100"),
+            lines(rows(&a, explain).await).contains("ef=100"),
             "a's SET reaches its searches"
         );
         assert!(
-            plan(rows(&b, explain).await).contains("ef=40"),
+            lines(rows(&b, explain).await).contains("ef=40"),
             "b keeps the default"
         );
         // b sees the table a created.
