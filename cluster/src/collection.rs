@@ -211,7 +211,8 @@ impl LocalCollection {
         let (mut total, mut shards_done) = (Applied::default(), 0);
         for (shard, part) in self.shards.iter().zip(&parts) {
             let Some(part) = part else { continue };
-            match shard.write(part) {
+            // Checked above, under the same lock.
+            match shard.propose(part) {
                 Ok(applied) => {
                     shards_done += 1;
                     total.fresh |= applied.fresh;

@@ -61,6 +61,11 @@ impl LocalShard {
     /// returns. A command the schema refuses is refused here, before it reaches the log.
     pub fn write(&self, command: &Command) -> Result<Applied> {
         self.shard.check(command)?;
+        self.propose(command)
+    }
+
+    /// `write` for a command the caller has just checked (`check`).
+    pub fn propose(&self, command: &Command) -> Result<Applied> {
         self.group.write(command.encode()?)
     }
 
