@@ -1,6 +1,8 @@
 //! The `vecraft` binary: the command line, then one node with every role in-process — the
-//! PostgreSQL-wire gateway over durable local collections, and the metrics exporter.
+//! PostgreSQL-wire gateway over durable local collections, and the metrics exporter — or a
+//! node of a cluster (`vecraft node`), or a local cluster of them (`vecraft local-cluster`).
 
+mod cluster;
 mod config;
 
 use std::net::SocketAddr;
@@ -29,8 +31,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a node (the default): gateway, catalog and storage in one process.
+    /// Run a single node (the default): gateway, catalog and storage in one process.
     Serve(ServeArgs),
+    /// Run one node of a cluster, with the roles and peers it is given.
+    Node(cluster::NodeArgs),
+    /// Start a cluster of N nodes on loopback ports as child processes; print a postgresql://
+    /// URL per node; stop them all on Ctrl-C or SIGTERM.
+    LocalCluster(cluster::LocalClusterArgs),
 }
 
 #[derive(Debug, Args)]
@@ -51,15 +58,18 @@ struct ServeArgs {
 
 fn main() {
     let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Node(args)) => return run(cluster::run_node(args)),
+        Some(Command::LocalCluster(args)) => return run(cluster::run_local_cluster(args)),
+        Some(Command::Serve(args)) => args,
+        None => cli.serve,
+    };
     let ServeArgs {
         listen,
         http,
         data_dir,
         config,
-    } = match cli.command {
-        Some(Command::Serve(args)) => args,
-        None => cli.serve,
-    };
+    } = args;
     let flags = Overrides {
         listen,
         http,
@@ -119,6 +129,15 @@ async fn serve(config: NodeConfig) -> Result<(), String> {
         }
     };
     outcome
+}
+
+/// Runs a command to its end; a failure is said and exits with status 1.
+fn run(command: impl Future<Output = Result<(), String>>) {
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    if let Err(e) = runtime.block_on(command) {
+        eprintln!("vecraft: {e}");
+        std::process::exit(1);
+    }
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {

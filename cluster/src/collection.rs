@@ -1,15 +1,16 @@
-//! A collection on this node: one or more shards (`WITH (shards = n)`), each a `LocalShard`
-//! with its own Raft group, and the routing between them (`route.rs`): rows go to the shard
-//! of their primary key, searches ask every shard and keep the nearest of their answers,
-//! scans read them all.
+//! A collection: one or more shards (`WITH (shards = n)`), each behind its own Raft group, and
+//! the routing between them (`route.rs`): rows go to the shard of their primary key, searches
+//! ask every shard (at once) and keep the nearest of their answers, scans read them all. The
+//! shards are on this node (`LocalShard`, the embedded single node) or on storage nodes of a
+//! cluster (`RemoteShard`); the routing is the same (`ShardHandle`).
 //!
 //! What is atomic: each shard applies its part of a statement all or nothing. A statement
 //! that touches several shards is checked on every one of them before any is written (so a
 //! duplicate key or a bad vector refuses the whole statement), but if a shard then fails,
 //! the parts already written stay, and the error says how many rows they held.
 //!
-//! On disk: a one-shard collection is the shard itself (`log/`, `shard/`); with more, a
-//! `SHARDS` file holds the count and shard `i` lives in `shards/<i>/`.
+//! On disk (on a single node): a one-shard collection is the shard itself (`log/`, `shard/`);
+//! with more, a `SHARDS` file holds the count and shard `i` lives in `shards/<i>/`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,20 +25,23 @@ use vecraft_storage::command::Command;
 use vecraft_storage::filter::Filter;
 use vecraft_storage::fsutil::{create_dir_durable, sync_dir, write_atomic};
 use vecraft_storage::schema::CollectionSchema;
-use vecraft_storage::shard::{Applied, SearchRequest, ShardOptions, ShardStats};
+use vecraft_storage::shard::{Applied, SearchRequest, ShardOptions};
 use vecraft_storage::{Error, Result};
 
 use crate::local::LocalShard;
 use crate::metrics::WRITES;
+use crate::read::Consistency;
 use crate::route::{merge_nearest, split_keys, split_rows};
+use crate::shard_handle::ShardHandle;
 
 const SHARDS_FILE: &str = "SHARDS";
 /// The most shards one collection may have.
 pub const MAX_SHARDS: usize = 256;
 
-pub struct LocalCollection {
-    dir: PathBuf,
-    shards: Vec<LocalShard>,
+pub struct Collection {
+    /// Where a collection of this node's own shards lives; `None` in a cluster.
+    dir: Option<PathBuf>,
+    shards: Vec<Arc<dyn ShardHandle>>,
     /// The next row id, for a collection whose key is a hidden row id.
     next_row_id: AtomicI64,
     /// Held across checking and writing a statement's parts on several shards, so no other
@@ -46,16 +50,16 @@ pub struct LocalCollection {
 }
 
 /// A shared handle, as the planner and gateway hold it.
-pub type CollectionHandle = Arc<LocalCollection>;
+pub type CollectionHandle = Arc<Collection>;
 
-impl LocalCollection {
+impl Collection {
     /// Opens the collection in `dir`, or creates it with `schema` in one shard.
     pub fn open(dir: &Path, schema: Option<CollectionSchema>, opts: ShardOptions) -> Result<Self> {
         match schema {
             Some(schema) if !dir.join(SHARDS_FILE).exists() => {
-                LocalCollection::create(dir, schema, 1, opts)
+                Collection::create(dir, schema, 1, opts)
             }
-            _ => LocalCollection::open_existing(dir, opts),
+            _ => Collection::open_existing(dir, opts),
         }
     }
 
@@ -73,12 +77,12 @@ impl LocalCollection {
         }
         if shards == 1 {
             let shard = LocalShard::open(dir, Some(schema), opts)?;
-            return LocalCollection::assemble(dir, vec![shard]);
+            return Collection::assemble(Some(dir), vec![Arc::new(shard)]);
         }
         // Built aside and renamed into place, so a crash or a failure halfway leaves no
         // collection (the catalog skips dot-prefixed directories).
         let staging = staging_dir(dir);
-        if let Err(e) = LocalCollection::build(&staging, &schema, shards, &opts) {
+        if let Err(e) = Collection::build(&staging, &schema, shards, &opts) {
             let _ = std::fs::remove_dir_all(&staging);
             return Err(e);
         }
@@ -86,7 +90,13 @@ impl LocalCollection {
         if let Some(parent) = dir.parent() {
             sync_dir(parent)?;
         }
-        LocalCollection::open_existing(dir, opts)
+        Collection::open_existing(dir, opts)
+    }
+
+    /// A collection whose shards are elsewhere (a cluster's storage nodes), reached through
+    /// `shards`. Its key is never a hidden row id (a cluster refuses those).
+    pub fn remote(shards: Vec<Arc<dyn ShardHandle>>) -> Result<Self> {
+        Collection::assemble(None, shards)
     }
 
     /// Writes a new collection of `shards` shards in `dir` and closes it again.
@@ -114,62 +124,71 @@ impl LocalCollection {
     fn open_existing(dir: &Path, opts: ShardOptions) -> Result<Self> {
         let count = shard_count(dir)?;
         let shards = (0..count)
-            .map(|i| LocalShard::open(&shard_dir(dir, count, i), None, opts.clone()))
+            .map(|i| {
+                LocalShard::open(&shard_dir(dir, count, i), None, opts.clone())
+                    .map(|s| Arc::new(s) as Arc<dyn ShardHandle>)
+            })
             .collect::<Result<Vec<_>>>()?;
-        LocalCollection::assemble(dir, shards)
+        Collection::assemble(Some(dir), shards)
     }
 
-    fn assemble(dir: &Path, shards: Vec<LocalShard>) -> Result<Self> {
+    fn assemble(dir: Option<&Path>, shards: Vec<Arc<dyn ShardHandle>>) -> Result<Self> {
+        assert!(!shards.is_empty(), "a collection has a shard");
         debug_assert!(
-            shards
-                .windows(2)
-                .all(|p| p[0].shard().schema() == p[1].shard().schema()),
+            shards.windows(2).all(|p| p[0].schema() == p[1].schema()),
             "every shard of a collection has its schema"
         );
         let mut max_row_id = 0;
         for shard in &shards {
-            max_row_id = max_row_id.max(max_row_id_of(shard)?);
+            max_row_id = max_row_id.max(max_row_id_of(shard.as_ref())?);
         }
-        Ok(LocalCollection {
-            dir: dir.to_path_buf(),
+        Ok(Collection {
+            dir: dir.map(Path::to_path_buf),
             shards,
             next_row_id: AtomicI64::new(max_row_id + 1),
             routed_writes: Mutex::new(()),
         })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// Where the collection's files are, on a single node.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
     }
 
-    pub fn shards(&self) -> &[LocalShard] {
+    pub fn shards(&self) -> &[Arc<dyn ShardHandle>] {
         &self.shards
     }
 
     pub fn schema(&self) -> Arc<CollectionSchema> {
-        self.shards[0].shard().schema()
+        self.shards[0].schema()
     }
 
-    /// Live rows, over every shard.
+    /// Live rows, over every shard that answers.
     pub fn count(&self) -> u64 {
-        self.shards.iter().map(|s| s.shard().count()).sum()
-    }
-
-    pub fn shard_stats(&self) -> Vec<ShardStats> {
-        self.shards.iter().map(|s| s.shard().stats()).collect()
+        self.shards
+            .iter()
+            .filter_map(|s| s.status().ok())
+            .map(|s| s.rows)
+            .sum()
     }
 
     /// The `k` nearest rows over every shard, closest first (`projection` columns, then
-    /// `_distance`).
-    pub fn search(&self, request: &SearchRequest) -> Result<RecordBatch> {
+    /// `_distance`). The shards are asked at once.
+    pub fn search(&self, request: &SearchRequest, read: Consistency) -> Result<RecordBatch> {
         if let [only] = self.shards.as_slice() {
-            return only.shard().search(request);
+            return only.search(request, read);
         }
-        let answers = self
-            .shards
-            .iter()
-            .map(|s| s.shard().search(request))
-            .collect::<Result<Vec<_>>>()?;
+        let answers = std::thread::scope(|scope| {
+            let asked: Vec<_> = self
+                .shards
+                .iter()
+                .map(|s| scope.spawn(move || s.search(request, read)))
+                .collect();
+            asked
+                .into_iter()
+                .map(|a| a.join().unwrap_or_else(|_| Err(Error::Closed)))
+                .collect::<Result<Vec<_>>>()
+        })?;
         merge_nearest(answers, request.k)
     }
 
@@ -178,10 +197,11 @@ impl LocalCollection {
         &self,
         projection: Option<&[String]>,
         filter: Option<&Filter>,
+        read: Consistency,
     ) -> Result<Vec<RecordBatch>> {
         let mut batches = Vec::new();
         for shard in &self.shards {
-            batches.extend(shard.shard().scan(projection, filter)?);
+            batches.extend(shard.scan(projection, filter, read)?);
         }
         Ok(batches)
     }
@@ -193,7 +213,10 @@ impl LocalCollection {
         let with_ids = self.assign_row_ids(command)?;
         let command = with_ids.as_ref().unwrap_or(command);
         let applied = match self.shards.as_slice() {
-            [only] => only.write(command)?,
+            [only] => {
+                only.check(command)?;
+                only.propose(command)?
+            }
             _ => self.write_routed(command)?,
         };
         WRITES.written(command, started.elapsed());
@@ -298,13 +321,13 @@ impl LocalCollection {
 
     /// Rebuilds every shard's older segments with the current index parameters.
     pub fn reindex(&self) -> Result<()> {
-        self.shards.iter().try_for_each(|s| s.shard().reindex())
+        self.shards.iter().try_for_each(|s| s.reindex())
     }
 }
 
-impl std::fmt::Debug for LocalCollection {
+impl std::fmt::Debug for Collection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalCollection")
+        f.debug_struct("Collection")
             .field("dir", &self.dir)
             .field("shards", &self.shards.len())
             .finish()
@@ -345,15 +368,14 @@ fn shard_count(dir: &Path) -> Result<usize> {
 
 /// The largest row id in a shard of a collection keyed by a hidden row id (0 when empty or
 /// keyed by the user).
-fn max_row_id_of(shard: &LocalShard) -> Result<i64> {
-    let shard = shard.shard();
+fn max_row_id_of(shard: &dyn ShardHandle) -> Result<i64> {
     let schema = shard.schema();
     if !schema.hidden_key {
         return Ok(0);
     }
     let key = schema.columns[schema.primary_key].name.clone();
     let mut max = 0;
-    for batch in shard.scan(Some(&[key]), None)? {
+    for batch in shard.scan(Some(&[key]), None, Consistency::Strong)? {
         let ids = batch.column(0).as_primitive::<Int64Type>();
         if let Some(m) = arrow::compute::max(ids) {
             max = max.max(m);

@@ -7,10 +7,15 @@
 pub mod collection;
 pub mod http;
 pub mod local;
+pub mod meta;
+pub mod node;
 mod metrics;
 pub mod raft;
+pub mod read;
+pub mod remote;
 mod route;
 pub mod rpc;
+pub mod shard_handle;
 
 #[cfg(test)]
 mod tests;

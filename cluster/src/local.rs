@@ -7,16 +7,23 @@
 //! `checkpoint` is a Raft snapshot: the shard seals and persists, then the log it covers is
 //! purged.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
+use openraft::BasicNode;
 use vecraft_storage::Result;
 use vecraft_storage::command::Command;
+use vecraft_storage::filter::Filter;
 use vecraft_storage::log::{Log, LogOptions};
 use vecraft_storage::schema::CollectionSchema;
-use vecraft_storage::shard::{Applied, Shard, ShardOptions};
+use vecraft_storage::shard::{Applied, SearchRequest, Shard, ShardOptions, ShardStats};
 
-use crate::raft::{Group, GroupStatus};
+use crate::raft::{Group, GroupStatus, NodeId};
+use crate::read::Consistency;
+use crate::rpc::{FlightNetwork, GroupId, Peers};
+use crate::shard_handle::{ShardHandle, ShardStatus};
 
 pub struct LocalShard {
     dir: PathBuf,
@@ -27,11 +34,8 @@ pub struct LocalShard {
 impl LocalShard {
     /// Opens (or creates, with `schema`) the shard in `dir` and replays its log.
     pub fn open(dir: &Path, schema: Option<CollectionSchema>, opts: ShardOptions) -> Result<Self> {
-        // The log's directory lock comes first: opening the shard removes files its manifest
-        // does not name, which must never happen beside a live instance.
-        let (log, _recovery) = Log::open(&dir.join("log"), LogOptions::default())?;
-        let shard = Arc::new(Shard::open(&dir.join("shard"), schema, opts)?);
-        let group = Group::start(dir, Arc::new(log), Arc::clone(&shard))?;
+        let (log, shard) = LocalShard::open_parts(dir, schema, opts)?;
+        let group = Group::start(dir, log, Arc::clone(&shard))?;
         Ok(LocalShard {
             dir: dir.to_path_buf(),
             shard,
@@ -39,7 +43,47 @@ impl LocalShard {
         })
     }
 
-    pub fn shard(&self) -> &Shard {
+    /// Opens (or creates) this node's replica `id` of `group`, whose other members are
+    /// reached over Flight through `peers`; `initial` members initialise a group new
+    /// everywhere (one member passes them). Returns at once: the replica catches up with its
+    /// group in the background.
+    pub fn open_member(
+        dir: &Path,
+        schema: Option<CollectionSchema>,
+        opts: ShardOptions,
+        member: (GroupId, NodeId),
+        peers: Peers,
+        initial: Option<BTreeMap<NodeId, BasicNode>>,
+    ) -> Result<Self> {
+        let (group_id, id) = member;
+        let (log, shard) = LocalShard::open_parts(dir, schema, opts)?;
+        let network = FlightNetwork::new(group_id, peers);
+        let group = Group::start_member(dir, log, Arc::clone(&shard), id, network, initial)?;
+        Ok(LocalShard {
+            dir: dir.to_path_buf(),
+            shard,
+            group,
+        })
+    }
+
+    fn open_parts(
+        dir: &Path,
+        schema: Option<CollectionSchema>,
+        opts: ShardOptions,
+    ) -> Result<(Arc<Log>, Arc<Shard>)> {
+        // The log's directory lock comes first: opening the shard removes files its manifest
+        // does not name, which must never happen beside a live instance.
+        let (log, _recovery) = Log::open(&dir.join("log"), LogOptions::default())?;
+        let shard = Arc::new(Shard::open(&dir.join("shard"), schema, opts)?);
+        Ok((Arc::new(log), shard))
+    }
+
+    /// The shard's Raft group.
+    pub fn group(&self) -> &Group {
+        &self.group
+    }
+
+    pub fn shard(&self) -> &Arc<Shard> {
         &self.shard
     }
 
@@ -48,8 +92,20 @@ impl LocalShard {
     }
 
     /// What the shard's Raft group says of itself.
-    pub fn status(&self) -> GroupStatus {
+    pub fn group_status(&self) -> GroupStatus {
         self.group.status()
+    }
+
+    /// The group's view with the replica's rows.
+    pub fn shard_status(&self) -> ShardStatus {
+        let group = self.group.status();
+        let stats = self.shard.stats();
+        ShardStatus {
+            nodes: group.voter_ids.clone(),
+            group,
+            rows: stats.live_rows,
+            durable_index: stats.durable_index,
+        }
     }
 
     /// Whether the shard would take `command` now (schema, types, dimensions, new keys).
@@ -73,6 +129,51 @@ impl LocalShard {
     /// up to which the log was purged.
     pub fn checkpoint(&self) -> Result<u64> {
         self.group.checkpoint()
+    }
+}
+
+/// A replica on this node answers every read itself: it is the only one there is, or the
+/// node's server decided it may (`rpc`).
+impl ShardHandle for LocalShard {
+    fn schema(&self) -> Arc<CollectionSchema> {
+        self.shard.schema()
+    }
+
+    fn check(&self, command: &Command) -> Result<()> {
+        LocalShard::check(self, command)
+    }
+
+    fn propose(&self, command: &Command) -> Result<Applied> {
+        LocalShard::propose(self, command)
+    }
+
+    fn search(&self, request: &SearchRequest, _read: Consistency) -> Result<RecordBatch> {
+        self.shard.search(request)
+    }
+
+    fn scan(
+        &self,
+        projection: Option<&[String]>,
+        filter: Option<&Filter>,
+        _read: Consistency,
+    ) -> Result<Vec<RecordBatch>> {
+        self.shard.scan(projection, filter)
+    }
+
+    fn status(&self) -> Result<ShardStatus> {
+        Ok(self.shard_status())
+    }
+
+    fn stats(&self) -> Option<ShardStats> {
+        Some(self.shard.stats())
+    }
+
+    fn checkpoint(&self) -> Result<u64> {
+        LocalShard::checkpoint(self)
+    }
+
+    fn reindex(&self) -> Result<()> {
+        self.shard.reindex()
     }
 }
 

@@ -18,7 +18,8 @@ use vecraft_storage::schema::{
 };
 use vecraft_storage::shard::{SearchRequest, ShardOptions};
 
-use crate::collection::LocalCollection;
+use crate::collection::Collection;
+use crate::read::Consistency;
 
 const DIMS: usize = 4;
 const CRASH_DIR_ENV: &str = "VECRAFT_CLUSTER_CRASH_DIR";
@@ -66,13 +67,13 @@ pub(crate) fn opts() -> ShardOptions {
     }
 }
 
-fn open(dir: &Path) -> LocalCollection {
-    LocalCollection::open(dir, Some(schema()), opts()).unwrap()
+fn open(dir: &Path) -> Collection {
+    Collection::open(dir, Some(schema()), opts()).unwrap()
 }
 
-fn ids(c: &LocalCollection) -> Vec<i64> {
+fn ids(c: &Collection) -> Vec<i64> {
     let mut ids: Vec<i64> = c
-        .scan(Some(&["id".to_string()]), None)
+        .scan(Some(&["id".to_string()]), None, Consistency::Strong)
         .unwrap()
         .iter()
         .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
@@ -97,7 +98,7 @@ fn writes_survive_reopen_through_the_log_and_checkpoints_purge_it() {
     }
     let c = open(dir.path());
     assert_eq!(ids(&c).len(), 999);
-    let applied = c.shards()[0].shard().applied_index();
+    let applied = c.shards()[0].stats().unwrap().applied_index;
     assert!(
         (1001..1005).contains(&applied),
         "1,000 upserts, one delete and a few Raft entries (membership, blanks); the refused \
@@ -209,7 +210,7 @@ fn every_acknowledged_write_survives_kill_9() {
             .as_primitive::<arrow::datatypes::Float32Type>()
             .values()
             .to_vec();
-        let hit = c.search(&SearchRequest::new("v", q, 1)).unwrap();
+        let hit = c.search(&SearchRequest::new("v", q, 1), Consistency::Strong).unwrap();
         assert_eq!(hit.column(0).as_primitive::<Int64Type>().value(0), probe);
         if round % 3 == 2 {
             c.checkpoint().unwrap();
@@ -254,8 +255,8 @@ fn answer(batch: &RecordBatch) -> Vec<(i64, f64)> {
 #[test]
 fn a_sharded_collection_spreads_rows_and_answers_like_one_shard() {
     let (one_dir, four_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let one = LocalCollection::create(one_dir.path(), schema(), 1, opts()).unwrap();
-    let four = LocalCollection::create(four_dir.path(), schema(), 4, opts()).unwrap();
+    let one = Collection::create(one_dir.path(), schema(), 1, opts()).unwrap();
+    let four = Collection::create(four_dir.path(), schema(), 4, opts()).unwrap();
     let staging = crate::collection::staging_dir(four_dir.path());
     assert!(!staging.exists(), "built aside, then renamed into place");
     for c in [&one, &four] {
@@ -266,7 +267,7 @@ fn a_sharded_collection_spreads_rows_and_answers_like_one_shard() {
         .unwrap();
         c.write(&Command::Upsert(rows(995..1005))).unwrap();
     }
-    let per_shard: Vec<u64> = four.shards().iter().map(|s| s.shard().count()).collect();
+    let per_shard: Vec<u64> = four.shards().iter().map(|s| s.status().unwrap().rows).collect();
     assert!(
         per_shard.iter().all(|n| (150..350).contains(n)),
         "{per_shard:?}"
@@ -280,8 +281,8 @@ fn a_sharded_collection_spreads_rows_and_answers_like_one_shard() {
         let mut request = SearchRequest::new("v", probe.clone(), k);
         request.exact = true;
         request.projection = Some(vec!["id".into()]);
-        let want = one.search(&request).unwrap();
-        let got = four.search(&request).unwrap();
+        let want = one.search(&request, Consistency::Strong).unwrap();
+        let got = four.search(&request, Consistency::Strong).unwrap();
         let (mut want, mut got) = (answer(&want), answer(&got));
         assert_eq!(got.len(), k);
         // Rows at equal distances may come in either order.
@@ -306,7 +307,7 @@ fn a_sharded_collection_spreads_rows_and_answers_like_one_shard() {
 
     // Reopened, it is four shards again, with every row.
     drop(four);
-    let four = LocalCollection::open(four_dir.path(), None, opts()).unwrap();
+    let four = Collection::open(four_dir.path(), None, opts()).unwrap();
     assert_eq!(four.shards().len(), 4);
     assert_eq!(four.count(), one.count() + 200);
 }

@@ -12,18 +12,22 @@ use vecraft_storage::filter::Filter;
 use vecraft_storage::schema::CollectionSchema;
 use vecraft_storage::shard::{SearchRequest, Shard};
 
+pub use vecraft_cluster::read::Consistency;
+
 pub trait CollectionSource: Debug + Send + Sync {
     fn schema(&self) -> CollectionSchema;
 
-    /// Live rows passing `filter`, with the `projection` columns (all when `None`).
+    /// Live rows passing `filter`, with the `projection` columns (all when `None`), as fresh
+    /// as `read` asks.
     fn scan(
         &self,
         projection: Option<&[String]>,
         filter: Option<&Filter>,
+        read: Consistency,
     ) -> Result<Vec<RecordBatch>>;
 
     /// The `k` nearest rows, closest first: `projection` columns, then `_distance`.
-    fn search(&self, request: &SearchRequest) -> Result<RecordBatch>;
+    fn search(&self, request: &SearchRequest, read: Consistency) -> Result<RecordBatch>;
 
     /// How many shards a search or scan fans out to.
     fn shards(&self) -> usize {
@@ -59,18 +63,19 @@ impl CollectionSource for ShardSource {
         &self,
         projection: Option<&[String]>,
         filter: Option<&Filter>,
+        _read: Consistency,
     ) -> Result<Vec<RecordBatch>> {
         self.0.scan(projection, filter).map_err(storage_error)
     }
 
-    fn search(&self, request: &SearchRequest) -> Result<RecordBatch> {
+    fn search(&self, request: &SearchRequest, _read: Consistency) -> Result<RecordBatch> {
         self.0.search(request).map_err(storage_error)
     }
 }
 
-/// A durable collection on this node: its shards, each behind its Raft group. (Inherent
-/// methods of the same names do the work.)
-impl CollectionSource for vecraft_cluster::collection::LocalCollection {
+/// A durable collection: its shards, each behind its Raft group, on this node or on a
+/// cluster's storage nodes. (Inherent methods of the same names do the work.)
+impl CollectionSource for vecraft_cluster::collection::Collection {
     fn schema(&self) -> CollectionSchema {
         (*self.schema()).clone()
     }
@@ -83,12 +88,13 @@ impl CollectionSource for vecraft_cluster::collection::LocalCollection {
         &self,
         projection: Option<&[String]>,
         filter: Option<&Filter>,
+        read: Consistency,
     ) -> Result<Vec<RecordBatch>> {
-        self.scan(projection, filter).map_err(storage_error)
+        self.scan(projection, filter, read).map_err(storage_error)
     }
 
-    fn search(&self, request: &SearchRequest) -> Result<RecordBatch> {
-        self.search(request).map_err(storage_error)
+    fn search(&self, request: &SearchRequest, read: Consistency) -> Result<RecordBatch> {
+        self.search(request, read).map_err(storage_error)
     }
 
     fn write(&self, command: &Command) -> Result<u64> {

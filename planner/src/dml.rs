@@ -26,7 +26,7 @@ use vecraft_storage::command::Command;
 use vecraft_storage::filter::Filter;
 use vecraft_storage::key::keys_of;
 
-use crate::collection::{CollectionSource, storage_error};
+use crate::collection::{CollectionSource, Consistency, storage_error};
 
 /// Writes INSERT input into a collection.
 #[derive(Debug)]
@@ -75,7 +75,8 @@ pub fn delete_where(source: &dyn CollectionSource, filter: Option<&Filter>) -> R
     let schema = source.schema();
     let pk = schema.primary_key().name.clone();
     let mut deleted = 0;
-    for batch in source.scan(Some(std::slice::from_ref(&pk)), filter)? {
+    // What a write changes is read as of now, from the leaders.
+    for batch in source.scan(Some(std::slice::from_ref(&pk)), filter, Consistency::Strong)? {
         let keys = keys_of(batch.column(0)).map_err(storage_error)?;
         if !keys.is_empty() {
             deleted += source.write(&Command::Delete(keys))?;

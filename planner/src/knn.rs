@@ -35,6 +35,7 @@ use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMerge
 use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
 use vecraft_storage::shard::SearchRequest;
 
+use crate::collection::Consistency;
 use crate::error::VectorError;
 use crate::functions::VectorFn;
 use crate::params::ParamFn;
@@ -61,7 +62,36 @@ extensions_options! {
         /// Keep prepared statements' physical plans across executions (off: plan every time,
         /// for comparison).
         pub plan_cache: bool, default = true
+        /// Which replicas may answer reads: strong, bounded or eventual.
+        pub consistency: ReadConsistency, default = ReadConsistency::default()
     }
+}
+
+/// `SET vecraft.consistency`, as a DataFusion setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadConsistency(pub Consistency);
+
+impl datafusion::config::ConfigField for ReadConsistency {
+    fn visit<V: datafusion::config::Visit>(&self, v: &mut V, key: &str, description: &'static str) {
+        v.some(key, self.0, description)
+    }
+
+    fn set(&mut self, _key: &str, value: &str) -> Result<()> {
+        self.0 = value
+            .parse()
+            .map_err(|e: String| datafusion::error::DataFusionError::Configuration(e))?;
+        Ok(())
+    }
+}
+
+/// The read consistency a query runs with.
+pub fn read_consistency(context: &datafusion::execution::TaskContext) -> Consistency {
+    context
+        .session_config()
+        .options()
+        .extensions
+        .get::<VecraftOptions>()
+        .map_or_else(Consistency::default, |o| o.consistency.0)
 }
 
 impl ConfigExtension for VecraftOptions {

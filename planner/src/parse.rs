@@ -138,6 +138,11 @@ fn read_collection_words(
         };
         words_in_statement += 1;
         if words_in_statement == 1 {
+            if word == "CHECKPOINT" {
+                // PostgreSQL's CHECKPOINT, which sqlparser does not know: read as a VACUUM of
+                // every collection, which is what Vecraft does for it.
+                token.token = Token::make_keyword("VACUUM");
+            }
             verb = match word.as_str() {
                 "CREATE" => Some(true),
                 "DROP" => Some(false),

@@ -316,8 +316,9 @@ impl ExecutionPlan for CollectionScanExec {
     fn execute(
         &self,
         _partition: usize,
-        _context: Arc<TaskContext>,
+        context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
+        let read = crate::knn::read_consistency(&context);
         let batches = match &self.search {
             _ if self.delete => {
                 vec![count_batch(delete_where(
@@ -327,17 +328,17 @@ impl ExecutionPlan for CollectionScanExec {
             }
             None => self
                 .source
-                .scan(Some(&self.columns), self.filter.as_ref())?,
+                .scan(Some(&self.columns), self.filter.as_ref(), read)?,
             Some(request) => {
                 let hits = match &self.query_param {
-                    None => self.source.search(request)?,
+                    None => self.source.search(request, read)?,
                     Some(param) => {
                         let schema = self.source.schema();
                         let spec = schema.vector_spec(&request.column);
                         let dims = spec.map_err(crate::collection::storage_error)?.dims;
                         let mut request = request.clone();
                         request.vector = crate::knn::param_vector(param, dims)?;
-                        self.source.search(&request)?
+                        self.source.search(&request, read)?
                     }
                 };
                 let hits = without_distance(hits)?;

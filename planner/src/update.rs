@@ -19,7 +19,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Pla
 use vecraft_storage::command::Command;
 use vecraft_storage::filter::Filter;
 
-use crate::collection::CollectionSource;
+use crate::collection::{CollectionSource, Consistency};
 use crate::dml::count_batch;
 use crate::filters::pushable_filter;
 use crate::table::{leaf_plan_methods, single_partition};
@@ -157,7 +157,11 @@ impl ExecutionPlan for CollectionUpdateExec {
         _context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let mut updated = 0;
-        for rows in self.source.scan(None, self.pushed.as_ref())? {
+        // What a write changes is read as of now, from the leaders.
+        let rows = self
+            .source
+            .scan(None, self.pushed.as_ref(), Consistency::Strong)?;
+        for rows in rows {
             updated += self.update(&rows)?;
         }
         let batch = count_batch(updated)?;

@@ -1,6 +1,8 @@
-//! The collections this node serves, one directory each under `<data-dir>/collections/`.
-//! A collection's schema lives in its shard manifest, so the catalog is just the directory
-//! listing; creating or dropping one is a directory appearing or going away.
+//! The collections this gateway serves. On a single node they are directories under
+//! `<data-dir>/collections/` (a collection's schema lives in its shard manifest, so the
+//! catalog is just the directory listing). In a cluster they are what the meta manager's
+//! document says: the catalog follows the node's copy of it, and creating or dropping a
+//! collection is a change of that document.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,17 +11,35 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::error::{DataFusionError, Result};
 use std::sync::RwLock;
-use vecraft_cluster::collection::LocalCollection;
+use vecraft_cluster::collection::Collection;
+use vecraft_cluster::meta::CollectionMeta;
+use vecraft_cluster::node::ClusterNode;
 use vecraft_storage::schema::CollectionSchema;
 use vecraft_storage::shard::ShardOptions;
 
 pub struct Catalog {
-    root: PathBuf,
+    backend: Backend,
     /// Bumped by every change of the set of collections or their schemas; sessions re-read
     /// their tables and re-plan prepared statements when it moves.
     generation: AtomicU64,
-    collections: RwLock<BTreeMap<String, Arc<LocalCollection>>>,
+    collections: RwLock<BTreeMap<String, Arc<Collection>>>,
 }
+
+enum Backend {
+    /// Collections in directories under `root`.
+    Local { root: PathBuf },
+    /// Collections of a cluster, as `node` sees the metadata.
+    Cluster {
+        node: Arc<ClusterNode>,
+        /// The metadata version `collections` was built from, and what it said of each.
+        seen: RwLock<(u64, BTreeMap<String, CollectionMeta>)>,
+    },
+}
+
+/// A single node keeps one replica of each shard.
+pub const NODE_REPLICAS: usize = 1;
+/// How many replicas a cluster gives a shard when the statement does not say.
+pub const CLUSTER_REPLICAS: usize = 3;
 
 fn io(e: std::io::Error) -> DataFusionError {
     DataFusionError::IoError(e)
@@ -46,26 +66,86 @@ impl Catalog {
             if name.starts_with('.') || !entry.path().is_dir() {
                 continue;
             }
-            let c = LocalCollection::open(&entry.path(), None, ShardOptions::default())
+            let c = Collection::open(&entry.path(), None, ShardOptions::default())
                 .map_err(storage)?;
             collections.insert(name, Arc::new(c));
         }
         Ok(Catalog {
-            root,
+            backend: Backend::Local { root },
             generation: AtomicU64::new(0),
             collections: RwLock::new(collections),
         })
     }
 
-    pub fn get(&self, name: &str) -> Option<Arc<LocalCollection>> {
-        self.collections
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
+    /// The collections of the cluster `node` belongs to.
+    pub fn cluster(node: Arc<ClusterNode>) -> Catalog {
+        Catalog {
+            backend: Backend::Cluster {
+                node,
+                seen: RwLock::new((0, BTreeMap::new())),
+            },
+            generation: AtomicU64::new(0),
+            collections: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.backend, Backend::Cluster { .. })
+    }
+
+    /// The replicas of each shard of `name`.
+    pub fn replicas(&self, name: &str) -> usize {
+        match &self.backend {
+            Backend::Local { .. } => NODE_REPLICAS,
+            Backend::Cluster { seen, .. } => read(seen)
+                .1
+                .get(name)
+                .map_or(CLUSTER_REPLICAS, |c| c.replicas),
+        }
+    }
+
+    /// In a cluster: rebuilds the collections from the node's copy of the metadata when it
+    /// moved on (collections whose placement did not change keep their router state).
+    fn follow(&self) {
+        let Backend::Cluster { node, seen } = &self.backend else {
+            return;
+        };
+        let state = node.view();
+        if read(seen).0 >= state.version {
+            return;
+        }
+        let mut seen = seen.write().unwrap_or_else(|p| p.into_inner());
+        if seen.0 >= state.version {
+            return;
+        }
+        let mut collections = self.collections.write().unwrap_or_else(|p| p.into_inner());
+        let mut rebuilt = BTreeMap::new();
+        for (name, meta) in &state.collections {
+            let kept = collections
+                .get(name)
+                .filter(|_| seen.1.get(name) == Some(meta))
+                .cloned();
+            let collection = match kept {
+                Some(c) => c,
+                None => match node.collection(meta, &state) {
+                    Ok(c) => Arc::new(c),
+                    Err(_) => continue, // its nodes are not registered yet
+                },
+            };
+            rebuilt.insert(name.clone(), collection);
+        }
+        *collections = rebuilt;
+        *seen = (state.version, state.collections.clone());
+        self.changed();
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Collection>> {
+        self.follow();
+        read(&self.collections).get(name).cloned()
     }
 
     pub fn generation(&self) -> u64 {
+        self.follow();
         self.generation.load(Ordering::Acquire)
     }
 
@@ -79,17 +159,14 @@ impl Catalog {
     }
 
     pub fn names(&self) -> Vec<String> {
-        self.collections
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect()
+        self.follow();
+        read(&self.collections).keys().cloned().collect()
     }
 
     /// Every collection, by name.
-    pub fn all(&self) -> Vec<(String, Arc<LocalCollection>)> {
-        let collections = self.collections.read().unwrap_or_else(|p| p.into_inner());
+    pub fn all(&self) -> Vec<(String, Arc<Collection>)> {
+        self.follow();
+        let collections = read(&self.collections);
         collections
             .iter()
             .map(|(name, c)| (name.clone(), c.clone()))
@@ -108,27 +185,62 @@ impl Catalog {
             && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
     }
 
-    /// Creates a collection of `shards` shards; `Ok(false)` if it exists (for IF NOT EXISTS).
-    pub fn create(&self, name: &str, schema: CollectionSchema, shards: usize) -> Result<bool> {
+    /// Creates a collection of `shards` shards of `replicas` replicas; `Ok(false)` if it
+    /// exists (for IF NOT EXISTS).
+    pub fn create(
+        &self,
+        name: &str,
+        schema: CollectionSchema,
+        shards: usize,
+        replicas: usize,
+    ) -> Result<bool> {
         if !Self::valid_name(name) {
             return datafusion::common::plan_err!(
                 "invalid collection name \"{name}\": use lowercase letters, digits and _"
             );
         }
-        let mut all = self.collections.write().unwrap_or_else(|p| p.into_inner());
-        if all.contains_key(name) {
-            return Ok(false);
+        match &self.backend {
+            Backend::Local { root } => {
+                if replicas != NODE_REPLICAS {
+                    return Err(DataFusionError::NotImplemented(format!(
+                        "replicas = {replicas} needs a cluster: this node keeps \
+                         {NODE_REPLICAS} replica of each shard"
+                    )));
+                }
+                let mut all = self.collections.write().unwrap_or_else(|p| p.into_inner());
+                if all.contains_key(name) {
+                    return Ok(false);
+                }
+                let dir = root.join(name);
+                let c = Collection::create(&dir, schema, shards, ShardOptions::default())
+                    .map_err(storage)?;
+                all.insert(name.to_string(), Arc::new(c));
+                self.changed();
+                Ok(true)
+            }
+            Backend::Cluster { node, .. } => {
+                if schema.hidden_key {
+                    return Err(DataFusionError::NotImplemented(
+                        "a table in a cluster needs a primary key (rows are placed by it)"
+                            .into(),
+                    ));
+                }
+                let created = node
+                    .create_collection(name, schema, shards, replicas)
+                    .map_err(storage)?;
+                self.follow();
+                Ok(created)
+            }
         }
-        let dir = self.root.join(name);
-        let c = LocalCollection::create(&dir, schema, shards, ShardOptions::default())
-            .map_err(storage)?;
-        all.insert(name.to_string(), Arc::new(c));
-        self.changed();
-        Ok(true)
     }
 
     /// Drops a collection and its files; `Ok(false)` if there was none.
     pub fn drop_collection(&self, name: &str) -> Result<bool> {
+        if let Backend::Cluster { node, .. } = &self.backend {
+            let dropped = node.drop_collection(name).map_err(storage)?;
+            self.follow();
+            return Ok(dropped);
+        }
         let removed = self
             .collections
             .write()
@@ -138,11 +250,17 @@ impl Catalog {
             return Ok(false);
         };
         self.changed();
-        let dir = collection.dir().to_path_buf();
+        let dir = collection.dir().map(Path::to_path_buf);
         drop(collection);
-        std::fs::remove_dir_all(&dir).map_err(io)?;
+        if let Some(dir) = dir {
+            std::fs::remove_dir_all(&dir).map_err(io)?;
+        }
         Ok(true)
     }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
@@ -171,7 +289,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let catalog = Catalog::open(dir.path()).unwrap();
-            assert!(catalog.create("docs", schema(), 3).unwrap());
+            assert!(catalog.create("docs", schema(), 3, 1).unwrap());
         }
         let root = dir.path().join("collections");
         let staging = vecraft_cluster::collection::staging_dir(&root.join("half"));

@@ -28,16 +28,18 @@ use crate::catalog::Catalog;
 use crate::ddl::declared_schema;
 use crate::errors::user_error;
 
-/// A single node keeps one replica of each shard.
-const NODE_REPLICAS: u64 = 1;
+/// The most replicas a shard may have.
+const MAX_REPLICAS: u64 = 7;
 
 /// The schema of a `CREATE COLLECTION` with its `WITH` options (every vector column
-/// indexed), and its number of shards.
+/// indexed), its number of shards and of replicas (`default_replicas` when not given).
 pub fn collection_schema(
     create: &CreateTable,
     options: &[SqlOption],
-) -> PgWireResult<(CollectionSchema, usize)> {
+    default_replicas: usize,
+) -> PgWireResult<(CollectionSchema, usize, usize)> {
     let mut shards = 1;
+    let mut replicas = default_replicas;
     let mut metric = Metric::L2;
     let mut hnsw = HnswParams::default();
     for option in options {
@@ -74,14 +76,13 @@ pub fn collection_schema(
             }
             "replicas" => {
                 let n = number(&name, value)?;
-                if n != NODE_REPLICAS {
+                if !(1..=MAX_REPLICAS).contains(&n) {
                     return Err(user_error(
-                        "0A000",
-                        format!(
-                            "replicas = {n} needs a cluster: this node keeps {NODE_REPLICAS} replica of each shard"
-                        ),
+                        "22023",
+                        format!("replicas = {n} is out of range: 1 to {MAX_REPLICAS}"),
                     ));
                 }
+                replicas = n as usize;
             }
             _ => {
                 return Err(user_error(
@@ -107,7 +108,7 @@ pub fn collection_schema(
             .with_index(column, metric, hnsw)
             .map_err(|e| user_error("22023", e.to_string()))?;
     }
-    Ok((schema, shards))
+    Ok((schema, shards, replicas))
 }
 
 /// An option's value as a word: `'cosine'`, `cosine` or `"cosine"`.
@@ -169,7 +170,7 @@ pub fn show(catalog: &Catalog, format: &Format) -> PgWireResult<Response> {
         encoder.encode_field(&(collection.count() as i64))?;
         encoder.encode_field(&vectors(&schema))?;
         encoder.encode_field(&(collection.shards().len() as i64))?;
-        encoder.encode_field(&(NODE_REPLICAS as i64))?;
+        encoder.encode_field(&(catalog.replicas(&name) as i64))?;
         rows.push(Ok(encoder.take_row()));
     }
     Ok(Response::Query(QueryResponse::new(

@@ -63,6 +63,13 @@ impl Session {
             }
         };
         let hnsw = with_options(&create.with)?;
+        if self.catalog.is_cluster() {
+            return Err(user_error(
+                "0A000",
+                "CREATE INDEX on a collection in a cluster is not supported yet: create it \
+                 with CREATE COLLECTION, whose vector columns are indexed from the start",
+            ));
+        }
         let command = Command::SetIndex {
             column: column_name,
             metric,

@@ -214,7 +214,10 @@ impl Collector for CollectionsCollector {
         let g = CollectionGauges::new();
         let catalog = WATCHED.lock().as_ref().and_then(Weak::upgrade);
         for (name, collection) in catalog.iter().flat_map(|c| c.all()) {
-            for (shard, stats) in collection.shard_stats().iter().enumerate() {
+            let local = collection.shards().iter().map(|s| s.stats());
+            for (shard, stats) in local.enumerate() {
+                // Shards on other nodes are counted by those nodes.
+                let Some(stats) = stats else { continue };
                 let shard = shard.to_string();
                 let set = |g: &IntGaugeVec, labels: &[&str], v: u64| {
                     g.with_label_values(labels).set(v as i64)

@@ -10,7 +10,7 @@ use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Schema, UInt64Type};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
-use datafusion::sql::sqlparser::ast::{ObjectType, Statement};
+use datafusion::sql::sqlparser::ast::{ObjectName, ObjectType, Statement};
 use futures::stream;
 use parking_lot::Mutex;
 use pgwire::api::portal::Format;
@@ -175,17 +175,22 @@ impl Session {
                     return Err(user_error("42602", message));
                 }
                 let options = collection_options(&create.table_options);
-                let ((schema, shards), tag) = match &options {
+                let default_replicas = self.catalog.replicas(&name);
+                let ((schema, shards, replicas), tag) = match &options {
                     Some(options) => (
-                        collections::collection_schema(create, options)?,
+                        collections::collection_schema(create, options, default_replicas)?,
                         "CREATE COLLECTION",
                     ),
-                    None => ((schema_of(create)?, 1), "CREATE TABLE"),
+                    None => ((schema_of(create)?, 1, default_replicas), "CREATE TABLE"),
                 };
-                let created = self
-                    .catalog
-                    .create(&name, schema, shards)
-                    .map_err(|e| to_pg(&e))?;
+                let catalog = Arc::clone(&self.catalog);
+                let created = tokio::task::spawn_blocking(move || {
+                    catalog.create(&name, schema, shards, replicas)
+                })
+                .await
+                .map_err(|e| user_error("XX000", format!("create stopped: {e}")))?
+                .map_err(|e| to_pg(&e))?;
+                let name = create.name.to_string().to_lowercase();
                 if !created && !create.if_not_exists {
                     let kind = if options.is_some() {
                         "collection"
@@ -245,6 +250,7 @@ impl Session {
                 Response::Execution(Tag::new("TRUNCATE TABLE"))
             }
             Statement::Copy { .. } => self.start_copy(statement)?,
+            Statement::Vacuum(vacuum) => self.checkpoint(vacuum.table_name.as_ref()).await?,
             // Protocol-level statements are dropped by the connection (see `handler.rs`);
             // the plans this session keeps for their text stay for reuse.
             Statement::Deallocate { name, .. } if name.value.eq_ignore_ascii_case("all") => {
@@ -268,6 +274,37 @@ impl Session {
             _ => return Err(user_error("0A000", format!("not supported: {statement}"))),
         })
     }
+
+    /// `CHECKPOINT` (every collection) or `VACUUM name`: each shard replica seals and
+    /// persists what it holds, and the Raft log it no longer needs is purged.
+    async fn checkpoint(&self, table: Option<&ObjectName>) -> PgWireResult<Response> {
+        let collections = match table {
+            None => self.catalog.all(),
+            Some(name) => {
+                let name = name.to_string().to_lowercase();
+                let Some(c) = self.catalog.get(&name) else {
+                    return Err(user_error(
+                        "42P01",
+                        format!("relation \"{name}\" does not exist"),
+                    ));
+                };
+                vec![(name, c)]
+            }
+        };
+        tokio::task::spawn_blocking(move || {
+            collections
+                .iter()
+                .try_for_each(|(_, c)| c.checkpoint().map(|_| ()))
+        })
+        .await
+        .map_err(|e| user_error("XX000", format!("checkpoint stopped: {e}")))?
+        .map_err(|e| to_pg(&vecraft_planner::collection::storage_error(e)))?;
+        Ok(Response::Execution(Tag::new(if table.is_none() {
+            "CHECKPOINT"
+        } else {
+            "VACUUM"
+        })))
+    }
 }
 
 /// Whether the gateway answers `statement` itself (see [`Session::run_gateway`]).
@@ -288,6 +325,7 @@ pub fn is_gateway_statement(statement: &Statement) -> bool {
             | Statement::Copy { .. }
             | Statement::Deallocate { .. }
             | Statement::ShowVariable { .. }
+            | Statement::Vacuum(_)
     )
 }
 

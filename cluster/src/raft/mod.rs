@@ -44,7 +44,7 @@ const LEAD_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a dropped group may take to release its log and shard.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The largest command a write may carry: a log record, less the entry's header.
-const MAX_COMMAND_BYTES: usize = MAX_PAYLOAD_SIZE_BYTES - entry::HEADER_BYTES;
+pub(crate) const MAX_COMMAND_BYTES: usize = MAX_PAYLOAD_SIZE_BYTES - entry::HEADER_BYTES;
 
 /// A write's payload: the command's bytes (`Command::encode`); empty for the no-op a new
 /// leader writes.
@@ -70,15 +70,19 @@ openraft::declare_raft_types!(
 );
 
 /// A member's view of its group (`vecraft_shards`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GroupStatus {
     /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
-    pub state: &'static str,
+    pub state: String,
     pub leader: Option<NodeId>,
     pub term: u64,
     /// Members that vote: the shard's replicas.
     pub voters: usize,
+    /// Their node ids.
+    pub voter_ids: Vec<NodeId>,
     pub applied_index: u64,
+    /// The index of the last snapshot this member took or installed.
+    pub snapshot_index: Option<u64>,
 }
 
 /// One shard's running group.
@@ -167,11 +171,14 @@ impl Group {
                 ServerState::Candidate => "candidate",
                 ServerState::Learner => "learner",
                 ServerState::Shutdown => "shutdown",
-            },
+            }
+            .to_string(),
             leader: m.current_leader,
             term: m.current_term,
             voters: m.membership_config.membership().voter_ids().count(),
+            voter_ids: m.membership_config.membership().voter_ids().collect(),
             applied_index: m.last_applied.map_or(0, |id| id.index),
+            snapshot_index: m.snapshot.map(|id| id.index),
         }
     }
 

@@ -25,9 +25,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::codegen::Bytes;
 use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
 
-use super::{APPEND, GroupId, MAX_MESSAGE_BYTES, SNAPSHOT, VOTE};
-use vecraft_storage::shard::SearchRequest;
+use super::{APPEND, Failure, GroupId, MAX_MESSAGE_BYTES, ReadTicket, SNAPSHOT, VOTE};
 
 use crate::raft::{NodeId, SnapshotData, TypeConfig};
 
@@ -58,37 +58,130 @@ impl Peers {
     }
 }
 
-/// The `request.k` nearest rows of `group`'s replica on the node at `addr` (`DoGet`).
-pub async fn search(
-    peers: &Peers,
-    addr: &str,
-    group: &str,
-    request: &SearchRequest,
-) -> vecraft_storage::Result<RecordBatch> {
-    let failed = |e: &dyn std::fmt::Display| {
-        vecraft_storage::Error::Unavailable(format!("search {group} on {addr}: {e}"))
-    };
-    let mut client = peers.client(addr).map_err(|e| failed(&e))?;
-    let ticket = postcard::to_stdvec(&(group, request)).map_err(|e| failed(&e))?;
-    let data = client
-        .do_get(Ticket {
-            ticket: Bytes::from(ticket),
-        })
-        .await
-        .map_err(|e| failed(&e))?
-        .into_inner()
-        .map_err(FlightError::from);
-    let mut stream = FlightRecordBatchStream::new_from_flight_data(data);
-    let mut batches = Vec::new();
-    while let Some(batch) = stream.next().await {
-        batches.push(batch.map_err(|e| failed(&e))?);
+/// Why a call got no answer.
+#[derive(Debug)]
+pub enum CallError {
+    /// No connection to the node: the call was never delivered.
+    Unreachable(String),
+    /// Delivered, or maybe delivered, and then the answer was lost: the outcome is unknown.
+    Lost(String),
+    /// The node answered with a refusal.
+    Failed(Failure),
+    Timeout,
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Unreachable(m) => write!(f, "unreachable: {m}"),
+            CallError::Lost(m) => write!(f, "no answer: {m}"),
+            CallError::Failed(failure) => write!(f, "{failure}"),
+            CallError::Timeout => f.write_str("timed out"),
+        }
     }
-    let schema = match (batches.first(), stream.schema()) {
-        (Some(batch), _) => batch.schema(),
-        (None, Some(schema)) => Arc::clone(schema),
-        (None, None) => return Err(failed(&"the answer had no schema")),
+}
+
+impl CallError {
+    fn of(status: &Status) -> CallError {
+        if !status.details().is_empty()
+            && let Ok(failure) = postcard::from_bytes::<Failure>(status.details())
+        {
+            return CallError::Failed(failure);
+        }
+        let text = format!("{status}");
+        let never_sent = status.code() == Code::Unavailable
+            && (text.contains("connect") || text.contains("Connection refused"));
+        if never_sent {
+            CallError::Unreachable(status.message().to_string())
+        } else {
+            CallError::Lost(text)
+        }
+    }
+}
+
+impl Peers {
+    /// Sends `body` as action `kind` to the node at `addr` and decodes its one result,
+    /// within `ttl`.
+    pub async fn call<B: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        addr: &str,
+        kind: &str,
+        body: &B,
+        ttl: Duration,
+    ) -> Result<R, CallError> {
+        let client = self
+            .client(addr)
+            .map_err(|e| CallError::Unreachable(e.to_string()))?;
+        call(client, kind, body, ttl).await
+    }
+
+    /// Reads (searches or scans) a replica on the node at `addr`: its Arrow batches.
+    pub async fn read(
+        &self,
+        addr: &str,
+        ticket: &ReadTicket,
+        ttl: Duration,
+    ) -> Result<Vec<RecordBatch>, CallError> {
+        let mut client = self
+            .client(addr)
+            .map_err(|e| CallError::Unreachable(e.to_string()))?;
+        let ticket = postcard::to_stdvec(ticket).map_err(|e| CallError::Lost(e.to_string()))?;
+        let read = async {
+            let data = client
+                .do_get(Ticket {
+                    ticket: Bytes::from(ticket),
+                })
+                .await
+                .map_err(|s| CallError::of(&s))?
+                .into_inner()
+                .map_err(FlightError::from);
+            let mut stream = FlightRecordBatchStream::new_from_flight_data(data);
+            let mut batches = Vec::new();
+            while let Some(batch) = stream.next().await {
+                batches.push(batch.map_err(|e| match e {
+                    FlightError::Tonic(s) => CallError::of(&s),
+                    e => CallError::Lost(e.to_string()),
+                })?);
+            }
+            if let (true, Some(schema)) = (batches.is_empty(), stream.schema()) {
+                // No rows: the schema alone came.
+                batches.push(RecordBatch::new_empty(Arc::clone(schema)));
+            }
+            Ok(batches)
+        };
+        tokio::time::timeout(ttl, read)
+            .await
+            .map_err(|_| CallError::Timeout)?
+    }
+}
+
+/// Sends `body` as action `kind` through `client` and decodes the one result, within `ttl`.
+async fn call<B: Serialize + ?Sized, R: DeserializeOwned>(
+    mut client: FlightServiceClient<Channel>,
+    kind: &str,
+    body: &B,
+    ttl: Duration,
+) -> Result<R, CallError> {
+    let body = postcard::to_stdvec(body).map_err(|e| CallError::Lost(e.to_string()))?;
+    let action = Action {
+        r#type: kind.to_string(),
+        body: Bytes::from(body),
     };
-    Ok(arrow::compute::concat_batches(&schema, &batches)?)
+    let reply = async {
+        let mut results = client
+            .do_action(action)
+            .await
+            .map_err(|s| CallError::of(&s))?
+            .into_inner();
+        let first = results.next().await;
+        let result = first
+            .ok_or_else(|| CallError::Lost(Missing.to_string()))?
+            .map_err(|s| CallError::of(&s))?;
+        postcard::from_bytes(&result.body).map_err(|e| CallError::Lost(e.to_string()))
+    };
+    tokio::time::timeout(ttl, reply)
+        .await
+        .map_err(|_| CallError::Timeout)?
 }
 
 /// The network of one group.
@@ -123,13 +216,6 @@ impl RaftNetworkFactory<TypeConfig> for FlightNetwork {
     }
 }
 
-/// Why a call got no reply.
-enum CallError {
-    Unreachable(Unreachable),
-    Network(NetworkError),
-    Timeout,
-}
-
 impl Link {
     /// Sends `body` as action `kind` and decodes the one result, within `ttl`.
     async fn call<B: Serialize, R: DeserializeOwned>(
@@ -140,30 +226,9 @@ impl Link {
     ) -> Result<R, CallError> {
         let client = self
             .client
-            .as_mut()
-            .map_err(|e| CallError::Network(NetworkError::new(e)))?;
-        let body =
-            postcard::to_stdvec(body).map_err(|e| CallError::Network(NetworkError::new(&e)))?;
-        let action = Action {
-            r#type: kind.to_string(),
-            body: Bytes::from(body),
-        };
-        let reply = async {
-            let mut results = client
-                .do_action(action)
-                .await
-                .map_err(|s| CallError::Unreachable(Unreachable::new(&s)))?
-                .into_inner();
-            let first = results.next().await;
-            let result = first
-                .ok_or_else(|| CallError::Network(NetworkError::new(&Missing)))?
-                .map_err(|s| CallError::Unreachable(Unreachable::new(&s)))?;
-            postcard::from_bytes(&result.body)
-                .map_err(|e| CallError::Network(NetworkError::new(&e)))
-        };
-        tokio::time::timeout(ttl, reply)
-            .await
-            .map_err(|_| CallError::Timeout)?
+            .clone()
+            .map_err(|e| CallError::Unreachable(e.to_string()))?;
+        call(client, kind, body, ttl).await
     }
 
     /// Sends a Raft request to the target's member of this group and returns its answer.
@@ -199,14 +264,13 @@ impl Link {
         ttl: Duration,
     ) -> RPCError<NodeId, BasicNode, E> {
         match e {
-            CallError::Unreachable(e) => RPCError::Unreachable(e),
-            CallError::Network(e) => RPCError::Network(e),
+            CallError::Unreachable(m) => RPCError::Unreachable(Unreachable::new(&Text(m))),
             CallError::Timeout => RPCError::Timeout(self.timeout(action, ttl)),
+            e => RPCError::Network(NetworkError::new(&Text(e.to_string()))),
         }
     }
 }
 
-#[derive(Debug)]
 struct Missing;
 
 impl std::fmt::Display for Missing {
@@ -215,7 +279,17 @@ impl std::fmt::Display for Missing {
     }
 }
 
-impl std::error::Error for Missing {}
+/// A message as an error, for openraft's error types.
+#[derive(Debug)]
+struct Text(String);
+
+impl std::fmt::Display for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Text {}
 
 impl RaftNetwork<TypeConfig> for Link {
     async fn append_entries(
@@ -262,9 +336,9 @@ impl RaftNetwork<TypeConfig> for Link {
         let reply: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> = tokio::select! {
             closed = cancel => return Err(StreamingError::Closed(closed)),
             reply = send => reply.map_err(|e| match e {
-                CallError::Unreachable(e) => StreamingError::Unreachable(e),
-                CallError::Network(e) => StreamingError::Network(e),
+                CallError::Unreachable(m) => StreamingError::Unreachable(Unreachable::new(&Text(m))),
                 CallError::Timeout => StreamingError::Timeout(timeout),
+                e => StreamingError::Network(NetworkError::new(&Text(e.to_string()))),
             })?,
         };
         reply.map_err(|e| StreamingError::RemoteError(RemoteError::new(target, e)))

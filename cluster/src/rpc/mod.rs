@@ -9,24 +9,98 @@
 //! | `raft.vote` | `VoteRequest` | `Result<VoteResponse, RaftError>` |
 //! | `raft.snapshot` | `(Vote, SnapshotMeta, snapshot stream bytes)` | `Result<SnapshotResponse, Fatal>` |
 //!
-//! The data plane: `DoGet` with a ticket of postcard-encoded `(group, SearchRequest)` answers
-//! with the replica's k nearest as Arrow Flight data (`rpc::search`); scans come with the
-//! router.
+//! Shard and node actions, for the router, the meta manager and fail-over:
+//!
+//! | action | request | reply |
+//! | --- | --- | --- |
+//! | `shard.write` | `(group, command bytes)` | `Result<(Applied, log index), Failure>` (leader only) |
+//! | `shard.status` | `group` | `Result<ShardStatus, Failure>` |
+//! | `shard.checkpoint` | `group` | `Result<u64, Failure>` |
+//! | `shard.members` | `(group, voters: node → address)` | `Result<(), Failure>` (leader only) |
+//! | `node.ping` | `()` | `()` |
+//! | others (`meta.*`) | handled by whoever registered them (`RaftService::handle`) | |
+//!
+//! The data plane: `DoGet` with a ticket of postcard-encoded `ReadTicket` answers a search or
+//! a scan of the node's replica of a shard as Arrow Flight data (`Peers::read`), after the
+//! replica made sure it may answer at the read's consistency; a refusal comes back as a
+//! `Failure` in the status details.
 
 mod client;
 mod server;
 #[cfg(test)]
 mod tests;
 
-pub use client::{FlightNetwork, Peers, search};
-pub use server::{RaftService, serve};
+pub use client::{CallError, FlightNetwork, Peers};
+pub use server::{ActionHandler, RaftService, serve};
 
-/// Names a Raft group across the cluster: one shard of one collection.
+use vecraft_storage::error::Refusal;
+use vecraft_storage::filter::Filter;
+use vecraft_storage::shard::SearchRequest;
+
+use crate::raft::NodeId;
+use crate::read::Consistency;
+
+/// Names a Raft group across the cluster: one shard of one collection, or `meta`.
 pub type GroupId = String;
 
 pub(crate) const APPEND: &str = "raft.append";
 pub(crate) const VOTE: &str = "raft.vote";
 pub(crate) const SNAPSHOT: &str = "raft.snapshot";
+pub const WRITE: &str = "shard.write";
+pub const STATUS: &str = "shard.status";
+pub const CHECKPOINT: &str = "shard.checkpoint";
+pub const MEMBERS: &str = "shard.members";
+pub const PING: &str = "node.ping";
 
 /// The largest message either side accepts: a snapshot travels as one, for now.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 1 << 30;
+
+/// Why a node did not do what it was asked, in a form the asking node can act on.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Failure {
+    /// This member does not lead its group; the leader it knows of, if any. Nothing was done.
+    NotLeader(Option<NodeId>),
+    /// The node has no member of that group (yet, or any more).
+    NoGroup,
+    /// The shard refused the command (on every replica alike).
+    Refused(Refusal),
+    /// A `bounded` read this replica is too far behind for.
+    Stale,
+    /// The group cannot serve now (an election, shutting down); the outcome of a write that
+    /// got this far is unknown.
+    Unavailable(String),
+    /// The group stopped on a storage failure.
+    Stopped(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::NotLeader(Some(id)) => write!(f, "not the leader (node {id} is)"),
+            Failure::NotLeader(None) => f.write_str("not the leader (no leader known)"),
+            Failure::NoGroup => f.write_str("no replica of the shard on that node"),
+            Failure::Refused(r) => write!(f, "{}", vecraft_storage::Error::from(r.clone())),
+            Failure::Stale => f.write_str("the replica is behind the bounded read's index"),
+            Failure::Unavailable(m) | Failure::Stopped(m) => f.write_str(m),
+        }
+    }
+}
+
+/// What a `DoGet` reads.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ReadTicket {
+    pub group: GroupId,
+    pub read: Consistency,
+    /// For `bounded`: the applied index the replica must have reached.
+    pub min_applied: u64,
+    pub kind: ReadKind,
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub enum ReadKind {
+    Search(SearchRequest),
+    Scan {
+        projection: Option<Vec<String>>,
+        filter: Option<Filter>,
+    },
+}

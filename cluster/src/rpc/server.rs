@@ -1,10 +1,14 @@
-//! The node's Flight server: routes each Raft message to its group's `Raft` handle, and
-//! answers searches of its shard replicas with Arrow batches.
+//! The node's Flight server: routes each Raft message to its group's `Raft` handle, proposes
+//! writes to the shard replicas this node leads, answers reads of its replicas with Arrow
+//! batches (after checking the read's consistency), and hands other actions (`meta.*`) to
+//! whoever registered for them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use arrow::array::RecordBatch;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::{
@@ -12,64 +16,93 @@ use arrow_flight::{
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
 use futures::TryStreamExt;
+use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, Fatal, RaftError};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
 use openraft::{BasicNode, Raft, Snapshot, SnapshotMeta, Vote};
 use parking_lot::RwLock;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::codegen::Bytes;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 
-use super::{APPEND, GroupId, MAX_MESSAGE_BYTES, SNAPSHOT, VOTE};
-use vecraft_storage::shard::{SearchRequest, Shard};
+use super::{
+    APPEND, CHECKPOINT, Failure, GroupId, MAX_MESSAGE_BYTES, MEMBERS, PING, ReadKind,
+    ReadTicket, SNAPSHOT, STATUS, VOTE, WRITE,
+};
+use vecraft_storage::shard::Applied;
 
-use crate::raft::{NodeId, SnapshotData, TypeConfig};
+use crate::local::LocalShard;
+use crate::raft::{MAX_COMMAND_BYTES, NodeId, Request as Proposal, SnapshotData, TypeConfig};
+use crate::read::{BOUNDED_WAIT_MS, Consistency};
+use crate::shard_handle::ShardStatus;
 
-/// The Raft groups (and their shards) this node serves, by id.
-#[derive(Clone, Default)]
-pub struct RaftService {
-    groups: Arc<RwLock<HashMap<GroupId, (Raft<TypeConfig>, Arc<Shard>)>>>,
+/// Answers one kind of action this server does not know itself (the meta manager's).
+pub trait ActionHandler: Send + Sync {
+    fn handle(&self, body: Bytes) -> BoxFuture<'static, Result<Bytes, Status>>;
 }
 
+/// The Raft groups (and their shard replicas) this node serves, by id, and the handlers of
+/// other actions.
+#[derive(Clone, Default)]
+pub struct RaftService {
+    groups: Arc<RwLock<HashMap<GroupId, Arc<LocalShard>>>>,
+    handlers: Arc<RwLock<HashMap<String, Arc<dyn ActionHandler>>>>,
+}
+
+type Reply<T> = Result<T, Failure>;
+
 impl RaftService {
-    pub fn register(&self, group: GroupId, raft: Raft<TypeConfig>, shard: Arc<Shard>) {
-        self.groups.write().insert(group, (raft, shard));
+    pub fn register(&self, group: GroupId, member: Arc<LocalShard>) {
+        self.groups.write().insert(group, member);
     }
 
-    pub fn unregister(&self, group: &str) {
-        self.groups.write().remove(group);
+    pub fn unregister(&self, group: &str) -> Option<Arc<LocalShard>> {
+        self.groups.write().remove(group)
     }
 
-    fn shard(&self, group: &str) -> Result<Arc<Shard>, Status> {
-        let groups = self.groups.read();
-        let (_, shard) = groups
-            .get(group)
-            .ok_or_else(|| Status::not_found(format!("no shard {group} on this node")))?;
-        Ok(Arc::clone(shard))
+    /// The groups this node has a member of.
+    pub fn groups(&self) -> Vec<GroupId> {
+        self.groups.read().keys().cloned().collect()
     }
 
-    fn group(&self, group: &str) -> Result<Raft<TypeConfig>, Status> {
-        self.groups
-            .read()
-            .get(group)
-            .map(|(raft, _)| raft.clone())
+    pub fn member(&self, group: &str) -> Option<Arc<LocalShard>> {
+        self.groups.read().get(group).cloned()
+    }
+
+    /// Hands action `kind` to `handler`.
+    pub fn handle(&self, kind: &str, handler: Arc<dyn ActionHandler>) {
+        self.handlers.write().insert(kind.to_string(), handler);
+    }
+
+    fn raft(&self, group: &str) -> Result<Raft<TypeConfig>, Status> {
+        self.member(group)
+            .map(|m| m.group().raft().clone())
             .ok_or_else(|| Status::not_found(format!("no Raft group {group} on this node")))
     }
 
-    /// A search of this node's replica of a shard, as Arrow batches (`DoGet`).
-    async fn search(
+    /// A search or scan of this node's replica of a shard, as Arrow batches (`DoGet`).
+    async fn read(
         &self,
         ticket: Ticket,
     ) -> Result<BoxStream<'static, Result<FlightData, Status>>, Status> {
-        let (group, request): (GroupId, SearchRequest) = decode(&ticket.ticket)?;
-        let shard = self.shard(&group)?;
-        let batch = tokio::task::spawn_blocking(move || shard.search(&request))
+        let ticket: ReadTicket = decode(&ticket.ticket)?;
+        let member = self.member(&ticket.group).ok_or_else(|| refused(Failure::NoGroup))?;
+        may_read(&member, ticket.read, ticket.min_applied)
             .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            .map_err(refused)?;
+        let batches = tokio::task::spawn_blocking(move || match ticket.kind {
+            ReadKind::Search(request) => member.shard().search(&request).map(|b| vec![b]),
+            ReadKind::Scan { projection, filter } => {
+                member.shard().scan(projection.as_deref(), filter.as_ref())
+            }
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let stream = FlightDataEncoderBuilder::new()
-            .build(stream::once(async { Ok(batch) }))
+            .build(stream::iter(batches.into_iter().map(Ok::<RecordBatch, _>)))
             .map_err(|e| Status::internal(e.to_string()));
         Ok(Box::pin(stream))
     }
@@ -79,11 +112,11 @@ impl RaftService {
             APPEND => {
                 let (group, rpc): (GroupId, AppendEntriesRequest<TypeConfig>) =
                     decode(&action.body)?;
-                encode(&self.group(&group)?.append_entries(rpc).await)
+                encode(&self.raft(&group)?.append_entries(rpc).await)
             }
             VOTE => {
                 let (group, rpc): (GroupId, VoteRequest<NodeId>) = decode(&action.body)?;
-                encode(&self.group(&group)?.vote(rpc).await)
+                encode(&self.raft(&group)?.vote(rpc).await)
             }
             SNAPSHOT => {
                 type Body = (
@@ -97,16 +130,127 @@ impl RaftService {
                     meta,
                     snapshot: Box::new(SnapshotData::Stream(bytes)),
                 };
-                encode(
-                    &self
-                        .group(&group)?
-                        .install_full_snapshot(vote, snapshot)
-                        .await,
-                )
+                encode(&self.raft(&group)?.install_full_snapshot(vote, snapshot).await)
             }
-            other => Err(Status::unimplemented(format!("unknown action {other}"))),
+            WRITE => {
+                let (group, command): (GroupId, Vec<u8>) = decode(&action.body)?;
+                let reply: Reply<(Applied, u64)> = match self.member(&group) {
+                    Some(member) => write(&member, command).await,
+                    None => Err(Failure::NoGroup),
+                };
+                encode(&reply)
+            }
+            STATUS => {
+                let group: GroupId = decode(&action.body)?;
+                let reply: Reply<ShardStatus> = self
+                    .member(&group)
+                    .map(|m| m.shard_status())
+                    .ok_or(Failure::NoGroup);
+                encode(&reply)
+            }
+            CHECKPOINT => {
+                let group: GroupId = decode(&action.body)?;
+                let reply: Reply<u64> = match self.member(&group) {
+                    Some(member) => tokio::task::spawn_blocking(move || member.checkpoint())
+                        .await
+                        .map_err(|e| Failure::Unavailable(e.to_string()))
+                        .and_then(|r| r.map_err(|e| Failure::Unavailable(e.to_string()))),
+                    None => Err(Failure::NoGroup),
+                };
+                encode(&reply)
+            }
+            MEMBERS => {
+                let (group, voters): (GroupId, BTreeMap<NodeId, String>) = decode(&action.body)?;
+                let reply: Reply<()> = match self.member(&group) {
+                    Some(member) => set_voters(member.group().raft(), voters).await,
+                    None => Err(Failure::NoGroup),
+                };
+                encode(&reply)
+            }
+            PING => encode(&()),
+            other => {
+                let handler = self.handlers.read().get(other).cloned();
+                match handler {
+                    Some(handler) => handler.handle(action.body).await,
+                    None => Err(Status::unimplemented(format!("unknown action {other}"))),
+                }
+            }
         }
     }
+}
+
+/// Proposes `command` to the group this member leads; returns what it did and its index.
+async fn write(member: &LocalShard, command: Vec<u8>) -> Reply<(Applied, u64)> {
+    if command.is_empty() || command.len() > MAX_COMMAND_BYTES {
+        let e = format!("a write of {} bytes does not fit one log record", command.len());
+        return Err(Failure::Refused(vecraft_storage::error::Refusal::InvalidArgument(e)));
+    }
+    match member.group().raft().client_write(Proposal(command)).await {
+        Ok(response) => {
+            let index = response.log_id.index;
+            response.data.map(|a| (a, index)).map_err(Failure::Refused)
+        }
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(Failure::NotLeader(f.leader_id))
+        }
+        Err(RaftError::Fatal(Fatal::StorageError(e))) => Err(Failure::Stopped(e.to_string())),
+        Err(e) => Err(Failure::Unavailable(e.to_string())),
+    }
+}
+
+/// Whether this replica may answer a read at `read` now; waits (briefly) as the level asks.
+async fn may_read(member: &LocalShard, read: Consistency, min_applied: u64) -> Reply<()> {
+    let raft = member.group().raft();
+    match read {
+        Consistency::Strong => match raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(Failure::NotLeader(f.leader_id))
+            }
+            Err(e) => Err(Failure::Unavailable(e.to_string())),
+        },
+        Consistency::Bounded => raft
+            .wait(Some(Duration::from_millis(BOUNDED_WAIT_MS)))
+            .applied_index_at_least(Some(min_applied), "bounded read")
+            .await
+            .map(|_| ())
+            .map_err(|_| Failure::Stale),
+        Consistency::Eventual => Ok(()),
+    }
+}
+
+/// Makes `voters` the group's voting members: new ones join as learners and catch up (log
+/// or snapshot) first, then one membership change swaps the set.
+async fn set_voters(raft: &Raft<TypeConfig>, voters: BTreeMap<NodeId, String>) -> Reply<()> {
+    let leader_only = |e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>| match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            Failure::NotLeader(f.leader_id)
+        }
+        e => Failure::Unavailable(e.to_string()),
+    };
+    let membership = raft.metrics().borrow().membership_config.clone();
+    let known: BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
+    for (id, addr) in &voters {
+        if !known.contains(id) {
+            raft.add_learner(*id, BasicNode::new(addr), true)
+                .await
+                .map_err(leader_only)?;
+        }
+    }
+    let current: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
+    let wanted: BTreeSet<NodeId> = voters.keys().copied().collect();
+    if current != wanted {
+        raft.change_membership(wanted, false)
+            .await
+            .map_err(leader_only)?;
+    }
+    Ok(())
+}
+
+/// A refusal, as a status whose details carry the `Failure`.
+fn refused(failure: Failure) -> Status {
+    let details = postcard::to_stdvec(&failure).unwrap_or_default();
+    Status::with_details(Code::FailedPrecondition, failure.to_string(), details.into())
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Status> {
@@ -164,7 +308,7 @@ impl FlightService for RaftService {
     }
 
     async fn list_actions(&self, _request: Request<Empty>) -> Unsupported<ActionType> {
-        let types = [APPEND, VOTE, SNAPSHOT].map(|t| {
+        let types = [APPEND, VOTE, SNAPSHOT, WRITE, STATUS, CHECKPOINT, MEMBERS, PING].map(|t| {
             Ok(ActionType {
                 r#type: t.to_string(),
                 description: String::new(),
@@ -206,7 +350,7 @@ impl FlightService for RaftService {
     }
 
     async fn do_get(&self, request: Request<Ticket>) -> Unsupported<FlightData> {
-        Ok(Response::new(self.search(request.into_inner()).await?))
+        Ok(Response::new(self.read(request.into_inner()).await?))
     }
 
     async fn do_put(&self, _request: Request<Streaming<FlightData>>) -> Unsupported<PutResult> {

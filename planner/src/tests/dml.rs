@@ -5,7 +5,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{Int64Type, UInt64Type};
 use datafusion::prelude::SessionContext;
-use vecraft_cluster::collection::LocalCollection;
+use vecraft_cluster::collection::Collection;
 use vecraft_storage::distance::Metric;
 use vecraft_storage::schema::{CollectionSchema, ColumnDef, ColumnType, HnswParams, VectorSpec};
 use vecraft_storage::shard::ShardOptions;
@@ -31,7 +31,7 @@ fn open(dir: &std::path::Path) -> SessionContext {
         "id",
     )
     .unwrap();
-    let collection = LocalCollection::open(dir, Some(schema), ShardOptions::default()).unwrap();
+    let collection = Collection::open(dir, Some(schema), ShardOptions::default()).unwrap();
     let ctx = new_session();
     ctx.register_table(
         "items",

@@ -21,7 +21,7 @@ use datafusion::error::Result as DfResult;
 use vecraft_storage::filter::Filter;
 use vecraft_storage::shard::SearchRequest;
 
-use crate::collection::{CollectionSource, ShardSource};
+use crate::collection::{CollectionSource, Consistency, ShardSource};
 use crate::table::CollectionTable;
 use crate::{new_session, sql};
 
@@ -45,14 +45,15 @@ impl CollectionSource for Counting {
         &self,
         projection: Option<&[String]>,
         filter: Option<&Filter>,
+        read: Consistency,
     ) -> DfResult<Vec<RecordBatch>> {
         self.scans.fetch_add(1, Ordering::Relaxed);
-        self.inner.scan(projection, filter)
+        self.inner.scan(projection, filter, read)
     }
 
-    fn search(&self, request: &SearchRequest) -> DfResult<RecordBatch> {
+    fn search(&self, request: &SearchRequest, read: Consistency) -> DfResult<RecordBatch> {
         self.searches.fetch_add(1, Ordering::Relaxed);
-        self.inner.search(request)
+        self.inner.search(request, read)
     }
 }
 

@@ -16,7 +16,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use pgwire::api::results::{CopyResponse, Response, Tag};
 use pgwire::error::{PgWireError, PgWireResult};
-use vecraft_cluster::collection::LocalCollection;
+use vecraft_cluster::collection::Collection;
 use vecraft_storage::command::Command;
 use vecraft_storage::schema::ColumnType;
 
@@ -51,7 +51,7 @@ enum Format {
 }
 
 pub struct CopyIn {
-    collection: Arc<LocalCollection>,
+    collection: Arc<Collection>,
     columns: Vec<(String, ColumnType)>,
     format: Format,
     /// Bytes received and not parsed yet (an incomplete line or tuple).

@@ -67,7 +67,8 @@ impl ScalarUDFImpl for TableSizeUdf {
                 let (_, c) = collections
                     .iter()
                     .find(|(name, _)| table_oid(name) == oid)?;
-                Some(dir_size_bytes(c.dir()) as i64)
+                // A collection in a cluster has no files here: its size is unknown.
+                Some(dir_size_bytes(c.dir()?) as i64)
             })
             .collect();
         Ok(ColumnarValue::Array(Arc::new(sizes)))

@@ -82,6 +82,21 @@ pub struct Shard {
     inner: Arc<Inner>,
 }
 
+/// Whether `command` fits `schema` (columns, types, dimensions, index parameters), without
+/// the data: what a router can check before a shard far away sees the command. Only a new
+/// key's uniqueness is left to the shard (`Shard::check`).
+pub fn check_shape(schema: &CollectionSchema, command: &Command) -> Result<()> {
+    match command {
+        Command::Upsert(batch) | Command::Insert(batch) => normalize(schema, batch).map(|_| ()),
+        Command::Delete(_) | Command::Truncate => Ok(()),
+        Command::SetIndex {
+            column,
+            metric,
+            hnsw,
+        } => schema.with_index(column, *metric, *hnsw).map(|_| ()),
+    }
+}
+
 /// The background sealing thread, if one runs.
 #[derive(Default)]
 struct Sealer {
@@ -180,17 +195,11 @@ impl Shard {
     /// applying it: callers check before they log a command.
     pub fn check(&self, command: &Command) -> Result<()> {
         match command {
-            Command::Upsert(batch) => normalize(&self.schema(), batch).map(|_| ()),
             Command::Insert(batch) => {
                 let rows = normalize(&self.schema(), batch)?;
                 self.inner.state.read().check_new_keys(&rows.keys)
             }
-            Command::Delete(_) | Command::Truncate => Ok(()),
-            Command::SetIndex {
-                column,
-                metric,
-                hnsw,
-            } => self.schema().with_index(column, *metric, *hnsw).map(|_| ()),
+            _ => check_shape(&self.schema(), command),
         }
     }
 

@@ -1,0 +1,107 @@
+//! How any node reaches the meta manager: an operation goes to the meta member believed to
+//! lead, follows "not the leader, node N is" answers, and waits out elections. A lost answer
+//! is retried only for operations that may be done twice.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use vecraft_storage::{Error, Result};
+
+use super::{META_ACTION, MetaOp, MetaReply, MetaState};
+use crate::raft::NodeId;
+use crate::rpc::{CallError, Failure, Peers};
+
+/// How long an operation may wait for a meta leader.
+const DEADLINE: Duration = Duration::from_secs(30);
+const CALL_TTL: Duration = Duration::from_secs(10);
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+pub struct MetaClient {
+    peers: Peers,
+    /// The meta group's members and their Flight addresses.
+    members: BTreeMap<NodeId, String>,
+    /// The member last seen leading (0: none known).
+    leader: AtomicU64,
+}
+
+impl MetaClient {
+    pub fn new(peers: Peers, members: BTreeMap<NodeId, String>) -> MetaClient {
+        assert!(!members.is_empty(), "a cluster has meta members");
+        MetaClient {
+            peers,
+            members,
+            leader: AtomicU64::new(0),
+        }
+    }
+
+    /// Does `op` on the meta leader (a non-strong read: on any member).
+    pub async fn call(&self, op: &MetaOp) -> Result<MetaReply> {
+        let started = Instant::now();
+        let ids: Vec<NodeId> = self.members.keys().copied().collect();
+        let mut target = match self.leader.load(Ordering::Relaxed) {
+            0 => ids[0],
+            known => known,
+        };
+        loop {
+            let addr = &self.members[&target];
+            let reply = self
+                .peers
+                .call::<_, std::result::Result<MetaReply, Failure>>(
+                    addr,
+                    META_ACTION,
+                    op,
+                    CALL_TTL,
+                )
+                .await;
+            let e = match reply {
+                Ok(Ok(reply)) => {
+                    if !matches!(op, MetaOp::Read { strong: false }) {
+                        self.leader.store(target, Ordering::Relaxed);
+                    }
+                    return Ok(reply);
+                }
+                Ok(Err(Failure::Refused(refusal))) => return Err(refusal.into()),
+                Ok(Err(Failure::NotLeader(Some(leader))))
+                    if leader != target && self.members.contains_key(&leader) =>
+                {
+                    target = leader;
+                    continue;
+                }
+                Ok(Err(failure)) => failure.to_string(),
+                Err(e @ (CallError::Lost(_) | CallError::Timeout)) if !op.idempotent() => {
+                    return Err(Error::Unavailable(format!(
+                        "the meta manager did not answer ({e}); the change may or may not \
+                         have been made"
+                    )));
+                }
+                Err(e) => e.to_string(),
+            };
+            if started.elapsed() > DEADLINE {
+                return Err(Error::Unavailable(format!(
+                    "no meta manager answered within {} s: {e}",
+                    DEADLINE.as_secs()
+                )));
+            }
+            let i = ids.iter().position(|id| *id == target).unwrap_or(0);
+            target = ids[(i + 1) % ids.len()];
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    /// The metadata; `strong`: as of now, from the leader.
+    pub async fn read(&self, strong: bool) -> Result<MetaState> {
+        match self.call(&MetaOp::Read { strong }).await? {
+            MetaReply::State(state) => Ok(state),
+            MetaReply::Done(_) => Err(Error::Unavailable("the meta manager answered a read with no document".into())),
+        }
+    }
+
+    /// Does a change; whether it changed anything.
+    pub async fn change(&self, op: MetaOp) -> Result<bool> {
+        match self.call(&op).await? {
+            MetaReply::Done(changed) => Ok(changed),
+            MetaReply::State(_) => Err(Error::Unavailable("the meta manager answered a change with a document".into())),
+        }
+    }
+}

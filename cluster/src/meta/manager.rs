@@ -1,0 +1,292 @@
+//! The meta manager: this node's member of the meta group, and the operations on the
+//! cluster's metadata it performs when it leads (others answer "not the leader", and the
+//! asking `MetaClient` goes to the leader).
+//!
+//! The document is one row (`key = 'state'`, `value` its JSON) of a two-column shard, so the
+//! meta group is an ordinary Raft group over the storage engine: its log, snapshots and
+//! recovery are the shards'.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use arrow::array::{AsArray, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use futures::future::BoxFuture;
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use parking_lot::Mutex;
+use tonic::Status;
+use tonic::codegen::Bytes;
+use vecraft_storage::command::Command;
+use vecraft_storage::error::Refusal;
+use vecraft_storage::schema::{CollectionSchema, ColumnDef, ColumnType};
+
+use super::{CollectionMeta, MetaOp, MetaReply, MetaState, ShardMeta, place};
+use crate::local::LocalShard;
+use crate::raft::{NodeId, Request};
+use crate::rpc::{ActionHandler, Failure};
+
+const KEY: &str = "state";
+
+pub type MetaResult = Result<MetaReply, Failure>;
+
+pub struct MetaManager {
+    member: Arc<LocalShard>,
+    /// One change at a time: each reads the document, edits it and proposes the result.
+    changing: tokio::sync::Mutex<()>,
+    /// Storage nodes the fail-over manager found dead: new replicas do not go there.
+    dead: Mutex<BTreeSet<NodeId>>,
+}
+
+/// The meta group's shard: the document as one text row.
+pub fn meta_schema() -> CollectionSchema {
+    let columns = vec![
+        ColumnDef::new("key", ColumnType::Text, false),
+        ColumnDef::new("value", ColumnType::Text, false),
+    ];
+    CollectionSchema::new(columns, "key").expect("the meta schema is valid")
+}
+
+impl MetaManager {
+    pub fn new(member: Arc<LocalShard>) -> MetaManager {
+        MetaManager {
+            member,
+            changing: tokio::sync::Mutex::new(()),
+            dead: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    pub fn member(&self) -> &Arc<LocalShard> {
+        &self.member
+    }
+
+    /// Whether this member leads the meta group now.
+    pub fn leads(&self) -> bool {
+        self.member.group_status().state == "leader"
+    }
+
+    pub fn set_dead(&self, dead: BTreeSet<NodeId>) {
+        *self.dead.lock() = dead;
+    }
+
+    /// The document as this member has applied it.
+    pub fn state(&self) -> Result<MetaState, Failure> {
+        let key = vec!["value".to_string()];
+        let batches = self
+            .member
+            .shard()
+            .scan(Some(&key), None)
+            .map_err(|e| Failure::Unavailable(e.to_string()))?;
+        let Some(text) = batches
+            .iter()
+            .find(|b| b.num_rows() > 0)
+            .map(|b| b.column(0).as_string::<i32>().value(0).to_string())
+        else {
+            return Ok(MetaState::default());
+        };
+        serde_json::from_str(&text)
+            .map_err(|e| Failure::Unavailable(format!("the meta document does not parse: {e}")))
+    }
+
+    pub async fn apply(&self, op: MetaOp) -> MetaResult {
+        match op {
+            MetaOp::Read { strong: false } => self.state().map(MetaReply::State),
+            MetaOp::Read { strong: true } => {
+                self.confirm_leader().await?;
+                self.state().map(MetaReply::State)
+            }
+            op => self.change(op).await,
+        }
+    }
+
+    /// Confirms this member leads, and has applied everything committed before now.
+    async fn confirm_leader(&self) -> Result<(), Failure> {
+        match self.member.group().raft().ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(Failure::NotLeader(f.leader_id))
+            }
+            Err(e) => Err(Failure::Unavailable(e.to_string())),
+        }
+    }
+
+    async fn change(&self, op: MetaOp) -> MetaResult {
+        let _turn = self.changing.lock().await;
+        self.confirm_leader().await?;
+        let mut state = self.state()?;
+        let changed = edit(&mut state, op, &self.dead.lock()).map_err(|e| {
+            Failure::Refused(Refusal::InvalidArgument(e))
+        })?;
+        if changed {
+            state.version += 1;
+            self.propose(&state).await?;
+        }
+        Ok(MetaReply::Done(changed))
+    }
+
+    async fn propose(&self, state: &MetaState) -> Result<(), Failure> {
+        let json = serde_json::to_string(state).map_err(|e| Failure::Unavailable(e.to_string()))?;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("key", DataType::Utf8, false),
+            Field::new("value", DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec![KEY])),
+                Arc::new(StringArray::from(vec![json])),
+            ],
+        )
+        .map_err(|e| Failure::Unavailable(e.to_string()))?;
+        let command = Command::Upsert(batch)
+            .encode()
+            .map_err(|e| Failure::Unavailable(e.to_string()))?;
+        match self.member.group().raft().client_write(Request(command)).await {
+            Ok(response) => response.data.map(|_| ()).map_err(Failure::Refused),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(Failure::NotLeader(f.leader_id))
+            }
+            Err(e) => Err(Failure::Unavailable(e.to_string())),
+        }
+    }
+}
+
+/// Applies `op` to `state`; whether it changed anything. `dead` nodes get no new replicas.
+fn edit(state: &mut MetaState, op: MetaOp, dead: &BTreeSet<NodeId>) -> Result<bool, String> {
+    match op {
+        MetaOp::Read { .. } => Ok(false),
+        MetaOp::Register { id, info } => {
+            let changed = state.nodes.get(&id) != Some(&info);
+            state.nodes.insert(id, info);
+            Ok(changed)
+        }
+        MetaOp::Create {
+            name,
+            schema,
+            shards,
+            replicas,
+        } => {
+            if state.collections.contains_key(&name) {
+                return Ok(false);
+            }
+            let live: Vec<NodeId> = state
+                .nodes
+                .iter()
+                .filter(|(id, n)| n.storage && !dead.contains(id))
+                .map(|(id, _)| *id)
+                .collect();
+            let mut load = state.load();
+            let placement = place(&live, &mut load, shards, replicas)?;
+            // The version the document will have names the groups: a collection created
+            // again under an old name never meets the old one's replicas.
+            let version = state.version + 1;
+            let shards = placement
+                .into_iter()
+                .enumerate()
+                .map(|(i, nodes)| ShardMeta {
+                    group: format!("{name}.{version}.{i}"),
+                    initial: nodes.clone(),
+                    replicas: nodes,
+                })
+                .collect();
+            let collection = CollectionMeta {
+                schema,
+                replicas,
+                shards,
+            };
+            state.collections.insert(name, collection);
+            Ok(true)
+        }
+        MetaOp::Drop { name } => Ok(state.collections.remove(&name).is_some()),
+        MetaOp::Replace { group, dead, new } => {
+            let shard = state
+                .collections
+                .values_mut()
+                .flat_map(|c| c.shards.iter_mut())
+                .find(|s| s.group == group)
+                .ok_or_else(|| format!("no shard {group}"))?;
+            if !shard.replicas.contains(&dead) {
+                return Ok(false);
+            }
+            if shard.replicas.contains(&new) {
+                return Err(format!("node {new} already holds a replica of {group}"));
+            }
+            for slot in shard.replicas.iter_mut().filter(|n| **n == dead) {
+                *slot = new;
+            }
+            Ok(true)
+        }
+    }
+}
+
+impl ActionHandler for Arc<MetaManager> {
+    fn handle(&self, body: Bytes) -> BoxFuture<'static, Result<Bytes, Status>> {
+        let manager = Arc::clone(self);
+        Box::pin(async move {
+            let op: MetaOp = postcard::from_bytes(&body)
+                .map_err(|e| Status::invalid_argument(format!("bad meta operation: {e}")))?;
+            let reply = manager.apply(op).await;
+            postcard::to_stdvec(&reply)
+                .map(Bytes::from)
+                .map_err(|e| Status::internal(e.to_string()))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::NodeInfo;
+
+    fn node(storage: bool) -> NodeInfo {
+        NodeInfo {
+            rpc: "127.0.0.1:1".into(),
+            sql: None,
+            storage,
+        }
+    }
+
+    fn create(name: &str, shards: usize, replicas: usize) -> MetaOp {
+        MetaOp::Create {
+            name: name.into(),
+            schema: meta_schema(),
+            shards,
+            replicas,
+        }
+    }
+
+    #[test]
+    fn create_places_on_live_storage_nodes_and_replace_moves_one_replica() {
+        let mut state = MetaState::default();
+        for (id, storage) in [(1, true), (2, true), (3, true), (4, false)] {
+            let op = MetaOp::Register {
+                id,
+                info: node(storage),
+            };
+            assert!(edit(&mut state, op, &BTreeSet::new()).unwrap());
+        }
+        let dead = BTreeSet::from([3]);
+        let e = edit(&mut state, create("docs", 2, 3), &dead).unwrap_err();
+        assert!(e.contains("has 2"), "a dead node and a gateway do not count: {e}");
+        assert!(edit(&mut state, create("docs", 2, 2), &dead).unwrap());
+        assert!(!edit(&mut state, create("docs", 2, 2), &dead).unwrap(), "exists");
+        let shards = &state.collections["docs"].shards;
+        assert_eq!(shards[0].group, "docs.1.0");
+        assert!(shards.iter().all(|s| !s.replicas.contains(&3)));
+        let group = shards[0].group.clone();
+        let replace = MetaOp::Replace {
+            group: group.clone(),
+            dead: 1,
+            new: 3,
+        };
+        assert!(edit(&mut state, replace.clone(), &dead).unwrap());
+        assert!(!edit(&mut state, replace, &dead).unwrap(), "done already");
+        let shard = &state.collections["docs"].shards[0];
+        assert!(shard.replicas.contains(&3) && !shard.replicas.contains(&1));
+        assert_eq!(shard.initial.len(), 2, "the founding members stay recorded");
+        let drop = MetaOp::Drop {
+            name: "docs".into(),
+        };
+        assert!(edit(&mut state, drop.clone(), &dead).unwrap());
+        assert!(!edit(&mut state, drop, &dead).unwrap());
+    }
+}

@@ -1,0 +1,123 @@
+//! The cluster's metadata and the meta manager that owns it: which nodes there are, which
+//! collections, and where each shard's replicas live. It is one small document (`MetaState`)
+//! kept in its own Raft group (`meta`) on the meta nodes, replaced whole by each change
+//! (the leader applies the change under a lock and proposes the new document), so every meta
+//! member holds the same history and any of them can serve it.
+//!
+//! Every node watches it (`MetaClient`): gateways build their catalog from it, storage nodes
+//! start and stop their replicas by it, and the fail-over manager (on the meta leader) edits
+//! the placement when a node dies.
+
+mod client;
+mod manager;
+mod placement;
+
+use std::collections::BTreeMap;
+
+use vecraft_storage::schema::CollectionSchema;
+
+pub use client::MetaClient;
+pub use manager::{MetaManager, meta_schema};
+pub use placement::place;
+
+use crate::raft::NodeId;
+use crate::rpc::GroupId;
+
+/// The meta group's id on every node's RPC server.
+pub const META_GROUP: &str = "meta";
+/// The action meta operations travel as.
+pub const META_ACTION: &str = "meta.op";
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MetaState {
+    /// Bumped by every change.
+    pub version: u64,
+    pub nodes: BTreeMap<NodeId, NodeInfo>,
+    pub collections: BTreeMap<String, CollectionMeta>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeInfo {
+    /// Where its Flight server listens.
+    pub rpc: String,
+    /// Where its gateway accepts PostgreSQL clients, if it has one.
+    pub sql: Option<String>,
+    /// Whether it keeps shard replicas.
+    pub storage: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CollectionMeta {
+    pub schema: CollectionSchema,
+    pub replicas: usize,
+    pub shards: Vec<ShardMeta>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ShardMeta {
+    pub group: GroupId,
+    /// The nodes that should hold a voting replica, in placement order.
+    pub replicas: Vec<NodeId>,
+    /// The members the group was created with; the first of them initialises it.
+    pub initial: Vec<NodeId>,
+}
+
+impl MetaState {
+    /// How many replicas each storage node holds.
+    pub fn load(&self) -> BTreeMap<NodeId, usize> {
+        let mut load: BTreeMap<NodeId, usize> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.storage)
+            .map(|(id, _)| (*id, 0))
+            .collect();
+        for shard in self.collections.values().flat_map(|c| &c.shards) {
+            for node in &shard.replicas {
+                *load.entry(*node).or_default() += 1;
+            }
+        }
+        load
+    }
+
+    /// The Flight address of `node`, if it registered.
+    pub fn addr(&self, node: NodeId) -> Option<&str> {
+        self.nodes.get(&node).map(|n| n.rpc.as_str())
+    }
+}
+
+/// What a node asks the meta manager.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub enum MetaOp {
+    /// The current document: from the leader after a read index (`strong`), or from whichever
+    /// member answers.
+    Read { strong: bool },
+    Register { id: NodeId, info: NodeInfo },
+    Create {
+        name: String,
+        schema: CollectionSchema,
+        shards: usize,
+        replicas: usize,
+    },
+    Drop { name: String },
+    /// Moves a shard's replica off `dead` onto `new` (fail-over).
+    Replace {
+        group: GroupId,
+        dead: NodeId,
+        new: NodeId,
+    },
+}
+
+impl MetaOp {
+    /// Whether doing it twice does no more than doing it once (so a lost answer may be
+    /// retried).
+    fn idempotent(&self) -> bool {
+        !matches!(self, MetaOp::Create { .. } | MetaOp::Drop { .. })
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub enum MetaReply {
+    State(MetaState),
+    /// Whether the operation changed anything (`false`: it existed, or was gone already).
+    Done(bool),
+}

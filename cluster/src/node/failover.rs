@@ -1,0 +1,171 @@
+//! The fail-over manager, on the meta leader: pings every node, and when a storage node has
+//! not answered for `failover_after`, moves each of its replicas to the least loaded live
+//! storage node that has none of that shard (a metadata change the storage nodes act on).
+//! It also brings every shard group's voters in line with the placement: the shard's leader
+//! adds a new replica as a learner, waits until it caught up (log or snapshot), then swaps
+//! the voter set, which drops the dead member.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::ClusterNode;
+use crate::meta::{MetaManager, MetaOp, MetaState, ShardMeta};
+use crate::raft::NodeId;
+use crate::rpc::{Failure, GroupId, MEMBERS, PING, STATUS};
+use crate::shard_handle::ShardStatus;
+
+const TICK: Duration = Duration::from_millis(500);
+const PING_TTL: Duration = Duration::from_millis(500);
+/// How long a membership change (with the new replica's catch-up) may take.
+const MEMBERS_TTL: Duration = Duration::from_secs(600);
+
+pub(super) async fn run(node: Arc<ClusterNode>, manager: Arc<MetaManager>) {
+    let mut last_seen: HashMap<NodeId, Instant> = HashMap::new();
+    let mut leading_since: Option<Instant> = None;
+    let syncing: Arc<Mutex<BTreeSet<GroupId>>> = Arc::default();
+    loop {
+        tokio::time::sleep(TICK).await;
+        if !manager.leads() {
+            leading_since = None;
+            continue;
+        }
+        // A new leader gives every node a full grace period before judging it.
+        let since = *leading_since.get_or_insert_with(Instant::now);
+        let Ok(state) = manager.state() else { continue };
+        ping(&node, &state, &mut last_seen).await;
+        let dead: BTreeSet<NodeId> = state
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.storage)
+            .map(|(id, _)| *id)
+            .filter(|id| {
+                let seen = last_seen.get(id).copied().unwrap_or(since).max(since);
+                seen.elapsed() > node.options.failover_after
+            })
+            .collect();
+        manager.set_dead(dead.clone());
+        replace_dead(&manager, &state, &dead).await;
+        let Ok(state) = manager.state() else { continue };
+        for shard in state.collections.values().flat_map(|c| &c.shards) {
+            if !syncing.lock().insert(shard.group.clone()) {
+                continue; // a change of this group is under way
+            }
+            let (node, shard, state, syncing) =
+                (Arc::clone(&node), shard.clone(), state.clone(), Arc::clone(&syncing));
+            crate::raft::spawn(async move {
+                sync_voters(&node, &state, &shard).await;
+                syncing.lock().remove(&shard.group);
+            });
+        }
+    }
+}
+
+async fn ping(node: &ClusterNode, state: &MetaState, last_seen: &mut HashMap<NodeId, Instant>) {
+    let pings = state.nodes.iter().map(|(id, info)| async move {
+        let answered = node
+            .peers
+            .call::<_, ()>(&info.rpc, PING, &(), PING_TTL)
+            .await
+            .is_ok();
+        (*id, answered)
+    });
+    for (id, answered) in futures::future::join_all(pings).await {
+        if answered {
+            last_seen.insert(id, Instant::now());
+        }
+    }
+}
+
+/// Moves every replica on a `dead` node to a live storage node without one of that shard.
+async fn replace_dead(manager: &MetaManager, state: &MetaState, dead: &BTreeSet<NodeId>) {
+    let mut load = state.load();
+    let live: Vec<NodeId> = load.keys().copied().filter(|id| !dead.contains(id)).collect();
+    for shard in state.collections.values().flat_map(|c| &c.shards) {
+        for gone in shard.replicas.iter().filter(|n| dead.contains(n)) {
+            let new = live
+                .iter()
+                .filter(|n| !shard.replicas.contains(n))
+                .min_by_key(|n| (load.get(n).copied().unwrap_or(0), **n));
+            let Some(&new) = new else {
+                continue; // no node to move to: the shard runs with fewer replicas
+            };
+            let op = MetaOp::Replace {
+                group: shard.group.clone(),
+                dead: *gone,
+                new,
+            };
+            match manager.apply(op).await {
+                Ok(_) => {
+                    *load.entry(new).or_default() += 1;
+                    eprintln!(
+                        "vecraft: node {gone} is down; replica of {} moves to node {new}",
+                        shard.group
+                    );
+                }
+                Err(e) => eprintln!("vecraft: cannot move {} off node {gone}: {e}", shard.group),
+            }
+        }
+    }
+}
+
+/// Makes the shard's voters the placement's replicas, through its leader.
+async fn sync_voters(node: &ClusterNode, state: &MetaState, shard: &ShardMeta) {
+    let wanted: BTreeSet<NodeId> = shard.replicas.iter().copied().collect();
+    let Some(status) = leader_status(node, state, shard).await else {
+        return;
+    };
+    if status.nodes.iter().copied().collect::<BTreeSet<_>>() == wanted {
+        return;
+    }
+    let Some(leader) = status.group.leader.and_then(|l| state.addr(l)) else {
+        return;
+    };
+    let voters: BTreeMap<NodeId, String> = wanted
+        .iter()
+        .filter_map(|id| state.addr(*id).map(|a| (*id, a.to_string())))
+        .collect();
+    if voters.len() != wanted.len() {
+        return;
+    }
+    let body = (&shard.group, &voters);
+    let reply = node
+        .peers
+        .call::<_, Result<(), Failure>>(leader, MEMBERS, &body, MEMBERS_TTL)
+        .await;
+    match reply {
+        Ok(Ok(())) => eprintln!(
+            "vecraft: shard {} now has voters {:?}",
+            shard.group, wanted
+        ),
+        Ok(Err(e)) => eprintln!("vecraft: cannot change the voters of {}: {e}", shard.group),
+        Err(e) => eprintln!("vecraft: cannot change the voters of {}: {e}", shard.group),
+    }
+}
+
+/// The shard's status as its leader reports it (asking every replica the placement names,
+/// then the members the group has).
+async fn leader_status(node: &ClusterNode, state: &MetaState, shard: &ShardMeta) -> Option<ShardStatus> {
+    let mut asked = BTreeSet::new();
+    let mut queue: Vec<NodeId> = shard.replicas.clone();
+    while let Some(id) = queue.pop() {
+        if !asked.insert(id) {
+            continue;
+        }
+        let Some(addr) = state.addr(id) else { continue };
+        let reply = node
+            .peers
+            .call::<_, Result<ShardStatus, Failure>>(addr, STATUS, &shard.group, PING_TTL)
+            .await;
+        if let Ok(Ok(status)) = reply {
+            if status.group.state == "leader" {
+                return Some(status);
+            }
+            queue.extend(status.group.leader);
+            queue.extend(status.nodes.iter().copied());
+        }
+    }
+    None
+}

@@ -1,0 +1,292 @@
+//! A node of a cluster: its Flight server, its member of the meta group (meta role), the
+//! shard replicas the placement gives it (storage role), and what its gateway needs (the
+//! metadata, kept fresh, and the router's shards). One binary plays every role; which ones a
+//! node plays is its configuration (`NodeOptions`).
+//!
+//! Background work runs on the groups' runtime: a watcher keeps the node's copy of the
+//! metadata fresh (`view`), the replica keeper starts and removes replicas as the placement
+//! says (`replicas.rs`), and on the meta leader the fail-over manager watches the storage
+//! nodes and moves replicas off dead ones (`failover.rs`).
+
+mod failover;
+mod replicas;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::BasicNode;
+use tokio::sync::watch;
+use vecraft_storage::schema::CollectionSchema;
+use vecraft_storage::shard::ShardOptions;
+use vecraft_storage::{Error, Result};
+
+use crate::collection::Collection;
+use crate::local::LocalShard;
+use crate::meta::{
+    CollectionMeta, META_ACTION, META_GROUP, MetaClient, MetaManager, MetaOp, MetaState,
+    NodeInfo,
+};
+use crate::raft::NodeId;
+use crate::remote::RemoteShard;
+use crate::rpc::{Peers, RaftService};
+use crate::shard_handle::ShardHandle;
+
+/// How often a node refreshes its copy of the metadata.
+const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+/// How long `create_collection` waits for every new shard to elect a leader.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a node is and where it finds the others.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    pub id: NodeId,
+    /// Where the Flight server listens.
+    pub rpc: SocketAddr,
+    /// Where the gateway accepts PostgreSQL clients (gateway role), as others should reach it.
+    pub sql: Option<String>,
+    pub data_dir: PathBuf,
+    pub meta: bool,
+    pub storage: bool,
+    /// The meta group: node id → Flight address, the same on every node.
+    pub meta_peers: BTreeMap<NodeId, String>,
+    /// How long a storage node may be unreachable before its replicas are rebuilt elsewhere.
+    pub failover_after: Duration,
+}
+
+pub struct ClusterNode {
+    options: NodeOptions,
+    service: RaftService,
+    peers: Peers,
+    meta_client: MetaClient,
+    meta: Option<Arc<MetaManager>>,
+    view: watch::Sender<Arc<MetaState>>,
+}
+
+impl ClusterNode {
+    /// Starts the node's server and roles; returns once it listens (the meta group and the
+    /// replicas come up in the background).
+    pub fn start(mut options: NodeOptions) -> Result<Arc<ClusterNode>> {
+        if options.meta && !options.meta_peers.contains_key(&options.id) {
+            return Err(Error::InvalidArgument(format!(
+                "node {} has the meta role but is not among the meta peers",
+                options.id
+            )));
+        }
+        let listener = std::net::TcpListener::bind(options.rpc)
+            .map_err(|e| Error::io("listen for peers on", &PathBuf::from(options.rpc.to_string()), e))?;
+        let service = RaftService::default();
+        // The bound address (port 0 picks one) is the one others are told.
+        options.rpc = crate::rpc::serve(listener, service.clone())
+            .map_err(|e| Error::io("serve peers on", &PathBuf::from(options.rpc.to_string()), e))?;
+        let peers = Peers::default();
+        let meta = if options.meta {
+            Some(start_meta_member(&options, &service, &peers)?)
+        } else {
+            None
+        };
+        let (view, _) = watch::channel(Arc::new(MetaState::default()));
+        let node = Arc::new(ClusterNode {
+            meta_client: MetaClient::new(peers.clone(), options.meta_peers.clone()),
+            options,
+            service,
+            peers,
+            meta,
+            view,
+        });
+        crate::raft::spawn(Arc::clone(&node).register());
+        crate::raft::spawn(Arc::clone(&node).watch());
+        if node.options.storage {
+            crate::raft::spawn(replicas::keep(Arc::clone(&node)));
+        }
+        if let Some(manager) = &node.meta {
+            crate::raft::spawn(failover::run(Arc::clone(&node), Arc::clone(manager)));
+        }
+        Ok(node)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.options.id
+    }
+
+    /// Where this node's Flight server listens.
+    pub fn rpc_addr(&self) -> SocketAddr {
+        self.options.rpc
+    }
+
+    /// The metadata as this node last saw it.
+    pub fn view(&self) -> Arc<MetaState> {
+        self.view.borrow().clone()
+    }
+
+    /// Tells when the metadata this node sees changes.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<MetaState>> {
+        self.view.subscribe()
+    }
+
+    /// Reads the metadata from the meta leader now (after a change this node made).
+    pub fn refresh(self: &Arc<Self>) -> Result<Arc<MetaState>> {
+        let node = Arc::clone(self);
+        let state = crate::raft::run(async move { node.meta_client.read(true).await })??;
+        Ok(self.publish(state))
+    }
+
+    fn publish(&self, state: MetaState) -> Arc<MetaState> {
+        let state = Arc::new(state);
+        self.view.send_if_modified(|seen| {
+            let newer = state.version > seen.version;
+            if newer {
+                *seen = Arc::clone(&state);
+            }
+            newer
+        });
+        self.view()
+    }
+
+    /// Creates a collection of `shards` shards with `replicas` replicas each, placed on the
+    /// storage nodes; returns once every shard has a leader. `Ok(false)` if it existed.
+    pub fn create_collection(
+        self: &Arc<Self>,
+        name: &str,
+        schema: CollectionSchema,
+        shards: usize,
+        replicas: usize,
+    ) -> Result<bool> {
+        let op = MetaOp::Create {
+            name: name.to_string(),
+            schema,
+            shards,
+            replicas,
+        };
+        let node = Arc::clone(self);
+        let created = crate::raft::run(async move { node.meta_client.change(op).await })??;
+        let state = self.refresh()?;
+        if created && let Some(meta) = state.collections.get(name) {
+            let collection = self.collection(meta, &state)?;
+            self.wait_for_leaders(&collection)?;
+        }
+        Ok(created)
+    }
+
+    /// Drops a collection; its replicas go as each storage node sees it gone.
+    pub fn drop_collection(self: &Arc<Self>, name: &str) -> Result<bool> {
+        let op = MetaOp::Drop {
+            name: name.to_string(),
+        };
+        let node = Arc::clone(self);
+        let dropped = crate::raft::run(async move { node.meta_client.change(op).await })??;
+        self.refresh()?;
+        Ok(dropped)
+    }
+
+    /// The router's handle on a collection of `state`.
+    pub fn collection(&self, meta: &CollectionMeta, state: &MetaState) -> Result<Collection> {
+        let schema = Arc::new(meta.schema.clone());
+        let shards = meta
+            .shards
+            .iter()
+            .map(|shard| {
+                let replicas = shard
+                    .replicas
+                    .iter()
+                    .filter_map(|id| state.addr(*id).map(|a| (*id, a.to_string())))
+                    .collect::<Vec<_>>();
+                if replicas.is_empty() {
+                    return Err(Error::Unavailable(format!(
+                        "no known node holds shard {}",
+                        shard.group
+                    )));
+                }
+                let remote = RemoteShard::new(
+                    shard.group.clone(),
+                    Arc::clone(&schema),
+                    replicas,
+                    self.peers.clone(),
+                );
+                Ok(Arc::new(remote) as Arc<dyn ShardHandle>)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Collection::remote(shards)
+    }
+
+    fn wait_for_leaders(&self, collection: &Collection) -> Result<()> {
+        let started = Instant::now();
+        for shard in collection.shards() {
+            loop {
+                match shard.status() {
+                    Ok(status) if status.group.leader.is_some() => break,
+                    _ if started.elapsed() > CREATE_TIMEOUT => {
+                        return Err(Error::Unavailable(format!(
+                            "the collection was created, but a shard has no leader after {} s",
+                            CREATE_TIMEOUT.as_secs()
+                        )));
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers this node with the meta manager, retrying until it answers.
+    async fn register(self: Arc<Self>) {
+        let info = NodeInfo {
+            rpc: self.options.rpc.to_string(),
+            sql: self.options.sql.clone(),
+            storage: self.options.storage,
+        };
+        let op = MetaOp::Register {
+            id: self.options.id,
+            info,
+        };
+        while self.meta_client.change(op.clone()).await.is_err() {
+            tokio::time::sleep(WATCH_INTERVAL).await;
+        }
+    }
+
+    /// Keeps `view` fresh.
+    async fn watch(self: Arc<Self>) {
+        loop {
+            if let Ok(state) = self.meta_client.read(false).await {
+                self.publish(state);
+            }
+            tokio::time::sleep(WATCH_INTERVAL).await;
+        }
+    }
+
+    fn replica_dir(&self, group: &str) -> PathBuf {
+        self.options.data_dir.join("replicas").join(group)
+    }
+}
+
+/// Opens this node's member of the meta group (the lowest-numbered meta peer initialises a
+/// new group) and serves meta operations.
+fn start_meta_member(
+    options: &NodeOptions,
+    service: &RaftService,
+    peers: &Peers,
+) -> Result<Arc<MetaManager>> {
+    let first = options.meta_peers.keys().next().copied();
+    let initial = (first == Some(options.id)).then(|| {
+        options
+            .meta_peers
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode::new(addr)))
+            .collect::<BTreeMap<_, _>>()
+    });
+    let member = LocalShard::open_member(
+        &options.data_dir.join(META_GROUP),
+        Some(crate::meta::meta_schema()),
+        ShardOptions::default(),
+        (META_GROUP.to_string(), options.id),
+        peers.clone(),
+        initial,
+    )?;
+    let member = Arc::new(member);
+    service.register(META_GROUP.to_string(), Arc::clone(&member));
+    let manager = Arc::new(MetaManager::new(member));
+    service.handle(META_ACTION, Arc::new(Arc::clone(&manager)));
+    Ok(manager)
+}

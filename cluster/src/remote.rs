@@ -1,0 +1,326 @@
+//! The shard router's view of one shard whose replicas are on other nodes: writes go to the
+//! leader (a cached guess, corrected by the replicas' "not the leader, node N is" answers, and
+//! retried while a new leader is elected), reads go to the replica the consistency level
+//! allows, over Flight.
+//!
+//! A write is retried only when it surely was not applied: refused for not leading, or never
+//! delivered. A write whose answer was lost (the leader died with it in flight) may or may not
+//! have been applied; it fails with `Unavailable` saying so, and is not retried, so nothing is
+//! applied twice behind the client's back. Reads are retried on any failure.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use vecraft_storage::command::Command;
+use vecraft_storage::filter::Filter;
+use vecraft_storage::schema::CollectionSchema;
+use vecraft_storage::shard::{Applied, SearchRequest, ShardStats, check_shape};
+use vecraft_storage::{Error, Result};
+
+use crate::raft::NodeId;
+use crate::read::{BOUNDED_LAG_ENTRIES, Consistency};
+use crate::rpc::{
+    CHECKPOINT, CallError, Failure, GroupId, Peers, ReadKind, ReadTicket, STATUS, WRITE,
+};
+use crate::shard_handle::{ShardHandle, ShardStatus};
+
+/// How long a write may wait for a leader (elections take about a second).
+const WRITE_DEADLINE: Duration = Duration::from_secs(20);
+/// How long a read may go on retrying replicas.
+const READ_DEADLINE: Duration = Duration::from_secs(20);
+/// One call's deadline.
+const CALL_TTL: Duration = Duration::from_secs(30);
+/// Between tries while there is no leader.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// One shard of a collection in a cluster, as the router reaches it.
+#[derive(Clone)]
+pub struct RemoteShard(Arc<Inner>);
+
+struct Inner {
+    group: GroupId,
+    schema: Arc<CollectionSchema>,
+    /// The replicas' nodes and their Flight addresses, in placement order.
+    replicas: Vec<(NodeId, String)>,
+    peers: Peers,
+    /// The node last seen leading (0: none known).
+    leader: AtomicU64,
+    /// The highest log index this router saw acknowledged or read at the leader.
+    seen_index: AtomicU64,
+    /// Round robin over replicas for `eventual` and `bounded` reads.
+    next_reader: AtomicUsize,
+}
+
+impl RemoteShard {
+    pub fn new(
+        group: GroupId,
+        schema: Arc<CollectionSchema>,
+        replicas: Vec<(NodeId, String)>,
+        peers: Peers,
+    ) -> RemoteShard {
+        assert!(!replicas.is_empty(), "a shard has a replica");
+        RemoteShard(Arc::new(Inner {
+            group,
+            schema,
+            replicas,
+            peers,
+            leader: AtomicU64::new(0),
+            seen_index: AtomicU64::new(0),
+            next_reader: AtomicUsize::new(0),
+        }))
+    }
+
+    pub fn group(&self) -> &str {
+        &self.0.group
+    }
+}
+
+impl Inner {
+    fn addr(&self, node: NodeId) -> Option<&str> {
+        self.replicas
+            .iter()
+            .find(|(id, _)| *id == node)
+            .map(|(_, addr)| addr.as_str())
+    }
+
+    /// The leader if one is known, else the first replica.
+    fn likely_leader(&self) -> NodeId {
+        let known = self.leader.load(Ordering::Relaxed);
+        if self.addr(known).is_some() {
+            known
+        } else {
+            self.replicas[0].0
+        }
+    }
+
+    /// The replica after `node`, round the list.
+    fn after(&self, node: NodeId) -> NodeId {
+        let i = self.replicas.iter().position(|(id, _)| *id == node);
+        let next = i.map_or(0, |i| (i + 1) % self.replicas.len());
+        self.replicas[next].0
+    }
+
+    fn unavailable(&self, what: &str, e: impl std::fmt::Display) -> Error {
+        Error::Unavailable(format!("{what} on shard {}: {e}", self.group))
+    }
+
+    async fn write(&self, command: Vec<u8>) -> Result<Applied> {
+        let started = Instant::now();
+        let mut target = self.likely_leader();
+        loop {
+            let addr = self.addr(target).expect("targets are replicas");
+            let body = (&self.group, &command);
+            let reply = self
+                .peers
+                .call::<_, std::result::Result<(Applied, u64), Failure>>(
+                    addr, WRITE, &body, CALL_TTL,
+                )
+                .await;
+            let retry = match reply {
+                Ok(Ok((applied, index))) => {
+                    self.leader.store(target, Ordering::Relaxed);
+                    self.seen_index.fetch_max(index, Ordering::Relaxed);
+                    return Ok(applied);
+                }
+                Ok(Err(Failure::Refused(refusal))) => return Err(refusal.into()),
+                Ok(Err(Failure::NotLeader(Some(leader))))
+                    if leader != target && self.addr(leader).is_some() =>
+                {
+                    target = leader;
+                    continue;
+                }
+                Ok(Err(Failure::NotLeader(_) | Failure::NoGroup))
+                | Err(CallError::Unreachable(_)) => reply.err().map(|e| e.to_string()),
+                Ok(Err(failure)) => {
+                    let e = format!("{failure}; the write may or may not have been applied");
+                    return Err(self.unavailable("write", e));
+                }
+                Err(e) => {
+                    let e = format!("{e}; the write may or may not have been applied");
+                    return Err(self.unavailable("write", e));
+                }
+            };
+            if started.elapsed() > WRITE_DEADLINE {
+                let why = retry.unwrap_or_else(|| "no leader".to_string());
+                return Err(self.unavailable("write", format!("no leader took it: {why}")));
+            }
+            target = self.after(target);
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    async fn read(&self, kind: ReadKind, read: Consistency) -> Result<Vec<RecordBatch>> {
+        let started = Instant::now();
+        let mut level = read;
+        let mut target = match read {
+            Consistency::Strong => self.likely_leader(),
+            _ => {
+                let i = self.next_reader.fetch_add(1, Ordering::Relaxed);
+                self.replicas[i % self.replicas.len()].0
+            }
+        };
+        loop {
+            let addr = self.addr(target).expect("targets are replicas");
+            let min_applied = self
+                .seen_index
+                .load(Ordering::Relaxed)
+                .saturating_sub(BOUNDED_LAG_ENTRIES);
+            let ticket = ReadTicket {
+                group: self.group.clone(),
+                read: level,
+                min_applied,
+                kind: kind.clone(),
+            };
+            let e = match self.peers.read(addr, &ticket, CALL_TTL).await {
+                Ok(batches) => {
+                    if level == Consistency::Strong {
+                        self.leader.store(target, Ordering::Relaxed);
+                    }
+                    return Ok(batches);
+                }
+                Err(CallError::Failed(Failure::NotLeader(Some(leader))))
+                    if leader != target && self.addr(leader).is_some() =>
+                {
+                    target = leader;
+                    continue;
+                }
+                Err(CallError::Failed(Failure::Stale)) => {
+                    // Too far behind for `bounded`: the leader answers.
+                    level = Consistency::Strong;
+                    target = self.likely_leader();
+                    continue;
+                }
+                Err(CallError::Failed(Failure::Refused(refusal))) => return Err(refusal.into()),
+                Err(e) => e,
+            };
+            if started.elapsed() > READ_DEADLINE {
+                return Err(self.unavailable("read", e));
+            }
+            target = self.after(target);
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    /// The status from the leader if one answers, else from any replica that does.
+    async fn status(&self) -> Result<ShardStatus> {
+        let mut answer = None;
+        let mut last_error = None;
+        for (node, addr) in &self.replicas {
+            let reply = self
+                .peers
+                .call::<_, std::result::Result<ShardStatus, Failure>>(
+                    addr,
+                    STATUS,
+                    &self.group,
+                    Duration::from_secs(2),
+                )
+                .await;
+            match reply {
+                Ok(Ok(status)) if status.group.state == "leader" => {
+                    self.leader.store(*node, Ordering::Relaxed);
+                    return Ok(status);
+                }
+                Ok(Ok(status)) => answer = answer.or(Some(status)),
+                Ok(Err(failure)) => last_error = Some(failure.to_string()),
+                Err(e) => last_error = Some(e.to_string()),
+            }
+        }
+        answer.ok_or_else(|| self.unavailable("status", last_error.unwrap_or_default()))
+    }
+
+    /// Every replica that answers checkpoints; the highest purge index comes back.
+    async fn checkpoint(&self) -> Result<u64> {
+        let mut purged = None;
+        let mut last_error = String::new();
+        for (_, addr) in &self.replicas {
+            let reply = self
+                .peers
+                .call::<_, std::result::Result<u64, Failure>>(
+                    addr,
+                    CHECKPOINT,
+                    &self.group,
+                    CALL_TTL,
+                )
+                .await;
+            match reply {
+                Ok(Ok(index)) => purged = purged.max(Some(index)),
+                Ok(Err(failure)) => last_error = failure.to_string(),
+                Err(e) => last_error = e.to_string(),
+            }
+        }
+        purged.ok_or_else(|| self.unavailable("checkpoint", last_error))
+    }
+}
+
+impl ShardHandle for RemoteShard {
+    fn schema(&self) -> Arc<CollectionSchema> {
+        Arc::clone(&self.0.schema)
+    }
+
+    fn check(&self, command: &Command) -> Result<()> {
+        check_shape(&self.0.schema, command)
+    }
+
+    fn propose(&self, command: &Command) -> Result<Applied> {
+        let bytes = command.encode()?;
+        let inner = Arc::clone(&self.0);
+        crate::raft::run(async move { inner.write(bytes).await })?
+    }
+
+    fn search(&self, request: &SearchRequest, read: Consistency) -> Result<RecordBatch> {
+        let inner = Arc::clone(&self.0);
+        let kind = ReadKind::Search(request.clone());
+        let batches = crate::raft::run(async move { inner.read(kind, read).await })??;
+        let Some(first) = batches.first() else {
+            return Err(self.0.unavailable("search", "the replica sent no answer"));
+        };
+        Ok(arrow::compute::concat_batches(&first.schema(), &batches)?)
+    }
+
+    fn scan(
+        &self,
+        projection: Option<&[String]>,
+        filter: Option<&Filter>,
+        read: Consistency,
+    ) -> Result<Vec<RecordBatch>> {
+        let inner = Arc::clone(&self.0);
+        let kind = ReadKind::Scan {
+            projection: projection.map(<[String]>::to_vec),
+            filter: filter.cloned(),
+        };
+        crate::raft::run(async move { inner.read(kind, read).await })?
+    }
+
+    fn status(&self) -> Result<ShardStatus> {
+        let inner = Arc::clone(&self.0);
+        crate::raft::run(async move { inner.status().await })?
+    }
+
+    fn stats(&self) -> Option<ShardStats> {
+        None
+    }
+
+    fn checkpoint(&self) -> Result<u64> {
+        let inner = Arc::clone(&self.0);
+        crate::raft::run(async move { inner.checkpoint().await })?
+    }
+
+    fn reindex(&self) -> Result<()> {
+        Err(Error::InvalidArgument(
+            "rebuilding the index of a collection in a cluster is not supported yet; \
+             create the collection with its index (CREATE COLLECTION … WITH (m, ef_construction))"
+                .into(),
+        ))
+    }
+}
+
+impl std::fmt::Debug for RemoteShard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteShard")
+            .field("group", &self.0.group)
+            .field("replicas", &self.0.replicas)
+            .finish()
+    }
+}

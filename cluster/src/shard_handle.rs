@@ -1,0 +1,62 @@
+//! A shard as a collection sees it: the one narrow face of a shard replica on this node
+//! (`local::LocalShard`) and of a shard whose replicas live on other nodes
+//! (`remote::RemoteShard`, the router's part), so the collection's routing, fan-out and merge
+//! are written once.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use vecraft_storage::Result;
+use vecraft_storage::command::Command;
+use vecraft_storage::filter::Filter;
+use vecraft_storage::schema::CollectionSchema;
+use vecraft_storage::shard::{Applied, SearchRequest, ShardStats};
+
+use crate::raft::{GroupStatus, NodeId};
+use crate::read::Consistency;
+
+/// What a shard's group and data look like, as one replica (the leader, when it answers)
+/// reports it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ShardStatus {
+    pub group: GroupStatus,
+    /// The nodes whose replicas vote.
+    pub nodes: Vec<NodeId>,
+    pub rows: u64,
+    pub durable_index: u64,
+}
+
+pub trait ShardHandle: Debug + Send + Sync {
+    fn schema(&self) -> Arc<CollectionSchema>;
+
+    /// Whether the shard would take `command` now, as far as can be told without sending it.
+    fn check(&self, command: &Command) -> Result<()>;
+
+    /// Makes a checked `command` durable through the shard's Raft group and applied; returns
+    /// what it did.
+    fn propose(&self, command: &Command) -> Result<Applied>;
+
+    /// The `request.k` nearest rows of the shard, closest first.
+    fn search(&self, request: &SearchRequest, read: Consistency) -> Result<RecordBatch>;
+
+    /// Live rows passing `filter`.
+    fn scan(
+        &self,
+        projection: Option<&[String]>,
+        filter: Option<&Filter>,
+        read: Consistency,
+    ) -> Result<Vec<RecordBatch>>;
+
+    fn status(&self) -> Result<ShardStatus>;
+
+    /// The local replica's engine statistics (metrics); `None` for a shard elsewhere.
+    fn stats(&self) -> Option<ShardStats>;
+
+    /// Seals and persists the shard's replicas and purges the logs they cover; returns the
+    /// index up to which the log was purged (where the leader is, for a remote shard).
+    fn checkpoint(&self) -> Result<u64>;
+
+    /// Rebuilds older segments with the current index parameters.
+    fn reindex(&self) -> Result<()>;
+}

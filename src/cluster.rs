@@ -1,0 +1,381 @@
+//! `vecraft node` (one node of a cluster, its roles and peers from flags or a TOML file) and
+//! `vecraft local-cluster` (N such nodes as child processes on loopback ports, for tests and
+//! demos).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+use vecraft_cluster::http::Health;
+use vecraft_cluster::node::{ClusterNode, NodeOptions};
+
+use crate::config::{DEFAULT_DATA_DIR, DEFAULT_HTTP, DEFAULT_LISTEN};
+
+pub const DEFAULT_RPC: &str = "127.0.0.1:7433";
+pub const DEFAULT_FAILOVER_AFTER_MS: u64 = 30_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Accepts PostgreSQL clients and routes their statements
+    Gateway,
+    /// Keeps the cluster's metadata (a member of the meta Raft group)
+    Meta,
+    /// Keeps shard replicas
+    Storage,
+}
+
+/// One node of a cluster. Every setting may also come from `--config` (TOML, same names with
+/// `_` for `-`; `roles` and `meta_peers` as arrays of strings); flags override the file.
+#[derive(Debug, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeArgs {
+    /// This node's id: a positive number, unique in the cluster
+    #[arg(long)]
+    id: Option<u64>,
+    /// Where to accept PostgreSQL clients (gateway role) [default: 127.0.0.1:5433]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Where other nodes reach this one over Arrow Flight [default: 127.0.0.1:7433]
+    #[arg(long, value_name = "ADDR")]
+    rpc: Option<SocketAddr>,
+    /// Where to serve /metrics, /healthz and /readyz over HTTP [default: 127.0.0.1:9090]
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
+    /// Where this node keeps its data [default: ./vecraft-data]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The roles this node plays, comma-separated [default: gateway,meta,storage]
+    #[arg(long, value_enum, value_delimiter = ',')]
+    roles: Option<Vec<Role>>,
+    /// The meta group's members, the same list on every node: ID=HOST:PORT,… (their --rpc
+    /// addresses) [default: this node alone]
+    #[arg(long, value_name = "ID=ADDR", value_delimiter = ',')]
+    meta_peers: Option<Vec<String>>,
+    /// Rebuild a storage node's replicas on other nodes once it has been unreachable this
+    /// long [default: 30000]
+    #[arg(long, value_name = "MS")]
+    failover_after_ms: Option<u64>,
+    /// A TOML file with these settings; flags override it
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+}
+
+/// A node's settings, resolved.
+#[derive(Debug)]
+struct NodeConfig {
+    options: NodeOptions,
+    gateway: bool,
+    listen: SocketAddr,
+    http: SocketAddr,
+}
+
+impl NodeArgs {
+    fn resolve(self) -> Result<NodeConfig, String> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("config file {}: {e}", path.display()))?;
+                toml::from_str::<NodeArgs>(&text)
+                    .map_err(|e| format!("config file {}: {}", path.display(), e.message()))?
+            }
+            None => NodeArgs::default(),
+        };
+        let id = self.id.or(file.id).ok_or("a node needs an --id")?;
+        if id == 0 {
+            return Err("--id must be a positive number".into());
+        }
+        let rpc = self.rpc.or(file.rpc).unwrap_or(parse_addr(DEFAULT_RPC));
+        let roles = self
+            .roles
+            .or(file.roles)
+            .unwrap_or_else(|| vec![Role::Gateway, Role::Meta, Role::Storage]);
+        let meta_peers = match self.meta_peers.or(file.meta_peers) {
+            Some(peers) => parse_peers(&peers)?,
+            None => BTreeMap::from([(id, rpc.to_string())]),
+        };
+        let failover_after_ms = self
+            .failover_after_ms
+            .or(file.failover_after_ms)
+            .unwrap_or(DEFAULT_FAILOVER_AFTER_MS);
+        let listen = self.listen.or(file.listen).unwrap_or(parse_addr(DEFAULT_LISTEN));
+        let gateway = roles.contains(&Role::Gateway);
+        let options = NodeOptions {
+            id,
+            rpc,
+            sql: gateway.then(|| listen.to_string()),
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            meta: roles.contains(&Role::Meta),
+            storage: roles.contains(&Role::Storage),
+            meta_peers,
+            failover_after: Duration::from_millis(failover_after_ms),
+        };
+        Ok(NodeConfig {
+            options,
+            gateway,
+            listen,
+            http: self.http.or(file.http).unwrap_or(parse_addr(DEFAULT_HTTP)),
+        })
+    }
+}
+
+fn parse_addr(text: &str) -> SocketAddr {
+    text.parse().expect("default addresses parse")
+}
+
+/// `ID=ADDR` entries.
+fn parse_peers(entries: &[String]) -> Result<BTreeMap<u64, String>, String> {
+    let mut peers = BTreeMap::new();
+    for entry in entries {
+        let parsed = entry
+            .split_once('=')
+            .and_then(|(id, addr)| Some((id.trim().parse::<u64>().ok()?, addr.trim())));
+        match parsed {
+            Some((id, addr)) if id > 0 && addr.parse::<SocketAddr>().is_ok() => {
+                peers.insert(id, addr.to_string());
+            }
+            _ => return Err(format!("invalid meta peer \"{entry}\": write ID=HOST:PORT")),
+        }
+    }
+    if peers.is_empty() {
+        return Err("--meta-peers names no node".into());
+    }
+    Ok(peers)
+}
+
+/// Runs one node of a cluster until Ctrl-C or SIGTERM.
+pub async fn run_node(args: NodeArgs) -> Result<(), String> {
+    let config = args.resolve()?;
+    let health = Arc::new(Health::default());
+    let sql = match config.gateway {
+        true => Some(crate::bind(config.listen, "PostgreSQL").await?),
+        false => None,
+    };
+    let http = crate::bind(config.http, "HTTP").await?;
+    let http_addr = http.local_addr().map_err(|e| e.to_string())?;
+    let exporter = tokio::spawn(vecraft_cluster::http::serve(http, health.clone()));
+    let mut options = config.options;
+    if let Some(sql) = &sql {
+        options.sql = Some(sql.local_addr().map_err(|e| e.to_string())?.to_string());
+    }
+    let id = options.id;
+    let node = tokio::task::spawn_blocking(move || ClusterNode::start(options))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("start node {id}: {e}"))?;
+    eprintln!("vecraft: node {id} serving peers on {}", node.rpc_addr());
+    health.set_ready(true);
+    let gateway = async {
+        match sql {
+            Some(sql) => {
+                eprintln!(
+                    "vecraft: serving PostgreSQL on {}, metrics on http://{http_addr}/metrics",
+                    sql.local_addr().map_err(|e| e.to_string())?
+                );
+                let catalog = Arc::new(vecraft_sql::catalog::Catalog::cluster(node));
+                vecraft_sql::server::serve(sql, catalog)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            None => {
+                eprintln!("vecraft: metrics on http://{http_addr}/metrics");
+                std::future::pending().await
+            }
+        }
+    };
+    tokio::select! {
+        served = gateway => served,
+        exported = exporter => match exported {
+            Ok(result) => result.map_err(|e| format!("metrics exporter: {e}")),
+            Err(e) => Err(format!("metrics exporter: {e}")),
+        },
+        signal = crate::shutdown_signal() => {
+            eprintln!("vecraft: {signal}, shutting down");
+            Ok(())
+        }
+    }
+}
+
+/// N nodes on loopback ports, every one a gateway and a storage node, the first three (or
+/// all, when fewer) the meta group.
+#[derive(Debug, Args)]
+pub struct LocalClusterArgs {
+    /// How many nodes to start
+    #[arg(long, default_value_t = 3)]
+    nodes: u64,
+    /// Where the nodes keep their data: node N in DIR/node-N
+    #[arg(long, value_name = "DIR", default_value = "vecraft-cluster")]
+    data_dir: PathBuf,
+    /// Node N accepts PostgreSQL clients on this port + N - 1
+    #[arg(long, value_name = "PORT", default_value_t = 5433)]
+    sql_port: u16,
+    /// Node N listens for peers on this port + N - 1
+    #[arg(long, value_name = "PORT", default_value_t = 7433)]
+    rpc_port: u16,
+    /// Node N serves metrics on this port + N - 1
+    #[arg(long, value_name = "PORT", default_value_t = 9090)]
+    http_port: u16,
+    /// Rebuild a node's replicas elsewhere once it has been unreachable this long
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_FAILOVER_AFTER_MS)]
+    failover_after_ms: u64,
+}
+
+/// The children of `local-cluster`, stopped when it stops.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts the nodes, prints one `postgresql://` URL per gateway, and stops them all on
+/// Ctrl-C or SIGTERM. A node that exits (or is killed, to watch fail-over) is reported; the
+/// others go on.
+pub async fn run_local_cluster(args: LocalClusterArgs) -> Result<(), String> {
+    if !(1..=64).contains(&args.nodes) {
+        return Err("--nodes must be between 1 and 64".into());
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let port = |base: u16, i: u64| {
+        base.checked_add(i as u16 - 1)
+            .ok_or_else(|| format!("port {base} + {} is out of range", i - 1))
+    };
+    let mut meta_peers = Vec::new();
+    for i in 1..=args.nodes.min(3) {
+        meta_peers.push(format!("{i}=127.0.0.1:{}", port(args.rpc_port, i)?));
+    }
+    let (tx, rx) = mpsc::channel();
+    let mut children = Children(Vec::new());
+    for i in 1..=args.nodes {
+        let dir = args.data_dir.join(format!("node-{i}"));
+        let argv = [
+            "node".to_string(),
+            format!("--id={i}"),
+            format!("--listen=127.0.0.1:{}", port(args.sql_port, i)?),
+            format!("--rpc=127.0.0.1:{}", port(args.rpc_port, i)?),
+            format!("--http=127.0.0.1:{}", port(args.http_port, i)?),
+            format!("--data-dir={}", dir.display()),
+            format!("--meta-peers={}", meta_peers.join(",")),
+            match i <= 3 {
+                true => "--roles=gateway,meta,storage".to_string(),
+                false => "--roles=gateway,storage".to_string(),
+            },
+            format!("--failover-after-ms={}", args.failover_after_ms),
+        ];
+        children.0.push(spawn_node(&exe, &argv, i, tx.clone())?);
+    }
+    drop(tx);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut urls = BTreeMap::new();
+    while urls.len() < args.nodes as usize {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (i, sql) = rx
+            .recv_timeout(left)
+            .map_err(|_| "the nodes did not all start within 120 s".to_string())?;
+        urls.insert(i, sql);
+    }
+    for sql in urls.values() {
+        println!("postgresql://postgres@{sql}/postgres");
+    }
+    let watch = tokio::task::spawn_blocking(move || wait_all(children));
+    tokio::select! {
+        exited = watch => Err(exited.map_err(|e| e.to_string())?),
+        signal = crate::shutdown_signal() => {
+            eprintln!("vecraft: {signal}, stopping the cluster");
+            Ok(())
+        }
+    }
+}
+
+/// Starts node `i`; its stderr is passed on, prefixed, and its SQL address sent on `tx`.
+fn spawn_node(exe: &Path, argv: &[String], i: u64, tx: mpsc::Sender<(u64, String)>) -> Result<Child, String> {
+    let mut child = Command::new(exe)
+        .args(argv)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("start node {i}: {e}"))?;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("vecraft: serving PostgreSQL on ")
+                && let Some((sql, _)) = rest.split_once(", ")
+            {
+                let _ = tx.send((i, sql.to_string()));
+            }
+            eprintln!("[node {i}] {line}");
+        }
+    });
+    Ok(child)
+}
+
+/// Reports each child that exits; returns when none is left.
+fn wait_all(mut children: Children) -> String {
+    let mut running: Vec<usize> = (0..children.0.len()).collect();
+    while !running.is_empty() {
+        running.retain(|&i| match children.0[i].try_wait() {
+            Ok(Some(status)) => {
+                eprintln!("vecraft: node {} exited ({status})", i + 1);
+                false
+            }
+            _ => true,
+        });
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    "every node exited".to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_and_bad_ones_are_named() {
+        let peers = parse_peers(&["1=127.0.0.1:7001".into(), " 2 = 127.0.0.1:7002".into()]);
+        assert_eq!(
+            peers.unwrap(),
+            BTreeMap::from([(1, "127.0.0.1:7001".into()), (2, "127.0.0.1:7002".into())])
+        );
+        for bad in ["1", "x=127.0.0.1:1", "0=127.0.0.1:1", "1=nowhere"] {
+            let e = parse_peers(&[bad.into()]).unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_file_fills_in_what_flags_leave_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        let text = "id = 2\nrpc = \"127.0.0.1:7002\"\nroles = [\"meta\", \"storage\"]\n\
+                    meta_peers = [\"1=127.0.0.1:7001\", \"2=127.0.0.1:7002\"]\n";
+        std::fs::write(&path, text).unwrap();
+        let flags = NodeArgs {
+            config: Some(path),
+            failover_after_ms: Some(5000),
+            ..NodeArgs::default()
+        };
+        let config = flags.resolve().unwrap();
+        assert_eq!(config.options.id, 2);
+        assert!(!config.gateway && config.options.meta && config.options.storage);
+        assert_eq!(config.options.meta_peers.len(), 2);
+        assert_eq!(config.options.failover_after, Duration::from_millis(5000));
+        assert_eq!(config.options.sql, None);
+        let e = NodeArgs::default().resolve().unwrap_err();
+        assert!(e.contains("--id"), "{e}");
+    }
+}
