@@ -106,7 +106,10 @@ impl NodeArgs {
             .failover_after_ms
             .or(file.failover_after_ms)
             .unwrap_or(DEFAULT_FAILOVER_AFTER_MS);
-        let listen = self.listen.or(file.listen).unwrap_or(parse_addr(DEFAULT_LISTEN));
+        let listen = self
+            .listen
+            .or(file.listen)
+            .unwrap_or(parse_addr(DEFAULT_LISTEN));
         let gateway = roles.contains(&Role::Gateway);
         let options = NodeOptions {
             id,
@@ -303,7 +306,12 @@ pub async fn run_local_cluster(args: LocalClusterArgs) -> Result<(), String> {
 }
 
 /// Starts node `i`; its stderr is passed on, prefixed, and its SQL address sent on `tx`.
-fn spawn_node(exe: &Path, argv: &[String], i: u64, tx: mpsc::Sender<(u64, String)>) -> Result<Child, String> {
+fn spawn_node(
+    exe: &Path,
+    argv: &[String],
+    i: u64,
+    tx: mpsc::Sender<(u64, String)>,
+) -> Result<Child, String> {
     let mut child = Command::new(exe)
         .args(argv)
         .stdout(Stdio::null())

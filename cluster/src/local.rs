@@ -164,6 +164,12 @@ impl ShardHandle for LocalShard {
         Ok(self.shard_status())
     }
 
+    fn replicas(&self) -> Vec<(NodeId, Result<ShardStatus>)> {
+        let status = self.shard_status();
+        let node = status.nodes.first().copied().unwrap_or_default();
+        vec![(node, Ok(status))]
+    }
+
     fn stats(&self) -> Option<ShardStats> {
         Some(self.shard.stats())
     }

@@ -230,6 +230,28 @@ impl Inner {
         answer.ok_or_else(|| self.unavailable("status", last_error.unwrap_or_default()))
     }
 
+    /// Each replica's own status.
+    async fn replicas(&self) -> Vec<(NodeId, Result<ShardStatus>)> {
+        let asked = self.replicas.iter().map(|(node, addr)| async move {
+            let reply = self
+                .peers
+                .call::<_, std::result::Result<ShardStatus, Failure>>(
+                    addr,
+                    STATUS,
+                    &self.group,
+                    Duration::from_secs(2),
+                )
+                .await;
+            let status = match reply {
+                Ok(Ok(status)) => Ok(status),
+                Ok(Err(failure)) => Err(self.unavailable("status", failure)),
+                Err(e) => Err(self.unavailable("status", e)),
+            };
+            (*node, status)
+        });
+        futures::future::join_all(asked).await
+    }
+
     /// Every replica that answers checkpoints; the highest purge index comes back.
     async fn checkpoint(&self) -> Result<u64> {
         let mut purged = None;
@@ -296,6 +318,11 @@ impl ShardHandle for RemoteShard {
     fn status(&self) -> Result<ShardStatus> {
         let inner = Arc::clone(&self.0);
         crate::raft::run(async move { inner.status().await })?
+    }
+
+    fn replicas(&self) -> Vec<(NodeId, Result<ShardStatus>)> {
+        let inner = Arc::clone(&self.0);
+        crate::raft::run(async move { inner.replicas().await }).unwrap_or_default()
     }
 
     fn stats(&self) -> Option<ShardStats> {

@@ -50,6 +50,9 @@ pub trait ShardHandle: Debug + Send + Sync {
 
     fn status(&self) -> Result<ShardStatus>;
 
+    /// Each replica the placement names, with its own status (or why it did not answer).
+    fn replicas(&self) -> Vec<(NodeId, Result<ShardStatus>)>;
+
     /// The local replica's engine statistics (metrics); `None` for a shard elsewhere.
     fn stats(&self) -> Option<ShardStats>;
 

@@ -210,7 +210,9 @@ fn every_acknowledged_write_survives_kill_9() {
             .as_primitive::<arrow::datatypes::Float32Type>()
             .values()
             .to_vec();
-        let hit = c.search(&SearchRequest::new("v", q, 1), Consistency::Strong).unwrap();
+        let hit = c
+            .search(&SearchRequest::new("v", q, 1), Consistency::Strong)
+            .unwrap();
         assert_eq!(hit.column(0).as_primitive::<Int64Type>().value(0), probe);
         if round % 3 == 2 {
             c.checkpoint().unwrap();
@@ -267,7 +269,11 @@ fn a_sharded_collection_spreads_rows_and_answers_like_one_shard() {
         .unwrap();
         c.write(&Command::Upsert(rows(995..1005))).unwrap();
     }
-    let per_shard: Vec<u64> = four.shards().iter().map(|s| s.status().unwrap().rows).collect();
+    let per_shard: Vec<u64> = four
+        .shards()
+        .iter()
+        .map(|s| s.status().unwrap().rows)
+        .collect();
     assert!(
         per_shard.iter().all(|n| (150..350).contains(n)),
         "{per_shard:?}"

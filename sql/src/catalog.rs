@@ -66,8 +66,8 @@ impl Catalog {
             if name.starts_with('.') || !entry.path().is_dir() {
                 continue;
             }
-            let c = Collection::open(&entry.path(), None, ShardOptions::default())
-                .map_err(storage)?;
+            let c =
+                Collection::open(&entry.path(), None, ShardOptions::default()).map_err(storage)?;
             collections.insert(name, Arc::new(c));
         }
         Ok(Catalog {
@@ -91,6 +91,20 @@ impl Catalog {
 
     pub fn is_cluster(&self) -> bool {
         matches!(self.backend, Backend::Cluster { .. })
+    }
+
+    /// The cluster's nodes as the metadata lists them: id, Flight address, SQL address,
+    /// whether it keeps replicas. A single node lists itself alone.
+    pub fn nodes(&self) -> Vec<(u64, Option<String>, Option<String>, bool)> {
+        match &self.backend {
+            Backend::Local { .. } => vec![(1, None, None, true)],
+            Backend::Cluster { node, .. } => node
+                .view()
+                .nodes
+                .iter()
+                .map(|(id, n)| (*id, Some(n.rpc.clone()), n.sql.clone(), n.storage))
+                .collect(),
+        }
     }
 
     /// The replicas of each shard of `name`.
@@ -221,8 +235,7 @@ impl Catalog {
             Backend::Cluster { node, .. } => {
                 if schema.hidden_key {
                     return Err(DataFusionError::NotImplemented(
-                        "a table in a cluster needs a primary key (rows are placed by it)"
-                            .into(),
+                        "a table in a cluster needs a primary key (rows are placed by it)".into(),
                     ));
                 }
                 let created = node

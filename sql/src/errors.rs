@@ -48,6 +48,12 @@ fn classify(e: &DataFusionError) -> (&'static str, String) {
     if let Some(s) = find_storage(e) {
         return (storage_code(s), s.to_string());
     }
+    if let DataFusionError::Context(m, _) = e
+        && m.starts_with("Error parsing")
+    {
+        // A SET whose value does not parse as the setting's type.
+        return ("22023", format!("invalid value for parameter: {m}"));
+    }
     let root = e.find_root();
     let text = root.to_string();
     let code = match root {
@@ -63,6 +69,11 @@ fn classify(e: &DataFusionError) -> (&'static str, String) {
         }
         DataFusionError::Plan(_) => "42601",
         DataFusionError::ArrowError(..) => "22000",
+        // A SET of a setting nobody knows, or of a value the setting does not take.
+        DataFusionError::Configuration(m) if m.contains("not found") || m.contains("find") => {
+            "42704"
+        }
+        DataFusionError::Configuration(_) => "22023",
         _ => "XX000",
     };
     (code, strip_prefixes(&text))
@@ -85,6 +96,7 @@ fn strip_prefixes(text: &str) -> String {
         "Schema error: ",
         "SQL error: ",
         "This feature is not implemented: ",
+        "Invalid or Unsupported Configuration: ",
         "Execution error: ",
         "External error: ",
     ] {

@@ -186,6 +186,7 @@ impl Session {
                 *t = Some(DataType::Int64); // LIMIT $n / OFFSET $n take a bigint
             }
         }
+        let live = reads_live_tables(&logical);
         Ok(Prepared {
             sql: sql.to_string(),
             statement: statement.clone(),
@@ -194,7 +195,7 @@ impl Session {
                 logical,
                 param_types,
                 tag: tag_of(&statement),
-                kept: tokio::sync::Mutex::new(Kept::NotYet),
+                kept: tokio::sync::Mutex::new(if live { Kept::Never } else { Kept::NotYet }),
             }),
         })
     }
@@ -346,4 +347,14 @@ fn limit_params(plan: &LogicalPlan) -> Vec<usize> {
         Ok(TreeNodeRecursion::Continue)
     });
     found
+}
+
+/// Whether `plan` reads a table whose rows change without DDL (`vecraft_shards`, …): such a
+/// plan is built again at every execution.
+fn reads_live_tables(plan: &LogicalPlan) -> bool {
+    plan.exists(|node| {
+        Ok(matches!(node, LogicalPlan::TableScan(scan)
+            if crate::pg_catalog::LIVE_TABLES.contains(&scan.table_name.table())))
+    })
+    .unwrap_or(true)
 }

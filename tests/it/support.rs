@@ -40,7 +40,11 @@ impl Node {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             // Keep draining, so the node never blocks on a full pipe.
+            let echo = std::env::var_os("VECRAFT_TEST_LOG").is_some();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if echo {
+                    eprintln!("[vecraft {}] {line}", std::process::id());
+                }
                 if let Some(ports) = serving_ports(&line) {
                     let _ = tx.send(ports);
                 }

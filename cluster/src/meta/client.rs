@@ -47,12 +47,7 @@ impl MetaClient {
             let addr = &self.members[&target];
             let reply = self
                 .peers
-                .call::<_, std::result::Result<MetaReply, Failure>>(
-                    addr,
-                    META_ACTION,
-                    op,
-                    CALL_TTL,
-                )
+                .call::<_, std::result::Result<MetaReply, Failure>>(addr, META_ACTION, op, CALL_TTL)
                 .await;
             let e = match reply {
                 Ok(Ok(reply)) => {
@@ -93,7 +88,9 @@ impl MetaClient {
     pub async fn read(&self, strong: bool) -> Result<MetaState> {
         match self.call(&MetaOp::Read { strong }).await? {
             MetaReply::State(state) => Ok(state),
-            MetaReply::Done(_) => Err(Error::Unavailable("the meta manager answered a read with no document".into())),
+            MetaReply::Done(_) => Err(Error::Unavailable(
+                "the meta manager answered a read with no document".into(),
+            )),
         }
     }
 
@@ -101,7 +98,9 @@ impl MetaClient {
     pub async fn change(&self, op: MetaOp) -> Result<bool> {
         match self.call(&op).await? {
             MetaReply::Done(changed) => Ok(changed),
-            MetaReply::State(_) => Err(Error::Unavailable("the meta manager answered a change with a document".into())),
+            MetaReply::State(_) => Err(Error::Unavailable(
+                "the meta manager answered a change with a document".into(),
+            )),
         }
     }
 }

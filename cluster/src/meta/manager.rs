@@ -113,9 +113,8 @@ impl MetaManager {
         let _turn = self.changing.lock().await;
         self.confirm_leader().await?;
         let mut state = self.state()?;
-        let changed = edit(&mut state, op, &self.dead.lock()).map_err(|e| {
-            Failure::Refused(Refusal::InvalidArgument(e))
-        })?;
+        let changed = edit(&mut state, op, &self.dead.lock())
+            .map_err(|e| Failure::Refused(Refusal::InvalidArgument(e)))?;
         if changed {
             state.version += 1;
             self.propose(&state).await?;
@@ -140,7 +139,13 @@ impl MetaManager {
         let command = Command::Upsert(batch)
             .encode()
             .map_err(|e| Failure::Unavailable(e.to_string()))?;
-        match self.member.group().raft().client_write(Request(command)).await {
+        match self
+            .member
+            .group()
+            .raft()
+            .client_write(Request(command))
+            .await
+        {
             Ok(response) => response.data.map(|_| ()).map_err(Failure::Refused),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(Failure::NotLeader(f.leader_id))
@@ -266,9 +271,15 @@ mod tests {
         }
         let dead = BTreeSet::from([3]);
         let e = edit(&mut state, create("docs", 2, 3), &dead).unwrap_err();
-        assert!(e.contains("has 2"), "a dead node and a gateway do not count: {e}");
+        assert!(
+            e.contains("has 2"),
+            "a dead node and a gateway do not count: {e}"
+        );
         assert!(edit(&mut state, create("docs", 2, 2), &dead).unwrap());
-        assert!(!edit(&mut state, create("docs", 2, 2), &dead).unwrap(), "exists");
+        assert!(
+            !edit(&mut state, create("docs", 2, 2), &dead).unwrap(),
+            "exists"
+        );
         let shards = &state.collections["docs"].shards;
         assert_eq!(shards[0].group, "docs.1.0");
         assert!(shards.iter().all(|s| !s.replicas.contains(&3)));

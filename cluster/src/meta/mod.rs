@@ -90,15 +90,22 @@ impl MetaState {
 pub enum MetaOp {
     /// The current document: from the leader after a read index (`strong`), or from whichever
     /// member answers.
-    Read { strong: bool },
-    Register { id: NodeId, info: NodeInfo },
+    Read {
+        strong: bool,
+    },
+    Register {
+        id: NodeId,
+        info: NodeInfo,
+    },
     Create {
         name: String,
         schema: CollectionSchema,
         shards: usize,
         replicas: usize,
     },
-    Drop { name: String },
+    Drop {
+        name: String,
+    },
     /// Moves a shard's replica off `dead` onto `new` (fail-over).
     Replace {
         group: GroupId,

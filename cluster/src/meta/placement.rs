@@ -78,6 +78,9 @@ mod tests {
     #[test]
     fn too_few_nodes_is_refused_by_count() {
         let e = place(&[1, 2], &mut BTreeMap::new(), 2, 3).unwrap_err();
-        assert!(e.contains("needs 3 live storage node(s)") && e.contains("has 2"), "{e}");
+        assert!(
+            e.contains("needs 3 live storage node(s)") && e.contains("has 2"),
+            "{e}"
+        );
     }
 }

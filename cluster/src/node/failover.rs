@@ -53,8 +53,12 @@ pub(super) async fn run(node: Arc<ClusterNode>, manager: Arc<MetaManager>) {
             if !syncing.lock().insert(shard.group.clone()) {
                 continue; // a change of this group is under way
             }
-            let (node, shard, state, syncing) =
-                (Arc::clone(&node), shard.clone(), state.clone(), Arc::clone(&syncing));
+            let (node, shard, state, syncing) = (
+                Arc::clone(&node),
+                shard.clone(),
+                state.clone(),
+                Arc::clone(&syncing),
+            );
             crate::raft::spawn(async move {
                 sync_voters(&node, &state, &shard).await;
                 syncing.lock().remove(&shard.group);
@@ -82,7 +86,11 @@ async fn ping(node: &ClusterNode, state: &MetaState, last_seen: &mut HashMap<Nod
 /// Moves every replica on a `dead` node to a live storage node without one of that shard.
 async fn replace_dead(manager: &MetaManager, state: &MetaState, dead: &BTreeSet<NodeId>) {
     let mut load = state.load();
-    let live: Vec<NodeId> = load.keys().copied().filter(|id| !dead.contains(id)).collect();
+    let live: Vec<NodeId> = load
+        .keys()
+        .copied()
+        .filter(|id| !dead.contains(id))
+        .collect();
     for shard in state.collections.values().flat_map(|c| &c.shards) {
         for gone in shard.replicas.iter().filter(|n| dead.contains(n)) {
             let new = live
@@ -136,10 +144,7 @@ async fn sync_voters(node: &ClusterNode, state: &MetaState, shard: &ShardMeta) {
         .call::<_, Result<(), Failure>>(leader, MEMBERS, &body, MEMBERS_TTL)
         .await;
     match reply {
-        Ok(Ok(())) => eprintln!(
-            "vecraft: shard {} now has voters {:?}",
-            shard.group, wanted
-        ),
+        Ok(Ok(())) => eprintln!("vecraft: shard {} now has voters {:?}", shard.group, wanted),
         Ok(Err(e)) => eprintln!("vecraft: cannot change the voters of {}: {e}", shard.group),
         Err(e) => eprintln!("vecraft: cannot change the voters of {}: {e}", shard.group),
     }
@@ -147,7 +152,11 @@ async fn sync_voters(node: &ClusterNode, state: &MetaState, shard: &ShardMeta) {
 
 /// The shard's status as its leader reports it (asking every replica the placement names,
 /// then the members the group has).
-async fn leader_status(node: &ClusterNode, state: &MetaState, shard: &ShardMeta) -> Option<ShardStatus> {
+async fn leader_status(
+    node: &ClusterNode,
+    state: &MetaState,
+    shard: &ShardMeta,
+) -> Option<ShardStatus> {
     let mut asked = BTreeSet::new();
     let mut queue: Vec<NodeId> = shard.replicas.clone();
     while let Some(id) = queue.pop() {

@@ -26,8 +26,7 @@ use vecraft_storage::{Error, Result};
 use crate::collection::Collection;
 use crate::local::LocalShard;
 use crate::meta::{
-    CollectionMeta, META_ACTION, META_GROUP, MetaClient, MetaManager, MetaOp, MetaState,
-    NodeInfo,
+    CollectionMeta, META_ACTION, META_GROUP, MetaClient, MetaManager, MetaOp, MetaState, NodeInfo,
 };
 use crate::raft::NodeId;
 use crate::remote::RemoteShard;
@@ -75,8 +74,13 @@ impl ClusterNode {
                 options.id
             )));
         }
-        let listener = std::net::TcpListener::bind(options.rpc)
-            .map_err(|e| Error::io("listen for peers on", &PathBuf::from(options.rpc.to_string()), e))?;
+        let listener = std::net::TcpListener::bind(options.rpc).map_err(|e| {
+            Error::io(
+                "listen for peers on",
+                &PathBuf::from(options.rpc.to_string()),
+                e,
+            )
+        })?;
         let service = RaftService::default();
         // The bound address (port 0 picks one) is the one others are told.
         options.rpc = crate::rpc::serve(listener, service.clone())
@@ -244,6 +248,8 @@ impl ClusterNode {
         while self.meta_client.change(op.clone()).await.is_err() {
             tokio::time::sleep(WATCH_INTERVAL).await;
         }
+        // Launchers and tests read this line.
+        eprintln!("vecraft: node {} joined the cluster", self.options.id);
     }
 
     /// Keeps `view` fresh.

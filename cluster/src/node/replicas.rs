@@ -64,7 +64,12 @@ async fn reconcile(node: &Arc<ClusterNode>, state: &MetaState) {
 }
 
 /// Opens (or creates) this node's replica of `shard` and serves it.
-async fn open(node: &Arc<ClusterNode>, state: &MetaState, schema: CollectionSchema, shard: ShardMeta) {
+async fn open(
+    node: &Arc<ClusterNode>,
+    state: &MetaState,
+    schema: CollectionSchema,
+    shard: ShardMeta,
+) {
     let me = node.id();
     // The founding member initialises a group that never changed members; a replica added
     // later joins through the leader.
@@ -76,7 +81,10 @@ async fn open(node: &Arc<ClusterNode>, state: &MetaState, schema: CollectionSche
             .filter_map(|id| state.addr(*id).map(|a| (*id, BasicNode::new(a))))
             .collect::<BTreeMap<_, _>>()
     });
-    if initial.as_ref().is_some_and(|m| m.len() != shard.initial.len()) {
+    if initial
+        .as_ref()
+        .is_some_and(|m| m.len() != shard.initial.len())
+    {
         return; // a founding member not registered yet: next round
     }
     let dir = node.replica_dir(&shard.group);
@@ -134,7 +142,10 @@ async fn remove(node: &Arc<ClusterNode>, group: &str) {
 
 /// Removes replica directories neither wanted nor running: left by a collection dropped
 /// while this node was down.
-async fn remove_leftovers(node: &Arc<ClusterNode>, wanted: &BTreeMap<&GroupId, (&CollectionSchema, &ShardMeta)>) {
+async fn remove_leftovers(
+    node: &Arc<ClusterNode>,
+    wanted: &BTreeMap<&GroupId, (&CollectionSchema, &ShardMeta)>,
+) {
     let root = node.options.data_dir.join("replicas");
     let Ok(entries) = std::fs::read_dir(&root) else {
         return;

@@ -88,6 +88,9 @@ impl CallError {
         {
             return CallError::Failed(failure);
         }
+        if status.code() == Code::NotFound {
+            return CallError::Failed(Failure::NoGroup);
+        }
         let text = format!("{status}");
         let never_sent = status.code() == Code::Unavailable
             && (text.contains("connect") || text.contains("Connection refused"));
@@ -112,7 +115,17 @@ impl Peers {
         let client = self
             .client(addr)
             .map_err(|e| CallError::Unreachable(e.to_string()))?;
-        call(client, kind, body, ttl).await
+        let answer = call(client, kind, body, ttl).await;
+        self.forget_if_broken(addr, &answer);
+        answer
+    }
+
+    /// Drops the pooled channel to `addr` after a transport failure, so the next call
+    /// connects afresh (a node that restarted on the same address is reached again at once).
+    fn forget_if_broken<T>(&self, addr: &str, answer: &Result<T, CallError>) {
+        if matches!(answer, Err(CallError::Unreachable(_) | CallError::Lost(_))) {
+            self.channels.lock().remove(addr);
+        }
     }
 
     /// Reads (searches or scans) a replica on the node at `addr`: its Arrow batches.
@@ -149,9 +162,12 @@ impl Peers {
             }
             Ok(batches)
         };
-        tokio::time::timeout(ttl, read)
+        let answer = tokio::time::timeout(ttl, read)
             .await
-            .map_err(|_| CallError::Timeout)?
+            .map_err(|_| CallError::Timeout)
+            .and_then(|a| a);
+        self.forget_if_broken(addr, &answer);
+        answer
     }
 }
 
@@ -201,7 +217,8 @@ impl FlightNetwork {
 pub struct Link {
     group: GroupId,
     target: NodeId,
-    client: Result<FlightServiceClient<Channel>, NetworkError>,
+    addr: String,
+    peers: Peers,
 }
 
 impl RaftNetworkFactory<TypeConfig> for FlightNetwork {
@@ -211,7 +228,8 @@ impl RaftNetworkFactory<TypeConfig> for FlightNetwork {
         Link {
             group: self.group.clone(),
             target,
-            client: self.peers.client(&node.addr),
+            addr: node.addr.clone(),
+            peers: self.peers.clone(),
         }
     }
 }
@@ -224,11 +242,7 @@ impl Link {
         body: &B,
         ttl: Duration,
     ) -> Result<R, CallError> {
-        let client = self
-            .client
-            .clone()
-            .map_err(|e| CallError::Unreachable(e.to_string()))?;
-        call(client, kind, body, ttl).await
+        self.peers.call(&self.addr, kind, body, ttl).await
     }
 
     /// Sends a Raft request to the target's member of this group and returns its answer.

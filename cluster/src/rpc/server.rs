@@ -28,8 +28,8 @@ use tonic::codegen::Bytes;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::{
-    APPEND, CHECKPOINT, Failure, GroupId, MAX_MESSAGE_BYTES, MEMBERS, PING, ReadKind,
-    ReadTicket, SNAPSHOT, STATUS, VOTE, WRITE,
+    APPEND, CHECKPOINT, Failure, GroupId, MAX_MESSAGE_BYTES, MEMBERS, PING, ReadKind, ReadTicket,
+    SNAPSHOT, STATUS, VOTE, WRITE,
 };
 use vecraft_storage::shard::Applied;
 
@@ -88,7 +88,9 @@ impl RaftService {
         ticket: Ticket,
     ) -> Result<BoxStream<'static, Result<FlightData, Status>>, Status> {
         let ticket: ReadTicket = decode(&ticket.ticket)?;
-        let member = self.member(&ticket.group).ok_or_else(|| refused(Failure::NoGroup))?;
+        let member = self
+            .member(&ticket.group)
+            .ok_or_else(|| refused(Failure::NoGroup))?;
         may_read(&member, ticket.read, ticket.min_applied)
             .await
             .map_err(refused)?;
@@ -130,7 +132,12 @@ impl RaftService {
                     meta,
                     snapshot: Box::new(SnapshotData::Stream(bytes)),
                 };
-                encode(&self.raft(&group)?.install_full_snapshot(vote, snapshot).await)
+                encode(
+                    &self
+                        .raft(&group)?
+                        .install_full_snapshot(vote, snapshot)
+                        .await,
+                )
             }
             WRITE => {
                 let (group, command): (GroupId, Vec<u8>) = decode(&action.body)?;
@@ -182,8 +189,13 @@ impl RaftService {
 /// Proposes `command` to the group this member leads; returns what it did and its index.
 async fn write(member: &LocalShard, command: Vec<u8>) -> Reply<(Applied, u64)> {
     if command.is_empty() || command.len() > MAX_COMMAND_BYTES {
-        let e = format!("a write of {} bytes does not fit one log record", command.len());
-        return Err(Failure::Refused(vecraft_storage::error::Refusal::InvalidArgument(e)));
+        let e = format!(
+            "a write of {} bytes does not fit one log record",
+            command.len()
+        );
+        return Err(Failure::Refused(
+            vecraft_storage::error::Refusal::InvalidArgument(e),
+        ));
     }
     match member.group().raft().client_write(Proposal(command)).await {
         Ok(response) => {
@@ -250,7 +262,11 @@ async fn set_voters(raft: &Raft<TypeConfig>, voters: BTreeMap<NodeId, String>) -
 /// A refusal, as a status whose details carry the `Failure`.
 fn refused(failure: Failure) -> Status {
     let details = postcard::to_stdvec(&failure).unwrap_or_default();
-    Status::with_details(Code::FailedPrecondition, failure.to_string(), details.into())
+    Status::with_details(
+        Code::FailedPrecondition,
+        failure.to_string(),
+        details.into(),
+    )
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Status> {
@@ -308,7 +324,10 @@ impl FlightService for RaftService {
     }
 
     async fn list_actions(&self, _request: Request<Empty>) -> Unsupported<ActionType> {
-        let types = [APPEND, VOTE, SNAPSHOT, WRITE, STATUS, CHECKPOINT, MEMBERS, PING].map(|t| {
+        let types = [
+            APPEND, VOTE, SNAPSHOT, WRITE, STATUS, CHECKPOINT, MEMBERS, PING,
+        ]
+        .map(|t| {
             Ok(ActionType {
                 r#type: t.to_string(),
                 description: String::new(),

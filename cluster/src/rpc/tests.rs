@@ -12,9 +12,7 @@ use arrow::array::RecordBatch;
 use openraft::BasicNode;
 use vecraft_storage::shard::{Applied, SearchRequest, Shard};
 
-use super::{
-    Failure, GroupId, Peers, RaftService, ReadKind, ReadTicket, WRITE, serve,
-};
+use super::{Failure, GroupId, Peers, RaftService, ReadKind, ReadTicket, WRITE, serve};
 use crate::local::LocalShard;
 use crate::raft::{Group, NodeId};
 use crate::read::Consistency;
@@ -145,9 +143,16 @@ fn a_group_replicates_fails_over_and_catches_up_by_snapshot() {
     let body = (GROUP.to_string(), row(1000).encode().unwrap());
     let answer = write(&peers, &nodes[follower].addr, &body);
     let leader_id = nodes[first].id;
-    assert_eq!(answer, Err(Failure::NotLeader(Some(leader_id))), "and names the leader");
+    assert_eq!(
+        answer,
+        Err(Failure::NotLeader(Some(leader_id))),
+        "and names the leader"
+    );
     let answer = write(&peers, &nodes[first].addr, &body);
-    assert!(answer.unwrap().1 > 100, "the leader takes it, at its log index");
+    assert!(
+        answer.unwrap().1 > 100,
+        "the leader takes it, at its log index"
+    );
     reads_agree(&nodes, first, &peers);
 
     // The leader stops; the other two elect one of themselves and go on.
@@ -202,7 +207,11 @@ fn write(peers: &Peers, addr: &str, body: &(String, Vec<u8>)) -> Result<(Applied
     run(async move { peers.call(&addr, WRITE, &body, DEADLINE).await })
 }
 
-fn read(peers: &Peers, addr: &str, ticket: &ReadTicket) -> Result<Vec<RecordBatch>, super::CallError> {
+fn read(
+    peers: &Peers,
+    addr: &str,
+    ticket: &ReadTicket,
+) -> Result<Vec<RecordBatch>, super::CallError> {
     let (peers, addr, ticket) = (peers.clone(), addr.to_string(), ticket.clone());
     block_on(async move { peers.read(&addr, &ticket, DEADLINE).await })
 }

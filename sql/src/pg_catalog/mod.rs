@@ -34,6 +34,7 @@ use crate::catalog::Catalog;
 use functions::{CatalogFn, CatalogUdf, PgSleep};
 use indexes::IndexDefUdf;
 pub use rewrite::rewrite;
+pub use shards::LIVE_TABLES;
 use sizes::{SIZE_FUNCTIONS, SizePretty, TableSizeUdf};
 use tables::PgCatalogSchema;
 pub use types::{

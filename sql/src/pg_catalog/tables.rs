@@ -47,6 +47,8 @@ const FILLED_TABLES: &[&str] = &[
     "pg_description",
     "pg_roles",
     super::shards::VECRAFT_SHARDS,
+    super::shards::VECRAFT_REPLICAS,
+    super::shards::VECRAFT_NODES,
 ];
 
 /// Whether `name` is one of the `pg_catalog` tables served here.
@@ -99,6 +101,16 @@ impl SchemaProvider for PgCatalogSchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let catalog = Arc::clone(&self.catalog);
+        let live = tokio::task::spawn_blocking({
+            let name = name.to_string();
+            move || super::shards::LiveTable::new(&name, catalog)
+        })
+        .await
+        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??;
+        if let Some(live) = live {
+            return Ok(Some(Arc::new(live)));
+        }
         let batch = match name {
             "pg_type" => pg_type(),
             "pg_namespace" => pg_namespace(),
@@ -129,7 +141,6 @@ impl SchemaProvider for PgCatalogSchema {
                 ("inhseqno", i32s(vec![])),
             ]),
             "pg_roles" => pg_roles(),
-            super::shards::VECRAFT_SHARDS => super::shards::vecraft_shards(&self.catalog),
             empty if EMPTY_TABLES.contains(&empty) => table(&[("oid", u32s(vec![]))]),
             _ => return Ok(None),
         }?;

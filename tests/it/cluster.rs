@@ -1,0 +1,414 @@
+//! A cluster of real `vecraft node` processes on loopback, driven over the wire: a shard
+//! leader killed in the middle of a load loses no acknowledged row and comes back through a
+//! snapshot; strong reads see every acknowledged write across a leader change; a node killed
+//! for good has its replicas rebuilt elsewhere without anyone acting; and a cluster answers
+//! searches as a single node does.
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::support::{Node, connect};
+
+/// Nodes `1..=n` (ids), the first three the meta group, every one a gateway and storage.
+struct Cluster {
+    dir: tempfile::TempDir,
+    rpc_ports: Vec<u16>,
+    failover_after_ms: u64,
+    nodes: Vec<Option<Node>>,
+}
+
+const DEADLINE: Duration = Duration::from_secs(90);
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().unwrap().port()
+}
+
+impl Cluster {
+    fn start(n: u64, failover_after_ms: u64) -> Cluster {
+        let mut cluster = Cluster {
+            dir: tempfile::tempdir().unwrap(),
+            rpc_ports: (0..n).map(|_| free_port()).collect(),
+            failover_after_ms,
+            nodes: (0..n).map(|_| None).collect(),
+        };
+        for id in 1..=n {
+            cluster.restart(id);
+        }
+        cluster
+    }
+
+    /// Waits until every node joined (a collection's replicas may then go anywhere).
+    async fn joined(self) -> Cluster {
+        let client = self.client(1).await;
+        let n = self.nodes.len().to_string();
+        wait_until("every node to join", async || {
+            let count = rows(&client, "SELECT count(*) FROM vecraft_nodes").await;
+            count[0][0].as_deref() == Some(n.as_str())
+        })
+        .await;
+        self
+    }
+
+    fn meta_peers(&self) -> String {
+        let peers: Vec<String> = (1..=self.rpc_ports.len().min(3))
+            .map(|i| format!("{i}=127.0.0.1:{}", self.rpc_ports[i - 1]))
+            .collect();
+        peers.join(",")
+    }
+
+    /// Starts node `id` (again, on its directory and ports).
+    fn restart(&mut self, id: u64) {
+        let i = id as usize - 1;
+        let dir = self.dir.path().join(format!("node-{id}"));
+        let roles = if id <= 3 {
+            "gateway,meta,storage"
+        } else {
+            "gateway,storage"
+        };
+        let args = [
+            "node".to_string(),
+            format!("--id={id}"),
+            "--listen=127.0.0.1:0".to_string(),
+            format!("--rpc=127.0.0.1:{}", self.rpc_ports[i]),
+            "--http=127.0.0.1:0".to_string(),
+            format!("--data-dir={}", dir.display()),
+            format!("--meta-peers={}", self.meta_peers()),
+            format!("--roles={roles}"),
+            format!("--failover-after-ms={}", self.failover_after_ms),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.nodes[i] = Some(Node::start(&args));
+    }
+
+    /// `kill -9` of node `id`.
+    fn kill(&mut self, id: u64) {
+        let mut node = self.nodes[id as usize - 1].take().expect("running");
+        node.child.kill().unwrap();
+        node.child.wait().unwrap();
+    }
+
+    async fn client(&self, id: u64) -> Client {
+        let node = self.nodes[id as usize - 1].as_ref().expect("running");
+        connect(node.sql_port).await
+    }
+}
+
+/// The rows of a simple query, as text.
+async fn rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    let messages = client.simple_query(sql).await.unwrap();
+    messages
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).map(str::to_string))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Waits for `condition` with a deadline.
+async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, mut condition: F) {
+    let started = Instant::now();
+    while !condition().await {
+        assert!(started.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The node leading `shard` of `collection`.
+async fn leader_of(client: &Client, collection: &str, shard: u64) -> u64 {
+    let sql = format!(
+        "SELECT leader FROM vecraft_shards WHERE collection = '{collection}' AND shard = {shard}"
+    );
+    let mut leader = 0;
+    wait_until("a leader", async || {
+        leader = rows(client, &sql).await[0][0]
+            .as_deref()
+            .map_or(0, |l| l.parse().unwrap());
+        leader != 0
+    })
+    .await;
+    leader
+}
+
+fn vector(i: i64, dims: usize) -> String {
+    // A deterministic scatter (an LCG), the same for every run and server.
+    let mut x = (i as u64)
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let parts: Vec<String> = (0..dims)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            format!("{:.4}", (x >> 40) as f64 / (1u64 << 24) as f64)
+        })
+        .collect();
+    format!("[{}]", parts.join(","))
+}
+
+fn insert(table: &str, ids: std::ops::Range<i64>, dims: usize) -> String {
+    let values: Vec<String> = ids
+        .map(|i| format!("({i}, '{}')", vector(i, dims)))
+        .collect();
+    format!("INSERT INTO {table} VALUES {}", values.join(","))
+}
+
+async fn ids(client: &Client, sql: &str) -> Vec<i64> {
+    rows(client, sql)
+        .await
+        .iter()
+        .map(|r| r[0].as_deref().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_leader_killed_during_a_load_loses_no_acknowledged_row() {
+    let mut cluster = Cluster::start(3, 60_000).joined().await;
+    let setup = cluster.client(1).await;
+    setup
+        .batch_execute(
+            "CREATE COLLECTION docs (id bigint PRIMARY KEY, v vector(8)) \
+             WITH (shards = 2, replicas = 3)",
+        )
+        .await
+        .unwrap();
+    let victim = leader_of(&setup, "docs", 0).await;
+    let gateway = (1..=3).find(|n| *n != victim).unwrap();
+    let client = cluster.client(gateway).await;
+
+    // 20,000 rows in statements of 100; the leader of shard 0 dies after 4,000.
+    let (mut acked, mut failed) = (BTreeSet::new(), 0);
+    for batch in 0..200i64 {
+        if batch == 40 {
+            cluster.kill(victim);
+        }
+        let range = batch * 100..(batch + 1) * 100;
+        match client
+            .execute(insert("docs", range.clone(), 8).as_str(), &[])
+            .await
+        {
+            Ok(n) => {
+                assert_eq!(n, 100);
+                acked.extend(range);
+            }
+            Err(e) => {
+                // Only a statement in flight when the leader died may fail, and says so.
+                let code = e.code().map(|c| c.code().to_string());
+                assert_eq!(code.as_deref(), Some("57P03"), "{e}");
+                failed += 1;
+            }
+        }
+    }
+    assert!(failed <= 2, "{failed} statements failed");
+    let present = ids(&client, "SELECT id FROM docs").await;
+    let unique: BTreeSet<i64> = present.iter().copied().collect();
+    assert_eq!(unique.len(), present.len(), "no row twice");
+    assert!(acked.is_subset(&unique), "every acknowledged row is there");
+    assert!(unique.iter().all(|id| (0..20_000).contains(id)));
+
+    // The logs are purged while the victim is away: it can only catch up by a snapshot.
+    client.batch_execute("CHECKPOINT").await.unwrap();
+    cluster.restart(victim);
+    let replicas = format!(
+        "SELECT r.applied_index, r.snapshot_index, r.rows, s.rows FROM vecraft_replicas r \
+         JOIN vecraft_shards s ON r.collection = s.collection AND r.shard = s.shard \
+         WHERE r.collection = 'docs' AND r.node = {victim}"
+    );
+    wait_until("the returning node to catch up", async || {
+        let replicas = rows(&client, &replicas).await;
+        replicas.len() == 2
+            && replicas
+                .iter()
+                .all(|r| r[1].is_some() && r[2].is_some() && r[2] == r[3])
+    })
+    .await;
+    let total: i64 = rows(&client, "SELECT count(*) FROM docs").await[0][0]
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(total as usize, unique.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strong_reads_see_acknowledged_writes_across_a_leader_change() {
+    let mut cluster = Cluster::start(3, 60_000).joined().await;
+    let setup = cluster.client(1).await;
+    setup
+        .batch_execute(
+            "CREATE COLLECTION kv (id bigint PRIMARY KEY, v vector(2)) \
+             WITH (shards = 1, replicas = 3)",
+        )
+        .await
+        .unwrap();
+    let leader = leader_of(&setup, "kv", 0).await;
+    let others: Vec<u64> = (1..=3).filter(|n| *n != leader).collect();
+    let writer = cluster.client(others[0]).await;
+    let reader = cluster.client(others[1]).await;
+    let mut acked = 0;
+    for i in 0..60i64 {
+        if i == 20 {
+            cluster.kill(leader);
+        }
+        let written = writer
+            .execute(insert("kv", i..i + 1, 2).as_str(), &[])
+            .await;
+        if written.is_err() {
+            continue;
+        }
+        acked += 1;
+        let seen = ids(&reader, &format!("SELECT id FROM kv WHERE id = {i}")).await;
+        assert_eq!(
+            seen,
+            [i],
+            "a strong read after the acknowledgement sees row {i}"
+        );
+    }
+    assert!(acked >= 58, "{acked} of 60 acknowledged");
+    let new_leader = leader_of(&reader, "kv", 0).await;
+    assert_ne!(new_leader, leader);
+    // An eventual read may lag, but gets there.
+    reader
+        .batch_execute("SET vecraft.consistency = eventual")
+        .await
+        .unwrap();
+    wait_until("every replica to have the rows", async || {
+        let counts = rows(&reader, "SELECT count(*) FROM kv").await;
+        counts[0][0].as_deref() == Some(&acked.to_string())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_for_good_has_its_replicas_rebuilt() {
+    let mut cluster = Cluster::start(4, 2_000).joined().await;
+    let client = cluster.client(2).await;
+    client
+        .batch_execute(
+            "CREATE COLLECTION docs (id bigint PRIMARY KEY, v vector(4)) \
+             WITH (shards = 2, replicas = 3)",
+        )
+        .await
+        .unwrap();
+    for batch in 0..10 {
+        let sql = insert("docs", batch * 100..(batch + 1) * 100, 4);
+        client.execute(sql.as_str(), &[]).await.unwrap();
+    }
+    let held = rows(
+        &client,
+        "SELECT nodes FROM vecraft_shards WHERE collection = 'docs'",
+    )
+    .await;
+    assert!(held.iter().any(|r| r[0].as_deref().unwrap().contains('1')));
+    // Node 1 is a meta member and holds replicas; it goes for good.
+    cluster.kill(1);
+    let healthy = "SELECT s.shard, s.replicas, s.nodes, count(*) FROM vecraft_shards s \
+                   JOIN vecraft_replicas r ON r.collection = s.collection AND r.shard = s.shard \
+                   WHERE s.collection = 'docs' AND r.rows = s.rows AND r.state <> 'unavailable' \
+                   GROUP BY s.shard, s.replicas, s.nodes ORDER BY s.shard";
+    wait_until(
+        "three healthy replicas per shard, none on node 1",
+        async || {
+            let shards = rows(&client, healthy).await;
+            shards.len() == 2
+                && shards.iter().all(|s| {
+                    s[1].as_deref() == Some("3")
+                        && !s[2].as_deref().unwrap().split(',').any(|n| n == "1")
+                        && s[3].as_deref() == Some("3")
+                })
+        },
+    )
+    .await;
+    let count = rows(&client, "SELECT count(*) FROM docs").await;
+    assert_eq!(count[0][0].as_deref(), Some("1000"));
+}
+
+/// The `k` nearest ids and distances of `q` on `client`.
+async fn nearest(client: &Client, q: &str, k: usize) -> Vec<(i64, String)> {
+    let sql = format!("SELECT id, v <-> '{q}' FROM docs ORDER BY v <-> '{q}' LIMIT {k}");
+    rows(client, &sql)
+        .await
+        .into_iter()
+        .map(|r| {
+            let id = r[0].as_deref().unwrap().parse().unwrap();
+            (id, r[1].clone().unwrap())
+        })
+        .collect()
+}
+
+fn recall(got: &[(i64, String)], truth: &[(i64, String)]) -> f64 {
+    let truth: BTreeSet<i64> = truth.iter().map(|(id, _)| *id).collect();
+    got.iter().filter(|(id, _)| truth.contains(id)).count() as f64 / truth.len() as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_answers_searches_as_a_single_node_does() {
+    const DIMS: usize = 16;
+    let single_dir = tempfile::tempdir().unwrap();
+    let single = single_node(single_dir.path());
+    let cluster = Cluster::start(3, 60_000).joined().await;
+    let one = connect(single.sql_port).await;
+    let three = cluster.client(3).await;
+    let create = "CREATE COLLECTION docs (id bigint PRIMARY KEY, v vector(16))";
+    one.batch_execute(create).await.unwrap();
+    three
+        .batch_execute(&format!("{create} WITH (shards = 2, replicas = 3)"))
+        .await
+        .unwrap();
+    for client in [&one, &three] {
+        for batch in 0..6 {
+            let sql = insert("docs", batch * 500..(batch + 1) * 500, DIMS);
+            client.execute(sql.as_str(), &[]).await.unwrap();
+        }
+        // Sealed segments are searched through their HNSW graphs.
+        client.batch_execute("CHECKPOINT").await.unwrap();
+    }
+    let (mut recall_one, mut recall_three) = (0.0, 0.0);
+    let queries = 30;
+    for q in 0..queries {
+        let q = vector(1_000_000 + q, DIMS);
+        for client in [&one, &three] {
+            client
+                .batch_execute("SET vecraft.exact_search = on")
+                .await
+                .unwrap();
+        }
+        let truth = nearest(&one, &q, 10).await;
+        assert_eq!(nearest(&three, &q, 10).await, truth, "exact: identical");
+        for client in [&one, &three] {
+            client
+                .batch_execute("SET vecraft.exact_search = off")
+                .await
+                .unwrap();
+        }
+        recall_one += recall(&nearest(&one, &q, 10).await, &truth);
+        recall_three += recall(&nearest(&three, &q, 10).await, &truth);
+    }
+    let (recall_one, recall_three) = (recall_one / 30.0, recall_three / 30.0);
+    assert!(
+        recall_three >= recall_one - 0.01,
+        "index recall@10: cluster {recall_three}, single node {recall_one}"
+    );
+}
+
+fn single_node(dir: &Path) -> Node {
+    let dir = dir.to_str().expect("a UTF-8 temporary path");
+    Node::start(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir,
+    ])
+}
