@@ -5,9 +5,11 @@
 //! cluster (`RemoteShard`); the routing is the same (`ShardHandle`).
 //!
 //! What is atomic: each shard applies its part of a statement all or nothing. A statement
-//! that touches several shards is checked on every one of them before any is written (so a
-//! duplicate key or a bad vector refuses the whole statement), but if a shard then fails,
-//! the parts already written stay, and the error says how many rows they held.
+//! that touches several shards is checked for every one of them before any is written (a bad
+//! vector or a wrong column refuses the whole statement; on one node a duplicate key too,
+//! whereas in a cluster a shard finds its duplicate keys when it applies its part), but if a
+//! shard then fails, the parts already written stay, and the error says how many rows they
+//! held.
 //!
 //! On disk (on a single node): a one-shard collection is the shard itself (`log/`, `shard/`);
 //! with more, a `SHARDS` file holds the count and shard `i` lives in `shards/<i>/`.

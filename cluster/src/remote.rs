@@ -109,6 +109,7 @@ impl Inner {
     async fn write(&self, command: Vec<u8>) -> Result<Applied> {
         let started = Instant::now();
         let mut target = self.likely_leader();
+        let mut redirects = 0;
         loop {
             let addr = self.addr(target).expect("targets are replicas");
             let body = (&self.group, &command);
@@ -125,9 +126,14 @@ impl Inner {
                     return Ok(applied);
                 }
                 Ok(Err(Failure::Refused(refusal))) => return Err(refusal.into()),
+                // Followed at once, unless replicas with stale hints keep sending the write
+                // round (then as any retry, paced and within the deadline).
                 Ok(Err(Failure::NotLeader(Some(leader))))
-                    if leader != target && self.addr(leader).is_some() =>
+                    if leader != target
+                        && self.addr(leader).is_some()
+                        && redirects < self.replicas.len() =>
                 {
+                    redirects += 1;
                     target = leader;
                     continue;
                 }
@@ -146,6 +152,7 @@ impl Inner {
                 let why = retry.unwrap_or_else(|| "no leader".to_string());
                 return Err(self.unavailable("write", format!("no leader took it: {why}")));
             }
+            redirects = 0;
             target = self.after(target);
             tokio::time::sleep(RETRY_PAUSE).await;
         }
@@ -161,6 +168,7 @@ impl Inner {
                 self.replicas[i % self.replicas.len()].0
             }
         };
+        let mut redirects = 0;
         loop {
             let addr = self.addr(target).expect("targets are replicas");
             let min_applied = self
@@ -181,8 +189,11 @@ impl Inner {
                     return Ok(batches);
                 }
                 Err(CallError::Failed(Failure::NotLeader(Some(leader))))
-                    if leader != target && self.addr(leader).is_some() =>
+                    if leader != target
+                        && self.addr(leader).is_some()
+                        && redirects < self.replicas.len() =>
                 {
+                    redirects += 1;
                     target = leader;
                     continue;
                 }
@@ -198,6 +209,7 @@ impl Inner {
             if started.elapsed() > READ_DEADLINE {
                 return Err(self.unavailable("read", e));
             }
+            redirects = 0;
             target = self.after(target);
             tokio::time::sleep(RETRY_PAUSE).await;
         }
@@ -205,29 +217,23 @@ impl Inner {
 
     /// The status from the leader if one answers, else from any replica that does.
     async fn status(&self) -> Result<ShardStatus> {
-        let mut answer = None;
+        let mut answers = self.replicas().await;
+        let leading = answers
+            .iter()
+            .position(|(_, s)| s.as_ref().is_ok_and(|s| s.group.state == "leader"));
+        if let Some(i) = leading {
+            let (node, status) = answers.swap_remove(i);
+            self.leader.store(node, Ordering::Relaxed);
+            return status;
+        }
         let mut last_error = None;
-        for (node, addr) in &self.replicas {
-            let reply = self
-                .peers
-                .call::<_, std::result::Result<ShardStatus, Failure>>(
-                    addr,
-                    STATUS,
-                    &self.group,
-                    Duration::from_secs(2),
-                )
-                .await;
-            match reply {
-                Ok(Ok(status)) if status.group.state == "leader" => {
-                    self.leader.store(*node, Ordering::Relaxed);
-                    return Ok(status);
-                }
-                Ok(Ok(status)) => answer = answer.or(Some(status)),
-                Ok(Err(failure)) => last_error = Some(failure.to_string()),
-                Err(e) => last_error = Some(e.to_string()),
+        for (_, status) in answers {
+            match status {
+                Ok(status) => return Ok(status),
+                Err(e) => last_error = Some(e),
             }
         }
-        answer.ok_or_else(|| self.unavailable("status", last_error.unwrap_or_default()))
+        Err(last_error.unwrap_or_else(|| self.unavailable("status", "no replica")))
     }
 
     /// Each replica's own status.

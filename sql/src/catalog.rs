@@ -38,7 +38,8 @@ enum Backend {
 
 /// A single node keeps one replica of each shard.
 pub const NODE_REPLICAS: usize = 1;
-/// How many replicas a cluster gives a shard when the statement does not say.
+/// How many replicas a cluster gives a shard when the statement does not say (fewer when
+/// it has fewer storage nodes).
 pub const CLUSTER_REPLICAS: usize = 3;
 
 fn io(e: std::io::Error) -> DataFusionError {
@@ -114,7 +115,18 @@ impl Catalog {
             Backend::Cluster { seen, .. } => read(seen)
                 .1
                 .get(name)
-                .map_or(CLUSTER_REPLICAS, |c| c.replicas),
+                .map_or_else(|| self.default_replicas(), |c| c.replicas),
+        }
+    }
+
+    /// The replicas a new collection gets when its statement does not say.
+    pub fn default_replicas(&self) -> usize {
+        match &self.backend {
+            Backend::Local { .. } => NODE_REPLICAS,
+            Backend::Cluster { node, .. } => {
+                let storage = node.view().nodes.values().filter(|n| n.storage).count();
+                storage.clamp(1, CLUSTER_REPLICAS)
+            }
         }
     }
 
@@ -153,9 +165,27 @@ impl Catalog {
         self.changed();
     }
 
+    /// In a cluster: reads the metadata from the meta leader now (a collection another gateway
+    /// created a moment ago); whether anything changed.
+    pub fn refresh(&self) -> bool {
+        let Backend::Cluster { node, seen } = &self.backend else {
+            return false;
+        };
+        let before = read(seen).0;
+        if node.refresh().is_err() {
+            return false;
+        }
+        self.follow();
+        read(seen).0 != before
+    }
+
     pub fn get(&self, name: &str) -> Option<Arc<Collection>> {
         self.follow();
-        read(&self.collections).get(name).cloned()
+        let found = read(&self.collections).get(name).cloned();
+        match found {
+            None if self.refresh() => read(&self.collections).get(name).cloned(),
+            found => found,
+        }
     }
 
     pub fn generation(&self) -> u64 {

@@ -123,7 +123,14 @@ impl Session {
                 return Ok(p.clone());
             }
         }
-        let prepared = Arc::new(self.plan_statement(sql).await?);
+        let planned = match self.plan_statement(sql).await {
+            // A table another gateway of the cluster created a moment ago: look again.
+            Err(e) if undefined_table(&e) && self.catalog.refresh() => {
+                self.plan_statement(sql).await
+            }
+            planned => planned,
+        };
+        let prepared = Arc::new(planned?);
         if sql.len() > MAX_CACHED_SQL_BYTES {
             return Ok(prepared); // a bulk INSERT's text: planned once, not worth keeping
         }
@@ -357,4 +364,8 @@ fn reads_live_tables(plan: &LogicalPlan) -> bool {
             if crate::pg_catalog::LIVE_TABLES.contains(&scan.table_name.table())))
     })
     .unwrap_or(true)
+}
+
+fn undefined_table(e: &pgwire::error::PgWireError) -> bool {
+    matches!(e, pgwire::error::PgWireError::UserError(info) if info.code == "42P01")
 }

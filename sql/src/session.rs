@@ -175,7 +175,7 @@ impl Session {
                     return Err(user_error("42602", message));
                 }
                 let options = collection_options(&create.table_options);
-                let default_replicas = self.catalog.replicas(&name);
+                let default_replicas = self.catalog.default_replicas();
                 let ((schema, shards, replicas), tag) = match &options {
                     Some(options) => (
                         collections::collection_schema(create, options, default_replicas)?,

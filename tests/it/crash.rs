@@ -7,16 +7,7 @@ use std::time::{Duration, Instant};
 use crate::support::{Node, connect};
 
 fn start(dir: &Path) -> Node {
-    let dir = dir.to_str().expect("a UTF-8 temporary path");
-    Node::start(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--data-dir",
-        dir,
-    ])
+    crate::support::single_node(dir)
 }
 
 fn vector(i: i64) -> String {

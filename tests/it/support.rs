@@ -61,6 +61,20 @@ impl Node {
     }
 }
 
+/// A single node (`vecraft serve`) on ports it picks, with its data in `dir`.
+pub fn single_node(dir: &std::path::Path) -> Node {
+    let dir = dir.to_str().expect("a UTF-8 temporary path");
+    Node::start(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir,
+    ])
+}
+
 /// The ports in `vecraft: serving PostgreSQL on ADDR, metrics on http://ADDR/metrics`.
 fn serving_ports(line: &str) -> Option<(u16, u16)> {
     let rest = line.strip_prefix("vecraft: serving PostgreSQL on ")?;

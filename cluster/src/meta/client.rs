@@ -63,6 +63,14 @@ impl MetaClient {
                     target = leader;
                     continue;
                 }
+                Ok(Err(failure @ (Failure::Unavailable(_) | Failure::Stopped(_))))
+                    if !op.idempotent() =>
+                {
+                    return Err(Error::Unavailable(format!(
+                        "the meta manager failed ({failure}); the change may or may not have \
+                         been made"
+                    )));
+                }
                 Ok(Err(failure)) => failure.to_string(),
                 Err(e @ (CallError::Lost(_) | CallError::Timeout)) if !op.idempotent() => {
                     return Err(Error::Unavailable(format!(

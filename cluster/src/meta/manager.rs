@@ -218,6 +218,9 @@ fn edit(state: &mut MetaState, op: MetaOp, dead: &BTreeSet<NodeId>) -> Result<bo
             for slot in shard.replicas.iter_mut().filter(|n| **n == dead) {
                 *slot = new;
             }
+            // The group has changed members: nobody may initialise it again (a founding
+            // member placed back later joins through the leader, as any new replica).
+            shard.initial.clear();
             Ok(true)
         }
     }
@@ -293,7 +296,10 @@ mod tests {
         assert!(!edit(&mut state, replace, &dead).unwrap(), "done already");
         let shard = &state.collections["docs"].shards[0];
         assert!(shard.replicas.contains(&3) && !shard.replicas.contains(&1));
-        assert_eq!(shard.initial.len(), 2, "the founding members stay recorded");
+        assert!(
+            shard.initial.is_empty(),
+            "no one initialises a changed group"
+        );
         let drop = MetaOp::Drop {
             name: "docs".into(),
         };

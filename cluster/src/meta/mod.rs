@@ -58,7 +58,8 @@ pub struct ShardMeta {
     pub group: GroupId,
     /// The nodes that should hold a voting replica, in placement order.
     pub replicas: Vec<NodeId>,
-    /// The members the group was created with; the first of them initialises it.
+    /// The members the group was created with; the first of them initialises it. Emptied
+    /// once the group changes members.
     pub initial: Vec<NodeId>,
 }
 

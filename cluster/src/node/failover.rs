@@ -1,6 +1,7 @@
 //! The fail-over manager, on the meta leader: pings every node, and when a storage node has
-//! not answered for `failover_after`, moves each of its replicas to the least loaded live
-//! storage node that has none of that shard (a metadata change the storage nodes act on).
+//! not answered for `failover_after`, moves its replicas to the least loaded live storage
+//! nodes that have none of that shard (a metadata change the storage nodes act on), one
+//! replica of a shard at a time and only while a quorum of the shard's replicas lives.
 //! It also brings every shard group's voters in line with the placement: the shard's leader
 //! adds a new replica as a learner, waits until it caught up (log or snapshot), then swaps
 //! the voter set, which drops the dead member.
@@ -47,7 +48,7 @@ pub(super) async fn run(node: Arc<ClusterNode>, manager: Arc<MetaManager>) {
             })
             .collect();
         manager.set_dead(dead.clone());
-        replace_dead(&manager, &state, &dead).await;
+        replace_dead(&node, &manager, &state, &dead).await;
         let Ok(state) = manager.state() else { continue };
         for shard in state.collections.values().flat_map(|c| &c.shards) {
             if !syncing.lock().insert(shard.group.clone()) {
@@ -83,8 +84,16 @@ async fn ping(node: &ClusterNode, state: &MetaState, last_seen: &mut HashMap<Nod
     }
 }
 
-/// Moves every replica on a `dead` node to a live storage node without one of that shard.
-async fn replace_dead(manager: &MetaManager, state: &MetaState, dead: &BTreeSet<NodeId>) {
+/// Moves replicas off `dead` nodes to live storage nodes without one of that shard: one
+/// replica of a shard at a time, only once the group's voters are the placement's (the last
+/// move finished), and only while a quorum of its replicas lives (a shard that lost its
+/// quorum needs an operator: rebuilding it from a minority could lose acknowledged writes).
+async fn replace_dead(
+    node: &ClusterNode,
+    manager: &MetaManager,
+    state: &MetaState,
+    dead: &BTreeSet<NodeId>,
+) {
     let mut load = state.load();
     let live: Vec<NodeId> = load
         .keys()
@@ -92,29 +101,43 @@ async fn replace_dead(manager: &MetaManager, state: &MetaState, dead: &BTreeSet<
         .filter(|id| !dead.contains(id))
         .collect();
     for shard in state.collections.values().flat_map(|c| &c.shards) {
-        for gone in shard.replicas.iter().filter(|n| dead.contains(n)) {
-            let new = live
-                .iter()
-                .filter(|n| !shard.replicas.contains(n))
-                .min_by_key(|n| (load.get(n).copied().unwrap_or(0), **n));
-            let Some(&new) = new else {
-                continue; // no node to move to: the shard runs with fewer replicas
-            };
-            let op = MetaOp::Replace {
-                group: shard.group.clone(),
-                dead: *gone,
-                new,
-            };
-            match manager.apply(op).await {
-                Ok(_) => {
-                    *load.entry(new).or_default() += 1;
-                    eprintln!(
-                        "vecraft: node {gone} is down; replica of {} moves to node {new}",
-                        shard.group
-                    );
-                }
-                Err(e) => eprintln!("vecraft: cannot move {} off node {gone}: {e}", shard.group),
+        let Some(&gone) = shard.replicas.iter().find(|n| dead.contains(n)) else {
+            continue;
+        };
+        let alive = shard.replicas.iter().filter(|n| !dead.contains(n)).count();
+        if alive < shard.replicas.len() / 2 + 1 {
+            continue;
+        }
+        let settled = leader_status(node, state, shard)
+            .await
+            .is_some_and(|status| {
+                let voters: BTreeSet<NodeId> = status.nodes.iter().copied().collect();
+                voters == shard.replicas.iter().copied().collect()
+            });
+        if !settled {
+            continue;
+        }
+        let new = live
+            .iter()
+            .filter(|n| !shard.replicas.contains(n))
+            .min_by_key(|n| (load.get(n).copied().unwrap_or(0), **n));
+        let Some(&new) = new else {
+            continue; // no node to move to: the shard runs with fewer replicas
+        };
+        let op = MetaOp::Replace {
+            group: shard.group.clone(),
+            dead: gone,
+            new,
+        };
+        match manager.apply(op).await {
+            Ok(_) => {
+                *load.entry(new).or_default() += 1;
+                eprintln!(
+                    "vecraft: node {gone} is down; replica of {} moves to node {new}",
+                    shard.group
+                );
             }
+            Err(e) => eprintln!("vecraft: cannot move {} off node {gone}: {e}", shard.group),
         }
     }
 }
@@ -152,7 +175,7 @@ async fn sync_voters(node: &ClusterNode, state: &MetaState, shard: &ShardMeta) {
 
 /// The shard's status as its leader reports it (asking every replica the placement names,
 /// then the members the group has).
-async fn leader_status(
+pub(super) async fn leader_status(
     node: &ClusterNode,
     state: &MetaState,
     shard: &ShardMeta,

@@ -68,11 +68,13 @@ impl ClusterNode {
     /// Starts the node's server and roles; returns once it listens (the meta group and the
     /// replicas come up in the background).
     pub fn start(mut options: NodeOptions) -> Result<Arc<ClusterNode>> {
-        if options.meta && !options.meta_peers.contains_key(&options.id) {
-            return Err(Error::InvalidArgument(format!(
-                "node {} has the meta role but is not among the meta peers",
-                options.id
-            )));
+        let listed = options.meta_peers.contains_key(&options.id);
+        if options.meta != listed {
+            let why = match listed {
+                false => "has the meta role but is not among the meta peers",
+                true => "is among the meta peers but does not have the meta role",
+            };
+            return Err(Error::InvalidArgument(format!("node {} {why}", options.id)));
         }
         let listener = std::net::TcpListener::bind(options.rpc).map_err(|e| {
             Error::io(

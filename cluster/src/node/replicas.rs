@@ -1,9 +1,10 @@
 //! The replica keeper of a storage node: makes the replicas running on this node match the
 //! placement in the metadata. A shard placed here and not running is opened (created empty
 //! when new: the group's founding member initialises it, a replica added by fail-over waits
-//! for the leader to bring it up to date); a replica running here that the placement no
-//! longer names (its collection dropped, or it was moved off this node while the node was
-//! away) is stopped and its files removed.
+//! for the leader to bring it up to date); a replica here that the placement no longer names
+//! is stopped and its files removed once that is safe: its collection was dropped, or the
+//! shard's leader no longer counts this node among the voters (it was moved off this node
+//! while the node was away). A document older than the group never removes it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -51,11 +52,11 @@ async fn reconcile(node: &Arc<ClusterNode>, state: &MetaState) {
         .filter(|g| g != META_GROUP)
         .collect();
     for group in &running {
-        if !wanted.contains_key(group) {
+        if !wanted.contains_key(group) && may_remove(node, state, group).await {
             remove(node, group).await;
         }
     }
-    remove_leftovers(node, &wanted).await;
+    remove_leftovers(node, state, &wanted).await;
     for (group, (schema, shard)) in wanted {
         if !running.contains(group) {
             open(node, state, schema.clone(), shard.clone()).await;
@@ -140,10 +141,11 @@ async fn remove(node: &Arc<ClusterNode>, group: &str) {
     }
 }
 
-/// Removes replica directories neither wanted nor running: left by a collection dropped
-/// while this node was down.
+/// Removes replica directories neither wanted nor running (a collection dropped, or a
+/// replica moved, while this node was down), when that is safe.
 async fn remove_leftovers(
     node: &Arc<ClusterNode>,
+    state: &MetaState,
     wanted: &BTreeMap<&GroupId, (&CollectionSchema, &ShardMeta)>,
 ) {
     let root = node.options.data_dir.join("replicas");
@@ -152,7 +154,10 @@ async fn remove_leftovers(
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        if wanted.contains_key(&name) || node.service.member(&name).is_some() {
+        if wanted.contains_key(&name)
+            || node.service.member(&name).is_some()
+            || !may_remove(node, state, &name).await
+        {
             continue;
         }
         let path = entry.path();
@@ -160,5 +165,27 @@ async fn remove_leftovers(
         if let Ok(Ok(())) = removed {
             eprintln!("vecraft: replica {name} is no longer placed here; removed");
         }
+    }
+}
+
+/// Whether this node's replica of `group`, which `state` does not place here, may go: the
+/// document is at least as new as the group, and the group is gone or its leader no longer
+/// counts this node as a voter (so its data is not needed for a quorum).
+async fn may_remove(node: &Arc<ClusterNode>, state: &MetaState, group: &str) -> bool {
+    // Group ids are `<collection>.<version of the document that created it>.<shard>`.
+    let version = group.rsplit('.').nth(1).and_then(|v| v.parse::<u64>().ok());
+    if version.is_none_or(|v| v > state.version) {
+        return false;
+    }
+    let shard = state
+        .collections
+        .values()
+        .flat_map(|c| &c.shards)
+        .find(|s| s.group == group);
+    match shard {
+        None => true,
+        Some(shard) => super::failover::leader_status(node, state, shard)
+            .await
+            .is_some_and(|status| !status.nodes.contains(&node.id())),
     }
 }

@@ -72,7 +72,7 @@ openraft::declare_raft_types!(
 /// A member's view of its group (`vecraft_shards`).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GroupStatus {
-    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    /// `leader`, `follower`, `candidate`, `learner`, `shutdown`, or `stopped` (by a failure).
     pub state: String,
     pub leader: Option<NodeId>,
     pub term: u64,
@@ -166,6 +166,8 @@ impl Group {
         let m = self.raft.metrics().borrow().clone();
         GroupStatus {
             state: match m.state {
+                // A group whose core stopped (on a storage failure) keeps its last metrics.
+                _ if m.running_state.is_err() => "stopped",
                 ServerState::Leader => "leader",
                 ServerState::Follower => "follower",
                 ServerState::Candidate => "candidate",

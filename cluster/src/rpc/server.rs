@@ -31,6 +31,7 @@ use super::{
     APPEND, CHECKPOINT, Failure, GroupId, MAX_MESSAGE_BYTES, MEMBERS, PING, ReadKind, ReadTicket,
     SNAPSHOT, STATUS, VOTE, WRITE,
 };
+use vecraft_storage::error::Refusal;
 use vecraft_storage::shard::Applied;
 
 use crate::local::LocalShard;
@@ -102,7 +103,13 @@ impl RaftService {
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        .map_err(|e| {
+            // A refusal (bad column, bad vector) is the same on every replica: final.
+            refused(match Refusal::of(&e) {
+                Some(refusal) => Failure::Refused(refusal),
+                None => Failure::Unavailable(e.to_string()),
+            })
+        })?;
         let stream = FlightDataEncoderBuilder::new()
             .build(stream::iter(batches.into_iter().map(Ok::<RecordBatch, _>)))
             .map_err(|e| Status::internal(e.to_string()));
