@@ -11,9 +11,10 @@
 - rebuild: 4 nodes, one shard of 3 replicas holding `--rows` vectors (128-d); a replica's node
   is killed for good (fail-over after 1 s). Prints the time from the kill until the shard has
   3 healthy replicas again (every replica has every row), and that time less the 1 s wait.
-- qps: the same `--rows` vectors in a single node and in a 3-node cluster (`shards = 2,
-  replicas = 3`); kNN queries (k = 10, prepared, vector as a parameter) from 1 and 4
-  connections, rounds interleaved; prints medians and recall@10 against exact search.
+- qps: the same `--rows` vectors (a seeded Gaussian mixture) in a single node and in a 3-node
+  cluster (`shards = 2, replicas = 3`); kNN queries (k = 10, `--ef`, prepared, vector as a
+  parameter) from 1 and 4 connections, on the cluster with strong and with eventual reads,
+  rounds interleaved; prints medians and recall@10 against exact search.
 
 Needs: pip install "psycopg[binary]" pgvector numpy
 """
@@ -43,6 +44,7 @@ q = sub.add_parser("qps")
 q.add_argument("--rows", type=int, default=100_000)
 q.add_argument("--queries", type=int, default=1_000)
 q.add_argument("--rounds", type=int, default=3)
+q.add_argument("--ef", type=int, default=100, help="hnsw.ef_search")
 a = ap.parse_args()
 DIMS = 128
 
@@ -147,8 +149,9 @@ def failover():
         admin.execute("CREATE COLLECTION kv (id bigint PRIMARY KEY, embedding vector(4)) WITH (shards = 1, replicas = 3)")
         gaps = []
         next_id = 0
-        for run in range(a.runs):
-            victim = leader(admin if c.procs[0] else connect(c.sql_port(2)), "kv")
+        while len(gaps) < a.runs:
+            run = len(gaps)
+            victim = leader(admin, "kv")
             gateway = next(i for i in (1, 2, 3) if i != victim)
             conn = connect(c.sql_port(gateway))
             acks, stop = [], threading.Event()
@@ -156,9 +159,10 @@ def failover():
             def writer():
                 nonlocal next_id
                 while not stop.is_set():
+                    began = time.perf_counter()
                     try:
                         conn.execute("INSERT INTO kv VALUES (%s, '[1,2,3,4]')", (next_id,))
-                        acks.append(time.perf_counter())
+                        acks.append((began, time.perf_counter()))
                     except psycopg.Error:
                         pass
                     next_id += 1
@@ -166,12 +170,18 @@ def failover():
             t = threading.Thread(target=writer)
             t.start()
             time.sleep(1.0)
+            if leader(conn, "kv") != victim:
+                stop.set()
+                t.join()
+                continue  # leadership moved meanwhile: measure again
             killed_at = time.perf_counter()
             c.kill(victim)
-            wait_until("a write after the kill", lambda: any(x > killed_at for x in acks), 60)
+            # The first write sent after the kill and acknowledged (one in flight at the kill
+            # may still complete on the old leader's quorum).
+            wait_until("a write after the kill", lambda: any(b > killed_at for b, _ in acks), 60)
             stop.set()
             t.join()
-            gap = min(x for x in acks if x > killed_at) - killed_at
+            gap = min(e for b, e in acks if b > killed_at) - killed_at
             gaps.append(gap)
             print(f"run {run + 1}: killed leader node {victim}; next acknowledged write after {gap * 1000:.0f} ms", flush=True)
             c.start(victim)
@@ -193,8 +203,10 @@ def rebuild():
         vectors = np.random.default_rng(7).standard_normal((a.rows, DIMS)).astype(np.float32)
         started = time.perf_counter()
         load(conn, "docs", vectors)
+        loaded = time.perf_counter()
         conn.execute("CHECKPOINT")
-        print(f"loaded {a.rows} x {DIMS} in {time.perf_counter() - started:.1f} s (3 replicas, then CHECKPOINT)", flush=True)
+        print(f"COPY of {a.rows} x {DIMS} into 3 replicas: {loaded - started:.1f} s; CHECKPOINT (every replica "
+              f"seals and builds its graphs): {time.perf_counter() - loaded:.1f} s", flush=True)
         nodes = [int(n) for n in rows(conn, "SELECT nodes FROM vecraft_shards WHERE collection = 'docs'")[0][0].split(",")]
         victim = next(n for n in nodes if n != 1 and n != leader(conn, "docs")) if len(nodes) > 2 else nodes[-1]
         killed_at = time.perf_counter()
@@ -216,38 +228,48 @@ def rebuild():
         c.stop()
 
 
+def mixture(n, seed):
+    """`n` vectors around 100 seeded centres: neighbourhoods, as real embeddings have."""
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(1).standard_normal((100, DIMS)).astype(np.float32)
+    return (centres[rng.integers(0, 100, n)] + 0.5 * rng.standard_normal((n, DIMS))).astype(np.float32)
+
+
 def qps():
-    vectors = np.random.default_rng(7).standard_normal((a.rows, DIMS)).astype(np.float32)
-    queries = np.random.default_rng(8).standard_normal((a.queries, DIMS)).astype(np.float32)
+    vectors = mixture(a.rows, 7)
+    queries = mixture(a.queries, 8)
     single, single_port, single_dir = single_node()
     c = Cluster(3)
     try:
-        servers = {"single node": single_port, "3-node cluster": c.sql_port(1)}
-        for name, port in servers.items():
+        for name, port, with_ in [("single node", single_port, ""),
+                                  ("3-node cluster", c.sql_port(1), "WITH (shards = 2, replicas = 3)")]:
             conn = connect(port)
-            with_ = "WITH (shards = 2, replicas = 3)" if "cluster" in name else ""
             conn.execute(f"CREATE COLLECTION docs (id bigint PRIMARY KEY, embedding vector({DIMS})) {with_}")
             started = time.perf_counter()
             load(conn, "docs", vectors)
+            loaded = time.perf_counter()
             conn.execute("CHECKPOINT")
-            print(f"{name}: loaded and checkpointed in {time.perf_counter() - started:.1f} s", flush=True)
+            print(f"{name}: COPY {loaded - started:.1f} s, CHECKPOINT {time.perf_counter() - loaded:.1f} s", flush=True)
         truth_conn = connect(single_port)
         truth_conn.execute("SET vecraft.exact_search = on")
         truth = [set(r[0] for r in truth_conn.execute("SELECT id FROM docs ORDER BY embedding <-> %s LIMIT 10", (q,)).fetchall())
                  for q in queries[:200]]
+        servers = [("single node", single_port, "strong"), ("3-node cluster, strong reads", c.sql_port(1), "strong"),
+                   ("3-node cluster, eventual reads", c.sql_port(1), "eventual")]
         results = {}
-        for rnd in range(a.rounds):
-            for name, port in servers.items():
+        for _ in range(a.rounds):
+            for name, port, level in servers:
                 for clients in (1, 4):
-                    results.setdefault((name, clients), []).append(run_queries(port, queries, clients))
-        for name, port in servers.items():
-            conn = connect(port)
+                    results.setdefault((name, clients), []).append(run_queries(port, level, queries, clients))
+        for name, port, level in servers:
+            conn = session(port, level)
             got = [set(r[0] for r in conn.execute("SELECT id FROM docs ORDER BY embedding <-> %s LIMIT 10", (q,)).fetchall())
                    for q in queries[:200]]
             recall = statistics.mean(len(g & t) / 10 for g, t in zip(got, truth))
             for clients in (1, 4):
                 qs = statistics.median(results[(name, clients)])
-                print(f"{name}, {clients} client(s): {qs:,.0f} queries/s (median of {a.rounds}), recall@10 {recall:.3f}")
+                print(f"{name}, {clients} client(s): {qs:,.0f} queries/s (median of {a.rounds}), "
+                      f"recall@10 {recall:.3f} at ef_search {a.ef}")
     finally:
         c.stop()
         single.kill()
@@ -255,8 +277,15 @@ def qps():
         shutil.rmtree(single_dir, ignore_errors=True)
 
 
-def run_queries(port, queries, clients):
-    conns = [connect(port) for _ in range(clients)]
+def session(port, level):
+    conn = connect(port)
+    conn.execute(f"SET hnsw.ef_search = {a.ef}")
+    conn.execute(f"SET vecraft.consistency = {level}")
+    return conn
+
+
+def run_queries(port, level, queries, clients):
+    conns = [session(port, level) for _ in range(clients)]
     share = len(queries) // clients
 
     def worker(k):

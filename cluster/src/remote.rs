@@ -32,6 +32,8 @@ const WRITE_DEADLINE: Duration = Duration::from_secs(20);
 const READ_DEADLINE: Duration = Duration::from_secs(20);
 /// One call's deadline.
 const CALL_TTL: Duration = Duration::from_secs(30);
+/// A checkpoint seals segments, which builds HNSW graphs: minutes for millions of vectors.
+const CHECKPOINT_TTL: Duration = Duration::from_secs(1800);
 /// Between tries while there is no leader.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
@@ -258,20 +260,20 @@ impl Inner {
         futures::future::join_all(asked).await
     }
 
-    /// Every replica that answers checkpoints; the highest purge index comes back.
+    /// Every replica that answers checkpoints (at once: each seals and builds its graphs);
+    /// the highest purge index comes back.
     async fn checkpoint(&self) -> Result<u64> {
+        let asked = self.replicas.iter().map(|(_, addr)| {
+            self.peers.call::<_, std::result::Result<u64, Failure>>(
+                addr,
+                CHECKPOINT,
+                &self.group,
+                CHECKPOINT_TTL,
+            )
+        });
         let mut purged = None;
         let mut last_error = String::new();
-        for (_, addr) in &self.replicas {
-            let reply = self
-                .peers
-                .call::<_, std::result::Result<u64, Failure>>(
-                    addr,
-                    CHECKPOINT,
-                    &self.group,
-                    CALL_TTL,
-                )
-                .await;
+        for reply in futures::future::join_all(asked).await {
             match reply {
                 Ok(Ok(index)) => purged = purged.max(Some(index)),
                 Ok(Err(failure)) => last_error = failure.to_string(),

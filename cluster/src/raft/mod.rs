@@ -296,12 +296,15 @@ impl Drop for Group {
 fn config() -> Arc<Config> {
     let config = Config {
         cluster_name: "vecraft-shard".into(),
-        // Loopback and LAN timings: a leader's death is noticed within about a second. The
+        // Loopback and LAN timings: a leader's death is noticed within two seconds. The
         // heartbeat interval is also openraft's deadline for one AppendEntries, so a batch of
         // entries (at most `max_payload_entries`) must cross within it.
         heartbeat_interval: 250,
-        election_timeout_min: 750,
-        election_timeout_max: 1500,
+        // A follower that heard from a leader waits out its lease (election_timeout_max)
+        // and then an election timeout before it campaigns: 1.5 to 2 s after the last
+        // heartbeat.
+        election_timeout_min: 500,
+        election_timeout_max: 1000,
         max_payload_entries: 64,
         // The base deadline of a snapshot transfer; the network adds time for its size.
         install_snapshot_timeout: 10_000,
