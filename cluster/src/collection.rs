@@ -17,7 +17,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -49,6 +49,22 @@ pub struct Collection {
     /// Held across checking and writing a statement's parts on several shards, so no other
     /// statement's parts come between.
     routed_writes: Mutex<()>,
+}
+
+/// What one shard answered for a search or scan, and how long it took.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardTrace {
+    pub rows: usize,
+    pub elapsed: Duration,
+}
+
+impl ShardTrace {
+    fn of(batches: &[RecordBatch], started: Instant) -> ShardTrace {
+        ShardTrace {
+            rows: batches.iter().map(RecordBatch::num_rows).sum(),
+            elapsed: started.elapsed(),
+        }
+    }
 }
 
 /// A shared handle, as the planner and gateway hold it.
@@ -177,21 +193,41 @@ impl Collection {
     /// The `k` nearest rows over every shard, closest first (`projection` columns, then
     /// `_distance`). The shards are asked at once.
     pub fn search(&self, request: &SearchRequest, read: Consistency) -> Result<RecordBatch> {
-        if let [only] = self.shards.as_slice() {
-            return only.search(request, read);
-        }
-        let answers = std::thread::scope(|scope| {
-            let asked: Vec<_> = self
-                .shards
-                .iter()
-                .map(|s| scope.spawn(move || s.search(request, read)))
-                .collect();
-            asked
-                .into_iter()
-                .map(|a| a.join().unwrap_or_else(|_| Err(Error::Closed)))
-                .collect::<Result<Vec<_>>>()
-        })?;
-        merge_nearest(answers, request.k)
+        self.search_traced(request, read).map(|(batch, _)| batch)
+    }
+
+    /// `search`, and what each shard answered and how long it took (`EXPLAIN ANALYZE`).
+    pub fn search_traced(
+        &self,
+        request: &SearchRequest,
+        read: Consistency,
+    ) -> Result<(RecordBatch, Vec<ShardTrace>)> {
+        let timed = |s: &Arc<dyn ShardHandle>| {
+            let started = Instant::now();
+            s.search(request, read).map(|b| {
+                let trace = ShardTrace::of(std::slice::from_ref(&b), started);
+                (b, trace)
+            })
+        };
+        let answers: Vec<(RecordBatch, ShardTrace)> = match self.shards.as_slice() {
+            [only] => vec![timed(only)?],
+            shards => std::thread::scope(|scope| {
+                let asked: Vec<_> = shards
+                    .iter()
+                    .map(|s| scope.spawn(move || timed(s)))
+                    .collect();
+                asked
+                    .into_iter()
+                    .map(|a| a.join().unwrap_or_else(|_| Err(Error::Closed)))
+                    .collect::<Result<Vec<_>>>()
+            })?,
+        };
+        let (batches, traces): (Vec<_>, Vec<_>) = answers.into_iter().unzip();
+        let merged = match <[RecordBatch; 1]>::try_from(batches) {
+            Ok([only]) => only,
+            Err(batches) => merge_nearest(batches, request.k)?,
+        };
+        Ok((merged, traces))
     }
 
     /// Live rows passing `filter`, shard after shard.
@@ -201,11 +237,26 @@ impl Collection {
         filter: Option<&Filter>,
         read: Consistency,
     ) -> Result<Vec<RecordBatch>> {
+        self.scan_traced(projection, filter, read)
+            .map(|(batches, _)| batches)
+    }
+
+    /// `scan`, and what each shard answered and how long it took (`EXPLAIN ANALYZE`).
+    pub fn scan_traced(
+        &self,
+        projection: Option<&[String]>,
+        filter: Option<&Filter>,
+        read: Consistency,
+    ) -> Result<(Vec<RecordBatch>, Vec<ShardTrace>)> {
         let mut batches = Vec::new();
+        let mut traces = Vec::with_capacity(self.shards.len());
         for shard in &self.shards {
-            batches.extend(shard.scan(projection, filter, read)?);
+            let started = Instant::now();
+            let part = shard.scan(projection, filter, read)?;
+            traces.push(ShardTrace::of(&part, started));
+            batches.extend(part);
         }
-        Ok(batches)
+        Ok((batches, traces))
     }
 
     /// Makes `command` durable on the shards it concerns and applies it there; returns once

@@ -12,6 +12,7 @@ use vecraft_storage::filter::Filter;
 use vecraft_storage::schema::CollectionSchema;
 use vecraft_storage::shard::{SearchRequest, Shard};
 
+pub use vecraft_cluster::collection::ShardTrace;
 pub use vecraft_cluster::read::Consistency;
 
 pub trait CollectionSource: Debug + Send + Sync {
@@ -28,6 +29,25 @@ pub trait CollectionSource: Debug + Send + Sync {
 
     /// The `k` nearest rows, closest first: `projection` columns, then `_distance`.
     fn search(&self, request: &SearchRequest, read: Consistency) -> Result<RecordBatch>;
+
+    /// `search`, with what each shard answered and how long it took (`EXPLAIN ANALYZE`).
+    fn search_traced(
+        &self,
+        request: &SearchRequest,
+        read: Consistency,
+    ) -> Result<(RecordBatch, Vec<ShardTrace>)> {
+        Ok((self.search(request, read)?, Vec::new()))
+    }
+
+    /// `scan`, with what each shard answered and how long it took (`EXPLAIN ANALYZE`).
+    fn scan_traced(
+        &self,
+        projection: Option<&[String]>,
+        filter: Option<&Filter>,
+        read: Consistency,
+    ) -> Result<(Vec<RecordBatch>, Vec<ShardTrace>)> {
+        Ok((self.scan(projection, filter, read)?, Vec::new()))
+    }
 
     /// How many shards a search or scan fans out to.
     fn shards(&self) -> usize {
@@ -95,6 +115,24 @@ impl CollectionSource for vecraft_cluster::collection::Collection {
 
     fn search(&self, request: &SearchRequest, read: Consistency) -> Result<RecordBatch> {
         self.search(request, read).map_err(storage_error)
+    }
+
+    fn search_traced(
+        &self,
+        request: &SearchRequest,
+        read: Consistency,
+    ) -> Result<(RecordBatch, Vec<ShardTrace>)> {
+        self.search_traced(request, read).map_err(storage_error)
+    }
+
+    fn scan_traced(
+        &self,
+        projection: Option<&[String]>,
+        filter: Option<&Filter>,
+        read: Consistency,
+    ) -> Result<(Vec<RecordBatch>, Vec<ShardTrace>)> {
+        self.scan_traced(projection, filter, read)
+            .map_err(storage_error)
     }
 
     fn write(&self, command: &Command) -> Result<u64> {

@@ -18,6 +18,7 @@ use datafusion::logical_expr::{Expr, ScalarUDF, TableProviderFilterPushDown};
 use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
@@ -177,6 +178,8 @@ pub struct CollectionScanExec {
     /// DELETE the rows the filter selects, and return their count.
     pub delete: bool,
     properties: Arc<PlanProperties>,
+    /// Rows and time per shard (`EXPLAIN ANALYZE`).
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl CollectionScanExec {
@@ -196,6 +199,7 @@ impl CollectionScanExec {
             query_param: None,
             delete: false,
             properties,
+            metrics: ExecutionPlanMetricsSet::new(),
         }
     }
 
@@ -302,6 +306,21 @@ impl DisplayAs for CollectionScanExec {
     }
 }
 
+impl CollectionScanExec {
+    /// Adds each shard's rows and time to the plan's metrics (`shard0_rows`, `shard0_time`,
+    /// …), which `EXPLAIN ANALYZE` prints.
+    fn record(&self, traces: &[crate::collection::ShardTrace]) {
+        for (i, trace) in traces.iter().enumerate() {
+            MetricBuilder::new(&self.metrics)
+                .counter(format!("shard{i}_rows"), 0)
+                .add(trace.rows);
+            MetricBuilder::new(&self.metrics)
+                .subset_time(format!("shard{i}_time"), 0)
+                .add_duration(trace.elapsed);
+        }
+    }
+}
+
 impl ExecutionPlan for CollectionScanExec {
     fn name(&self) -> &'static str {
         match (&self.search, self.delete) {
@@ -312,6 +331,10 @@ impl ExecutionPlan for CollectionScanExec {
     }
 
     leaf_plan_methods!();
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
 
     fn execute(
         &self,
@@ -326,21 +349,26 @@ impl ExecutionPlan for CollectionScanExec {
                     self.filter.as_ref(),
                 )?)?]
             }
-            None => self
-                .source
-                .scan(Some(&self.columns), self.filter.as_ref(), read)?,
+            None => {
+                let (batches, traces) =
+                    self.source
+                        .scan_traced(Some(&self.columns), self.filter.as_ref(), read)?;
+                self.record(&traces);
+                batches
+            }
             Some(request) => {
-                let hits = match &self.query_param {
-                    None => self.source.search(request, read)?,
+                let (hits, traces) = match &self.query_param {
+                    None => self.source.search_traced(request, read)?,
                     Some(param) => {
                         let schema = self.source.schema();
                         let spec = schema.vector_spec(&request.column);
                         let dims = spec.map_err(crate::collection::storage_error)?.dims;
                         let mut request = request.clone();
                         request.vector = crate::knn::param_vector(param, dims)?;
-                        self.source.search(&request, read)?
+                        self.source.search_traced(&request, read)?
                     }
                 };
+                self.record(&traces);
                 let hits = without_distance(hits)?;
                 vec![hits.with_schema(self.schema.clone())?]
             }

@@ -137,6 +137,29 @@ async fn a_sharded_collection_fans_out_and_outlives_a_restart() {
             "{plan}"
         );
         assert_eq!(lines(rows(&client, nearest).await), "3\n4");
+        // EXPLAIN ANALYZE: each shard's rows (its k nearest, or all it holds) and time.
+        let analyzed = lines(rows(&client, &format!("EXPLAIN ANALYZE {nearest}")).await);
+        let shard_rows: usize = (0..3)
+            .map(|i| {
+                let key = format!("shard{i}_rows=");
+                let at = analyzed.find(&key).unwrap_or_else(|| panic!("{analyzed}"));
+                let digits = analyzed[at + key.len()..]
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .unwrap();
+                digits.parse::<usize>().unwrap()
+            })
+            .sum();
+        let held = rows(&client, "SELECT rows FROM vecraft_shards ORDER BY shard").await;
+        let want: usize = held
+            .iter()
+            .map(|r| r[0].as_deref().unwrap().parse::<usize>().unwrap().min(2))
+            .sum();
+        assert_eq!(
+            shard_rows, want,
+            "2 nearest of each shard, fewer where it holds fewer"
+        );
+        assert!(analyzed.contains("shard2_time="), "{analyzed}");
         server.abort();
     }
     let (port, _server) = serve(dir.path()).await;
