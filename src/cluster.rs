@@ -295,14 +295,15 @@ pub async fn run_local_cluster(args: LocalClusterArgs) -> Result<(), String> {
     for sql in urls.values() {
         println!("postgresql://postgres@{sql}/postgres");
     }
-    let watch = tokio::task::spawn_blocking(move || wait_all(children));
-    tokio::select! {
-        exited = watch => Err(exited.map_err(|e| e.to_string())?),
+    let stopped = tokio::select! {
+        () = watch(&mut children) => Err("every node exited".to_string()),
         signal = crate::shutdown_signal() => {
             eprintln!("vecraft: {signal}, stopping the cluster");
             Ok(())
         }
-    }
+    };
+    drop(children); // kills the nodes left
+    stopped
 }
 
 /// Starts node `i`; its stderr is passed on, prefixed, and its SQL address sent on `tx`.
@@ -333,7 +334,7 @@ fn spawn_node(
 }
 
 /// Reports each child that exits; returns when none is left.
-fn wait_all(mut children: Children) -> String {
+async fn watch(children: &mut Children) {
     let mut running: Vec<usize> = (0..children.0.len()).collect();
     while !running.is_empty() {
         running.retain(|&i| match children.0[i].try_wait() {
@@ -343,9 +344,8 @@ fn wait_all(mut children: Children) -> String {
             }
             _ => true,
         });
-        std::thread::sleep(Duration::from_millis(200));
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    "every node exited".to_string()
 }
 
 #[cfg(test)]

@@ -133,7 +133,15 @@ async fn serve(config: NodeConfig) -> Result<(), String> {
 
 /// Runs a command to its end; a failure is said and exits with status 1.
 fn run(command: impl Future<Output = Result<(), String>>) {
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    // A cluster gateway's statements wait on other nodes (through the groups' runtime) from
+    // the threads that run them; more threads than cores keep one session's wait (an
+    // election, up to seconds) from holding up the others.
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) * 4;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     if let Err(e) = runtime.block_on(command) {
         eprintln!("vecraft: {e}");
         std::process::exit(1);

@@ -26,12 +26,17 @@ const DEADLINE: Duration = Duration::from_secs(90);
 /// A port free now, below Linux's ephemeral range (32768 and up), so no outgoing connection
 /// takes it before a node restarts on it.
 fn free_port() -> u16 {
+    free_ports(1)
+}
+
+/// The first of `n` consecutive ports free now (as `free_port`).
+fn free_ports(n: u16) -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20_000 + (std::process::id() % 1_000) as u16 * 10;
+    let start = (std::process::id() % 1_000) as u16 * 10;
     loop {
-        let port = 20_000 + (base - 20_000 + NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
+        let first = 20_000 + (start + NEXT.fetch_add(n, Ordering::Relaxed)) % 12_000;
+        if (first..first + n).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return first;
         }
     }
 }
@@ -415,4 +420,65 @@ async fn a_cluster_answers_searches_as_a_single_node_does() {
         recall_three >= recall_one - 0.01,
         "index recall@10: cluster {recall_three}, single node {recall_one}"
     );
+}
+
+/// `vecraft local-cluster` prints a URL per gateway once every node joined, and stops them
+/// all on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_cluster_starts_nodes_prints_their_urls_and_stops_them() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (sql, rpc, http) = (free_ports(2), free_ports(2), free_ports(2));
+    let mut launcher = Command::new(env!("CARGO_BIN_EXE_vecraft"))
+        .args(["local-cluster", "--nodes", "2", "--data-dir"])
+        .arg(dir.path())
+        .args([
+            "--sql-port",
+            &sql.to_string(),
+            "--rpc-port",
+            &rpc.to_string(),
+        ])
+        .args(["--http-port", &http.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = launcher.stdout.take().unwrap();
+    let urls = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .take(2)
+            .map(|l| l.unwrap())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let want: Vec<String> = [sql, sql + 1]
+        .iter()
+        .map(|p| format!("postgresql://postgres@127.0.0.1:{p}/postgres"))
+        .collect();
+    assert_eq!(urls, want);
+    let client = connect(sql + 1).await;
+    wait_until("both nodes joined", async || {
+        let count = rows(&client, "SELECT count(*) FROM vecraft_nodes").await;
+        count[0][0].as_deref() == Some("2")
+    })
+    .await;
+    drop(client);
+    let term = Command::new("kill")
+        .args(["-TERM", &launcher.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = tokio::task::spawn_blocking(move || launcher.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+    for port in [sql, sql + 1] {
+        let refused = std::net::TcpStream::connect(("127.0.0.1", port)).is_err();
+        assert!(refused, "node on {port} stopped with the launcher");
+    }
 }
