@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use datafusion::error::{DataFusionError, Result};
 use std::sync::RwLock;
 use vecraft_cluster::collection::Collection;
-use vecraft_cluster::meta::CollectionMeta;
+use vecraft_cluster::meta::MetaState;
 use vecraft_cluster::node::ClusterNode;
 use vecraft_storage::schema::CollectionSchema;
 use vecraft_storage::shard::ShardOptions;
@@ -31,8 +31,8 @@ enum Backend {
     /// Collections of a cluster, as `node` sees the metadata.
     Cluster {
         node: Arc<ClusterNode>,
-        /// The metadata version `collections` was built from, and what it said of each.
-        seen: RwLock<(u64, BTreeMap<String, CollectionMeta>)>,
+        /// The metadata `collections` was built from.
+        seen: RwLock<Arc<MetaState>>,
     },
 }
 
@@ -83,7 +83,7 @@ impl Catalog {
         Catalog {
             backend: Backend::Cluster {
                 node,
-                seen: RwLock::new((0, BTreeMap::new())),
+                seen: RwLock::new(Arc::new(MetaState::default())),
             },
             generation: AtomicU64::new(0),
             collections: RwLock::new(BTreeMap::new()),
@@ -113,7 +113,7 @@ impl Catalog {
         match &self.backend {
             Backend::Local { .. } => NODE_REPLICAS,
             Backend::Cluster { seen, .. } => read(seen)
-                .1
+                .collections
                 .get(name)
                 .map_or_else(|| self.default_replicas(), |c| c.replicas),
         }
@@ -137,19 +137,22 @@ impl Catalog {
             return;
         };
         let state = node.view();
-        if read(seen).0 >= state.version {
+        if read(seen).version >= state.version {
             return;
         }
         let mut seen = seen.write().unwrap_or_else(|p| p.into_inner());
-        if seen.0 >= state.version {
+        if seen.version >= state.version {
             return;
         }
         let mut collections = self.collections.write().unwrap_or_else(|p| p.into_inner());
         let mut rebuilt = BTreeMap::new();
+        // A collection keeps its router state while its placement and its nodes' addresses
+        // stay as they were.
+        let same_nodes = seen.nodes == state.nodes;
         for (name, meta) in &state.collections {
             let kept = collections
                 .get(name)
-                .filter(|_| seen.1.get(name) == Some(meta))
+                .filter(|_| same_nodes && seen.collections.get(name) == Some(meta))
                 .cloned();
             let collection = match kept {
                 Some(c) => c,
@@ -161,7 +164,7 @@ impl Catalog {
             rebuilt.insert(name.clone(), collection);
         }
         *collections = rebuilt;
-        *seen = (state.version, state.collections.clone());
+        *seen = state;
         self.changed();
     }
 
@@ -171,12 +174,12 @@ impl Catalog {
         let Backend::Cluster { node, seen } = &self.backend else {
             return false;
         };
-        let before = read(seen).0;
+        let before = read(seen).version;
         if node.refresh().is_err() {
             return false;
         }
         self.follow();
-        read(seen).0 != before
+        read(seen).version != before
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Collection>> {
