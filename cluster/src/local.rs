@@ -101,7 +101,6 @@ impl LocalShard {
         let group = self.group.status();
         let stats = self.shard.stats();
         ShardStatus {
-            nodes: group.voter_ids.clone(),
             group,
             rows: stats.live_rows,
             durable_index: stats.durable_index,
@@ -166,7 +165,7 @@ impl ShardHandle for LocalShard {
 
     fn replicas(&self) -> Vec<(NodeId, Result<ShardStatus>)> {
         let status = self.shard_status();
-        let node = status.nodes.first().copied().unwrap_or_default();
+        let node = status.group.voter_ids.first().copied().unwrap_or_default();
         vec![(node, Ok(status))]
     }
 

@@ -3,6 +3,7 @@
 //! (`remote::RemoteShard`, the router's part), so the collection's routing, fan-out and merge
 //! are written once.
 
+use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::sync::Arc;
 
@@ -21,10 +22,16 @@ use crate::read::Consistency;
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ShardStatus {
     pub group: GroupStatus,
-    /// The nodes whose replicas vote.
-    pub nodes: Vec<NodeId>,
     pub rows: u64,
     pub durable_index: u64,
+}
+
+impl ShardStatus {
+    /// Whether the group's voters are exactly `replicas` (in any order).
+    pub fn voters_are(&self, replicas: &[NodeId]) -> bool {
+        let voters: BTreeSet<NodeId> = self.group.voter_ids.iter().copied().collect();
+        voters == replicas.iter().copied().collect()
+    }
 }
 
 pub trait ShardHandle: Debug + Send + Sync {

@@ -110,10 +110,7 @@ async fn replace_dead(
         }
         let settled = leader_status(node, state, shard)
             .await
-            .is_some_and(|status| {
-                let voters: BTreeSet<NodeId> = status.nodes.iter().copied().collect();
-                voters == shard.replicas.iter().copied().collect()
-            });
+            .is_some_and(|status| status.voters_are(&shard.replicas));
         if !settled {
             continue;
         }
@@ -148,7 +145,7 @@ async fn sync_voters(node: &ClusterNode, state: &MetaState, shard: &ShardMeta) {
     let Some(status) = leader_status(node, state, shard).await else {
         return;
     };
-    if status.nodes.iter().copied().collect::<BTreeSet<_>>() == wanted {
+    if status.voters_are(&shard.replicas) {
         return;
     }
     let Some(leader) = status.group.leader.and_then(|l| state.addr(l)) else {
@@ -196,7 +193,7 @@ pub(super) async fn leader_status(
                 return Some(status);
             }
             queue.extend(status.group.leader);
-            queue.extend(status.nodes.iter().copied());
+            queue.extend(status.group.voter_ids.iter().copied());
         }
     }
     None

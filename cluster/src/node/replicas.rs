@@ -186,6 +186,6 @@ async fn may_remove(node: &Arc<ClusterNode>, state: &MetaState, group: &str) -> 
         None => true,
         Some(shard) => super::failover::leader_status(node, state, shard)
             .await
-            .is_some_and(|status| !status.nodes.contains(&node.id())),
+            .is_some_and(|status| !status.group.voter_ids.contains(&node.id())),
     }
 }

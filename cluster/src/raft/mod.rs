@@ -76,9 +76,7 @@ pub struct GroupStatus {
     pub state: String,
     pub leader: Option<NodeId>,
     pub term: u64,
-    /// Members that vote: the shard's replicas.
-    pub voters: usize,
-    /// Their node ids.
+    /// The node ids of the members that vote: the shard's replicas.
     pub voter_ids: Vec<NodeId>,
     pub applied_index: u64,
     /// The index of the last snapshot this member took or installed.
@@ -177,7 +175,6 @@ impl Group {
             .to_string(),
             leader: m.current_leader,
             term: m.current_term,
-            voters: m.membership_config.membership().voter_ids().count(),
             voter_ids: m.membership_config.membership().voter_ids().collect(),
             applied_index: m.last_applied.map_or(0, |id| id.index),
             snapshot_index: m.snapshot.map(|id| id.index),

@@ -113,8 +113,13 @@ pub fn vecraft_shards(catalog: &Catalog) -> Result<RecordBatch> {
                 rows.push(None);
                 continue;
             };
-            let ids: Vec<String> = status.nodes.iter().map(|n| n.to_string()).collect();
-            replicas.push(Some(status.group.voters as i64));
+            let ids: Vec<String> = status
+                .group
+                .voter_ids
+                .iter()
+                .map(|n| n.to_string())
+                .collect();
+            replicas.push(Some(ids.len() as i64));
             nodes.push(Some(ids.join(",")));
             leaders.push(status.group.leader.map(|id| id as i64));
             terms.push(Some(status.group.term as i64));
