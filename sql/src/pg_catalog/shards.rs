@@ -2,8 +2,8 @@
 //! group says of itself (its leader's view, in a cluster): the voting replicas and their
 //! nodes, the leader, and how far it has applied. `vecraft_replicas`: one row per replica the
 //! placement names, as that replica reports itself (a replica catching up, or on a node that
-//! does not answer, shows here). `vecraft_nodes`: the nodes that joined the cluster. Served beside the catalog tables (an unqualified `vecraft_shards`
-//! reads it).
+//! does not answer, shows here). `vecraft_nodes`: the nodes that joined the cluster. Served
+//! beside the catalog tables (an unqualified `vecraft_shards` reads it).
 
 use std::sync::Arc;
 
@@ -43,16 +43,18 @@ impl std::fmt::Debug for LiveTable {
 
 impl LiveTable {
     /// `None` when `name` is not a live table.
-    pub fn new(name: &str, catalog: Arc<Catalog>) -> Result<Option<LiveTable>> {
-        let Some(name) = LIVE_TABLES.iter().find(|t| **t == name) else {
-            return Ok(None);
+    pub fn new(name: &str, catalog: Arc<Catalog>) -> Option<LiveTable> {
+        let name = LIVE_TABLES.iter().find(|t| **t == name)?;
+        let schema = match *name {
+            VECRAFT_SHARDS => shards_schema(),
+            VECRAFT_REPLICAS => replicas_schema(),
+            _ => nodes_schema(),
         };
-        let schema = fill(name, &catalog)?.schema();
-        Ok(Some(LiveTable {
+        Some(LiveTable {
             name,
             catalog,
             schema,
-        }))
+        })
     }
 }
 
@@ -87,7 +89,6 @@ impl TableProvider for LiveTable {
         let batch = tokio::task::spawn_blocking(move || fill(name, &catalog))
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))??;
-        let batch = batch.with_schema(Arc::clone(&self.schema))?;
         let table = MemTable::try_new(Arc::clone(&self.schema), vec![vec![batch]])?;
         table.scan(state, projection, filters, limit).await
     }
@@ -129,19 +130,7 @@ pub fn vecraft_shards(catalog: &Catalog) -> Result<RecordBatch> {
             rows.push(Some(status.rows as i64));
         }
     }
-    let int = |name: &str, nullable| Field::new(name, DataType::Int64, nullable);
-    let schema = Schema::new(vec![
-        Field::new("collection", DataType::Utf8, false),
-        int("shard", false),
-        int("replicas", true),
-        Field::new("nodes", DataType::Utf8, true),
-        int("leader", true),
-        int("term", true),
-        Field::new("state", DataType::Utf8, false),
-        int("applied_index", true),
-        int("durable_index", true),
-        int("rows", true),
-    ]);
+    let schema = shards_schema();
     let ints = |v: Vec<Option<i64>>| Arc::new(Int64Array::from(v)) as ArrayRef;
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from(names)),
@@ -155,7 +144,7 @@ pub fn vecraft_shards(catalog: &Catalog) -> Result<RecordBatch> {
         ints(durable),
         ints(rows),
     ];
-    Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
+    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
 pub fn vecraft_replicas(catalog: &Catalog) -> Result<RecordBatch> {
@@ -186,18 +175,7 @@ pub fn vecraft_replicas(catalog: &Catalog) -> Result<RecordBatch> {
             }
         }
     }
-    let int = |name: &str, nullable| Field::new(name, DataType::Int64, nullable);
-    let schema = Schema::new(vec![
-        Field::new("collection", DataType::Utf8, false),
-        int("shard", false),
-        int("node", false),
-        Field::new("state", DataType::Utf8, false),
-        int("leader", true),
-        int("term", true),
-        int("applied_index", true),
-        int("snapshot_index", true),
-        int("rows", true),
-    ]);
+    let schema = replicas_schema();
     let ints = |v: Vec<Option<i64>>| Arc::new(Int64Array::from(v)) as ArrayRef;
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from(names)),
@@ -210,17 +188,12 @@ pub fn vecraft_replicas(catalog: &Catalog) -> Result<RecordBatch> {
         ints(snapshots),
         ints(rows),
     ];
-    Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
+    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
 pub fn vecraft_nodes(catalog: &Catalog) -> Result<RecordBatch> {
     let nodes = catalog.nodes();
-    let schema = Schema::new(vec![
-        Field::new("node", DataType::Int64, false),
-        Field::new("rpc_address", DataType::Utf8, true),
-        Field::new("sql_address", DataType::Utf8, true),
-        Field::new("storage", DataType::Boolean, false),
-    ]);
+    let schema = nodes_schema();
     let columns: Vec<ArrayRef> = vec![
         Arc::new(Int64Array::from_iter_values(
             nodes.iter().map(|n| n.0 as i64),
@@ -229,5 +202,45 @@ pub fn vecraft_nodes(catalog: &Catalog) -> Result<RecordBatch> {
         Arc::new(StringArray::from_iter(nodes.iter().map(|n| n.2.clone()))),
         Arc::new(BooleanArray::from_iter(nodes.iter().map(|n| Some(n.3)))),
     ];
-    Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+fn shards_schema() -> SchemaRef {
+    let int = |name: &str, nullable| Field::new(name, DataType::Int64, nullable);
+    Arc::new(Schema::new(vec![
+        Field::new("collection", DataType::Utf8, false),
+        int("shard", false),
+        int("replicas", true),
+        Field::new("nodes", DataType::Utf8, true),
+        int("leader", true),
+        int("term", true),
+        Field::new("state", DataType::Utf8, false),
+        int("applied_index", true),
+        int("durable_index", true),
+        int("rows", true),
+    ]))
+}
+
+fn replicas_schema() -> SchemaRef {
+    let int = |name: &str, nullable| Field::new(name, DataType::Int64, nullable);
+    Arc::new(Schema::new(vec![
+        Field::new("collection", DataType::Utf8, false),
+        int("shard", false),
+        int("node", false),
+        Field::new("state", DataType::Utf8, false),
+        int("leader", true),
+        int("term", true),
+        int("applied_index", true),
+        int("snapshot_index", true),
+        int("rows", true),
+    ]))
+}
+
+fn nodes_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("node", DataType::Int64, false),
+        Field::new("rpc_address", DataType::Utf8, true),
+        Field::new("sql_address", DataType::Utf8, true),
+        Field::new("storage", DataType::Boolean, false),
+    ]))
 }

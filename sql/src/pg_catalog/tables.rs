@@ -101,15 +101,8 @@ impl SchemaProvider for PgCatalogSchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        if super::shards::LIVE_TABLES.contains(&name) {
-            // Its schema comes from a first read, which may ask other nodes: off the workers.
-            let catalog = Arc::clone(&self.catalog);
-            let name = name.to_string();
-            let live =
-                tokio::task::spawn_blocking(move || super::shards::LiveTable::new(&name, catalog))
-                    .await
-                    .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??;
-            return Ok(live.map(|t| Arc::new(t) as Arc<dyn TableProvider>));
+        if let Some(live) = super::shards::LiveTable::new(name, Arc::clone(&self.catalog)) {
+            return Ok(Some(Arc::new(live)));
         }
         let batch = match name {
             "pg_type" => pg_type(),
