@@ -20,12 +20,7 @@ impl Session {
     pub(crate) async fn create_index(&self, create: &CreateIndex) -> PgWireResult<Response> {
         let done = || Ok(Response::Execution(Tag::new("CREATE INDEX")));
         let name = create.table_name.to_string().to_lowercase();
-        let Some(collection) = self.catalog.get(&name) else {
-            return Err(user_error(
-                "42P01",
-                format!("relation \"{name}\" does not exist"),
-            ));
-        };
+        let collection = self.collection(&name)?;
         let [column] = create.columns.as_slice() else {
             return done(); // a multi-column (btree) index: nothing to build
         };

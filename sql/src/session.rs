@@ -183,14 +183,13 @@ impl Session {
                     ),
                     None => ((schema_of(create)?, 1, default_replicas), "CREATE TABLE"),
                 };
-                let catalog = Arc::clone(&self.catalog);
+                let (catalog, key) = (Arc::clone(&self.catalog), name.clone());
                 let created = tokio::task::spawn_blocking(move || {
-                    catalog.create(&name, schema, shards, replicas)
+                    catalog.create(&key, schema, shards, replicas)
                 })
                 .await
                 .map_err(|e| user_error("XX000", format!("create stopped: {e}")))?
                 .map_err(|e| to_pg(&e))?;
-                let name = create.name.to_string().to_lowercase();
                 if !created && !create.if_not_exists {
                     let kind = if options.is_some() {
                         "collection"
@@ -237,13 +236,7 @@ impl Session {
             Statement::Truncate(truncate) => {
                 self.sync_tables()?;
                 for target in &truncate.table_names {
-                    let name = target.name.to_string().to_lowercase();
-                    let Some(c) = self.catalog.get(&name) else {
-                        return Err(user_error(
-                            "42P01",
-                            format!("relation \"{name}\" does not exist"),
-                        ));
-                    };
+                    let c = self.collection(&target.name.to_string().to_lowercase())?;
                     c.write(&vecraft_storage::command::Command::Truncate)
                         .map_err(|e| to_pg(&vecraft_planner::collection::storage_error(e)))?;
                 }
@@ -275,6 +268,16 @@ impl Session {
         })
     }
 
+    /// The collection `name`, or PostgreSQL's "relation does not exist" (42P01).
+    pub(crate) fn collection(
+        &self,
+        name: &str,
+    ) -> PgWireResult<Arc<vecraft_cluster::collection::Collection>> {
+        self.catalog
+            .get(name)
+            .ok_or_else(|| user_error("42P01", format!("relation \"{name}\" does not exist")))
+    }
+
     /// `CHECKPOINT` (every collection) or `VACUUM name`: each shard replica seals and
     /// persists what it holds, and the Raft log it no longer needs is purged.
     async fn checkpoint(&self, table: Option<&ObjectName>) -> PgWireResult<Response> {
@@ -282,12 +285,7 @@ impl Session {
             None => self.catalog.all(),
             Some(name) => {
                 let name = name.to_string().to_lowercase();
-                let Some(c) = self.catalog.get(&name) else {
-                    return Err(user_error(
-                        "42P01",
-                        format!("relation \"{name}\" does not exist"),
-                    ));
-                };
+                let c = self.collection(&name)?;
                 vec![(name, c)]
             }
         };

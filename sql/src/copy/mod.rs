@@ -91,12 +91,7 @@ impl Session {
             return Err(user_error("0A000", "COPY (query) FROM is not valid"));
         };
         let name = table_name.to_string().to_lowercase();
-        let Some(collection) = self.catalog.get(&name) else {
-            return Err(user_error(
-                "42P01",
-                format!("relation \"{name}\" does not exist"),
-            ));
-        };
+        let collection = self.collection(&name)?;
         let schema = collection.schema();
         let names: Vec<String> = if columns.is_empty() {
             let key = schema.hidden_key.then_some(schema.primary_key);
