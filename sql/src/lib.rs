@@ -21,3 +21,4 @@ pub mod prepared;
 pub mod server;
 pub mod session;
 pub mod settings;
+pub mod socket;

@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use pgwire::api::ConnectionManager;
-use pgwire::tokio::process_socket;
 use tokio::net::TcpListener;
 
 use crate::catalog::Catalog;
 use crate::handler::{Connection, Handlers};
+use crate::socket::serve_connection;
 
 /// Serves `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, catalog: Arc<Catalog>) -> std::io::Result<()> {
@@ -20,7 +20,7 @@ pub async fn serve(listener: TcpListener, catalog: Arc<Catalog>) -> std::io::Res
         let handlers = Arc::new(Handlers(connection));
         tokio::spawn(async move {
             // A connection's protocol errors end that connection only.
-            let _ = process_socket(socket, None, handlers).await;
+            let _ = serve_connection(socket, handlers).await;
         });
     }
 }
