@@ -21,6 +21,7 @@ pub mod fsutil;
 pub mod index;
 pub mod key;
 pub mod log;
+pub mod memory;
 pub mod schema;
 pub mod segment;
 pub mod shard;

@@ -93,6 +93,8 @@ pub fn build_graph(
         hnsw.parallel_insert_slice(&data);
         export(&hnsw, n, params.m)
     }));
+    // hnsw_rs's structures are gone; hand their memory back.
+    crate::memory::release_free_heap();
     match exported {
         Ok(mut graph) => {
             refine(&mut graph, vectors, rows, metric);
