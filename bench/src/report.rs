@@ -90,7 +90,7 @@ pub struct Memory {
     pub rows: usize,
     /// `pg_total_relation_size` of the table (heap, TOAST, indexes).
     pub relation_bytes: Option<u64>,
-    /// Resident memory of the `--pid` process after the load.
+    /// Resident memory of the `--pid` process after the query rounds.
     pub resident_bytes: Option<u64>,
 }
 

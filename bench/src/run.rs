@@ -72,10 +72,11 @@ pub async fn run(targets: &[Target], data: &Dataset, plan: &Plan) -> Result<Repo
             measure_round(target, data, plan, m).await?;
         }
     }
+    record_memory(targets, data, plan, &mut measured).await?;
     Ok(summarize(targets, data, plan, measured))
 }
 
-/// Loads every server `load_rounds` times, interleaved, then records sizes.
+/// Loads every server `load_rounds` times, interleaved (or checks what `--reuse` finds).
 async fn load_all(
     targets: &[Target],
     data: &Dataset,
@@ -104,6 +105,20 @@ async fn load_all(
             server::check_loaded(&client, &plan.table, data.base.len()).await?;
         }
         m.version = server::version(&client).await;
+    }
+    Ok(())
+}
+
+/// Sizes once every round has run: the table as the server counts it, and the resident
+/// memory of a serving process (index and data paged in, the build's scratch gone).
+async fn record_memory(
+    targets: &[Target],
+    data: &Dataset,
+    plan: &Plan,
+    measured: &mut [Measured],
+) -> Result<()> {
+    for (target, m) in targets.iter().zip(measured.iter_mut()) {
+        let client = server::connect(&target.dsn).await?;
         m.memory = Some(Memory {
             rows: data.base.len(),
             relation_bytes: server::relation_bytes(&client, &plan.table).await,

@@ -6,8 +6,9 @@
 //! `CollectionScanExec` (through DataFusion's cooperative-scheduling wrapper), where the sort key resolves to one of our distance UDFs of the scan's
 //! vector column and a constant vector or a parameter of a kept plan ([`crate::params`]). The scan becomes a search (`CollectionSearchExec` in
 //! EXPLAIN) that asks the collection for its k nearest rows (filters included, so k rows come back when k
-//! match); the sort stays above it, now sorting at most k rows. Any other shape is left alone
-//! and still answered correctly by scanning.
+//! match). The search answers in the order of the distance as pgvector computes it, so the sort
+//! goes too, unless a repartition between them may reorder rows (then it stays, sorting at
+//! most k rows). Any other shape is left alone and still answered correctly by scanning.
 //!
 //! Like pgvector's HNSW index scan, the search returns only rows that have a vector: when
 //! fewer than k rows with vectors match, rows whose vector is NULL (which a scan would sort
@@ -120,6 +121,12 @@ impl PhysicalOptimizerRule for KnnRewrite {
                 return Ok(Transformed::no(node));
             };
             match rewrite_sort(sort, ef, exact)? {
+                // The search answers its k rows in the sort's order already (by the distance
+                // as pgvector computes it); unless something between them may reorder rows,
+                // the sort has nothing left to do.
+                Some(new_input) if keeps_search_order(&new_input) => {
+                    Ok(Transformed::new(new_input, true, TreeNodeRecursion::Jump))
+                }
                 Some(new_input) => {
                     let sort = with_child(&node, new_input)?;
                     Ok(Transformed::new(sort, true, TreeNodeRecursion::Jump))
@@ -145,6 +152,23 @@ fn with_child(
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let options = ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute);
     node.clone().replace_children(vec![child], options)
+}
+
+/// Whether `plan` hands on a search's rows in the search's order: one partition, and only
+/// projections and DataFusion's cooperative wrapper between it and the search.
+fn keeps_search_order(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    if plan.properties().output_partitioning().partition_count() != 1 {
+        return false;
+    }
+    if let Some(scan) = plan.downcast_ref::<CollectionScanExec>() {
+        return scan.search.is_some();
+    }
+    let passes_rows_through = plan.downcast_ref::<ProjectionExec>().is_some()
+        || plan.downcast_ref::<CooperativeExec>().is_some();
+    match plan.children().as_slice() {
+        [child] if passes_rows_through => keeps_search_order(child),
+        _ => false,
+    }
 }
 
 /// The sort's input with its collection scan replaced by a search, if the shape matches.

@@ -161,6 +161,10 @@ mod tests {
             vec![1.5, -2000.0, 0.25]
         );
         assert_eq!(parse_vector("[+4]").unwrap(), vec![4.0]);
+        assert_eq!(
+            parse_vector("[1E3,5.,-0]").unwrap(),
+            vec![1000.0, 5.0, -0.0]
+        );
     }
 
     #[test]
@@ -174,7 +178,12 @@ mod tests {
         assert_eq!(code("[]"), "22000");
         assert_eq!(code("[NaN]"), "22000");
         assert_eq!(code("[inf]"), "22000");
+        assert_eq!(code("[-Infinity]"), "22000");
         assert_eq!(code("[1e39]"), "22003");
+        // Beyond even a double: strtof says ERANGE, so pgvector says out of range too.
+        assert_eq!(code("[1e400]"), "22003");
+        assert_eq!(code("[1e]"), "22P02");
+        assert_eq!(code("[+-1]"), "22P02");
         assert_eq!(
             parse_vector("[1] x").unwrap_err().detail.as_deref(),
             Some("Junk after closing right brace.")

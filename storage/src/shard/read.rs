@@ -153,13 +153,17 @@ impl Shard {
         }
         hits.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
         hits.truncate(k);
-        materialize(
-            &schema,
-            &segments,
-            &hits,
-            req.projection.as_deref(),
-            (metric, &query, col),
-        )
+        // Ranking used a cheaper score. The k rows go out ordered by the distance exactly as
+        // pgvector computes it, so `ORDER BY distance` needs no sort above the search.
+        let mut ranked: Vec<Ranked> = hits
+            .into_iter()
+            .map(|(hit, s)| {
+                let row = segments[s].0.vectors(col).get(hit.row);
+                (metric.distance(&query.vector, row), hit, s)
+            })
+            .collect();
+        ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        materialize(&schema, &segments, &ranked, req.projection.as_deref())
     }
 
     /// Every live row passing `filter`, projected; one batch per segment that has any.
@@ -278,18 +282,21 @@ fn field_of(schema: &CollectionSchema, column: usize) -> Field {
     Field::new(&c.name, c.ty.arrow_type(), c.nullable)
 }
 
+/// A search result: pgvector's distance, the hit, and the index of its segment.
+type Ranked = (f64, Scored, usize);
+
+/// The batch of `hits`, in their order: the projected columns, then `_distance`.
 fn materialize(
     schema: &CollectionSchema,
     segments: &[(&dyn Segment, &RoaringBitmap)],
-    hits: &[(Scored, usize)],
+    hits: &[Ranked],
     projection: Option<&[String]>,
-    (metric, query, col): (Metric, &Query, usize),
 ) -> Result<RecordBatch> {
     let columns = project(schema, projection)?;
     // Rows wanted from each segment, and where each hit sits among them.
     let mut per_segment: Vec<Vec<u32>> = vec![Vec::new(); segments.len()];
     let mut order = Vec::with_capacity(hits.len());
-    for (hit, s) in hits {
+    for (_, hit, s) in hits {
         order.push((*s, per_segment[*s].len()));
         per_segment[*s].push(hit.row);
     }
@@ -323,10 +330,9 @@ fn materialize(
             interleave(&refs, &dense)?
         });
     }
-    // Ranking used a cheaper score; report the distance exactly as pgvector computes it.
     let distances: Float64Array = hits
         .iter()
-        .map(|(h, s)| Some(metric.distance(&query.vector, segments[*s].0.vectors(col).get(h.row))))
+        .map(|(distance, _, _)| Some(*distance))
         .collect();
     arrays.push(Arc::new(distances));
     let mut fields: Vec<Field> = columns.iter().map(|&c| field_of(schema, c)).collect();
