@@ -10,7 +10,8 @@
 # Results: bench/results/<step>.{json,md,svg,log}. Needs ../shared/bench (the peers' scripts
 # and the minilm data) beside the repository, or SHARED_BENCH=DIR.
 # Env: BENCH_VENV (the venv pg_up.sh fills; default /work/venv if present),
-#      PG_SHARED_BUFFERS (4GB), PG_MAINT_MEM (4GB), VECRAFT_PORT (55433), ROUNDS (3).
+#      PG_SHARED_BUFFERS (4GB), PG_MAINT_MEM (4GB; both apply when pg_up.sh first creates its
+#      cluster), VECRAFT_PORT (55433), ROUNDS (3), EF_SEARCH (the sweep).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,6 +20,8 @@ OUT="$ROOT/bench/results"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 VECRAFT_PORT="${VECRAFT_PORT:-55433}"
 ROUNDS="${ROUNDS:-3}"
+# A fine sweep, so "best QPS at recall >= x" does not hinge on where the points fall.
+EF_SEARCH="${EF_SEARCH:-10,16,20,25,32,40,50,64,80,100,128,160,200,256,320}"
 if [ -z "${BENCH_VENV:-}" ] && [ -x /work/venv/bin/python ]; then export BENCH_VENV=/work/venv; fi
 export PG_SHARED_BUFFERS="${PG_SHARED_BUFFERS:-4GB}" PG_MAINT_MEM="${PG_MAINT_MEM:-4GB}"
 STEPS=("$@")
@@ -57,7 +60,7 @@ compare() {
   start_vecraft
   echo "== $step"
   "$BENCH" compare "vecraft=$VECRAFT_DSN" "pgvector=$PG_DSN" --a-pid "$VECRAFT_PID" \
-    --rounds "$ROUNDS" --cache-dir "$ROOT/target/bench-data" \
+    --rounds "$ROUNDS" --ef-search "$EF_SEARCH" --cache-dir "$ROOT/target/bench-data" \
     --json "$OUT/$step.json" --markdown "$OUT/$step.md" --svg "$OUT/$step.svg" "$@" \
     2> >(tee "$OUT/$step.log" >&2)
 }
@@ -69,7 +72,7 @@ for step in "${STEPS[@]}"; do
     minilm) compare minilm "${MINILM[@]}" --load-rounds 3 ;;
     synthetic100k) compare synthetic100k --synthetic 100000x128 --load-rounds 3 ;;
     synthetic100k-efc200) compare synthetic100k-efc200 --synthetic 100000x128 --ef-construction 200 ;;
-    synthetic1m) compare synthetic1m --synthetic 1000000x128 --ef-search 20,40,80,160,320 ;;
+    synthetic1m) compare synthetic1m --synthetic 1000000x128 ;;
     hnswlib)
       # In-process hnswlib on the same vectors: the ceiling a wire protocol adds to.
       "$BENCH" generate --synthetic 100000x128 --cache-dir "$ROOT/target/bench-data" --out "$ROOT/target/bench-data"

@@ -152,7 +152,11 @@ fn npy_header(bytes: &[u8]) -> Result<NpyHeader> {
         .context("a malformed 'descr'")?
         .to_string();
     let shape = field("shape")?;
-    let shape = &shape[1..shape.find(')').context("a malformed 'shape'")?];
+    let shape = shape
+        .strip_prefix('(')
+        .and_then(|rest| rest.split_once(')'))
+        .map(|(inside, _)| inside)
+        .context("a malformed 'shape'")?;
     let dims: Vec<usize> = shape
         .split(',')
         .map(str::trim)
@@ -175,7 +179,11 @@ fn npy_header(bytes: &[u8]) -> Result<NpyHeader> {
 
 /// The data bytes of a 2-d array whose elements are `width` bytes.
 fn npy_body<'a>(bytes: &'a [u8], header: &NpyHeader, width: usize) -> Result<&'a [u8]> {
-    let size = header.rows * header.cols * width;
+    let size = header
+        .rows
+        .checked_mul(header.cols)
+        .and_then(|n| n.checked_mul(width))
+        .context("a shape too large to hold")?;
     let body = &bytes[header.data_at..];
     ensure!(
         body.len() == size,
@@ -284,6 +292,9 @@ mod tests {
         assert!(error(npy("<f4", "(4,)", &floats)).contains("1-d"));
         assert!(error(npy("<f4", "(2, 3)", &floats)).contains("16 data bytes"));
         assert!(error(b"PK\x03\x04 a zip file".to_vec()).contains("not an .npy"));
+        assert!(error(npy("<f4", "[2, 2]", &floats)).contains("malformed 'shape'"));
+        let huge = format!("({}, {})", usize::MAX, 3);
+        assert!(error(npy("<f4", &huge, &floats)).contains("too large"));
         let negative: Vec<u8> = (-1i32).to_le_bytes().to_vec();
         assert!(npy_ids(&npy("<i4", "(1, 1)", &negative)).is_err());
     }

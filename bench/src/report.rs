@@ -152,6 +152,19 @@ impl Report {
                 .as_deref()
                 .unwrap_or("none (exact search)")
         );
+        for t in self.targets.iter().filter(|t| !t.ef_applied) {
+            let _ = writeln!(
+                out,
+                "**{} refused `SET hnsw.ef_search`: its points all ran at its default.**\n",
+                t.name
+            );
+        }
+        if self.pair().is_some() {
+            let _ = writeln!(
+                out,
+                "Ratios are first/second: below 1 is better for times, above 1 for rates.\n"
+            );
+        }
         self.load_table(&mut out);
         self.best_table(&mut out);
         self.sweep_table(&mut out);
@@ -344,7 +357,7 @@ fn ratio_cell(values: &[Option<f64>]) -> String {
     }
 }
 
-/// Three significant figures, thousands separated.
+/// Whole numbers from 100 up (thousands separated), one decimal from 10, two below.
 pub fn fmt_num(x: f64) -> String {
     if !x.is_finite() {
         return "–".into();

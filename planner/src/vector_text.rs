@@ -49,7 +49,8 @@ fn is_space(c: char) -> bool {
 /// common case, are parsed once and without allocating: a 384-dimension query vector is
 /// parsed on every execution.
 fn parse_element(item: &str, whole: &str) -> Result<f32, VectorError> {
-    let unsigned = item.trim_start_matches(['+', '-']);
+    // One sign at most, as strtof reads it.
+    let unsigned = item.strip_prefix(['+', '-']).unwrap_or(item);
     let numeric = unsigned
         .bytes()
         .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'));
@@ -184,6 +185,8 @@ mod tests {
         assert_eq!(code("[1e400]"), "22003");
         assert_eq!(code("[1e]"), "22P02");
         assert_eq!(code("[+-1]"), "22P02");
+        assert_eq!(code("[--inf]"), "22P02");
+        assert_eq!(code("[+-nan]"), "22P02");
         assert_eq!(
             parse_vector("[1] x").unwrap_err().detail.as_deref(),
             Some("Junk after closing right brace.")

@@ -1,12 +1,13 @@
 //! One client connection's message loop, with its replies sent the way PostgreSQL sends them:
-//! held until the server next waits for the client, then written at once.
+//! gathered in a buffer and written when a reply is complete.
 //!
 //! pgwire's own loop (`process_socket`) flushes after BindComplete, after CommandComplete
 //! and after ReadyForQuery, so each prepared-statement execution cost three `send` calls and
 //! three wake-ups of the client: half the gateway's CPU time for small statements
-//! (`SELECT 1`, a kNN query) went to them. PostgreSQL buffers its replies and flushes before
-//! it blocks on a read; [`Coalescing`] does the same under pgwire's framing, and
-//! [`serve_connection`] is pgwire's loop over it (plain TCP: Vecraft has no TLS yet).
+//! (`SELECT 1`, a kNN query) went to them. PostgreSQL buffers its output and flushes it at
+//! ReadyForQuery (after Sync or a simple Query), on a Flush message, when 8 KiB are waiting,
+//! and before it blocks on a read. [`Coalescing`] holds pgwire's writes and [`serve_connection`]
+//! (pgwire's loop, plain TCP: Vecraft has no TLS yet) sends them at those same points.
 
 use std::io;
 use std::pin::Pin;
@@ -25,19 +26,23 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
-/// Replies held beyond this are written without waiting for the next read, so a large
-/// result streams out in pieces of this size.
-const HELD_BYTES_MAX: usize = 64 * 1024;
+/// Replies held beyond this are written at once, so a large result streams out in pieces of
+/// this size (PostgreSQL's output buffer is as large).
+const HELD_BYTES_MAX: usize = 8 * 1024;
 
 /// A client that has not finished logging in by then is dropped (pgwire's limit).
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long the last replies may take to leave when the connection ends (a client that
+/// stopped reading must not keep the task).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A TLS ClientHello, sent by clients that start TLS without asking (`sslnegotiation=direct`).
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
-/// The socket under pgwire's framing. Writes and flushes are held; they go out when the
-/// server reads again (it has answered everything the client sent so far), when more than
-/// [`HELD_BYTES_MAX`] is held, or at shutdown.
+/// The socket under pgwire's framing. Writes and flushes are held; they go out on
+/// [`Coalescing::send_held`], when the server reads again (it has answered everything the
+/// client sent so far), when more than [`HELD_BYTES_MAX`] is held, or at shutdown.
 pub struct Coalescing {
     socket: TcpStream,
     held: BytesMut,
@@ -52,6 +57,10 @@ impl Coalescing {
     }
 
     /// Writes out everything held.
+    pub async fn send_held(&mut self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_send_held(cx)).await
+    }
+
     fn poll_send_held(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.held.is_empty() {
             let written = ready!(Pin::new(&mut self.socket).poll_write(cx, &self.held))?;
@@ -114,18 +123,15 @@ pub async fn serve_connection<H: PgWireServerHandlers>(
 ) -> io::Result<()> {
     let peer = socket.peer_addr()?;
     socket.set_nodelay(true)?;
-    let mut first = [0u8; 1];
-    if socket.peek(&mut first).await? > 0 && first[0] == TLS_HANDSHAKE_RECORD {
-        return Ok(());
-    }
-    let codec = PgWireMessageServerCodec::new(DefaultClient::new(peer, false));
-    let mut socket = Framed::new(Coalescing::new(socket), codec);
     let startup_timeout = tokio::time::sleep(STARTUP_TIMEOUT);
     tokio::pin!(startup_timeout);
-    tokio::select! {
+    let mut socket = tokio::select! {
         _ = &mut startup_timeout => return Ok(()),
-        refused = refuse_encryption(&mut socket) => refused?,
-    }
+        negotiated = negotiate(socket, peer) => match negotiated? {
+            Some(socket) => socket,
+            None => return Ok(()),
+        },
+    };
     socket.set_state(PgWireConnectionState::AwaitingStartup);
 
     let startup = handlers.startup_handler();
@@ -157,6 +163,13 @@ pub async fn serve_connection<H: PgWireServerHandlers>(
             PgWireConnectionState::CopyInProgress(extended) => extended,
             _ => message.is_extended_query(),
         };
+        // Where PostgreSQL flushes: its reply is complete (ReadyForQuery) or asked for.
+        let reply_complete = matches!(
+            message,
+            PgWireFrontendMessage::Sync(_)
+                | PgWireFrontendMessage::Query(_)
+                | PgWireFrontendMessage::Flush(_)
+        );
         let handled = process_message(
             message,
             &mut socket,
@@ -171,24 +184,55 @@ pub async fn serve_connection<H: PgWireServerHandlers>(
             errors.on_error(&socket, &mut e);
             process_error(&mut socket, e, in_extended_query).await?;
         }
+        if reply_complete {
+            socket.flush().await?;
+            socket.get_mut().send_held().await?;
+        }
     }
     // Whatever is still held goes out before the socket closes.
-    socket.close().await
+    match tokio::time::timeout(CLOSE_TIMEOUT, socket.close()).await {
+        Ok(closed) => closed,
+        Err(_) => Ok(()),
+    }
 }
 
-/// Answers SSLRequest and GSSENCRequest with 'N' (no encryption), as PostgreSQL without TLS
-/// does; returns at the first other message, which stays unread.
+/// The framed socket, once encryption requests are answered; `None` for a client that starts
+/// TLS without asking (a TLS ClientHello first), which this server cannot speak.
+async fn negotiate<S>(
+    socket: TcpStream,
+    peer: std::net::SocketAddr,
+) -> io::Result<Option<Framed<Coalescing, PgWireMessageServerCodec<S>>>> {
+    let mut first = [0u8; 1];
+    if socket.peek(&mut first).await? > 0 && first[0] == TLS_HANDSHAKE_RECORD {
+        return Ok(None);
+    }
+    let codec = PgWireMessageServerCodec::new(DefaultClient::new(peer, false));
+    let mut socket = Framed::new(Coalescing::new(socket), codec);
+    refuse_encryption(&mut socket).await?;
+    Ok(Some(socket))
+}
+
+/// Answers an SSLRequest and a GSSENCRequest (one of each, in either order) with 'N' (no
+/// encryption), as PostgreSQL without TLS does; returns at the first other message, which
+/// stays unread.
 async fn refuse_encryption<S>(
     socket: &mut Framed<Coalescing, PgWireMessageServerCodec<S>>,
 ) -> io::Result<()> {
+    let (mut ssl_refused, mut gss_refused) = (false, false);
     loop {
         let refusal = match socket.next().await {
             Some(Ok(PgWireFrontendMessage::SslNegotiation(
                 SslNegotiationMetaMessage::PostgresSsl(_),
-            ))) => PgWireBackendMessage::SslResponse(SslResponse::Refuse),
+            ))) if !ssl_refused => {
+                ssl_refused = true;
+                PgWireBackendMessage::SslResponse(SslResponse::Refuse)
+            }
             Some(Ok(PgWireFrontendMessage::SslNegotiation(
                 SslNegotiationMetaMessage::PostgresGss(_),
-            ))) => PgWireBackendMessage::GssEncResponse(GssEncResponse::Refuse),
+            ))) if !gss_refused => {
+                gss_refused = true;
+                PgWireBackendMessage::GssEncResponse(GssEncResponse::Refuse)
+            }
             _ => return Ok(()),
         };
         socket.send(refusal).await?;

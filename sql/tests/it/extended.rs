@@ -201,3 +201,33 @@ async fn casts_and_functions_give_parameters_their_types() {
     let row = client.query_one(&by_function, &[&"[1,1,1]"]).await.unwrap();
     assert_eq!(row.get::<_, i64>(0), 3);
 }
+
+#[tokio::test]
+async fn a_pipelined_reply_leaves_before_the_next_statement_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = connect(start(dir.path()).await).await;
+    let quick = client.prepare("SELECT 1").await.unwrap();
+    let slow = client.prepare("SELECT pg_sleep(2)").await.unwrap();
+    // Polled together, tokio-postgres sends both before either is answered. The first reply
+    // is complete at its Sync and must not wait for the second statement (PostgreSQL flushes
+    // at every ReadyForQuery).
+    let started = std::time::Instant::now();
+    let (quick_after, slow_after) = tokio::join!(
+        async {
+            client.query(&quick, &[]).await.unwrap();
+            started.elapsed()
+        },
+        async {
+            client.query(&slow, &[]).await.unwrap();
+            started.elapsed()
+        }
+    );
+    assert!(
+        slow_after >= std::time::Duration::from_secs(2),
+        "{slow_after:?}"
+    );
+    assert!(
+        quick_after < std::time::Duration::from_secs(1),
+        "the first reply waited for the second statement: {quick_after:?}"
+    );
+}
