@@ -46,15 +46,11 @@ struct RunArgs {
     /// The server's name in reports
     #[arg(long, default_value = "server")]
     name: String,
-    /// A local process (the server's) whose resident memory is reported after the load
+    /// A local process (the server's) whose resident memory is reported after the query rounds
     #[arg(long, value_name = "PID")]
     pid: Option<u32>,
     #[command(flatten)]
-    data: DatasetArgs,
-    #[command(flatten)]
-    work: WorkArgs,
-    #[command(flatten)]
-    output: OutputArgs,
+    job: JobArgs,
 }
 
 #[derive(Args, Debug)]
@@ -69,6 +65,13 @@ struct CompareArgs {
     /// The second server's process, for its resident memory
     #[arg(long, value_name = "PID")]
     b_pid: Option<u32>,
+    #[command(flatten)]
+    job: JobArgs,
+}
+
+/// The data, the work and where the results go: the same for `run` and `compare`.
+#[derive(Args, Debug)]
+struct JobArgs {
     #[command(flatten)]
     data: DatasetArgs,
     #[command(flatten)]
@@ -211,7 +214,7 @@ async fn execute(cli: Cli) -> Result<()> {
                 dsn: a.dsn,
                 pid: a.pid,
             };
-            benchmark(vec![target], &a.data, &a.work, &a.output).await
+            benchmark(vec![target], &a.job).await
         }
         Command::Compare(a) => {
             let targets = vec![
@@ -228,7 +231,7 @@ async fn execute(cli: Cli) -> Result<()> {
                 targets[0].name != targets[1].name,
                 "the two servers need different names"
             );
-            benchmark(targets, &a.data, &a.work, &a.output).await
+            benchmark(targets, &a.job).await
         }
         Command::Truth(a) => {
             let data = a.data.open()?;
@@ -250,19 +253,14 @@ async fn execute(cli: Cli) -> Result<()> {
     }
 }
 
-async fn benchmark(
-    targets: Vec<Target>,
-    data: &DatasetArgs,
-    work: &WorkArgs,
-    output: &OutputArgs,
-) -> Result<()> {
-    let plan = work.plan()?;
+async fn benchmark(targets: Vec<Target>, job: &JobArgs) -> Result<()> {
+    let plan = job.work.plan()?;
     for target in &targets {
         wait_until_up(&target.dsn, CONNECT_TIMEOUT).await?;
     }
-    let data = data.open()?;
+    let data = job.data.open()?;
     let report = run(&targets, &data, &plan).await?;
-    write_outputs(&report, output)
+    write_outputs(&report, &job.output)
 }
 
 fn write_outputs(report: &Report, output: &OutputArgs) -> Result<()> {
@@ -330,8 +328,8 @@ mod tests {
             panic!("compare")
         };
         assert_eq!((args.a.name.as_str(), args.b.name.as_str()), ("v", "pg"));
-        assert_eq!(args.work.ef_search, vec![10, 40]);
-        assert_eq!(args.work.plan().unwrap().connections, vec![1, 4]);
+        assert_eq!(args.job.work.ef_search, vec![10, 40]);
+        assert_eq!(args.job.work.plan().unwrap().connections, vec![1, 4]);
         assert!(
             Cli::try_parse_from([
                 "vecraft-bench",

@@ -179,26 +179,28 @@ impl Report {
         }
     }
 
-    fn ratio_header(&self) -> String {
-        self.pair()
-            .map_or(String::new(), |(a, b)| format!(" {}/{} |", a.name, b.name))
+    /// A table's header row and rule: the `leading` columns, one per server, and the ratio
+    /// column when two servers ran.
+    fn table_header(&self, out: &mut String, leading: &[&str]) {
+        let ratio = self
+            .pair()
+            .map(|(a, b)| format!(" {}/{} |", a.name, b.name));
+        let leading_cells: String = leading.iter().map(|c| format!(" {c} |")).collect();
+        let _ = writeln!(
+            out,
+            "|{leading_cells}{}{}",
+            names(&self.targets),
+            ratio.as_deref().unwrap_or("")
+        );
+        let columns = leading.len() + self.targets.len() + usize::from(ratio.is_some());
+        let _ = writeln!(out, "{}", rule(columns));
     }
 
     fn load_table(&self, out: &mut String) {
         if self.targets.iter().all(|t| t.load.is_none()) {
             return;
         }
-        let _ = writeln!(
-            out,
-            "| figure |{}{}",
-            names(&self.targets),
-            self.ratio_header()
-        );
-        let _ = writeln!(
-            out,
-            "{}",
-            rule(self.targets.len() + 1 + usize::from(self.pair().is_some()))
-        );
+        self.table_header(out, &["figure"]);
         type Figure = fn(&TargetReport) -> Option<f64>;
         let figures: [(&str, Figure); 6] = [
             ("COPY (s)", |t| t.load.as_ref().map(|l| l.copy_s)),
@@ -238,17 +240,7 @@ impl Report {
             "Best QPS at a recall@{} target (ef_search, recall, p99 ms):\n",
             self.settings.k
         );
-        let _ = writeln!(
-            out,
-            "| recall ≥ | connections |{}{}",
-            names(&self.targets),
-            self.ratio_header()
-        );
-        let _ = writeln!(
-            out,
-            "{}",
-            rule(self.targets.len() + 2 + usize::from(self.pair().is_some()))
-        );
+        self.table_header(out, &["recall ≥", "connections"]);
         for target in RECALL_TARGETS {
             for &c in &self.settings.connections {
                 let best: Vec<Option<&Point>> =
@@ -303,17 +295,7 @@ impl Report {
         if self.targets.iter().all(|t| t.select1.is_empty()) {
             return;
         }
-        let _ = writeln!(
-            out,
-            "| `SELECT 1` per second, connections |{}{}",
-            names(&self.targets),
-            self.ratio_header()
-        );
-        let _ = writeln!(
-            out,
-            "{}",
-            rule(self.targets.len() + 1 + usize::from(self.pair().is_some()))
-        );
+        self.table_header(out, &["`SELECT 1` per second, connections"]);
         let connections: Vec<usize> = self.targets[0]
             .select1
             .iter()

@@ -106,37 +106,28 @@ impl Metric {
     }
 }
 
-/// Eight independent accumulators, so the compiler keeps them in vector registers.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    debug_assert_eq!(a.len(), b.len());
-    let mut lanes = [0f32; 8];
-    let (a8, a_rest) = a.split_at(a.len() / 8 * 8);
-    let (b8, b_rest) = b.split_at(a8.len());
-    for (x, y) in a8.chunks_exact(8).zip(b8.chunks_exact(8)) {
-        for i in 0..8 {
-            lanes[i] += x[i] * y[i];
-        }
-    }
-    let tail: f32 = a_rest.iter().zip(b_rest).map(|(x, y)| x * y).sum();
-    lanes.iter().sum::<f32>() + tail
+    reduce(a, b, |x, y| x * y)
 }
 
 pub fn squared_l2(a: &[f32], b: &[f32]) -> f32 {
+    reduce(a, b, |x, y| (x - y) * (x - y))
+}
+
+/// The sum of `term` over the pairs of elements, in eight independent accumulators so the
+/// compiler keeps them in vector registers.
+#[inline(always)]
+fn reduce(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f32) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     let mut lanes = [0f32; 8];
     let (a8, a_rest) = a.split_at(a.len() / 8 * 8);
     let (b8, b_rest) = b.split_at(a8.len());
     for (x, y) in a8.chunks_exact(8).zip(b8.chunks_exact(8)) {
         for i in 0..8 {
-            let d = x[i] - y[i];
-            lanes[i] += d * d;
+            lanes[i] += term(x[i], y[i]);
         }
     }
-    let tail: f32 = a_rest
-        .iter()
-        .zip(b_rest)
-        .map(|(x, y)| (x - y) * (x - y))
-        .sum();
+    let tail: f32 = a_rest.iter().zip(b_rest).map(|(x, y)| term(*x, *y)).sum();
     lanes.iter().sum::<f32>() + tail
 }
 
