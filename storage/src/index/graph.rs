@@ -43,6 +43,11 @@ impl PartialOrd for Scored {
     }
 }
 
+/// Widest beam on layer 1 (it is `ef` when that is smaller); its finds are layer 0's entry
+/// points. On 1M x 128 in 1,000 tight clusters, one greedy path (the classic descent) gave
+/// recall@10 0.58 at ef 40; a beam of 8 gave 0.68 and of 32 gave 0.77, at no lower QPS.
+const UPPER_BEAM: usize = 32;
+
 /// Widest layer-0 list a graph may have (`2 * m` with pgvector's `m <= 100`).
 pub const MAX_M0: usize = 200;
 
@@ -179,9 +184,12 @@ impl HnswGraph {
         }
     }
 
-    fn beam_layer0(
+    /// Beam search on `layer` from `entries`: the `ef` best rows that `accept` admits.
+    #[allow(clippy::too_many_arguments)]
+    fn beam(
         &self,
-        entry: Scored,
+        entries: &[Scored],
+        layer: u8,
         ef: usize,
         visited: &mut crate::index::visited::VisitedSet,
         vectors: &VectorsRef,
@@ -193,10 +201,16 @@ impl HnswGraph {
         let nodes = self.shape.nodes as usize;
         let mut frontier = BinaryHeap::with_capacity((ef * 2).min(nodes));
         let mut found: BinaryHeap<Scored> = BinaryHeap::with_capacity(ef.min(nodes) + 1);
-        visited.insert(entry.row);
-        frontier.push(std::cmp::Reverse(entry));
-        if accept(entry.row) {
-            found.push(entry);
+        for &entry in entries {
+            if visited.insert(entry.row) {
+                frontier.push(std::cmp::Reverse(entry));
+                if accept(entry.row) {
+                    found.push(entry);
+                    if found.len() > ef {
+                        found.pop();
+                    }
+                }
+            }
         }
         while let Some(std::cmp::Reverse(current)) = frontier.pop() {
             if found.len() >= ef && current.score > found.peek().map_or(f32::INFINITY, |w| w.score)
@@ -207,7 +221,7 @@ impl HnswGraph {
             // cache misses overlap instead of queueing one behind another.
             let mut fresh = [0u32; MAX_M0];
             let mut fresh_len = 0;
-            for &next in self.neighbours(current.row, 0) {
+            for &next in self.neighbours(current.row, layer) {
                 if visited.insert(next) && fresh_len < MAX_M0 {
                     prefetch(vectors.get(next));
                     fresh[fresh_len] = next;
@@ -262,11 +276,24 @@ impl VectorIndex for HnswGraph {
             score: score(self.shape.entry),
             row: self.shape.entry,
         };
-        for layer in (1..=self.shape.max_level).rev() {
+        for layer in (2..=self.shape.max_level).rev() {
             entry = self.greedy(entry, layer, &score);
         }
-        let mut best = with_visited(self.shape.nodes as usize, |visited| {
-            self.beam_layer0(entry, ef.max(k), visited, vectors, &score, accept)
+        // Layer 1 is searched with a small beam, and layer 0 starts from all it found: on
+        // tightly clustered data a single greedy path can end in a neighbouring cluster that
+        // layer 0 has few links out of.
+        let nodes = self.shape.nodes as usize;
+        let entries = if self.shape.max_level >= 1 {
+            with_visited(nodes, |visited| {
+                let all = &|_: u32| true;
+                let width = ef.clamp(1, UPPER_BEAM);
+                self.beam(&[entry], 1, width, visited, vectors, &score, all)
+            })
+        } else {
+            vec![entry]
+        };
+        let mut best = with_visited(nodes, |visited| {
+            self.beam(&entries, 0, ef.max(k), visited, vectors, &score, accept)
         });
         best.sort_unstable();
         best.truncate(k);
