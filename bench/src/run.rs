@@ -31,6 +31,17 @@ pub struct Plan {
     pub warmup_queries: usize,
 }
 
+impl Plan {
+    /// How many times each server is loaded: none with `reuse`, else at least once.
+    fn loads(&self) -> usize {
+        if self.reuse {
+            0
+        } else {
+            self.load_rounds.max(1)
+        }
+    }
+}
+
 /// Raw measurements of one server.
 #[derive(Default)]
 struct Measured {
@@ -83,11 +94,7 @@ async fn load_all(
     plan: &Plan,
     measured: &mut [Measured],
 ) -> Result<()> {
-    let load_rounds = if plan.reuse {
-        0
-    } else {
-        plan.load_rounds.max(1)
-    };
+    let load_rounds = plan.loads();
     for round in 1..=load_rounds {
         for (target, m) in targets.iter().zip(measured.iter_mut()) {
             let client = server::connect(&target.dsn).await?;
@@ -269,11 +276,7 @@ fn summarize(targets: &[Target], data: &Dataset, plan: &Plan, measured: Vec<Meas
             ef_search: plan.ef_search.clone(),
             connections: plan.connections.clone(),
             rounds: plan.rounds,
-            load_rounds: if plan.reuse {
-                0
-            } else {
-                plan.load_rounds.max(1)
-            },
+            load_rounds: plan.loads(),
             select1_round_trips: plan.select1_round_trips,
         },
         targets: reports,
