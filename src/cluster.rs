@@ -15,11 +15,15 @@ use clap::{Args, ValueEnum};
 use serde::Deserialize;
 use vecraft_cluster::http::Health;
 use vecraft_cluster::node::{ClusterNode, NodeOptions};
+use vecraft_cluster::rpc::ClusterSecret;
 
 use crate::config::{DEFAULT_DATA_DIR, DEFAULT_HTTP, DEFAULT_LISTEN};
 
 pub const DEFAULT_RPC: &str = "127.0.0.1:7433";
 pub const DEFAULT_FAILOVER_AFTER_MS: u64 = 30_000;
+
+/// The environment variable a node reads its cluster secret from, when not given otherwise.
+pub const SECRET_VARIABLE: &str = "VECRAFT_CLUSTER_SECRET";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -63,10 +67,18 @@ pub struct NodeArgs {
     /// long [default: 30000]
     #[arg(long, value_name = "MS")]
     failover_after_ms: Option<u64>,
-    /// A TOML file with these settings; flags override it
+    /// The cluster's shared secret (at least 32 visible characters), the same on every node:
+    /// every call between nodes carries it and a call without it is refused. Also read from
+    /// the environment variable VECRAFT_CLUSTER_SECRET, which keeps it out of `ps`
+    #[arg(long, value_name = "SECRET")]
+    cluster_secret: Option<String>,
+    /// A TOML file with these settings (and a [limits] table); flags override it
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(default)]
+    limits: crate::limits::LimitArgs,
 }
 
 /// A node's settings, resolved.
@@ -76,6 +88,7 @@ struct NodeConfig {
     gateway: bool,
     listen: SocketAddr,
     http: SocketAddr,
+    limits: vecraft_sql::limits::Limits,
 }
 
 impl NodeArgs {
@@ -111,6 +124,17 @@ impl NodeArgs {
             .or(file.listen)
             .unwrap_or(parse_addr(DEFAULT_LISTEN));
         let gateway = roles.contains(&Role::Gateway);
+        let secret = self
+            .cluster_secret
+            .or(file.cluster_secret)
+            .or_else(|| std::env::var(SECRET_VARIABLE).ok())
+            .ok_or_else(|| {
+                format!(
+                    "a node needs the cluster's secret: --cluster-secret, cluster_secret in the \
+                     config file, or {SECRET_VARIABLE}"
+                )
+            })?;
+        let secret = ClusterSecret::new(&secret)?;
         let options = NodeOptions {
             id,
             rpc,
@@ -123,8 +147,10 @@ impl NodeArgs {
             storage: roles.contains(&Role::Storage),
             meta_peers,
             failover_after: Duration::from_millis(failover_after_ms),
+            secret,
         };
         Ok(NodeConfig {
+            limits: self.limits.resolve(&file.limits)?,
             options,
             gateway,
             listen,
@@ -187,7 +213,7 @@ pub async fn run_node(args: NodeArgs) -> Result<(), String> {
                     sql.local_addr().map_err(|e| e.to_string())?
                 );
                 let catalog = Arc::new(vecraft_sql::catalog::Catalog::cluster(node));
-                vecraft_sql::server::serve(sql, catalog)
+                vecraft_sql::server::serve_with(sql, catalog, config.limits)
                     .await
                     .map_err(|e| e.to_string())
             }
@@ -262,6 +288,8 @@ pub async fn run_local_cluster(args: LocalClusterArgs) -> Result<(), String> {
     for i in 1..=args.nodes.min(3) {
         meta_peers.push(format!("{i}=127.0.0.1:{}", port(args.rpc_port, i)?));
     }
+    // The nodes' shared secret: made here, handed to each in its environment.
+    let secret = ClusterSecret::generate();
     let (tx, rx) = mpsc::channel();
     let mut children = Children(Vec::new());
     for i in 1..=args.nodes {
@@ -280,7 +308,9 @@ pub async fn run_local_cluster(args: LocalClusterArgs) -> Result<(), String> {
             },
             format!("--failover-after-ms={}", args.failover_after_ms),
         ];
-        children.0.push(spawn_node(&exe, &argv, i, tx.clone())?);
+        children
+            .0
+            .push(spawn_node(&exe, &argv, &secret, i, tx.clone())?);
     }
     drop(tx);
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -310,11 +340,13 @@ pub async fn run_local_cluster(args: LocalClusterArgs) -> Result<(), String> {
 fn spawn_node(
     exe: &Path,
     argv: &[String],
+    secret: &ClusterSecret,
     i: u64,
     tx: mpsc::Sender<(u64, String)>,
 ) -> Result<Child, String> {
     let mut child = Command::new(exe)
         .args(argv)
+        .env(SECRET_VARIABLE, secret.expose())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -370,6 +402,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.toml");
         let text = "id = 2\nrpc = \"127.0.0.1:7002\"\nroles = [\"meta\", \"storage\"]\n\
+                    cluster_secret = \"0123456789abcdef0123456789abcdef\"\n\
                     meta_peers = [\"1=127.0.0.1:7001\", \"2=127.0.0.1:7002\"]\n";
         std::fs::write(&path, text).unwrap();
         let flags = NodeArgs {

@@ -5,6 +5,9 @@
 //! listen = "127.0.0.1:5433"    # PostgreSQL clients
 //! http = "127.0.0.1:9090"      # /metrics, /healthz, /readyz
 //! data_dir = "./vecraft-data"  # relative to the working directory
+//!
+//! [limits]                     # see README "Limits"
+//! max_connections = 100
 //! ```
 
 use std::net::SocketAddr;
@@ -12,16 +15,20 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::limits::LimitArgs;
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5433";
 pub const DEFAULT_HTTP: &str = "127.0.0.1:9090";
 pub const DEFAULT_DATA_DIR: &str = "vecraft-data";
 
 /// The settings a node runs with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub listen: SocketAddr,
     pub http: SocketAddr,
     pub data_dir: PathBuf,
+    /// The `[limits]` table, resolved against the flags by the caller.
+    pub limits: LimitArgs,
 }
 
 /// Settings as a file or the flags give them; absent ones fall through.
@@ -31,6 +38,8 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub http: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub limits: LimitArgs,
 }
 
 impl Default for NodeConfig {
@@ -39,6 +48,7 @@ impl Default for NodeConfig {
             listen: DEFAULT_LISTEN.parse().expect("default address parses"),
             http: DEFAULT_HTTP.parse().expect("default address parses"),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            limits: LimitArgs::default(),
         }
     }
 }
@@ -60,6 +70,7 @@ impl NodeConfig {
         self.listen = o.listen.unwrap_or(self.listen);
         self.http = o.http.unwrap_or(self.http);
         self.data_dir = o.data_dir.unwrap_or(std::mem::take(&mut self.data_dir));
+        self.limits = o.limits.or(std::mem::take(&mut self.limits));
     }
 }
 

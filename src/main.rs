@@ -4,6 +4,7 @@
 
 mod cluster;
 mod config;
+mod limits;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,9 +52,12 @@ struct ServeArgs {
     /// Where collections are stored [default: ./vecraft-data]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// A TOML file with the same settings (listen, http, data_dir); flags override it
+    /// A TOML file with the same settings (listen, http, data_dir, a [limits] table); flags
+    /// override it
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    limits: limits::LimitArgs,
 }
 
 fn main() {
@@ -69,27 +73,31 @@ fn main() {
         http,
         data_dir,
         config,
+        limits,
     } = args;
     let flags = Overrides {
         listen,
         http,
         data_dir,
+        limits,
     };
-    let config = match NodeConfig::resolve(config.as_deref(), flags) {
+    let resolved = NodeConfig::resolve(config.as_deref(), flags)
+        .and_then(|c| Ok((c.limits.resolve(&limits::LimitArgs::default())?, c)));
+    let (limits, config) = match resolved {
         Ok(c) => c,
         Err(problem) => {
             eprintln!("vecraft: {problem}");
             std::process::exit(2);
         }
     };
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    if let Err(e) = runtime.block_on(serve(config)) {
+    let runtime = runtime(std::thread::available_parallelism().map_or(2, |n| n.get()));
+    if let Err(e) = runtime.block_on(serve(config, limits)) {
         eprintln!("vecraft: {e}");
         std::process::exit(1);
     }
 }
 
-async fn serve(config: NodeConfig) -> Result<(), String> {
+async fn serve(config: NodeConfig, limits: vecraft_sql::limits::Limits) -> Result<(), String> {
     let started = Instant::now();
     let health = Arc::new(Health::default());
     // Bind first: a busy port should fail before minutes of log replay, not after.
@@ -118,7 +126,7 @@ async fn serve(config: NodeConfig) -> Result<(), String> {
     );
     health.set_ready(true);
     let outcome = tokio::select! {
-        served = vecraft_sql::server::serve(sql, Arc::new(catalog)) => served.map_err(|e| e.to_string()),
+        served = vecraft_sql::server::serve_with(sql, Arc::new(catalog), limits) => served.map_err(|e| e.to_string()),
         exported = exporter => match exported {
             Ok(result) => result.map_err(|e| format!("metrics exporter: {e}")),
             Err(e) => Err(format!("metrics exporter: {e}")),
@@ -131,18 +139,27 @@ async fn serve(config: NodeConfig) -> Result<(), String> {
     outcome
 }
 
+/// Stack for each of the runtime's threads. Statements are refused before they nest deeper
+/// than `vecraft_planner::parse::MAX_EXPRESSION_DEPTH`, which fits in the default 2 MiB;
+/// this is the margin beyond it.
+const THREAD_STACK_BYTES: usize = 8 << 20;
+
+fn runtime(worker_threads: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads)
+        .thread_stack_size(THREAD_STACK_BYTES)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 /// Runs a command to its end; a failure is said and exits with status 1.
 fn run(command: impl Future<Output = Result<(), String>>) {
     // A cluster gateway's statements wait on other nodes (through the groups' runtime) from
     // the threads that run them; more threads than cores keep one session's wait (an
     // election, up to seconds) from holding up the others.
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) * 4;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    if let Err(e) = runtime.block_on(command) {
+    if let Err(e) = runtime(threads).block_on(command) {
         eprintln!("vecraft: {e}");
         std::process::exit(1);
     }

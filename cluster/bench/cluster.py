@@ -20,6 +20,7 @@ Needs: pip install "psycopg[binary]" pgvector numpy
 """
 import argparse
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -32,6 +33,9 @@ import time
 import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
+
+# Every node of the benchmark cluster is given the same secret (vecraft node needs one).
+CLUSTER_SECRET = secrets.token_hex(16)
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 ap.add_argument("--vecraft", required=True, help="the vecraft binary (a release build)")
@@ -106,7 +110,8 @@ class Cluster:
             a.vecraft, "node", f"--id={i}", f"--listen=127.0.0.1:{sql}", f"--rpc=127.0.0.1:{rpc}",
             f"--http=127.0.0.1:{http}", f"--data-dir={self.dir}/node-{i}", f"--meta-peers={self.meta_peers()}",
             f"--roles={roles}", f"--failover-after-ms={self.failover_after_ms}",
-        ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**os.environ, "VECRAFT_CLUSTER_SECRET": CLUSTER_SECRET})
 
     def kill(self, i):
         self.procs[i - 1].send_signal(signal.SIGKILL)

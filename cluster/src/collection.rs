@@ -39,6 +39,8 @@ use crate::shard_handle::ShardHandle;
 const SHARDS_FILE: &str = "SHARDS";
 /// The most shards one collection may have.
 pub const MAX_SHARDS: usize = 256;
+/// The most replicas one shard may have.
+pub const MAX_REPLICAS: usize = 7;
 
 pub struct Collection {
     /// Where a collection of this node's own shards lives; `None` in a cluster.
@@ -74,9 +76,7 @@ impl Collection {
     /// Opens the collection in `dir`, or creates it with `schema` in one shard.
     pub fn open(dir: &Path, schema: Option<CollectionSchema>, opts: ShardOptions) -> Result<Self> {
         match schema {
-            Some(schema) if !dir.join(SHARDS_FILE).exists() => {
-                Collection::create(dir, schema, 1, opts)
-            }
+            Some(schema) if !holds_collection(dir) => Collection::create(dir, schema, 1, opts),
             _ => Collection::open_existing(dir, opts),
         }
     }
@@ -93,14 +93,14 @@ impl Collection {
                 "shards must be between 1 and {MAX_SHARDS}, not {shards}"
             )));
         }
-        if shards == 1 {
-            let shard = LocalShard::open(dir, Some(schema), opts)?;
-            return Collection::assemble(Some(dir), vec![Arc::new(shard)]);
-        }
         // Built aside and renamed into place, so a crash or a failure halfway leaves no
         // collection (the catalog skips dot-prefixed directories).
         let staging = staging_dir(dir);
-        if let Err(e) = Collection::build(&staging, &schema, shards, &opts) {
+        let built = match shards {
+            1 => Collection::build_one(&staging, schema, &opts),
+            _ => Collection::build(&staging, &schema, shards, &opts),
+        };
+        if let Err(e) = built {
             let _ = std::fs::remove_dir_all(&staging);
             return Err(e);
         }
@@ -115,6 +115,23 @@ impl Collection {
     /// `shards`. Its key is never a hidden row id (a cluster refuses those).
     pub fn remote(shards: Vec<Arc<dyn ShardHandle>>) -> Result<Self> {
         Collection::assemble(None, shards)
+    }
+
+    /// Writes a new collection of one shard in `dir` (the shard's own layout, with no
+    /// `SHARDS` file) and closes it again.
+    fn build_one(dir: &Path, schema: CollectionSchema, opts: &ShardOptions) -> Result<()> {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(|e| Error::io("remove", dir, e))?;
+        }
+        drop(LocalShard::open(dir, Some(schema), opts.clone())?);
+        Ok(())
+    }
+
+    /// Stops every shard kept on this node for good (see [`ShardHandle::close`]).
+    pub fn close(&self) {
+        for shard in &self.shards {
+            shard.close();
+        }
     }
 
     /// Writes a new collection of `shards` shards in `dir` and closes it again.
@@ -402,6 +419,11 @@ fn shard_dir(dir: &Path, shards: usize, i: usize) -> PathBuf {
     } else {
         dir.join("shards").join(i.to_string())
     }
+}
+
+/// Whether `dir` holds a collection: several shards (a `SHARDS` file) or one (its log).
+fn holds_collection(dir: &Path) -> bool {
+    dir.join(SHARDS_FILE).exists() || dir.join("log").exists()
 }
 
 fn shard_count(dir: &Path) -> Result<usize> {

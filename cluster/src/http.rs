@@ -4,9 +4,19 @@
 //! Each crate registers its own metrics in prometheus's default registry (the gateway's in
 //! `vecraft_sql::metrics`, the write path's in [`crate::metrics`]); this serves whatever is
 //! registered there, plus the process collector (CPU, resident memory, open files).
+//!
+//! The port is bounded like the SQL port: at most [`MAX_HTTP_CONNECTIONS`] at once (more are
+//! closed when accepted), and a connection that sends nothing for [`HTTP_IDLE_TIMEOUT`] —
+//! before its first request or between two — is closed, so idle or slow clients cannot hold
+//! the node's descriptors; none lasts longer than [`HTTP_CONNECTION_LIFETIME`].
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -14,8 +24,12 @@ use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::Listener;
 use prometheus::{Encoder, TextEncoder};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
 
 /// What `/readyz` reports: false until the node has opened its data and accepts SQL.
 #[derive(Debug, Default)]
@@ -33,6 +47,16 @@ impl Health {
     }
 }
 
+/// HTTP connections served at once (scrapers and probes need a few).
+pub const MAX_HTTP_CONNECTIONS: usize = 64;
+
+/// How long an HTTP connection may stay silent.
+pub const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long an HTTP connection may last at all (a client sending a byte now and then is not
+/// silent, yet must not keep its slot): scrapers reconnect.
+pub const HTTP_CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
 /// Serves the exporter on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, health: Arc<Health>) -> std::io::Result<()> {
     let app = Router::new()
@@ -40,7 +64,95 @@ pub async fn serve(listener: TcpListener, health: Arc<Health>) -> std::io::Resul
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(health);
+    let listener = Bounded {
+        listener,
+        open: Arc::new(Semaphore::new(MAX_HTTP_CONNECTIONS)),
+    };
     axum::serve(listener, app).await
+}
+
+/// The HTTP listener with its connection limit.
+struct Bounded {
+    listener: TcpListener,
+    open: Arc<Semaphore>,
+}
+
+impl Listener for Bounded {
+    type Io = Quiet;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Quiet, SocketAddr) {
+        loop {
+            let (socket, addr) = Listener::accept(&mut self.listener).await;
+            // Beyond the limit the socket is closed at once.
+            if let Ok(permit) = Arc::clone(&self.open).try_acquire_owned() {
+                let idle = Box::pin(tokio::time::sleep(HTTP_IDLE_TIMEOUT));
+                let ends = tokio::time::Instant::now() + HTTP_CONNECTION_LIFETIME;
+                return (
+                    Quiet {
+                        socket,
+                        idle,
+                        ends,
+                        _permit: permit,
+                    },
+                    addr,
+                );
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// A connection that fails its reads once it has been silent for [`HTTP_IDLE_TIMEOUT`], or
+/// has lasted [`HTTP_CONNECTION_LIFETIME`].
+struct Quiet {
+    socket: TcpStream,
+    idle: Pin<Box<Sleep>>,
+    /// When the connection's lifetime is up.
+    ends: tokio::time::Instant,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Quiet {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.socket).poll_read(cx, buf) {
+            Poll::Ready(read) => {
+                let deadline = (tokio::time::Instant::now() + HTTP_IDLE_TIMEOUT).min(this.ends);
+                this.idle.as_mut().reset(deadline);
+                Poll::Ready(read)
+            }
+            Poll::Pending => match this.idle.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(std::io::ErrorKind::TimedOut.into())),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl AsyncWrite for Quiet {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.socket).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.socket).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.socket).poll_shutdown(cx)
+    }
 }
 
 async fn metrics() -> Response {

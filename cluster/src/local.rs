@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use openraft::BasicNode;
+use parking_lot::{RwLock, RwLockReadGuard};
 use vecraft_storage::Result;
 use vecraft_storage::command::Command;
 use vecraft_storage::filter::Filter;
@@ -29,6 +30,10 @@ pub struct LocalShard {
     dir: PathBuf,
     shard: Arc<Shard>,
     group: Group,
+    /// Whether the shard was closed (its collection dropped). Every request holds a read
+    /// guard while it runs, so [`LocalShard::close`] waits for the ones in flight and refuses
+    /// the later ones with `Error::Dropped`.
+    closed: RwLock<bool>,
 }
 
 impl LocalShard {
@@ -40,6 +45,7 @@ impl LocalShard {
             dir: dir.to_path_buf(),
             shard,
             group,
+            closed: RwLock::new(false),
         })
     }
 
@@ -63,6 +69,7 @@ impl LocalShard {
             dir: dir.to_path_buf(),
             shard,
             group,
+            closed: RwLock::new(false),
         })
     }
 
@@ -109,25 +116,51 @@ impl LocalShard {
 
     /// Whether the shard would take `command` now (schema, types, dimensions, new keys).
     pub fn check(&self, command: &Command) -> Result<()> {
+        let _open = self.entered()?;
         self.shard.check(command)
     }
 
     /// Makes `command` durable through the shard's Raft group, applies it, and only then
     /// returns. A command the schema refuses is refused here, before it reaches the log.
     pub fn write(&self, command: &Command) -> Result<Applied> {
+        let _open = self.entered()?;
         self.shard.check(command)?;
-        self.propose(command)
+        self.group.write(command.encode()?)
     }
 
     /// `write` for a command the caller has just checked (`check`).
     pub fn propose(&self, command: &Command) -> Result<Applied> {
+        let _open = self.entered()?;
         self.group.write(command.encode()?)
     }
 
     /// Seals and persists the shard, then drops the log it no longer needs. Returns the index
     /// up to which the log was purged.
     pub fn checkpoint(&self) -> Result<u64> {
+        let _open = self.entered()?;
         self.group.checkpoint()
+    }
+
+    /// A guard that keeps the shard open while a request runs; `Error::Dropped` once closed.
+    fn entered(&self) -> Result<RwLockReadGuard<'_, bool>> {
+        let open = self.closed.read();
+        if *open {
+            return Err(vecraft_storage::Error::Dropped);
+        }
+        Ok(open)
+    }
+
+    /// Closes the shard for good: waits for the requests in flight, refuses the later ones,
+    /// stops the Raft group and the shard's background work. Afterwards nothing writes in its
+    /// directory, which may then be moved or removed.
+    pub fn close(&self) {
+        let mut closed = self.closed.write();
+        if *closed {
+            return;
+        }
+        *closed = true;
+        self.group.shutdown();
+        self.shard.close();
     }
 }
 
@@ -147,6 +180,7 @@ impl ShardHandle for LocalShard {
     }
 
     fn search(&self, request: &SearchRequest, _read: Consistency) -> Result<RecordBatch> {
+        let _open = self.entered()?;
         self.shard.search(request)
     }
 
@@ -156,6 +190,7 @@ impl ShardHandle for LocalShard {
         filter: Option<&Filter>,
         _read: Consistency,
     ) -> Result<Vec<RecordBatch>> {
+        let _open = self.entered()?;
         self.shard.scan(projection, filter)
     }
 
@@ -178,7 +213,12 @@ impl ShardHandle for LocalShard {
     }
 
     fn reindex(&self) -> Result<()> {
+        let _open = self.entered()?;
         self.shard.reindex()
+    }
+
+    fn close(&self) {
+        LocalShard::close(self);
     }
 }
 

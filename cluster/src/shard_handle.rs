@@ -69,4 +69,9 @@ pub trait ShardHandle: Debug + Send + Sync {
 
     /// Rebuilds older segments with the current index parameters.
     fn reindex(&self) -> Result<()>;
+
+    /// Stops this node's part of the shard for good (its collection is dropped): requests in
+    /// flight finish, later ones fail with `Error::Dropped`, nothing writes its files any
+    /// more. A shard kept by other nodes has nothing to stop here.
+    fn close(&self) {}
 }

@@ -44,6 +44,16 @@ impl VectorError {
         }
     }
 
+    /// An error of any other class (`code` is a SQLSTATE).
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        debug_assert_eq!(code.len(), 5, "a SQLSTATE has five characters");
+        VectorError {
+            sqlstate: code,
+            message: message.into(),
+            detail: None,
+        }
+    }
+
     pub fn with_detail(mut self, detail: &str) -> Self {
         self.detail = Some(detail.to_string());
         self

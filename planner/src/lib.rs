@@ -13,6 +13,7 @@ pub mod dml;
 pub mod error;
 pub mod filters;
 pub mod functions;
+pub mod guards;
 pub mod knn;
 pub mod operators;
 pub mod params;
@@ -25,6 +26,8 @@ pub mod vector_text;
 
 use std::sync::Arc;
 
+use datafusion::execution::runtime_env::RuntimeEnv;
+
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
@@ -32,7 +35,13 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 pub fn install(mut builder: SessionStateBuilder) -> SessionStateBuilder {
     let mut expr_planners = builder.expr_planners().clone().unwrap_or_default();
     expr_planners.insert(0, Arc::new(operators::VectorOperators));
-    let mut functions = builder.scalar_functions().clone().unwrap_or_default();
+    let mut functions: Vec<_> = builder
+        .scalar_functions()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(guards::guard)
+        .collect();
     functions.extend(functions::all_udfs());
     builder
         .with_expr_planners(expr_planners)
@@ -76,10 +85,16 @@ pub fn session_config() -> SessionConfig {
 
 /// A session that parses PostgreSQL SQL and knows pgvector's type, functions and operators.
 pub fn new_session() -> SessionContext {
+    new_session_with(Arc::new(RuntimeEnv::default()))
+}
+
+/// A session whose queries take memory from `runtime`'s pool.
+pub fn new_session_with(runtime: Arc<RuntimeEnv>) -> SessionContext {
     let config = session_config();
     let state = install(
         SessionStateBuilder::new()
             .with_config(config)
+            .with_runtime_env(runtime)
             .with_default_features(),
     )
     .build();

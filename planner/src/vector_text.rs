@@ -154,6 +154,24 @@ fn format_shortest(exp_form: &str, fixed_below: i32) -> String {
 mod tests {
     use super::*;
 
+    /// Vector text as clients send it, and mangled: parsing never panics, and what parses
+    /// prints back as the same values.
+    #[test]
+    fn fuzz_vector_text() {
+        let seeds: &[&[u8]] = &[
+            b"[1,2,3]",
+            b"[ -1.5e-3 , 2E10,0.0 ]",
+            b"[]",
+            b"[1,nan]",
+            b"{1,2}",
+        ];
+        vecraft_storage::fuzz::run("vector_text", seeds, |input| {
+            if let Ok(v) = parse_vector(&String::from_utf8_lossy(input)) {
+                assert_eq!(parse_vector(&format_vector(&v)).unwrap(), v);
+            }
+        });
+    }
+
     #[test]
     fn parses_what_pgvector_parses() {
         assert_eq!(parse_vector("[1,2,3]").unwrap(), vec![1.0, 2.0, 3.0]);

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::error::{DataFusionError, Result};
+use parking_lot::Mutex;
 use std::sync::RwLock;
 use vecraft_cluster::collection::Collection;
 use vecraft_cluster::meta::MetaState;
@@ -23,7 +24,15 @@ pub struct Catalog {
     /// their tables and re-plan prepared statements when it moves.
     generation: AtomicU64,
     collections: RwLock<BTreeMap<String, Arc<Collection>>>,
+    /// Held by each CREATE and DROP on a single node, so that DDL on one name never
+    /// interleaves: a name's directory is created only after the last one of that name was
+    /// closed and moved away.
+    ddl: Mutex<()>,
 }
+
+/// The prefix of a dropped collection's directory while it is deleted (removed at open if a
+/// crash interrupted the deletion).
+const TRASH_PREFIX: &str = ".trash-";
 
 enum Backend {
     /// Collections in directories under `root`.
@@ -59,8 +68,10 @@ impl Catalog {
         for entry in std::fs::read_dir(&root).map_err(io)? {
             let entry = entry.map_err(io)?;
             let name = entry.file_name().to_string_lossy().to_string();
-            if name.starts_with('.') && name.ends_with(".creating") {
-                // A collection whose creation a crash interrupted: it never existed.
+            let interrupted = name.starts_with('.') && name.ends_with(".creating");
+            if interrupted || name.starts_with(TRASH_PREFIX) {
+                // A creation a crash interrupted (it never existed), or a dropped collection
+                // whose files a crash left (it is gone).
                 std::fs::remove_dir_all(entry.path()).map_err(io)?;
                 continue;
             }
@@ -75,6 +86,7 @@ impl Catalog {
             backend: Backend::Local { root },
             generation: AtomicU64::new(0),
             collections: RwLock::new(collections),
+            ddl: Mutex::new(()),
         })
     }
 
@@ -87,6 +99,7 @@ impl Catalog {
             },
             generation: AtomicU64::new(0),
             collections: RwLock::new(BTreeMap::new()),
+            ddl: Mutex::new(()),
         }
     }
 
@@ -223,13 +236,7 @@ impl Catalog {
     /// Whether `name` can name a collection: it becomes a directory name, so only lowercase
     /// letters, digits and `_`, starting with a letter or `_`, at most 63 bytes (as PostgreSQL).
     pub fn valid_name(name: &str) -> bool {
-        let mut chars = name.chars();
-        let first_ok = chars
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
-        first_ok
-            && name.len() <= 63
-            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        vecraft_storage::schema::valid_collection_name(name)
     }
 
     /// Creates a collection of `shards` shards of `replicas` replicas; `Ok(false)` if it
@@ -254,13 +261,14 @@ impl Catalog {
                          {NODE_REPLICAS} replica of each shard"
                     )));
                 }
-                let mut all = self.collections.write().unwrap_or_else(|p| p.into_inner());
-                if all.contains_key(name) {
+                let _ddl = self.ddl.lock();
+                if read(&self.collections).contains_key(name) {
                     return Ok(false);
                 }
                 let dir = root.join(name);
                 let c = Collection::create(&dir, schema, shards, ShardOptions::default())
                     .map_err(storage)?;
+                let mut all = self.collections.write().unwrap_or_else(|p| p.into_inner());
                 all.insert(name.to_string(), Arc::new(c));
                 self.changed();
                 Ok(true)
@@ -287,6 +295,10 @@ impl Catalog {
             self.follow();
             return Ok(dropped);
         }
+        let Backend::Local { root } = &self.backend else {
+            unreachable!("a cluster's catalog returned above");
+        };
+        let _ddl = self.ddl.lock();
         let removed = self
             .collections
             .write()
@@ -296,13 +308,31 @@ impl Catalog {
             return Ok(false);
         };
         self.changed();
-        let dir = collection.dir().map(Path::to_path_buf);
-        drop(collection);
-        if let Some(dir) = dir {
-            std::fs::remove_dir_all(&dir).map_err(io)?;
+        // Statements still holding the collection finish first; later ones find it dropped.
+        // Then nothing writes in its directory, which one rename takes away: a restart finds
+        // the collection gone, whatever it interrupts.
+        collection.close();
+        let Some(dir) = collection.dir().map(Path::to_path_buf) else {
+            return Ok(true);
+        };
+        let trash = root.join(format!("{TRASH_PREFIX}{name}-{}", unique_suffix()));
+        std::fs::rename(&dir, &trash).map_err(io)?;
+        vecraft_storage::fsutil::sync_dir(root).map_err(storage)?;
+        if let Err(e) = std::fs::remove_dir_all(&trash) {
+            // Gone for SQL already; the next open deletes what is left.
+            eprintln!("vecraft: dropped collection {name}: files left to delete at restart: {e}");
         }
         Ok(true)
     }
+}
+
+/// A suffix no other directory of this process has (time and a counter).
+fn unique_suffix() -> String {
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{nanos}-{}", COUNT.fetch_add(1, Ordering::Relaxed))
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {

@@ -22,14 +22,13 @@ use pgwire::error::PgWireResult;
 use vecraft_storage::distance::Metric;
 use vecraft_storage::schema::{CollectionSchema, ColumnType, HnswParams};
 
-use vecraft_cluster::collection::MAX_SHARDS;
+use vecraft_cluster::collection::{MAX_REPLICAS, MAX_SHARDS};
 
 use crate::catalog::Catalog;
 use crate::ddl::declared_schema;
 use crate::errors::user_error;
 
 /// The most replicas a shard may have.
-const MAX_REPLICAS: u64 = 7;
 
 /// The schema of a `CREATE COLLECTION` with its `WITH` options (every vector column
 /// indexed), its number of shards and of replicas (`default_replicas` when not given).
@@ -76,7 +75,7 @@ pub fn collection_schema(
             }
             "replicas" => {
                 let n = number(&name, value)?;
-                if !(1..=MAX_REPLICAS).contains(&n) {
+                if !(1..=MAX_REPLICAS as u64).contains(&n) {
                     return Err(user_error(
                         "22023",
                         format!("replicas = {n} is out of range: 1 to {MAX_REPLICAS}"),

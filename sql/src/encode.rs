@@ -254,3 +254,32 @@ mod tests {
         assert_eq!(timestamp(-1), "1969-12-31 23:59:59.999999");
     }
 }
+
+/// A stream of results that ends with 57014 once a deadline passes.
+pub trait DeadlineExt: futures::Stream + Sized {
+    fn take_until_deadline<T>(
+        self,
+        deadline: Option<tokio::time::Instant>,
+    ) -> futures::stream::BoxStream<'static, PgWireResult<T>>
+    where
+        Self: futures::Stream<Item = PgWireResult<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        use futures::StreamExt;
+        let Some(deadline) = deadline else {
+            return self.boxed();
+        };
+        let sleep = Box::pin(tokio::time::sleep_until(deadline));
+        futures::stream::unfold(Some((self.boxed(), sleep)), |state| async move {
+            let (mut items, mut sleep) = state?;
+            tokio::select! {
+                biased;
+                _ = &mut sleep => Some((Err(crate::handler::statement_timeout_error()), None)),
+                item = items.next() => item.map(|item| (item, Some((items, sleep)))),
+            }
+        })
+        .boxed()
+    }
+}
+
+impl<S: futures::Stream> DeadlineExt for S {}

@@ -1,14 +1,17 @@
 //! Every error a client sees, mapped to its SQLSTATE in one place.
 
 use datafusion::error::DataFusionError;
+use datafusion::sql::sqlparser::parser::ParserError;
 use pgwire::error::{ErrorInfo, PgWireError};
 use vecraft_planner::error::VectorError;
+use vecraft_planner::parse::MAX_EXPRESSION_DEPTH;
 use vecraft_storage::Error as StorageError;
 
 /// A PostgreSQL ErrorResponse for `e`: pgvector's codes for vector errors, PostgreSQL's for
 /// the rest; `XX000` only for what has no better class.
 pub fn to_pg(e: &DataFusionError) -> PgWireError {
     let (code, message) = classify(e);
+    let message = redact_paths(&message);
     PgWireError::UserError(Box::new(ErrorInfo::new(
         "ERROR".to_owned(),
         code.to_owned(),
@@ -25,6 +28,26 @@ pub fn user_error(code: &str, message: impl Into<String>) -> PgWireError {
     )))
 }
 
+/// The error for SQL that does not parse: 42601, or PostgreSQL's 54001 for a statement nested
+/// too deeply to plan (it would overflow the stack; see `vecraft_planner::parse`).
+pub fn parse_error(e: ParserError) -> PgWireError {
+    match e {
+        ParserError::RecursionLimitExceeded => {
+            let mut info = ErrorInfo::new(
+                "ERROR".to_owned(),
+                "54001".to_owned(),
+                "stack depth limit exceeded".to_owned(),
+            );
+            info.hint = Some(format!(
+                "Expressions may nest at most {MAX_EXPRESSION_DEPTH} levels deep \
+                 (each operator and parenthesis is a level); split the statement.",
+            ));
+            PgWireError::UserError(Box::new(info))
+        }
+        other => user_error("42601", other.to_string()),
+    }
+}
+
 /// The SQLSTATE of a storage error.
 fn storage_code(e: &StorageError) -> &'static str {
     match e {
@@ -36,6 +59,8 @@ fn storage_code(e: &StorageError) -> &'static str {
         StorageError::Corrupt { .. } => "XX001",
         // cannot_connect_now: the shard's group has no leader yet, or is shutting down.
         StorageError::Unavailable(_) | StorageError::Closed => "57P03",
+        // undefined_table: the statement reached a collection another session dropped.
+        StorageError::Dropped => "42P01",
         StorageError::Partial { source, .. } => storage_code(source),
         StorageError::Arrow(_) => "XX000",
     }
@@ -56,6 +81,9 @@ fn classify(e: &DataFusionError) -> (&'static str, String) {
     }
     let root = e.find_root();
     let text = root.to_string();
+    if let Some(known) = known_message(&text) {
+        return known;
+    }
     let code = match root {
         DataFusionError::SQL(..) => "42601",
         DataFusionError::NotImplemented(_) => "0A000",
@@ -69,6 +97,10 @@ fn classify(e: &DataFusionError) -> (&'static str, String) {
         }
         DataFusionError::Plan(_) => "42601",
         DataFusionError::ArrowError(..) => "22000",
+        // A memory pool refused: the query's or the node's share is spent.
+        DataFusionError::ResourcesExhausted(_) => {
+            return ("53200", format!("out of memory: {}", strip_prefixes(&text)));
+        }
         // A SET of a setting nobody knows, or of a value the setting does not take.
         DataFusionError::Configuration(m) if m.contains("not found") || m.contains("find") => {
             "42704"
@@ -79,6 +111,40 @@ fn classify(e: &DataFusionError) -> (&'static str, String) {
     (code, strip_prefixes(&text))
 }
 
+/// Errors DataFusion and Arrow raise without a class of their own, recognised by their words,
+/// with PostgreSQL's code and message.
+fn known_message(text: &str) -> Option<(&'static str, String)> {
+    if text.contains("has null but schema specifies non-nullable") {
+        let message = "null value in column violates not-null constraint";
+        return Some(("23502", message.into()));
+    }
+    if text.contains("Scalar subquery returned more than one row") {
+        let message = "more than one row returned by a subquery used as an expression";
+        return Some(("21000", message.into()));
+    }
+    if let Some(at) = text.find("regex parse error") {
+        let detail = text[at..].lines().last().unwrap_or("").trim();
+        return Some(("2201B", format!("invalid regular expression: {detail}")));
+    }
+    if text.contains("Divide by zero") {
+        return Some(("22012", "division by zero".into()));
+    }
+    // Arrow's "Cannot cast string 'x' to value of Int64 type".
+    let (_, rest) = text.split_once("Cannot cast string '")?;
+    let (value, rest) = rest.rsplit_once("' to value of ")?;
+    let pg_type = match rest.trim_end_matches(" type") {
+        "Int16" => "smallint",
+        "Int32" => "integer",
+        "Int64" => "bigint",
+        "Float32" => "real",
+        "Float64" => "double precision",
+        "Boolean" => "boolean",
+        _ => return None,
+    };
+    let message = format!("invalid input syntax for type {pg_type}: \"{value}\"");
+    Some(("22P02", message))
+}
+
 fn find_storage(e: &DataFusionError) -> Option<&StorageError> {
     match e {
         DataFusionError::External(inner) => inner.downcast_ref::<StorageError>(),
@@ -86,6 +152,37 @@ fn find_storage(e: &DataFusionError) -> Option<&StorageError> {
         DataFusionError::Shared(inner) => find_storage(inner),
         _ => None,
     }
+}
+
+/// `text` with every absolute path cut to its last two parts (`…/seg-3/meta.json`): a client
+/// learns which file, not where the server keeps its data.
+pub fn redact_paths(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find('/') {
+        let boundary = rest[..start]
+            .chars()
+            .next_back()
+            .is_none_or(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '(' | '='));
+        let end = rest[start..]
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ')' | ',' | ';'))
+            .map_or(rest.len(), |n| start + n);
+        let token = rest[start..end].trim_end_matches([':', '.']);
+        let end = start + token.len();
+        if boundary && token.matches('/').count() >= 3 {
+            let parts: Vec<&str> = token.rsplitn(3, '/').collect();
+            out.push_str(&rest[..start]);
+            out.push_str("…/");
+            out.push_str(parts[1]);
+            out.push('/');
+            out.push_str(parts[0]);
+        } else {
+            out.push_str(&rest[..end.max(start + 1)]);
+        }
+        rest = &rest[end.max(start + 1)..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// DataFusion prefixes messages with its error kind ("Error during planning: …").
@@ -99,10 +196,63 @@ fn strip_prefixes(text: &str) -> String {
         "Invalid or Unsupported Configuration: ",
         "Execution error: ",
         "External error: ",
+        "Resources exhausted: ",
     ] {
         if let Some(rest) = t.strip_prefix(prefix) {
             t = rest;
         }
     }
     t.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unclassed_errors_get_postgres_codes() {
+        let code = |text: &str| known_message(text).map(|(c, m)| (c, m));
+        assert_eq!(
+            code("Cast error: Cannot cast string 'x' to value of Int64 type"),
+            Some((
+                "22P02",
+                "invalid input syntax for type bigint: \"x\"".into()
+            ))
+        );
+        assert_eq!(
+            code("Arrow error: Divide by zero error").unwrap().0,
+            "22012"
+        );
+        assert_eq!(
+            code("Scalar subquery returned more than one row")
+                .unwrap()
+                .0,
+            "21000"
+        );
+        assert_eq!(
+            code("regex parse error:\n    (\n    ^\nerror: unclosed group"),
+            Some((
+                "2201B",
+                "invalid regular expression: error: unclosed group".into()
+            ))
+        );
+        assert_eq!(code("something else"), None);
+    }
+
+    #[test]
+    fn paths_are_cut_to_their_last_parts() {
+        assert_eq!(
+            redact_paths("open /srv/vecraft/items/shard/seg-1/meta.json: No such file"),
+            "open …/seg-1/meta.json: No such file"
+        );
+        assert_eq!(
+            redact_paths("lock \"/tmp/x/y/log/LOCK\" held"),
+            "lock \"…/log/LOCK\" held"
+        );
+        assert_eq!(
+            redact_paths("a / b and 1/2 and /x/y"),
+            "a / b and 1/2 and /x/y"
+        );
+        assert_eq!(redact_paths("no paths"), "no paths");
+    }
 }

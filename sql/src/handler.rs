@@ -1,6 +1,7 @@
 //! One client connection: the pgwire handlers (startup, simple and extended query, COPY), all
 //! answered by the connection's [`Session`].
 
+use std::collections::HashSet;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,21 +10,30 @@ use async_trait::async_trait;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement;
 use futures::Sink;
+use parking_lot::Mutex;
+use pgwire::api::auth::StartupHandler;
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, Response};
-use pgwire::api::stmt::QueryParser;
+use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::PortalStore;
-use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type};
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, ConnectionManager, DEFAULT_NAME, PgWireServerHandlers, Type,
+};
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::messages::extendedquery::{
+    Close, CloseComplete, Parse, ParseComplete, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
+};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
 use crate::catalog::Catalog;
 use crate::errors::user_error;
+use crate::limits::{Admission, SessionSlot};
+use crate::memory::NodeMemory;
 use crate::metrics::GATEWAY;
 use crate::params;
 use crate::prepared::Prepared;
@@ -35,16 +45,73 @@ pub struct Connection {
     cancels: Arc<ConnectionManager>,
     /// Whether a client session started here (a socket may carry only a cancel request).
     started: AtomicBool,
+    admission: Arc<Admission>,
+    /// This session's place under `max_connections`, once it logged in.
+    slot: Mutex<Option<SessionSlot>>,
+    /// The names of the prepared statements the client holds (bounded by
+    /// `max_prepared_statements`).
+    named_statements: Mutex<HashSet<String>>,
 }
 
 impl Connection {
-    pub fn new(catalog: Arc<Catalog>, cancels: Arc<ConnectionManager>) -> Arc<Connection> {
+    pub fn new(
+        catalog: Arc<Catalog>,
+        cancels: Arc<ConnectionManager>,
+        admission: Arc<Admission>,
+        memory: NodeMemory,
+    ) -> Arc<Connection> {
         Arc::new(Connection {
-            session: Session::new(catalog),
+            session: Session::new(catalog, memory.session_runtime(), &admission.limits),
             cancels,
             started: AtomicBool::new(false),
+            admission,
+            slot: Mutex::new(None),
+            named_statements: Mutex::new(HashSet::new()),
         })
     }
+
+    /// Runs one statement under the session's `statement_timeout` (57014 when it passes; the
+    /// statement's work stops with its future).
+    ///
+    /// A panic inside the statement (a bug in a dependency or here) is caught and answered as
+    /// XX000: it ends that statement, not the connection or the node.
+    ///
+    /// A `deep` statement runs on a stack of its own (see `stack.rs`).
+    async fn timed<T>(
+        &self,
+        deep: bool,
+        statement: impl Future<Output = PgWireResult<T>>,
+    ) -> PgWireResult<T> {
+        use futures::FutureExt;
+        let statement = std::panic::AssertUnwindSafe(statement)
+            .catch_unwind()
+            .map(|outcome| outcome.unwrap_or_else(|panic| Err(internal_error(panic.as_ref()))));
+        let statement = crate::stack::on_stack_for(deep, statement);
+        match self.session.statement_timeout() {
+            None => statement.await,
+            Some(limit) => tokio::time::timeout(limit, statement)
+                .await
+                .unwrap_or_else(|_| Err(statement_timeout_error())),
+        }
+    }
+}
+
+/// The error for a statement that panicked.
+pub(crate) fn internal_error(panic: &(dyn std::any::Any + Send)) -> PgWireError {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown".into());
+    user_error(
+        "XX000",
+        format!("internal error: {}", crate::errors::redact_paths(&what)),
+    )
+}
+
+/// PostgreSQL's error for a statement that ran past `statement_timeout`.
+pub fn statement_timeout_error() -> PgWireError {
+    user_error("57014", "canceling statement due to statement timeout")
 }
 
 impl Drop for Connection {
@@ -63,7 +130,11 @@ impl SimpleQueryHandler for Connection {
         C::PortalStore: PortalStore,
     {
         let timer = GATEWAY.statement("simple");
-        let result = self.simple_query(client, query).await;
+        let deep = self
+            .session
+            .cached(query)
+            .map_or_else(|| crate::stack::is_deep(query), |p| p.deep);
+        let result = self.timed(deep, self.simple_query(client, query)).await;
         timer.finish(&result);
         result
     }
@@ -83,8 +154,8 @@ impl Connection {
                     .await?,
             ]);
         }
-        let statements = vecraft_planner::parse::parse_sql(query)
-            .map_err(|e| user_error("42601", e.to_string()))?;
+        let statements =
+            vecraft_planner::parse::parse_sql(query).map_err(crate::errors::parse_error)?;
         if statements.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
         }
@@ -103,8 +174,14 @@ impl Connection {
             // DEALLOCATE names protocol-level prepared statements too (psycopg sends it).
             if let DFStatement::Statement(s) = &statement {
                 if let Statement::Deallocate { name, .. } = s.as_ref() {
-                    if !name.value.eq_ignore_ascii_case("all") {
+                    let mut held = self.named_statements.lock();
+                    if name.value.eq_ignore_ascii_case("all") {
+                        for statement in held.drain() {
+                            client.portal_store().rm_statement(&statement);
+                        }
+                    } else {
                         client.portal_store().rm_statement(&name.value);
+                        held.remove(&name.value);
                     }
                 }
             }
@@ -127,7 +204,10 @@ impl QueryParser for Session {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        self.prepare(sql, types).await.map(Some)
+        let deep = crate::stack::is_deep(sql);
+        crate::stack::on_stack_for(deep, self.prepare(sql, types))
+            .await
+            .map(Some)
     }
 
     fn get_parameter_types(&self, stmt: &Arc<Prepared>) -> PgWireResult<Vec<Type>> {
@@ -152,6 +232,67 @@ impl ExtendedQueryHandler for Connection {
         self.session.clone()
     }
 
+    /// Parse, with the session's named statements bounded (each holds a plan).
+    async fn on_parse<C>(&self, client: &mut C, message: Parse) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        use futures::SinkExt;
+        let named = message.name.clone().filter(|n| !n.is_empty());
+        if let Some(name) = &named {
+            let max = self.admission.limits.max_prepared_statements;
+            let held = self.named_statements.lock();
+            if !held.contains(name) && held.len() >= max {
+                return Err(user_error(
+                    "53400",
+                    format!(
+                        "too many prepared statements: this session holds {max} \
+                         (max_prepared_statements); close or DEALLOCATE some"
+                    ),
+                ));
+            }
+        }
+        let name = named.clone().unwrap_or_else(|| DEFAULT_NAME.to_owned());
+        match StoredStatement::parse(client, &message, self.query_parser()).await? {
+            Some(statement) => client.portal_store().put_statement(Arc::new(statement)),
+            None => client.portal_store().put_empty_statement(&name),
+        }
+        // Counted once it is held: a Parse that failed holds nothing.
+        if let Some(name) = named {
+            self.named_statements.lock().insert(name);
+        }
+        client
+            .send(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_close<C>(&self, client: &mut C, message: Close) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        use futures::SinkExt;
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        match message.target_type {
+            TARGET_TYPE_BYTE_STATEMENT => {
+                client.portal_store().rm_statement(name);
+                self.named_statements.lock().remove(name);
+            }
+            TARGET_TYPE_BYTE_PORTAL => client.portal_store().rm_portal(name),
+            _ => {}
+        }
+        client
+            .send(PgWireBackendMessage::CloseComplete(CloseComplete::new()))
+            .await?;
+        Ok(())
+    }
+
     async fn do_query<C>(
         &self,
         _client: &mut C,
@@ -165,7 +306,8 @@ impl ExtendedQueryHandler for Connection {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let timer = GATEWAY.statement("extended");
-        let result = self.execute_portal(portal).await;
+        let deep = portal.statement.statement.deep;
+        let result = self.timed(deep, self.execute_portal(portal)).await;
         timer.finish(&result);
         result
     }
@@ -253,6 +395,36 @@ impl NoopStartupHandler for Connection {
     }
 }
 
+/// Startup: the session takes a slot under `max_connections` (53300 when none is left, the
+/// last few kept for the superuser), then pgwire's trusting startup runs.
+pub struct Startup(Arc<Connection>);
+
+#[async_trait]
+impl StartupHandler for Startup {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let PgWireFrontendMessage::Startup(startup) = &message {
+            let user = startup.parameters.get("user").map_or("", String::as_str);
+            match self.0.admission.session(user) {
+                Ok(slot) => *self.0.slot.lock() = Some(slot),
+                Err(e) => {
+                    GATEWAY.refused("max_connections");
+                    return Err(e);
+                }
+            }
+        }
+        StartupHandler::on_startup(self.0.as_ref(), client, message).await
+    }
+}
+
 /// The handlers pgwire asks for, all served by the connection.
 pub struct Handlers(pub Arc<Connection>);
 
@@ -269,8 +441,8 @@ impl PgWireServerHandlers for Handlers {
         self.0.clone()
     }
 
-    fn startup_handler(&self) -> Arc<impl pgwire::api::auth::StartupHandler> {
-        self.0.clone()
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::new(Startup(self.0.clone()))
     }
 
     fn cancel_handler(&self) -> Arc<impl CancelHandler> {

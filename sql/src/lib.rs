@@ -4,7 +4,12 @@
 //! the node's catalog of collections, rows encoded as PostgreSQL text or binary (`encode.rs`),
 //! errors mapped to SQLSTATEs (`errors.rs`), the gateway's metrics (`metrics.rs`).
 //!
-//! The system catalog drivers and psql read is `pg_catalog/`. Still to come (issue #3): auth and TLS.
+//! The system catalog drivers and psql read is `pg_catalog/`.
+//!
+//! What a client may take of the node is bounded here (README "Limits"): frames are checked
+//! before pgwire decodes them (`frames.rs`); sockets, sessions and prepared statements are
+//! counted (`limits.rs`, `server.rs`); queries draw memory from pools (`memory.rs`); deep
+//! statements run on a stack of their own (`stack.rs`). Still to come: roles, passwords, TLS.
 
 pub mod catalog;
 pub mod collections;
@@ -12,8 +17,11 @@ pub mod copy;
 pub mod ddl;
 pub mod encode;
 pub mod errors;
+pub mod frames;
 pub mod handler;
 pub mod index;
+pub mod limits;
+pub mod memory;
 pub mod metrics;
 pub mod params;
 pub mod pg_catalog;
@@ -22,3 +30,4 @@ pub mod server;
 pub mod session;
 pub mod settings;
 pub mod socket;
+pub mod stack;

@@ -19,6 +19,8 @@ use crate::catalog::Catalog;
 pub struct GatewayMetrics {
     pub connections: IntGauge,
     pub connections_total: IntCounter,
+    /// Sockets and sessions refused by a limit, by reason (sockets, accept, max_connections).
+    refused: IntCounterVec,
     statements: IntCounterVec,
     errors: IntCounterVec,
     duration_seconds: HistogramVec,
@@ -38,6 +40,12 @@ pub static GATEWAY: LazyLock<GatewayMetrics> = LazyLock::new(|| {
         connections_total: register_int_counter!(
             "vecraft_connections_total",
             "Client connections accepted"
+        )
+        .expect(once),
+        refused: register_int_counter_vec!(
+            "vecraft_connections_refused_total",
+            "Client sockets or sessions refused by a limit, by reason",
+            &["reason"]
         )
         .expect(once),
         statements: register_int_counter_vec!(
@@ -85,6 +93,11 @@ impl GatewayMetrics {
                     .start_timer(),
             ),
         }
+    }
+
+    /// A socket or session refused for `reason`.
+    pub fn refused(&self, reason: &'static str) {
+        self.refused.with_label_values(&[reason]).inc();
     }
 
     pub fn failed(&self, error: &PgWireError) {

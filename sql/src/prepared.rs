@@ -15,6 +15,7 @@ use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::Statement;
 use pgwire::api::Type;
 use pgwire::api::portal::Format;
 use pgwire::api::results::{FieldInfo, Response};
@@ -35,6 +36,9 @@ pub struct Prepared {
     pub statement: DFStatement,
     /// The catalog this was planned against.
     pub catalog_generation: u64,
+    /// Whether its expressions nest deep enough to run on a stack of their own (and to
+    /// collect its rows there rather than stream them).
+    pub deep: bool,
     /// `None` for statements the gateway answers itself (they take no parameters).
     pub query: Option<PlannedQuery>,
 }
@@ -58,6 +62,26 @@ enum Kept {
         task: Arc<TaskContext>,
         settings_generation: u64,
     },
+}
+
+/// A deep statement's trees are dropped on a deep stack too: dropping recurses as deep as
+/// they nest (see `stack.rs`).
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if !self.deep {
+            return;
+        }
+        let placeholder = DFStatement::Statement(Box::new(Statement::Commit {
+            chain: false,
+            end: false,
+            modifier: None,
+        }));
+        let statement = std::mem::replace(&mut self.statement, placeholder);
+        let query = self.query.take();
+        stacker::grow(crate::stack::DEEP_STACK_BYTES, move || {
+            drop((statement, query))
+        });
+    }
 }
 
 impl Prepared {
@@ -131,7 +155,7 @@ impl Session {
             planned => planned,
         };
         let prepared = Arc::new(planned?);
-        if sql.len() > MAX_CACHED_SQL_BYTES {
+        if sql.len() > MAX_CACHED_SQL_BYTES || prepared.deep {
             return Ok(prepared); // a bulk INSERT's text: planned once, not worth keeping
         }
         let mut cache = self.prepared.lock();
@@ -144,8 +168,8 @@ impl Session {
 
     async fn plan_statement(&self, sql: &str) -> PgWireResult<Prepared> {
         let generation = self.catalog.generation();
-        let mut statements = vecraft_planner::parse::parse_sql(sql)
-            .map_err(|e| user_error("42601", e.to_string()))?;
+        let mut statements =
+            vecraft_planner::parse::parse_sql(sql).map_err(crate::errors::parse_error)?;
         if statements.len() != 1 {
             return Err(user_error(
                 "42601",
@@ -160,12 +184,14 @@ impl Session {
                     sql: sql.to_string(),
                     statement,
                     catalog_generation: generation,
+                    deep: crate::stack::is_deep(sql),
                     query: None,
                 });
             }
         }
         self.sync_tables()?;
         crate::pg_catalog::rewrite(&mut statement);
+        vecraft_planner::parse::check_shape(&statement).map_err(|e| to_pg(&e))?;
         vecraft_planner::dml::cast_vector_values(&self.ctx, &mut statement).await;
         vecraft_planner::dml::rewrite_on_conflict(&self.ctx, &mut statement)
             .await
@@ -198,6 +224,7 @@ impl Session {
             sql: sql.to_string(),
             statement: statement.clone(),
             catalog_generation: generation,
+            deep: crate::stack::is_deep(sql),
             query: Some(PlannedQuery {
                 logical,
                 param_types,
@@ -256,6 +283,12 @@ impl Session {
             .execute_logical_plan(plan)
             .await
             .map_err(|e| to_pg(&e))?;
+        if query.tag.is_none() {
+            let batches = frame.execute_stream().await.map_err(|e| to_pg(&e))?;
+            return self
+                .respond_stream(&schema, batches, format, prepared.deep)
+                .await;
+        }
         let batches = frame.collect().await.map_err(|e| to_pg(&e))?;
         self.respond(query.tag, &schema, &batches, format)
     }
@@ -331,6 +364,8 @@ impl Session {
         if !stale {
             GATEWAY.plans_reused.inc();
         }
+        // Collected while `kept` is held: the plan reads its parameters from the shared
+        // slots as it runs, so a stream left to run later could read another execution's.
         let plan = reset_plan_states(physical.clone()).map_err(|e| to_pg(&e))?;
         let batches = collect(plan, task.clone()).await.map_err(|e| to_pg(&e))?;
         Ok(Some(batches))

@@ -5,17 +5,21 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Schema, UInt64Type};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{ObjectName, ObjectType, Statement};
-use futures::stream;
+use futures::{StreamExt, stream};
 use parking_lot::Mutex;
 use pgwire::api::portal::Format;
 use pgwire::api::results::{QueryResponse, Response, Tag};
 use pgwire::error::PgWireResult;
+use tokio::time::Instant;
 use vecraft_planner::parse::collection_options;
 use vecraft_planner::table::CollectionTable;
 
@@ -24,9 +28,15 @@ use crate::collections;
 use crate::copy::CopyIn;
 use crate::ddl::schema_of;
 use crate::encode;
+use crate::encode::DeadlineExt;
 use crate::errors::{to_pg, user_error};
+use crate::handler::internal_error;
+use crate::limits::Limits;
 use crate::prepared::Prepared;
-use crate::settings::{SetAction, prepare_set, show_name, show_value};
+use crate::settings::{
+    STATEMENT_TIMEOUT, SetAction, format_duration_ms, prepare_set, show_name, show_value,
+    statement_timeout_of,
+};
 
 pub struct Session {
     pub catalog: Arc<Catalog>,
@@ -40,14 +50,19 @@ pub struct Session {
     settings_generation: AtomicU64,
     /// The COPY FROM STDIN in progress, if any.
     pub(crate) copy: Mutex<Option<CopyIn>>,
+    /// `statement_timeout` in milliseconds; zero for none.
+    statement_timeout_ms: AtomicU64,
+    /// The longest COPY line accepted.
+    pub(crate) max_copy_line_bytes: usize,
 }
 
 /// How many prepared plans a session keeps for reuse before it forgets them all.
 pub const MAX_PREPARED: usize = 256;
 
 impl Session {
-    pub fn new(catalog: Arc<Catalog>) -> Arc<Session> {
-        let ctx = vecraft_planner::new_session();
+    /// A session whose queries take memory from `runtime`'s pool.
+    pub fn new(catalog: Arc<Catalog>, runtime: Arc<RuntimeEnv>, limits: &Limits) -> Arc<Session> {
+        let ctx = vecraft_planner::new_session_with(runtime);
         // Registering a schema and functions on a fresh context cannot fail.
         let installed = crate::pg_catalog::install(&ctx, catalog.clone());
         debug_assert!(installed.is_ok(), "{installed:?}");
@@ -58,7 +73,17 @@ impl Session {
             prepared: Mutex::new(HashMap::new()),
             settings_generation: AtomicU64::new(0),
             copy: Mutex::new(None),
+            statement_timeout_ms: AtomicU64::new(0),
+            max_copy_line_bytes: limits.max_copy_line_bytes,
         })
+    }
+
+    /// How long a statement may run, if limited (`SET statement_timeout`).
+    pub fn statement_timeout(&self) -> Option<Duration> {
+        match self.statement_timeout_ms.load(Ordering::Acquire) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
     }
 
     pub fn settings_generation(&self) -> u64 {
@@ -105,11 +130,12 @@ impl Session {
                 return self.run_gateway(s, &Format::UnifiedText).await;
             }
             if let SetAction::Ignore = prepare_set(s) {
-                return Ok(Response::Execution(Tag::new("SET")));
+                return self.run_gateway(s, &Format::UnifiedText).await;
             }
         }
         self.sync_tables()?;
         crate::pg_catalog::rewrite(&mut statement);
+        vecraft_planner::parse::check_shape(&statement).map_err(|e| to_pg(&e))?;
         let tag = tag_of(&statement);
         let frame = vecraft_planner::statement(&self.ctx, statement)
             .await
@@ -158,6 +184,47 @@ impl Session {
                 )))
             }
         }
+    }
+
+    /// The response to a query whose rows come from `batches` as they are produced: the first
+    /// batch is awaited here (so an error in planning or the first search is the statement's
+    /// error), the rest stream to the client as pgwire sends them, and a batch that comes past
+    /// the statement's deadline ends the result with 57014. A `deep` statement's rows are all
+    /// computed here, on the stack it runs on, and sent from memory.
+    pub async fn respond_stream(
+        &self,
+        schema: &Schema,
+        mut batches: SendableRecordBatchStream,
+        format: &Format,
+        deep: bool,
+    ) -> PgWireResult<Response> {
+        let fields = encode::fields_with(schema, format);
+        let first = batches.next().await.transpose().map_err(|e| to_pg(&e))?;
+        let deadline = self.statement_timeout().map(|t| Instant::now() + t);
+        let rest = batches.map(|batch| batch.map_err(|e| to_pg(&e)));
+        let rest = if deep {
+            let all: Vec<_> = rest.collect().await;
+            stream::iter(all).boxed()
+        } else {
+            rest.boxed()
+        };
+        let rows = stream::iter(first.map(Ok))
+            .chain(rest)
+            .take_until_deadline(deadline)
+            .map({
+                let fields = fields.clone();
+                move |batch| batch.and_then(|b| encode::rows(&b, &fields))
+            })
+            .flat_map(|rows| match rows {
+                Ok(rows) => stream::iter(rows.into_iter().map(Ok)).left_stream(),
+                Err(e) => stream::iter([Err(e)]).right_stream(),
+            });
+        // A panic while later rows are produced ends the result with XX000, as one before the
+        // first row does (`Connection::timed`), not the connection.
+        let rows = std::panic::AssertUnwindSafe(rows)
+            .catch_unwind()
+            .map(|row| row.unwrap_or_else(|panic| Err(internal_error(panic.as_ref()))));
+        Ok(Response::Query(QueryResponse::new(fields, rows)))
     }
 
     /// Statements the gateway answers itself: DDL, transactions, COPY.
@@ -213,7 +280,14 @@ impl Session {
                 let kind = if *collection { "collection" } else { "table" };
                 for name in names {
                     let name = name.to_string().to_lowercase();
-                    let dropped = self.catalog.drop_collection(&name).map_err(|e| to_pg(&e))?;
+                    // Closing waits for statements in flight and stops the shards' groups:
+                    // blocking work, off the async workers.
+                    let (catalog, key) = (Arc::clone(&self.catalog), name.clone());
+                    let dropped =
+                        tokio::task::spawn_blocking(move || catalog.drop_collection(&key))
+                            .await
+                            .map_err(|e| user_error("XX000", format!("drop stopped: {e}")))?
+                            .map_err(|e| to_pg(&e))?;
                     if !dropped && !if_exists {
                         return Err(user_error(
                             "42P01",
@@ -255,15 +329,25 @@ impl Session {
             }
             Statement::ShowVariable { variable } => {
                 let name = show_name(variable);
-                let value = show_value(&self.ctx, &name)?;
+                let value = match name.as_str() {
+                    STATEMENT_TIMEOUT => {
+                        format_duration_ms(self.statement_timeout_ms.load(Ordering::Acquire))
+                    }
+                    _ => show_value(&self.ctx, &name)?,
+                };
                 let fields = show_fields(&name, format);
                 let mut encoder = pgwire::api::results::DataRowEncoder::new(fields.clone());
                 encoder.encode_field(&value)?;
                 let row = encoder.take_row();
                 Response::Query(QueryResponse::new(fields, stream::iter([Ok(row)])))
             }
-            // Only the settings `prepare_set` says to ignore reach here.
-            Statement::Set(_) => Response::Execution(Tag::new("SET")),
+            // Only the settings `prepare_set` leaves to the gateway reach here.
+            Statement::Set(set) => {
+                if let Some(ms) = statement_timeout_of(set)? {
+                    self.statement_timeout_ms.store(ms, Ordering::Release);
+                }
+                Response::Execution(Tag::new("SET"))
+            }
             _ => return Err(user_error("0A000", format!("not supported: {statement}"))),
         })
     }
@@ -289,10 +373,15 @@ impl Session {
                 vec![(name, c)]
             }
         };
+        let every = table.is_none();
         tokio::task::spawn_blocking(move || {
             collections
                 .iter()
-                .try_for_each(|(_, c)| c.checkpoint().map(|_| ()))
+                .try_for_each(|(_, c)| match c.checkpoint() {
+                    // Dropped since it was listed: nothing to checkpoint.
+                    Err(vecraft_storage::Error::Dropped) if every => Ok(()),
+                    checkpointed => checkpointed.map(|_| ()),
+                })
         })
         .await
         .map_err(|e| user_error("XX000", format!("checkpoint stopped: {e}")))?

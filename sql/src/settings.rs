@@ -37,8 +37,75 @@ const IGNORED: &[&str] = &[
     "synchronous_commit",
 ];
 
+/// PostgreSQL's limit on a statement's time, kept by the session (see `Session`).
+pub const STATEMENT_TIMEOUT: &str = "statement_timeout";
+
+/// The milliseconds a `SET statement_timeout …` sets (`None` for another setting): a
+/// number of milliseconds, or a string with a unit (`'100ms'`, `'5s'`, `'1min'`), or
+/// `DEFAULT` (0, no limit); 22023 for anything else, as PostgreSQL answers.
+pub fn statement_timeout_of(set: &Set) -> PgWireResult<Option<u64>> {
+    let (name, value) = match set {
+        Set::SingleAssignment {
+            variable, values, ..
+        } => (variable.to_string().to_lowercase(), values.first()),
+        _ => return Ok(None),
+    };
+    if name != STATEMENT_TIMEOUT {
+        return Ok(None);
+    }
+    let text = match value {
+        Some(Expr::Value(v)) => match &v.value {
+            Value::Number(n, _) => n.clone(),
+            Value::SingleQuotedString(s) => s.clone(),
+            other => other.to_string(),
+        },
+        Some(Expr::Identifier(i)) if i.value.eq_ignore_ascii_case("default") => "0".into(),
+        Some(other) => other.to_string(),
+        None => "0".into(),
+    };
+    parse_duration_ms(&text).map(Some).ok_or_else(|| {
+        user_error(
+            "22023",
+            format!("invalid value for parameter \"{STATEMENT_TIMEOUT}\": \"{text}\""),
+        )
+    })
+}
+
+/// A duration as PostgreSQL reads a time setting whose unit is milliseconds.
+fn parse_duration_ms(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let scale = match unit.trim() {
+        "" | "ms" => 1.0,
+        "us" => 0.001,
+        "s" => 1_000.0,
+        "min" => 60_000.0,
+        "h" => 3_600_000.0,
+        "d" => 86_400_000.0,
+        _ => return None,
+    };
+    let ms = (number * scale).round();
+    (ms.is_finite() && (0.0..=i32::MAX as f64).contains(&ms)).then_some(ms as u64)
+}
+
+/// A duration in milliseconds as PostgreSQL's `SHOW` prints it (`0`, `100ms`, `5s`, `2min`).
+pub fn format_duration_ms(ms: u64) -> String {
+    match ms {
+        0 => "0".into(),
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}min", ms / 60_000),
+        ms if ms % 1_000 == 0 => format!("{}s", ms / 1_000),
+        ms => format!("{ms}ms"),
+    }
+}
+
 pub enum SetAction {
-    /// Answer `SET` and change nothing.
+    /// The gateway answers it: settings with no effect here, and the ones the session keeps
+    /// itself (`statement_timeout`).
     Ignore,
     /// Let DataFusion apply it (booleans already spelled `true`/`false`).
     Apply,
@@ -145,5 +212,26 @@ pub fn show_value(ctx: &SessionContext, name: &str) -> PgWireResult<String> {
             "42704",
             format!("unrecognized configuration parameter \"{name}\""),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_and_print_as_postgres_does() {
+        assert_eq!(parse_duration_ms("100"), Some(100));
+        assert_eq!(parse_duration_ms("100ms"), Some(100));
+        assert_eq!(parse_duration_ms("1.5s"), Some(1500));
+        assert_eq!(parse_duration_ms("2min"), Some(120_000));
+        assert_eq!(parse_duration_ms("0"), Some(0));
+        assert_eq!(parse_duration_ms("soon"), None);
+        assert_eq!(parse_duration_ms("-1"), None);
+        assert_eq!(parse_duration_ms("5 parsecs"), None);
+        assert_eq!(format_duration_ms(100), "100ms");
+        assert_eq!(format_duration_ms(5000), "5s");
+        assert_eq!(format_duration_ms(120_000), "2min");
+        assert_eq!(format_duration_ms(0), "0");
     }
 }

@@ -26,12 +26,15 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
+use crate::frames::{Guarded, violation};
+use crate::limits::{Limits, fatal_info};
+
+/// The framed socket: checked frames in, coalesced replies out.
+type Socket<S> = Framed<Guarded<Coalescing>, PgWireMessageServerCodec<S>>;
+
 /// Replies held beyond this are written at once, so a large result streams out in pieces of
 /// this size (PostgreSQL's output buffer is as large).
 const HELD_BYTES_MAX: usize = 8 * 1024;
-
-/// A client that has not finished logging in by then is dropped (pgwire's limit).
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long the last replies may take to leave when the connection ends (a client that
 /// stopped reading must not keep the task).
@@ -116,18 +119,21 @@ impl AsyncWrite for Coalescing {
 }
 
 /// Serves one client until it disconnects: encryption requests refused, then pgwire's
-/// startup, simple, extended and COPY handling, message by message.
+/// startup, simple, extended and COPY handling, message by message. A client that has not
+/// logged in within the startup timeout, or stays idle past the idle timeout, is dropped; a
+/// malformed message ends the connection with 08P01.
 pub async fn serve_connection<H: PgWireServerHandlers>(
     socket: TcpStream,
     handlers: H,
+    limits: &Limits,
 ) -> io::Result<()> {
     let peer = socket.peer_addr()?;
     socket.set_nodelay(true)?;
-    let startup_timeout = tokio::time::sleep(STARTUP_TIMEOUT);
+    let startup_timeout = tokio::time::sleep(limits.startup_timeout);
     tokio::pin!(startup_timeout);
     let mut socket = tokio::select! {
         _ = &mut startup_timeout => return Ok(()),
-        negotiated = negotiate(socket, peer) => match negotiated? {
+        negotiated = negotiate(socket, peer, limits.max_message_bytes) => match negotiated? {
             Some(socket) => socket,
             None => return Ok(()),
         },
@@ -151,11 +157,30 @@ pub async fn serve_connection<H: PgWireServerHandlers>(
                 _ = &mut startup_timeout => None,
                 message = socket.next() => message,
             }
-        } else {
+        } else if limits.idle_session_timeout.is_zero() {
             socket.next().await
+        } else {
+            match tokio::time::timeout(limits.idle_session_timeout, socket.next()).await {
+                Ok(message) => message,
+                Err(_) => {
+                    let reason = "terminating connection due to idle-session timeout";
+                    send_fatal(&mut socket, "57P05", reason).await;
+                    break;
+                }
+            }
         };
-        // A broken or undecodable stream ends the connection, as in pgwire.
-        let Some(Ok(message)) = message else { break };
+        let message = match message {
+            Some(Ok(message)) => message,
+            // A malformed message: PostgreSQL's words for it, then the connection ends (the
+            // stream cannot be read on past it).
+            Some(Err(pgwire::error::PgWireError::IoError(e))) if violation(&e).is_some() => {
+                let v = violation(&e).expect("checked above");
+                send_fatal(&mut socket, "08P01", v.0).await;
+                break;
+            }
+            // A broken or undecodable stream ends the connection, as in pgwire.
+            _ => break,
+        };
         if matches!(message, PgWireFrontendMessage::Terminate(_)) {
             break;
         }
@@ -186,7 +211,7 @@ pub async fn serve_connection<H: PgWireServerHandlers>(
         }
         if reply_complete {
             socket.flush().await?;
-            socket.get_mut().send_held().await?;
+            socket.get_mut().inner.send_held().await?;
         }
     }
     // Whatever is still held goes out before the socket closes.
@@ -196,18 +221,27 @@ pub async fn serve_connection<H: PgWireServerHandlers>(
     }
 }
 
+/// Says why the connection ends (the caller then closes it); a client already gone is not
+/// told.
+async fn send_fatal<S>(socket: &mut Socket<S>, code: &str, message: &str) {
+    let reply = PgWireBackendMessage::ErrorResponse(fatal_info(code, message).into());
+    let _ = socket.send(reply).await;
+}
+
 /// The framed socket, once encryption requests are answered; `None` for a client that starts
 /// TLS without asking (a TLS ClientHello first), which this server cannot speak.
 async fn negotiate<S>(
     socket: TcpStream,
     peer: std::net::SocketAddr,
-) -> io::Result<Option<Framed<Coalescing, PgWireMessageServerCodec<S>>>> {
+    max_message_bytes: usize,
+) -> io::Result<Option<Socket<S>>> {
     let mut first = [0u8; 1];
     if socket.peek(&mut first).await? > 0 && first[0] == TLS_HANDSHAKE_RECORD {
         return Ok(None);
     }
     let codec = PgWireMessageServerCodec::new(DefaultClient::new(peer, false));
-    let mut socket = Framed::new(Coalescing::new(socket), codec);
+    let guarded = Guarded::new(Coalescing::new(socket), max_message_bytes);
+    let mut socket = Framed::new(guarded, codec);
     refuse_encryption(&mut socket).await?;
     Ok(Some(socket))
 }
@@ -215,9 +249,7 @@ async fn negotiate<S>(
 /// Answers an SSLRequest and a GSSENCRequest (one of each, in either order) with 'N' (no
 /// encryption), as PostgreSQL without TLS does; returns at the first other message, which
 /// stays unread.
-async fn refuse_encryption<S>(
-    socket: &mut Framed<Coalescing, PgWireMessageServerCodec<S>>,
-) -> io::Result<()> {
+async fn refuse_encryption<S>(socket: &mut Socket<S>) -> io::Result<()> {
     let (mut ssl_refused, mut gss_refused) = (false, false);
     loop {
         let refusal = match socket.next().await {

@@ -115,9 +115,19 @@ fn with_tag(tag: u8, batch: &RecordBatch) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The one batch in an Arrow IPC stream. Arrow's reader panics on some malformed streams
+/// (the fuzz test `fuzz_flight_tickets_and_actions` found one): a command comes from a peer
+/// or a log, so a panic is caught here and answered as a malformed command.
 fn read_one(body: &[u8]) -> Result<RecordBatch> {
-    let reader = StreamReader::try_new(Cursor::new(body), None)?;
-    let schema = reader.schema();
-    let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(arrow::compute::concat_batches(&schema, &batches)?)
+    let read = || -> Result<RecordBatch> {
+        let reader = StreamReader::try_new(Cursor::new(body), None)?;
+        let schema = reader.schema();
+        let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(arrow::compute::concat_batches(&schema, &batches)?)
+    };
+    std::panic::catch_unwind(read).unwrap_or_else(|_| {
+        Err(Error::InvalidArgument(
+            "malformed command: undecodable Arrow data".into(),
+        ))
+    })
 }

@@ -68,6 +68,10 @@ pub enum Error {
     /// The engine was closed or a background worker is gone.
     #[error("storage engine is shut down")]
     Closed,
+
+    /// The collection was dropped while the request was on its way.
+    #[error("the collection was dropped")]
+    Dropped,
 }
 
 /// Why a command was refused when applied, in a form that crosses a Raft log response (and,
@@ -99,6 +103,7 @@ impl Refusal {
             Error::Io { .. }
             | Error::Corrupt { .. }
             | Error::Closed
+            | Error::Dropped
             | Error::Unavailable(_)
             | Error::Partial { .. } => {
                 return None;

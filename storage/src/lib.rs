@@ -18,6 +18,7 @@ pub mod distance;
 pub mod error;
 pub mod filter;
 pub mod fsutil;
+pub mod fuzz;
 pub mod index;
 pub mod key;
 pub mod log;

@@ -13,6 +13,9 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 
 use crate::support::{Node, connect, single_node};
 
+/// The test cluster's secret (every node is given it).
+const TEST_SECRET: &str = "vecraft-test-cluster-secret-0123456789";
+
 /// Nodes `1..=n` (ids), the first three the meta group, every one a gateway and storage.
 struct Cluster {
     dir: tempfile::TempDir,
@@ -97,6 +100,7 @@ impl Cluster {
             format!("--meta-peers={}", self.meta_peers()),
             format!("--roles={roles}"),
             format!("--failover-after-ms={}", self.failover_after_ms),
+            format!("--cluster-secret={TEST_SECRET}"),
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.nodes[i] = Some(Node::start(&args));

@@ -4,5 +4,6 @@
 mod bench;
 mod cluster;
 mod crash;
+mod limits;
 mod node;
 mod support;

@@ -30,8 +30,22 @@ impl Node {
     /// Runs `vecraft` with `args`, which must make it listen on port 0 for both SQL and
     /// HTTP, and waits (with a deadline) for the line that names the bound addresses.
     pub fn start(args: &[&str]) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vecraft"))
-            .args(args)
+        Node::spawn(Command::new(env!("CARGO_BIN_EXE_vecraft")).args(args))
+    }
+
+    /// [`Node::start`] with the process's open-descriptor limit set to `nofile` (soft and
+    /// hard, so the node cannot raise it).
+    pub fn start_with_descriptors(nofile: u32, args: &[&str]) -> Node {
+        let script = format!("ulimit -n {nofile} && exec \"$0\" \"$@\"");
+        Node::spawn(
+            Command::new("sh")
+                .args(["-c", &script, env!("CARGO_BIN_EXE_vecraft")])
+                .args(args),
+        )
+    }
+
+    fn spawn(command: &mut Command) -> Node {
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -63,8 +77,13 @@ impl Node {
 
 /// A single node (`vecraft serve`) on ports it picks, with its data in `dir`.
 pub fn single_node(dir: &std::path::Path) -> Node {
+    Node::start(&serve_args(dir))
+}
+
+/// The arguments of [`single_node`]; more may follow.
+pub fn serve_args(dir: &std::path::Path) -> Vec<&str> {
     let dir = dir.to_str().expect("a UTF-8 temporary path");
-    Node::start(&[
+    vec![
         "serve",
         "--listen",
         "127.0.0.1:0",
@@ -72,7 +91,7 @@ pub fn single_node(dir: &std::path::Path) -> Node {
         "127.0.0.1:0",
         "--data-dir",
         dir,
-    ])
+    ]
 }
 
 /// The ports in `vecraft: serving PostgreSQL on ADDR, metrics on http://ADDR/metrics`.

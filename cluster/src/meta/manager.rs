@@ -18,9 +18,10 @@ use tonic::Status;
 use tonic::codegen::Bytes;
 use vecraft_storage::command::Command;
 use vecraft_storage::error::Refusal;
-use vecraft_storage::schema::{CollectionSchema, ColumnDef, ColumnType};
+use vecraft_storage::schema::{CollectionSchema, ColumnDef, ColumnType, valid_collection_name};
 
 use super::{CollectionMeta, MetaOp, MetaReply, MetaState, ShardMeta, place};
+use crate::collection::{MAX_REPLICAS, MAX_SHARDS};
 use crate::local::LocalShard;
 use crate::raft::{NodeId, Request};
 use crate::rpc::{ActionHandler, Failure};
@@ -157,6 +158,7 @@ impl MetaManager {
 
 /// Applies `op` to `state`; whether it changed anything. `dead` nodes get no new replicas.
 fn edit(state: &mut MetaState, op: MetaOp, dead: &BTreeSet<NodeId>) -> Result<bool, String> {
+    check(state, &op)?;
     match op {
         MetaOp::Read { .. } => Ok(false),
         MetaOp::Register { id, info } => {
@@ -222,6 +224,57 @@ fn edit(state: &mut MetaState, op: MetaOp, dead: &BTreeSet<NodeId>) -> Result<bo
             // member placed back later joins through the leader, as any new replica).
             shard.initial.clear();
             Ok(true)
+        }
+    }
+}
+
+/// Refuses an operation the SQL path would never make, before it touches the document: any
+/// member of the cluster can send one, and what it names becomes directories and Raft groups.
+fn check(state: &MetaState, op: &MetaOp) -> Result<(), String> {
+    let name_ok = |name: &str| {
+        if valid_collection_name(name) {
+            Ok(())
+        } else {
+            Err(format!("invalid collection name \"{name}\""))
+        }
+    };
+    match op {
+        MetaOp::Read { .. } => Ok(()),
+        MetaOp::Register { id, info } => {
+            if *id == 0 {
+                return Err("node ids are positive".into());
+            }
+            let addr_ok = |a: &str| a.parse::<std::net::SocketAddr>().is_ok();
+            if !addr_ok(&info.rpc) || info.sql.as_deref().is_some_and(|a| !addr_ok(a)) {
+                return Err(format!("node {id}: its addresses must be HOST:PORT"));
+            }
+            Ok(())
+        }
+        MetaOp::Create {
+            name,
+            schema,
+            shards,
+            replicas,
+        } => {
+            name_ok(name)?;
+            schema.validate().map_err(|e| e.to_string())?;
+            if schema.hidden_key {
+                return Err("a cluster collection needs a primary key".into());
+            }
+            if !(1..=MAX_SHARDS).contains(shards) {
+                return Err(format!("shards must be between 1 and {MAX_SHARDS}"));
+            }
+            if !(1..=MAX_REPLICAS).contains(replicas) {
+                return Err(format!("replicas must be between 1 and {MAX_REPLICAS}"));
+            }
+            Ok(())
+        }
+        MetaOp::Drop { name } => name_ok(name),
+        MetaOp::Replace { new, .. } => {
+            if !state.nodes.get(new).is_some_and(|n| n.storage) {
+                return Err(format!("node {new} is not a storage node of the cluster"));
+            }
+            Ok(())
         }
     }
 }
@@ -305,5 +358,63 @@ mod tests {
         };
         assert!(edit(&mut state, drop.clone(), &dead).unwrap());
         assert!(!edit(&mut state, drop, &dead).unwrap());
+    }
+
+    /// What a member of the cluster sends is checked as SQL checks it: names that would be
+    /// paths, schemas SQL refuses, made-up nodes and addresses change nothing.
+    #[test]
+    fn operations_sql_would_refuse_are_refused() {
+        let mut state = MetaState::default();
+        let none = BTreeSet::new();
+        for id in [1, 2] {
+            let op = MetaOp::Register {
+                id,
+                info: node(true),
+            };
+            edit(&mut state, op, &none).unwrap();
+        }
+        let before = state.clone();
+        for name in ["../../x", "a/b", "", "UPPER", ".hidden", &"x".repeat(64)] {
+            assert!(
+                edit(&mut state, create(name, 1, 1), &none).is_err(),
+                "{name:?}"
+            );
+            let drop = MetaOp::Drop { name: name.into() };
+            assert!(edit(&mut state, drop, &none).is_err(), "{name:?}");
+        }
+        let mut schema = meta_schema();
+        schema.primary_key = schema.columns.len() + 3;
+        let bad_key = MetaOp::Create {
+            name: "ok".into(),
+            schema,
+            shards: 1,
+            replicas: 1,
+        };
+        assert!(edit(&mut state, bad_key, &none).is_err());
+        for (shards, replicas) in [(0, 1), (MAX_SHARDS + 1, 1), (1, 0), (1, MAX_REPLICAS + 1)] {
+            assert!(edit(&mut state, create("ok", shards, replicas), &none).is_err());
+        }
+        let fake = MetaOp::Register {
+            id: 0,
+            info: node(true),
+        };
+        assert!(edit(&mut state, fake, &none).is_err());
+        let mut nowhere = node(true);
+        nowhere.rpc = "not an address".into();
+        let fake = MetaOp::Register {
+            id: 9,
+            info: nowhere,
+        };
+        assert!(edit(&mut state, fake, &none).is_err());
+        assert_eq!(state, before, "nothing changed");
+        edit(&mut state, create("ok", 1, 1), &none).unwrap();
+        let group = state.collections["ok"].shards[0].group.clone();
+        let dead = state.collections["ok"].shards[0].replicas[0];
+        let onto_nobody = MetaOp::Replace {
+            group,
+            dead,
+            new: 77,
+        };
+        assert!(edit(&mut state, onto_nobody, &none).is_err());
     }
 }

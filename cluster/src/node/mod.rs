@@ -13,7 +13,7 @@ mod replicas;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,7 @@ use crate::meta::{
 };
 use crate::raft::NodeId;
 use crate::remote::RemoteShard;
-use crate::rpc::{Peers, RaftService};
+use crate::rpc::{ClusterSecret, Peers, RaftService};
 use crate::shard_handle::ShardHandle;
 
 /// How often a node refreshes its copy of the metadata.
@@ -53,6 +53,8 @@ pub struct NodeOptions {
     pub meta_peers: BTreeMap<NodeId, String>,
     /// How long a storage node may be unreachable before its replicas are rebuilt elsewhere.
     pub failover_after: Duration,
+    /// What every node of the cluster holds, and every call between them carries.
+    pub secret: ClusterSecret,
 }
 
 pub struct ClusterNode {
@@ -85,9 +87,9 @@ impl ClusterNode {
         })?;
         let service = RaftService::default();
         // The bound address (port 0 picks one) is the one others are told.
-        options.rpc = crate::rpc::serve(listener, service.clone())
+        options.rpc = crate::rpc::serve(listener, service.clone(), options.secret.clone())
             .map_err(|e| Error::io("serve peers on", &PathBuf::from(options.rpc.to_string()), e))?;
-        let peers = Peers::default();
+        let peers = Peers::new(options.secret.clone());
         let meta = if options.meta {
             Some(start_meta_member(&options, &service, &peers)?)
         } else {
@@ -264,9 +266,24 @@ impl ClusterNode {
         }
     }
 
-    fn replica_dir(&self, group: &str) -> PathBuf {
-        self.options.data_dir.join("replicas").join(group)
+    /// Where this node keeps its replica of `group` (see [`replica_dir_in`]).
+    fn replica_dir(&self, group: &str) -> Option<PathBuf> {
+        replica_dir_in(&self.options.data_dir, group)
     }
+}
+
+/// Where a node with its data in `data_dir` keeps its replica of `group`: `None` for a group
+/// id that is not `<collection>.<version>.<shard>`, so that no document, however written,
+/// names a path outside the node's data directory.
+pub fn replica_dir_in(data_dir: &Path, group: &str) -> Option<PathBuf> {
+    let mut parts = group.split('.');
+    let well_formed = parts
+        .next()
+        .is_some_and(vecraft_storage::schema::valid_collection_name)
+        && parts.next().is_some_and(|v| v.parse::<u64>().is_ok())
+        && parts.next().is_some_and(|s| s.parse::<u64>().is_ok())
+        && parts.next().is_none();
+    well_formed.then(|| data_dir.join("replicas").join(group))
 }
 
 /// Opens this node's member of the meta group (the lowest-numbered meta peer initialises a
@@ -297,4 +314,29 @@ fn start_meta_member(
     let manager = Arc::new(MetaManager::new(member));
     service.handle(META_ACTION, Arc::new(Arc::clone(&manager)));
     Ok(manager)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replica_directories_stay_inside_the_data_directory() {
+        let root = Path::new("/data");
+        assert_eq!(
+            replica_dir_in(root, "items.3.0"),
+            Some(PathBuf::from("/data/replicas/items.3.0"))
+        );
+        for bad in [
+            "../../x.1.0",
+            "items.1",
+            "items.1.0.0",
+            "items.x.0",
+            "a/b.1.0",
+            "",
+            "..",
+        ] {
+            assert_eq!(replica_dir_in(root, bad), None, "{bad:?}");
+        }
+    }
 }

@@ -88,7 +88,13 @@ async fn open(
     {
         return; // a founding member not registered yet: next round
     }
-    let dir = node.replica_dir(&shard.group);
+    let Some(dir) = node.replica_dir(&shard.group) else {
+        eprintln!(
+            "vecraft: refusing replica {:?}: not a group name",
+            shard.group
+        );
+        return;
+    };
     let peers = node.peers.clone();
     let group = shard.group.clone();
     let opened = tokio::task::spawn_blocking(move || {
@@ -111,10 +117,12 @@ async fn open(
 
 /// Stops this node's replica of `group` and removes its files.
 async fn remove(node: &Arc<ClusterNode>, group: &str) {
+    let Some(dir) = node.replica_dir(group) else {
+        return; // never opened: `open` refuses such names
+    };
     let Some(member) = node.service.unregister(group) else {
         return;
     };
-    let dir = node.replica_dir(group);
     let removed = tokio::task::spawn_blocking(move || {
         // Calls still answering hold it; the files go once it is closed.
         let started = Instant::now();

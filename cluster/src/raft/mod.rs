@@ -24,6 +24,7 @@ use std::sync::{Arc, OnceLock, mpsc};
 use std::time::Duration;
 
 use openraft::error::{Fatal, RaftError};
+use openraft::metrics::WaitError;
 use openraft::network::RaftNetworkFactory;
 use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 use parking_lot::Mutex;
@@ -44,6 +45,9 @@ const LEAD_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a dropped group may take to release its log and shard.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The largest command a write may carry: a log record, less the entry's header.
+/// How long a checkpoint waits for its snapshot before it asks for one again.
+const SNAPSHOT_RETRIGGER: Duration = Duration::from_secs(1);
+
 pub(crate) const MAX_COMMAND_BYTES: usize = MAX_PAYLOAD_SIZE_BYTES - entry::HEADER_BYTES;
 
 /// A write's payload: the command's bytes (`Command::encode`); empty for the no-op a new
@@ -233,30 +237,46 @@ impl Group {
         run(async move {
             let failed = |e: Fatal<NodeId>| e.to_string();
             let target = raft.metrics().borrow().last_applied.map(|id| id.index);
-            raft.trigger().snapshot().await.map_err(failed)?;
-            let metrics = raft
-                .wait(None)
-                .metrics(
-                    |m| m.running_state.is_err() || m.snapshot.map(|id| id.index) >= target,
-                    "snapshot taken",
-                )
-                .await
-                .map_err(|e| e.to_string())?;
+            // A trigger while another snapshot is being built is dropped, and that one may
+            // end short of `target` (writes applied meanwhile): trigger again until one
+            // reaches it.
+            let metrics = loop {
+                raft.trigger().snapshot().await.map_err(failed)?;
+                let taken = raft
+                    .wait(Some(SNAPSHOT_RETRIGGER))
+                    .metrics(
+                        |m| m.running_state.is_err() || m.snapshot.map(|id| id.index) >= target,
+                        "snapshot taken",
+                    )
+                    .await;
+                match taken {
+                    Ok(metrics) => break metrics,
+                    Err(WaitError::Timeout(..)) => continue,
+                    Err(e) => return Err(e.to_string()),
+                }
+            };
             metrics.running_state.map_err(|e| e.to_string())?;
             let Some(snapshot) = metrics.snapshot else {
                 return Ok(0);
             };
-            raft.trigger()
-                .purge_log(snapshot.index)
-                .await
-                .map_err(failed)?;
-            raft.wait(None)
-                .metrics(
-                    |m| m.running_state.is_err() || m.purged >= Some(snapshot),
-                    "log purged",
-                )
-                .await
-                .map_err(|e| e.to_string())?;
+            loop {
+                raft.trigger()
+                    .purge_log(snapshot.index)
+                    .await
+                    .map_err(failed)?;
+                let purged = raft
+                    .wait(Some(SNAPSHOT_RETRIGGER))
+                    .metrics(
+                        |m| m.running_state.is_err() || m.purged >= Some(snapshot),
+                        "log purged",
+                    )
+                    .await;
+                match purged {
+                    Ok(_) => break,
+                    Err(WaitError::Timeout(..)) => continue,
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
             Ok::<_, String>(snapshot.index)
         })?
         .map_err(|e| unavailable("checkpoint", e))
@@ -276,10 +296,11 @@ impl Group {
     }
 }
 
-impl Drop for Group {
+impl Group {
     /// Stops the group and waits until its log and shard are released, so the collection's
-    /// directory can be opened again (or removed) as soon as this returns.
-    fn drop(&mut self) {
+    /// directory can be opened again (or removed) as soon as this returns. Stopping a stopped
+    /// group does nothing.
+    pub fn shutdown(&self) {
         let raft = self.raft.clone();
         let _ = run(async move { raft.shutdown().await });
         let released = self.released.lock().recv_timeout(RELEASE_TIMEOUT);
@@ -287,6 +308,12 @@ impl Drop for Group {
             matches!(released, Err(mpsc::RecvTimeoutError::Disconnected)),
             "a stopped group releases its log and shard"
         );
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.shutdown();
     }
 }
 

@@ -27,17 +27,27 @@ use tonic::codegen::Bytes;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+use super::auth::ClusterSecret;
 use super::{APPEND, Failure, GroupId, MAX_MESSAGE_BYTES, ReadTicket, SNAPSHOT, VOTE};
 
 use crate::raft::{NodeId, SnapshotData, TypeConfig};
 
-/// One lazily connected channel per peer node, shared by every group on this node.
-#[derive(Clone, Default)]
+/// One lazily connected channel per peer node, shared by every group on this node; every
+/// call carries the cluster's secret.
+#[derive(Clone)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    secret: ClusterSecret,
 }
 
 impl Peers {
+    pub fn new(secret: ClusterSecret) -> Peers {
+        Peers {
+            channels: Arc::default(),
+            secret,
+        }
+    }
+
     fn client(&self, addr: &str) -> Result<FlightServiceClient<Channel>, NetworkError> {
         let mut channels = self.channels.lock();
         let channel = match channels.get(addr) {
@@ -91,6 +101,13 @@ impl CallError {
         if status.code() == Code::NotFound {
             return CallError::Failed(Failure::NoGroup);
         }
+        if status.code() == Code::Unauthenticated {
+            // Never acted on: the peer checks the secret before it reads the request.
+            return CallError::Unreachable(format!(
+                "the node refused this node's cluster secret: {}",
+                status.message()
+            ));
+        }
         let text = format!("{status}");
         let never_sent = status.code() == Code::Unavailable
             && (text.contains("connect") || text.contains("Connection refused"));
@@ -115,7 +132,7 @@ impl Peers {
         let client = self
             .client(addr)
             .map_err(|e| CallError::Unreachable(e.to_string()))?;
-        let answer = call(client, kind, body, ttl).await;
+        let answer = call(client, &self.secret, kind, body, ttl).await;
         self.forget_if_broken(addr, &answer);
         answer
     }
@@ -140,10 +157,12 @@ impl Peers {
             .map_err(|e| CallError::Unreachable(e.to_string()))?;
         let ticket = postcard::to_stdvec(ticket).map_err(|e| CallError::Lost(e.to_string()))?;
         let read = async {
+            let mut request = tonic::Request::new(Ticket {
+                ticket: Bytes::from(ticket),
+            });
+            self.secret.sign(&mut request);
             let data = client
-                .do_get(Ticket {
-                    ticket: Bytes::from(ticket),
-                })
+                .do_get(request)
                 .await
                 .map_err(|s| CallError::of(&s))?
                 .into_inner()
@@ -174,15 +193,17 @@ impl Peers {
 /// Sends `body` as action `kind` through `client` and decodes the one result, within `ttl`.
 async fn call<B: Serialize + ?Sized, R: DeserializeOwned>(
     mut client: FlightServiceClient<Channel>,
+    secret: &ClusterSecret,
     kind: &str,
     body: &B,
     ttl: Duration,
 ) -> Result<R, CallError> {
     let body = postcard::to_stdvec(body).map_err(|e| CallError::Lost(e.to_string()))?;
-    let action = Action {
+    let mut action = tonic::Request::new(Action {
         r#type: kind.to_string(),
         body: Bytes::from(body),
-    };
+    });
+    secret.sign(&mut action);
     let reply = async {
         let mut results = client
             .do_action(action)

@@ -20,16 +20,22 @@
 //! | `node.ping` | `()` | `()` |
 //! | others (`meta.*`) | handled by whoever registered them (`RaftService::handle`) | |
 //!
+//! Every call carries the cluster's secret (`auth.rs`); a call without it is refused before
+//! its body is read.
+//!
 //! The data plane: `DoGet` with a ticket of postcard-encoded `ReadTicket` answers a search or
 //! a scan of the node's replica of a shard as Arrow Flight data (`Peers::read`), after the
 //! replica made sure it may answer at the read's consistency; a refusal comes back as a
 //! `Failure` in the status details.
 
+mod auth;
 mod client;
 mod server;
+mod snapshot_check;
 #[cfg(test)]
 mod tests;
 
+pub use auth::ClusterSecret;
 pub use client::{CallError, FlightNetwork, Peers};
 pub use server::{ActionHandler, RaftService, serve};
 

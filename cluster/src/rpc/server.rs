@@ -25,8 +25,11 @@ use parking_lot::RwLock;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::codegen::Bytes;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Code, Request, Response, Status, Streaming};
 
+use super::auth::ClusterSecret;
+use super::snapshot_check;
 use super::{
     APPEND, CHECKPOINT, Failure, GroupId, MAX_MESSAGE_BYTES, MEMBERS, PING, ReadKind, ReadTicket,
     SNAPSHOT, STATUS, VOTE, WRITE,
@@ -116,6 +119,33 @@ impl RaftService {
         Ok(Box::pin(stream))
     }
 
+    /// Hands back a snapshot sent for `group` once it passed [`snapshot_check::check`] (off
+    /// the runtime: it reads every byte), or refuses it for good.
+    async fn check_snapshot(
+        &self,
+        group: &str,
+        vote: Vote<NodeId>,
+        meta: SnapshotMeta<NodeId, BasicNode>,
+        bytes: Vec<u8>,
+    ) -> Result<(Vote<NodeId>, SnapshotMeta<NodeId, BasicNode>, Vec<u8>), Status> {
+        let member = self
+            .member(group)
+            .ok_or_else(|| refused(Failure::NoGroup))?;
+        let schema = member.shard().schema();
+        let (checked, vote, meta, bytes) = tokio::task::spawn_blocking(move || {
+            let checked = snapshot_check::check(&schema, &meta, &bytes);
+            (checked, vote, meta, bytes)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        checked.map_err(|why| {
+            refused(Failure::Refused(Refusal::InvalidArgument(format!(
+                "snapshot refused: {why}"
+            ))))
+        })?;
+        Ok((vote, meta, bytes))
+    }
+
     async fn act(&self, action: Action) -> Result<Bytes, Status> {
         match action.r#type.as_str() {
             APPEND => {
@@ -135,6 +165,7 @@ impl RaftService {
                     Vec<u8>,
                 );
                 let (group, vote, meta, bytes): Body = decode(&action.body)?;
+                let (vote, meta, bytes) = self.check_snapshot(&group, vote, meta, bytes).await?;
                 let snapshot = Snapshot {
                     meta,
                     snapshot: Box::new(SnapshotData::Stream(bytes)),
@@ -276,8 +307,13 @@ fn refused(failure: Failure) -> Status {
     )
 }
 
+/// A request's body, or a final refusal of it (every replica would refuse it the same way).
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Status> {
-    postcard::from_bytes(body).map_err(|e| Status::invalid_argument(format!("bad message: {e}")))
+    postcard::from_bytes(body).map_err(|e| {
+        refused(Failure::Refused(Refusal::InvalidArgument(format!(
+            "bad message: {e}"
+        ))))
+    })
 }
 
 fn encode<T: Serialize>(reply: &T) -> Result<Bytes, Status> {
@@ -286,13 +322,19 @@ fn encode<T: Serialize>(reply: &T) -> Result<Bytes, Status> {
         .map_err(|e| Status::internal(format!("cannot encode the reply: {e}")))
 }
 
-/// Serves `service` on `listener` until the process ends (or the runtime stops).
-pub fn serve(listener: std::net::TcpListener, service: RaftService) -> std::io::Result<SocketAddr> {
+/// Serves `service` on `listener` until the process ends (or the runtime stops), to callers
+/// that hold `secret` only (checked on each request's headers, before its body is read).
+pub fn serve(
+    listener: std::net::TcpListener,
+    service: RaftService,
+    secret: ClusterSecret,
+) -> std::io::Result<SocketAddr> {
     let addr = listener.local_addr()?;
     listener.set_nonblocking(true)?;
     let server = FlightServiceServer::new(service)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let server = InterceptedService::new(server, move |request| secret.check(request));
     crate::raft::spawn(async move {
         let listener = tokio::net::TcpListener::from_std(listener).expect("inside the runtime");
         let incoming =

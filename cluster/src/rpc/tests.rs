@@ -12,13 +12,20 @@ use arrow::array::RecordBatch;
 use openraft::BasicNode;
 use vecraft_storage::shard::{Applied, SearchRequest, Shard};
 
-use super::{Failure, GroupId, Peers, RaftService, ReadKind, ReadTicket, WRITE, serve};
+use super::{
+    ClusterSecret, Failure, GroupId, Peers, RaftService, ReadKind, ReadTicket, WRITE, serve,
+};
 use crate::local::LocalShard;
 use crate::raft::{Group, NodeId};
 use crate::read::Consistency;
 use crate::tests::{opts, row, schema};
 
 const GROUP: &str = "items.1.0";
+
+/// The test cluster's secret.
+fn secret() -> ClusterSecret {
+    ClusterSecret::new("rpc-tests-cluster-secret-0123456789").unwrap()
+}
 const DEADLINE: Duration = Duration::from_secs(30);
 
 /// One node: its Flight server and its member of the group.
@@ -42,7 +49,7 @@ impl Node {
             Some(schema()),
             opts(),
             (GROUP.into(), id),
-            Peers::default(),
+            Peers::new(secret()),
             initial,
         )
         .unwrap();
@@ -109,9 +116,13 @@ fn a_group_replicates_fails_over_and_catches_up_by_snapshot() {
     let addrs: Vec<String> = services
         .iter()
         .map(|s| {
-            serve(TcpListener::bind("127.0.0.1:0").unwrap(), s.clone())
-                .unwrap()
-                .to_string()
+            serve(
+                TcpListener::bind("127.0.0.1:0").unwrap(),
+                s.clone(),
+                secret(),
+            )
+            .unwrap()
+            .to_string()
         })
         .collect();
     let members: BTreeMap<NodeId, BasicNode> = (0..3)
@@ -139,7 +150,7 @@ fn a_group_replicates_fails_over_and_catches_up_by_snapshot() {
     let follower = (first + 1) % 3;
     let refused = nodes[follower].group().write(row(1000).encode().unwrap());
     assert!(refused.is_err(), "a follower does not take writes");
-    let peers = Peers::default();
+    let peers = Peers::new(secret());
     let body = (GROUP.to_string(), row(1000).encode().unwrap());
     let answer = write(&peers, &nodes[follower].addr, &body);
     let leader_id = nodes[first].id;
@@ -247,4 +258,143 @@ fn reads_agree(nodes: &[Node], leader: usize, peers: &Peers) {
         matches!(refused, Err(super::CallError::Failed(Failure::NotLeader(Some(id)))) if id == leader_id),
         "{refused:?}"
     );
+}
+
+/// Without the cluster's secret, or with another cluster's, no call gets past the headers:
+/// not a read, not a write, not a Raft message.
+#[test]
+fn calls_without_the_cluster_secret_are_refused() {
+    use arrow_flight::flight_service_client::FlightServiceClient;
+    use arrow_flight::{Action, Ticket};
+
+    let service = RaftService::default();
+    let addr = serve(TcpListener::bind("127.0.0.1:0").unwrap(), service, secret()).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = FlightServiceClient::new(channel);
+        let body = postcard::to_stdvec(&(GROUP.to_string(), row(1).encode().unwrap())).unwrap();
+        let write = Action {
+            r#type: WRITE.into(),
+            body: body.into(),
+        };
+        let refused = client.do_action(write.clone()).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused}");
+        let ticket = Ticket {
+            ticket: vec![0u8; 16].into(),
+        };
+        let refused = client.do_get(ticket).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused}");
+        let mut forged = tonic::Request::new(write);
+        ClusterSecret::generate().sign(&mut forged);
+        let refused = client.do_action(forged).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused}");
+    });
+    // The cluster's own peers get through (the node answers, here: no such group).
+    let peers = Peers::new(secret());
+    let answer = write(
+        &peers,
+        &addr.to_string(),
+        &(GROUP.to_string(), row(1).encode().unwrap()),
+    );
+    assert_eq!(answer, Err(Failure::NoGroup));
+}
+
+/// A member of the cluster that sends a snapshot of garbage bytes, with a newer vote, gets a
+/// final refusal; the replica keeps its term and its data and goes on taking writes. So does
+/// a snapshot of well-formed bytes whose metadata claims more than its data holds.
+#[test]
+fn a_crafted_snapshot_is_refused_and_the_replica_serves_on() {
+    use openraft::{CommittedLeaderId, LogId, Membership, SnapshotMeta, StoredMembership, Vote};
+
+    let dir = tempfile::tempdir().unwrap();
+    let service = RaftService::default();
+    let addr = serve(
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        service.clone(),
+        secret(),
+    )
+    .unwrap()
+    .to_string();
+    let members = BTreeMap::from([(1, BasicNode::new(&addr))]);
+    let node = Node::start(1, &addr, dir.path(), service, Some(members.clone()));
+    leader(std::slice::from_ref(&node));
+    write_rows(&node, 0..10);
+    let term = node.group().raft().metrics().borrow().current_term;
+    let peers = Peers::new(secret());
+    let membership = Membership::new(vec![std::collections::BTreeSet::from([1])], members);
+    let last = LogId::new(CommittedLeaderId::new(term + 100, 1), 1_000);
+    let meta = SnapshotMeta {
+        last_log_id: Some(last),
+        last_membership: StoredMembership::new(Some(last), membership),
+        snapshot_id: "forged".into(),
+    };
+    let vote = Vote::new_committed(term + 100, 1);
+    // A real snapshot of this shard, which holds its 10 rows up to a much lower index.
+    let mut real = Vec::new();
+    node.shard().write_snapshot(&mut real).unwrap();
+    for bytes in [b"garbage".to_vec(), real] {
+        let body = (GROUP.to_string(), vote, meta.clone(), bytes);
+        type Reply =
+            Result<openraft::raft::SnapshotResponse<NodeId>, openraft::error::Fatal<NodeId>>;
+        let answer: Result<Reply, _> = block_on({
+            let (peers, addr) = (peers.clone(), addr.clone());
+            async move { peers.call(&addr, super::SNAPSHOT, &body, DEADLINE).await }
+        });
+        assert!(
+            matches!(answer, Err(super::CallError::Failed(Failure::Refused(_)))),
+            "{answer:?}"
+        );
+    }
+    assert_eq!(node.group().raft().metrics().borrow().current_term, term);
+    write_rows(&node, 10..20);
+    assert_eq!(node.shard().count(), 20);
+}
+
+/// Tickets and action bodies as a peer might send them, mangled: decoding never panics.
+#[test]
+fn fuzz_flight_tickets_and_actions() {
+    use crate::meta::MetaOp;
+    let mut search = SearchRequest::new("v", vec![0.5, 1.0, 2.0], 5);
+    search.filter = Some(vecraft_storage::filter::Filter::Not(Box::new(
+        vecraft_storage::filter::Filter::Literal(true),
+    )));
+    let ticket = ReadTicket {
+        group: GroupId::from(GROUP),
+        read: Consistency::Bounded,
+        min_applied: 7,
+        kind: ReadKind::Search(search),
+    };
+    let scan = ReadTicket {
+        kind: ReadKind::Scan {
+            projection: Some(vec!["id".into()]),
+            filter: None,
+        },
+        ..ticket.clone()
+    };
+    let create = MetaOp::Create {
+        name: "items".into(),
+        schema: schema(),
+        shards: 2,
+        replicas: 3,
+    };
+    let write = (GROUP.to_string(), row(1).encode().unwrap());
+    let seeds: Vec<Vec<u8>> = vec![
+        postcard::to_stdvec(&ticket).unwrap(),
+        postcard::to_stdvec(&scan).unwrap(),
+        postcard::to_stdvec(&create).unwrap(),
+        postcard::to_stdvec(&write).unwrap(),
+    ];
+    let seeds: Vec<&[u8]> = seeds.iter().map(Vec::as_slice).collect();
+    vecraft_storage::fuzz::run("flight", &seeds, |input| {
+        let _ = postcard::from_bytes::<ReadTicket>(input);
+        let _ = postcard::from_bytes::<MetaOp>(input);
+        if let Ok((_, command)) = postcard::from_bytes::<(GroupId, Vec<u8>)>(input) {
+            let _ = vecraft_storage::command::Command::decode(&command);
+        }
+    });
 }

@@ -143,6 +143,27 @@ mod tests {
         assert!(csv("1,2").is_none(), "a record ends at its newline");
     }
 
+    /// COPY data as clients send it, and mangled: splitting never panics, and a CSV record
+    /// never claims more bytes than it was given.
+    #[test]
+    fn fuzz_copy_lines() {
+        let seeds: &[&[u8]] = &[
+            b"1,\"[1,2,3]\",,\"\"\nnext,\"a \"\"b\"\" c\"\r\n",
+            b"1\t[1,2]\t\\N\ta\\tb\n2\t[3,4]\t\\.\n",
+        ];
+        vecraft_storage::fuzz::run("copy_lines", seeds, |input| {
+            let mut row = Vec::new();
+            for (delimiter, quote, escape) in [(b',', b'"', b'"'), (b'\t', b'\'', b'\\')] {
+                row.clear();
+                if let Ok(Some(used)) = csv_record(input, delimiter, quote, escape, "", &mut row) {
+                    assert!(used <= input.len());
+                }
+            }
+            row.clear();
+            let _ = text_fields(&String::from_utf8_lossy(input), b'\t', "\\N", &mut row);
+        });
+    }
+
     #[test]
     fn text_fields_undo_escapes_and_read_nulls() {
         let mut row = Vec::new();

@@ -56,6 +56,11 @@ pub struct CopyIn {
     format: Format,
     /// Bytes received and not parsed yet (an incomplete line or tuple).
     pending: Vec<u8>,
+    /// How much of `pending` is known to hold no complete line or record, so that a long line
+    /// arriving in many pieces is scanned once, not once per piece.
+    scanned: usize,
+    /// The longest line (or binary tuple) accepted (`max_copy_line_bytes`).
+    max_line_bytes: usize,
     /// Parsed values, column by column, not written yet.
     values: Vec<Values>,
     rows: usize,
@@ -121,6 +126,8 @@ impl Session {
             columns: targets,
             format,
             pending: Vec::new(),
+            scanned: 0,
+            max_line_bytes: self.max_copy_line_bytes,
             values,
             rows: 0,
             written: 0,
@@ -247,6 +254,11 @@ fn copy_format(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> PgWireRes
 impl CopyIn {
     fn receive(&mut self, data: &[u8]) -> PgWireResult<()> {
         self.pending.extend_from_slice(data);
+        if self.format != Format::Binary && !data.contains(&b'\n') && !self.pending.is_empty() {
+            // No line ends in this piece: nothing new to parse.
+            self.scanned = self.pending.len();
+            return self.check_line_length();
+        }
         let consumed = match self.format.clone() {
             Format::Binary => self.parse_binary()?,
             Format::Text { delimiter, null } => {
@@ -261,14 +273,29 @@ impl CopyIn {
             } => self.parse_csv(delimiter, quote, escape, &null, header)?,
         };
         self.pending.drain(..consumed);
-        Ok(())
+        self.scanned = self.pending.len();
+        self.check_line_length()
+    }
+
+    /// 54000 once the line (or tuple) still arriving is longer than the limit: a client cannot
+    /// make the gateway hold one row of any size.
+    fn check_line_length(&self) -> PgWireResult<()> {
+        if self.pending.len() <= self.max_line_bytes {
+            return Ok(());
+        }
+        Err(user_error(
+            "54000",
+            format!(
+                "COPY line is longer than {} bytes (max_copy_line_bytes)",
+                self.max_line_bytes
+            ),
+        ))
     }
 
     fn finish(&mut self) -> PgWireResult<()> {
         if !self.pending.is_empty() && self.format != Format::Binary {
             // The last line may lack its newline.
-            self.pending.push(b'\n');
-            self.receive(&[])?;
+            self.receive(b"\n")?;
         }
         if !self.pending.is_empty() {
             return Err(user_error("22P04", "COPY data ends in the middle of a row"));
@@ -331,12 +358,16 @@ impl CopyIn {
     ) -> PgWireResult<usize> {
         let mut consumed = 0;
         let mut row = Vec::with_capacity(self.columns.len());
-        while let Some(end) = self.pending[consumed..].iter().position(|&b| b == b'\n') {
+        // The bytes before `scanned` hold no newline: look after them only.
+        let mut from = self.scanned.min(self.pending.len());
+        while let Some(end) = self.pending[from..].iter().position(|&b| b == b'\n') {
+            let end = from - consumed + end;
             let line = std::str::from_utf8(&self.pending[consumed..consumed + end])
                 .map_err(|_| user_error("22021", "invalid UTF-8 in COPY data"))?
                 .trim_end_matches('\r')
                 .to_string();
             consumed += end + 1;
+            from = consumed;
             if line == "\\." {
                 self.ended = true;
                 continue;

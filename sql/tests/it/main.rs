@@ -5,5 +5,7 @@ mod catalog;
 mod copy;
 mod ddl;
 mod extended;
+mod limits;
+mod races;
 mod support;
 mod wire;

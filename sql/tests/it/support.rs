@@ -7,9 +7,18 @@ use std::sync::Arc;
 use tokio_postgres::types::{FromSql, Type};
 pub use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 use vecraft_sql::catalog::Catalog;
+pub use vecraft_sql::limits::Limits;
 
 /// Starts a gateway on a free loopback port; returns its port and the serving task.
 pub async fn serve(dir: &Path) -> (u16, tokio::task::JoinHandle<std::io::Result<()>>) {
+    serve_with(dir, Limits::default()).await
+}
+
+/// [`serve`] with `limits`.
+pub async fn serve_with(
+    dir: &Path,
+    limits: Limits,
+) -> (u16, tokio::task::JoinHandle<std::io::Result<()>>) {
     // A previous server's collections close as its connections wind down: wait for their
     // log locks, with a deadline.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -24,7 +33,7 @@ pub async fn serve(dir: &Path) -> (u16, tokio::task::JoinHandle<std::io::Result<
     let port = listener.local_addr().unwrap().port();
     (
         port,
-        tokio::spawn(vecraft_sql::server::serve(listener, catalog)),
+        tokio::spawn(vecraft_sql::server::serve_with(listener, catalog, limits)),
     )
 }
 

@@ -66,7 +66,8 @@ pub enum CmpOp {
     GtEq,
 }
 
-/// A predicate over a row's scalar columns.
+/// A predicate over a row's scalar columns. Decoding one (from a Flight ticket, say) refuses
+/// nesting deeper than [`MAX_DEPTH`] as it goes, before it could overflow the stack.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Filter {
     Compare {
@@ -83,9 +84,9 @@ pub enum Filter {
         column: String,
         negated: bool,
     },
-    And(Vec<Filter>),
-    Or(Vec<Filter>),
-    Not(Box<Filter>),
+    And(#[serde(deserialize_with = "nested_list")] Vec<Filter>),
+    Or(#[serde(deserialize_with = "nested_list")] Vec<Filter>),
+    Not(#[serde(deserialize_with = "nested_one")] Box<Filter>),
     /// Always true / false (handy for planners).
     Literal(bool),
 }
@@ -166,6 +167,50 @@ impl Filter {
             Filter::Literal(b) => Ok(constant(batch.num_rows(), *b, None)),
         }
     }
+}
+
+thread_local! {
+    /// How deep the filter being decoded on this thread is nested here.
+    static DECODING_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// One level of a filter being decoded; leaves it when dropped.
+struct DecodingLevel;
+
+impl DecodingLevel {
+    fn enter() -> std::result::Result<DecodingLevel, String> {
+        let depth = DECODING_DEPTH.with(|d| {
+            d.set(d.get() + 1);
+            d.get()
+        });
+        let level = DecodingLevel;
+        if depth > MAX_DEPTH {
+            return Err(format!("filter nested more than {MAX_DEPTH} levels deep"));
+        }
+        Ok(level)
+    }
+}
+
+impl Drop for DecodingLevel {
+    fn drop(&mut self) {
+        DECODING_DEPTH.with(|d| d.set(d.get() - 1));
+    }
+}
+
+/// Decodes a nested filter one level deeper (see [`DecodingLevel`]).
+fn nested_one<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Box<Filter>, D::Error> {
+    let _level = DecodingLevel::enter().map_err(serde::de::Error::custom)?;
+    Box::<Filter>::deserialize(d)
+}
+
+/// Decodes nested filters one level deeper (see [`DecodingLevel`]).
+fn nested_list<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<Filter>, D::Error> {
+    let _level = DecodingLevel::enter().map_err(serde::de::Error::custom)?;
+    Vec::<Filter>::deserialize(d)
 }
 
 fn check_depth(depth: usize) -> Result<()> {

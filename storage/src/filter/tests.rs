@@ -555,3 +555,56 @@ fn serde_round_trip() {
     let json = serde_json::to_string(&f).unwrap();
     assert_eq!(serde_json::from_str::<Filter>(&json).unwrap(), f);
 }
+
+/// A filter nested past `MAX_DEPTH` is refused while it is decoded, however deep it goes
+/// (100,000 `Not`s take a few hundred kilobytes), on a thread with a small stack.
+#[test]
+fn deep_filters_are_refused_while_decoding() {
+    fn nested(levels: usize) -> Vec<u8> {
+        // postcard: a variant is its index as a varint (Not = 5, Literal = 6), then its fields.
+        let mut bytes = vec![5u8; levels];
+        bytes.extend_from_slice(&[6, 1]);
+        bytes
+    }
+    std::thread::Builder::new()
+        .stack_size(256 << 10)
+        .spawn(|| {
+            let decode = |bytes: Vec<u8>| postcard::from_bytes::<Filter>(&bytes);
+            let shallow = decode(nested(MAX_DEPTH)).unwrap();
+            assert!(matches!(shallow, Filter::Not(_)));
+            for levels in [MAX_DEPTH + 1, 100_000] {
+                assert!(decode(nested(levels)).is_err(), "{levels} levels");
+            }
+            // The count went back to zero after the refusals: the same depth decodes again.
+            assert!(decode(nested(MAX_DEPTH)).is_ok());
+        })
+        .unwrap()
+        .join()
+        .expect("decoding stays within a small stack");
+}
+
+/// Filters as a Flight ticket carries them, mangled: decoding never panics.
+#[test]
+fn fuzz_filter_decoding() {
+    let seed = Filter::And(vec![
+        Filter::Compare {
+            column: "category".into(),
+            op: CmpOp::Lt,
+            value: Scalar::Int(5),
+        },
+        Filter::Not(Box::new(Filter::In {
+            column: "tag".into(),
+            values: vec![Scalar::Text("a".into()), Scalar::Null],
+            negated: false,
+        })),
+        Filter::Or(vec![Filter::IsNull {
+            column: "tag".into(),
+            negated: true,
+        }]),
+    ]);
+    let bytes = postcard::to_stdvec(&seed).unwrap();
+    assert_eq!(postcard::from_bytes::<Filter>(&bytes).unwrap(), seed);
+    crate::fuzz::run("filter", &[&bytes], |input| {
+        let _ = postcard::from_bytes::<Filter>(input);
+    });
+}

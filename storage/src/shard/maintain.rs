@@ -30,7 +30,7 @@ impl Inner {
             }
             state.has_frozen()
         };
-        if !pending {
+        if !pending || self.closed.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
         if !self.opts.background_seal {

@@ -30,7 +30,7 @@ use std::thread::JoinHandle;
 use parking_lot::{Mutex, RwLock};
 
 pub use read::{DISTANCE_COLUMN, SearchRequest};
-pub use snapshot::SnapshotInfo;
+pub use snapshot::{SnapshotContents, SnapshotInfo};
 
 use crate::command::Command;
 use crate::error::{Error, Result};
@@ -112,6 +112,8 @@ struct Inner {
     maintenance: Mutex<()>,
     sealer: Mutex<Sealer>,
     background_error: Mutex<Option<String>>,
+    /// Set by [`Shard::close`]: no background sealing starts any more.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Shard {
@@ -130,6 +132,7 @@ impl Shard {
                 opts,
                 state: RwLock::new(state),
                 maintenance: Mutex::new(()),
+                closed: std::sync::atomic::AtomicBool::new(false),
                 sealer: Mutex::new(Sealer::default()),
                 background_error: Mutex::new(None),
             }),
@@ -207,6 +210,15 @@ impl Shard {
         let mut stats = self.inner.state.read().stats();
         stats.last_background_error = self.inner.background_error.lock().clone();
         stats
+    }
+
+    /// Stops background work for good and waits for what runs: after this returns, nothing
+    /// writes in the shard's directory unless asked to (its collection is being dropped).
+    pub fn close(&self) {
+        self.inner
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.wait_for_background();
     }
 
     /// Waits until background sealing has finished (tests, shutdown).

@@ -41,6 +41,15 @@ pub struct SnapshotInfo {
     pub size_bytes: u64,
 }
 
+/// What a snapshot holds, as [`Shard::verify_snapshot`] read it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotContents {
+    pub schema: crate::schema::CollectionSchema,
+    /// The log index the snapshot's data reaches.
+    pub durable_index: u64,
+    pub segments: usize,
+}
+
 impl Shard {
     /// Streams a snapshot of the shard into `out`.
     pub fn write_snapshot(&self, out: &mut dyn Write) -> Result<SnapshotInfo> {
@@ -80,6 +89,53 @@ impl Shard {
             .map_err(io)?;
         out.flush().map_err(io)?;
         Ok(info)
+    }
+
+    /// Reads a whole snapshot without installing it: every file's name and checksum, the
+    /// manifest (its checksum, schema and segments), each segment's files present, nothing
+    /// after the manifest. What a node checks before it lets Raft adopt a snapshot someone
+    /// sent it: a snapshot that fails here would stop the replica if installed.
+    pub fn verify_snapshot(bytes: &[u8]) -> Result<SnapshotContents> {
+        let mut input = bytes;
+        let mut reader = SnapshotReader {
+            input: &mut input,
+            dir: Path::new("snapshot"),
+        };
+        reader.header()?;
+        let mut files: HashMap<u64, Vec<String>> = HashMap::new();
+        let manifest = loop {
+            match reader.u8()? {
+                KIND_FILE => {
+                    let (id, name) = reader.file_name()?;
+                    reader.copy_body(&mut std::io::sink(), Path::new(&name))?;
+                    files.entry(id).or_default().push(name);
+                }
+                KIND_MANIFEST => break reader.manifest()?,
+                _ => return Err(reader.bad("unknown entry kind")),
+            }
+        };
+        let mut more = [0u8; 1];
+        if reader.input.read(&mut more).unwrap_or(0) != 0 {
+            return Err(reader.bad("bytes after the manifest"));
+        }
+        for seg in &manifest.segments {
+            let names = files
+                .get(&seg.id)
+                .ok_or_else(|| reader.bad("segment without files"))?;
+            let tombstones =
+                (seg.tombstone_version != 0).then(|| tombstone_file(seg.tombstone_version));
+            let needed = ["meta.json".to_string(), "payload.arrow".to_string()];
+            for needed in needed.iter().chain(tombstones.as_ref()) {
+                if !names.contains(needed) {
+                    return Err(reader.bad(&format!("segment {} lacks {needed}", seg.id)));
+                }
+            }
+        }
+        Ok(SnapshotContents {
+            schema: manifest.schema,
+            durable_index: manifest.durable_index,
+            segments: manifest.segments.len(),
+        })
     }
 
     /// Replaces this shard's whole state with the snapshot in `input`, atomically. The caller
@@ -242,8 +298,15 @@ impl SnapshotReader<'_> {
     }
 
     fn file_body(&mut self, path: &Path) -> Result<u64> {
-        let size = self.u64()?;
         let mut file = File::create(path).ctx("create", path)?;
+        let size = self.copy_body(&mut file, path)?;
+        file.sync_all().ctx("fsync", path)?;
+        Ok(size)
+    }
+
+    /// Copies a file entry's body to `out`, checking its CRC; its size.
+    fn copy_body(&mut self, out: &mut dyn Write, path: &Path) -> Result<u64> {
+        let size = self.u64()?;
         let mut crc = 0u32;
         let mut buf = vec![0u8; COPY_CHUNK_BYTES];
         let mut left = size;
@@ -251,7 +314,7 @@ impl SnapshotReader<'_> {
             let n = (left as usize).min(buf.len());
             self.exact(&mut buf[..n])?;
             crc = crc32c::crc32c_append(crc, &buf[..n]);
-            file.write_all(&buf[..n]).ctx("write", path)?;
+            out.write_all(&buf[..n]).ctx("write", path)?;
             left -= n as u64;
         }
         let mut want = [0u8; 4];
@@ -259,7 +322,6 @@ impl SnapshotReader<'_> {
         if crc.to_le_bytes() != want {
             return Err(self.bad("file checksum mismatch"));
         }
-        file.sync_all().ctx("fsync", path)?;
         Ok(size)
     }
 

@@ -720,3 +720,30 @@ fn set_index_changes_the_metric_and_reindex_builds_graphs_for_it() {
     let spec = reopened.schema().vector_spec("embedding").unwrap();
     assert_eq!((spec.metric, spec.hnsw), (Metric::Cosine, hnsw));
 }
+
+/// Snapshot bytes as a peer might send them, whole or mangled: `verify_snapshot` answers
+/// every one without panicking, and accepts the real one.
+#[test]
+fn fuzz_snapshot_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = mixture(300, 4, 9);
+    let shard = Shard::open(dir.path(), Some(schema(4, Metric::L2)), opts(100)).unwrap();
+    let next = load(&shard, &data, 50, 1);
+    shard
+        .apply(next, &Command::Delete((10..20).map(Key::Int).collect()))
+        .unwrap();
+    let mut real = Vec::new();
+    shard.write_snapshot(&mut real).unwrap();
+    let contents = Shard::verify_snapshot(&real).unwrap();
+    assert_eq!(contents.durable_index, next);
+    assert!(Shard::verify_snapshot(&real[..real.len() - 1]).is_err());
+    let mut longer = real.clone();
+    longer.push(0);
+    assert!(
+        Shard::verify_snapshot(&longer).is_err(),
+        "bytes after the manifest"
+    );
+    crate::fuzz::run("snapshot", &[&real], |input| {
+        let _ = Shard::verify_snapshot(input);
+    });
+}
