@@ -115,10 +115,45 @@ fn with_tag(tag: u8, batch: &RecordBatch) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Refuses an Arrow IPC stream whose messages claim more bytes than it holds. Arrow's reader
+/// allocates a message's body from the length the message states, before reading it, and an
+/// allocation that fails aborts the process (a 35 TB one was found by
+/// `fuzz_flight_tickets_and_actions`): every length is checked against what is there first.
+fn check_ipc_lengths(stream: &[u8]) -> Result<()> {
+    let bad = || Error::InvalidArgument("malformed command: Arrow lengths past its end".into());
+    let word = |at: &[u8]| i32::from_le_bytes([at[0], at[1], at[2], at[3]]);
+    let mut rest = stream;
+    loop {
+        if rest.len() < 4 {
+            return Ok(()); // Arrow reports what is missing
+        }
+        let mut size = word(rest);
+        rest = &rest[4..];
+        if size == -1 {
+            // The continuation marker, then the size.
+            if rest.len() < 4 {
+                return Ok(());
+            }
+            size = word(rest);
+            rest = &rest[4..];
+        }
+        if size == 0 {
+            return Ok(()); // end of stream
+        }
+        let size = usize::try_from(size).map_err(|_| bad())?;
+        let metadata = rest.get(..size).ok_or_else(bad)?;
+        let message = arrow::ipc::root_as_message(metadata).map_err(|_| bad())?;
+        rest = &rest[size..];
+        let body = usize::try_from(message.bodyLength()).map_err(|_| bad())?;
+        rest = rest.get(body..).ok_or_else(bad)?;
+    }
+}
+
 /// The one batch in an Arrow IPC stream. Arrow's reader panics on some malformed streams
 /// (the fuzz test `fuzz_flight_tickets_and_actions` found one): a command comes from a peer
 /// or a log, so a panic is caught here and answered as a malformed command.
 fn read_one(body: &[u8]) -> Result<RecordBatch> {
+    check_ipc_lengths(body)?;
     let read = || -> Result<RecordBatch> {
         let reader = StreamReader::try_new(Cursor::new(body), None)?;
         let schema = reader.schema();
@@ -130,4 +165,25 @@ fn read_one(body: &[u8]) -> Result<RecordBatch> {
             "malformed command: undecodable Arrow data".into(),
         ))
     })
+}
+
+#[cfg(test)]
+mod ipc_tests {
+    use super::*;
+
+    /// A message whose stated body is far larger than the stream is refused before Arrow
+    /// would allocate it; real commands still decode.
+    #[test]
+    fn lengths_past_the_end_are_refused_before_arrow_allocates() {
+        let keys = vec![crate::key::Key::Int(1), crate::key::Key::Int(2)];
+        let bytes = Command::Delete(keys.clone()).encode().unwrap();
+        assert!(matches!(Command::decode(&bytes).unwrap(), Command::Delete(k) if k == keys));
+        // The fuzzer's input: a metadata size of 248 bytes, then a body claimed to be 35 TB.
+        let mut forged = bytes.clone();
+        forged.truncate(forged.len() / 2);
+        assert!(Command::decode(&forged).is_err());
+        crate::fuzz::run("commands", &[&bytes], |input| {
+            let _ = Command::decode(input);
+        });
+    }
 }
