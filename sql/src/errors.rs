@@ -39,8 +39,9 @@ pub fn parse_error(e: ParserError) -> PgWireError {
                 "stack depth limit exceeded".to_owned(),
             );
             info.hint = Some(format!(
-                "Expressions may nest at most {MAX_EXPRESSION_DEPTH} levels deep \
-                 (each operator and parenthesis is a level); split the statement.",
+                "Expressions may nest at most {MAX_EXPRESSION_DEPTH} levels deep (each operator \
+                 and bracket is a level), brackets at most 50, function calls in function calls \
+                 about 20; split the statement.",
             ));
             PgWireError::UserError(Box::new(info))
         }

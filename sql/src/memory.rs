@@ -23,17 +23,18 @@ pub struct NodeMemory {
     query_bytes: usize,
 }
 
-/// The memory pools of a node with `limits`.
-pub fn node_runtime(limits: &Limits) -> NodeMemory {
-    NodeMemory {
-        node: Arc::new(GreedyMemoryPool::new(limits.node_memory_bytes)),
-        query_bytes: limits.query_memory_bytes,
-    }
-}
-
 impl NodeMemory {
-    /// A runtime for one session: its own pool of the query limit (a session runs one query
-    /// at a time), drawing from the node's, and no spilling.
+    /// The memory pools of a node with `limits`.
+    pub fn new(limits: &Limits) -> NodeMemory {
+        NodeMemory {
+            node: Arc::new(GreedyMemoryPool::new(limits.node_memory_bytes)),
+            query_bytes: limits.query_memory_bytes,
+        }
+    }
+
+    /// A runtime for one session: its own pool of the query limit (shared by the session's
+    /// queries, one at a time but for suspended portals), drawing from the node's, and no
+    /// spilling.
     pub fn session_runtime(&self) -> Arc<RuntimeEnv> {
         let pool = SessionPool {
             own: GreedyMemoryPool::new(self.query_bytes),
@@ -119,7 +120,7 @@ mod tests {
             query_memory_bytes: 600,
             ..Limits::default()
         };
-        let node = node_runtime(&limits);
+        let node = NodeMemory::new(&limits);
         let (a, b) = (node.session_runtime(), node.session_runtime());
         let ra = MemoryConsumer::new("a").register(&a.memory_pool);
         let rb = MemoryConsumer::new("b").register(&b.memory_pool);

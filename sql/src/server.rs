@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use crate::catalog::Catalog;
 use crate::handler::{Connection, Handlers};
 use crate::limits::{Admission, Limits, socket_budget};
+use crate::memory::NodeMemory;
 use crate::socket::serve_connection;
 
 /// How long the listener waits before accepting again after the process ran out of
@@ -31,7 +32,7 @@ pub async fn serve_with(
     limits: Limits,
 ) -> std::io::Result<()> {
     crate::metrics::watch(&catalog);
-    let runtime = crate::memory::node_runtime(&limits);
+    let memory = NodeMemory::new(&limits);
     let sockets = socket_budget();
     if sockets < limits.max_connections {
         eprintln!(
@@ -63,7 +64,7 @@ pub async fn serve_with(
             catalog.clone(),
             cancels.clone(),
             admission.clone(),
-            runtime.clone(),
+            memory.clone(),
         );
         let handlers = Arc::new(Handlers(connection));
         let limits = admission.limits.clone();
