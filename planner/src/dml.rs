@@ -102,21 +102,22 @@ pub fn count_batch(count: u64) -> Result<RecordBatch> {
 /// table with Arrow's casts, which cannot turn text into a vector, so such literals get an
 /// explicit `::vector(n)` here (the analyzer then makes them vector literals, `casts.rs`).
 /// Statements this does not recognise are left as they are.
-pub async fn cast_vector_values(ctx: &SessionContext, statement: &mut DFStatement) {
+pub async fn cast_vector_values(ctx: &SessionContext, statement: &mut DFStatement) -> Result<()> {
     let DFStatement::Statement(inner) = statement else {
-        return;
+        return Ok(());
     };
     if let SqlStatement::Update(update) = inner.as_mut() {
-        return cast_vector_assignments(ctx, update).await;
+        cast_vector_assignments(ctx, update).await;
+        return Ok(());
     }
     let SqlStatement::Insert(insert) = inner.as_mut() else {
-        return;
+        return Ok(());
     };
     let TableObject::TableName(name) = &insert.table else {
-        return;
+        return Ok(());
     };
     let Ok(provider) = ctx.table_provider(name.to_string()).await else {
-        return;
+        return Ok(());
     };
     let schema = provider.schema();
     let targets: Vec<Option<usize>> = if insert.columns.is_empty() {
@@ -129,21 +130,57 @@ pub async fn cast_vector_values(ctx: &SessionContext, statement: &mut DFStatemen
             .collect()
     };
     let Some(query) = insert.source.as_mut() else {
-        return;
+        return Ok(());
     };
     let SetExpr::Values(values) = query.body.as_mut() else {
-        return;
+        return Ok(());
     };
     for row in &mut values.rows {
         for (value, target) in row.iter_mut().zip(&targets) {
-            let Some(DataType::FixedSizeList(_, dims)) =
-                target.map(|t| schema.field(t).data_type().clone())
-            else {
+            let Some(field) = target.map(|t| schema.field(t)) else {
                 continue;
             };
-            cast_text_to_vector(value, dims);
+            check_literal_type(value, field)?;
+            if let DataType::FixedSizeList(_, dims) = field.data_type() {
+                cast_text_to_vector(value, *dims);
+            }
         }
     }
+    Ok(())
+}
+
+/// PostgreSQL's 42804 for a literal that no assignment cast takes to the column's type: a
+/// boolean into a number column, a number into a boolean one (DataFusion would cast them).
+fn check_literal_type(value: &SqlExpr, field: &Field) -> Result<()> {
+    let SqlExpr::Value(v) = value else {
+        return Ok(());
+    };
+    let column = field.data_type();
+    let given = match &v.value {
+        Value::Boolean(_) if column.is_numeric() => "boolean",
+        Value::Number(n, _) if *column == DataType::Boolean => {
+            if n.contains(['.', 'e', 'E']) {
+                "numeric"
+            } else {
+                "integer"
+            }
+        }
+        _ => return Ok(()),
+    };
+    let expected = match column {
+        DataType::Int16 => "smallint",
+        DataType::Int32 => "integer",
+        DataType::Int64 => "bigint",
+        DataType::Float32 => "real",
+        DataType::Float64 => "double precision",
+        DataType::Boolean => "boolean",
+        _ => "numeric",
+    };
+    let message = format!(
+        "column \"{}\" is of type {expected} but expression is of type {given}",
+        field.name()
+    );
+    Err(crate::error::VectorError::new("42804", message).into())
 }
 
 /// `'[…]'` becomes `'[…]'::vector(dims)`; other expressions are left alone.

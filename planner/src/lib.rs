@@ -68,7 +68,7 @@ pub async fn statement(
     ctx: &SessionContext,
     mut statement: datafusion::sql::parser::Statement,
 ) -> datafusion::error::Result<datafusion::dataframe::DataFrame> {
-    dml::cast_vector_values(ctx, &mut statement).await;
+    dml::cast_vector_values(ctx, &mut statement).await?;
     dml::rewrite_on_conflict(ctx, &mut statement).await?;
     let plan = ctx.state().statement_to_plan(statement).await?;
     ctx.execute_logical_plan(plan).await

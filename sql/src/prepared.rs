@@ -192,7 +192,9 @@ impl Session {
         self.sync_tables()?;
         crate::pg_catalog::rewrite(&mut statement);
         vecraft_planner::parse::check_shape(&statement).map_err(|e| to_pg(&e))?;
-        vecraft_planner::dml::cast_vector_values(&self.ctx, &mut statement).await;
+        vecraft_planner::dml::cast_vector_values(&self.ctx, &mut statement)
+            .await
+            .map_err(|e| to_pg(&e))?;
         vecraft_planner::dml::rewrite_on_conflict(&self.ctx, &mut statement)
             .await
             .map_err(|e| to_pg(&e))?;

@@ -59,6 +59,10 @@ pub struct CopyIn {
     /// How much of `pending` is known to hold no complete line or record, so that a long line
     /// arriving in many pieces is scanned once, not once per piece.
     scanned: usize,
+    /// CSV: a record still arriving is read again from its start (its quotes decide where it
+    /// ends) only once `pending` has grown to this size, twice what it was at the last try,
+    /// so a record arriving in many pieces costs linear time in all.
+    reparse_at: usize,
     /// The longest line (or binary tuple) accepted (`max_copy_line_bytes`).
     max_line_bytes: usize,
     /// Parsed values, column by column, not written yet.
@@ -127,6 +131,7 @@ impl Session {
             format,
             pending: Vec::new(),
             scanned: 0,
+            reparse_at: 0,
             max_line_bytes: self.max_copy_line_bytes,
             values,
             rows: 0,
@@ -259,6 +264,15 @@ impl CopyIn {
             self.scanned = self.pending.len();
             return self.check_line_length();
         }
+        if matches!(self.format, Format::Csv { .. }) && self.pending.len() < self.reparse_at {
+            return self.check_line_length();
+        }
+        self.parse_held()
+    }
+
+    /// Parses every complete line or tuple held, and keeps the rest.
+    fn parse_held(&mut self) -> PgWireResult<()> {
+        let csv = matches!(self.format, Format::Csv { .. });
         let consumed = match self.format.clone() {
             Format::Binary => self.parse_binary()?,
             Format::Text { delimiter, null } => {
@@ -274,6 +288,7 @@ impl CopyIn {
         };
         self.pending.drain(..consumed);
         self.scanned = self.pending.len();
+        self.reparse_at = if csv { 2 * self.pending.len() } else { 0 };
         self.check_line_length()
     }
 
@@ -293,9 +308,13 @@ impl CopyIn {
     }
 
     fn finish(&mut self) -> PgWireResult<()> {
-        if !self.pending.is_empty() && self.format != Format::Binary {
-            // The last line may lack its newline.
-            self.receive(b"\n")?;
+        if self.format != Format::Binary {
+            // Whatever is held is read now; the last line may lack its newline.
+            self.parse_held()?;
+            if !self.pending.is_empty() {
+                self.pending.push(b'\n');
+                self.parse_held()?;
+            }
         }
         if !self.pending.is_empty() {
             return Err(user_error("22P04", "COPY data ends in the middle of a row"));

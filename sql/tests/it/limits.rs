@@ -295,6 +295,25 @@ async fn copy_lines_are_bounded_and_read_in_linear_time() {
         rows(&client, "SELECT id, length(body) FROM notes").await,
         [[Some("1".to_string()), Some("900000".to_string())]]
     );
+    // A CSV record whose quoted field spans 20,000 lines, in small pieces.
+    let sink = client
+        .copy_in::<_, bytes::Bytes>("COPY notes FROM STDIN WITH (FORMAT csv)")
+        .await
+        .unwrap();
+    futures::pin_mut!(sink);
+    let mut record = b"3,\"".to_vec();
+    record.extend(b"x\n".repeat(20_000));
+    record.extend(b"\"\n");
+    for piece in record.chunks(256) {
+        sink.send(bytes::Bytes::copy_from_slice(piece))
+            .await
+            .unwrap();
+    }
+    assert_eq!(sink.finish().await.unwrap(), 1);
+    assert_eq!(
+        rows(&client, "SELECT length(body) FROM notes WHERE id = 3").await,
+        [[Some("40000".to_string())]]
+    );
 }
 
 /// A raw client: the startup packet, then `frame`; what the server answers before it closes.
@@ -390,6 +409,7 @@ async fn user_errors_have_their_sqlstates() {
         ("SELECT id FROM items WHERE tag ~ '('", "2201B"),
         ("INSERT INTO items VALUES ('x', '[1,2]', 'c')", "22P02"),
         ("SELECT 1 / 0", "22012"),
+        ("INSERT INTO items VALUES (true, '[1,2]', 'c')", "42804"),
     ] {
         let e = client.simple_query(sql).await.unwrap_err();
         assert_eq!(code(&e), want, "{sql}: {e:?}");
