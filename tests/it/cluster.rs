@@ -486,3 +486,57 @@ async fn local_cluster_starts_nodes_prints_their_urls_and_stops_them() {
         assert!(refused, "node on {port} stopped with the launcher");
     }
 }
+
+/// The nodes' Flight port over the wire: a caller without the cluster's secret is refused
+/// before anything is read; a member's meta operation naming `../../x` changes nothing and
+/// creates no directory; the cluster serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flight_port_refuses_outsiders_and_paths_for_names() {
+    use vecraft_cluster::meta::{META_ACTION, MetaOp, MetaReply, meta_schema};
+    use vecraft_cluster::rpc::{CallError, ClusterSecret, Failure, Peers};
+    type Answer = Result<Result<MetaReply, Failure>, CallError>;
+
+    let cluster = Cluster::start(1, 30_000).joined().await;
+    let addr = format!("127.0.0.1:{}", cluster.rpc_ports[0]);
+    let create = |name: &str| MetaOp::Create {
+        name: name.into(),
+        schema: meta_schema(),
+        shards: 1,
+        replicas: 1,
+    };
+    let ttl = Duration::from_secs(10);
+    let outsider = Peers::new(ClusterSecret::generate());
+    let refused: Answer = outsider
+        .call(&addr, META_ACTION, &create("stolen"), ttl)
+        .await;
+    assert!(
+        matches!(&refused, Err(CallError::Unreachable(m)) if m.contains("cluster secret")),
+        "{refused:?}"
+    );
+    let member = Peers::new(ClusterSecret::new(TEST_SECRET).unwrap());
+    for name in ["../../x", "a/b", "UPPER"] {
+        let answer: Answer = member.call(&addr, META_ACTION, &create(name), ttl).await;
+        assert!(!matches!(answer, Ok(Ok(_))), "{name}: {answer:?}");
+    }
+    let mut entries: Vec<String> = std::fs::read_dir(cluster.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    entries.sort();
+    assert_eq!(
+        entries,
+        ["node-1"],
+        "nothing beside the node's data directory"
+    );
+    let client = cluster.client(1).await;
+    client
+        .batch_execute(
+            "CREATE COLLECTION fine (id bigint PRIMARY KEY, v vector(2)) WITH (replicas = 1)",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&client, "SELECT count(*) FROM fine").await,
+        [[Some("0".to_string())]]
+    );
+}
