@@ -95,8 +95,9 @@ fn pairs(arrays: &[ArrayRef], t: usize, n: usize, rows: usize, f: impl Fn(u64, u
     let (Some(text), Some(count)) = (arrays.get(t), arrays.get(n)) else {
         return 0;
     };
+    let count = counts(count);
     (0..rows.min(text.len()).min(count.len()))
-        .map(|row| f(text_len(text, row), count_at(count, row)))
+        .map(|row| f(text_len(text, row), count[row]))
         .fold(0u64, u64::saturating_add)
 }
 
@@ -114,8 +115,10 @@ fn replace_bytes(arrays: &[ArrayRef], rows: usize) -> u64 {
 fn element_bytes(arrays: &[ArrayRef], name: &str, rows: usize) -> u64 {
     if name == "array_repeat" {
         let Some(count) = arrays.get(1) else { return 0 };
-        return (0..rows.min(count.len()))
-            .map(|row| count_at(count, row).saturating_mul(8))
+        return counts(count)
+            .iter()
+            .take(rows)
+            .map(|n| n.saturating_mul(8))
             .fold(0u64, u64::saturating_add);
     }
     // range(stop) or range(start, stop[, step]): integers only here; other types (dates)
@@ -166,18 +169,20 @@ fn text_len(array: &ArrayRef, row: usize) -> u64 {
     len as u64
 }
 
-/// A non-negative count (0 for NULL, negatives or another type).
-fn count_at(array: &ArrayRef, row: usize) -> u64 {
-    if array.is_null(row) {
-        return 0;
-    }
-    let cast = datafusion::arrow::compute::cast(&array.slice(row, 1), &DataType::Int64);
-    match cast {
-        Ok(a) => a
-            .as_primitive_opt::<Int64Type>()
-            .filter(|a| a.is_valid(0))
-            .map_or(0, |a| a.value(0).max(0) as u64),
-        Err(_) => 0,
+/// The counts of a column as non-negative integers, cast once (0 for NULL, negatives or a
+/// type that does not cast).
+fn counts(array: &ArrayRef) -> Vec<u64> {
+    let cast = datafusion::arrow::compute::cast(array, &DataType::Int64);
+    match cast
+        .as_ref()
+        .ok()
+        .and_then(|a| a.as_primitive_opt::<Int64Type>())
+    {
+        Some(ints) => ints
+            .iter()
+            .map(|n| n.map_or(0, |n| n.max(0) as u64))
+            .collect(),
+        None => vec![0; array.len()],
     }
 }
 

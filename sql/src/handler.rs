@@ -130,24 +130,32 @@ impl SimpleQueryHandler for Connection {
         C::PortalStore: PortalStore,
     {
         let timer = GATEWAY.statement("simple");
-        let deep = self
-            .session
-            .cached(query)
+        let cached = self.session.cached(query);
+        let deep = cached
+            .as_ref()
             .map_or_else(|| crate::stack::is_deep(query), |p| p.deep);
-        let result = self.timed(deep, self.simple_query(client, query)).await;
+        let result = self
+            .timed(deep, self.simple_query(client, query, cached))
+            .await;
         timer.finish(&result);
         result
     }
 }
 
 impl Connection {
-    async fn simple_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    /// Runs a simple query; `cached` is its text's kept plan, if the session has one.
+    async fn simple_query<C>(
+        &self,
+        client: &mut C,
+        query: &str,
+        cached: Option<Arc<Prepared>>,
+    ) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Unpin + Send + Sync,
         C::PortalStore: PortalStore,
     {
         // A query text seen before runs its kept plan, as a prepared statement would.
-        if let Some(prepared) = self.session.cached(query) {
+        if let Some(prepared) = cached {
             return Ok(vec![
                 self.session
                     .execute(&prepared, Vec::new(), &Format::UnifiedText)

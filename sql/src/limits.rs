@@ -22,7 +22,7 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// The longest line (or binary tuple) of COPY data; 54000 beyond it.
     pub max_copy_line_bytes: usize,
-    /// Named prepared statements and portals one session may hold; 53400 beyond it.
+    /// Named prepared statements one session may hold; 53400 beyond it.
     pub max_prepared_statements: usize,
     /// Memory all queries of the node may hold at once for sorts, joins, aggregates; 53200.
     pub node_memory_bytes: usize,
@@ -92,10 +92,6 @@ impl Admission {
             sockets: AtomicUsize::new(0),
             sessions: AtomicUsize::new(0),
         })
-    }
-
-    pub fn max_sockets(&self) -> usize {
-        self.max_sockets
     }
 
     /// A slot for a socket just accepted, or `None` when the node is at its descriptor
