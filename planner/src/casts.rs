@@ -1,18 +1,20 @@
 //! `'[1,2,3]'::vector(3)`: casts of text literals to the vector type, which Arrow cannot cast,
 //! become vector literals while the plan is analysed. A malformed literal fails here with
-//! pgvector's error, as it fails in PostgreSQL at parse time.
+//! pgvector's error, as it fails in PostgreSQL at parse time. Casts of vectors to text become
+//! `vector_out`, pgvector's text form.
 
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{Result, ScalarValue};
+use datafusion::common::{DFSchema, Result, ScalarValue};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
-use datafusion::logical_expr::{Cast, Expr, LogicalPlan};
+use datafusion::logical_expr::{Cast, Expr, ExprSchemable, LogicalPlan};
 use datafusion::optimizer::AnalyzerRule;
 use vecraft_storage::schema::vector_array;
 
+use crate::functions::VectorFn;
 use crate::vector_text::{check_dims, parse_vector};
 
 #[derive(Debug, Default)]
@@ -24,9 +26,16 @@ impl AnalyzerRule for VectorCasts {
             // Keep each rewritten expression's output name, so parents that refer to it by
             // name still find it; then recompute the schema (a child's types may have changed).
             let preserver = NamePreserver::new(&node);
+            let input = input_schema(&node)?;
             let node = node.map_expressions(|e| {
                 let saved = preserver.save(&e);
-                let rewritten = e.transform_up(rewrite_cast)?;
+                let rewritten = e.transform_up(|e| {
+                    let e = rewrite_cast(e)?;
+                    if e.transformed {
+                        return Ok(e);
+                    }
+                    vector_to_text(e.data, &input)
+                })?;
                 Ok(rewritten.update_data(|e| saved.restore(e)))
             })?;
             Ok(Transformed::yes(node.data.recompute_schema()?))
@@ -37,6 +46,38 @@ impl AnalyzerRule for VectorCasts {
     fn name(&self) -> &str {
         "vector_casts"
     }
+}
+
+/// The columns the expressions of `node` read: its inputs' together.
+fn input_schema(node: &LogicalPlan) -> Result<DFSchema> {
+    let mut schema = DFSchema::empty();
+    for input in node.inputs() {
+        schema.merge(input.schema());
+    }
+    Ok(schema)
+}
+
+/// `v::text` (or `varchar`): pgvector's text form, which Arrow's cast of a list cannot give.
+fn vector_to_text(expr: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
+    let Expr::Cast(Cast { expr: inner, field }) = &expr else {
+        return Ok(Transformed::no(expr));
+    };
+    let to_text = matches!(
+        field.data_type(),
+        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+    );
+    // An expression whose type cannot be told here (a placeholder) stays as it is.
+    let from_vector = inner
+        .get_type(input)
+        .is_ok_and(|t| vector_target(&t).is_some());
+    if !(to_text && from_vector) {
+        return Ok(Transformed::no(expr));
+    }
+    let text = VectorFn::Text.udf().call(vec![inner.as_ref().clone()]);
+    Ok(Transformed::yes(match field.data_type() {
+        DataType::Utf8 => text,
+        other => Expr::Cast(Cast::new(Box::new(text), other.clone())),
+    }))
 }
 
 /// The target dimension when `data_type` is the vector type: `Some(Some(n))` for

@@ -211,12 +211,22 @@ async fn cast_vector_assignments(
     };
     let schema = provider.schema();
     for assignment in &mut update.assignments {
-        let target = assignment.target.to_string().to_lowercase();
+        let target = target_name(&assignment.target);
         if let Ok(field) = schema.field_with_name(&target) {
             if let DataType::FixedSizeList(_, dims) = field.data_type() {
                 cast_text_to_vector(&mut assignment.value, *dims);
             }
         }
+    }
+}
+
+/// The column an assignment sets, as PostgreSQL folds its name.
+fn target_name(target: &datafusion::sql::sqlparser::ast::AssignmentTarget) -> String {
+    match target {
+        datafusion::sql::sqlparser::ast::AssignmentTarget::ColumnName(name) => {
+            crate::names::last_part(name)
+        }
+        other => other.to_string().to_lowercase(),
     }
 }
 
@@ -254,18 +264,18 @@ pub async fn rewrite_on_conflict(ctx: &SessionContext, statement: &mut DFStateme
     let schema = provider.schema();
     let mut assigned = Vec::new();
     for a in &update.assignments {
-        let target = a.target.to_string().to_lowercase();
+        let target = target_name(&a.target);
         let from_new_row = matches!(&a.value, SqlExpr::CompoundIdentifier(parts)
             if parts.len() == 2
                 && parts[0].value.eq_ignore_ascii_case("excluded")
-                && parts[1].value.eq_ignore_ascii_case(&target));
+                && crate::names::ident(&parts[1]) == target);
         if !from_new_row {
             return unsupported(&format!("ON CONFLICT DO UPDATE SET {a}"));
         }
         assigned.push(target);
     }
     let key_columns: Vec<String> = match &conflict.conflict_target {
-        Some(ConflictTarget::Columns(c)) => c.iter().map(|c| c.value.to_lowercase()).collect(),
+        Some(ConflictTarget::Columns(c)) => c.iter().map(crate::names::ident).collect(),
         None => Vec::new(),
         Some(ConflictTarget::OnConstraint(_)) => return unsupported("ON CONFLICT ON CONSTRAINT"),
     };

@@ -1,6 +1,6 @@
 //! pgvector's functions as DataFusion scalar UDFs: `l2_distance`, `cosine_distance`,
 //! `inner_product`, `vector_negative_inner_product` (the `<#>` operator), `l1_distance`,
-//! `vector_dims`, `vector_norm`, `l2_normalize`.
+//! `vector_dims`, `vector_norm`, `l2_normalize`; and `vector_out`, the text form `::text` gives.
 //!
 //! Arguments may be vectors (`FixedSizeList`/`List` of floats) or text in pgvector's form (a
 //! literal like `'[1,2,3]'` or a text parameter), parsed once per batch for constants. The
@@ -9,7 +9,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float32Array, Float64Array, Int32Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float32Array, Float64Array, Int32Array, StringArray,
+};
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float32Type};
@@ -34,10 +36,12 @@ pub enum VectorFn {
     Dims,
     Norm,
     L2Normalize,
+    /// pgvector's text form of a vector (`vector_out`): what `::text` gives.
+    Text,
 }
 
 impl VectorFn {
-    pub const ALL: [VectorFn; 8] = [
+    pub const ALL: [VectorFn; 9] = [
         VectorFn::L2Distance,
         VectorFn::CosineDistance,
         VectorFn::InnerProduct,
@@ -46,6 +50,7 @@ impl VectorFn {
         VectorFn::Dims,
         VectorFn::Norm,
         VectorFn::L2Normalize,
+        VectorFn::Text,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,12 +63,13 @@ impl VectorFn {
             VectorFn::Dims => "vector_dims",
             VectorFn::Norm => "vector_norm",
             VectorFn::L2Normalize => "l2_normalize",
+            VectorFn::Text => "vector_out",
         }
     }
 
     fn arity(self) -> usize {
         match self {
-            VectorFn::Dims | VectorFn::Norm | VectorFn::L2Normalize => 1,
+            VectorFn::Dims | VectorFn::Norm | VectorFn::L2Normalize | VectorFn::Text => 1,
             _ => 2,
         }
     }
@@ -111,6 +117,7 @@ impl ScalarUDFImpl for VectorUdf {
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
         Ok(match self.function {
             VectorFn::Dims => DataType::Int32,
+            VectorFn::Text => DataType::Utf8,
             VectorFn::L2Normalize => match arg_types.first() {
                 Some(DataType::FixedSizeList(_, n)) => vector_arrow_type(*n as usize),
                 _ => DataType::List(Arc::new(datafusion::arrow::datatypes::Field::new(
@@ -137,6 +144,7 @@ impl ScalarUDFImpl for VectorUdf {
         let n = if all_scalar { 1 } else { rows };
         let array = match self.function {
             VectorFn::Dims => unary_i32(&operands[0], n),
+            VectorFn::Text => unary_text(&operands[0], n),
             VectorFn::Norm => unary_f64(&operands[0], n, Metric::pg_norm),
             VectorFn::L2Normalize => normalize(&operands[0], n, args.return_field.data_type())?,
             f => binary(f, &operands[0], &operands[1], n)?,
@@ -293,6 +301,14 @@ fn unary_f64(a: &Operand, n: usize, f: impl Fn(&[f32]) -> f64) -> ArrayRef {
         (0..n)
             .map(|row| a.get(row).map(&f))
             .collect::<Float64Array>(),
+    )
+}
+
+fn unary_text(a: &Operand, n: usize) -> ArrayRef {
+    Arc::new(
+        (0..n)
+            .map(|row| a.get(row).map(crate::vector_text::format_vector))
+            .collect::<StringArray>(),
     )
 }
 

@@ -314,20 +314,18 @@ fn literal_vector(value: &ScalarValue) -> Option<Vec<f32>> {
         | ScalarValue::LargeUtf8(Some(t))
         | ScalarValue::Utf8View(Some(t)) => parse_vector(t).ok(),
         ScalarValue::FixedSizeList(list) if list.len() == 1 && list.is_valid(0) => {
-            let values = list.value(0);
-            let values = datafusion::arrow::compute::cast(
-                &values,
-                &datafusion::arrow::datatypes::DataType::Float32,
-            )
-            .ok()?;
-            Some(
-                datafusion::arrow::array::AsArray::as_primitive::<
-                    datafusion::arrow::datatypes::Float32Type,
-                >(&values)
-                .values()
-                .to_vec(),
-            )
+            floats(list.value(0))
         }
+        // `$1::vector`: a vector of any dimension.
+        ScalarValue::List(list) if list.len() == 1 && list.is_valid(0) => floats(list.value(0)),
         _ => None,
     }
+}
+
+/// One vector's values as `f32`s, whatever float type they have.
+fn floats(values: datafusion::arrow::array::ArrayRef) -> Option<Vec<f32>> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{DataType, Float32Type};
+    let values = datafusion::arrow::compute::cast(&values, &DataType::Float32).ok()?;
+    Some(values.as_primitive::<Float32Type>().values().to_vec())
 }

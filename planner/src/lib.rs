@@ -15,6 +15,7 @@ pub mod filters;
 pub mod functions;
 pub mod guards;
 pub mod knn;
+pub mod names;
 pub mod operators;
 pub mod params;
 pub mod parse;

@@ -1,6 +1,7 @@
-//! The collections this gateway serves. On a single node they are directories under
-//! `<data-dir>/collections/` (a collection's schema lives in its shard manifest, so the
-//! catalog is just the directory listing). In a cluster they are what the meta manager's
+//! The collections this gateway serves, by their SQL names. On a single node they are
+//! directories under `<data-dir>/collections/`, named by their keys (`vecraft_storage::names`:
+//! any SQL name, made safe for paths); a collection's schema lives in its shard manifest, so
+//! the catalog is just the directory listing. In a cluster they are what the meta manager's
 //! document says: the catalog follows the node's copy of it, and creating or dropping a
 //! collection is a change of that document.
 
@@ -15,6 +16,7 @@ use std::sync::RwLock;
 use vecraft_cluster::collection::Collection;
 use vecraft_cluster::meta::MetaState;
 use vecraft_cluster::node::ClusterNode;
+use vecraft_storage::names::{sql_name, storage_key};
 use vecraft_storage::schema::CollectionSchema;
 use vecraft_storage::shard::ShardOptions;
 
@@ -78,6 +80,10 @@ impl Catalog {
             if name.starts_with('.') || !entry.path().is_dir() {
                 continue;
             }
+            let Some(name) = sql_name(&name) else {
+                eprintln!("vecraft: {name} in the collections directory is not a collection");
+                continue;
+            };
             let c =
                 Collection::open(&entry.path(), None, ShardOptions::default()).map_err(storage)?;
             collections.insert(name, Arc::new(c));
@@ -127,7 +133,7 @@ impl Catalog {
             Backend::Local { .. } => NODE_REPLICAS,
             Backend::Cluster { seen, .. } => read(seen)
                 .collections
-                .get(name)
+                .get(&storage_key(name).unwrap_or_default())
                 .map_or_else(|| self.default_replicas(), |c| c.replicas),
         }
     }
@@ -162,10 +168,13 @@ impl Catalog {
         // A collection keeps its router state while its placement and its nodes' addresses
         // stay as they were.
         let same_nodes = seen.nodes == state.nodes;
-        for (name, meta) in &state.collections {
+        for (key, meta) in &state.collections {
+            let Some(name) = sql_name(key) else {
+                continue; // the meta manager makes only keys; nothing else is served
+            };
             let kept = collections
-                .get(name)
-                .filter(|_| same_nodes && seen.collections.get(name) == Some(meta))
+                .get(&name)
+                .filter(|_| same_nodes && seen.collections.get(key) == Some(meta))
                 .cloned();
             let collection = match kept {
                 Some(c) => c,
@@ -174,7 +183,7 @@ impl Catalog {
                     Err(_) => continue, // its nodes are not registered yet
                 },
             };
-            rebuilt.insert(name.clone(), collection);
+            rebuilt.insert(name, collection);
         }
         *collections = rebuilt;
         *seen = state;
@@ -233,10 +242,10 @@ impl Catalog {
             .collect()
     }
 
-    /// Whether `name` can name a collection: it becomes a directory name, so only lowercase
-    /// letters, digits and `_`, starting with a letter or `_`, at most 63 bytes (as PostgreSQL).
+    /// Whether `name` can name a collection: any name PostgreSQL keeps (see
+    /// `vecraft_storage::names`; its key is what becomes directory names).
     pub fn valid_name(name: &str) -> bool {
-        vecraft_storage::schema::valid_collection_name(name)
+        storage_key(name).is_some()
     }
 
     /// Creates a collection of `shards` shards of `replicas` replicas; `Ok(false)` if it
@@ -248,11 +257,9 @@ impl Catalog {
         shards: usize,
         replicas: usize,
     ) -> Result<bool> {
-        if !Self::valid_name(name) {
-            return datafusion::common::plan_err!(
-                "invalid collection name \"{name}\": use lowercase letters, digits and _"
-            );
-        }
+        let Some(key) = storage_key(name) else {
+            return datafusion::common::plan_err!("invalid collection name \"{name}\"");
+        };
         match &self.backend {
             Backend::Local { root } => {
                 if replicas != NODE_REPLICAS {
@@ -265,7 +272,7 @@ impl Catalog {
                 if read(&self.collections).contains_key(name) {
                     return Ok(false);
                 }
-                let dir = root.join(name);
+                let dir = root.join(&key);
                 let c = Collection::create(&dir, schema, shards, ShardOptions::default())
                     .map_err(storage)?;
                 let mut all = self.collections.write().unwrap_or_else(|p| p.into_inner());
@@ -280,7 +287,7 @@ impl Catalog {
                     ));
                 }
                 let created = node
-                    .create_collection(name, schema, shards, replicas)
+                    .create_collection(&key, schema, shards, replicas)
                     .map_err(storage)?;
                 self.follow();
                 Ok(created)
@@ -291,7 +298,10 @@ impl Catalog {
     /// Drops a collection and its files; `Ok(false)` if there was none.
     pub fn drop_collection(&self, name: &str) -> Result<bool> {
         if let Backend::Cluster { node, .. } = &self.backend {
-            let dropped = node.drop_collection(name).map_err(storage)?;
+            let Some(key) = storage_key(name) else {
+                return Ok(false);
+            };
+            let dropped = node.drop_collection(&key).map_err(storage)?;
             self.follow();
             return Ok(dropped);
         }
@@ -315,7 +325,8 @@ impl Catalog {
         let Some(dir) = collection.dir().map(Path::to_path_buf) else {
             return Ok(true);
         };
-        let trash = root.join(format!("{TRASH_PREFIX}{name}-{}", unique_suffix()));
+        let key = storage_key(name).unwrap_or_default();
+        let trash = root.join(format!("{TRASH_PREFIX}{key}-{}", unique_suffix()));
         std::fs::rename(&dir, &trash).map_err(io)?;
         vecraft_storage::fsutil::sync_dir(root).map_err(storage)?;
         if let Err(e) = std::fs::remove_dir_all(&trash) {

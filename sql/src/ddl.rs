@@ -23,7 +23,7 @@ pub fn declared_schema(create: &CreateTable) -> PgWireResult<CollectionSchema> {
     let mut columns = Vec::new();
     let mut primary_key = None;
     for col in &create.columns {
-        let name = col.name.value.to_lowercase();
+        let name = crate::idents::ident(&col.name);
         let ty = column_type(&col.data_type)?;
         let mut nullable = true;
         for option in &col.options {
@@ -43,7 +43,10 @@ pub fn declared_schema(create: &CreateTable) -> PgWireResult<CollectionSchema> {
             if pk.columns.len() != 1 {
                 return Err(user_error("0A000", "a primary key must be one column"));
             }
-            let name = pk.columns[0].to_string().to_lowercase();
+            let name = match &pk.columns[0].column.expr {
+                datafusion::sql::sqlparser::ast::Expr::Identifier(i) => crate::idents::ident(i),
+                other => other.to_string().to_lowercase(),
+            };
             if let Some(c) = columns.iter_mut().find(|c| c.name == name) {
                 c.nullable = false;
             }

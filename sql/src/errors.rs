@@ -115,6 +115,9 @@ fn classify(e: &DataFusionError) -> (&'static str, String) {
 /// Errors DataFusion and Arrow raise without a class of their own, recognised by their words,
 /// with PostgreSQL's code and message.
 fn known_message(text: &str) -> Option<(&'static str, String)> {
+    if let Some(missing) = missing_relation(text).or_else(|| missing_column(text)) {
+        return Some(missing);
+    }
     if text.contains("has null but schema specifies non-nullable") {
         let message = "null value in column violates not-null constraint";
         return Some(("23502", message.into()));
@@ -144,6 +147,48 @@ fn known_message(text: &str) -> Option<(&'static str, String)> {
     };
     let message = format!("invalid input syntax for type {pg_type}: \"{value}\"");
     Some(("22P02", message))
+}
+
+/// DataFusion's "table 'datafusion.public.nope' not found": PostgreSQL's 42P01, which names
+/// the relation as the statement did.
+fn missing_relation(text: &str) -> Option<(&'static str, String)> {
+    let (_, rest) = text.split_once("table '")?;
+    let (name, _) = rest.split_once("' not found")?;
+    let name = name.strip_prefix("datafusion.").unwrap_or(name);
+    let name = name.strip_prefix("public.").unwrap_or(name);
+    Some(("42P01", format!("relation \"{name}\" does not exist")))
+}
+
+/// DataFusion's "No field named x. Valid fields are …": PostgreSQL's 42703 (`column "x"`, or
+/// `column t.x` when the statement qualified it).
+fn missing_column(text: &str) -> Option<(&'static str, String)> {
+    let (_, rest) = text.split_once("No field named ")?;
+    let end = [". Valid fields", ". Did you mean", "\n"]
+        .iter()
+        .filter_map(|stop| rest.find(stop))
+        .min()
+        .unwrap_or(rest.len());
+    let name = rest[..end].trim_end_matches('.');
+    let message = match name.rsplit_once('.') {
+        Some((qualifier, column)) => {
+            // PostgreSQL names the column with the relation it was looked for in.
+            let table = qualifier.rsplit_once('.').map_or(qualifier, |(_, t)| t);
+            format!(
+                "column {}.{} does not exist",
+                unquote(table),
+                unquote(column)
+            )
+        }
+        None => format!("column \"{}\" does not exist", unquote(name)),
+    };
+    Some(("42703", message))
+}
+
+/// DataFusion quotes names that need it (`"Items"`); PostgreSQL's messages add their own.
+fn unquote(name: &str) -> &str {
+    name.strip_prefix('"')
+        .and_then(|n| n.strip_suffix('"'))
+        .unwrap_or(name)
 }
 
 fn find_storage(e: &DataFusionError) -> Option<&StorageError> {
@@ -236,6 +281,24 @@ mod tests {
                 "2201B",
                 "invalid regular expression: error: unclosed group".into()
             ))
+        );
+        assert_eq!(
+            code("Error during planning: table 'datafusion.public.nope' not found"),
+            Some(("42P01", "relation \"nope\" does not exist".into()))
+        );
+        assert_eq!(
+            code("Schema error: No field named nope. Valid fields are t.id, t.embedding."),
+            Some(("42703", "column \"nope\" does not exist".into()))
+        );
+        assert_eq!(
+            code("Schema error: No field named t.\"Nope\". Valid fields are t.id."),
+            Some(("42703", "column t.Nope does not exist".into()))
+        );
+        assert_eq!(
+            code(
+                "Schema error: No field named pg_catalog.pg_type.typx. Did you mean 'pg_catalog.pg_type.typlen'?.\nValid fields are a."
+            ),
+            Some(("42703", "column pg_type.typx does not exist".into()))
         );
         assert_eq!(code("something else"), None);
     }

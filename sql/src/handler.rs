@@ -136,7 +136,8 @@ impl SimpleQueryHandler for Connection {
             .map_or_else(|| crate::stack::is_deep(query), |p| p.deep);
         let result = self
             .timed(deep, self.simple_query(client, query, cached))
-            .await;
+            .await
+            .map_err(|e| crate::positions::at(e, query));
         timer.finish(&result);
         result
     }
@@ -264,7 +265,10 @@ impl ExtendedQueryHandler for Connection {
             }
         }
         let name = named.clone().unwrap_or_else(|| DEFAULT_NAME.to_owned());
-        match StoredStatement::parse(client, &message, self.query_parser()).await? {
+        let parsed = StoredStatement::parse(client, &message, self.query_parser())
+            .await
+            .map_err(|e| crate::positions::at(e, &message.query))?;
+        match parsed {
             Some(statement) => client.portal_store().put_statement(Arc::new(statement)),
             None => client.portal_store().put_empty_statement(&name),
         }
@@ -315,7 +319,10 @@ impl ExtendedQueryHandler for Connection {
     {
         let timer = GATEWAY.statement("extended");
         let deep = portal.statement.statement.deep;
-        let result = self.timed(deep, self.execute_portal(portal)).await;
+        let result = self
+            .timed(deep, self.execute_portal(portal))
+            .await
+            .map_err(|e| crate::positions::at(e, &portal.statement.statement.sql));
         timer.finish(&result);
         result
     }

@@ -19,12 +19,15 @@ use crate::session::Session;
 impl Session {
     pub(crate) async fn create_index(&self, create: &CreateIndex) -> PgWireResult<Response> {
         let done = || Ok(Response::Execution(Tag::new("CREATE INDEX")));
-        let name = create.table_name.to_string().to_lowercase();
+        let name = crate::idents::table_name(&create.table_name)?;
         let collection = self.collection(&name)?;
         let [column] = create.columns.as_slice() else {
             return done(); // a multi-column (btree) index: nothing to build
         };
-        let column_name = column.column.expr.to_string().to_lowercase();
+        let column_name = match &column.column.expr {
+            Expr::Identifier(i) => crate::idents::ident(i),
+            other => other.to_string().to_lowercase(),
+        };
         let schema = collection.schema();
         let Ok(def) = schema.column(&column_name) else {
             return Err(user_error(

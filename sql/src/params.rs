@@ -14,12 +14,15 @@ use vecraft_planner::vector_text::parse_vector;
 use crate::encode::{POSTGRES_EPOCH_MICROS, VECTOR_OID};
 use crate::errors::user_error;
 
-/// The PostgreSQL type a client is told a parameter of `data_type` has. Vectors are described
-/// as `text`, so clients without pgvector's type (tokio-postgres's `&str`, JDBC's `setString`)
-/// can send `'[1,2,3]'`; a client that names `vector` itself is understood too.
+/// The PostgreSQL type a client is told a parameter of `data_type` has. Vectors are `vector`,
+/// as PostgreSQL describes them: clients with pgvector's adapter (asyncpg, psycopg) then send
+/// its binary form; others send `'[1,2,3]'` as text (or declare `text` themselves at Parse),
+/// which is read as pgvector reads it.
 pub fn pg_param_type(data_type: &DataType) -> Type {
     match data_type {
-        DataType::FixedSizeList(..) => Type::TEXT,
+        DataType::List(item) if item.data_type() == &DataType::Float32 => {
+            crate::encode::vector_type()
+        }
         other => crate::encode::pg_type(other),
     }
 }
@@ -87,6 +90,17 @@ fn text_value(text: &str, target: &DataType) -> PgWireResult<ScalarValue> {
         DataType::FixedSizeList(_, dims) => {
             let v = parse_vector(text).map_err(|e| user_error(e.sqlstate, e.message.clone()))?;
             vector_scalar(v, *dims as usize)?
+        }
+        // `$1::vector`: a vector of any dimension.
+        DataType::List(item) if item.data_type() == &DataType::Float32 => {
+            let v = parse_vector(text).map_err(|e| user_error(e.sqlstate, e.message.clone()))?;
+            check_vector(&v, v.len())?;
+            ScalarValue::List(Arc::new(ListArray::new(
+                item.clone(),
+                datafusion::arrow::buffer::OffsetBuffer::from_lengths([v.len()]),
+                Arc::new(Float32Array::from(v)),
+                None,
+            )))
         }
         _ => ScalarValue::Utf8(Some(text.to_string())),
     })

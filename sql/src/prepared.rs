@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::execution::TaskContext;
@@ -20,6 +20,7 @@ use pgwire::api::Type;
 use pgwire::api::portal::Format;
 use pgwire::api::results::{FieldInfo, Response};
 use pgwire::error::PgWireResult;
+use vecraft_planner::names::rename;
 use vecraft_planner::params::{ParamSlots, placeholder_index, template};
 
 use crate::encode;
@@ -45,6 +46,9 @@ pub struct Prepared {
 
 pub struct PlannedQuery {
     pub logical: LogicalPlan,
+    /// The result's columns as the client is told them: PostgreSQL's names
+    /// ([`vecraft_planner::names`]), the plan's types.
+    pub schema: SchemaRef,
     /// `$1`'s type first; `None` where nothing in the statement tells.
     pub param_types: Vec<Option<DataType>>,
     pub tag: Option<&'static str>,
@@ -101,9 +105,7 @@ impl Prepared {
     /// The result columns; none for statements that return no rows.
     pub fn result_fields(&self, format: &Format) -> Vec<FieldInfo> {
         match (&self.query, &self.statement) {
-            (Some(q), _) if q.tag.is_none() => {
-                encode::fields_with(q.logical.schema().as_arrow(), format).to_vec()
-            }
+            (Some(q), _) if q.tag.is_none() => encode::fields_with(&q.schema, format).to_vec(),
             (None, DFStatement::Statement(s)) => gateway_fields(s, format),
             _ => Vec::new(),
         }
@@ -192,6 +194,7 @@ impl Session {
         self.sync_tables()?;
         crate::pg_catalog::rewrite(&mut statement);
         vecraft_planner::parse::check_shape(&statement).map_err(|e| to_pg(&e))?;
+        let names = vecraft_planner::names::output_names(&mut statement);
         vecraft_planner::dml::cast_vector_values(&self.ctx, &mut statement)
             .await
             .map_err(|e| to_pg(&e))?;
@@ -222,6 +225,10 @@ impl Session {
             }
         }
         let live = reads_live_tables(&logical);
+        let schema = match crate::explain::verbosity(&logical) {
+            Some(_) => crate::explain::schema(),
+            None => Arc::new(rename(logical.schema().as_arrow(), names.as_deref())),
+        };
         Ok(Prepared {
             sql: sql.to_string(),
             statement: statement.clone(),
@@ -229,6 +236,7 @@ impl Session {
             deep: crate::stack::is_deep(sql),
             query: Some(PlannedQuery {
                 logical,
+                schema,
                 param_types,
                 tag: tag_of(&statement),
                 kept: tokio::sync::Mutex::new(if live { Kept::Never } else { Kept::NotYet }),
@@ -267,7 +275,20 @@ impl Session {
                 ),
             ));
         }
-        let schema = query.logical.schema().as_arrow().clone();
+        let schema = Arc::clone(&query.schema);
+        if let Some(verbose) = crate::explain::verbosity(&query.logical) {
+            let plan = query.logical.clone();
+            let plan = plan
+                .with_param_values(ParamValues::List(
+                    params.into_iter().map(Into::into).collect(),
+                ))
+                .map_err(|e| to_pg(&e))?;
+            let frame = self.ctx.execute_logical_plan(plan).await;
+            let batches = frame.map_err(|e| to_pg(&e))?.collect().await;
+            let batches = batches.map_err(|e| to_pg(&e))?;
+            let plan = crate::explain::query_plan(&batches, verbose).map_err(|e| to_pg(&e))?;
+            return self.respond(None, &schema, &[plan], format);
+        }
         if query.tag.is_none() {
             if let Some(batches) = self.run_kept(query, &params).await? {
                 return self.respond(None, &schema, &batches, format);

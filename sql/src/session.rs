@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Schema, UInt64Type};
+use datafusion::common::TableReference;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::SessionContext;
@@ -106,7 +107,7 @@ impl Session {
         for gone in registered.clone() {
             // Re-register every table: one may have been dropped and created again.
             self.ctx
-                .deregister_table(gone.as_str())
+                .deregister_table(TableReference::bare(gone.as_str()))
                 .map_err(|e| to_pg(&e))?;
             registered.remove(&gone);
         }
@@ -114,7 +115,7 @@ impl Session {
             if let Some(c) = self.catalog.get(&name) {
                 let table = Arc::new(CollectionTable::new(c));
                 self.ctx
-                    .register_table(name.as_str(), table)
+                    .register_table(TableReference::bare(name.as_str()), table)
                     .map_err(|e| to_pg(&e))?;
                 registered.insert(name);
             }
@@ -136,12 +137,23 @@ impl Session {
         self.sync_tables()?;
         crate::pg_catalog::rewrite(&mut statement);
         vecraft_planner::parse::check_shape(&statement).map_err(|e| to_pg(&e))?;
+        let names = vecraft_planner::names::output_names(&mut statement);
         let tag = tag_of(&statement);
         let frame = vecraft_planner::statement(&self.ctx, statement)
             .await
             .map_err(|e| to_pg(&e))?;
-        let schema = frame.schema().as_arrow().clone();
+        let schema = vecraft_planner::names::rename(frame.schema().as_arrow(), names.as_deref());
+        let verbosity = crate::explain::verbosity(frame.logical_plan());
         let batches = frame.collect().await.map_err(|e| to_pg(&e))?;
+        if let Some(verbose) = verbosity {
+            let plan = crate::explain::query_plan(&batches, verbose).map_err(|e| to_pg(&e))?;
+            return self.respond(
+                None,
+                &crate::explain::schema(),
+                &[plan],
+                &Format::UnifiedText,
+            );
+        }
         self.respond(tag, &schema, &batches, &Format::UnifiedText)
     }
 
@@ -235,10 +247,9 @@ impl Session {
     ) -> PgWireResult<Response> {
         Ok(match statement {
             Statement::CreateTable(create) => {
-                let name = create.name.to_string().to_lowercase();
+                let name = crate::idents::table_name(&create.name)?;
                 if !Catalog::valid_name(&name) {
-                    let message =
-                        format!("invalid name \"{name}\": use lowercase letters, digits and _");
+                    let message = format!("invalid name \"{name}\"");
                     return Err(user_error("42602", message));
                 }
                 let options = collection_options(&create.table_options);
@@ -279,7 +290,7 @@ impl Session {
             } => {
                 let kind = if *collection { "collection" } else { "table" };
                 for name in names {
-                    let name = name.to_string().to_lowercase();
+                    let name = crate::idents::table_name(name)?;
                     // Closing waits for statements in flight and stops the shards' groups:
                     // blocking work, off the async workers.
                     let (catalog, key) = (Arc::clone(&self.catalog), name.clone());
@@ -306,11 +317,25 @@ impl Session {
             // Every statement is durable when acknowledged; there is nothing to roll back.
             Statement::StartTransaction { .. } => Response::TransactionStart(Tag::new("BEGIN")),
             Statement::Commit { .. } => Response::TransactionEnd(Tag::new("COMMIT")),
+            // Nothing written since a savepoint can be taken back (see above): say so rather
+            // than pretend. (Transactions that undo are issue 15's.)
+            Statement::Rollback {
+                savepoint: Some(_), ..
+            } => {
+                return Err(user_error(
+                    "0A000",
+                    "ROLLBACK TO SAVEPOINT is not supported: each statement is committed when it \
+                     completes",
+                ));
+            }
             Statement::Rollback { .. } => Response::TransactionEnd(Tag::new("ROLLBACK")),
+            // A savepoint's statements commit as any other's; releasing it keeps them.
+            Statement::Savepoint { .. } => Response::Execution(Tag::new("SAVEPOINT")),
+            Statement::ReleaseSavepoint { .. } => Response::Execution(Tag::new("RELEASE")),
             Statement::Truncate(truncate) => {
                 self.sync_tables()?;
                 for target in &truncate.table_names {
-                    let c = self.collection(&target.name.to_string().to_lowercase())?;
+                    let c = self.collection(&crate::idents::table_name(&target.name)?)?;
                     c.write(&vecraft_storage::command::Command::Truncate)
                         .map_err(|e| to_pg(&vecraft_planner::collection::storage_error(e)))?;
                 }
@@ -368,7 +393,7 @@ impl Session {
         let collections = match table {
             None => self.catalog.all(),
             Some(name) => {
-                let name = name.to_string().to_lowercase();
+                let name = crate::idents::table_name(name)?;
                 let c = self.collection(&name)?;
                 vec![(name, c)]
             }
@@ -408,6 +433,8 @@ pub fn is_gateway_statement(statement: &Statement) -> bool {
             | Statement::StartTransaction { .. }
             | Statement::Commit { .. }
             | Statement::Rollback { .. }
+            | Statement::Savepoint { .. }
+            | Statement::ReleaseSavepoint { .. }
             | Statement::Truncate(_)
             | Statement::Copy { .. }
             | Statement::Deallocate { .. }

@@ -9,6 +9,8 @@
 //! Labels: the runner adds `vecraft` or `postgres`, so files say `onlyif vecraft` for what
 //! only Vecraft has (EXPLAIN output, its own settings).
 
+pub mod oracle;
+
 use std::time::Duration;
 
 use async_trait::async_trait;

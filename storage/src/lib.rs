@@ -23,6 +23,7 @@ pub mod index;
 pub mod key;
 pub mod log;
 pub mod memory;
+pub mod names;
 pub mod schema;
 pub mod segment;
 pub mod shard;

@@ -20,18 +20,7 @@ pub const DEFAULT_EF_CONSTRUCTION: usize = 64;
 pub const DEFAULT_EF_SEARCH: usize = 40;
 pub const MAX_EF_SEARCH: usize = 1000;
 
-/// Whether `name` can name a collection: it becomes part of directory names, so only
-/// lowercase letters, digits and `_`, starting with a letter or `_`, at most 63 bytes (as
-/// PostgreSQL's identifiers). Every path built from a name checks it first.
-pub fn valid_collection_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
-    first_ok
-        && name.len() <= 63
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-}
+pub use crate::names::valid_collection_name;
 
 /// HNSW build parameters of one vector column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -514,7 +514,7 @@ async fn the_flight_port_refuses_outsiders_and_paths_for_names() {
         "{refused:?}"
     );
     let member = Peers::new(ClusterSecret::new(TEST_SECRET).unwrap());
-    for name in ["../../x", "a/b", "UPPER"] {
+    for name in ["../../x", "a/b", "a.b"] {
         let answer: Answer = member.call(&addr, META_ACTION, &create(name), ttl).await;
         assert!(!matches!(answer, Ok(Ok(_))), "{name}: {answer:?}");
     }

@@ -2,6 +2,7 @@
 //! restarted.
 
 mod bench;
+mod clients;
 mod cluster;
 mod crash;
 mod limits;

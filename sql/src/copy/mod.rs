@@ -99,7 +99,7 @@ impl Session {
         else {
             return Err(user_error("0A000", "COPY (query) FROM is not valid"));
         };
-        let name = table_name.to_string().to_lowercase();
+        let name = crate::idents::table_name(table_name)?;
         let collection = self.collection(&name)?;
         let schema = collection.schema();
         let names: Vec<String> = if columns.is_empty() {
@@ -109,7 +109,7 @@ impl Session {
                 .map(|i| schema.columns[i].name.clone())
                 .collect()
         } else {
-            columns.iter().map(|c| c.value.to_lowercase()).collect()
+            columns.iter().map(crate::idents::ident).collect()
         };
         let mut targets = Vec::with_capacity(names.len());
         for n in names {

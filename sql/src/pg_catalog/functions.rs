@@ -28,6 +28,8 @@ pub(super) enum CatalogFn {
     EncodingToChar,
     ObjDescription,
     ColDescription,
+    /// `pg_partition_ancestors(rel)`: a relation that is no partition is its only ancestor.
+    PartitionAncestors,
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -48,9 +50,10 @@ impl CatalogUdf {
             CatalogFn::ObjDescription | CatalogFn::ColDescription => {
                 Signature::variadic_any(Volatility::Stable)
             }
-            CatalogFn::TableIsVisible | CatalogFn::UserById | CatalogFn::EncodingToChar => {
-                Signature::any(1, Volatility::Stable)
-            }
+            CatalogFn::TableIsVisible
+            | CatalogFn::UserById
+            | CatalogFn::EncodingToChar
+            | CatalogFn::PartitionAncestors => Signature::any(1, Volatility::Stable),
         };
         CatalogUdf {
             function,
@@ -73,6 +76,7 @@ impl ScalarUDFImpl for CatalogUdf {
             CatalogFn::EncodingToChar => "pg_encoding_to_char",
             CatalogFn::ObjDescription => "obj_description",
             CatalogFn::ColDescription => "col_description",
+            CatalogFn::PartitionAncestors => "pg_partition_ancestors",
         }
     }
 
@@ -82,7 +86,7 @@ impl ScalarUDFImpl for CatalogUdf {
 
     fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
         Ok(match self.function {
-            CatalogFn::ToRegtype => DataType::UInt32,
+            CatalogFn::ToRegtype | CatalogFn::PartitionAncestors => DataType::UInt32,
             CatalogFn::BackendPid => DataType::Int32,
             CatalogFn::TableIsVisible => DataType::Boolean,
             _ => DataType::Utf8,
@@ -98,10 +102,23 @@ impl ScalarUDFImpl for CatalogUdf {
             CatalogFn::CurrentDatabase => scalar(ScalarValue::Utf8(Some("postgres".into()))),
             CatalogFn::BackendPid => scalar(ScalarValue::Int32(Some(std::process::id() as i32))),
             CatalogFn::TableIsVisible => scalar(ScalarValue::Boolean(Some(true))),
-            CatalogFn::UserById => scalar(ScalarValue::Utf8(Some("postgres".into()))),
+            CatalogFn::UserById => {
+                let oids = args.args[0].to_array(rows)?;
+                let oids = datafusion::arrow::compute::cast(&oids, &DataType::Int64)?;
+                let oids = datafusion::arrow::array::AsArray::as_primitive::<
+                    datafusion::arrow::datatypes::Int64Type,
+                >(&oids);
+                let names: StringArray = oids.iter().map(|o| o.map(role_name)).collect();
+                Ok(ColumnarValue::Array(Arc::new(names)))
+            }
             CatalogFn::EncodingToChar => scalar(ScalarValue::Utf8(Some("UTF8".into()))),
             CatalogFn::ObjDescription | CatalogFn::ColDescription => {
                 scalar(ScalarValue::Utf8(None))
+            }
+            CatalogFn::PartitionAncestors => {
+                let rel = args.args[0].to_array(rows)?;
+                let oids = datafusion::arrow::compute::cast(&rel, &DataType::UInt32)?;
+                Ok(ColumnarValue::Array(oids))
             }
             CatalogFn::ToRegtype => {
                 let names = args.args[0].to_array(rows)?;
@@ -190,3 +207,17 @@ impl AsyncScalarUDFImpl for PgSleep {
         ]))))
     }
 }
+
+/// A role's name by OID, as `pg_get_userbyid` gives it (PostgreSQL's words for an unknown one).
+fn role_name(oid: i64) -> String {
+    match oid {
+        BOOTSTRAP_SUPERUSER => "postgres".into(),
+        DATABASE_OWNER_ROLE => "pg_database_owner".into(),
+        other => format!("unknown (OID={other})"),
+    }
+}
+
+/// The superuser every connection is trusted as.
+pub(super) const BOOTSTRAP_SUPERUSER: i64 = 10;
+/// PostgreSQL's `pg_database_owner`, which owns schema `public`.
+pub(super) const DATABASE_OWNER_ROLE: i64 = 6171;

@@ -88,6 +88,7 @@ pub fn install(ctx: &SessionContext, catalog: Arc<Catalog>) -> Result<()> {
         CatalogFn::EncodingToChar,
         CatalogFn::ObjDescription,
         CatalogFn::ColDescription,
+        CatalogFn::PartitionAncestors,
     ] {
         ctx.register_udf(ScalarUDF::new_from_impl(CatalogUdf::new(f)));
     }

@@ -15,8 +15,8 @@ use std::ops::ControlFlow;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
     Array, BinaryOperator, DataType, Expr, FunctionArguments, Ident, ObjectName, ObjectNamePart,
-    Query, Select, SelectItem, SetExpr, Statement, TableFactor, Value, visit_expressions_mut,
-    visit_relations, visit_relations_mut,
+    Query, Select, SelectItem, SetExpr, Statement, TableAliasColumnDef, TableFactor, Value,
+    VisitMut, VisitorMut, visit_expressions_mut, visit_relations, visit_relations_mut,
 };
 
 use super::tables::{EMPTY_TABLES, is_catalog_table};
@@ -28,6 +28,7 @@ pub fn rewrite(statement: &mut DFStatement) {
         return;
     };
     qualify_tables(s);
+    let _ = s.visit(&mut TableFunctions);
     let _ = visit_expressions_mut(s.as_mut(), |e: &mut Expr| {
         rewrite_expr(e);
         ControlFlow::<()>::Continue(())
@@ -36,6 +37,64 @@ pub fn rewrite(statement: &mut DFStatement) {
         if reads_empty_table(query) {
             empty_result(query);
         }
+    }
+}
+
+/// Functions in FROM as PostgreSQL reads them:
+/// - `generate_series(1, 10) i`: a function returning one column, given a table alias and no
+///   column aliases, names its column for the alias (DataFusion says `value`);
+/// - `pg_available_extensions()` (psql's `\dx`) reads the view of the same name.
+struct TableFunctions;
+
+impl VisitorMut for TableFunctions {
+    type Break = ();
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table {
+            name,
+            args: Some(args),
+            alias,
+            ..
+        } = factor
+            && args.args.is_empty()
+            && unqualified(name).to_string() == "pg_available_extensions"
+        {
+            let sql =
+                "SELECT name, default_version, comment FROM pg_catalog.pg_available_extensions";
+            let parsed = datafusion::sql::sqlparser::parser::Parser::new(
+                &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+            )
+            .try_with_sql(sql)
+            .and_then(|mut p| p.parse_query());
+            if let Ok(subquery) = parsed {
+                *factor = TableFactor::Derived {
+                    lateral: false,
+                    subquery,
+                    alias: alias.take(),
+                    sample: None,
+                };
+            }
+            return ControlFlow::Continue(());
+        }
+        if let TableFactor::Table {
+            name,
+            args: Some(_),
+            alias: Some(alias),
+            ..
+        } = factor
+        {
+            let single_column = matches!(
+                unqualified(name).to_string().to_lowercase().as_str(),
+                "generate_series" | "range" | "unnest"
+            );
+            if single_column && alias.columns.is_empty() {
+                alias.columns = vec![TableAliasColumnDef {
+                    name: alias.name.clone(),
+                    data_type: None,
+                }];
+            }
+        }
+        ControlFlow::Continue(())
     }
 }
 
@@ -172,7 +231,11 @@ fn unqualified_type(data_type: &DataType) -> DataType {
 }
 
 fn is_type(data_type: &DataType, name: &str) -> bool {
-    matches!(data_type, DataType::Custom(n, _) if n.to_string().eq_ignore_ascii_case(name))
+    match data_type {
+        DataType::Custom(n, _) => n.to_string().eq_ignore_ascii_case(name),
+        DataType::Regclass => name == "regclass",
+        _ => false,
+    }
 }
 
 /// The operator `OPERATOR(pg_catalog.op)` names, when DataFusion has it.

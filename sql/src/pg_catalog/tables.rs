@@ -46,6 +46,7 @@ const FILLED_TABLES: &[&str] = &[
     "pg_am",
     "pg_description",
     "pg_roles",
+    "pg_available_extensions",
     super::shards::VECRAFT_SHARDS,
     super::shards::VECRAFT_REPLICAS,
     super::shards::VECRAFT_NODES,
@@ -134,6 +135,7 @@ impl SchemaProvider for PgCatalogSchema {
                 ("inhseqno", i32s(vec![])),
             ]),
             "pg_roles" => pg_roles(),
+            "pg_available_extensions" => pg_available_extensions(),
             empty if EMPTY_TABLES.contains(&empty) => table(&[("oid", u32s(vec![]))]),
             _ => return Ok(None),
         }?;
@@ -252,7 +254,7 @@ fn pg_namespace() -> Result<RecordBatch> {
                 "information_schema".into(),
             ]),
         ),
-        ("nspowner", u32s(vec![10, 10, 10])),
+        ("nspowner", u32s(vec![10, 6171, 10])), // public is pg_database_owner's
     ])
 }
 
@@ -375,7 +377,26 @@ fn pg_constraint(catalog: &Catalog) -> Result<RecordBatch> {
         ("convalidated", bools(vec![true; n])),
         ("conrelid", u32s(rows.iter().map(|r| r.table_oid).collect())),
         ("conindid", u32s(rows.iter().map(|r| r.oid).collect())),
+        // psql 18's `\d` asks for constraints not inherited from a partition's parent.
+        ("conparentid", u32s(vec![0; n])),
         ("confrelid", u32s(vec![0; n])),
+    ])
+}
+
+/// The extensions that `CREATE EXTENSION` takes (both are built in, so both are installed).
+fn pg_available_extensions() -> Result<RecordBatch> {
+    let versions = || strs(vec!["1.0".into(), PGVECTOR_VERSION.into()]);
+    table(&[
+        ("name", strs(vec!["plpgsql".into(), "vector".into()])),
+        ("default_version", versions()),
+        ("installed_version", versions()),
+        (
+            "comment",
+            strs(vec![
+                "PL/pgSQL procedural language".into(),
+                "vector data type and ivfflat and hnsw access methods".into(),
+            ]),
+        ),
     ])
 }
 

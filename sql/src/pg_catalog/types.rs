@@ -12,7 +12,7 @@ pub(super) const PLPGSQL_EXTENSION_OID: u32 = 13_542;
 pub(super) const PG_EXTENSION_CLASS: u32 = 3079;
 pub(super) const VECTOR_EXTENSION_OID: u32 = 16384;
 /// pgvector's version whose SQL behaviour Vecraft follows.
-pub const PGVECTOR_VERSION: &str = "0.8.0";
+pub const PGVECTOR_VERSION: &str = "0.8.6";
 
 /// The server version clients see: a PostgreSQL 16 they can parse, and what it really is.
 pub fn version_string() -> String {

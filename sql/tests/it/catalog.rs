@@ -49,7 +49,7 @@ async fn drivers_find_the_vector_type_and_the_version() {
         "SELECT extversion FROM pg_extension WHERE extname = 'vector'",
     )
     .await;
-    assert_eq!(ext, vec![vec![Some("0.8.0".into())]]);
+    assert_eq!(ext, vec![vec![Some("0.8.6".into())]]);
 }
 
 #[tokio::test]

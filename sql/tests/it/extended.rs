@@ -23,14 +23,18 @@ async fn prepared_knn_binds_a_new_vector_each_time() {
         .prepare("SELECT id, embedding <-> $1 AS d FROM items ORDER BY embedding <-> $1 LIMIT 2")
         .await
         .unwrap();
-    assert_eq!(knn.params(), &[tokio_postgres::types::Type::TEXT]);
+    assert_eq!(
+        knn.params()[0].name(),
+        "vector",
+        "described as PostgreSQL describes it"
+    );
     for (query, want) in [
         ("[1,2,3]", vec![1i64, 3]),
         ("[9,9,8]", vec![4, 2]),
         ("[1,1,1.5]", vec![3, 1]),
     ] {
         let got: Vec<i64> = client
-            .query(&knn, &[&query])
+            .query(&knn, &[&VectorText(query)])
             .await
             .unwrap()
             .iter()
@@ -39,7 +43,7 @@ async fn prepared_knn_binds_a_new_vector_each_time() {
         assert_eq!(got, want, "query {query}");
     }
     // Binary results: float8 distances as PostgreSQL sends them.
-    let rows = client.query(&knn, &[&"[1,2,4]"]).await.unwrap();
+    let rows = client.query(&knn, &[&VectorText("[1,2,4]")]).await.unwrap();
     assert_eq!(rows[0].get::<_, f64>(1), 1.0);
 }
 
@@ -54,7 +58,7 @@ async fn kept_plans_follow_settings_and_tables() {
         .unwrap();
     let first = |rows: Vec<tokio_postgres::Row>| rows.first().map(|r| r.get::<_, i64>(0));
     assert_eq!(
-        first(client.query(&knn, &[&"[1,1,1]"]).await.unwrap()),
+        first(client.query(&knn, &[&VectorText("[1,1,1]")]).await.unwrap()),
         Some(3)
     );
     client
@@ -62,7 +66,7 @@ async fn kept_plans_follow_settings_and_tables() {
         .await
         .unwrap();
     assert_eq!(
-        first(client.query(&knn, &[&"[4,5,6]"]).await.unwrap()),
+        first(client.query(&knn, &[&VectorText("[4,5,6]")]).await.unwrap()),
         Some(2)
     );
     client
@@ -75,7 +79,7 @@ async fn kept_plans_follow_settings_and_tables() {
         .unwrap();
     // The statement was prepared against the dropped table; it is planned again.
     assert_eq!(
-        first(client.query(&knn, &[&"[1,1,1]"]).await.unwrap()),
+        first(client.query(&knn, &[&VectorText("[1,1,1]")]).await.unwrap()),
         Some(7)
     );
     client
@@ -83,7 +87,7 @@ async fn kept_plans_follow_settings_and_tables() {
         .await
         .unwrap();
     assert_eq!(
-        first(client.query(&knn, &[&"[1,1,1]"]).await.unwrap()),
+        first(client.query(&knn, &[&VectorText("[1,1,1]")]).await.unwrap()),
         Some(7)
     );
 }
@@ -98,7 +102,7 @@ async fn parameters_of_every_kind_in_both_formats() {
         .query(
             "SELECT id, tag, score FROM items WHERE tag = $1 AND score > $2 \
              ORDER BY embedding <-> $3 LIMIT $4",
-            &[&"a", &1.0f32, &"[1,2,3]", &5i64],
+            &[&"a", &1.0f32, &VectorText("[1,2,3]"), &5i64],
         )
         .await
         .unwrap();
@@ -110,7 +114,7 @@ async fn parameters_of_every_kind_in_both_formats() {
     let inserted = client
         .execute(
             "INSERT INTO items (id, embedding, tag) VALUES ($1, $2, $3)",
-            &[&10i64, &"[0,0,1]", &"z"],
+            &[&10i64, &VectorText("[0,0,1]"), &"z"],
         )
         .await
         .unwrap();
@@ -146,14 +150,14 @@ async fn bad_parameters_get_sqlstates_and_the_connection_goes_on() {
         ("[1,2]", "22000"),
         ("[1,nan,3]", "22000"),
     ] {
-        let e = client.query(&knn, &[&param]).await.unwrap_err();
+        let e = client.query(&knn, &[&VectorText(param)]).await.unwrap_err();
         assert_eq!(e.code().map(|c| c.code()), Some(code), "{param}: {e}");
     }
     let e = client.prepare("SELECT nope FROM items").await.unwrap_err();
     assert_eq!(e.code().map(|c| c.code()), Some("42703"), "{e}");
     let e = client.prepare("SELEC 1").await.unwrap_err();
     assert_eq!(e.code().map(|c| c.code()), Some("42601"), "{e}");
-    let rows = client.query(&knn, &[&"[1,1,1]"]).await.unwrap();
+    let rows = client.query(&knn, &[&VectorText("[1,1,1]")]).await.unwrap();
     assert_eq!(rows[0].get::<_, i64>(0), 3);
 }
 
@@ -192,13 +196,19 @@ async fn casts_and_functions_give_parameters_their_types() {
         .prepare("SELECT id FROM items ORDER BY embedding <-> $1::vector(3) LIMIT 1")
         .await
         .unwrap();
-    let row = client.query_one(&knn, &[&"[9,9,8]"]).await.unwrap();
+    let row = client
+        .query_one(&knn, &[&VectorText("[9,9,8]")])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, i64>(0), 4);
     let by_function = client
         .prepare("SELECT id FROM items ORDER BY l2_distance(embedding, $1) LIMIT 1")
         .await
         .unwrap();
-    let row = client.query_one(&by_function, &[&"[1,1,1]"]).await.unwrap();
+    let row = client
+        .query_one(&by_function, &[&VectorText("[1,1,1]")])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, i64>(0), 3);
 }
 

@@ -117,3 +117,30 @@ impl<'a> FromSql<'a> for Vector {
         ty.name() == "vector"
     }
 }
+
+/// A vector parameter in pgvector's text form (`[1,2,3]`), sent as text whatever type the
+/// server describes: PostgreSQL (and Vecraft) describe `embedding <-> $1` as `vector`, which
+/// tokio-postgres's `&str` refuses.
+#[derive(Debug)]
+pub struct VectorText<'a>(pub &'a str);
+
+impl tokio_postgres::types::ToSql for VectorText<'_> {
+    fn to_sql(
+        &self,
+        _ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        ty.name() == "vector" || matches!(*ty, Type::TEXT | Type::VARCHAR | Type::UNKNOWN)
+    }
+
+    fn encode_format(&self, _ty: &Type) -> tokio_postgres::types::Format {
+        tokio_postgres::types::Format::Text
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}

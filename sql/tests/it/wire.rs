@@ -100,12 +100,23 @@ async fn errors_carry_sqlstates_and_leave_the_connection_usable() {
         sqlstate(&client, "CREATE TABLE nodims (v vector)").await,
         "0A000"
     );
-    let escape = "CREATE TABLE \"x/../../../escaped\" (id bigint PRIMARY KEY)";
     assert_eq!(
-        sqlstate(&client, escape).await,
-        "42602",
-        "a table name never becomes a path"
+        sqlstate(&client, "CREATE TABLE other.t (id bigint PRIMARY KEY)").await,
+        "3F000"
     );
+    // Any name PostgreSQL takes is a name here, and none becomes a path: the directory is the
+    // name's key, with `/` and `.` escaped.
+    client
+        .simple_query("CREATE TABLE \"x/../../../escaped\" (id bigint PRIMARY KEY)")
+        .await
+        .unwrap();
+    let mut made: Vec<String> = std::fs::read_dir(dir.path().join("collections"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    made.sort();
+    assert_eq!(made, ["t", "x%2F%2E%2E%2F%2E%2E%2F%2E%2E%2Fescaped"]);
+
     // Still usable after every one of them.
     assert_eq!(
         rows(&client, "SELECT id FROM t").await,

@@ -1,0 +1,134 @@
+"""psycopg 3 with pgvector-python's adapter (`pgvector.psycopg`), as pgvector's README uses it:
+numpy arrays in, `pgvector.Vector` out."""
+
+import numpy as np
+import psycopg
+import pytest
+from pgvector.psycopg import register_vector
+from psycopg import sql
+from psycopg.rows import dict_row
+
+
+@pytest.fixture
+def conn(dsn):
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        register_vector(conn)
+        yield conn
+
+
+def test_vectors_round_trip_as_numpy_arrays(conn, table):
+    conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, embedding vector(3))")
+    rows = [(1, np.array([1, 2, 3])), (2, np.array([4, 5, 6])), (3, np.array([1, 1, 1]))]
+    with conn.cursor() as cur:
+        cur.executemany(f"INSERT INTO {table} (id, embedding) VALUES (%s, %s)", rows)
+    got = conn.execute(
+        f"SELECT id, embedding FROM {table} ORDER BY embedding <-> %s LIMIT 2",
+        (np.array([1, 1, 2]),),
+    ).fetchall()
+    assert [r[0] for r in got] == [3, 1]
+    assert got[0][1].to_list() == [1.0, 1.0, 1.0]
+
+
+def test_binary_copy_of_vectors(conn, table):
+    conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, embedding vector(2))")
+    with conn.cursor().copy(f"COPY {table} (id, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
+        copy.set_types(["int8", "vector"])
+        for i in range(100):
+            copy.write_row((i, np.array([i, -i])))
+    n, top = conn.execute(f"SELECT count(*), max(id) FROM {table}").fetchone()
+    assert (n, top) == (100, 99)
+
+
+def test_rows_read_by_column_name(conn, table):
+    conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, embedding vector(2))")
+    conn.execute(f"INSERT INTO {table} VALUES (1, '[3,4]')")
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(f"SELECT id, embedding <-> '[0,0]' AS distance FROM {table}").fetchone()
+    assert row == {"id": 1, "distance": 5.0}
+
+
+def test_cosine_and_inner_product_operators(conn, table):
+    conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, embedding vector(2))")
+    conn.execute(f"INSERT INTO {table} VALUES (1, '[1,0]'), (2, '[0,1]')")
+    row = conn.execute(
+        f"SELECT embedding <=> '[1,0]', embedding <#> '[1,0]' FROM {table} WHERE id = 1"
+    ).fetchone()
+    assert row == (0.0, -1.0)
+
+
+def test_an_hnsw_index_is_created_and_used_for_knn(conn, table):
+    conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, embedding vector(2))")
+    conn.execute(f"INSERT INTO {table} SELECT i, ARRAY[i, i]::real[]::vector FROM generate_series(1, 50) i")
+    conn.execute(f"CREATE INDEX ON {table} USING hnsw (embedding vector_l2_ops)")
+    got = conn.execute(f"SELECT id FROM {table} ORDER BY embedding <-> '[10,10]' LIMIT 3").fetchall()
+    assert sorted(r[0] for r in got) == [9, 10, 11]
+
+
+def test_a_parameter_cast_to_vector(conn, table):
+    conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, embedding vector(2))")
+    conn.execute(f"INSERT INTO {table} VALUES (1, '[0,0]'), (2, '[5,5]')")
+    got = conn.execute(
+        f"SELECT id FROM {table} ORDER BY embedding <-> %s::vector LIMIT 1", ("[4,4]",)
+    ).fetchone()
+    assert got == (2,)
+
+
+def test_quoted_identifiers_are_case_sensitive(conn, table):
+    name = sql.Identifier(table.replace("compat", "Compat"))
+    try:
+        conn.execute(sql.SQL("CREATE TABLE {} (id bigint PRIMARY KEY, {} vector(2))").format(name, sql.Identifier("Embedding")))
+        conn.execute(sql.SQL("INSERT INTO {} VALUES (1, '[1,2]')").format(name))
+        got = conn.execute(sql.SQL("SELECT {} FROM {}").format(sql.Identifier("Embedding"), name)).fetchone()
+        assert got[0].to_list() == [1.0, 2.0]
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            conn.execute(f"SELECT * FROM {table.replace('compat', 'Compat')}")
+    finally:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(name))
+
+
+def test_schema_qualified_names(conn, table):
+    conn.execute(f"CREATE TABLE public.{table} (id bigint PRIMARY KEY, embedding vector(2))")
+    conn.execute(f"INSERT INTO public.{table} VALUES (1, '[1,2]')")
+    assert conn.execute(f"SELECT id FROM {table}").fetchone() == (1,)
+
+
+def test_result_column_names_are_postgresqls(conn, table):
+    conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, embedding vector(2))")
+    cur = conn.execute(f"SELECT 1, count(*), '[1,2]'::vector, max(id) FROM {table}")
+    assert [c.name for c in cur.description] == ["?column?", "count", "vector", "max"]
+
+
+def test_a_missing_table_is_postgresqls_error(conn):
+    with pytest.raises(psycopg.errors.UndefinedTable) as caught:
+        conn.execute("SELECT * FROM compat_no_such_table")
+    diag = caught.value.diag
+    assert diag.sqlstate == "42P01"
+    assert diag.message_primary == 'relation "compat_no_such_table" does not exist'
+    assert diag.statement_position == "15"
+
+
+def test_vector_casts_to_text(conn):
+    assert conn.execute("SELECT '[1,2,3]'::vector::text").fetchone() == ("[1,2,3]",)
+
+
+def test_nested_transactions_use_savepoints(conn, table):
+    conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, embedding vector(2))")
+    with conn.transaction():
+        conn.execute(f"INSERT INTO {table} VALUES (1, '[1,2]')")
+        with conn.transaction():
+            conn.execute(f"INSERT INTO {table} VALUES (2, '[1,2]')")
+    assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (2,)
+
+
+def test_explain_is_one_query_plan_column(conn, table):
+    conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, embedding vector(2))")
+    cur = conn.execute(f"EXPLAIN SELECT id FROM {table} ORDER BY embedding <-> '[1,1]' LIMIT 1")
+    assert [c.name for c in cur.description] == ["QUERY PLAN"]
+    assert len(cur.fetchall()) >= 1
+
+
+@pytest.mark.vecraft_gap("integer literals are bigint (DataFusion's Int64)")
+def test_integer_literals_are_int4(conn):
+    cur = conn.execute("SELECT 1, 2147483648, 1.5")
+    assert [c.type_code for c in cur.description] == [23, 20, 1700]

@@ -1,0 +1,52 @@
+"""SQLAlchemy 2 ORM over psycopg 3 with pgvector's SQLAlchemy type, and `inspect()`: what
+langchain-postgres and llama-index's PGVectorStore build on."""
+
+import pytest
+from pgvector.sqlalchemy import Vector
+from sqlalchemy import BigInteger, Text, create_engine, inspect, select, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+
+def engine_for(dsn):
+    return create_engine(dsn.replace("postgresql://", "postgresql+psycopg://"))
+
+
+def model(table):
+    class Base(DeclarativeBase):
+        pass
+
+    class Item(Base):
+        __tablename__ = table
+        id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+        embedding = mapped_column(Vector(3))
+        tag: Mapped[str] = mapped_column(Text, nullable=True)
+
+    return Base, Item
+
+
+def test_orm_create_all_insert_and_nearest(dsn, table):
+    engine = engine_for(dsn)
+    Base, Item = model(table)
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add_all([Item(id=1, embedding=[1, 2, 3], tag="a"), Item(id=2, embedding=[4, 5, 6], tag="b")])
+        session.commit()
+        nearest = session.scalars(select(Item).order_by(Item.embedding.l2_distance([4, 4, 4])).limit(1)).first()
+        assert (nearest.id, nearest.tag, list(nearest.embedding)) == (2, "b", [4.0, 5.0, 6.0])
+        distance = session.scalar(select(Item.embedding.cosine_distance([1, 2, 3])).where(Item.id == 1))
+        assert distance == pytest.approx(0.0, abs=1e-6)
+    engine.dispose()
+
+
+@pytest.mark.vecraft_gap("SQLAlchemy's reflection queries")
+def test_inspect_tables_columns_and_keys(dsn, table):
+    engine = engine_for(dsn)
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE TABLE {table} (id bigint PRIMARY KEY, embedding vector(3), tag text)"))
+    inspector = inspect(engine)
+    assert table in inspector.get_table_names()
+    columns = {c["name"]: c for c in inspector.get_columns(table)}
+    assert list(columns) == ["id", "embedding", "tag"]
+    assert isinstance(columns["embedding"]["type"], Vector)
+    assert inspector.get_pk_constraint(table)["constrained_columns"] == ["id"]
+    engine.dispose()

@@ -1,0 +1,78 @@
+//! Names as PostgreSQL reads them: unquoted identifiers fold to lower case, quoted ones keep
+//! their case (`"Items"` is not `items`), and a table may be qualified with its schema
+//! (`public.items`). Every statement the gateway answers itself takes its names from here, so
+//! they mean what DataFusion's planning makes of the same names in queries.
+
+use datafusion::sql::sqlparser::ast::{Ident, ObjectName, ObjectNamePart};
+use pgwire::error::PgWireResult;
+use vecraft_storage::names::MAX_NAME_BYTES;
+
+use crate::errors::user_error;
+
+/// The schema every collection is in.
+pub const PUBLIC: &str = "public";
+
+/// An identifier's name: folded unless quoted, cut to 63 bytes as PostgreSQL cuts it.
+pub fn ident(ident: &Ident) -> String {
+    let mut name = vecraft_planner::names::ident(ident);
+    if name.len() > MAX_NAME_BYTES {
+        let mut end = MAX_NAME_BYTES;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
+    }
+    name
+}
+
+/// The table `name` names: `t`, `public.t` or `db.public.t`. Another schema is PostgreSQL's
+/// 3F000; a name with more parts, 42601.
+pub fn table_name(name: &ObjectName) -> PgWireResult<String> {
+    let parts = name
+        .0
+        .iter()
+        .map(|part| match part {
+            ObjectNamePart::Identifier(i) => Ok(ident(i)),
+            ObjectNamePart::Function(_) => Err(user_error(
+                "42601",
+                format!("improper relation name: {name}"),
+            )),
+        })
+        .collect::<PgWireResult<Vec<_>>>()?;
+    match parts.as_slice() {
+        [table] => Ok(table.clone()),
+        [schema, table] | [_, schema, table] if schema == PUBLIC => Ok(table.clone()),
+        [schema, _] | [_, schema, _] => Err(user_error(
+            "3F000",
+            format!("schema \"{schema}\" does not exist"),
+        )),
+        _ => Err(user_error(
+            "42601",
+            format!("improper qualified name (too many dotted names): {name}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    fn name(text: &str) -> PgWireResult<String> {
+        let mut parser = Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(text)
+            .unwrap();
+        table_name(&parser.parse_object_name(false).unwrap())
+    }
+
+    #[test]
+    fn names_fold_unless_quoted_and_may_name_public() {
+        assert_eq!(name("Items").unwrap(), "items");
+        assert_eq!(name("\"Items\"").unwrap(), "Items");
+        assert_eq!(name("public.\"my docs\"").unwrap(), "my docs");
+        assert_eq!(name("postgres.PUBLIC.t").unwrap(), "t");
+        assert!(name("other.t").is_err());
+        assert_eq!(name(&"x".repeat(70)).unwrap().len(), 63);
+    }
+}
