@@ -28,7 +28,6 @@ def run_java(classes, dsn, table):
     return dict(line.split("=", 1) for line in out.stdout.splitlines())
 
 
-@pytest.mark.vecraft_gap("JDBC's metadata queries (regclass, pg_get_expr, _pg_expandarray)")
 def test_database_metadata(classes, dsn, table):
     seen = run_java(classes, dsn, table)
     assert seen["product"] == "PostgreSQL"

@@ -24,12 +24,27 @@ pub(super) enum CatalogFn {
     CurrentDatabase,
     BackendPid,
     TableIsVisible,
+    /// Every type is in `pg_catalog` or `public`, both on the search path.
+    TypeIsVisible,
     UserById,
     EncodingToChar,
     ObjDescription,
     ColDescription,
     /// `pg_partition_ancestors(rel)`: a relation that is no partition is its only ancestor.
     PartitionAncestors,
+    /// `pg_advisory_xact_lock(key)`: a lock held until the transaction ends. Each statement is
+    /// its own transaction here (see `session.rs`), and nothing else takes these locks, so it
+    /// is granted at once and released when the statement ends. Answers void (`''`).
+    AdvisoryXactLock,
+    /// `pg_try_advisory_xact_lock(key)`: granted (true), as above.
+    TryAdvisoryXactLock,
+    /// `pg_get_expr(tree, relation[, pretty])`: the text of a stored expression. Expressions
+    /// are kept as their text here, so that is what it gives.
+    GetExpr,
+    /// `current_schemas(include_implicit)`: the search path, `pg_catalog` first if asked.
+    CurrentSchemas,
+    /// `array_upper(array, dimension)`: the last subscript of a one-dimensional array.
+    ArrayUpper,
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -51,9 +66,15 @@ impl CatalogUdf {
                 Signature::variadic_any(Volatility::Stable)
             }
             CatalogFn::TableIsVisible
+            | CatalogFn::TypeIsVisible
             | CatalogFn::UserById
             | CatalogFn::EncodingToChar
             | CatalogFn::PartitionAncestors => Signature::any(1, Volatility::Stable),
+            CatalogFn::CurrentSchemas => Signature::any(1, Volatility::Stable),
+            CatalogFn::ArrayUpper => Signature::any(2, Volatility::Immutable),
+            CatalogFn::AdvisoryXactLock | CatalogFn::TryAdvisoryXactLock | CatalogFn::GetExpr => {
+                Signature::variadic_any(Volatility::Volatile)
+            }
         };
         CatalogUdf {
             function,
@@ -72,11 +93,17 @@ impl ScalarUDFImpl for CatalogUdf {
             CatalogFn::CurrentDatabase => "current_database",
             CatalogFn::BackendPid => "pg_backend_pid",
             CatalogFn::TableIsVisible => "pg_table_is_visible",
+            CatalogFn::TypeIsVisible => "pg_type_is_visible",
             CatalogFn::UserById => "pg_get_userbyid",
             CatalogFn::EncodingToChar => "pg_encoding_to_char",
             CatalogFn::ObjDescription => "obj_description",
             CatalogFn::ColDescription => "col_description",
             CatalogFn::PartitionAncestors => "pg_partition_ancestors",
+            CatalogFn::AdvisoryXactLock => "pg_advisory_xact_lock",
+            CatalogFn::TryAdvisoryXactLock => "pg_try_advisory_xact_lock",
+            CatalogFn::GetExpr => "pg_get_expr",
+            CatalogFn::CurrentSchemas => "current_schemas",
+            CatalogFn::ArrayUpper => "array_upper",
         }
     }
 
@@ -87,8 +114,11 @@ impl ScalarUDFImpl for CatalogUdf {
     fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
         Ok(match self.function {
             CatalogFn::ToRegtype | CatalogFn::PartitionAncestors => DataType::UInt32,
-            CatalogFn::BackendPid => DataType::Int32,
-            CatalogFn::TableIsVisible => DataType::Boolean,
+            CatalogFn::BackendPid | CatalogFn::ArrayUpper => DataType::Int32,
+            CatalogFn::CurrentSchemas => DataType::new_list(DataType::Utf8, true),
+            CatalogFn::TableIsVisible
+            | CatalogFn::TypeIsVisible
+            | CatalogFn::TryAdvisoryXactLock => DataType::Boolean,
             _ => DataType::Utf8,
         })
     }
@@ -101,7 +131,9 @@ impl ScalarUDFImpl for CatalogUdf {
             CatalogFn::CurrentSchema => scalar(ScalarValue::Utf8(Some("public".into()))),
             CatalogFn::CurrentDatabase => scalar(ScalarValue::Utf8(Some("postgres".into()))),
             CatalogFn::BackendPid => scalar(ScalarValue::Int32(Some(std::process::id() as i32))),
-            CatalogFn::TableIsVisible => scalar(ScalarValue::Boolean(Some(true))),
+            CatalogFn::TableIsVisible | CatalogFn::TypeIsVisible => {
+                scalar(ScalarValue::Boolean(Some(true)))
+            }
             CatalogFn::UserById => {
                 let oids = args.args[0].to_array(rows)?;
                 let oids = datafusion::arrow::compute::cast(&oids, &DataType::Int64)?;
@@ -115,6 +147,54 @@ impl ScalarUDFImpl for CatalogUdf {
             CatalogFn::ObjDescription | CatalogFn::ColDescription => {
                 scalar(ScalarValue::Utf8(None))
             }
+            CatalogFn::AdvisoryXactLock => scalar(ScalarValue::Utf8(Some(String::new()))),
+            CatalogFn::CurrentSchemas => {
+                let implicit = args.args[0].to_array(rows)?;
+                let implicit = datafusion::arrow::compute::cast(&implicit, &DataType::Boolean)?;
+                let mut lists = datafusion::arrow::array::ListBuilder::new(
+                    datafusion::arrow::array::StringBuilder::new(),
+                );
+                for row in implicit.as_boolean().iter() {
+                    if row == Some(true) {
+                        lists.values().append_value("pg_catalog");
+                    }
+                    lists.values().append_value("public");
+                    lists.append(true);
+                }
+                Ok(ColumnarValue::Array(Arc::new(lists.finish())))
+            }
+            CatalogFn::ArrayUpper => {
+                let arrays = args.args[0].to_array(rows)?;
+                let dims = args.args[1].to_array(rows)?;
+                let dims = datafusion::arrow::compute::cast(&dims, &DataType::Int64)?;
+                let dims = dims.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+                let lengths = datafusion::functions_nested::length::array_length_udf()
+                    .invoke_with_args(ScalarFunctionArgs {
+                        args: vec![ColumnarValue::Array(arrays)],
+                        ..args
+                    })?
+                    .to_array(rows)?;
+                let lengths = datafusion::arrow::compute::cast(&lengths, &DataType::Int64)?;
+                let lengths = lengths.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+                let upper: datafusion::arrow::array::Int32Array = lengths
+                    .iter()
+                    .zip(dims.iter())
+                    .map(|(n, d)| match (n, d) {
+                        (Some(n), Some(1)) if n > 0 => Some(n as i32),
+                        _ => None, // an empty array, or a dimension it does not have
+                    })
+                    .collect();
+                Ok(ColumnarValue::Array(Arc::new(upper)))
+            }
+            CatalogFn::GetExpr => match args.args.first() {
+                Some(tree) => {
+                    let tree = tree.to_array(rows)?;
+                    let text = datafusion::arrow::compute::cast(&tree, &DataType::Utf8)?;
+                    Ok(ColumnarValue::Array(text))
+                }
+                None => plan_err!("pg_get_expr takes an expression and a relation"),
+            },
+            CatalogFn::TryAdvisoryXactLock => scalar(ScalarValue::Boolean(Some(true))),
             CatalogFn::PartitionAncestors => {
                 let rel = args.args[0].to_array(rows)?;
                 let oids = datafusion::arrow::compute::cast(&rel, &DataType::UInt32)?;

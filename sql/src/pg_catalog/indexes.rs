@@ -32,10 +32,19 @@ pub(super) struct IndexRow {
     pub name: String,
     pub primary: bool,
     pub access_method: u32,
+    /// The indexed column's number (`pg_attribute.attnum`, from 1): every index here has one.
+    pub column: i16,
     /// What `pg_get_indexdef` returns.
     pub definition: String,
     /// The primary key's constraint: its OID and `pg_get_constraintdef`.
     pub constraint: Option<(u32, String)>,
+}
+
+/// The `attnum` of the column at `position` of `schema`: columns count from 1, without the
+/// hidden row id.
+pub(super) fn attnum(schema: &vecraft_storage::schema::CollectionSchema, position: usize) -> i16 {
+    let hidden = schema.hidden_key.then_some(schema.primary_key);
+    (0..=position).filter(|i| Some(*i) != hidden).count() as i16
 }
 
 /// Every index of every collection.
@@ -46,6 +55,7 @@ pub(super) fn indexes(catalog: &Catalog) -> Vec<IndexRow> {
         let table_oid = table_oid(&table);
         if !schema.hidden_key {
             let key = &schema.columns[schema.primary_key].name;
+            let column = attnum(&schema, schema.primary_key);
             let name = format!("{table}_pkey");
             rows.push(IndexRow {
                 oid: index_oid(&table, &name),
@@ -60,9 +70,10 @@ pub(super) fn indexes(catalog: &Catalog) -> Vec<IndexRow> {
                 name,
                 primary: true,
                 access_method: BTREE_AM,
+                column,
             });
         }
-        for column in &schema.columns {
+        for (position, column) in schema.columns.iter().enumerate() {
             let ColumnType::Vector(spec) = &column.ty else {
                 continue;
             };
@@ -82,6 +93,7 @@ pub(super) fn indexes(catalog: &Catalog) -> Vec<IndexRow> {
                 name,
                 primary: false,
                 access_method: HNSW_AM,
+                column: attnum(&schema, position),
                 constraint: None,
             });
         }

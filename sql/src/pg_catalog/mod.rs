@@ -84,11 +84,17 @@ pub fn install(ctx: &SessionContext, catalog: Arc<Catalog>) -> Result<()> {
         CatalogFn::CurrentDatabase,
         CatalogFn::BackendPid,
         CatalogFn::TableIsVisible,
+        CatalogFn::TypeIsVisible,
         CatalogFn::UserById,
         CatalogFn::EncodingToChar,
         CatalogFn::ObjDescription,
         CatalogFn::ColDescription,
         CatalogFn::PartitionAncestors,
+        CatalogFn::AdvisoryXactLock,
+        CatalogFn::TryAdvisoryXactLock,
+        CatalogFn::GetExpr,
+        CatalogFn::CurrentSchemas,
+        CatalogFn::ArrayUpper,
     ] {
         ctx.register_udf(ScalarUDF::new_from_impl(CatalogUdf::new(f)));
     }

@@ -14,10 +14,13 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    Array, BinaryOperator, DataType, Expr, FunctionArguments, Ident, ObjectName, ObjectNamePart,
-    Query, Select, SelectItem, SetExpr, Statement, TableAliasColumnDef, TableFactor, Value,
-    VisitMut, VisitorMut, visit_expressions_mut, visit_relations, visit_relations_mut,
+    AccessExpr, Array, BinaryOperator, DataType, Expr, FunctionArguments, Ident, ObjectName,
+    ObjectNamePart, Query, Select, SelectItem, SetExpr, Statement, TableAliasColumnDef,
+    TableFactor, Value, VisitMut, VisitorMut, visit_expressions_mut, visit_relations,
+    visit_relations_mut,
 };
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
 
 use super::tables::{EMPTY_TABLES, is_catalog_table};
 use super::types::{catalog_table_oid, table_oid};
@@ -61,11 +64,9 @@ impl VisitorMut for TableFunctions {
         {
             let sql =
                 "SELECT name, default_version, comment FROM pg_catalog.pg_available_extensions";
-            let parsed = datafusion::sql::sqlparser::parser::Parser::new(
-                &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
-            )
-            .try_with_sql(sql)
-            .and_then(|mut p| p.parse_query());
+            let parsed = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(sql)
+                .and_then(|mut p| p.parse_query());
             if let Ok(subquery) = parsed {
                 *factor = TableFactor::Derived {
                     lateral: false,
@@ -129,6 +130,10 @@ fn rewrite_expr(e: &mut Expr) {
                 // `ARRAY(SELECT …)` over the catalog: psql asks it about options and roles
                 // Vecraft never has.
                 *e = empty_array();
+            } else if let Some(n) = search_path_length(f) {
+                *e = Expr::value(Value::Number(n.to_string(), false));
+            } else if let Some(expanded) = expand_index_key(f) {
+                *e = expanded;
             }
         }
         // There is one collation; other COLLATE clauses reach DataFusion, which refuses them.
@@ -152,6 +157,16 @@ fn rewrite_expr(e: &mut Expr) {
             expr, data_type, ..
         } => {
             *data_type = unqualified_type(data_type);
+            if is_type(data_type, "regproc") {
+                // A function by name: the catalog's function columns hold names.
+                if let Expr::Value(v) = expr.as_ref() {
+                    if let Value::SingleQuotedString(name) = &v.value {
+                        let name = name.rsplit('.').next().unwrap_or(name).to_string();
+                        *e = Expr::value(Value::SingleQuotedString(name));
+                        return;
+                    }
+                }
+            }
             if is_type(data_type, "regclass") {
                 if let Expr::Value(v) = expr.as_ref() {
                     if let Value::SingleQuotedString(name) = &v.value {
@@ -161,8 +176,86 @@ fn rewrite_expr(e: &mut Expr) {
             }
         }
         Expr::Subquery(query) if reads_empty_table(query) => *e = null(),
+        Expr::Subquery(query) if reads_only_catalog(query) => aggregate_lookup(query),
+        // `(record).field`: DataFusion reads a field of a struct with `get_field`.
+        Expr::CompoundFieldAccess { root, access_chain } => {
+            if let [AccessExpr::Dot(Expr::Identifier(field))] = access_chain.as_slice() {
+                let sql = format!("get_field({root}, '{}')", field.value.replace('\'', "''"));
+                if let Ok(get) = Parser::new(&PostgreSqlDialect {})
+                    .try_with_sql(&sql)
+                    .and_then(|mut p| p.parse_expr())
+                {
+                    *e = get;
+                }
+            }
+        }
         _ => {}
     }
+}
+
+/// `array_upper(current_schemas(b), 1)` (JDBC's type lookup, as a bound of
+/// `generate_series`, which DataFusion takes only as a constant): the search path's length.
+fn search_path_length(f: &datafusion::sql::sqlparser::ast::Function) -> Option<usize> {
+    use datafusion::sql::sqlparser::ast::{FunctionArg, FunctionArgExpr};
+    let arg = |a: &FunctionArg| match a {
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
+        _ => None,
+    };
+    let FunctionArguments::List(args) = &f.args else {
+        return None;
+    };
+    let [array, dimension] = args.args.as_slice() else {
+        return None;
+    };
+    if !f.name.to_string().eq_ignore_ascii_case("array_upper") {
+        return None;
+    }
+    let (Expr::Function(inner), Expr::Value(dimension)) = (arg(array)?, arg(dimension)?) else {
+        return None;
+    };
+    if !inner
+        .name
+        .to_string()
+        .eq_ignore_ascii_case("current_schemas")
+        || dimension.value != Value::Number("1".into(), false)
+    {
+        return None;
+    }
+    let FunctionArguments::List(inner_args) = &inner.args else {
+        return None;
+    };
+    match inner_args.args.as_slice() {
+        [implicit] => match arg(implicit)? {
+            Expr::Value(v) if v.value == Value::Boolean(true) => Some(2),
+            Expr::Value(v) if v.value == Value::Boolean(false) => Some(1),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `information_schema._pg_expandarray(i.indkey)` (JDBC's primary keys): the set of
+/// (element `x`, position `n`) of an array. Every index here has one column, so it is the one
+/// record `(x: the column's number, n: 1)`.
+fn expand_index_key(f: &datafusion::sql::sqlparser::ast::Function) -> Option<Expr> {
+    if !f
+        .name
+        .to_string()
+        .eq_ignore_ascii_case("information_schema._pg_expandarray")
+    {
+        return None;
+    }
+    let FunctionArguments::List(args) = &f.args else {
+        return None;
+    };
+    let [array] = args.args.as_slice() else {
+        return None;
+    };
+    let sql = format!("named_struct('x', CAST(({array}) AS SMALLINT), 'n', 1)");
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&sql)
+        .and_then(|mut p| p.parse_expr())
+        .ok()
 }
 
 fn null() -> Expr {
@@ -306,6 +399,31 @@ fn select_reads_empty_table(select: &Select) -> bool {
                     && is_empty_table(&j.relation)
             })
     })
+}
+
+/// `(SELECT c.relkind = 'c' FROM pg_class c WHERE c.oid = t.typrelid)` (JDBC's type list): a
+/// scalar subquery that looks one catalog row up by its OID. DataFusion plans a correlated
+/// scalar subquery only when it aggregates, so its value is taken with `max`, which is the
+/// same for the one row (or none) such a lookup finds.
+fn aggregate_lookup(query: &mut Query) {
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return;
+    };
+    if aggregates(select) || select.distinct.is_some() {
+        return;
+    }
+    let [SelectItem::UnnamedExpr(item) | SelectItem::ExprWithAlias { expr: item, .. }] =
+        select.projection.as_mut_slice()
+    else {
+        return;
+    };
+    let sql = format!("max({item})");
+    if let Ok(max) = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&sql)
+        .and_then(|mut p| p.parse_expr())
+    {
+        *item = max;
+    }
 }
 
 fn aggregates(select: &Select) -> bool {

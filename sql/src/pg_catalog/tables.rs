@@ -74,6 +74,7 @@ pub(super) const EMPTY_TABLES: &[&str] = &[
     "pg_sequence",
     "pg_foreign_table",
     "pg_auth_members",
+    "pg_enum",
 ];
 
 /// Columns of type `"char"` (one byte): held as strings, described to clients as `"char"`.
@@ -133,6 +134,12 @@ impl SchemaProvider for PgCatalogSchema {
                 ("inhrelid", u32s(vec![])),
                 ("inhparent", u32s(vec![])),
                 ("inhseqno", i32s(vec![])),
+            ]),
+            "pg_enum" => table(&[
+                ("oid", u32s(vec![])),
+                ("enumtypid", u32s(vec![])),
+                ("enumsortorder", strs(vec![])),
+                ("enumlabel", strs(vec![])),
             ]),
             "pg_roles" => pg_roles(),
             "pg_available_extensions" => pg_available_extensions(),
@@ -237,7 +244,48 @@ fn pg_type() -> Result<RecordBatch> {
         ("typbasetype", u32s(vec![0; n])),
         ("typtypmod", i32s(vec![-1; n])),
         ("typnotnull", bools(vec![false; n])),
+        // Input and output functions by name (JDBC tells arrays by `typinput = 'array_in'`).
+        (
+            "typinput",
+            strs(rows.iter().map(|r| io_function(&r.1, r.6, "in")).collect()),
+        ),
+        (
+            "typoutput",
+            strs(rows.iter().map(|r| io_function(&r.1, r.6, "out")).collect()),
+        ),
+        // The default collation for strings (SQLAlchemy's reflection compares it).
+        (
+            "typcollation",
+            u32s(
+                rows.iter()
+                    .map(|r| if r.6 == 'S' { 100 } else { 0 })
+                    .collect(),
+            ),
+        ),
     ])
+}
+
+/// A type's input or output function, as PostgreSQL names them (`int4in`, `array_out`, …).
+fn io_function(type_name: &str, category: char, way: &str) -> String {
+    match category {
+        'A' => format!("array_{way}"),
+        _ if matches!(
+            type_name,
+            "vector"
+                | "uuid"
+                | "jsonb"
+                | "date"
+                | "time"
+                | "timestamp"
+                | "timestamptz"
+                | "numeric"
+                | "json"
+        ) =>
+        {
+            format!("{type_name}_{way}")
+        }
+        _ => format!("{type_name}{way}"),
+    }
 }
 
 fn pg_namespace() -> Result<RecordBatch> {
@@ -347,6 +395,13 @@ fn pg_index(catalog: &Catalog) -> Result<RecordBatch> {
         ("indisready", bools(vec![true; n])),
         ("indislive", bools(vec![true; n])),
         ("indisreplident", bools(vec![false; n])),
+        // An int2vector: the indexed columns' numbers, in its text form (one column each).
+        (
+            "indkey",
+            strs(rows.iter().map(|r| r.column.to_string()).collect()),
+        ),
+        ("indnatts", i16s(vec![1; n])),
+        ("indnkeyatts", i16s(vec![1; n])),
     ])
 }
 
