@@ -108,7 +108,7 @@ fn rewrite_cast(expr: Expr) -> Result<Transformed<Expr>> {
     let Some(text) = text else {
         return Ok(Transformed::no(expr)); // NULL::vector stays a (foldable) NULL cast
     };
-    let v = parse_vector(text)?;
+    let v = parse_vector(text).map_err(|e| e.with_literal(text))?;
     if let Some(dims) = target {
         check_dims(v.len(), dims)?;
     }

@@ -126,7 +126,7 @@ pub async fn cast_vector_values(ctx: &SessionContext, statement: &mut DFStatemen
         insert
             .columns
             .iter()
-            .map(|c| schema.index_of(&c.to_string()).ok())
+            .map(|c| schema.index_of(&crate::names::last_part(c)).ok())
             .collect()
     };
     let Some(query) = insert.source.as_mut() else {

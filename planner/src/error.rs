@@ -10,6 +10,9 @@ pub struct VectorError {
     pub sqlstate: &'static str,
     pub message: String,
     pub detail: Option<String>,
+    /// The text the error is at, as the statement has it (a literal whose input failed, in
+    /// its quotes; a type name): the client is told where it is, as PostgreSQL tells it.
+    pub near: Option<String>,
 }
 
 /// `invalid_text_representation`
@@ -25,6 +28,7 @@ impl VectorError {
             sqlstate: INVALID_TEXT_REPRESENTATION,
             message: format!("invalid input syntax for type vector: \"{text}\""),
             detail: None,
+            near: None,
         }
     }
 
@@ -33,6 +37,7 @@ impl VectorError {
             sqlstate: DATA_EXCEPTION,
             message: message.into(),
             detail: None,
+            near: None,
         }
     }
 
@@ -41,6 +46,7 @@ impl VectorError {
             sqlstate: NUMERIC_VALUE_OUT_OF_RANGE,
             message: message.into(),
             detail: None,
+            near: None,
         }
     }
 
@@ -51,7 +57,20 @@ impl VectorError {
             sqlstate: code,
             message: message.into(),
             detail: None,
+            near: None,
         }
+    }
+
+    /// At the string literal of `text` (quoted as SQL quotes it).
+    pub fn with_literal(mut self, text: &str) -> Self {
+        self.near = Some(format!("'{}'", text.replace('\'', "''")));
+        self
+    }
+
+    /// At `text`, as written in the statement (compared without regard to ASCII case).
+    pub fn near(mut self, text: &str) -> Self {
+        self.near = Some(text.to_string());
+        self
     }
 
     pub fn with_detail(mut self, detail: &str) -> Self {

@@ -160,7 +160,7 @@ impl ScalarUDFImpl for VectorUdf {
 }
 
 /// One argument, readable row by row as `Option<&[f32]>` whatever form it came in.
-enum Operand {
+pub(crate) enum Operand {
     Constant(Option<Vec<f32>>),
     Fixed {
         values: Float32Array,
@@ -171,7 +171,7 @@ enum Operand {
 }
 
 impl Operand {
-    fn new(value: &ColumnarValue, rows: usize) -> Result<Operand> {
+    pub(crate) fn new(value: &ColumnarValue, rows: usize) -> Result<Operand> {
         match value {
             ColumnarValue::Scalar(s) => {
                 let array = s.to_array_of_size(1)?;
@@ -244,7 +244,7 @@ impl Operand {
     }
 
     #[inline]
-    fn get(&self, row: usize) -> Option<&[f32]> {
+    pub(crate) fn get(&self, row: usize) -> Option<&[f32]> {
         match self {
             Operand::Constant(v) => v.as_deref(),
             Operand::Fixed {

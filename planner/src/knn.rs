@@ -48,6 +48,14 @@ extensions_options! {
     pub struct HnswOptions {
         /// Beam width of an index search (`SET hnsw.ef_search`).
         pub ef_search: usize, default = vecraft_storage::schema::DEFAULT_EF_SEARCH
+        /// pgvector's iterative scans (`off`, `relaxed_order`, `strict_order`). Vecraft's
+        /// searches apply filters inside the graph walk, so a filtered search returns its k
+        /// rows without them; kept so that clients setting it work, and SHOW answers.
+        pub iterative_scan: String, default = "off".to_string()
+        /// pgvector's bound on tuples an iterative scan visits; kept, not used (see above).
+        pub max_scan_tuples: usize, default = 20_000
+        /// pgvector's memory multiplier for iterative scans; kept, not used (see above).
+        pub scan_mem_multiplier: f64, default = 1.0
     }
 }
 

@@ -23,6 +23,7 @@ pub mod placeholders;
 pub mod table;
 pub mod types;
 pub mod update;
+pub mod vector_math;
 pub mod vector_text;
 
 use std::sync::Arc;
@@ -44,6 +45,7 @@ pub fn install(mut builder: SessionStateBuilder) -> SessionStateBuilder {
         .map(guards::guard)
         .collect();
     functions.extend(functions::all_udfs());
+    functions.extend(vector_math::VectorMath::ALL.iter().map(|f| f.udf()));
     builder
         .with_expr_planners(expr_planners)
         .with_scalar_functions(functions)

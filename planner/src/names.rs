@@ -136,14 +136,17 @@ fn item_name(item: &SelectItem) -> ItemName {
 }
 
 /// Gives every item whose name an earlier item already has a private alias, so DataFusion
-/// plans the projection (the client is told the names in `names`).
+/// plans the projection (the client is told the names in `names`). So does every unnamed
+/// cast: DataFusion names `c::text` after `c`, the name the column `c` itself has when
+/// ORDER BY adds it to the projection.
 fn make_unique(items: &mut [SelectItem], names: &[ItemName]) {
     let mut seen = std::collections::HashSet::new();
     for (position, (item, name)) in items.iter_mut().zip(names).enumerate() {
         let ItemName::Column(name) = name else {
             continue;
         };
-        if seen.insert(name.clone()) {
+        let unnamed_cast = matches!(item, SelectItem::UnnamedExpr(Expr::Cast { .. }));
+        if seen.insert(name.clone()) && !unnamed_cast {
             continue;
         }
         let alias = Ident::with_quote('"', format!("{name}#{position}"));

@@ -1,5 +1,6 @@
 //! pgvector's operators, planned as our UDFs: `<->` L2, `<=>` cosine, `<#>` negative inner
-//! product, `<+>` L1.
+//! product, `<+>` L1; and on vectors, `+`, `-`, `*`, `||` and the comparisons
+//! ([`crate::vector_math`]).
 //!
 //! DataFusion's own SQL planner would refuse `<->`/`<#>` and, worse, plan `<=>` as MySQL's
 //! null-safe equality (`IS NOT DISTINCT FROM`), so this `ExprPlanner` must see every binary
@@ -9,13 +10,14 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::{DFSchema, Result};
+use datafusion::common::{DFSchema, Result, ScalarValue};
 use datafusion::logical_expr::expr::Placeholder;
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
-use datafusion::logical_expr::{Expr, ExprSchemable};
+use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, Operator, lit};
 use datafusion::sql::sqlparser::ast::BinaryOperator;
 
 use crate::functions::VectorFn;
+use crate::vector_math::VectorMath;
 
 #[derive(Debug, Default)]
 pub struct VectorOperators;
@@ -37,15 +39,62 @@ impl ExprPlanner for VectorOperators {
         expr: RawBinaryExpr,
         schema: &DFSchema,
     ) -> Result<PlannerResult<RawBinaryExpr>> {
-        match operator_function(&expr.op) {
-            Some(f) => {
-                let left = typed_like(expr.left, &expr.right, schema);
-                let right = typed_like(expr.right, &left, schema);
-                Ok(PlannerResult::Planned(f.udf().call(vec![left, right])))
+        if let Some(f) = operator_function(&expr.op) {
+            let left = typed_like(expr.left, &expr.right, schema);
+            let right = typed_like(expr.right, &left, schema);
+            return Ok(PlannerResult::Planned(f.udf().call(vec![left, right])));
+        }
+        let vectors = is_vector(&expr.left, schema) && fits_vector(&expr.right, schema)
+            || is_vector(&expr.right, schema) && fits_vector(&expr.left, schema);
+        if !vectors {
+            return Ok(PlannerResult::Original(expr));
+        }
+        let (left, right) = (expr.left, expr.right);
+        let math = |m: VectorMath| m.udf().call(vec![left.clone(), right.clone()]);
+        let compared = |op: Operator| {
+            let order = math(VectorMath::Cmp);
+            Expr::BinaryExpr(BinaryExpr::new(Box::new(order), op, Box::new(lit(0i32))))
+        };
+        Ok(PlannerResult::Planned(match expr.op {
+            BinaryOperator::Plus => math(VectorMath::Add),
+            BinaryOperator::Minus => math(VectorMath::Subtract),
+            BinaryOperator::Multiply => math(VectorMath::Multiply),
+            BinaryOperator::StringConcat => math(VectorMath::Concat),
+            BinaryOperator::Lt => compared(Operator::Lt),
+            BinaryOperator::LtEq => compared(Operator::LtEq),
+            BinaryOperator::Eq => compared(Operator::Eq),
+            BinaryOperator::NotEq => compared(Operator::NotEq),
+            BinaryOperator::GtEq => compared(Operator::GtEq),
+            BinaryOperator::Gt => compared(Operator::Gt),
+            op => {
+                return Ok(PlannerResult::Original(RawBinaryExpr { op, left, right }));
             }
-            None => Ok(PlannerResult::Original(expr)),
+        }))
+    }
+}
+
+/// Whether `e` is a vector: of a `vector(n)` type, or a `'[…]'::vector` literal (whose Arrow
+/// type, a list of floats, is also `real[]`'s: a literal in pgvector's form tells them apart).
+fn is_vector(e: &Expr, schema: &DFSchema) -> bool {
+    if let Expr::Cast(cast) = e {
+        let to_floats = matches!(cast.field.data_type(), DataType::List(item) if item.data_type() == &DataType::Float32);
+        if let (true, Expr::Literal(ScalarValue::Utf8(Some(text)), _)) =
+            (to_floats, cast.expr.as_ref())
+        {
+            return text.trim_start().starts_with('[');
         }
     }
+    matches!(e.get_type(schema), Ok(DataType::FixedSizeList(item, _)) if item.data_type() == &DataType::Float32)
+}
+
+/// Whether `e` can be the other operand of a vector: a vector, or text (`'[1,2]'`, `$1`)
+/// read as one.
+fn fits_vector(e: &Expr, schema: &DFSchema) -> bool {
+    is_vector(e, schema)
+        || matches!(
+            e,
+            Expr::Literal(ScalarValue::Utf8(_), _) | Expr::Placeholder(_)
+        )
 }
 
 /// A parameter of unknown type compared with a vector is a vector of the same dimensions, as

@@ -5,10 +5,12 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
-use datafusion::common::{Result, plan_err};
+use datafusion::common::Result;
 use datafusion::logical_expr::planner::TypePlanner;
 use datafusion::sql::sqlparser::ast::DataType as SqlType;
 use vecraft_storage::schema::{MAX_DIMS, vector_arrow_type};
+
+use crate::error::{INVALID_TEXT_REPRESENTATION, VectorError};
 
 #[derive(Debug, Default)]
 pub struct VectorTypes;
@@ -24,13 +26,31 @@ pub fn vector_dims(sql_type: &SqlType) -> Result<Option<Option<usize>>> {
     }
     match modifiers.as_slice() {
         [] => Ok(Some(None)),
-        [n] => match n.parse::<usize>() {
-            Ok(d) if (1..=MAX_DIMS).contains(&d) => Ok(Some(Some(d))),
-            Ok(_) => plan_err!("dimensions for type vector must be between 1 and {MAX_DIMS}"),
-            Err(_) => plan_err!("invalid type modifier for vector: {n}"),
+        // pgvector's words and codes (22023, or 22P02 for a modifier that is no integer).
+        [n] => match n.parse::<i64>() {
+            Ok(d) if d < 1 => Err(typmod_error(
+                "dimensions for type vector must be at least 1",
+            )),
+            Ok(d) if d > MAX_DIMS as i64 => Err(typmod_error(&format!(
+                "dimensions for type vector cannot exceed {MAX_DIMS}"
+            ))),
+            Ok(d) => Ok(Some(Some(d as usize))),
+            Err(_) => Err(VectorError::new(
+                INVALID_TEXT_REPRESENTATION,
+                format!(
+                    "invalid input syntax for type integer: \"{}\"",
+                    n.trim_matches('\'')
+                ),
+            )
+            .near("vector(")
+            .into()),
         },
-        _ => plan_err!("invalid type modifier for vector"),
+        _ => Err(typmod_error("invalid type modifier")),
     }
+}
+
+fn typmod_error(message: &str) -> datafusion::error::DataFusionError {
+    VectorError::new("22023", message).near("vector(").into()
 }
 
 /// PostgreSQL's object-identifier types (`oid`, `regtype`, `regclass`, …), which catalog

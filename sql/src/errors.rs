@@ -12,11 +12,28 @@ use vecraft_storage::Error as StorageError;
 pub fn to_pg(e: &DataFusionError) -> PgWireError {
     let (code, message) = classify(e);
     let message = redact_paths(&message);
-    PgWireError::UserError(Box::new(ErrorInfo::new(
-        "ERROR".to_owned(),
-        code.to_owned(),
-        message,
-    )))
+    let (message, detail) = option_bounds(message);
+    let mut info = ErrorInfo::new("ERROR".to_owned(), code.to_owned(), message);
+    info.detail = detail;
+    if let Some(v) = VectorError::find(e) {
+        info.detail = v.detail.clone();
+        // Where it is, once the statement's text is at hand (`positions::at`).
+        info.position = v.near.as_deref().map(crate::positions::mark);
+    }
+    PgWireError::UserError(Box::new(info))
+}
+
+/// An index option out of its range, in PostgreSQL's words: the range goes to the DETAIL
+/// (`value 1 out of bounds for option "m"`, `Valid values are between "2" and "100".`).
+fn option_bounds(message: String) -> (String, Option<String>) {
+    let split = message
+        .split_once(" (valid range is ")
+        .and_then(|(head, range)| {
+            let (low, high) = range.strip_suffix(')')?.split_once(" to ")?;
+            let detail = format!("Valid values are between \"{low}\" and \"{high}\".");
+            Some((head.to_string(), Some(detail)))
+        });
+    split.unwrap_or((message, None))
 }
 
 /// An error raised by the gateway itself.

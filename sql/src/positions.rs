@@ -10,6 +10,9 @@ pub fn at(e: PgWireError, sql: &str) -> PgWireError {
     let PgWireError::UserError(mut info) = e else {
         return e;
     };
+    if let Some(near) = info.position.as_deref().and_then(|p| p.strip_prefix(MARK)) {
+        info.position = find_text(sql, near).map(|p| p.to_string());
+    }
     if info.position.is_none() {
         let name = match info.code.as_str() {
             "42P01" => quoted_name(&info.message, "relation \""),
@@ -20,6 +23,23 @@ pub fn at(e: PgWireError, sql: &str) -> PgWireError {
         info.position = name.and_then(|n| find_name(sql, n)).map(|p| p.to_string());
     }
     PgWireError::UserError(info)
+}
+
+/// Marks a position still to be found (see [`mark`]); never reaches a client.
+const MARK: &str = "\0near:";
+
+/// The position of an error at `text` in the statement, for [`at`] to find.
+pub fn mark(text: &str) -> String {
+    format!("{MARK}{text}")
+}
+
+/// The 1-based character position of the first `needle` in `sql`, without regard to ASCII
+/// case.
+fn find_text(sql: &str, needle: &str) -> Option<usize> {
+    let byte = sql
+        .to_ascii_lowercase()
+        .find(&needle.to_ascii_lowercase())?;
+    Some(sql[..byte].chars().count() + 1)
 }
 
 /// The name between `prefix` and the next `"` of `message`.
@@ -81,5 +101,19 @@ mod tests {
         assert_eq!(find_name("select * from \"Nope\"", "Nope"), Some(15));
         assert_eq!(find_name("select * from Nope", "Nope"), None);
         assert_eq!(find_name("select é, x from t", "x"), Some(11));
+    }
+
+    #[test]
+    fn a_literal_is_found_as_written() {
+        let e = crate::errors::user_error("22P02", "invalid input syntax");
+        let PgWireError::UserError(mut info) = e else {
+            unreachable!()
+        };
+        info.position = Some(mark("'it''s'"));
+        let found = at(PgWireError::UserError(info), "SELECT 'x', 'it''s'::vector");
+        let PgWireError::UserError(info) = found else {
+            unreachable!()
+        };
+        assert_eq!(info.position.as_deref(), Some("13"));
     }
 }

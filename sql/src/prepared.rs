@@ -180,7 +180,7 @@ impl Session {
         }
         let mut statement = statements.remove(0);
         if let DFStatement::Statement(s) = &mut statement {
-            let ignored_set = matches!(prepare_set(s), SetAction::Ignore);
+            let ignored_set = matches!(prepare_set(s)?, SetAction::Ignore);
             if ignored_set || is_gateway_statement(s) {
                 return Ok(Prepared {
                     sql: sql.to_string(),

@@ -10,17 +10,19 @@ use std::time::Duration;
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Schema, UInt64Type};
 use datafusion::common::TableReference;
+use datafusion::common::config::{ConfigExtension, ExtensionOptions};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
-use datafusion::sql::sqlparser::ast::{ObjectName, ObjectType, Statement};
+use datafusion::sql::sqlparser::ast::{ObjectName, ObjectType, Reset, Statement};
 use futures::{StreamExt, stream};
 use parking_lot::Mutex;
 use pgwire::api::portal::Format;
 use pgwire::api::results::{QueryResponse, Response, Tag};
 use pgwire::error::PgWireResult;
 use tokio::time::Instant;
+use vecraft_planner::knn::{HnswOptions, VecraftOptions};
 use vecraft_planner::parse::collection_options;
 use vecraft_planner::table::CollectionTable;
 
@@ -130,7 +132,7 @@ impl Session {
             if is_gateway_statement(s) {
                 return self.run_gateway(s, &Format::UnifiedText).await;
             }
-            if let SetAction::Ignore = prepare_set(s) {
+            if let SetAction::Ignore = prepare_set(s)? {
                 return self.run_gateway(s, &Format::UnifiedText).await;
             }
         }
@@ -366,6 +368,10 @@ impl Session {
                 let row = encoder.take_row();
                 Response::Query(QueryResponse::new(fields, stream::iter([Ok(row)])))
             }
+            Statement::Reset(reset) => {
+                self.reset(&reset.reset)?;
+                Response::Execution(Tag::new("RESET"))
+            }
             // Only the settings `prepare_set` leaves to the gateway reach here.
             Statement::Set(set) => {
                 if let Some(ms) = statement_timeout_of(set)? {
@@ -375,6 +381,56 @@ impl Session {
             }
             _ => return Err(user_error("0A000", format!("not supported: {statement}"))),
         })
+    }
+
+    /// `RESET name` (the setting's default) or `RESET ALL` (every setting's).
+    fn reset(&self, reset: &Reset) -> PgWireResult<()> {
+        let names: Vec<String> = match reset {
+            Reset::ALL => {
+                let state = self.ctx.state();
+                let options = state.config().options();
+                let mut names = vec![STATEMENT_TIMEOUT.to_string()];
+                for (prefix, entries) in [
+                    (
+                        HnswOptions::PREFIX,
+                        options.extensions.get::<HnswOptions>().map(|o| o.entries()),
+                    ),
+                    (
+                        VecraftOptions::PREFIX,
+                        options
+                            .extensions
+                            .get::<VecraftOptions>()
+                            .map(|o| o.entries()),
+                    ),
+                ] {
+                    let keys = entries.unwrap_or_default().into_iter();
+                    names.extend(
+                        keys.map(|e| format!("{prefix}.{}", e.key.trim_start_matches('.'))),
+                    );
+                }
+                names
+            }
+            Reset::ConfigurationParameter(name) => vec![name.to_string().to_lowercase()],
+        };
+        for name in names {
+            if name == STATEMENT_TIMEOUT {
+                self.statement_timeout_ms.store(0, Ordering::Release);
+                continue;
+            }
+            if crate::settings::is_ignored(&name) {
+                continue;
+            }
+            let Some(default) = crate::settings::default_value(&name) else {
+                let message = format!("unrecognized configuration parameter \"{name}\"");
+                return Err(user_error("42704", message));
+            };
+            let state = self.ctx.state_ref();
+            let mut state = state.write();
+            let set = state.config_mut().options_mut().set(&name, &default);
+            set.map_err(|e| to_pg(&e))?;
+        }
+        self.settings_changed();
+        Ok(())
     }
 
     /// The collection `name`, or PostgreSQL's "relation does not exist" (42P01).
@@ -440,6 +496,7 @@ pub fn is_gateway_statement(statement: &Statement) -> bool {
             | Statement::Deallocate { .. }
             | Statement::ShowVariable { .. }
             | Statement::Vacuum(_)
+            | Statement::Reset(_)
     )
 }
 

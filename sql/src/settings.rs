@@ -7,7 +7,7 @@
 use datafusion::common::config::{ConfigExtension, ExtensionOptions};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{Expr, Ident, Set, Statement, Value};
-use pgwire::error::PgWireResult;
+use pgwire::error::{PgWireError, PgWireResult};
 use vecraft_planner::knn::{HnswOptions, VecraftOptions};
 
 use crate::errors::user_error;
@@ -111,18 +111,22 @@ pub enum SetAction {
     Apply,
 }
 
-/// What to do with a `SET`; rewrites `on`/`off` values in place.
-pub fn prepare_set(statement: &mut Statement) -> SetAction {
+/// What to do with a `SET`; rewrites `on`/`off` values in place. A value outside pgvector's
+/// range for its setting is refused as PostgreSQL refuses it (22023).
+pub fn prepare_set(statement: &mut Statement) -> PgWireResult<SetAction> {
     let Statement::Set(set) = statement else {
-        return SetAction::Apply;
+        return Ok(SetAction::Apply);
     };
-    match set {
+    Ok(match set {
         Set::SingleAssignment {
             variable, values, ..
         } => {
             let name = variable.to_string().to_lowercase();
             if IGNORED.contains(&name.as_str()) {
-                return SetAction::Ignore;
+                return Ok(SetAction::Ignore);
+            }
+            if let Some(value) = values.first() {
+                check_value(&name, &value_text(value))?;
             }
             for value in values {
                 spell_boolean(value);
@@ -133,7 +137,91 @@ pub fn prepare_set(statement: &mut Statement) -> SetAction {
             SetAction::Ignore
         }
         _ => SetAction::Apply,
+    })
+}
+
+/// A SET value as written: `40`, `'40'` and `on` all give their text.
+fn value_text(value: &Expr) -> String {
+    match value {
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => n.clone(),
+            Value::SingleQuotedString(s) => s.clone(),
+            other => other.to_string(),
+        },
+        Expr::Identifier(i) => i.value.clone(),
+        Expr::UnaryOp { op, expr } => format!("{op}{}", value_text(expr)),
+        other => other.to_string(),
     }
+}
+
+/// pgvector's settings with a range, as its GUCs declare them.
+const RANGES: &[(&str, f64, f64)] = &[
+    ("hnsw.ef_search", 1.0, 1000.0),
+    ("hnsw.max_scan_tuples", 1.0, 2_147_483_647.0),
+    ("hnsw.scan_mem_multiplier", 1.0, 1000.0),
+];
+
+/// The values `hnsw.iterative_scan` takes.
+const ITERATIVE_SCANS: &[&str] = &["off", "relaxed_order", "strict_order"];
+
+/// PostgreSQL's checks of a setting's value, with its words.
+fn check_value(name: &str, value: &str) -> PgWireResult<()> {
+    let invalid = || {
+        user_error(
+            "22023",
+            format!("invalid value for parameter \"{name}\": \"{value}\""),
+        )
+    };
+    if name == "hnsw.iterative_scan" {
+        if ITERATIVE_SCANS.contains(&value.to_lowercase().as_str()) {
+            return Ok(());
+        }
+        let PgWireError::UserError(mut info) = invalid() else {
+            unreachable!("user_error makes a user error")
+        };
+        info.hint = Some(format!("Available values: {}.", ITERATIVE_SCANS.join(", ")));
+        return Err(PgWireError::UserError(info));
+    }
+    let Some((_, low, high)) = RANGES.iter().find(|(n, _, _)| *n == name) else {
+        return Ok(());
+    };
+    let number: f64 = value.trim().parse().map_err(|_| invalid())?;
+    if number < *low || number > *high {
+        return Err(user_error(
+            "22023",
+            format!(
+                "{value} is outside the valid range for parameter \"{name}\" ({low} .. {high})"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The default value of a setting DataFusion keeps (`hnsw.*`, `vecraft.*`, `datafusion.*`),
+/// as text `SET` takes; `None` for names it does not know.
+pub fn default_value(name: &str) -> Option<String> {
+    let extension = |prefix: &str, entries: Vec<datafusion::common::config::ConfigEntry>| {
+        let key = name.strip_prefix(prefix)?.strip_prefix('.')?;
+        entries
+            .into_iter()
+            .find(|e| e.key.trim_start_matches('.') == key)
+            .and_then(|e| e.value)
+    };
+    extension(HnswOptions::PREFIX, HnswOptions::default().entries())
+        .or_else(|| extension(VecraftOptions::PREFIX, VecraftOptions::default().entries()))
+        .or_else(|| {
+            let options = datafusion::common::config::ConfigOptions::default();
+            options
+                .entries()
+                .into_iter()
+                .find(|e| e.key == name)
+                .and_then(|e| e.value)
+        })
+}
+
+/// Whether `RESET name` has nothing to undo: a PostgreSQL setting Vecraft accepts and ignores.
+pub fn is_ignored(name: &str) -> bool {
+    IGNORED.contains(&name)
 }
 
 fn spell_boolean(value: &mut Expr) {
