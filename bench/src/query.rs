@@ -165,11 +165,8 @@ pub async fn select1_rate(sessions: &[Session], count: usize) -> Result<f64> {
     try_join_all(sessions.iter().map(|session| async {
         while next.fetch_add(1, Ordering::Relaxed) < count {
             let row = session.client.query_one(&session.select1, &[]).await?;
-            // PostgreSQL answers int4, Vecraft (DataFusion) int8.
-            let one = row
-                .try_get::<_, i32>(0)
-                .map(i64::from)
-                .or_else(|_| row.try_get::<_, i64>(0))?;
+            // integer, as PostgreSQL types the literal.
+            let one = row.try_get::<_, i32>(0)?;
             anyhow::ensure!(one == 1, "SELECT 1 answered {one}");
         }
         Ok(())

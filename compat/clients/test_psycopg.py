@@ -128,7 +128,7 @@ def test_explain_is_one_query_plan_column(conn, table):
     assert len(cur.fetchall()) >= 1
 
 
-@pytest.mark.vecraft_gap("integer literals are bigint (DataFusion's Int64)")
 def test_integer_literals_are_int4(conn):
-    cur = conn.execute("SELECT 1, 2147483648, 1.5")
-    assert [c.type_code for c in cur.description] == [23, 20, 1700]
+    cur = conn.execute("SELECT 1, 2147483648, -7 AS n")
+    assert [c.type_code for c in cur.description] == [23, 20, 23]
+    assert cur.fetchone() == (1, 2147483648, -7)

@@ -38,7 +38,6 @@ def test_orm_create_all_insert_and_nearest(dsn, table):
     engine.dispose()
 
 
-@pytest.mark.vecraft_gap("SQLAlchemy's reflection queries")
 def test_inspect_tables_columns_and_keys(dsn, table):
     engine = engine_for(dsn)
     with engine.begin() as conn:

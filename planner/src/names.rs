@@ -15,8 +15,8 @@
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    CeilFloorKind, DataType, ExactNumberInfo, Expr, Ident, ObjectName, ObjectNamePart, Query,
-    SelectItem, SetExpr, Statement, TimezoneInfo,
+    CastKind, CeilFloorKind, DataType, ExactNumberInfo, Expr, Ident, ObjectName, ObjectNamePart,
+    Query, SelectItem, SetExpr, Statement, TimezoneInfo, UnaryOperator, Value,
 };
 
 /// PostgreSQL's name for a column whose expression names nothing.
@@ -35,7 +35,40 @@ pub fn output_names(statement: &mut DFStatement) -> Option<Vec<ItemName>> {
     let items = projection_mut(query)?;
     let names = items.iter().map(item_name).collect::<Vec<_>>();
     make_unique(items, &names);
+    int4_literals(items);
     Some(names)
+}
+
+/// `SELECT 1`: PostgreSQL types an integer literal that fits 32 bits as `integer`, which
+/// drivers read as a number (node-postgres reads `bigint` as a string); DataFusion reads
+/// every integer literal as `bigint`. A literal that is a whole result column is cast.
+fn int4_literals(items: &mut [SelectItem]) {
+    for item in items {
+        let (SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. }) = item else {
+            continue;
+        };
+        let number = match &*expr {
+            Expr::Value(v) => &v.value,
+            Expr::UnaryOp {
+                op: UnaryOperator::Minus,
+                expr: inner,
+            } => match inner.as_ref() {
+                Expr::Value(v) => &v.value,
+                _ => continue,
+            },
+            _ => continue,
+        };
+        let fits = matches!(number, Value::Number(n, false) if n.parse::<i32>().is_ok());
+        if fits {
+            *expr = Expr::Cast {
+                kind: CastKind::DoubleColon,
+                expr: Box::new(expr.clone()),
+                data_type: DataType::Int(None),
+                array: false,
+                format: None,
+            };
+        }
+    }
 }
 
 /// The name of each of a result's `width` columns, lined up with the items written: `None`
@@ -360,9 +393,10 @@ mod tests {
                 Some("id".into())
             ]
         );
+        // Integer literals are cast to integer too, as PostgreSQL types them.
         let text = statement.to_string();
         assert!(
-            text.contains("2 AS \"a#1\"") && text.contains("id AS \"id#3\""),
+            text.contains("2::INT AS \"a#1\"") && text.contains("id AS \"id#3\""),
             "{text}"
         );
     }

@@ -49,8 +49,45 @@ pub(crate) fn pg_type(data_type: &DataType) -> Type {
         DataType::Float32 => Type::FLOAT4,
         DataType::Float64 => Type::FLOAT8,
         DataType::Timestamp(_, _) => Type::TIMESTAMP,
+        // Arrays (catalog columns such as `indkey`, `array_agg` results). A list of `real`s
+        // stays text: it is also what an unsized `'[…]'::vector` is.
+        DataType::List(item) => match item.data_type() {
+            DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => Type::TEXT_ARRAY,
+            DataType::Int16 => Type::INT2_ARRAY,
+            DataType::Int32 => Type::INT4_ARRAY,
+            DataType::Int64 => Type::INT8_ARRAY,
+            DataType::UInt32 => Type::OID_ARRAY,
+            DataType::Float64 => Type::FLOAT8_ARRAY,
+            DataType::Boolean => Type::BOOL_ARRAY,
+            _ => Type::TEXT,
+        },
         _ => Type::TEXT,
     }
+}
+
+/// An array in PostgreSQL's binary form: one dimension from 1, each element in its type's
+/// binary form (`array_send`).
+fn binary_array(items: &ArrayRef, described: &Type) -> Option<Vec<u8>> {
+    let element = match described.kind() {
+        postgres_types::Kind::Array(element) => element.clone(),
+        _ => return None,
+    };
+    let mut out = Vec::new();
+    out.put_i32(1); // dimensions
+    out.put_i32(i32::from(items.null_count() > 0));
+    out.put_u32(element.oid());
+    out.put_i32(items.len() as i32);
+    out.put_i32(1); // lower bound
+    for i in 0..items.len() {
+        match binary(items, i, &element) {
+            Some(bytes) => {
+                out.put_i32(bytes.len() as i32);
+                out.extend_from_slice(&bytes);
+            }
+            None => out.put_i32(-1),
+        }
+    }
+    Some(out)
 }
 
 /// Field metadata that marks a text column as PostgreSQL's one-byte `"char"` (catalog
@@ -97,7 +134,13 @@ pub fn rows(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResult<V
     for row in 0..batch.num_rows() {
         for (column, field) in batch.columns().iter().zip(fields.iter()) {
             match field.format() {
-                FieldFormat::Text => encoder.encode_field(&text(column, row))?,
+                // As text, whatever the column's type: pgwire would quote an array's text.
+                FieldFormat::Text => encoder.encode_field_with_type_and_format(
+                    &text(column, row),
+                    &Type::TEXT,
+                    FieldFormat::Text,
+                    &options,
+                )?,
                 FieldFormat::Binary => encoder.encode_field_with_type_and_format(
                     &binary(column, row, field.datatype()),
                     &Type::BYTEA,
@@ -122,6 +165,11 @@ fn binary(array: &ArrayRef, row: usize, described: &Type) -> Option<Vec<u8>> {
     if *described == Type::TEXT {
         out.extend_from_slice(text(array, row)?.as_bytes());
         return Some(out);
+    }
+    if matches!(described.kind(), postgres_types::Kind::Array(_)) {
+        if let DataType::List(_) = array.data_type() {
+            return binary_array(&array.as_list::<i32>().value(row), described);
+        }
     }
     if *described == Type::CHAR {
         // One byte; PostgreSQL's '\0' (no identity, say) is the empty string in text.

@@ -25,6 +25,24 @@ pub fn ident(ident: &Ident) -> String {
     name
 }
 
+/// `name` as PostgreSQL's `quote_ident` writes it: as it is when it reads back the same
+/// unquoted (lower case letters, digits, `_`, not starting with a digit), else in double
+/// quotes with `"` doubled. (PostgreSQL also quotes its reserved words; this does not.)
+pub fn quote_ident(name: &str) -> String {
+    let plain = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
 /// The table `name` names: `t`, `public.t` or `db.public.t`. Another schema is PostgreSQL's
 /// 3F000; a name with more parts, 42601.
 pub fn table_name(name: &ObjectName) -> PgWireResult<String> {
@@ -74,5 +92,13 @@ mod tests {
         assert_eq!(name("postgres.PUBLIC.t").unwrap(), "t");
         assert!(name("other.t").is_err());
         assert_eq!(name(&"x".repeat(70)).unwrap().len(), 63);
+    }
+
+    #[test]
+    fn names_are_quoted_when_they_must_be() {
+        assert_eq!(quote_ident("items"), "items");
+        assert_eq!(quote_ident("My Items"), "\"My Items\"");
+        assert_eq!(quote_ident("1x"), "\"1x\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
     }
 }

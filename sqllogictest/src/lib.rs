@@ -138,7 +138,10 @@ impl<'a> FromSql<'a> for Text {
                     .collect();
                 format_vector(&values)
             }
-            ref t => return Err(format!("the runner cannot print type {t} yet").into()),
+            ref t => match t.kind() {
+                tokio_postgres::types::Kind::Array(element) => array_text(element, raw)?,
+                _ => return Err(format!("the runner cannot print type {t} yet").into()),
+            },
         };
         Ok(Text(Some(text)))
     }
@@ -150,6 +153,46 @@ impl<'a> FromSql<'a> for Text {
     fn accepts(_ty: &Type) -> bool {
         true
     }
+}
+
+/// A one-dimensional array in binary form, printed as PostgreSQL prints it: `{1,2}`,
+/// `{a,"b c",NULL}`.
+fn array_text(
+    element: &Type,
+    raw: &[u8],
+) -> Result<String, Box<dyn std::error::Error + Sync + Send>> {
+    let int = |at: usize| -> Result<i32, Box<dyn std::error::Error + Sync + Send>> {
+        let bytes = raw.get(at..at + 4).ok_or("short array")?;
+        Ok(i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    };
+    if int(0)? == 0 {
+        return Ok("{}".into());
+    }
+    let (count, mut at) = (int(12)?, 20);
+    let mut items = Vec::new();
+    for _ in 0..count {
+        let length = int(at)?;
+        at += 4;
+        if length < 0 {
+            items.push("NULL".to_string());
+            continue;
+        }
+        let bytes = raw
+            .get(at..at + length as usize)
+            .ok_or("short array element")?;
+        at += length as usize;
+        let Text(text) = Text::from_sql(element, bytes)?;
+        let text = text.unwrap_or_default();
+        let plain = !text.is_empty()
+            && !text.eq_ignore_ascii_case("null")
+            && !text.contains([',', '{', '}', '"', '\\', ' ']);
+        items.push(if plain {
+            text
+        } else {
+            format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+        });
+    }
+    Ok(format!("{{{}}}", items.join(",")))
 }
 
 /// A failed statement as the `.slt` files match it: `statement error <regex>` is matched

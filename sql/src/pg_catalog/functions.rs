@@ -45,6 +45,11 @@ pub(super) enum CatalogFn {
     CurrentSchemas,
     /// `array_upper(array, dimension)`: the last subscript of a one-dimensional array.
     ArrayUpper,
+    /// `x::regclass` of a value known only when the statement runs: a relation's name (as
+    /// `'name'::regclass` reads it) or an OID, as an OID.
+    RegclassIn,
+    /// There is one collation, on the search path.
+    CollationIsVisible,
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -70,7 +75,9 @@ impl CatalogUdf {
             | CatalogFn::UserById
             | CatalogFn::EncodingToChar
             | CatalogFn::PartitionAncestors => Signature::any(1, Volatility::Stable),
-            CatalogFn::CurrentSchemas => Signature::any(1, Volatility::Stable),
+            CatalogFn::CurrentSchemas | CatalogFn::RegclassIn | CatalogFn::CollationIsVisible => {
+                Signature::any(1, Volatility::Stable)
+            }
             CatalogFn::ArrayUpper => Signature::any(2, Volatility::Immutable),
             CatalogFn::AdvisoryXactLock | CatalogFn::TryAdvisoryXactLock | CatalogFn::GetExpr => {
                 Signature::variadic_any(Volatility::Volatile)
@@ -104,6 +111,8 @@ impl ScalarUDFImpl for CatalogUdf {
             CatalogFn::GetExpr => "pg_get_expr",
             CatalogFn::CurrentSchemas => "current_schemas",
             CatalogFn::ArrayUpper => "array_upper",
+            CatalogFn::RegclassIn => "regclass_in",
+            CatalogFn::CollationIsVisible => "pg_collation_is_visible",
         }
     }
 
@@ -113,11 +122,14 @@ impl ScalarUDFImpl for CatalogUdf {
 
     fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
         Ok(match self.function {
-            CatalogFn::ToRegtype | CatalogFn::PartitionAncestors => DataType::UInt32,
+            CatalogFn::ToRegtype | CatalogFn::PartitionAncestors | CatalogFn::RegclassIn => {
+                DataType::UInt32
+            }
             CatalogFn::BackendPid | CatalogFn::ArrayUpper => DataType::Int32,
             CatalogFn::CurrentSchemas => DataType::new_list(DataType::Utf8, true),
             CatalogFn::TableIsVisible
             | CatalogFn::TypeIsVisible
+            | CatalogFn::CollationIsVisible
             | CatalogFn::TryAdvisoryXactLock => DataType::Boolean,
             _ => DataType::Utf8,
         })
@@ -131,8 +143,22 @@ impl ScalarUDFImpl for CatalogUdf {
             CatalogFn::CurrentSchema => scalar(ScalarValue::Utf8(Some("public".into()))),
             CatalogFn::CurrentDatabase => scalar(ScalarValue::Utf8(Some("postgres".into()))),
             CatalogFn::BackendPid => scalar(ScalarValue::Int32(Some(std::process::id() as i32))),
-            CatalogFn::TableIsVisible | CatalogFn::TypeIsVisible => {
-                scalar(ScalarValue::Boolean(Some(true)))
+            CatalogFn::TableIsVisible
+            | CatalogFn::TypeIsVisible
+            | CatalogFn::CollationIsVisible => scalar(ScalarValue::Boolean(Some(true))),
+            CatalogFn::RegclassIn => {
+                let values = args.args[0].to_array(rows)?;
+                if values.data_type().is_integer() {
+                    let oids = datafusion::arrow::compute::cast(&values, &DataType::UInt32)?;
+                    return Ok(ColumnarValue::Array(oids));
+                }
+                let names = datafusion::arrow::compute::cast(&values, &DataType::Utf8)?;
+                let oids: UInt32Array = names
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|n| n.map(super::rewrite::relation_oid))
+                    .collect();
+                Ok(ColumnarValue::Array(Arc::new(oids)))
             }
             CatalogFn::UserById => {
                 let oids = args.args[0].to_array(rows)?;

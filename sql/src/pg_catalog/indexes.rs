@@ -21,6 +21,7 @@ use vecraft_storage::schema::{ColumnType, HnswParams};
 use super::LiveCatalog;
 use super::types::table_oid;
 use crate::catalog::Catalog;
+use crate::idents::quote_ident;
 
 /// PostgreSQL's OIDs of the access methods Vecraft shows.
 pub(super) const BTREE_AM: u32 = 403;
@@ -61,11 +62,14 @@ pub(super) fn indexes(catalog: &Catalog) -> Vec<IndexRow> {
                 oid: index_oid(&table, &name),
                 table_oid,
                 definition: format!(
-                    "CREATE UNIQUE INDEX {name} ON public.{table} USING btree ({key})"
+                    "CREATE UNIQUE INDEX {} ON public.{} USING btree ({})",
+                    quote_ident(&name),
+                    quote_ident(&table),
+                    quote_ident(key)
                 ),
                 constraint: Some((
                     index_oid(&table, "pkey constraint"),
-                    format!("PRIMARY KEY ({key})"),
+                    format!("PRIMARY KEY ({})", quote_ident(key)),
                 )),
                 name,
                 primary: true,
@@ -85,8 +89,10 @@ pub(super) fn indexes(catalog: &Catalog) -> Vec<IndexRow> {
                 oid: index_oid(&table, &name),
                 table_oid,
                 definition: format!(
-                    "CREATE INDEX {name} ON public.{table} USING hnsw ({} {}){}",
-                    column.name,
+                    "CREATE INDEX {} ON public.{} USING hnsw ({} {}){}",
+                    quote_ident(&name),
+                    quote_ident(&table),
+                    quote_ident(&column.name),
                     opclass(spec.metric),
                     with_clause(&spec.hnsw)
                 ),

@@ -95,6 +95,8 @@ pub fn install(ctx: &SessionContext, catalog: Arc<Catalog>) -> Result<()> {
         CatalogFn::GetExpr,
         CatalogFn::CurrentSchemas,
         CatalogFn::ArrayUpper,
+        CatalogFn::RegclassIn,
+        CatalogFn::CollationIsVisible,
     ] {
         ctx.register_udf(ScalarUDF::new_from_impl(CatalogUdf::new(f)));
     }

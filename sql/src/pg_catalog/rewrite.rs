@@ -134,6 +134,8 @@ fn rewrite_expr(e: &mut Expr) {
                 *e = Expr::value(Value::Number(n.to_string(), false));
             } else if let Some(expanded) = expand_index_key(f) {
                 *e = expanded;
+            } else if let Some(subscripts) = array_subscripts(f) {
+                *e = subscripts;
             }
         }
         // There is one collation; other COLLATE clauses reach DataFusion, which refuses them.
@@ -168,9 +170,22 @@ fn rewrite_expr(e: &mut Expr) {
                 }
             }
             if is_type(data_type, "regclass") {
-                if let Expr::Value(v) = expr.as_ref() {
-                    if let Value::SingleQuotedString(name) = &v.value {
-                        *e = Expr::value(Value::Number(relation_oid(name).to_string(), false));
+                match expr.as_ref() {
+                    Expr::Value(v) if matches!(v.value, Value::SingleQuotedString(_)) => {
+                        if let Value::SingleQuotedString(name) = &v.value {
+                            *e = Expr::value(Value::Number(relation_oid(name).to_string(), false));
+                        }
+                    }
+                    // A name known only when the statement runs (`CAST($1 AS REGCLASS)`), or
+                    // an OID: `regclass_in` reads either.
+                    inner => {
+                        let sql = format!("regclass_in({inner})");
+                        if let Ok(call) = Parser::new(&PostgreSqlDialect {})
+                            .try_with_sql(&sql)
+                            .and_then(|mut p| p.parse_expr())
+                        {
+                            *e = call;
+                        }
                     }
                 }
             }
@@ -251,7 +266,31 @@ fn expand_index_key(f: &datafusion::sql::sqlparser::ast::Function) -> Option<Exp
     let [array] = args.args.as_slice() else {
         return None;
     };
-    let sql = format!("named_struct('x', CAST(({array}) AS SMALLINT), 'n', 1)");
+    let sql = format!("named_struct('x', ({array})[1], 'n', 1)");
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&sql)
+        .and_then(|mut p| p.parse_expr())
+        .ok()
+}
+
+/// `generate_subscripts(a, 1)` (SQLAlchemy's reflection, beside `unnest(a)` in the same
+/// SELECT list): the subscripts of a one-dimensional array, as a set that unnests in step
+/// with `unnest(a)`.
+fn array_subscripts(f: &datafusion::sql::sqlparser::ast::Function) -> Option<Expr> {
+    if !f
+        .name
+        .to_string()
+        .eq_ignore_ascii_case("generate_subscripts")
+    {
+        return None;
+    }
+    let FunctionArguments::List(args) = &f.args else {
+        return None;
+    };
+    let [array, _dimension] = args.args.as_slice() else {
+        return None;
+    };
+    let sql = format!("unnest(generate_series(1, array_length({array})))");
     Parser::new(&PostgreSqlDialect {})
         .try_with_sql(&sql)
         .and_then(|mut p| p.parse_expr())
@@ -355,7 +394,7 @@ fn builtin_operator(path: &[String]) -> Option<BinaryOperator> {
 
 /// A relation's OID by name, as `'name'::regclass` gives it (folded to lower case unless
 /// quoted). An unknown name gets an OID no relation has, so lookups by it find nothing.
-fn relation_oid(name: &str) -> u32 {
+pub(super) fn relation_oid(name: &str) -> u32 {
     let folded;
     let name = if name.starts_with('"') {
         name.trim_matches('"')

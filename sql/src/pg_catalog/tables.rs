@@ -124,7 +124,11 @@ impl SchemaProvider for PgCatalogSchema {
                 ),
             ]),
             "pg_description" => pg_description(),
-            "pg_collation" => table(&[("oid", u32s(vec![])), ("collname", strs(vec![]))]),
+            "pg_collation" => table(&[
+                ("oid", u32s(vec![])),
+                ("collname", strs(vec![])),
+                ("collnamespace", u32s(vec![])),
+            ]),
             "pg_attrdef" => table(&[
                 ("adrelid", u32s(vec![])),
                 ("adnum", i16s(vec![])),
@@ -163,6 +167,18 @@ fn i32s(v: Vec<i32>) -> ArrayRef {
 }
 fn i16s(v: Vec<i16>) -> ArrayRef {
     Arc::new(Int16Array::from(v))
+}
+
+/// An `int2vector`/`int2[]` column (`indkey`, `conkey`): one list of column numbers a row.
+fn i16_lists(v: Vec<Vec<i16>>) -> ArrayRef {
+    let lengths: Vec<usize> = v.iter().map(Vec::len).collect();
+    let values: Vec<i16> = v.into_iter().flatten().collect();
+    Arc::new(datafusion::arrow::array::ListArray::new(
+        Arc::new(Field::new("item", DataType::Int16, true)),
+        datafusion::arrow::buffer::OffsetBuffer::from_lengths(lengths),
+        Arc::new(Int16Array::from(values)),
+        None,
+    ))
 }
 /// PostgreSQL's one-byte `"char"` columns (`typtype`, `relkind`): strings here, so psql's
 /// `relkind IN ('r', 'p')` compares as in PostgreSQL; marked so the wire says `"char"`.
@@ -244,6 +260,7 @@ fn pg_type() -> Result<RecordBatch> {
         ("typbasetype", u32s(vec![0; n])),
         ("typtypmod", i32s(vec![-1; n])),
         ("typnotnull", bools(vec![false; n])),
+        ("typdefault", strs_null(n)),
         // Input and output functions by name (JDBC tells arrays by `typinput = 'array_in'`).
         (
             "typinput",
@@ -395,13 +412,14 @@ fn pg_index(catalog: &Catalog) -> Result<RecordBatch> {
         ("indisready", bools(vec![true; n])),
         ("indislive", bools(vec![true; n])),
         ("indisreplident", bools(vec![false; n])),
-        // An int2vector: the indexed columns' numbers, in its text form (one column each).
+        // The indexed columns' numbers (one each).
         (
             "indkey",
-            strs(rows.iter().map(|r| r.column.to_string()).collect()),
+            i16_lists(rows.iter().map(|r| vec![r.column]).collect()),
         ),
         ("indnatts", i16s(vec![1; n])),
         ("indnkeyatts", i16s(vec![1; n])),
+        ("indnullsnotdistinct", bools(vec![false; n])),
     ])
 }
 
@@ -434,6 +452,11 @@ fn pg_constraint(catalog: &Catalog) -> Result<RecordBatch> {
         ("conindid", u32s(rows.iter().map(|r| r.oid).collect())),
         // psql 18's `\d` asks for constraints not inherited from a partition's parent.
         ("conparentid", u32s(vec![0; n])),
+        ("contypid", u32s(vec![0; n])), // no domains
+        (
+            "conkey",
+            i16_lists(rows.iter().map(|r| vec![r.column]).collect()),
+        ),
         ("confrelid", u32s(vec![0; n])),
     ])
 }

@@ -180,7 +180,7 @@ async fn prepared_statements_are_bounded_per_session() {
     // next Parse on the same connection.
     held.pop();
     let statement = client.prepare("SELECT 5").await.unwrap();
-    let got: i64 = client.query_one(&statement, &[]).await.unwrap().get(0);
+    let got: i32 = client.query_one(&statement, &[]).await.unwrap().get(0);
     assert_eq!(got, 5);
 }
 
