@@ -43,6 +43,11 @@ impl Session {
             Some(IndexType::Custom(name)) => name.to_string().to_lowercase(),
             Some(other) => other.to_string().to_lowercase(),
         };
+        if method == "btree" {
+            // pgvector's default btree class (`vector_ops`): accepted, as indexes on other
+            // columns are; vectors compare without it.
+            return done();
+        }
         if method != "hnsw" && method != "ivfflat" {
             return Err(user_error(
                 "42704",

@@ -315,6 +315,11 @@ impl Session {
                 }))
             }
             Statement::CreateExtension(_) => Response::Execution(Tag::new("CREATE EXTENSION")),
+            Statement::CreateSchema {
+                schema_name,
+                if_not_exists,
+                ..
+            } => create_schema(schema_name, *if_not_exists)?,
             Statement::CreateIndex(create) => self.create_index(create).await?,
             // Every statement is durable when acknowledged; there is nothing to roll back.
             Statement::StartTransaction { .. } => Response::TransactionStart(Tag::new("BEGIN")),
@@ -475,6 +480,35 @@ impl Session {
     }
 }
 
+/// `CREATE SCHEMA`: `public`, where every collection is, exists already (42P06, or nothing
+/// to do with IF NOT EXISTS); other schemas are not there yet (0A000).
+fn create_schema(
+    name: &datafusion::sql::sqlparser::ast::SchemaName,
+    if_not_exists: bool,
+) -> PgWireResult<Response> {
+    use datafusion::sql::sqlparser::ast::SchemaName;
+    let (SchemaName::Simple(name) | SchemaName::NamedAuthorization(name, _)) = name else {
+        return Err(user_error(
+            "0A000",
+            "CREATE SCHEMA AUTHORIZATION is not supported",
+        ));
+    };
+    let name = crate::idents::table_name(name)
+        .ok()
+        .filter(|n| n == crate::idents::PUBLIC && name.0.len() == 1);
+    match name {
+        Some(_) if if_not_exists => Ok(Response::Execution(Tag::new("CREATE SCHEMA"))),
+        Some(public) => Err(user_error(
+            "42P06",
+            format!("schema \"{public}\" already exists"),
+        )),
+        None => Err(user_error(
+            "0A000",
+            "CREATE SCHEMA is not supported: every collection is in schema public",
+        )),
+    }
+}
+
 /// Whether the gateway answers `statement` itself (see [`Session::run_gateway`]).
 pub fn is_gateway_statement(statement: &Statement) -> bool {
     matches!(
@@ -485,6 +519,7 @@ pub fn is_gateway_statement(statement: &Statement) -> bool {
                 ..
             }
             | Statement::CreateExtension(_)
+            | Statement::CreateSchema { .. }
             | Statement::CreateIndex(_)
             | Statement::StartTransaction { .. }
             | Statement::Commit { .. }

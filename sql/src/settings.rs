@@ -35,6 +35,23 @@ const IGNORED: &[&str] = &[
     "max_parallel_maintenance_workers",
     "work_mem",
     "synchronous_commit",
+    // The planner's switches and costs (pgvector's docs use `enable_seqscan = off` to force
+    // an index): Vecraft's planner chooses an index search by the query's shape.
+    "enable_seqscan",
+    "enable_indexscan",
+    "enable_indexonlyscan",
+    "enable_bitmapscan",
+    "enable_hashjoin",
+    "enable_mergejoin",
+    "enable_nestloop",
+    "enable_sort",
+    "random_page_cost",
+    "seq_page_cost",
+    "effective_cache_size",
+    // ivfflat indexes are HNSW indexes here: probes have nothing to tune.
+    "ivfflat.probes",
+    "ivfflat.iterative_scan",
+    "ivfflat.max_probes",
 ];
 
 /// PostgreSQL's limit on a statement's time, kept by the session (see `Session`).
@@ -133,9 +150,12 @@ pub fn prepare_set(statement: &mut Statement) -> PgWireResult<SetAction> {
             }
             SetAction::Apply
         }
-        Set::SetTimeZone { .. } | Set::SetNames { .. } | Set::SetNamesDefault {} => {
-            SetAction::Ignore
-        }
+        // `SET TRANSACTION ISOLATION LEVEL …` (JDBC, SQLAlchemy): each statement here is a
+        // transaction of its own, committed when it completes.
+        Set::SetTimeZone { .. }
+        | Set::SetNames { .. }
+        | Set::SetNamesDefault {}
+        | Set::SetTransaction { .. } => SetAction::Ignore,
         _ => SetAction::Apply,
     })
 }

@@ -30,6 +30,8 @@ pub(super) const HNSW_AM: u32 = 16388;
 pub(super) struct IndexRow {
     pub oid: u32,
     pub table_oid: u32,
+    /// The indexed table's name.
+    pub table: String,
     pub name: String,
     pub primary: bool,
     pub access_method: u32,
@@ -61,6 +63,7 @@ pub(super) fn indexes(catalog: &Catalog) -> Vec<IndexRow> {
             rows.push(IndexRow {
                 oid: index_oid(&table, &name),
                 table_oid,
+                table: table.clone(),
                 definition: format!(
                     "CREATE UNIQUE INDEX {} ON public.{} USING btree ({})",
                     quote_ident(&name),
@@ -88,6 +91,7 @@ pub(super) fn indexes(catalog: &Catalog) -> Vec<IndexRow> {
             rows.push(IndexRow {
                 oid: index_oid(&table, &name),
                 table_oid,
+                table: table.clone(),
                 definition: format!(
                     "CREATE INDEX {} ON public.{} USING hnsw ({} {}){}",
                     quote_ident(&name),

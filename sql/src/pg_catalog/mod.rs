@@ -11,10 +11,14 @@
 //! Catalog queries are written in PostgreSQL's dialect; [`rewrite`] turns them into what
 //! DataFusion plans, before planning.
 //!
-//! `types.rs` holds the type table and OIDs, `tables.rs` the catalog tables, `indexes.rs`
-//! the indexes they show, `functions.rs` and `sizes.rs` the functions, `rewrite.rs` the
-//! dialect pass.
+//! `types.rs` holds the type table and OIDs, `tables.rs` the catalog tables (built with
+//! `columns.rs`; the extensions' in `extensions.rs`), `indexes.rs` the indexes they show,
+//! `functions.rs` and `sizes.rs` the functions, `rewrite.rs` the dialect pass and `calls.rs`
+//! its rewrites of function calls (JDBC's, SQLAlchemy's, psql's).
 
+mod calls;
+mod columns;
+mod extensions;
 mod functions;
 mod indexes;
 mod rewrite;

@@ -15,15 +15,16 @@ use std::ops::ControlFlow;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
     AccessExpr, Array, BinaryOperator, DataType, Expr, FunctionArguments, Ident, ObjectName,
-    ObjectNamePart, Query, Select, SelectItem, SetExpr, Statement, TableAliasColumnDef,
-    TableFactor, Value, VisitMut, VisitorMut, visit_expressions_mut, visit_relations,
-    visit_relations_mut,
+    ObjectNamePart, Query, Select, SelectItem, SetExpr, Statement, TableFactor, Value, VisitMut,
+    visit_expressions_mut, visit_relations, visit_relations_mut,
 };
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 
+use super::calls::parse_expr;
 use super::tables::{EMPTY_TABLES, is_catalog_table};
-use super::types::{catalog_table_oid, table_oid};
+use super::types::{
+    INFORMATION_SCHEMA_NAMESPACE, PG_CATALOG_NAMESPACE, PUBLIC_NAMESPACE, catalog_table_oid,
+    table_oid,
+};
 
 /// Rewrites `statement` in place (see the module comment).
 pub fn rewrite(statement: &mut DFStatement) {
@@ -31,7 +32,7 @@ pub fn rewrite(statement: &mut DFStatement) {
         return;
     };
     qualify_tables(s);
-    let _ = s.visit(&mut TableFunctions);
+    let _ = s.visit(&mut super::calls::TableFunctions);
     let _ = visit_expressions_mut(s.as_mut(), |e: &mut Expr| {
         rewrite_expr(e);
         ControlFlow::<()>::Continue(())
@@ -40,62 +41,6 @@ pub fn rewrite(statement: &mut DFStatement) {
         if reads_empty_table(query) {
             empty_result(query);
         }
-    }
-}
-
-/// Functions in FROM as PostgreSQL reads them:
-/// - `generate_series(1, 10) i`: a function returning one column, given a table alias and no
-///   column aliases, names its column for the alias (DataFusion says `value`);
-/// - `pg_available_extensions()` (psql's `\dx`) reads the view of the same name.
-struct TableFunctions;
-
-impl VisitorMut for TableFunctions {
-    type Break = ();
-
-    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
-        if let TableFactor::Table {
-            name,
-            args: Some(args),
-            alias,
-            ..
-        } = factor
-            && args.args.is_empty()
-            && unqualified(name).to_string() == "pg_available_extensions"
-        {
-            let sql =
-                "SELECT name, default_version, comment FROM pg_catalog.pg_available_extensions";
-            let parsed = Parser::new(&PostgreSqlDialect {})
-                .try_with_sql(sql)
-                .and_then(|mut p| p.parse_query());
-            if let Ok(subquery) = parsed {
-                *factor = TableFactor::Derived {
-                    lateral: false,
-                    subquery,
-                    alias: alias.take(),
-                    sample: None,
-                };
-            }
-            return ControlFlow::Continue(());
-        }
-        if let TableFactor::Table {
-            name,
-            args: Some(_),
-            alias: Some(alias),
-            ..
-        } = factor
-        {
-            let single_column = matches!(
-                unqualified(name).to_string().to_lowercase().as_str(),
-                "generate_series" | "range" | "unnest"
-            );
-            if single_column && alias.columns.is_empty() {
-                alias.columns = vec![TableAliasColumnDef {
-                    name: alias.name.clone(),
-                    data_type: None,
-                }];
-            }
-        }
-        ControlFlow::Continue(())
     }
 }
 
@@ -130,12 +75,8 @@ fn rewrite_expr(e: &mut Expr) {
                 // `ARRAY(SELECT …)` over the catalog: psql asks it about options and roles
                 // Vecraft never has.
                 *e = empty_array();
-            } else if let Some(n) = search_path_length(f) {
-                *e = Expr::value(Value::Number(n.to_string(), false));
-            } else if let Some(expanded) = expand_index_key(f) {
-                *e = expanded;
-            } else if let Some(subscripts) = array_subscripts(f) {
-                *e = subscripts;
+            } else if let Some(call) = super::calls::rewrite_call(f) {
+                *e = call;
             }
         }
         // There is one collation; other COLLATE clauses reach DataFusion, which refuses them.
@@ -169,6 +110,16 @@ fn rewrite_expr(e: &mut Expr) {
                     }
                 }
             }
+            if is_type(data_type, "regnamespace") {
+                if let Expr::Value(v) = expr.as_ref() {
+                    if let Value::SingleQuotedString(name) = &v.value {
+                        if let Some(oid) = namespace_oid(name) {
+                            *e = Expr::value(Value::Number(oid.to_string(), false));
+                            return;
+                        }
+                    }
+                }
+            }
             if is_type(data_type, "regclass") {
                 match expr.as_ref() {
                     Expr::Value(v) if matches!(v.value, Value::SingleQuotedString(_)) => {
@@ -179,11 +130,7 @@ fn rewrite_expr(e: &mut Expr) {
                     // A name known only when the statement runs (`CAST($1 AS REGCLASS)`), or
                     // an OID: `regclass_in` reads either.
                     inner => {
-                        let sql = format!("regclass_in({inner})");
-                        if let Ok(call) = Parser::new(&PostgreSqlDialect {})
-                            .try_with_sql(&sql)
-                            .and_then(|mut p| p.parse_expr())
-                        {
+                        if let Some(call) = parse_expr(&format!("regclass_in({inner})")) {
                             *e = call;
                         }
                     }
@@ -196,105 +143,13 @@ fn rewrite_expr(e: &mut Expr) {
         Expr::CompoundFieldAccess { root, access_chain } => {
             if let [AccessExpr::Dot(Expr::Identifier(field))] = access_chain.as_slice() {
                 let sql = format!("get_field({root}, '{}')", field.value.replace('\'', "''"));
-                if let Ok(get) = Parser::new(&PostgreSqlDialect {})
-                    .try_with_sql(&sql)
-                    .and_then(|mut p| p.parse_expr())
-                {
+                if let Some(get) = parse_expr(&sql) {
                     *e = get;
                 }
             }
         }
         _ => {}
     }
-}
-
-/// `array_upper(current_schemas(b), 1)` (JDBC's type lookup, as a bound of
-/// `generate_series`, which DataFusion takes only as a constant): the search path's length.
-fn search_path_length(f: &datafusion::sql::sqlparser::ast::Function) -> Option<usize> {
-    use datafusion::sql::sqlparser::ast::{FunctionArg, FunctionArgExpr};
-    let arg = |a: &FunctionArg| match a {
-        FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
-        _ => None,
-    };
-    let FunctionArguments::List(args) = &f.args else {
-        return None;
-    };
-    let [array, dimension] = args.args.as_slice() else {
-        return None;
-    };
-    if !f.name.to_string().eq_ignore_ascii_case("array_upper") {
-        return None;
-    }
-    let (Expr::Function(inner), Expr::Value(dimension)) = (arg(array)?, arg(dimension)?) else {
-        return None;
-    };
-    if !inner
-        .name
-        .to_string()
-        .eq_ignore_ascii_case("current_schemas")
-        || dimension.value != Value::Number("1".into(), false)
-    {
-        return None;
-    }
-    let FunctionArguments::List(inner_args) = &inner.args else {
-        return None;
-    };
-    match inner_args.args.as_slice() {
-        [implicit] => match arg(implicit)? {
-            Expr::Value(v) if v.value == Value::Boolean(true) => Some(2),
-            Expr::Value(v) if v.value == Value::Boolean(false) => Some(1),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-/// `information_schema._pg_expandarray(i.indkey)` (JDBC's primary keys): the set of
-/// (element `x`, position `n`) of an array. Every index here has one column, so it is the one
-/// record `(x: the column's number, n: 1)`.
-fn expand_index_key(f: &datafusion::sql::sqlparser::ast::Function) -> Option<Expr> {
-    if !f
-        .name
-        .to_string()
-        .eq_ignore_ascii_case("information_schema._pg_expandarray")
-    {
-        return None;
-    }
-    let FunctionArguments::List(args) = &f.args else {
-        return None;
-    };
-    let [array] = args.args.as_slice() else {
-        return None;
-    };
-    let sql = format!("named_struct('x', ({array})[1], 'n', 1)");
-    Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(&sql)
-        .and_then(|mut p| p.parse_expr())
-        .ok()
-}
-
-/// `generate_subscripts(a, 1)` (SQLAlchemy's reflection, beside `unnest(a)` in the same
-/// SELECT list): the subscripts of a one-dimensional array, as a set that unnests in step
-/// with `unnest(a)`.
-fn array_subscripts(f: &datafusion::sql::sqlparser::ast::Function) -> Option<Expr> {
-    if !f
-        .name
-        .to_string()
-        .eq_ignore_ascii_case("generate_subscripts")
-    {
-        return None;
-    }
-    let FunctionArguments::List(args) = &f.args else {
-        return None;
-    };
-    let [array, _dimension] = args.args.as_slice() else {
-        return None;
-    };
-    let sql = format!("unnest(generate_series(1, array_length({array})))");
-    Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(&sql)
-        .and_then(|mut p| p.parse_expr())
-        .ok()
 }
 
 fn null() -> Expr {
@@ -334,7 +189,7 @@ fn reads_only_catalog(query: &Query) -> bool {
 }
 
 /// `pg_catalog.f` → `f`; other names unchanged.
-fn unqualified(name: &ObjectName) -> ObjectName {
+pub(super) fn unqualified(name: &ObjectName) -> ObjectName {
     match name.0.as_slice() {
         [ObjectNamePart::Identifier(schema), last]
             if schema.value.eq_ignore_ascii_case("pg_catalog") =>
@@ -390,6 +245,16 @@ fn builtin_operator(path: &[String]) -> Option<BinaryOperator> {
         ">=" => BinaryOperator::GtEq,
         _ => return None,
     })
+}
+
+/// A schema's OID by name, as `'public'::regnamespace` gives it.
+fn namespace_oid(name: &str) -> Option<u32> {
+    match name.trim_matches('"') {
+        "pg_catalog" => Some(PG_CATALOG_NAMESPACE),
+        "public" => Some(PUBLIC_NAMESPACE),
+        "information_schema" => Some(INFORMATION_SCHEMA_NAMESPACE),
+        _ => None,
+    }
 }
 
 /// A relation's OID by name, as `'name'::regclass` gives it (folded to lower case unless
@@ -456,11 +321,7 @@ fn aggregate_lookup(query: &mut Query) {
     else {
         return;
     };
-    let sql = format!("max({item})");
-    if let Ok(max) = Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(&sql)
-        .and_then(|mut p| p.parse_expr())
-    {
+    if let Some(max) = parse_expr(&format!("max({item})")) {
         *item = max;
     }
 }

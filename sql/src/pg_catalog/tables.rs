@@ -5,22 +5,22 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, Int16Array, Int32Array, ListArray, RecordBatch, StringArray,
-    UInt32Array,
-};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::array::{ListArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field};
+
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::common::Result;
 use datafusion::datasource::MemTable;
 
+use super::columns::*;
+use super::extensions::{pg_available_extensions, pg_description, pg_extension};
 use super::indexes::{BTREE_AM, HNSW_AM, IndexRow, indexes};
 use super::types::*;
 use vecraft_storage::schema::ColumnType;
 
 const HEAP_AM: u32 = 2;
 use crate::catalog::Catalog;
-use crate::encode::{VECTOR_OID, char_type_metadata};
+use crate::encode::VECTOR_OID;
 
 pub struct PgCatalogSchema {
     pub(super) catalog: Arc<Catalog>,
@@ -47,6 +47,7 @@ const FILLED_TABLES: &[&str] = &[
     "pg_description",
     "pg_roles",
     "pg_available_extensions",
+    "pg_indexes",
     super::shards::VECRAFT_SHARDS,
     super::shards::VECRAFT_REPLICAS,
     super::shards::VECRAFT_NODES,
@@ -75,21 +76,6 @@ pub(super) const EMPTY_TABLES: &[&str] = &[
     "pg_foreign_table",
     "pg_auth_members",
     "pg_enum",
-];
-
-/// Columns of type `"char"` (one byte): held as strings, described to clients as `"char"`.
-const CHAR_COLUMNS: &[&str] = &[
-    "typtype",
-    "typcategory",
-    "relkind",
-    "relpersistence",
-    "relreplident",
-    "contype",
-    "attstorage",
-    "attcompression",
-    "attidentity",
-    "attgenerated",
-    "datlocprovider",
 ];
 
 #[async_trait]
@@ -147,6 +133,7 @@ impl SchemaProvider for PgCatalogSchema {
             ]),
             "pg_roles" => pg_roles(),
             "pg_available_extensions" => pg_available_extensions(),
+            "pg_indexes" => pg_indexes(&self.catalog),
             empty if EMPTY_TABLES.contains(&empty) => table(&[("oid", u32s(vec![]))]),
             _ => return Ok(None),
         }?;
@@ -157,68 +144,6 @@ impl SchemaProvider for PgCatalogSchema {
     fn table_exist(&self, name: &str) -> bool {
         is_catalog_table(name)
     }
-}
-
-fn u32s(v: Vec<u32>) -> ArrayRef {
-    Arc::new(UInt32Array::from(v))
-}
-fn i32s(v: Vec<i32>) -> ArrayRef {
-    Arc::new(Int32Array::from(v))
-}
-fn i16s(v: Vec<i16>) -> ArrayRef {
-    Arc::new(Int16Array::from(v))
-}
-
-/// An `int2vector`/`int2[]` column (`indkey`, `conkey`): one list of column numbers a row.
-fn i16_lists(v: Vec<Vec<i16>>) -> ArrayRef {
-    let lengths: Vec<usize> = v.iter().map(Vec::len).collect();
-    let values: Vec<i16> = v.into_iter().flatten().collect();
-    Arc::new(datafusion::arrow::array::ListArray::new(
-        Arc::new(Field::new("item", DataType::Int16, true)),
-        datafusion::arrow::buffer::OffsetBuffer::from_lengths(lengths),
-        Arc::new(Int16Array::from(values)),
-        None,
-    ))
-}
-/// PostgreSQL's one-byte `"char"` columns (`typtype`, `relkind`): strings here, so psql's
-/// `relkind IN ('r', 'p')` compares as in PostgreSQL; marked so the wire says `"char"`.
-fn chars(v: Vec<u8>) -> ArrayRef {
-    let v: Vec<String> = v.into_iter().map(|b| (b as char).to_string()).collect();
-    Arc::new(StringArray::from(v))
-}
-fn strs(v: Vec<String>) -> ArrayRef {
-    Arc::new(StringArray::from(v))
-}
-/// A `text[]` column of NULLs (options and ACLs Vecraft does not have).
-fn texts_null(n: usize) -> ArrayRef {
-    let item = Field::new_list_field(DataType::Utf8, true);
-    Arc::new(ListArray::new_null(item.into(), n))
-}
-/// A text column of NULLs.
-fn strs_null(n: usize) -> ArrayRef {
-    Arc::new(StringArray::from(vec![None::<&str>; n]))
-}
-fn bools(v: Vec<bool>) -> ArrayRef {
-    Arc::new(BooleanArray::from(v))
-}
-
-fn table(columns: &[(&str, ArrayRef)]) -> Result<RecordBatch> {
-    let fields: Vec<Field> = columns
-        .iter()
-        .map(|(n, a)| {
-            let field = Field::new(*n, a.data_type().clone(), true);
-            if CHAR_COLUMNS.contains(n) {
-                field.with_metadata(char_type_metadata())
-            } else {
-                field
-            }
-        })
-        .collect();
-    let schema: SchemaRef = Arc::new(Schema::new(fields));
-    Ok(RecordBatch::try_new(
-        schema,
-        columns.iter().map(|(_, a)| a.clone()).collect(),
-    )?)
 }
 
 fn pg_type() -> Result<RecordBatch> {
@@ -309,7 +234,11 @@ fn pg_namespace() -> Result<RecordBatch> {
     table(&[
         (
             "oid",
-            u32s(vec![PG_CATALOG_NAMESPACE, PUBLIC_NAMESPACE, 13_000]),
+            u32s(vec![
+                PG_CATALOG_NAMESPACE,
+                PUBLIC_NAMESPACE,
+                INFORMATION_SCHEMA_NAMESPACE,
+            ]),
         ),
         (
             "nspname",
@@ -320,26 +249,6 @@ fn pg_namespace() -> Result<RecordBatch> {
             ]),
         ),
         ("nspowner", u32s(vec![10, 6171, 10])), // public is pg_database_owner's
-    ])
-}
-
-fn pg_extension() -> Result<RecordBatch> {
-    table(&[
-        (
-            "oid",
-            u32s(vec![PLPGSQL_EXTENSION_OID, VECTOR_EXTENSION_OID]),
-        ),
-        ("extname", strs(vec!["plpgsql".into(), "vector".into()])),
-        ("extowner", u32s(vec![10, 10])),
-        (
-            "extnamespace",
-            u32s(vec![PG_CATALOG_NAMESPACE, PUBLIC_NAMESPACE]),
-        ),
-        ("extrelocatable", bools(vec![false, true])),
-        (
-            "extversion",
-            strs(vec!["1.0".into(), PGVECTOR_VERSION.into()]),
-        ),
     ])
 }
 
@@ -461,41 +370,24 @@ fn pg_constraint(catalog: &Catalog) -> Result<RecordBatch> {
     ])
 }
 
-/// The extensions that `CREATE EXTENSION` takes (both are built in, so both are installed).
-fn pg_available_extensions() -> Result<RecordBatch> {
-    let versions = || strs(vec!["1.0".into(), PGVECTOR_VERSION.into()]);
+/// The view of every index with its definition (`pg_get_indexdef`'s text).
+fn pg_indexes(catalog: &Catalog) -> Result<RecordBatch> {
+    let rows = indexes(catalog);
+    let n = rows.len();
     table(&[
-        ("name", strs(vec!["plpgsql".into(), "vector".into()])),
-        ("default_version", versions()),
-        ("installed_version", versions()),
+        ("schemaname", strs(vec!["public".into(); n])),
         (
-            "comment",
-            strs(vec![
-                "PL/pgSQL procedural language".into(),
-                "vector data type and ivfflat and hnsw access methods".into(),
-            ]),
-        ),
-    ])
-}
-
-/// Comments: the extensions' own, as `\\dx` shows them.
-fn pg_description() -> Result<RecordBatch> {
-    table(&[
-        (
-            "objoid",
-            u32s(vec![PLPGSQL_EXTENSION_OID, VECTOR_EXTENSION_OID]),
+            "tablename",
+            strs(rows.iter().map(|r| r.table.clone()).collect()),
         ),
         (
-            "classoid",
-            u32s(vec![PG_EXTENSION_CLASS, PG_EXTENSION_CLASS]),
+            "indexname",
+            strs(rows.iter().map(|r| r.name.clone()).collect()),
         ),
-        ("objsubid", i32s(vec![0, 0])),
+        ("tablespace", strs_null(n)),
         (
-            "description",
-            strs(vec![
-                "PL/pgSQL procedural language".into(),
-                "vector data type and ivfflat and hnsw access methods".into(),
-            ]),
+            "indexdef",
+            strs(rows.iter().map(|r| r.definition.clone()).collect()),
         ),
     ])
 }

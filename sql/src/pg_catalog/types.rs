@@ -7,6 +7,8 @@ use crate::encode::VECTOR_OID;
 
 pub const PG_CATALOG_NAMESPACE: u32 = 11;
 pub const PUBLIC_NAMESPACE: u32 = 2200;
+/// `information_schema`'s OID (PostgreSQL assigns it at initdb; this is Vecraft's).
+pub const INFORMATION_SCHEMA_NAMESPACE: u32 = 13_000;
 pub(super) const PLPGSQL_EXTENSION_OID: u32 = 13_542;
 /// `pg_extension`'s own OID, the `classoid` of comments on extensions.
 pub(super) const PG_EXTENSION_CLASS: u32 = 3079;
