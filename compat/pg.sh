@@ -18,12 +18,25 @@ as_owner() {
   if [ "$(id -u)" = 0 ]; then runuser -u "$os_user" -- "$@"; else "$@"; fi
 }
 
+# As root, the server runs as `postgres`, which must reach the binaries: when the checkout is
+# where it cannot (under /root, say), they are copied once to a place it can.
+if [ "$(id -u)" = 0 ]; then
+  id "$os_user" >/dev/null 2>&1 || useradd --system --no-create-home --shell /bin/bash "$os_user"
+  chmod -R a+rX "$(dirname "$bin")"
+  if ! runuser -u "$os_user" -- test -x "$bin/postgres"; then
+    shared="/tmp/vecraft-pginstall-$(cksum <"$bin/postgres" | cut -d' ' -f1)"
+    if [ ! -x "$shared/bin/postgres" ]; then
+      staging="$(mktemp -d /tmp/vecraft-pginstall.XXXXXX)"
+      cp -a "$(dirname "$bin")/." "$staging/"
+      chmod -R a+rX "$staging"
+      mv -T "$staging" "$shared" 2>/dev/null || rm -rf "$staging" # another process was first
+    fi
+    bin="$shared/bin"
+  fi
+fi
+
 start() {
   local dir="$1" port="$2"
-  if [ "$(id -u)" = 0 ]; then
-    id "$os_user" >/dev/null 2>&1 || useradd --system --no-create-home --shell /bin/bash "$os_user"
-    chmod -R a+rX "$(dirname "$bin")"
-  fi
   mkdir -p "$dir"
   [ "$(id -u)" = 0 ] && chown "$os_user" "$dir"
   if [ ! -f "$dir/data/PG_VERSION" ]; then
