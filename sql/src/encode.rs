@@ -166,10 +166,10 @@ fn binary(array: &ArrayRef, row: usize, described: &Type) -> Option<Vec<u8>> {
         out.extend_from_slice(text(array, row)?.as_bytes());
         return Some(out);
     }
-    if matches!(described.kind(), postgres_types::Kind::Array(_)) {
-        if let DataType::List(_) = array.data_type() {
-            return binary_array(&array.as_list::<i32>().value(row), described);
-        }
+    if matches!(described.kind(), postgres_types::Kind::Array(_))
+        && matches!(array.data_type(), DataType::List(_))
+    {
+        return binary_array(&array.as_list::<i32>().value(row), described);
     }
     if *described == Type::CHAR {
         // One byte; PostgreSQL's '\0' (no identity, say) is the empty string in text.

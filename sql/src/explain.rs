@@ -64,14 +64,9 @@ fn text_column(batch: &RecordBatch, index: usize) -> Vec<String> {
     let column = datafusion::arrow::compute::cast(column, &DataType::Utf8)
         .unwrap_or_else(|_| Arc::new(StringArray::from(vec![""; column.len()])));
     let strings = column.as_string::<i32>();
-    (0..strings.len())
-        .map(|i| {
-            strings
-                .is_valid(i)
-                .then(|| strings.value(i))
-                .unwrap_or("")
-                .to_string()
-        })
+    strings
+        .iter()
+        .map(|s| s.unwrap_or_default().to_string())
         .collect()
 }
 
@@ -103,7 +98,7 @@ mod tests {
                 "GlobalLimitExec  \n  CollectionSearchExec\n",
             ),
         ]);
-        let plan = query_plan(&[explained.clone()], false).unwrap();
+        let plan = query_plan(std::slice::from_ref(&explained), false).unwrap();
         assert_eq!(plan.schema().field(0).name(), "QUERY PLAN");
         assert_eq!(lines(plan), ["GlobalLimitExec", "  CollectionSearchExec"]);
         let analyzed = batch(&[("Plan with Metrics", "A, metrics=[x]")]);

@@ -100,40 +100,17 @@ fn rewrite_expr(e: &mut Expr) {
             expr, data_type, ..
         } => {
             *data_type = unqualified_type(data_type);
-            if is_type(data_type, "regproc") {
-                // A function by name: the catalog's function columns hold names.
-                if let Expr::Value(v) = expr.as_ref() {
-                    if let Value::SingleQuotedString(name) = &v.value {
-                        let name = name.rsplit('.').next().unwrap_or(name).to_string();
-                        *e = Expr::value(Value::SingleQuotedString(name));
-                        return;
-                    }
+            if let Expr::Value(v) = expr.as_ref()
+                && let Value::SingleQuotedString(name) = &v.value
+            {
+                if let Some(value) = named_object(data_type, name) {
+                    *e = value;
                 }
-            }
-            if is_type(data_type, "regnamespace") {
-                if let Expr::Value(v) = expr.as_ref() {
-                    if let Value::SingleQuotedString(name) = &v.value {
-                        if let Some(oid) = namespace_oid(name) {
-                            *e = Expr::value(Value::Number(oid.to_string(), false));
-                            return;
-                        }
-                    }
-                }
-            }
-            if is_type(data_type, "regclass") {
-                match expr.as_ref() {
-                    Expr::Value(v) if matches!(v.value, Value::SingleQuotedString(_)) => {
-                        if let Value::SingleQuotedString(name) = &v.value {
-                            *e = Expr::value(Value::Number(relation_oid(name).to_string(), false));
-                        }
-                    }
-                    // A name known only when the statement runs (`CAST($1 AS REGCLASS)`), or
-                    // an OID: `regclass_in` reads either.
-                    inner => {
-                        if let Some(call) = parse_expr(&format!("regclass_in({inner})")) {
-                            *e = call;
-                        }
-                    }
+            } else if is_type(data_type, "regclass") {
+                // A name known only when the statement runs (`CAST($1 AS REGCLASS)`), or an
+                // OID: `regclass_in` reads either.
+                if let Some(call) = parse_expr(&format!("regclass_in({expr})")) {
+                    *e = call;
                 }
             }
         }
@@ -245,6 +222,22 @@ fn builtin_operator(path: &[String]) -> Option<BinaryOperator> {
         ">=" => BinaryOperator::GtEq,
         _ => return None,
     })
+}
+
+/// `'name'::regclass`, `'name'::regnamespace`, `'name'::regproc`: the relation's OID, the
+/// schema's OID, the function's name (the catalog's function columns hold names).
+fn named_object(data_type: &DataType, name: &str) -> Option<Expr> {
+    let oid = |oid: u32| Expr::value(Value::Number(oid.to_string(), false));
+    if is_type(data_type, "regclass") {
+        Some(oid(relation_oid(name)))
+    } else if is_type(data_type, "regnamespace") {
+        namespace_oid(name).map(oid)
+    } else if is_type(data_type, "regproc") {
+        let function = name.rsplit('.').next().unwrap_or(name).to_string();
+        Some(Expr::value(Value::SingleQuotedString(function)))
+    } else {
+        None
+    }
 }
 
 /// A schema's OID by name, as `'public'::regnamespace` gives it.
