@@ -120,11 +120,7 @@ impl ScalarUDFImpl for VectorUdf {
             VectorFn::Text => DataType::Utf8,
             VectorFn::L2Normalize => match arg_types.first() {
                 Some(DataType::FixedSizeList(_, n)) => vector_arrow_type(*n as usize),
-                _ => DataType::List(Arc::new(datafusion::arrow::datatypes::Field::new(
-                    "item",
-                    DataType::Float32,
-                    true,
-                ))),
+                _ => unsized_vector(),
             },
             _ => DataType::Float64,
         })
@@ -132,10 +128,7 @@ impl ScalarUDFImpl for VectorUdf {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
-        let all_scalar = args
-            .args
-            .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let all_scalar = all_constant(&args.args);
         let operands = args
             .args
             .iter()
@@ -149,14 +142,36 @@ impl ScalarUDFImpl for VectorUdf {
             VectorFn::L2Normalize => normalize(&operands[0], n, args.return_field.data_type())?,
             f => binary(f, &operands[0], &operands[1], n)?,
         };
-        if all_scalar {
-            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
-                &array, 0,
-            )?))
-        } else {
-            Ok(ColumnarValue::Array(array))
-        }
+        answer(array, all_scalar)
     }
+}
+
+/// Whether every argument is a constant: a vector function then computes one row, and its
+/// answer is a constant too ([`answer`]).
+pub(crate) fn all_constant(args: &[ColumnarValue]) -> bool {
+    args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)))
+}
+
+/// A vector function's computed rows as its answer: the one value when the arguments were
+/// all constants, else the array.
+pub(crate) fn answer(array: ArrayRef, constant: bool) -> Result<ColumnarValue> {
+    if constant {
+        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+            &array, 0,
+        )?))
+    } else {
+        Ok(ColumnarValue::Array(array))
+    }
+}
+
+/// A vector whose dimensions its type does not say (`'[1,2]'::vector`, `l2_normalize` of
+/// one): a list of `real`s.
+pub(crate) fn unsized_vector() -> DataType {
+    DataType::List(Arc::new(datafusion::arrow::datatypes::Field::new(
+        "item",
+        DataType::Float32,
+        true,
+    )))
 }
 
 /// One argument, readable row by row as `Option<&[f32]>` whatever form it came in.

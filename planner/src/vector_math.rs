@@ -11,14 +11,14 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, Float32Array, Int32Array, ListArray};
 use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
 use datafusion::arrow::datatypes::{DataType, Field};
-use datafusion::common::{Result, ScalarValue};
+use datafusion::common::Result;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use vecraft_storage::schema::{MAX_DIMS, vector_array, vector_arrow_type};
 
 use crate::error::{NUMERIC_VALUE_OUT_OF_RANGE, VectorError};
-use crate::functions::Operand;
+use crate::functions::{Operand, all_constant, answer, unsized_vector};
 
 /// Which computation a UDF of this module does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -67,10 +67,6 @@ struct MathUdf {
     signature: Signature,
 }
 
-fn unsized_vector() -> DataType {
-    DataType::List(Arc::new(Field::new("item", DataType::Float32, true)))
-}
-
 fn fixed_dims(t: &DataType) -> Option<usize> {
     match t {
         DataType::FixedSizeList(_, n) => Some(*n as usize),
@@ -105,10 +101,7 @@ impl ScalarUDFImpl for MathUdf {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
-        let all_scalar = args
-            .args
-            .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let all_scalar = all_constant(&args.args);
         let n = if all_scalar { 1 } else { rows };
         let array = match self.function {
             VectorMath::Cmp => {
@@ -149,13 +142,7 @@ impl ScalarUDFImpl for MathUdf {
                 vectors(out, args.return_field.data_type())?
             }
         };
-        if all_scalar {
-            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
-                &array, 0,
-            )?))
-        } else {
-            Ok(ColumnarValue::Array(array))
-        }
+        answer(array, all_scalar)
     }
 }
 
