@@ -329,7 +329,7 @@ impl Collection {
     fn split(&self, command: &Command) -> Result<Vec<Option<Command>>> {
         let n = self.shards.len();
         Ok(match command {
-            Command::Insert(batch) | Command::Upsert(batch) => {
+            Command::Insert(batch) | Command::Upsert(batch) | Command::InsertMissing(batch) => {
                 let schema = self.schema();
                 let key = &schema.columns[schema.primary_key].name;
                 let column = batch.schema().index_of(key).map_err(|_| {
@@ -338,18 +338,15 @@ impl Collection {
                 // Placed by the key as the shard will store it.
                 let key_type = schema.columns[schema.primary_key].ty.arrow_type();
                 let keys = arrow::compute::cast(batch.column(column), &key_type)?;
-                let insert = matches!(command, Command::Insert(_));
+                // A key's rows all go to one shard, so each decides its keys alone.
+                let part = |b: RecordBatch| match command {
+                    Command::Insert(_) => Command::Insert(b),
+                    Command::InsertMissing(_) => Command::InsertMissing(b),
+                    _ => Command::Upsert(b),
+                };
                 split_rows(batch, &keys, n)?
                     .into_iter()
-                    .map(|rows| {
-                        rows.map(|b| {
-                            if insert {
-                                Command::Insert(b)
-                            } else {
-                                Command::Upsert(b)
-                            }
-                        })
-                    })
+                    .map(|rows| rows.map(part))
                     .collect()
             }
             Command::Delete(keys) => split_keys(keys, n)
@@ -364,7 +361,8 @@ impl Collection {
     /// inserted by SQL never carry one); `None` when there is nothing to add.
     fn assign_row_ids(&self, command: &Command) -> Result<Option<Command>> {
         let schema = self.schema();
-        let Command::Insert(batch) = command else {
+        // No row of a table without a key conflicts: DO NOTHING inserts them all.
+        let (Command::Insert(batch) | Command::InsertMissing(batch)) = command else {
             return Ok(None);
         };
         let key = &schema.columns[schema.primary_key].name;

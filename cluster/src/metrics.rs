@@ -46,6 +46,7 @@ impl WriteMetrics {
         let (kind, rows) = match command {
             Command::Upsert(batch) => ("upsert", batch.num_rows()),
             Command::Insert(batch) => ("insert", batch.num_rows()),
+            Command::InsertMissing(batch) => ("insert_missing", batch.num_rows()),
             Command::Delete(keys) => ("delete", keys.len()),
             Command::Truncate => ("truncate", 0),
             Command::SetIndex { .. } => ("set_index", 0),

@@ -21,7 +21,6 @@ DOCS = [
 ]
 
 
-@pytest.mark.vecraft_gap("PGVectorStore's table: uuid, json metadata, DEFAULT, CREATE SCHEMA")
 def test_pgvectorstore_v2(dsn, table):
     from langchain_postgres import PGEngine, PGVectorStore
 
@@ -38,7 +37,7 @@ def test_pgvectorstore_v2(dsn, table):
         engine.drop_table(table)
 
 
-@pytest.mark.vecraft_gap("PGVector's tables: uuid keys, jsonb metadata, foreign keys")
+@pytest.mark.vecraft_gap("PGVector's tables: a vector column without dimensions, foreign keys, jsonb_path_match")
 def test_pgvector_v1_with_a_metadata_filter(dsn, table):
     from langchain_postgres import PGVector
 

@@ -1,11 +1,9 @@
 """Supabase's `vecs`, as its quickstart uses it: a collection of (id, vector, metadata)
 records, an index, and a query with a metadata filter."""
 
-import pytest
 import vecs
 
 
-@pytest.mark.vecraft_gap("vecs: CREATE SCHEMA vecs, jsonb metadata, pg_available_extensions")
 def test_quickstart(dsn, table):
     client = vecs.create_client(dsn)
     try:

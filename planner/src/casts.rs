@@ -1,7 +1,8 @@
 //! `'[1,2,3]'::vector(3)`: casts of text literals to the vector type, which Arrow cannot cast,
 //! become vector literals while the plan is analysed. A malformed literal fails here with
 //! pgvector's error, as it fails in PostgreSQL at parse time. Casts of vectors to text become
-//! `vector_out`, pgvector's text form.
+//! `vector_out`, pgvector's text form. Casts to `json`, `jsonb` and `uuid` become their
+//! input functions.
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use datafusion::optimizer::AnalyzerRule;
 use vecraft_storage::schema::vector_array;
 
 use crate::functions::VectorFn;
+use crate::text_types::TextType;
 use crate::vector_text::{check_dims, parse_vector};
 
 #[derive(Debug, Default)]
@@ -96,6 +98,12 @@ fn rewrite_cast(expr: Expr) -> Result<Transformed<Expr>> {
     let Expr::Cast(Cast { expr: inner, field }) = &expr else {
         return Ok(Transformed::no(expr));
     };
+    if let Some(t) = TextType::of_field(field) {
+        // `x::jsonb`: Arrow's cast would keep any text; the input function checks it.
+        return Ok(Transformed::yes(
+            t.input_udf().call(vec![inner.as_ref().clone()]),
+        ));
+    }
     let (Some(target), Expr::Literal(value, _)) =
         (vector_target(field.data_type()), inner.as_ref())
     else {

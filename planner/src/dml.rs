@@ -28,13 +28,23 @@ use vecraft_storage::key::keys_of;
 
 use crate::collection::{CollectionSource, Consistency, storage_error};
 
+/// What an INSERT does with a row whose key exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InsertMode {
+    /// Refuses the statement: a unique violation.
+    Insert,
+    /// Replaces the row (ON CONFLICT (key) DO UPDATE of every column).
+    Upsert,
+    /// Skips the new row (ON CONFLICT DO NOTHING).
+    InsertMissing,
+}
+
 /// Writes INSERT input into a collection.
 #[derive(Debug)]
 pub struct InsertSink {
     pub source: Arc<dyn CollectionSource>,
     pub schema: SchemaRef,
-    /// Replace rows whose key exists (ON CONFLICT DO UPDATE) instead of refusing them.
-    pub upsert: bool,
+    pub mode: InsertMode,
 }
 
 impl DisplayAs for InsertSink {
@@ -56,12 +66,12 @@ impl DataSink for InsertSink {
     ) -> Result<u64> {
         let mut rows = 0;
         while let Some(batch) = data.next().await {
-            let batch = batch?;
+            let batch = crate::text_types::conform_batch(batch?, &self.schema)?;
             if batch.num_rows() > 0 {
-                let command = if self.upsert {
-                    Command::Upsert(batch)
-                } else {
-                    Command::Insert(batch)
+                let command = match self.mode {
+                    InsertMode::Insert => Command::Insert(batch),
+                    InsertMode::Upsert => Command::Upsert(batch),
+                    InsertMode::InsertMissing => Command::InsertMissing(batch),
                 };
                 rows += self.source.write(&command)?;
             }
@@ -231,8 +241,11 @@ fn target_name(target: &datafusion::sql::sqlparser::ast::AssignmentTarget) -> St
 }
 
 /// `INSERT … ON CONFLICT (key) DO UPDATE SET c = EXCLUDED.c, …` that sets every column but the
-/// key from the new row is an upsert: planned as a replacing insert. Other ON CONFLICT forms
-/// are refused (0A000) rather than half-done.
+/// key from the new row is an upsert: planned as a replacing insert. `ON CONFLICT [(key)] DO
+/// NOTHING` is planned as an overwriting insert, which the table reads as "insert the new
+/// keys" (`InsertMode::InsertMissing`; SQL has no INSERT OVERWRITE of its own, and one
+/// written is refused here). Other ON CONFLICT forms are refused (0A000) rather than
+/// half-done.
 pub async fn rewrite_on_conflict(ctx: &SessionContext, statement: &mut DFStatement) -> Result<()> {
     let DFStatement::Statement(inner) = statement else {
         return Ok(());
@@ -240,6 +253,11 @@ pub async fn rewrite_on_conflict(ctx: &SessionContext, statement: &mut DFStateme
     let SqlStatement::Insert(insert) = inner.as_mut() else {
         return Ok(());
     };
+    if insert.overwrite {
+        return datafusion::common::not_impl_err!(
+            "INSERT OVERWRITE is not supported; use TRUNCATE"
+        );
+    }
     let Some(on) = &insert.on else {
         return Ok(());
     };
@@ -251,8 +269,16 @@ pub async fn rewrite_on_conflict(ctx: &SessionContext, statement: &mut DFStateme
     let OnInsert::OnConflict(conflict) = on else {
         return unsupported("ON DUPLICATE KEY UPDATE");
     };
-    let OnConflictAction::DoUpdate(update) = &conflict.action else {
-        return unsupported("ON CONFLICT DO NOTHING");
+    let update = match &conflict.action {
+        OnConflictAction::DoUpdate(update) => update,
+        OnConflictAction::DoNothing => {
+            if let Some(ConflictTarget::OnConstraint(_)) = conflict.conflict_target {
+                return unsupported("ON CONFLICT ON CONSTRAINT");
+            }
+            insert.on = None;
+            insert.overwrite = true;
+            return Ok(());
+        }
     };
     if update.selection.is_some() {
         return unsupported("ON CONFLICT DO UPDATE … WHERE");

@@ -14,6 +14,7 @@ pub mod error;
 pub mod filters;
 pub mod functions;
 pub mod guards;
+pub mod json;
 pub mod knn;
 pub mod names;
 pub mod operators;
@@ -21,6 +22,7 @@ pub mod params;
 pub mod parse;
 pub mod placeholders;
 pub mod table;
+pub mod text_types;
 pub mod types;
 pub mod update;
 pub mod vector_math;
@@ -45,6 +47,7 @@ pub fn install(mut builder: SessionStateBuilder) -> SessionStateBuilder {
         .map(guards::guard)
         .collect();
     functions.extend(functions::all_udfs());
+    functions.extend(text_types::all_udfs());
     functions.extend(vector_math::VectorMath::ALL.iter().map(|f| f.udf()));
     builder
         .with_expr_planners(expr_planners)
@@ -81,7 +84,7 @@ pub async fn statement(
 pub fn session_config() -> SessionConfig {
     SessionConfig::new()
         .set_str("datafusion.sql_parser.dialect", "postgres")
-        .with_information_schema(true)
+        .with_information_schema(false)
         .with_option_extension(knn::HnswOptions::default())
         .with_option_extension(knn::VecraftOptions::default())
 }

@@ -1,6 +1,7 @@
 //! pgvector's operators, planned as our UDFs: `<->` L2, `<=>` cosine, `<#>` negative inner
 //! product, `<+>` L1; and on vectors, `+`, `-`, `*`, `||` and the comparisons
-//! ([`crate::vector_math`]).
+//! ([`crate::vector_math`]); on `json` and `jsonb`, `->`, `->>`, `@>` and `?`
+//! ([`crate::text_types`]); and `^@`, PostgreSQL's starts-with.
 //!
 //! DataFusion's own SQL planner would refuse `<->`/`<#>` and, worse, plan `<=>` as MySQL's
 //! null-safe equality (`IS NOT DISTINCT FROM`), so this `ExprPlanner` must see every binary
@@ -17,6 +18,7 @@ use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, Operator, lit};
 use datafusion::sql::sqlparser::ast::BinaryOperator;
 
 use crate::functions::VectorFn;
+use crate::text_types::{self, TextType};
 use crate::vector_math::VectorMath;
 
 #[derive(Debug, Default)]
@@ -39,6 +41,16 @@ impl ExprPlanner for VectorOperators {
         expr: RawBinaryExpr,
         schema: &DFSchema,
     ) -> Result<PlannerResult<RawBinaryExpr>> {
+        if let Some(planned) = json_operator(&expr, schema) {
+            return Ok(PlannerResult::Planned(planned));
+        }
+        if expr.op == BinaryOperator::PGStartsWith {
+            // `a ^@ b`, PostgreSQL's operator for starts_with(a, b) (vecs asks with it).
+            let starts_with = datafusion::functions::string::starts_with();
+            return Ok(PlannerResult::Planned(
+                starts_with.call(vec![expr.left, expr.right]),
+            ));
+        }
         if let Some(f) = operator_function(&expr.op) {
             let left = typed_like(expr.left, &expr.right, schema);
             let right = typed_like(expr.right, &left, schema);
@@ -70,6 +82,38 @@ impl ExprPlanner for VectorOperators {
                 return Ok(PlannerResult::Original(RawBinaryExpr { op, left, right }));
             }
         }))
+    }
+}
+
+/// `->`, `->>`, `@>` and `?` on a `json` or `jsonb` value ([`crate::text_types`]).
+fn json_operator(expr: &RawBinaryExpr, schema: &DFSchema) -> Option<Expr> {
+    let json_op = matches!(
+        expr.op,
+        BinaryOperator::Arrow
+            | BinaryOperator::LongArrow
+            | BinaryOperator::AtArrow
+            | BinaryOperator::Question
+    );
+    // Typing an operand walks its whole tree: only for the operators that need it.
+    if !json_op {
+        return None;
+    }
+    let is_json = expr.left.to_field(schema).is_ok_and(|(_, f)| {
+        matches!(
+            TextType::of_field(&f),
+            Some(TextType::Json | TextType::Jsonb)
+        )
+    });
+    if !is_json {
+        return None;
+    }
+    let (left, right) = (expr.left.clone(), expr.right.clone());
+    match expr.op {
+        BinaryOperator::Arrow => Some(text_types::get(left, right, false)),
+        BinaryOperator::LongArrow => Some(text_types::get(left, right, true)),
+        BinaryOperator::AtArrow => Some(text_types::contains(left, right)),
+        BinaryOperator::Question => Some(text_types::exists(left, right)),
+        _ => None,
     }
 }
 

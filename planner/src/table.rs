@@ -2,6 +2,7 @@
 //! storage engine. The same leaf answers a KNN query when the KNN rule (`knn.rs`) gives it a
 //! search request: it then returns the k nearest rows instead of all of them.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -26,7 +27,7 @@ use vecraft_storage::filter::Filter;
 use vecraft_storage::shard::SearchRequest;
 
 use crate::collection::{CollectionSource, without_distance};
-use crate::dml::{InsertSink, count_batch, delete_where};
+use crate::dml::{InsertMode, InsertSink, count_batch, delete_where};
 use crate::filters::pushable_filter;
 use crate::update::CollectionUpdateExec;
 
@@ -34,12 +35,24 @@ use crate::update::CollectionUpdateExec;
 pub struct CollectionTable {
     source: Arc<dyn CollectionSource>,
     schema: SchemaRef,
+    /// Each column's `DEFAULT`, planned: what an INSERT leaving it out writes.
+    defaults: HashMap<String, Expr>,
 }
 
 impl CollectionTable {
     pub fn new(source: Arc<dyn CollectionSource>) -> Self {
         let schema = source.schema().visible_arrow_schema();
-        CollectionTable { source, schema }
+        CollectionTable {
+            source,
+            schema,
+            defaults: HashMap::new(),
+        }
+    }
+
+    /// This table with the columns' `DEFAULT` expressions.
+    pub fn with_defaults(mut self, defaults: HashMap<String, Expr>) -> Self {
+        self.defaults = defaults;
+        self
     }
 }
 
@@ -51,6 +64,10 @@ impl TableProvider for CollectionTable {
 
     fn table_type(&self) -> TableType {
         TableType::Base
+    }
+
+    fn get_column_default(&self, column: &str) -> Option<&Expr> {
+        self.defaults.get(column)
     }
 
     fn supports_filters_pushdown(
@@ -73,18 +90,18 @@ impl TableProvider for CollectionTable {
         input: Arc<dyn ExecutionPlan>,
         insert_op: InsertOp,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let upsert = match insert_op {
-            InsertOp::Append => false,
-            // INSERT … ON CONFLICT (key) DO UPDATE that replaces the row (see the gateway).
-            InsertOp::Replace => true,
-            InsertOp::Overwrite => {
-                return not_impl_err!("INSERT OVERWRITE is not supported; use TRUNCATE");
-            }
+        let mode = match insert_op {
+            InsertOp::Append => InsertMode::Insert,
+            // INSERT … ON CONFLICT (key) DO UPDATE that replaces the row.
+            InsertOp::Replace => InsertMode::Upsert,
+            // INSERT … ON CONFLICT DO NOTHING: `dml::rewrite_on_conflict` marks it so, and
+            // refuses an INSERT OVERWRITE written as such.
+            InsertOp::Overwrite => InsertMode::InsertMissing,
         };
         let sink = InsertSink {
             source: self.source.clone(),
             schema: self.schema.clone(),
-            upsert,
+            mode,
         };
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }

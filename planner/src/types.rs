@@ -1,6 +1,7 @@
 //! The SQL type `vector(n)`: planned as Arrow `FixedSizeList<Float32, n>`, the layout the
 //! storage engine keeps. `vector` without a dimension is a variable-length float list. Also
-//! PostgreSQL's OID types, for catalog queries.
+//! PostgreSQL's OID types, for catalog queries, and `json`, `jsonb`, `uuid`
+//! ([`crate::text_types`]).
 
 use std::sync::Arc;
 
@@ -71,6 +72,9 @@ impl TypePlanner for VectorTypes {
     fn plan_type_field(&self, sql_type: &SqlType) -> Result<Option<FieldRef>> {
         if is_oid_type(sql_type) {
             return Ok(Some(Arc::new(Field::new("", DataType::UInt32, true))));
+        }
+        if let Some(t) = crate::text_types::TextType::of_sql_name(&sql_type.to_string()) {
+            return Ok(Some(Arc::new(t.field("", true))));
         }
         Ok(vector_dims(sql_type)?.map(|dims| {
             let data_type = match dims {

@@ -125,6 +125,7 @@ impl CollectionUpdateExec {
             } else {
                 cast(&value, field.data_type())?
             };
+            let value = crate::text_types::conform_column(&value, field)?;
             let position = rows.schema().index_of(field.name())?;
             columns[position] = value;
         }

@@ -5,7 +5,7 @@
 //! document says: the catalog follows the node's copy of it, and creating or dropping a
 //! collection is a change of that document.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,13 +32,23 @@ pub struct Catalog {
     ddl: Mutex<()>,
 }
 
+/// A single node's schemas (other than `public`): directories under `<data-dir>/schemas/`,
+/// named by their keys, so that one made by CREATE SCHEMA outlives a restart while empty.
+struct LocalSchemas {
+    root: PathBuf,
+    names: RwLock<BTreeSet<String>>,
+}
+
 /// The prefix of a dropped collection's directory while it is deleted (removed at open if a
 /// crash interrupted the deletion).
 const TRASH_PREFIX: &str = ".trash-";
 
 enum Backend {
     /// Collections in directories under `root`.
-    Local { root: PathBuf },
+    Local {
+        root: PathBuf,
+        schemas: LocalSchemas,
+    },
     /// Collections of a cluster, as `node` sees the metadata.
     Cluster {
         node: Arc<ClusterNode>,
@@ -88,8 +98,9 @@ impl Catalog {
                 Collection::open(&entry.path(), None, ShardOptions::default()).map_err(storage)?;
             collections.insert(name, Arc::new(c));
         }
+        let schemas = LocalSchemas::open(&data_dir.join("schemas"))?;
         Ok(Catalog {
-            backend: Backend::Local { root },
+            backend: Backend::Local { root, schemas },
             generation: AtomicU64::new(0),
             collections: RwLock::new(collections),
             ddl: Mutex::new(()),
@@ -227,6 +238,51 @@ impl Catalog {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// The schemas made by CREATE SCHEMA (`public` is always there and not listed).
+    pub fn schemas(&self) -> Vec<String> {
+        match &self.backend {
+            Backend::Local { schemas, .. } => read(&schemas.names).iter().cloned().collect(),
+            Backend::Cluster { node, .. } => node
+                .view()
+                .schemas
+                .iter()
+                .filter_map(|key| sql_name(key))
+                .collect(),
+        }
+    }
+
+    /// Whether schema `name` exists.
+    pub fn has_schema(&self, name: &str) -> bool {
+        name == crate::idents::PUBLIC || self.schemas().iter().any(|s| s == name)
+    }
+
+    /// Makes schema `name`; `Ok(false)` if it exists.
+    pub fn create_schema(&self, name: &str) -> Result<bool> {
+        let Some(key) = storage_key(name) else {
+            return datafusion::common::plan_err!("invalid schema name \"{name}\"");
+        };
+        let created = match &self.backend {
+            Backend::Local { schemas, .. } => schemas.create(name, &key)?,
+            Backend::Cluster { node, .. } => node.create_schema(&key).map_err(storage)?,
+        };
+        self.changed();
+        Ok(created)
+    }
+
+    /// Removes the empty schema `name`; `Ok(false)` if there was none. The caller checks that
+    /// no collection is in it (in a cluster the meta manager checks again).
+    pub fn drop_schema(&self, name: &str) -> Result<bool> {
+        let Some(key) = storage_key(name) else {
+            return Ok(false);
+        };
+        let dropped = match &self.backend {
+            Backend::Local { schemas, .. } => schemas.drop(name, &key)?,
+            Backend::Cluster { node, .. } => node.drop_schema(&key).map_err(storage)?,
+        };
+        self.changed();
+        Ok(dropped)
+    }
+
     pub fn names(&self) -> Vec<String> {
         self.follow();
         read(&self.collections).keys().cloned().collect()
@@ -261,7 +317,7 @@ impl Catalog {
             return datafusion::common::plan_err!("invalid collection name \"{name}\"");
         };
         match &self.backend {
-            Backend::Local { root } => {
+            Backend::Local { root, .. } => {
                 if replicas != NODE_REPLICAS {
                     return Err(DataFusionError::NotImplemented(format!(
                         "replicas = {replicas} needs a cluster: this node keeps \
@@ -305,7 +361,7 @@ impl Catalog {
             self.follow();
             return Ok(dropped);
         }
-        let Backend::Local { root } = &self.backend else {
+        let Backend::Local { root, .. } = &self.backend else {
             unreachable!("a cluster's catalog returned above");
         };
         let _ddl = self.ddl.lock();
@@ -348,6 +404,43 @@ fn unique_suffix() -> String {
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+impl LocalSchemas {
+    fn open(root: &Path) -> Result<LocalSchemas> {
+        std::fs::create_dir_all(root).map_err(io)?;
+        let mut names = BTreeSet::new();
+        for entry in std::fs::read_dir(root).map_err(io)? {
+            let key = entry.map_err(io)?.file_name().to_string_lossy().to_string();
+            if let Some(name) = sql_name(&key) {
+                names.insert(name);
+            }
+        }
+        Ok(LocalSchemas {
+            root: root.to_path_buf(),
+            names: RwLock::new(names),
+        })
+    }
+
+    fn create(&self, name: &str, key: &str) -> Result<bool> {
+        let mut names = self.names.write().unwrap_or_else(|p| p.into_inner());
+        if names.contains(name) {
+            return Ok(false);
+        }
+        vecraft_storage::fsutil::create_dir_durable(&self.root.join(key)).map_err(storage)?;
+        names.insert(name.to_string());
+        Ok(true)
+    }
+
+    fn drop(&self, name: &str, key: &str) -> Result<bool> {
+        let mut names = self.names.write().unwrap_or_else(|p| p.into_inner());
+        if !names.remove(name) {
+            return Ok(false);
+        }
+        std::fs::remove_dir(self.root.join(key)).map_err(io)?;
+        vecraft_storage::fsutil::sync_dir(&self.root).map_err(storage)?;
+        Ok(true)
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! `CREATE TABLE` (pgvector's way) as a collection schema. A table declared without a primary
-//! key gets a hidden row id, so duplicate rows are kept as PostgreSQL keeps them.
+//! key gets a hidden row id, so duplicate rows are kept as PostgreSQL keeps them. A column's
+//! `DEFAULT` is kept as SQL text and planned by the session ([`column_defaults`]).
 
 use datafusion::sql::sqlparser::ast::{
     ColumnOption, CreateTable, DataType as SqlType, TableConstraint,
@@ -26,9 +27,11 @@ pub fn declared_schema(create: &CreateTable) -> PgWireResult<CollectionSchema> {
         let name = crate::idents::ident(&col.name);
         let ty = column_type(&col.data_type)?;
         let mut nullable = true;
+        let mut default = None;
         for option in &col.options {
             match &option.option {
                 ColumnOption::NotNull => nullable = false,
+                ColumnOption::Default(expr) => default = Some(expr.to_string()),
                 ColumnOption::PrimaryKey(_) => {
                     primary_key = Some(name.clone());
                     nullable = false;
@@ -36,7 +39,7 @@ pub fn declared_schema(create: &CreateTable) -> PgWireResult<CollectionSchema> {
                 _ => {}
             }
         }
-        columns.push(ColumnDef::new(name, ty, nullable));
+        columns.push(ColumnDef::new(name, ty, nullable).with_default(default));
     }
     for constraint in &create.constraints {
         if let TableConstraint::PrimaryKey(pk) = constraint {
@@ -78,8 +81,11 @@ fn column_type(sql_type: &SqlType) -> PgWireResult<ColumnType> {
     let name = sql_type.to_string().to_lowercase();
     let base = name.split('(').next().unwrap_or("").trim();
     Ok(match base {
-        "bigint" | "int8" | "bigserial" => ColumnType::Int64,
-        "int" | "integer" | "int4" | "smallint" | "int2" => ColumnType::Int32,
+        "bigint" | "int8" | "bigserial" | "serial8" => ColumnType::Int64,
+        // serial types without their sequence: an INSERT must give the value.
+        "int" | "integer" | "int4" | "smallint" | "int2" | "serial" | "serial4" => {
+            ColumnType::Int32
+        }
         "real" | "float4" => ColumnType::Float32,
         "double precision" | "float8" | "float" | "double" => ColumnType::Float64,
         "text" | "varchar" | "character varying" | "char" | "character" | "string" => {
@@ -87,6 +93,9 @@ fn column_type(sql_type: &SqlType) -> PgWireResult<ColumnType> {
         }
         "boolean" | "bool" => ColumnType::Bool,
         "timestamp" | "timestamp without time zone" => ColumnType::Timestamp,
+        "json" => ColumnType::Json,
+        "jsonb" => ColumnType::Jsonb,
+        "uuid" => ColumnType::Uuid,
         other => {
             return Err(user_error(
                 "0A000",
@@ -94,4 +103,20 @@ fn column_type(sql_type: &SqlType) -> PgWireResult<ColumnType> {
             ));
         }
     })
+}
+
+/// The `DEFAULT` expressions of `schema`'s columns, planned in `ctx`: what an INSERT that
+/// leaves a column out writes there. A default that does not plan is an error (at CREATE
+/// TABLE, before anything is made).
+pub fn column_defaults(
+    ctx: &datafusion::prelude::SessionContext,
+    schema: &CollectionSchema,
+) -> datafusion::error::Result<std::collections::HashMap<String, datafusion::prelude::Expr>> {
+    let empty = datafusion::common::DFSchema::empty();
+    schema
+        .columns
+        .iter()
+        .filter_map(|c| c.default.as_ref().map(|d| (c, d)))
+        .map(|(c, default)| Ok((c.name.clone(), ctx.parse_sql_expr(default, &empty)?)))
+        .collect()
 }

@@ -92,7 +92,7 @@ fn binary_array(items: &ArrayRef, described: &Type) -> Option<Vec<u8>> {
 
 /// Field metadata that marks a text column as PostgreSQL's one-byte `"char"` (catalog
 /// columns such as `relkind`).
-const PG_TYPE_KEY: &str = "vecraft.pg_type";
+use vecraft_storage::schema::PG_TYPE_KEY;
 
 pub(crate) fn char_type_metadata() -> std::collections::HashMap<String, String> {
     [(PG_TYPE_KEY.to_string(), "char".to_string())].into()
@@ -102,6 +102,9 @@ pub(crate) fn char_type_metadata() -> std::collections::HashMap<String, String> 
 fn field_type(field: &datafusion::arrow::datatypes::Field) -> Type {
     match field.metadata().get(PG_TYPE_KEY).map(String::as_str) {
         Some("char") => Type::CHAR,
+        Some("json") => Type::JSON,
+        Some("jsonb") => Type::JSONB,
+        Some("uuid") => Type::UUID,
         _ => pg_type(field.data_type()),
     }
 }
@@ -170,6 +173,16 @@ fn binary(array: &ArrayRef, row: usize, described: &Type) -> Option<Vec<u8>> {
         && matches!(array.data_type(), DataType::List(_))
     {
         return binary_array(&array.as_list::<i32>().value(row), described);
+    }
+    if *described == Type::JSONB {
+        out.push(1); // jsonb's binary form: a version byte, then the text
+        out.extend_from_slice(text(array, row)?.as_bytes());
+        return Some(out);
+    }
+    if *described == Type::UUID {
+        let id = uuid::Uuid::parse_str(&text(array, row)?).ok()?;
+        out.extend_from_slice(id.as_bytes());
+        return Some(out);
     }
     if *described == Type::CHAR {
         // One byte; PostgreSQL's '\0' (no identity, say) is the empty string in text.

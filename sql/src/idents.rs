@@ -5,7 +5,7 @@
 
 use datafusion::sql::sqlparser::ast::{Ident, ObjectName, ObjectNamePart};
 use pgwire::error::PgWireResult;
-use vecraft_storage::names::MAX_NAME_BYTES;
+use vecraft_storage::names::{MAX_NAME_BYTES, qualified, split_qualified};
 
 use crate::errors::user_error;
 
@@ -23,6 +23,12 @@ pub fn ident(ident: &Ident) -> String {
         name.truncate(end);
     }
     name
+}
+
+/// How messages name collection `name`: its table name, without its schema (as
+/// PostgreSQL's "relation \"t\" does not exist").
+pub fn shown(name: &str) -> &str {
+    split_qualified(name).1
 }
 
 /// `name` as PostgreSQL's `quote_ident` writes it: as it is when it reads back the same
@@ -43,8 +49,9 @@ pub fn quote_ident(name: &str) -> String {
     }
 }
 
-/// The table `name` names: `t`, `public.t` or `db.public.t`. Another schema is PostgreSQL's
-/// 3F000; a name with more parts, 42601.
+/// The collection `name` names: `t`, `public.t` or `db.public.t` is `t`; `s.t`, in another
+/// schema, is `vecraft_storage::names::qualified(s, t)`. A name with more parts is 42601.
+/// (Whether the schema exists is the catalog's to say.)
 pub fn table_name(name: &ObjectName) -> PgWireResult<String> {
     let parts = name
         .0
@@ -59,11 +66,7 @@ pub fn table_name(name: &ObjectName) -> PgWireResult<String> {
         .collect::<PgWireResult<Vec<_>>>()?;
     match parts.as_slice() {
         [table] => Ok(table.clone()),
-        [schema, table] | [_, schema, table] if schema == PUBLIC => Ok(table.clone()),
-        [schema, _] | [_, schema, _] => Err(user_error(
-            "3F000",
-            format!("schema \"{schema}\" does not exist"),
-        )),
+        [schema, table] | [_, schema, table] => Ok(qualified(schema, table)),
         _ => Err(user_error(
             "42601",
             format!("improper qualified name (too many dotted names): {name}"),
@@ -90,7 +93,8 @@ mod tests {
         assert_eq!(name("\"Items\"").unwrap(), "Items");
         assert_eq!(name("public.\"my docs\"").unwrap(), "my docs");
         assert_eq!(name("postgres.PUBLIC.t").unwrap(), "t");
-        assert!(name("other.t").is_err());
+        assert_eq!(name("Other.\"T\"").unwrap(), qualified("other", "T"));
+        assert!(name("a.b.c.d").is_err());
         assert_eq!(name(&"x".repeat(70)).unwrap().len(), 63);
     }
 

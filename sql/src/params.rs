@@ -143,6 +143,17 @@ fn binary_value(bytes: &[u8], declared: &Type, target: &DataType) -> PgWireResul
     };
     Ok(match *declared {
         Type::BOOL => ScalarValue::Boolean(Some(fixed(1)?[0] != 0)),
+        Type::UUID => ScalarValue::Utf8(Some(
+            uuid::Uuid::from_slice(fixed(16)?)
+                .map_err(|_| wrong())?
+                .hyphenated()
+                .to_string(),
+        )),
+        // jsonb's binary form: version 1, then the text.
+        Type::JSONB => match bytes.split_first() {
+            Some((1, json)) => ScalarValue::Utf8(Some(utf8(json)?.to_string())),
+            _ => return Err(wrong()),
+        },
         Type::INT2 => ScalarValue::Int16(Some(i16::from_be_bytes(
             fixed(2)?.try_into().map_err(|_| wrong())?,
         ))),

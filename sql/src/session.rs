@@ -4,12 +4,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Schema, UInt64Type};
-use datafusion::common::TableReference;
 use datafusion::common::config::{ConfigExtension, ExtensionOptions};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::runtime_env::RuntimeEnv;
@@ -34,12 +33,15 @@ use crate::encode;
 use crate::encode::DeadlineExt;
 use crate::errors::{to_pg, user_error};
 use crate::handler::internal_error;
+use crate::idents::shown;
 use crate::limits::Limits;
 use crate::prepared::Prepared;
+use crate::schemas::table_reference;
 use crate::settings::{
     STATEMENT_TIMEOUT, SetAction, format_duration_ms, prepare_set, show_name, show_value,
     statement_timeout_of,
 };
+use vecraft_storage::names::split_qualified;
 
 pub struct Session {
     pub catalog: Arc<Catalog>,
@@ -57,6 +59,10 @@ pub struct Session {
     statement_timeout_ms: AtomicU64,
     /// The longest COPY line accepted.
     pub(crate) max_copy_line_bytes: usize,
+    /// Inside BEGIN … COMMIT/ROLLBACK (`SET LOCAL` lasts until the block ends).
+    pub(crate) in_transaction: AtomicBool,
+    /// The settings `SET LOCAL` changed in this block, with the values they had.
+    pub(crate) local_undo: Mutex<Vec<(String, String)>>,
 }
 
 /// How many prepared plans a session keeps for reuse before it forgets them all.
@@ -78,6 +84,8 @@ impl Session {
             copy: Mutex::new(None),
             statement_timeout_ms: AtomicU64::new(0),
             max_copy_line_bytes: limits.max_copy_line_bytes,
+            in_transaction: AtomicBool::new(false),
+            local_undo: Mutex::new(Vec::new()),
         })
     }
 
@@ -109,15 +117,19 @@ impl Session {
         for gone in registered.clone() {
             // Re-register every table: one may have been dropped and created again.
             self.ctx
-                .deregister_table(TableReference::bare(gone.as_str()))
+                .deregister_table(table_reference(&self.ctx, &gone))
                 .map_err(|e| to_pg(&e))?;
             registered.remove(&gone);
         }
         for name in names {
             if let Some(c) = self.catalog.get(&name) {
-                let table = Arc::new(CollectionTable::new(c));
+                // Planned at CREATE TABLE; a default that no longer plans must not make
+                // every table of the session unreadable.
+                let defaults =
+                    crate::ddl::column_defaults(&self.ctx, &c.schema()).unwrap_or_default();
+                let table = Arc::new(CollectionTable::new(c).with_defaults(defaults));
                 self.ctx
-                    .register_table(TableReference::bare(name.as_str()), table)
+                    .register_table(table_reference(&self.ctx, &name), table)
                     .map_err(|e| to_pg(&e))?;
                 registered.insert(name);
             }
@@ -250,6 +262,12 @@ impl Session {
         Ok(match statement {
             Statement::CreateTable(create) => {
                 let name = crate::idents::table_name(&create.name)?;
+                if let (Some(schema), _) = split_qualified(&name)
+                    && !self.catalog.has_schema(schema)
+                {
+                    let message = format!("schema \"{schema}\" does not exist");
+                    return Err(user_error("3F000", message));
+                }
                 if !Catalog::valid_name(&name) {
                     let message = format!("invalid name \"{name}\"");
                     return Err(user_error("42602", message));
@@ -263,6 +281,7 @@ impl Session {
                     ),
                     None => ((schema_of(create)?, 1, default_replicas), "CREATE TABLE"),
                 };
+                crate::ddl::column_defaults(&self.ctx, &schema).map_err(|e| to_pg(&e))?;
                 let (catalog, key) = (Arc::clone(&self.catalog), name.clone());
                 let created = tokio::task::spawn_blocking(move || {
                     catalog.create(&key, schema, shards, replicas)
@@ -278,7 +297,7 @@ impl Session {
                     };
                     return Err(user_error(
                         "42P07",
-                        format!("{kind} \"{name}\" already exists"),
+                        format!("{kind} \"{}\" already exists", shown(&name)),
                     ));
                 }
                 Response::Execution(Tag::new(tag))
@@ -304,7 +323,7 @@ impl Session {
                     if !dropped && !if_exists {
                         return Err(user_error(
                             "42P01",
-                            format!("{kind} \"{name}\" does not exist"),
+                            format!("{kind} \"{}\" does not exist", shown(&name)),
                         ));
                     }
                 }
@@ -319,11 +338,24 @@ impl Session {
                 schema_name,
                 if_not_exists,
                 ..
-            } => create_schema(schema_name, *if_not_exists)?,
+            } => self.create_schema(schema_name, *if_not_exists)?,
+            Statement::Drop {
+                object_type: ObjectType::Schema,
+                if_exists,
+                names,
+                cascade,
+                ..
+            } => self.drop_schemas(names, *if_exists, *cascade).await?,
             Statement::CreateIndex(create) => self.create_index(create).await?,
             // Every statement is durable when acknowledged; there is nothing to roll back.
-            Statement::StartTransaction { .. } => Response::TransactionStart(Tag::new("BEGIN")),
-            Statement::Commit { .. } => Response::TransactionEnd(Tag::new("COMMIT")),
+            Statement::StartTransaction { .. } => {
+                self.begin_block();
+                Response::TransactionStart(Tag::new("BEGIN"))
+            }
+            Statement::Commit { .. } => {
+                self.end_block().await?;
+                Response::TransactionEnd(Tag::new("COMMIT"))
+            }
             // Nothing written since a savepoint can be taken back (see above): say so rather
             // than pretend. (Transactions that undo are issue 15's.)
             Statement::Rollback {
@@ -335,7 +367,10 @@ impl Session {
                      completes",
                 ));
             }
-            Statement::Rollback { .. } => Response::TransactionEnd(Tag::new("ROLLBACK")),
+            Statement::Rollback { .. } => {
+                self.end_block().await?;
+                Response::TransactionEnd(Tag::new("ROLLBACK"))
+            }
             // A savepoint's statements commit as any other's; releasing it keeps them.
             Statement::Savepoint { .. } => Response::Execution(Tag::new("SAVEPOINT")),
             Statement::ReleaseSavepoint { .. } => Response::Execution(Tag::new("RELEASE")),
@@ -378,6 +413,11 @@ impl Session {
                 Response::Execution(Tag::new("RESET"))
             }
             // Only the settings `prepare_set` leaves to the gateway reach here.
+            Statement::Set(_) if crate::local_settings::is_set_local(statement) => {
+                self.set_local(statement).await?;
+                self.settings_changed();
+                Response::Execution(Tag::new("SET"))
+            }
             Statement::Set(set) => {
                 if let Some(ms) = statement_timeout_of(set)? {
                     self.statement_timeout_ms.store(ms, Ordering::Release);
@@ -480,59 +520,35 @@ impl Session {
     }
 }
 
-/// `CREATE SCHEMA`: `public`, where every collection is, exists already (42P06, or nothing
-/// to do with IF NOT EXISTS); other schemas are not there yet (0A000).
-fn create_schema(
-    name: &datafusion::sql::sqlparser::ast::SchemaName,
-    if_not_exists: bool,
-) -> PgWireResult<Response> {
-    use datafusion::sql::sqlparser::ast::SchemaName;
-    let (SchemaName::Simple(name) | SchemaName::NamedAuthorization(name, _)) = name else {
-        return Err(user_error(
-            "0A000",
-            "CREATE SCHEMA AUTHORIZATION is not supported",
-        ));
-    };
-    let name = crate::idents::table_name(name)
-        .ok()
-        .filter(|n| n == crate::idents::PUBLIC && name.0.len() == 1);
-    match name {
-        Some(_) if if_not_exists => Ok(Response::Execution(Tag::new("CREATE SCHEMA"))),
-        Some(public) => Err(user_error(
-            "42P06",
-            format!("schema \"{public}\" already exists"),
-        )),
-        None => Err(user_error(
-            "0A000",
-            "CREATE SCHEMA is not supported: every collection is in schema public",
-        )),
-    }
-}
-
 /// Whether the gateway answers `statement` itself (see [`Session::run_gateway`]).
 pub fn is_gateway_statement(statement: &Statement) -> bool {
-    matches!(
-        statement,
-        Statement::CreateTable(_)
-            | Statement::Drop {
-                object_type: ObjectType::Table,
-                ..
-            }
-            | Statement::CreateExtension(_)
-            | Statement::CreateSchema { .. }
-            | Statement::CreateIndex(_)
-            | Statement::StartTransaction { .. }
-            | Statement::Commit { .. }
-            | Statement::Rollback { .. }
-            | Statement::Savepoint { .. }
-            | Statement::ReleaseSavepoint { .. }
-            | Statement::Truncate(_)
-            | Statement::Copy { .. }
-            | Statement::Deallocate { .. }
-            | Statement::ShowVariable { .. }
-            | Statement::Vacuum(_)
-            | Statement::Reset(_)
-    )
+    crate::local_settings::is_set_local(statement)
+        || matches!(
+            statement,
+            Statement::CreateTable(_)
+                | Statement::Drop {
+                    object_type: ObjectType::Table,
+                    ..
+                }
+                | Statement::CreateExtension(_)
+                | Statement::CreateSchema { .. }
+                | Statement::Drop {
+                    object_type: ObjectType::Schema,
+                    ..
+                }
+                | Statement::CreateIndex(_)
+                | Statement::StartTransaction { .. }
+                | Statement::Commit { .. }
+                | Statement::Rollback { .. }
+                | Statement::Savepoint { .. }
+                | Statement::ReleaseSavepoint { .. }
+                | Statement::Truncate(_)
+                | Statement::Copy { .. }
+                | Statement::Deallocate { .. }
+                | Statement::ShowVariable { .. }
+                | Statement::Vacuum(_)
+                | Statement::Reset(_)
+        )
 }
 
 /// The command tag of a statement that returns no rows; `None` for queries.

@@ -6,7 +6,7 @@
 
 use datafusion::common::config::{ConfigExtension, ExtensionOptions};
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::{Expr, Ident, Set, Statement, Value};
+use datafusion::sql::sqlparser::ast::{ContextModifier, Expr, Ident, Set, Statement, Value};
 use pgwire::error::{PgWireError, PgWireResult};
 use vecraft_planner::knn::{HnswOptions, VecraftOptions};
 
@@ -136,8 +136,15 @@ pub fn prepare_set(statement: &mut Statement) -> PgWireResult<SetAction> {
     };
     Ok(match set {
         Set::SingleAssignment {
-            variable, values, ..
+            variable,
+            values,
+            scope,
+            ..
         } => {
+            // `SET SESSION x` is `SET x`.
+            if *scope == Some(ContextModifier::Session) {
+                *scope = None;
+            }
             let name = variable.to_string().to_lowercase();
             if IGNORED.contains(&name.as_str()) {
                 return Ok(SetAction::Ignore);

@@ -126,9 +126,15 @@ impl<'a> FromSql<'a> for Text {
             },
             Type::FLOAT4 => format_real(f32::from_sql(ty, raw)?),
             Type::FLOAT8 => format_double(f64::from_sql(ty, raw)?),
-            Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR | Type::UNKNOWN => {
+            Type::TEXT | Type::VARCHAR | Type::NAME | Type::BPCHAR | Type::UNKNOWN | Type::JSON => {
                 String::from_utf8(raw.to_vec())?
             }
+            // jsonb: a version byte (1), then the text.
+            Type::JSONB => match raw.split_first() {
+                Some((1, text)) => String::from_utf8(text.to_vec())?,
+                _ => return Err("jsonb of an unknown version".into()),
+            },
+            Type::UUID => uuid_text(raw)?,
             ref t if t.name() == "vector" => {
                 let values: Vec<f32> = raw
                     .get(4..)
@@ -153,6 +159,22 @@ impl<'a> FromSql<'a> for Text {
     fn accepts(_ty: &Type) -> bool {
         true
     }
+}
+
+/// A uuid's 16 bytes as PostgreSQL prints them: lower-case hex, hyphenated 8-4-4-4-12.
+fn uuid_text(raw: &[u8]) -> Result<String, Box<dyn std::error::Error + Sync + Send>> {
+    if raw.len() != 16 {
+        return Err("a uuid is 16 bytes".into());
+    }
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    ))
 }
 
 /// A one-dimensional array in binary form, printed as PostgreSQL prints it: `{1,2}`,

@@ -22,6 +22,9 @@ pub enum Command {
     Upsert(RecordBatch),
     /// Insert rows; refused whole (SQL's unique violation) if a key exists or repeats.
     Insert(RecordBatch),
+    /// Insert the rows whose key is new, the first of a repeated key; skip the others
+    /// (SQL's `ON CONFLICT DO NOTHING`).
+    InsertMissing(RecordBatch),
     /// Delete rows by primary key (absent keys are ignored).
     Delete(Vec<Key>),
     /// Delete every row.
@@ -40,6 +43,7 @@ const TAG_DELETE: u8 = 2;
 const TAG_TRUNCATE: u8 = 3;
 const TAG_INSERT: u8 = 4;
 const TAG_SET_INDEX: u8 = 5;
+const TAG_INSERT_MISSING: u8 = 6;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SetIndexBody {
@@ -53,6 +57,7 @@ impl Command {
         match self {
             Command::Upsert(batch) => with_tag(TAG_UPSERT, batch),
             Command::Insert(batch) => with_tag(TAG_INSERT, batch),
+            Command::InsertMissing(batch) => with_tag(TAG_INSERT_MISSING, batch),
             Command::Delete(keys) => {
                 let array = keys_to_array(keys)?;
                 let schema = Schema::new(vec![Field::new("key", array.data_type().clone(), false)]);
@@ -84,6 +89,7 @@ impl Command {
         match tag {
             TAG_UPSERT => Ok(Command::Upsert(read_one(body)?)),
             TAG_INSERT => Ok(Command::Insert(read_one(body)?)),
+            TAG_INSERT_MISSING => Ok(Command::InsertMissing(read_one(body)?)),
             TAG_DELETE => {
                 let batch = read_one(body)?;
                 if batch.num_columns() != 1 {

@@ -14,10 +14,45 @@ fn kept(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || byte == b'_'
 }
 
+/// What joins a schema's name to a collection's in the name of a collection outside
+/// `public` ([`qualified`]): NUL, which no SQL identifier holds, so no name is ambiguous.
+pub const SCHEMA_SEPARATOR: char = '\0';
+
+/// The collection name of `table` in `schema`: the table's own name in `public`, else
+/// `schema`, [`SCHEMA_SEPARATOR`], `table`.
+pub fn qualified(schema: &str, table: &str) -> String {
+    if schema == "public" {
+        table.to_string()
+    } else {
+        format!("{schema}{SCHEMA_SEPARATOR}{table}")
+    }
+}
+
+/// The schema (`None`: `public`) and table of a collection name.
+pub fn split_qualified(name: &str) -> (Option<&str>, &str) {
+    match name.split_once(SCHEMA_SEPARATOR) {
+        Some((schema, table)) => (Some(schema), table),
+        None => (None, name),
+    }
+}
+
+/// [`SCHEMA_SEPARATOR`] in a key: between a schema's key and a table's.
+pub const SCHEMA_KEY_SEPARATOR: &str = "%00";
+
 /// The key of the collection named `name`; `None` for a name PostgreSQL would not keep
-/// (empty, longer than [`MAX_NAME_BYTES`], or holding NUL).
+/// (empty, longer than [`MAX_NAME_BYTES`], or holding NUL), each part of a qualified name
+/// judged alone.
 pub fn storage_key(name: &str) -> Option<String> {
-    if name.is_empty() || name.len() > MAX_NAME_BYTES || name.contains('\0') {
+    if let Some((schema, table)) = name.split_once(SCHEMA_SEPARATOR) {
+        let (schema, table) = (part_key(schema)?, part_key(table)?);
+        return Some(format!("{schema}{SCHEMA_KEY_SEPARATOR}{table}"));
+    }
+    part_key(name)
+}
+
+/// The key of one name (a schema's, or a table's within it).
+fn part_key(name: &str) -> Option<String> {
+    if name.is_empty() || name.len() > MAX_NAME_BYTES || name.contains(SCHEMA_SEPARATOR) {
         return None;
     }
     let mut key = String::with_capacity(name.len());
@@ -81,6 +116,12 @@ mod tests {
             assert_eq!(sql_name(&key).as_deref(), Some(name), "{key}");
         }
         assert_eq!(storage_key("items").unwrap(), "items");
+        let in_schema = qualified("vecs", "Docs");
+        assert_eq!(storage_key(&in_schema).as_deref(), Some("vecs%00Docs"));
+        assert_eq!(sql_name("vecs%00Docs"), Some(in_schema.clone()));
+        assert_eq!(split_qualified(&in_schema), (Some("vecs"), "Docs"));
+        assert_eq!(qualified("public", "x"), "x");
+        assert!(storage_key("a\0b\0c").is_none() && storage_key("\0b").is_none());
         assert_eq!(storage_key("My Docs").unwrap(), "My%20Docs");
         assert_eq!(storage_key("../x").unwrap(), "%2E%2E%2Fx");
     }
@@ -94,7 +135,8 @@ mod tests {
         }
         assert!(storage_key("").is_none());
         assert!(storage_key(&"x".repeat(64)).is_none());
-        assert!(storage_key("a\0b").is_none());
+        // NUL only joins a schema to a table, once, both named.
+        assert!(storage_key("a\0b\0c").is_none() && storage_key("a\0").is_none());
         assert!(valid_collection_name(&"x".repeat(63)));
     }
 }

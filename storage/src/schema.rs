@@ -84,6 +84,12 @@ pub enum ColumnType {
     /// Microseconds since the epoch, without time zone (PostgreSQL `timestamp`).
     Timestamp,
     Vector(VectorSpec),
+    /// PostgreSQL `json`: the text as given, checked to be JSON.
+    Json,
+    /// PostgreSQL `jsonb`: JSON kept in PostgreSQL's normal form (keys sorted and unique).
+    Jsonb,
+    /// PostgreSQL `uuid`: kept as its lower-case hyphenated text.
+    Uuid,
 }
 
 impl ColumnType {
@@ -94,9 +100,37 @@ impl ColumnType {
             ColumnType::Int64 => DataType::Int64,
             ColumnType::Float32 => DataType::Float32,
             ColumnType::Float64 => DataType::Float64,
-            ColumnType::Text => DataType::Utf8,
+            ColumnType::Text | ColumnType::Json | ColumnType::Jsonb | ColumnType::Uuid => {
+                DataType::Utf8
+            }
             ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
             ColumnType::Vector(spec) => vector_arrow_type(spec.dims),
+        }
+    }
+}
+
+/// The field metadata key that names a column's PostgreSQL type where its Arrow type alone
+/// does not tell (`json`, `jsonb`, `uuid` are all text in Arrow).
+pub const PG_TYPE_KEY: &str = "vecraft.pg_type";
+
+impl ColumnType {
+    /// The PostgreSQL type name kept in field metadata ([`PG_TYPE_KEY`]), if the Arrow type
+    /// is ambiguous.
+    pub fn pg_type_name(&self) -> Option<&'static str> {
+        match self {
+            ColumnType::Json => Some("json"),
+            ColumnType::Jsonb => Some("jsonb"),
+            ColumnType::Uuid => Some("uuid"),
+            _ => None,
+        }
+    }
+
+    /// An Arrow field of this type, its PostgreSQL type in the metadata where needed.
+    pub fn arrow_field(&self, name: &str, nullable: bool) -> Field {
+        let field = Field::new(name, self.arrow_type(), nullable);
+        match self.pg_type_name() {
+            Some(pg) => field.with_metadata([(PG_TYPE_KEY.to_string(), pg.to_string())].into()),
+            None => field,
         }
     }
 }
@@ -133,6 +167,10 @@ pub struct ColumnDef {
     pub name: String,
     pub ty: ColumnType,
     pub nullable: bool,
+    /// The SQL text of the column's `DEFAULT` expression: what the gateway writes when an
+    /// INSERT leaves the column out. (Storage never evaluates it.)
+    #[serde(default)]
+    pub default: Option<String>,
 }
 
 impl ColumnDef {
@@ -141,7 +179,14 @@ impl ColumnDef {
             name: name.into(),
             ty,
             nullable,
+            default: None,
         }
+    }
+
+    /// This column with `DEFAULT default` (SQL text).
+    pub fn with_default(mut self, default: Option<String>) -> Self {
+        self.default = default;
+        self
     }
 }
 
@@ -213,7 +258,10 @@ impl CollectionSchema {
             .columns
             .get(self.primary_key)
             .ok_or_else(|| Error::InvalidArgument("primary key column out of range".into()))?;
-        if !matches!(pk.ty, ColumnType::Int64 | ColumnType::Text) {
+        if !matches!(
+            pk.ty,
+            ColumnType::Int64 | ColumnType::Text | ColumnType::Uuid
+        ) {
             return Err(Error::InvalidArgument(format!(
                 "primary key \"{}\" must be BIGINT or TEXT",
                 pk.name
@@ -272,7 +320,7 @@ impl CollectionSchema {
         Arc::new(Schema::new(
             self.columns
                 .iter()
-                .map(|c| Field::new(&c.name, c.ty.arrow_type(), c.nullable))
+                .map(|c| c.ty.arrow_field(&c.name, c.nullable))
                 .collect::<Vec<_>>(),
         ))
     }
@@ -323,7 +371,7 @@ impl CollectionSchema {
                 .into_iter()
                 .map(|i| {
                     let c = &self.columns[i];
-                    Field::new(&c.name, c.ty.arrow_type(), c.nullable)
+                    c.ty.arrow_field(&c.name, c.nullable)
                 })
                 .collect::<Vec<_>>(),
         ))

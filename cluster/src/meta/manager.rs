@@ -18,6 +18,7 @@ use tonic::Status;
 use tonic::codegen::Bytes;
 use vecraft_storage::command::Command;
 use vecraft_storage::error::Refusal;
+use vecraft_storage::names::SCHEMA_KEY_SEPARATOR;
 use vecraft_storage::schema::{CollectionSchema, ColumnDef, ColumnType, valid_collection_name};
 
 use super::{CollectionMeta, MetaOp, MetaReply, MetaState, ShardMeta, place};
@@ -204,6 +205,8 @@ fn edit(state: &mut MetaState, op: MetaOp, dead: &BTreeSet<NodeId>) -> Result<bo
             Ok(true)
         }
         MetaOp::Drop { name } => Ok(state.collections.remove(&name).is_some()),
+        MetaOp::CreateSchema { name } => Ok(state.schemas.insert(name)),
+        MetaOp::DropSchema { name } => Ok(state.schemas.remove(&name)),
         MetaOp::Replace { group, dead, new } => {
             let shard = state
                 .collections
@@ -270,6 +273,16 @@ fn check(state: &MetaState, op: &MetaOp) -> Result<(), String> {
             Ok(())
         }
         MetaOp::Drop { name } => name_ok(name),
+        MetaOp::CreateSchema { name } => name_ok(name),
+        MetaOp::DropSchema { name } => {
+            name_ok(name)?;
+            // Collection keys in schema `name` (a key) start with it and the separator.
+            let prefix = format!("{name}{SCHEMA_KEY_SEPARATOR}");
+            if state.collections.keys().any(|c| c.starts_with(&prefix)) {
+                return Err(format!("schema \"{name}\" is not empty"));
+            }
+            Ok(())
+        }
         MetaOp::Replace { new, .. } => {
             if !state.nodes.get(new).is_some_and(|n| n.storage) {
                 return Err(format!("node {new} is not a storage node of the cluster"));

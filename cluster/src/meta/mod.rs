@@ -12,7 +12,7 @@ mod client;
 mod manager;
 mod placement;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use vecraft_storage::schema::CollectionSchema;
 
@@ -34,6 +34,9 @@ pub struct MetaState {
     pub version: u64,
     pub nodes: BTreeMap<NodeId, NodeInfo>,
     pub collections: BTreeMap<String, CollectionMeta>,
+    /// SQL schemas made by CREATE SCHEMA (`public` is always there and never listed).
+    #[serde(default)]
+    pub schemas: BTreeSet<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -113,13 +116,27 @@ pub enum MetaOp {
         dead: NodeId,
         new: NodeId,
     },
+    /// A SQL schema: a name collections may be created in.
+    CreateSchema {
+        name: String,
+    },
+    /// Removes an empty SQL schema (refused while a collection is in it).
+    DropSchema {
+        name: String,
+    },
 }
 
 impl MetaOp {
     /// Whether doing it twice does no more than doing it once (so a lost answer may be
     /// retried).
     fn idempotent(&self) -> bool {
-        !matches!(self, MetaOp::Create { .. } | MetaOp::Drop { .. })
+        !matches!(
+            self,
+            MetaOp::Create { .. }
+                | MetaOp::Drop { .. }
+                | MetaOp::CreateSchema { .. }
+                | MetaOp::DropSchema { .. }
+        )
     }
 }
 

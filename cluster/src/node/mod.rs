@@ -189,6 +189,23 @@ impl ClusterNode {
         Ok(dropped)
     }
 
+    /// Makes SQL schema `key`; `Ok(false)` if it existed.
+    pub fn create_schema(self: &Arc<Self>, key: &str) -> Result<bool> {
+        self.change_schema(MetaOp::CreateSchema { name: key.into() })
+    }
+
+    /// Removes the empty SQL schema `key`; `Ok(false)` if there was none.
+    pub fn drop_schema(self: &Arc<Self>, key: &str) -> Result<bool> {
+        self.change_schema(MetaOp::DropSchema { name: key.into() })
+    }
+
+    fn change_schema(self: &Arc<Self>, op: MetaOp) -> Result<bool> {
+        let node = Arc::clone(self);
+        let changed = crate::raft::run(async move { node.meta_client.change(op).await })??;
+        self.refresh()?;
+        Ok(changed)
+    }
+
     /// The router's handle on a collection of `state`.
     pub fn collection(&self, meta: &CollectionMeta, state: &MetaState) -> Result<Collection> {
         let schema = Arc::new(meta.schema.clone());

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::datatypes::Schema;
 use datafusion::sql::sqlparser::ast::{
     CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget, Statement,
 };
@@ -356,11 +356,15 @@ impl CopyIn {
         let mut arrays = Vec::with_capacity(self.columns.len());
         for ((name, ty), values) in self.columns.iter().zip(self.values.iter_mut()) {
             let array = values.take()?;
-            fields.push(Field::new(name, ty.arrow_type(), true));
+            fields.push(ty.arrow_field(name, true));
             arrays.push(array);
         }
-        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+        let schema = Arc::new(Schema::new(fields));
+        let batch = RecordBatch::try_new(schema.clone(), arrays)
             .map_err(|e| user_error("XX000", e.to_string()))?;
+        // json, jsonb and uuid text as their input functions read it.
+        let batch =
+            vecraft_planner::text_types::conform_batch(batch, &schema).map_err(|e| to_pg(&e))?;
         let storage = |e| to_pg(&vecraft_planner::collection::storage_error(e));
         self.collection
             .write(&Command::Insert(batch))

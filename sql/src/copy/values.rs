@@ -36,7 +36,9 @@ impl Values {
             ColumnType::Float32 => Values::Float32(Vec::new()),
             ColumnType::Float64 => Values::Float64(Vec::new()),
             ColumnType::Bool => Values::Bool(Vec::new()),
-            ColumnType::Text => Values::Text(Vec::new()),
+            ColumnType::Text | ColumnType::Json | ColumnType::Jsonb | ColumnType::Uuid => {
+                Values::Text(Vec::new())
+            }
             ColumnType::Timestamp => Values::Timestamp(Vec::new()),
             ColumnType::Vector(spec) => Values::Vector {
                 dims: spec.dims,

@@ -13,6 +13,7 @@
 //!
 //! `types.rs` holds the type table and OIDs, `tables.rs` the catalog tables (built with
 //! `columns.rs`; the extensions' in `extensions.rs`), `indexes.rs` the indexes they show,
+//! `information_schema.rs` the `information_schema` views,
 //! `functions.rs` and `sizes.rs` the functions, `rewrite.rs` the dialect pass and `calls.rs`
 //! its rewrites of function calls (JDBC's, SQLAlchemy's, psql's).
 
@@ -21,6 +22,7 @@ mod columns;
 mod extensions;
 mod functions;
 mod indexes;
+mod information_schema;
 mod rewrite;
 mod shards;
 mod sizes;
@@ -76,6 +78,12 @@ pub fn install(ctx: &SessionContext, catalog: Arc<Catalog>) -> Result<()> {
         default.register_schema(
             "pg_catalog",
             Arc::new(PgCatalogSchema {
+                catalog: catalog.clone(),
+            }),
+        )?;
+        default.register_schema(
+            "information_schema",
+            Arc::new(information_schema::InformationSchema {
                 catalog: catalog.clone(),
             }),
         )?;

@@ -246,7 +246,7 @@ fn namespace_oid(name: &str) -> Option<u32> {
         "pg_catalog" => Some(PG_CATALOG_NAMESPACE),
         "public" => Some(PUBLIC_NAMESPACE),
         "information_schema" => Some(INFORMATION_SCHEMA_NAMESPACE),
-        _ => None,
+        other => Some(super::types::schema_oid(other)),
     }
 }
 

@@ -16,6 +16,7 @@ use super::columns::*;
 use super::extensions::{pg_available_extensions, pg_description, pg_extension};
 use super::indexes::{BTREE_AM, HNSW_AM, IndexRow, indexes};
 use super::types::*;
+use vecraft_storage::names::split_qualified;
 use vecraft_storage::schema::ColumnType;
 
 const HEAP_AM: u32 = 2;
@@ -94,7 +95,7 @@ impl SchemaProvider for PgCatalogSchema {
         }
         let batch = match name {
             "pg_type" => pg_type(),
-            "pg_namespace" => pg_namespace(),
+            "pg_namespace" => pg_namespace(&self.catalog),
             "pg_range" => table(&[("rngtypid", u32s(vec![])), ("rngsubtype", u32s(vec![]))]),
             "pg_class" => pg_class(&self.catalog),
             "pg_attribute" => pg_attribute(&self.catalog),
@@ -230,25 +231,21 @@ fn io_function(type_name: &str, category: char, way: &str) -> String {
     }
 }
 
-fn pg_namespace() -> Result<RecordBatch> {
+/// PostgreSQL's own schemas, then those CREATE SCHEMA made.
+fn pg_namespace(catalog: &Catalog) -> Result<RecordBatch> {
+    let mut names: Vec<String> = ["pg_catalog", "public", "information_schema"]
+        .map(String::from)
+        .into();
+    // public is pg_database_owner's
+    let mut owners = vec![10, 6171, 10];
+    for schema in catalog.schemas() {
+        names.push(schema);
+        owners.push(10);
+    }
     table(&[
-        (
-            "oid",
-            u32s(vec![
-                PG_CATALOG_NAMESPACE,
-                PUBLIC_NAMESPACE,
-                INFORMATION_SCHEMA_NAMESPACE,
-            ]),
-        ),
-        (
-            "nspname",
-            strs(vec![
-                "pg_catalog".into(),
-                "public".into(),
-                "information_schema".into(),
-            ]),
-        ),
-        ("nspowner", u32s(vec![10, 6171, 10])), // public is pg_database_owner's
+        ("oid", u32s(names.iter().map(|n| schema_oid(n)).collect())),
+        ("nspname", strs(names)),
+        ("nspowner", u32s(owners)),
     ])
 }
 
@@ -259,9 +256,12 @@ fn pg_class(catalog: &Catalog) -> Result<RecordBatch> {
     let mut kind = Vec::new();
     let mut am = Vec::new();
     let mut tuples = Vec::new();
+    let mut namespace = Vec::new();
     for (table, collection) in catalog.all() {
         oid.push(table_oid(&table));
-        name.push(table);
+        let (schema, relname) = split_qualified(&table);
+        namespace.push(schema_oid(schema.unwrap_or("public")));
+        name.push(relname.to_string());
         kind.push(b'r');
         am.push(HEAP_AM);
         tuples.push(collection.count() as f32);
@@ -274,6 +274,7 @@ fn pg_class(catalog: &Catalog) -> Result<RecordBatch> {
         kind.push(b'i');
         am.push(index.access_method);
         tuples.push(-1.0);
+        namespace.push(PUBLIC_NAMESPACE);
     }
     let n = oid.len();
     let has_index = (0..n)
@@ -282,7 +283,7 @@ fn pg_class(catalog: &Catalog) -> Result<RecordBatch> {
     table(&[
         ("oid", u32s(oid)),
         ("relname", strs(name)),
-        ("relnamespace", u32s(vec![PUBLIC_NAMESPACE; n])),
+        ("relnamespace", u32s(namespace)),
         ("relowner", u32s(vec![10; n])),
         ("relam", u32s(am)),
         ("relkind", chars(kind)),
@@ -458,7 +459,10 @@ fn pg_attribute(catalog: &Catalog) -> Result<RecordBatch> {
             num.push(attnum);
             notnull.push(!col.nullable);
             // Fixed-width values are stored plain; text and vectors are extended.
-            let fixed = !matches!(col.ty, ColumnType::Text | ColumnType::Vector(_));
+            let fixed = !matches!(
+                col.ty,
+                ColumnType::Text | ColumnType::Vector(_) | ColumnType::Json | ColumnType::Jsonb
+            );
             storage.push(if fixed { b'p' } else { b'x' });
         }
     }

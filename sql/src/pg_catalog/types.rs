@@ -123,6 +123,9 @@ pub(super) fn column_type(ty: &ColumnType) -> (u32, i32) {
         ColumnType::Bool => (16, -1),
         ColumnType::Text => (25, -1),
         ColumnType::Timestamp => (1114, -1),
+        ColumnType::Json => (114, -1),
+        ColumnType::Jsonb => (3802, -1),
+        ColumnType::Uuid => (2950, -1),
         ColumnType::Vector(spec) => (VECTOR_OID, spec.dims as i32),
     }
 }
@@ -143,6 +146,16 @@ pub fn catalog_table_oid(name: &str) -> Option<u32> {
         "pg_extension" => 3079,
         _ => return None,
     })
+}
+
+/// The OID of a schema made by CREATE SCHEMA: a hash of its name, as [`table_oid`].
+pub fn schema_oid(name: &str) -> u32 {
+    match name {
+        "public" => PUBLIC_NAMESPACE,
+        "pg_catalog" => PG_CATALOG_NAMESPACE,
+        "information_schema" => INFORMATION_SCHEMA_NAMESPACE,
+        _ => 0x2000_0000 | (crc32c::crc32c(name.as_bytes()) & 0x1fff_ffff),
+    }
 }
 
 /// A collection's OID: a hash of its name, so every gateway and restart agrees.

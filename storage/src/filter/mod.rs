@@ -238,9 +238,11 @@ impl Kind {
             ColumnType::Bool => Some(Kind::Bool),
             ColumnType::Int32 | ColumnType::Int64 => Some(Kind::Int),
             ColumnType::Float32 | ColumnType::Float64 => Some(Kind::Float),
-            ColumnType::Text => Some(Kind::Text),
+            // A uuid is kept in one text form, so text equality is uuid equality.
+            ColumnType::Text | ColumnType::Uuid => Some(Kind::Text),
             ColumnType::Timestamp => Some(Kind::Timestamp),
-            ColumnType::Vector(_) => None,
+            // JSON compares by meaning, not by text: DataFusion evaluates those filters.
+            ColumnType::Vector(_) | ColumnType::Json | ColumnType::Jsonb => None,
         }
     }
 

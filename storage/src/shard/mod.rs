@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use arrow::array::RecordBatch;
 use parking_lot::{Mutex, RwLock};
 
 pub use read::{DISTANCE_COLUMN, SearchRequest};
@@ -35,7 +36,7 @@ pub use snapshot::{SnapshotContents, SnapshotInfo};
 use crate::command::Command;
 use crate::error::{Error, Result};
 use crate::schema::CollectionSchema;
-use crate::segment::rows::normalize;
+use crate::segment::rows::{NormalizedRows, normalize};
 use state::State;
 
 #[derive(Clone, Debug)]
@@ -87,7 +88,9 @@ pub struct Shard {
 /// key's uniqueness is left to the shard (`Shard::check`).
 pub fn check_shape(schema: &CollectionSchema, command: &Command) -> Result<()> {
     match command {
-        Command::Upsert(batch) | Command::Insert(batch) => normalize(schema, batch).map(|_| ()),
+        Command::Upsert(batch) | Command::Insert(batch) | Command::InsertMissing(batch) => {
+            normalize(schema, batch).map(|_| ())
+        }
         Command::Delete(_) | Command::Truncate => Ok(()),
         Command::SetIndex {
             column,
@@ -95,6 +98,20 @@ pub fn check_shape(schema: &CollectionSchema, command: &Command) -> Result<()> {
             hnsw,
         } => schema.with_index(column, *metric, *hnsw).map(|_| ()),
     }
+}
+
+/// `rows` (normalised from `batch`) without the rows `keep` leaves out.
+fn only_new_rows(
+    schema: &CollectionSchema,
+    batch: &RecordBatch,
+    rows: NormalizedRows,
+    keep: &[bool],
+) -> Result<NormalizedRows> {
+    if keep.iter().all(|k| *k) {
+        return Ok(rows);
+    }
+    let mask = arrow::array::BooleanArray::from(keep.to_vec());
+    normalize(schema, &arrow::compute::filter_record_batch(batch, &mask)?)
 }
 
 /// The background sealing thread, if one runs.
@@ -155,11 +172,20 @@ impl Shard {
             return Ok(Applied::default());
         }
         let applied = match command {
-            Command::Upsert(batch) | Command::Insert(batch) => {
+            Command::Upsert(batch) | Command::Insert(batch) | Command::InsertMissing(batch) => {
                 let insert = matches!(command, Command::Insert(_));
+                let missing_only = matches!(command, Command::InsertMissing(_));
                 let schema = self.schema();
                 let outcome = normalize(&schema, batch).and_then(|rows| {
                     let mut state = self.inner.state.write();
+                    // Decided under the write lock, as every replica decides at this index.
+                    let rows = match missing_only {
+                        true => {
+                            let keep = state.new_keys(&rows.keys);
+                            only_new_rows(&schema, batch, rows, &keep)?
+                        }
+                        false => rows,
+                    };
                     if insert {
                         if let Err(e) = state.check_new_keys(&rows.keys) {
                             state.skip(index);

@@ -279,7 +279,7 @@ fn project(schema: &CollectionSchema, projection: Option<&[String]>) -> Result<V
 
 fn field_of(schema: &CollectionSchema, column: usize) -> Field {
     let c = &schema.columns[column];
-    Field::new(&c.name, c.ty.arrow_type(), c.nullable)
+    c.ty.arrow_field(&c.name, c.nullable)
 }
 
 /// A search result: pgvector's distance, the hit, and the index of its segment.

@@ -232,6 +232,15 @@ impl State {
         Ok(())
     }
 
+    /// Which of `keys` are new: not stored, and not earlier in `keys` (ON CONFLICT DO
+    /// NOTHING keeps those rows).
+    pub fn new_keys(&self, keys: &[Key]) -> Vec<bool> {
+        let mut seen = std::collections::HashSet::with_capacity(keys.len());
+        keys.iter()
+            .map(|key| !self.keymap.contains_key(key) && seen.insert(key))
+            .collect()
+    }
+
     /// Consumes an index whose command was rejected.
     pub fn skip(&mut self, index: u64) {
         self.applied_index = self.applied_index.max(index);

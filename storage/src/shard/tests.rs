@@ -7,7 +7,7 @@ use arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-use super::{DISTANCE_COLUMN, SearchRequest, Shard, ShardOptions};
+use super::{Applied, DISTANCE_COLUMN, SearchRequest, Shard, ShardOptions};
 use crate::command::Command;
 use crate::distance::Metric;
 use crate::error::Error;
@@ -661,6 +661,42 @@ fn insert_refuses_existing_and_repeated_keys_whole() {
     assert_eq!(shard.count(), 2, "nothing of a refused insert is applied");
     let decoded = Command::decode(&clash.encode().unwrap()).unwrap();
     assert_eq!(decoded, clash);
+}
+
+#[test]
+fn insert_missing_skips_existing_and_repeated_keys_and_replays_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = Shard::open(dir.path(), Some(schema(2, Metric::L2)), opts(1000)).unwrap();
+    let v = |x: f32| vec![x, 0.0];
+    shard
+        .apply(1, &Command::Insert(batch(&[1, 2], &[v(1.0), v(2.0)])))
+        .unwrap();
+    let some_new = Command::InsertMissing(batch(&[2, 3, 3], &[v(9.0), v(3.0), v(8.0)]));
+    shard.check(&some_new).unwrap();
+    let applied = shard.apply(2, &some_new).unwrap();
+    assert_eq!(applied.rows_written, 1, "only key 3, from its first row");
+    assert_eq!(shard.count(), 3);
+    assert_eq!(
+        exact(&shard, &[2.0, 0.0], 1),
+        vec![2],
+        "key 2 kept its old vector"
+    );
+    assert_eq!(
+        exact(&shard, &[3.0, 0.0], 1),
+        vec![3],
+        "key 3 has its first row's"
+    );
+    let none_new = Command::InsertMissing(batch(&[1], &[v(7.0)]));
+    assert_eq!(shard.apply(3, &none_new).unwrap().rows_written, 0);
+    assert_eq!(
+        shard.apply(3, &none_new).unwrap(),
+        Applied::default(),
+        "a replay"
+    );
+    assert_eq!(
+        Command::decode(&some_new.encode().unwrap()).unwrap(),
+        some_new
+    );
 }
 
 #[test]

@@ -1,0 +1,200 @@
+//! `information_schema` as PostgreSQL shows it: `tables`, `columns`, `schemata`, `views`,
+//! with SQL's type names in `data_type` (`integer`, `text`, `USER-DEFINED` for `vector`),
+//! which frameworks check before they use a table (langchain-postgres reads
+//! `columns.data_type`, llama-index `schemata`). DataFusion's own `information_schema`
+//! speaks Arrow's names (`Int32`, `Utf8`), so this one replaces it.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::{MemTable, SchemaProvider, TableProvider};
+use datafusion::common::Result;
+use vecraft_storage::names::split_qualified;
+use vecraft_storage::schema::ColumnType;
+
+use super::columns::{i32s, strs, table};
+use super::types::{column_type, format_type};
+use crate::catalog::Catalog;
+use crate::encode::VECTOR_OID;
+
+const TABLES: &[&str] = &["tables", "columns", "schemata", "views"];
+
+/// The `information_schema` schema, read from the live collection catalog.
+pub(crate) struct InformationSchema {
+    pub(crate) catalog: Arc<Catalog>,
+}
+
+impl std::fmt::Debug for InformationSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InformationSchema")
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for InformationSchema {
+    fn table_names(&self) -> Vec<String> {
+        TABLES.iter().map(|t| t.to_string()).collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let batch = match name {
+            "tables" => tables(&self.catalog),
+            "columns" => columns(&self.catalog),
+            "schemata" => schemata(&self.catalog),
+            "views" => table(&[
+                ("table_catalog", strs(vec![])),
+                ("table_schema", strs(vec![])),
+                ("table_name", strs(vec![])),
+                ("view_definition", strs(vec![])),
+            ]),
+            _ => return Ok(None),
+        }?;
+        let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+        Ok(Some(Arc::new(table)))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        TABLES.contains(&name)
+    }
+}
+
+const DATABASE: &str = "postgres";
+const SCHEMA: &str = "public";
+
+/// A collection name's schema and table.
+fn parts(name: &str) -> (String, String) {
+    let (schema, table) = split_qualified(name);
+    (schema.unwrap_or(SCHEMA).to_string(), table.to_string())
+}
+
+fn tables(catalog: &Catalog) -> Result<datafusion::arrow::array::RecordBatch> {
+    let (schemas, names): (Vec<_>, Vec<_>) = catalog.names().iter().map(|n| parts(n)).unzip();
+    let n = names.len();
+    table(&[
+        ("table_catalog", strs(vec![DATABASE.into(); n])),
+        ("table_schema", strs(schemas)),
+        ("table_name", strs(names)),
+        ("table_type", strs(vec!["BASE TABLE".into(); n])),
+        ("is_insertable_into", strs(vec!["YES".into(); n])),
+    ])
+}
+
+fn schemata(catalog: &Catalog) -> Result<datafusion::arrow::array::RecordBatch> {
+    let mut schemas: Vec<String> = ["pg_catalog", "public", "information_schema"]
+        .map(String::from)
+        .into();
+    schemas.extend(catalog.schemas());
+    let n = schemas.len();
+    table(&[
+        ("catalog_name", strs(vec![DATABASE.into(); n])),
+        ("schema_name", strs(schemas)),
+        ("schema_owner", strs(vec!["postgres".into(); n])),
+    ])
+}
+
+/// One row a visible column, in declaration order.
+fn columns(catalog: &Catalog) -> Result<datafusion::arrow::array::RecordBatch> {
+    let mut rows = ColumnRows::default();
+    for name in catalog.names() {
+        let Some(collection) = catalog.get(&name) else {
+            continue;
+        };
+        let schema = collection.schema();
+        let hidden = schema.hidden_key.then_some(schema.primary_key);
+        let visible = schema
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != hidden);
+        for (position, (_, column)) in visible.enumerate() {
+            rows.push(
+                &name,
+                position as i32 + 1,
+                &column.name,
+                &column.ty,
+                column.nullable,
+            );
+        }
+    }
+    rows.batch()
+}
+
+#[derive(Default)]
+struct ColumnRows {
+    schema: Vec<String>,
+    table: Vec<String>,
+    column: Vec<String>,
+    position: Vec<i32>,
+    nullable: Vec<String>,
+    data_type: Vec<String>,
+    udt_schema: Vec<String>,
+    udt_name: Vec<String>,
+}
+
+impl ColumnRows {
+    fn push(&mut self, table: &str, position: i32, column: &str, ty: &ColumnType, nullable: bool) {
+        let (oid, _) = column_type(ty);
+        let vector = oid == VECTOR_OID;
+        let (schema, table) = parts(table);
+        self.schema.push(schema);
+        self.table.push(table);
+        self.column.push(column.to_string());
+        self.position.push(position);
+        self.nullable
+            .push(if nullable { "YES" } else { "NO" }.into());
+        // PostgreSQL says USER-DEFINED for an extension's type, and names it in udt_name.
+        self.data_type.push(if vector {
+            "USER-DEFINED".into()
+        } else {
+            format_type(oid, -1).unwrap_or_else(|| "text".into())
+        });
+        self.udt_schema
+            .push(if vector { SCHEMA } else { "pg_catalog" }.into());
+        self.udt_name.push(udt_name(ty).into());
+    }
+
+    fn batch(self) -> Result<datafusion::arrow::array::RecordBatch> {
+        let n = self.table.len();
+        table(&[
+            ("table_catalog", strs(vec![DATABASE.into(); n])),
+            ("table_schema", strs(self.schema)),
+            ("table_name", strs(self.table)),
+            ("column_name", strs(self.column)),
+            ("ordinal_position", i32s(self.position)),
+            ("column_default", strs_null(n)),
+            ("is_nullable", strs(self.nullable)),
+            ("data_type", strs(self.data_type)),
+            ("udt_catalog", strs(vec![DATABASE.into(); n])),
+            ("udt_schema", strs(self.udt_schema)),
+            ("udt_name", strs(self.udt_name)),
+            ("is_identity", strs(vec!["NO".into(); n])),
+            ("is_generated", strs(vec!["NEVER".into(); n])),
+        ])
+    }
+}
+
+/// The type's internal name (`int8`, `float4`, `vector`), as `udt_name` gives it.
+fn udt_name(ty: &ColumnType) -> &'static str {
+    match ty {
+        ColumnType::Bool => "bool",
+        ColumnType::Int32 => "int4",
+        ColumnType::Int64 => "int8",
+        ColumnType::Float32 => "float4",
+        ColumnType::Float64 => "float8",
+        ColumnType::Text => "text",
+        ColumnType::Timestamp => "timestamp",
+        ColumnType::Vector(_) => "vector",
+        ColumnType::Json => "json",
+        ColumnType::Jsonb => "jsonb",
+        ColumnType::Uuid => "uuid",
+    }
+}
+
+fn strs_null(n: usize) -> datafusion::arrow::array::ArrayRef {
+    Arc::new(datafusion::arrow::array::StringArray::from(vec![
+        None::<
+            String,
+        >;
+        n
+    ]))
+}
