@@ -540,3 +540,40 @@ async fn the_flight_port_refuses_outsiders_and_paths_for_names() {
         [[Some("0".to_string())]]
     );
 }
+
+/// The SQLSTATE a statement fails with ("" if it succeeds).
+async fn sqlstate(client: &Client, sql: &str) -> String {
+    match client.simple_query(sql).await {
+        Ok(_) => String::new(),
+        Err(e) => e.code().map(|c| c.code().to_string()).unwrap_or_default(),
+    }
+}
+
+/// Schemas are part of the meta document: made through one gateway, used through another;
+/// one with a table in it is dropped only with CASCADE, and then it is gone everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemas_are_the_clusters() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let cluster = Cluster::start(3, 60_000).joined().await;
+    let (one, two) = (cluster.client(1).await, cluster.client(2).await);
+    one.batch_execute(
+        "CREATE SCHEMA vecs;
+         CREATE TABLE vecs.docs (id text PRIMARY KEY, v vector(2), meta jsonb)",
+    )
+    .await
+    .unwrap();
+    let insert = "INSERT INTO vecs.docs VALUES ('a', '[1,0]', '{\"year\": 1973}')";
+    wait_until("gateway 2 sees vecs.docs", async || {
+        sqlstate(&two, insert).await.is_empty()
+    })
+    .await;
+    let found = "SELECT id FROM vecs.docs WHERE meta @> '{\"year\": 1973}'";
+    assert_eq!(rows(&one, found).await, [[Some("a".to_string())]]);
+    assert_eq!(sqlstate(&two, "CREATE SCHEMA vecs").await, "42P06");
+    assert_eq!(sqlstate(&two, "DROP SCHEMA vecs").await, "2BP01");
+    two.batch_execute("DROP SCHEMA vecs CASCADE").await.unwrap();
+    wait_until("gateway 1 sees vecs gone", async || {
+        sqlstate(&one, "CREATE TABLE vecs.t (id bigint PRIMARY KEY)").await == "3F000"
+    })
+    .await;
+}

@@ -131,3 +131,55 @@ async fn create_index_sets_the_metric_and_parameters() {
         vec![vec![Some("1".into())], vec![Some("3".into())]]
     );
 }
+
+/// A schema outlives a restart, empty or not, and so do its tables' DEFAULTs and jsonb
+/// values; a table in it is not the table of the same name in `public`.
+#[tokio::test]
+async fn schemas_and_defaults_outlive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (port, server) = serve(dir.path()).await;
+        let client = connect(port).await;
+        client
+            .batch_execute(
+                "CREATE SCHEMA empty;
+                 CREATE SCHEMA vecs;
+                 CREATE TABLE vecs.docs (id text PRIMARY KEY, meta jsonb NOT NULL DEFAULT '{}');
+                 CREATE TABLE docs (id text PRIMARY KEY);
+                 INSERT INTO vecs.docs (id, meta) VALUES ('a', '{\"b\":2,\"a\":1}')",
+            )
+            .await
+            .unwrap();
+        server.abort();
+    }
+    let client = connect(start(dir.path()).await).await;
+    assert_eq!(
+        command_rows(&client, "INSERT INTO vecs.docs (id) VALUES ('b')").await,
+        1
+    );
+    assert_eq!(
+        lines(rows(&client, "SELECT id, meta FROM vecs.docs ORDER BY id").await),
+        "a\n{\"a\": 1, \"b\": 2}\nb\n{}"
+    );
+    assert_eq!(
+        lines(
+            rows(
+                &client,
+                "SELECT nspname FROM pg_namespace WHERE nspname IN ('empty', 'vecs') ORDER BY 1"
+            )
+            .await
+        ),
+        "empty\nvecs"
+    );
+    assert_eq!(sqlstate(&client, "CREATE SCHEMA empty").await, "42P06");
+    assert_eq!(sqlstate(&client, "DROP SCHEMA vecs").await, "2BP01");
+    client
+        .batch_execute("DROP SCHEMA vecs CASCADE; DROP SCHEMA empty")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&client, "SELECT count(*) FROM docs").await,
+        [[Some("0".to_string())]]
+    );
+    assert_eq!(sqlstate(&client, "SELECT * FROM vecs.docs").await, "42P01");
+}
