@@ -165,7 +165,7 @@ pub fn show(catalog: &Catalog, format: &Format) -> PgWireResult<Response> {
     for (name, collection) in catalog.all() {
         let schema = collection.schema();
         let mut encoder = DataRowEncoder::new(fields.clone());
-        encoder.encode_field(&name)?;
+        encoder.encode_field(&crate::idents::listed(&name))?;
         encoder.encode_field(&(collection.count() as i64))?;
         encoder.encode_field(&vectors(&schema))?;
         encoder.encode_field(&(collection.shards().len() as i64))?;

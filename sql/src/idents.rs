@@ -31,6 +31,15 @@ pub fn shown(name: &str) -> &str {
     split_qualified(name).1
 }
 
+/// How listings (`SHOW COLLECTIONS`, `vecraft_shards`) name collection `name`: `t` in
+/// `public`, `s.t` in schema `s`.
+pub fn listed(name: &str) -> String {
+    match split_qualified(name) {
+        (Some(schema), table) => format!("{schema}.{table}"),
+        (None, table) => table.to_string(),
+    }
+}
+
 /// `name` as PostgreSQL's `quote_ident` writes it: as it is when it reads back the same
 /// unquoted (lower case letters, digits, `_`, not starting with a digit), else in double
 /// quotes with `"` doubled. (PostgreSQL also quotes its reserved words; this does not.)

@@ -16,6 +16,7 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 use vecraft_storage::distance::Metric;
+use vecraft_storage::names::split_qualified;
 use vecraft_storage::schema::{ColumnType, HnswParams};
 
 use super::LiveCatalog;
@@ -30,7 +31,8 @@ pub(super) const HNSW_AM: u32 = 16388;
 pub(super) struct IndexRow {
     pub oid: u32,
     pub table_oid: u32,
-    /// The indexed table's name.
+    /// The indexed table's schema and name.
+    pub schema: String,
     pub table: String,
     pub name: String,
     pub primary: bool,
@@ -53,25 +55,30 @@ pub(super) fn attnum(schema: &vecraft_storage::schema::CollectionSchema, positio
 /// Every index of every collection.
 pub(super) fn indexes(catalog: &Catalog) -> Vec<IndexRow> {
     let mut rows = Vec::new();
-    for (table, collection) in catalog.all() {
+    for (collection_name, collection) in catalog.all() {
         let schema = collection.schema();
-        let table_oid = table_oid(&table);
+        let table_oid = table_oid(&collection_name);
+        let (in_schema, table) = split_qualified(&collection_name);
+        let in_schema = in_schema.unwrap_or("public").to_string();
+        // `schema.table` as pg_get_indexdef writes it.
+        let on = format!("{}.{}", quote_ident(&in_schema), quote_ident(table));
+        let table = table.to_string();
         if !schema.hidden_key {
             let key = &schema.columns[schema.primary_key].name;
             let column = attnum(&schema, schema.primary_key);
             let name = format!("{table}_pkey");
             rows.push(IndexRow {
-                oid: index_oid(&table, &name),
+                oid: index_oid(&collection_name, &name),
                 table_oid,
+                schema: in_schema.clone(),
                 table: table.clone(),
                 definition: format!(
-                    "CREATE UNIQUE INDEX {} ON public.{} USING btree ({})",
+                    "CREATE UNIQUE INDEX {} ON {on} USING btree ({})",
                     quote_ident(&name),
-                    quote_ident(&table),
                     quote_ident(key)
                 ),
                 constraint: Some((
-                    index_oid(&table, "pkey constraint"),
+                    index_oid(&collection_name, "pkey constraint"),
                     format!("PRIMARY KEY ({})", quote_ident(key)),
                 )),
                 name,
@@ -89,13 +96,13 @@ pub(super) fn indexes(catalog: &Catalog) -> Vec<IndexRow> {
             }
             let name = format!("{table}_{}_idx", column.name);
             rows.push(IndexRow {
-                oid: index_oid(&table, &name),
+                oid: index_oid(&collection_name, &name),
                 table_oid,
+                schema: in_schema.clone(),
                 table: table.clone(),
                 definition: format!(
-                    "CREATE INDEX {} ON public.{} USING hnsw ({} {}){}",
+                    "CREATE INDEX {} ON {on} USING hnsw ({} {}){}",
                     quote_ident(&name),
-                    quote_ident(&table),
                     quote_ident(&column.name),
                     opclass(spec.metric),
                     with_clause(&spec.hnsw)

@@ -100,7 +100,7 @@ pub fn vecraft_shards(catalog: &Catalog) -> Result<RecordBatch> {
     let (mut states, mut applied, mut durable, mut rows) = (vec![], vec![], vec![], vec![]);
     for (name, collection) in catalog.all() {
         for (i, shard) in collection.shards().iter().enumerate() {
-            names.push(name.clone());
+            names.push(crate::idents::listed(&name));
             shards.push(i as i64);
             // A shard no replica of which answers still has its row.
             let Ok(status) = shard.status() else {
@@ -154,7 +154,7 @@ pub fn vecraft_replicas(catalog: &Catalog) -> Result<RecordBatch> {
     for (name, collection) in catalog.all() {
         for (i, shard) in collection.shards().iter().enumerate() {
             for (node, status) in shard.replicas() {
-                names.push(name.clone());
+                names.push(crate::idents::listed(&name));
                 shards.push(i as i64);
                 nodes.push(node as i64);
                 let Ok(status) = status else {

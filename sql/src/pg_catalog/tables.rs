@@ -274,7 +274,7 @@ fn pg_class(catalog: &Catalog) -> Result<RecordBatch> {
         kind.push(b'i');
         am.push(index.access_method);
         tuples.push(-1.0);
-        namespace.push(PUBLIC_NAMESPACE);
+        namespace.push(schema_oid(&index.schema));
     }
     let n = oid.len();
     let has_index = (0..n)
@@ -376,7 +376,10 @@ fn pg_indexes(catalog: &Catalog) -> Result<RecordBatch> {
     let rows = indexes(catalog);
     let n = rows.len();
     table(&[
-        ("schemaname", strs(vec!["public".into(); n])),
+        (
+            "schemaname",
+            strs(rows.iter().map(|r| r.schema.clone()).collect()),
+        ),
         (
             "tablename",
             strs(rows.iter().map(|r| r.table.clone()).collect()),
