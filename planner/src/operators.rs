@@ -44,6 +44,7 @@ impl ExprPlanner for VectorOperators {
         if let Some(planned) = json_operator(&expr, schema) {
             return Ok(PlannerResult::Planned(planned));
         }
+        let expr = uuid_literals(expr, schema);
         if expr.op == BinaryOperator::PGStartsWith {
             // `a ^@ b`, PostgreSQL's operator for starts_with(a, b) (vecs asks with it).
             let starts_with = datafusion::functions::string::starts_with();
@@ -115,6 +116,37 @@ fn json_operator(expr: &RawBinaryExpr, schema: &DFSchema) -> Option<Expr> {
         BinaryOperator::Question => Some(text_types::exists(left, right)),
         _ => None,
     }
+}
+
+/// `id = 'A0EEBC99-…'` on a uuid column: the text is read as a uuid (into its one stored
+/// form), as PostgreSQL casts an untyped literal to the column's type.
+fn uuid_literals(mut expr: RawBinaryExpr, schema: &DFSchema) -> RawBinaryExpr {
+    let compares = matches!(
+        expr.op,
+        BinaryOperator::Eq
+            | BinaryOperator::NotEq
+            | BinaryOperator::Lt
+            | BinaryOperator::LtEq
+            | BinaryOperator::Gt
+            | BinaryOperator::GtEq
+    );
+    // Only a column is typed here: typing any operand would walk its whole tree.
+    let is_uuid_column = |e: &Expr| {
+        matches!(e, Expr::Column(_))
+            && e.to_field(schema)
+                .is_ok_and(|(_, f)| TextType::of_field(&f) == Some(TextType::Uuid))
+    };
+    let is_text = |e: &Expr| matches!(e, Expr::Literal(ScalarValue::Utf8(Some(_)), _));
+    if !compares {
+        return expr;
+    }
+    let uuid = || TextType::Uuid.input_udf();
+    if is_uuid_column(&expr.left) && is_text(&expr.right) {
+        expr.right = uuid().call(vec![expr.right]);
+    } else if is_uuid_column(&expr.right) && is_text(&expr.left) {
+        expr.left = uuid().call(vec![expr.left]);
+    }
+    expr
 }
 
 /// Whether `e` is a vector: of a `vector(n)` type, or a `'[…]'::vector` literal (whose Arrow
