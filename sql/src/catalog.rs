@@ -16,7 +16,7 @@ use std::sync::RwLock;
 use vecraft_cluster::collection::Collection;
 use vecraft_cluster::meta::MetaState;
 use vecraft_cluster::node::ClusterNode;
-use vecraft_storage::names::{sql_name, storage_key};
+use vecraft_storage::names::{split_qualified, sql_name, storage_key};
 use vecraft_storage::schema::CollectionSchema;
 use vecraft_storage::shard::ShardOptions;
 
@@ -269,14 +269,25 @@ impl Catalog {
         Ok(created)
     }
 
-    /// Removes the empty schema `name`; `Ok(false)` if there was none. The caller checks that
-    /// no collection is in it (in a cluster the meta manager checks again).
+    /// Removes the empty schema `name`; `Ok(false)` if there was none. Refused while a
+    /// collection is in it: checked under the DDL lock on a node, by the meta manager in a
+    /// cluster (the gateway checks first, for PostgreSQL's 2BP01).
     pub fn drop_schema(&self, name: &str) -> Result<bool> {
         let Some(key) = storage_key(name) else {
             return Ok(false);
         };
         let dropped = match &self.backend {
-            Backend::Local { schemas, .. } => schemas.drop(name, &key)?,
+            Backend::Local { schemas, .. } => {
+                // Under the DDL lock, so no CREATE TABLE puts a table in it meanwhile.
+                let _ddl = self.ddl.lock();
+                let inside = read(&self.collections)
+                    .keys()
+                    .any(|c| split_qualified(c).0 == Some(name));
+                if inside {
+                    return datafusion::common::plan_err!("schema \"{name}\" is not empty");
+                }
+                schemas.drop(name, &key)?
+            }
             Backend::Cluster { node, .. } => node.drop_schema(&key).map_err(storage)?,
         };
         self.changed();
@@ -327,6 +338,12 @@ impl Catalog {
                 let _ddl = self.ddl.lock();
                 if read(&self.collections).contains_key(name) {
                     return Ok(false);
+                }
+                // Checked again under the DDL lock: a DROP SCHEMA may have just run.
+                if let (Some(s), _) = split_qualified(name)
+                    && !self.has_schema(s)
+                {
+                    return datafusion::common::plan_err!("schema \"{s}\" does not exist");
                 }
                 let dir = root.join(&key);
                 let c = Collection::create(&dir, schema, shards, ShardOptions::default())
