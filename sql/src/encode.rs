@@ -100,11 +100,15 @@ pub(crate) fn char_type_metadata() -> std::collections::HashMap<String, String> 
 
 /// The PostgreSQL type of a result field: its metadata's, else its data type's.
 fn field_type(field: &datafusion::arrow::datatypes::Field) -> Type {
+    use vecraft_planner::text_types::TextType;
+    match TextType::of_field(field) {
+        Some(TextType::Json) => return Type::JSON,
+        Some(TextType::Jsonb) => return Type::JSONB,
+        Some(TextType::Uuid) => return Type::UUID,
+        None => {}
+    }
     match field.metadata().get(PG_TYPE_KEY).map(String::as_str) {
         Some("char") => Type::CHAR,
-        Some("json") => Type::JSON,
-        Some("jsonb") => Type::JSONB,
-        Some("uuid") => Type::UUID,
         _ => pg_type(field.data_type()),
     }
 }

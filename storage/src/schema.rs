@@ -348,6 +348,14 @@ impl CollectionSchema {
         !self.unindexed.iter().any(|c| c == name)
     }
 
+    /// The columns SQL sees (every column but a hidden row id), in declaration order.
+    pub fn visible_columns(&self) -> impl Iterator<Item = &ColumnDef> {
+        let hidden = self.hidden_key.then_some(self.primary_key);
+        (self.columns.iter().enumerate())
+            .filter(move |(i, _)| Some(*i) != hidden)
+            .map(|(_, c)| c)
+    }
+
     /// The Arrow schema SQL sees: every column but a hidden row id.
     pub fn visible_arrow_schema(&self) -> SchemaRef {
         let all = self.arrow_schema();

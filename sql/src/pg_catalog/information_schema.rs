@@ -13,7 +13,7 @@ use vecraft_storage::names::split_qualified;
 use vecraft_storage::schema::ColumnType;
 
 use super::columns::{i32s, strs, table};
-use super::types::{column_type, format_type};
+use super::types::{TYPES, column_type, format_type};
 use crate::catalog::Catalog;
 use crate::encode::VECTOR_OID;
 
@@ -95,25 +95,10 @@ fn schemata(catalog: &Catalog) -> Result<datafusion::arrow::array::RecordBatch> 
 /// One row a visible column, in declaration order.
 fn columns(catalog: &Catalog) -> Result<datafusion::arrow::array::RecordBatch> {
     let mut rows = ColumnRows::default();
-    for name in catalog.names() {
-        let Some(collection) = catalog.get(&name) else {
-            continue;
-        };
+    for (name, collection) in catalog.all() {
         let schema = collection.schema();
-        let hidden = schema.hidden_key.then_some(schema.primary_key);
-        let visible = schema
-            .columns
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| Some(*i) != hidden);
-        for (position, (_, column)) in visible.enumerate() {
-            rows.push(
-                &name,
-                position as i32 + 1,
-                &column.name,
-                &column.ty,
-                column.nullable,
-            );
+        for (column, position) in schema.visible_columns().zip(1..) {
+            rows.push(&name, position, &column.name, &column.ty, column.nullable);
         }
     }
     rows.batch()
@@ -150,7 +135,9 @@ impl ColumnRows {
         });
         self.udt_schema
             .push(if vector { SCHEMA } else { "pg_catalog" }.into());
-        self.udt_name.push(udt_name(ty).into());
+        // The type's own name (`int8`, `float4`, `vector`).
+        let udt_name = TYPES.iter().find(|t| t.0 == oid).map_or("text", |t| t.1);
+        self.udt_name.push(udt_name.into());
     }
 
     fn batch(self) -> Result<datafusion::arrow::array::RecordBatch> {
@@ -170,23 +157,6 @@ impl ColumnRows {
             ("is_identity", strs(vec!["NO".into(); n])),
             ("is_generated", strs(vec!["NEVER".into(); n])),
         ])
-    }
-}
-
-/// The type's internal name (`int8`, `float4`, `vector`), as `udt_name` gives it.
-fn udt_name(ty: &ColumnType) -> &'static str {
-    match ty {
-        ColumnType::Bool => "bool",
-        ColumnType::Int32 => "int4",
-        ColumnType::Int64 => "int8",
-        ColumnType::Float32 => "float4",
-        ColumnType::Float64 => "float8",
-        ColumnType::Text => "text",
-        ColumnType::Timestamp => "timestamp",
-        ColumnType::Vector(_) => "vector",
-        ColumnType::Json => "json",
-        ColumnType::Jsonb => "jsonb",
-        ColumnType::Uuid => "uuid",
     }
 }
 

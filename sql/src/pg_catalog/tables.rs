@@ -17,7 +17,6 @@ use super::extensions::{pg_available_extensions, pg_description, pg_extension};
 use super::indexes::{BTREE_AM, HNSW_AM, IndexRow, indexes};
 use super::types::*;
 use vecraft_storage::names::split_qualified;
-use vecraft_storage::schema::ColumnType;
 
 const HEAP_AM: u32 = 2;
 use crate::catalog::Catalog;
@@ -442,18 +441,9 @@ fn pg_attribute(catalog: &Catalog) -> Result<RecordBatch> {
     let (mut rel, mut name, mut ty, mut typmod, mut num, mut notnull) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let mut storage = Vec::new();
-    for table in catalog.names() {
-        let Some(c) = catalog.get(&table) else {
-            continue;
-        };
+    for (table, c) in catalog.all() {
         let schema = c.schema();
-        let hidden = schema.hidden_key.then_some(schema.primary_key);
-        let mut attnum = 0;
-        for (i, col) in schema.columns.iter().enumerate() {
-            if Some(i) == hidden {
-                continue;
-            }
-            attnum += 1;
+        for (col, attnum) in schema.visible_columns().zip(1..) {
             let (oid, m) = column_type(&col.ty);
             rel.push(table_oid(&table));
             name.push(col.name.clone());
@@ -461,11 +451,8 @@ fn pg_attribute(catalog: &Catalog) -> Result<RecordBatch> {
             typmod.push(m);
             num.push(attnum);
             notnull.push(!col.nullable);
-            // Fixed-width values are stored plain; text and vectors are extended.
-            let fixed = !matches!(
-                col.ty,
-                ColumnType::Text | ColumnType::Vector(_) | ColumnType::Json | ColumnType::Jsonb
-            );
+            // Fixed-width values are stored plain; variable-width ones are extended.
+            let fixed = TYPES.iter().any(|t| t.0 == oid && t.2 > 0);
             storage.push(if fixed { b'p' } else { b'x' });
         }
     }
