@@ -55,6 +55,28 @@ def test_describe_table(dsn, items):
         """)
 
 
+def test_describe_a_serial_key(dsn):
+    table = "compat_psql_serial"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
+        conn.execute(f"CREATE TABLE {table} (id serial PRIMARY KEY, tag text)")
+        try:
+            code, out, err = psql(dsn, f"\\d {table}")
+        finally:
+            conn.execute(f"DROP TABLE {table}")
+    assert (code, err) == (0, "")
+    assert out == textwrap.dedent(f"""\
+                                    Table "public.{table}"
+         Column |  Type   | Collation | Nullable |                    Default                     
+        --------+---------+-----------+----------+------------------------------------------------
+         id     | integer |           | not null | nextval('{table}_id_seq'::regclass)
+         tag    | text    |           |          | 
+        Indexes:
+            "{table}_pkey" PRIMARY KEY, btree (id)
+
+        """)
+
+
 def test_list_tables(dsn, items):
     code, out, err = psql(dsn, f"\\dt {items}")
     assert (code, err) == (0, "")

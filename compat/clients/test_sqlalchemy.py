@@ -49,3 +49,32 @@ def test_inspect_tables_columns_and_keys(dsn, table):
     assert isinstance(columns["embedding"]["type"], Vector)
     assert inspector.get_pk_constraint(table)["constrained_columns"] == ["id"]
     engine.dispose()
+
+
+def test_orm_reads_back_the_ids_a_sequence_gave(dsn, table):
+    class Base(DeclarativeBase):
+        pass
+
+    class Doc(Base):
+        __tablename__ = table
+        id: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # BIGSERIAL
+        embedding = mapped_column(Vector(2))
+        body: Mapped[str] = mapped_column(Text)
+
+    engine = engine_for(dsn)
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        docs = [Doc(embedding=[i, 0], body=f"doc {i}") for i in range(3)]
+        # One INSERT … RETURNING for the batch (SQLAlchemy's "insertmanyvalues").
+        session.add_all(docs)
+        session.commit()
+        assert [d.id for d in docs] == [1, 2, 3]
+        docs[1].body = "changed"
+        session.delete(docs[2])
+        session.commit()
+        rows = session.execute(select(Doc.id, Doc.body).order_by(Doc.id)).all()
+        assert [tuple(r) for r in rows] == [(1, "doc 0"), (2, "changed")]
+    column = {c["name"]: c for c in inspect(engine).get_columns(table)}["id"]
+    assert column["autoincrement"] is True
+    assert column["default"] == f"nextval('{table}_id_seq'::regclass)"
+    engine.dispose()

@@ -4,10 +4,7 @@ own embeddings (no model)."""
 import asyncio
 from urllib.parse import urlparse
 
-import pytest
 
-
-@pytest.mark.vecraft_gap("INSERT … SELECT … RETURNING of BIGSERIAL ids")
 def test_add_and_query(dsn, table):
     from llama_index.core.schema import TextNode
     from llama_index.core.vector_stores import VectorStoreQuery

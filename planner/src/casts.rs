@@ -1,7 +1,7 @@
 //! `'[1,2,3]'::vector(3)`: casts of text literals to the vector type, which Arrow cannot cast,
 //! become vector literals while the plan is analysed. A malformed literal fails here with
 //! pgvector's error, as it fails in PostgreSQL at parse time. Casts of vectors to text become
-//! `vector_out`, pgvector's text form. Casts to `json`, `jsonb` and `uuid` become their
+//! `vector_out`, pgvector's text form; casts of other text to a vector, `vector_in`. Casts to `json`, `jsonb` and `uuid` become their
 //! input functions.
 
 use std::sync::Arc;
@@ -33,6 +33,10 @@ impl AnalyzerRule for VectorCasts {
                 let saved = preserver.save(&e);
                 let rewritten = e.transform_up(|e| {
                     let e = rewrite_cast(e)?;
+                    if e.transformed {
+                        return Ok(e);
+                    }
+                    let e = text_to_vector(e.data, &input)?;
                     if e.transformed {
                         return Ok(e);
                     }
@@ -80,6 +84,25 @@ fn vector_to_text(expr: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
         DataType::Utf8 => text,
         other => Expr::Cast(Cast::new(Box::new(text), other.clone())),
     }))
+}
+
+/// `t::vector(n)` of text that is not a literal (a column, a VALUES list's rows): read row by
+/// row by pgvector's input function.
+fn text_to_vector(expr: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
+    let Expr::Cast(Cast { expr: inner, field }) = &expr else {
+        return Ok(Transformed::no(expr));
+    };
+    let Some(target) = vector_target(field.data_type()) else {
+        return Ok(Transformed::no(expr));
+    };
+    let from_text = inner
+        .get_type(input)
+        .is_ok_and(|t| matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8));
+    if !from_text || matches!(inner.as_ref(), Expr::Literal(..)) {
+        return Ok(Transformed::no(expr));
+    }
+    let read = crate::vector_in::vector_in(target).call(vec![inner.as_ref().clone()]);
+    Ok(Transformed::yes(read))
 }
 
 /// The target dimension when `data_type` is the vector type: `Some(Some(n))` for

@@ -9,7 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{RecordBatch, UInt64Array};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::sink::DataSink;
 use datafusion::error::Result;
@@ -67,16 +67,31 @@ impl DataSink for InsertSink {
         let mut rows = 0;
         while let Some(batch) = data.next().await {
             let batch = crate::text_types::conform_batch(batch?, &self.schema)?;
-            if batch.num_rows() > 0 {
-                let command = match self.mode {
-                    InsertMode::Insert => Command::Insert(batch),
-                    InsertMode::Upsert => Command::Upsert(batch),
-                    InsertMode::InsertMissing => Command::InsertMissing(batch),
-                };
-                rows += self.source.write(&command)?;
-            }
+            rows += self.write(batch)?;
         }
         Ok(rows)
+    }
+}
+
+impl InsertSink {
+    /// Writes one batch already in the table's form; how many rows it stored.
+    fn write(&self, batch: RecordBatch) -> Result<u64> {
+        if batch.num_rows() == 0 {
+            return Ok(0);
+        }
+        let command = match self.mode {
+            InsertMode::Insert => Command::Insert(batch),
+            InsertMode::Upsert => Command::Upsert(batch),
+            InsertMode::InsertMissing => Command::InsertMissing(batch),
+        };
+        self.source.write(&command)
+    }
+
+    /// Writes one batch of input rows and gives them back as stored (INSERT … RETURNING).
+    pub fn write_batch(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        let batch = crate::text_types::conform_batch(batch, &self.schema)?;
+        self.write(batch.clone())?;
+        Ok(batch)
     }
 }
 
@@ -93,6 +108,43 @@ pub fn delete_where(source: &dyn CollectionSource, filter: Option<&Filter>) -> R
         }
     }
     Ok(deleted)
+}
+
+/// Deletes the rows `filter` selects, as [`delete_where`], and gives back their `visible`
+/// columns (DELETE … RETURNING).
+pub fn delete_returning(
+    source: &dyn CollectionSource,
+    filter: Option<&Filter>,
+    visible: &SchemaRef,
+) -> Result<Vec<RecordBatch>> {
+    let schema = source.schema();
+    let pk = schema.primary_key().name.clone();
+    let mut columns: Vec<String> = visible.fields().iter().map(|f| f.name().clone()).collect();
+    if !columns.contains(&pk) {
+        columns.push(pk.clone()); // the hidden row id
+    }
+    let mut deleted = Vec::new();
+    for batch in source.scan(Some(&columns), filter, Consistency::Strong)? {
+        let keys = keys_of(scanned(&batch, &pk)?).map_err(storage_error)?;
+        if keys.is_empty() {
+            continue;
+        }
+        source.write(&Command::Delete(keys))?;
+        let rows = visible
+            .fields()
+            .iter()
+            .map(|f| scanned(&batch, f.name()).cloned())
+            .collect::<Result<_>>()?;
+        deleted.push(RecordBatch::try_new(visible.clone(), rows)?);
+    }
+    Ok(deleted)
+}
+
+/// Column `name` of a batch storage scanned for it.
+fn scanned<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
+    batch.column_by_name(name).ok_or_else(|| {
+        datafusion::error::DataFusionError::Internal(format!("the scan lacks column {name}"))
+    })
 }
 
 /// The one-row `count` result DataFusion's DML plans return.

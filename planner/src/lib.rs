@@ -14,6 +14,7 @@ pub mod error;
 pub mod filters;
 pub mod functions;
 pub mod guards;
+pub mod insert_select;
 pub mod json;
 pub mod knn;
 pub mod names;
@@ -21,10 +22,12 @@ pub mod operators;
 pub mod params;
 pub mod parse;
 pub mod placeholders;
+pub mod returning;
 pub mod table;
 pub mod text_types;
 pub mod types;
 pub mod update;
+pub mod vector_in;
 pub mod vector_math;
 pub mod vector_text;
 
@@ -72,12 +75,30 @@ pub async fn sql(
 /// Plans one parsed statement in `ctx`.
 pub async fn statement(
     ctx: &SessionContext,
-    mut statement: datafusion::sql::parser::Statement,
+    statement: datafusion::sql::parser::Statement,
 ) -> datafusion::error::Result<datafusion::dataframe::DataFrame> {
+    let plan = logical_plan(ctx, statement).await?;
+    ctx.execute_logical_plan(plan).await
+}
+
+/// The logical plan of one parsed statement: DataFusion's, after the rewrites that give it
+/// pgvector's literals and PostgreSQL's ON CONFLICT, with RETURNING put back on a write.
+pub async fn logical_plan(
+    ctx: &SessionContext,
+    mut statement: datafusion::sql::parser::Statement,
+) -> datafusion::error::Result<datafusion::logical_expr::LogicalPlan> {
     dml::cast_vector_values(ctx, &mut statement).await?;
     dml::rewrite_on_conflict(ctx, &mut statement).await?;
-    let plan = ctx.state().statement_to_plan(statement).await?;
-    ctx.execute_logical_plan(plan).await
+    let returning = returning::take_returning(&mut statement);
+    let state = ctx.state();
+    let plan = match insert_select::plan(ctx, &statement).await? {
+        Some(plan) => plan,
+        None => state.statement_to_plan(statement).await?,
+    };
+    match returning {
+        Some(items) => returning::plan(&state, plan, &items),
+        None => Ok(plan),
+    }
 }
 
 /// Session settings: PostgreSQL dialect, and the `hnsw.*` and `vecraft.*` settings.

@@ -29,10 +29,14 @@ pub fn output_names(statement: &mut DFStatement) -> Option<Vec<ItemName>> {
     let DFStatement::Statement(statement) = statement else {
         return None;
     };
-    let Statement::Query(query) = statement.as_mut() else {
-        return None;
+    let items = match statement.as_mut() {
+        Statement::Query(query) => projection_mut(query)?,
+        // INSERT/UPDATE/DELETE … RETURNING: its list names the columns.
+        Statement::Insert(i) => i.returning.as_mut()?,
+        Statement::Update(u) => u.returning.as_mut()?,
+        Statement::Delete(d) => d.returning.as_mut()?,
+        _ => return None,
     };
-    let items = projection_mut(query)?;
     let names = items.iter().map(item_name).collect::<Vec<_>>();
     make_unique(items, &names);
     int4_literals(items);
@@ -124,7 +128,7 @@ pub enum ItemName {
 }
 
 impl ItemName {
-    fn name(&self) -> Option<String> {
+    pub fn name(&self) -> Option<String> {
         match self {
             ItemName::Wildcard => None,
             ItemName::Column(name) => Some(name.clone()),
@@ -157,7 +161,8 @@ fn projection(query: &Query) -> Option<&Vec<SelectItem>> {
     }
 }
 
-fn item_name(item: &SelectItem) -> ItemName {
+/// What `item` names its column(s).
+pub fn item_name(item: &SelectItem) -> ItemName {
     match item {
         SelectItem::UnnamedExpr(expr) => ItemName::Column(figure(expr).0),
         SelectItem::ExprWithAlias { alias, .. } => ItemName::Column(ident(alias)),

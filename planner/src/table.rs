@@ -27,8 +27,9 @@ use vecraft_storage::filter::Filter;
 use vecraft_storage::shard::SearchRequest;
 
 use crate::collection::{CollectionSource, without_distance};
-use crate::dml::{InsertMode, InsertSink, count_batch, delete_where};
+use crate::dml::{InsertMode, InsertSink, count_batch, delete_returning, delete_where};
 use crate::filters::pushable_filter;
+use crate::returning::InsertReturningExec;
 use crate::update::CollectionUpdateExec;
 
 #[derive(Debug)]
@@ -37,6 +38,8 @@ pub struct CollectionTable {
     schema: SchemaRef,
     /// Each column's `DEFAULT`, planned: what an INSERT leaving it out writes.
     defaults: HashMap<String, Expr>,
+    /// Writes give back the rows they wrote, not a count (`… RETURNING`, `returning.rs`).
+    returning: bool,
 }
 
 impl CollectionTable {
@@ -46,6 +49,17 @@ impl CollectionTable {
             source,
             schema,
             defaults: HashMap::new(),
+            returning: false,
+        }
+    }
+
+    /// The same table whose INSERT, UPDATE and DELETE plans give back the rows they wrote.
+    pub fn returning(&self) -> CollectionTable {
+        CollectionTable {
+            source: self.source.clone(),
+            schema: self.schema.clone(),
+            defaults: self.defaults.clone(),
+            returning: true,
         }
     }
 
@@ -103,6 +117,9 @@ impl TableProvider for CollectionTable {
             schema: self.schema.clone(),
             mode,
         };
+        if self.returning {
+            return Ok(Arc::new(InsertReturningExec::new(input, sink)));
+        }
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
 
@@ -124,9 +141,11 @@ impl TableProvider for CollectionTable {
             }
         }
         let filter = (!parts.is_empty()).then(|| Filter::And(parts));
+        let returning = self.returning.then(|| self.schema.clone());
         Ok(Arc::new(CollectionScanExec::deleting(
             self.source.clone(),
             filter,
+            returning,
         )?))
     }
 
@@ -142,6 +161,7 @@ impl TableProvider for CollectionTable {
             &assignments,
             &filters,
             state.execution_props(),
+            self.returning,
         )?))
     }
 
@@ -192,7 +212,8 @@ pub struct CollectionScanExec {
     pub search: Option<SearchRequest>,
     /// The parameter whose value is the search's query vector, read when the search starts.
     pub query_param: Option<Arc<ScalarUDF>>,
-    /// DELETE the rows the filter selects, and return their count.
+    /// DELETE the rows the filter selects, and return their count (or, with RETURNING, the
+    /// rows, whose columns are `columns`).
     pub delete: bool,
     properties: Arc<PlanProperties>,
     /// Rows and time per shard (`EXPLAIN ANALYZE`).
@@ -220,10 +241,21 @@ impl CollectionScanExec {
         }
     }
 
-    /// A DELETE of the rows `filter` selects: outputs one `count` row when executed.
-    pub fn deleting(source: Arc<dyn CollectionSource>, filter: Option<Filter>) -> Result<Self> {
-        let schema = count_batch(0)?.schema();
-        let mut exec = CollectionScanExec::new(source, schema, Vec::new(), filter);
+    /// A DELETE of the rows `filter` selects: outputs one `count` row when executed, or the
+    /// deleted rows' columns of `returning`.
+    pub fn deleting(
+        source: Arc<dyn CollectionSource>,
+        filter: Option<Filter>,
+        returning: Option<SchemaRef>,
+    ) -> Result<Self> {
+        let (schema, columns) = match returning {
+            Some(visible) => {
+                let names = visible.fields().iter().map(|f| f.name().clone()).collect();
+                (visible, names)
+            }
+            None => (count_batch(0)?.schema(), Vec::new()),
+        };
+        let mut exec = CollectionScanExec::new(source, schema, columns, filter);
         exec.delete = true;
         Ok(exec)
     }
@@ -360,6 +392,9 @@ impl ExecutionPlan for CollectionScanExec {
     ) -> Result<SendableRecordBatchStream> {
         let read = crate::knn::read_consistency(&context);
         let batches = match &self.search {
+            _ if self.delete && !self.columns.is_empty() => {
+                delete_returning(self.source.as_ref(), self.filter.as_ref(), &self.schema)?
+            }
             _ if self.delete => {
                 vec![count_batch(delete_where(
                     self.source.as_ref(),

@@ -34,6 +34,8 @@ pub struct CollectionUpdateExec {
     pushed: Option<Filter>,
     /// Conditions evaluated here, on the rows storage returned.
     residual: Vec<Arc<dyn PhysicalExpr>>,
+    /// Outputs the updated rows (`visible`'s columns, new values) instead of their count.
+    returning: bool,
     properties: Arc<PlanProperties>,
 }
 
@@ -44,6 +46,7 @@ impl CollectionUpdateExec {
         assignments: &[(String, Expr)],
         filters: &[Expr],
         props: &datafusion::execution::context::ExecutionProps,
+        returning: bool,
     ) -> Result<Self> {
         let collection = source.schema();
         let key = &collection.primary_key().name;
@@ -71,20 +74,25 @@ impl CollectionUpdateExec {
             }
         }
         let pushed = (!pushed.is_empty()).then(|| Filter::And(pushed));
-        let properties = Arc::new(single_partition(count_batch(0)?.schema()));
+        let output = match returning {
+            true => visible.clone(),
+            false => count_batch(0)?.schema(),
+        };
+        let properties = Arc::new(single_partition(output));
         Ok(CollectionUpdateExec {
             source,
             visible,
             assignments: physical,
             pushed,
             residual,
+            returning,
             properties,
         })
     }
 
-    /// Updates one batch of whole rows (every stored column, the key included); returns how
-    /// many rows it changed.
-    fn update(&self, rows: &RecordBatch) -> Result<u64> {
+    /// Updates one batch of whole rows (every stored column, the key included); returns the
+    /// updated rows' visible columns, new values.
+    fn update(&self, rows: &RecordBatch) -> Result<RecordBatch> {
         let names: Vec<String> = self
             .visible
             .fields()
@@ -114,9 +122,10 @@ impl CollectionUpdateExec {
         let visible = filter_record_batch(&visible, &keep)?;
         let rows = filter_record_batch(rows, &keep)?;
         if rows.num_rows() == 0 {
-            return Ok(0);
+            return Ok(visible);
         }
         let mut columns = rows.columns().to_vec();
+        let mut new_visible = visible.columns().to_vec();
         for (index, expr) in &self.assignments {
             let field = self.visible.field(*index);
             let value = expr.evaluate(&visible)?.into_array(visible.num_rows())?;
@@ -127,11 +136,12 @@ impl CollectionUpdateExec {
             };
             let value = crate::text_types::conform_column(&value, field)?;
             let position = rows.schema().index_of(field.name())?;
-            columns[position] = value;
+            columns[position] = value.clone();
+            new_visible[*index] = value;
         }
         let batch = RecordBatch::try_new(rows.schema(), columns)?;
         self.source.write(&Command::Upsert(batch))?;
-        Ok(rows.num_rows() as u64)
+        Ok(RecordBatch::try_new(self.visible.clone(), new_visible)?)
     }
 }
 
@@ -157,19 +167,21 @@ impl ExecutionPlan for CollectionUpdateExec {
         _partition: usize,
         _context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let mut updated = 0;
         // What a write changes is read as of now, from the leaders.
         let rows = self
             .source
             .scan(None, self.pushed.as_ref(), Consistency::Strong)?;
+        let mut updated = Vec::with_capacity(rows.len());
         for rows in rows {
-            updated += self.update(&rows)?;
+            updated.push(self.update(&rows)?);
         }
-        let batch = count_batch(updated)?;
-        Ok(Box::pin(MemoryStream::try_new(
-            vec![batch.clone()],
-            batch.schema(),
-            None,
-        )?))
+        let batches = match self.returning {
+            true => updated,
+            false => vec![count_batch(
+                updated.iter().map(|b| b.num_rows() as u64).sum(),
+            )?],
+        };
+        let schema = self.properties.eq_properties.schema().clone();
+        Ok(Box::pin(MemoryStream::try_new(batches, schema, None)?))
     }
 }

@@ -30,6 +30,9 @@ pub struct Catalog {
     /// interleaves: a name's directory is created only after the last one of that name was
     /// closed and moved away.
     ddl: Mutex<()>,
+    /// The values of each sequence this gateway reserved and has not handed out yet, by
+    /// where the sequence lives ([`Catalog::sequence_home`]).
+    pub(crate) sequence_blocks: Mutex<std::collections::HashMap<String, std::ops::Range<i64>>>,
 }
 
 /// A single node's schemas (other than `public`): directories under `<data-dir>/schemas/`,
@@ -104,6 +107,7 @@ impl Catalog {
             generation: AtomicU64::new(0),
             collections: RwLock::new(collections),
             ddl: Mutex::new(()),
+            sequence_blocks: Mutex::default(),
         })
     }
 
@@ -117,6 +121,7 @@ impl Catalog {
             generation: AtomicU64::new(0),
             collections: RwLock::new(BTreeMap::new()),
             ddl: Mutex::new(()),
+            sequence_blocks: Mutex::default(),
         }
     }
 
@@ -398,6 +403,11 @@ impl Catalog {
         let Some(dir) = collection.dir().map(Path::to_path_buf) else {
             return Ok(true);
         };
+        // Its sequences go with it: a table made again under the name starts them afresh.
+        let home = dir.to_string_lossy().to_string();
+        self.sequence_blocks
+            .lock()
+            .retain(|h, _| !h.starts_with(&home));
         let key = storage_key(name).unwrap_or_default();
         let trash = root.join(format!("{TRASH_PREFIX}{key}-{}", unique_suffix()));
         std::fs::rename(&dir, &trash).map_err(io)?;
@@ -407,6 +417,60 @@ impl Catalog {
             eprintln!("vecraft: dropped collection {name}: files left to delete at restart: {e}");
         }
         Ok(true)
+    }
+}
+
+impl Catalog {
+    /// Where the sequence of `table`'s `column` keeps its values: on a single node a file in
+    /// the table's directory (gone with it), in a cluster a row of the meta group named by
+    /// the table's incarnation (a table made again under the name has new groups).
+    pub(crate) fn sequence_home(&self, table: &str, column: &str) -> Result<String> {
+        let missing = || DataFusionError::Plan(format!("relation \"{table}\" does not exist"));
+        let column = storage_key(column).ok_or_else(missing)?;
+        match &self.backend {
+            Backend::Local { .. } => {
+                let collection = self.get(table).ok_or_else(missing)?;
+                let dir = collection.dir().ok_or_else(missing)?;
+                Ok(dir
+                    .join("sequences")
+                    .join(column)
+                    .to_string_lossy()
+                    .to_string())
+            }
+            Backend::Cluster { seen, .. } => {
+                let key = storage_key(table).ok_or_else(missing)?;
+                let state = read(seen).clone();
+                let meta = state.collections.get(&key).ok_or_else(missing)?;
+                let group = &meta.shards.first().ok_or_else(missing)?.group;
+                Ok(format!("{group}/{column}"))
+            }
+        }
+    }
+
+    /// Reserves `count` values of the sequence at `home`, durably; the first of them.
+    pub(crate) fn reserve(&self, home: &str, count: u64) -> Result<i64> {
+        match &self.backend {
+            Backend::Local { .. } => {
+                let path = Path::new(home);
+                let first = match std::fs::read_to_string(path) {
+                    Ok(text) => text.trim().parse::<i64>().map_err(|e| {
+                        DataFusionError::Execution(format!("sequence file {home}: {e}"))
+                    })?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => 1,
+                    Err(e) => return Err(io(e)),
+                };
+                let next = first.checked_add(count as i64).ok_or_else(|| {
+                    DataFusionError::Execution("nextval: reached maximum value of sequence".into())
+                })?;
+                if let Some(dir) = path.parent() {
+                    vecraft_storage::fsutil::create_dir_durable(dir).map_err(storage)?;
+                }
+                vecraft_storage::fsutil::write_atomic(path, next.to_string().as_bytes())
+                    .map_err(storage)?;
+                Ok(first)
+            }
+            Backend::Cluster { node, .. } => node.reserve_sequence(home, count).map_err(storage),
+        }
     }
 }
 

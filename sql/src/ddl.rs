@@ -11,6 +11,9 @@ use vecraft_storage::distance::Metric;
 use vecraft_storage::schema::{CollectionSchema, ColumnDef, ColumnType, HnswParams, VectorSpec};
 
 use crate::errors::user_error;
+use crate::sequences::{default_sequence, sequence_name, serial_default};
+use datafusion::execution::FunctionRegistry;
+use datafusion::prelude::lit;
 
 /// The collection schema of a `CREATE TABLE`: like pgvector, no vector index until CREATE
 /// INDEX, so loads seal without building graphs.
@@ -21,13 +24,16 @@ pub fn schema_of(create: &CreateTable) -> PgWireResult<CollectionSchema> {
 /// The schema the columns declare, vector columns indexed with the default metric (L2) and
 /// HNSW parameters.
 pub fn declared_schema(create: &CreateTable) -> PgWireResult<CollectionSchema> {
+    let table = crate::idents::table_name(&create.name)?;
     let mut columns = Vec::new();
     let mut primary_key = None;
     for col in &create.columns {
         let name = crate::idents::ident(&col.name);
         let ty = column_type(&col.data_type)?;
-        let mut nullable = true;
-        let mut default = None;
+        // A serial column: NOT NULL, its values drawn from its own sequence.
+        let serial = is_serial(&col.data_type);
+        let mut nullable = !serial;
+        let mut default = serial.then(|| serial_default(&sequence_name(&table, &name)));
         for option in &col.options {
             match &option.option {
                 ColumnOption::NotNull => nullable = false,
@@ -78,14 +84,10 @@ fn column_type(sql_type: &SqlType) -> PgWireResult<ColumnType> {
             hnsw: HnswParams::default(),
         }));
     }
-    let name = sql_type.to_string().to_lowercase();
-    let base = name.split('(').next().unwrap_or("").trim();
-    Ok(match base {
+    Ok(match base_type(sql_type).as_str() {
         "bigint" | "int8" | "bigserial" | "serial8" => ColumnType::Int64,
-        // serial types without their sequence: an INSERT must give the value.
-        "int" | "integer" | "int4" | "smallint" | "int2" | "serial" | "serial4" => {
-            ColumnType::Int32
-        }
+        "int" | "integer" | "int4" | "smallint" | "int2" | "serial" | "serial4" | "smallserial"
+        | "serial2" => ColumnType::Int32,
         "real" | "float4" => ColumnType::Float32,
         "double precision" | "float8" | "float" | "double" => ColumnType::Float64,
         "text" | "varchar" | "character varying" | "char" | "character" | "string" => {
@@ -105,6 +107,20 @@ fn column_type(sql_type: &SqlType) -> PgWireResult<ColumnType> {
     })
 }
 
+/// A type's name without its modifiers, lower case.
+fn base_type(sql_type: &SqlType) -> String {
+    let name = sql_type.to_string().to_lowercase();
+    name.split('(').next().unwrap_or("").trim().to_string()
+}
+
+/// Whether a column of this type draws its values from a sequence of its own.
+fn is_serial(sql_type: &SqlType) -> bool {
+    matches!(
+        base_type(sql_type).as_str(),
+        "serial" | "serial4" | "bigserial" | "serial8" | "smallserial" | "serial2"
+    )
+}
+
 /// The `DEFAULT` expressions of `schema`'s columns, planned in `ctx`: what an INSERT that
 /// leaves a column out writes there. A default that does not plan is an error (at CREATE
 /// TABLE, before anything is made).
@@ -113,10 +129,15 @@ pub fn column_defaults(
     schema: &CollectionSchema,
 ) -> datafusion::error::Result<std::collections::HashMap<String, datafusion::prelude::Expr>> {
     let empty = datafusion::common::DFSchema::empty();
+    let planned = |default: &str| match default_sequence(default) {
+        // `'…'::regclass` is an OID to SQL; `nextval` takes the sequence by name here.
+        Some(sequence) => Ok(ctx.udf("nextval")?.call(vec![lit(sequence)])),
+        None => ctx.parse_sql_expr(default, &empty),
+    };
     schema
         .columns
         .iter()
         .filter_map(|c| c.default.as_ref().map(|d| (c, d)))
-        .map(|(c, default)| Ok((c.name.clone(), ctx.parse_sql_expr(default, &empty)?)))
+        .map(|(c, default)| Ok((c.name.clone(), planned(default)?)))
         .collect()
 }

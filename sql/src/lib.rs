@@ -31,6 +31,7 @@ pub mod pg_catalog;
 pub mod positions;
 pub mod prepared;
 pub mod schemas;
+pub mod sequences;
 pub mod server;
 pub mod session;
 pub mod settings;

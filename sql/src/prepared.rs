@@ -26,7 +26,9 @@ use vecraft_planner::params::{ParamSlots, placeholder_index, template};
 use crate::encode;
 use crate::errors::{to_pg, user_error};
 use crate::metrics::GATEWAY;
-use crate::session::{MAX_PREPARED, Session, gateway_fields, is_gateway_statement, tag_of};
+use crate::session::{
+    Answer, MAX_PREPARED, Session, answer_of, gateway_fields, is_gateway_statement,
+};
 use crate::settings::{SetAction, prepare_set};
 
 /// Longer statement texts are not kept for reuse (a multi-row INSERT would hold its rows).
@@ -51,7 +53,7 @@ pub struct PlannedQuery {
     pub schema: SchemaRef,
     /// `$1`'s type first; `None` where nothing in the statement tells.
     pub param_types: Vec<Option<DataType>>,
-    pub tag: Option<&'static str>,
+    pub answer: Answer,
     kept: tokio::sync::Mutex<Kept>,
 }
 
@@ -105,7 +107,7 @@ impl Prepared {
     /// The result columns; none for statements that return no rows.
     pub fn result_fields(&self, format: &Format) -> Vec<FieldInfo> {
         match (&self.query, &self.statement) {
-            (Some(q), _) if q.tag.is_none() => encode::fields_with(&q.schema, format).to_vec(),
+            (Some(q), _) if q.answer.is_rows() => encode::fields_with(&q.schema, format).to_vec(),
             (None, DFStatement::Statement(s)) => gateway_fields(s, format),
             _ => Vec::new(),
         }
@@ -195,16 +197,8 @@ impl Session {
         crate::pg_catalog::rewrite(&mut statement);
         vecraft_planner::parse::check_shape(&statement).map_err(|e| to_pg(&e))?;
         let names = vecraft_planner::names::output_names(&mut statement);
-        vecraft_planner::dml::cast_vector_values(&self.ctx, &mut statement)
-            .await
-            .map_err(|e| to_pg(&e))?;
-        vecraft_planner::dml::rewrite_on_conflict(&self.ctx, &mut statement)
-            .await
-            .map_err(|e| to_pg(&e))?;
-        let logical = self
-            .ctx
-            .state()
-            .statement_to_plan(statement.clone())
+        let answer = answer_of(&statement);
+        let logical = vecraft_planner::logical_plan(&self.ctx, statement.clone())
             .await
             .and_then(vecraft_planner::placeholders::type_placeholders)
             .map_err(|e| to_pg(&e))?;
@@ -238,7 +232,7 @@ impl Session {
                 logical,
                 schema,
                 param_types,
-                tag: tag_of(&statement),
+                answer,
                 kept: tokio::sync::Mutex::new(if live { Kept::Never } else { Kept::NotYet }),
             }),
         })
@@ -287,11 +281,11 @@ impl Session {
             let batches = frame.map_err(|e| to_pg(&e))?.collect().await;
             let batches = batches.map_err(|e| to_pg(&e))?;
             let plan = crate::explain::query_plan(&batches, verbose).map_err(|e| to_pg(&e))?;
-            return self.respond(None, &schema, &[plan], format);
+            return self.respond(Answer::Rows("SELECT"), &schema, &[plan], format);
         }
-        if query.tag.is_none() {
+        if query.answer.is_query() {
             if let Some(batches) = self.run_kept(query, &params).await? {
-                return self.respond(None, &schema, &batches, format);
+                return self.respond(query.answer, &schema, &batches, format);
             }
         }
         let plan = query
@@ -306,14 +300,14 @@ impl Session {
             .execute_logical_plan(plan)
             .await
             .map_err(|e| to_pg(&e))?;
-        if query.tag.is_none() {
+        if query.answer.is_query() {
             let batches = frame.execute_stream().await.map_err(|e| to_pg(&e))?;
             return self
                 .respond_stream(&schema, batches, format, prepared.deep)
                 .await;
         }
         let batches = frame.collect().await.map_err(|e| to_pg(&e))?;
-        self.respond(query.tag, &schema, &batches, format)
+        self.respond(query.answer, &schema, &batches, format)
     }
 
     /// Runs the kept physical plan of `query` (planning it first if needed); `None` when the

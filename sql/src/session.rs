@@ -74,6 +74,7 @@ impl Session {
         let ctx = vecraft_planner::new_session_with(runtime);
         // Registering a schema and functions on a fresh context cannot fail.
         let installed = crate::pg_catalog::install(&ctx, catalog.clone());
+        ctx.register_udf(crate::sequences::nextval_udf(catalog.clone()));
         debug_assert!(installed.is_ok(), "{installed:?}");
         Arc::new(Session {
             catalog,
@@ -152,7 +153,7 @@ impl Session {
         crate::pg_catalog::rewrite(&mut statement);
         vecraft_planner::parse::check_shape(&statement).map_err(|e| to_pg(&e))?;
         let names = vecraft_planner::names::output_names(&mut statement);
-        let tag = tag_of(&statement);
+        let answer = answer_of(&statement);
         let frame = vecraft_planner::statement(&self.ctx, statement)
             .await
             .map_err(|e| to_pg(&e))?;
@@ -162,25 +163,25 @@ impl Session {
         if let Some(verbose) = verbosity {
             let plan = crate::explain::query_plan(&batches, verbose).map_err(|e| to_pg(&e))?;
             return self.respond(
-                None,
+                Answer::Rows("SELECT"),
                 &crate::explain::schema(),
                 &[plan],
                 &Format::UnifiedText,
             );
         }
-        self.respond(tag, &schema, &batches, &Format::UnifiedText)
+        self.respond(answer, &schema, &batches, &Format::UnifiedText)
     }
 
     /// The response to a statement that produced `batches`.
     pub fn respond(
         &self,
-        tag: Option<&'static str>,
+        answer: Answer,
         schema: &Schema,
         batches: &[RecordBatch],
         format: &Format,
     ) -> PgWireResult<Response> {
-        match tag {
-            Some(command @ ("INSERT" | "DELETE" | "UPDATE")) => {
+        match answer {
+            Answer::Count(command) => {
                 let count = batches
                     .first()
                     .and_then(|b| b.column(0).as_primitive_opt::<UInt64Type>())
@@ -192,22 +193,22 @@ impl Session {
                 };
                 Ok(Response::Execution(tag.with_rows(count)))
             }
-            Some(command) => {
+            Answer::Done(command) => {
                 if command == "SET" {
                     self.settings_changed();
                 }
                 Ok(Response::Execution(Tag::new(command)))
             }
-            None => {
+            Answer::Rows(command) => {
                 let fields = encode::fields_with(schema, format);
                 let mut rows = Vec::new();
                 for batch in batches {
                     rows.extend(encode::rows(batch, &fields)?);
                 }
-                Ok(Response::Query(QueryResponse::new(
-                    fields,
-                    stream::iter(rows.into_iter().map(Ok)),
-                )))
+                let mut response =
+                    QueryResponse::new(fields, stream::iter(rows.into_iter().map(Ok)));
+                response.set_command_tag(command);
+                Ok(Response::Query(response))
             }
         }
     }
@@ -551,17 +552,46 @@ pub fn is_gateway_statement(statement: &Statement) -> bool {
         )
 }
 
-/// The command tag of a statement that returns no rows; `None` for queries.
-pub fn tag_of(statement: &DFStatement) -> Option<&'static str> {
+/// What a planned statement answers, besides an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Rows, and a tag of this command and their number: `SELECT n`, or a write's RETURNING
+    /// rows with `INSERT 0 n`, `UPDATE n`, `DELETE n`.
+    Rows(&'static str),
+    /// A write's tag with the number of rows it wrote (its plan returns one `count`).
+    Count(&'static str),
+    /// The tag alone (`SET`).
+    Done(&'static str),
+}
+
+impl Answer {
+    pub fn is_rows(self) -> bool {
+        matches!(self, Answer::Rows(_))
+    }
+
+    /// Whether the statement is a query: its rows may stream to the client as they are
+    /// produced, and its plan may be kept (a write's rows are all written before any is sent).
+    pub fn is_query(self) -> bool {
+        self == Answer::Rows("SELECT")
+    }
+}
+
+/// What `statement` answers.
+pub fn answer_of(statement: &DFStatement) -> Answer {
     let DFStatement::Statement(s) = statement else {
-        return None;
+        return Answer::Rows("SELECT");
     };
-    match s.as_ref() {
-        Statement::Insert(_) => Some("INSERT"),
-        Statement::Delete(_) => Some("DELETE"),
-        Statement::Update(_) => Some("UPDATE"),
-        Statement::Set(_) => Some("SET"),
-        _ => None,
+    let returning = vecraft_planner::returning::has_returning(statement);
+    match (s.as_ref(), returning) {
+        // PostgreSQL's INSERT tag carries an oid, always 0.
+        (Statement::Insert(_), true) => Answer::Rows("INSERT 0"),
+        (Statement::Insert(_), false) => Answer::Count("INSERT"),
+        (Statement::Delete(_), true) => Answer::Rows("DELETE"),
+        (Statement::Delete(_), false) => Answer::Count("DELETE"),
+        (Statement::Update(_), true) => Answer::Rows("UPDATE"),
+        (Statement::Update(_), false) => Answer::Count("UPDATE"),
+        (Statement::Set(_), _) => Answer::Done("SET"),
+        _ => Answer::Rows("SELECT"),
     }
 }
 

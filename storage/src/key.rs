@@ -1,7 +1,8 @@
-//! Primary keys: a collection is keyed by one BIGINT or TEXT column.
+//! Primary keys: a collection is keyed by one BIGINT, INTEGER or TEXT (uuid) column. An
+//! INTEGER key is the same key as the BIGINT of its value.
 
 use arrow::array::{Array, ArrayRef, AsArray, Int64Array, StringArray};
-use arrow::datatypes::{DataType, Int64Type};
+use arrow::datatypes::{DataType, Int32Type, Int64Type};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -35,13 +36,19 @@ pub fn keys_of(column: &ArrayRef) -> Result<Vec<Key>> {
             .iter()
             .map(|v| Key::Int(*v))
             .collect()),
+        DataType::Int32 => Ok(column
+            .as_primitive::<Int32Type>()
+            .values()
+            .iter()
+            .map(|v| Key::Int(i64::from(*v)))
+            .collect()),
         DataType::Utf8 => Ok(column
             .as_string::<i32>()
             .iter()
             .map(|v| Key::Text(v.unwrap_or_default().to_string()))
             .collect()),
         other => Err(Error::InvalidArgument(format!(
-            "primary key must be BIGINT or TEXT, not {other}"
+            "primary key must be BIGINT, INTEGER or TEXT, not {other}"
         ))),
     }
 }

@@ -260,10 +260,10 @@ impl CollectionSchema {
             .ok_or_else(|| Error::InvalidArgument("primary key column out of range".into()))?;
         if !matches!(
             pk.ty,
-            ColumnType::Int64 | ColumnType::Text | ColumnType::Uuid
+            ColumnType::Int64 | ColumnType::Int32 | ColumnType::Text | ColumnType::Uuid
         ) {
             return Err(Error::InvalidArgument(format!(
-                "primary key \"{}\" must be BIGINT or TEXT",
+                "primary key \"{}\" must be BIGINT, INTEGER, TEXT or UUID",
                 pk.name
             )));
         }

@@ -552,7 +552,7 @@ async fn sqlstate(client: &Client, sql: &str) -> String {
 /// Schemas are part of the meta document: made through one gateway, used through another;
 /// one with a table in it is dropped only with CASCADE, and then it is gone everywhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn schemas_are_the_clusters() {
+async fn schemas_and_sequences_are_the_clusters() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let cluster = Cluster::start(3, 60_000).joined().await;
     let (one, two) = (cluster.client(1).await, cluster.client(2).await);
@@ -570,6 +570,35 @@ async fn schemas_are_the_clusters() {
     let found = "SELECT id FROM vecs.docs WHERE meta @> '{\"year\": 1973}'";
     assert_eq!(rows(&one, found).await, [[Some("a".to_string())]]);
     assert_eq!(sqlstate(&two, "CREATE SCHEMA vecs").await, "42P06");
+    // A serial column's sequence is the cluster's: two gateways never give one value twice,
+    // and each gives increasing values.
+    one.batch_execute("CREATE TABLE vecs.ids (id bigserial PRIMARY KEY, at text)")
+        .await
+        .unwrap();
+    let insert =
+        |at: &str| format!("INSERT INTO vecs.ids (at) VALUES ('{at}'), ('{at}') RETURNING id");
+    wait_until("gateway 2 sees vecs.ids", async || {
+        sqlstate(&two, "SELECT 1 FROM vecs.ids").await.is_empty()
+    })
+    .await;
+    let mut given = Vec::new();
+    for round in 0..3 {
+        for (client, at) in [(&one, "one"), (&two, "two")] {
+            let ids: Vec<i64> = rows(client, &insert(at))
+                .await
+                .into_iter()
+                .map(|r| r[0].as_deref().unwrap().parse().unwrap())
+                .collect();
+            assert!(ids.len() == 2 && ids[0] < ids[1], "round {round}: {ids:?}");
+            given.extend(ids);
+        }
+    }
+    let distinct: std::collections::BTreeSet<_> = given.iter().collect();
+    assert_eq!(distinct.len(), given.len(), "a value came twice: {given:?}");
+    assert_eq!(
+        rows(&two, "SELECT count(DISTINCT id) FROM vecs.ids").await,
+        [[Some("12".to_string())]]
+    );
     assert_eq!(sqlstate(&two, "DROP SCHEMA vecs").await, "2BP01");
     two.batch_execute("DROP SCHEMA vecs CASCADE").await.unwrap();
     wait_until("gateway 1 sees vecs gone", async || {

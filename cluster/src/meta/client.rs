@@ -96,8 +96,22 @@ impl MetaClient {
     pub async fn read(&self, strong: bool) -> Result<MetaState> {
         match self.call(&MetaOp::Read { strong }).await? {
             MetaReply::State(state) => Ok(state),
-            MetaReply::Done(_) => Err(Error::Unavailable(
+            _ => Err(Error::Unavailable(
                 "the meta manager answered a read with no document".into(),
+            )),
+        }
+    }
+
+    /// Reserves `count` values of `sequence`; the first of them.
+    pub async fn reserve(&self, sequence: &str, count: u64) -> Result<i64> {
+        let op = MetaOp::Reserve {
+            sequence: sequence.to_string(),
+            count,
+        };
+        match self.call(&op).await? {
+            MetaReply::Reserved(first) => Ok(first),
+            _ => Err(Error::Unavailable(
+                "the meta manager answered a reservation with no value".into(),
             )),
         }
     }
@@ -106,7 +120,7 @@ impl MetaClient {
     pub async fn change(&self, op: MetaOp) -> Result<bool> {
         match self.call(&op).await? {
             MetaReply::Done(changed) => Ok(changed),
-            MetaReply::State(_) => Err(Error::Unavailable(
+            _ => Err(Error::Unavailable(
                 "the meta manager answered a change with a document".into(),
             )),
         }

@@ -4,7 +4,9 @@
 //!
 //! The document is one row (`key = 'state'`, `value` its JSON) of a two-column shard, so the
 //! meta group is an ordinary Raft group over the storage engine: its log, snapshots and
-//! recovery are the shards'.
+//! recovery are the shards'. Each SQL sequence is a row beside it (`key = 'seq:<name>'`,
+//! `value` the next value to reserve), so reserving values does not change the document's
+//! version (which makes every gateway re-read its tables).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use tonic::Status;
 use tonic::codegen::Bytes;
 use vecraft_storage::command::Command;
 use vecraft_storage::error::Refusal;
+use vecraft_storage::filter::{CmpOp, Filter, Scalar};
 use vecraft_storage::names::SCHEMA_KEY_SEPARATOR;
 use vecraft_storage::schema::{CollectionSchema, ColumnDef, ColumnType, valid_collection_name};
 
@@ -28,6 +31,10 @@ use crate::raft::{NodeId, Request};
 use crate::rpc::{ActionHandler, Failure};
 
 const KEY: &str = "state";
+/// The key of a sequence's row is this and the sequence's name.
+const SEQUENCE_PREFIX: &str = "seq:";
+/// The most values one reservation takes.
+pub const MAX_RESERVATION: u64 = 1 << 20;
 
 pub type MetaResult = Result<MetaReply, Failure>;
 
@@ -72,21 +79,30 @@ impl MetaManager {
 
     /// The document as this member has applied it.
     pub fn state(&self) -> Result<MetaState, Failure> {
-        let key = vec!["value".to_string()];
-        let batches = self
-            .member
-            .shard()
-            .scan(Some(&key), None)
-            .map_err(|e| Failure::Unavailable(e.to_string()))?;
-        let Some(text) = batches
-            .iter()
-            .find(|b| b.num_rows() > 0)
-            .map(|b| b.column(0).as_string::<i32>().value(0).to_string())
-        else {
+        let Some(text) = self.row(KEY)? else {
             return Ok(MetaState::default());
         };
         serde_json::from_str(&text)
             .map_err(|e| Failure::Unavailable(format!("the meta document does not parse: {e}")))
+    }
+
+    /// The value of row `key` of the meta shard, as this member has applied it.
+    fn row(&self, key: &str) -> Result<Option<String>, Failure> {
+        let value = vec!["value".to_string()];
+        let filter = Filter::Compare {
+            column: "key".into(),
+            op: CmpOp::Eq,
+            value: Scalar::Text(key.into()),
+        };
+        let batches = self
+            .member
+            .shard()
+            .scan(Some(&value), Some(&filter))
+            .map_err(|e| Failure::Unavailable(e.to_string()))?;
+        Ok(batches
+            .iter()
+            .find(|b| b.num_rows() > 0)
+            .map(|b| b.column(0).as_string::<i32>().value(0).to_string()))
     }
 
     pub async fn apply(&self, op: MetaOp) -> MetaResult {
@@ -96,8 +112,36 @@ impl MetaManager {
                 self.confirm_leader().await?;
                 self.state().map(MetaReply::State)
             }
+            MetaOp::Reserve { sequence, count } => self.reserve(&sequence, count).await,
             op => self.change(op).await,
         }
+    }
+
+    /// Reserves `count` values of `sequence` (from 1 for a new one); the first of them.
+    async fn reserve(&self, sequence: &str, count: u64) -> MetaResult {
+        let refuse = |why: String| Failure::Refused(Refusal::InvalidArgument(why));
+        if sequence.is_empty() || !(1..=MAX_RESERVATION).contains(&count) {
+            return Err(refuse(format!(
+                "cannot reserve {count} values of \"{sequence}\""
+            )));
+        }
+        let _turn = self.changing.lock().await;
+        self.confirm_leader().await?;
+        let key = format!("{SEQUENCE_PREFIX}{sequence}");
+        let first = match self.row(&key)? {
+            None => 1,
+            Some(text) => text.parse::<i64>().map_err(|e| {
+                Failure::Unavailable(format!("sequence {sequence} holds {text:?}: {e}"))
+            })?,
+        };
+        let Some(next) = first.checked_add(count as i64) else {
+            return Err(refuse(format!(
+                "nextval: reached maximum value of sequence \"{sequence}\" ({})",
+                i64::MAX
+            )));
+        };
+        self.propose_row(&key, &next.to_string()).await?;
+        Ok(MetaReply::Reserved(first))
     }
 
     /// Confirms this member leads, and has applied everything committed before now.
@@ -119,13 +163,15 @@ impl MetaManager {
             .map_err(|e| Failure::Refused(Refusal::InvalidArgument(e)))?;
         if changed {
             state.version += 1;
-            self.propose(&state).await?;
+            let json =
+                serde_json::to_string(&state).map_err(|e| Failure::Unavailable(e.to_string()))?;
+            self.propose_row(KEY, &json).await?;
         }
         Ok(MetaReply::Done(changed))
     }
 
-    async fn propose(&self, state: &MetaState) -> Result<(), Failure> {
-        let json = serde_json::to_string(state).map_err(|e| Failure::Unavailable(e.to_string()))?;
+    /// Makes row `key` hold `value`, through the group.
+    async fn propose_row(&self, key: &str, value: &str) -> Result<(), Failure> {
         let schema = Arc::new(Schema::new(vec![
             Field::new("key", DataType::Utf8, false),
             Field::new("value", DataType::Utf8, false),
@@ -133,8 +179,8 @@ impl MetaManager {
         let batch = RecordBatch::try_new(
             schema,
             vec![
-                Arc::new(StringArray::from(vec![KEY])),
-                Arc::new(StringArray::from(vec![json])),
+                Arc::new(StringArray::from(vec![key])),
+                Arc::new(StringArray::from(vec![value])),
             ],
         )
         .map_err(|e| Failure::Unavailable(e.to_string()))?;
@@ -162,6 +208,7 @@ fn edit(state: &mut MetaState, op: MetaOp, dead: &BTreeSet<NodeId>) -> Result<bo
     check(state, &op)?;
     match op {
         MetaOp::Read { .. } => Ok(false),
+        MetaOp::Reserve { .. } => Err("a reservation is not a change of the document".into()),
         MetaOp::Register { id, info } => {
             let changed = state.nodes.get(&id) != Some(&info);
             state.nodes.insert(id, info);
@@ -242,7 +289,7 @@ fn check(state: &MetaState, op: &MetaOp) -> Result<(), String> {
         }
     };
     match op {
-        MetaOp::Read { .. } => Ok(()),
+        MetaOp::Read { .. } | MetaOp::Reserve { .. } => Ok(()),
         MetaOp::Register { id, info } => {
             if *id == 0 {
                 return Err("node ids are positive".into());

@@ -124,6 +124,13 @@ pub enum MetaOp {
     DropSchema {
         name: String,
     },
+    /// Reserves `count` values of sequence `sequence`: the reply is the first, and the next
+    /// reservation starts after the last. A sequence is a row of the meta group beside the
+    /// document (it changes without changing the document's version).
+    Reserve {
+        sequence: String,
+        count: u64,
+    },
 }
 
 impl MetaOp {
@@ -136,6 +143,7 @@ impl MetaOp {
                 | MetaOp::Drop { .. }
                 | MetaOp::CreateSchema { .. }
                 | MetaOp::DropSchema { .. }
+                | MetaOp::Reserve { .. }
         )
     }
 }
@@ -145,4 +153,6 @@ pub enum MetaReply {
     State(MetaState),
     /// Whether the operation changed anything (`false`: it existed, or was gone already).
     Done(bool),
+    /// The first value a `Reserve` reserved.
+    Reserved(i64),
 }

@@ -194,6 +194,13 @@ impl ClusterNode {
         self.change_schema(MetaOp::CreateSchema { name: key.into() })
     }
 
+    /// Reserves `count` values of sequence `name` (durably, in the meta group); the first.
+    pub fn reserve_sequence(self: &Arc<Self>, name: &str, count: u64) -> Result<i64> {
+        let node = Arc::clone(self);
+        let name = name.to_string();
+        crate::raft::run(async move { node.meta_client.reserve(&name, count).await })?
+    }
+
     /// Removes the empty SQL schema `key`; `Ok(false)` if there was none.
     pub fn drop_schema(self: &Arc<Self>, key: &str) -> Result<bool> {
         self.change_schema(MetaOp::DropSchema { name: key.into() })

@@ -7,10 +7,11 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::StringArray;
 use datafusion::catalog::{MemTable, SchemaProvider, TableProvider};
 use datafusion::common::Result;
 use vecraft_storage::names::split_qualified;
-use vecraft_storage::schema::ColumnType;
+use vecraft_storage::schema::ColumnDef;
 
 use super::columns::{i32s, strs, table};
 use super::types::{TYPES, column_type, format_type};
@@ -98,7 +99,7 @@ fn columns(catalog: &Catalog) -> Result<datafusion::arrow::array::RecordBatch> {
     for (name, collection) in catalog.all() {
         let schema = collection.schema();
         for (column, position) in schema.visible_columns().zip(1..) {
-            rows.push(&name, position, &column.name, &column.ty, column.nullable);
+            rows.push(&name, position, column);
         }
     }
     rows.batch()
@@ -110,6 +111,7 @@ struct ColumnRows {
     table: Vec<String>,
     column: Vec<String>,
     position: Vec<i32>,
+    default: Vec<Option<String>>,
     nullable: Vec<String>,
     data_type: Vec<String>,
     udt_schema: Vec<String>,
@@ -117,16 +119,17 @@ struct ColumnRows {
 }
 
 impl ColumnRows {
-    fn push(&mut self, table: &str, position: i32, column: &str, ty: &ColumnType, nullable: bool) {
-        let (oid, _) = column_type(ty);
+    fn push(&mut self, table: &str, position: i32, column: &ColumnDef) {
+        let (oid, _) = column_type(&column.ty);
         let vector = oid == VECTOR_OID;
         let (schema, table) = parts(table);
         self.schema.push(schema);
         self.table.push(table);
-        self.column.push(column.to_string());
+        self.column.push(column.name.clone());
         self.position.push(position);
+        self.default.push(column.default.clone());
         self.nullable
-            .push(if nullable { "YES" } else { "NO" }.into());
+            .push(if column.nullable { "YES" } else { "NO" }.into());
         // PostgreSQL says USER-DEFINED for an extension's type, and names it in udt_name.
         self.data_type.push(if vector {
             "USER-DEFINED".into()
@@ -148,7 +151,7 @@ impl ColumnRows {
             ("table_name", strs(self.table)),
             ("column_name", strs(self.column)),
             ("ordinal_position", i32s(self.position)),
-            ("column_default", strs_null(n)),
+            ("column_default", Arc::new(StringArray::from(self.default))),
             ("is_nullable", strs(self.nullable)),
             ("data_type", strs(self.data_type)),
             ("udt_catalog", strs(vec![DATABASE.into(); n])),
@@ -158,13 +161,4 @@ impl ColumnRows {
             ("is_generated", strs(vec!["NEVER".into(); n])),
         ])
     }
-}
-
-fn strs_null(n: usize) -> datafusion::arrow::array::ArrayRef {
-    Arc::new(datafusion::arrow::array::StringArray::from(vec![
-        None::<
-            String,
-        >;
-        n
-    ]))
 }

@@ -19,6 +19,7 @@
 
 mod calls;
 mod columns;
+mod defaults;
 mod extensions;
 mod functions;
 mod indexes;
@@ -114,6 +115,8 @@ pub fn install(ctx: &SessionContext, catalog: Arc<Catalog>) -> Result<()> {
     }
     ctx.register_udf(AsyncScalarUDF::new(Arc::new(PgSleep::new())).into_scalar_udf());
     ctx.register_udf(ScalarUDF::new_from_impl(SizePretty::new()));
+    let defaults = defaults::ColumnDefault::new(catalog.clone());
+    ctx.register_udf(ScalarUDF::new_from_impl(defaults));
     for name in SIZE_FUNCTIONS {
         let udf = TableSizeUdf::new(name, catalog.clone());
         ctx.register_udf(ScalarUDF::new_from_impl(udf));

@@ -5,6 +5,7 @@
 //! - `pg_catalog.f(…)`, `::pg_catalog.text` and `OPERATOR(pg_catalog.~)` lose the qualifier;
 //! - `COLLATE pg_catalog.default` (or `"C"`, `"POSIX"`) is dropped: there is one collation;
 //! - `'pg_extension'::regclass` becomes the relation's OID;
+//! - a column default looked up in `pg_attrdef` becomes `column_default(relid, attnum)`;
 //! - a subquery over a catalog table that is always empty here (policies, triggers,
 //!   publications, …) becomes NULL, and a query that reads one becomes an empty result of the
 //!   same width (unless it aggregates); `ARRAY(SELECT …)` over the catalog is empty. psql's `\d` asks these with arrays and functions DataFusion does not have;
@@ -66,6 +67,12 @@ fn qualify_tables(s: &mut Statement) {
 }
 
 fn rewrite_expr(e: &mut Expr) {
+    if let Expr::Subquery(query) = e
+        && let Some(call) = super::defaults::attrdef_lookup(query)
+    {
+        *e = call; // a column default looked up in pg_attrdef
+        return;
+    }
     match e {
         Expr::Function(f) => {
             f.name = unqualified(&f.name);

@@ -39,6 +39,7 @@ const FILLED_TABLES: &[&str] = &[
     "pg_range",
     "pg_class",
     "pg_attribute",
+    "pg_attrdef",
     "pg_extension",
     "pg_database",
     "pg_index",
@@ -59,7 +60,7 @@ pub(super) fn is_catalog_table(name: &str) -> bool {
 }
 
 /// Catalog tables that are always empty here: Vecraft has no policies, triggers, rules,
-/// publications, inheritance, defaults, collations or sequences.
+/// publications, inheritance, collations or sequence relations.
 pub(super) const EMPTY_TABLES: &[&str] = &[
     "pg_policy",
     "pg_statistic_ext",
@@ -69,7 +70,6 @@ pub(super) const EMPTY_TABLES: &[&str] = &[
     "pg_inherits",
     "pg_trigger",
     "pg_rewrite",
-    "pg_attrdef",
     "pg_collation",
     "pg_partitioned_table",
     "pg_sequence",
@@ -115,11 +115,7 @@ impl SchemaProvider for PgCatalogSchema {
                 ("collname", strs(vec![])),
                 ("collnamespace", u32s(vec![])),
             ]),
-            "pg_attrdef" => table(&[
-                ("adrelid", u32s(vec![])),
-                ("adnum", i16s(vec![])),
-                ("adbin", strs(vec![])),
-            ]),
+            "pg_attrdef" => pg_attrdef(&self.catalog),
             "pg_inherits" => table(&[
                 ("inhrelid", u32s(vec![])),
                 ("inhparent", u32s(vec![])),
@@ -437,10 +433,34 @@ fn pg_database() -> Result<RecordBatch> {
     ])
 }
 
+/// Each column `DEFAULT`: its text stands for PostgreSQL's expression tree (`pg_get_expr`
+/// gives it back).
+fn pg_attrdef(catalog: &Catalog) -> Result<RecordBatch> {
+    let (mut oid, mut rel, mut num, mut text) = (vec![], vec![], vec![], vec![]);
+    for (table, c) in catalog.all() {
+        let schema = c.schema();
+        for (col, attnum) in schema.visible_columns().zip(1..) {
+            if let Some(default) = &col.default {
+                oid.push(table_oid(&format!("{table}.{attnum}.default")));
+                rel.push(table_oid(&table));
+                num.push(attnum);
+                text.push(default.clone());
+            }
+        }
+    }
+    table(&[
+        ("oid", u32s(oid)),
+        ("adrelid", u32s(rel)),
+        ("adnum", i16s(num)),
+        ("adbin", strs(text)),
+    ])
+}
+
 fn pg_attribute(catalog: &Catalog) -> Result<RecordBatch> {
     let (mut rel, mut name, mut ty, mut typmod, mut num, mut notnull) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let mut storage = Vec::new();
+    let mut has_default = Vec::new();
     for (table, c) in catalog.all() {
         let schema = c.schema();
         for (col, attnum) in schema.visible_columns().zip(1..) {
@@ -451,6 +471,7 @@ fn pg_attribute(catalog: &Catalog) -> Result<RecordBatch> {
             typmod.push(m);
             num.push(attnum);
             notnull.push(!col.nullable);
+            has_default.push(col.default.is_some());
             // Fixed-width values are stored plain; variable-width ones are extended.
             let fixed = TYPES.iter().any(|t| t.0 == oid && t.2 > 0);
             storage.push(if fixed { b'p' } else { b'x' });
@@ -465,7 +486,7 @@ fn pg_attribute(catalog: &Catalog) -> Result<RecordBatch> {
         ("attnum", i16s(num)),
         ("attnotnull", bools(notnull)),
         ("attisdropped", bools(vec![false; n])),
-        ("atthasdef", bools(vec![false; n])),
+        ("atthasdef", bools(has_default)),
         ("attidentity", strs(vec![String::new(); n])), // '\0': not an identity column
         ("attgenerated", strs(vec![String::new(); n])),
         ("attcollation", u32s(vec![0; n])),

@@ -1,0 +1,122 @@
+//! `INSERT INTO t [(cols)] SELECT …`, planned here rather than by DataFusion. DataFusion's
+//! planner gives the target table's column types to every VALUES list inside the INSERT, also
+//! one nested in the SELECT, so what llama-index and SQLAlchemy send to insert many rows,
+//! `INSERT … SELECT p0::vector, … FROM (VALUES (…, 0), …) AS imp_sen(p0, …, sen_counter)
+//! ORDER BY sen_counter`, failed ("Inconsistent data length across values list").
+//!
+//! The SELECT is planned on its own; its columns go to the named columns in order, cast to
+//! their types, and the other columns get their `DEFAULT` (a sequence's `nextval`, say) or
+//! NULL, as DataFusion does for `INSERT … VALUES`, which it still plans itself.
+
+use std::sync::Arc;
+
+use datafusion::common::{Column, DFSchema, ScalarValue, TableReference};
+use datafusion::datasource::provider_as_source;
+use datafusion::error::Result;
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{DmlStatement, Expr, ExprSchemable, LogicalPlan, WriteOp};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::planner::object_name_to_table_reference;
+use datafusion::sql::sqlparser::ast::{Insert, SetExpr, Statement, TableObject};
+
+use crate::error::VectorError;
+
+/// The plan of `statement` when it is an INSERT from a query other than a bare VALUES list;
+/// `None` for any other statement.
+pub async fn plan(ctx: &SessionContext, statement: &DFStatement) -> Result<Option<LogicalPlan>> {
+    let DFStatement::Statement(s) = statement else {
+        return Ok(None);
+    };
+    let Statement::Insert(insert) = s.as_ref() else {
+        return Ok(None);
+    };
+    let (TableObject::TableName(name), Some(source)) = (&insert.table, &insert.source) else {
+        return Ok(None);
+    };
+    if matches!(source.body.as_ref(), SetExpr::Values(_)) || insert.on.is_some() {
+        return Ok(None);
+    }
+    let table_name = object_name_to_table_reference(name.clone(), true)?;
+    let provider = ctx.table_provider(table_name.clone()).await?;
+    let query = DFStatement::Statement(Box::new(Statement::Query(source.clone())));
+    let source = ctx.state().statement_to_plan(query).await?;
+    let table = DFSchema::try_from(provider.schema())?;
+    let columns = target_columns(insert, &table, &table_name)?;
+    let exprs = row_exprs(&columns, &source, &table, provider.as_ref())?;
+    let input = datafusion::logical_expr::LogicalPlanBuilder::from(source)
+        .project(exprs)?
+        .build()?;
+    let op = match (insert.replace_into, insert.overwrite) {
+        (true, _) => InsertOp::Replace,
+        (_, true) => InsertOp::Overwrite,
+        _ => InsertOp::Append,
+    };
+    Ok(Some(LogicalPlan::Dml(DmlStatement::new(
+        table_name,
+        provider_as_source(provider),
+        WriteOp::Insert(op),
+        Arc::new(input),
+    ))))
+}
+
+/// The index in the table of each column the INSERT names (all, in order, when it names none).
+fn target_columns(
+    insert: &Insert,
+    table: &DFSchema,
+    table_name: &TableReference,
+) -> Result<Vec<usize>> {
+    if insert.columns.is_empty() {
+        return Ok((0..table.fields().len()).collect());
+    }
+    let mut indices = Vec::with_capacity(insert.columns.len());
+    for column in &insert.columns {
+        let name = crate::names::last_part(column);
+        let Some(index) = table.index_of_column_by_name(None, &name) else {
+            let message = format!(
+                "column \"{name}\" of relation \"{}\" does not exist",
+                table_name.table()
+            );
+            return Err(VectorError::new("42703", message).into());
+        };
+        if indices.contains(&index) {
+            let message = format!("column \"{name}\" specified more than once");
+            return Err(VectorError::new("42701", message).into());
+        }
+        indices.push(index);
+    }
+    Ok(indices)
+}
+
+/// One expression per table column over the source's rows: its source column cast to the
+/// column's type, or its default, or NULL.
+fn row_exprs(
+    columns: &[usize],
+    source: &LogicalPlan,
+    table: &DFSchema,
+    provider: &dyn datafusion::catalog::TableProvider,
+) -> Result<Vec<Expr>> {
+    let given = source.schema().fields().len();
+    if given != columns.len() {
+        let more = if given > columns.len() {
+            "more expressions than target columns"
+        } else {
+            "more target columns than expressions"
+        };
+        return Err(VectorError::new("42601", format!("INSERT has {more}")).into());
+    }
+    let mut exprs = Vec::with_capacity(table.fields().len());
+    for (index, field) in table.fields().iter().enumerate() {
+        let expr = match columns.iter().position(|&c| c == index) {
+            Some(v) => Expr::Column(Column::from(source.schema().qualified_field(v)))
+                .cast_to(field.data_type(), source.schema())?,
+            None => provider
+                .get_column_default(field.name())
+                .cloned()
+                .unwrap_or(Expr::Literal(ScalarValue::Null, None))
+                .cast_to(field.data_type(), &DFSchema::empty())?,
+        };
+        exprs.push(expr.alias(field.name()));
+    }
+    Ok(exprs)
+}

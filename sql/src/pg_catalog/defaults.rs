@@ -1,0 +1,189 @@
+//! Column defaults as clients look them up: psql's `\d` and SQLAlchemy's `inspect()` ask
+//! `(SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d WHERE d.adrelid = a.attrelid
+//! AND d.adnum = a.attnum AND a.atthasdef)` for each column `a`, SQLAlchemy inside a CASE.
+//! DataFusion cannot plan that correlated subquery (its condition on the outer row alone, or
+//! its place in a CASE), so the dialect pass makes it a call, `column_default(relid, attnum)`:
+//! the default's text, as `pg_get_expr` gives it, or NULL.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Int64Type};
+use datafusion::common::exec_err;
+use datafusion::error::Result;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr, Query, SetExpr, TableFactor};
+
+use super::calls::parse_expr;
+use super::types::table_oid;
+use crate::catalog::Catalog;
+
+/// The name the lookup is rewritten to.
+const NAME: &str = "column_default";
+
+/// `(SELECT … FROM pg_catalog.pg_attrdef d WHERE d.adrelid = R AND d.adnum = N …)` as
+/// `column_default(R, N)`; `None` for any other subquery.
+pub(super) fn attrdef_lookup(query: &Query) -> Option<Expr> {
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return None;
+    };
+    let [from] = select.from.as_slice() else {
+        return None;
+    };
+    let TableFactor::Table { name, alias, .. } = &from.relation else {
+        return None;
+    };
+    let is_attrdef = name
+        .0
+        .last()
+        .and_then(|p| p.as_ident())
+        .is_some_and(|i| i.value == "pg_attrdef");
+    if !is_attrdef || !from.joins.is_empty() || select.projection.len() != 1 {
+        return None;
+    }
+    let own = alias
+        .as_ref()
+        .map_or("pg_attrdef", |a| a.name.value.as_str());
+    let mut relid = None;
+    let mut attnum = None;
+    for conjunct in conjuncts(select.selection.as_ref()?) {
+        let Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } = conjunct
+        else {
+            continue;
+        };
+        for (mine, other) in [(left, right), (right, left)] {
+            match own_column(mine, own) {
+                Some("adrelid") => relid = Some(other.to_string()),
+                Some("adnum") => attnum = Some(other.to_string()),
+                _ => {}
+            }
+        }
+    }
+    parse_expr(&format!("{NAME}({}, {})", relid?, attnum?))
+}
+
+/// The parts of an AND chain.
+fn conjuncts(e: &Expr) -> Vec<&Expr> {
+    match e {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            let mut all = conjuncts(left);
+            all.extend(conjuncts(right));
+            all
+        }
+        Expr::Nested(inner) => conjuncts(inner),
+        other => vec![other],
+    }
+}
+
+/// The column of table `own` that `e` names (`d.adrelid`), if it names one.
+fn own_column<'a>(e: &'a Expr, own: &str) -> Option<&'a str> {
+    match e {
+        Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
+            let table = &parts[parts.len() - 2];
+            (table.value == own).then(|| parts[parts.len() - 1].value.as_str())
+        }
+        Expr::Identifier(column) if column.value.starts_with("ad") => Some(column.value.as_str()),
+        _ => None,
+    }
+}
+
+/// `column_default(relid, attnum)`: the text of the column's `DEFAULT`, or NULL.
+pub(super) struct ColumnDefault {
+    catalog: Arc<Catalog>,
+    signature: Signature,
+}
+
+impl ColumnDefault {
+    pub(super) fn new(catalog: Arc<Catalog>) -> Self {
+        ColumnDefault {
+            catalog,
+            signature: Signature::any(2, Volatility::Stable),
+        }
+    }
+}
+
+impl std::fmt::Debug for ColumnDefault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ColumnDefault")
+    }
+}
+
+impl PartialEq for ColumnDefault {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.catalog, &other.catalog)
+    }
+}
+
+impl Eq for ColumnDefault {}
+
+impl std::hash::Hash for ColumnDefault {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        NAME.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for ColumnDefault {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [relid, attnum] = args.args.as_slice() else {
+            return exec_err!("{NAME} takes a relation and a column number");
+        };
+        let rows = args.number_rows;
+        let relid = cast(&relid.to_array(rows)?, &DataType::Int64)?;
+        let attnum = cast(&attnum.to_array(rows)?, &DataType::Int64)?;
+        let (relid, attnum) = (
+            relid.as_primitive::<Int64Type>(),
+            attnum.as_primitive::<Int64Type>(),
+        );
+        let defaults = self.defaults();
+        let text: StringArray = (0..rows)
+            .map(|i| {
+                if relid.is_null(i) || attnum.is_null(i) {
+                    return None;
+                }
+                defaults.get(&(relid.value(i), attnum.value(i))).cloned()
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(text)))
+    }
+}
+
+impl ColumnDefault {
+    /// Every column default, by (relation OID, column number).
+    fn defaults(&self) -> HashMap<(i64, i64), String> {
+        let mut defaults = HashMap::new();
+        for (table, collection) in self.catalog.all() {
+            let schema = collection.schema();
+            for (column, attnum) in schema.visible_columns().zip(1..) {
+                if let Some(default) = &column.default {
+                    let key = (i64::from(table_oid(&table)), attnum);
+                    defaults.insert(key, default.clone());
+                }
+            }
+        }
+        defaults
+    }
+}

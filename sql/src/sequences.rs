@@ -1,0 +1,193 @@
+//! Sequences: where `serial`, `bigserial` and `smallserial` columns get their values.
+//!
+//! As in PostgreSQL, such a column is an integer column, NOT NULL, whose `DEFAULT` is
+//! `nextval('<table>_<column>_seq'::regclass)`: an INSERT that leaves it out (what ORMs and
+//! vector stores do for an `id BIGSERIAL PRIMARY KEY`) gets the sequence's next values, and
+//! reads them back with `RETURNING id`. The sequence belongs to its column and goes with its
+//! table.
+//!
+//! Values are reserved in blocks, durably (a file in the table's directory on a single node,
+//! a row of the meta group in a cluster: `Catalog::reserve`), and handed out from memory. So a
+//! value is never given twice, also across gateways and restarts; what a gateway reserved and
+//! did not hand out before it stopped is skipped, as PostgreSQL's cached sequences skip
+//! values after a crash. Values are unique and, from one gateway, increasing; from several
+//! gateways they interleave by block.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::Int64Array;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{ScalarValue, exec_err, plan_err};
+use datafusion::error::Result;
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use vecraft_storage::names::split_qualified;
+
+use crate::catalog::Catalog;
+
+/// The fewest values one reservation takes (more when one statement needs more).
+const BLOCK: u64 = 64;
+
+/// PostgreSQL's name for the sequence of `table`'s `column` (`items_id_seq`), written as
+/// `nextval` reads it: schema-qualified outside `public`, quoted where it needs quotes.
+pub fn sequence_name(table: &str, column: &str) -> String {
+    let (schema, table) = split_qualified(table);
+    let name = quote_ident(&format!("{table}_{column}_seq"));
+    match schema {
+        Some(schema) => format!("{}.{name}", quote_ident(schema)),
+        None => name,
+    }
+}
+
+/// The `DEFAULT` of a serial column whose sequence is `sequence`, as PostgreSQL shows it.
+pub fn serial_default(sequence: &str) -> String {
+    format!("nextval('{}'::regclass)", sequence.replace('\'', "''"))
+}
+
+/// The sequence a serial column's `DEFAULT` (made by [`serial_default`]) draws from.
+pub fn default_sequence(default: &str) -> Option<String> {
+    let quoted = default
+        .strip_prefix("nextval('")?
+        .strip_suffix("'::regclass)")?;
+    Some(quoted.replace("''", "'"))
+}
+
+/// An identifier as PostgreSQL's `quote_ident` writes it: bare when it reads back the same.
+fn quote_ident(name: &str) -> String {
+    let bare = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
+    if bare {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+impl Catalog {
+    /// The table and column whose sequence is named `sequence`.
+    fn sequence_owner(&self, sequence: &str) -> Option<(String, String)> {
+        self.all().into_iter().find_map(|(table, collection)| {
+            let schema = collection.schema();
+            schema.columns.iter().find_map(|c| {
+                let default = default_sequence(c.default.as_deref()?)?;
+                (default == sequence).then(|| (table.clone(), c.name.clone()))
+            })
+        })
+    }
+
+    /// The next `count` values of `sequence`.
+    pub fn next_values(&self, sequence: &str, count: usize) -> Result<Vec<i64>> {
+        let Some((table, column)) = self.sequence_owner(sequence) else {
+            return plan_err!("relation \"{sequence}\" does not exist");
+        };
+        let home = self.sequence_home(&table, &column)?;
+        let mut values = Vec::with_capacity(count);
+        let mut blocks = self.sequence_blocks.lock();
+        let block = blocks.entry(home.clone()).or_insert(0..0);
+        while values.len() < count {
+            if block.is_empty() {
+                let wanted = (count - values.len()) as u64;
+                let first = self.reserve(&home, wanted.max(BLOCK))?;
+                *block = first..first + wanted.max(BLOCK) as i64;
+            }
+            let take = (count - values.len()).min(block.end.saturating_sub(block.start) as usize);
+            values.extend(block.start..block.start + take as i64);
+            block.start += take as i64;
+        }
+        debug_assert_eq!(values.len(), count);
+        Ok(values)
+    }
+}
+
+/// `nextval(sequence)`: the sequence's next value, one per row.
+pub struct NextVal {
+    catalog: Arc<Catalog>,
+    signature: Signature,
+}
+
+impl std::fmt::Debug for NextVal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NextVal")
+    }
+}
+
+impl PartialEq for NextVal {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.catalog, &other.catalog)
+    }
+}
+
+impl Eq for NextVal {}
+
+impl std::hash::Hash for NextVal {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        "nextval".hash(state);
+    }
+}
+
+/// The `nextval` function of the sessions of `catalog`.
+pub fn nextval_udf(catalog: Arc<Catalog>) -> ScalarUDF {
+    ScalarUDF::new_from_impl(NextVal {
+        catalog,
+        signature: Signature::exact(vec![DataType::Utf8], Volatility::Volatile),
+    })
+}
+
+impl ScalarUDFImpl for NextVal {
+    fn name(&self) -> &str {
+        "nextval"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [ColumnarValue::Scalar(ScalarValue::Utf8(Some(sequence)))] = args.args.as_slice()
+        else {
+            return exec_err!("nextval takes the name of a sequence");
+        };
+        // Named as `serial_default` writes it (`public` is left out there).
+        let sequence = sequence.strip_prefix("public.").unwrap_or(sequence);
+        let values = self.catalog.next_values(sequence, args.number_rows)?;
+        Ok(ColumnarValue::Array(Arc::new(Int64Array::from(values))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vecraft_storage::names::qualified;
+
+    #[test]
+    fn sequences_are_named_as_postgresql_names_them() {
+        assert_eq!(sequence_name("items", "id"), "items_id_seq");
+        assert_eq!(
+            sequence_name(&qualified("shop", "orders"), "n"),
+            "shop.orders_n_seq"
+        );
+        assert_eq!(sequence_name("My Items", "id"), "\"My Items_id_seq\"");
+        assert_eq!(sequence_name("it's", "id"), "\"it's_id_seq\"");
+        assert_eq!(
+            serial_default("items_id_seq"),
+            "nextval('items_id_seq'::regclass)"
+        );
+    }
+
+    #[test]
+    fn a_serial_default_gives_back_its_sequence() {
+        for sequence in ["items_id_seq", "\"it's_id_seq\"", "s.t_id_seq"] {
+            let default = serial_default(sequence);
+            assert_eq!(default_sequence(&default).as_deref(), Some(sequence));
+        }
+        assert_eq!(default_sequence("'{}'"), None);
+        assert_eq!(default_sequence("gen_random_uuid()"), None);
+    }
+}
