@@ -87,21 +87,22 @@ fn vector_to_text(expr: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
 }
 
 /// `t::vector(n)` of text that is not a literal (a column, a VALUES list's rows): read row by
-/// row by pgvector's input function.
+/// row by pgvector's input function. (Only to `vector(n)`: `vector` without a dimension has
+/// the type of `real[]`, whose text form is another.)
 fn text_to_vector(expr: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
     let Expr::Cast(Cast { expr: inner, field }) = &expr else {
         return Ok(Transformed::no(expr));
     };
-    let Some(target) = vector_target(field.data_type()) else {
+    let Some(Some(dims)) = vector_target(field.data_type()) else {
         return Ok(Transformed::no(expr));
     };
     let from_text = inner
         .get_type(input)
         .is_ok_and(|t| matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8));
-    if !from_text || matches!(inner.as_ref(), Expr::Literal(..)) {
+    if !from_text || dims == 0 || matches!(inner.as_ref(), Expr::Literal(..)) {
         return Ok(Transformed::no(expr));
     }
-    let read = crate::vector_in::vector_in(target).call(vec![inner.as_ref().clone()]);
+    let read = crate::vector_in::vector_in(dims).call(vec![inner.as_ref().clone()]);
     Ok(Transformed::yes(read))
 }
 

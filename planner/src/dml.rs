@@ -25,6 +25,7 @@ use futures::StreamExt;
 use vecraft_storage::command::Command;
 use vecraft_storage::filter::Filter;
 use vecraft_storage::key::keys_of;
+use vecraft_storage::schema::Identity;
 
 use crate::collection::{CollectionSource, Consistency, storage_error};
 
@@ -158,6 +159,44 @@ pub fn count_batch(count: u64) -> Result<RecordBatch> {
         schema,
         vec![Arc::new(UInt64Array::from(vec![count]))],
     )?)
+}
+
+/// PostgreSQL's 428C9 for an INSERT that gives a `GENERATED ALWAYS` identity column a value
+/// (PostgreSQL's `OVERRIDING SYSTEM VALUE` is not parsed here).
+pub async fn refuse_always_identity(ctx: &SessionContext, statement: &DFStatement) -> Result<()> {
+    let DFStatement::Statement(inner) = statement else {
+        return Ok(());
+    };
+    let SqlStatement::Insert(insert) = inner.as_ref() else {
+        return Ok(());
+    };
+    let (TableObject::TableName(name), Some(_)) = (&insert.table, &insert.source) else {
+        return Ok(()); // DEFAULT VALUES gives no value
+    };
+    let Ok(provider) = ctx.table_provider(name.to_string()).await else {
+        return Ok(());
+    };
+    let Some(table) = provider.downcast_ref::<crate::table::CollectionTable>() else {
+        return Ok(());
+    };
+    let schema = table.collection_schema();
+    for column in schema.visible_columns() {
+        let given = insert.columns.is_empty()
+            || insert
+                .columns
+                .iter()
+                .any(|c| crate::names::last_part(c) == column.name);
+        if column.identity == Some(Identity::Always) && given {
+            let name = &column.name;
+            let message = format!("cannot insert a non-DEFAULT value into column \"{name}\"");
+            let detail =
+                format!("Column \"{name}\" is an identity column defined as GENERATED ALWAYS.");
+            return Err(crate::error::VectorError::new("428C9", message)
+                .with_detail(&detail)
+                .into());
+        }
+    }
+    Ok(())
 }
 
 /// `INSERT … VALUES ('[1,2,3]', …)` into a vector column: DataFusion checks VALUES against the

@@ -14,16 +14,18 @@ use datafusion::common::{Column, DFSchema, ScalarValue, TableReference};
 use datafusion::datasource::provider_as_source;
 use datafusion::error::Result;
 use datafusion::logical_expr::dml::InsertOp;
-use datafusion::logical_expr::{DmlStatement, Expr, ExprSchemable, LogicalPlan, WriteOp};
+use datafusion::logical_expr::{
+    DmlStatement, Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, WriteOp,
+};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::planner::object_name_to_table_reference;
-use datafusion::sql::sqlparser::ast::{Insert, SetExpr, Statement, TableObject};
+use datafusion::sql::sqlparser::ast::{Insert, Query, SetExpr, Statement, TableObject};
 
 use crate::error::VectorError;
 
-/// The plan of `statement` when it is an INSERT from a query other than a bare VALUES list;
-/// `None` for any other statement.
+/// The plan of `statement` when it is an INSERT from a query other than a bare VALUES list,
+/// or of DEFAULT VALUES; `None` for any other statement.
 pub async fn plan(ctx: &SessionContext, statement: &DFStatement) -> Result<Option<LogicalPlan>> {
     let DFStatement::Statement(s) = statement else {
         return Ok(None);
@@ -31,22 +33,33 @@ pub async fn plan(ctx: &SessionContext, statement: &DFStatement) -> Result<Optio
     let Statement::Insert(insert) = s.as_ref() else {
         return Ok(None);
     };
-    let (TableObject::TableName(name), Some(source)) = (&insert.table, &insert.source) else {
+    let TableObject::TableName(name) = &insert.table else {
         return Ok(None);
     };
-    if matches!(source.body.as_ref(), SetExpr::Values(_)) || insert.on.is_some() {
+    let values = |s: &Query| matches!(s.body.as_ref(), SetExpr::Values(_));
+    if insert.source.as_deref().is_some_and(values) || insert.on.is_some() {
         return Ok(None);
     }
     let table_name = object_name_to_table_reference(name.clone(), true)?;
     let provider = ctx.table_provider(table_name.clone()).await?;
-    let query = DFStatement::Statement(Box::new(Statement::Query(source.clone())));
-    let source = ctx.state().statement_to_plan(query).await?;
+    let source = match &insert.source {
+        Some(query) => {
+            let query = DFStatement::Statement(Box::new(Statement::Query(query.clone())));
+            ctx.state().statement_to_plan(query).await?
+        }
+        // `INSERT INTO t DEFAULT VALUES`: one row, every column its default.
+        None if insert.columns.is_empty() && insert.assignments.is_empty() => {
+            LogicalPlanBuilder::empty(true).build()?
+        }
+        None => return Ok(None),
+    };
     let table = DFSchema::try_from(provider.schema())?;
-    let columns = target_columns(insert, &table, &table_name)?;
+    let columns = match &insert.source {
+        Some(_) => target_columns(insert, &table, &table_name)?,
+        None => Vec::new(),
+    };
     let exprs = row_exprs(&columns, &source, &table, provider.as_ref())?;
-    let input = datafusion::logical_expr::LogicalPlanBuilder::from(source)
-        .project(exprs)?
-        .build()?;
+    let input = LogicalPlanBuilder::from(source).project(exprs)?.build()?;
     let op = match (insert.replace_into, insert.overwrite) {
         (true, _) => InsertOp::Replace,
         (_, true) => InsertOp::Overwrite,

@@ -87,8 +87,10 @@ pub async fn logical_plan(
     ctx: &SessionContext,
     mut statement: datafusion::sql::parser::Statement,
 ) -> datafusion::error::Result<datafusion::logical_expr::LogicalPlan> {
+    dml::refuse_always_identity(ctx, &statement).await?;
     dml::cast_vector_values(ctx, &mut statement).await?;
     dml::rewrite_on_conflict(ctx, &mut statement).await?;
+    let alias = returning::table_alias(&statement);
     let returning = returning::take_returning(&mut statement);
     let state = ctx.state();
     let plan = match insert_select::plan(ctx, &statement).await? {
@@ -96,7 +98,7 @@ pub async fn logical_plan(
         None => state.statement_to_plan(statement).await?,
     };
     match returning {
-        Some(items) => returning::plan(&state, plan, &items),
+        Some(items) => returning::plan(&state, plan, &items, alias),
         None => Ok(plan),
     }
 }

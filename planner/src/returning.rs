@@ -14,6 +14,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::TableReference;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DFSchema, not_impl_err, plan_err};
 use datafusion::datasource::{TableProvider, provider_as_source, source_as_provider};
@@ -28,7 +29,9 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, PlanProperties,
 };
 use datafusion::sql::parser::Statement as DFStatement;
-use datafusion::sql::sqlparser::ast::{SelectItem, Statement};
+use datafusion::sql::sqlparser::ast::{FromTable, SelectItem, Statement, TableFactor};
+
+use crate::names::ident;
 use futures::StreamExt;
 
 use crate::dml::InsertSink;
@@ -47,6 +50,26 @@ pub fn take_returning(statement: &mut DFStatement) -> Option<Vec<SelectItem>> {
     }
 }
 
+/// The alias a write gives its table (`DELETE FROM items i`): what RETURNING then calls it,
+/// as PostgreSQL does.
+pub fn table_alias(statement: &DFStatement) -> Option<String> {
+    let DFStatement::Statement(s) = statement else {
+        return None;
+    };
+    let relation = match s.as_ref() {
+        Statement::Insert(i) => return i.table_alias.as_ref().map(|a| ident(&a.alias)),
+        Statement::Update(u) => &u.table.relation,
+        Statement::Delete(d) => match &d.from {
+            FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => &t.first()?.relation,
+        },
+        _ => return None,
+    };
+    match relation {
+        TableFactor::Table { alias, .. } => alias.as_ref().map(|a| ident(&a.name)),
+        _ => None,
+    }
+}
+
 /// Whether `statement` is a write that returns rows.
 pub fn has_returning(statement: &DFStatement) -> bool {
     let DFStatement::Statement(s) = statement else {
@@ -60,8 +83,14 @@ pub fn has_returning(statement: &DFStatement) -> bool {
     }
 }
 
-/// `dml` (DataFusion's plan of the write) returning `items` evaluated over the rows it wrote.
-pub fn plan(state: &SessionState, dml: LogicalPlan, items: &[SelectItem]) -> Result<LogicalPlan> {
+/// `dml` (DataFusion's plan of the write) returning `items` evaluated over the rows it wrote,
+/// which are called `alias` when the statement gives the table one.
+pub fn plan(
+    state: &SessionState,
+    dml: LogicalPlan,
+    items: &[SelectItem],
+    alias: Option<String>,
+) -> Result<LogicalPlan> {
     let LogicalPlan::Dml(dml) = dml else {
         return plan_err!("RETURNING is only allowed on INSERT, UPDATE or DELETE");
     };
@@ -79,10 +108,8 @@ pub fn plan(state: &SessionState, dml: LogicalPlan, items: &[SelectItem]) -> Res
         return not_impl_err!("RETURNING from \"{}\" is not supported", dml.table_name);
     };
     let table = table.returning();
-    let rows = DFSchema::try_from_qualified_schema(
-        dml.table_name.clone(),
-        &TableProvider::schema(&table),
-    )?;
+    let name = alias.map_or_else(|| dml.table_name.clone(), TableReference::bare);
+    let rows = DFSchema::try_from_qualified_schema(name, &TableProvider::schema(&table))?;
     let exprs = returning_exprs(state, &rows, items)?;
     let write = DmlStatement {
         target: provider_as_source(Arc::new(table)),

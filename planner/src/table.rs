@@ -53,6 +53,11 @@ impl CollectionTable {
         }
     }
 
+    /// The collection's schema, as storage keeps it.
+    pub fn collection_schema(&self) -> vecraft_storage::schema::CollectionSchema {
+        self.source.schema()
+    }
+
     /// The same table whose INSERT, UPDATE and DELETE plans give back the rows they wrote.
     pub fn returning(&self) -> CollectionTable {
         CollectionTable {

@@ -20,6 +20,9 @@ use vecraft_storage::names::{split_qualified, sql_name, storage_key};
 use vecraft_storage::schema::CollectionSchema;
 use vecraft_storage::shard::ShardOptions;
 
+/// Values of a sequence reserved and not handed out yet.
+pub(crate) type SequenceBlock = Arc<Mutex<std::ops::Range<i64>>>;
+
 pub struct Catalog {
     backend: Backend,
     /// Bumped by every change of the set of collections or their schemas; sessions re-read
@@ -32,7 +35,7 @@ pub struct Catalog {
     ddl: Mutex<()>,
     /// The values of each sequence this gateway reserved and has not handed out yet, by
     /// where the sequence lives ([`Catalog::sequence_home`]).
-    pub(crate) sequence_blocks: Mutex<std::collections::HashMap<String, std::ops::Range<i64>>>,
+    pub(crate) sequence_blocks: Mutex<std::collections::HashMap<String, SequenceBlock>>,
 }
 
 /// A single node's schemas (other than `public`): directories under `<data-dir>/schemas/`,
@@ -404,7 +407,7 @@ impl Catalog {
             return Ok(true);
         };
         // Its sequences go with it: a table made again under the name starts them afresh.
-        let home = dir.to_string_lossy().to_string();
+        let home = format!("{}/", dir.to_string_lossy());
         self.sequence_blocks
             .lock()
             .retain(|h, _| !h.starts_with(&home));
@@ -463,7 +466,16 @@ impl Catalog {
                     DataFusionError::Execution("nextval: reached maximum value of sequence".into())
                 })?;
                 if let Some(dir) = path.parent() {
-                    vecraft_storage::fsutil::create_dir_durable(dir).map_err(storage)?;
+                    // Only the `sequences` directory: a table dropped meanwhile (its directory
+                    // gone) is not made again.
+                    match std::fs::create_dir(dir) {
+                        Ok(()) => vecraft_storage::fsutil::sync_dir(
+                            dir.parent().unwrap_or(Path::new(".")),
+                        )
+                        .map_err(storage)?,
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(io(e)),
+                    }
                 }
                 vecraft_storage::fsutil::write_atomic(path, next.to_string().as_bytes())
                     .map_err(storage)?;

@@ -3,12 +3,15 @@
 //! `DEFAULT` is kept as SQL text and planned by the session ([`column_defaults`]).
 
 use datafusion::sql::sqlparser::ast::{
-    ColumnOption, CreateTable, DataType as SqlType, TableConstraint,
+    ColumnDef as ColumnDefinition, ColumnOption, CreateTable, DataType as SqlType, GeneratedAs,
+    TableConstraint,
 };
 use pgwire::error::PgWireResult;
 use vecraft_planner::types::vector_dims;
 use vecraft_storage::distance::Metric;
-use vecraft_storage::schema::{CollectionSchema, ColumnDef, ColumnType, HnswParams, VectorSpec};
+use vecraft_storage::schema::{
+    CollectionSchema, ColumnDef, ColumnType, HnswParams, Identity, VectorSpec,
+};
 
 use crate::errors::user_error;
 use crate::sequences::{default_sequence, sequence_name, serial_default};
@@ -28,24 +31,11 @@ pub fn declared_schema(create: &CreateTable) -> PgWireResult<CollectionSchema> {
     let mut columns = Vec::new();
     let mut primary_key = None;
     for col in &create.columns {
-        let name = crate::idents::ident(&col.name);
-        let ty = column_type(&col.data_type)?;
-        // A serial column: NOT NULL, its values drawn from its own sequence.
-        let serial = is_serial(&col.data_type);
-        let mut nullable = !serial;
-        let mut default = serial.then(|| serial_default(&sequence_name(&table, &name)));
-        for option in &col.options {
-            match &option.option {
-                ColumnOption::NotNull => nullable = false,
-                ColumnOption::Default(expr) => default = Some(expr.to_string()),
-                ColumnOption::PrimaryKey(_) => {
-                    primary_key = Some(name.clone());
-                    nullable = false;
-                }
-                _ => {}
-            }
+        let (column, is_key) = column_def(&table, col)?;
+        if is_key {
+            primary_key = Some(column.name.clone());
         }
-        columns.push(ColumnDef::new(name, ty, nullable).with_default(default));
+        columns.push(column);
     }
     for constraint in &create.constraints {
         if let TableConstraint::PrimaryKey(pk) = constraint {
@@ -68,6 +58,52 @@ pub fn declared_schema(create: &CreateTable) -> PgWireResult<CollectionSchema> {
         None => CollectionSchema::with_row_id(columns),
     };
     schema.map_err(|e| user_error("42P16", e.to_string()))
+}
+
+/// One declared column of table `table`, and whether it is declared the primary key.
+fn column_def(table: &str, col: &ColumnDefinition) -> PgWireResult<(ColumnDef, bool)> {
+    let name = crate::idents::ident(&col.name);
+    let ty = column_type(&col.data_type)?;
+    // A serial column: NOT NULL, its values drawn from its own sequence.
+    let serial = is_serial(&col.data_type);
+    let mut nullable = !serial;
+    let mut default = serial.then(|| serial_default(&sequence_name(table, &name)));
+    let mut identity = None;
+    let mut is_key = false;
+    for option in &col.options {
+        match &option.option {
+            ColumnOption::NotNull => nullable = false,
+            ColumnOption::Default(expr) => default = Some(expr.to_string()),
+            ColumnOption::PrimaryKey(_) => {
+                is_key = true;
+                nullable = false;
+            }
+            ColumnOption::Generated {
+                generated_as,
+                generation_expr: None,
+                ..
+            } => {
+                if !matches!(ty, ColumnType::Int32 | ColumnType::Int64) {
+                    let message = "identity column type must be smallint, integer, or bigint";
+                    return Err(user_error("22023", message));
+                }
+                identity = Some(match generated_as {
+                    GeneratedAs::Always => Identity::Always,
+                    _ => Identity::ByDefault,
+                });
+                nullable = false;
+                default = Some(serial_default(&sequence_name(table, &name)));
+            }
+            ColumnOption::Generated { .. } => {
+                return Err(user_error("0A000", "generated columns are not supported"));
+            }
+            _ => {}
+        }
+    }
+    let column = ColumnDef::new(name, ty, nullable)
+        .with_default(default)
+        .with_identity(identity);
+    Ok((column, is_key))
 }
 
 fn column_type(sql_type: &SqlType) -> PgWireResult<ColumnType> {
@@ -126,18 +162,19 @@ fn is_serial(sql_type: &SqlType) -> bool {
 /// TABLE, before anything is made).
 pub fn column_defaults(
     ctx: &datafusion::prelude::SessionContext,
+    table: &str,
     schema: &CollectionSchema,
 ) -> datafusion::error::Result<std::collections::HashMap<String, datafusion::prelude::Expr>> {
     let empty = datafusion::common::DFSchema::empty();
-    let planned = |default: &str| match default_sequence(default) {
-        // `'…'::regclass` is an OID to SQL; `nextval` takes the sequence by name here.
-        Some(sequence) => Ok(ctx.udf("nextval")?.call(vec![lit(sequence)])),
+    let planned = |column: &str, default: &str| match default_sequence(default) {
+        // A serial or identity column draws from its own sequence, whatever its name.
+        Some(_) => Ok(ctx.udf("nextval")?.call(vec![lit(table), lit(column)])),
         None => ctx.parse_sql_expr(default, &empty),
     };
     schema
         .columns
         .iter()
         .filter_map(|c| c.default.as_ref().map(|d| (c, d)))
-        .map(|(c, default)| Ok((c.name.clone(), planned(default)?)))
+        .map(|(c, default)| Ok((c.name.clone(), planned(&c.name, default)?)))
         .collect()
 }

@@ -1,10 +1,13 @@
-//! Sequences: where `serial`, `bigserial` and `smallserial` columns get their values.
+//! Sequences: where `serial`, `bigserial` and `smallserial` columns, and identity columns
+//! (`GENERATED … AS IDENTITY`), get their values.
 //!
 //! As in PostgreSQL, such a column is an integer column, NOT NULL, whose `DEFAULT` is
 //! `nextval('<table>_<column>_seq'::regclass)`: an INSERT that leaves it out (what ORMs and
 //! vector stores do for an `id BIGSERIAL PRIMARY KEY`) gets the sequence's next values, and
 //! reads them back with `RETURNING id`. The sequence belongs to its column and goes with its
-//! table.
+//! table: the default a table plans calls `nextval(table, column)`, so a sequence's name (made
+//! unique at CREATE TABLE, [`name_uniquely`]) only matters to a `nextval('name')` written by
+//! hand.
 //!
 //! Values are reserved in blocks, durably (a file in the table's directory on a single node,
 //! a row of the meta group in a cluster: `Catalog::reserve`), and handed out from memory. So a
@@ -20,9 +23,11 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{ScalarValue, exec_err, plan_err};
 use datafusion::error::Result;
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
 };
 use vecraft_storage::names::split_qualified;
+use vecraft_storage::schema::CollectionSchema;
 
 use crate::catalog::Catalog;
 
@@ -32,8 +37,15 @@ const BLOCK: u64 = 64;
 /// PostgreSQL's name for the sequence of `table`'s `column` (`items_id_seq`), written as
 /// `nextval` reads it: schema-qualified outside `public`, quoted where it needs quotes.
 pub fn sequence_name(table: &str, column: &str) -> String {
+    numbered_sequence_name(table, column, 0)
+}
+
+/// The `n`th name PostgreSQL tries for the sequence (`items_id_seq1` when `items_id_seq` is
+/// taken, by table `items_id` with column `seq`, say).
+fn numbered_sequence_name(table: &str, column: &str, n: usize) -> String {
     let (schema, table) = split_qualified(table);
-    let name = quote_ident(&format!("{table}_{column}_seq"));
+    let number = if n == 0 { String::new() } else { n.to_string() };
+    let name = quote_ident(&format!("{table}_{column}_seq{number}"));
     match schema {
         Some(schema) => format!("{}.{name}", quote_ident(schema)),
         None => name,
@@ -66,6 +78,36 @@ fn quote_ident(name: &str) -> String {
     }
 }
 
+/// Gives each sequence of `schema` (a new table `table`'s) a name no other table's sequence
+/// has, as PostgreSQL does: `a_b` + `c` and `a` + `b_c` would both make `a_b_c_seq`.
+pub fn name_uniquely(catalog: &Catalog, table: &str, schema: &mut CollectionSchema) {
+    let mut taken: Vec<String> = catalog
+        .all()
+        .iter()
+        .flat_map(|(_, c)| sequences_of(&c.schema()))
+        .collect();
+    for column in &mut schema.columns {
+        let Some(default) = column.default.as_deref() else {
+            continue;
+        };
+        if default_sequence(default).is_none() {
+            continue;
+        }
+        let name = (0..)
+            .map(|n| numbered_sequence_name(table, &column.name, n))
+            .find(|name| !taken.contains(name))
+            .expect("some number is free");
+        column.default = Some(serial_default(&name));
+        taken.push(name);
+    }
+}
+
+/// The names of the sequences `schema`'s columns draw from.
+fn sequences_of(schema: &CollectionSchema) -> Vec<String> {
+    let defaults = schema.columns.iter().filter_map(|c| c.default.as_deref());
+    defaults.filter_map(default_sequence).collect()
+}
+
 impl Catalog {
     /// The table and column whose sequence is named `sequence`.
     fn sequence_owner(&self, sequence: &str) -> Option<(String, String)> {
@@ -78,15 +120,22 @@ impl Catalog {
         })
     }
 
-    /// The next `count` values of `sequence`.
+    /// The next `count` values of the sequence named `sequence`.
     pub fn next_values(&self, sequence: &str, count: usize) -> Result<Vec<i64>> {
         let Some((table, column)) = self.sequence_owner(sequence) else {
             return plan_err!("relation \"{sequence}\" does not exist");
         };
-        let home = self.sequence_home(&table, &column)?;
+        self.next_values_of(&table, &column, count)
+    }
+
+    /// The next `count` values of the sequence of `table`'s `column`. Each sequence has its
+    /// own lock, held while a block is reserved (a file written, or a round trip to the meta
+    /// group), so that one sequence waiting holds up no other.
+    pub fn next_values_of(&self, table: &str, column: &str, count: usize) -> Result<Vec<i64>> {
+        let home = self.sequence_home(table, column)?;
+        let block = Arc::clone(self.sequence_blocks.lock().entry(home.clone()).or_default());
+        let mut block = block.lock();
         let mut values = Vec::with_capacity(count);
-        let mut blocks = self.sequence_blocks.lock();
-        let block = blocks.entry(home.clone()).or_insert(0..0);
         while values.len() < count {
             if block.is_empty() {
                 let wanted = (count - values.len()) as u64;
@@ -102,7 +151,8 @@ impl Catalog {
     }
 }
 
-/// `nextval(sequence)`: the sequence's next value, one per row.
+/// `nextval(sequence)`: the sequence's next value, one per row. A column's default calls it
+/// as `nextval(table, column)`, bound to its own column whatever the sequence is named.
 pub struct NextVal {
     catalog: Arc<Catalog>,
     signature: Signature,
@@ -132,7 +182,13 @@ impl std::hash::Hash for NextVal {
 pub fn nextval_udf(catalog: Arc<Catalog>) -> ScalarUDF {
     ScalarUDF::new_from_impl(NextVal {
         catalog,
-        signature: Signature::exact(vec![DataType::Utf8], Volatility::Volatile),
+        signature: Signature::one_of(
+            vec![
+                TypeSignature::Exact(vec![DataType::Utf8]),
+                TypeSignature::Exact(vec![DataType::Utf8, DataType::Utf8]),
+            ],
+            Volatility::Volatile,
+        ),
     })
 }
 
@@ -150,13 +206,23 @@ impl ScalarUDFImpl for NextVal {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let [ColumnarValue::Scalar(ScalarValue::Utf8(Some(sequence)))] = args.args.as_slice()
-        else {
-            return exec_err!("nextval takes the name of a sequence");
+        let text = |value: &ColumnarValue| match value {
+            ColumnarValue::Scalar(ScalarValue::Utf8(Some(text))) => Some(text.clone()),
+            _ => None,
         };
-        // Named as `serial_default` writes it (`public` is left out there).
-        let sequence = sequence.strip_prefix("public.").unwrap_or(sequence);
-        let values = self.catalog.next_values(sequence, args.number_rows)?;
+        let names: Option<Vec<String>> = args.args.iter().map(text).collect();
+        let values = match names.as_deref() {
+            // Named as `serial_default` writes it (`public` is left out there).
+            Some([sequence]) => {
+                let sequence = sequence.strip_prefix("public.").unwrap_or(sequence);
+                self.catalog.next_values(sequence, args.number_rows)?
+            }
+            Some([table, column]) => {
+                self.catalog
+                    .next_values_of(table, column, args.number_rows)?
+            }
+            _ => return exec_err!("nextval takes the name of a sequence"),
+        };
         Ok(ColumnarValue::Array(Arc::new(Int64Array::from(values))))
     }
 }

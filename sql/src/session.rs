@@ -127,7 +127,7 @@ impl Session {
                 // Planned at CREATE TABLE; a default that no longer plans must not make
                 // every table of the session unreadable.
                 let defaults =
-                    crate::ddl::column_defaults(&self.ctx, &c.schema()).unwrap_or_default();
+                    crate::ddl::column_defaults(&self.ctx, &name, &c.schema()).unwrap_or_default();
                 let table = Arc::new(CollectionTable::new(c).with_defaults(defaults));
                 self.ctx
                     .register_table(table_reference(&self.ctx, &name), table)
@@ -275,14 +275,15 @@ impl Session {
                 }
                 let options = collection_options(&create.table_options);
                 let default_replicas = self.catalog.default_replicas();
-                let ((schema, shards, replicas), tag) = match &options {
+                let ((mut schema, shards, replicas), tag) = match &options {
                     Some(options) => (
                         collections::collection_schema(create, options, default_replicas)?,
                         "CREATE COLLECTION",
                     ),
                     None => ((schema_of(create)?, 1, default_replicas), "CREATE TABLE"),
                 };
-                crate::ddl::column_defaults(&self.ctx, &schema).map_err(|e| to_pg(&e))?;
+                crate::sequences::name_uniquely(&self.catalog, &name, &mut schema);
+                crate::ddl::column_defaults(&self.ctx, &name, &schema).map_err(|e| to_pg(&e))?;
                 let (catalog, key) = (Arc::clone(&self.catalog), name.clone());
                 let created = tokio::task::spawn_blocking(move || {
                     catalog.create(&key, schema, shards, replicas)

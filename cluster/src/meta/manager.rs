@@ -21,6 +21,7 @@ use tonic::codegen::Bytes;
 use vecraft_storage::command::Command;
 use vecraft_storage::error::Refusal;
 use vecraft_storage::filter::{CmpOp, Filter, Scalar};
+use vecraft_storage::key::Key;
 use vecraft_storage::names::SCHEMA_KEY_SEPARATOR;
 use vecraft_storage::schema::{CollectionSchema, ColumnDef, ColumnType, valid_collection_name};
 
@@ -159,6 +160,14 @@ impl MetaManager {
         let _turn = self.changing.lock().await;
         self.confirm_leader().await?;
         let mut state = self.state()?;
+        // A dropped collection's sequences go with it (their rows are named by its groups).
+        let sequences = match &op {
+            MetaOp::Drop { name } => state.collections.get(name).and_then(|c| {
+                let first = c.shards.first()?;
+                Some(format!("{SEQUENCE_PREFIX}{}/", first.group))
+            }),
+            _ => None,
+        };
         let changed = edit(&mut state, op, &self.dead.lock())
             .map_err(|e| Failure::Refused(Refusal::InvalidArgument(e)))?;
         if changed {
@@ -166,8 +175,31 @@ impl MetaManager {
             let json =
                 serde_json::to_string(&state).map_err(|e| Failure::Unavailable(e.to_string()))?;
             self.propose_row(KEY, &json).await?;
+            if let Some(prefix) = sequences {
+                self.delete_rows(&prefix).await?;
+            }
         }
         Ok(MetaReply::Done(changed))
+    }
+
+    /// Deletes the rows whose keys start with `prefix`, through the group.
+    async fn delete_rows(&self, prefix: &str) -> Result<(), Failure> {
+        let key = vec!["key".to_string()];
+        let batches = self
+            .member
+            .shard()
+            .scan(Some(&key), None)
+            .map_err(|e| Failure::Unavailable(e.to_string()))?;
+        let keys: Vec<Key> = batches
+            .iter()
+            .flat_map(|b| b.column(0).as_string::<i32>().iter().flatten())
+            .filter(|k| k.starts_with(prefix))
+            .map(|k| Key::Text(k.to_string()))
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.write(Command::Delete(keys)).await
     }
 
     /// Makes row `key` hold `value`, through the group.
@@ -184,7 +216,12 @@ impl MetaManager {
             ],
         )
         .map_err(|e| Failure::Unavailable(e.to_string()))?;
-        let command = Command::Upsert(batch)
+        self.write(Command::Upsert(batch)).await
+    }
+
+    /// Proposes `command` to the group and waits until it is applied.
+    async fn write(&self, command: Command) -> Result<(), Failure> {
+        let command = command
             .encode()
             .map_err(|e| Failure::Unavailable(e.to_string()))?;
         match self

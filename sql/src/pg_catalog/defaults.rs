@@ -16,7 +16,10 @@ use datafusion::error::Result;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
-use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr, Query, SetExpr, TableFactor};
+use datafusion::sql::sqlparser::ast::{
+    BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Query, SelectItem,
+    SetExpr, TableFactor,
+};
 
 use super::calls::parse_expr;
 use super::types::table_oid;
@@ -42,7 +45,12 @@ pub(super) fn attrdef_lookup(query: &Query) -> Option<Expr> {
         .last()
         .and_then(|p| p.as_ident())
         .is_some_and(|i| i.value == "pg_attrdef");
-    if !is_attrdef || !from.joins.is_empty() || select.projection.len() != 1 {
+    let [SelectItem::UnnamedExpr(item) | SelectItem::ExprWithAlias { expr: item, .. }] =
+        select.projection.as_slice()
+    else {
+        return None;
+    };
+    if !is_attrdef || !from.joins.is_empty() || !is_default_text(item) {
         return None;
     }
     let own = alias
@@ -68,6 +76,34 @@ pub(super) fn attrdef_lookup(query: &Query) -> Option<Expr> {
         }
     }
     parse_expr(&format!("{NAME}({}, {})", relid?, attnum?))
+}
+
+/// Whether `item` asks for the default's text: `pg_get_expr(adbin, …)` or `adbin` itself.
+fn is_default_text(item: &Expr) -> bool {
+    let names_adbin = |e: &Expr| match e {
+        Expr::Identifier(i) => i.value == "adbin",
+        Expr::CompoundIdentifier(parts) => parts.last().is_some_and(|i| i.value == "adbin"),
+        _ => false,
+    };
+    match item {
+        Expr::Function(f) => {
+            let is_get_expr = f
+                .name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("pg_get_expr"));
+            let FunctionArguments::List(list) = &f.args else {
+                return false;
+            };
+            let first = list.args.first().and_then(|a| match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
+                _ => None,
+            });
+            is_get_expr && first.is_some_and(names_adbin)
+        }
+        other => names_adbin(other),
+    }
 }
 
 /// The parts of an AND chain.
@@ -178,9 +214,9 @@ impl ColumnDefault {
         for (table, collection) in self.catalog.all() {
             let schema = collection.schema();
             for (column, attnum) in schema.visible_columns().zip(1..) {
-                if let Some(default) = &column.default {
+                if let Some(default) = column.shown_default() {
                     let key = (i64::from(table_oid(&table)), attnum);
-                    defaults.insert(key, default.clone());
+                    defaults.insert(key, default.to_string());
                 }
             }
         }

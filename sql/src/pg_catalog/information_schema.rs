@@ -11,7 +11,7 @@ use datafusion::arrow::array::StringArray;
 use datafusion::catalog::{MemTable, SchemaProvider, TableProvider};
 use datafusion::common::Result;
 use vecraft_storage::names::split_qualified;
-use vecraft_storage::schema::ColumnDef;
+use vecraft_storage::schema::{ColumnDef, Identity};
 
 use super::columns::{i32s, strs, table};
 use super::types::{TYPES, column_type, format_type};
@@ -112,6 +112,8 @@ struct ColumnRows {
     column: Vec<String>,
     position: Vec<i32>,
     default: Vec<Option<String>>,
+    /// `ALWAYS` or `BY DEFAULT` for an identity column.
+    identity: Vec<Option<String>>,
     nullable: Vec<String>,
     data_type: Vec<String>,
     udt_schema: Vec<String>,
@@ -127,7 +129,14 @@ impl ColumnRows {
         self.table.push(table);
         self.column.push(column.name.clone());
         self.position.push(position);
-        self.default.push(column.default.clone());
+        self.default.push(column.shown_default().map(String::from));
+        self.identity.push(column.identity.map(|i| {
+            match i {
+                Identity::Always => "ALWAYS",
+                Identity::ByDefault => "BY DEFAULT",
+            }
+            .to_string()
+        }));
         self.nullable
             .push(if column.nullable { "YES" } else { "NO" }.into());
         // PostgreSQL says USER-DEFINED for an extension's type, and names it in udt_name.
@@ -157,8 +166,18 @@ impl ColumnRows {
             ("udt_catalog", strs(vec![DATABASE.into(); n])),
             ("udt_schema", strs(self.udt_schema)),
             ("udt_name", strs(self.udt_name)),
-            ("is_identity", strs(vec!["NO".into(); n])),
+            ("is_identity", strs(identity_flags(&self.identity))),
+            (
+                "identity_generation",
+                Arc::new(StringArray::from(self.identity)),
+            ),
             ("is_generated", strs(vec!["NEVER".into(); n])),
         ])
     }
+}
+
+/// `YES` for each identity column, `NO` for the others.
+fn identity_flags(identity: &[Option<String>]) -> Vec<String> {
+    let flag = |i: &Option<String>| if i.is_some() { "YES" } else { "NO" };
+    identity.iter().map(|i| flag(i).to_string()).collect()
 }

@@ -11,6 +11,7 @@ use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::common::Result;
 use datafusion::datasource::MemTable;
+use vecraft_storage::schema::Identity;
 
 use super::columns::*;
 use super::extensions::{pg_available_extensions, pg_description, pg_extension};
@@ -440,11 +441,11 @@ fn pg_attrdef(catalog: &Catalog) -> Result<RecordBatch> {
     for (table, c) in catalog.all() {
         let schema = c.schema();
         for (col, attnum) in schema.visible_columns().zip(1..) {
-            if let Some(default) = &col.default {
+            if let Some(default) = col.shown_default() {
                 oid.push(table_oid(&format!("{table}.{attnum}.default")));
                 rel.push(table_oid(&table));
                 num.push(attnum);
-                text.push(default.clone());
+                text.push(default.to_string());
             }
         }
     }
@@ -461,6 +462,7 @@ fn pg_attribute(catalog: &Catalog) -> Result<RecordBatch> {
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let mut storage = Vec::new();
     let mut has_default = Vec::new();
+    let mut identity = Vec::new();
     for (table, c) in catalog.all() {
         let schema = c.schema();
         for (col, attnum) in schema.visible_columns().zip(1..) {
@@ -471,7 +473,12 @@ fn pg_attribute(catalog: &Catalog) -> Result<RecordBatch> {
             typmod.push(m);
             num.push(attnum);
             notnull.push(!col.nullable);
-            has_default.push(col.default.is_some());
+            has_default.push(col.shown_default().is_some());
+            identity.push(match col.identity {
+                Some(Identity::Always) => "a",
+                Some(Identity::ByDefault) => "d",
+                None => "",
+            });
             // Fixed-width values are stored plain; variable-width ones are extended.
             let fixed = TYPES.iter().any(|t| t.0 == oid && t.2 > 0);
             storage.push(if fixed { b'p' } else { b'x' });
@@ -487,7 +494,10 @@ fn pg_attribute(catalog: &Catalog) -> Result<RecordBatch> {
         ("attnotnull", bools(notnull)),
         ("attisdropped", bools(vec![false; n])),
         ("atthasdef", bools(has_default)),
-        ("attidentity", strs(vec![String::new(); n])), // '\0': not an identity column
+        (
+            "attidentity",
+            strs(identity.into_iter().map(String::from).collect()),
+        ),
         ("attgenerated", strs(vec![String::new(); n])),
         ("attcollation", u32s(vec![0; n])),
         ("attlen", i16s(vec![-1; n])),
