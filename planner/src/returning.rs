@@ -30,11 +30,10 @@ use datafusion::physical_plan::{
 };
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{FromTable, SelectItem, Statement, TableFactor};
-
-use crate::names::ident;
 use futures::StreamExt;
 
 use crate::dml::InsertSink;
+use crate::names::ident;
 use crate::table::{CollectionTable, single_partition};
 
 /// Takes the RETURNING list off an INSERT, UPDATE or DELETE; `None` when it has none.
