@@ -30,6 +30,7 @@ use vecraft_storage::names::split_qualified;
 use vecraft_storage::schema::CollectionSchema;
 
 use crate::catalog::Catalog;
+use crate::pg_catalog::relation_oid;
 
 /// The fewest values one reservation takes (more when one statement needs more).
 const BLOCK: u64 = 64;
@@ -109,21 +110,31 @@ fn sequences_of(schema: &CollectionSchema) -> Vec<String> {
 }
 
 impl Catalog {
-    /// The table and column whose sequence is named `sequence`.
-    fn sequence_owner(&self, sequence: &str) -> Option<(String, String)> {
+    /// The table and column whose sequence's name `is_it` picks.
+    fn sequence_owner(&self, is_it: impl Fn(&str) -> bool) -> Option<(String, String)> {
         self.all().into_iter().find_map(|(table, collection)| {
             let schema = collection.schema();
             schema.columns.iter().find_map(|c| {
                 let default = default_sequence(c.default.as_deref()?)?;
-                (default == sequence).then(|| (table.clone(), c.name.clone()))
+                is_it(&default).then(|| (table.clone(), c.name.clone()))
             })
         })
     }
 
     /// The next `count` values of the sequence named `sequence`.
     pub fn next_values(&self, sequence: &str, count: usize) -> Result<Vec<i64>> {
-        let Some((table, column)) = self.sequence_owner(sequence) else {
+        let Some((table, column)) = self.sequence_owner(|name| name == sequence) else {
             return plan_err!("relation \"{sequence}\" does not exist");
+        };
+        self.next_values_of(&table, &column, count)
+    }
+
+    /// The same for the sequence whose OID is `oid` (`nextval('s'::regclass)`: the dialect
+    /// pass reads `'s'::regclass` as the relation's OID).
+    fn next_values_by_oid(&self, oid: i64, count: usize) -> Result<Vec<i64>> {
+        let owner = self.sequence_owner(|name| i64::from(relation_oid(name)) == oid);
+        let Some((table, column)) = owner else {
+            return plan_err!("could not open relation with OID {oid}");
         };
         self.next_values_of(&table, &column, count)
     }
@@ -185,6 +196,7 @@ pub fn nextval_udf(catalog: Arc<Catalog>) -> ScalarUDF {
         signature: Signature::one_of(
             vec![
                 TypeSignature::Exact(vec![DataType::Utf8]),
+                TypeSignature::Exact(vec![DataType::Int64]),
                 TypeSignature::Exact(vec![DataType::Utf8, DataType::Utf8]),
             ],
             Volatility::Volatile,
@@ -210,6 +222,10 @@ impl ScalarUDFImpl for NextVal {
             ColumnarValue::Scalar(ScalarValue::Utf8(Some(text))) => Some(text.clone()),
             _ => None,
         };
+        if let [ColumnarValue::Scalar(ScalarValue::Int64(Some(oid)))] = args.args.as_slice() {
+            let values = self.catalog.next_values_by_oid(*oid, args.number_rows)?;
+            return Ok(ColumnarValue::Array(Arc::new(Int64Array::from(values))));
+        }
         let names: Option<Vec<String>> = args.args.iter().map(text).collect();
         let values = match names.as_deref() {
             // Named as `serial_default` writes it (`public` is left out there).

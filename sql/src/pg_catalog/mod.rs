@@ -40,7 +40,7 @@ use datafusion::prelude::SessionContext;
 use crate::catalog::Catalog;
 use functions::{CatalogFn, CatalogUdf, PgSleep};
 use indexes::IndexDefUdf;
-pub use rewrite::rewrite;
+pub use rewrite::{relation_oid, rewrite};
 pub use shards::LIVE_TABLES;
 use sizes::{SIZE_FUNCTIONS, SizePretty, TableSizeUdf};
 use tables::PgCatalogSchema;

@@ -259,7 +259,7 @@ fn namespace_oid(name: &str) -> Option<u32> {
 
 /// A relation's OID by name, as `'name'::regclass` gives it (folded to lower case unless
 /// quoted). An unknown name gets an OID no relation has, so lookups by it find nothing.
-pub(super) fn relation_oid(name: &str) -> u32 {
+pub fn relation_oid(name: &str) -> u32 {
     let folded;
     let name = if name.starts_with('"') {
         name.trim_matches('"')
