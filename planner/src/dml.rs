@@ -98,17 +98,8 @@ impl InsertSink {
 
 /// Deletes the rows `filter` selects (all rows when `None`); returns how many went.
 pub fn delete_where(source: &dyn CollectionSource, filter: Option<&Filter>) -> Result<u64> {
-    let schema = source.schema();
-    let pk = schema.primary_key().name.clone();
-    let mut deleted = 0;
-    // What a write changes is read as of now, from the leaders.
-    for batch in source.scan(Some(std::slice::from_ref(&pk)), filter, Consistency::Strong)? {
-        let keys = keys_of(batch.column(0)).map_err(storage_error)?;
-        if !keys.is_empty() {
-            deleted += source.write(&Command::Delete(keys))?;
-        }
-    }
-    Ok(deleted)
+    let deleted = delete_scanned(source, filter, &[])?;
+    Ok(deleted.iter().map(|(_, count)| count).sum())
 }
 
 /// Deletes the rows `filter` selects, as [`delete_where`], and gives back their `visible`
@@ -118,25 +109,38 @@ pub fn delete_returning(
     filter: Option<&Filter>,
     visible: &SchemaRef,
 ) -> Result<Vec<RecordBatch>> {
-    let schema = source.schema();
-    let pk = schema.primary_key().name.clone();
-    let mut columns: Vec<String> = visible.fields().iter().map(|f| f.name().clone()).collect();
-    if !columns.contains(&pk) {
-        columns.push(pk.clone()); // the hidden row id
-    }
+    let columns: Vec<String> = visible.fields().iter().map(|f| f.name().clone()).collect();
     let mut deleted = Vec::new();
-    for batch in source.scan(Some(&columns), filter, Consistency::Strong)? {
-        let keys = keys_of(scanned(&batch, &pk)?).map_err(storage_error)?;
-        if keys.is_empty() {
-            continue;
-        }
-        source.write(&Command::Delete(keys))?;
+    for (batch, _) in delete_scanned(source, filter, &columns)? {
         let rows = visible
             .fields()
             .iter()
             .map(|f| scanned(&batch, f.name()).cloned())
             .collect::<Result<_>>()?;
         deleted.push(RecordBatch::try_new(visible.clone(), rows)?);
+    }
+    Ok(deleted)
+}
+
+/// Deletes by key the rows `filter` selects, read as of now from the leaders with `columns`
+/// and the key; each batch read, with how many of its rows went.
+fn delete_scanned(
+    source: &dyn CollectionSource,
+    filter: Option<&Filter>,
+    columns: &[String],
+) -> Result<Vec<(RecordBatch, u64)>> {
+    let pk = source.schema().primary_key().name.clone();
+    let mut columns = columns.to_vec();
+    if !columns.contains(&pk) {
+        columns.push(pk.clone()); // the key, hidden or not asked for
+    }
+    let mut deleted = Vec::new();
+    for batch in source.scan(Some(&columns), filter, Consistency::Strong)? {
+        let keys = keys_of(scanned(&batch, &pk)?).map_err(storage_error)?;
+        if !keys.is_empty() {
+            let count = source.write(&Command::Delete(keys))?;
+            deleted.push((batch, count));
+        }
     }
     Ok(deleted)
 }

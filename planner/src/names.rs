@@ -32,10 +32,7 @@ pub fn output_names(statement: &mut DFStatement) -> Option<Vec<ItemName>> {
     let items = match statement.as_mut() {
         Statement::Query(query) => projection_mut(query)?,
         // INSERT/UPDATE/DELETE … RETURNING: its list names the columns.
-        Statement::Insert(i) => i.returning.as_mut()?,
-        Statement::Update(u) => u.returning.as_mut()?,
-        Statement::Delete(d) => d.returning.as_mut()?,
-        _ => return None,
+        write => crate::returning::returning_of(write)?.as_mut()?,
     };
     let names = items.iter().map(item_name).collect::<Vec<_>>();
     make_unique(items, &names);

@@ -41,10 +41,15 @@ pub fn take_returning(statement: &mut DFStatement) -> Option<Vec<SelectItem>> {
     let DFStatement::Statement(s) = statement else {
         return None;
     };
-    match s.as_mut() {
-        Statement::Insert(i) => i.returning.take(),
-        Statement::Update(u) => u.returning.take(),
-        Statement::Delete(d) => d.returning.take(),
+    returning_of(s)?.take()
+}
+
+/// The RETURNING list of an INSERT, UPDATE or DELETE (`None` for other statements).
+pub fn returning_of(statement: &mut Statement) -> Option<&mut Option<Vec<SelectItem>>> {
+    match statement {
+        Statement::Insert(i) => Some(&mut i.returning),
+        Statement::Update(u) => Some(&mut u.returning),
+        Statement::Delete(d) => Some(&mut d.returning),
         _ => None,
     }
 }

@@ -30,7 +30,7 @@ use vecraft_storage::names::split_qualified;
 use vecraft_storage::schema::CollectionSchema;
 
 use crate::catalog::Catalog;
-use crate::pg_catalog::relation_oid;
+use crate::pg_catalog::{LiveCatalog, relation_oid};
 
 /// The fewest values one reservation takes (more when one statement needs more).
 const BLOCK: u64 = 64;
@@ -164,35 +164,16 @@ impl Catalog {
 
 /// `nextval(sequence)`: the sequence's next value, one per row. A column's default calls it
 /// as `nextval(table, column)`, bound to its own column whatever the sequence is named.
+#[derive(Debug, PartialEq, Eq, Hash)]
 pub struct NextVal {
-    catalog: Arc<Catalog>,
+    catalog: LiveCatalog,
     signature: Signature,
-}
-
-impl std::fmt::Debug for NextVal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("NextVal")
-    }
-}
-
-impl PartialEq for NextVal {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.catalog, &other.catalog)
-    }
-}
-
-impl Eq for NextVal {}
-
-impl std::hash::Hash for NextVal {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        "nextval".hash(state);
-    }
 }
 
 /// The `nextval` function of the sessions of `catalog`.
 pub fn nextval_udf(catalog: Arc<Catalog>) -> ScalarUDF {
     ScalarUDF::new_from_impl(NextVal {
-        catalog,
+        catalog: LiveCatalog(catalog),
         signature: Signature::one_of(
             vec![
                 TypeSignature::Exact(vec![DataType::Utf8]),
@@ -223,7 +204,7 @@ impl ScalarUDFImpl for NextVal {
             _ => None,
         };
         if let [ColumnarValue::Scalar(ScalarValue::Int64(Some(oid)))] = args.args.as_slice() {
-            let values = self.catalog.next_values_by_oid(*oid, args.number_rows)?;
+            let values = self.catalog.0.next_values_by_oid(*oid, args.number_rows)?;
             return Ok(ColumnarValue::Array(Arc::new(Int64Array::from(values))));
         }
         let names: Option<Vec<String>> = args.args.iter().map(text).collect();
@@ -231,10 +212,11 @@ impl ScalarUDFImpl for NextVal {
             // Named as `serial_default` writes it (`public` is left out there).
             Some([sequence]) => {
                 let sequence = sequence.strip_prefix("public.").unwrap_or(sequence);
-                self.catalog.next_values(sequence, args.number_rows)?
+                self.catalog.0.next_values(sequence, args.number_rows)?
             }
             Some([table, column]) => {
                 self.catalog
+                    .0
                     .next_values_of(table, column, args.number_rows)?
             }
             _ => return exec_err!("nextval takes the name of a sequence"),

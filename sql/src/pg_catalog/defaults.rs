@@ -21,6 +21,7 @@ use datafusion::sql::sqlparser::ast::{
     SetExpr, TableFactor,
 };
 
+use super::LiveCatalog;
 use super::calls::parse_expr;
 use super::types::table_oid;
 use crate::catalog::Catalog;
@@ -136,37 +137,18 @@ fn own_column<'a>(e: &'a Expr, own: &str) -> Option<&'a str> {
 }
 
 /// `column_default(relid, attnum)`: the text of the column's `DEFAULT`, or NULL.
+#[derive(Debug, PartialEq, Eq, Hash)]
 pub(super) struct ColumnDefault {
-    catalog: Arc<Catalog>,
+    catalog: LiveCatalog,
     signature: Signature,
 }
 
 impl ColumnDefault {
     pub(super) fn new(catalog: Arc<Catalog>) -> Self {
         ColumnDefault {
-            catalog,
+            catalog: LiveCatalog(catalog),
             signature: Signature::any(2, Volatility::Stable),
         }
-    }
-}
-
-impl std::fmt::Debug for ColumnDefault {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ColumnDefault")
-    }
-}
-
-impl PartialEq for ColumnDefault {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.catalog, &other.catalog)
-    }
-}
-
-impl Eq for ColumnDefault {}
-
-impl std::hash::Hash for ColumnDefault {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        NAME.hash(state);
     }
 }
 
@@ -211,7 +193,7 @@ impl ColumnDefault {
     /// Every column default, by (relation OID, column number).
     fn defaults(&self) -> HashMap<(i64, i64), String> {
         let mut defaults = HashMap::new();
-        for (table, collection) in self.catalog.all() {
+        for (table, collection) in self.catalog.0.all() {
             let schema = collection.schema();
             for (column, attnum) in schema.visible_columns().zip(1..) {
                 if let Some(default) = column.shown_default() {

@@ -53,7 +53,7 @@ pub use types::{
 /// the same catalog, so such functions can derive the `Debug`, `PartialEq`, `Eq` and `Hash`
 /// DataFusion asks of every UDF.
 #[derive(Clone)]
-struct LiveCatalog(Arc<Catalog>);
+pub(crate) struct LiveCatalog(pub(crate) Arc<Catalog>);
 
 impl std::fmt::Debug for LiveCatalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
