@@ -2,7 +2,7 @@
 //! shards, each a [`local::LocalShard`]: the shard behind its Raft group ([`raft`]; one member
 //! on one node, several across nodes over [`rpc`]), so every acknowledged write is durable and
 //! went through Raft. The meta manager, the shard router and fail-over build on this
-//! shape (see `../shared/DESIGN.md`). `http` is the node's metrics exporter.
+//! shape (see `docs/design.md`). `http` is the node's metrics exporter.
 
 pub mod collection;
 pub mod http;

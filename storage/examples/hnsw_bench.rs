@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p vecraft-storage --example hnsw_bench                 # 100k x 128 mixture, L2
 //! cargo run --release -p vecraft-storage --example hnsw_bench -- \
-//!     --base ../shared/bench/data/minilm_base.npy --queries ../shared/bench/data/minilm_query.npy --metric cosine
+//!     --base bench/data/minilm_base.npy --queries bench/data/minilm_query.npy --metric cosine
 //! options: --n ROWS --dims D --m M --ef-construction EFC --ef 10,20,40,80,160 --queries-count Q
 //!          --dump DIR   also write the vectors as DIR/base.npy, DIR/queries.npy (for bench/peer_hnswlib.py)
 //! ```

@@ -140,7 +140,7 @@ async fn nearest_neighbours_by_operator_over_a_table() {
 }
 
 /// Distances printed as PostgreSQL prints float8, against values read off PostgreSQL 18 +
-/// pgvector 0.8.6 (`../shared/bench/peers/pg_up.sh`); the storage crate checks the sums bit
+/// pgvector 0.8.6 (`bench/peers/pg_up.sh`); the storage crate checks the sums bit
 /// for bit at many dimensions (`distance::pg_order`).
 #[tokio::test]
 async fn distances_print_as_pgvector_prints_them() {
