@@ -2,6 +2,8 @@
 `pg_type` through asyncpg's own introspection query, then every vector crosses in binary."""
 
 import asyncio
+import datetime
+import decimal
 
 import asyncpg
 import numpy as np
@@ -61,3 +63,37 @@ def test_prepared_statement_columns_by_name(dsn, table):
     names, row = with_connection(dsn, body)
     assert names == ["id", "distance"]
     assert row == {"id": 1, "distance": 5.0}
+
+
+def test_schema_types_in_binary(dsn, table):
+    """Arrays (asyncpg introspects their types first), numeric, timestamptz, date and
+    varchar(n), written and read in binary, and COPY of the same."""
+    at = datetime.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=datetime.timezone.utc)
+    row = (1, ["a", "b c", None], at, decimal.Decimal("12.34"), datetime.date(2024, 2, 29),
+           "abcd", decimal.Decimal("-0.000123"), [1, 2, None])
+    copied = (2, [], at, decimal.Decimal("1"), datetime.date(1999, 12, 31), "x",
+              decimal.Decimal("100"), [7])
+
+    async def body(conn):
+        await conn.execute(
+            f"CREATE TABLE {table} (id int PRIMARY KEY, tags text[], at timestamptz,"
+            " price numeric(10,2), day date, code varchar(4), amount numeric, counts bigint[])"
+        )
+        await conn.execute(f"INSERT INTO {table} VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", *row)
+        await conn.copy_records_to_table(table, records=[copied])
+        rows = await conn.fetch(f"SELECT * FROM {table} ORDER BY id")
+        found = await conn.fetchval(
+            f"SELECT id FROM {table} WHERE at = $1 AND day = $2 AND $3 = ANY(tags)",
+            at, datetime.date(2024, 2, 29), "b c",
+        )
+        try:
+            await conn.execute(f"INSERT INTO {table} (id, code) VALUES ($1, $2)", 3, "abcde")
+            refused = None
+        except asyncpg.PostgresError as e:
+            refused = (e.sqlstate, str(e))
+        return [tuple(r) for r in rows], found, refused
+
+    rows, found, refused = with_connection(dsn, body)
+    assert rows == [row, copied[:3] + (decimal.Decimal("1.00"),) + copied[4:]]
+    assert found == 1
+    assert refused == ("22001", "value too long for type character varying(4)")

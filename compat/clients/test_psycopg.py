@@ -1,6 +1,9 @@
 """psycopg 3 with pgvector-python's adapter (`pgvector.psycopg`), as pgvector's README uses it:
 numpy arrays in, `pgvector.Vector` out."""
 
+import datetime
+import decimal
+
 import numpy as np
 import psycopg
 import pytest
@@ -132,3 +135,22 @@ def test_integer_literals_are_int4(conn):
     cur = conn.execute("SELECT 1, 2147483648, -7 AS n")
     assert [c.type_code for c in cur.description] == [23, 20, 23]
     assert cur.fetchone() == (1, 2147483648, -7)
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_schema_types_round_trip(conn, table, binary):
+    """Python's list, Decimal, datetime and date through psycopg's dumpers and loaders, in
+    text and in binary."""
+    at = datetime.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=datetime.timezone.utc)
+    conn.execute(
+        f"CREATE TABLE {table} (id int PRIMARY KEY, tags text[], at timestamptz,"
+        " price numeric(10,2), day date, code varchar(8))"
+    )
+    row = (1, ["x y", "z", None], at, decimal.Decimal("3.5"), datetime.date(2020, 2, 29), "ab")
+    with conn.cursor(binary=binary) as cur:
+        placeholders = ", ".join(["%b" if binary else "%s"] * len(row))
+        cur.execute(f"INSERT INTO {table} VALUES ({placeholders})", row)
+        cur.execute(f"SELECT id, tags, at, price, day, code FROM {table}")
+        read = cur.fetchone()
+    assert read == row[:3] + (decimal.Decimal("3.50"),) + row[4:]
+    assert read[3].as_tuple().exponent == -2  # numeric(10,2) keeps its scale

@@ -40,6 +40,10 @@ impl AnalyzerRule for VectorCasts {
                     if e.transformed {
                         return Ok(e);
                     }
+                    let e = text_to_array(e.data, &input)?;
+                    if e.transformed {
+                        return Ok(e);
+                    }
                     vector_to_text(e.data, &input)
                 })?;
                 Ok(rewritten.update_data(|e| saved.restore(e)))
@@ -104,6 +108,32 @@ fn text_to_vector(expr: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
     }
     let read = crate::vector_in::vector_in(dims).call(vec![inner.as_ref().clone()]);
     Ok(Transformed::yes(read))
+}
+
+/// `'{a,b}'::text[]` (and a text value written to an array column): read by PostgreSQL's
+/// array input, then each element cast to the element type. (Not to `real[]`, whose Arrow
+/// type is the unsized vector's.)
+fn text_to_array(expr: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
+    let Expr::Cast(Cast { expr: inner, field }) = &expr else {
+        return Ok(Transformed::no(expr));
+    };
+    let DataType::List(element) = field.data_type() else {
+        return Ok(Transformed::no(expr));
+    };
+    let from_text = inner
+        .get_type(input)
+        .is_ok_and(|t| matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8));
+    if !from_text || element.data_type() == &DataType::Float32 {
+        return Ok(Transformed::no(expr));
+    }
+    let texts = crate::array_text::array_in().call(vec![inner.as_ref().clone()]);
+    if element.data_type() == &DataType::Utf8 {
+        return Ok(Transformed::yes(texts));
+    }
+    Ok(Transformed::yes(Expr::Cast(Cast::new(
+        Box::new(texts),
+        field.data_type().clone(),
+    ))))
 }
 
 /// The target dimension when `data_type` is the vector type: `Some(Some(n))` for

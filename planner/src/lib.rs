@@ -7,6 +7,7 @@
 //! ([`filters`]); and the KNN rewrite that turns `ORDER BY distance LIMIT k` into an index
 //! search ([`knn`]). DDL, DML and the plan cache come next (see issue #3).
 
+pub mod array_text;
 pub mod casts;
 pub mod collection;
 pub mod dml;
@@ -107,6 +108,11 @@ pub async fn logical_plan(
 pub fn session_config() -> SessionConfig {
     SessionConfig::new()
         .set_str("datafusion.sql_parser.dialect", "postgres")
+        // `timestamptz` values are instants shown in UTC, PostgreSQL's TimeZone here.
+        .set_str(
+            "datafusion.execution.time_zone",
+            vecraft_storage::schema::UTC,
+        )
         .with_information_schema(false)
         .with_option_extension(knn::HnswOptions::default())
         .with_option_extension(knn::VecraftOptions::default())

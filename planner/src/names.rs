@@ -15,8 +15,8 @@
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    CastKind, CeilFloorKind, DataType, ExactNumberInfo, Expr, Ident, ObjectName, ObjectNamePart,
-    Query, SelectItem, SetExpr, Statement, TimezoneInfo, UnaryOperator, Value,
+    AccessExpr, CastKind, CeilFloorKind, DataType, ExactNumberInfo, Expr, Ident, ObjectName,
+    ObjectNamePart, Query, SelectItem, SetExpr, Statement, TimezoneInfo, UnaryOperator, Value,
 };
 
 /// PostgreSQL's name for a column whose expression names nothing.
@@ -221,6 +221,11 @@ fn figure(expr: &Expr) -> (String, u8) {
             parts.last().map_or((UNNAMED.into(), 0), |i| (ident(i), 2))
         }
         Expr::Function(f) => (last_part(&f.name), 2),
+        // `a[1]` is named for `a`; `(x).f` for `f`.
+        Expr::CompoundFieldAccess { root, access_chain } => match access_chain.last() {
+            Some(AccessExpr::Dot(field)) => figure(field),
+            _ => figure(root),
+        },
         Expr::Cast {
             expr, data_type, ..
         } => {
@@ -360,6 +365,10 @@ mod tests {
                 col("X"),
                 col("z")
             ]
+        );
+        assert_eq!(
+            names("SELECT tags[1], (t.tags)[2], '{a}'::text[], now()::timestamptz"),
+            [col("tags"), col("tags"), col("text"), col("now")]
         );
         assert_eq!(
             names("SELECT *, 1 FROM t"),

@@ -19,7 +19,7 @@ use datafusion::logical_expr::{
     ColumnarValue, Expr, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
     Volatility,
 };
-use vecraft_storage::schema::PG_TYPE_KEY;
+use vecraft_storage::schema::{MAX_CHARS_KEY, PG_TYPE_KEY};
 
 use crate::error::{INVALID_TEXT_REPRESENTATION, VectorError};
 use crate::functions::{all_constant, answer};
@@ -344,7 +344,7 @@ pub fn conform_batch(batch: RecordBatch, schema: &Schema) -> Result<RecordBatch>
     if !schema
         .fields()
         .iter()
-        .any(|f| TextType::of_field(f).is_some())
+        .any(|f| TextType::of_field(f).is_some() || max_chars(f).is_some())
     {
         return Ok(batch);
     }
@@ -358,8 +358,11 @@ pub fn conform_batch(batch: RecordBatch, schema: &Schema) -> Result<RecordBatch>
 }
 
 /// `column` as values of `field`'s type: through its input function if it is json, jsonb
-/// or uuid, else as it is.
+/// or uuid, checked against its length if it is `varchar(n)`, else as it is.
 pub fn conform_column(column: &ArrayRef, field: &Field) -> Result<ArrayRef> {
+    if let Some(n) = max_chars(field) {
+        check_length(column, n)?;
+    }
     let Some(t) = TextType::of_field(field) else {
         return Ok(column.clone());
     };
@@ -367,4 +370,22 @@ pub fn conform_column(column: &ArrayRef, field: &Field) -> Result<ArrayRef> {
     Ok(Arc::new(map_text(&texts, texts.len(), |_, s| {
         Ok(Some(t.input(s)?))
     })?))
+}
+
+/// The `n` of a `varchar(n)` field.
+fn max_chars(field: &Field) -> Option<usize> {
+    field.metadata().get(MAX_CHARS_KEY)?.parse().ok()
+}
+
+/// PostgreSQL's check of a write to a `varchar(n)` column: at most `n` characters, where
+/// trailing spaces past `n` are dropped rather than refused.
+fn check_length(column: &ArrayRef, n: usize) -> Result<()> {
+    let texts = text_array(column)?;
+    for text in texts.iter().flatten() {
+        if text.chars().count() > n && text.chars().skip(n).any(|c| c != ' ') {
+            let message = format!("value too long for type character varying({n})");
+            return Err(VectorError::new("22001", message).into());
+        }
+    }
+    Ok(())
 }

@@ -3,14 +3,15 @@
 //! `DEFAULT` is kept as SQL text and planned by the session ([`column_defaults`]).
 
 use datafusion::sql::sqlparser::ast::{
-    ColumnDef as ColumnDefinition, ColumnOption, CreateTable, DataType as SqlType, GeneratedAs,
-    TableConstraint,
+    ArrayElemTypeDef, CharacterLength, ColumnDef as ColumnDefinition, ColumnOption, CreateTable,
+    DataType as SqlType, ExactNumberInfo, GeneratedAs, TableConstraint,
 };
-use pgwire::error::PgWireResult;
+use pgwire::error::{PgWireError, PgWireResult};
 use vecraft_planner::types::vector_dims;
 use vecraft_storage::distance::Metric;
 use vecraft_storage::schema::{
-    CollectionSchema, ColumnDef, ColumnType, HnswParams, Identity, VectorSpec,
+    ArrayElement, CollectionSchema, ColumnDef, ColumnType, HnswParams, Identity,
+    MAX_NUMERIC_PRECISION, NumericSpec, VectorSpec,
 };
 
 use crate::errors::user_error;
@@ -120,27 +121,95 @@ fn column_type(sql_type: &SqlType) -> PgWireResult<ColumnType> {
             hnsw: HnswParams::default(),
         }));
     }
+    if let SqlType::Array(element) = sql_type {
+        return array_type(sql_type, element);
+    }
     Ok(match base_type(sql_type).as_str() {
         "bigint" | "int8" | "bigserial" | "serial8" => ColumnType::Int64,
         "int" | "integer" | "int4" | "smallint" | "int2" | "serial" | "serial4" | "smallserial"
         | "serial2" => ColumnType::Int32,
         "real" | "float4" => ColumnType::Float32,
         "double precision" | "float8" | "float" | "double" => ColumnType::Float64,
-        "text" | "varchar" | "character varying" | "char" | "character" | "string" => {
-            ColumnType::Text
-        }
+        "text" | "char" | "character" | "string" => ColumnType::Text,
+        "varchar" | "character varying" => ColumnType::Varchar(varchar_length(sql_type)?),
         "boolean" | "bool" => ColumnType::Bool,
         "timestamp" | "timestamp without time zone" => ColumnType::Timestamp,
+        "timestamptz" | "timestamp with time zone" => ColumnType::TimestampTz,
+        "date" => ColumnType::Date,
+        "numeric" | "decimal" => ColumnType::Numeric(numeric_spec(sql_type)?),
         "json" => ColumnType::Json,
         "jsonb" => ColumnType::Jsonb,
         "uuid" => ColumnType::Uuid,
-        other => {
-            return Err(user_error(
-                "0A000",
-                format!("type {other} is not supported"),
-            ));
-        }
+        _ => return Err(unsupported_type(sql_type)),
     })
+}
+
+/// `text[]`, `integer[]`, …: one-dimensional arrays of the scalar types arrays can hold.
+fn array_type(sql_type: &SqlType, element: &ArrayElemTypeDef) -> PgWireResult<ColumnType> {
+    let element = match element {
+        ArrayElemTypeDef::SquareBracket(t, _) | ArrayElemTypeDef::AngleBracket(t) => t,
+        _ => return Err(unsupported_type(sql_type)),
+    };
+    Ok(ColumnType::Array(match column_type(element)? {
+        ColumnType::Bool => ArrayElement::Bool,
+        ColumnType::Int32 => ArrayElement::Int32,
+        ColumnType::Int64 => ArrayElement::Int64,
+        ColumnType::Float64 => ArrayElement::Float64,
+        ColumnType::Text | ColumnType::Varchar(None) => ArrayElement::Text,
+        _ => return Err(unsupported_type(sql_type)),
+    }))
+}
+
+fn unsupported_type(sql_type: &SqlType) -> PgWireError {
+    let name = sql_type.to_string().to_lowercase();
+    user_error("0A000", format!("type {name} is not supported"))
+}
+
+/// `n` of `varchar(n)`, which PostgreSQL bounds by 10,485,760.
+fn varchar_length(sql_type: &SqlType) -> PgWireResult<Option<u32>> {
+    let length = match sql_type {
+        SqlType::Varchar(Some(CharacterLength::IntegerLength { length, .. }))
+        | SqlType::CharacterVarying(Some(CharacterLength::IntegerLength { length, .. })) => *length,
+        _ => return Ok(None),
+    };
+    if !(1..=10_485_760).contains(&length) {
+        let message = if length == 0 {
+            "length for type varchar must be at least 1".to_string()
+        } else {
+            "length for type varchar cannot exceed 10485760".to_string()
+        };
+        return Err(user_error("22023", message));
+    }
+    Ok(Some(length as u32))
+}
+
+/// `numeric(p, s)`'s precision and scale, or `None` for `numeric`.
+fn numeric_spec(sql_type: &SqlType) -> PgWireResult<Option<NumericSpec>> {
+    let info = match sql_type {
+        SqlType::Numeric(info) | SqlType::Decimal(info) | SqlType::Dec(info) => info,
+        _ => return Ok(None),
+    };
+    let (precision, scale) = match info {
+        ExactNumberInfo::None => return Ok(None),
+        ExactNumberInfo::Precision(p) => (*p, 0),
+        ExactNumberInfo::PrecisionAndScale(p, s) => (*p, *s),
+    };
+    if !(1..=u64::from(MAX_NUMERIC_PRECISION)).contains(&precision) {
+        return Err(user_error(
+            "22023",
+            format!("NUMERIC precision {precision} must be between 1 and {MAX_NUMERIC_PRECISION}"),
+        ));
+    }
+    if scale < 0 || scale as u64 > precision {
+        return Err(user_error(
+            "22023",
+            format!("NUMERIC scale {scale} must be between 0 and precision {precision}"),
+        ));
+    }
+    Ok(Some(NumericSpec {
+        precision: precision as u8,
+        scale: scale as i8,
+    }))
 }
 
 /// A type's name without its modifiers, lower case.

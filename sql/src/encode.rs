@@ -7,8 +7,9 @@ use std::sync::Arc;
 use bytes::BufMut;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{
-    DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, Schema,
-    TimeUnit, TimestampMicrosecondType, UInt32Type, UInt64Type,
+    DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
+    Int64Type, Schema, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
+    TimestampNanosecondType, TimestampSecondType, UInt32Type, UInt64Type,
 };
 use pgwire::api::Type;
 use pgwire::api::portal::Format;
@@ -48,7 +49,10 @@ pub(crate) fn pg_type(data_type: &DataType) -> Type {
         DataType::UInt32 => Type::OID,
         DataType::Float32 => Type::FLOAT4,
         DataType::Float64 => Type::FLOAT8,
-        DataType::Timestamp(_, _) => Type::TIMESTAMP,
+        DataType::Timestamp(_, Some(_)) => Type::TIMESTAMPTZ,
+        DataType::Timestamp(_, None) => Type::TIMESTAMP,
+        DataType::Date32 => Type::DATE,
+        DataType::Decimal128(..) => Type::NUMERIC,
         // Arrays (catalog columns such as `indkey`, `array_agg` results). A list of `real`s
         // stays text: it is also what an unsized `'[…]'::vector` is.
         DataType::List(item) => match item.data_type() {
@@ -99,7 +103,7 @@ pub(crate) fn char_type_metadata() -> std::collections::HashMap<String, String> 
 }
 
 /// The PostgreSQL type of a result field: its metadata's, else its data type's.
-fn field_type(field: &datafusion::arrow::datatypes::Field) -> Type {
+pub(crate) fn field_type(field: &datafusion::arrow::datatypes::Field) -> Type {
     use vecraft_planner::text_types::TextType;
     match TextType::of_field(field) {
         Some(TextType::Json) => return Type::JSON,
@@ -109,6 +113,7 @@ fn field_type(field: &datafusion::arrow::datatypes::Field) -> Type {
     }
     match field.metadata().get(PG_TYPE_KEY).map(String::as_str) {
         Some("char") => Type::CHAR,
+        Some("varchar") => Type::VARCHAR,
         _ => pg_type(field.data_type()),
     }
 }
@@ -212,9 +217,17 @@ fn binary(array: &ArrayRef, row: usize, described: &Type) -> Option<Vec<u8>> {
         DataType::UInt32 => out.put_u32(array.as_primitive::<UInt32Type>().value(row)),
         DataType::Float32 => out.put_f32(array.as_primitive::<Float32Type>().value(row)),
         DataType::Float64 => out.put_f64(array.as_primitive::<Float64Type>().value(row)),
-        DataType::Timestamp(TimeUnit::Microsecond, None) => out.put_i64(
-            array.as_primitive::<TimestampMicrosecondType>().value(row) - POSTGRES_EPOCH_MICROS,
-        ),
+        DataType::Timestamp(..) => {
+            out.put_i64(timestamp_micros(array, row)? - POSTGRES_EPOCH_MICROS)
+        }
+        DataType::Date32 => {
+            out.put_i32(array.as_primitive::<Date32Type>().value(row) - POSTGRES_EPOCH_DAYS)
+        }
+        DataType::Decimal128(precision, scale) => out.extend_from_slice(&crate::numeric::binary(
+            array.as_primitive::<Decimal128Type>().value(row),
+            *precision,
+            *scale,
+        )),
         // text (vectors too, as their column type says): the bytes of the text form
         _ => out.extend_from_slice(text(array, row)?.as_bytes()),
     }
@@ -240,9 +253,17 @@ fn text(array: &ArrayRef, row: usize) -> Option<String> {
         DataType::UInt32 => array.as_primitive::<UInt32Type>().value(row).to_string(),
         DataType::Float32 => format_real(array.as_primitive::<Float32Type>().value(row)),
         DataType::Float64 => format_double(array.as_primitive::<Float64Type>().value(row)),
-        DataType::Timestamp(TimeUnit::Microsecond, None) => {
-            timestamp(array.as_primitive::<TimestampMicrosecondType>().value(row))
+        DataType::Timestamp(_, None) => timestamp(timestamp_micros(array, row)?),
+        // An instant, shown in UTC (the session's TimeZone, which Vecraft does not change).
+        DataType::Timestamp(_, Some(_)) => {
+            format!("{}+00", timestamp(timestamp_micros(array, row)?))
         }
+        DataType::Date32 => date(array.as_primitive::<Date32Type>().value(row).into()),
+        DataType::Decimal128(precision, scale) => crate::numeric::text(
+            array.as_primitive::<Decimal128Type>().value(row),
+            *precision,
+            *scale,
+        ),
         DataType::FixedSizeList(_, _) => {
             let v = array.as_fixed_size_list().value(row);
             let v = datafusion::arrow::compute::cast(&v, &DataType::Float32).ok()?;
@@ -276,14 +297,43 @@ fn array_literal(items: &ArrayRef) -> String {
     format!("{{{}}}", items.join(","))
 }
 
+/// Days from 1970-01-01 to PostgreSQL's epoch, 2000-01-01.
+pub const POSTGRES_EPOCH_DAYS: i32 = 10_957;
+
+/// A timestamp of any unit as microseconds since 1970 (what PostgreSQL keeps).
+fn timestamp_micros(array: &ArrayRef, row: usize) -> Option<i64> {
+    Some(match array.data_type() {
+        DataType::Timestamp(TimeUnit::Second, _) => {
+            array.as_primitive::<TimestampSecondType>().value(row) * 1_000_000
+        }
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            array.as_primitive::<TimestampMillisecondType>().value(row) * 1_000
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            array.as_primitive::<TimestampMicrosecondType>().value(row)
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => array
+            .as_primitive::<TimestampNanosecondType>()
+            .value(row)
+            .div_euclid(1_000),
+        _ => return None,
+    })
+}
+
+/// `YYYY-MM-DD`, as PostgreSQL prints `date`.
+fn date(days: i64) -> String {
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 /// `YYYY-MM-DD HH:MM:SS[.ffffff]`, as PostgreSQL prints `timestamp`.
 fn timestamp(micros: i64) -> String {
     let days = micros.div_euclid(86_400_000_000);
     let rest = micros.rem_euclid(86_400_000_000);
-    let (y, m, d) = civil_from_days(days);
     let (secs, frac) = (rest / 1_000_000, rest % 1_000_000);
     let base = format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        "{} {:02}:{:02}:{:02}",
+        date(days),
         secs / 3600,
         secs / 60 % 60,
         secs % 60
@@ -317,6 +367,7 @@ mod tests {
         assert_eq!(timestamp(0), "1970-01-01 00:00:00");
         assert_eq!(timestamp(1_700_000_000_123_400), "2023-11-14 22:13:20.1234");
         assert_eq!(timestamp(-1), "1969-12-31 23:59:59.999999");
+        assert_eq!(date(i64::from(POSTGRES_EPOCH_DAYS)), "2000-01-01");
     }
 }
 

@@ -26,6 +26,7 @@ pub mod limits;
 pub mod local_settings;
 pub mod memory;
 pub mod metrics;
+pub mod numeric;
 pub mod params;
 pub mod pg_catalog;
 pub mod positions;

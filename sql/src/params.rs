@@ -11,7 +11,10 @@ use pgwire::api::results::FieldFormat;
 use pgwire::error::PgWireResult;
 use vecraft_planner::vector_text::parse_vector;
 
-use crate::encode::{POSTGRES_EPOCH_MICROS, VECTOR_OID};
+use vecraft_planner::array_text::parse_array;
+use vecraft_storage::schema::UTC;
+
+use crate::encode::{POSTGRES_EPOCH_DAYS, POSTGRES_EPOCH_MICROS, VECTOR_OID};
 use crate::errors::user_error;
 
 /// The PostgreSQL type a client is told a parameter of `data_type` has. Vectors are `vector`,
@@ -102,6 +105,12 @@ fn text_value(text: &str, target: &DataType) -> PgWireResult<ScalarValue> {
                 None,
             )))
         }
+        // `{a,b}`: an array, its elements cast to the element type.
+        DataType::List(_) => {
+            let items = parse_array(text).map_err(|e| user_error(e.sqlstate, e.message.clone()))?;
+            let items: Vec<ScalarValue> = items.into_iter().map(ScalarValue::Utf8).collect();
+            ScalarValue::List(ScalarValue::new_list_nullable(&items, &DataType::Utf8))
+        }
         _ => ScalarValue::Utf8(Some(text.to_string())),
     })
 }
@@ -172,9 +181,20 @@ fn binary_value(bytes: &[u8], declared: &Type, target: &DataType) -> PgWireResul
         Type::FLOAT8 => ScalarValue::Float64(Some(f64::from_be_bytes(
             fixed(8)?.try_into().map_err(|_| wrong())?,
         ))),
-        Type::TIMESTAMP => {
+        Type::TIMESTAMP | Type::TIMESTAMPTZ => {
             let micros = i64::from_be_bytes(fixed(8)?.try_into().map_err(|_| wrong())?);
-            ScalarValue::TimestampMicrosecond(Some(micros + POSTGRES_EPOCH_MICROS), None)
+            let zone = (*declared == Type::TIMESTAMPTZ).then(|| UTC.into());
+            ScalarValue::TimestampMicrosecond(Some(micros + POSTGRES_EPOCH_MICROS), zone)
+        }
+        Type::DATE => {
+            let days = i32::from_be_bytes(fixed(4)?.try_into().map_err(|_| wrong())?);
+            ScalarValue::Date32(Some(days + POSTGRES_EPOCH_DAYS))
+        }
+        Type::NUMERIC => {
+            ScalarValue::Utf8(Some(crate::numeric::from_binary(bytes).ok_or_else(wrong)?))
+        }
+        ref t if matches!(t.kind(), postgres_types::Kind::Array(_)) => {
+            binary_array(bytes, t, target).ok_or_else(wrong)??
         }
         ref t if t.oid() == VECTOR_OID => {
             let dims = match target {
@@ -195,6 +215,55 @@ fn binary_value(bytes: &[u8], declared: &Type, target: &DataType) -> PgWireResul
         // text, varchar, name, unknown…: the bytes are the value's text
         _ => text_value(utf8(bytes)?, target)?,
     })
+}
+
+/// An array in `array_send`'s form (one dimension, or none for `{}`), each element read as
+/// its declared element type. `None` if the bytes are not such an array.
+fn binary_array(
+    bytes: &[u8],
+    declared: &Type,
+    target: &DataType,
+) -> Option<PgWireResult<ScalarValue>> {
+    let postgres_types::Kind::Array(element) = declared.kind() else {
+        return None;
+    };
+    let item_type = match target {
+        DataType::List(item) => item.data_type().clone(),
+        _ => return None,
+    };
+    let word = |at: usize| Some(i32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
+    let dimensions = word(0)?;
+    let mut items = Vec::new();
+    let mut at = 12;
+    if dimensions == 1 {
+        let len = usize::try_from(word(12)?).ok()?;
+        at = 20;
+        for _ in 0..len {
+            let size = word(at)?;
+            at += 4;
+            if size < 0 {
+                items.push(ScalarValue::try_from(&item_type).ok()?);
+                continue;
+            }
+            let value = bytes.get(at..at + size as usize)?;
+            at += size as usize;
+            match decode(Some(value), FieldFormat::Binary, Some(element), &item_type) {
+                Ok(v) => items.push(v),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    } else if dimensions != 0 {
+        return Some(Err(user_error(
+            "0A000",
+            "multidimensional arrays are not supported",
+        )));
+    }
+    if at != bytes.len() {
+        return None;
+    }
+    Some(Ok(ScalarValue::List(ScalarValue::new_list_nullable(
+        &items, &item_type,
+    ))))
 }
 
 fn is_vector_binary(bytes: &[u8], target: &DataType) -> bool {

@@ -4,7 +4,7 @@
 //! booleans may be written `on`/`off` as in PostgreSQL. `SHOW name` answers as PostgreSQL
 //! does: one column named after the setting.
 
-use datafusion::common::config::{ConfigExtension, ExtensionOptions};
+use datafusion::common::config::{ConfigExtension, ConfigOptions, ExtensionOptions};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{ContextModifier, Expr, Ident, Set, Statement, Value};
 use pgwire::error::{PgWireError, PgWireResult};
@@ -284,6 +284,7 @@ const POSTGRES_SHOWN: &[(&str, &str)] = &[
     ("max_identifier_length", "63"),
     ("extra_float_digits", "1"),
     ("application_name", ""),
+    ("jit", "off"),
 ];
 
 /// The name `SHOW` reports for `variable` (lowercase, dotted).
@@ -297,11 +298,14 @@ pub fn show_name(variable: &[Ident]) -> String {
 
 /// The value of a setting, as `SHOW` prints it; 42704 for names nobody knows.
 pub fn show_value(ctx: &SessionContext, name: &str) -> PgWireResult<String> {
+    show_value_in(ctx.state().config().options(), name)
+}
+
+/// The value of a setting in `options`, as `SHOW` prints it; 42704 for names nobody knows.
+pub fn show_value_in(options: &ConfigOptions, name: &str) -> PgWireResult<String> {
     if let Some((_, v)) = POSTGRES_SHOWN.iter().find(|(n, _)| *n == name) {
         return Ok(v.to_string());
     }
-    let state = ctx.state();
-    let options = state.config().options();
     // DataFusion lists an extension's settings without its prefix; put it back.
     let mut entries = options.entries();
     let prefixed = |prefix: &'static str, list: Vec<datafusion::common::config::ConfigEntry>| {

@@ -106,6 +106,17 @@ fn cell(value: Option<&str>) -> String {
     }
 }
 
+/// A timestamp as PostgreSQL prints it: seconds, then only the digits of a fraction it has.
+fn timestamp_text(t: chrono::NaiveDateTime) -> String {
+    use chrono::Timelike;
+    let micros = t.nanosecond() / 1_000;
+    let whole = t.format("%Y-%m-%d %H:%M:%S").to_string();
+    if micros == 0 {
+        return whole;
+    }
+    format!("{whole}.{}", format!("{micros:06}").trim_end_matches('0'))
+}
+
 /// A binary value printed as PostgreSQL prints it in text.
 struct Text(Option<String>);
 
@@ -135,6 +146,16 @@ impl<'a> FromSql<'a> for Text {
                 _ => return Err("jsonb of an unknown version".into()),
             },
             Type::UUID => uuid_text(raw)?,
+            Type::DATE => chrono::NaiveDate::from_sql(ty, raw)?.to_string(),
+            Type::TIMESTAMP => timestamp_text(chrono::NaiveDateTime::from_sql(ty, raw)?),
+            // The server's TimeZone is UTC in both engines' runs.
+            Type::TIMESTAMPTZ => {
+                let instant = chrono::DateTime::<chrono::Utc>::from_sql(ty, raw)?;
+                format!("{}+00", timestamp_text(instant.naive_utc()))
+            }
+            Type::NUMERIC => {
+                vecraft_sql::numeric::from_binary(raw).ok_or("numeric of an unknown form")?
+            }
             ref t if t.name() == "vector" => {
                 let values: Vec<f32> = raw
                     .get(4..)

@@ -90,6 +90,57 @@ pub enum ColumnType {
     Jsonb,
     /// PostgreSQL `uuid`: kept as its lower-case hyphenated text.
     Uuid,
+    /// PostgreSQL `timestamptz`: microseconds since the epoch, an instant (shown in UTC).
+    TimestampTz,
+    /// PostgreSQL `date`: days since the epoch.
+    Date,
+    /// PostgreSQL `numeric(precision, scale)`, exact; `None` for an unconstrained `numeric`,
+    /// kept as [`UNCONSTRAINED_NUMERIC`].
+    Numeric(Option<NumericSpec>),
+    /// PostgreSQL `varchar(n)` (`n` characters at most) or `varchar`: text.
+    Varchar(Option<u32>),
+    /// A one-dimensional PostgreSQL array (`text[]`, `integer[]`, …) of scalars.
+    Array(ArrayElement),
+}
+
+/// The declared precision and scale of a `numeric(p, s)` column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NumericSpec {
+    pub precision: u8,
+    pub scale: i8,
+}
+
+/// Exact numbers keep at most this many digits (Arrow's `Decimal128`).
+pub const MAX_NUMERIC_PRECISION: u8 = 38;
+
+/// An unconstrained `numeric`: 38 digits, 10 of them after the point. (PostgreSQL keeps any
+/// number of digits; this is DataFusion's `numeric` and what clients print back trimmed.)
+pub const UNCONSTRAINED_NUMERIC: NumericSpec = NumericSpec {
+    precision: 38,
+    scale: 10,
+};
+
+/// The element types an array column can hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArrayElement {
+    Bool,
+    Int32,
+    Int64,
+    Float64,
+    Text,
+}
+
+impl ArrayElement {
+    pub fn arrow_type(self) -> DataType {
+        match self {
+            ArrayElement::Bool => DataType::Boolean,
+            ArrayElement::Int32 => DataType::Int32,
+            ArrayElement::Int64 => DataType::Int64,
+            ArrayElement::Float64 => DataType::Float64,
+            ArrayElement::Text => DataType::Utf8,
+        }
+    }
 }
 
 impl ColumnType {
@@ -100,10 +151,19 @@ impl ColumnType {
             ColumnType::Int64 => DataType::Int64,
             ColumnType::Float32 => DataType::Float32,
             ColumnType::Float64 => DataType::Float64,
-            ColumnType::Text | ColumnType::Json | ColumnType::Jsonb | ColumnType::Uuid => {
-                DataType::Utf8
-            }
+            ColumnType::Text
+            | ColumnType::Json
+            | ColumnType::Jsonb
+            | ColumnType::Uuid
+            | ColumnType::Varchar(_) => DataType::Utf8,
             ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+            ColumnType::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
+            ColumnType::Date => DataType::Date32,
+            ColumnType::Numeric(spec) => {
+                let spec = spec.unwrap_or(UNCONSTRAINED_NUMERIC);
+                DataType::Decimal128(spec.precision, spec.scale)
+            }
+            ColumnType::Array(element) => DataType::new_list(element.arrow_type(), true),
             ColumnType::Vector(spec) => vector_arrow_type(spec.dims),
         }
     }
@@ -113,6 +173,12 @@ impl ColumnType {
 /// does not tell (`json`, `jsonb`, `uuid` are all text in Arrow).
 pub const PG_TYPE_KEY: &str = "vecraft.pg_type";
 
+/// The field metadata key of a `varchar(n)` column's `n`: writes longer than that are refused.
+pub const MAX_CHARS_KEY: &str = "vecraft.max_chars";
+
+/// The time zone of `timestamptz` values in Arrow.
+pub const UTC: &str = "UTC";
+
 impl ColumnType {
     /// The PostgreSQL type name kept in field metadata ([`PG_TYPE_KEY`]), if the Arrow type
     /// is ambiguous.
@@ -121,6 +187,7 @@ impl ColumnType {
             ColumnType::Json => Some("json"),
             ColumnType::Jsonb => Some("jsonb"),
             ColumnType::Uuid => Some("uuid"),
+            ColumnType::Varchar(_) => Some("varchar"),
             _ => None,
         }
     }
@@ -128,10 +195,14 @@ impl ColumnType {
     /// An Arrow field of this type, its PostgreSQL type in the metadata where needed.
     pub fn arrow_field(&self, name: &str, nullable: bool) -> Field {
         let field = Field::new(name, self.arrow_type(), nullable);
-        match self.pg_type_name() {
-            Some(pg) => field.with_metadata([(PG_TYPE_KEY.to_string(), pg.to_string())].into()),
-            None => field,
+        let mut metadata = std::collections::HashMap::new();
+        if let Some(pg) = self.pg_type_name() {
+            metadata.insert(PG_TYPE_KEY.to_string(), pg.to_string());
         }
+        if let ColumnType::Varchar(Some(n)) = self {
+            metadata.insert(MAX_CHARS_KEY.to_string(), n.to_string());
+        }
+        field.with_metadata(metadata)
     }
 }
 
@@ -273,6 +344,20 @@ impl CollectionSchema {
                     col.name
                 )));
             }
+            if let ColumnType::Numeric(Some(spec)) = &col.ty {
+                let precision = spec.precision;
+                if precision == 0 || precision > MAX_NUMERIC_PRECISION {
+                    return Err(Error::InvalidArgument(format!(
+                        "NUMERIC precision {precision} must be between 1 and {MAX_NUMERIC_PRECISION}"
+                    )));
+                }
+                if spec.scale < 0 || spec.scale as u8 > precision {
+                    return Err(Error::InvalidArgument(format!(
+                        "NUMERIC scale {} must be between 0 and precision {precision}",
+                        spec.scale
+                    )));
+                }
+            }
             if let ColumnType::Vector(spec) = &col.ty {
                 if spec.dims == 0 || spec.dims > MAX_DIMS {
                     return Err(Error::InvalidArgument(format!(
@@ -288,7 +373,11 @@ impl CollectionSchema {
             .ok_or_else(|| Error::InvalidArgument("primary key column out of range".into()))?;
         if !matches!(
             pk.ty,
-            ColumnType::Int64 | ColumnType::Int32 | ColumnType::Text | ColumnType::Uuid
+            ColumnType::Int64
+                | ColumnType::Int32
+                | ColumnType::Text
+                | ColumnType::Uuid
+                | ColumnType::Varchar(_)
         ) {
             return Err(Error::InvalidArgument(format!(
                 "primary key \"{}\" must be BIGINT, INTEGER, TEXT or UUID",

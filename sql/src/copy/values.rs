@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{
     ArrayRef, BooleanArray, Float32Array, Float64Array, Int32Array, Int64Array, StringArray,
-    TimestampMicrosecondArray,
 };
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
+use pgwire::api::results::FieldFormat;
 use pgwire::error::PgWireResult;
 use vecraft_storage::schema::{ColumnType, vector_array};
 
@@ -20,7 +22,11 @@ pub(super) enum Values {
     Float64(Vec<Option<f64>>),
     Bool(Vec<Option<bool>>),
     Text(Vec<Option<String>>),
-    Timestamp(Vec<Option<i64>>),
+    /// Any other type, each value read as a bind parameter of that type is.
+    Scalars {
+        target: DataType,
+        values: Vec<ScalarValue>,
+    },
     Vector {
         dims: usize,
         values: Vec<f32>,
@@ -36,10 +42,19 @@ impl Values {
             ColumnType::Float32 => Values::Float32(Vec::new()),
             ColumnType::Float64 => Values::Float64(Vec::new()),
             ColumnType::Bool => Values::Bool(Vec::new()),
-            ColumnType::Text | ColumnType::Json | ColumnType::Jsonb | ColumnType::Uuid => {
-                Values::Text(Vec::new())
-            }
-            ColumnType::Timestamp => Values::Timestamp(Vec::new()),
+            ColumnType::Text
+            | ColumnType::Json
+            | ColumnType::Jsonb
+            | ColumnType::Uuid
+            | ColumnType::Varchar(_) => Values::Text(Vec::new()),
+            ColumnType::Timestamp
+            | ColumnType::TimestampTz
+            | ColumnType::Date
+            | ColumnType::Numeric(_)
+            | ColumnType::Array(_) => Values::Scalars {
+                target: ty.arrow_type(),
+                values: Vec::new(),
+            },
             ColumnType::Vector(spec) => Values::Vector {
                 dims: spec.dims,
                 values: Vec::new(),
@@ -71,12 +86,12 @@ impl Values {
                 _ => return Err(bad("boolean")),
             })),
             Values::Text(v) => v.push(Some(text.to_string())),
-            Values::Timestamp(_) => {
-                return Err(user_error(
-                    "0A000",
-                    "COPY of timestamp columns is not supported yet",
-                ));
-            }
+            Values::Scalars { target, values } => values.push(crate::params::decode(
+                Some(text.as_bytes()),
+                FieldFormat::Text,
+                None,
+                target,
+            )?),
             Values::Vector {
                 dims,
                 values,
@@ -123,7 +138,12 @@ impl Values {
                 .push(Some(String::from_utf8(b.to_vec()).map_err(|_| {
                     user_error("22021", "invalid UTF-8 in COPY data")
                 })?)),
-            Values::Timestamp(v) => v.push(Some(int()? + crate::encode::POSTGRES_EPOCH_MICROS)),
+            Values::Scalars { target, values } => values.push(crate::params::decode(
+                Some(b),
+                FieldFormat::Binary,
+                None,
+                target,
+            )?),
             Values::Vector {
                 dims,
                 values,
@@ -144,7 +164,8 @@ impl Values {
             Values::Float64(v) => v.push(None),
             Values::Bool(v) => v.push(None),
             Values::Text(v) => v.push(None),
-            Values::Timestamp(v) => v.push(None),
+            Values::Scalars { target, values } => values
+                .push(ScalarValue::try_from(&*target).expect("every column type has a typed NULL")),
             Values::Vector {
                 dims,
                 values,
@@ -165,7 +186,14 @@ impl Values {
             Values::Float64(v) => Arc::new(Float64Array::from(std::mem::take(v))),
             Values::Bool(v) => Arc::new(BooleanArray::from(std::mem::take(v))),
             Values::Text(v) => Arc::new(StringArray::from(std::mem::take(v))),
-            Values::Timestamp(v) => Arc::new(TimestampMicrosecondArray::from(std::mem::take(v))),
+            Values::Scalars { target, values } => {
+                if values.is_empty() {
+                    datafusion::arrow::array::new_empty_array(target)
+                } else {
+                    ScalarValue::iter_to_array(std::mem::take(values))
+                        .map_err(|e| user_error("XX000", e.to_string()))?
+                }
+            }
             Values::Vector {
                 dims,
                 values,

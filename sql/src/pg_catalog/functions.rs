@@ -13,6 +13,8 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 
+use vecraft_planner::error::VectorError;
+
 use super::types::{format_type, type_oid, version_string};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,6 +52,13 @@ pub(super) enum CatalogFn {
     RegclassIn,
     /// There is one collation, on the search path.
     CollationIsVisible,
+    /// `pg_typeof(x)`: the name of the argument's type, as `format_type` prints it.
+    TypeOf,
+    /// `current_setting(name[, missing_ok])`: what `SHOW name` answers.
+    CurrentSetting,
+    /// `set_config(name, value, is_local)`: only for the settings Vecraft accepts and ignores
+    /// (asyncpg turns `jit` off this way); others are changed with `SET`.
+    SetConfig,
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -75,10 +84,13 @@ impl CatalogUdf {
             | CatalogFn::UserById
             | CatalogFn::EncodingToChar
             | CatalogFn::PartitionAncestors => Signature::any(1, Volatility::Stable),
-            CatalogFn::CurrentSchemas | CatalogFn::RegclassIn | CatalogFn::CollationIsVisible => {
-                Signature::any(1, Volatility::Stable)
-            }
+            CatalogFn::CurrentSchemas
+            | CatalogFn::RegclassIn
+            | CatalogFn::CollationIsVisible
+            | CatalogFn::TypeOf => Signature::any(1, Volatility::Stable),
             CatalogFn::ArrayUpper => Signature::any(2, Volatility::Immutable),
+            CatalogFn::CurrentSetting => Signature::variadic_any(Volatility::Stable),
+            CatalogFn::SetConfig => Signature::any(3, Volatility::Volatile),
             CatalogFn::AdvisoryXactLock | CatalogFn::TryAdvisoryXactLock | CatalogFn::GetExpr => {
                 Signature::variadic_any(Volatility::Volatile)
             }
@@ -113,6 +125,9 @@ impl ScalarUDFImpl for CatalogUdf {
             CatalogFn::ArrayUpper => "array_upper",
             CatalogFn::RegclassIn => "regclass_in",
             CatalogFn::CollationIsVisible => "pg_collation_is_visible",
+            CatalogFn::TypeOf => "pg_typeof",
+            CatalogFn::CurrentSetting => "current_setting",
+            CatalogFn::SetConfig => "set_config",
         }
     }
 
@@ -221,6 +236,40 @@ impl ScalarUDFImpl for CatalogUdf {
                 None => plan_err!("pg_get_expr takes an expression and a relation"),
             },
             CatalogFn::TryAdvisoryXactLock => scalar(ScalarValue::Boolean(Some(true))),
+            CatalogFn::CurrentSetting => {
+                let name = constant_text(&args.args, 0, "current_setting")?;
+                let missing_ok = match args.args.get(1) {
+                    Some(ColumnarValue::Scalar(ScalarValue::Boolean(ok))) => ok.unwrap_or(false),
+                    _ => false,
+                };
+                let name = name.to_lowercase();
+                match crate::settings::show_value_in(&args.config_options, &name) {
+                    Ok(value) => scalar(ScalarValue::Utf8(Some(value))),
+                    Err(_) if missing_ok => scalar(ScalarValue::Utf8(None)),
+                    Err(_) => Err(VectorError::new(
+                        "42704",
+                        format!("unrecognized configuration parameter \"{name}\""),
+                    )
+                    .into()),
+                }
+            }
+            CatalogFn::SetConfig => {
+                let name = constant_text(&args.args, 0, "set_config")?.to_lowercase();
+                let value = constant_text(&args.args, 1, "set_config")?;
+                if !crate::settings::is_ignored(&name) {
+                    let message = format!("set_config('{name}', …) is not supported; use SET");
+                    return Err(VectorError::new("0A000", message).into());
+                }
+                scalar(ScalarValue::Utf8(Some(value)))
+            }
+            CatalogFn::TypeOf => {
+                let Some(field) = args.arg_fields.first() else {
+                    return plan_err!("pg_typeof takes one argument");
+                };
+                let ty = crate::encode::field_type(field);
+                let name = format_type(ty.oid(), -1).unwrap_or_else(|| ty.name().to_string());
+                scalar(ScalarValue::Utf8(Some(name)))
+            }
             CatalogFn::PartitionAncestors => {
                 let rel = args.args[0].to_array(rows)?;
                 let oids = datafusion::arrow::compute::cast(&rel, &DataType::UInt32)?;
@@ -252,6 +301,16 @@ impl ScalarUDFImpl for CatalogUdf {
                 Ok(ColumnarValue::Array(Arc::new(names)))
             }
         }
+    }
+}
+
+/// The text of argument `at` of `function`, which must be a constant.
+fn constant_text(args: &[ColumnarValue], at: usize, function: &str) -> Result<String> {
+    match args.get(at) {
+        Some(ColumnarValue::Scalar(value)) if !value.is_null() => {
+            Ok(value.cast_to(&DataType::Utf8)?.to_string())
+        }
+        _ => plan_err!("{function} takes a constant text as argument {}", at + 1),
     }
 }
 

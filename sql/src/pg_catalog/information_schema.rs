@@ -7,14 +7,14 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::StringArray;
+use datafusion::arrow::array::{Int32Array, StringArray};
 use datafusion::catalog::{MemTable, SchemaProvider, TableProvider};
 use datafusion::common::Result;
 use vecraft_storage::names::split_qualified;
-use vecraft_storage::schema::{ColumnDef, Identity};
+use vecraft_storage::schema::{ColumnDef, ColumnType, Identity};
 
 use super::columns::{i32s, strs, table};
-use super::types::{TYPES, column_type, format_type};
+use super::types::{TYPES, array_types, column_type, format_type};
 use crate::catalog::Catalog;
 use crate::encode::VECTOR_OID;
 
@@ -116,6 +116,11 @@ struct ColumnRows {
     identity: Vec<Option<String>>,
     nullable: Vec<String>,
     data_type: Vec<String>,
+    max_chars: Vec<Option<i32>>,
+    /// Precision, its radix and scale of a number column.
+    precision: Vec<Option<i32>>,
+    radix: Vec<Option<i32>>,
+    scale: Vec<Option<i32>>,
     udt_schema: Vec<String>,
     udt_name: Vec<String>,
 }
@@ -124,6 +129,7 @@ impl ColumnRows {
     fn push(&mut self, table: &str, position: i32, column: &ColumnDef) {
         let (oid, _) = column_type(&column.ty);
         let vector = oid == VECTOR_OID;
+        let array = matches!(column.ty, ColumnType::Array(_));
         let (schema, table) = parts(table);
         self.schema.push(schema);
         self.table.push(table);
@@ -142,14 +148,29 @@ impl ColumnRows {
         // PostgreSQL says USER-DEFINED for an extension's type, and names it in udt_name.
         self.data_type.push(if vector {
             "USER-DEFINED".into()
+        } else if array {
+            "ARRAY".into()
         } else {
             format_type(oid, -1).unwrap_or_else(|| "text".into())
         });
+        self.max_chars.push(match column.ty {
+            ColumnType::Varchar(n) => n.map(|n| n as i32),
+            _ => None,
+        });
+        let (precision, radix, scale) = number_shape(&column.ty);
+        self.precision.push(precision);
+        self.radix.push(radix);
+        self.scale.push(scale);
         self.udt_schema
             .push(if vector { SCHEMA } else { "pg_catalog" }.into());
-        // The type's own name (`int8`, `float4`, `vector`).
-        let udt_name = TYPES.iter().find(|t| t.0 == oid).map_or("text", |t| t.1);
-        self.udt_name.push(udt_name.into());
+        // The type's own name (`int8`, `float4`, `vector`, `_text`).
+        let udt_name = TYPES
+            .iter()
+            .find(|t| t.0 == oid)
+            .map(|t| t.1.to_string())
+            .or_else(|| array_types().find(|a| a.0 == oid).map(|a| a.1));
+        self.udt_name
+            .push(udt_name.unwrap_or_else(|| "text".into()));
     }
 
     fn batch(self) -> Result<datafusion::arrow::array::RecordBatch> {
@@ -163,6 +184,19 @@ impl ColumnRows {
             ("column_default", Arc::new(StringArray::from(self.default))),
             ("is_nullable", strs(self.nullable)),
             ("data_type", strs(self.data_type)),
+            (
+                "character_maximum_length",
+                Arc::new(Int32Array::from(self.max_chars)),
+            ),
+            (
+                "numeric_precision",
+                Arc::new(Int32Array::from(self.precision)),
+            ),
+            (
+                "numeric_precision_radix",
+                Arc::new(Int32Array::from(self.radix)),
+            ),
+            ("numeric_scale", Arc::new(Int32Array::from(self.scale))),
             ("udt_catalog", strs(vec![DATABASE.into(); n])),
             ("udt_schema", strs(self.udt_schema)),
             ("udt_name", strs(self.udt_name)),
@@ -173,6 +207,25 @@ impl ColumnRows {
             ),
             ("is_generated", strs(vec!["NEVER".into(); n])),
         ])
+    }
+}
+
+/// `numeric_precision`, `numeric_precision_radix` and `numeric_scale` as PostgreSQL gives
+/// them: bits for binary numbers, digits for `numeric(p, s)`.
+fn number_shape(ty: &ColumnType) -> (Option<i32>, Option<i32>, Option<i32>) {
+    let binary = |bits| (Some(bits), Some(2), None);
+    match ty {
+        ColumnType::Int32 => (Some(32), Some(2), Some(0)),
+        ColumnType::Int64 => (Some(64), Some(2), Some(0)),
+        ColumnType::Float32 => binary(24),
+        ColumnType::Float64 => binary(53),
+        ColumnType::Numeric(Some(spec)) => (
+            Some(i32::from(spec.precision)),
+            Some(10),
+            Some(i32::from(spec.scale)),
+        ),
+        ColumnType::Numeric(None) => (None, Some(10), None),
+        _ => (None, None, None),
     }
 }
 

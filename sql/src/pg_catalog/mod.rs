@@ -17,6 +17,7 @@
 //! `functions.rs` and `sizes.rs` the functions, `rewrite.rs` the dialect pass and `calls.rs`
 //! its rewrites of function calls (JDBC's, SQLAlchemy's, psql's).
 
+mod asyncpg;
 mod calls;
 mod columns;
 mod defaults;
@@ -110,6 +111,9 @@ pub fn install(ctx: &SessionContext, catalog: Arc<Catalog>) -> Result<()> {
         CatalogFn::ArrayUpper,
         CatalogFn::RegclassIn,
         CatalogFn::CollationIsVisible,
+        CatalogFn::TypeOf,
+        CatalogFn::CurrentSetting,
+        CatalogFn::SetConfig,
     ] {
         ctx.register_udf(ScalarUDF::new_from_impl(CatalogUdf::new(f)));
     }

@@ -6,6 +6,7 @@
 //! - `COLLATE pg_catalog.default` (or `"C"`, `"POSIX"`) is dropped: there is one collation;
 //! - `'pg_extension'::regclass` becomes the relation's OID;
 //! - a column default looked up in `pg_attrdef` becomes `column_default(relid, attnum)`;
+//! - asyncpg's type introspection becomes a query DataFusion plans (`asyncpg.rs`);
 //! - a subquery over a catalog table that is always empty here (policies, triggers,
 //!   publications, …) becomes NULL, and a query that reads one becomes an empty result of the
 //!   same width (unless it aggregates); `ARRAY(SELECT …)` over the catalog is empty. psql's `\d` asks these with arrays and functions DataFusion does not have;
@@ -32,6 +33,7 @@ pub fn rewrite(statement: &mut DFStatement) {
     let DFStatement::Statement(s) = statement else {
         return;
     };
+    super::asyncpg::rewrite(s);
     qualify_tables(s);
     let _ = s.visit(&mut super::calls::TableFunctions);
     let _ = visit_expressions_mut(s.as_mut(), |e: &mut Expr| {

@@ -96,7 +96,11 @@ impl SchemaProvider for PgCatalogSchema {
         let batch = match name {
             "pg_type" => pg_type(),
             "pg_namespace" => pg_namespace(&self.catalog),
-            "pg_range" => table(&[("rngtypid", u32s(vec![])), ("rngsubtype", u32s(vec![]))]),
+            "pg_range" => table(&[
+                ("rngtypid", u32s(vec![])),
+                ("rngsubtype", u32s(vec![])),
+                ("rngmultitypid", u32s(vec![])),
+            ]),
             "pg_class" => pg_class(&self.catalog),
             "pg_attribute" => pg_attribute(&self.catalog),
             "pg_extension" => pg_extension(),
@@ -294,6 +298,8 @@ fn pg_class(catalog: &Catalog) -> Result<RecordBatch> {
         ("relhastriggers", bools(vec![false; n])),
         ("relrowsecurity", bools(vec![false; n])),
         ("relforcerowsecurity", bools(vec![false; n])),
+        // No row types of tables are in pg_type here (PostgreSQL has one per table).
+        ("reltype", u32s(vec![0; n])),
         ("reloftype", u32s(vec![0; n])),
         ("reltablespace", u32s(vec![0; n])),
         ("relhasrules", bools(vec![false; n])),

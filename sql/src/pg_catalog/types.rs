@@ -1,7 +1,7 @@
 //! PostgreSQL's built-in types as drivers see them (OIDs, names, `format_type`), and the OIDs
 //! Vecraft gives its own objects.
 
-use vecraft_storage::schema::ColumnType;
+use vecraft_storage::schema::{ArrayElement, ColumnType};
 
 use crate::encode::VECTOR_OID;
 
@@ -94,6 +94,18 @@ pub fn type_oid(name: &str) -> Option<u32> {
 pub fn format_type(oid: u32, typmod: i32) -> Option<String> {
     Some(match oid {
         VECTOR_OID if typmod > 0 => format!("vector({typmod})"),
+        1043 if typmod > 4 => format!("character varying({})", typmod - 4),
+        1700 if typmod >= 4 => {
+            let typmod = typmod - 4;
+            format!("numeric({},{})", typmod >> 16, typmod & 0xffff)
+        }
+        1082 => "date".into(),
+        1700 => "numeric".into(),
+        1000 => "boolean[]".into(),
+        1007 => "integer[]".into(),
+        1016 => "bigint[]".into(),
+        1022 => "double precision[]".into(),
+        1009 => "text[]".into(),
         16 => "boolean".into(),
         20 => "bigint".into(),
         21 => "smallint".into(),
@@ -122,11 +134,33 @@ pub(super) fn column_type(ty: &ColumnType) -> (u32, i32) {
         ColumnType::Float64 => (701, -1),
         ColumnType::Bool => (16, -1),
         ColumnType::Text => (25, -1),
+        // typmods as PostgreSQL keeps them: varchar's n + 4, numeric's (p << 16 | s) + 4
+        ColumnType::Varchar(n) => (1043, n.map_or(-1, |n| n as i32 + 4)),
+        ColumnType::Numeric(spec) => (
+            1700,
+            spec.map_or(-1, |s| {
+                ((i32::from(s.precision) << 16) | i32::from(s.scale)) + 4
+            }),
+        ),
         ColumnType::Timestamp => (1114, -1),
+        ColumnType::TimestampTz => (1184, -1),
+        ColumnType::Date => (1082, -1),
+        ColumnType::Array(element) => (array_oid(element), -1),
         ColumnType::Json => (114, -1),
         ColumnType::Jsonb => (3802, -1),
         ColumnType::Uuid => (2950, -1),
         ColumnType::Vector(spec) => (VECTOR_OID, spec.dims as i32),
+    }
+}
+
+/// The OID of the array type of `element`.
+fn array_oid(element: &ArrayElement) -> u32 {
+    match element {
+        ArrayElement::Bool => 1000,
+        ArrayElement::Int32 => 1007,
+        ArrayElement::Int64 => 1016,
+        ArrayElement::Float64 => 1022,
+        ArrayElement::Text => 1009,
     }
 }
 

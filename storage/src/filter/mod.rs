@@ -239,10 +239,16 @@ impl Kind {
             ColumnType::Int32 | ColumnType::Int64 => Some(Kind::Int),
             ColumnType::Float32 | ColumnType::Float64 => Some(Kind::Float),
             // A uuid is kept in one text form, so text equality is uuid equality.
-            ColumnType::Text | ColumnType::Uuid => Some(Kind::Text),
-            ColumnType::Timestamp => Some(Kind::Timestamp),
-            // JSON compares by meaning, not by text: DataFusion evaluates those filters.
-            ColumnType::Vector(_) | ColumnType::Json | ColumnType::Jsonb => None,
+            ColumnType::Text | ColumnType::Uuid | ColumnType::Varchar(_) => Some(Kind::Text),
+            ColumnType::Timestamp | ColumnType::TimestampTz => Some(Kind::Timestamp),
+            // JSON compares by meaning, not by text; dates, numbers and arrays in their own
+            // ways: DataFusion evaluates those filters.
+            ColumnType::Vector(_)
+            | ColumnType::Json
+            | ColumnType::Jsonb
+            | ColumnType::Date
+            | ColumnType::Numeric(_)
+            | ColumnType::Array(_) => None,
         }
     }
 
