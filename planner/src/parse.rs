@@ -18,7 +18,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
-use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Whitespace};
 
 /// The `WITH` option that marks a `CREATE TABLE` parsed from `CREATE COLLECTION`.
 pub const COLLECTION_MARKER: &str = "vecraft.collection";
@@ -213,6 +213,9 @@ fn read_collection_words(
                 }
                 verb = None;
             }
+            // sqlparser does not know UNLOGGED; a Vecraft table is always logged and
+            // replicated, which keeps every promise an unlogged table makes.
+            "UNLOGGED" if create => token.token = Token::Whitespace(Whitespace::Space),
             w if create && CREATE_MODIFIERS.contains(&w) => {}
             _ => verb = None,
         }

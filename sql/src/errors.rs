@@ -36,6 +36,14 @@ fn option_bounds(message: String) -> (String, Option<String>) {
     split.unwrap_or((message, None))
 }
 
+/// An index option out of its range (22023), its range in the DETAIL as PostgreSQL gives it.
+pub fn option_error(message: String) -> PgWireError {
+    let (message, detail) = option_bounds(message);
+    let mut info = ErrorInfo::new("ERROR".to_owned(), "22023".to_owned(), message);
+    info.detail = detail;
+    PgWireError::UserError(Box::new(info))
+}
+
 /// An error raised by the gateway itself.
 pub fn user_error(code: &str, message: impl Into<String>) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(

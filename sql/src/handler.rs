@@ -228,7 +228,12 @@ impl QueryParser for Session {
         stmt: &Arc<Prepared>,
         column_format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
-        Ok(stmt.result_fields(column_format.unwrap_or(&Format::UnifiedText)))
+        let format = column_format.unwrap_or(&Format::UnifiedText);
+        // `EXECUTE name(…)` answers the rows of the statement it names.
+        match self.executed_statement(stmt) {
+            Some(named) => Ok(named.result_fields(format)),
+            None => Ok(stmt.result_fields(format)),
+        }
     }
 }
 

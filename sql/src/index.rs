@@ -145,10 +145,8 @@ fn with_options(options: &[Expr]) -> PgWireResult<HnswParams> {
 pub(crate) fn checked(params: HnswParams) -> PgWireResult<HnswParams> {
     params.validate().map_err(|e| {
         let message = e.to_string();
-        user_error(
-            "22023",
-            message.trim_start_matches("invalid argument: ").to_string(),
-        )
+        let message = message.trim_start_matches("invalid argument: ").to_string();
+        crate::errors::option_error(message)
     })?;
     Ok(params)
 }

@@ -37,4 +37,5 @@ pub mod server;
 pub mod session;
 pub mod settings;
 pub mod socket;
+mod sql_prepare;
 pub mod stack;

@@ -51,6 +51,8 @@ pub struct Session {
     /// Statements prepared before, by text and declared parameter types: an unnamed statement
     /// sent again reuses its plan.
     pub(crate) prepared: Mutex<HashMap<(String, Vec<u32>), Arc<Prepared>>>,
+    /// Statements SQL's `PREPARE name AS …` prepared, by name (`sql_prepare.rs`).
+    pub(crate) sql_statements: Mutex<HashMap<String, Arc<Prepared>>>,
     /// Bumped by every `SET`: kept physical plans carry settings (`hnsw.ef_search`).
     settings_generation: AtomicU64,
     /// The COPY FROM STDIN in progress, if any.
@@ -81,6 +83,7 @@ impl Session {
             ctx,
             tables: Mutex::new((u64::MAX, HashSet::new())),
             prepared: Mutex::new(HashMap::new()),
+            sql_statements: Mutex::new(HashMap::new()),
             settings_generation: AtomicU64::new(0),
             copy: Mutex::new(None),
             statement_timeout_ms: AtomicU64::new(0),
@@ -390,9 +393,21 @@ impl Session {
             // Protocol-level statements are dropped by the connection (see `handler.rs`);
             // the plans this session keeps for their text stay for reuse.
             Statement::Deallocate { name, .. } if name.value.eq_ignore_ascii_case("all") => {
+                self.sql_deallocate(name);
                 Response::Execution(Tag::new("DEALLOCATE ALL"))
             }
-            Statement::Deallocate { .. } => Response::Execution(Tag::new("DEALLOCATE")),
+            Statement::Deallocate { name, .. } => {
+                self.sql_deallocate(name);
+                Response::Execution(Tag::new("DEALLOCATE"))
+            }
+            Statement::Prepare {
+                name,
+                data_types,
+                statement,
+            } => self.sql_prepare(name, data_types, statement).await?,
+            Statement::Execute {
+                name, parameters, ..
+            } => Box::pin(self.sql_execute(name.as_ref(), parameters, format)).await?,
             Statement::ShowVariable { variable } if show_name(variable) == "collections" => {
                 collections::show(&self.catalog, format)?
             }
@@ -547,6 +562,8 @@ pub fn is_gateway_statement(statement: &Statement) -> bool {
                 | Statement::Truncate(_)
                 | Statement::Copy { .. }
                 | Statement::Deallocate { .. }
+                | Statement::Prepare { .. }
+                | Statement::Execute { .. }
                 | Statement::ShowVariable { .. }
                 | Statement::Vacuum(_)
                 | Statement::Reset(_)
