@@ -154,3 +154,22 @@ def test_schema_types_round_trip(conn, table, binary):
         read = cur.fetchone()
     assert read == row[:3] + (decimal.Decimal("3.50"),) + row[4:]
     assert read[3].as_tuple().exponent == -2  # numeric(10,2) keeps its scale
+
+
+def test_search_path_from_the_connection_options(dsn, table):
+    """libpq's `options=-c search_path=…`: tables are created in, copied into and read from
+    the first schema on the path."""
+    schema = f"{table}_s"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        with psycopg.connect(dsn, autocommit=True, options=f"-c search_path={schema},public") as conn:
+            assert conn.execute("SELECT current_schema()").fetchone() == (schema,)
+            conn.execute("CREATE TABLE docs (id int PRIMARY KEY, body text)")
+            with conn.cursor().copy("COPY docs (id, body) FROM STDIN") as copy:
+                copy.write_row((1, "copied"))
+            assert conn.execute("SELECT body FROM docs").fetchall() == [("copied",)]
+            assert conn.execute(f"SELECT count(*) FROM {schema}.docs").fetchone() == (1,)
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")

@@ -73,6 +73,9 @@ extensions_options! {
         pub plan_cache: bool, default = true
         /// Which replicas may answer reads: strong, bounded or eventual.
         pub consistency: ReadConsistency, default = ReadConsistency::default()
+        /// PostgreSQL's `search_path`, as `SHOW search_path` prints it (the gateway follows
+        /// it; `SET search_path` sets it).
+        pub search_path: String, default = "\"$user\", public".to_string()
     }
 }
 

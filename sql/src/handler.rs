@@ -432,6 +432,7 @@ impl StartupHandler for Startup {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         if let PgWireFrontendMessage::Startup(startup) = &message {
+            self.0.session.startup_search_path(&startup.parameters)?;
             let user = startup.parameters.get("user").map_or("", String::as_str);
             match self.0.admission.session(user) {
                 Ok(slot) => *self.0.slot.lock() = Some(slot),

@@ -32,6 +32,7 @@ pub mod pg_catalog;
 pub mod positions;
 pub mod prepared;
 pub mod schemas;
+pub mod search_path;
 pub mod sequences;
 pub mod server;
 pub mod session;

@@ -181,6 +181,7 @@ impl Session {
             ));
         }
         let mut statement = statements.remove(0);
+        self.follow_search_path(&mut statement);
         if let DFStatement::Statement(s) = &mut statement {
             let ignored_set = matches!(prepare_set(s)?, SetAction::Ignore);
             if ignored_set || is_gateway_statement(s) {

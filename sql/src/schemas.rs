@@ -3,8 +3,8 @@
 //! them. A schema is a name in the catalog (a directory on a single node, an entry of the
 //! meta document in a cluster); a collection in it is named `qualified(s, t)`
 //! (`vecraft_storage::names`) and is registered with DataFusion as `s.t`. `public` always
-//! exists and cannot be dropped. Unqualified names mean `public`: `search_path` is not
-//! followed.
+//! exists and cannot be dropped. Unqualified names are looked up along `search_path`
+//! (`search_path.rs`), which is `public` alone unless a client sets it.
 
 use std::sync::Arc;
 

@@ -144,6 +144,7 @@ impl Session {
 
     /// Runs one statement of a simple query.
     pub async fn run(&self, mut statement: DFStatement) -> PgWireResult<Response> {
+        self.follow_search_path(&mut statement);
         if let DFStatement::Statement(s) = &mut statement {
             if is_gateway_statement(s) {
                 return self.run_gateway(s, &Format::UnifiedText).await;
@@ -436,6 +437,7 @@ impl Session {
                 Response::Execution(Tag::new("SET"))
             }
             Statement::Set(set) => {
+                self.set_search_path(set)?;
                 if let Some(ms) = statement_timeout_of(set)? {
                     self.statement_timeout_ms.store(ms, Ordering::Release);
                 }
@@ -472,7 +474,10 @@ impl Session {
                 }
                 names
             }
-            Reset::ConfigurationParameter(name) => vec![name.to_string().to_lowercase()],
+            Reset::ConfigurationParameter(name) => match name.to_string().to_lowercase() {
+                path if path == "search_path" => vec![crate::search_path::SETTING.to_string()],
+                other => vec![other],
+            },
         };
         for name in names {
             if name == STATEMENT_TIMEOUT {

@@ -280,7 +280,6 @@ const POSTGRES_SHOWN: &[(&str, &str)] = &[
     ("transaction_isolation", "read committed"),
     ("default_transaction_isolation", "read committed"),
     ("integer_datetimes", "on"),
-    ("search_path", "\"$user\", public"),
     ("max_identifier_length", "63"),
     ("extra_float_digits", "1"),
     ("application_name", ""),
@@ -306,6 +305,10 @@ pub fn show_value_in(options: &ConfigOptions, name: &str) -> PgWireResult<String
     if let Some((_, v)) = POSTGRES_SHOWN.iter().find(|(n, _)| *n == name) {
         return Ok(v.to_string());
     }
+    let name = match name {
+        "search_path" => crate::search_path::SETTING,
+        other => other,
+    };
     // DataFusion lists an extension's settings without its prefix; put it back.
     let mut entries = options.entries();
     let prefixed = |prefix: &'static str, list: Vec<datafusion::common::config::ConfigEntry>| {

@@ -155,7 +155,10 @@ impl ScalarUDFImpl for CatalogUdf {
         let scalar = |v: ScalarValue| Ok(ColumnarValue::Scalar(v));
         match self.function {
             CatalogFn::Version => scalar(ScalarValue::Utf8(Some(version_string()))),
-            CatalogFn::CurrentSchema => scalar(ScalarValue::Utf8(Some("public".into()))),
+            CatalogFn::CurrentSchema => {
+                let first = search_path(&args.config_options).into_iter().next();
+                scalar(ScalarValue::Utf8(first.or(Some("public".into()))))
+            }
             CatalogFn::CurrentDatabase => scalar(ScalarValue::Utf8(Some("postgres".into()))),
             CatalogFn::BackendPid => scalar(ScalarValue::Int32(Some(std::process::id() as i32))),
             CatalogFn::TableIsVisible
@@ -195,11 +198,14 @@ impl ScalarUDFImpl for CatalogUdf {
                 let mut lists = datafusion::arrow::array::ListBuilder::new(
                     datafusion::arrow::array::StringBuilder::new(),
                 );
+                let path = search_path(&args.config_options);
                 for row in implicit.as_boolean().iter() {
                     if row == Some(true) {
                         lists.values().append_value("pg_catalog");
                     }
-                    lists.values().append_value("public");
+                    for schema in &path {
+                        lists.values().append_value(schema);
+                    }
                     lists.append(true);
                 }
                 Ok(ColumnarValue::Array(Arc::new(lists.finish())))
@@ -302,6 +308,18 @@ impl ScalarUDFImpl for CatalogUdf {
             }
         }
     }
+}
+
+/// The session's search path, without the `"$user"` schema no role has here.
+fn search_path(options: &datafusion::common::config::ConfigOptions) -> Vec<String> {
+    let path = options
+        .extensions
+        .get::<vecraft_planner::knn::VecraftOptions>()
+        .map(|o| o.search_path.clone())
+        .unwrap_or_default();
+    let mut schemas = crate::search_path::schemas_of(&path);
+    schemas.retain(|s| s != "$user");
+    schemas
 }
 
 /// The text of argument `at` of `function`, which must be a constant.

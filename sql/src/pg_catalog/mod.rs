@@ -45,6 +45,7 @@ pub use rewrite::{relation_oid, rewrite};
 pub use shards::LIVE_TABLES;
 use sizes::{SIZE_FUNCTIONS, SizePretty, TableSizeUdf};
 use tables::PgCatalogSchema;
+pub(crate) use tables::is_catalog_table;
 pub use types::{
     PG_CATALOG_NAMESPACE, PGVECTOR_VERSION, PUBLIC_NAMESPACE, format_type, table_oid, type_oid,
     version_string,

@@ -56,7 +56,7 @@ const FILLED_TABLES: &[&str] = &[
 ];
 
 /// Whether `name` is one of the `pg_catalog` tables served here.
-pub(super) fn is_catalog_table(name: &str) -> bool {
+pub(crate) fn is_catalog_table(name: &str) -> bool {
     FILLED_TABLES.contains(&name) || EMPTY_TABLES.contains(&name)
 }
 
