@@ -3,6 +3,8 @@ numpy arrays in, `pgvector.Vector` out."""
 
 import datetime
 import decimal
+import threading
+import time
 
 import numpy as np
 import psycopg
@@ -173,3 +175,29 @@ def test_search_path_from_the_connection_options(dsn, table):
     finally:
         with psycopg.connect(dsn, autocommit=True) as admin:
             admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_advisory_locks_exclude_other_sessions(dsn):
+    """Session-level advisory locks, as migration tools take them: a held key makes another
+    session's try fail and its lock wait until the key is released, and a session's locks
+    end with it."""
+    key = 770_001
+    with psycopg.connect(dsn, autocommit=True) as a, psycopg.connect(dsn, autocommit=True) as b:
+        assert a.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone() == (True,)
+        assert b.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone() == (False,)
+        granted = []
+        waiter = threading.Thread(
+            target=lambda: granted.append(b.execute("SELECT pg_advisory_lock(%s)", (key,)).fetchone())
+        )
+        waiter.start()
+        assert a.execute("SELECT pg_advisory_unlock(%s)", (key,)).fetchone() == (True,)
+        waiter.join(timeout=10)
+        assert not waiter.is_alive() and len(granted) == 1, "granted once the key was free"
+        assert a.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone() == (False,)
+        assert a.execute("SELECT pg_advisory_unlock(%s)", (key,)).fetchone() == (False,)
+    with psycopg.connect(dsn, autocommit=True) as c:
+        # b's session ended, and its lock with it (once the server has seen it close).
+        deadline = time.monotonic() + 10
+        while c.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone() != (True,):
+            assert time.monotonic() < deadline, "the lock outlived its session"
+        c.execute("SELECT pg_advisory_unlock_all()")

@@ -36,6 +36,8 @@ pub struct Catalog {
     /// The values of each sequence this gateway reserved and has not handed out yet, by
     /// where the sequence lives ([`Catalog::sequence_home`]).
     pub(crate) sequence_blocks: Mutex<std::collections::HashMap<String, SequenceBlock>>,
+    /// The advisory locks this gateway's sessions hold.
+    pub(crate) advisory_locks: Arc<crate::advisory_locks::AdvisoryLocks>,
 }
 
 /// A single node's schemas (other than `public`): directories under `<data-dir>/schemas/`,
@@ -111,6 +113,7 @@ impl Catalog {
             collections: RwLock::new(collections),
             ddl: Mutex::new(()),
             sequence_blocks: Mutex::default(),
+            advisory_locks: Arc::default(),
         })
     }
 
@@ -125,6 +128,7 @@ impl Catalog {
             collections: RwLock::new(BTreeMap::new()),
             ddl: Mutex::new(()),
             sequence_blocks: Mutex::default(),
+            advisory_locks: Arc::default(),
         }
     }
 

@@ -11,6 +11,7 @@
 //! counted (`limits.rs`, `server.rs`); queries draw memory from pools (`memory.rs`); deep
 //! statements run on a stack of their own (`stack.rs`). Still to come: roles, passwords, TLS.
 
+pub mod advisory_locks;
 pub mod catalog;
 pub mod collections;
 pub mod copy;

@@ -65,6 +65,17 @@ pub struct Session {
     pub(crate) in_transaction: AtomicBool,
     /// The settings `SET LOCAL` changed in this block, with the values they had.
     pub(crate) local_undo: Mutex<Vec<(String, String)>>,
+    /// This session's identity among the gateway's advisory locks.
+    advisory_session: u64,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // A session's advisory locks end with it, as in PostgreSQL.
+        self.catalog
+            .advisory_locks
+            .unlock_all(self.advisory_session);
+    }
 }
 
 /// How many prepared plans a session keeps for reuse before it forgets them all.
@@ -77,6 +88,10 @@ impl Session {
         // Registering a schema and functions on a fresh context cannot fail.
         let installed = crate::pg_catalog::install(&ctx, catalog.clone());
         ctx.register_udf(crate::sequences::nextval_udf(catalog.clone()));
+        let advisory_session = catalog.advisory_locks.session_id();
+        for udf in crate::advisory_locks::udfs(&catalog.advisory_locks, advisory_session) {
+            ctx.register_udf(udf);
+        }
         debug_assert!(installed.is_ok(), "{installed:?}");
         Arc::new(Session {
             catalog,
@@ -90,6 +105,7 @@ impl Session {
             max_copy_line_bytes: limits.max_copy_line_bytes,
             in_transaction: AtomicBool::new(false),
             local_undo: Mutex::new(Vec::new()),
+            advisory_session,
         })
     }
 

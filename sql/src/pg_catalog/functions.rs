@@ -35,8 +35,9 @@ pub(super) enum CatalogFn {
     /// `pg_partition_ancestors(rel)`: a relation that is no partition is its only ancestor.
     PartitionAncestors,
     /// `pg_advisory_xact_lock(key)`: a lock held until the transaction ends. Each statement is
-    /// its own transaction here (see `session.rs`), and nothing else takes these locks, so it
-    /// is granted at once and released when the statement ends. Answers void (`''`).
+    /// its own transaction here (see `session.rs`), so it is granted at once and released when
+    /// the statement ends; it does not wait for a session-level lock (`advisory_locks.rs`)
+    /// another session holds. Answers void (`''`).
     AdvisoryXactLock,
     /// `pg_try_advisory_xact_lock(key)`: granted (true), as above.
     TryAdvisoryXactLock,
