@@ -37,7 +37,7 @@ def test_pgvectorstore_v2(dsn, table):
         engine.drop_table(table)
 
 
-@pytest.mark.vecraft_gap("PGVector's tables: a vector column without dimensions, foreign keys, jsonb_path_match")
+@pytest.mark.vecraft_gap("PGVector upserts with ON CONFLICT DO UPDATE that keeps a column (collection_id), and declares a foreign key with ON DELETE CASCADE")
 def test_pgvector_v1_with_a_metadata_filter(dsn, table):
     from langchain_postgres import PGVector
 

@@ -18,8 +18,8 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    CastKind, ConflictTarget, DataType as SqlType, Expr as SqlExpr, Ident, ObjectName,
-    OnConflictAction, OnInsert, SetExpr, Statement as SqlStatement, TableObject, Value,
+    ArrayElemTypeDef, CastKind, ConflictTarget, DataType as SqlType, Expr as SqlExpr, Ident,
+    ObjectName, OnConflictAction, OnInsert, SetExpr, Statement as SqlStatement, TableObject, Value,
 };
 use futures::StreamExt;
 use vecraft_storage::command::Command;
@@ -246,8 +246,8 @@ pub async fn cast_vector_values(ctx: &SessionContext, statement: &mut DFStatemen
                 continue;
             };
             check_literal_type(value, field)?;
-            if let DataType::FixedSizeList(_, dims) = field.data_type() {
-                cast_text_to_vector(value, *dims);
+            if let Some(dims) = vector_column(field.data_type()) {
+                cast_text_to_vector(value, dims);
             }
         }
     }
@@ -288,21 +288,41 @@ fn check_literal_type(value: &SqlExpr, field: &Field) -> Result<()> {
     Err(crate::error::VectorError::new("42804", message).into())
 }
 
-/// `'[…]'` becomes `'[…]'::vector(dims)`; other expressions are left alone.
-fn cast_text_to_vector(value: &mut SqlExpr, dims: i32) {
+/// `Some(Some(dims))` for a `vector(dims)` column, `Some(None)` for a `vector` column
+/// without dimensions (a list of reals), `None` for other columns.
+fn vector_column(data_type: &DataType) -> Option<Option<i32>> {
+    match data_type {
+        DataType::FixedSizeList(_, dims) => Some(Some(*dims)),
+        DataType::List(item) if item.data_type() == &DataType::Float32 => Some(None),
+        _ => None,
+    }
+}
+
+/// `'[…]'` becomes `'[…]'::vector(dims)`, or `'[…]'::vector::real[]` for a column without
+/// dimensions (whose rows may have different ones: a list each, not a vector literal of
+/// its own length); other expressions are left alone.
+fn cast_text_to_vector(value: &mut SqlExpr, dims: Option<i32>) {
     let is_text =
         matches!(value, SqlExpr::Value(v) if matches!(v.value, Value::SingleQuotedString(_)));
-    if is_text {
-        *value = SqlExpr::Cast {
-            kind: CastKind::DoubleColon,
-            expr: Box::new(value.clone()),
-            data_type: SqlType::Custom(
-                ObjectName::from(vec![Ident::new("vector")]),
-                vec![dims.to_string()],
-            ),
-            array: false,
-            format: None,
-        };
+    if !is_text {
+        return;
+    }
+    let cast = |expr: SqlExpr, data_type: SqlType| SqlExpr::Cast {
+        kind: CastKind::DoubleColon,
+        expr: Box::new(expr),
+        data_type,
+        array: false,
+        format: None,
+    };
+    let modifiers = dims.map(|d| vec![d.to_string()]).unwrap_or_default();
+    let vector = SqlType::Custom(ObjectName::from(vec![Ident::new("vector")]), modifiers);
+    *value = cast(value.clone(), vector);
+    if dims.is_none() {
+        let list = SqlType::Array(ArrayElemTypeDef::SquareBracket(
+            Box::new(SqlType::Real),
+            None,
+        ));
+        *value = cast(value.clone(), list);
     }
 }
 
@@ -318,8 +338,8 @@ async fn cast_vector_assignments(
     for assignment in &mut update.assignments {
         let target = target_name(&assignment.target);
         if let Ok(field) = schema.field_with_name(&target) {
-            if let DataType::FixedSizeList(_, dims) = field.data_type() {
-                cast_text_to_vector(&mut assignment.value, *dims);
+            if let Some(dims) = vector_column(field.data_type()) {
+                cast_text_to_vector(&mut assignment.value, dims);
             }
         }
     }

@@ -17,6 +17,7 @@ pub mod functions;
 pub mod guards;
 pub mod insert_select;
 pub mod json;
+pub mod jsonpath;
 pub mod knn;
 pub mod names;
 pub mod operators;
@@ -52,6 +53,7 @@ pub fn install(mut builder: SessionStateBuilder) -> SessionStateBuilder {
         .collect();
     functions.extend(functions::all_udfs());
     functions.extend(text_types::all_udfs());
+    functions.push(jsonpath::jsonb_path_match());
     functions.extend(vector_math::VectorMath::ALL.iter().map(|f| f.udf()));
     builder
         .with_expr_planners(expr_planners)

@@ -110,10 +110,7 @@ fn column_def(table: &str, col: &ColumnDefinition) -> PgWireResult<(ColumnDef, b
 fn column_type(sql_type: &SqlType) -> PgWireResult<ColumnType> {
     if let Some(dims) = vector_dims(sql_type).map_err(|e| user_error("22023", e.to_string()))? {
         let Some(dims) = dims else {
-            return Err(user_error(
-                "0A000",
-                "a vector column needs its dimensions: vector(n)",
-            ));
+            return Ok(ColumnType::VectorUnsized);
         };
         return Ok(ColumnType::Vector(VectorSpec {
             dims,

@@ -202,14 +202,12 @@ fn binary(array: &ArrayRef, row: usize, described: &Type) -> Option<Vec<u8>> {
         DataType::Boolean => out.put_u8(u8::from(array.as_boolean().value(row))),
         DataType::Int8 => out.put_i8(array.as_primitive::<Int8Type>().value(row)),
         DataType::Int16 => out.put_i16(array.as_primitive::<Int16Type>().value(row)),
-        DataType::FixedSizeList(_, dims) => {
-            let v = array.as_fixed_size_list().value(row);
-            let v = datafusion::arrow::compute::cast(&v, &DataType::Float32).ok()?;
-            out.put_u16(*dims as u16);
-            out.put_u16(0);
-            for x in v.as_primitive::<Float32Type>().values() {
-                out.put_f32(*x);
-            }
+        DataType::FixedSizeList(..) => {
+            vector_binary(&array.as_fixed_size_list().value(row), &mut out)?
+        }
+        // A vector of a column without dimensions, described as `vector`.
+        DataType::List(item) if item.data_type() == &DataType::Float32 => {
+            vector_binary(&array.as_list::<i32>().value(row), &mut out)?
         }
         DataType::Int32 => out.put_i32(array.as_primitive::<Int32Type>().value(row)),
         DataType::Int64 => out.put_i64(array.as_primitive::<Int64Type>().value(row)),
@@ -232,6 +230,18 @@ fn binary(array: &ArrayRef, row: usize, described: &Type) -> Option<Vec<u8>> {
         _ => out.extend_from_slice(text(array, row)?.as_bytes()),
     }
     Some(out)
+}
+
+/// pgvector's binary form of one vector's `values`: `u16` dimensions, `u16` unused, the
+/// big-endian `f32`s.
+fn vector_binary(values: &ArrayRef, out: &mut Vec<u8>) -> Option<()> {
+    let values = datafusion::arrow::compute::cast(values, &DataType::Float32).ok()?;
+    out.put_u16(values.len() as u16);
+    out.put_u16(0);
+    for x in values.as_primitive::<Float32Type>().values() {
+        out.put_f32(*x);
+    }
+    Some(())
 }
 
 fn text(array: &ArrayRef, row: usize) -> Option<String> {

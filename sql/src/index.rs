@@ -35,13 +35,17 @@ impl Session {
                 format!("column \"{column_name}\" does not exist"),
             ));
         };
-        let ColumnType::Vector(_) = def.ty else {
-            return done();
-        };
         let method = match &create.using {
             None => "btree".to_string(),
             Some(IndexType::Custom(name)) => name.to_string().to_lowercase(),
             Some(other) => other.to_string().to_lowercase(),
+        };
+        if def.ty == ColumnType::VectorUnsized && (method == "hnsw" || method == "ivfflat") {
+            // pgvector's words: a graph needs one dimension for all its vectors.
+            return Err(user_error("XX000", "column does not have dimensions"));
+        }
+        let ColumnType::Vector(_) = def.ty else {
+            return done();
         };
         if method == "btree" {
             // pgvector's default btree class (`vector_ops`): accepted, as indexes on other

@@ -97,13 +97,7 @@ fn text_value(text: &str, target: &DataType) -> PgWireResult<ScalarValue> {
         // `$1::vector`: a vector of any dimension.
         DataType::List(item) if item.data_type() == &DataType::Float32 => {
             let v = parse_vector(text).map_err(|e| user_error(e.sqlstate, e.message.clone()))?;
-            check_vector(&v, v.len())?;
-            ScalarValue::List(Arc::new(ListArray::new(
-                item.clone(),
-                datafusion::arrow::buffer::OffsetBuffer::from_lengths([v.len()]),
-                Arc::new(Float32Array::from(v)),
-                None,
-            )))
+            unsized_vector(v)?
         }
         // `{a,b}`: an array, its elements cast to the element type.
         DataType::List(_) => {
@@ -197,11 +191,14 @@ fn binary_value(bytes: &[u8], declared: &Type, target: &DataType) -> PgWireResul
             binary_array(bytes, t, target).ok_or_else(wrong)??
         }
         ref t if t.oid() == VECTOR_OID => {
-            let dims = match target {
-                DataType::FixedSizeList(_, n) => *n as usize,
+            let v = vector_binary(bytes).ok_or_else(wrong)?;
+            match target {
+                DataType::FixedSizeList(_, n) => vector_scalar(v, *n as usize)?,
+                DataType::List(item) if item.data_type() == &DataType::Float32 => {
+                    unsized_vector(v)?
+                }
                 _ => return Err(wrong()),
-            };
-            vector_scalar(vector_binary(bytes).ok_or_else(wrong)?, dims)?
+            }
         }
         // A vector in pgvector's binary form from a client that named the type at Parse
         // (pgwire keeps only built-in type OIDs, so it reaches us undeclared). Text never
@@ -305,6 +302,18 @@ pub fn check_vector(values: &[f32], dims: usize) -> PgWireResult<()> {
         ));
     }
     Ok(())
+}
+
+/// A vector value of any dimension (`$1::vector`, a `vector` column): pgvector's checks.
+fn unsized_vector(values: Vec<f32>) -> PgWireResult<ScalarValue> {
+    check_vector(&values, values.len())?;
+    let item = Arc::new(Field::new("item", DataType::Float32, true));
+    Ok(ScalarValue::List(Arc::new(ListArray::new(
+        item,
+        datafusion::arrow::buffer::OffsetBuffer::from_lengths([values.len()]),
+        Arc::new(Float32Array::from(values)),
+        None,
+    ))))
 }
 
 /// A vector value of a `vector(dims)` slot: pgvector's checks, then a `FixedSizeList`.

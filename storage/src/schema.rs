@@ -101,6 +101,9 @@ pub enum ColumnType {
     Varchar(Option<u32>),
     /// A one-dimensional PostgreSQL array (`text[]`, `integer[]`, …) of scalars.
     Array(ArrayElement),
+    /// pgvector's `vector` without dimensions: vectors of any length, kept as payload (Arrow
+    /// `List<Float32>`) and searched exactly; no index can be built on them, as in pgvector.
+    VectorUnsized,
 }
 
 /// The declared precision and scale of a `numeric(p, s)` column.
@@ -164,6 +167,7 @@ impl ColumnType {
                 DataType::Decimal128(spec.precision, spec.scale)
             }
             ColumnType::Array(element) => DataType::new_list(element.arrow_type(), true),
+            ColumnType::VectorUnsized => DataType::new_list(DataType::Float32, true),
             ColumnType::Vector(spec) => vector_arrow_type(spec.dims),
         }
     }
@@ -188,6 +192,7 @@ impl ColumnType {
             ColumnType::Jsonb => Some("jsonb"),
             ColumnType::Uuid => Some("uuid"),
             ColumnType::Varchar(_) => Some("varchar"),
+            ColumnType::VectorUnsized => Some("vector"),
             _ => None,
         }
     }

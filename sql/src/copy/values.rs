@@ -51,7 +51,8 @@ impl Values {
             | ColumnType::TimestampTz
             | ColumnType::Date
             | ColumnType::Numeric(_)
-            | ColumnType::Array(_) => Values::Scalars {
+            | ColumnType::Array(_)
+            | ColumnType::VectorUnsized => Values::Scalars {
                 target: ty.arrow_type(),
                 values: Vec::new(),
             },

@@ -7,6 +7,7 @@
 //! - `'pg_extension'::regclass` becomes the relation's OID;
 //! - a column default looked up in `pg_attrdef` becomes `column_default(relid, attnum)`;
 //! - asyncpg's type introspection becomes a query DataFusion plans (`asyncpg.rs`);
+//! - `::jsonpath` becomes `::text`: the path functions read the text;
 //! - a subquery over a catalog table that is always empty here (policies, triggers,
 //!   publications, …) becomes NULL, and a query that reads one becomes an empty result of the
 //!   same width (unless it aggregates); `ARRAY(SELECT …)` over the catalog is empty. psql's `\d` asks these with arrays and functions DataFusion does not have;
@@ -109,6 +110,10 @@ fn rewrite_expr(e: &mut Expr) {
             expr, data_type, ..
         } => {
             *data_type = unqualified_type(data_type);
+            if is_type(data_type, "jsonpath") {
+                // A path is read by the function it is given to (`jsonb_path_match`).
+                *data_type = DataType::Text;
+            }
             if let Expr::Value(v) = expr.as_ref()
                 && let Value::SingleQuotedString(name) = &v.value
             {

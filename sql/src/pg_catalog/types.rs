@@ -150,6 +150,7 @@ pub(super) fn column_type(ty: &ColumnType) -> (u32, i32) {
         ColumnType::Jsonb => (3802, -1),
         ColumnType::Uuid => (2950, -1),
         ColumnType::Vector(spec) => (VECTOR_OID, spec.dims as i32),
+        ColumnType::VectorUnsized => (VECTOR_OID, -1),
     }
 }
 

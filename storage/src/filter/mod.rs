@@ -248,7 +248,8 @@ impl Kind {
             | ColumnType::Jsonb
             | ColumnType::Date
             | ColumnType::Numeric(_)
-            | ColumnType::Array(_) => None,
+            | ColumnType::Array(_)
+            | ColumnType::VectorUnsized => None,
         }
     }
 
