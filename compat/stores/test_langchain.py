@@ -37,19 +37,41 @@ def test_pgvectorstore_v2(dsn, table):
         engine.drop_table(table)
 
 
-@pytest.mark.vecraft_gap("PGVector upserts with ON CONFLICT DO UPDATE that keeps a column (collection_id), and declares a foreign key with ON DELETE CASCADE")
-def test_pgvector_v1_with_a_metadata_filter(dsn, table):
+def v1_store(dsn, table):
     from langchain_postgres import PGVector
 
-    store = PGVector(
+    return PGVector(
         embeddings=DeterministicFakeEmbedding(size=DIMS),
         collection_name=table,
         connection=psycopg_url(dsn),
         use_jsonb=True,
     )
+
+
+def test_pgvector_v1_with_a_metadata_filter(dsn, table):
+    """PGVector's tables (a `VECTOR` column without dimensions), its upsert that keeps each
+    row's collection, and its `jsonb_path_match` filter."""
+    store = v1_store(dsn, table)
     try:
-        store.add_documents(DOCS, ids=[str(d.metadata["id"]) for d in DOCS])
+        store.add_documents(DOCS, ids=[f"{table}-{d.metadata['id']}" for d in DOCS])
         found = store.similarity_search(DOCS[0].page_content, k=1, filter={"topic": {"$eq": "animals"}})
         assert [d.metadata["id"] for d in found] == [1]
+        store.add_documents(DOCS[:1], ids=[f"{table}-1"])  # the upsert of an existing id
+        found = store.similarity_search(DOCS[2].page_content, k=3)
+        assert sorted(d.metadata["id"] for d in found) == [1, 2, 3]
     finally:
         store.delete_collection()
+
+
+@pytest.mark.vecraft_gap("FOREIGN KEY … ON DELETE CASCADE is accepted and not performed")
+def test_pgvector_v1_delete_collection_deletes_its_embeddings(dsn, table):
+    import psycopg
+
+    store = v1_store(dsn, table)
+    store.add_documents(DOCS, ids=[f"{table}-{d.metadata['id']}" for d in DOCS])
+    store.delete_collection()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        left = conn.execute(
+            "SELECT count(*) FROM langchain_pg_embedding WHERE id LIKE %s", (f"{table}-%",)
+        ).fetchone()
+    assert left == (0,)

@@ -12,8 +12,10 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::sink::DataSink;
+use datafusion::datasource::{provider_as_source, source_as_provider};
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{DmlStatement, LogicalPlan};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
@@ -30,7 +32,7 @@ use vecraft_storage::schema::Identity;
 use crate::collection::{CollectionSource, Consistency, storage_error};
 
 /// What an INSERT does with a row whose key exists.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum InsertMode {
     /// Refuses the statement: a unique violation.
     Insert,
@@ -38,6 +40,9 @@ pub enum InsertMode {
     Upsert,
     /// Skips the new row (ON CONFLICT DO NOTHING).
     InsertMissing,
+    /// Replaces the row but keeps the stored values of these columns (ON CONFLICT (key) DO
+    /// UPDATE of the other columns, `upsert.rs`).
+    Merge(Vec<String>),
 }
 
 /// Writes INSERT input into a collection.
@@ -68,7 +73,7 @@ impl DataSink for InsertSink {
         let mut rows = 0;
         while let Some(batch) = data.next().await {
             let batch = crate::text_types::conform_batch(batch?, &self.schema)?;
-            rows += self.write(batch)?;
+            rows += self.write(self.merged(batch)?)?;
         }
         Ok(rows)
     }
@@ -82,15 +87,26 @@ impl InsertSink {
         }
         let command = match self.mode {
             InsertMode::Insert => Command::Insert(batch),
-            InsertMode::Upsert => Command::Upsert(batch),
+            InsertMode::Upsert | InsertMode::Merge(_) => Command::Upsert(batch),
             InsertMode::InsertMissing => Command::InsertMissing(batch),
         };
         self.source.write(&command)
     }
 
+    /// `batch` as it will be stored: with the kept columns of existing rows, for a `Merge`.
+    fn merged(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        match &self.mode {
+            InsertMode::Merge(keep) if batch.num_rows() > 0 => {
+                crate::upsert::keep_stored(self.source.as_ref(), batch, keep)
+            }
+            _ => Ok(batch),
+        }
+    }
+
     /// Writes one batch of input rows and gives them back as stored (INSERT … RETURNING).
     pub fn write_batch(&self, batch: RecordBatch) -> Result<RecordBatch> {
         let batch = crate::text_types::conform_batch(batch, &self.schema)?;
+        let batch = self.merged(batch)?;
         self.write(batch.clone())?;
         Ok(batch)
     }
@@ -356,17 +372,22 @@ fn target_name(target: &datafusion::sql::sqlparser::ast::AssignmentTarget) -> St
 }
 
 /// `INSERT … ON CONFLICT (key) DO UPDATE SET c = EXCLUDED.c, …` that sets every column but the
-/// key from the new row is an upsert: planned as a replacing insert. `ON CONFLICT [(key)] DO
+/// key from the new row is an upsert: planned as a replacing insert. One that sets some of
+/// them is too, and the others are returned: a row whose key exists keeps its values of those
+/// ([`keeping`], `upsert.rs`). `ON CONFLICT [(key)] DO
 /// NOTHING` is planned as an overwriting insert, which the table reads as "insert the new
 /// keys" (`InsertMode::InsertMissing`; SQL has no INSERT OVERWRITE of its own, and one
 /// written is refused here). Other ON CONFLICT forms are refused (0A000) rather than
 /// half-done.
-pub async fn rewrite_on_conflict(ctx: &SessionContext, statement: &mut DFStatement) -> Result<()> {
+pub async fn rewrite_on_conflict(
+    ctx: &SessionContext,
+    statement: &mut DFStatement,
+) -> Result<Vec<String>> {
     let DFStatement::Statement(inner) = statement else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let SqlStatement::Insert(insert) = inner.as_mut() else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     if insert.overwrite {
         return datafusion::common::not_impl_err!(
@@ -374,7 +395,7 @@ pub async fn rewrite_on_conflict(ctx: &SessionContext, statement: &mut DFStateme
         );
     }
     let Some(on) = &insert.on else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let unsupported = |what: &str| {
         datafusion::common::not_impl_err!(
@@ -392,14 +413,14 @@ pub async fn rewrite_on_conflict(ctx: &SessionContext, statement: &mut DFStateme
             }
             insert.on = None;
             insert.overwrite = true;
-            return Ok(());
+            return Ok(Vec::new());
         }
     };
     if update.selection.is_some() {
         return unsupported("ON CONFLICT DO UPDATE … WHERE");
     }
     let TableObject::TableName(name) = &insert.table else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let provider = ctx.table_provider(name.to_string()).await?;
     let schema = provider.schema();
@@ -420,16 +441,45 @@ pub async fn rewrite_on_conflict(ctx: &SessionContext, statement: &mut DFStateme
         None => Vec::new(),
         Some(ConflictTarget::OnConstraint(_)) => return unsupported("ON CONFLICT ON CONSTRAINT"),
     };
-    let others: Vec<&String> = schema
+    let keep: Vec<String> = schema
         .fields()
         .iter()
         .map(|f| f.name())
-        .filter(|n| !key_columns.contains(n))
+        .filter(|n| !key_columns.contains(n) && !assigned.contains(n))
+        .cloned()
         .collect();
-    if others.iter().any(|n| !assigned.contains(n)) {
-        return unsupported("ON CONFLICT DO UPDATE that keeps some old values");
+    let on_the_key = match provider.downcast_ref::<crate::table::CollectionTable>() {
+        Some(table) => key_columns == [table.collection_schema().primary_key().name.clone()],
+        None => false,
+    };
+    if key_columns.is_empty() {
+        let message = "ON CONFLICT DO UPDATE requires inference specification or constraint name";
+        return Err(crate::error::VectorError::new("42601", message).into());
+    }
+    if !on_the_key {
+        // The primary key is the one unique constraint a collection has.
+        let message =
+            "there is no unique or exclusion constraint matching the ON CONFLICT specification";
+        return Err(crate::error::VectorError::new("42P10", message).into());
     }
     insert.on = None;
     insert.replace_into = true;
-    Ok(())
+    Ok(keep)
+}
+
+/// `plan`, an INSERT, writing to a table that keeps the `keep` columns of existing rows
+/// ([`rewrite_on_conflict`]); any plan as it is when `keep` is empty.
+pub fn keeping(plan: LogicalPlan, keep: Vec<String>) -> Result<LogicalPlan> {
+    if keep.is_empty() {
+        return Ok(plan);
+    }
+    let LogicalPlan::Dml(dml) = plan else {
+        return datafusion::common::plan_err!("ON CONFLICT belongs to an INSERT");
+    };
+    let provider = source_as_provider(&dml.target)?;
+    let Some(table) = provider.downcast_ref::<crate::table::CollectionTable>() else {
+        return datafusion::common::plan_err!("ON CONFLICT needs a collection");
+    };
+    let target = provider_as_source(Arc::new(table.keeping(keep)));
+    Ok(LogicalPlan::Dml(DmlStatement { target, ..dml }))
 }

@@ -29,6 +29,7 @@ pub mod table;
 pub mod text_types;
 pub mod types;
 pub mod update;
+pub mod upsert;
 pub mod vector_in;
 pub mod vector_math;
 pub mod vector_text;
@@ -92,7 +93,7 @@ pub async fn logical_plan(
 ) -> datafusion::error::Result<datafusion::logical_expr::LogicalPlan> {
     dml::refuse_always_identity(ctx, &statement).await?;
     dml::cast_vector_values(ctx, &mut statement).await?;
-    dml::rewrite_on_conflict(ctx, &mut statement).await?;
+    let keep = dml::rewrite_on_conflict(ctx, &mut statement).await?;
     let alias = returning::table_alias(&statement);
     let returning = returning::take_returning(&mut statement);
     let state = ctx.state();
@@ -100,6 +101,7 @@ pub async fn logical_plan(
         Some(plan) => plan,
         None => state.statement_to_plan(statement).await?,
     };
+    let plan = dml::keeping(plan, keep)?;
     match returning {
         Some(items) => returning::plan(&state, plan, &items, alias),
         None => Ok(plan),

@@ -40,6 +40,8 @@ pub struct CollectionTable {
     defaults: HashMap<String, Expr>,
     /// Writes give back the rows they wrote, not a count (`… RETURNING`, `returning.rs`).
     returning: bool,
+    /// An upsert keeps these columns of a row whose key exists (`upsert.rs`).
+    keep: Vec<String>,
 }
 
 impl CollectionTable {
@@ -50,6 +52,7 @@ impl CollectionTable {
             schema,
             defaults: HashMap::new(),
             returning: false,
+            keep: Vec::new(),
         }
     }
 
@@ -65,6 +68,18 @@ impl CollectionTable {
             schema: self.schema.clone(),
             defaults: self.defaults.clone(),
             returning: true,
+            keep: self.keep.clone(),
+        }
+    }
+
+    /// The same table whose upserts keep the `keep` columns of rows whose key exists.
+    pub fn keeping(&self, keep: Vec<String>) -> CollectionTable {
+        CollectionTable {
+            source: self.source.clone(),
+            schema: self.schema.clone(),
+            defaults: self.defaults.clone(),
+            returning: self.returning,
+            keep,
         }
     }
 
@@ -112,7 +127,9 @@ impl TableProvider for CollectionTable {
         let mode = match insert_op {
             InsertOp::Append => InsertMode::Insert,
             // INSERT … ON CONFLICT (key) DO UPDATE that replaces the row.
-            InsertOp::Replace => InsertMode::Upsert,
+            InsertOp::Replace if self.keep.is_empty() => InsertMode::Upsert,
+            // … DO UPDATE of some columns: the others keep their stored values.
+            InsertOp::Replace => InsertMode::Merge(self.keep.clone()),
             // INSERT … ON CONFLICT DO NOTHING: `dml::rewrite_on_conflict` marks it so, and
             // refuses an INSERT OVERWRITE written as such.
             InsertOp::Overwrite => InsertMode::InsertMissing,
