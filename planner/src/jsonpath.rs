@@ -215,15 +215,25 @@ fn compare(a: &Value, op: Comparison, b: &Value) -> Option<bool> {
     })
 }
 
+/// The most predicates (comparisons, `!`, brackets, `&&`/`||` operands) one path may have.
+const MAX_PREDICATES: usize = 256;
+
 /// A recursive-descent reader of the subset (see the module comment).
 struct Parser<'a> {
     text: &'a str,
     at: usize,
+    /// Predicates read so far: bounded, so that neither reading nor evaluating (both
+    /// recursive) nor dropping a path can exhaust the stack.
+    predicates: usize,
 }
 
 impl<'a> Parser<'a> {
     fn new(text: &'a str) -> Self {
-        Parser { text, at: 0 }
+        Parser {
+            text,
+            at: 0,
+            predicates: 0,
+        }
     }
 
     fn parse(mut self) -> Result<Predicate, VectorError> {
@@ -283,6 +293,11 @@ impl<'a> Parser<'a> {
     }
 
     fn unary(&mut self) -> Result<Predicate, VectorError> {
+        self.predicates += 1;
+        if self.predicates > MAX_PREDICATES {
+            let message = format!("jsonpath expression has more than {MAX_PREDICATES} predicates");
+            return Err(VectorError::new("54000", message));
+        }
         if self.eat("!") {
             return Ok(Predicate::Not(Box::new(self.unary()?)));
         }
@@ -296,16 +311,13 @@ impl<'a> Parser<'a> {
             }
             return Ok(Predicate::Exists(operand));
         }
-        let save = self.at;
         if self.eat("(") {
-            // A bracketed predicate; else the bracket opened nothing we read.
-            if let Ok(p) = self.or()
-                && self.eat(")")
-            {
-                return Ok(p);
+            // A bracketed predicate (a bracketed operand, `($.a) == 1`, is not read).
+            let p = self.or()?;
+            if !self.eat(")") {
+                return Err(self.error());
             }
-            self.at = save;
-            return Err(self.error());
+            return Ok(p);
         }
         let left = self.operand()?;
         let op = self.comparison().ok_or_else(|| self.error())?;
@@ -521,6 +533,20 @@ mod tests {
             let e = path_match(&json!({}), path, &json!({})).unwrap_err();
             assert_eq!(e.sqlstate, "0A000", "{path}");
         }
+        let deep = format!("{}$.a == 1{}", "(".repeat(100_000), ")".repeat(100_000));
+        assert_eq!(
+            path_match(&json!({}), &deep, &json!({}))
+                .unwrap_err()
+                .sqlstate,
+            "54000"
+        );
+        let long = vec!["$.a == 1"; 100_000].join(" && ");
+        assert_eq!(
+            path_match(&json!({}), &long, &json!({}))
+                .unwrap_err()
+                .sqlstate,
+            "54000"
+        );
         let missing = path_match(&json!({}), "$.a == $v", &json!({})).unwrap_err();
         assert_eq!(missing.sqlstate, "42704");
     }

@@ -216,11 +216,14 @@ fn binary(array: &ArrayRef, row: usize, described: &Type) -> Option<Vec<u8>> {
         DataType::Float32 => out.put_f32(array.as_primitive::<Float32Type>().value(row)),
         DataType::Float64 => out.put_f64(array.as_primitive::<Float64Type>().value(row)),
         DataType::Timestamp(..) => {
-            out.put_i64(timestamp_micros(array, row)? - POSTGRES_EPOCH_MICROS)
+            out.put_i64(timestamp_micros(array, row)?.saturating_sub(POSTGRES_EPOCH_MICROS))
         }
-        DataType::Date32 => {
-            out.put_i32(array.as_primitive::<Date32Type>().value(row) - POSTGRES_EPOCH_DAYS)
-        }
+        DataType::Date32 => out.put_i32(
+            array
+                .as_primitive::<Date32Type>()
+                .value(row)
+                .saturating_sub(POSTGRES_EPOCH_DAYS),
+        ),
         DataType::Decimal128(precision, scale) => out.extend_from_slice(&crate::numeric::binary(
             array.as_primitive::<Decimal128Type>().value(row),
             *precision,
@@ -313,12 +316,14 @@ pub const POSTGRES_EPOCH_DAYS: i32 = 10_957;
 /// A timestamp of any unit as microseconds since 1970 (what PostgreSQL keeps).
 fn timestamp_micros(array: &ArrayRef, row: usize) -> Option<i64> {
     Some(match array.data_type() {
-        DataType::Timestamp(TimeUnit::Second, _) => {
-            array.as_primitive::<TimestampSecondType>().value(row) * 1_000_000
-        }
-        DataType::Timestamp(TimeUnit::Millisecond, _) => {
-            array.as_primitive::<TimestampMillisecondType>().value(row) * 1_000
-        }
+        DataType::Timestamp(TimeUnit::Second, _) => array
+            .as_primitive::<TimestampSecondType>()
+            .value(row)
+            .saturating_mul(1_000_000),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => array
+            .as_primitive::<TimestampMillisecondType>()
+            .value(row)
+            .saturating_mul(1_000),
         DataType::Timestamp(TimeUnit::Microsecond, _) => {
             array.as_primitive::<TimestampMicrosecondType>().value(row)
         }

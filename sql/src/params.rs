@@ -178,11 +178,17 @@ fn binary_value(bytes: &[u8], declared: &Type, target: &DataType) -> PgWireResul
         Type::TIMESTAMP | Type::TIMESTAMPTZ => {
             let micros = i64::from_be_bytes(fixed(8)?.try_into().map_err(|_| wrong())?);
             let zone = (*declared == Type::TIMESTAMPTZ).then(|| UTC.into());
-            ScalarValue::TimestampMicrosecond(Some(micros + POSTGRES_EPOCH_MICROS), zone)
+            let micros = micros
+                .checked_add(POSTGRES_EPOCH_MICROS)
+                .ok_or_else(|| user_error("22008", "timestamp out of range"))?;
+            ScalarValue::TimestampMicrosecond(Some(micros), zone)
         }
         Type::DATE => {
             let days = i32::from_be_bytes(fixed(4)?.try_into().map_err(|_| wrong())?);
-            ScalarValue::Date32(Some(days + POSTGRES_EPOCH_DAYS))
+            let days = days
+                .checked_add(POSTGRES_EPOCH_DAYS)
+                .ok_or_else(|| user_error("22008", "date out of range"))?;
+            ScalarValue::Date32(Some(days))
         }
         Type::NUMERIC => {
             ScalarValue::Utf8(Some(crate::numeric::from_binary(bytes).ok_or_else(wrong)?))
