@@ -148,6 +148,25 @@ fn vector_target(data_type: &DataType) -> Option<Option<usize>> {
     }
 }
 
+/// The `real[]` an array literal reads as.
+fn real_array(text: &str) -> Result<ScalarValue> {
+    let items = crate::array_text::parse_array(text).map_err(|e| e.with_literal(text))?;
+    let mut reals = Vec::with_capacity(items.len());
+    for item in items {
+        let real = match item {
+            None => None,
+            Some(s) => Some(s.trim().parse::<f32>().map_err(|_| {
+                crate::error::VectorError::syntax_of("real", &s).with_literal(text)
+            })?),
+        };
+        reals.push(ScalarValue::Float32(real));
+    }
+    Ok(ScalarValue::List(ScalarValue::new_list_nullable(
+        &reals,
+        &DataType::Float32,
+    )))
+}
+
 fn rewrite_cast(expr: Expr) -> Result<Transformed<Expr>> {
     let Expr::Cast(Cast { expr: inner, field }) = &expr else {
         return Ok(Transformed::no(expr));
@@ -170,6 +189,10 @@ fn rewrite_cast(expr: Expr) -> Result<Transformed<Expr>> {
     let Some(text) = text else {
         return Ok(Transformed::no(expr)); // NULL::vector stays a (foldable) NULL cast
     };
+    if target.is_none() && text.trim_start().starts_with('{') {
+        // `'{1,2,3}'::real[]`: an array literal (real[] is the unsized vector's type here).
+        return Ok(Transformed::yes(Expr::Literal(real_array(text)?, None)));
+    }
     let v = parse_vector(text).map_err(|e| e.with_literal(text))?;
     if let Some(dims) = target {
         check_dims(v.len(), dims)?;

@@ -32,6 +32,14 @@ impl VectorError {
         }
     }
 
+    /// 22P02 for `text` that is no value of type `type_name`.
+    pub fn syntax_of(type_name: &str, text: &str) -> Self {
+        VectorError::new(
+            INVALID_TEXT_REPRESENTATION,
+            format!("invalid input syntax for type {type_name}: \"{text}\""),
+        )
+    }
+
     pub fn data(message: impl Into<String>) -> Self {
         VectorError {
             sqlstate: DATA_EXCEPTION,
