@@ -201,3 +201,19 @@ def test_advisory_locks_exclude_other_sessions(dsn):
         while c.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone() != (True,):
             assert time.monotonic() < deadline, "the lock outlived its session"
         c.execute("SELECT pg_advisory_unlock_all()")
+
+
+def test_a_vector_column_without_dimensions(conn, table):
+    """pgvector's `vector` without dimensions: rows of different lengths, read back through
+    the adapter (the column is described as `vector`), and searched."""
+    conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, embedding vector)")
+    conn.execute(
+        f"INSERT INTO {table} VALUES (%s, %s), (%s, %s)",
+        (1, np.array([1, 2, 3]), 2, np.array([4, 5])),
+    )
+    rows = conn.execute(f"SELECT id, embedding FROM {table} ORDER BY id").fetchall()
+    assert [(i, e.to_list()) for i, e in rows] == [(1, [1.0, 2.0, 3.0]), (2, [4.0, 5.0])]
+    nearest = conn.execute(
+        f"SELECT id FROM {table} WHERE id = 1 ORDER BY embedding <-> %s LIMIT 1", (np.array([1, 2, 2]),)
+    ).fetchone()
+    assert nearest == (1,)

@@ -353,10 +353,10 @@ async fn cast_vector_assignments(
     let schema = provider.schema();
     for assignment in &mut update.assignments {
         let target = target_name(&assignment.target);
-        if let Ok(field) = schema.field_with_name(&target) {
-            if let Some(dims) = vector_column(field.data_type()) {
-                cast_text_to_vector(&mut assignment.value, dims);
-            }
+        if let Ok(field) = schema.field_with_name(&target)
+            && let Some(dims) = vector_column(field.data_type())
+        {
+            cast_text_to_vector(&mut assignment.value, dims);
         }
     }
 }

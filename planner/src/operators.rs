@@ -160,7 +160,19 @@ fn is_vector(e: &Expr, schema: &DFSchema) -> bool {
             return text.trim_start().starts_with('[');
         }
     }
-    matches!(e.get_type(schema), Ok(DataType::FixedSizeList(item, _)) if item.data_type() == &DataType::Float32)
+    match e.to_field(schema) {
+        Ok((_, f)) => match f.data_type() {
+            DataType::FixedSizeList(item, _) => item.data_type() == &DataType::Float32,
+            // A column of `vector` without dimensions: a list of reals marked as a vector.
+            DataType::List(item) => {
+                item.data_type() == &DataType::Float32
+                    && f.metadata().get(vecraft_storage::schema::PG_TYPE_KEY)
+                        == Some(&"vector".to_string())
+            }
+            _ => false,
+        },
+        Err(_) => false,
+    }
 }
 
 /// Whether `e` can be the other operand of a vector: a vector, or text (`'[1,2]'`, `$1`)
@@ -180,6 +192,7 @@ fn typed_like(operand: Expr, other: &Expr, schema: &DFSchema) -> Expr {
         Expr::Placeholder(p) if p.field.is_none() => {
             let field = match other.to_field(schema) {
                 Ok((_, f)) if matches!(f.data_type(), DataType::FixedSizeList(..)) => Some(f),
+                Ok((_, f)) if is_vector(other, schema) => Some(f),
                 _ => None,
             };
             Expr::Placeholder(Placeholder {

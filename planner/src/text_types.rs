@@ -344,7 +344,7 @@ pub fn conform_batch(batch: RecordBatch, schema: &Schema) -> Result<RecordBatch>
     if !schema
         .fields()
         .iter()
-        .any(|f| TextType::of_field(f).is_some() || max_chars(f).is_some())
+        .any(|f| TextType::of_field(f).is_some() || max_chars(f).is_some() || is_vector(f))
     {
         return Ok(batch);
     }
@@ -360,8 +360,12 @@ pub fn conform_batch(batch: RecordBatch, schema: &Schema) -> Result<RecordBatch>
 /// `column` as values of `field`'s type: through its input function if it is json, jsonb
 /// or uuid, checked against its length if it is `varchar(n)`, else as it is.
 pub fn conform_column(column: &ArrayRef, field: &Field) -> Result<ArrayRef> {
+    if is_vector(field) {
+        check_vectors(column)?;
+        return Ok(column.clone());
+    }
     if let Some(n) = max_chars(field) {
-        check_length(column, n)?;
+        return truncate_spaces(column, n);
     }
     let Some(t) = TextType::of_field(field) else {
         return Ok(column.clone());
@@ -379,12 +383,58 @@ fn max_chars(field: &Field) -> Option<usize> {
 
 /// PostgreSQL's check of a write to a `varchar(n)` column: at most `n` characters, where
 /// trailing spaces past `n` are dropped rather than refused.
-fn check_length(column: &ArrayRef, n: usize) -> Result<()> {
+fn truncate_spaces(column: &ArrayRef, n: usize) -> Result<ArrayRef> {
     let texts = text_array(column)?;
-    for text in texts.iter().flatten() {
-        if text.chars().count() > n && text.chars().skip(n).any(|c| c != ' ') {
+    if texts.iter().flatten().all(|t| t.chars().count() <= n) {
+        return Ok(column.clone());
+    }
+    let cut = map_text(&texts, texts.len(), |_, text| {
+        if text.chars().skip(n).any(|c| c != ' ') {
             let message = format!("value too long for type character varying({n})");
             return Err(VectorError::new("22001", message).into());
+        }
+        Ok(Some(text.chars().take(n).collect()))
+    })?;
+    Ok(Arc::new(cut))
+}
+
+/// A `vector` column without dimensions (`List<Float32>` marked `vector`).
+fn is_vector(field: &Field) -> bool {
+    field
+        .metadata()
+        .get(PG_TYPE_KEY)
+        .is_some_and(|t| t == "vector")
+}
+
+/// pgvector's checks of the vectors written to a column without dimensions (those with
+/// dimensions are checked by storage): 1 to 16,000 finite elements, none NULL.
+fn check_vectors(column: &ArrayRef) -> Result<()> {
+    let Some(lists) = column.as_list_opt::<i32>() else {
+        return Ok(());
+    };
+    for vector in lists.iter().flatten() {
+        let error =
+            |code, message: &str| -> Result<()> { Err(VectorError::new(code, message).into()) };
+        if vector.is_empty() {
+            return error("22000", "vector must have at least 1 dimension");
+        }
+        if vector.len() > vecraft_storage::schema::MAX_DIMS {
+            return error("54000", "vector cannot have more than 16000 dimensions");
+        }
+        if vector.null_count() > 0 {
+            return error("22004", "array must not contain nulls");
+        }
+        let values = cast(&vector, &DataType::Float32)?;
+        for x in values
+            .as_primitive::<datafusion::arrow::datatypes::Float32Type>()
+            .values()
+        {
+            if x.is_nan() {
+                return error("22000", "NaN not allowed in vector");
+            }
+            if x.is_infinite() {
+                return error("22000", "infinite value not allowed in vector");
+            }
         }
     }
     Ok(())

@@ -114,6 +114,7 @@ pub(crate) fn field_type(field: &datafusion::arrow::datatypes::Field) -> Type {
     match field.metadata().get(PG_TYPE_KEY).map(String::as_str) {
         Some("char") => Type::CHAR,
         Some("varchar") => Type::VARCHAR,
+        Some("vector") => vector_type(),
         _ => pg_type(field.data_type()),
     }
 }

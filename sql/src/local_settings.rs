@@ -36,6 +36,11 @@ impl Session {
         };
         *scope = None;
         let name = variable.to_string().to_lowercase();
+        if name == "search_path" {
+            // The path is the session's (`search_path.rs`); one block's own is not kept.
+            let message = "SET LOCAL search_path is not supported; use SET search_path";
+            return Err(crate::errors::user_error("0A000", message));
+        }
         let apply = matches!(prepare_set(&mut statement)?, SetAction::Apply);
         if !apply || !self.in_transaction.load(Ordering::Acquire) {
             return Ok(());

@@ -12,8 +12,8 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    CopySource, Expr, Ident, ObjectName, ObjectNamePart, ObjectType, Set, Statement, Value,
-    visit_relations_mut,
+    CopySource, Expr, Ident, ObjectName, ObjectNamePart, ObjectType, Query, Set, Statement, Value,
+    Visit, Visitor, visit_relations_mut,
 };
 use pgwire::error::PgWireResult;
 use vecraft_planner::knn::VecraftOptions;
@@ -164,7 +164,6 @@ impl Session {
                 .find(|s| self.catalog.get(&qualified(s, name)).is_some())
                 .cloned()
         };
-        let creates = matches!(statement.as_ref(), Statement::CreateTable(_));
         if let Statement::CreateTable(create) = statement.as_mut()
             && let Some(first) = schemas.first()
         {
@@ -184,8 +183,8 @@ impl Session {
         }
         let _ = visit_relations_mut(statement.as_mut(), |name: &mut ObjectName| {
             let is_cte = matches!(name.0.as_slice(), [ObjectNamePart::Identifier(id)]
-                if ctes.contains(&id.value));
-            if !is_cte && !(creates && is_catalog_name(name)) {
+                if ctes.contains(&crate::idents::ident(id)));
+            if !is_cte {
                 qualify(name, find);
             }
             ControlFlow::<()>::Continue(())
@@ -213,17 +212,22 @@ fn is_catalog_name(name: &ObjectName) -> bool {
         if crate::pg_catalog::is_catalog_table(&id.value))
 }
 
-/// The names of the statement's own CTEs, which are not tables.
+/// The names of the statement's own CTEs, at any depth, which are not tables (a table of
+/// the same name as a CTE somewhere in the statement is left to the default schema).
 fn cte_names(statement: &Statement) -> Vec<String> {
-    match statement {
-        Statement::Query(q) => q
-            .with
-            .iter()
-            .flat_map(|w| &w.cte_tables)
-            .map(|c| c.alias.name.value.clone())
-            .collect(),
-        _ => Vec::new(),
+    struct Ctes(Vec<String>);
+    impl Visitor for Ctes {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+            let names = query.with.iter().flat_map(|w| &w.cte_tables);
+            self.0
+                .extend(names.map(|c| crate::idents::ident(&c.alias.name)));
+            ControlFlow::Continue(())
+        }
     }
+    let mut ctes = Ctes(Vec::new());
+    let _ = statement.visit(&mut ctes);
+    ctes.0
 }
 
 #[cfg(test)]

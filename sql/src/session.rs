@@ -467,6 +467,7 @@ impl Session {
     fn reset(&self, reset: &Reset) -> PgWireResult<()> {
         let names: Vec<String> = match reset {
             Reset::ALL => {
+                self.prepared.lock().clear(); // the search path may go back too
                 let state = self.ctx.state();
                 let options = state.config().options();
                 let mut names = vec![STATEMENT_TIMEOUT.to_string()];
@@ -491,7 +492,10 @@ impl Session {
                 names
             }
             Reset::ConfigurationParameter(name) => match name.to_string().to_lowercase() {
-                path if path == "search_path" => vec![crate::search_path::SETTING.to_string()],
+                path if path == "search_path" => {
+                    self.prepared.lock().clear(); // kept plans named the old path's tables
+                    vec![crate::search_path::SETTING.to_string()]
+                }
                 other => vec![other],
             },
         };

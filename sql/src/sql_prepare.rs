@@ -33,6 +33,22 @@ impl Session {
         statement: &Statement,
     ) -> PgWireResult<Response> {
         let name = ident(name);
+        if !matches!(
+            statement,
+            Statement::Query(_)
+                | Statement::Insert(_)
+                | Statement::Update(_)
+                | Statement::Delete(_)
+        ) {
+            // PostgreSQL prepares only these (its grammar says so); an EXECUTE inside one could
+            // recurse for ever.
+            let text = statement.to_string();
+            let first = text.split_whitespace().next().unwrap_or_default();
+            return Err(user_error(
+                "42601",
+                format!("syntax error at or near \"{first}\""),
+            ));
+        }
         if self.sql_statements.lock().contains_key(&name) {
             let message = format!("prepared statement \"{name}\" already exists");
             return Err(user_error("42P05", message));

@@ -263,7 +263,7 @@ impl ScalarUDFImpl for CatalogUdf {
             CatalogFn::SetConfig => {
                 let name = constant_text(&args.args, 0, "set_config")?.to_lowercase();
                 let value = constant_text(&args.args, 1, "set_config")?;
-                if !crate::settings::is_ignored(&name) {
+                if !crate::settings::is_ignored(&name) || name == "search_path" {
                     let message = format!("set_config('{name}', …) is not supported; use SET");
                     return Err(VectorError::new("0A000", message).into());
                 }
