@@ -217,3 +217,38 @@ def test_a_vector_column_without_dimensions(conn, table):
         f"SELECT id FROM {table} WHERE id = 1 ORDER BY embedding <-> %s LIMIT 1", (np.array([1, 2, 2]),)
     ).fetchone()
     assert nearest == (1,)
+
+
+def test_foreign_keys_check_writes_and_cascade_deletes(conn, table):
+    """`REFERENCES … ON DELETE CASCADE` (langchain's embeddings → collection) and the default
+    `NO ACTION`: a write, COPY included, must find its parent; a DELETE of a referenced row is
+    refused with PostgreSQL's DETAIL, or takes the referencing rows with it."""
+    kids, pins = f"{table}_kids", f"{table}_pins"
+    conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, name text)")
+    try:
+        conn.execute(
+            f"CREATE TABLE {kids} (id bigint PRIMARY KEY, "
+            f"parent_id bigint REFERENCES {table} (id) ON DELETE CASCADE, embedding vector(2))"
+        )
+        conn.execute(f"CREATE TABLE {pins} (id bigint PRIMARY KEY, parent_id bigint REFERENCES {table})")
+        conn.execute(f"INSERT INTO {table} VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+        with conn.cursor().copy(f"COPY {kids} (id, parent_id, embedding) FROM STDIN") as copy:
+            for row in [(10, 1, "[1,1]"), (11, 2, "[2,2]"), (12, 2, "[3,3]"), (13, None, "[4,4]")]:
+                copy.write_row(row)
+        with pytest.raises(psycopg.errors.ForeignKeyViolation) as refused:
+            with conn.cursor().copy(f"COPY {kids} (id, parent_id) FROM STDIN") as copy:
+                copy.write_row((14, 9))
+        assert refused.value.diag.message_primary == (
+            f'insert or update on table "{kids}" violates foreign key constraint "{kids}_parent_id_fkey"'
+        )
+        assert refused.value.diag.message_detail == f'Key (parent_id)=(9) is not present in table "{table}".'
+        conn.execute(f"INSERT INTO {pins} VALUES (1, 1)")
+        with pytest.raises(psycopg.errors.ForeignKeyViolation) as refused:
+            conn.execute(f"DELETE FROM {table} WHERE id <= 2")
+        assert refused.value.diag.message_detail == f'Key (id)=(1) is still referenced from table "{pins}".'
+        assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (3,), "nothing deleted"
+        assert conn.execute(f"DELETE FROM {table} WHERE id = 2").rowcount == 1
+        left = conn.execute(f"SELECT id FROM {kids} ORDER BY id").fetchall()
+        assert left == [(10,), (13,)], "the rows referencing 2 went with it"
+    finally:
+        conn.execute(f"DROP TABLE IF EXISTS {pins}, {kids}")

@@ -78,3 +78,27 @@ def test_orm_reads_back_the_ids_a_sequence_gave(dsn, table):
     assert column["autoincrement"] is True
     assert column["default"] == f"nextval('{table}_id_seq'::regclass)"
     engine.dispose()
+
+
+def test_inspect_reads_foreign_keys(dsn, table):
+    engine = engine_for(dsn)
+    kids = f"{table}_kids"
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE TABLE {table} (id bigint PRIMARY KEY)"))
+        conn.execute(
+            text(f"CREATE TABLE {kids} (id bigint PRIMARY KEY, parent bigint REFERENCES {table} ON DELETE CASCADE)")
+        )
+    try:
+        [key] = inspect(engine).get_foreign_keys(kids)
+        assert key["name"] == f"{kids}_parent_fkey"
+        assert (key["constrained_columns"], key["referred_table"], key["referred_columns"]) == (
+            ["parent"],
+            table,
+            ["id"],
+        )
+        assert key["options"] == {"ondelete": "CASCADE"}
+        assert inspect(engine).get_foreign_keys(table) == []
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f"DROP TABLE {kids}"))
+        engine.dispose()

@@ -63,7 +63,6 @@ def test_pgvector_v1_with_a_metadata_filter(dsn, table):
         store.delete_collection()
 
 
-@pytest.mark.vecraft_gap("FOREIGN KEY … ON DELETE CASCADE is accepted and not performed")
 def test_pgvector_v1_delete_collection_deletes_its_embeddings(dsn, table):
     import psycopg
 

@@ -58,6 +58,12 @@ pub trait CollectionSource: Debug + Send + Sync {
     fn write(&self, _command: &Command) -> Result<u64> {
         datafusion::common::not_impl_err!("this collection is read-only")
     }
+
+    /// Refuses the deletion of rows `keys` before any of a statement's rows go, when a
+    /// constraint forbids it (`foreign_keys.rs`).
+    fn check_delete(&self, _keys: &[vecraft_storage::key::Key]) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Storage errors keep their type inside DataFusion's, so the gateway can map them.

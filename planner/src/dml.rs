@@ -150,9 +150,15 @@ fn delete_scanned(
     if !columns.contains(&pk) {
         columns.push(pk.clone()); // the key, hidden or not asked for
     }
+    let batches = source.scan(Some(&columns), filter, Consistency::Strong)?;
+    let mut keys = Vec::with_capacity(batches.len());
+    for batch in &batches {
+        keys.push(keys_of(scanned(batch, &pk)?).map_err(storage_error)?);
+    }
+    // A refusal (a row still referenced) leaves every row in place.
+    source.check_delete(&keys.concat())?;
     let mut deleted = Vec::new();
-    for batch in source.scan(Some(&columns), filter, Consistency::Strong)? {
-        let keys = keys_of(scanned(&batch, &pk)?).map_err(storage_error)?;
+    for (batch, keys) in batches.into_iter().zip(keys) {
         if !keys.is_empty() {
             let count = source.write(&Command::Delete(keys))?;
             deleted.push((batch, count));

@@ -13,6 +13,7 @@ pub mod collection;
 pub mod dml;
 pub mod error;
 pub mod filters;
+pub mod foreign_keys;
 pub mod functions;
 pub mod guards;
 pub mod insert_select;

@@ -160,18 +160,20 @@ fn is_vector(e: &Expr, schema: &DFSchema) -> bool {
             return text.trim_start().starts_with('[');
         }
     }
-    match e.to_field(schema) {
-        Ok((_, f)) => match f.data_type() {
-            DataType::FixedSizeList(item, _) => item.data_type() == &DataType::Float32,
-            // A column of `vector` without dimensions: a list of reals marked as a vector.
-            DataType::List(item) => {
-                item.data_type() == &DataType::Float32
-                    && f.metadata().get(vecraft_storage::schema::PG_TYPE_KEY)
-                        == Some(&"vector".to_string())
-            }
-            _ => false,
-        },
-        Err(_) => false,
+    // The type first: `to_field` also formats the expression's name, which for a long chain
+    // of operators (each one asking this of its operand) is quadratic in the chain's length.
+    match e.get_type(schema) {
+        Ok(DataType::FixedSizeList(item, _)) => item.data_type() == &DataType::Float32,
+        // A column of `vector` without dimensions: a list of reals marked as a vector.
+        Ok(DataType::List(item)) if item.data_type() == &DataType::Float32 => {
+            e.to_field(schema).is_ok_and(|(_, f)| {
+                f.metadata()
+                    .get(vecraft_storage::schema::PG_TYPE_KEY)
+                    .map(String::as_str)
+                    == Some("vector")
+            })
+        }
+        _ => false,
     }
 }
 

@@ -53,6 +53,19 @@ pub fn user_error(code: &str, message: impl Into<String>) -> PgWireError {
     )))
 }
 
+/// An error raised by the gateway itself, with PostgreSQL's DETAIL and HINT lines.
+pub fn detailed_error(
+    code: &str,
+    message: impl Into<String>,
+    detail: impl Into<String>,
+    hint: Option<&str>,
+) -> PgWireError {
+    let mut info = ErrorInfo::new("ERROR".to_owned(), code.to_owned(), message.into());
+    info.detail = Some(detail.into());
+    info.hint = hint.map(str::to_string);
+    PgWireError::UserError(Box::new(info))
+}
+
 /// The error for SQL that does not parse: 42601, or PostgreSQL's 54001 for a statement nested
 /// too deeply to plan (it would overflow the stack; see `vecraft_planner::parse`).
 pub fn parse_error(e: ParserError) -> PgWireError {

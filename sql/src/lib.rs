@@ -19,6 +19,7 @@ pub mod ddl;
 pub mod encode;
 pub mod errors;
 pub mod explain;
+pub mod foreign_keys;
 pub mod frames;
 pub mod handler;
 pub mod idents;

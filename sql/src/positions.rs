@@ -10,6 +10,10 @@ pub fn at(e: PgWireError, sql: &str) -> PgWireError {
     let PgWireError::UserError(mut info) = e else {
         return e;
     };
+    if info.position.as_deref() == Some(NOWHERE) {
+        info.position = None;
+        return PgWireError::UserError(info);
+    }
     if let Some(near) = info.position.as_deref().and_then(|p| p.strip_prefix(MARK)) {
         info.position = find_text(sql, near).map(|p| p.to_string());
     }
@@ -27,6 +31,10 @@ pub fn at(e: PgWireError, sql: &str) -> PgWireError {
 
 /// Marks a position still to be found (see [`mark`]); never reaches a client.
 const MARK: &str = "\0near:";
+
+/// Marks an error PostgreSQL gives no position, though its words would be found (a relation
+/// named in a foreign key); never reaches a client.
+pub const NOWHERE: &str = "\0nowhere";
 
 /// The position of an error at `text` in the statement, for [`at`] to find.
 pub fn mark(text: &str) -> String {

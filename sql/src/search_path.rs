@@ -12,8 +12,8 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    CopySource, Expr, Ident, ObjectName, ObjectNamePart, ObjectType, Query, Set, Statement, Value,
-    Visit, Visitor, visit_relations_mut,
+    ColumnOption, CopySource, CreateTable, Expr, Ident, ObjectName, ObjectNamePart, ObjectType,
+    Query, Set, Statement, TableConstraint, Value, Visit, Visitor, visit_relations_mut,
 };
 use pgwire::error::PgWireResult;
 use vecraft_planner::knn::VecraftOptions;
@@ -167,7 +167,16 @@ impl Session {
         if let Statement::CreateTable(create) = statement.as_mut()
             && let Some(first) = schemas.first()
         {
+            let created = unqualified(&create.name);
             qualify(&mut create.name, |_| Some(first.clone()));
+            // The tables its foreign keys reference (itself among them, not made yet).
+            let find_or_own = |name: &str| match find(name) {
+                None if Some(name) == created.as_deref() => Some(first.clone()),
+                found => found,
+            };
+            for table in referenced_tables(create) {
+                qualify(table, find_or_own);
+            }
         }
         match statement.as_mut() {
             Statement::Drop {
@@ -205,6 +214,30 @@ fn qualify(name: &mut ObjectName, schema_of: impl Fn(&str) -> Option<String>) {
     if let Some(schema) = schema_of(&table).filter(|s| s != PUBLIC) {
         *name = ObjectName::from(vec![Ident::with_quote('"', schema), id.clone()]);
     }
+}
+
+/// The table name of an unqualified `name`.
+fn unqualified(name: &ObjectName) -> Option<String> {
+    match name.0.as_slice() {
+        [ObjectNamePart::Identifier(id)] => Some(crate::idents::ident(id)),
+        _ => None,
+    }
+}
+
+/// The tables `create`'s foreign keys reference.
+fn referenced_tables(create: &mut CreateTable) -> Vec<&mut ObjectName> {
+    let columns = create.columns.iter_mut().flat_map(|c| c.options.iter_mut());
+    let mut tables: Vec<&mut ObjectName> = columns
+        .filter_map(|o| match &mut o.option {
+            ColumnOption::ForeignKey(fk) => Some(&mut fk.foreign_table),
+            _ => None,
+        })
+        .collect();
+    tables.extend(create.constraints.iter_mut().filter_map(|c| match c {
+        TableConstraint::ForeignKey(fk) => Some(&mut fk.foreign_table),
+        _ => None,
+    }));
+    tables
 }
 
 fn is_catalog_name(name: &ObjectName) -> bool {

@@ -21,6 +21,8 @@ use pgwire::api::portal::Format;
 use pgwire::api::results::{QueryResponse, Response, Tag};
 use pgwire::error::PgWireResult;
 use tokio::time::Instant;
+use vecraft_planner::collection::CollectionSource;
+use vecraft_planner::foreign_keys::ForeignKeys;
 use vecraft_planner::knn::{HnswOptions, VecraftOptions};
 use vecraft_planner::parse::collection_options;
 use vecraft_planner::table::CollectionTable;
@@ -46,8 +48,9 @@ use vecraft_storage::names::split_qualified;
 pub struct Session {
     pub catalog: Arc<Catalog>,
     pub ctx: SessionContext,
-    /// The catalog generation the registered tables reflect, and their names.
-    tables: Mutex<(u64, HashSet<String>)>,
+    /// The catalog generation the registered tables reflect, their names, and their
+    /// foreign keys (what writes through them check).
+    tables: Mutex<(u64, HashSet<String>, Arc<ForeignKeys>)>,
     /// Statements prepared before, by text and declared parameter types: an unnamed statement
     /// sent again reuses its plan.
     pub(crate) prepared: Mutex<HashMap<(String, Vec<u32>), Arc<Prepared>>>,
@@ -96,7 +99,7 @@ impl Session {
         Arc::new(Session {
             catalog,
             ctx,
-            tables: Mutex::new((u64::MAX, HashSet::new())),
+            tables: Mutex::new((u64::MAX, HashSet::new(), Arc::default())),
             prepared: Mutex::new(HashMap::new()),
             sql_statements: Mutex::new(HashMap::new()),
             settings_generation: AtomicU64::new(0),
@@ -134,6 +137,10 @@ impl Session {
         }
         let registered = &mut tables.1;
         let names: HashSet<String> = self.catalog.names().into_iter().collect();
+        let sources = self.catalog.all().into_iter();
+        let keys = Arc::new(ForeignKeys::new(
+            sources.map(|(name, c)| (name, c as Arc<dyn CollectionSource>)),
+        ));
         for gone in registered.clone() {
             // Re-register every table: one may have been dropped and created again.
             self.ctx
@@ -147,7 +154,8 @@ impl Session {
                 // every table of the session unreadable.
                 let defaults =
                     crate::ddl::column_defaults(&self.ctx, &name, &c.schema()).unwrap_or_default();
-                let table = Arc::new(CollectionTable::new(c).with_defaults(defaults));
+                let source = keys.source(&name, c);
+                let table = Arc::new(CollectionTable::new(source).with_defaults(defaults));
                 self.ctx
                     .register_table(table_reference(&self.ctx, &name), table)
                     .map_err(|e| to_pg(&e))?;
@@ -155,7 +163,15 @@ impl Session {
             }
         }
         tables.0 = generation;
+        tables.2 = keys;
         Ok(())
+    }
+
+    /// Collection `name` as SQL writes it: through its foreign keys (COPY).
+    pub(crate) fn writable(&self, name: &str) -> PgWireResult<Arc<dyn CollectionSource>> {
+        let collection = self.collection(name)?;
+        self.sync_tables()?;
+        Ok(self.tables.lock().2.source(name, collection))
     }
 
     /// Runs one statement of a simple query.
@@ -303,6 +319,10 @@ impl Session {
                     None => ((schema_of(create)?, 1, default_replicas), "CREATE TABLE"),
                 };
                 crate::sequences::name_uniquely(&self.catalog, &name, &mut schema);
+                if !(create.if_not_exists && self.catalog.get(&name).is_some()) {
+                    schema.foreign_keys =
+                        crate::foreign_keys::declared(create, &name, &schema, &self.catalog)?;
+                }
                 crate::ddl::column_defaults(&self.ctx, &name, &schema).map_err(|e| to_pg(&e))?;
                 let (catalog, key) = (Arc::clone(&self.catalog), name.clone());
                 let created = tokio::task::spawn_blocking(move || {
@@ -328,12 +348,19 @@ impl Session {
                 object_type: ObjectType::Table,
                 if_exists,
                 names,
+                cascade,
                 purge: collection, // how the parser marks DROP COLLECTION
                 ..
             } => {
                 let kind = if *collection { "collection" } else { "table" };
+                let names = names
+                    .iter()
+                    .map(crate::idents::table_name)
+                    .collect::<PgWireResult<Vec<_>>>()?;
+                for name in &names {
+                    crate::foreign_keys::check_drop(&self.catalog, name, &names, *cascade)?;
+                }
                 for name in names {
-                    let name = crate::idents::table_name(name)?;
                     // Closing waits for statements in flight and stops the shards' groups:
                     // blocking work, off the async workers.
                     let (catalog, key) = (Arc::clone(&self.catalog), name.clone());
@@ -398,8 +425,17 @@ impl Session {
             Statement::ReleaseSavepoint { .. } => Response::Execution(Tag::new("RELEASE")),
             Statement::Truncate(truncate) => {
                 self.sync_tables()?;
-                for target in &truncate.table_names {
-                    let c = self.collection(&crate::idents::table_name(&target.name)?)?;
+                let names = truncate
+                    .table_names
+                    .iter()
+                    .map(|target| crate::idents::table_name(&target.name))
+                    .collect::<PgWireResult<Vec<_>>>()?;
+                let cascade = matches!(
+                    truncate.cascade,
+                    Some(datafusion::sql::sqlparser::ast::CascadeOption::Cascade)
+                );
+                for name in crate::foreign_keys::truncated(&self.catalog, names, cascade)? {
+                    let c = self.collection(&name)?;
                     c.write(&vecraft_storage::command::Command::Truncate)
                         .map_err(|e| to_pg(&vecraft_planner::collection::storage_error(e)))?;
                 }

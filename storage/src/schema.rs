@@ -308,6 +308,58 @@ pub struct CollectionSchema {
     /// INDEX`): their segments are sealed without a graph and searched exactly.
     #[serde(default)]
     pub unindexed: Vec<String>,
+    /// The columns that hold another table's values (`REFERENCES`), checked by the gateway.
+    #[serde(default)]
+    pub foreign_keys: Vec<ForeignKey>,
+}
+
+/// A foreign key: `column` holds values of `table`'s column `referenced` (PostgreSQL's
+/// `REFERENCES`). A write must find its value there; a DELETE of a referenced row does what
+/// `on_delete` says to the rows that hold its value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForeignKey {
+    /// The constraint's name (`{table}_{column}_fkey` unless named).
+    pub name: String,
+    pub column: String,
+    /// The referenced table's qualified name, as the catalog keys it.
+    pub table: String,
+    pub referenced: String,
+    pub on_delete: OnDelete,
+}
+
+/// What a DELETE of a referenced row does to the rows that reference it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDelete {
+    /// Refused while any row references it (PostgreSQL's default, and `RESTRICT`).
+    NoAction,
+    Restrict,
+    /// The referencing rows are deleted too.
+    Cascade,
+    /// The referencing rows' column is set to NULL.
+    SetNull,
+}
+
+impl OnDelete {
+    /// `pg_constraint.confdeltype`'s letter.
+    pub fn code(self) -> u8 {
+        match self {
+            OnDelete::NoAction => b'a',
+            OnDelete::Restrict => b'r',
+            OnDelete::Cascade => b'c',
+            OnDelete::SetNull => b'n',
+        }
+    }
+
+    /// The clause `pg_get_constraintdef` ends with (none for the default).
+    pub fn clause(self) -> &'static str {
+        match self {
+            OnDelete::NoAction => "",
+            OnDelete::Restrict => " ON DELETE RESTRICT",
+            OnDelete::Cascade => " ON DELETE CASCADE",
+            OnDelete::SetNull => " ON DELETE SET NULL",
+        }
+    }
 }
 
 /// The name of the row-id column of a table declared without a primary key.
@@ -325,6 +377,7 @@ impl CollectionSchema {
             primary_key: pk,
             hidden_key: false,
             unindexed: Vec::new(),
+            foreign_keys: Vec::new(),
         };
         schema.validate()?;
         Ok(schema)

@@ -16,7 +16,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use pgwire::api::results::{CopyResponse, Response, Tag};
 use pgwire::error::{PgWireError, PgWireResult};
-use vecraft_cluster::collection::Collection;
+use vecraft_planner::collection::CollectionSource;
 use vecraft_storage::command::Command;
 use vecraft_storage::schema::ColumnType;
 
@@ -51,7 +51,8 @@ enum Format {
 }
 
 pub struct CopyIn {
-    collection: Arc<Collection>,
+    /// The target, written through its foreign keys.
+    collection: Arc<dyn CollectionSource>,
     columns: Vec<(String, ColumnType)>,
     format: Format,
     /// Bytes received and not parsed yet (an incomplete line or tuple).
@@ -100,7 +101,7 @@ impl Session {
             return Err(user_error("0A000", "COPY (query) FROM is not valid"));
         };
         let name = crate::idents::table_name(table_name)?;
-        let collection = self.collection(&name)?;
+        let collection = self.writable(&name)?;
         let schema = collection.schema();
         let names: Vec<String> = if columns.is_empty() {
             let key = schema.hidden_key.then_some(schema.primary_key);
@@ -325,15 +326,20 @@ impl CopyIn {
         self.flush()
     }
 
-    /// The error, with how many rows were written before it.
+    /// The error, with how many rows were written before it: in its DETAIL, or in its
+    /// CONTEXT when it has a DETAIL of its own (a foreign key's).
     fn annotate(&self, e: PgWireError) -> PgWireError {
         match e {
             PgWireError::UserError(mut info) => {
-                info.detail = Some(format!(
+                let note = format!(
                     "{} rows of this COPY were written before the error (line {})",
                     self.written,
                     self.written as usize + self.rows + 1
-                ));
+                );
+                match info.detail {
+                    Some(_) => info.where_context = Some(note),
+                    None => info.detail = Some(note),
+                }
                 PgWireError::UserError(info)
             }
             other => other,
@@ -365,10 +371,9 @@ impl CopyIn {
         // json, jsonb and uuid text as their input functions read it.
         let batch =
             vecraft_planner::text_types::conform_batch(batch, &schema).map_err(|e| to_pg(&e))?;
-        let storage = |e| to_pg(&vecraft_planner::collection::storage_error(e));
         self.collection
             .write(&Command::Insert(batch))
-            .map_err(storage)?;
+            .map_err(|e| to_pg(&e))?;
         self.written += self.rows as u64;
         self.rows = 0;
         Ok(())

@@ -118,7 +118,7 @@ pub(super) fn indexes(catalog: &Catalog) -> Vec<IndexRow> {
     rows
 }
 
-fn index_oid(table: &str, index: &str) -> u32 {
+pub(super) fn index_oid(table: &str, index: &str) -> u32 {
     table_oid(&format!("{table}\u{0}{index}"))
 }
 
@@ -167,12 +167,15 @@ impl IndexDefUdf {
         }
     }
 
-    fn definition(&self, rows: &[IndexRow], oid: u32) -> Option<String> {
-        rows.iter().find_map(|r| match &r.constraint {
-            Some((c, def)) if self.constraint && *c == oid => Some(def.clone()),
-            _ if !self.constraint && r.oid == oid => Some(r.definition.clone()),
-            _ => None,
-        })
+    /// Each (oid, definition) this function looks up: constraints' or indexes'.
+    fn definitions(&self) -> Vec<(u32, String)> {
+        if self.constraint {
+            let rows = super::constraints::constraints(&self.catalog.0);
+            rows.into_iter().map(|r| (r.oid, r.definition)).collect()
+        } else {
+            let rows = indexes(&self.catalog.0);
+            rows.into_iter().map(|r| (r.oid, r.definition)).collect()
+        }
     }
 }
 
@@ -198,11 +201,12 @@ impl ScalarUDFImpl for IndexDefUdf {
             return plan_err!("{} needs an OID", self.name());
         };
         let oids = cast(&oids.to_array(args.number_rows)?, &DataType::Int64)?;
-        let rows = indexes(&self.catalog.0);
+        let rows = self.definitions();
+        let definition = |oid: u32| rows.iter().find(|r| r.0 == oid).map(|r| r.1.clone());
         let defs: StringArray = oids
             .as_primitive::<Int64Type>()
             .iter()
-            .map(|oid| self.definition(&rows, oid? as u32))
+            .map(|oid| definition(oid? as u32))
             .collect();
         Ok(ColumnarValue::Array(Arc::new(defs)))
     }

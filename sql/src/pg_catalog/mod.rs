@@ -20,11 +20,13 @@
 mod asyncpg;
 mod calls;
 mod columns;
+mod constraints;
 mod defaults;
 mod extensions;
 mod functions;
 mod indexes;
 mod information_schema;
+mod regclass;
 mod rewrite;
 mod shards;
 mod sizes;
@@ -126,6 +128,8 @@ pub fn install(ctx: &SessionContext, catalog: Arc<Catalog>) -> Result<()> {
         let udf = TableSizeUdf::new(name, catalog.clone());
         ctx.register_udf(ScalarUDF::new_from_impl(udf));
     }
+    let regclass_out = regclass::RegclassOut::new(catalog.clone());
+    ctx.register_udf(ScalarUDF::new_from_impl(regclass_out));
     for constraint in [false, true] {
         let udf = IndexDefUdf::new(catalog.clone(), constraint);
         ctx.register_udf(ScalarUDF::new_from_impl(udf));

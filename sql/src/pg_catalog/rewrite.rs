@@ -36,6 +36,9 @@ pub fn rewrite(statement: &mut DFStatement) {
     };
     super::asyncpg::rewrite(s);
     qualify_tables(s);
+    if let Statement::Query(query) = s.as_mut() {
+        super::regclass::shown_regclasses(query);
+    }
     let _ = s.visit(&mut super::calls::TableFunctions);
     let _ = visit_expressions_mut(s.as_mut(), |e: &mut Expr| {
         rewrite_expr(e);

@@ -15,7 +15,7 @@ use vecraft_storage::schema::Identity;
 
 use super::columns::*;
 use super::extensions::{pg_available_extensions, pg_description, pg_extension};
-use super::indexes::{BTREE_AM, HNSW_AM, IndexRow, indexes};
+use super::indexes::{BTREE_AM, HNSW_AM, indexes};
 use super::types::*;
 use vecraft_storage::names::split_qualified;
 
@@ -79,6 +79,9 @@ pub(super) const EMPTY_TABLES: &[&str] = &[
     "pg_enum",
 ];
 
+/// Every catalog table's name: the filled ones, then the empty ones.
+pub(super) const CATALOG_TABLES: [&[&str]; 2] = [FILLED_TABLES, EMPTY_TABLES];
+
 #[async_trait]
 impl SchemaProvider for PgCatalogSchema {
     fn table_names(&self) -> Vec<String> {
@@ -106,7 +109,7 @@ impl SchemaProvider for PgCatalogSchema {
             "pg_extension" => pg_extension(),
             "pg_database" => pg_database(),
             "pg_index" => pg_index(&self.catalog),
-            "pg_constraint" => pg_constraint(&self.catalog),
+            "pg_constraint" => super::constraints::pg_constraint(&self.catalog),
             "pg_am" => table(&[
                 ("oid", u32s(vec![HEAP_AM, BTREE_AM, HNSW_AM])),
                 (
@@ -280,6 +283,15 @@ fn pg_class(catalog: &Catalog) -> Result<RecordBatch> {
     let has_index = (0..n)
         .map(|i| kind[i] == b'r' && indexed.contains(&oid[i]))
         .collect();
+    // PostgreSQL keeps foreign keys with triggers; psql lists them only for such tables.
+    let keyed: Vec<u32> = super::constraints::constraints(catalog)
+        .iter()
+        .filter_map(|c| Some([c.table_oid, c.references?.0]))
+        .flatten()
+        .collect();
+    let has_triggers = (0..n)
+        .map(|i| kind[i] == b'r' && keyed.contains(&oid[i]))
+        .collect();
     table(&[
         ("oid", u32s(oid)),
         ("relname", strs(name)),
@@ -295,7 +307,7 @@ fn pg_class(catalog: &Catalog) -> Result<RecordBatch> {
         ("relhasindex", bools(has_index)),
         ("relispartition", bools(vec![false; n])),
         ("relchecks", i16s(vec![0; n])),
-        ("relhastriggers", bools(vec![false; n])),
+        ("relhastriggers", bools(has_triggers)),
         ("relrowsecurity", bools(vec![false; n])),
         ("relforcerowsecurity", bools(vec![false; n])),
         // No row types of tables are in pg_type here (PostgreSQL has one per table).
@@ -332,44 +344,6 @@ fn pg_index(catalog: &Catalog) -> Result<RecordBatch> {
         ("indnatts", i16s(vec![1; n])),
         ("indnkeyatts", i16s(vec![1; n])),
         ("indnullsnotdistinct", bools(vec![false; n])),
-    ])
-}
-
-/// The primary keys' constraints.
-fn pg_constraint(catalog: &Catalog) -> Result<RecordBatch> {
-    let rows: Vec<IndexRow> = indexes(catalog)
-        .into_iter()
-        .filter(|r| r.constraint.is_some())
-        .collect();
-    let n = rows.len();
-    table(&[
-        (
-            "oid",
-            u32s(
-                rows.iter()
-                    .filter_map(|r| Some(r.constraint.as_ref()?.0))
-                    .collect(),
-            ),
-        ),
-        (
-            "conname",
-            strs(rows.iter().map(|r| r.name.clone()).collect()),
-        ),
-        ("connamespace", u32s(vec![PUBLIC_NAMESPACE; n])),
-        ("contype", chars(vec![b'p'; n])),
-        ("condeferrable", bools(vec![false; n])),
-        ("condeferred", bools(vec![false; n])),
-        ("convalidated", bools(vec![true; n])),
-        ("conrelid", u32s(rows.iter().map(|r| r.table_oid).collect())),
-        ("conindid", u32s(rows.iter().map(|r| r.oid).collect())),
-        // psql 18's `\d` asks for constraints not inherited from a partition's parent.
-        ("conparentid", u32s(vec![0; n])),
-        ("contypid", u32s(vec![0; n])), // no domains
-        (
-            "conkey",
-            i16_lists(rows.iter().map(|r| vec![r.column]).collect()),
-        ),
-        ("confrelid", u32s(vec![0; n])),
     ])
 }
 
