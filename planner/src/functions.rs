@@ -212,7 +212,7 @@ impl Operand {
         }
     }
 
-    fn from_array(array: &ArrayRef) -> Result<Operand> {
+    pub(crate) fn from_array(array: &ArrayRef) -> Result<Operand> {
         match array.data_type() {
             DataType::FixedSizeList(_, n) => {
                 let list = array.as_fixed_size_list();

@@ -31,6 +31,7 @@ pub mod text_types;
 pub mod types;
 pub mod update;
 pub mod upsert;
+pub mod vector_aggregates;
 pub mod vector_in;
 pub mod vector_math;
 pub mod vector_text;
@@ -46,6 +47,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 pub fn install(mut builder: SessionStateBuilder) -> SessionStateBuilder {
     let mut expr_planners = builder.expr_planners().clone().unwrap_or_default();
     expr_planners.insert(0, Arc::new(operators::VectorOperators));
+    expr_planners.insert(0, Arc::new(vector_aggregates::VectorAggregates));
     let mut functions: Vec<_> = builder
         .scalar_functions()
         .clone()

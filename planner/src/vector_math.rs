@@ -237,7 +237,7 @@ fn integers(value: &ColumnarValue, rows: usize) -> Result<Vec<Option<i64>>> {
 }
 
 /// Rows of vectors as an array of `data_type`: fixed dimensions, or any.
-fn vectors(rows: Vec<Option<Vec<f32>>>, data_type: &DataType) -> Result<ArrayRef> {
+pub(crate) fn vectors(rows: Vec<Option<Vec<f32>>>, data_type: &DataType) -> Result<ArrayRef> {
     let valid: Vec<bool> = rows.iter().map(Option::is_some).collect();
     let nulls = valid.iter().any(|v| !v).then(|| NullBuffer::from(valid));
     if let DataType::FixedSizeList(_, dims) = data_type {

@@ -171,6 +171,13 @@ fn known_message(text: &str) -> Option<(&'static str, String)> {
     if text.contains("Divide by zero") {
         return Some(("22012", "division by zero".into()));
     }
+    // The planner's own words, kept by DataFusion only as text inside its coercion error
+    // (`vector_aggregates.rs`).
+    if let Some((_, rest)) = text.split_once("External error: function ")
+        && let Some((call, _)) = rest.split_once(" does not exist")
+    {
+        return Some(("42883", format!("function {call} does not exist")));
+    }
     // Arrow's "Cannot cast string 'x' to value of Int64 type".
     let (_, rest) = text.split_once("Cannot cast string '")?;
     let (value, rest) = rest.rsplit_once("' to value of ")?;
