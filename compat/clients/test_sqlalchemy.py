@@ -102,3 +102,18 @@ def test_inspect_reads_foreign_keys(dsn, table):
         with engine.begin() as conn:
             conn.execute(text(f"DROP TABLE {kids}"))
         engine.dispose()
+
+
+def test_inspect_reads_indexes_with_their_operator_class(dsn, table):
+    """`get_indexes` (what Alembic's autogenerate compares): an HNSW index with its method and
+    operator class; the primary key's index is not listed, as in PostgreSQL."""
+    engine = engine_for(dsn)
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE TABLE {table} (id bigint PRIMARY KEY, embedding vector(3), tag text)"))
+        conn.execute(text(f"CREATE INDEX ON {table} USING hnsw (embedding vector_cosine_ops)"))
+    [index] = inspect(engine).get_indexes(table)
+    assert index["name"] == f"{table}_embedding_idx"
+    assert (index["unique"], index["column_names"]) == (False, ["embedding"])
+    assert index["dialect_options"]["postgresql_using"] == "hnsw"
+    assert index["dialect_options"]["postgresql_ops"] == {"embedding": "vector_cosine_ops"}
+    engine.dispose()

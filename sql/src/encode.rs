@@ -113,6 +113,8 @@ pub(crate) fn field_type(field: &datafusion::arrow::datatypes::Field) -> Type {
     }
     match field.metadata().get(PG_TYPE_KEY).map(String::as_str) {
         Some("char") => Type::CHAR,
+        Some("int2vector") => Type::INT2_VECTOR,
+        Some("oidvector") => Type::OID_VECTOR,
         Some("varchar") => Type::VARCHAR,
         Some("vector") => vector_type(),
         _ => pg_type(field.data_type()),
@@ -149,7 +151,10 @@ pub fn rows(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResult<V
             match field.format() {
                 // As text, whatever the column's type: pgwire would quote an array's text.
                 FieldFormat::Text => encoder.encode_field_with_type_and_format(
-                    &text(column, row),
+                    &match *field.datatype() {
+                        Type::INT2_VECTOR | Type::OID_VECTOR => spaced(column, row),
+                        _ => text(column, row),
+                    },
                     &Type::TEXT,
                     FieldFormat::Text,
                     &options,
@@ -291,6 +296,19 @@ fn text(array: &ArrayRef, row: usize) -> Option<String> {
         DataType::List(_) => array_literal(&array.as_list::<i32>().value(row)),
         _ => datafusion::arrow::util::display::array_value_to_string(array, row).ok()?,
     })
+}
+
+/// An `int2vector` or `oidvector` as PostgreSQL prints one: `1 2`.
+fn spaced(array: &ArrayRef, row: usize) -> Option<String> {
+    if array.is_null(row) {
+        return None;
+    }
+    let DataType::List(_) = array.data_type() else {
+        return text(array, row);
+    };
+    let items = array.as_list::<i32>().value(row);
+    let items: Vec<String> = (0..items.len()).filter_map(|i| text(&items, i)).collect();
+    Some(items.join(" "))
 }
 
 /// An array as PostgreSQL prints one: `{1,2}`, `{a,"b c",NULL}`, `{}`.

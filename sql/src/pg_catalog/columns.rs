@@ -12,6 +12,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::Result;
 
 use crate::encode::char_type_metadata;
+use vecraft_storage::schema::PG_TYPE_KEY;
 
 /// Columns of type `"char"` (one byte): held as strings, described to clients as `"char"`.
 const CHAR_COLUMNS: &[&str] = &[
@@ -26,6 +27,15 @@ const CHAR_COLUMNS: &[&str] = &[
     "attidentity",
     "attgenerated",
     "datlocprovider",
+];
+
+/// Columns of PostgreSQL's `int2vector` and `oidvector` types (lists here), which print as
+/// space-separated numbers (SQLAlchemy splits `indoption`'s text).
+const VECTOR_COLUMNS: &[(&str, &str)] = &[
+    ("indkey", "int2vector"),
+    ("indoption", "int2vector"),
+    ("indclass", "oidvector"),
+    ("indcollation", "oidvector"),
 ];
 
 pub(super) fn u32s(v: Vec<u32>) -> ArrayRef {
@@ -46,6 +56,17 @@ pub(super) fn i16_lists(v: Vec<Vec<i16>>) -> ArrayRef {
         Arc::new(Field::new("item", DataType::Int16, true)),
         datafusion::arrow::buffer::OffsetBuffer::from_lengths(lengths),
         Arc::new(Int16Array::from(values)),
+        None,
+    ))
+}
+/// An `oidvector` column (`indclass`, `indcollation`): one list of OIDs a row.
+pub(super) fn u32_lists(v: Vec<Vec<u32>>) -> ArrayRef {
+    let lengths: Vec<usize> = v.iter().map(Vec::len).collect();
+    let values: Vec<u32> = v.into_iter().flatten().collect();
+    Arc::new(datafusion::arrow::array::ListArray::new(
+        Arc::new(Field::new("item", DataType::UInt32, true)),
+        datafusion::arrow::buffer::OffsetBuffer::from_lengths(lengths),
+        Arc::new(UInt32Array::from(values)),
         None,
     ))
 }
@@ -78,6 +99,8 @@ pub(super) fn table(columns: &[(&str, ArrayRef)]) -> Result<RecordBatch> {
             let field = Field::new(*n, a.data_type().clone(), true);
             if CHAR_COLUMNS.contains(n) {
                 field.with_metadata(char_type_metadata())
+            } else if let Some((_, ty)) = VECTOR_COLUMNS.iter().find(|(c, _)| c == n) {
+                field.with_metadata([(PG_TYPE_KEY.to_string(), ty.to_string())].into())
             } else {
                 field
             }

@@ -22,6 +22,7 @@ use vecraft_storage::schema::{ColumnType, HnswParams};
 use super::LiveCatalog;
 use super::types::table_oid;
 use crate::catalog::Catalog;
+use crate::encode::VECTOR_OID;
 use crate::idents::quote_ident;
 
 /// PostgreSQL's OIDs of the access methods Vecraft shows.
@@ -43,6 +44,41 @@ pub(super) struct IndexRow {
     pub definition: String,
     /// The primary key's constraint: its OID and `pg_get_constraintdef`.
     pub constraint: Option<(u32, String)>,
+    /// The operator class of its column (`pg_index.indclass`, one of [`OPCLASSES`]).
+    pub opclass: u32,
+}
+
+/// The operator classes the indexes here use (`pg_opclass`): PostgreSQL's btree classes of
+/// the key types, pgvector's HNSW classes. Oid, name, access method, input type OID, and
+/// whether it is its type's default for the method.
+pub(super) const OPCLASSES: &[(u32, &str, u32, u32, bool)] = &[
+    (1978, "int4_ops", BTREE_AM, 23, true),
+    (3124, "int8_ops", BTREE_AM, 20, true),
+    (3126, "text_ops", BTREE_AM, 25, true),
+    (10065, "uuid_ops", BTREE_AM, 2950, true),
+    (16390, "vector_l2_ops", HNSW_AM, VECTOR_OID, false),
+    (16391, "vector_ip_ops", HNSW_AM, VECTOR_OID, false),
+    (16392, "vector_cosine_ops", HNSW_AM, VECTOR_OID, false),
+    (16393, "vector_l1_ops", HNSW_AM, VECTOR_OID, false),
+];
+
+/// The OID of operator class `name` of access method `am`.
+fn opclass_oid(am: u32, name: &str) -> u32 {
+    let found = OPCLASSES.iter().find(|c| c.2 == am && c.1 == name);
+    found.map_or(0, |c| c.0)
+}
+
+/// The btree operator class of a primary key of type `ty`.
+fn key_opclass(ty: ColumnType) -> u32 {
+    opclass_oid(
+        BTREE_AM,
+        match ty {
+            ColumnType::Int32 => "int4_ops",
+            ColumnType::Uuid => "uuid_ops",
+            ColumnType::Text | ColumnType::Varchar(_) => "text_ops",
+            _ => "int8_ops",
+        },
+    )
 }
 
 /// The `attnum` of the column at `position` of `schema`: columns count from 1, without the
@@ -85,6 +121,7 @@ pub(super) fn indexes(catalog: &Catalog) -> Vec<IndexRow> {
                 primary: true,
                 access_method: BTREE_AM,
                 column,
+                opclass: key_opclass(schema.columns[schema.primary_key].ty),
             });
         }
         for (position, column) in schema.columns.iter().enumerate() {
@@ -112,6 +149,7 @@ pub(super) fn indexes(catalog: &Catalog) -> Vec<IndexRow> {
                 access_method: HNSW_AM,
                 column: attnum(&schema, position),
                 constraint: None,
+                opclass: opclass_oid(HNSW_AM, opclass(spec.metric)),
             });
         }
     }

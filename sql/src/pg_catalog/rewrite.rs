@@ -241,14 +241,16 @@ fn builtin_operator(path: &[String]) -> Option<BinaryOperator> {
     })
 }
 
-/// `'name'::regclass`, `'name'::regnamespace`, `'name'::regproc`: the relation's OID, the
-/// schema's OID, the function's name (the catalog's function columns hold names).
+/// `'name'::regclass`, `'name'::regnamespace`, `'name'::regtype`, `'name'::regproc`: the
+/// relation's OID, the schema's OID, the type's OID, the function's name (the catalog's function columns hold names).
 fn named_object(data_type: &DataType, name: &str) -> Option<Expr> {
     let oid = |oid: u32| Expr::value(Value::Number(oid.to_string(), false));
     if is_type(data_type, "regclass") {
         Some(oid(relation_oid(name)))
     } else if is_type(data_type, "regnamespace") {
         namespace_oid(name).map(oid)
+    } else if is_type(data_type, "regtype") {
+        super::types::type_oid(name).map(oid)
     } else if is_type(data_type, "regproc") {
         let function = name.rsplit('.').next().unwrap_or(name).to_string();
         Some(Expr::value(Value::SingleQuotedString(function)))

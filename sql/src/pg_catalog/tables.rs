@@ -15,7 +15,7 @@ use vecraft_storage::schema::Identity;
 
 use super::columns::*;
 use super::extensions::{pg_available_extensions, pg_description, pg_extension};
-use super::indexes::{BTREE_AM, HNSW_AM, indexes};
+use super::indexes::{BTREE_AM, HNSW_AM, OPCLASSES, indexes};
 use super::types::*;
 use vecraft_storage::names::split_qualified;
 
@@ -46,6 +46,7 @@ const FILLED_TABLES: &[&str] = &[
     "pg_index",
     "pg_constraint",
     "pg_am",
+    "pg_opclass",
     "pg_description",
     "pg_roles",
     "pg_available_extensions",
@@ -118,6 +119,7 @@ impl SchemaProvider for PgCatalogSchema {
                 ),
             ]),
             "pg_description" => pg_description(),
+            "pg_opclass" => pg_opclass(),
             "pg_collation" => table(&[
                 ("oid", u32s(vec![])),
                 ("collname", strs(vec![])),
@@ -344,6 +346,44 @@ fn pg_index(catalog: &Catalog) -> Result<RecordBatch> {
         ("indnatts", i16s(vec![1; n])),
         ("indnkeyatts", i16s(vec![1; n])),
         ("indnullsnotdistinct", bools(vec![false; n])),
+        (
+            "indclass",
+            u32_lists(rows.iter().map(|r| vec![r.opclass]).collect()),
+        ),
+        ("indoption", i16_lists(vec![vec![0]; n])),
+        ("indcollation", u32_lists(vec![vec![0]; n])),
+        // No index is on an expression or partial: the index keeps neither.
+        ("indexprs", strs_null(n)),
+        ("indpred", strs_null(n)),
+    ])
+}
+
+/// The operator classes indexes here use (`indexes.rs`).
+fn pg_opclass() -> Result<RecordBatch> {
+    let n = OPCLASSES.len();
+    let namespace = |c: &(u32, &str, u32, u32, bool)| {
+        if c.3 == VECTOR_OID {
+            PUBLIC_NAMESPACE
+        } else {
+            PG_CATALOG_NAMESPACE
+        }
+    };
+    table(&[
+        ("oid", u32s(OPCLASSES.iter().map(|c| c.0).collect())),
+        ("opcmethod", u32s(OPCLASSES.iter().map(|c| c.2).collect())),
+        (
+            "opcname",
+            strs(OPCLASSES.iter().map(|c| c.1.to_string()).collect()),
+        ),
+        (
+            "opcnamespace",
+            u32s(OPCLASSES.iter().map(namespace).collect()),
+        ),
+        ("opcowner", u32s(vec![10; n])),
+        ("opcfamily", u32s(OPCLASSES.iter().map(|c| c.0).collect())),
+        ("opcintype", u32s(OPCLASSES.iter().map(|c| c.3).collect())),
+        ("opcdefault", bools(OPCLASSES.iter().map(|c| c.4).collect())),
+        ("opckeytype", u32s(vec![0; n])),
     ])
 }
 
