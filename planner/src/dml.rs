@@ -107,6 +107,11 @@ impl InsertSink {
     pub fn write_batch(&self, batch: RecordBatch) -> Result<RecordBatch> {
         let batch = crate::text_types::conform_batch(batch, &self.schema)?;
         let batch = self.merged(batch)?;
+        let batch = match self.mode {
+            // Only the rows it inserts come back.
+            InsertMode::InsertMissing => crate::upsert::missing_rows(self.source.as_ref(), batch)?,
+            _ => batch,
+        };
         self.write(batch.clone())?;
         Ok(batch)
     }

@@ -21,7 +21,6 @@ use datafusion::datasource::{TableProvider, provider_as_source, source_as_provid
 use datafusion::error::Result;
 use datafusion::execution::context::SessionState;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{DmlStatement, Expr, LogicalPlan, LogicalPlanBuilder, WriteOp, col};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -98,9 +97,6 @@ pub fn plan(
     let LogicalPlan::Dml(dml) = dml else {
         return plan_err!("RETURNING is only allowed on INSERT, UPDATE or DELETE");
     };
-    if matches!(dml.op, WriteOp::Insert(InsertOp::Overwrite)) {
-        return not_impl_err!("INSERT … ON CONFLICT DO NOTHING … RETURNING is not supported yet");
-    }
     if !matches!(
         dml.op,
         WriteOp::Insert(_) | WriteOp::Update | WriteOp::Delete

@@ -77,3 +77,41 @@ fn key_scalar(key: &Key) -> Scalar {
         Key::Text(t) => Scalar::Text(t.clone()),
     }
 }
+
+/// The rows of `batch` that `ON CONFLICT DO NOTHING` inserts: those whose key is not stored,
+/// the first of a repeated key (what `… RETURNING` gives back). Read as of now from the
+/// leaders; the write that follows still skips a key written in between.
+pub fn missing_rows(source: &dyn CollectionSource, batch: RecordBatch) -> Result<RecordBatch> {
+    let schema = source.schema();
+    if schema.hidden_key {
+        return Ok(batch); // row ids are new
+    }
+    let pk = schema.primary_key().name.clone();
+    let Some(column) = batch.column_by_name(&pk).cloned() else {
+        return Err(DataFusionError::Internal(format!(
+            "no column {pk} to insert"
+        )));
+    };
+    let keys = keys_of(&column).map_err(storage_error)?;
+    let filter = Filter::In {
+        column: pk.clone(),
+        values: keys.iter().map(key_scalar).collect(),
+        negated: false,
+    };
+    let mut seen: std::collections::HashSet<Key> = std::collections::HashSet::new();
+    for stored in source.scan(
+        Some(std::slice::from_ref(&pk)),
+        Some(&filter),
+        Consistency::Strong,
+    )? {
+        let Some(stored) = stored.column_by_name(&pk) else {
+            continue;
+        };
+        seen.extend(keys_of(stored).map_err(storage_error)?);
+    }
+    let new: datafusion::arrow::array::BooleanArray =
+        keys.into_iter().map(|k| Some(seen.insert(k))).collect();
+    Ok(datafusion::arrow::compute::filter_record_batch(
+        &batch, &new,
+    )?)
+}
