@@ -252,3 +252,19 @@ def test_foreign_keys_check_writes_and_cascade_deletes(conn, table):
         assert left == [(10,), (13,)], "the rows referencing 2 went with it"
     finally:
         conn.execute(f"DROP TABLE IF EXISTS {pins}, {kids}")
+
+
+def test_a_python_list_cast_to_vector(dsn, table):
+    """Without pgvector's adapter psycopg sends a list of floats as `float8[]`; `%s::vector`
+    reads it with pgvector's checks, in a kNN query and an INSERT alike."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, embedding vector(3))")
+        conn.execute(f"INSERT INTO {table} VALUES (1, %s::vector), (2, %s::vector)", ([1.0, 2.0, 3.0], [4.0, 5.0, 6.5]))
+        nearest = conn.execute(
+            f"SELECT id, embedding::text FROM {table} ORDER BY embedding <-> %s::vector LIMIT 1", ([4.0, 4.0, 6.0],)
+        ).fetchone()
+        assert nearest == (2, "[4,5,6.5]")
+        with pytest.raises(psycopg.errors.DataException, match="expected 3 dimensions, not 2"):
+            conn.execute(f"INSERT INTO {table} VALUES (3, %s::vector(3))", ([1.0, 2.0],))
+        with pytest.raises(psycopg.errors.NullValueNotAllowed, match="array must not contain nulls"):
+            conn.execute("SELECT %s::vector", ([1.0, None],))

@@ -1,7 +1,8 @@
 //! `'[1,2,3]'::vector(3)`: casts of text literals to the vector type, which Arrow cannot cast,
 //! become vector literals while the plan is analysed. A malformed literal fails here with
 //! pgvector's error, as it fails in PostgreSQL at parse time. Casts of vectors to text become
-//! `vector_out`, pgvector's text form; casts of other text to a vector, `vector_in`. Casts to `json`, `jsonb` and `uuid` become their
+//! `vector_out`, pgvector's text form; casts of other text to a vector, `vector_in`; casts of
+//! arrays of numbers to a vector, `array_to_vector`. Casts to `json`, `jsonb` and `uuid` become their
 //! input functions.
 
 use std::sync::Arc;
@@ -37,6 +38,10 @@ impl AnalyzerRule for VectorCasts {
                         return Ok(e);
                     }
                     let e = text_to_vector(e.data, &input)?;
+                    if e.transformed {
+                        return Ok(e);
+                    }
+                    let e = array_to_vector(e.data, &input)?;
                     if e.transformed {
                         return Ok(e);
                     }
@@ -108,6 +113,42 @@ fn text_to_vector(expr: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
     }
     let read = crate::vector_in::vector_in(dims).call(vec![inner.as_ref().clone()]);
     Ok(Transformed::yes(read))
+}
+
+/// `numbers::vector(n)` of an array of numbers (or of a vector of other dimensions):
+/// pgvector's `array_to_vector`, with its checks (`array_to_vector.rs`).
+fn array_to_vector(expr: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
+    let Expr::Cast(Cast { expr: inner, field }) = &expr else {
+        return Ok(Transformed::no(expr));
+    };
+    let Some(dims) = vector_target(field.data_type()) else {
+        return Ok(Transformed::no(expr));
+    };
+    let Ok(from) = inner.get_type(input) else {
+        return Ok(Transformed::no(expr));
+    };
+    match crate::array_to_vector::number_element(&from) {
+        Some(element) if crate::array_to_vector::casts_to_vector(element) => {}
+        // `smallint[]`: pgvector has no such cast.
+        Some(element) => {
+            let name = match element {
+                DataType::Int16 => "smallint[]",
+                _ => "anyarray",
+            };
+            let message = format!("cannot cast type {name} to vector");
+            return Err(crate::error::VectorError::new("42846", message).into());
+        }
+        None => return Ok(Transformed::no(expr)),
+    }
+    let dims = datafusion::prelude::lit(dims.unwrap_or(0) as i64);
+    let args = vec![
+        inner.as_ref().clone(),
+        dims,
+        datafusion::prelude::lit(false),
+    ];
+    Ok(Transformed::yes(
+        crate::array_to_vector::array_to_vector().call(args),
+    ))
 }
 
 /// `'{a,b}'::text[]` (and a text value written to an array column): read by PostgreSQL's

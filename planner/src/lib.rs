@@ -8,6 +8,7 @@
 //! search ([`knn`]). DDL, DML and the plan cache come next (see issue #3).
 
 pub mod array_text;
+pub mod array_to_vector;
 pub mod casts;
 pub mod collection;
 pub mod dml;
@@ -58,6 +59,7 @@ pub fn install(mut builder: SessionStateBuilder) -> SessionStateBuilder {
     functions.extend(functions::all_udfs());
     functions.extend(text_types::all_udfs());
     functions.push(jsonpath::jsonb_path_match());
+    functions.push(Arc::new(array_to_vector::array_to_vector()));
     functions.extend(vector_math::VectorMath::ALL.iter().map(|f| f.udf()));
     builder
         .with_expr_planners(expr_planners)

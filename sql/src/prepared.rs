@@ -44,6 +44,8 @@ pub struct Prepared {
     pub deep: bool,
     /// `None` for statements the gateway answers itself (they take no parameters).
     pub query: Option<PlannedQuery>,
+    /// The parameter types the client declared at Parse (`None`: left to the server).
+    pub declared: Vec<Option<Type>>,
 }
 
 pub struct PlannedQuery {
@@ -151,10 +153,10 @@ impl Session {
                 return Ok(p.clone());
             }
         }
-        let planned = match self.plan_statement(sql).await {
+        let planned = match self.plan_statement(sql, declared).await {
             // A table another gateway of the cluster created a moment ago: look again.
             Err(e) if undefined_table(&e) && self.catalog.refresh() => {
-                self.plan_statement(sql).await
+                self.plan_statement(sql, declared).await
             }
             planned => planned,
         };
@@ -170,7 +172,7 @@ impl Session {
         Ok(prepared)
     }
 
-    async fn plan_statement(&self, sql: &str) -> PgWireResult<Prepared> {
+    async fn plan_statement(&self, sql: &str, declared: &[Option<Type>]) -> PgWireResult<Prepared> {
         let generation = self.catalog.generation();
         let mut statements =
             vecraft_planner::parse::parse_sql(sql).map_err(crate::errors::parse_error)?;
@@ -182,6 +184,7 @@ impl Session {
         }
         let mut statement = statements.remove(0);
         self.follow_search_path(&mut statement);
+        crate::params::cast_declared_arrays(&mut statement, declared);
         if let DFStatement::Statement(s) = &mut statement {
             let ignored_set = matches!(prepare_set(s)?, SetAction::Ignore);
             if ignored_set || is_gateway_statement(s) {
@@ -191,6 +194,7 @@ impl Session {
                     catalog_generation: generation,
                     deep: crate::stack::is_deep(sql),
                     query: None,
+                    declared: declared.to_vec(),
                 });
             }
         }
@@ -229,6 +233,7 @@ impl Session {
             statement: statement.clone(),
             catalog_generation: generation,
             deep: crate::stack::is_deep(sql),
+            declared: declared.to_vec(),
             query: Some(PlannedQuery {
                 logical,
                 schema,
@@ -257,7 +262,10 @@ impl Session {
         };
         if prepared.catalog_generation != self.catalog.generation() {
             // Tables changed under the plan: plan the text again.
-            let again = Arc::new(self.plan_statement(&prepared.sql).await?);
+            let again = Arc::new(
+                self.plan_statement(&prepared.sql, &prepared.declared)
+                    .await?,
+            );
             return Box::pin(self.execute(&again, params, format)).await;
         }
         if params.len() != query.param_types.len() {
