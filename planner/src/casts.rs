@@ -208,6 +208,32 @@ fn real_array(text: &str) -> Result<ScalarValue> {
     )))
 }
 
+/// `'{"[1,2]","[3,4]"}'::vector[]` (or `vector(n)[]`): an array literal of vectors, each
+/// read and checked as a vector literal is.
+fn vector_array_literal(
+    text: &str,
+    dims: Option<usize>,
+    element: &DataType,
+) -> Result<ScalarValue> {
+    let items = crate::array_text::parse_array(text).map_err(|e| e.with_literal(text))?;
+    let mut vectors = Vec::with_capacity(items.len());
+    for item in items {
+        let Some(item) = item else {
+            vectors.push(ScalarValue::try_from(element)?);
+            continue;
+        };
+        let v = parse_vector(&item).map_err(|e| e.with_literal(text))?;
+        if let Some(dims) = dims {
+            check_dims(v.len(), dims)?;
+        }
+        let floats = ScalarValue::FixedSizeList(Arc::new(vector_array(v.len(), v, None)));
+        vectors.push(floats.cast_to(element)?);
+    }
+    Ok(ScalarValue::List(ScalarValue::new_list_nullable(
+        &vectors, element,
+    )))
+}
+
 fn rewrite_cast(expr: Expr) -> Result<Transformed<Expr>> {
     let Expr::Cast(Cast { expr: inner, field }) = &expr else {
         return Ok(Transformed::no(expr));
@@ -218,17 +244,24 @@ fn rewrite_cast(expr: Expr) -> Result<Transformed<Expr>> {
             t.input_udf().call(vec![inner.as_ref().clone()]),
         ));
     }
-    let (Some(target), Expr::Literal(value, _)) =
-        (vector_target(field.data_type()), inner.as_ref())
-    else {
+    let Expr::Literal(value, _) = inner.as_ref() else {
         return Ok(Transformed::no(expr));
     };
     let text = match value {
-        ScalarValue::Utf8(t) | ScalarValue::LargeUtf8(t) | ScalarValue::Utf8View(t) => t,
+        ScalarValue::Utf8(Some(t))
+        | ScalarValue::LargeUtf8(Some(t))
+        | ScalarValue::Utf8View(Some(t)) => t,
+        // NULL::vector stays a (foldable) NULL cast.
         _ => return Ok(Transformed::no(expr)),
     };
-    let Some(text) = text else {
-        return Ok(Transformed::no(expr)); // NULL::vector stays a (foldable) NULL cast
+    if let DataType::List(element) = field.data_type() {
+        if let Some(dims) = vector_target(element.data_type()) {
+            let vectors = vector_array_literal(text, dims, element.data_type())?;
+            return Ok(Transformed::yes(Expr::Literal(vectors, None)));
+        }
+    }
+    let Some(target) = vector_target(field.data_type()) else {
+        return Ok(Transformed::no(expr));
     };
     if target.is_none() && text.trim_start().starts_with('{') {
         // `'{1,2,3}'::real[]`: an array literal (real[] is the unsized vector's type here).

@@ -35,6 +35,7 @@ pub mod upsert;
 pub mod vector_aggregates;
 pub mod vector_in;
 pub mod vector_math;
+pub mod vector_state;
 pub mod vector_text;
 
 use std::sync::Arc;
@@ -60,6 +61,7 @@ pub fn install(mut builder: SessionStateBuilder) -> SessionStateBuilder {
     functions.extend(text_types::all_udfs());
     functions.push(jsonpath::jsonb_path_match());
     functions.push(Arc::new(array_to_vector::array_to_vector()));
+    functions.extend(vector_state::all_udfs());
     functions.extend(vector_math::VectorMath::ALL.iter().map(|f| f.udf()));
     builder
         .with_expr_planners(expr_planners)

@@ -14,7 +14,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{DFSchema, Result, ScalarValue};
 use datafusion::logical_expr::expr::Placeholder;
 use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
-use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, Operator, lit};
+use datafusion::logical_expr::{BinaryExpr, Cast, Expr, ExprSchemable, Operator, lit};
 use datafusion::sql::sqlparser::ast::BinaryOperator;
 
 use crate::functions::VectorFn;
@@ -36,6 +36,50 @@ pub fn operator_function(op: &BinaryOperator) -> Option<VectorFn> {
 }
 
 impl ExprPlanner for VectorOperators {
+    /// `ARRAY['[1,2]'::vector, '[3,4]', NULL]`: an array with a vector among its elements is
+    /// an array of vectors (`vector[]`), its text literals and NULLs read as vectors, as
+    /// PostgreSQL resolves an array's element type from its typed elements.
+    fn plan_array_literal(
+        &self,
+        exprs: Vec<Expr>,
+        schema: &DFSchema,
+    ) -> Result<PlannerResult<Vec<Expr>>> {
+        let untyped = |e: &Expr| {
+            matches!(
+                e,
+                Expr::Literal(ScalarValue::Utf8(_) | ScalarValue::Null, _)
+            )
+        };
+        if exprs.iter().all(untyped) {
+            return Ok(PlannerResult::Original(exprs));
+        }
+        if !exprs.iter().any(|e| !untyped(e) && is_vector(e, schema)) {
+            return Ok(PlannerResult::Original(exprs));
+        }
+        // Vectors of one declared length stay `vector(n)`. Otherwise every element is cast
+        // to `vector` (a literal is not held to a column's length, as in PostgreSQL), so
+        // vectors of other lengths meet in one array and the functions reading them say what
+        // is wrong.
+        let types = exprs
+            .iter()
+            .map(|e| e.get_type(schema))
+            .collect::<Result<Vec<_>>>()?;
+        let sized = matches!(types[0], DataType::FixedSizeList(..));
+        if sized && types.iter().all(|t| t == &types[0]) {
+            return Ok(PlannerResult::Original(exprs));
+        }
+        let cast = |e: Expr| Expr::Cast(Cast::new(Box::new(e), crate::functions::unsized_vector()));
+        let exprs = exprs
+            .into_iter()
+            .map(|e| match untyped(&e) {
+                // A vector literal's type is its length's (`vector(n)`): cast again.
+                true => cast(cast(e)),
+                false => cast(e),
+            })
+            .collect();
+        Ok(PlannerResult::Original(exprs))
+    }
+
     fn plan_binary_op(
         &self,
         expr: RawBinaryExpr,
@@ -166,15 +210,19 @@ fn is_vector(e: &Expr, schema: &DFSchema) -> bool {
         Ok(DataType::FixedSizeList(item, _)) => item.data_type() == &DataType::Float32,
         // A column of `vector` without dimensions: a list of reals marked as a vector.
         Ok(DataType::List(item)) if item.data_type() == &DataType::Float32 => {
-            e.to_field(schema).is_ok_and(|(_, f)| {
-                f.metadata()
-                    .get(vecraft_storage::schema::PG_TYPE_KEY)
-                    .map(String::as_str)
-                    == Some("vector")
-            })
+            e.to_field(schema).is_ok_and(|(_, f)| is_marked_vector(&f))
         }
         _ => false,
     }
+}
+
+/// Whether `field`'s metadata says it holds vectors (a list of reals that is not `real[]`).
+fn is_marked_vector(field: &datafusion::arrow::datatypes::Field) -> bool {
+    field
+        .metadata()
+        .get(vecraft_storage::schema::PG_TYPE_KEY)
+        .map(String::as_str)
+        == Some("vector")
 }
 
 /// Whether `e` can be the other operand of a vector: a vector, or text (`'[1,2]'`, `$1`)

@@ -5,8 +5,8 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Query, TableAliasColumnDef,
-    TableFactor, Value, VisitorMut,
+    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Query, TableAlias,
+    TableAliasColumnDef, TableFactor, Value, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -51,6 +51,21 @@ pub(super) fn rewrite_call(f: &Function) -> Option<Expr> {
         .map(|n| Expr::value(Value::Number(n.to_string(), false)))
         .or_else(|| expand_index_key(f))
         .or_else(|| array_subscripts(f))
+        .or_else(|| array_fill(f))
+}
+
+/// `array_fill(v, ARRAY[n])` (pgvector's tests build long vectors with it): a
+/// one-dimensional array of `n` copies of `v`. More dimensions, or lower bounds, are not
+/// rewritten (and so refused as an unknown function).
+fn array_fill(f: &Function) -> Option<Expr> {
+    let args: [Expr; 2] = call_args(f, "array_fill")?.try_into().ok()?;
+    let [value, Expr::Array(dims)] = args else {
+        return None;
+    };
+    let [length] = dims.elem.as_slice() else {
+        return None;
+    };
+    parse_expr(&format!("array_repeat({value}, {length})"))
 }
 
 /// `array_upper(current_schemas(b), 1)` (JDBC's type lookup, as a bound of
@@ -91,8 +106,8 @@ fn array_subscripts(f: &Function) -> Option<Expr> {
 }
 
 /// Functions in FROM as PostgreSQL reads them:
-/// - `generate_series(1, 10) i`: a function returning one column, given a table alias and no
-///   column aliases, names its column for the alias (DataFusion says `value`);
+/// - `generate_series(1, 10) i`, `unnest(a) v`: a function returning one column, given a table
+///   alias and no column aliases, names its column for the alias (DataFusion says `value`);
 /// - `pg_available_extensions()` (psql's `\dx`) reads the view of the same name.
 pub(super) struct TableFunctions;
 
@@ -100,6 +115,20 @@ impl VisitorMut for TableFunctions {
     type Break = ();
 
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        // `unnest(a) v`, parsed apart from other functions.
+        if let TableFactor::UNNEST {
+            alias: Some(alias),
+            array_exprs,
+            with_offset: false,
+            with_ordinality: false,
+            ..
+        } = factor
+        {
+            if array_exprs.len() == 1 {
+                name_single_column(alias);
+            }
+            return ControlFlow::Continue(());
+        }
         let TableFactor::Table {
             name,
             args: Some(args),
@@ -124,15 +153,19 @@ impl VisitorMut for TableFunctions {
             return ControlFlow::Continue(());
         }
         let single_column = matches!(function.as_str(), "generate_series" | "range" | "unnest");
-        if let Some(alias) = alias
-            .as_mut()
-            .filter(|a| single_column && a.columns.is_empty())
-        {
-            alias.columns = vec![TableAliasColumnDef {
-                name: alias.name.clone(),
-                data_type: None,
-            }];
+        if let Some(alias) = alias.as_mut().filter(|_| single_column) {
+            name_single_column(alias);
         }
         ControlFlow::Continue(())
+    }
+}
+
+/// A one-column function's table alias without column aliases names its column too.
+fn name_single_column(alias: &mut TableAlias) {
+    if alias.columns.is_empty() {
+        alias.columns = vec![TableAliasColumnDef {
+            name: alias.name.clone(),
+            data_type: None,
+        }];
     }
 }
