@@ -10,11 +10,9 @@ use arrow::array::{AsArray, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use rand::Rng;
 use vecraft_storage::command::Command;
-use vecraft_storage::distance::Metric;
 use vecraft_storage::key::Key;
 use vecraft_storage::schema::{
-    CollectionSchema, ColumnDef, ColumnType, HnswParams, VectorSpec, vector_array,
-    vector_arrow_type,
+    CollectionSchema, ColumnDef, ColumnType, VectorSpec, vector_array, vector_arrow_type,
 };
 use vecraft_storage::shard::{SearchRequest, ShardOptions};
 
@@ -29,15 +27,7 @@ pub(crate) fn schema() -> CollectionSchema {
     CollectionSchema::new(
         vec![
             ColumnDef::new("id", ColumnType::Int64, false),
-            ColumnDef::new(
-                "v",
-                ColumnType::Vector(VectorSpec {
-                    dims: DIMS,
-                    metric: Metric::L2,
-                    hnsw: HnswParams::default(),
-                }),
-                false,
-            ),
+            ColumnDef::new("v", ColumnType::Vector(VectorSpec::new(DIMS)), false),
         ],
         "id",
     )

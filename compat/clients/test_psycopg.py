@@ -9,6 +9,7 @@ import time
 import numpy as np
 import psycopg
 import pytest
+from pgvector import HalfVector
 from pgvector.psycopg import register_vector
 from psycopg import sql
 from psycopg.rows import dict_row
@@ -43,6 +44,29 @@ def test_binary_copy_of_vectors(conn, table):
             copy.write_row((i, np.array([i, -i])))
     n, top = conn.execute(f"SELECT count(*), max(id) FROM {table}").fetchone()
     assert (n, top) == (100, 99)
+
+
+def test_halfvec_in_binary_and_text_with_an_hnsw_index(conn, table):
+    """pgvector-python's HalfVector: binary and text parameters, binary results, binary COPY,
+    a kNN search on a halfvec column's HNSW index; a half's overflow is pgvector's error."""
+    conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, embedding halfvec(3))")
+    conn.execute(f"CREATE INDEX ON {table} USING hnsw (embedding halfvec_cosine_ops)")
+    conn.execute(
+        f"INSERT INTO {table} VALUES (1, %b), (2, %t)", (HalfVector([1, 2, 3]), HalfVector([1.1, 0, 0]))
+    )
+    with conn.cursor().copy(f"COPY {table} (id, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
+        copy.set_types(["int8", "halfvec"])
+        copy.write_row((3, HalfVector([0, 0, 65504])))
+    rows = conn.execute(
+        f"SELECT id, embedding FROM {table} ORDER BY embedding <=> %b LIMIT 3",
+        (HalfVector([1, 0, 0]),),
+        binary=True,
+    ).fetchall()
+    assert [r[0] for r in rows] == [2, 1, 3]
+    assert rows[0][1].to_list() == [1.099609375, 0.0, 0.0]
+    assert rows[2][1].to_list() == [0.0, 0.0, 65504.0]
+    with pytest.raises(psycopg.errors.NumericValueOutOfRange, match='"65520" is out of range for type halfvec'):
+        conn.execute("SELECT %s::halfvec", ("[65520]",))
 
 
 def test_rows_read_by_column_name(conn, table):

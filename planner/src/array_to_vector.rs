@@ -15,16 +15,16 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::scalar::ScalarValue;
-use vecraft_storage::schema::{MAX_DIMS, vector_arrow_type};
+use vecraft_storage::schema::{MAX_DIMS, VectorElement, VectorSpec};
 
 use crate::error::VectorError;
-use crate::functions::unsized_vector;
 use crate::vector_text::check_dims;
 
-/// Reads arrays of numbers as vectors.
+/// Reads arrays of numbers as vectors (or halfvecs).
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct ArrayToVector {
     signature: Signature,
+    element: VectorElement,
 }
 
 /// `array_to_vector(array, dims, explicit)`: `dims` 0 (or below) for `vector` without
@@ -32,6 +32,16 @@ pub struct ArrayToVector {
 pub fn array_to_vector() -> ScalarUDF {
     ScalarUDF::new_from_impl(ArrayToVector {
         signature: Signature::any(3, Volatility::Immutable),
+        element: VectorElement::Float32,
+    })
+}
+
+/// `array_to_halfvec(array, dims, explicit)`: the same for `halfvec`, each element rounded to
+/// a half (a vector or a halfvec is read as its array of elements too).
+pub fn array_to_halfvec() -> ScalarUDF {
+    ScalarUDF::new_from_impl(ArrayToVector {
+        signature: Signature::any(3, Volatility::Immutable),
+        element: VectorElement::Float16,
     })
 }
 
@@ -55,6 +65,7 @@ pub fn casts_to_vector(element: &DataType) -> bool {
         element,
         DataType::Int32
             | DataType::Int64
+            | DataType::Float16
             | DataType::Float32
             | DataType::Float64
             | DataType::Decimal128(..)
@@ -79,7 +90,10 @@ fn dims_of(arg: &ScalarValue) -> Option<usize> {
 
 impl ScalarUDFImpl for ArrayToVector {
     fn name(&self) -> &str {
-        "array_to_vector"
+        match self.element {
+            VectorElement::Float32 => "array_to_vector",
+            VectorElement::Float16 => "array_to_halfvec",
+        }
     }
 
     fn signature(&self) -> &Signature {
@@ -106,7 +120,14 @@ impl ScalarUDFImpl for ArrayToVector {
             .copied()
             .flatten()
             .and_then(dims_of);
-        let data_type = dims.map_or_else(unsized_vector, vector_arrow_type);
+        let data_type = match dims {
+            Some(dims) => VectorSpec {
+                element: self.element,
+                ..VectorSpec::new(dims)
+            }
+            .arrow_type(),
+            None => DataType::new_list(self.element.arrow_type(), true),
+        };
         Ok(Arc::new(datafusion::arrow::datatypes::Field::new(
             self.name(),
             data_type,
@@ -128,7 +149,7 @@ impl ScalarUDFImpl for ArrayToVector {
             rows.push(if arrays.is_null(row) {
                 None
             } else {
-                Some(vector_of(&element_array(&arrays, row)?, dims)?)
+                Some(self.vector_of(&element_array(&arrays, row)?, dims)?)
             });
         }
         let out = crate::vector_math::vectors(rows, args.return_field.data_type())?;
@@ -146,32 +167,42 @@ fn element_array(arrays: &ArrayRef, row: usize) -> Result<ArrayRef> {
     })
 }
 
-/// One array's vector, checked as pgvector's `array_to_vector` checks it.
-fn vector_of(items: &ArrayRef, dims: Option<usize>) -> Result<Vec<f32>> {
-    if items.null_count() > 0 {
-        return Err(VectorError::new("22004", "array must not contain nulls").into());
-    }
-    if items.is_empty() {
-        return Err(VectorError::data("vector must have at least 1 dimension").into());
-    }
-    if items.len() > MAX_DIMS {
-        let message = format!("vector cannot have more than {MAX_DIMS} dimensions");
-        return Err(VectorError::new("54000", message).into());
-    }
-    if let Some(dims) = dims {
-        check_dims(items.len(), dims)?;
-    }
-    let doubles = cast(items, &DataType::Float64)?;
-    let mut out = Vec::with_capacity(items.len());
-    for x in doubles.as_primitive::<Float64Type>().values() {
-        let x = *x as f32;
-        if x.is_nan() {
-            return Err(VectorError::data("NaN not allowed in vector").into());
+impl ArrayToVector {
+    /// One array's vector, checked as pgvector's `array_to_vector` checks it (in halfvec's
+    /// words for a halfvec, each element then rounded to a half).
+    fn vector_of(&self, items: &ArrayRef, dims: Option<usize>) -> Result<Vec<f32>> {
+        let type_name = self.element.type_name();
+        if items.null_count() > 0 {
+            return Err(VectorError::new("22004", "array must not contain nulls").into());
         }
-        if x.is_infinite() {
-            return Err(VectorError::data("infinite value not allowed in vector").into());
+        if items.is_empty() {
+            let message = format!("{type_name} must have at least 1 dimension");
+            return Err(VectorError::data(message).into());
         }
-        out.push(x);
+        if items.len() > MAX_DIMS {
+            let message = format!("{type_name} cannot have more than {MAX_DIMS} dimensions");
+            return Err(VectorError::new("54000", message).into());
+        }
+        if let Some(dims) = dims {
+            check_dims(items.len(), dims)?;
+        }
+        let doubles = cast(items, &DataType::Float64)?;
+        let mut out = Vec::with_capacity(items.len());
+        for x in doubles.as_primitive::<Float64Type>().values() {
+            if x.is_nan() {
+                return Err(VectorError::data(format!("NaN not allowed in {type_name}")).into());
+            }
+            let x = match self.element {
+                VectorElement::Float32 => *x as f32,
+                // Through real, as pgvector converts.
+                VectorElement::Float16 => crate::halfvec::halves(&[*x as f32])?[0],
+            };
+            if x.is_infinite() {
+                let message = format!("infinite value not allowed in {type_name}");
+                return Err(VectorError::data(message).into());
+            }
+            out.push(x);
+        }
+        Ok(out)
     }
-    Ok(out)
 }

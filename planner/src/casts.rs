@@ -14,9 +14,10 @@ use datafusion::common::{DFSchema, Result, ScalarValue};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{Cast, Expr, ExprSchemable, LogicalPlan};
 use datafusion::optimizer::AnalyzerRule;
-use vecraft_storage::schema::vector_array;
+use vecraft_storage::schema::{VectorElement, VectorSpec, vector_array};
 
 use crate::functions::VectorFn;
+use crate::halfvec::{half_target, parse_halfvec};
 use crate::text_types::TextType;
 use crate::vector_text::{check_dims, parse_vector};
 
@@ -33,7 +34,11 @@ impl AnalyzerRule for VectorCasts {
             let node = node.map_expressions(|e| {
                 let saved = preserver.save(&e);
                 let rewritten = e.transform_up(|e| {
-                    let e = rewrite_cast(e)?;
+                    let e = to_halfvec(e, &input)?;
+                    if e.transformed {
+                        return Ok(e);
+                    }
+                    let e = rewrite_cast(e.data)?;
                     if e.transformed {
                         return Ok(e);
                     }
@@ -84,7 +89,7 @@ fn vector_to_text(expr: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
     // An expression whose type cannot be told here (a placeholder) stays as it is.
     let from_vector = inner
         .get_type(input)
-        .is_ok_and(|t| vector_target(&t).is_some());
+        .is_ok_and(|t| vector_target(&t).is_some() || half_target(&t).is_some());
     if !(to_text && from_vector) {
         return Ok(Transformed::no(expr));
     }
@@ -93,6 +98,67 @@ fn vector_to_text(expr: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
         DataType::Utf8 => text,
         other => Expr::Cast(Cast::new(Box::new(text), other.clone())),
     }))
+}
+
+/// `x::halfvec(n)`: a text literal read as pgvector's `halfvec_in` reads it; other text read
+/// as a vector first; arrays of numbers, vectors and halfvecs by `array_to_halfvec`.
+fn to_halfvec(expr: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
+    let Expr::Cast(Cast { expr: inner, field }) = &expr else {
+        return Ok(Transformed::no(expr));
+    };
+    let Some(dims) = half_target(field.data_type()) else {
+        return Ok(Transformed::no(expr));
+    };
+    let half_array = |e: Expr| {
+        let dims = datafusion::prelude::lit(dims.unwrap_or(0) as i64);
+        let args = vec![e, dims, datafusion::prelude::lit(false)];
+        Ok(Transformed::yes(
+            crate::array_to_vector::array_to_halfvec().call(args),
+        ))
+    };
+    if let Expr::Literal(value, _) = inner.as_ref() {
+        return match value {
+            ScalarValue::Utf8(Some(text))
+            | ScalarValue::LargeUtf8(Some(text))
+            | ScalarValue::Utf8View(Some(text)) => {
+                let v = parse_halfvec(text).map_err(|e| e.with_literal(text))?;
+                if let Some(dims) = dims {
+                    check_dims(v.len(), dims)?;
+                }
+                let reals = ScalarValue::FixedSizeList(Arc::new(vector_array(v.len(), v, None)));
+                let halves = VectorSpec {
+                    element: VectorElement::Float16,
+                    ..VectorSpec::new(reals_len(&reals))
+                };
+                let literal = reals.cast_to(&halves.arrow_type())?;
+                Ok(Transformed::yes(Expr::Literal(literal, None)))
+            }
+            ScalarValue::Null
+            | ScalarValue::Utf8(None)
+            | ScalarValue::LargeUtf8(None)
+            | ScalarValue::Utf8View(None) => Ok(Transformed::no(expr)),
+            _ => half_array(inner.as_ref().clone()),
+        };
+    }
+    match inner.get_type(input)? {
+        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => {
+            let Some(dims) = dims else {
+                let message = "text other than a literal cast to halfvec needs its dimensions";
+                return Err(crate::error::VectorError::new("0A000", message).into());
+            };
+            let read = crate::vector_in::vector_in(dims).call(vec![inner.as_ref().clone()]);
+            half_array(read)
+        }
+        _ => half_array(inner.as_ref().clone()),
+    }
+}
+
+/// The length of a one-vector literal.
+fn reals_len(literal: &ScalarValue) -> usize {
+    match literal.data_type() {
+        DataType::FixedSizeList(_, n) => n as usize,
+        _ => 0,
+    }
 }
 
 /// `t::vector(n)` of text that is not a literal (a column, a VALUES list's rows): read row by
@@ -254,11 +320,11 @@ fn rewrite_cast(expr: Expr) -> Result<Transformed<Expr>> {
         // NULL::vector stays a (foldable) NULL cast.
         _ => return Ok(Transformed::no(expr)),
     };
-    if let DataType::List(element) = field.data_type() {
-        if let Some(dims) = vector_target(element.data_type()) {
-            let vectors = vector_array_literal(text, dims, element.data_type())?;
-            return Ok(Transformed::yes(Expr::Literal(vectors, None)));
-        }
+    if let DataType::List(element) = field.data_type()
+        && let Some(dims) = vector_target(element.data_type())
+    {
+        let vectors = vector_array_literal(text, dims, element.data_type())?;
+        return Ok(Transformed::yes(Expr::Literal(vectors, None)));
     }
     let Some(target) = vector_target(field.data_type()) else {
         return Ok(Transformed::no(expr));

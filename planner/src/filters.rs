@@ -156,15 +156,10 @@ fn literal(expr: &Expr) -> Option<Scalar> {
 mod tests {
     use super::*;
     use datafusion::logical_expr::{cast, col, lit};
-    use vecraft_storage::distance::Metric;
-    use vecraft_storage::schema::{ColumnDef, ColumnType, HnswParams, VectorSpec};
+    use vecraft_storage::schema::{ColumnDef, ColumnType, VectorSpec};
 
     fn schema() -> CollectionSchema {
-        let vector = ColumnType::Vector(VectorSpec {
-            dims: 2,
-            metric: Metric::L2,
-            hnsw: HnswParams::default(),
-        });
+        let vector = ColumnType::Vector(VectorSpec::new(2));
         CollectionSchema::new(
             vec![
                 ColumnDef::new("id", ColumnType::Int64, false),

@@ -17,6 +17,7 @@ pub mod filters;
 pub mod foreign_keys;
 pub mod functions;
 pub mod guards;
+pub mod halfvec;
 pub mod insert_select;
 pub mod json;
 pub mod jsonpath;
@@ -61,6 +62,7 @@ pub fn install(mut builder: SessionStateBuilder) -> SessionStateBuilder {
     functions.extend(text_types::all_udfs());
     functions.push(jsonpath::jsonb_path_match());
     functions.push(Arc::new(array_to_vector::array_to_vector()));
+    functions.push(Arc::new(array_to_vector::array_to_halfvec()));
     functions.extend(vector_state::all_udfs());
     functions.extend(vector_math::VectorMath::ALL.iter().map(|f| f.udf()));
     builder

@@ -193,7 +193,7 @@ fn uuid_literals(mut expr: RawBinaryExpr, schema: &DFSchema) -> RawBinaryExpr {
     expr
 }
 
-/// Whether `e` is a vector: of a `vector(n)` type, or a `'[…]'::vector` literal (whose Arrow
+/// Whether `e` is a vector: of a `vector(n)` or `halfvec` type, or a `'[…]'::vector` literal (whose Arrow
 /// type, a list of floats, is also `real[]`'s: a literal in pgvector's form tells them apart).
 fn is_vector(e: &Expr, schema: &DFSchema) -> bool {
     if let Expr::Cast(cast) = e {
@@ -207,7 +207,11 @@ fn is_vector(e: &Expr, schema: &DFSchema) -> bool {
     // The type first: `to_field` also formats the expression's name, which for a long chain
     // of operators (each one asking this of its operand) is quadratic in the chain's length.
     match e.get_type(schema) {
-        Ok(DataType::FixedSizeList(item, _)) => item.data_type() == &DataType::Float32,
+        Ok(DataType::FixedSizeList(item, _)) => {
+            matches!(item.data_type(), DataType::Float32 | DataType::Float16)
+        }
+        // A halfvec without dimensions: no other type is a list of halves.
+        Ok(DataType::List(item)) if item.data_type() == &DataType::Float16 => true,
         // A column of `vector` without dimensions: a list of reals marked as a vector.
         Ok(DataType::List(item)) if item.data_type() == &DataType::Float32 => {
             e.to_field(schema).is_ok_and(|(_, f)| is_marked_vector(&f))

@@ -1,5 +1,6 @@
-//! The SQL type `vector(n)`: planned as Arrow `FixedSizeList<Float32, n>`, the layout the
-//! storage engine keeps. `vector` without a dimension is a variable-length float list. Also
+//! The SQL types `vector(n)` and `halfvec(n)`: planned as Arrow `FixedSizeList<Float32, n>`
+//! (`Float16` for halfvec), the layout the storage engine gives. Without a dimension, a
+//! variable-length list of them. Also
 //! PostgreSQL's OID types, for catalog queries, and `json`, `jsonb`, `uuid`
 //! ([`crate::text_types`]).
 
@@ -9,33 +10,39 @@ use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::Result;
 use datafusion::logical_expr::planner::TypePlanner;
 use datafusion::sql::sqlparser::ast::DataType as SqlType;
-use vecraft_storage::schema::{MAX_DIMS, vector_arrow_type};
+use vecraft_storage::schema::{MAX_DIMS, VectorElement, VectorSpec};
 
 use crate::error::{INVALID_TEXT_REPRESENTATION, VectorError};
 
 #[derive(Debug, Default)]
 pub struct VectorTypes;
 
-/// The dimension of `vector(n)`, `Some(None)` for plain `vector`, `None` for other types.
-pub fn vector_dims(sql_type: &SqlType) -> Result<Option<Option<usize>>> {
+/// pgvector's type a SQL type names, `vector(n)` or `halfvec(n)`: its element, and its
+/// dimension (`None` for plain `vector`); `None` for other types.
+pub fn vector_type(sql_type: &SqlType) -> Result<Option<(VectorElement, Option<usize>)>> {
     let SqlType::Custom(name, modifiers) = sql_type else {
         return Ok(None);
     };
     let last = name.0.last().map(|p| p.to_string().to_ascii_lowercase());
-    if last.as_deref() != Some("vector") {
-        return Ok(None);
-    }
+    let element = match last.as_deref() {
+        Some("vector") => VectorElement::Float32,
+        Some("halfvec") => VectorElement::Float16,
+        _ => return Ok(None),
+    };
+    let type_name = element.type_name();
     match modifiers.as_slice() {
-        [] => Ok(Some(None)),
+        [] => Ok(Some((element, None))),
         // pgvector's words and codes (22023, or 22P02 for a modifier that is no integer).
         [n] => match n.parse::<i64>() {
             Ok(d) if d < 1 => Err(typmod_error(
-                "dimensions for type vector must be at least 1",
+                type_name,
+                &format!("dimensions for type {type_name} must be at least 1"),
             )),
-            Ok(d) if d > MAX_DIMS as i64 => Err(typmod_error(&format!(
-                "dimensions for type vector cannot exceed {MAX_DIMS}"
-            ))),
-            Ok(d) => Ok(Some(Some(d as usize))),
+            Ok(d) if d > MAX_DIMS as i64 => Err(typmod_error(
+                type_name,
+                &format!("dimensions for type {type_name} cannot exceed {MAX_DIMS}"),
+            )),
+            Ok(d) => Ok(Some((element, Some(d as usize)))),
             Err(_) => Err(VectorError::new(
                 INVALID_TEXT_REPRESENTATION,
                 format!(
@@ -43,15 +50,25 @@ pub fn vector_dims(sql_type: &SqlType) -> Result<Option<Option<usize>>> {
                     n.trim_matches('\'')
                 ),
             )
-            .near("vector(")
+            .near(&format!("{type_name}("))
             .into()),
         },
-        _ => Err(typmod_error("invalid type modifier")),
+        _ => Err(typmod_error(type_name, "invalid type modifier")),
     }
 }
 
-fn typmod_error(message: &str) -> datafusion::error::DataFusionError {
-    VectorError::new("22023", message).near("vector(").into()
+/// The dimension of `vector(n)`, `Some(None)` for plain `vector`, `None` for other types.
+pub fn vector_dims(sql_type: &SqlType) -> Result<Option<Option<usize>>> {
+    Ok(match vector_type(sql_type)? {
+        Some((VectorElement::Float32, dims)) => Some(dims),
+        _ => None,
+    })
+}
+
+fn typmod_error(type_name: &str, message: &str) -> datafusion::error::DataFusionError {
+    VectorError::new("22023", message)
+        .near(&format!("{type_name}("))
+        .into()
 }
 
 /// PostgreSQL's object-identifier types (`oid`, `regtype`, `regclass`, …), which catalog
@@ -76,10 +93,14 @@ impl TypePlanner for VectorTypes {
         if let Some(t) = crate::text_types::TextType::of_sql_name(&sql_type.to_string()) {
             return Ok(Some(Arc::new(t.field("", true))));
         }
-        Ok(vector_dims(sql_type)?.map(|dims| {
+        Ok(vector_type(sql_type)?.map(|(element, dims)| {
             let data_type = match dims {
-                Some(d) => vector_arrow_type(d),
-                None => DataType::List(Arc::new(Field::new("item", DataType::Float32, true))),
+                Some(dims) => VectorSpec {
+                    element,
+                    ..VectorSpec::new(dims)
+                }
+                .arrow_type(),
+                None => DataType::new_list(element.arrow_type(), true),
             };
             Arc::new(Field::new("", data_type, true))
         }))

@@ -238,6 +238,15 @@ fn integers(value: &ColumnarValue, rows: usize) -> Result<Vec<Option<i64>>> {
 
 /// Rows of vectors as an array of `data_type`: fixed dimensions, or any.
 pub(crate) fn vectors(rows: Vec<Option<Vec<f32>>>, data_type: &DataType) -> Result<ArrayRef> {
+    if crate::halfvec::half_target(data_type).is_some() {
+        // Halfvecs: built as reals, which hold each half exactly, then cast.
+        let reals = match data_type {
+            DataType::FixedSizeList(_, dims) => vector_arrow_type(*dims as usize),
+            _ => crate::functions::unsized_vector(),
+        };
+        let reals = vectors(rows, &reals)?;
+        return Ok(datafusion::arrow::compute::cast(&reals, data_type)?);
+    }
     let valid: Vec<bool> = rows.iter().map(Option::is_some).collect();
     let nulls = valid.iter().any(|v| !v).then(|| NullBuffer::from(valid));
     if let DataType::FixedSizeList(_, dims) = data_type {

@@ -542,16 +542,12 @@ impl LocalSchemas {
 
 #[cfg(test)]
 mod tests {
-    use vecraft_storage::schema::{ColumnDef, ColumnType, HnswParams, VectorSpec};
+    use vecraft_storage::schema::{ColumnDef, ColumnType, VectorSpec};
 
     use super::*;
 
     fn schema() -> CollectionSchema {
-        let vector = ColumnType::Vector(VectorSpec {
-            dims: 2,
-            metric: vecraft_storage::distance::Metric::L2,
-            hnsw: HnswParams::default(),
-        });
+        let vector = ColumnType::Vector(VectorSpec::new(2));
         let columns = vec![
             ColumnDef::new("id", ColumnType::Int64, false),
             ColumnDef::new("v", vector, false),

@@ -7,11 +7,10 @@ use datafusion::sql::sqlparser::ast::{
     DataType as SqlType, ExactNumberInfo, GeneratedAs, TableConstraint,
 };
 use pgwire::error::{PgWireError, PgWireResult};
-use vecraft_planner::types::vector_dims;
-use vecraft_storage::distance::Metric;
+use vecraft_planner::types::vector_type;
 use vecraft_storage::schema::{
-    ArrayElement, CollectionSchema, ColumnDef, ColumnType, HnswParams, Identity,
-    MAX_NUMERIC_PRECISION, NumericSpec, VectorSpec,
+    ArrayElement, CollectionSchema, ColumnDef, ColumnType, Identity, MAX_NUMERIC_PRECISION,
+    NumericSpec, VectorElement, VectorSpec,
 };
 
 use crate::errors::user_error;
@@ -108,15 +107,19 @@ fn column_def(table: &str, col: &ColumnDefinition) -> PgWireResult<(ColumnDef, b
 }
 
 fn column_type(sql_type: &SqlType) -> PgWireResult<ColumnType> {
-    if let Some(dims) = vector_dims(sql_type).map_err(|e| user_error("22023", e.to_string()))? {
-        let Some(dims) = dims else {
-            return Ok(ColumnType::VectorUnsized);
+    let vector = vector_type(sql_type).map_err(|e| user_error("22023", e.to_string()))?;
+    if let Some((element, dims)) = vector {
+        return match (element, dims) {
+            (VectorElement::Float32, None) => Ok(ColumnType::VectorUnsized),
+            (VectorElement::Float16, None) => Err(user_error(
+                "0A000",
+                "halfvec columns need their dimensions: halfvec(n)",
+            )),
+            (element, Some(dims)) => Ok(ColumnType::Vector(VectorSpec {
+                element,
+                ..VectorSpec::new(dims)
+            })),
         };
-        return Ok(ColumnType::Vector(VectorSpec {
-            dims,
-            metric: Metric::L2,
-            hnsw: HnswParams::default(),
-        }));
     }
     if let SqlType::Array(element) = sql_type {
         return array_type(sql_type, element);

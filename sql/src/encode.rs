@@ -7,9 +7,9 @@ use std::sync::Arc;
 use bytes::BufMut;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{
-    DataType, Date32Type, Decimal128Type, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type,
-    Int64Type, Schema, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
-    TimestampNanosecondType, TimestampSecondType, UInt32Type, UInt64Type,
+    DataType, Date32Type, Decimal128Type, Float16Type, Float32Type, Float64Type, Int8Type,
+    Int16Type, Int32Type, Int64Type, Schema, TimeUnit, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt32Type, UInt64Type,
 };
 use pgwire::api::Type;
 use pgwire::api::portal::Format;
@@ -23,11 +23,29 @@ use vecraft_planner::vector_text::{format_double, format_real, format_vector};
 /// EXTENSION`; clients look it up by name).
 pub const VECTOR_OID: u32 = 16385;
 
+/// The OID Vecraft gives pgvector's `halfvec` type.
+pub const HALFVEC_OID: u32 = 16400;
+
+/// Whether `oid` is one of pgvector's types (kept in the `public` schema, as pgvector's are).
+pub fn is_pgvector_type(oid: u32) -> bool {
+    oid == VECTOR_OID || oid == HALFVEC_OID
+}
+
 /// pgvector's `vector` type as a wire type.
 pub fn vector_type() -> Type {
     Type::new(
         "vector".into(),
         VECTOR_OID,
+        postgres_types::Kind::Simple,
+        "public".into(),
+    )
+}
+
+/// pgvector's `halfvec` type as a wire type.
+pub fn halfvec_type() -> Type {
+    Type::new(
+        "halfvec".into(),
+        HALFVEC_OID,
         postgres_types::Kind::Simple,
         "public".into(),
     )
@@ -40,6 +58,9 @@ pub const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
 /// know it, like pgvector-python, decode it; others read its text), `"char"` for Int8.
 pub(crate) fn pg_type(data_type: &DataType) -> Type {
     match data_type {
+        DataType::FixedSizeList(item, _) if item.data_type() == &DataType::Float16 => {
+            halfvec_type()
+        }
         DataType::FixedSizeList(..) => vector_type(),
         DataType::Int8 => Type::CHAR,
         DataType::Boolean => Type::BOOL,
@@ -56,6 +77,7 @@ pub(crate) fn pg_type(data_type: &DataType) -> Type {
         // Arrays (catalog columns such as `indkey`, `array_agg` results). A list of `real`s
         // stays text: it is also what an unsized `'[…]'::vector` is.
         DataType::List(item) => match item.data_type() {
+            DataType::Float16 => halfvec_type(), // a halfvec without dimensions
             DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => Type::TEXT_ARRAY,
             DataType::Int16 => Type::INT2_ARRAY,
             DataType::Int32 => Type::INT4_ARRAY,
@@ -211,8 +233,10 @@ fn binary(array: &ArrayRef, row: usize, described: &Type) -> Option<Vec<u8>> {
         DataType::FixedSizeList(..) => {
             vector_binary(&array.as_fixed_size_list().value(row), &mut out)?
         }
-        // A vector of a column without dimensions, described as `vector`.
-        DataType::List(item) if item.data_type() == &DataType::Float32 => {
+        // A vector of a column without dimensions, described as `vector`; a halfvec.
+        DataType::List(item)
+            if matches!(item.data_type(), DataType::Float32 | DataType::Float16) =>
+        {
             vector_binary(&array.as_list::<i32>().value(row), &mut out)?
         }
         DataType::Int32 => out.put_i32(array.as_primitive::<Int32Type>().value(row)),
@@ -243,7 +267,16 @@ fn binary(array: &ArrayRef, row: usize, described: &Type) -> Option<Vec<u8>> {
 
 /// pgvector's binary form of one vector's `values`: `u16` dimensions, `u16` unused, the
 /// big-endian `f32`s.
+/// A halfvec's is pgvector's `halfvec_send`: the same header, then the big-endian halves.
 fn vector_binary(values: &ArrayRef, out: &mut Vec<u8>) -> Option<()> {
+    if values.data_type() == &DataType::Float16 {
+        out.put_u16(values.len() as u16);
+        out.put_u16(0);
+        for x in values.as_primitive::<Float16Type>().values() {
+            out.put_u16(x.to_bits());
+        }
+        return Some(());
+    }
     let values = datafusion::arrow::compute::cast(values, &DataType::Float32).ok()?;
     out.put_u16(values.len() as u16);
     out.put_u16(0);
@@ -288,9 +321,12 @@ fn text(array: &ArrayRef, row: usize) -> Option<String> {
             let v = datafusion::arrow::compute::cast(&v, &DataType::Float32).ok()?;
             format_vector(v.as_primitive::<Float32Type>().values())
         }
-        // A vector whose dimensions are not in its type (`'[1,2]'::vector`).
-        DataType::List(item) if item.data_type() == &DataType::Float32 => {
+        // A vector whose dimensions are not in its type (`'[1,2]'::vector`), a halfvec's.
+        DataType::List(item)
+            if matches!(item.data_type(), DataType::Float32 | DataType::Float16) =>
+        {
             let v = array.as_list::<i32>().value(row);
+            let v = datafusion::arrow::compute::cast(&v, &DataType::Float32).ok()?;
             format_vector(v.as_primitive::<Float32Type>().values())
         }
         DataType::List(_) => array_literal(&array.as_list::<i32>().value(row)),

@@ -157,7 +157,8 @@ fn type_name(ty: ColumnType) -> &'static str {
         ColumnType::Numeric(_) => "numeric",
         ColumnType::Json => "json",
         ColumnType::Jsonb => "jsonb",
-        ColumnType::Vector(_) | ColumnType::VectorUnsized => "vector",
+        ColumnType::Vector(spec) => spec.element.type_name(),
+        ColumnType::VectorUnsized => "vector",
         ColumnType::Array(_) => "array",
     }
 }

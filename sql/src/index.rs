@@ -44,9 +44,10 @@ impl Session {
             // pgvector's words: a graph needs one dimension for all its vectors.
             return Err(user_error("XX000", "column does not have dimensions"));
         }
-        let ColumnType::Vector(_) = def.ty else {
+        let ColumnType::Vector(spec) = def.ty else {
             return done();
         };
+        let type_name = spec.element.type_name();
         if method == "btree" {
             // pgvector's default btree class (`vector_ops`): accepted, as indexes on other
             // columns are; vectors compare without it.
@@ -56,18 +57,13 @@ impl Session {
             return Err(user_error(
                 "42704",
                 format!(
-                    "data type vector has no default operator class for access method \"{method}\""
+                    "data type {type_name} has no default operator class for access method \"{method}\""
                 ),
             ));
         }
         let metric = match &column.operator_class {
             None => Metric::L2,
-            Some(class) => {
-                let class = class.to_string().to_lowercase();
-                Metric::parse(&class).map_err(|_| {
-                    user_error("42704", format!("operator class \"{class}\" does not exist for access method \"{method}\""))
-                })?
-            }
+            Some(class) => operator_class(&class.to_string().to_lowercase(), &method, type_name)?,
         };
         let hnsw = with_options(&create.with)?;
         if self.catalog.is_cluster() {
@@ -153,4 +149,24 @@ pub(crate) fn checked(params: HnswParams) -> PgWireResult<HnswParams> {
         crate::errors::option_error(message)
     })?;
     Ok(params)
+}
+
+/// The metric of pgvector's operator class `class` (`vector_l2_ops`, `halfvec_cosine_ops`, …)
+/// on a column of `type_name`: 42704 for no such class, 42804 for another type's.
+fn operator_class(class: &str, method: &str, type_name: &str) -> PgWireResult<Metric> {
+    let unknown = || {
+        let message =
+            format!("operator class \"{class}\" does not exist for access method \"{method}\"");
+        user_error("42704", message)
+    };
+    let (class_type, metric) = match class.split_once('_') {
+        Some((t @ ("vector" | "halfvec"), rest)) => (t, format!("vector_{rest}")),
+        _ => return Err(unknown()),
+    };
+    let metric = Metric::parse(&metric).map_err(|_| unknown())?;
+    if class_type != type_name {
+        let message = format!("operator class \"{class}\" does not accept data type {type_name}");
+        return Err(user_error("42804", message));
+    }
+    Ok(metric)
 }

@@ -9,6 +9,7 @@ use datafusion::common::ScalarValue;
 use pgwire::api::Type;
 use pgwire::api::results::FieldFormat;
 use pgwire::error::PgWireResult;
+use vecraft_planner::halfvec::{half_target, halves, parse_halfvec};
 use vecraft_planner::vector_text::parse_vector;
 
 use vecraft_planner::array_text::parse_array;
@@ -23,6 +24,9 @@ use crate::errors::user_error;
 /// which is read as pgvector reads it.
 pub fn pg_param_type(data_type: &DataType) -> Type {
     match data_type {
+        DataType::List(item) if item.data_type() == &DataType::Float16 => {
+            crate::encode::halfvec_type()
+        }
         DataType::List(item) if item.data_type() == &DataType::Float32 => {
             crate::encode::vector_type()
         }
@@ -41,6 +45,9 @@ pub fn decode(
     let Some(bytes) = bytes else {
         return ScalarValue::try_from(target).map_err(|e| user_error("22023", e.to_string()));
     };
+    if let Some(dims) = half_target(target) {
+        return halfvec_value(bytes, format, declared, dims, target);
+    }
     let value = match format {
         FieldFormat::Text => text_value(utf8(bytes)?, target)?,
         FieldFormat::Binary => {
@@ -51,6 +58,30 @@ pub fn decode(
     if &value.data_type() == target {
         return Ok(value);
     }
+    value
+        .cast_to(target)
+        .map_err(|e| user_error("22P02", format!("parameter does not fit {target}: {e}")))
+}
+
+/// A halfvec parameter: pgvector's text form, `halfvec`'s binary form, or a `vector`'s
+/// (each element then rounded to a half).
+fn halfvec_value(
+    bytes: &[u8],
+    format: FieldFormat,
+    declared: Option<&Type>,
+    dims: Option<usize>,
+    target: &DataType,
+) -> PgWireResult<ScalarValue> {
+    let wrong = || user_error("22P03", "incorrect binary data format in bind parameter");
+    let to_pg = |e: vecraft_planner::error::VectorError| user_error(e.sqlstate, e.message);
+    let values = match (format, declared.map(Type::oid)) {
+        (FieldFormat::Text, _) => parse_halfvec(utf8(bytes)?).map_err(to_pg)?,
+        (FieldFormat::Binary, Some(VECTOR_OID)) => {
+            halves(&vector_binary(bytes).ok_or_else(wrong)?).map_err(to_pg)?
+        }
+        (FieldFormat::Binary, _) => halfvec_binary(bytes).ok_or_else(wrong)?,
+    };
+    let value = vector_scalar(values.clone(), dims.unwrap_or(values.len()))?;
     value
         .cast_to(target)
         .map_err(|e| user_error("22P02", format!("parameter does not fit {target}: {e}")))
@@ -291,6 +322,20 @@ pub fn vector_binary(bytes: &[u8]) -> Option<Vec<f32>> {
             .map(|c| f32::from_be_bytes([c[0], c[1], c[2], c[3]]))
             .collect(),
     )
+}
+
+/// pgvector's binary form of a halfvec (`halfvec_recv`): `u16` dimensions, `u16` unused, the
+/// big-endian halves; read as the reals they are.
+pub fn halfvec_binary(bytes: &[u8]) -> Option<Vec<f32>> {
+    let dims = u16::from_be_bytes(bytes.get(0..2)?.try_into().ok()?) as usize;
+    let body = bytes.get(4..)?;
+    if body.len() != dims * 2 {
+        return None;
+    }
+    let halves = body
+        .chunks_exact(2)
+        .map(|c| half::f16::from_be_bytes([c[0], c[1]]).to_f32());
+    Some(halves.collect())
 }
 
 /// pgvector's checks of a value for a `vector(dims)` column.

@@ -165,6 +165,9 @@ impl<'a> FromSql<'a> for Text {
                     .collect();
                 format_vector(&values)
             }
+            ref t if t.name() == "halfvec" => {
+                format_vector(&vecraft_sql::params::halfvec_binary(raw).ok_or("bad halfvec")?)
+            }
             ref t => match t.kind() {
                 tokio_postgres::types::Kind::Array(element) => array_text(element, raw)?,
                 _ => return Err(format!("the runner cannot print type {t} yet").into()),

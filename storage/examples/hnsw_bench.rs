@@ -217,9 +217,9 @@ fn main() {
             ColumnDef::new(
                 "embedding",
                 ColumnType::Vector(VectorSpec {
-                    dims,
                     metric: args.metric,
                     hnsw: args.params,
+                    ..VectorSpec::new(dims)
                 }),
                 false,
             ),

@@ -63,12 +63,64 @@ impl HnswParams {
     }
 }
 
-/// A `vector(dims)` column and how it is indexed.
+/// A `vector(dims)` (or `halfvec(dims)`) column and how it is indexed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VectorSpec {
     pub dims: usize,
     pub metric: Metric,
     pub hnsw: HnswParams,
+    /// What an element is to SQL: pgvector's `vector` (4-byte floats) or `halfvec` (2-byte).
+    #[serde(default)]
+    pub element: VectorElement,
+}
+
+/// The element type of a vector column. A `halfvec` value is kept as the 4-byte floats its
+/// halves are exactly (searched by the same kernels and graphs); at the storage engine's
+/// boundary it is Arrow `FixedSizeList<Float16>`, so every value read back is the half the
+/// client wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VectorElement {
+    #[default]
+    Float32,
+    Float16,
+}
+
+impl VectorElement {
+    /// pgvector's name of the type.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            VectorElement::Float32 => "vector",
+            VectorElement::Float16 => "halfvec",
+        }
+    }
+
+    pub fn arrow_type(self) -> DataType {
+        match self {
+            VectorElement::Float32 => DataType::Float32,
+            VectorElement::Float16 => DataType::Float16,
+        }
+    }
+}
+
+impl VectorSpec {
+    /// A `vector(dims)` column, indexed for L2 with the default HNSW parameters.
+    pub fn new(dims: usize) -> VectorSpec {
+        VectorSpec {
+            dims,
+            metric: Metric::L2,
+            hnsw: HnswParams::default(),
+            element: VectorElement::Float32,
+        }
+    }
+
+    /// Arrow's type for a value of this column.
+    pub fn arrow_type(&self) -> DataType {
+        DataType::FixedSizeList(
+            Arc::new(Field::new("item", self.element.arrow_type(), true)),
+            self.dims as i32,
+        )
+    }
 }
 
 /// The column types a collection can hold.
@@ -168,7 +220,7 @@ impl ColumnType {
             }
             ColumnType::Array(element) => DataType::new_list(element.arrow_type(), true),
             ColumnType::VectorUnsized => DataType::new_list(DataType::Float32, true),
-            ColumnType::Vector(spec) => vector_arrow_type(spec.dims),
+            ColumnType::Vector(spec) => spec.arrow_type(),
         }
     }
 }
@@ -586,11 +638,7 @@ mod tests {
     use super::*;
 
     fn vector(dims: usize) -> ColumnType {
-        ColumnType::Vector(VectorSpec {
-            dims,
-            metric: Metric::L2,
-            hnsw: HnswParams::default(),
-        })
+        ColumnType::Vector(VectorSpec::new(dims))
     }
 
     #[test]

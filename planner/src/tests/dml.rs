@@ -6,8 +6,7 @@ use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{Int64Type, UInt64Type};
 use datafusion::prelude::SessionContext;
 use vecraft_cluster::collection::Collection;
-use vecraft_storage::distance::Metric;
-use vecraft_storage::schema::{CollectionSchema, ColumnDef, ColumnType, HnswParams, VectorSpec};
+use vecraft_storage::schema::{CollectionSchema, ColumnDef, ColumnType, VectorSpec};
 use vecraft_storage::shard::ShardOptions;
 
 use crate::table::CollectionTable;
@@ -17,15 +16,7 @@ fn open(dir: &std::path::Path) -> SessionContext {
     let schema = CollectionSchema::new(
         vec![
             ColumnDef::new("id", ColumnType::Int64, false),
-            ColumnDef::new(
-                "embedding",
-                ColumnType::Vector(VectorSpec {
-                    dims: 3,
-                    metric: Metric::L2,
-                    hnsw: HnswParams::default(),
-                }),
-                true,
-            ),
+            ColumnDef::new("embedding", ColumnType::Vector(VectorSpec::new(3)), true),
             ColumnDef::new("tag", ColumnType::Text, true),
         ],
         "id",

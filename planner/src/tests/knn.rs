@@ -7,10 +7,8 @@ use datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringAr
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
 use datafusion::prelude::SessionContext;
 use vecraft_storage::command::Command;
-use vecraft_storage::distance::Metric;
 use vecraft_storage::schema::{
-    CollectionSchema, ColumnDef, ColumnType, HnswParams, VectorSpec, vector_array,
-    vector_arrow_type,
+    CollectionSchema, ColumnDef, ColumnType, VectorSpec, vector_array, vector_arrow_type,
 };
 use vecraft_storage::shard::{Shard, ShardOptions};
 use vecraft_storage::synthetic::gaussian_mixture;
@@ -66,15 +64,7 @@ fn counted_session(dir: &std::path::Path) -> (SessionContext, Vec<f32>, Arc<Coun
     let schema = CollectionSchema::new(
         vec![
             ColumnDef::new("id", ColumnType::Int64, false),
-            ColumnDef::new(
-                "embedding",
-                ColumnType::Vector(VectorSpec {
-                    dims: DIMS,
-                    metric: Metric::L2,
-                    hnsw: HnswParams::default(),
-                }),
-                true,
-            ),
+            ColumnDef::new("embedding", ColumnType::Vector(VectorSpec::new(DIMS)), true),
             ColumnDef::new("category", ColumnType::Int64, true),
             ColumnDef::new("tag", ColumnType::Text, true),
         ],

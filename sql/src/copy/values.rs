@@ -10,10 +10,10 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use pgwire::api::results::FieldFormat;
 use pgwire::error::PgWireResult;
-use vecraft_storage::schema::{ColumnType, vector_array};
+use vecraft_storage::schema::{ColumnType, VectorElement, VectorSpec, vector_array};
 
 use crate::errors::user_error;
-use crate::params::vector_binary;
+use crate::params::{halfvec_binary, vector_binary};
 
 pub(super) enum Values {
     Int32(Vec<Option<i32>>),
@@ -27,8 +27,10 @@ pub(super) enum Values {
         target: DataType,
         values: Vec<ScalarValue>,
     },
+    /// A `vector(dims)` or `halfvec(dims)` column's values (a halfvec's as the reals its
+    /// halves are).
     Vector {
-        dims: usize,
+        spec: VectorSpec,
         values: Vec<f32>,
         valid: Vec<bool>,
     },
@@ -57,7 +59,7 @@ impl Values {
                 values: Vec::new(),
             },
             ColumnType::Vector(spec) => Values::Vector {
-                dims: spec.dims,
+                spec,
                 values: Vec::new(),
                 valid: Vec::new(),
             },
@@ -94,13 +96,16 @@ impl Values {
                 target,
             )?),
             Values::Vector {
-                dims,
+                spec,
                 values,
                 valid,
             } => {
-                let v = vecraft_planner::vector_text::parse_vector(text)
-                    .map_err(|e| user_error(e.sqlstate, e.message.clone()))?;
-                push_vector(*dims, values, valid, &v)?;
+                let v = match spec.element {
+                    VectorElement::Float32 => vecraft_planner::vector_text::parse_vector(text),
+                    VectorElement::Float16 => vecraft_planner::halfvec::parse_halfvec(text),
+                };
+                let v = v.map_err(|e| user_error(e.sqlstate, e.message.clone()))?;
+                push_vector(spec.dims, values, valid, &v)?;
             }
         }
         Ok(())
@@ -146,12 +151,15 @@ impl Values {
                 target,
             )?),
             Values::Vector {
-                dims,
+                spec,
                 values,
                 valid,
             } => {
-                let v = vector_binary(b).ok_or_else(bad)?;
-                push_vector(*dims, values, valid, &v)?;
+                let v = match spec.element {
+                    VectorElement::Float32 => vector_binary(b),
+                    VectorElement::Float16 => halfvec_binary(b),
+                };
+                push_vector(spec.dims, values, valid, &v.ok_or_else(bad)?)?;
             }
         }
         Ok(())
@@ -168,11 +176,11 @@ impl Values {
             Values::Scalars { target, values } => values
                 .push(ScalarValue::try_from(&*target).expect("every column type has a typed NULL")),
             Values::Vector {
-                dims,
+                spec,
                 values,
                 valid,
             } => {
-                values.extend(std::iter::repeat_n(0.0, *dims));
+                values.extend(std::iter::repeat_n(0.0, spec.dims));
                 valid.push(false);
             }
         }
@@ -196,7 +204,7 @@ impl Values {
                 }
             }
             Values::Vector {
-                dims,
+                spec,
                 values,
                 valid,
             } => {
@@ -205,7 +213,10 @@ impl Values {
                     .any(|v| !v)
                     .then(|| datafusion::arrow::buffer::NullBuffer::from(std::mem::take(valid)));
                 valid.clear();
-                Arc::new(vector_array(*dims, std::mem::take(values), nulls))
+                let reals = vector_array(spec.dims, std::mem::take(values), nulls);
+                // Exact for a halfvec: each real is a half.
+                datafusion::arrow::compute::cast(&reals, &spec.arrow_type())
+                    .map_err(|e| user_error("XX000", e.to_string()))?
             }
         })
     }

@@ -17,12 +17,12 @@ use datafusion::logical_expr::{
 };
 use vecraft_storage::distance::Metric;
 use vecraft_storage::names::split_qualified;
-use vecraft_storage::schema::{ColumnType, HnswParams};
+use vecraft_storage::schema::{ColumnType, HnswParams, VectorSpec};
 
 use super::LiveCatalog;
 use super::types::table_oid;
 use crate::catalog::Catalog;
-use crate::encode::VECTOR_OID;
+use crate::encode::{HALFVEC_OID, VECTOR_OID};
 use crate::idents::quote_ident;
 
 /// PostgreSQL's OIDs of the access methods Vecraft shows.
@@ -60,6 +60,10 @@ pub(super) const OPCLASSES: &[(u32, &str, u32, u32, bool)] = &[
     (16391, "vector_ip_ops", HNSW_AM, VECTOR_OID, false),
     (16392, "vector_cosine_ops", HNSW_AM, VECTOR_OID, false),
     (16393, "vector_l1_ops", HNSW_AM, VECTOR_OID, false),
+    (16402, "halfvec_l2_ops", HNSW_AM, HALFVEC_OID, false),
+    (16403, "halfvec_ip_ops", HNSW_AM, HALFVEC_OID, false),
+    (16404, "halfvec_cosine_ops", HNSW_AM, HALFVEC_OID, false),
+    (16405, "halfvec_l1_ops", HNSW_AM, HALFVEC_OID, false),
 ];
 
 /// The OID of operator class `name` of access method `am`.
@@ -141,7 +145,7 @@ pub(super) fn indexes(catalog: &Catalog) -> Vec<IndexRow> {
                     "CREATE INDEX {} ON {on} USING hnsw ({} {}){}",
                     quote_ident(&name),
                     quote_ident(&column.name),
-                    opclass(spec.metric),
+                    opclass(spec),
                     with_clause(&spec.hnsw)
                 ),
                 name,
@@ -149,7 +153,7 @@ pub(super) fn indexes(catalog: &Catalog) -> Vec<IndexRow> {
                 access_method: HNSW_AM,
                 column: attnum(&schema, position),
                 constraint: None,
-                opclass: opclass_oid(HNSW_AM, opclass(spec.metric)),
+                opclass: opclass_oid(HNSW_AM, &opclass(spec)),
             });
         }
     }
@@ -160,13 +164,15 @@ pub(super) fn index_oid(table: &str, index: &str) -> u32 {
     table_oid(&format!("{table}\u{0}{index}"))
 }
 
-fn opclass(metric: Metric) -> &'static str {
-    match metric {
-        Metric::L2 => "vector_l2_ops",
-        Metric::Cosine => "vector_cosine_ops",
-        Metric::InnerProduct => "vector_ip_ops",
-        Metric::L1 => "vector_l1_ops",
-    }
+/// pgvector's operator class of a column's metric: `vector_l2_ops`, `halfvec_cosine_ops`, ….
+fn opclass(spec: &VectorSpec) -> String {
+    let metric = match spec.metric {
+        Metric::L2 => "l2",
+        Metric::Cosine => "cosine",
+        Metric::InnerProduct => "ip",
+        Metric::L1 => "l1",
+    };
+    format!("{}_{metric}_ops", spec.element.type_name())
 }
 
 /// `WITH (…)` for the parameters that differ from pgvector's defaults, as PostgreSQL prints

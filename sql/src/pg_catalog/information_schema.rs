@@ -16,7 +16,7 @@ use vecraft_storage::schema::{ColumnDef, ColumnType, Identity};
 use super::columns::{i32s, strs, table};
 use super::types::{TYPES, array_types, column_type, format_type};
 use crate::catalog::Catalog;
-use crate::encode::VECTOR_OID;
+use crate::encode::is_pgvector_type;
 
 const TABLES: &[&str] = &["tables", "columns", "schemata", "views"];
 
@@ -128,7 +128,7 @@ struct ColumnRows {
 impl ColumnRows {
     fn push(&mut self, table: &str, position: i32, column: &ColumnDef) {
         let (oid, _) = column_type(&column.ty);
-        let vector = oid == VECTOR_OID;
+        let vector = is_pgvector_type(oid);
         let array = matches!(column.ty, ColumnType::Array(_));
         let (schema, table) = parts(table);
         self.schema.push(schema);

@@ -21,7 +21,7 @@ use vecraft_storage::names::split_qualified;
 
 const HEAP_AM: u32 = 2;
 use crate::catalog::Catalog;
-use crate::encode::VECTOR_OID;
+use crate::encode::is_pgvector_type;
 
 pub struct PgCatalogSchema {
     pub(super) catalog: Arc<Catalog>,
@@ -156,7 +156,7 @@ fn pg_type() -> Result<RecordBatch> {
     let mut rows: Vec<(u32, String, i16, u32, u32, u8, char, u32)> = TYPES
         .iter()
         .map(|t| {
-            let ns = if t.0 == VECTOR_OID {
+            let ns = if is_pgvector_type(t.0) {
                 PUBLIC_NAMESPACE
             } else {
                 PG_CATALOG_NAMESPACE
@@ -165,7 +165,7 @@ fn pg_type() -> Result<RecordBatch> {
         })
         .collect();
     rows.extend(array_types().map(|(oid, name, elem)| {
-        let ns = if elem == VECTOR_OID {
+        let ns = if is_pgvector_type(elem) {
             PUBLIC_NAMESPACE
         } else {
             PG_CATALOG_NAMESPACE
@@ -220,6 +220,7 @@ fn io_function(type_name: &str, category: char, way: &str) -> String {
         _ if matches!(
             type_name,
             "vector"
+                | "halfvec"
                 | "uuid"
                 | "jsonb"
                 | "date"
@@ -362,7 +363,7 @@ fn pg_index(catalog: &Catalog) -> Result<RecordBatch> {
 fn pg_opclass() -> Result<RecordBatch> {
     let n = OPCLASSES.len();
     let namespace = |c: &(u32, &str, u32, u32, bool)| {
-        if c.3 == VECTOR_OID {
+        if is_pgvector_type(c.3) {
             PUBLIC_NAMESPACE
         } else {
             PG_CATALOG_NAMESPACE

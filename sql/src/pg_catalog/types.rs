@@ -1,9 +1,9 @@
 //! PostgreSQL's built-in types as drivers see them (OIDs, names, `format_type`), and the OIDs
 //! Vecraft gives its own objects.
 
-use vecraft_storage::schema::{ArrayElement, ColumnType};
+use vecraft_storage::schema::{ArrayElement, ColumnType, VectorElement};
 
-use crate::encode::VECTOR_OID;
+use crate::encode::{HALFVEC_OID, VECTOR_OID};
 
 pub const PG_CATALOG_NAMESPACE: u32 = 11;
 pub const PUBLIC_NAMESPACE: u32 = 2200;
@@ -53,6 +53,7 @@ pub(super) const TYPES: &[(u32, &str, i16, u32, char)] = &[
     (2950, "uuid", 16, 2951, 'U'),
     (3802, "jsonb", -1, 3807, 'U'),
     (VECTOR_OID, "vector", -1, VECTOR_OID + 1, 'U'),
+    (HALFVEC_OID, "halfvec", -1, HALFVEC_OID + 1, 'U'),
 ];
 
 /// Array types of the built-ins: (oid, name, element oid).
@@ -94,6 +95,7 @@ pub fn type_oid(name: &str) -> Option<u32> {
 pub fn format_type(oid: u32, typmod: i32) -> Option<String> {
     Some(match oid {
         VECTOR_OID if typmod > 0 => format!("vector({typmod})"),
+        HALFVEC_OID if typmod > 0 => format!("halfvec({typmod})"),
         1043 if typmod > 4 => format!("character varying({})", typmod - 4),
         1700 if typmod >= 4 => {
             let typmod = typmod - 4;
@@ -149,7 +151,10 @@ pub(super) fn column_type(ty: &ColumnType) -> (u32, i32) {
         ColumnType::Json => (114, -1),
         ColumnType::Jsonb => (3802, -1),
         ColumnType::Uuid => (2950, -1),
-        ColumnType::Vector(spec) => (VECTOR_OID, spec.dims as i32),
+        ColumnType::Vector(spec) => match spec.element {
+            VectorElement::Float32 => (VECTOR_OID, spec.dims as i32),
+            VectorElement::Float16 => (HALFVEC_OID, spec.dims as i32),
+        },
         ColumnType::VectorUnsized => (VECTOR_OID, -1),
     }
 }

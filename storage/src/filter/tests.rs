@@ -1,8 +1,7 @@
 //! Filter semantics: operators, three-valued logic, coercions, validation.
 
 use super::*;
-use crate::distance::Metric;
-use crate::schema::{ColumnDef, HnswParams, VectorSpec};
+use crate::schema::{ColumnDef, VectorSpec};
 use arrow::datatypes::{Field, Schema};
 
 fn cmp_(column: &str, op: CmpOp, value: Scalar) -> Filter {
@@ -392,11 +391,7 @@ fn three_valued_logic() {
 }
 
 fn schema() -> CollectionSchema {
-    let vector = ColumnType::Vector(VectorSpec {
-        dims: 3,
-        metric: Metric::L2,
-        hnsw: HnswParams::default(),
-    });
+    let vector = ColumnType::Vector(VectorSpec::new(3));
     CollectionSchema::new(
         vec![
             ColumnDef::new("id", ColumnType::Int64, false),

@@ -13,7 +13,7 @@ use roaring::RoaringBitmap;
 use crate::distance::{inv_norm, validate_vector};
 use crate::error::{Error, Result};
 use crate::key::{Key, keys_of};
-use crate::schema::{CollectionSchema, ColumnType, vector_array};
+use crate::schema::{CollectionSchema, ColumnType, VectorElement, vector_array};
 use crate::segment::Segment;
 use crate::segment::memory::MemVectors;
 
@@ -216,7 +216,12 @@ pub fn take_column(
             .iter()
             .position(|&c| c == column)
             .expect("vector column");
-        return Ok(take_vectors(segment, i, spec.dims, rows));
+        let vectors = take_vectors(segment, i, spec.dims, rows);
+        return match spec.element {
+            VectorElement::Float32 => Ok(vectors),
+            // Exact: the stored floats are halves.
+            VectorElement::Float16 => Ok(cast(&vectors, &spec.arrow_type())?),
+        };
     }
     let p = schema
         .payload_columns()

@@ -25,9 +25,8 @@ fn schema(dims: usize, metric: Metric) -> CollectionSchema {
             ColumnDef::new(
                 "embedding",
                 ColumnType::Vector(VectorSpec {
-                    dims,
                     metric,
-                    hnsw: HnswParams::default(),
+                    ..VectorSpec::new(dims)
                 }),
                 true,
             ),
@@ -443,15 +442,7 @@ fn text_keys_and_null_vectors() {
     let schema = CollectionSchema::new(
         vec![
             ColumnDef::new("name", ColumnType::Text, false),
-            ColumnDef::new(
-                "v",
-                ColumnType::Vector(VectorSpec {
-                    dims: 2,
-                    metric: Metric::L2,
-                    hnsw: HnswParams::default(),
-                }),
-                true,
-            ),
+            ColumnDef::new("v", ColumnType::Vector(VectorSpec::new(2)), true),
         ],
         "name",
     )
