@@ -68,7 +68,15 @@ impl ExprPlanner for VectorOperators {
         if sized && types.iter().all(|t| t == &types[0]) {
             return Ok(PlannerResult::Original(exprs));
         }
-        let cast = |e: Expr| Expr::Cast(Cast::new(Box::new(e), crate::functions::unsized_vector()));
+        // `halfvec[]` when the first typed element is a halfvec, else `vector[]`.
+        let first_typed = types
+            .iter()
+            .find(|t| !matches!(t, DataType::Utf8 | DataType::Null));
+        let element = match first_typed.and_then(crate::halfvec::half_target) {
+            Some(_) => DataType::new_list(DataType::Float16, true),
+            None => crate::functions::unsized_vector(),
+        };
+        let cast = |e: Expr| Expr::Cast(Cast::new(Box::new(e), element.clone()));
         let exprs = exprs
             .into_iter()
             .map(|e| match untyped(&e) {

@@ -75,11 +75,12 @@ pub struct VectorOr {
     signature: Signature,
 }
 
-/// A vector: `vector(n)` (a fixed-size list of reals) or `vector` (a list of them).
+/// A vector: `vector(n)` (a fixed-size list of reals) or `vector` (a list of them), or a
+/// halfvec (of halves).
 fn is_vector(t: &DataType) -> bool {
     match t {
         DataType::FixedSizeList(item, _) | DataType::List(item) => {
-            item.data_type() == &DataType::Float32
+            matches!(item.data_type(), DataType::Float32 | DataType::Float16)
         }
         _ => false,
     }
@@ -334,10 +335,13 @@ impl VectorAccumulator {
         for (s, x) in sum.iter_mut().zip(v) {
             match self.kind {
                 Kind::Avg => *s += x,
-                // `sum` adds reals, as pgvector's `vector_add`: out of their range is an
-                // error at once.
+                // `sum` adds reals, as pgvector's `vector_add` (halves, as `halfvec_add`):
+                // out of their range is an error at once.
                 Kind::Sum => {
-                    let r = *s as f32 + *x as f32;
+                    let mut r = *s as f32 + *x as f32;
+                    if crate::halfvec::half_target(&self.output).is_some() {
+                        r = half::f16::from_f32(r).to_f32();
+                    }
                     if r.is_infinite() {
                         return Err(overflow());
                     }
@@ -409,6 +413,9 @@ impl Accumulator for VectorAccumulator {
                 return Err(overflow());
             }
             out.push(x);
+        }
+        if crate::halfvec::half_target(&self.output).is_some() {
+            out = crate::halfvec::halves(&out)?; // a mean past a half's range
         }
         let array = crate::vector_math::vectors(vec![Some(out)], &self.output)?;
         ScalarValue::try_from_array(&array, 0)
