@@ -20,7 +20,7 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use vecraft_storage::distance::Metric;
-use vecraft_storage::schema::{vector_array, vector_arrow_type};
+use vecraft_storage::schema::vector_array;
 
 use crate::error::VectorError;
 use crate::vector_text::parse_vector;
@@ -118,8 +118,9 @@ impl ScalarUDFImpl for VectorUdf {
         Ok(match self.function {
             VectorFn::Dims => DataType::Int32,
             VectorFn::Text => DataType::Utf8,
+            // A halfvec's is a halfvec, as pgvector's.
             VectorFn::L2Normalize => match arg_types.first() {
-                Some(DataType::FixedSizeList(_, n)) => vector_arrow_type(*n as usize),
+                Some(t @ DataType::FixedSizeList(..)) => t.clone(),
                 _ => unsized_vector(),
             },
             _ => DataType::Float64,
@@ -371,5 +372,14 @@ fn normalize(a: &Operand, n: usize, return_type: &DataType) -> Result<ArrayRef> 
         }
     }
     let nulls = valid.iter().any(|v| !v).then(|| NullBuffer::from(valid));
-    Ok(Arc::new(vector_array(dims, values, nulls)))
+    let reals = vector_array(dims, values, nulls);
+    match crate::halfvec::half_target(return_type) {
+        Some(_) => {
+            let halves =
+                crate::halfvec::halves(reals.values().as_primitive::<Float32Type>().values())?;
+            let halves = vector_array(dims, halves, reals.nulls().cloned());
+            Ok(cast(&halves, return_type)?)
+        }
+        None => Ok(Arc::new(reals)),
+    }
 }

@@ -15,10 +15,14 @@ use datafusion::common::Result;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
-use vecraft_storage::schema::{MAX_DIMS, vector_array, vector_arrow_type};
+use vecraft_storage::schema::{
+    MAX_DIMS, VectorElement, VectorSpec, vector_array, vector_arrow_type,
+};
+
+use crate::halfvec::half_target;
 
 use crate::error::{NUMERIC_VALUE_OUT_OF_RANGE, VectorError};
-use crate::functions::{Operand, all_constant, answer, unsized_vector};
+use crate::functions::{Operand, all_constant, answer};
 
 /// Which computation a UDF of this module does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -85,16 +89,29 @@ impl ScalarUDFImpl for MathUdf {
 
     fn return_type(&self, args: &[DataType]) -> Result<DataType> {
         let dims: Vec<Option<usize>> = args.iter().map(fixed_dims).collect();
+        // Halfvecs give halfvecs, as pgvector's halfvec operators do.
+        let element = match args.iter().any(|t| half_target(t).is_some()) {
+            true => VectorElement::Float16,
+            false => VectorElement::Float32,
+        };
+        let sized = |dims| {
+            VectorSpec {
+                element,
+                ..VectorSpec::new(dims)
+            }
+            .arrow_type()
+        };
+        let any_length = DataType::new_list(element.arrow_type(), true);
         Ok(match self.function {
             VectorMath::Cmp => DataType::Int32,
-            VectorMath::Subvector => unsized_vector(),
+            VectorMath::Subvector => any_length,
             VectorMath::Concat => match (dims[0], dims[1]) {
-                (Some(a), Some(b)) if a + b <= MAX_DIMS => vector_arrow_type(a + b),
-                _ => unsized_vector(),
+                (Some(a), Some(b)) if a + b <= MAX_DIMS => sized(a + b),
+                _ => any_length,
             },
             _ => match dims[0].or(dims[1]) {
-                Some(n) => vector_arrow_type(n),
-                None => unsized_vector(),
+                Some(n) => sized(n),
+                None => any_length,
             },
         })
     }
@@ -132,10 +149,11 @@ impl ScalarUDFImpl for MathUdf {
                     Operand::new(&args.args[0], rows)?,
                     Operand::new(&args.args[1], rows)?,
                 );
+                let half = half_target(args.return_field.data_type()).is_some();
                 let mut out = Vec::with_capacity(n);
                 for row in 0..n {
                     out.push(match (a.get(row), b.get(row)) {
-                        (Some(x), Some(y)) => Some(combine(f, x, y)?),
+                        (Some(x), Some(y)) => Some(combine(f, x, y, half)?),
                         _ => None,
                     });
                 }
@@ -163,16 +181,22 @@ pub fn compare(a: &[f32], b: &[f32]) -> i32 {
     }
 }
 
-fn combine(f: VectorMath, x: &[f32], y: &[f32]) -> Result<Vec<f32>> {
+/// `x op y`; `half`: of halfvecs, each result rounded to a half (its overflow is an error).
+fn combine(f: VectorMath, x: &[f32], y: &[f32], half: bool) -> Result<Vec<f32>> {
+    let type_name = if half { "halfvec" } else { "vector" };
     if f == VectorMath::Concat {
         if x.len() + y.len() > MAX_DIMS {
-            let message = format!("vector cannot have more than {MAX_DIMS} dimensions");
+            let message = format!("{type_name} cannot have more than {MAX_DIMS} dimensions");
             return Err(VectorError::data(message).into());
         }
         return Ok(x.iter().chain(y).copied().collect());
     }
     if x.len() != y.len() {
-        let message = format!("different vector dimensions {} and {}", x.len(), y.len());
+        let message = format!(
+            "different {type_name} dimensions {} and {}",
+            x.len(),
+            y.len()
+        );
         return Err(VectorError::data(message).into());
     }
     let mut out = Vec::with_capacity(x.len());
@@ -181,6 +205,11 @@ fn combine(f: VectorMath, x: &[f32], y: &[f32]) -> Result<Vec<f32>> {
             VectorMath::Add => a + b,
             VectorMath::Subtract => a - b,
             _ => a * b,
+        };
+        let r = if half {
+            half::f16::from_f32(r).to_f32()
+        } else {
+            r
         };
         if r.is_infinite() {
             return Err(out_of_range("overflow"));
@@ -302,7 +331,14 @@ mod tests {
         assert_eq!(compare(&[1.0, 2.0, 3.0], &[1.0, 2.0, 3.0]), 0);
         assert_eq!(compare(&[1.0, 2.0], &[1.0, 2.0, 3.0]), -1);
         assert_eq!(compare(&[2.0, 3.0], &[1.0, 2.0, 3.0]), 1);
-        assert!(combine(VectorMath::Multiply, &[1e-37], &[1e-37]).is_err());
-        assert!(combine(VectorMath::Add, &[3e38], &[3e38]).is_err());
+        assert!(combine(VectorMath::Multiply, &[1e-37], &[1e-37], false).is_err());
+        assert!(combine(VectorMath::Add, &[3e38], &[3e38], false).is_err());
+        // Halves: each result rounded, and held to a half's range.
+        assert_eq!(
+            combine(VectorMath::Add, &[1.0], &[0.0001], true).unwrap(),
+            [1.0]
+        );
+        assert!(combine(VectorMath::Add, &[60000.0], &[60000.0], true).is_err());
+        assert!(combine(VectorMath::Multiply, &[0.0001], &[0.0001], true).is_err());
     }
 }

@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::filter::{CmpOp, Filter, Scalar};
 use crate::key::Key;
 use crate::schema::{
-    CollectionSchema, ColumnDef, ColumnType, HnswParams, VectorSpec, vector_array,
+    CollectionSchema, ColumnDef, ColumnType, HnswParams, VectorElement, VectorSpec, vector_array,
     vector_arrow_type,
 };
 
@@ -475,6 +475,70 @@ fn text_keys_and_null_vectors() {
         .apply(2, &Command::Delete(vec![Key::Text("a".into())]))
         .unwrap();
     assert_eq!(shard.count(), 1);
+}
+
+/// A halfvec column: written as Arrow halves, searched as the reals they are, and read back
+/// as the same halves from a growing segment, a sealed one, and after reopening.
+#[test]
+fn halfvec_columns_give_back_their_halves() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = VectorSpec {
+        element: VectorElement::Float16,
+        ..VectorSpec::new(2)
+    };
+    let schema = CollectionSchema::new(
+        vec![
+            ColumnDef::new("id", ColumnType::Int64, false),
+            ColumnDef::new("v", ColumnType::Vector(spec), true),
+        ],
+        "id",
+    )
+    .unwrap();
+    let halves = |ids: &[i64], values: Vec<f32>| {
+        let reals = vector_array(2, values, None);
+        RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("id", DataType::Int64, false),
+                Field::new("v", spec.arrow_type(), true),
+            ])),
+            vec![
+                Arc::new(Int64Array::from(ids.to_vec())),
+                arrow::compute::cast(&reals, &spec.arrow_type()).unwrap(),
+            ],
+        )
+        .unwrap()
+    };
+    let stored = |shard: &Shard| {
+        let rows = shard.scan(Some(&["v".to_string()]), None).unwrap();
+        let mut out = Vec::new();
+        for batch in &rows {
+            assert_eq!(batch.column(0).data_type(), &spec.arrow_type());
+            let values = batch.column(0).as_fixed_size_list().values().clone();
+            let values = values.as_primitive::<arrow::datatypes::Float16Type>();
+            out.extend(values.values().iter().map(|h| h.to_f32()));
+        }
+        out.sort_by(f32::total_cmp);
+        out
+    };
+    let expected = vec![-2.0, 0.099975586, 1.5, 65504.0];
+    {
+        let shard = Shard::open(dir.path(), Some(schema), opts(2)).unwrap();
+        shard
+            .apply(1, &Command::Upsert(halves(&[1], vec![0.1, 1.5])))
+            .unwrap();
+        shard
+            .apply(2, &Command::Upsert(halves(&[2], vec![65504.0, -2.0])))
+            .unwrap();
+        assert_eq!(stored(&shard), expected);
+        let nearest = shard
+            .search(&SearchRequest::new("v", vec![0.0, 1.0], 1))
+            .unwrap();
+        assert_eq!(ids_of(&nearest), [1]);
+        shard.flush().unwrap();
+        assert!(shard.stats().sealed_segments >= 1, "{:?}", shard.stats());
+    }
+    let shard = Shard::open(dir.path(), None, opts(2)).unwrap();
+    assert_eq!(stored(&shard), expected);
 }
 
 /// Random upserts, deletes, seals, compactions and reopens against a plain map: scans return
