@@ -58,7 +58,8 @@ impl AnalyzerRule for VectorCasts {
                 })?;
                 Ok(rewritten.update_data(|e| saved.restore(e)))
             })?;
-            Ok(Transformed::yes(node.data.recompute_schema()?))
+            let node = node.data.recompute_schema()?;
+            Ok(Transformed::yes(values_of_their_columns_types(node)?))
         })?;
         Ok(rewritten.data)
     }
@@ -66,6 +67,28 @@ impl AnalyzerRule for VectorCasts {
     fn name(&self) -> &str {
         "vector_casts"
     }
+}
+
+/// A VALUES list keeps the column types it was planned with, but a vector literal of a
+/// `vector` (or `halfvec`) column without dimensions became `vector(n)` above: such a value
+/// is cast back to its column's type, so every row has the type of the list.
+fn values_of_their_columns_types(node: LogicalPlan) -> Result<LogicalPlan> {
+    let LogicalPlan::Values(mut values) = node else {
+        return Ok(node);
+    };
+    let empty = DFSchema::empty();
+    for row in &mut values.values {
+        for (value, field) in row.iter_mut().zip(values.schema.fields()) {
+            let declared = field.data_type();
+            let any_length = matches!(vector_target(declared), Some(None))
+                || matches!(half_target(declared), Some(None));
+            if any_length && value.get_type(&empty)? != *declared {
+                let cast = Cast::new(Box::new(value.clone()), declared.clone());
+                *value = Expr::Cast(cast);
+            }
+        }
+    }
+    Ok(LogicalPlan::Values(values))
 }
 
 /// The columns the expressions of `node` read: its inputs' together.
@@ -274,8 +297,8 @@ fn real_array(text: &str) -> Result<ScalarValue> {
     )))
 }
 
-/// `'{"[1,2]","[3,4]"}'::vector[]` (or `vector(n)[]`): an array literal of vectors, each
-/// read and checked as a vector literal is.
+/// `'{"[1,2]","[3,4]"}'::vector[]` (or `vector(n)[]`, `halfvec[]`): an array literal of
+/// vectors, each read and checked as a vector (or halfvec) literal is.
 fn vector_array_literal(
     text: &str,
     dims: Option<usize>,
@@ -288,7 +311,11 @@ fn vector_array_literal(
             vectors.push(ScalarValue::try_from(element)?);
             continue;
         };
-        let v = parse_vector(&item).map_err(|e| e.with_literal(text))?;
+        let v = match half_target(element) {
+            Some(_) => parse_halfvec(&item),
+            None => parse_vector(&item),
+        };
+        let v = v.map_err(|e| e.with_literal(text))?;
         if let Some(dims) = dims {
             check_dims(v.len(), dims)?;
         }
@@ -321,7 +348,7 @@ fn rewrite_cast(expr: Expr) -> Result<Transformed<Expr>> {
         _ => return Ok(Transformed::no(expr)),
     };
     if let DataType::List(element) = field.data_type()
-        && let Some(dims) = vector_target(element.data_type())
+        && let Some(dims) = vector_target(element.data_type()).or(half_target(element.data_type()))
     {
         let vectors = vector_array_literal(text, dims, element.data_type())?;
         return Ok(Transformed::yes(Expr::Literal(vectors, None)));
