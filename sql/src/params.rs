@@ -76,11 +76,27 @@ fn halfvec_value(
     let to_pg = |e: vecraft_planner::error::VectorError| user_error(e.sqlstate, e.message);
     let values = match (format, declared.map(Type::oid)) {
         (FieldFormat::Text, _) => parse_halfvec(utf8(bytes)?).map_err(to_pg)?,
+        // Text's binary form is its text.
+        (FieldFormat::Binary, Some(oid))
+            if [Type::TEXT.oid(), Type::VARCHAR.oid()].contains(&oid) =>
+        {
+            parse_halfvec(utf8(bytes)?).map_err(to_pg)?
+        }
         (FieldFormat::Binary, Some(VECTOR_OID)) => {
             halves(&vector_binary(bytes).ok_or_else(wrong)?).map_err(to_pg)?
         }
         (FieldFormat::Binary, _) => halfvec_binary(bytes).ok_or_else(wrong)?,
     };
+    if values.is_empty() {
+        return Err(user_error(
+            "22000",
+            "halfvec must have at least 1 dimension",
+        ));
+    }
+    if values.len() > vecraft_storage::schema::MAX_DIMS {
+        let message = "halfvec cannot have more than 16000 dimensions";
+        return Err(user_error("54000", message));
+    }
     let value = vector_scalar(values.clone(), dims.unwrap_or(values.len()))?;
     value
         .cast_to(target)
@@ -411,6 +427,38 @@ mod tests {
         assert!(
             err.to_string().contains("expected 3 dimensions, not 2"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn halfvecs_decode_from_text_halfvec_binary_and_vector_binary() {
+        let halfvec =
+            DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float16, true)), 2);
+        let text = decode(Some(b"[1.1,-2]"), FieldFormat::Text, None, &halfvec).unwrap();
+        let mut halves = vec![0u8, 2, 0, 0];
+        for x in [1.1f32, -2.0] {
+            halves.extend_from_slice(&half::f16::from_f32(x).to_be_bytes());
+        }
+        let binary = decode(Some(&halves), FieldFormat::Binary, None, &halfvec).unwrap();
+        let mut reals = vec![0u8, 2, 0, 0];
+        for x in [1.1f32, -2.0] {
+            reals.extend_from_slice(&x.to_be_bytes());
+        }
+        let vector = crate::encode::vector_type();
+        let from_vector =
+            decode(Some(&reals), FieldFormat::Binary, Some(&vector), &halfvec).unwrap();
+        assert_eq!(text, binary);
+        assert_eq!(text, from_vector);
+        assert_eq!(text.data_type(), halfvec);
+        let empty = decode(Some(&[0, 0, 0, 0]), FieldFormat::Binary, None, &halfvec).unwrap_err();
+        assert!(
+            empty.to_string().contains("at least 1 dimension"),
+            "{empty}"
+        );
+        let big = decode(Some(b"[70000,1]"), FieldFormat::Text, None, &halfvec).unwrap_err();
+        assert!(
+            big.to_string().contains("out of range for type halfvec"),
+            "{big}"
         );
     }
 
