@@ -266,8 +266,7 @@ fn binary(array: &ArrayRef, row: usize, described: &Type) -> Option<Vec<u8>> {
 }
 
 /// pgvector's binary form of one vector's `values`: `u16` dimensions, `u16` unused, the
-/// big-endian `f32`s.
-/// A halfvec's is pgvector's `halfvec_send`: the same header, then the big-endian halves.
+/// big-endian `f32`s. A halfvec's is `halfvec_send`'s: the same header, then its halves.
 fn vector_binary(values: &ArrayRef, out: &mut Vec<u8>) -> Option<()> {
     if values.data_type() == &DataType::Float16 {
         out.put_u16(values.len() as u16);
