@@ -195,7 +195,7 @@ impl ArrayToVector {
             let x = match self.element {
                 VectorElement::Float32 => *x as f32,
                 // Through real, as pgvector converts.
-                VectorElement::Float16 => crate::halfvec::halves(&[*x as f32])?[0],
+                VectorElement::Float16 => crate::halfvec::half(*x as f32)?,
             };
             if x.is_infinite() {
                 let message = format!("infinite value not allowed in {type_name}");

@@ -148,11 +148,11 @@ fn to_halfvec(expr: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
                 if let Some(dims) = dims {
                     check_dims(v.len(), dims)?;
                 }
-                let reals = ScalarValue::FixedSizeList(Arc::new(vector_array(v.len(), v, None)));
                 let halves = VectorSpec {
                     element: VectorElement::Float16,
-                    ..VectorSpec::new(reals_len(&reals))
+                    ..VectorSpec::new(v.len())
                 };
+                let reals = ScalarValue::FixedSizeList(Arc::new(vector_array(v.len(), v, None)));
                 let literal = reals.cast_to(&halves.arrow_type())?;
                 Ok(Transformed::yes(Expr::Literal(literal, None)))
             }
@@ -173,14 +173,6 @@ fn to_halfvec(expr: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
             half_array(read)
         }
         _ => half_array(inner.as_ref().clone()),
-    }
-}
-
-/// The length of a one-vector literal.
-fn reals_len(literal: &ScalarValue) -> usize {
-    match literal.data_type() {
-        DataType::FixedSizeList(_, n) => n as usize,
-        _ => 0,
     }
 }
 

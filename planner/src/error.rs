@@ -23,15 +23,6 @@ pub const DATA_EXCEPTION: &str = "22000";
 pub const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
 
 impl VectorError {
-    pub fn syntax(text: &str) -> Self {
-        VectorError {
-            sqlstate: INVALID_TEXT_REPRESENTATION,
-            message: format!("invalid input syntax for type vector: \"{text}\""),
-            detail: None,
-            near: None,
-        }
-    }
-
     /// 22P02 for `text` that is no value of type `type_name`.
     pub fn syntax_of(type_name: &str, text: &str) -> Self {
         VectorError::new(

@@ -9,7 +9,7 @@ use datafusion::arrow::datatypes::DataType;
 use half::f16;
 
 use crate::error::VectorError;
-use crate::vector_text::{format_real, parse_vector};
+use crate::vector_text::{format_real, parse_as};
 
 /// The dimension of a halfvec type: `Some(Some(n))` for `halfvec(n)`, `Some(None)` for
 /// `halfvec`, `None` for other types.
@@ -23,9 +23,9 @@ pub fn half_target(data_type: &DataType) -> Option<Option<usize>> {
     }
 }
 
-/// pgvector's text form read as a halfvec: as a vector, in halfvec's words, then rounded.
+/// pgvector's text form read as `halfvec_in` reads it, then rounded.
 pub fn parse_halfvec(text: &str) -> Result<Vec<f32>, VectorError> {
-    let floats = parse_vector(text).map_err(in_halfvec_words)?;
+    let floats = parse_as(text, "halfvec")?;
     // An element out of range is named as written (`"1e5" is out of range …`).
     let items = || {
         text.trim()
@@ -33,43 +33,35 @@ pub fn parse_halfvec(text: &str) -> Result<Vec<f32>, VectorError> {
             .trim_end_matches(']')
             .split(',')
     };
-    rounded(&floats, |i| {
-        items()
-            .nth(i)
-            .map_or_else(|| format_real(floats[i]), |t| t.trim().to_string())
-    })
-}
-
-/// `values` rounded to the nearest half each; a value past the half's range is refused.
-pub fn halves(values: &[f32]) -> Result<Vec<f32>, VectorError> {
-    rounded(values, |i| format_real(values[i]))
-}
-
-/// `values` rounded to halves; `written(i)` is how element `i` is named when it overflows.
-fn rounded(values: &[f32], written: impl Fn(usize) -> String) -> Result<Vec<f32>, VectorError> {
-    let mut out = Vec::with_capacity(values.len());
-    for (i, &x) in values.iter().enumerate() {
-        let half = f16::from_f32(x);
-        if half.is_infinite() && x.is_finite() {
-            let message = format!("\"{}\" is out of range for type halfvec", written(i));
-            return Err(VectorError::out_of_range(message));
-        }
-        out.push(half.to_f32());
+    let mut out = Vec::with_capacity(floats.len());
+    for (i, &x) in floats.iter().enumerate() {
+        out.push(half(x).map_err(|mut e| {
+            if let Some(written) = items().nth(i) {
+                e.message = out_of_range(written.trim()).message;
+            }
+            e
+        })?);
     }
     Ok(out)
 }
 
-/// A vector's error as pgvector's halfvec input words it (`… for type halfvec`, `halfvec
-/// must have at least 1 dimension`, `NaN not allowed in halfvec`).
-pub fn in_halfvec_words(mut e: VectorError) -> VectorError {
-    e.message = e
-        .message
-        .replace("type vector", "type halfvec")
-        .replace("in vector", "in halfvec");
-    if let Some(rest) = e.message.strip_prefix("vector ") {
-        e.message = format!("halfvec {rest}");
+/// `values` rounded to the nearest half each; a value past the half's range is refused.
+pub fn halves(values: &[f32]) -> Result<Vec<f32>, VectorError> {
+    values.iter().map(|&x| half(x)).collect()
+}
+
+/// `x` rounded to the nearest half (as the real it is), or pgvector's error when the half
+/// would overflow.
+pub fn half(x: f32) -> Result<f32, VectorError> {
+    let half = f16::from_f32(x);
+    if half.is_infinite() && x.is_finite() {
+        return Err(out_of_range(&format_real(x)));
     }
-    e
+    Ok(half.to_f32())
+}
+
+fn out_of_range(written: &str) -> VectorError {
+    VectorError::out_of_range(format!("\"{written}\" is out of range for type halfvec"))
 }
 
 #[cfg(test)]

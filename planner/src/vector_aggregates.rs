@@ -332,6 +332,7 @@ impl VectorAccumulator {
             };
             return Err(VectorError::data(message).into());
         }
+        let of_halves = crate::halfvec::half_target(&self.output).is_some();
         for (s, x) in sum.iter_mut().zip(v) {
             match self.kind {
                 Kind::Avg => *s += x,
@@ -339,7 +340,7 @@ impl VectorAccumulator {
                 // out of their range is an error at once.
                 Kind::Sum => {
                     let mut r = *s as f32 + *x as f32;
-                    if crate::halfvec::half_target(&self.output).is_some() {
+                    if of_halves {
                         r = half::f16::from_f32(r).to_f32();
                     }
                     if r.is_infinite() {

@@ -21,8 +21,9 @@ use datafusion::logical_expr::{
 };
 use vecraft_storage::schema::MAX_DIMS;
 
-use crate::error::{NUMERIC_VALUE_OUT_OF_RANGE, VectorError};
+use crate::error::VectorError;
 use crate::functions::{Operand, all_constant, answer, unsized_vector};
+use crate::vector_text::check_dims;
 
 /// Which support function a UDF computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -129,7 +130,7 @@ fn accum(state: &[f64], v: &[f32]) -> Result<Vec<f64>> {
         next.extend(v.iter().map(|&x| x as f64));
         return Ok(next);
     }
-    expect_dims(dims, v.len())?;
+    check_dims(v.len(), dims)?;
     let mut next = Vec::with_capacity(state.len());
     next.push(state[0] + 1.0);
     for (sum, &x) in state[1..].iter().zip(v) {
@@ -141,15 +142,15 @@ fn accum(state: &[f64], v: &[f32]) -> Result<Vec<f64>> {
 /// `vector_combine`: two partial states as one; an empty one (count 0) adds nothing.
 fn combine(a: &[f64], b: &[f64]) -> Result<Vec<f64>> {
     if a[0] == 0.0 {
-        check_dims(b.len() - 1)?;
+        check_count(b.len() - 1)?;
         return Ok(b.to_vec());
     }
     if b[0] == 0.0 {
-        check_dims(a.len() - 1)?;
+        check_count(a.len() - 1)?;
         return Ok(a.to_vec());
     }
-    check_dims(a.len() - 1)?;
-    expect_dims(a.len() - 1, b.len() - 1)?;
+    check_count(a.len() - 1)?;
+    check_dims(b.len() - 1, a.len() - 1)?;
     let mut next = vec![a[0] + b[0]];
     for (x, y) in a[1..].iter().zip(&b[1..]) {
         next.push(finite(x + y)?);
@@ -163,7 +164,7 @@ fn average(state: &[f64]) -> Result<Option<Vec<f32>>> {
     if n == 0.0 {
         return Ok(None);
     }
-    check_dims(state.len() - 1)?;
+    check_count(state.len() - 1)?;
     let mut mean = Vec::with_capacity(state.len() - 1);
     for sum in &state[1..] {
         let x = (sum / n) as f32;
@@ -178,7 +179,8 @@ fn average(state: &[f64]) -> Result<Option<Vec<f32>>> {
     Ok(Some(mean))
 }
 
-fn check_dims(dims: usize) -> Result<()> {
+/// pgvector's `CheckDim`: a vector has 1 to 16000 dimensions.
+fn check_count(dims: usize) -> Result<()> {
     if dims < 1 {
         return Err(VectorError::data("vector must have at least 1 dimension").into());
     }
@@ -189,18 +191,9 @@ fn check_dims(dims: usize) -> Result<()> {
     Ok(())
 }
 
-fn expect_dims(expected: usize, actual: usize) -> Result<()> {
-    if expected != actual {
-        let message = format!("expected {expected} dimensions, not {actual}");
-        return Err(VectorError::data(message).into());
-    }
-    Ok(())
-}
-
 fn finite(sum: f64) -> Result<f64> {
     if sum.is_infinite() {
-        let message = "value out of range: overflow";
-        return Err(VectorError::new(NUMERIC_VALUE_OUT_OF_RANGE, message).into());
+        return Err(VectorError::out_of_range("value out of range: overflow").into());
     }
     Ok(sum)
 }

@@ -11,7 +11,13 @@ use vecraft_storage::schema::MAX_DIMS;
 
 /// Parses pgvector text. Does not check a declared dimension (see `check_dims`).
 pub fn parse_vector(text: &str) -> Result<Vec<f32>, VectorError> {
-    let syntax = || VectorError::syntax(text);
+    parse_as(text, "vector")
+}
+
+/// Parses pgvector's text form as the input function of `type_name` (`vector`, `halfvec`)
+/// reads it, its errors in that type's words.
+pub fn parse_as(text: &str, type_name: &str) -> Result<Vec<f32>, VectorError> {
+    let syntax = || VectorError::syntax_of(type_name, text);
     let body = text.trim_start_matches(is_space);
     let body = body
         .strip_prefix('[')
@@ -22,7 +28,8 @@ pub fn parse_vector(text: &str) -> Result<Vec<f32>, VectorError> {
         return Err(syntax().with_detail("Junk after closing right brace."));
     }
     if inner.trim_matches(is_space).is_empty() {
-        return Err(VectorError::data("vector must have at least 1 dimension"));
+        let message = format!("{type_name} must have at least 1 dimension");
+        return Err(VectorError::data(message));
     }
     let mut out = Vec::new();
     for item in inner.split(',') {
@@ -30,10 +37,10 @@ pub fn parse_vector(text: &str) -> Result<Vec<f32>, VectorError> {
         if item.is_empty() {
             return Err(syntax());
         }
-        out.push(parse_element(item, text)?);
+        out.push(parse_element(item, text, type_name)?);
         if out.len() > MAX_DIMS {
             return Err(VectorError::data(format!(
-                "vector cannot have more than {MAX_DIMS} dimensions"
+                "{type_name} cannot have more than {MAX_DIMS} dimensions"
             )));
         }
     }
@@ -48,7 +55,7 @@ fn is_space(c: char) -> bool {
 /// checks: NaN and infinities are refused, overflow is out of range. Plain decimals, the
 /// common case, are parsed once and without allocating: a 384-dimension query vector is
 /// parsed on every execution.
-fn parse_element(item: &str, whole: &str) -> Result<f32, VectorError> {
+fn parse_element(item: &str, whole: &str, type_name: &str) -> Result<f32, VectorError> {
     // One sign at most, as strtof reads it.
     let unsigned = item.strip_prefix(['+', '-']).unwrap_or(item);
     let numeric = unsigned
@@ -56,18 +63,22 @@ fn parse_element(item: &str, whole: &str) -> Result<f32, VectorError> {
         .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'));
     if !numeric {
         return match unsigned.to_ascii_lowercase().as_str() {
-            "nan" => Err(VectorError::data("NaN not allowed in vector")),
-            "inf" | "infinity" => Err(VectorError::data("infinite value not allowed in vector")),
-            _ => Err(VectorError::syntax(whole)),
+            "nan" => Err(VectorError::data(format!("NaN not allowed in {type_name}"))),
+            "inf" | "infinity" => Err(VectorError::data(format!(
+                "infinite value not allowed in {type_name}"
+            ))),
+            _ => Err(VectorError::syntax_of(type_name, whole)),
         };
     }
     if !unsigned.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
-        return Err(VectorError::syntax(whole));
+        return Err(VectorError::syntax_of(type_name, whole));
     }
-    let value: f32 = item.parse().map_err(|_| VectorError::syntax(whole))?;
+    let value: f32 = item
+        .parse()
+        .map_err(|_| VectorError::syntax_of(type_name, whole))?;
     if value.is_infinite() {
         return Err(VectorError::out_of_range(format!(
-            "\"{item}\" is out of range for type vector"
+            "\"{item}\" is out of range for type {type_name}"
         )));
     }
     Ok(value)

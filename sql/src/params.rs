@@ -11,6 +11,7 @@ use pgwire::api::results::FieldFormat;
 use pgwire::error::PgWireResult;
 use vecraft_planner::halfvec::{half_target, halves, parse_halfvec};
 use vecraft_planner::vector_text::parse_vector;
+use vecraft_storage::schema::MAX_DIMS;
 
 use vecraft_planner::array_text::parse_array;
 use vecraft_storage::schema::UTC;
@@ -93,8 +94,8 @@ fn halfvec_value(
             "halfvec must have at least 1 dimension",
         ));
     }
-    if values.len() > vecraft_storage::schema::MAX_DIMS {
-        let message = "halfvec cannot have more than 16000 dimensions";
+    if values.len() > MAX_DIMS {
+        let message = format!("halfvec cannot have more than {MAX_DIMS} dimensions");
         return Err(user_error("54000", message));
     }
     let value = vector_scalar(values.clone(), dims.unwrap_or(values.len()))?;
