@@ -9,7 +9,7 @@ import time
 import numpy as np
 import psycopg
 import pytest
-from pgvector import HalfVector
+from pgvector import HalfVector, SparseVector
 from pgvector.psycopg import register_vector
 from psycopg import sql
 from psycopg.rows import dict_row
@@ -67,6 +67,31 @@ def test_halfvec_in_binary_and_text_with_an_hnsw_index(conn, table):
     assert rows[2][1].to_list() == [0.0, 0.0, 65504.0]
     with pytest.raises(psycopg.errors.NumericValueOutOfRange, match='"65520" is out of range for type halfvec'):
         conn.execute("SELECT %s::halfvec", ("[65520]",))
+
+
+def test_sparsevec_in_binary_and_text(conn, table):
+    """pgvector-python's SparseVector: binary and text parameters, binary results, binary COPY,
+    a search ordered by distance; a wrong dimension is pgvector's error."""
+    conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, embedding sparsevec(5))")
+    conn.execute(
+        f"INSERT INTO {table} VALUES (1, %b), (2, %t)",
+        (SparseVector({0: 1, 4: 2}, 5), SparseVector({1: 3.5}, 5)),
+    )
+    with conn.cursor().copy(f"COPY {table} (id, embedding) FROM STDIN WITH (FORMAT BINARY)") as copy:
+        copy.set_types(["int8", "sparsevec"])
+        copy.write_row((3, SparseVector({2: -1}, 5)))
+    rows = conn.execute(
+        f"SELECT id, embedding FROM {table} ORDER BY embedding <-> %b",
+        (SparseVector({0: 1}, 5),),
+        binary=True,
+    ).fetchall()
+    assert [r[0] for r in rows] == [3, 1, 2]
+    assert rows[1][1].indices() == [0, 4] and rows[1][1].values() == [1.0, 2.0]
+    assert rows[1][1].dimensions() == 5
+    text = conn.execute(f"SELECT embedding::text FROM {table} WHERE id = 2").fetchone()[0]
+    assert text == "{2:3.5}/5"
+    with pytest.raises(psycopg.errors.DataException, match="expected 5 dimensions, not 4"):
+        conn.execute(f"INSERT INTO {table} VALUES (4, %s)", (SparseVector({0: 1}, 4),))
 
 
 def test_rows_read_by_column_name(conn, table):

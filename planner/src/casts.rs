@@ -2,22 +2,25 @@
 //! become vector literals while the plan is analysed. A malformed literal fails here with
 //! pgvector's error, as it fails in PostgreSQL at parse time. Casts of vectors to text become
 //! `vector_out`, pgvector's text form; casts of other text to a vector, `vector_in`; casts of
-//! arrays of numbers to a vector, `array_to_vector`. Casts to `json`, `jsonb` and `uuid` become their
+//! arrays of numbers to a vector, `array_to_vector`. Casts to and from `sparsevec` become its
+//! functions, and `ORDER BY` a sparsevec sorts by its key. Casts to `json`, `jsonb` and `uuid` become their
 //! input functions.
 
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, Result, ScalarValue};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{Cast, Expr, ExprSchemable, LogicalPlan};
 use datafusion::optimizer::AnalyzerRule;
-use vecraft_storage::schema::{VectorElement, VectorSpec, vector_array};
+use vecraft_storage::schema::{VectorElement, VectorSpec, is_sparsevec, vector_array};
 
 use crate::functions::VectorFn;
 use crate::halfvec::{half_target, parse_halfvec};
+use crate::sparsevec::{SparseVec, declared_dims, sparse_scalar};
+use crate::sparsevec_udfs::SparseFn;
 use crate::text_types::TextType;
 use crate::vector_text::{check_dims, parse_vector};
 
@@ -33,8 +36,13 @@ impl AnalyzerRule for VectorCasts {
             let input = input_schema(&node)?;
             let node = node.map_expressions(|e| {
                 let saved = preserver.save(&e);
+                one_dimensional(&e)?;
                 let rewritten = e.transform_up(|e| {
-                    let e = to_halfvec(e, &input)?;
+                    let e = sparse_cast(e, &input)?;
+                    if e.transformed {
+                        return Ok(e);
+                    }
+                    let e = to_halfvec(e.data, &input)?;
                     if e.transformed {
                         return Ok(e);
                     }
@@ -59,7 +67,8 @@ impl AnalyzerRule for VectorCasts {
                 Ok(rewritten.update_data(|e| saved.restore(e)))
             })?;
             let node = node.data.recompute_schema()?;
-            Ok(Transformed::yes(values_of_their_columns_types(node)?))
+            let node = sparse_order(values_of_their_columns_types(node)?)?;
+            Ok(Transformed::yes(node))
         })?;
         Ok(rewritten.data)
     }
@@ -89,6 +98,94 @@ fn values_of_their_columns_types(node: LogicalPlan) -> Result<LogicalPlan> {
         }
     }
     Ok(LogicalPlan::Values(values))
+}
+
+/// `'{{1}}'::real[]::vector`: pgvector's 22000 for an array of more than one dimension cast
+/// to a vector type (arrays of arrays are not read here otherwise).
+fn one_dimensional(expr: &Expr) -> Result<()> {
+    expr.apply(|e| {
+        let Expr::Cast(Cast { expr: inner, field }) = e else {
+            return Ok(TreeNodeRecursion::Continue);
+        };
+        let to_vector = vector_target(field.data_type()).is_some()
+            || half_target(field.data_type()).is_some()
+            || is_sparsevec(field.data_type());
+        if let (true, Expr::Cast(Cast { expr: literal, .. })) = (to_vector, inner.as_ref())
+            && let Expr::Literal(ScalarValue::Utf8(Some(text)), _) = literal.as_ref()
+            && text
+                .trim_start()
+                .strip_prefix('{')
+                .is_some_and(|t| t.trim_start().starts_with('{'))
+        {
+            return Err(crate::error::VectorError::data("array must be 1-D").into());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(())
+}
+
+/// `ORDER BY` a sparse vector sorts by its key ([`SparseFn::SortKey`]), whose byte order is
+/// pgvector's comparison (a struct's own order, field by field, is not).
+fn sparse_order(node: LogicalPlan) -> Result<LogicalPlan> {
+    let LogicalPlan::Sort(mut sort) = node else {
+        return Ok(node);
+    };
+    for order in &mut sort.expr {
+        if is_sparsevec(&order.expr.get_type(sort.input.schema())?) {
+            order.expr = SparseFn::SortKey.call(vec![order.expr.clone()]);
+        }
+    }
+    Ok(LogicalPlan::Sort(sort))
+}
+
+/// Casts to and from `sparsevec`: a text literal read now (a malformed one fails at its
+/// position); anything else by [`SparseFn::ToSparse`]; a sparse vector to a vector, halfvec
+/// or text by their functions.
+fn sparse_cast(expr: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
+    let Expr::Cast(Cast { expr: inner, field }) = &expr else {
+        return Ok(Transformed::no(expr));
+    };
+    if is_sparsevec(field.data_type()) {
+        let dims = declared_dims(field);
+        return Ok(Transformed::yes(match inner.as_ref() {
+            Expr::Literal(
+                ScalarValue::Utf8(Some(text))
+                | ScalarValue::LargeUtf8(Some(text))
+                | ScalarValue::Utf8View(Some(text)),
+                _,
+            ) => {
+                // The declared dimension is checked after the input, as PostgreSQL applies a
+                // typmod: that error has no position.
+                let v = SparseVec::parse(text, None).map_err(|e| e.with_literal(text))?;
+                crate::sparsevec::check_expected(dims, v.dim)?;
+                Expr::Literal(sparse_scalar(Some(v))?, None)
+            }
+            Expr::Literal(value, _) if value.is_null() => Expr::Literal(sparse_scalar(None)?, None),
+            _ => SparseFn::ToSparse.cast(inner.as_ref().clone(), dims),
+        }));
+    }
+    let from_sparse = inner.get_type(input).is_ok_and(|t| is_sparsevec(&t));
+    if !from_sparse {
+        return Ok(Transformed::no(expr));
+    }
+    let inner = inner.as_ref().clone();
+    let target = field.data_type();
+    Ok(Transformed::yes(
+        if let Some(dims) = vector_target(target) {
+            SparseFn::ToVector.cast(inner, dims)
+        } else if let Some(dims) = half_target(target) {
+            SparseFn::ToHalfvec.cast(inner, dims)
+        } else if matches!(target, DataType::Utf8) {
+            SparseFn::Text.call(vec![inner])
+        } else if matches!(target, DataType::Utf8View | DataType::LargeUtf8) {
+            Expr::Cast(Cast::new(
+                Box::new(SparseFn::Text.call(vec![inner])),
+                target.clone(),
+            ))
+        } else {
+            return Ok(Transformed::no(expr));
+        },
+    ))
 }
 
 /// The columns the expressions of `node` read: its inputs' together.

@@ -273,9 +273,7 @@ pub async fn cast_vector_values(ctx: &SessionContext, statement: &mut DFStatemen
                 continue;
             };
             check_literal_type(value, field)?;
-            if let Some(dims) = vector_column(field.data_type()) {
-                cast_text_to_vector(value, dims);
-            }
+            cast_text_to_column(value, field.data_type());
         }
     }
     Ok(())
@@ -325,6 +323,25 @@ fn vector_column(data_type: &DataType) -> Option<Option<i32>> {
     }
 }
 
+/// A text literal written to a vector column is read as a vector (`sparsevec` as one),
+/// which Arrow's cast of text cannot do.
+fn cast_text_to_column(value: &mut SqlExpr, column: &DataType) {
+    if let Some(dims) = vector_column(column) {
+        cast_text_to_vector(value, dims);
+    } else if vecraft_storage::schema::is_sparsevec(column)
+        && matches!(value, SqlExpr::Value(v) if matches!(v.value, Value::SingleQuotedString(_)))
+    {
+        let sparsevec = SqlType::Custom(ObjectName::from(vec![Ident::new("sparsevec")]), vec![]);
+        *value = SqlExpr::Cast {
+            kind: CastKind::DoubleColon,
+            expr: Box::new(value.clone()),
+            data_type: sparsevec,
+            array: false,
+            format: None,
+        };
+    }
+}
+
 /// `'[…]'` becomes `'[…]'::vector(dims)`, or `'[…]'::vector::real[]` for a column without
 /// dimensions (whose rows may have different ones: a list each, not a vector literal of
 /// its own length); other expressions are left alone.
@@ -364,10 +381,8 @@ async fn cast_vector_assignments(
     let schema = provider.schema();
     for assignment in &mut update.assignments {
         let target = target_name(&assignment.target);
-        if let Ok(field) = schema.field_with_name(&target)
-            && let Some(dims) = vector_column(field.data_type())
-        {
-            cast_text_to_vector(&mut assignment.value, dims);
+        if let Ok(field) = schema.field_with_name(&target) {
+            cast_text_to_column(&mut assignment.value, field.data_type());
         }
     }
 }

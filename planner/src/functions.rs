@@ -87,10 +87,15 @@ impl VectorFn {
 
     /// The UDF for this function.
     pub fn udf(self) -> Arc<ScalarUDF> {
-        Arc::new(ScalarUDF::new_from_impl(VectorUdf {
+        let udf = ScalarUDF::new_from_impl(VectorUdf {
             function: self,
             signature: Signature::any(self.arity(), Volatility::Immutable),
-        }))
+        });
+        // pgvector's name of the norm of a halfvec or a sparsevec.
+        Arc::new(match self {
+            VectorFn::Norm => udf.with_aliases(["l2_norm"]),
+            _ => udf,
+        })
     }
 }
 
@@ -118,9 +123,10 @@ impl ScalarUDFImpl for VectorUdf {
         Ok(match self.function {
             VectorFn::Dims => DataType::Int32,
             VectorFn::Text => DataType::Utf8,
-            // A halfvec's is a halfvec, as pgvector's.
+            // A halfvec's is a halfvec, a sparsevec's a sparsevec, as pgvector's.
             VectorFn::L2Normalize => match arg_types.first() {
                 Some(t @ DataType::FixedSizeList(..)) => t.clone(),
+                Some(t) if vecraft_storage::schema::is_sparsevec(t) => t.clone(),
                 _ => unsized_vector(),
             },
             _ => DataType::Float64,
@@ -128,6 +134,9 @@ impl ScalarUDFImpl for VectorUdf {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        if let Some(answer) = crate::sparsevec_udfs::sparse_distance(self.function, &args) {
+            return answer;
+        }
         let rows = args.number_rows;
         let all_scalar = all_constant(&args.args);
         let operands = args

@@ -28,6 +28,8 @@ pub mod params;
 pub mod parse;
 pub mod placeholders;
 pub mod returning;
+pub mod sparsevec;
+pub mod sparsevec_udfs;
 pub mod table;
 pub mod text_types;
 pub mod types;
@@ -64,6 +66,7 @@ pub fn install(mut builder: SessionStateBuilder) -> SessionStateBuilder {
     functions.push(Arc::new(array_to_vector::array_to_vector()));
     functions.push(Arc::new(array_to_vector::array_to_halfvec()));
     functions.extend(vector_state::all_udfs());
+    functions.extend(sparsevec_udfs::all_udfs());
     functions.extend(vector_math::VectorMath::ALL.iter().map(|f| f.udf()));
     builder
         .with_expr_planners(expr_planners)

@@ -104,6 +104,9 @@ impl ExprPlanner for VectorOperators {
                 starts_with.call(vec![expr.left, expr.right]),
             ));
         }
+        if let Some(planned) = sparse_operator(&expr, schema) {
+            return Ok(PlannerResult::Planned(planned));
+        }
         if let Some(f) = operator_function(&expr.op) {
             let left = typed_like(expr.left, &expr.right, schema);
             let right = typed_like(expr.right, &left, schema);
@@ -135,6 +138,55 @@ impl ExprPlanner for VectorOperators {
                 return Ok(PlannerResult::Original(RawBinaryExpr { op, left, right }));
             }
         }))
+    }
+}
+
+/// A distance or comparison operator with a sparse vector on either side: the other side,
+/// if text or a parameter, is read as a sparse vector too.
+fn sparse_operator(expr: &RawBinaryExpr, schema: &DFSchema) -> Option<Expr> {
+    let compared = match expr.op {
+        BinaryOperator::Lt => Some(Operator::Lt),
+        BinaryOperator::LtEq => Some(Operator::LtEq),
+        BinaryOperator::Eq => Some(Operator::Eq),
+        BinaryOperator::NotEq => Some(Operator::NotEq),
+        BinaryOperator::GtEq => Some(Operator::GtEq),
+        BinaryOperator::Gt => Some(Operator::Gt),
+        _ => None,
+    };
+    let distance = operator_function(&expr.op);
+    if compared.is_none() && distance.is_none() {
+        return None;
+    }
+    let is_sparse = |e: &Expr| {
+        e.get_type(schema)
+            .is_ok_and(|t| vecraft_storage::schema::is_sparsevec(&t))
+    };
+    if !is_sparse(&expr.left) && !is_sparse(&expr.right) {
+        return None;
+    }
+    let sparse = |e: Expr| match e {
+        Expr::Literal(ScalarValue::Utf8(_), _) => {
+            let field = crate::types::sparse_field("", None);
+            Expr::Cast(Cast::new_from_field(Box::new(e), Arc::new(field)))
+        }
+        Expr::Placeholder(p) if p.field.is_none() => Expr::Placeholder(Placeholder {
+            id: p.id,
+            field: Some(Arc::new(crate::types::sparse_field("", None))),
+        }),
+        e => e,
+    };
+    let args = vec![sparse(expr.left.clone()), sparse(expr.right.clone())];
+    match (distance, compared) {
+        (Some(f), _) => Some(f.udf().call(args)),
+        (None, Some(op)) => {
+            let order = crate::sparsevec_udfs::SparseFn::Cmp.call(args);
+            Some(Expr::BinaryExpr(BinaryExpr::new(
+                Box::new(order),
+                op,
+                Box::new(lit(0i32)),
+            )))
+        }
+        (None, None) => None,
     }
 }
 

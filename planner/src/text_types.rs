@@ -341,11 +341,12 @@ fn compare(doc: &StringArray, other: &StringArray, rows: usize, f: TextFn) -> Re
 /// `batch` with every json, jsonb and uuid column of `schema` put through its input
 /// function: what a write stores is what a cast would have made.
 pub fn conform_batch(batch: RecordBatch, schema: &Schema) -> Result<RecordBatch> {
-    if !schema
-        .fields()
-        .iter()
-        .any(|f| TextType::of_field(f).is_some() || max_chars(f).is_some() || is_vector(f))
-    {
+    if !schema.fields().iter().any(|f| {
+        TextType::of_field(f).is_some()
+            || max_chars(f).is_some()
+            || is_vector(f)
+            || crate::sparsevec::declared_dims(f).is_some()
+    }) {
         return Ok(batch);
     }
     let columns = batch
@@ -366,6 +367,16 @@ pub fn conform_column(column: &ArrayRef, field: &Field) -> Result<ArrayRef> {
     }
     if let Some(n) = max_chars(field) {
         return truncate_spaces(column, n);
+    }
+    if let Some(n) = crate::sparsevec::declared_dims(field) {
+        // `sparsevec(n)`: pgvector's typmod check, which the column's Arrow type cannot make.
+        for v in crate::sparsevec::sparse_rows(column.as_ref())?
+            .iter()
+            .flatten()
+        {
+            crate::sparsevec::check_expected(Some(n), v.dim)?;
+        }
+        return Ok(column.clone());
     }
     let Some(t) = TextType::of_field(field) else {
         return Ok(column.clone());

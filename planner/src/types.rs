@@ -1,4 +1,4 @@
-//! The SQL types `vector(n)` and `halfvec(n)`: planned as Arrow `FixedSizeList<Float32, n>`
+//! The SQL types `vector(n)`, `halfvec(n)` and `sparsevec(n)` ([`crate::sparsevec`]): planned as Arrow `FixedSizeList<Float32, n>`
 //! (`Float16` for halfvec), the layout the storage engine gives. Without a dimension, a
 //! variable-length list of them. Also
 //! PostgreSQL's OID types, for catalog queries, and `json`, `jsonb`, `uuid`
@@ -10,7 +10,9 @@ use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::Result;
 use datafusion::logical_expr::planner::TypePlanner;
 use datafusion::sql::sqlparser::ast::DataType as SqlType;
-use vecraft_storage::schema::{MAX_DIMS, VectorElement, VectorSpec};
+use vecraft_storage::schema::{
+    DIMS_KEY, MAX_DIMS, MAX_SPARSE_DIMS, VectorElement, VectorSpec, sparsevec_arrow_type,
+};
 
 use crate::error::{INVALID_TEXT_REPRESENTATION, VectorError};
 
@@ -57,6 +59,43 @@ pub fn vector_type(sql_type: &SqlType) -> Result<Option<(VectorElement, Option<u
     }
 }
 
+/// The dimension of `sparsevec(n)`, `Some(None)` for plain `sparsevec`, `None` for other
+/// types; with pgvector's errors for a modifier out of its range (1 to 1,000,000,000).
+pub fn sparse_dims(sql_type: &SqlType) -> Result<Option<Option<usize>>> {
+    let SqlType::Custom(name, modifiers) = sql_type else {
+        return Ok(None);
+    };
+    let last = name.0.last().map(|p| p.to_string().to_ascii_lowercase());
+    if last.as_deref() != Some("sparsevec") {
+        return Ok(None);
+    }
+    let at_least = "dimensions for type sparsevec must be at least 1";
+    match modifiers.as_slice() {
+        [] => Ok(Some(None)),
+        [n] => match n.parse::<i64>() {
+            Ok(d) if d < 1 => Err(typmod_error("sparsevec", at_least)),
+            Ok(d) if d > MAX_SPARSE_DIMS as i64 => Err(typmod_error(
+                "sparsevec",
+                &format!("dimensions for type sparsevec cannot exceed {MAX_SPARSE_DIMS}"),
+            )),
+            Ok(d) => Ok(Some(Some(d as usize))),
+            Err(_) => Err(VectorError::syntax_of("integer", n.trim_matches('\''))
+                .near("sparsevec(")
+                .into()),
+        },
+        _ => Err(typmod_error("sparsevec", "invalid type modifier")),
+    }
+}
+
+/// A field of sparse vectors, its declared dimension in the metadata ([`DIMS_KEY`]).
+pub fn sparse_field(name: &str, dims: Option<usize>) -> Field {
+    let field = Field::new(name, sparsevec_arrow_type(), true);
+    match dims {
+        Some(n) => field.with_metadata([(DIMS_KEY.to_string(), n.to_string())].into()),
+        None => field,
+    }
+}
+
 /// The dimension of `vector(n)`, `Some(None)` for plain `vector`, `None` for other types.
 pub fn vector_dims(sql_type: &SqlType) -> Result<Option<Option<usize>>> {
     Ok(match vector_type(sql_type)? {
@@ -92,6 +131,9 @@ impl TypePlanner for VectorTypes {
         }
         if let Some(t) = crate::text_types::TextType::of_sql_name(&sql_type.to_string()) {
             return Ok(Some(Arc::new(t.field("", true))));
+        }
+        if let Some(dims) = sparse_dims(sql_type)? {
+            return Ok(Some(Arc::new(sparse_field("", dims))));
         }
         Ok(vector_type(sql_type)?.map(|(element, dims)| {
             let data_type = match dims {

@@ -7,7 +7,7 @@ use datafusion::sql::sqlparser::ast::{
     DataType as SqlType, ExactNumberInfo, GeneratedAs, TableConstraint,
 };
 use pgwire::error::{PgWireError, PgWireResult};
-use vecraft_planner::types::vector_type;
+use vecraft_planner::types::{sparse_dims, vector_type};
 use vecraft_storage::schema::{
     ArrayElement, CollectionSchema, ColumnDef, ColumnType, Identity, MAX_NUMERIC_PRECISION,
     NumericSpec, VectorElement, VectorSpec,
@@ -120,6 +120,10 @@ fn column_type(sql_type: &SqlType) -> PgWireResult<ColumnType> {
                 ..VectorSpec::new(dims)
             })),
         };
+    }
+    let sparse = sparse_dims(sql_type).map_err(|e| user_error("22023", e.to_string()))?;
+    if let Some(dims) = sparse {
+        return Ok(ColumnType::SparseVec(dims.map(|n| n as u32)));
     }
     if let SqlType::Array(element) = sql_type {
         return array_type(sql_type, element);

@@ -17,7 +17,9 @@ use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo};
 use pgwire::error::PgWireResult;
 use pgwire::messages::data::DataRow;
 use pgwire::types::format::FormatOptions;
+use vecraft_planner::sparsevec::{SparseVec, sparse_rows};
 use vecraft_planner::vector_text::{format_double, format_real, format_vector};
+use vecraft_storage::schema::is_sparsevec;
 
 /// The OID Vecraft gives pgvector's `vector` type (pgvector's is assigned at `CREATE
 /// EXTENSION`; clients look it up by name).
@@ -26,9 +28,27 @@ pub const VECTOR_OID: u32 = 16385;
 /// The OID Vecraft gives pgvector's `halfvec` type.
 pub const HALFVEC_OID: u32 = 16400;
 
+/// The OID Vecraft gives pgvector's `sparsevec` type.
+pub const SPARSEVEC_OID: u32 = 16410;
+
 /// Whether `oid` is one of pgvector's types (kept in the `public` schema, as pgvector's are).
 pub fn is_pgvector_type(oid: u32) -> bool {
-    oid == VECTOR_OID || oid == HALFVEC_OID
+    oid == VECTOR_OID || oid == HALFVEC_OID || oid == SPARSEVEC_OID
+}
+
+/// pgvector's `sparsevec` type as a wire type.
+pub fn sparsevec_type() -> Type {
+    Type::new(
+        "sparsevec".into(),
+        SPARSEVEC_OID,
+        postgres_types::Kind::Simple,
+        "public".into(),
+    )
+}
+
+/// Row `row` of a column of sparse vectors.
+fn sparse(array: &ArrayRef, row: usize) -> Option<SparseVec> {
+    sparse_rows(array.slice(row, 1).as_ref()).ok()?.pop()?
 }
 
 /// pgvector's `vector` type as a wire type.
@@ -62,6 +82,7 @@ pub(crate) fn pg_type(data_type: &DataType) -> Type {
             halfvec_type()
         }
         DataType::FixedSizeList(..) => vector_type(),
+        t if is_sparsevec(t) => sparsevec_type(),
         DataType::Int8 => Type::CHAR,
         DataType::Boolean => Type::BOOL,
         DataType::Int16 => Type::INT2,
@@ -233,6 +254,7 @@ fn binary(array: &ArrayRef, row: usize, described: &Type) -> Option<Vec<u8>> {
         DataType::FixedSizeList(..) => {
             vector_binary(&array.as_fixed_size_list().value(row), &mut out)?
         }
+        t if is_sparsevec(t) => out.extend_from_slice(&sparse(array, row)?.to_binary()),
         // A vector of a column without dimensions, described as `vector`; a halfvec.
         DataType::List(item)
             if matches!(item.data_type(), DataType::Float32 | DataType::Float16) =>
@@ -329,6 +351,7 @@ fn text(array: &ArrayRef, row: usize) -> Option<String> {
             format_vector(v.as_primitive::<Float32Type>().values())
         }
         DataType::List(_) => array_literal(&array.as_list::<i32>().value(row)),
+        t if is_sparsevec(t) => sparse(array, row)?.format(),
         _ => datafusion::arrow::util::display::array_value_to_string(array, row).ok()?,
     })
 }

@@ -159,6 +159,7 @@ fn type_name(ty: ColumnType) -> &'static str {
         ColumnType::Jsonb => "jsonb",
         ColumnType::Vector(spec) => spec.element.type_name(),
         ColumnType::VectorUnsized => "vector",
+        ColumnType::SparseVec(_) => "sparsevec",
         ColumnType::Array(_) => "array",
     }
 }

@@ -44,6 +44,14 @@ impl Session {
             // pgvector's words: a graph needs one dimension for all its vectors.
             return Err(user_error("XX000", "column does not have dimensions"));
         }
+        if matches!(def.ty, ColumnType::SparseVec(_)) && method == "hnsw" {
+            // Sparse vectors are searched exactly, which answers what the index would (and
+            // better): the index is accepted as GIN indexes are, its class checked.
+            if let Some(class) = &column.operator_class {
+                operator_class(&class.to_string().to_lowercase(), &method, "sparsevec")?;
+            }
+            return done();
+        }
         let ColumnType::Vector(spec) = def.ty else {
             return done();
         };
@@ -160,7 +168,7 @@ fn operator_class(class: &str, method: &str, type_name: &str) -> PgWireResult<Me
         user_error("42704", message)
     };
     let (class_type, metric) = match class.split_once('_') {
-        Some((t @ ("vector" | "halfvec"), rest)) => (t, format!("vector_{rest}")),
+        Some((t @ ("vector" | "halfvec" | "sparsevec"), rest)) => (t, format!("vector_{rest}")),
         _ => return Err(unknown()),
     };
     let metric = Metric::parse(&metric).map_err(|_| unknown())?;

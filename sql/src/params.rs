@@ -10,8 +10,9 @@ use pgwire::api::Type;
 use pgwire::api::results::FieldFormat;
 use pgwire::error::PgWireResult;
 use vecraft_planner::halfvec::{half_target, halves, parse_halfvec};
+use vecraft_planner::sparsevec::{SparseVec, sparse_scalar};
 use vecraft_planner::vector_text::parse_vector;
-use vecraft_storage::schema::MAX_DIMS;
+use vecraft_storage::schema::{MAX_DIMS, is_sparsevec};
 
 use vecraft_planner::array_text::parse_array;
 use vecraft_storage::schema::UTC;
@@ -48,6 +49,9 @@ pub fn decode(
     };
     if let Some(dims) = half_target(target) {
         return halfvec_value(bytes, format, declared, dims, target);
+    }
+    if is_sparsevec(target) {
+        return sparsevec_value(bytes, format, declared);
     }
     let value = match format {
         FieldFormat::Text => text_value(utf8(bytes)?, target)?,
@@ -102,6 +106,25 @@ fn halfvec_value(
     value
         .cast_to(target)
         .map_err(|e| user_error("22P02", format!("parameter does not fit {target}: {e}")))
+}
+
+/// A sparsevec parameter: pgvector's text form, or `sparsevec_send`'s binary form.
+fn sparsevec_value(
+    bytes: &[u8],
+    format: FieldFormat,
+    declared: Option<&Type>,
+) -> PgWireResult<ScalarValue> {
+    let to_pg = |e: vecraft_planner::error::VectorError| user_error(e.sqlstate, e.message);
+    let text_oids = [Type::TEXT.oid(), Type::VARCHAR.oid()];
+    let value = match (format, declared.map(Type::oid)) {
+        (FieldFormat::Text, _) => SparseVec::parse(utf8(bytes)?, None),
+        (FieldFormat::Binary, Some(oid)) if text_oids.contains(&oid) => {
+            SparseVec::parse(utf8(bytes)?, None)
+        }
+        (FieldFormat::Binary, _) => SparseVec::from_binary(bytes, None)
+            .ok_or_else(|| user_error("22P03", "incorrect binary data format in bind parameter"))?,
+    };
+    sparse_scalar(Some(value.map_err(to_pg)?)).map_err(|e| user_error("XX000", e.to_string()))
 }
 
 fn utf8(bytes: &[u8]) -> PgWireResult<&str> {

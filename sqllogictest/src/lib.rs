@@ -168,6 +168,11 @@ impl<'a> FromSql<'a> for Text {
             ref t if t.name() == "halfvec" => {
                 format_vector(&vecraft_sql::params::halfvec_binary(raw).ok_or("bad halfvec")?)
             }
+            ref t if t.name() == "sparsevec" => {
+                vecraft_planner::sparsevec::SparseVec::from_binary(raw, None)
+                    .ok_or("bad sparsevec")??
+                    .format()
+            }
             ref t => match t.kind() {
                 tokio_postgres::types::Kind::Array(element) => array_text(element, raw)?,
                 _ => return Err(format!("the runner cannot print type {t} yet").into()),

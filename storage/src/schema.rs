@@ -22,8 +22,12 @@ pub const MAX_EF_SEARCH: usize = 1000;
 
 pub use crate::names::valid_collection_name;
 
+mod sparse;
 mod vector;
 
+pub use sparse::{
+    DIMS_KEY, MAX_SPARSE_DIMS, MAX_SPARSE_NNZ, is_sparsevec, sparsevec_arrow_type, sparsevec_fields,
+};
 pub use vector::{HnswParams, VectorElement, VectorSpec, vector_array, vector_arrow_type};
 
 /// The column types a collection can hold.
@@ -59,6 +63,8 @@ pub enum ColumnType {
     /// pgvector's `vector` without dimensions: vectors of any length, kept as payload (Arrow
     /// `List<Float32>`) and searched exactly; no index can be built on them, as in pgvector.
     VectorUnsized,
+    /// pgvector's `sparsevec(n)` (`None`: any dimension), kept as payload ([`sparse`]).
+    SparseVec(Option<u32>),
 }
 
 /// The declared precision and scale of a `numeric(p, s)` column.
@@ -123,6 +129,7 @@ impl ColumnType {
             }
             ColumnType::Array(element) => DataType::new_list(element.arrow_type(), true),
             ColumnType::VectorUnsized => DataType::new_list(DataType::Float32, true),
+            ColumnType::SparseVec(_) => sparsevec_arrow_type(),
             ColumnType::Vector(spec) => spec.arrow_type(),
         }
     }
@@ -161,6 +168,9 @@ impl ColumnType {
         }
         if let ColumnType::Varchar(Some(n)) = self {
             metadata.insert(MAX_CHARS_KEY.to_string(), n.to_string());
+        }
+        if let ColumnType::SparseVec(Some(n)) = self {
+            metadata.insert(DIMS_KEY.to_string(), n.to_string());
         }
         field.with_metadata(metadata)
     }

@@ -54,7 +54,8 @@ impl Values {
             | ColumnType::Date
             | ColumnType::Numeric(_)
             | ColumnType::Array(_)
-            | ColumnType::VectorUnsized => Values::Scalars {
+            | ColumnType::VectorUnsized
+            | ColumnType::SparseVec(_) => Values::Scalars {
                 target: ty.arrow_type(),
                 values: Vec::new(),
             },

@@ -3,7 +3,7 @@
 
 use vecraft_storage::schema::{ArrayElement, ColumnType, VectorElement};
 
-use crate::encode::{HALFVEC_OID, VECTOR_OID};
+use crate::encode::{HALFVEC_OID, SPARSEVEC_OID, VECTOR_OID};
 
 pub const PG_CATALOG_NAMESPACE: u32 = 11;
 pub const PUBLIC_NAMESPACE: u32 = 2200;
@@ -54,6 +54,7 @@ pub(super) const TYPES: &[(u32, &str, i16, u32, char)] = &[
     (3802, "jsonb", -1, 3807, 'U'),
     (VECTOR_OID, "vector", -1, VECTOR_OID + 1, 'U'),
     (HALFVEC_OID, "halfvec", -1, HALFVEC_OID + 1, 'U'),
+    (SPARSEVEC_OID, "sparsevec", -1, SPARSEVEC_OID + 1, 'U'),
 ];
 
 /// Array types of the built-ins: (oid, name, element oid).
@@ -96,6 +97,7 @@ pub fn format_type(oid: u32, typmod: i32) -> Option<String> {
     Some(match oid {
         VECTOR_OID if typmod > 0 => format!("vector({typmod})"),
         HALFVEC_OID if typmod > 0 => format!("halfvec({typmod})"),
+        SPARSEVEC_OID if typmod > 0 => format!("sparsevec({typmod})"),
         1043 if typmod > 4 => format!("character varying({})", typmod - 4),
         1700 if typmod >= 4 => {
             let typmod = typmod - 4;
@@ -156,6 +158,7 @@ pub(super) fn column_type(ty: &ColumnType) -> (u32, i32) {
             VectorElement::Float16 => (HALFVEC_OID, spec.dims as i32),
         },
         ColumnType::VectorUnsized => (VECTOR_OID, -1),
+        ColumnType::SparseVec(dims) => (SPARSEVEC_OID, dims.map_or(-1, |n| n as i32)),
     }
 }
 

@@ -249,7 +249,8 @@ impl Kind {
             | ColumnType::Date
             | ColumnType::Numeric(_)
             | ColumnType::Array(_)
-            | ColumnType::VectorUnsized => None,
+            | ColumnType::VectorUnsized
+            | ColumnType::SparseVec(_) => None,
         }
     }
 

@@ -1,0 +1,759 @@
+//! pgvector's `sparsevec`: a vector of up to 1,000,000,000 dimensions of which at most 16,000
+//! are not zero, written `{1:1.5,3:2}/5` (1-based indices, the dimension after the slash).
+//! In Arrow it is the struct [`sparsevec_arrow_type`] (dimension, 0-based indices, values).
+//!
+//! Read and written exactly as pgvector reads and writes it — text form, binary form
+//! (`sparsevec_send`), the checks and their words — and compared and measured by pgvector's
+//! rules: distances merge the two index lists with 4-byte float sums in pgvector's order;
+//! comparison is element by element as if dense, then by dimension ([`SparseVec::cmp`]).
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float32Array, Int32Array, ListArray, StructArray,
+};
+use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
+use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Int32Type};
+use datafusion::common::{Result, ScalarValue, exec_err};
+use vecraft_storage::schema::{
+    MAX_DIMS, MAX_SPARSE_DIMS, MAX_SPARSE_NNZ, sparsevec_arrow_type, sparsevec_fields,
+};
+
+use crate::error::VectorError;
+use crate::vector_text::format_real;
+
+/// One sparse vector: its dimension and its non-zero elements, indices 0-based, ascending and
+/// unique, no value zero, NaN or infinite.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SparseVec {
+    pub dim: usize,
+    pub indices: Vec<i32>,
+    pub values: Vec<f32>,
+}
+
+/// pgvector's `CheckDim`.
+fn check_dim(dim: i64) -> Result<usize, VectorError> {
+    if dim < 1 {
+        return Err(VectorError::data(
+            "sparsevec must have at least 1 dimension",
+        ));
+    }
+    if dim > MAX_SPARSE_DIMS as i64 {
+        let message = format!("sparsevec cannot have more than {MAX_SPARSE_DIMS} dimensions");
+        return Err(VectorError::new("54000", message));
+    }
+    Ok(dim as usize)
+}
+
+/// pgvector's `CheckExpectedDim`: `sparsevec(n)` holds exactly `n` dimensions.
+pub fn check_expected(typmod: Option<usize>, dim: usize) -> Result<(), VectorError> {
+    match typmod {
+        Some(n) if n != dim => Err(VectorError::data(format!(
+            "expected {n} dimensions, not {dim}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// pgvector's `CheckNnz`.
+fn check_nnz(nnz: i64, dim: usize) -> Result<(), VectorError> {
+    if nnz < 0 {
+        let message = "sparsevec cannot have negative number of elements";
+        return Err(VectorError::data(message));
+    }
+    if nnz > MAX_SPARSE_NNZ as i64 {
+        let message = format!("sparsevec cannot have more than {MAX_SPARSE_NNZ} non-zero elements");
+        return Err(VectorError::new("54000", message));
+    }
+    if nnz > dim as i64 {
+        let message = "sparsevec cannot have more elements than dimensions";
+        return Err(VectorError::new("54000", message));
+    }
+    Ok(())
+}
+
+/// pgvector's `CheckIndex` of the `i`th index.
+fn check_index(indices: &[i32], i: usize, dim: usize) -> Result<(), VectorError> {
+    let index = indices[i];
+    if index < 0 || index as i64 >= dim as i64 {
+        return Err(VectorError::data("sparsevec index out of bounds"));
+    }
+    if i > 0 && index < indices[i - 1] {
+        return Err(VectorError::data(
+            "sparsevec indices must be in ascending order",
+        ));
+    }
+    if i > 0 && index == indices[i - 1] {
+        return Err(VectorError::data(
+            "sparsevec indices must not contain duplicates",
+        ));
+    }
+    Ok(())
+}
+
+/// pgvector's `CheckElement`.
+fn check_element(value: f32) -> Result<(), VectorError> {
+    if value.is_nan() {
+        return Err(VectorError::data("NaN not allowed in sparsevec"));
+    }
+    if value.is_infinite() {
+        return Err(VectorError::data("infinite value not allowed in sparsevec"));
+    }
+    Ok(())
+}
+
+fn is_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c')
+}
+
+/// A cursor over the text of a sparse vector, as `sparsevec_in` walks it.
+struct Reader<'a> {
+    text: &'a str,
+    rest: &'a str,
+}
+
+impl<'a> Reader<'a> {
+    fn syntax(&self) -> VectorError {
+        VectorError::syntax_of("sparsevec", self.text)
+    }
+
+    fn skip_space(&mut self) {
+        self.rest = self.rest.trim_start_matches(is_space);
+    }
+
+    fn eat(&mut self, c: char) -> bool {
+        self.skip_space();
+        match self.rest.strip_prefix(c) {
+            Some(rest) => {
+                self.rest = rest;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// An integer as `strtol` reads it, kept within `i32`'s range as pgvector keeps it.
+    fn integer(&mut self) -> Result<i64, VectorError> {
+        self.skip_space();
+        let sign = usize::from(self.rest.starts_with(['+', '-']));
+        let digits = self.rest[sign..]
+            .bytes()
+            .take_while(u8::is_ascii_digit)
+            .count();
+        if digits == 0 {
+            return Err(self.syntax());
+        }
+        let (number, rest) = self.rest.split_at(sign + digits);
+        self.rest = rest;
+        let value = number.parse::<i64>().unwrap_or(if number.starts_with('-') {
+            i64::MIN
+        } else {
+            i64::MAX
+        });
+        Ok(value.clamp(i64::from(i32::MIN), i64::from(i32::MAX)))
+    }
+
+    /// A value as `strtof` reads it (decimal, exponent, `inf`, `nan`), then pgvector's checks.
+    fn value(&mut self) -> Result<f32, VectorError> {
+        self.skip_space();
+        let end = self
+            .rest
+            .find(|c: char| c == ',' || c == '}' || is_space(c))
+            .unwrap_or(self.rest.len());
+        let (item, rest) = self.rest.split_at(end);
+        self.rest = rest;
+        let unsigned = item.strip_prefix(['+', '-']).unwrap_or(item);
+        let value = match unsigned.to_ascii_lowercase().as_str() {
+            "nan" => f32::NAN,
+            "inf" | "infinity" => f32::INFINITY,
+            _ if unsigned.starts_with(|c: char| c.is_ascii_digit() || c == '.') => {
+                let value: f32 = item.parse().map_err(|_| self.syntax())?;
+                // strtof's range error: past the largest real, or a non-zero number that
+                // rounds to zero.
+                let mantissa = unsigned.split(['e', 'E']).next().unwrap_or("");
+                let underflow =
+                    value == 0.0 && mantissa.bytes().any(|b| (b'1'..=b'9').contains(&b));
+                if value.is_infinite() || underflow {
+                    let message = format!("\"{item}\" is out of range for type sparsevec");
+                    return Err(VectorError::out_of_range(message));
+                }
+                value
+            }
+            _ => return Err(self.syntax()),
+        };
+        check_element(value)?;
+        Ok(value)
+    }
+}
+
+impl SparseVec {
+    /// pgvector's text form read as `sparsevec_in` reads it (`typmod`: a declared dimension).
+    pub fn parse(text: &str, typmod: Option<usize>) -> Result<SparseVec, VectorError> {
+        let max_nnz = 1 + text.matches(',').count();
+        if max_nnz > MAX_SPARSE_NNZ {
+            let message =
+                format!("sparsevec cannot have more than {MAX_SPARSE_NNZ} non-zero elements");
+            return Err(VectorError::new("54000", message));
+        }
+        let mut r = Reader { text, rest: text };
+        if !r.eat('{') {
+            let detail = "Vector contents must start with \"{\".";
+            return Err(r.syntax().with_detail(detail));
+        }
+        let mut elements = Vec::new();
+        if !r.eat('}') {
+            loop {
+                let index = r.integer()?;
+                if !r.eat(':') {
+                    return Err(r.syntax());
+                }
+                let value = r.value()?;
+                // Zeros are not kept; indices become 0-based.
+                if value != 0.0 {
+                    elements.push((index - 1, value));
+                }
+                if r.eat('}') {
+                    break;
+                }
+                if !r.eat(',') {
+                    return Err(r.syntax());
+                }
+            }
+        }
+        if !r.eat('/') {
+            return Err(r.syntax().with_detail("Unexpected end of input."));
+        }
+        let dim = r.integer()?;
+        r.skip_space();
+        if !r.rest.is_empty() {
+            return Err(r.syntax().with_detail("Junk after closing."));
+        }
+        let dim = check_dim(dim)?;
+        check_expected(typmod, dim)?;
+        elements.sort_by_key(|&(index, _)| index);
+        let indices: Vec<i32> = elements
+            .iter()
+            .map(|&(i, _)| i.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32)
+            .collect();
+        for i in 0..indices.len() {
+            check_index(&indices, i, dim)?;
+        }
+        let values = elements.into_iter().map(|(_, v)| v).collect();
+        Ok(SparseVec {
+            dim,
+            indices,
+            values,
+        })
+    }
+
+    /// pgvector's text form: `{1:1.5,3:2}/5`.
+    pub fn format(&self) -> String {
+        let mut out = String::with_capacity(4 + self.indices.len() * 12);
+        out.push('{');
+        for (i, (index, value)) in self.indices.iter().zip(&self.values).enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&(index + 1).to_string());
+            out.push(':');
+            out.push_str(&format_real(*value));
+        }
+        out.push_str("}/");
+        out.push_str(&self.dim.to_string());
+        out
+    }
+
+    /// A dense vector's non-zero elements (`vector_to_sparsevec`, `array_to_sparsevec`),
+    /// with pgvector's checks in its order.
+    pub fn from_dense(dense: &[f32], typmod: Option<usize>) -> Result<SparseVec, VectorError> {
+        let dim = check_dim(dense.len() as i64)?;
+        check_expected(typmod, dim)?;
+        let nnz = dense.iter().filter(|x| **x != 0.0).count();
+        check_nnz(nnz as i64, dim)?;
+        let mut indices = Vec::with_capacity(nnz);
+        let mut values = Vec::with_capacity(nnz);
+        for (i, &x) in dense.iter().enumerate() {
+            if x != 0.0 {
+                indices.push(i as i32);
+                values.push(x);
+            }
+        }
+        for &x in &values {
+            check_element(x)?;
+        }
+        Ok(SparseVec {
+            dim,
+            indices,
+            values,
+        })
+    }
+
+    /// The dense vector (`sparsevec_to_vector`, `…_to_halfvec`): `type_name`'s limit on
+    /// dimensions and the declared dimension are checked first.
+    pub fn to_dense(
+        &self,
+        type_name: &str,
+        typmod: Option<usize>,
+    ) -> Result<Vec<f32>, VectorError> {
+        if self.dim > MAX_DIMS {
+            let message = format!("{type_name} cannot have more than {MAX_DIMS} dimensions");
+            return Err(VectorError::new("54000", message));
+        }
+        check_expected(typmod, self.dim)?;
+        let mut dense = vec![0.0; self.dim];
+        for (&i, &x) in self.indices.iter().zip(&self.values) {
+            dense[i as usize] = x;
+        }
+        Ok(dense)
+    }
+
+    /// pgvector's binary form (`sparsevec_send`): dimension, count, a zero, the 0-based
+    /// indices, then the values, all big-endian.
+    pub fn to_binary(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(12 + 8 * self.indices.len());
+        out.extend_from_slice(&(self.dim as i32).to_be_bytes());
+        out.extend_from_slice(&(self.indices.len() as i32).to_be_bytes());
+        out.extend_from_slice(&0i32.to_be_bytes());
+        for i in &self.indices {
+            out.extend_from_slice(&i.to_be_bytes());
+        }
+        for x in &self.values {
+            out.extend_from_slice(&x.to_be_bytes());
+        }
+        out
+    }
+
+    /// pgvector's binary form read as `sparsevec_recv` reads it; `None` if the bytes are too
+    /// few or too many for the counts they give.
+    pub fn from_binary(
+        bytes: &[u8],
+        typmod: Option<usize>,
+    ) -> Option<Result<SparseVec, VectorError>> {
+        let word = |i: usize| -> Option<[u8; 4]> { bytes.get(4 * i..4 * i + 4)?.try_into().ok() };
+        let dim = i32::from_be_bytes(word(0)?);
+        let nnz = i32::from_be_bytes(word(1)?);
+        let unused = i32::from_be_bytes(word(2)?);
+        let checked = (|| {
+            let dim = check_dim(i64::from(dim))?;
+            check_nnz(i64::from(nnz), dim)?;
+            check_expected(typmod, dim)?;
+            if unused != 0 {
+                let message = format!("expected unused to be 0, not {unused}");
+                return Err(VectorError::data(message));
+            }
+            Ok(dim)
+        })();
+        let dim = match checked {
+            Ok(dim) => dim,
+            Err(e) => return Some(Err(e)),
+        };
+        let nnz = nnz as usize;
+        if bytes.len() != 12 + 8 * nnz {
+            return None;
+        }
+        let indices: Vec<i32> = (0..nnz)
+            .map(|i| word(3 + i).map(i32::from_be_bytes))
+            .collect::<Option<_>>()?;
+        let values: Vec<f32> = (0..nnz)
+            .map(|i| word(3 + nnz + i).map(f32::from_be_bytes))
+            .collect::<Option<_>>()?;
+        let checked = (|| {
+            for i in 0..nnz {
+                check_index(&indices, i, dim)?;
+            }
+            for &x in &values {
+                check_element(x)?;
+                if x == 0.0 {
+                    let message = "binary representation of sparsevec cannot contain zero values";
+                    return Err(VectorError::data(message));
+                }
+            }
+            Ok(())
+        })();
+        Some(checked.map(|()| SparseVec {
+            dim,
+            indices,
+            values,
+        }))
+    }
+
+    /// pgvector's `sparsevec_cmp`: element by element as if both were dense, then the
+    /// shorter first (values before dimensions, as PostgreSQL compares arrays).
+    pub fn cmp(&self, other: &SparseVec) -> Ordering {
+        let (a, b) = (self, other);
+        let nnz = a.indices.len().min(b.indices.len());
+        for i in 0..nnz {
+            let (ai, bi) = (a.indices[i], b.indices[i]);
+            let (ax, bx) = (a.values[i], b.values[i]);
+            if ai < bi {
+                return if ax < 0.0 {
+                    Ordering::Less
+                } else {
+                    Ordering::Greater
+                };
+            }
+            if ai > bi {
+                return if bx < 0.0 {
+                    Ordering::Greater
+                } else {
+                    Ordering::Less
+                };
+            }
+            match ax.partial_cmp(&bx) {
+                Some(Ordering::Equal) | None => {}
+                Some(order) => return order,
+            }
+        }
+        if a.indices.len() < b.indices.len() && (b.indices[nnz] as usize) < a.dim {
+            return if b.values[nnz] < 0.0 {
+                Ordering::Greater
+            } else {
+                Ordering::Less
+            };
+        }
+        if a.indices.len() > b.indices.len() && (a.indices[nnz] as usize) < b.dim {
+            return if a.values[nnz] < 0.0 {
+                Ordering::Less
+            } else {
+                Ordering::Greater
+            };
+        }
+        a.dim.cmp(&b.dim)
+    }
+
+    /// A key whose byte order is [`SparseVec::cmp`]'s, for sorting. Each element is a class
+    /// byte (0 negative, 2 positive) and its index (inverted for positives: a positive
+    /// element earlier makes a greater vector) and value; a 1 ends the elements, so a vector
+    /// that ends where the other has a negative element is the greater. The dimension comes
+    /// last. (Vectors of different dimensions whose extra elements lie past the shorter one's
+    /// dimension are ordered by those elements rather than by dimension.)
+    pub fn sort_key(&self) -> Vec<u8> {
+        let mut key = Vec::with_capacity(9 * self.indices.len() + 5);
+        for (&i, &x) in self.indices.iter().zip(&self.values) {
+            let positive = x > 0.0;
+            key.push(if positive { 2 } else { 0 });
+            let index = if positive { !(i as u32) } else { i as u32 };
+            key.extend_from_slice(&index.to_be_bytes());
+            key.extend_from_slice(&ordered_bits(x).to_be_bytes());
+        }
+        key.push(1);
+        key.extend_from_slice(&(self.dim as u32).to_be_bytes());
+        key
+    }
+
+    /// The different-dimensions check of every binary function.
+    pub fn check_same_dim(&self, other: &SparseVec) -> Result<(), VectorError> {
+        if self.dim != other.dim {
+            return Err(VectorError::data(format!(
+                "different sparsevec dimensions {} and {}",
+                self.dim, other.dim
+            )));
+        }
+        Ok(())
+    }
+
+    /// `Σ (a - b)²` in 4-byte floats, summed in pgvector's order.
+    pub fn l2_squared(&self, other: &SparseVec) -> f32 {
+        self.merge(other, |a, b| (a - b) * (a - b), |x| x * x)
+    }
+
+    /// `Σ |a - b|`, as pgvector sums it.
+    pub fn l1(&self, other: &SparseVec) -> f32 {
+        self.merge(other, |a, b| (a - b).abs(), f32::abs)
+    }
+
+    /// `Σ a·b` over the indices both have.
+    pub fn inner_product(&self, other: &SparseVec) -> f32 {
+        self.merge(other, |a, b| a * b, |_| 0.0)
+    }
+
+    /// pgvector's cosine distance: `1 - a·b / sqrt(|a|²|b|²)`, kept in [0, 2]; NaN for a
+    /// zero vector.
+    pub fn cosine(&self, other: &SparseVec) -> f64 {
+        let dot = f64::from(self.inner_product(other));
+        let squares = |v: &SparseVec| v.values.iter().fold(0.0f32, |s, x| s + x * x);
+        let similarity = dot / (f64::from(squares(self)) * f64::from(squares(other))).sqrt();
+        if similarity.is_nan() {
+            return f64::NAN;
+        }
+        1.0 - similarity.clamp(-1.0, 1.0)
+    }
+
+    /// pgvector's `l2_norm`, in doubles.
+    pub fn norm(&self) -> f64 {
+        let sum = self
+            .values
+            .iter()
+            .fold(0.0, |sum, &x| sum + f64::from(x) * f64::from(x));
+        sum.sqrt()
+    }
+
+    /// One pass over both index lists: `both(a, b)` where both have an element, `one(x)`
+    /// where only one has.
+    fn merge(
+        &self,
+        other: &SparseVec,
+        both: impl Fn(f32, f32) -> f32,
+        one: impl Fn(f32) -> f32,
+    ) -> f32 {
+        let (mut i, mut j, mut sum) = (0, 0, 0.0f32);
+        let (a, b) = (self, other);
+        while i < a.indices.len() && j < b.indices.len() {
+            match a.indices[i].cmp(&b.indices[j]) {
+                Ordering::Equal => {
+                    sum += both(a.values[i], b.values[j]);
+                    i += 1;
+                    j += 1;
+                }
+                Ordering::Less => {
+                    sum += one(a.values[i]);
+                    i += 1;
+                }
+                Ordering::Greater => {
+                    sum += one(b.values[j]);
+                    j += 1;
+                }
+            }
+        }
+        for &x in &a.values[i..] {
+            sum += one(x);
+        }
+        for &x in &b.values[j..] {
+            sum += one(x);
+        }
+        sum
+    }
+}
+
+/// `x`'s bits, flipped so that unsigned order is numeric order.
+fn ordered_bits(x: f32) -> u32 {
+    let bits = x.to_bits();
+    if bits >> 31 == 1 {
+        !bits
+    } else {
+        bits | 1 << 31
+    }
+}
+
+/// A column of sparse vectors, one per row (`None` for NULL).
+pub fn sparse_array(rows: &[Option<SparseVec>]) -> ArrayRef {
+    let mut dims = Vec::with_capacity(rows.len());
+    let (mut indices, mut values) = (Vec::new(), Vec::new());
+    let mut offsets = Vec::with_capacity(rows.len());
+    for row in rows {
+        match row {
+            Some(v) => {
+                dims.push(v.dim as i32);
+                indices.extend_from_slice(&v.indices);
+                values.extend_from_slice(&v.values);
+                offsets.push(v.indices.len());
+            }
+            None => {
+                dims.push(0);
+                offsets.push(0);
+            }
+        }
+    }
+    let offsets = OffsetBuffer::from_lengths(offsets);
+    let item = |t: DataType| Arc::new(Field::new("item", t, true));
+    let indices = ListArray::new(
+        item(DataType::Int32),
+        offsets.clone(),
+        Arc::new(Int32Array::from(indices)),
+        None,
+    );
+    let values = ListArray::new(
+        item(DataType::Float32),
+        offsets,
+        Arc::new(Float32Array::from(values)),
+        None,
+    );
+    let nulls = rows
+        .iter()
+        .any(Option::is_none)
+        .then(|| NullBuffer::from_iter(rows.iter().map(Option::is_some)));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int32Array::from(dims)),
+        Arc::new(indices),
+        Arc::new(values),
+    ];
+    Arc::new(StructArray::new(sparsevec_fields(), columns, nulls))
+}
+
+/// One sparse vector (or NULL) as a constant.
+pub fn sparse_scalar(value: Option<SparseVec>) -> Result<ScalarValue> {
+    ScalarValue::try_from_array(&sparse_array(&[value]), 0)
+}
+
+/// The rows of a column of sparse vectors.
+pub fn sparse_rows(array: &dyn Array) -> Result<Vec<Option<SparseVec>>> {
+    if array.data_type() == &DataType::Null {
+        return Ok(vec![None; array.len()]);
+    }
+    if array.data_type() != &sparsevec_arrow_type() {
+        return exec_err!("expected sparsevec, found {}", array.data_type());
+    }
+    let structs = array.as_struct();
+    let dims = structs.column(0).as_primitive::<Int32Type>();
+    let indices = structs.column(1).as_list::<i32>();
+    let values = structs.column(2).as_list::<i32>();
+    let index_items = indices.values().as_primitive::<Int32Type>();
+    let value_items = values.values().as_primitive::<Float32Type>();
+    Ok((0..structs.len())
+        .map(|row| {
+            if structs.is_null(row) {
+                return None;
+            }
+            let (a, b) = (
+                indices.value_offsets()[row] as usize,
+                indices.value_offsets()[row + 1] as usize,
+            );
+            let (c, d) = (
+                values.value_offsets()[row] as usize,
+                values.value_offsets()[row + 1] as usize,
+            );
+            Some(SparseVec {
+                dim: dims.value(row) as usize,
+                indices: index_items.values()[a..b].to_vec(),
+                values: value_items.values()[c..d].to_vec(),
+            })
+        })
+        .collect())
+}
+
+/// The dimension a field of sparse vectors declares (`sparsevec(n)`), from its metadata.
+pub fn declared_dims(field: &Field) -> Option<usize> {
+    field
+        .metadata()
+        .get(vecraft_storage::schema::DIMS_KEY)?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sv(text: &str) -> SparseVec {
+        SparseVec::parse(text, None).unwrap()
+    }
+
+    #[test]
+    fn text_round_trips_in_pgvector_form() {
+        let v = sv(" { 3:2 , 1:1.5, 2:0 } / 5 ");
+        assert_eq!(v.indices, [0, 2]);
+        assert_eq!(v.values, [1.5, 2.0]);
+        assert_eq!(v.format(), "{1:1.5,3:2}/5");
+        assert_eq!(sv("{}/3").format(), "{}/3");
+    }
+
+    #[test]
+    fn text_errors_in_pgvector_words() {
+        let message = |t: &str| SparseVec::parse(t, None).unwrap_err().message;
+        assert_eq!(
+            message("{1:1}"),
+            "invalid input syntax for type sparsevec: \"{1:1}\""
+        );
+        assert_eq!(message("{}/0"), "sparsevec must have at least 1 dimension");
+        assert_eq!(message("{2:1}/1"), "sparsevec index out of bounds");
+        assert_eq!(
+            message("{1:1,1:2}/2"),
+            "sparsevec indices must not contain duplicates"
+        );
+        assert_eq!(message("{1:NaN}/2"), "NaN not allowed in sparsevec");
+        assert_eq!(
+            message("{1:-inf}/2"),
+            "infinite value not allowed in sparsevec"
+        );
+        assert_eq!(
+            message("{1:1e39}/2"),
+            "\"1e39\" is out of range for type sparsevec"
+        );
+        assert_eq!(
+            message("{1:-1e-46}/2"),
+            "\"-1e-46\" is out of range for type sparsevec"
+        );
+        assert_eq!(sv("{1:0e-46}/2").format(), "{}/2");
+        assert_eq!(
+            message("{}/1000000001"),
+            "sparsevec cannot have more than 1000000000 dimensions"
+        );
+        let e = SparseVec::parse("{}/3", Some(4)).unwrap_err();
+        assert_eq!(e.message, "expected 4 dimensions, not 3");
+    }
+
+    #[test]
+    fn binary_round_trips_and_refuses_zeros() {
+        let v = sv("{2:1.5,4:3.5}/5");
+        assert_eq!(
+            SparseVec::from_binary(&v.to_binary(), None)
+                .unwrap()
+                .unwrap(),
+            v
+        );
+        let mut zero = sv("{1:1}/2").to_binary();
+        zero[16..20].copy_from_slice(&0f32.to_be_bytes());
+        let e = SparseVec::from_binary(&zero, None).unwrap().unwrap_err();
+        assert_eq!(
+            e.message,
+            "binary representation of sparsevec cannot contain zero values"
+        );
+        assert!(SparseVec::from_binary(&zero[..18], None).is_none());
+    }
+
+    #[test]
+    fn order_is_dense_order_and_the_key_agrees() {
+        let texts = [
+            "{1:-1}/3",
+            "{2:-1}/3",
+            "{}/3",
+            "{3:1}/3",
+            "{1:1,2:1,3:1}/3",
+            "{1:1,2:2,3:3}/3",
+            "{1:1,2:2}/3",
+            "{1:2}/3",
+            "{}/4",
+        ];
+        let mut by_cmp: Vec<SparseVec> = texts.iter().map(|t| sv(t)).collect();
+        let mut by_key = by_cmp.clone();
+        by_cmp.sort_by(SparseVec::cmp);
+        by_key.sort_by_key(SparseVec::sort_key);
+        let formatted = |v: &[SparseVec]| v.iter().map(SparseVec::format).collect::<Vec<_>>();
+        assert_eq!(
+            formatted(&by_cmp),
+            [
+                "{1:-1}/3",
+                "{2:-1}/3",
+                "{}/3",
+                "{}/4",
+                "{3:1}/3",
+                "{1:1,2:1,3:1}/3",
+                "{1:1,2:2}/3",
+                "{1:1,2:2,3:3}/3",
+                "{1:2}/3"
+            ]
+        );
+        assert_eq!(formatted(&by_key), formatted(&by_cmp));
+    }
+
+    #[test]
+    fn distances_as_pgvector_computes_them() {
+        let (a, b) = (sv("{1:1,3:3}/4"), sv("{2:2,3:1}/4"));
+        assert_eq!(a.l2_squared(&b), 1.0 + 4.0 + 4.0);
+        assert_eq!(a.l1(&b), 1.0 + 2.0 + 2.0);
+        assert_eq!(a.inner_product(&b), 3.0);
+        assert!((a.cosine(&b) - (1.0 - 3.0 / (10f64 * 5.0).sqrt())).abs() < 1e-12);
+        assert!(a.cosine(&sv("{}/4")).is_nan());
+        assert_eq!(sv("{1:3,2:4}/2").norm(), 5.0);
+        assert!(sv("{}/2").norm().is_sign_positive());
+    }
+
+    #[test]
+    fn arrow_round_trip_keeps_nulls() {
+        let rows = vec![Some(sv("{1:1}/2")), None, Some(sv("{}/7"))];
+        let array = sparse_array(&rows);
+        assert_eq!(array.data_type(), &sparsevec_arrow_type());
+        assert_eq!(sparse_rows(array.as_ref()).unwrap(), rows);
+    }
+}
