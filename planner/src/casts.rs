@@ -15,8 +15,10 @@ use datafusion::common::{DFSchema, Result, ScalarValue};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{Cast, Expr, ExprSchemable, LogicalPlan};
 use datafusion::optimizer::AnalyzerRule;
-use vecraft_storage::schema::{VectorElement, VectorSpec, is_sparsevec, vector_array};
+use vecraft_storage::schema::{VectorElement, VectorSpec, is_bit, is_sparsevec, vector_array};
 
+use crate::bit_udfs::BitFn;
+use crate::bits::{BitLength, BitString, bit_scalar};
 use crate::functions::VectorFn;
 use crate::halfvec::{half_target, parse_halfvec};
 use crate::sparsevec::{SparseVec, declared_dims, sparse_scalar};
@@ -39,6 +41,10 @@ impl AnalyzerRule for VectorCasts {
                 one_dimensional(&e)?;
                 let rewritten = e.transform_up(|e| {
                     let e = sparse_cast(e, &input)?;
+                    if e.transformed {
+                        return Ok(e);
+                    }
+                    let e = bit_cast(e.data, &input)?;
                     if e.transformed {
                         return Ok(e);
                     }
@@ -186,6 +192,39 @@ fn sparse_cast(expr: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
             return Ok(Transformed::no(expr));
         },
     ))
+}
+
+/// Casts to `bit(n)` and `bit varying(n)` (a text literal read now, padded or truncated as
+/// an explicit cast is), and of bit strings to text.
+fn bit_cast(expr: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
+    let Expr::Cast(Cast { expr: inner, field }) = &expr else {
+        return Ok(Transformed::no(expr));
+    };
+    if is_bit(field.data_type()) {
+        let length = BitLength::of_field(field).unwrap_or(BitLength::Any);
+        return Ok(Transformed::yes(match inner.as_ref() {
+            Expr::Literal(
+                ScalarValue::Utf8(Some(text))
+                | ScalarValue::LargeUtf8(Some(text))
+                | ScalarValue::Utf8View(Some(text)),
+                _,
+            ) => {
+                let bits = BitString::parse(text).map_err(|e| e.with_literal(text))?;
+                Expr::Literal(bit_scalar(Some(bits.fit(length, true)?))?, None)
+            }
+            Expr::Literal(value, _) if value.is_null() => Expr::Literal(bit_scalar(None)?, None),
+            _ => BitFn::cast(inner.as_ref().clone(), length, true),
+        }));
+    }
+    let from_bits = inner.get_type(input).is_ok_and(|t| is_bit(&t));
+    let text = || BitFn::Text.call(vec![inner.as_ref().clone()]);
+    Ok(match field.data_type() {
+        DataType::Utf8 if from_bits => Transformed::yes(text()),
+        t @ (DataType::Utf8View | DataType::LargeUtf8) if from_bits => {
+            Transformed::yes(Expr::Cast(Cast::new(Box::new(text()), t.clone())))
+        }
+        _ => Transformed::no(expr),
+    })
 }
 
 /// The columns the expressions of `node` read: its inputs' together.

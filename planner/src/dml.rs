@@ -323,19 +323,28 @@ fn vector_column(data_type: &DataType) -> Option<Option<i32>> {
     }
 }
 
-/// A text literal written to a vector column is read as a vector (`sparsevec` as one),
-/// which Arrow's cast of text cannot do.
+/// A text literal written to a vector column is read as a vector (to a `sparsevec` or bit
+/// string column, as one), which Arrow's cast of text cannot do.
 fn cast_text_to_column(value: &mut SqlExpr, column: &DataType) {
     if let Some(dims) = vector_column(column) {
         cast_text_to_vector(value, dims);
-    } else if vecraft_storage::schema::is_sparsevec(column)
-        && matches!(value, SqlExpr::Value(v) if matches!(v.value, Value::SingleQuotedString(_)))
-    {
-        let sparsevec = SqlType::Custom(ObjectName::from(vec![Ident::new("sparsevec")]), vec![]);
+        return;
+    }
+    let is_text =
+        matches!(value, SqlExpr::Value(v) if matches!(v.value, Value::SingleQuotedString(_)));
+    // A bit string is read as `bit varying`: its length is checked on the write.
+    let data_type = if vecraft_storage::schema::is_sparsevec(column) {
+        SqlType::Custom(ObjectName::from(vec![Ident::new("sparsevec")]), vec![])
+    } else if vecraft_storage::schema::is_bit(column) {
+        SqlType::VarBit(None)
+    } else {
+        return;
+    };
+    if is_text {
         *value = SqlExpr::Cast {
             kind: CastKind::DoubleColon,
             expr: Box::new(value.clone()),
-            data_type: sparsevec,
+            data_type,
             array: false,
             format: None,
         };

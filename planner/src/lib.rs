@@ -9,6 +9,8 @@
 
 pub mod array_text;
 pub mod array_to_vector;
+pub mod bit_udfs;
+pub mod bits;
 pub mod casts;
 pub mod collection;
 pub mod dml;
@@ -67,6 +69,7 @@ pub fn install(mut builder: SessionStateBuilder) -> SessionStateBuilder {
     functions.push(Arc::new(array_to_vector::array_to_halfvec()));
     functions.extend(vector_state::all_udfs());
     functions.extend(sparsevec_udfs::all_udfs());
+    functions.extend(bit_udfs::all_udfs());
     functions.extend(vector_math::VectorMath::ALL.iter().map(|f| f.udf()));
     builder
         .with_expr_planners(expr_planners)

@@ -294,6 +294,8 @@ fn type_name(data_type: &DataType) -> String {
         DataType::JSON => "json",
         DataType::JSONB => "jsonb",
         DataType::Uuid => "uuid",
+        DataType::Bit(_) => "bit",
+        DataType::BitVarying(_) | DataType::VarBit(_) => "varbit",
         DataType::Regclass => "regclass",
         DataType::Custom(name, _) => return last_part(name),
         DataType::Array(_) => return array_element_name(data_type),

@@ -107,6 +107,10 @@ impl ExprPlanner for VectorOperators {
         if let Some(planned) = sparse_operator(&expr, schema) {
             return Ok(PlannerResult::Planned(planned));
         }
+        let expr = match bit_operator(expr, schema) {
+            Ok(planned) => return Ok(PlannerResult::Planned(planned)),
+            Err(expr) => expr,
+        };
         if let Some(f) = operator_function(&expr.op) {
             let left = typed_like(expr.left, &expr.right, schema);
             let right = typed_like(expr.right, &left, schema);
@@ -188,6 +192,56 @@ fn sparse_operator(expr: &RawBinaryExpr, schema: &DFSchema) -> Option<Expr> {
         }
         (None, None) => None,
     }
+}
+
+/// pgvector's `<~>` (Hamming) and `<%>` (Jaccard) on bit strings; and a comparison of a bit
+/// string with text, which reads the text as a bit string. `Err` gives back what it is not.
+fn bit_operator(expr: RawBinaryExpr, schema: &DFSchema) -> Result<Expr, RawBinaryExpr> {
+    use crate::bit_udfs::BitFn;
+    let distance = match &expr.op {
+        BinaryOperator::Custom(name) if name == "<~>" => Some(BitFn::Hamming),
+        BinaryOperator::Custom(name) if name == "<%>" => Some(BitFn::Jaccard),
+        _ => None,
+    };
+    if let Some(f) = distance {
+        return Ok(f.call(vec![expr.left, expr.right]));
+    }
+    let compares = matches!(
+        expr.op,
+        BinaryOperator::Eq
+            | BinaryOperator::NotEq
+            | BinaryOperator::Lt
+            | BinaryOperator::LtEq
+            | BinaryOperator::Gt
+            | BinaryOperator::GtEq
+    );
+    let is_text = |e: &Expr| matches!(e, Expr::Literal(ScalarValue::Utf8(Some(_)), _));
+    let is_bits = |e: &Expr| {
+        e.get_type(schema)
+            .is_ok_and(|t| vecraft_storage::schema::is_bit(&t))
+    };
+    // Only an operand beside text is typed: typing any operand would walk its whole tree.
+    let as_bits = |e: Expr| {
+        let varying = crate::bits::BitLength::Any.field("");
+        Expr::Cast(Cast::new_from_field(Box::new(e), Arc::new(varying)))
+    };
+    let (left, right) = (expr.left, expr.right);
+    let (left, right) = if compares && is_text(&right) && is_bits(&left) {
+        (left, as_bits(right))
+    } else if compares && is_text(&left) && is_bits(&right) {
+        (as_bits(left), right)
+    } else {
+        return Err(RawBinaryExpr {
+            op: expr.op,
+            left,
+            right,
+        });
+    };
+    Err(RawBinaryExpr {
+        op: expr.op,
+        left,
+        right,
+    })
 }
 
 /// `->`, `->>`, `@>` and `?` on a `json` or `jsonb` value ([`crate::text_types`]).

@@ -346,6 +346,7 @@ pub fn conform_batch(batch: RecordBatch, schema: &Schema) -> Result<RecordBatch>
             || max_chars(f).is_some()
             || is_vector(f)
             || crate::sparsevec::declared_dims(f).is_some()
+            || crate::bits::BitLength::of_field(f).is_some()
     }) {
         return Ok(batch);
     }
@@ -367,6 +368,16 @@ pub fn conform_column(column: &ArrayRef, field: &Field) -> Result<ArrayRef> {
     }
     if let Some(n) = max_chars(field) {
         return truncate_spaces(column, n);
+    }
+    if let Some(length) = crate::bits::BitLength::of_field(field) {
+        // `bit(n)`, `bit varying(n)`: a write must fit, as PostgreSQL's assignment casts ask.
+        for bits in crate::bits::bit_rows(column.as_ref())?
+            .into_iter()
+            .flatten()
+        {
+            bits.fit(length, false)?;
+        }
+        return Ok(column.clone());
     }
     if let Some(n) = crate::sparsevec::declared_dims(field) {
         // `sparsevec(n)`: pgvector's typmod check, which the column's Arrow type cannot make.

@@ -59,6 +59,20 @@ pub fn vector_type(sql_type: &SqlType) -> Result<Option<(VectorElement, Option<u
     }
 }
 
+/// The length `bit(n)` or `bit varying(n)` declares (`bit` is `bit(1)`, as in PostgreSQL);
+/// `None` for other types.
+pub fn bit_length(sql_type: &SqlType) -> Option<crate::bits::BitLength> {
+    use crate::bits::BitLength;
+    let n = |n: &Option<u64>| n.map(|n| n as usize);
+    match sql_type {
+        SqlType::Bit(length) => Some(BitLength::Exactly(n(length).unwrap_or(1))),
+        SqlType::BitVarying(length) | SqlType::VarBit(length) => {
+            Some(n(length).map_or(BitLength::Any, BitLength::AtMost))
+        }
+        _ => None,
+    }
+}
+
 /// The dimension of `sparsevec(n)`, `Some(None)` for plain `sparsevec`, `None` for other
 /// types; with pgvector's errors for a modifier out of its range (1 to 1,000,000,000).
 pub fn sparse_dims(sql_type: &SqlType) -> Result<Option<Option<usize>>> {
@@ -131,6 +145,9 @@ impl TypePlanner for VectorTypes {
         }
         if let Some(t) = crate::text_types::TextType::of_sql_name(&sql_type.to_string()) {
             return Ok(Some(Arc::new(t.field("", true))));
+        }
+        if let Some(length) = bit_length(sql_type) {
+            return Ok(Some(Arc::new(length.field(""))));
         }
         if let Some(dims) = sparse_dims(sql_type)? {
             return Ok(Some(Arc::new(sparse_field("", dims))));

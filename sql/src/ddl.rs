@@ -7,7 +7,8 @@ use datafusion::sql::sqlparser::ast::{
     DataType as SqlType, ExactNumberInfo, GeneratedAs, TableConstraint,
 };
 use pgwire::error::{PgWireError, PgWireResult};
-use vecraft_planner::types::{sparse_dims, vector_type};
+use vecraft_planner::bits::BitLength;
+use vecraft_planner::types::{bit_length, sparse_dims, vector_type};
 use vecraft_storage::schema::{
     ArrayElement, CollectionSchema, ColumnDef, ColumnType, Identity, MAX_NUMERIC_PRECISION,
     NumericSpec, VectorElement, VectorSpec,
@@ -120,6 +121,14 @@ fn column_type(sql_type: &SqlType) -> PgWireResult<ColumnType> {
                 ..VectorSpec::new(dims)
             })),
         };
+    }
+    if let Some(length) = bit_length(sql_type) {
+        let (length, varying) = match length {
+            BitLength::Exactly(n) => (Some(n as u32), false),
+            BitLength::AtMost(n) => (Some(n as u32), true),
+            BitLength::Any => (None, true),
+        };
+        return Ok(ColumnType::Bit { length, varying });
     }
     let sparse = sparse_dims(sql_type).map_err(|e| user_error("22023", e.to_string()))?;
     if let Some(dims) = sparse {

@@ -17,9 +17,10 @@ use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo};
 use pgwire::error::PgWireResult;
 use pgwire::messages::data::DataRow;
 use pgwire::types::format::FormatOptions;
+use vecraft_planner::bits::{BitLength, BitString, bit_rows};
 use vecraft_planner::sparsevec::{SparseVec, sparse_rows};
 use vecraft_planner::vector_text::{format_double, format_real, format_vector};
-use vecraft_storage::schema::is_sparsevec;
+use vecraft_storage::schema::{is_bit, is_sparsevec};
 
 /// The OID Vecraft gives pgvector's `vector` type (pgvector's is assigned at `CREATE
 /// EXTENSION`; clients look it up by name).
@@ -44,6 +45,11 @@ pub fn sparsevec_type() -> Type {
         postgres_types::Kind::Simple,
         "public".into(),
     )
+}
+
+/// Row `row` of a column of bit strings.
+fn bits(array: &ArrayRef, row: usize) -> Option<BitString> {
+    bit_rows(array.slice(row, 1).as_ref()).ok()?.pop()?
 }
 
 /// Row `row` of a column of sparse vectors.
@@ -83,6 +89,7 @@ pub(crate) fn pg_type(data_type: &DataType) -> Type {
         }
         DataType::FixedSizeList(..) => vector_type(),
         t if is_sparsevec(t) => sparsevec_type(),
+        t if is_bit(t) => Type::BIT,
         DataType::Int8 => Type::CHAR,
         DataType::Boolean => Type::BOOL,
         DataType::Int16 => Type::INT2,
@@ -160,7 +167,10 @@ pub(crate) fn field_type(field: &datafusion::arrow::datatypes::Field) -> Type {
         Some("oidvector") => Type::OID_VECTOR,
         Some("varchar") => Type::VARCHAR,
         Some("vector") => vector_type(),
-        _ => pg_type(field.data_type()),
+        _ => match BitLength::of_field(field) {
+            Some(BitLength::AtMost(_) | BitLength::Any) => Type::VARBIT,
+            _ => pg_type(field.data_type()),
+        },
     }
 }
 
@@ -255,6 +265,7 @@ fn binary(array: &ArrayRef, row: usize, described: &Type) -> Option<Vec<u8>> {
             vector_binary(&array.as_fixed_size_list().value(row), &mut out)?
         }
         t if is_sparsevec(t) => out.extend_from_slice(&sparse(array, row)?.to_binary()),
+        t if is_bit(t) => out.extend_from_slice(&bits(array, row)?.to_binary()),
         // A vector of a column without dimensions, described as `vector`; a halfvec.
         DataType::List(item)
             if matches!(item.data_type(), DataType::Float32 | DataType::Float16) =>
@@ -352,6 +363,7 @@ fn text(array: &ArrayRef, row: usize) -> Option<String> {
         }
         DataType::List(_) => array_literal(&array.as_list::<i32>().value(row)),
         t if is_sparsevec(t) => sparse(array, row)?.format(),
+        t if is_bit(t) => bits(array, row)?.format(),
         _ => datafusion::arrow::util::display::array_value_to_string(array, row).ok()?,
     })
 }

@@ -160,6 +160,8 @@ fn type_name(ty: ColumnType) -> &'static str {
         ColumnType::Vector(spec) => spec.element.type_name(),
         ColumnType::VectorUnsized => "vector",
         ColumnType::SparseVec(_) => "sparsevec",
+        ColumnType::Bit { varying: false, .. } => "bit",
+        ColumnType::Bit { varying: true, .. } => "bit varying",
         ColumnType::Array(_) => "array",
     }
 }

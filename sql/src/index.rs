@@ -24,25 +24,47 @@ impl Session {
         let [column] = create.columns.as_slice() else {
             return done(); // a multi-column (btree) index: nothing to build
         };
-        let column_name = match &column.column.expr {
-            Expr::Identifier(i) => crate::idents::ident(i),
-            other => other.to_string().to_lowercase(),
+        let method = match &create.using {
+            None => "btree".to_string(),
+            Some(IndexType::Custom(name)) => name.to_string().to_lowercase(),
+            Some(other) => other.to_string().to_lowercase(),
         };
         let schema = collection.schema();
+        let column_name = match &column.column.expr {
+            Expr::Identifier(i) => crate::idents::ident(i),
+            expression => return expression_index(expression, &schema, &method, column),
+        };
         let Ok(def) = schema.column(&column_name) else {
             return Err(user_error(
                 "42703",
                 format!("column \"{column_name}\" does not exist"),
             ));
         };
-        let method = match &create.using {
-            None => "btree".to_string(),
-            Some(IndexType::Custom(name)) => name.to_string().to_lowercase(),
-            Some(other) => other.to_string().to_lowercase(),
-        };
         if def.ty == ColumnType::VectorUnsized && (method == "hnsw" || method == "ivfflat") {
             // pgvector's words: a graph needs one dimension for all its vectors.
             return Err(user_error("XX000", "column does not have dimensions"));
+        }
+        if let (ColumnType::Bit { varying, .. }, "hnsw") = (def.ty, method.as_str()) {
+            // Bit strings are searched exactly too; pgvector's two classes for them, on a
+            // column of one length.
+            if varying {
+                return Err(user_error("0A000", "type not supported for hnsw index"));
+            }
+            let class = column
+                .operator_class
+                .as_ref()
+                .map(|c| c.to_string().to_lowercase());
+            return match class.as_deref() {
+                Some("bit_hamming_ops" | "bit_jaccard_ops") => done(),
+                Some(class) => Err(user_error(
+                    "42704",
+                    format!("operator class \"{class}\" does not exist for access method \"hnsw\""),
+                )),
+                None => Err(user_error(
+                    "42704",
+                    "data type bit has no default operator class for access method \"hnsw\"",
+                )),
+            };
         }
         if matches!(def.ty, ColumnType::SparseVec(_)) && method == "hnsw" {
             // Sparse vectors are searched exactly, which answers what the index would (and
@@ -101,6 +123,47 @@ impl Session {
         self.catalog.touch();
         done()
     }
+}
+
+/// An index on an expression (`((metadata->>'k'))`, pgvector's
+/// `((binary_quantize(embedding)::bit(3)) bit_hamming_ops)`): accepted once the columns it
+/// reads exist and its operator class is one of pgvector's; filters and searches compute the
+/// expression on the rows they read (a search over it is exact).
+fn expression_index(
+    expression: &Expr,
+    schema: &vecraft_storage::schema::CollectionSchema,
+    method: &str,
+    column: &datafusion::sql::sqlparser::ast::IndexColumn,
+) -> PgWireResult<Response> {
+    let mut missing = None;
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions(expression, |e: &Expr| {
+        if let Expr::Identifier(i) = e {
+            let name = crate::idents::ident(i);
+            if schema.column(&name).is_err() {
+                missing = Some(name);
+                return std::ops::ControlFlow::Break(());
+            }
+        }
+        std::ops::ControlFlow::Continue(())
+    });
+    if let Some(name) = missing {
+        let message = format!("column \"{name}\" does not exist");
+        return Err(user_error("42703", message));
+    }
+    if let (true, Some(class)) = (method == "hnsw", &column.operator_class) {
+        let class = class.to_string().to_lowercase();
+        let known = ["vector", "halfvec", "sparsevec", "bit"].iter().any(|t| {
+            class
+                .strip_prefix(t)
+                .is_some_and(|rest| rest.starts_with('_'))
+        });
+        if !known || !class.ends_with("_ops") {
+            let message =
+                format!("operator class \"{class}\" does not exist for access method \"{method}\"");
+            return Err(user_error("42704", message));
+        }
+    }
+    Ok(Response::Execution(Tag::new("CREATE INDEX")))
 }
 
 /// `WITH (m = 16, ef_construction = 64)`, checked as pgvector checks them.

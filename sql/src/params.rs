@@ -9,10 +9,11 @@ use datafusion::common::ScalarValue;
 use pgwire::api::Type;
 use pgwire::api::results::FieldFormat;
 use pgwire::error::PgWireResult;
+use vecraft_planner::bits::{BitString, bit_scalar};
 use vecraft_planner::halfvec::{half_target, halves, parse_halfvec};
 use vecraft_planner::sparsevec::{SparseVec, sparse_scalar};
 use vecraft_planner::vector_text::parse_vector;
-use vecraft_storage::schema::{MAX_DIMS, is_sparsevec};
+use vecraft_storage::schema::{MAX_DIMS, is_bit, is_sparsevec};
 
 use vecraft_planner::array_text::parse_array;
 use vecraft_storage::schema::UTC;
@@ -52,6 +53,9 @@ pub fn decode(
     }
     if is_sparsevec(target) {
         return sparsevec_value(bytes, format, declared);
+    }
+    if is_bit(target) {
+        return bit_value(bytes, format, declared);
     }
     let value = match format {
         FieldFormat::Text => text_value(utf8(bytes)?, target)?,
@@ -125,6 +129,25 @@ fn sparsevec_value(
             .ok_or_else(|| user_error("22P03", "incorrect binary data format in bind parameter"))?,
     };
     sparse_scalar(Some(value.map_err(to_pg)?)).map_err(|e| user_error("XX000", e.to_string()))
+}
+
+/// A bit-string parameter: `0101`, or `bit_send`'s binary form.
+fn bit_value(
+    bytes: &[u8],
+    format: FieldFormat,
+    declared: Option<&Type>,
+) -> PgWireResult<ScalarValue> {
+    let to_pg = |e: vecraft_planner::error::VectorError| user_error(e.sqlstate, e.message);
+    let text_oids = [Type::TEXT.oid(), Type::VARCHAR.oid()];
+    let value = match (format, declared.map(Type::oid)) {
+        (FieldFormat::Text, _) => BitString::parse(utf8(bytes)?).map_err(to_pg)?,
+        (FieldFormat::Binary, Some(oid)) if text_oids.contains(&oid) => {
+            BitString::parse(utf8(bytes)?).map_err(to_pg)?
+        }
+        (FieldFormat::Binary, _) => BitString::from_binary(bytes)
+            .ok_or_else(|| user_error("22P03", "incorrect binary data format in bind parameter"))?,
+    };
+    bit_scalar(Some(value)).map_err(|e| user_error("XX000", e.to_string()))
 }
 
 fn utf8(bytes: &[u8]) -> PgWireResult<&str> {

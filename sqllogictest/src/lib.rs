@@ -168,6 +168,9 @@ impl<'a> FromSql<'a> for Text {
             ref t if t.name() == "halfvec" => {
                 format_vector(&vecraft_sql::params::halfvec_binary(raw).ok_or("bad halfvec")?)
             }
+            Type::BIT | Type::VARBIT => vecraft_planner::bits::BitString::from_binary(raw)
+                .ok_or("bad bit string")?
+                .format(),
             ref t if t.name() == "sparsevec" => {
                 vecraft_planner::sparsevec::SparseVec::from_binary(raw, None)
                     .ok_or("bad sparsevec")??

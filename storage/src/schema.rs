@@ -22,9 +22,11 @@ pub const MAX_EF_SEARCH: usize = 1000;
 
 pub use crate::names::valid_collection_name;
 
+mod bits;
 mod sparse;
 mod vector;
 
+pub use bits::{BITS_KEY, bit_arrow_type, bit_fields, is_bit};
 pub use sparse::{
     DIMS_KEY, MAX_SPARSE_DIMS, MAX_SPARSE_NNZ, is_sparsevec, sparsevec_arrow_type, sparsevec_fields,
 };
@@ -65,6 +67,12 @@ pub enum ColumnType {
     VectorUnsized,
     /// pgvector's `sparsevec(n)` (`None`: any dimension), kept as payload ([`sparse`]).
     SparseVec(Option<u32>),
+    /// PostgreSQL's `bit(n)` (`varying: false`, exactly `n` bits) or `bit varying(n)` (at
+    /// most `n`; `None`: any), kept as payload ([`bits`]).
+    Bit {
+        length: Option<u32>,
+        varying: bool,
+    },
 }
 
 /// The declared precision and scale of a `numeric(p, s)` column.
@@ -130,6 +138,7 @@ impl ColumnType {
             ColumnType::Array(element) => DataType::new_list(element.arrow_type(), true),
             ColumnType::VectorUnsized => DataType::new_list(DataType::Float32, true),
             ColumnType::SparseVec(_) => sparsevec_arrow_type(),
+            ColumnType::Bit { .. } => bit_arrow_type(),
             ColumnType::Vector(spec) => spec.arrow_type(),
         }
     }
@@ -171,6 +180,15 @@ impl ColumnType {
         }
         if let ColumnType::SparseVec(Some(n)) = self {
             metadata.insert(DIMS_KEY.to_string(), n.to_string());
+        }
+        if let ColumnType::Bit { length, varying } = self {
+            let length = length.map_or(String::new(), |n| n.to_string());
+            let bits = if *varying {
+                format!("..{length}")
+            } else {
+                length
+            };
+            metadata.insert(BITS_KEY.to_string(), bits);
         }
         field.with_metadata(metadata)
     }

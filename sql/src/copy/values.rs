@@ -55,7 +55,8 @@ impl Values {
             | ColumnType::Numeric(_)
             | ColumnType::Array(_)
             | ColumnType::VectorUnsized
-            | ColumnType::SparseVec(_) => Values::Scalars {
+            | ColumnType::SparseVec(_)
+            | ColumnType::Bit { .. } => Values::Scalars {
                 target: ty.arrow_type(),
                 values: Vec::new(),
             },

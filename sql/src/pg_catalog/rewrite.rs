@@ -131,6 +131,18 @@ fn rewrite_expr(e: &mut Expr) {
                 }
             }
         }
+        // `B'0101'`: PostgreSQL's bit-string literal, a `bit varying` of its digits.
+        Expr::Value(v) if matches!(v.value, Value::SingleQuotedByteStringLiteral(_)) => {
+            if let Value::SingleQuotedByteStringLiteral(digits) = &v.value {
+                *e = Expr::Cast {
+                    kind: datafusion::sql::sqlparser::ast::CastKind::DoubleColon,
+                    expr: Box::new(Expr::value(Value::SingleQuotedString(digits.clone()))),
+                    data_type: DataType::VarBit(None),
+                    array: false,
+                    format: None,
+                };
+            }
+        }
         Expr::Subquery(query) if reads_empty_table(query) => *e = null(),
         Expr::Subquery(query) if reads_only_catalog(query) => aggregate_lookup(query),
         // `(record).field`: DataFusion reads a field of a struct with `get_field`.

@@ -98,6 +98,9 @@ pub fn format_type(oid: u32, typmod: i32) -> Option<String> {
         VECTOR_OID if typmod > 0 => format!("vector({typmod})"),
         HALFVEC_OID if typmod > 0 => format!("halfvec({typmod})"),
         SPARSEVEC_OID if typmod > 0 => format!("sparsevec({typmod})"),
+        1560 if typmod > 0 => format!("bit({typmod})"),
+        1562 if typmod > 0 => format!("bit varying({typmod})"),
+        1562 => "bit varying".into(),
         1043 if typmod > 4 => format!("character varying({})", typmod - 4),
         1700 if typmod >= 4 => {
             let typmod = typmod - 4;
@@ -159,6 +162,10 @@ pub(super) fn column_type(ty: &ColumnType) -> (u32, i32) {
         },
         ColumnType::VectorUnsized => (VECTOR_OID, -1),
         ColumnType::SparseVec(dims) => (SPARSEVEC_OID, dims.map_or(-1, |n| n as i32)),
+        ColumnType::Bit { length, varying } => (
+            if *varying { 1562 } else { 1560 },
+            length.map_or(-1, |n| n as i32),
+        ),
     }
 }
 

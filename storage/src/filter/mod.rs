@@ -250,7 +250,8 @@ impl Kind {
             | ColumnType::Numeric(_)
             | ColumnType::Array(_)
             | ColumnType::VectorUnsized
-            | ColumnType::SparseVec(_) => None,
+            | ColumnType::SparseVec(_)
+            | ColumnType::Bit { .. } => None,
         }
     }
 
