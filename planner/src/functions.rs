@@ -150,7 +150,14 @@ impl ScalarUDFImpl for VectorUdf {
             VectorFn::Text => unary_text(&operands[0], n),
             VectorFn::Norm => unary_f64(&operands[0], n, Metric::pg_norm),
             VectorFn::L2Normalize => normalize(&operands[0], n, args.return_field.data_type())?,
-            f => binary(f, &operands[0], &operands[1], n)?,
+            f => {
+                let half = args
+                    .args
+                    .iter()
+                    .any(|a| crate::halfvec::half_target(&a.data_type()).is_some());
+                let type_name = if half { "halfvec" } else { "vector" };
+                binary(f, &operands[0], &operands[1], n, type_name)?
+            }
         };
         answer(array, all_scalar)
     }
@@ -295,7 +302,8 @@ fn floats(values: &ArrayRef) -> Result<Float32Array> {
     Ok(values.as_primitive::<Float32Type>().clone())
 }
 
-fn binary(f: VectorFn, a: &Operand, b: &Operand, n: usize) -> Result<ArrayRef> {
+/// `type_name`: the arguments' type, which the error for different dimensions names.
+fn binary(f: VectorFn, a: &Operand, b: &Operand, n: usize, type_name: &str) -> Result<ArrayRef> {
     let mut out = Vec::with_capacity(n);
     for row in 0..n {
         let (Some(x), Some(y)) = (a.get(row), b.get(row)) else {
@@ -304,7 +312,7 @@ fn binary(f: VectorFn, a: &Operand, b: &Operand, n: usize) -> Result<ArrayRef> {
         };
         if x.len() != y.len() {
             return Err(VectorError::data(format!(
-                "different vector dimensions {} and {}",
+                "different {type_name} dimensions {} and {}",
                 x.len(),
                 y.len()
             ))

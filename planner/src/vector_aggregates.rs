@@ -328,7 +328,17 @@ impl VectorAccumulator {
         if sum.len() != v.len() {
             let message = match self.kind {
                 Kind::Avg => format!("expected {} dimensions, not {}", sum.len(), v.len()),
-                Kind::Sum => format!("different vector dimensions {} and {}", sum.len(), v.len()),
+                Kind::Sum => {
+                    let type_name = match crate::halfvec::half_target(&self.output) {
+                        Some(_) => "halfvec",
+                        None => "vector",
+                    };
+                    format!(
+                        "different {type_name} dimensions {} and {}",
+                        sum.len(),
+                        v.len()
+                    )
+                }
             };
             return Err(VectorError::data(message).into());
         }

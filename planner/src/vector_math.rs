@@ -19,7 +19,7 @@ use vecraft_storage::schema::{
     MAX_DIMS, VectorElement, VectorSpec, vector_array, vector_arrow_type,
 };
 
-use crate::halfvec::half_target;
+use crate::halfvec::{half_target, halves};
 
 use crate::error::{NUMERIC_VALUE_OUT_OF_RANGE, VectorError};
 use crate::functions::{Operand, all_constant, answer};
@@ -33,16 +33,19 @@ pub enum VectorMath {
     Concat,
     Subvector,
     Cmp,
+    /// pgvector's `halfvec_cmp`: `vector_cmp` of the operands read as halves.
+    HalfCmp,
 }
 
 impl VectorMath {
-    pub const ALL: [VectorMath; 6] = [
+    pub const ALL: [VectorMath; 7] = [
         VectorMath::Add,
         VectorMath::Subtract,
         VectorMath::Multiply,
         VectorMath::Concat,
         VectorMath::Subvector,
         VectorMath::Cmp,
+        VectorMath::HalfCmp,
     ];
 
     pub fn name(self) -> &'static str {
@@ -53,6 +56,7 @@ impl VectorMath {
             VectorMath::Concat => "vector_concat",
             VectorMath::Subvector => "subvector",
             VectorMath::Cmp => "vector_cmp",
+            VectorMath::HalfCmp => "halfvec_cmp",
         }
     }
 
@@ -103,7 +107,7 @@ impl ScalarUDFImpl for MathUdf {
         };
         let any_length = DataType::new_list(element.arrow_type(), true);
         Ok(match self.function {
-            VectorMath::Cmp => DataType::Int32,
+            VectorMath::Cmp | VectorMath::HalfCmp => DataType::Int32,
             VectorMath::Subvector => any_length,
             VectorMath::Concat => match (dims[0], dims[1]) {
                 (Some(a), Some(b)) if a + b <= MAX_DIMS => sized(a + b),
@@ -131,14 +135,31 @@ impl ScalarUDFImpl for MathUdf {
                     .collect();
                 Arc::new(out) as ArrayRef
             }
+            VectorMath::HalfCmp => {
+                let (a, b) = (
+                    Operand::new(&args.args[0], rows)?,
+                    Operand::new(&args.args[1], rows)?,
+                );
+                let mut out = Vec::with_capacity(n);
+                for row in 0..n {
+                    out.push(match (a.get(row), b.get(row)) {
+                        (Some(x), Some(y)) => Some(compare(&halves(x)?, &halves(y)?)),
+                        _ => None,
+                    });
+                }
+                Arc::new(Int32Array::from(out)) as ArrayRef
+            }
             VectorMath::Subvector => {
                 let a = Operand::new(&args.args[0], rows)?;
                 let starts = integers(&args.args[1], rows)?;
                 let counts = integers(&args.args[2], rows)?;
+                let half = half_target(args.return_field.data_type()).is_some();
                 let mut out = Vec::with_capacity(n);
                 for row in 0..n {
                     out.push(match (a.get(row), starts[row], counts[row]) {
-                        (Some(v), Some(start), Some(count)) => Some(subvector(v, start, count)?),
+                        (Some(v), Some(start), Some(count)) => {
+                            Some(subvector(v, start, count, half)?)
+                        }
                         _ => None,
                     });
                 }
@@ -232,8 +253,10 @@ fn out_of_range(what: &str) -> datafusion::error::DataFusionError {
 }
 
 /// pgvector's `subvector`: `count` elements from `start` (counted from 1), cut to the vector.
-fn subvector(v: &[f32], start: i64, count: i64) -> Result<Vec<f32>> {
-    let too_few = || VectorError::data("vector must have at least 1 dimension").into();
+fn subvector(v: &[f32], start: i64, count: i64, half: bool) -> Result<Vec<f32>> {
+    let type_name = if half { "halfvec" } else { "vector" };
+    let too_few =
+        || VectorError::data(format!("{type_name} must have at least 1 dimension")).into();
     if count < 1 {
         return Err(too_few());
     }

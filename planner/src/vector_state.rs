@@ -1,5 +1,6 @@
 //! pgvector's aggregate support functions, callable on their own as in pgvector:
-//! `vector_accum(state, v)`, `vector_combine(state, state)` and `vector_avg(state)`.
+//! `vector_accum(state, v)`, `vector_combine(state, state)` and `vector_avg(state)`, and
+//! their `halfvec_` twins (which read halves and average to a halfvec).
 //!
 //! A state is a `double precision[]` `{n, sum_1, …, sum_d}`: the count of vectors seen and
 //! their element-wise sums (`{0}` before the first). `avg(vector)` itself is planned apart
@@ -10,19 +11,18 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float32Builder, Float64Builder, ListBuilder,
-};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Builder, ListBuilder};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type};
 use datafusion::common::{Result, exec_err};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
-use vecraft_storage::schema::MAX_DIMS;
+use vecraft_storage::schema::{MAX_DIMS, VectorElement};
 
 use crate::error::VectorError;
-use crate::functions::{Operand, all_constant, answer, unsized_vector};
+use crate::functions::{Operand, all_constant, answer};
+use crate::halfvec::halves;
 use crate::vector_text::check_dims;
 
 /// Which support function a UDF computes.
@@ -34,23 +34,30 @@ enum StateFn {
 }
 
 impl StateFn {
-    fn name(self) -> &'static str {
-        match self {
-            StateFn::Accum => "vector_accum",
-            StateFn::Combine => "vector_combine",
-            StateFn::Avg => "vector_avg",
+    fn name(self, element: VectorElement) -> &'static str {
+        match (self, element) {
+            (StateFn::Accum, VectorElement::Float32) => "vector_accum",
+            (StateFn::Combine, VectorElement::Float32) => "vector_combine",
+            (StateFn::Avg, VectorElement::Float32) => "vector_avg",
+            (StateFn::Accum, VectorElement::Float16) => "halfvec_accum",
+            (StateFn::Combine, VectorElement::Float16) => "halfvec_combine",
+            (StateFn::Avg, VectorElement::Float16) => "halfvec_avg",
         }
     }
 }
 
-/// The three functions, for registration.
+/// The six functions, for registration.
 pub fn all_udfs() -> Vec<Arc<ScalarUDF>> {
-    [StateFn::Accum, StateFn::Combine, StateFn::Avg]
+    let elements = [VectorElement::Float32, VectorElement::Float16];
+    let functions = [StateFn::Accum, StateFn::Combine, StateFn::Avg];
+    elements
         .into_iter()
-        .map(|function| {
+        .flat_map(|element| functions.map(|function| (element, function)))
+        .map(|(element, function)| {
             let arity = if function == StateFn::Avg { 1 } else { 2 };
             Arc::new(ScalarUDF::new_from_impl(StateUdf {
                 function,
+                element,
                 signature: Signature::any(arity, Volatility::Immutable),
             }))
         })
@@ -60,12 +67,13 @@ pub fn all_udfs() -> Vec<Arc<ScalarUDF>> {
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct StateUdf {
     function: StateFn,
+    element: VectorElement,
     signature: Signature,
 }
 
 impl ScalarUDFImpl for StateUdf {
     fn name(&self) -> &str {
-        self.function.name()
+        self.function.name(self.element)
     }
 
     fn signature(&self) -> &Signature {
@@ -74,7 +82,7 @@ impl ScalarUDFImpl for StateUdf {
 
     fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
         Ok(match self.function {
-            StateFn::Avg => unsized_vector(),
+            StateFn::Avg => DataType::new_list(self.element.arrow_type(), true),
             _ => state_type(),
         })
     }
@@ -82,12 +90,15 @@ impl ScalarUDFImpl for StateUdf {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let constant = all_constant(&args.args);
         let rows = if constant { 1 } else { args.number_rows };
-        let caller = self.function.name();
+        let caller = self.function.name(self.element);
+        let type_name = self.element.type_name();
+        let half = self.element == VectorElement::Float16;
         let first = states(&args.args[0], rows, caller)?;
         let array: ArrayRef = match self.function {
             StateFn::Accum => {
                 let vectors = Operand::new(&args.args[1], args.number_rows)?;
                 let out = (0..rows).map(|row| match (&first[row], vectors.get(row)) {
+                    (Some(state), Some(v)) if half => accum(state, &halves(v)?).map(Some),
                     (Some(state), Some(v)) => accum(state, v).map(Some),
                     _ => Ok(None),
                 });
@@ -96,20 +107,22 @@ impl ScalarUDFImpl for StateUdf {
             StateFn::Combine => {
                 let second = states(&args.args[1], rows, caller)?;
                 let out = first.iter().zip(&second).map(|pair| match pair {
-                    (Some(a), Some(b)) => combine(a, b).map(Some),
+                    (Some(a), Some(b)) => combine(a, b, type_name).map(Some),
                     _ => Ok(None),
                 });
                 state_array(out)?
             }
             StateFn::Avg => {
-                let mut builder = ListBuilder::new(Float32Builder::new());
+                let mut rows = Vec::with_capacity(first.len());
                 for state in &first {
-                    match state.as_deref().map(average).transpose()?.flatten() {
-                        Some(v) => builder.append_value(v.into_iter().map(Some)),
-                        None => builder.append_null(),
-                    }
+                    let mean = state.as_deref().map(|s| average(s, type_name));
+                    rows.push(match mean.transpose()?.flatten() {
+                        Some(v) if half => Some(halves(&v)?),
+                        v => v,
+                    });
                 }
-                Arc::new(builder.finish())
+                let output = DataType::new_list(self.element.arrow_type(), true);
+                crate::vector_math::vectors(rows, &output)?
             }
         };
         answer(array, constant)
@@ -140,16 +153,16 @@ fn accum(state: &[f64], v: &[f32]) -> Result<Vec<f64>> {
 }
 
 /// `vector_combine`: two partial states as one; an empty one (count 0) adds nothing.
-fn combine(a: &[f64], b: &[f64]) -> Result<Vec<f64>> {
+fn combine(a: &[f64], b: &[f64], type_name: &str) -> Result<Vec<f64>> {
     if a[0] == 0.0 {
-        check_count(b.len() - 1)?;
+        check_count(b.len() - 1, type_name)?;
         return Ok(b.to_vec());
     }
     if b[0] == 0.0 {
-        check_count(a.len() - 1)?;
+        check_count(a.len() - 1, type_name)?;
         return Ok(a.to_vec());
     }
-    check_count(a.len() - 1)?;
+    check_count(a.len() - 1, type_name)?;
     check_dims(b.len() - 1, a.len() - 1)?;
     let mut next = vec![a[0] + b[0]];
     for (x, y) in a[1..].iter().zip(&b[1..]) {
@@ -159,33 +172,35 @@ fn combine(a: &[f64], b: &[f64]) -> Result<Vec<f64>> {
 }
 
 /// `vector_avg`: the mean the state holds, `None` (SQL's NULL) for no vectors.
-fn average(state: &[f64]) -> Result<Option<Vec<f32>>> {
+fn average(state: &[f64], type_name: &str) -> Result<Option<Vec<f32>>> {
     let n = state[0];
     if n == 0.0 {
         return Ok(None);
     }
-    check_count(state.len() - 1)?;
+    check_count(state.len() - 1, type_name)?;
     let mut mean = Vec::with_capacity(state.len() - 1);
     for sum in &state[1..] {
         let x = (sum / n) as f32;
         if x.is_nan() {
-            return Err(VectorError::data("NaN not allowed in vector").into());
+            return Err(VectorError::data(format!("NaN not allowed in {type_name}")).into());
         }
         if x.is_infinite() {
-            return Err(VectorError::data("infinite value not allowed in vector").into());
+            let message = format!("infinite value not allowed in {type_name}");
+            return Err(VectorError::data(message).into());
         }
         mean.push(x);
     }
     Ok(Some(mean))
 }
 
-/// pgvector's `CheckDim`: a vector has 1 to 16000 dimensions.
-fn check_count(dims: usize) -> Result<()> {
+/// pgvector's `CheckDim`: a vector (or halfvec) has 1 to 16000 dimensions.
+fn check_count(dims: usize, type_name: &str) -> Result<()> {
     if dims < 1 {
-        return Err(VectorError::data("vector must have at least 1 dimension").into());
+        let message = format!("{type_name} must have at least 1 dimension");
+        return Err(VectorError::data(message).into());
     }
     if dims > MAX_DIMS {
-        let message = format!("vector cannot have more than {MAX_DIMS} dimensions");
+        let message = format!("{type_name} cannot have more than {MAX_DIMS} dimensions");
         return Err(VectorError::new("54000", message).into());
     }
     Ok(())
