@@ -336,17 +336,28 @@ mod tests {
     #[test]
     fn subvector_cuts_as_pgvector_cuts() {
         let v = [1.0, 2.0, 3.0, 4.0, 5.0];
-        assert_eq!(subvector(&v, 1, 3).unwrap(), [1.0, 2.0, 3.0]);
-        assert_eq!(subvector(&v, -1, 3).unwrap(), [1.0]);
-        assert_eq!(subvector(&v, 3, 9).unwrap(), [3.0, 4.0, 5.0]);
-        assert_eq!(subvector(&v, 3, i32::MAX as i64).unwrap(), [3.0, 4.0, 5.0]);
+        assert_eq!(subvector(&v, 1, 3, false).unwrap(), [1.0, 2.0, 3.0]);
+        assert_eq!(subvector(&v, -1, 3, false).unwrap(), [1.0]);
+        assert_eq!(subvector(&v, 3, 9, false).unwrap(), [3.0, 4.0, 5.0]);
         assert_eq!(
-            subvector(&v, -2147483644, i32::MAX as i64).unwrap(),
+            subvector(&v, 3, i32::MAX as i64, false).unwrap(),
+            [3.0, 4.0, 5.0]
+        );
+        assert_eq!(
+            subvector(&v, -2147483644, i32::MAX as i64, false).unwrap(),
             [1.0, 2.0]
         );
         for (start, count) in [(1, 0), (3, -1), (-1, 2), (i32::MAX as i64, 10)] {
-            assert!(subvector(&v, start, count).is_err(), "{start} {count}");
+            assert!(
+                subvector(&v, start, count, false).is_err(),
+                "{start} {count}"
+            );
         }
+        let e = subvector(&v, 1, 0, true).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "External error: halfvec must have at least 1 dimension"
+        );
     }
 
     #[test]
