@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::config::ConfigOptions;
+use datafusion::common::metadata::FieldMetadata;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, Result, ScalarValue};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
@@ -24,6 +25,7 @@ use crate::halfvec::{half_target, parse_halfvec};
 use crate::sparsevec::{SparseVec, declared_dims, sparse_scalar};
 use crate::sparsevec_udfs::SparseFn;
 use crate::text_types::TextType;
+use crate::types::is_real_array_field;
 use crate::vector_text::{check_dims, parse_vector};
 
 #[derive(Debug, Default)]
@@ -341,6 +343,9 @@ fn array_to_vector(expr: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
     let Some(dims) = vector_target(field.data_type()) else {
         return Ok(Transformed::no(expr));
     };
+    if is_real_array_field(field) {
+        return Ok(Transformed::no(expr)); // `v::real[]`: Arrow's cast of the list
+    }
     let Ok(from) = inner.get_type(input) else {
         return Ok(Transformed::no(expr));
     };
@@ -381,7 +386,7 @@ fn text_to_array(expr: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
     let from_text = inner
         .get_type(input)
         .is_ok_and(|t| matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8));
-    if !from_text || element.data_type() == &DataType::Float32 {
+    if !from_text || (element.data_type() == &DataType::Float32 && !is_real_array_field(field)) {
         return Ok(Transformed::no(expr));
     }
     let texts = crate::array_text::array_in().call(vec![inner.as_ref().clone()]);
@@ -484,6 +489,14 @@ fn rewrite_cast(expr: Expr) -> Result<Transformed<Expr>> {
     let Some(target) = vector_target(field.data_type()) else {
         return Ok(Transformed::no(expr));
     };
+    if is_real_array_field(field) {
+        // `'{1,2,3}'::real[]`, which keeps its mark (it prints as an array, not a vector).
+        let metadata = FieldMetadata::from(field.metadata());
+        return Ok(Transformed::yes(Expr::Literal(
+            real_array(text)?,
+            Some(metadata),
+        )));
+    }
     if target.is_none() && text.trim_start().starts_with('{') {
         // `'{1,2,3}'::real[]`: an array literal (real[] is the unsized vector's type here).
         return Ok(Transformed::yes(Expr::Literal(real_array(text)?, None)));

@@ -20,8 +20,8 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    ArrayElemTypeDef, CastKind, ConflictTarget, DataType as SqlType, Expr as SqlExpr, Ident,
-    ObjectName, OnConflictAction, OnInsert, SetExpr, Statement as SqlStatement, TableObject, Value,
+    CastKind, ConflictTarget, DataType as SqlType, Expr as SqlExpr, Ident, ObjectName,
+    OnConflictAction, OnInsert, SetExpr, Statement as SqlStatement, TableObject, Value,
 };
 use futures::StreamExt;
 use vecraft_storage::command::Command;
@@ -351,7 +351,7 @@ fn cast_text_to_column(value: &mut SqlExpr, column: &DataType) {
     }
 }
 
-/// `'[…]'` becomes `'[…]'::vector(dims)`, or `'[…]'::vector::real[]` for a column without
+/// `'[…]'` becomes `'[…]'::vector(dims)`, or `'[…]'::vector::vector` for a column without
 /// dimensions (whose rows may have different ones: a list each, not a vector literal of
 /// its own length); other expressions are left alone.
 fn cast_text_to_vector(value: &mut SqlExpr, dims: Option<i32>) {
@@ -371,11 +371,8 @@ fn cast_text_to_vector(value: &mut SqlExpr, dims: Option<i32>) {
     let vector = SqlType::Custom(ObjectName::from(vec![Ident::new("vector")]), modifiers);
     *value = cast(value.clone(), vector);
     if dims.is_none() {
-        let list = SqlType::Array(ArrayElemTypeDef::SquareBracket(
-            Box::new(SqlType::Real),
-            None,
-        ));
-        *value = cast(value.clone(), list);
+        let any_length = SqlType::Custom(ObjectName::from(vec![Ident::new("vector")]), vec![]);
+        *value = cast(value.clone(), any_length);
     }
 }
 

@@ -312,10 +312,9 @@ fn uuid_literals(mut expr: RawBinaryExpr, schema: &DFSchema) -> RawBinaryExpr {
 fn is_vector(e: &Expr, schema: &DFSchema) -> bool {
     if let Expr::Cast(cast) = e {
         let to_floats = matches!(cast.field.data_type(), DataType::List(item) if item.data_type() == &DataType::Float32);
-        if let (true, Expr::Literal(ScalarValue::Utf8(Some(text)), _)) =
-            (to_floats, cast.expr.as_ref())
-        {
-            return text.trim_start().starts_with('[');
+        // `x::vector` (`real[]` is marked as such).
+        if to_floats {
+            return !crate::types::is_real_array_field(&cast.field);
         }
     }
     // The type first: `to_field` also formats the expression's name, which for a long chain

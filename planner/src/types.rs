@@ -59,6 +59,45 @@ pub fn vector_type(sql_type: &SqlType) -> Result<Option<(VectorElement, Option<u
     }
 }
 
+/// The PostgreSQL type name that marks a list of reals as `real[]`: Arrow's `List<Float32>`
+/// is also an unsized vector's type, which a field without the mark is.
+pub const REAL_ARRAY: &str = "float4[]";
+
+/// Whether `sql_type` is `real[]` (`float4[]`).
+fn is_real_array(sql_type: &SqlType) -> bool {
+    use datafusion::sql::sqlparser::ast::ArrayElemTypeDef;
+    let SqlType::Array(element) = sql_type else {
+        return false;
+    };
+    let element = match element {
+        ArrayElemTypeDef::AngleBracket(t)
+        | ArrayElemTypeDef::SquareBracket(t, _)
+        | ArrayElemTypeDef::Parenthesis(t) => t.as_ref(),
+        ArrayElemTypeDef::None => return false,
+    };
+    matches!(element, SqlType::Real | SqlType::Float4)
+}
+
+/// A field of `real[]` values: a list of reals marked as an array ([`REAL_ARRAY`]).
+pub fn real_array_field(name: &str) -> Field {
+    Field::new(name, DataType::new_list(DataType::Float32, true), true).with_metadata(
+        [(
+            vecraft_storage::schema::PG_TYPE_KEY.to_string(),
+            REAL_ARRAY.to_string(),
+        )]
+        .into(),
+    )
+}
+
+/// Whether `field` holds `real[]` values (not vectors).
+pub fn is_real_array_field(field: &Field) -> bool {
+    field
+        .metadata()
+        .get(vecraft_storage::schema::PG_TYPE_KEY)
+        .map(String::as_str)
+        == Some(REAL_ARRAY)
+}
+
 /// The length `bit(n)` or `bit varying(n)` declares (`bit` is `bit(1)`, as in PostgreSQL);
 /// `None` for other types.
 pub fn bit_length(sql_type: &SqlType) -> Option<crate::bits::BitLength> {
@@ -146,11 +185,17 @@ impl TypePlanner for VectorTypes {
         if let Some(t) = crate::text_types::TextType::of_sql_name(&sql_type.to_string()) {
             return Ok(Some(Arc::new(t.field("", true))));
         }
+        // The fields below are named for their types: a cast to an unnamed field without
+        // metadata is "type only" to DataFusion and keeps its operand's metadata, so
+        // `'{1}'::real[]::vector` would still be marked `real[]`.
+        if is_real_array(sql_type) {
+            return Ok(Some(Arc::new(real_array_field("real[]"))));
+        }
         if let Some(length) = bit_length(sql_type) {
-            return Ok(Some(Arc::new(length.field(""))));
+            return Ok(Some(Arc::new(length.field("bit"))));
         }
         if let Some(dims) = sparse_dims(sql_type)? {
-            return Ok(Some(Arc::new(sparse_field("", dims))));
+            return Ok(Some(Arc::new(sparse_field("sparsevec", dims))));
         }
         Ok(vector_type(sql_type)?.map(|(element, dims)| {
             let data_type = match dims {
@@ -161,7 +206,7 @@ impl TypePlanner for VectorTypes {
                 .arrow_type(),
                 None => DataType::new_list(element.arrow_type(), true),
             };
-            Arc::new(Field::new("", data_type, true))
+            Arc::new(Field::new(element.type_name(), data_type, true))
         }))
     }
 }

@@ -167,6 +167,7 @@ pub(crate) fn field_type(field: &datafusion::arrow::datatypes::Field) -> Type {
         Some("oidvector") => Type::OID_VECTOR,
         Some("varchar") => Type::VARCHAR,
         Some("vector") => vector_type(),
+        Some(vecraft_planner::types::REAL_ARRAY) => Type::FLOAT4_ARRAY,
         _ => match BitLength::of_field(field) {
             Some(BitLength::AtMost(_) | BitLength::Any) => Type::VARBIT,
             _ => pg_type(field.data_type()),
@@ -206,6 +207,11 @@ pub fn rows(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResult<V
                 FieldFormat::Text => encoder.encode_field_with_type_and_format(
                     &match *field.datatype() {
                         Type::INT2_VECTOR | Type::OID_VECTOR => spaced(column, row),
+                        // `real[]`, whose Arrow type is also an unsized vector's.
+                        Type::FLOAT4_ARRAY if matches!(column.data_type(), DataType::List(_)) => {
+                            (!column.is_null(row))
+                                .then(|| array_literal(&column.as_list::<i32>().value(row)))
+                        }
                         _ => text(column, row),
                     },
                     &Type::TEXT,

@@ -111,6 +111,7 @@ pub fn format_type(oid: u32, typmod: i32) -> Option<String> {
         1000 => "boolean[]".into(),
         1007 => "integer[]".into(),
         1016 => "bigint[]".into(),
+        1021 => "real[]".into(),
         1022 => "double precision[]".into(),
         1009 => "text[]".into(),
         16 => "boolean".into(),
