@@ -24,6 +24,7 @@ pub mod insert_select;
 pub mod json;
 pub mod jsonpath;
 pub mod knn;
+pub mod lateral;
 pub mod names;
 pub mod operators;
 pub mod params;
@@ -76,6 +77,7 @@ pub fn install(mut builder: SessionStateBuilder) -> SessionStateBuilder {
         .with_scalar_functions(functions)
         .with_type_planner(Arc::new(types::VectorTypes))
         .with_analyzer_rule(Arc::new(casts::VectorCasts))
+        .with_analyzer_rule(Arc::new(lateral::LateralTopK))
         .with_physical_optimizer_rule(Arc::new(knn::KnnRewrite))
 }
 
