@@ -41,36 +41,16 @@ impl AnalyzerRule for VectorCasts {
             let node = node.map_expressions(|e| {
                 let saved = preserver.save(&e);
                 one_dimensional(&e)?;
-                let rewritten = e.transform_up(|e| {
-                    let e = sparse_cast(e, &input)?;
-                    if e.transformed {
-                        return Ok(e);
+                let rewritten = e.transform_up(|mut e| {
+                    // The first rule that takes the expression rewrites it.
+                    for rule in RULES {
+                        let rewritten = rule(e, &input)?;
+                        if rewritten.transformed {
+                            return Ok(rewritten);
+                        }
+                        e = rewritten.data;
                     }
-                    let e = bit_cast(e.data, &input)?;
-                    if e.transformed {
-                        return Ok(e);
-                    }
-                    let e = to_halfvec(e.data, &input)?;
-                    if e.transformed {
-                        return Ok(e);
-                    }
-                    let e = rewrite_cast(e.data)?;
-                    if e.transformed {
-                        return Ok(e);
-                    }
-                    let e = text_to_vector(e.data, &input)?;
-                    if e.transformed {
-                        return Ok(e);
-                    }
-                    let e = array_to_vector(e.data, &input)?;
-                    if e.transformed {
-                        return Ok(e);
-                    }
-                    let e = text_to_array(e.data, &input)?;
-                    if e.transformed {
-                        return Ok(e);
-                    }
-                    vector_to_text(e.data, &input)
+                    Ok(Transformed::no(e))
                 })?;
                 Ok(rewritten.update_data(|e| saved.restore(e)))
             })?;
@@ -85,6 +65,21 @@ impl AnalyzerRule for VectorCasts {
         "vector_casts"
     }
 }
+
+/// A rewrite of one expression (of the columns `input`), if it is the rule's to make.
+type Rule = fn(Expr, &DFSchema) -> Result<Transformed<Expr>>;
+
+/// The rules, in the order they are tried.
+const RULES: [Rule; 8] = [
+    sparse_cast,
+    bit_cast,
+    to_halfvec,
+    rewrite_cast,
+    text_to_vector,
+    array_to_vector,
+    text_to_array,
+    vector_to_text,
+];
 
 /// A VALUES list keeps the column types it was planned with, but a vector literal of a
 /// `vector` (or `halfvec`) column without dimensions became `vector(n)` above: such a value
@@ -460,7 +455,7 @@ fn vector_array_literal(
     )))
 }
 
-fn rewrite_cast(expr: Expr) -> Result<Transformed<Expr>> {
+fn rewrite_cast(expr: Expr, _input: &DFSchema) -> Result<Transformed<Expr>> {
     let Expr::Cast(Cast { expr: inner, field }) = &expr else {
         return Ok(Transformed::no(expr));
     };

@@ -145,18 +145,23 @@ impl ExprPlanner for VectorOperators {
     }
 }
 
+/// The comparison `op` is, if it is one (`=`, `<>`, `<`, `<=`, `>`, `>=`).
+fn comparison(op: &BinaryOperator) -> Option<Operator> {
+    Some(match op {
+        BinaryOperator::Lt => Operator::Lt,
+        BinaryOperator::LtEq => Operator::LtEq,
+        BinaryOperator::Eq => Operator::Eq,
+        BinaryOperator::NotEq => Operator::NotEq,
+        BinaryOperator::GtEq => Operator::GtEq,
+        BinaryOperator::Gt => Operator::Gt,
+        _ => return None,
+    })
+}
+
 /// A distance or comparison operator with a sparse vector on either side: the other side,
 /// if text or a parameter, is read as a sparse vector too.
 fn sparse_operator(expr: &RawBinaryExpr, schema: &DFSchema) -> Option<Expr> {
-    let compared = match expr.op {
-        BinaryOperator::Lt => Some(Operator::Lt),
-        BinaryOperator::LtEq => Some(Operator::LtEq),
-        BinaryOperator::Eq => Some(Operator::Eq),
-        BinaryOperator::NotEq => Some(Operator::NotEq),
-        BinaryOperator::GtEq => Some(Operator::GtEq),
-        BinaryOperator::Gt => Some(Operator::Gt),
-        _ => None,
-    };
+    let compared = comparison(&expr.op);
     let distance = operator_function(&expr.op);
     if compared.is_none() && distance.is_none() {
         return None;
@@ -206,15 +211,7 @@ fn bit_operator(expr: RawBinaryExpr, schema: &DFSchema) -> Result<Expr, RawBinar
     if let Some(f) = distance {
         return Ok(f.call(vec![expr.left, expr.right]));
     }
-    let compares = matches!(
-        expr.op,
-        BinaryOperator::Eq
-            | BinaryOperator::NotEq
-            | BinaryOperator::Lt
-            | BinaryOperator::LtEq
-            | BinaryOperator::Gt
-            | BinaryOperator::GtEq
-    );
+    let compares = comparison(&expr.op).is_some();
     let is_text = |e: &Expr| matches!(e, Expr::Literal(ScalarValue::Utf8(Some(_)), _));
     let is_bits = |e: &Expr| {
         e.get_type(schema)
@@ -279,15 +276,7 @@ fn json_operator(expr: &RawBinaryExpr, schema: &DFSchema) -> Option<Expr> {
 /// `id = 'A0EEBC99-…'` on a uuid column: the text is read as a uuid (into its one stored
 /// form), as PostgreSQL casts an untyped literal to the column's type.
 fn uuid_literals(mut expr: RawBinaryExpr, schema: &DFSchema) -> RawBinaryExpr {
-    let compares = matches!(
-        expr.op,
-        BinaryOperator::Eq
-            | BinaryOperator::NotEq
-            | BinaryOperator::Lt
-            | BinaryOperator::LtEq
-            | BinaryOperator::Gt
-            | BinaryOperator::GtEq
-    );
+    let compares = comparison(&expr.op).is_some();
     // Only a column is typed here: typing any operand would walk its whole tree.
     let is_uuid_column = |e: &Expr| {
         matches!(e, Expr::Column(_))

@@ -83,18 +83,10 @@ fn halfvec_value(
 ) -> PgWireResult<ScalarValue> {
     let wrong = || user_error("22P03", "incorrect binary data format in bind parameter");
     let to_pg = |e: vecraft_planner::error::VectorError| user_error(e.sqlstate, e.message);
-    let values = match (format, declared.map(Type::oid)) {
-        (FieldFormat::Text, _) => parse_halfvec(utf8(bytes)?).map_err(to_pg)?,
-        // Text's binary form is its text.
-        (FieldFormat::Binary, Some(oid))
-            if [Type::TEXT.oid(), Type::VARCHAR.oid()].contains(&oid) =>
-        {
-            parse_halfvec(utf8(bytes)?).map_err(to_pg)?
-        }
-        (FieldFormat::Binary, Some(VECTOR_OID)) => {
-            halves(&vector_binary(bytes).ok_or_else(wrong)?).map_err(to_pg)?
-        }
-        (FieldFormat::Binary, _) => halfvec_binary(bytes).ok_or_else(wrong)?,
+    let values = match declared.map(Type::oid) {
+        _ if sent_as_text(format, declared) => parse_halfvec(utf8(bytes)?).map_err(to_pg)?,
+        Some(VECTOR_OID) => halves(&vector_binary(bytes).ok_or_else(wrong)?).map_err(to_pg)?,
+        _ => halfvec_binary(bytes).ok_or_else(wrong)?,
     };
     if values.is_empty() {
         return Err(user_error(
@@ -112,6 +104,16 @@ fn halfvec_value(
         .map_err(|e| user_error("22P02", format!("parameter does not fit {target}: {e}")))
 }
 
+/// Whether a parameter's bytes are its text: in text format, or in binary from a client that
+/// declared `text` or `varchar` (whose binary form is the text).
+fn sent_as_text(format: FieldFormat, declared: Option<&Type>) -> bool {
+    let text_oids = [Type::TEXT.oid(), Type::VARCHAR.oid()];
+    match format {
+        FieldFormat::Text => true,
+        FieldFormat::Binary => declared.is_some_and(|t| text_oids.contains(&t.oid())),
+    }
+}
+
 /// A sparsevec parameter: pgvector's text form, or `sparsevec_send`'s binary form.
 fn sparsevec_value(
     bytes: &[u8],
@@ -119,13 +121,9 @@ fn sparsevec_value(
     declared: Option<&Type>,
 ) -> PgWireResult<ScalarValue> {
     let to_pg = |e: vecraft_planner::error::VectorError| user_error(e.sqlstate, e.message);
-    let text_oids = [Type::TEXT.oid(), Type::VARCHAR.oid()];
-    let value = match (format, declared.map(Type::oid)) {
-        (FieldFormat::Text, _) => SparseVec::parse(utf8(bytes)?, None),
-        (FieldFormat::Binary, Some(oid)) if text_oids.contains(&oid) => {
-            SparseVec::parse(utf8(bytes)?, None)
-        }
-        (FieldFormat::Binary, _) => SparseVec::from_binary(bytes, None)
+    let value = match sent_as_text(format, declared) {
+        true => SparseVec::parse(utf8(bytes)?, None),
+        false => SparseVec::from_binary(bytes, None)
             .ok_or_else(|| user_error("22P03", "incorrect binary data format in bind parameter"))?,
     };
     sparse_scalar(Some(value.map_err(to_pg)?)).map_err(|e| user_error("XX000", e.to_string()))
@@ -138,13 +136,9 @@ fn bit_value(
     declared: Option<&Type>,
 ) -> PgWireResult<ScalarValue> {
     let to_pg = |e: vecraft_planner::error::VectorError| user_error(e.sqlstate, e.message);
-    let text_oids = [Type::TEXT.oid(), Type::VARCHAR.oid()];
-    let value = match (format, declared.map(Type::oid)) {
-        (FieldFormat::Text, _) => BitString::parse(utf8(bytes)?).map_err(to_pg)?,
-        (FieldFormat::Binary, Some(oid)) if text_oids.contains(&oid) => {
-            BitString::parse(utf8(bytes)?).map_err(to_pg)?
-        }
-        (FieldFormat::Binary, _) => BitString::from_binary(bytes)
+    let value = match sent_as_text(format, declared) {
+        true => BitString::parse(utf8(bytes)?).map_err(to_pg)?,
+        false => BitString::from_binary(bytes)
             .ok_or_else(|| user_error("22P03", "incorrect binary data format in bind parameter"))?,
     };
     bit_scalar(Some(value)).map_err(|e| user_error("XX000", e.to_string()))
