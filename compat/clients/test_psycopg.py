@@ -175,6 +175,29 @@ def test_nested_transactions_use_savepoints(conn, table):
     assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (2,)
 
 
+def test_transaction_status_follows_the_block_and_an_error_aborts_it(dsn):
+    """ReadyForQuery's status byte as psycopg reads it: idle, in a block, failed (25P02 for
+    every statement until ROLLBACK), idle again; a COMMIT of a failed block rolls it back."""
+    from psycopg.pq import TransactionStatus as Status
+
+    with psycopg.connect(dsn) as conn:  # not autocommit: psycopg opens the block itself
+        assert conn.info.transaction_status == Status.IDLE
+        conn.execute("SELECT 1")
+        assert conn.info.transaction_status == Status.INTRANS
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            conn.execute("SELECT 1/0")
+        assert conn.info.transaction_status == Status.INERROR
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            conn.execute("SELECT 1")
+        conn.rollback()
+        assert conn.info.transaction_status == Status.IDLE
+        assert conn.execute("SELECT 2").fetchone() == (2,)
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            conn.execute("SELECT * FROM compat_no_such_table")
+        conn.commit()  # the server answers ROLLBACK
+        assert conn.info.transaction_status == Status.IDLE
+
+
 def test_explain_is_one_query_plan_column(conn, table):
     conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, embedding vector(2))")
     cur = conn.execute(f"EXPLAIN SELECT id FROM {table} ORDER BY embedding <-> '[1,1]' LIMIT 1")

@@ -19,6 +19,9 @@ use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, Response};
 use pgwire::api::stmt::{QueryParser, StoredStatement};
+use pgwire::messages::response::TransactionStatus;
+
+use crate::transactions::InFailedBlock;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
     ClientInfo, ClientPortalStore, ConnectionManager, DEFAULT_NAME, PgWireServerHandlers, Type,
@@ -155,8 +158,12 @@ impl Connection {
         C: ClientInfo + ClientPortalStore + Unpin + Send + Sync,
         C::PortalStore: PortalStore,
     {
+        let failed = client.transaction_status() == TransactionStatus::Error;
         // A query text seen before runs its kept plan, as a prepared statement would.
         if let Some(prepared) = cached {
+            if failed && let Some(answer) = self.in_failed_block(&prepared.statement).await? {
+                return Ok(vec![answer]);
+            }
             return Ok(vec![
                 self.session
                     .execute(&prepared, Vec::new(), &Format::UnifiedText)
@@ -167,6 +174,9 @@ impl Connection {
             vecraft_planner::parse::parse_sql(query).map_err(crate::errors::parse_error)?;
         if statements.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
+        }
+        if failed && let Some(answer) = self.in_failed_block(&statements[0]).await? {
+            return Ok(vec![answer]);
         }
         if let [DFStatement::Statement(s)] = statements.as_slice() {
             if !matches!(s.as_ref(), Statement::Deallocate { .. }) {
@@ -312,7 +322,7 @@ impl ExtendedQueryHandler for Connection {
 
     async fn do_query<C>(
         &self,
-        _client: &mut C,
+        client: &mut C,
         portal: &Portal<Arc<Prepared>>,
         _max_rows: usize,
     ) -> PgWireResult<Response>
@@ -322,6 +332,13 @@ impl ExtendedQueryHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        if client.transaction_status() == TransactionStatus::Error
+            && let Some(answer) = self
+                .in_failed_block(&portal.statement.statement.statement)
+                .await?
+        {
+            return Ok(answer);
+        }
         let timer = GATEWAY.statement("extended");
         let deep = portal.statement.statement.deep;
         let result = self
@@ -334,6 +351,20 @@ impl ExtendedQueryHandler for Connection {
 }
 
 impl Connection {
+    /// In a block that an error aborted: the answer to `statement` if it ends the block as
+    /// a rollback (`COMMIT` does), `None` if it runs as it is (`ROLLBACK`); 25P02 otherwise.
+    async fn in_failed_block(&self, statement: &DFStatement) -> PgWireResult<Option<Response>> {
+        match crate::transactions::in_failed_block(statement)? {
+            InFailedBlock::Runs => Ok(None),
+            InFailedBlock::RollsBack => {
+                let rollback = vecraft_planner::parse::parse_sql("ROLLBACK")
+                    .map_err(crate::errors::parse_error)?
+                    .remove(0);
+                Ok(Some(self.session.run(rollback).await?))
+            }
+        }
+    }
+
     async fn execute_portal(&self, portal: &Portal<Arc<Prepared>>) -> PgWireResult<Response> {
         let prepared = &portal.statement.statement;
         let mut values = Vec::with_capacity(portal.parameter_len());

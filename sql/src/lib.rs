@@ -42,3 +42,4 @@ pub mod settings;
 pub mod socket;
 mod sql_prepare;
 pub mod stack;
+pub mod transactions;

@@ -146,6 +146,11 @@ pub fn prepare_set(statement: &mut Statement) -> PgWireResult<SetAction> {
                 *scope = None;
             }
             let name = variable.to_string().to_lowercase();
+            if name.ends_with("transaction_isolation")
+                && let Some(value) = values.first()
+            {
+                crate::transactions::check_level_name(&value_text(value))?;
+            }
             if IGNORED.contains(&name.as_str()) {
                 return Ok(SetAction::Ignore);
             }
@@ -157,12 +162,15 @@ pub fn prepare_set(statement: &mut Statement) -> PgWireResult<SetAction> {
             }
             SetAction::Apply
         }
-        // `SET TRANSACTION ISOLATION LEVEL …` (JDBC, SQLAlchemy): each statement here is a
-        // transaction of its own, committed when it completes.
-        Set::SetTimeZone { .. }
-        | Set::SetNames { .. }
-        | Set::SetNamesDefault {}
-        | Set::SetTransaction { .. } => SetAction::Ignore,
+        // `SET TRANSACTION ISOLATION LEVEL …` (JDBC, SQLAlchemy): read committed is what each
+        // statement sees; stronger levels are refused.
+        Set::SetTransaction { modes, .. } => {
+            crate::transactions::check_modes(modes)?;
+            SetAction::Ignore
+        }
+        Set::SetTimeZone { .. } | Set::SetNames { .. } | Set::SetNamesDefault {} => {
+            SetAction::Ignore
+        }
         _ => SetAction::Apply,
     })
 }

@@ -112,7 +112,8 @@ impl Session {
             } => self.drop_schemas(names, *if_exists, *cascade).await?,
             Statement::CreateIndex(create) => self.create_index(create).await?,
             // Every statement is durable when acknowledged; there is nothing to roll back.
-            Statement::StartTransaction { .. } => {
+            Statement::StartTransaction { modes, .. } => {
+                crate::transactions::check_modes(modes)?;
                 self.begin_block();
                 Response::TransactionStart(Tag::new("BEGIN"))
             }

@@ -1,0 +1,82 @@
+//! Transaction blocks as PostgreSQL's clients rely on them, as far as Vecraft keeps them today:
+//! after an error inside a block every statement but the one that ends it answers 25P02 (a
+//! `COMMIT` then rolls back, as PostgreSQL's does), and the isolation levels Vecraft does not
+//! give are refused rather than pretended. (Writes are still committed when each statement
+//! completes; undoing them at ROLLBACK is the rest of issue 15.)
+
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{Statement, TransactionIsolationLevel, TransactionMode};
+use pgwire::error::PgWireResult;
+
+use crate::errors::user_error;
+
+/// What a statement does in a block that an error has aborted.
+pub enum InFailedBlock {
+    /// It ends the block (ROLLBACK, ABORT) or leaves it (ROLLBACK TO SAVEPOINT): it runs.
+    Runs,
+    /// `COMMIT` (or `END`) of a failed block: the block is rolled back, and the client told so.
+    RollsBack,
+}
+
+/// How `statement` runs in a failed block; PostgreSQL's 25P02 for any other statement.
+pub fn in_failed_block(statement: &DFStatement) -> PgWireResult<InFailedBlock> {
+    match statement {
+        DFStatement::Statement(s) => match s.as_ref() {
+            Statement::Rollback { .. } => Ok(InFailedBlock::Runs),
+            Statement::Commit { .. } => Ok(InFailedBlock::RollsBack),
+            _ => Err(aborted()),
+        },
+        _ => Err(aborted()),
+    }
+}
+
+fn aborted() -> pgwire::error::PgWireError {
+    user_error(
+        "25P02",
+        "current transaction is aborted, commands ignored until end of transaction block",
+    )
+}
+
+/// `BEGIN ISOLATION LEVEL …`, `SET TRANSACTION …`: read committed (PostgreSQL's default, and
+/// read uncommitted, which PostgreSQL runs as read committed) is what each statement sees
+/// here; the stronger levels are refused with 0A000.
+pub fn check_modes(modes: &[TransactionMode]) -> PgWireResult<()> {
+    for mode in modes {
+        if let TransactionMode::IsolationLevel(level) = mode {
+            check_level(level)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_level(level: &TransactionIsolationLevel) -> PgWireResult<()> {
+    match level {
+        TransactionIsolationLevel::ReadCommitted | TransactionIsolationLevel::ReadUncommitted => {
+            Ok(())
+        }
+        other => Err(refused(&other.to_string().to_lowercase())),
+    }
+}
+
+/// `SET transaction_isolation = 'serializable'` (or `default_transaction_isolation`): the
+/// same levels by name.
+pub fn check_level_name(value: &str) -> PgWireResult<()> {
+    match value.trim().to_lowercase().as_str() {
+        "read committed" | "read uncommitted" | "default" => Ok(()),
+        level @ ("repeatable read" | "serializable") => Err(refused(level)),
+        other => Err(user_error(
+            "22023",
+            format!("invalid value for parameter \"transaction_isolation\": \"{other}\""),
+        )),
+    }
+}
+
+fn refused(level: &str) -> pgwire::error::PgWireError {
+    user_error(
+        "0A000",
+        format!(
+            "transaction isolation level \"{level}\" is not supported: Vecraft runs each \
+             statement at read committed"
+        ),
+    )
+}
