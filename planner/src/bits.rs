@@ -264,14 +264,26 @@ pub fn bit_rows(array: &dyn Array) -> Result<Vec<Option<BitString>>> {
     let structs = array.as_struct();
     let bytes = structs.column(0).as_binary::<i32>();
     let bits = structs.column(1).as_primitive::<Int32Type>();
-    Ok((0..structs.len())
-        .map(|row| {
-            (!structs.is_null(row)).then(|| BitString {
-                bits: bits.value(row) as usize,
-                bytes: bytes.value(row).to_vec(),
-            })
-        })
-        .collect())
+    let mut rows = Vec::with_capacity(structs.len());
+    for row in 0..structs.len() {
+        if structs.is_null(row) {
+            rows.push(None);
+            continue;
+        }
+        // A struct of the same shape can be built in SQL: its length must fit its bytes.
+        let length = usize::try_from(bits.value(row)).ok();
+        let packed = bytes.value(row);
+        let Some(length) = length.filter(|n| n.div_ceil(8) == packed.len()) else {
+            return Err(VectorError::data("bit string length does not match its bytes").into());
+        };
+        let mut b = BitString {
+            bits: length,
+            bytes: packed.to_vec(),
+        };
+        b.clear_padding();
+        rows.push(Some(b));
+    }
+    Ok(rows)
 }
 
 #[cfg(test)]
@@ -326,5 +338,11 @@ mod tests {
     fn arrow_round_trip_keeps_nulls() {
         let rows = vec![Some(bits("101")), None, Some(bits(""))];
         assert_eq!(bit_rows(bit_array(&rows).as_ref()).unwrap(), rows);
+        // A struct whose length does not fit its bytes (built in SQL) is refused.
+        let short = BitString {
+            bits: 90,
+            bytes: vec![0],
+        };
+        assert!(bit_rows(bit_array(&[Some(short)]).as_ref()).is_err());
     }
 }

@@ -223,7 +223,7 @@ fn ranked(join: Join) -> Result<Transformed<LogicalPlan>> {
         .alias(RANK);
     let kept = col(RANK)
         .gt(lit(k.skip as u64))
-        .and(col(RANK).lt_eq(lit((k.skip + k.fetch) as u64)));
+        .and(col(RANK).lt_eq(lit(k.skip.saturating_add(k.fetch) as u64)));
     let mut plan = LogicalPlanBuilder::from(numbered).cross_join(inner)?;
     if let Some(condition) = k.correlated {
         plan = plan.filter(condition)?;

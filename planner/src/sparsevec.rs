@@ -247,6 +247,26 @@ impl SparseVec {
         })
     }
 
+    /// Whether this is a sparse vector pgvector would hold (a struct of the same shape can
+    /// also be built in SQL): 1 to 1e9 dimensions, one value per index, indices ascending
+    /// within the dimension, values non-zero and finite.
+    fn check(&self) -> Result<(), VectorError> {
+        check_dim(self.dim as i64)?;
+        if self.indices.len() != self.values.len() {
+            return Err(VectorError::data(
+                "sparsevec indices and values differ in number",
+            ));
+        }
+        check_nnz(self.indices.len() as i64, self.dim)?;
+        for i in 0..self.indices.len() {
+            check_index(&self.indices, i, self.dim)?;
+        }
+        for &x in &self.values {
+            check_element(x)?;
+        }
+        Ok(())
+    }
+
     /// pgvector's text form: `{1:1.5,3:2}/5`.
     pub fn format(&self) -> String {
         let mut out = String::with_capacity(4 + self.indices.len() * 12);
@@ -600,26 +620,29 @@ pub fn sparse_rows(array: &dyn Array) -> Result<Vec<Option<SparseVec>>> {
     let values = structs.column(2).as_list::<i32>();
     let index_items = indices.values().as_primitive::<Int32Type>();
     let value_items = values.values().as_primitive::<Float32Type>();
-    Ok((0..structs.len())
-        .map(|row| {
-            if structs.is_null(row) {
-                return None;
-            }
-            let (a, b) = (
-                indices.value_offsets()[row] as usize,
-                indices.value_offsets()[row + 1] as usize,
-            );
-            let (c, d) = (
-                values.value_offsets()[row] as usize,
-                values.value_offsets()[row + 1] as usize,
-            );
-            Some(SparseVec {
-                dim: dims.value(row) as usize,
-                indices: index_items.values()[a..b].to_vec(),
-                values: value_items.values()[c..d].to_vec(),
-            })
-        })
-        .collect())
+    let mut rows = Vec::with_capacity(structs.len());
+    for row in 0..structs.len() {
+        if structs.is_null(row) {
+            rows.push(None);
+            continue;
+        }
+        let (a, b) = (
+            indices.value_offsets()[row] as usize,
+            indices.value_offsets()[row + 1] as usize,
+        );
+        let (c, d) = (
+            values.value_offsets()[row] as usize,
+            values.value_offsets()[row + 1] as usize,
+        );
+        let v = SparseVec {
+            dim: usize::try_from(dims.value(row)).unwrap_or(0),
+            indices: index_items.values()[a..b].to_vec(),
+            values: value_items.values()[c..d].to_vec(),
+        };
+        v.check()?;
+        rows.push(Some(v));
+    }
+    Ok(rows)
 }
 
 /// The dimension a field of sparse vectors declares (`sparsevec(n)`), from its metadata.
@@ -755,5 +778,16 @@ mod tests {
         let array = sparse_array(&rows);
         assert_eq!(array.data_type(), &sparsevec_arrow_type());
         assert_eq!(sparse_rows(array.as_ref()).unwrap(), rows);
+        // A struct of the same shape built otherwise is checked as it is read.
+        let outside = SparseVec {
+            dim: 3,
+            indices: vec![5],
+            values: vec![1.0],
+        };
+        let e = sparse_rows(sparse_array(&[Some(outside)]).as_ref()).unwrap_err();
+        assert!(
+            e.to_string().contains("sparsevec index out of bounds"),
+            "{e}"
+        );
     }
 }
