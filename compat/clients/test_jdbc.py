@@ -1,5 +1,6 @@
 """The PostgreSQL JDBC driver (Debian's libpostgresql-jdbc-java, compiled against with javac):
-`DatabaseMetaData` as BI tools call it, `ResultSetMetaData`, a prepared `?::vector`."""
+`DatabaseMetaData` as BI tools call it, `ResultSetMetaData`, a prepared `?::vector`, and a
+transaction with autocommit off."""
 
 import pathlib
 import shutil
@@ -38,3 +39,4 @@ def test_database_metadata(classes, dsn, table):
     assert seen["has_vector_type"] == "true"
     assert seen["result_columns"] == "[id:int8, tag:text, distance:float8]"
     assert seen["nearest"] == "2/b"
+    assert (seen["count_in_transaction"], seen["count_after_rollback"], seen["count_after_commit"]) == ("3", "2", "3")

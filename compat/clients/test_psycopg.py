@@ -198,6 +198,36 @@ def test_transaction_status_follows_the_block_and_an_error_aborts_it(dsn):
         assert conn.info.transaction_status == Status.IDLE
 
 
+def test_a_transaction_is_its_own_until_commit(conn, dsn, table):
+    """Writes in a transaction (INSERT, UPDATE, DELETE, COPY) are seen by its own scans and
+    kNN searches, by no other session until COMMIT, and are gone after ROLLBACK; a savepoint
+    takes back only what followed it."""
+    conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, embedding vector(2), tag text)")
+    conn.execute(f"INSERT INTO {table} VALUES (1, '[0,0]', 'old')")
+    count = f"SELECT count(*) FROM {table}"
+    with psycopg.connect(dsn) as mine:
+        register_vector(mine)
+        mine.execute(f"INSERT INTO {table} VALUES (2, '[1,1]', 'new')")
+        mine.execute(f"UPDATE {table} SET tag = 'changed' WHERE id = 1")
+        with mine.cursor().copy(f"COPY {table} (id, embedding, tag) FROM STDIN") as copy:
+            copy.write_row((3, "[9,9]", "copied"))
+        nearest = mine.execute(f"SELECT id FROM {table} ORDER BY embedding <-> '[1,1]' LIMIT 1")
+        assert nearest.fetchone() == (2,)
+        assert mine.execute(count).fetchone() == (3,)
+        assert conn.execute(count).fetchone() == (1,)
+        assert conn.execute(f"SELECT tag FROM {table}").fetchone() == ("old",)
+        mine.rollback()
+        assert mine.execute(count).fetchone() == (1,)
+        mine.execute(f"DELETE FROM {table} WHERE id = 1")
+        mine.execute("SAVEPOINT s")
+        mine.execute(f"INSERT INTO {table} VALUES (4, '[4,4]', 'later')")
+        mine.execute("ROLLBACK TO SAVEPOINT s")
+        mine.execute(f"INSERT INTO {table} VALUES (5, '[5,5]', 'kept')")
+        assert conn.execute(count).fetchone() == (1,)
+        mine.commit()
+    assert conn.execute(f"SELECT id, tag FROM {table} ORDER BY id").fetchall() == [(5, "kept")]
+
+
 def test_explain_is_one_query_plan_column(conn, table):
     conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, embedding vector(2))")
     cur = conn.execute(f"EXPLAIN SELECT id FROM {table} ORDER BY embedding <-> '[1,1]' LIMIT 1")

@@ -38,6 +38,30 @@ def test_orm_create_all_insert_and_nearest(dsn, table):
     engine.dispose()
 
 
+def test_unit_of_work_add_flush_fail_rollback_retry(dsn, table):
+    """The ORM's unit of work: a flushed row is read back inside the transaction, a failed
+    flush rolls the whole transaction back (the earlier row too), and the retry commits."""
+    from sqlalchemy.exc import IntegrityError
+
+    engine = engine_for(dsn)
+    Base, Item = model(table)
+    Base.metadata.create_all(engine)
+    with Session(engine) as session:
+        session.add(Item(id=1, embedding=[1, 1, 1], tag="first"))
+        session.flush()
+        assert session.scalar(select(Item.tag).where(Item.id == 1)) == "first"
+        session.add(Item(id=1, embedding=[2, 2, 2], tag="duplicate"))
+        with pytest.raises(IntegrityError):
+            session.flush()
+        session.rollback()
+        assert session.scalars(select(Item)).all() == []
+        session.add_all([Item(id=1, embedding=[1, 1, 1], tag="retried"), Item(id=2, embedding=[3, 3, 3])])
+        session.commit()
+    with Session(engine) as session:
+        assert [(i.id, i.tag) for i in session.scalars(select(Item).order_by(Item.id))] == [(1, "retried"), (2, None)]
+    engine.dispose()
+
+
 def test_inspect_tables_columns_and_keys(dsn, table):
     engine = engine_for(dsn)
     with engine.begin() as conn:

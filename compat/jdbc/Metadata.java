@@ -16,6 +16,13 @@ public class Metadata {
         return out;
     }
 
+    static long count(Statement st, String table) throws SQLException {
+        try (ResultSet rs = st.executeQuery("SELECT count(*) FROM " + table)) {
+            rs.next();
+            return rs.getLong(1);
+        }
+    }
+
     public static void main(String[] args) throws Exception {
         String url = args[0], table = args[1];
         try (Connection conn = DriverManager.getConnection(url, "postgres", "")) {
@@ -43,6 +50,18 @@ public class Metadata {
                         print("nearest", rs.getLong("id") + "/" + rs.getString("tag"));
                     }
                 }
+                // Autocommit off, as ORMs and BI tools run: ROLLBACK takes the rows back.
+                conn.setAutoCommit(false);
+                try (Statement st = conn.createStatement()) {
+                    st.execute("INSERT INTO " + table + " VALUES (3, '[7,8,9]', 'c')");
+                    print("count_in_transaction", count(st, table));
+                    conn.rollback();
+                    print("count_after_rollback", count(st, table));
+                    st.execute("INSERT INTO " + table + " VALUES (3, '[7,8,9]', 'c')");
+                    conn.commit();
+                    print("count_after_commit", count(st, table));
+                }
+                conn.setAutoCommit(true);
             } finally {
                 try (Statement st = conn.createStatement()) {
                     st.execute("DROP TABLE IF EXISTS " + table);

@@ -35,6 +35,7 @@ pub mod sparsevec;
 pub mod sparsevec_udfs;
 pub mod table;
 pub mod text_types;
+pub mod transaction;
 pub mod types;
 pub mod update;
 pub mod upsert;

@@ -26,6 +26,7 @@ use vecraft_planner::foreign_keys::ForeignKeys;
 use vecraft_planner::knn::{HnswOptions, VecraftOptions};
 use vecraft_planner::parse::collection_options;
 use vecraft_planner::table::CollectionTable;
+use vecraft_planner::transaction::{TransactionSlot, TxnSource};
 
 use crate::catalog::Catalog;
 use crate::collections;
@@ -74,6 +75,9 @@ pub struct Session {
     pub(crate) local_undo: Mutex<Vec<(String, String)>>,
     /// This session's identity among the gateway's advisory locks.
     advisory_session: u64,
+    /// The transaction BEGIN opened, if any: its writes, staged until COMMIT, which the
+    /// session's tables lay over what they read (`vecraft_planner::transaction`).
+    pub(crate) txn: Arc<TransactionSlot>,
 }
 
 impl Drop for Session {
@@ -113,6 +117,7 @@ impl Session {
             in_transaction: AtomicBool::new(false),
             local_undo: Mutex::new(Vec::new()),
             advisory_session,
+            txn: Arc::default(),
         })
     }
 
@@ -141,10 +146,18 @@ impl Session {
         }
         let registered = &mut tables.1;
         let names: HashSet<String> = self.catalog.names().into_iter().collect();
-        let sources = self.catalog.all().into_iter();
-        let keys = Arc::new(ForeignKeys::new(
-            sources.map(|(name, c)| (name, c as Arc<dyn CollectionSource>)),
-        ));
+        // Each table as this session sees it: its transaction's writes over the table's rows
+        // (foreign keys look up the other tables the same way).
+        let sources: HashMap<String, Arc<dyn CollectionSource>> = self
+            .catalog
+            .all()
+            .into_iter()
+            .map(|(name, c)| {
+                let source = self.in_transaction_source(&name, c);
+                (name, source)
+            })
+            .collect();
+        let keys = Arc::new(ForeignKeys::new(sources.clone()));
         for gone in registered.clone() {
             // Re-register every table: one may have been dropped and created again.
             self.ctx
@@ -158,7 +171,10 @@ impl Session {
                 // every table of the session unreadable.
                 let defaults =
                     crate::ddl::column_defaults(&self.ctx, &name, &c.schema()).unwrap_or_default();
-                let source = keys.source(&name, c);
+                let source = match sources.get(&name) {
+                    Some(source) => keys.source(&name, source.clone()),
+                    None => continue,
+                };
                 let table = Arc::new(CollectionTable::new(source).with_defaults(defaults));
                 self.ctx
                     .register_table(table_reference(&self.ctx, &name), table)
@@ -175,7 +191,17 @@ impl Session {
     pub(crate) fn writable(&self, name: &str) -> PgWireResult<Arc<dyn CollectionSource>> {
         let collection = self.collection(name)?;
         self.sync_tables()?;
-        Ok(self.tables.lock().2.source(name, collection))
+        let source = self.in_transaction_source(name, collection);
+        Ok(self.tables.lock().2.source(name, source))
+    }
+
+    /// Collection `name` as this session's transaction sees it and writes to it.
+    pub(crate) fn in_transaction_source(
+        &self,
+        name: &str,
+        collection: Arc<vecraft_cluster::collection::Collection>,
+    ) -> Arc<dyn CollectionSource> {
+        Arc::new(TxnSource::new(name, collection, self.txn.clone()))
     }
 
     /// Runs one statement of a simple query.

@@ -1,14 +1,48 @@
-//! Transaction blocks as PostgreSQL's clients rely on them, as far as Vecraft keeps them today:
-//! after an error inside a block every statement but the one that ends it answers 25P02 (a
-//! `COMMIT` then rolls back, as PostgreSQL's does), and the isolation levels Vecraft does not
-//! give are refused rather than pretended. (Writes are still committed when each statement
-//! completes; undoing them at ROLLBACK is the rest of issue 15.)
+//! Transaction blocks as PostgreSQL's clients rely on them. BEGIN opens the session's
+//! transaction: its writes are staged (`vecraft_planner::transaction`), seen by the session's
+//! own reads and by no one else's, applied at COMMIT, dropped at ROLLBACK; savepoints take
+//! back what followed them. After an error inside a block every statement but the one that
+//! ends it answers 25P02 (a `COMMIT` then rolls back, as PostgreSQL's does), and the isolation
+//! levels Vecraft does not give are refused rather than pretended.
+
+use std::sync::Arc;
 
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{Statement, TransactionIsolationLevel, TransactionMode};
 use pgwire::error::PgWireResult;
 
-use crate::errors::user_error;
+use crate::errors::{to_pg, user_error};
+use crate::session::Session;
+
+impl Session {
+    /// BEGIN: a transaction opens (inside one, nothing changes, as in PostgreSQL).
+    pub(crate) fn begin_transaction(&self) {
+        self.txn.begin();
+        self.begin_block();
+    }
+
+    /// COMMIT: the transaction's writes are applied, in the order they were made.
+    pub(crate) async fn commit_transaction(&self) -> PgWireResult<()> {
+        let staged = self.txn.take();
+        let ended = self.end_block().await;
+        if let Some(txn) = staged {
+            let catalog = &self.catalog;
+            txn.commit(|name| {
+                catalog
+                    .get(name)
+                    .map(|c| c as Arc<dyn vecraft_planner::collection::CollectionSource>)
+            })
+            .map_err(|e| to_pg(&e))?;
+        }
+        ended
+    }
+
+    /// ROLLBACK: the transaction's writes are dropped.
+    pub(crate) async fn rollback_transaction(&self) -> PgWireResult<()> {
+        drop(self.txn.take());
+        self.end_block().await
+    }
+}
 
 /// What a statement does in a block that an error has aborted.
 pub enum InFailedBlock {
@@ -22,6 +56,15 @@ pub enum InFailedBlock {
 pub fn in_failed_block(statement: &DFStatement) -> PgWireResult<InFailedBlock> {
     match statement {
         DFStatement::Statement(s) => match s.as_ref() {
+            // The block would be usable again, but the protocol layer (pgwire) keeps reporting
+            // it failed: refused rather than leave the client and the server disagreeing.
+            Statement::Rollback {
+                savepoint: Some(_), ..
+            } => Err(user_error(
+                "0A000",
+                "ROLLBACK TO SAVEPOINT after an error is not supported yet: ROLLBACK the \
+                 transaction",
+            )),
             Statement::Rollback { .. } => Ok(InFailedBlock::Runs),
             Statement::Commit { .. } => Ok(InFailedBlock::RollsBack),
             _ => Err(aborted()),

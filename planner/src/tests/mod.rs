@@ -3,3 +3,4 @@
 mod dml;
 mod functions;
 mod knn;
+mod transactions;

@@ -111,34 +111,38 @@ impl Session {
                 ..
             } => self.drop_schemas(names, *if_exists, *cascade).await?,
             Statement::CreateIndex(create) => self.create_index(create).await?,
-            // Every statement is durable when acknowledged; there is nothing to roll back.
+            // Transactions (`transactions.rs`): writes staged until COMMIT.
             Statement::StartTransaction { modes, .. } => {
                 crate::transactions::check_modes(modes)?;
-                self.begin_block();
+                self.begin_transaction();
                 Response::TransactionStart(Tag::new("BEGIN"))
             }
             Statement::Commit { .. } => {
-                self.end_block().await?;
+                self.commit_transaction().await?;
                 Response::TransactionEnd(Tag::new("COMMIT"))
             }
-            // Nothing written since a savepoint can be taken back (see above): say so rather
-            // than pretend. (Transactions that undo are issue 15's.)
             Statement::Rollback {
-                savepoint: Some(_), ..
+                savepoint: Some(name),
+                ..
             } => {
-                return Err(user_error(
-                    "0A000",
-                    "ROLLBACK TO SAVEPOINT is not supported: each statement is committed when it \
-                     completes",
-                ));
+                let name = crate::idents::ident(name);
+                self.txn.rollback_to(&name).map_err(|e| to_pg(&e))?;
+                Response::Execution(Tag::new("ROLLBACK"))
             }
             Statement::Rollback { .. } => {
-                self.end_block().await?;
+                self.rollback_transaction().await?;
                 Response::TransactionEnd(Tag::new("ROLLBACK"))
             }
-            // A savepoint's statements commit as any other's; releasing it keeps them.
-            Statement::Savepoint { .. } => Response::Execution(Tag::new("SAVEPOINT")),
-            Statement::ReleaseSavepoint { .. } => Response::Execution(Tag::new("RELEASE")),
+            Statement::Savepoint { name } => {
+                let name = crate::idents::ident(name);
+                self.txn.savepoint(&name).map_err(|e| to_pg(&e))?;
+                Response::Execution(Tag::new("SAVEPOINT"))
+            }
+            Statement::ReleaseSavepoint { name } => {
+                let name = crate::idents::ident(name);
+                self.txn.release(&name).map_err(|e| to_pg(&e))?;
+                Response::Execution(Tag::new("RELEASE"))
+            }
             Statement::Truncate(truncate) => {
                 self.sync_tables()?;
                 let names = truncate
@@ -151,9 +155,9 @@ impl Session {
                     Some(datafusion::sql::sqlparser::ast::CascadeOption::Cascade)
                 );
                 for name in crate::foreign_keys::truncated(&self.catalog, names, cascade)? {
-                    let c = self.collection(&name)?;
+                    let c = self.in_transaction_source(&name, self.collection(&name)?);
                     c.write(&vecraft_storage::command::Command::Truncate)
-                        .map_err(|e| to_pg(&vecraft_planner::collection::storage_error(e)))?;
+                        .map_err(|e| to_pg(&e))?;
                 }
                 Response::Execution(Tag::new("TRUNCATE TABLE"))
             }

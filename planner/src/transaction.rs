@@ -1,0 +1,617 @@
+//! A transaction's writes, kept apart from everyone else's until COMMIT, and seen by the
+//! transaction's own reads (issue 15). A [`TxnSource`] stands in front of a collection for one
+//! session: outside a transaction it passes everything through; inside one, a write is
+//! checked (duplicate keys against the collection and the transaction's own rows) and staged,
+//! and scans and searches answer from the collection with the transaction's rows laid over
+//! it — a touched key shows the transaction's row, or none if it deleted it.
+//!
+//! COMMIT applies the staged commands in the order they were written; ROLLBACK drops them;
+//! a savepoint marks how many there were and what the touched rows were then.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, AsArray, BooleanArray, Float64Array, RecordBatch, UInt32Array,
+};
+use datafusion::arrow::compute::{
+    cast, concat_batches, filter, filter_record_batch, is_not_null, take,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Schema, SchemaRef};
+use datafusion::error::Result;
+use parking_lot::Mutex;
+use vecraft_storage::command::Command;
+use vecraft_storage::filter::{Filter, Scalar};
+use vecraft_storage::key::{Key, keys_of};
+use vecraft_storage::schema::CollectionSchema;
+use vecraft_storage::shard::{DISTANCE_COLUMN, SearchRequest};
+
+use crate::collection::{CollectionSource, Consistency, storage_error};
+use crate::error::VectorError;
+
+/// The most rows a transaction may stage: past it a write is refused (54000) rather than
+/// the gateway's memory filling with a bulk load that should run outside a transaction.
+pub const MAX_STAGED_ROWS: usize = 1_000_000;
+
+/// The rows a transaction has touched in one collection: each key's row now (`None`:
+/// deleted), and whether it emptied the collection first.
+#[derive(Clone, Debug, Default)]
+struct Overlay {
+    truncated: bool,
+    rows: BTreeMap<Key, Option<RecordBatch>>,
+}
+
+impl Overlay {
+    fn is_empty(&self) -> bool {
+        !self.truncated && self.rows.is_empty()
+    }
+
+    /// Whether the collection's own row of `key` is hidden by this transaction.
+    fn hides(&self, key: &Key) -> bool {
+        self.truncated || self.rows.contains_key(key)
+    }
+
+    /// The live rows the transaction wrote, as one batch of `schema`.
+    fn live(&self, schema: &SchemaRef) -> Result<Option<RecordBatch>> {
+        let rows: Vec<&RecordBatch> = self.rows.values().flatten().collect();
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let rows: Vec<RecordBatch> = rows
+            .into_iter()
+            .map(|r| RecordBatch::try_new(Arc::clone(schema), r.columns().to_vec()))
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(Some(concat_batches(schema, &rows)?))
+    }
+}
+
+/// A savepoint: its name, and the transaction as it was when it was taken.
+#[derive(Debug)]
+struct Savepoint {
+    name: String,
+    staged: usize,
+    overlays: HashMap<String, Overlay>,
+}
+
+/// One open transaction: the staged commands, per collection the rows they touched, and the
+/// savepoints taken.
+#[derive(Debug, Default)]
+pub struct Transaction {
+    staged: Vec<(String, Command)>,
+    overlays: HashMap<String, Overlay>,
+    savepoints: Vec<Savepoint>,
+    /// Rows written so far, held against [`MAX_STAGED_ROWS`].
+    staged_rows: usize,
+}
+
+/// A session's transaction, if one is open, shared by the session's collection sources.
+#[derive(Debug, Default)]
+pub struct TransactionSlot(Mutex<Option<Transaction>>);
+
+fn no_savepoint(name: &str) -> VectorError {
+    VectorError::new("3B001", format!("savepoint \"{name}\" does not exist"))
+}
+
+impl TransactionSlot {
+    /// Opens a transaction (an open one stays as it is, as PostgreSQL's BEGIN inside a block).
+    pub fn begin(&self) {
+        self.0.lock().get_or_insert_with(Transaction::default);
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.0.lock().is_some()
+    }
+
+    /// Closes the transaction, giving it to COMMIT (or to nothing, for ROLLBACK).
+    pub fn take(&self) -> Option<Transaction> {
+        self.0.lock().take()
+    }
+
+    /// `SAVEPOINT name` (a name taken again hides the older one until it is released).
+    pub fn savepoint(&self, name: &str) -> Result<()> {
+        let mut slot = self.0.lock();
+        let Some(txn) = slot.as_mut() else {
+            let message = "SAVEPOINT can only be used in transaction blocks";
+            return Err(VectorError::new("25P01", message).into());
+        };
+        let savepoint = Savepoint {
+            name: name.to_string(),
+            staged: txn.staged.len(),
+            overlays: txn.overlays.clone(),
+        };
+        txn.savepoints.push(savepoint);
+        Ok(())
+    }
+
+    /// `RELEASE name`: forgets the savepoint and the ones taken after it; keeps the writes.
+    pub fn release(&self, name: &str) -> Result<()> {
+        let mut slot = self.0.lock();
+        let txn = slot.as_mut().ok_or_else(|| no_savepoint(name))?;
+        let at = txn.position(name)?;
+        txn.savepoints.truncate(at);
+        Ok(())
+    }
+
+    /// `ROLLBACK TO name`: the writes since the savepoint are dropped; it stays, as in
+    /// PostgreSQL, and the ones taken after it go.
+    pub fn rollback_to(&self, name: &str) -> Result<()> {
+        let mut slot = self.0.lock();
+        let txn = slot.as_mut().ok_or_else(|| no_savepoint(name))?;
+        let at = txn.position(name)?;
+        txn.savepoints.truncate(at + 1);
+        let savepoint = &txn.savepoints[at];
+        txn.staged.truncate(savepoint.staged);
+        txn.overlays = savepoint.overlays.clone();
+        txn.staged_rows = txn.staged.iter().map(|(_, c)| rows_of(c)).sum();
+        Ok(())
+    }
+}
+
+impl Transaction {
+    /// The newest savepoint named `name`.
+    fn position(&self, name: &str) -> Result<usize> {
+        self.savepoints
+            .iter()
+            .rposition(|s| s.name == name)
+            .ok_or_else(|| no_savepoint(name).into())
+    }
+
+    /// The number of commands staged.
+    pub fn len(&self) -> usize {
+        self.staged.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.staged.is_empty()
+    }
+
+    /// Applies the staged commands in their order, each to the collection `source_of` gives
+    /// for its name. First every INSERT is checked against what other sessions committed
+    /// since it was staged: a key taken meanwhile fails the COMMIT (40001, the first committer
+    /// wins) before anything is applied. A command that fails after that leaves the ones
+    /// before it applied: commit is not yet atomic across commands or shards.
+    pub fn commit(
+        self,
+        source_of: impl Fn(&str) -> Option<Arc<dyn CollectionSource>>,
+    ) -> Result<()> {
+        let sources = self
+            .staged
+            .iter()
+            .map(|(name, _)| {
+                let source = source_of(name).ok_or_else(|| {
+                    VectorError::new("42P01", format!("relation \"{name}\" does not exist"))
+                })?;
+                Ok((name.clone(), source))
+            })
+            .collect::<Result<HashMap<_, _>>>()?;
+        self.check_inserts(&sources)?;
+        for (name, command) in &self.staged {
+            sources[name].write(command)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses the commit when a key an INSERT stages was committed by another session since
+    /// (not one this transaction deleted or emptied before the INSERT).
+    fn check_inserts(&self, sources: &HashMap<String, Arc<dyn CollectionSource>>) -> Result<()> {
+        let mut freed: HashMap<&str, (bool, HashSet<Key>)> = HashMap::new();
+        for (name, command) in &self.staged {
+            let (truncated, deleted) = freed.entry(name).or_default();
+            match command {
+                Command::Truncate => *truncated = true,
+                Command::Delete(keys) => deleted.extend(keys.iter().cloned()),
+                Command::Insert(batch) if !*truncated => {
+                    let source = &sources[name];
+                    let pk = source.schema().primary_key().name.clone();
+                    let keys: Vec<Key> = batch_keys(batch, &pk)?
+                        .into_iter()
+                        .filter(|k| !deleted.contains(k))
+                        .collect();
+                    let taken = live_keys(&Overlay::default(), source.as_ref(), &pk, &keys)?;
+                    if let Some(key) = taken.into_iter().next() {
+                        let mut e = VectorError::new(
+                            "40001",
+                            "could not serialize access due to concurrent update",
+                        );
+                        e.detail = Some(format!(
+                            "Key ({pk})=({key}) was committed by another transaction first."
+                        ));
+                        return Err(e.into());
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks and stages `command` on collection `name` (`base`); the rows it writes or
+    /// deletes.
+    fn stage(&mut self, name: &str, base: &dyn CollectionSource, command: &Command) -> Result<u64> {
+        let rows = rows_of(command);
+        if self.staged_rows.saturating_add(rows) > MAX_STAGED_ROWS {
+            let message = format!(
+                "a transaction writes at most {MAX_STAGED_ROWS} rows: load larger sets outside \
+                 a transaction block (each statement then commits on its own)"
+            );
+            return Err(VectorError::new("54000", message).into());
+        }
+        let schema = base.schema();
+        let pk = schema.primary_key().name.clone();
+        let overlay = self.overlays.entry(name.to_string()).or_default();
+        let count = match command {
+            Command::Insert(batch) => {
+                let keys = batch_keys(batch, &pk)?;
+                let live = live_keys(overlay, base, &pk, &keys)?;
+                let mut seen = HashSet::with_capacity(keys.len());
+                for key in &keys {
+                    if live.contains(key) || !seen.insert(key) {
+                        let e = vecraft_storage::Error::DuplicateKey(key.to_string());
+                        return Err(storage_error(e));
+                    }
+                }
+                put_rows(overlay, batch, &keys);
+                keys.len()
+            }
+            Command::InsertMissing(batch) => {
+                let keys = batch_keys(batch, &pk)?;
+                let live = live_keys(overlay, base, &pk, &keys)?;
+                let mut seen = HashSet::with_capacity(keys.len());
+                let new: Vec<bool> = keys
+                    .iter()
+                    .map(|k| !live.contains(k) && seen.insert(k.clone()))
+                    .collect();
+                let rows = filter_record_batch(batch, &BooleanArray::from(new.clone()))?;
+                let new_keys: Vec<Key> = keys
+                    .into_iter()
+                    .zip(&new)
+                    .filter_map(|(k, n)| n.then_some(k))
+                    .collect();
+                put_rows(overlay, &rows, &new_keys);
+                let n = new_keys.len();
+                self.staged_rows += rows.num_rows();
+                self.staged
+                    .push((name.to_string(), Command::InsertMissing(rows)));
+                return Ok(n as u64);
+            }
+            Command::Upsert(batch) => {
+                let keys = batch_keys(batch, &pk)?;
+                put_rows(overlay, batch, &keys);
+                keys.len()
+            }
+            Command::Delete(keys) => {
+                let live = live_keys(overlay, base, &pk, keys)?;
+                for key in keys {
+                    overlay.rows.insert(key.clone(), None);
+                }
+                live.len()
+            }
+            Command::Truncate => {
+                *overlay = Overlay {
+                    truncated: true,
+                    rows: BTreeMap::new(),
+                };
+                0
+            }
+            // An index is the collection's, not the transaction's: built at once.
+            Command::SetIndex { .. } => return base.write(command),
+        };
+        self.staged_rows += rows;
+        self.staged.push((name.to_string(), command.clone()));
+        Ok(count as u64)
+    }
+}
+
+/// The rows a command carries (a DELETE counts its keys).
+fn rows_of(command: &Command) -> usize {
+    match command {
+        Command::Insert(b) | Command::Upsert(b) | Command::InsertMissing(b) => b.num_rows(),
+        Command::Delete(keys) => keys.len(),
+        Command::Truncate | Command::SetIndex { .. } => 0,
+    }
+}
+
+/// The primary keys of `batch`'s rows.
+fn batch_keys(batch: &RecordBatch, pk: &str) -> Result<Vec<Key>> {
+    let column = batch
+        .column_by_name(pk)
+        .ok_or_else(|| VectorError::new("XX000", format!("a write without its key {pk}")))?;
+    keys_of(column).map_err(storage_error)
+}
+
+/// Each row of `batch` as the row of its key (a repeated key: the last row).
+fn put_rows(overlay: &mut Overlay, batch: &RecordBatch, keys: &[Key]) {
+    debug_assert_eq!(batch.num_rows(), keys.len());
+    for (i, key) in keys.iter().enumerate() {
+        overlay.rows.insert(key.clone(), Some(batch.slice(i, 1)));
+    }
+}
+
+/// Which of `keys` are live in the transaction: its own rows, or the collection's that it
+/// has not hidden.
+fn live_keys(
+    overlay: &Overlay,
+    base: &dyn CollectionSource,
+    pk: &str,
+    keys: &[Key],
+) -> Result<HashSet<Key>> {
+    let mut live: HashSet<Key> = keys
+        .iter()
+        .filter(|k| matches!(overlay.rows.get(*k), Some(Some(_))))
+        .cloned()
+        .collect();
+    let unknown: Vec<Scalar> = keys
+        .iter()
+        .filter(|k| !overlay.hides(k))
+        .map(|k| match k {
+            Key::Int(i) => Scalar::Int(*i),
+            Key::Text(t) => Scalar::Text(t.clone()),
+        })
+        .collect();
+    if unknown.is_empty() {
+        return Ok(live);
+    }
+    let filter = Filter::In {
+        column: pk.to_string(),
+        values: unknown,
+        negated: false,
+    };
+    let projection = [pk.to_string()];
+    for batch in base.scan(Some(&projection), Some(&filter), Consistency::Strong)? {
+        live.extend(keys_of(batch.column(0)).map_err(storage_error)?);
+    }
+    Ok(live)
+}
+
+/// A collection as one session sees it: its transaction's rows over the collection's.
+#[derive(Debug)]
+pub struct TxnSource {
+    name: String,
+    base: Arc<dyn CollectionSource>,
+    slot: Arc<TransactionSlot>,
+}
+
+impl TxnSource {
+    pub fn new(name: &str, base: Arc<dyn CollectionSource>, slot: Arc<TransactionSlot>) -> Self {
+        TxnSource {
+            name: name.to_string(),
+            base,
+            slot,
+        }
+    }
+
+    /// The transaction's rows of this collection, if it has touched any.
+    fn overlay(&self) -> Option<Overlay> {
+        let slot = self.slot.0.lock();
+        let overlay = slot.as_ref()?.overlays.get(&self.name)?;
+        (!overlay.is_empty()).then(|| overlay.clone())
+    }
+}
+
+/// `projection`, with the key added if it is missing (to tell the touched rows).
+fn with_key(projection: Option<&[String]>, pk: &str) -> Option<Vec<String>> {
+    projection.map(|p| {
+        let mut columns = p.to_vec();
+        if !columns.iter().any(|c| c == pk) {
+            columns.push(pk.to_string());
+        }
+        columns
+    })
+}
+
+/// `batch`'s columns named by `projection` (all when `None`), in its order.
+fn project(batch: &RecordBatch, projection: Option<&[String]>) -> Result<RecordBatch> {
+    let Some(names) = projection else {
+        return Ok(batch.clone());
+    };
+    let indices = names
+        .iter()
+        .map(|n| batch.schema().index_of(n))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(batch.project(&indices)?)
+}
+
+/// The rows of `batch` whose key the transaction does not hide.
+fn unhidden(batch: &RecordBatch, pk: &str, overlay: &Overlay) -> Result<RecordBatch> {
+    let keys = batch_keys(batch, pk)?;
+    let keep: BooleanArray = keys.iter().map(|k| Some(!overlay.hides(k))).collect();
+    Ok(filter_record_batch(batch, &keep)?)
+}
+
+/// The transaction's live rows passing `filter`, as rows of the collection's schema.
+fn own_rows(
+    overlay: &Overlay,
+    schema: &CollectionSchema,
+    filter: Option<&Filter>,
+) -> Result<Option<RecordBatch>> {
+    let Some(rows) = overlay.live(&schema.arrow_schema())? else {
+        return Ok(None);
+    };
+    let rows = match filter {
+        Some(f) => filter_record_batch(&rows, &f.evaluate(&rows).map_err(storage_error)?)?,
+        None => rows,
+    };
+    Ok((rows.num_rows() > 0).then_some(rows))
+}
+
+impl CollectionSource for TxnSource {
+    fn schema(&self) -> CollectionSchema {
+        self.base.schema()
+    }
+
+    fn shards(&self) -> usize {
+        self.base.shards()
+    }
+
+    fn scan(
+        &self,
+        projection: Option<&[String]>,
+        filter: Option<&Filter>,
+        read: Consistency,
+    ) -> Result<Vec<RecordBatch>> {
+        let Some(overlay) = self.overlay() else {
+            return self.base.scan(projection, filter, read);
+        };
+        let schema = self.base.schema();
+        let pk = schema.primary_key().name.clone();
+        let keyed = with_key(projection, &pk);
+        let mut out = Vec::new();
+        if !overlay.truncated {
+            for batch in self.base.scan(keyed.as_deref(), filter, read)? {
+                let batch = unhidden(&batch, &pk, &overlay)?;
+                if batch.num_rows() > 0 {
+                    out.push(project(&batch, projection)?);
+                }
+            }
+        }
+        if let Some(rows) = own_rows(&overlay, &schema, filter)? {
+            out.push(project(&rows, projection)?);
+        }
+        Ok(out)
+    }
+
+    fn search(&self, request: &SearchRequest, read: Consistency) -> Result<RecordBatch> {
+        let Some(overlay) = self.overlay() else {
+            return self.base.search(request, read);
+        };
+        let schema = self.base.schema();
+        let pk = schema.primary_key().name.clone();
+        // Enough of the collection's nearest rows that k remain after the hidden ones go.
+        let mut wider = request.clone();
+        wider.k = request.k.saturating_add(overlay.rows.len());
+        wider.projection = with_key(request.projection.as_deref(), &pk);
+        let mut candidates = Vec::new();
+        if !overlay.truncated {
+            let found = self.base.search(&wider, read)?;
+            let found = unhidden(&found, &pk, &overlay)?;
+            candidates.push(found);
+        }
+        if let Some(rows) = own_rows(&overlay, &schema, request.filter.as_ref())? {
+            candidates.push(with_distances(
+                &rows,
+                request,
+                &schema,
+                wider.projection.as_deref(),
+            )?);
+        }
+        let Some(first) = candidates.first() else {
+            let empty = self.base.search(&wider, read)?;
+            return project_hits(&empty.slice(0, 0), request.projection.as_deref());
+        };
+        let all = concat_batches(&first.schema(), &candidates)?;
+        let nearest = nearest_first(&all, request.k)?;
+        project_hits(&nearest, request.projection.as_deref())
+    }
+
+    fn search_traced(
+        &self,
+        request: &SearchRequest,
+        read: Consistency,
+    ) -> Result<(RecordBatch, Vec<crate::collection::ShardTrace>)> {
+        match self.overlay() {
+            None => self.base.search_traced(request, read),
+            Some(_) => Ok((self.search(request, read)?, Vec::new())),
+        }
+    }
+
+    fn scan_traced(
+        &self,
+        projection: Option<&[String]>,
+        filter: Option<&Filter>,
+        read: Consistency,
+    ) -> Result<(Vec<RecordBatch>, Vec<crate::collection::ShardTrace>)> {
+        match self.overlay() {
+            None => self.base.scan_traced(projection, filter, read),
+            Some(_) => Ok((self.scan(projection, filter, read)?, Vec::new())),
+        }
+    }
+
+    fn write(&self, command: &Command) -> Result<u64> {
+        let mut slot = self.slot.0.lock();
+        match slot.as_mut() {
+            Some(txn) => txn.stage(&self.name, self.base.as_ref(), command),
+            None => {
+                drop(slot);
+                self.base.write(command)
+            }
+        }
+    }
+
+    fn check_delete(&self, keys: &[Key]) -> Result<()> {
+        self.base.check_delete(keys)
+    }
+}
+
+/// The transaction's rows as search hits: `projection` (all columns when `None`), then
+/// `_distance` by the request's metric (rows without a vector are no hits).
+fn with_distances(
+    rows: &RecordBatch,
+    request: &SearchRequest,
+    schema: &CollectionSchema,
+    projection: Option<&[String]>,
+) -> Result<RecordBatch> {
+    let spec = schema.vector_spec(&request.column).map_err(storage_error)?;
+    let metric = request.metric.unwrap_or(spec.metric);
+    let vectors = rows
+        .column_by_name(&request.column)
+        .ok_or_else(|| VectorError::new("XX000", "a row without its vector column"))?;
+    let reals = DataType::new_fixed_size_list(DataType::Float32, spec.dims as i32, true);
+    let reals = cast(vectors, &reals)?;
+    let list = reals.as_fixed_size_list();
+    let values = list.values().as_primitive::<Float32Type>().values();
+    let distances: Float64Array = (0..list.len())
+        .map(|i| {
+            let v = &values[i * spec.dims..(i + 1) * spec.dims];
+            list.is_valid(i)
+                .then(|| metric.distance(&request.vector, v))
+        })
+        .collect();
+    let with_vector = is_not_null(&distances)?;
+    let hits = project(&filter_record_batch(rows, &with_vector)?, projection)?;
+    let distances = filter(&distances, &with_vector)?;
+    let mut fields: Vec<Field> = hits
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new(DISTANCE_COLUMN, DataType::Float64, false));
+    let mut columns = hits.columns().to_vec();
+    columns.push(distances);
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
+/// The `k` rows of `hits` with the smallest `_distance`, closest first.
+fn nearest_first(hits: &RecordBatch, k: usize) -> Result<RecordBatch> {
+    let distances = hits
+        .column(hits.num_columns() - 1)
+        .as_primitive::<Float64Type>();
+    let mut order: Vec<u32> = (0..hits.num_rows() as u32).collect();
+    order.sort_by(|&a, &b| {
+        distances
+            .value(a as usize)
+            .total_cmp(&distances.value(b as usize))
+    });
+    order.truncate(k);
+    let indices = UInt32Array::from(order);
+    let columns = hits
+        .columns()
+        .iter()
+        .map(|c| take(c, &indices, None))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(hits.schema(), columns)?)
+}
+
+/// Hits with the columns asked for, then `_distance` (the key goes if it was added).
+fn project_hits(hits: &RecordBatch, projection: Option<&[String]>) -> Result<RecordBatch> {
+    let Some(names) = projection else {
+        return Ok(hits.clone());
+    };
+    let mut columns = names.to_vec();
+    columns.push(DISTANCE_COLUMN.to_string());
+    project(hits, Some(&columns))
+}
