@@ -9,6 +9,7 @@ use vecraft_cluster::collection::Collection;
 use vecraft_storage::schema::{CollectionSchema, ColumnDef, ColumnType, VectorSpec};
 use vecraft_storage::shard::ShardOptions;
 
+use super::ids;
 use crate::table::CollectionTable;
 use crate::{new_session, sql};
 
@@ -35,14 +36,6 @@ fn open(dir: &std::path::Path) -> SessionContext {
 async fn count_of(ctx: &SessionContext, query: &str) -> u64 {
     let b = sql(ctx, query).await.unwrap().collect().await.unwrap();
     b[0].column(0).as_primitive::<UInt64Type>().value(0)
-}
-
-async fn ids(ctx: &SessionContext, query: &str) -> Vec<i64> {
-    let batches = sql(ctx, query).await.unwrap().collect().await.unwrap();
-    batches
-        .iter()
-        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
-        .collect()
 }
 
 #[tokio::test]

@@ -19,6 +19,7 @@ use datafusion::error::Result as DfResult;
 use vecraft_storage::filter::Filter;
 use vecraft_storage::shard::SearchRequest;
 
+use super::ids;
 use crate::collection::{CollectionSource, Consistency, ShardSource};
 use crate::table::CollectionTable;
 use crate::{new_session, sql};
@@ -112,14 +113,6 @@ fn counted_session(dir: &std::path::Path) -> (SessionContext, Vec<f32>, Arc<Coun
 
 fn vector_text(v: &[f32]) -> String {
     crate::vector_text::format_vector(v)
-}
-
-async fn ids(ctx: &SessionContext, query: &str) -> Vec<i64> {
-    let batches = sql(ctx, query).await.unwrap().collect().await.unwrap();
-    batches
-        .iter()
-        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
-        .collect()
 }
 
 async fn plan_text(ctx: &SessionContext, query: &str) -> String {

@@ -11,6 +11,7 @@ use vecraft_cluster::collection::Collection;
 use vecraft_storage::schema::{CollectionSchema, ColumnDef, ColumnType, VectorSpec};
 use vecraft_storage::shard::ShardOptions;
 
+use super::ids;
 use crate::collection::CollectionSource;
 use crate::table::CollectionTable;
 use crate::transaction::{TransactionSlot, TxnSource};
@@ -55,14 +56,6 @@ fn open(dir: &std::path::Path) -> Sessions {
 
 async fn run(ctx: &SessionContext, query: &str) {
     sql(ctx, query).await.unwrap().collect().await.unwrap();
-}
-
-async fn ids(ctx: &SessionContext, query: &str) -> Vec<i64> {
-    let batches = sql(ctx, query).await.unwrap().collect().await.unwrap();
-    batches
-        .iter()
-        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
-        .collect()
 }
 
 impl Sessions {
