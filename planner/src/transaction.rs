@@ -66,12 +66,13 @@ impl Overlay {
     }
 }
 
-/// A savepoint: its name, and the transaction as it was when it was taken.
+/// A savepoint: its name, and the transaction as it was when it was taken (the touched rows
+/// shared with the transaction until either changes them).
 #[derive(Debug)]
 struct Savepoint {
     name: String,
     staged: usize,
-    overlays: HashMap<String, Overlay>,
+    overlays: HashMap<String, Arc<Overlay>>,
 }
 
 /// One open transaction: the staged commands, per collection the rows they touched, and the
@@ -79,7 +80,7 @@ struct Savepoint {
 #[derive(Debug, Default)]
 pub struct Transaction {
     staged: Vec<(String, Command)>,
-    overlays: HashMap<String, Overlay>,
+    overlays: HashMap<String, Arc<Overlay>>,
     savepoints: Vec<Savepoint>,
     /// Rows written so far, held against [`MAX_STAGED_ROWS`].
     staged_rows: usize,
@@ -239,7 +240,8 @@ impl Transaction {
         }
         let schema = base.schema();
         let pk = schema.primary_key().name.clone();
-        let overlay = self.overlays.entry(name.to_string()).or_default();
+        // Shared with the savepoints taken since it last changed: copied on this write.
+        let overlay = Arc::make_mut(self.overlays.entry(name.to_string()).or_default());
         let count = match command {
             Command::Insert(batch) => {
                 let keys = batch_keys(batch, &pk)?;
@@ -382,10 +384,10 @@ impl TxnSource {
     }
 
     /// The transaction's rows of this collection, if it has touched any.
-    fn overlay(&self) -> Option<Overlay> {
+    fn overlay(&self) -> Option<Arc<Overlay>> {
         let slot = self.slot.0.lock();
         let overlay = slot.as_ref()?.overlays.get(&self.name)?;
-        (!overlay.is_empty()).then(|| overlay.clone())
+        (!overlay.is_empty()).then(|| Arc::clone(overlay))
     }
 }
 
