@@ -46,7 +46,7 @@ impl Session {
 
 /// What a statement does in a block that an error has aborted.
 pub enum InFailedBlock {
-    /// It ends the block (ROLLBACK, ABORT) or leaves it (ROLLBACK TO SAVEPOINT): it runs.
+    /// It ends the block (ROLLBACK, ABORT): it runs.
     Runs,
     /// `COMMIT` (or `END`) of a failed block: the block is rolled back, and the client told so.
     RollsBack,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::AsArray;
-use datafusion::arrow::datatypes::{Int64Type, UInt64Type};
+use datafusion::arrow::datatypes::UInt64Type;
 use datafusion::prelude::SessionContext;
 use vecraft_cluster::collection::Collection;
 use vecraft_storage::schema::{CollectionSchema, ColumnDef, ColumnType, VectorSpec};

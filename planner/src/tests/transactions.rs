@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::AsArray;
-use datafusion::arrow::datatypes::Int64Type;
 use datafusion::prelude::SessionContext;
 use vecraft_cluster::collection::Collection;
 use vecraft_storage::schema::{CollectionSchema, ColumnDef, ColumnType, VectorSpec};

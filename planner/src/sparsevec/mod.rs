@@ -1,6 +1,7 @@
 //! pgvector's `sparsevec`: a vector of up to 1,000,000,000 dimensions of which at most 16,000
 //! are not zero, written `{1:1.5,3:2}/5` (1-based indices, the dimension after the slash).
-//! In Arrow it is the struct [`sparsevec_arrow_type`] (dimension, 0-based indices, values).
+//! In Arrow it is the struct `sparsevec_arrow_type` (dimension, 0-based indices, values):
+//! [`columns`]; the text form is [`text`]'s.
 //!
 //! Read and written exactly as pgvector reads and writes it — text form, binary form
 //! (`sparsevec_send`), the checks and their words — and compared and measured by pgvector's
@@ -8,20 +9,15 @@
 //! comparison is element by element as if dense, then by dimension ([`SparseVec::cmp`]).
 
 use std::cmp::Ordering;
-use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float32Array, Int32Array, ListArray, StructArray,
-};
-use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
-use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Int32Type};
-use datafusion::common::{Result, ScalarValue, exec_err};
-use vecraft_storage::schema::{
-    MAX_DIMS, MAX_SPARSE_DIMS, MAX_SPARSE_NNZ, sparsevec_arrow_type, sparsevec_fields,
-};
+use vecraft_storage::schema::{MAX_DIMS, MAX_SPARSE_DIMS, MAX_SPARSE_NNZ};
 
 use crate::error::VectorError;
-use crate::vector_text::format_real;
+
+mod columns;
+mod text;
+
+pub use columns::{declared_dims, sparse_array, sparse_rows, sparse_scalar};
 
 /// One sparse vector: its dimension and its non-zero elements, indices 0-based, ascending and
 /// unique, no value zero, NaN or infinite.
@@ -103,150 +99,7 @@ fn check_element(value: f32) -> Result<(), VectorError> {
     Ok(())
 }
 
-fn is_space(c: char) -> bool {
-    matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c')
-}
-
-/// A cursor over the text of a sparse vector, as `sparsevec_in` walks it.
-struct Reader<'a> {
-    text: &'a str,
-    rest: &'a str,
-}
-
-impl<'a> Reader<'a> {
-    fn syntax(&self) -> VectorError {
-        VectorError::syntax_of("sparsevec", self.text)
-    }
-
-    fn skip_space(&mut self) {
-        self.rest = self.rest.trim_start_matches(is_space);
-    }
-
-    fn eat(&mut self, c: char) -> bool {
-        self.skip_space();
-        match self.rest.strip_prefix(c) {
-            Some(rest) => {
-                self.rest = rest;
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// An integer as `strtol` reads it, kept within `i32`'s range as pgvector keeps it.
-    fn integer(&mut self) -> Result<i64, VectorError> {
-        self.skip_space();
-        let sign = usize::from(self.rest.starts_with(['+', '-']));
-        let digits = self.rest[sign..]
-            .bytes()
-            .take_while(u8::is_ascii_digit)
-            .count();
-        if digits == 0 {
-            return Err(self.syntax());
-        }
-        let (number, rest) = self.rest.split_at(sign + digits);
-        self.rest = rest;
-        let value = number.parse::<i64>().unwrap_or(if number.starts_with('-') {
-            i64::MIN
-        } else {
-            i64::MAX
-        });
-        Ok(value.clamp(i64::from(i32::MIN), i64::from(i32::MAX)))
-    }
-
-    /// A value as `strtof` reads it (decimal, exponent, `inf`, `nan`), then pgvector's checks.
-    fn value(&mut self) -> Result<f32, VectorError> {
-        self.skip_space();
-        let end = self
-            .rest
-            .find(|c: char| c == ',' || c == '}' || is_space(c))
-            .unwrap_or(self.rest.len());
-        let (item, rest) = self.rest.split_at(end);
-        self.rest = rest;
-        let unsigned = item.strip_prefix(['+', '-']).unwrap_or(item);
-        let value = match unsigned.to_ascii_lowercase().as_str() {
-            "nan" => f32::NAN,
-            "inf" | "infinity" => f32::INFINITY,
-            _ if unsigned.starts_with(|c: char| c.is_ascii_digit() || c == '.') => {
-                let value: f32 = item.parse().map_err(|_| self.syntax())?;
-                // strtof's range error: past the largest real, or a non-zero number that
-                // rounds to zero.
-                let mantissa = unsigned.split(['e', 'E']).next().unwrap_or("");
-                let underflow =
-                    value == 0.0 && mantissa.bytes().any(|b| (b'1'..=b'9').contains(&b));
-                if value.is_infinite() || underflow {
-                    let message = format!("\"{item}\" is out of range for type sparsevec");
-                    return Err(VectorError::out_of_range(message));
-                }
-                value
-            }
-            _ => return Err(self.syntax()),
-        };
-        check_element(value)?;
-        Ok(value)
-    }
-}
-
 impl SparseVec {
-    /// pgvector's text form read as `sparsevec_in` reads it (`typmod`: a declared dimension).
-    pub fn parse(text: &str, typmod: Option<usize>) -> Result<SparseVec, VectorError> {
-        let max_nnz = 1 + text.matches(',').count();
-        if max_nnz > MAX_SPARSE_NNZ {
-            let message =
-                format!("sparsevec cannot have more than {MAX_SPARSE_NNZ} non-zero elements");
-            return Err(VectorError::new("54000", message));
-        }
-        let mut r = Reader { text, rest: text };
-        if !r.eat('{') {
-            let detail = "Vector contents must start with \"{\".";
-            return Err(r.syntax().with_detail(detail));
-        }
-        let mut elements = Vec::new();
-        if !r.eat('}') {
-            loop {
-                let index = r.integer()?;
-                if !r.eat(':') {
-                    return Err(r.syntax());
-                }
-                let value = r.value()?;
-                // Zeros are not kept; indices become 0-based.
-                if value != 0.0 {
-                    elements.push((index - 1, value));
-                }
-                if r.eat('}') {
-                    break;
-                }
-                if !r.eat(',') {
-                    return Err(r.syntax());
-                }
-            }
-        }
-        if !r.eat('/') {
-            return Err(r.syntax().with_detail("Unexpected end of input."));
-        }
-        let dim = r.integer()?;
-        r.skip_space();
-        if !r.rest.is_empty() {
-            return Err(r.syntax().with_detail("Junk after closing."));
-        }
-        let dim = check_dim(dim)?;
-        check_expected(typmod, dim)?;
-        elements.sort_by_key(|&(index, _)| index);
-        let indices: Vec<i32> = elements
-            .iter()
-            .map(|&(i, _)| i.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32)
-            .collect();
-        for i in 0..indices.len() {
-            check_index(&indices, i, dim)?;
-        }
-        let values = elements.into_iter().map(|(_, v)| v).collect();
-        Ok(SparseVec {
-            dim,
-            indices,
-            values,
-        })
-    }
-
     /// Whether this is a sparse vector pgvector would hold (a struct of the same shape can
     /// also be built in SQL): 1 to 1e9 dimensions, one value per index, indices ascending
     /// within the dimension, values non-zero and finite.
@@ -265,23 +118,6 @@ impl SparseVec {
             check_element(x)?;
         }
         Ok(())
-    }
-
-    /// pgvector's text form: `{1:1.5,3:2}/5`.
-    pub fn format(&self) -> String {
-        let mut out = String::with_capacity(4 + self.indices.len() * 12);
-        out.push('{');
-        for (i, (index, value)) in self.indices.iter().zip(&self.values).enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(&(index + 1).to_string());
-            out.push(':');
-            out.push_str(&format_real(*value));
-        }
-        out.push_str("}/");
-        out.push_str(&self.dim.to_string());
-        out
     }
 
     /// A dense vector's non-zero elements (`vector_to_sparsevec`, `array_to_sparsevec`),
@@ -556,106 +392,11 @@ fn ordered_bits(x: f32) -> u32 {
     }
 }
 
-/// A column of sparse vectors, one per row (`None` for NULL).
-pub fn sparse_array(rows: &[Option<SparseVec>]) -> ArrayRef {
-    let mut dims = Vec::with_capacity(rows.len());
-    let (mut indices, mut values) = (Vec::new(), Vec::new());
-    let mut offsets = Vec::with_capacity(rows.len());
-    for row in rows {
-        match row {
-            Some(v) => {
-                dims.push(v.dim as i32);
-                indices.extend_from_slice(&v.indices);
-                values.extend_from_slice(&v.values);
-                offsets.push(v.indices.len());
-            }
-            None => {
-                dims.push(0);
-                offsets.push(0);
-            }
-        }
-    }
-    let offsets = OffsetBuffer::from_lengths(offsets);
-    let item = |t: DataType| Arc::new(Field::new("item", t, true));
-    let indices = ListArray::new(
-        item(DataType::Int32),
-        offsets.clone(),
-        Arc::new(Int32Array::from(indices)),
-        None,
-    );
-    let values = ListArray::new(
-        item(DataType::Float32),
-        offsets,
-        Arc::new(Float32Array::from(values)),
-        None,
-    );
-    let nulls = rows
-        .iter()
-        .any(Option::is_none)
-        .then(|| NullBuffer::from_iter(rows.iter().map(Option::is_some)));
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(Int32Array::from(dims)),
-        Arc::new(indices),
-        Arc::new(values),
-    ];
-    Arc::new(StructArray::new(sparsevec_fields(), columns, nulls))
-}
-
-/// One sparse vector (or NULL) as a constant.
-pub fn sparse_scalar(value: Option<SparseVec>) -> Result<ScalarValue> {
-    ScalarValue::try_from_array(&sparse_array(&[value]), 0)
-}
-
-/// The rows of a column of sparse vectors.
-pub fn sparse_rows(array: &dyn Array) -> Result<Vec<Option<SparseVec>>> {
-    if array.data_type() == &DataType::Null {
-        return Ok(vec![None; array.len()]);
-    }
-    if array.data_type() != &sparsevec_arrow_type() {
-        return exec_err!("expected sparsevec, found {}", array.data_type());
-    }
-    let structs = array.as_struct();
-    let dims = structs.column(0).as_primitive::<Int32Type>();
-    let indices = structs.column(1).as_list::<i32>();
-    let values = structs.column(2).as_list::<i32>();
-    let index_items = indices.values().as_primitive::<Int32Type>();
-    let value_items = values.values().as_primitive::<Float32Type>();
-    let mut rows = Vec::with_capacity(structs.len());
-    for row in 0..structs.len() {
-        if structs.is_null(row) {
-            rows.push(None);
-            continue;
-        }
-        let (a, b) = (
-            indices.value_offsets()[row] as usize,
-            indices.value_offsets()[row + 1] as usize,
-        );
-        let (c, d) = (
-            values.value_offsets()[row] as usize,
-            values.value_offsets()[row + 1] as usize,
-        );
-        let v = SparseVec {
-            dim: usize::try_from(dims.value(row)).unwrap_or(0),
-            indices: index_items.values()[a..b].to_vec(),
-            values: value_items.values()[c..d].to_vec(),
-        };
-        v.check()?;
-        rows.push(Some(v));
-    }
-    Ok(rows)
-}
-
-/// The dimension a field of sparse vectors declares (`sparsevec(n)`), from its metadata.
-pub fn declared_dims(field: &Field) -> Option<usize> {
-    field
-        .metadata()
-        .get(vecraft_storage::schema::DIMS_KEY)?
-        .parse()
-        .ok()
-}
-
 #[cfg(test)]
 mod tests {
+    use datafusion::arrow::array::Array;
+    use vecraft_storage::schema::sparsevec_arrow_type;
+
     use super::*;
 
     fn sv(text: &str) -> SparseVec {
