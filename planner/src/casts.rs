@@ -150,22 +150,21 @@ fn sparse_cast(expr: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
     };
     if is_sparsevec(field.data_type()) {
         let dims = declared_dims(field);
-        return Ok(Transformed::yes(match inner.as_ref() {
-            Expr::Literal(
-                ScalarValue::Utf8(Some(text))
-                | ScalarValue::LargeUtf8(Some(text))
-                | ScalarValue::Utf8View(Some(text)),
-                _,
-            ) => {
-                // The declared dimension is checked after the input, as PostgreSQL applies a
-                // typmod: that error has no position.
-                let v = SparseVec::parse(text, None).map_err(|e| e.with_literal(text))?;
-                crate::sparsevec::check_expected(dims, v.dim)?;
-                Expr::Literal(sparse_scalar(Some(v))?, None)
-            }
-            Expr::Literal(value, _) if value.is_null() => Expr::Literal(sparse_scalar(None)?, None),
-            _ => SparseFn::ToSparse.cast(inner.as_ref().clone(), dims),
-        }));
+        return Ok(Transformed::yes(
+            match (text_literal(inner), inner.as_ref()) {
+                (Some(text), _) => {
+                    // The declared dimension is checked after the input, as PostgreSQL applies a
+                    // typmod: that error has no position.
+                    let v = SparseVec::parse(text, None).map_err(|e| e.with_literal(text))?;
+                    crate::sparsevec::check_expected(dims, v.dim)?;
+                    Expr::Literal(sparse_scalar(Some(v))?, None)
+                }
+                (_, Expr::Literal(value, _)) if value.is_null() => {
+                    Expr::Literal(sparse_scalar(None)?, None)
+                }
+                _ => SparseFn::ToSparse.cast(inner.as_ref().clone(), dims),
+            },
+        ));
     }
     let from_sparse = inner.get_type(input).is_ok_and(|t| is_sparsevec(&t));
     if !from_sparse {
@@ -173,22 +172,39 @@ fn sparse_cast(expr: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
     }
     let inner = inner.as_ref().clone();
     let target = field.data_type();
-    Ok(Transformed::yes(
-        if let Some(dims) = vector_target(target) {
-            SparseFn::ToVector.cast(inner, dims)
-        } else if let Some(dims) = half_target(target) {
-            SparseFn::ToHalfvec.cast(inner, dims)
-        } else if matches!(target, DataType::Utf8) {
-            SparseFn::Text.call(vec![inner])
-        } else if matches!(target, DataType::Utf8View | DataType::LargeUtf8) {
-            Expr::Cast(Cast::new(
-                Box::new(SparseFn::Text.call(vec![inner])),
-                target.clone(),
-            ))
-        } else {
-            return Ok(Transformed::no(expr));
-        },
-    ))
+    let rewritten = if let Some(dims) = vector_target(target) {
+        Some(SparseFn::ToVector.cast(inner, dims))
+    } else if let Some(dims) = half_target(target) {
+        Some(SparseFn::ToHalfvec.cast(inner, dims))
+    } else {
+        as_text(SparseFn::Text.call(vec![inner]), target)
+    };
+    Ok(rewritten.map_or_else(|| Transformed::no(expr), Transformed::yes))
+}
+
+/// The text of a string literal (`'…'`), if `e` is one.
+fn text_literal(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(text))
+            | ScalarValue::LargeUtf8(Some(text))
+            | ScalarValue::Utf8View(Some(text)),
+            _,
+        ) => Some(text),
+        _ => None,
+    }
+}
+
+/// A cast to `target` of a value whose text form `text` (a `Utf8` output function) gives:
+/// that text, in `target`'s kind of string; `None` when `target` is no text type.
+fn as_text(text: Expr, target: &DataType) -> Option<Expr> {
+    match target {
+        DataType::Utf8 => Some(text),
+        DataType::Utf8View | DataType::LargeUtf8 => {
+            Some(Expr::Cast(Cast::new(Box::new(text), target.clone())))
+        }
+        _ => None,
+    }
 }
 
 /// Casts to `bit(n)` and `bit varying(n)` (a text literal read now, padded or truncated as
@@ -199,29 +215,24 @@ fn bit_cast(expr: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
     };
     if is_bit(field.data_type()) {
         let length = BitLength::of_field(field).unwrap_or(BitLength::Any);
-        return Ok(Transformed::yes(match inner.as_ref() {
-            Expr::Literal(
-                ScalarValue::Utf8(Some(text))
-                | ScalarValue::LargeUtf8(Some(text))
-                | ScalarValue::Utf8View(Some(text)),
-                _,
-            ) => {
-                let bits = BitString::parse(text).map_err(|e| e.with_literal(text))?;
-                Expr::Literal(bit_scalar(Some(bits.fit(length, true)?))?, None)
-            }
-            Expr::Literal(value, _) if value.is_null() => Expr::Literal(bit_scalar(None)?, None),
-            _ => BitFn::cast(inner.as_ref().clone(), length, true),
-        }));
+        return Ok(Transformed::yes(
+            match (text_literal(inner), inner.as_ref()) {
+                (Some(text), _) => {
+                    let bits = BitString::parse(text).map_err(|e| e.with_literal(text))?;
+                    Expr::Literal(bit_scalar(Some(bits.fit(length, true)?))?, None)
+                }
+                (_, Expr::Literal(value, _)) if value.is_null() => {
+                    Expr::Literal(bit_scalar(None)?, None)
+                }
+                _ => BitFn::cast(inner.as_ref().clone(), length, true),
+            },
+        ));
     }
-    let from_bits = inner.get_type(input).is_ok_and(|t| is_bit(&t));
-    let text = || BitFn::Text.call(vec![inner.as_ref().clone()]);
-    Ok(match field.data_type() {
-        DataType::Utf8 if from_bits => Transformed::yes(text()),
-        t @ (DataType::Utf8View | DataType::LargeUtf8) if from_bits => {
-            Transformed::yes(Expr::Cast(Cast::new(Box::new(text()), t.clone())))
-        }
-        _ => Transformed::no(expr),
-    })
+    if !inner.get_type(input).is_ok_and(|t| is_bit(&t)) {
+        return Ok(Transformed::no(expr));
+    }
+    let text = BitFn::Text.call(vec![inner.as_ref().clone()]);
+    Ok(as_text(text, field.data_type()).map_or_else(|| Transformed::no(expr), Transformed::yes))
 }
 
 /// The columns the expressions of `node` read: its inputs' together.
@@ -250,10 +261,7 @@ fn vector_to_text(expr: Expr, input: &DFSchema) -> Result<Transformed<Expr>> {
         return Ok(Transformed::no(expr));
     }
     let text = VectorFn::Text.udf().call(vec![inner.as_ref().clone()]);
-    Ok(Transformed::yes(match field.data_type() {
-        DataType::Utf8 => text,
-        other => Expr::Cast(Cast::new(Box::new(text), other.clone())),
-    }))
+    Ok(as_text(text, field.data_type()).map_or_else(|| Transformed::no(expr), Transformed::yes))
 }
 
 /// `x::halfvec(n)`: a text literal read as pgvector's `halfvec_in` reads it; other text read
