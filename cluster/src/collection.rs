@@ -28,6 +28,7 @@ use vecraft_storage::filter::Filter;
 use vecraft_storage::fsutil::{create_dir_durable, sync_dir, write_atomic};
 use vecraft_storage::schema::CollectionSchema;
 use vecraft_storage::shard::{Applied, SearchRequest, ShardOptions};
+use vecraft_storage::txn::TxnWrite;
 use vecraft_storage::{Error, Result};
 
 use crate::local::LocalShard;
@@ -330,14 +331,7 @@ impl Collection {
         let n = self.shards.len();
         Ok(match command {
             Command::Insert(batch) | Command::Upsert(batch) | Command::InsertMissing(batch) => {
-                let schema = self.schema();
-                let key = &schema.columns[schema.primary_key].name;
-                let column = batch.schema().index_of(key).map_err(|_| {
-                    Error::InvalidArgument(format!("rows without their key column \"{key}\""))
-                })?;
-                // Placed by the key as the shard will store it.
-                let key_type = schema.columns[schema.primary_key].ty.arrow_type();
-                let keys = arrow::compute::cast(batch.column(column), &key_type)?;
+                let keys = self.row_keys(batch)?;
                 // A key's rows all go to one shard, so each decides its keys alone.
                 let part = |b: RecordBatch| match command {
                     Command::Insert(_) => Command::Insert(b),
@@ -354,7 +348,51 @@ impl Collection {
                 .map(|keys| (!keys.is_empty()).then_some(Command::Delete(keys)))
                 .collect(),
             Command::Truncate | Command::SetIndex { .. } => vec![Some(command.clone()); n],
+            Command::Atomic(_) | Command::Prepare { .. } | Command::Resolve { .. } => {
+                return Err(Error::InvalidArgument(
+                    "a transaction's commands go to shards through `txn::commit`".into(),
+                ));
+            }
         })
+    }
+
+    /// `batch`'s keys as the shards store them (so each row is placed by the stored key).
+    fn row_keys(&self, batch: &RecordBatch) -> Result<ArrayRef> {
+        let schema = self.schema();
+        let key = &schema.columns[schema.primary_key].name;
+        let column = batch.schema().index_of(key).map_err(|_| {
+            Error::InvalidArgument(format!("rows without their key column \"{key}\""))
+        })?;
+        let key_type = schema.columns[schema.primary_key].ty.arrow_type();
+        Ok(arrow::compute::cast(batch.column(column), &key_type)?)
+    }
+
+    /// A transaction's `write` on this collection, split by shard (`None`: nothing there);
+    /// a truncation goes to every shard.
+    pub fn split_txn(&self, write: &TxnWrite) -> Result<Vec<Option<TxnWrite>>> {
+        let n = self.shards.len();
+        let mut parts: Vec<TxnWrite> = (0..n)
+            .map(|_| TxnWrite {
+                truncate: write.truncate,
+                ..TxnWrite::default()
+            })
+            .collect();
+        if let Some(batch) = &write.upserts {
+            let rows = split_rows(batch, &self.row_keys(batch)?, n)?;
+            for (part, rows) in parts.iter_mut().zip(rows) {
+                part.upserts = rows;
+            }
+        }
+        for (part, keys) in parts.iter_mut().zip(split_keys(&write.deletes, n)) {
+            part.deletes = keys;
+        }
+        for (part, keys) in parts.iter_mut().zip(split_keys(&write.new_keys, n)) {
+            part.new_keys = keys;
+        }
+        Ok(parts
+            .into_iter()
+            .map(|p| (!p.is_empty()).then_some(p))
+            .collect())
     }
 
     /// For a collection keyed by a hidden row id, the insert with fresh ids added (rows

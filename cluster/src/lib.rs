@@ -2,7 +2,8 @@
 //! shards, each a [`local::LocalShard`]: the shard behind its Raft group ([`raft`]; one member
 //! on one node, several across nodes over [`rpc`]), so every acknowledged write is durable and
 //! went through Raft. The meta manager, the shard router and fail-over build on this
-//! shape (see `docs/design.md`). `http` is the node's metrics exporter.
+//! shape (see `docs/design.md`). `http` is the node's metrics exporter; [`txn`] commits a
+//! transaction atomically across shards.
 
 pub mod collection;
 pub mod http;
@@ -16,6 +17,9 @@ pub mod remote;
 mod route;
 pub mod rpc;
 pub mod shard_handle;
+pub mod txn;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod txn_tests;

@@ -111,6 +111,7 @@ impl LocalShard {
             group,
             rows: stats.live_rows,
             durable_index: stats.durable_index,
+            pending: self.shard.pending_txns(),
         }
     }
 

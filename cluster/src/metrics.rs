@@ -50,6 +50,11 @@ impl WriteMetrics {
             Command::Delete(keys) => ("delete", keys.len()),
             Command::Truncate => ("truncate", 0),
             Command::SetIndex { .. } => ("set_index", 0),
+            // A transaction's part on a shard, committed (at once or in two phases).
+            Command::Atomic(write) | Command::Prepare { write, .. } => {
+                ("transaction", write.rows())
+            }
+            Command::Resolve { .. } => ("resolve", 0),
         };
         self.commands.with_label_values(&[kind]).inc();
         self.rows.inc_by(rows as u64);

@@ -12,7 +12,7 @@ use vecraft_storage::Result;
 use vecraft_storage::command::Command;
 use vecraft_storage::filter::Filter;
 use vecraft_storage::schema::CollectionSchema;
-use vecraft_storage::shard::{Applied, SearchRequest, ShardStats};
+use vecraft_storage::shard::{Applied, PendingTxn, SearchRequest, ShardStats};
 
 use crate::raft::{GroupStatus, NodeId};
 use crate::read::Consistency;
@@ -24,6 +24,9 @@ pub struct ShardStatus {
     pub group: GroupStatus,
     pub rows: u64,
     pub durable_index: u64,
+    /// Transactions prepared on the shard and not resolved yet (`txn::resolve_pending`).
+    #[serde(default)]
+    pub pending: Vec<PendingTxn>,
 }
 
 impl ShardStatus {

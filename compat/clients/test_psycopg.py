@@ -198,6 +198,25 @@ def test_transaction_status_follows_the_block_and_an_error_aborts_it(dsn):
         assert conn.info.transaction_status == Status.IDLE
 
 
+def test_a_failed_savepoint_block_rolls_back_and_the_transaction_goes_on(conn, dsn, table):
+    """psycopg's nested `transaction()` that fails: ROLLBACK TO its savepoint brings the
+    block back (INTRANS, not INERROR), and the outer transaction commits what the savepoint
+    did not take back."""
+    from psycopg.pq import TransactionStatus as Status
+
+    conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, embedding vector(2))")
+    with psycopg.connect(dsn) as mine:  # not autocommit: the savepoint is inside a block
+        mine.execute(f"INSERT INTO {table} VALUES (1, '[1,1]')")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            with mine.transaction():
+                mine.execute(f"INSERT INTO {table} VALUES (2, '[2,2]')")
+                mine.execute(f"INSERT INTO {table} VALUES (1, '[3,3]')")
+        assert mine.info.transaction_status == Status.INTRANS
+        mine.execute(f"INSERT INTO {table} VALUES (3, '[3,3]')")
+        mine.commit()
+    assert conn.execute(f"SELECT id FROM {table} ORDER BY id").fetchall() == [(1,), (3,)]
+
+
 def test_a_transaction_is_its_own_until_commit(conn, dsn, table):
     """Writes in a transaction (INSERT, UPDATE, DELETE, COPY) are seen by its own scans and
     kNN searches, by no other session until COMMIT, and are gone after ROLLBACK; a savepoint

@@ -252,6 +252,8 @@ impl CollectionSource for Referencing {
             }
             // TRUNCATE's rule is the gateway's: it sees every table the statement empties.
             Command::Truncate | Command::SetIndex { .. } => {}
+            // A transaction's parts were checked when its statements staged them.
+            Command::Atomic(_) | Command::Prepare { .. } | Command::Resolve { .. } => {}
         }
         self.inner.write(command)
     }

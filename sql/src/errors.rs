@@ -15,6 +15,9 @@ pub fn to_pg(e: &DataFusionError) -> PgWireError {
     let (message, detail) = option_bounds(message);
     let mut info = ErrorInfo::new("ERROR".to_owned(), code.to_owned(), message);
     info.detail = detail;
+    if let Some(StorageError::Conflict(detail)) = find_storage(e) {
+        info.detail = Some(detail.clone());
+    }
     if let Some(v) = VectorError::find(e) {
         info.detail = v.detail.clone();
         // Where it is, once the statement's text is at hand (`positions::at`).
@@ -102,6 +105,10 @@ fn storage_code(e: &StorageError) -> &'static str {
         StorageError::Dropped => "42P01",
         StorageError::Partial { source, .. } => storage_code(source),
         StorageError::Arrow(_) => "XX000",
+        // serialization_failure: retry the transaction, as after PostgreSQL's.
+        StorageError::Conflict(_) => "40001",
+        // transaction_resolution_unknown: the client must look before it retries.
+        StorageError::OutcomeUnknown(_) => "08007",
     }
 }
 

@@ -22,6 +22,7 @@ use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::messages::response::TransactionStatus;
 
 use crate::transactions::InFailedBlock;
+use pgwire::api::store::Entry;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
     ClientInfo, ClientPortalStore, ConnectionManager, DEFAULT_NAME, PgWireServerHandlers, Type,
@@ -29,8 +30,10 @@ use pgwire::api::{
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::extendedquery::{
-    Close, CloseComplete, Parse, ParseComplete, TARGET_TYPE_BYTE_PORTAL, TARGET_TYPE_BYTE_STATEMENT,
+    Close, CloseComplete, Execute, Parse, ParseComplete, TARGET_TYPE_BYTE_PORTAL,
+    TARGET_TYPE_BYTE_STATEMENT,
 };
+use pgwire::messages::simplequery::Query;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
 use crate::catalog::Catalog;
@@ -127,6 +130,26 @@ impl Drop for Connection {
 
 #[async_trait]
 impl SimpleQueryHandler for Connection {
+    /// pgwire's simple query, after the block a `ROLLBACK TO` makes usable again is marked
+    /// so (see [`Connection::resume_block`]).
+    async fn on_query<C>(&self, client: &mut C, query: Query) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if client.transaction_status() == TransactionStatus::Error {
+            let first = vecraft_planner::parse::parse_sql(&query.query)
+                .ok()
+                .and_then(|mut statements| (!statements.is_empty()).then(|| statements.remove(0)));
+            if let Some(first) = first {
+                self.resume_block(client, &first);
+            }
+        }
+        self._on_query(client, query).await
+    }
+
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Unpin + Send + Sync,
@@ -256,6 +279,24 @@ impl ExtendedQueryHandler for Connection {
         self.session.clone()
     }
 
+    /// pgwire's Execute, after the block a `ROLLBACK TO` makes usable again is marked so
+    /// (see [`Connection::resume_block`]).
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if client.transaction_status() == TransactionStatus::Error {
+            let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+            if let Some(Entry::Value(portal)) = client.portal_store().get_portal(name) {
+                self.resume_block(client, &portal.statement.statement.statement);
+            }
+        }
+        self._on_execute(client, message).await
+    }
+
     /// Parse, with the session's named statements bounded (each holds a plan).
     async fn on_parse<C>(&self, client: &mut C, message: Parse) -> PgWireResult<()>
     where
@@ -351,6 +392,16 @@ impl ExtendedQueryHandler for Connection {
 }
 
 impl Connection {
+    /// In a block that an error aborted, `ROLLBACK TO` a savepoint the block holds brings it
+    /// back to the savepoint's state, usable again: the status pgwire starts the statement
+    /// from is set to in-transaction, so its ReadyForQuery says `T` (pgwire itself never
+    /// moves from `E` to `T`). A `ROLLBACK TO` that then fails marks the block failed again.
+    fn resume_block<C: ClientInfo>(&self, client: &mut C, statement: &DFStatement) {
+        if self.session.resumes_block(statement) {
+            client.set_transaction_status(TransactionStatus::Transaction);
+        }
+    }
+
     /// In a block that an error aborted: the answer to `statement` if it ends the block as
     /// a rollback (`COMMIT` does), `None` if it runs as it is (`ROLLBACK`); 25P02 otherwise.
     async fn in_failed_block(&self, statement: &DFStatement) -> PgWireResult<Option<Response>> {

@@ -43,3 +43,4 @@ pub mod socket;
 mod sql_prepare;
 pub mod stack;
 pub mod transactions;
+mod txn_resolver;

@@ -32,6 +32,7 @@ pub async fn serve_with(
     limits: Limits,
 ) -> std::io::Result<()> {
     crate::metrics::watch(&catalog);
+    crate::txn_resolver::spawn(&catalog);
     let memory = NodeMemory::new(&limits);
     let sockets = socket_budget();
     if sockets < limits.max_connections {

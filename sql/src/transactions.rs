@@ -5,8 +5,6 @@
 //! ends it answers 25P02 (a `COMMIT` then rolls back, as PostgreSQL's does), and the isolation
 //! levels Vecraft does not give are refused rather than pretended.
 
-use std::sync::Arc;
-
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{Statement, TransactionIsolationLevel, TransactionMode};
 use pgwire::error::PgWireResult;
@@ -27,14 +25,25 @@ impl Session {
         let ended = self.end_block().await;
         if let Some(txn) = staged {
             let catalog = &self.catalog;
-            txn.commit(|name| {
-                catalog
-                    .get(name)
-                    .map(|c| c as Arc<dyn vecraft_planner::collection::CollectionSource>)
-            })
-            .map_err(|e| to_pg(&e))?;
+            txn.commit(|name| catalog.get(name))
+                .map_err(|e| to_pg(&e))?;
         }
         ended
+    }
+
+    /// Whether `statement` is a `ROLLBACK TO` a savepoint of the open block (which makes a
+    /// block an error aborted usable again).
+    pub(crate) fn resumes_block(&self, statement: &DFStatement) -> bool {
+        let DFStatement::Statement(s) = statement else {
+            return false;
+        };
+        match s.as_ref() {
+            Statement::Rollback {
+                savepoint: Some(name),
+                ..
+            } => self.txn.has_savepoint(&crate::idents::ident(name)),
+            _ => false,
+        }
     }
 
     /// ROLLBACK: the transaction's writes are dropped.
@@ -56,15 +65,8 @@ pub enum InFailedBlock {
 pub fn in_failed_block(statement: &DFStatement) -> PgWireResult<InFailedBlock> {
     match statement {
         DFStatement::Statement(s) => match s.as_ref() {
-            // The block would be usable again, but the protocol layer (pgwire) keeps reporting
-            // it failed: refused rather than leave the client and the server disagreeing.
-            Statement::Rollback {
-                savepoint: Some(_), ..
-            } => Err(user_error(
-                "0A000",
-                "ROLLBACK TO SAVEPOINT after an error is not supported yet: ROLLBACK the \
-                 transaction",
-            )),
+            // To a savepoint the block does not hold (one it holds was let through before,
+            // `Connection::resume_block`): it fails with 3B001 and the block stays failed.
             Statement::Rollback { .. } => Ok(InFailedBlock::Runs),
             Statement::Commit { .. } => Ok(InFailedBlock::RollsBack),
             _ => Err(aborted()),

@@ -2,7 +2,8 @@
 //!
 //! Inserted and upserted rows travel as an Arrow IPC stream, deleted keys as a one-column IPC
 //! stream, so a command decodes without knowing the collection's schema. Layout: a tag byte,
-//! then for `Upsert`/`Insert`/`Delete` the IPC stream bytes, for `SetIndex` JSON.
+//! then for `Upsert`/`Insert`/`Delete` the IPC stream bytes, for `SetIndex` JSON, for the
+//! transaction commands the layout `txn.rs` gives (a 16-byte id first where there is one).
 
 use std::io::Cursor;
 
@@ -15,6 +16,7 @@ use crate::distance::Metric;
 use crate::error::{Error, Result};
 use crate::key::{Key, keys_of, keys_to_array};
 use crate::schema::HnswParams;
+use crate::txn::{Coordinator, TxnId, TxnWrite, decode_txn_id, encode_txn_id};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
@@ -36,6 +38,19 @@ pub enum Command {
         metric: Metric,
         hnsw: HnswParams,
     },
+    /// A transaction on this shard alone: checked and applied all together, or refused.
+    Atomic(TxnWrite),
+    /// A transaction's part on this shard, checked and kept (its keys locked against other
+    /// writes) until `Resolve` says whether it commits.
+    Prepare {
+        txn: TxnId,
+        coordinator: Coordinator,
+        write: TxnWrite,
+    },
+    /// The outcome of a prepared transaction. On its coordinator's shard the first
+    /// resolution wins (a later one answers with it); aborting an unknown transaction records
+    /// the abort, so it cannot be prepared there afterwards.
+    Resolve { txn: TxnId, commit: bool },
 }
 
 const TAG_UPSERT: u8 = 1;
@@ -44,6 +59,9 @@ const TAG_TRUNCATE: u8 = 3;
 const TAG_INSERT: u8 = 4;
 const TAG_SET_INDEX: u8 = 5;
 const TAG_INSERT_MISSING: u8 = 6;
+const TAG_ATOMIC: u8 = 7;
+const TAG_PREPARE: u8 = 8;
+const TAG_RESOLVE: u8 = 9;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SetIndexBody {
@@ -80,6 +98,28 @@ impl Command {
                     .map_err(|e| Error::InvalidArgument(e.to_string()))?;
                 Ok(out)
             }
+            Command::Atomic(write) => {
+                let mut out = vec![TAG_ATOMIC];
+                write.encode_into(&mut out)?;
+                Ok(out)
+            }
+            Command::Prepare {
+                txn,
+                coordinator,
+                write,
+            } => {
+                let mut out = vec![TAG_PREPARE];
+                encode_txn_id(*txn, &mut out);
+                coordinator.encode_into(&mut out);
+                write.encode_into(&mut out)?;
+                Ok(out)
+            }
+            Command::Resolve { txn, commit } => {
+                let mut out = vec![TAG_RESOLVE];
+                encode_txn_id(*txn, &mut out);
+                out.push(u8::from(*commit));
+                Ok(out)
+            }
         }
     }
 
@@ -107,6 +147,29 @@ impl Command {
                     hnsw: b.hnsw,
                 })
             }
+            TAG_ATOMIC => match TxnWrite::decode(body)? {
+                (write, []) => Ok(Command::Atomic(write)),
+                _ => Err(bad("bytes after the transaction")),
+            },
+            TAG_PREPARE => {
+                let (txn, rest) = decode_txn_id(body)?;
+                let (coordinator, rest) = Coordinator::decode(rest)?;
+                match TxnWrite::decode(rest)? {
+                    (write, []) => Ok(Command::Prepare {
+                        txn,
+                        coordinator,
+                        write,
+                    }),
+                    _ => Err(bad("bytes after the transaction")),
+                }
+            }
+            TAG_RESOLVE => match decode_txn_id(body)? {
+                (txn, [commit @ (0 | 1)]) => Ok(Command::Resolve {
+                    txn,
+                    commit: *commit == 1,
+                }),
+                _ => Err(bad("a resolution is an id and 0 or 1")),
+            },
             _ => Err(bad("unknown tag")),
         }
     }
@@ -114,11 +177,16 @@ impl Command {
 
 fn with_tag(tag: u8, batch: &RecordBatch) -> Result<Vec<u8>> {
     let mut out = vec![tag];
-    let mut writer = StreamWriter::try_new(&mut out, &batch.schema())?;
+    write_stream(&mut out, batch)?;
+    Ok(out)
+}
+
+/// Appends `batch` to `out` as an Arrow IPC stream.
+pub(crate) fn write_stream(out: &mut Vec<u8>, batch: &RecordBatch) -> Result<()> {
+    let mut writer = StreamWriter::try_new(out, &batch.schema())?;
     writer.write(batch)?;
     writer.finish()?;
-    drop(writer);
-    Ok(out)
+    Ok(())
 }
 
 /// Refuses an Arrow IPC stream whose messages claim more bytes than it holds. Arrow's reader
@@ -158,7 +226,7 @@ fn check_ipc_lengths(stream: &[u8]) -> Result<()> {
 /// The one batch in an Arrow IPC stream. Arrow's reader panics on some malformed streams
 /// (the fuzz test `fuzz_flight_tickets_and_actions` found one): a command comes from a peer
 /// or a log, so a panic is caught here and answered as a malformed command.
-fn read_one(body: &[u8]) -> Result<RecordBatch> {
+pub(crate) fn read_one(body: &[u8]) -> Result<RecordBatch> {
     check_ipc_lengths(body)?;
     let read = || -> Result<RecordBatch> {
         let reader = StreamReader::try_new(Cursor::new(body), None)?;

@@ -41,6 +41,16 @@ pub enum Error {
     #[error("duplicate key value violates unique constraint: key ({0}) already exists")]
     DuplicateKey(String),
 
+    /// A write that meets a transaction being committed, or a transaction that finds one of
+    /// the keys it created taken since (first committer wins); the detail says which key.
+    #[error("could not serialize access due to concurrent update")]
+    Conflict(String),
+
+    /// A COMMIT whose outcome the gateway could not learn (the deciding shard did not answer):
+    /// the transaction may or may not have committed, and is resolved by the shards.
+    #[error("the outcome of the transaction is unknown: {0}")]
+    OutcomeUnknown(String),
+
     /// A column named in a request that the collection does not have.
     #[error("column \"{0}\" does not exist")]
     UnknownColumn(String),
@@ -85,6 +95,7 @@ pub enum Refusal {
     DuplicateKey(String),
     UnknownColumn(String),
     Arrow(String),
+    Conflict(String),
 }
 
 impl Refusal {
@@ -98,6 +109,7 @@ impl Refusal {
             },
             Error::InvalidVector(m) => Refusal::InvalidVector(m.clone()),
             Error::DuplicateKey(m) => Refusal::DuplicateKey(m.clone()),
+            Error::Conflict(m) => Refusal::Conflict(m.clone()),
             Error::UnknownColumn(m) => Refusal::UnknownColumn(m.clone()),
             Error::Arrow(e) => Refusal::Arrow(e.to_string()),
             Error::Io { .. }
@@ -105,6 +117,7 @@ impl Refusal {
             | Error::Closed
             | Error::Dropped
             | Error::Unavailable(_)
+            | Error::OutcomeUnknown(_)
             | Error::Partial { .. } => {
                 return None;
             }
@@ -121,6 +134,7 @@ impl From<Refusal> for Error {
             }
             Refusal::InvalidVector(m) => Error::InvalidVector(m),
             Refusal::DuplicateKey(m) => Error::DuplicateKey(m),
+            Refusal::Conflict(m) => Error::Conflict(m),
             Refusal::UnknownColumn(m) => Error::UnknownColumn(m),
             Refusal::Arrow(m) => Error::Arrow(arrow::error::ArrowError::InvalidArgumentError(m)),
         }

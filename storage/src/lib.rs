@@ -8,6 +8,7 @@
 //! - [`index`]: vector storage, the HNSW graph (built by hnsw_rs, searched by our own loop),
 //!   brute force; [`distance`]: the SIMD distance kernels shared with the planner.
 //! - [`schema`], [`filter`], [`key`]: the collection's shape, payload predicates, primary keys.
+//! - [`txn`]: a transaction's writes on one shard, applied at once or prepared and resolved.
 //!
 //! It knows nothing of SQL or Raft. `cluster/` drives it: appends commands to the log, applies
 //! committed ones to the shard, and replays the log after `Shard::open` from the shard's
@@ -28,5 +29,6 @@ pub mod schema;
 pub mod segment;
 pub mod shard;
 pub mod synthetic;
+pub mod txn;
 
 pub use error::{Error, Result};

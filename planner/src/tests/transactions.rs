@@ -11,7 +11,6 @@ use vecraft_storage::schema::{CollectionSchema, ColumnDef, ColumnType, VectorSpe
 use vecraft_storage::shard::ShardOptions;
 
 use super::ids;
-use crate::collection::CollectionSource;
 use crate::table::CollectionTable;
 use crate::transaction::{TransactionSlot, TxnSource};
 use crate::{new_session, sql};
@@ -60,7 +59,7 @@ async fn run(ctx: &SessionContext, query: &str) {
 impl Sessions {
     fn commit(&self) {
         let txn = self.slot.take().expect("a transaction is open");
-        let collection: Arc<dyn CollectionSource> = self.collection.clone();
+        let collection = self.collection.clone();
         txn.commit(|name| (name == "items").then(|| collection.clone()))
             .unwrap();
     }
@@ -175,7 +174,7 @@ async fn the_first_committer_wins_and_the_other_commit_applies_nothing() {
     run(&ctx, "INSERT INTO items VALUES (5, '[5,5]', 'theirs')").await;
     run(&s.mine, "INSERT INTO items VALUES (5, '[0,0]', 'mine')").await;
     s.commit();
-    let collection: Arc<dyn CollectionSource> = s.collection.clone();
+    let collection = s.collection.clone();
     let e = theirs
         .take()
         .unwrap()

@@ -5,8 +5,9 @@
 //! and scans and searches answer from the collection with the transaction's rows laid over
 //! it — a touched key shows the transaction's row, or none if it deleted it.
 //!
-//! COMMIT applies the staged commands in the order they were written; ROLLBACK drops them;
-//! a savepoint marks how many there were and what the touched rows were then.
+//! COMMIT sends each collection the transaction's net effect on it, committed atomically
+//! across shards and collections (`vecraft_cluster::txn`); ROLLBACK drops it; a savepoint
+//! marks how many commands there were and what the touched rows were then.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
@@ -20,6 +21,9 @@ use parking_lot::Mutex;
 use vecraft_storage::command::Command;
 use vecraft_storage::filter::{Filter, Scalar};
 use vecraft_storage::key::{Key, keys_of};
+
+use vecraft_cluster::collection::Collection;
+use vecraft_storage::txn::TxnWrite;
 
 use crate::collection::{CollectionSource, Consistency, storage_error};
 use crate::error::VectorError;
@@ -123,6 +127,12 @@ impl TransactionSlot {
         Ok(())
     }
 
+    /// Whether the open transaction holds a savepoint `name`.
+    pub fn has_savepoint(&self, name: &str) -> bool {
+        let slot = self.0.lock();
+        slot.as_ref().is_some_and(|t| t.position(name).is_ok())
+    }
+
     /// `RELEASE name`: forgets the savepoint and the ones taken after it; keeps the writes.
     pub fn release(&self, name: &str) -> Result<()> {
         let mut slot = self.0.lock();
@@ -165,64 +175,72 @@ impl Transaction {
         self.staged.is_empty()
     }
 
-    /// Applies the staged commands in their order, each to the collection `source_of` gives
-    /// for its name. First every INSERT is checked against what other sessions committed
-    /// since it was staged: a key taken meanwhile fails the COMMIT (40001, the first committer
-    /// wins) before anything is applied. A command that fails after that leaves the ones
-    /// before it applied: commit is not yet atomic across commands or shards.
-    pub fn commit(
-        self,
-        source_of: impl Fn(&str) -> Option<Arc<dyn CollectionSource>>,
-    ) -> Result<()> {
-        let sources = self
-            .staged
-            .iter()
-            .map(|(name, _)| {
-                let source = source_of(name).ok_or_else(|| {
-                    VectorError::new("42P01", format!("relation \"{name}\" does not exist"))
-                })?;
-                Ok((name.clone(), source))
-            })
-            .collect::<Result<HashMap<_, _>>>()?;
-        self.check_inserts(&sources)?;
-        for (name, command) in &self.staged {
-            sources[name].write(command)?;
+    /// Commits the transaction: its net effect on each collection it wrote (`collection_of`
+    /// finds them by name), all of it or none (`vecraft_cluster::txn`). A key an INSERT
+    /// created that another session committed meanwhile fails the COMMIT (40001, the first
+    /// committer wins), as does a write that meets another transaction's commit.
+    pub fn commit(self, collection_of: impl Fn(&str) -> Option<Arc<Collection>>) -> Result<()> {
+        let mut names: Vec<&String> = self.overlays.keys().collect();
+        names.sort(); // the first collection's first shard coordinates: the same every time
+        let mut writes = Vec::new();
+        for name in names {
+            let overlay = &self.overlays[name];
+            if overlay.is_empty() {
+                continue;
+            }
+            let collection = collection_of(name).ok_or_else(|| {
+                VectorError::new("42P01", format!("relation \"{name}\" does not exist"))
+            })?;
+            let write = self.net_write(name, overlay, &collection.schema())?;
+            writes.push((name.clone(), collection, write));
         }
-        Ok(())
+        vecraft_cluster::txn::commit(writes).map_err(storage_error)
     }
 
-    /// Refuses the commit when a key an INSERT stages was committed by another session since
-    /// (not one this transaction deleted or emptied before the INSERT).
-    fn check_inserts(&self, sources: &HashMap<String, Arc<dyn CollectionSource>>) -> Result<()> {
-        let mut freed: HashMap<&str, (bool, HashSet<Key>)> = HashMap::new();
-        for (name, command) in &self.staged {
-            let (truncated, deleted) = freed.entry(name).or_default();
+    /// The transaction's net effect on collection `name`: its rows as they are now, the
+    /// keys it removed, and which of its rows' keys it created (they must still be free).
+    fn net_write(
+        &self,
+        name: &str,
+        overlay: &Overlay,
+        schema: &vecraft_storage::schema::CollectionSchema,
+    ) -> Result<TxnWrite> {
+        let created = self.created_keys(name, &schema.primary_key().name)?;
+        let mut deletes = Vec::new();
+        let mut new_keys = Vec::new();
+        for (key, row) in &overlay.rows {
+            match (row, created.contains(key)) {
+                (Some(_), true) => new_keys.push(key.clone()),
+                (None, false) => deletes.push(key.clone()),
+                // Created and removed again: nothing to write.
+                (Some(_), false) | (None, true) => {}
+            }
+        }
+        Ok(TxnWrite {
+            truncate: overlay.truncated,
+            upserts: overlay.live(&schema.arrow_schema())?,
+            deletes,
+            new_keys,
+        })
+    }
+
+    /// The keys the transaction's INSERTs on `name` created: not ones it had deleted (or
+    /// emptied the collection of) before.
+    fn created_keys(&self, name: &str, pk: &str) -> Result<HashSet<Key>> {
+        let (mut truncated, mut deleted) = (false, HashSet::new());
+        let mut created = HashSet::new();
+        for (_, command) in self.staged.iter().filter(|(n, _)| n == name) {
             match command {
-                Command::Truncate => *truncated = true,
+                Command::Truncate => truncated = true,
                 Command::Delete(keys) => deleted.extend(keys.iter().cloned()),
-                Command::Insert(batch) if !*truncated => {
-                    let source = &sources[name];
-                    let pk = source.schema().primary_key().name.clone();
-                    let keys: Vec<Key> = batch_keys(batch, &pk)?
-                        .into_iter()
-                        .filter(|k| !deleted.contains(k))
-                        .collect();
-                    let taken = live_keys(&Overlay::default(), source.as_ref(), &pk, &keys)?;
-                    if let Some(key) = taken.into_iter().next() {
-                        let mut e = VectorError::new(
-                            "40001",
-                            "could not serialize access due to concurrent update",
-                        );
-                        e.detail = Some(format!(
-                            "Key ({pk})=({key}) was committed by another transaction first."
-                        ));
-                        return Err(e.into());
-                    }
+                Command::Insert(batch) | Command::InsertMissing(batch) if !truncated => {
+                    let keys = batch_keys(batch, pk)?;
+                    created.extend(keys.into_iter().filter(|k| !deleted.contains(k)));
                 }
                 _ => {}
             }
         }
-        Ok(())
+        Ok(created)
     }
 
     /// Checks and stages `command` on collection `name` (`base`); the rows it writes or
@@ -296,6 +314,10 @@ impl Transaction {
             }
             // An index is the collection's, not the transaction's: built at once.
             Command::SetIndex { .. } => return base.write(command),
+            Command::Atomic(_) | Command::Prepare { .. } | Command::Resolve { .. } => {
+                let message = "a transaction's commit cannot be staged in a transaction";
+                return Err(VectorError::new("XX000", message).into());
+            }
         };
         self.staged_rows += rows;
         self.staged.push((name.to_string(), command.clone()));
@@ -308,7 +330,8 @@ fn rows_of(command: &Command) -> usize {
     match command {
         Command::Insert(b) | Command::Upsert(b) | Command::InsertMissing(b) => b.num_rows(),
         Command::Delete(keys) => keys.len(),
-        Command::Truncate | Command::SetIndex { .. } => 0,
+        Command::Atomic(write) | Command::Prepare { write, .. } => write.rows(),
+        Command::Truncate | Command::SetIndex { .. } | Command::Resolve { .. } => 0,
     }
 }
 

@@ -138,6 +138,7 @@ impl Inner {
                 durable_index: durable,
                 next_segment_id: state.next_segment_id,
                 segments,
+                txns: state.txns.persisted(durable)?,
             };
             (manifest, tombstones)
         };
@@ -150,6 +151,7 @@ impl Inner {
             let mut state = self.state.write();
             // Only now may callers purge the log up to it.
             state.durable_index = state.durable_index.max(manifest.durable_index);
+            state.txns.forget_durable(manifest.durable_index);
             for entry in &manifest.segments {
                 if let Some(slot) = state.slots.iter_mut().find(|s| s.id == entry.id) {
                     slot.persisted_version = slot.persisted_version.max(entry.tombstone_version);
@@ -166,19 +168,19 @@ impl Inner {
             if index <= state.applied_index {
                 return Ok(Applied::default());
             }
-            let deleted = state.keymap.len() as u64;
-            state.freeze(); // moves the growing rows out of the way...
-            state.slots.clear(); // ...and drops every segment (files go after the manifest)
-            state.growing_dead.clear();
-            state.keymap.clear();
+            if let Err(e) = state.txns.check_free(None, true, std::iter::empty(), "") {
+                state.skip(index);
+                return Err(e);
+            }
+            let deleted = state.clear();
             state.applied_index = index;
             deleted
         };
         self.persist_locked()?;
         Ok(Applied {
             fresh: true,
-            rows_written: 0,
             rows_deleted: deleted,
+            ..Applied::default()
         })
     }
 
@@ -208,8 +210,7 @@ impl Inner {
         self.persist_locked()?;
         Ok(Applied {
             fresh: true,
-            rows_written: 0,
-            rows_deleted: 0,
+            ..Applied::default()
         })
     }
 

@@ -12,6 +12,7 @@ use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 
 use super::state::{segment_dir, segments_dir};
+use super::txns::PersistedTxn;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::write_atomic;
 use crate::schema::CollectionSchema;
@@ -33,6 +34,9 @@ pub struct Manifest {
     pub durable_index: u64,
     pub next_segment_id: u64,
     pub segments: Vec<ManifestSegment>,
+    /// Transactions prepared at or before `durable_index` (`txns.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub txns: Vec<PersistedTxn>,
 }
 
 pub fn tombstone_file(version: u64) -> String {
@@ -47,6 +51,7 @@ impl Manifest {
             durable_index: 0,
             next_segment_id: 1,
             segments: Vec::new(),
+            txns: Vec::new(),
         }
     }
 

@@ -15,6 +15,9 @@
 //! briefly. Sealing, compaction, snapshots and installs serialise on `maintenance` and do
 //! their slow work (building graphs, writing files) outside the state lock.
 
+mod commit;
+#[cfg(test)]
+mod commit_tests;
 mod maintain;
 mod manifest;
 mod read;
@@ -22,6 +25,7 @@ mod snapshot;
 mod state;
 #[cfg(test)]
 mod tests;
+mod txns;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,6 +36,7 @@ use parking_lot::{Mutex, RwLock};
 
 pub use read::{DISTANCE_COLUMN, SearchRequest};
 pub use snapshot::{SnapshotContents, SnapshotInfo};
+pub use txns::{PendingTxn, parse_txn_hex, txn_hex};
 
 use crate::command::Command;
 use crate::error::{Error, Result};
@@ -64,6 +69,10 @@ pub struct Applied {
     pub rows_written: u64,
     /// Rows that existed and were removed (by delete; upserts replacing a row don't count).
     pub rows_deleted: u64,
+    /// For `Command::Resolve`: whether the transaction committed (on its coordinator's
+    /// shard, the first resolution's answer).
+    #[serde(default)]
+    pub committed: Option<bool>,
 }
 
 /// Counters for tests, metrics and EXPLAIN.
@@ -91,7 +100,11 @@ pub fn check_shape(schema: &CollectionSchema, command: &Command) -> Result<()> {
         Command::Upsert(batch) | Command::Insert(batch) | Command::InsertMissing(batch) => {
             normalize(schema, batch).map(|_| ())
         }
-        Command::Delete(_) | Command::Truncate => Ok(()),
+        Command::Delete(_) | Command::Truncate | Command::Resolve { .. } => Ok(()),
+        Command::Atomic(write) | Command::Prepare { write, .. } => match &write.upserts {
+            Some(batch) => normalize(schema, batch).map(|_| ()),
+            None => Ok(()),
+        },
         Command::SetIndex {
             column,
             metric,
@@ -186,11 +199,10 @@ impl Shard {
                         }
                         false => rows,
                     };
+                    let pk = &schema.primary_key().name;
+                    state.txns.check_free(None, false, rows.keys.iter(), pk)?;
                     if insert {
-                        if let Err(e) = state.check_new_keys(&rows.keys) {
-                            state.skip(index);
-                            return Err(e);
-                        }
+                        state.check_new_keys(&rows.keys)?;
                     }
                     Ok(state.upsert(index, rows))
                 });
@@ -202,8 +214,23 @@ impl Shard {
                     }
                 }
             }
-            Command::Delete(keys) => self.inner.state.write().delete(index, keys),
+            Command::Delete(keys) => {
+                let pk = self.schema().primary_key().name.clone();
+                let mut state = self.inner.state.write();
+                if let Err(e) = state.txns.check_free(None, false, keys.iter(), &pk) {
+                    state.skip(index);
+                    return Err(e);
+                }
+                state.delete(index, keys)
+            }
             Command::Truncate => return self.inner.truncate(index),
+            Command::Atomic(write) => return self.apply_atomic(index, write),
+            Command::Prepare {
+                txn,
+                coordinator,
+                write,
+            } => return self.apply_prepare(index, *txn, coordinator, write),
+            Command::Resolve { txn, commit } => return self.apply_resolve(index, *txn, *commit),
             Command::SetIndex {
                 column,
                 metric,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use roaring::RoaringBitmap;
 
 use super::manifest::Manifest;
+use super::txns::Txns;
 use super::{Applied, ShardStats};
 use crate::error::{Error, Result};
 use crate::key::{Key, keys_of};
@@ -62,6 +63,8 @@ pub struct State {
     pub slots: Vec<Slot>,
     pub keymap: HashMap<Key, RowRef>,
     pub next_segment_id: u64,
+    /// Transactions prepared here and not yet resolved (and recent outcomes).
+    pub txns: Txns,
 }
 
 pub fn segments_dir(dir: &Path) -> PathBuf {
@@ -121,6 +124,7 @@ impl State {
             });
         }
         let mut state = State {
+            txns: Txns::load(&schema, &manifest.txns)?,
             growing: MemSegment::new(&vector_dims(&schema)),
             schema,
             applied_index: manifest.durable_index,
@@ -183,6 +187,18 @@ impl State {
         if index <= self.applied_index {
             return Applied::default(); // applied by a concurrent caller meanwhile
         }
+        let written = self.append_rows(rows);
+        self.applied_index = index;
+        Applied {
+            fresh: true,
+            rows_written: written,
+            ..Applied::default()
+        }
+    }
+
+    /// Appends `rows` to the growing segment, each replacing its key's older row; returns
+    /// how many were written.
+    pub fn append_rows(&mut self, rows: NormalizedRows) -> u64 {
         let keys = rows.keys.clone();
         let first = self.growing.append(rows);
         for (i, key) in keys.into_iter().enumerate() {
@@ -194,18 +210,11 @@ impl State {
                 self.kill(old);
             }
         }
-        self.applied_index = index;
-        Applied {
-            fresh: true,
-            rows_written: (self.growing.num_rows() - first) as u64,
-            rows_deleted: 0,
-        }
+        (self.growing.num_rows() - first) as u64
     }
 
-    pub fn delete(&mut self, index: u64, keys: &[Key]) -> Applied {
-        if index <= self.applied_index {
-            return Applied::default();
-        }
+    /// Removes the rows of `keys` (absent ones are ignored); returns how many there were.
+    pub fn delete_keys(&mut self, keys: &[Key]) -> u64 {
         let mut deleted = 0;
         for key in keys {
             if let Some(old) = self.keymap.remove(key) {
@@ -213,11 +222,29 @@ impl State {
                 deleted += 1;
             }
         }
+        deleted
+    }
+
+    /// Drops every row; returns how many were live. The next persist removes the files.
+    pub fn clear(&mut self) -> u64 {
+        let deleted = self.keymap.len() as u64;
+        self.freeze(); // moves the growing rows out of the way...
+        self.slots.clear(); // ...and drops every segment (files go after the manifest)
+        self.growing_dead.clear();
+        self.keymap.clear();
+        deleted
+    }
+
+    pub fn delete(&mut self, index: u64, keys: &[Key]) -> Applied {
+        if index <= self.applied_index {
+            return Applied::default();
+        }
+        let deleted = self.delete_keys(keys);
         self.applied_index = index;
         Applied {
             fresh: true,
-            rows_written: 0,
             rows_deleted: deleted,
+            ..Applied::default()
         }
     }
 

@@ -18,7 +18,7 @@ use crate::schema::{
     vector_arrow_type,
 };
 
-fn schema(dims: usize, metric: Metric) -> CollectionSchema {
+pub(super) fn schema(dims: usize, metric: Metric) -> CollectionSchema {
     CollectionSchema::new(
         vec![
             ColumnDef::new("id", ColumnType::Int64, false),
@@ -38,7 +38,7 @@ fn schema(dims: usize, metric: Metric) -> CollectionSchema {
     .unwrap()
 }
 
-fn batch(ids: &[i64], vectors: &[Vec<f32>]) -> RecordBatch {
+pub(super) fn batch(ids: &[i64], vectors: &[Vec<f32>]) -> RecordBatch {
     let dims = vectors[0].len();
     let flat: Vec<f32> = vectors.iter().flatten().copied().collect();
     let vec_array = vector_array(dims, flat, None);
@@ -67,14 +67,14 @@ fn mixture(n: usize, dims: usize, seed: u64) -> Vec<Vec<f32>> {
     flat.chunks_exact(dims).map(|v| v.to_vec()).collect()
 }
 
-fn opts(threshold: usize) -> ShardOptions {
+pub(super) fn opts(threshold: usize) -> ShardOptions {
     ShardOptions {
         seal_threshold_rows: threshold,
         background_seal: false,
     }
 }
 
-fn ids_of(batch: &RecordBatch) -> Vec<i64> {
+pub(super) fn ids_of(batch: &RecordBatch) -> Vec<i64> {
     let col = batch.column_by_name("id").unwrap();
     col.as_primitive::<Int64Type>().values().to_vec()
 }

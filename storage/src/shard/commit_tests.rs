@@ -1,0 +1,154 @@
+//! A shard's part in transactions: a prepared write locks its keys and shows nothing until
+//! it commits; the first resolution stands; a write created key taken meanwhile fails the
+//! later committer; a prepared transaction survives a restart, durable or replayed.
+
+use super::tests::{batch, ids_of, opts, schema};
+use super::{Applied, Shard};
+use crate::command::Command;
+use crate::distance::Metric;
+use crate::error::Error;
+use crate::key::Key;
+use crate::txn::{Coordinator, TxnWrite};
+
+fn rows(ids: &[i64]) -> arrow::array::RecordBatch {
+    let vectors: Vec<Vec<f32>> = ids.iter().map(|i| vec![*i as f32, 1.0]).collect();
+    batch(ids, &vectors)
+}
+
+fn ids(shard: &Shard) -> Vec<i64> {
+    let mut ids: Vec<i64> = shard
+        .scan(None, None)
+        .unwrap()
+        .iter()
+        .flat_map(ids_of)
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+fn insert(ids: &[i64], deletes: &[i64]) -> TxnWrite {
+    TxnWrite {
+        upserts: Some(rows(ids)),
+        deletes: deletes.iter().copied().map(Key::Int).collect(),
+        new_keys: ids.iter().copied().map(Key::Int).collect(),
+        truncate: false,
+    }
+}
+
+fn prepare(txn: u128, write: TxnWrite) -> Command {
+    Command::Prepare {
+        txn,
+        coordinator: Coordinator {
+            collection: "items".into(),
+            shard: 0,
+        },
+        write,
+    }
+}
+
+fn resolve(txn: u128, commit: bool) -> Command {
+    Command::Resolve { txn, commit }
+}
+
+fn committed(applied: Applied) -> Option<bool> {
+    applied.committed
+}
+
+#[test]
+fn a_prepared_write_locks_its_keys_and_shows_at_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = Shard::open(dir.path(), Some(schema(2, Metric::L2)), opts(1000)).unwrap();
+    shard.apply(1, &Command::Upsert(rows(&[1, 2]))).unwrap();
+    shard.apply(2, &prepare(7, insert(&[3], &[1]))).unwrap();
+    assert_eq!(ids(&shard), [1, 2], "nothing shows before the commit");
+    assert_eq!(shard.pending_txns().len(), 1);
+    // The keys it writes or deletes take no other write meanwhile.
+    let blocked = shard.apply(3, &Command::Upsert(rows(&[3])));
+    assert!(matches!(blocked, Err(Error::Conflict(_))), "{blocked:?}");
+    let blocked = shard.apply(4, &Command::Delete(vec![Key::Int(1)]));
+    assert!(matches!(blocked, Err(Error::Conflict(_))), "{blocked:?}");
+    let blocked = shard.apply(5, &prepare(8, insert(&[3], &[])));
+    assert!(matches!(blocked, Err(Error::Conflict(_))), "{blocked:?}");
+    shard.apply(6, &Command::Upsert(rows(&[4]))).unwrap();
+    assert_eq!(
+        committed(shard.apply(7, &resolve(7, true)).unwrap()),
+        Some(true)
+    );
+    assert_eq!(ids(&shard), [2, 3, 4]);
+    // The first resolution stands; the keys are free again.
+    assert_eq!(
+        committed(shard.apply(8, &resolve(7, false)).unwrap()),
+        Some(true)
+    );
+    assert!(shard.pending_txns().is_empty());
+    shard.apply(9, &Command::Delete(vec![Key::Int(3)])).unwrap();
+    assert_eq!(ids(&shard), [2, 4]);
+}
+
+#[test]
+fn a_created_key_taken_meanwhile_fails_the_later_committer() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = Shard::open(dir.path(), Some(schema(2, Metric::L2)), opts(1000)).unwrap();
+    shard.apply(1, &Command::Insert(rows(&[5]))).unwrap();
+    let refused = shard.apply(2, &Command::Atomic(insert(&[4, 5], &[])));
+    assert!(
+        matches!(&refused, Err(Error::Conflict(d)) if d.contains("(id)=(5)")),
+        "{refused:?}"
+    );
+    assert_eq!(ids(&shard), [5], "a refused transaction writes nothing");
+    shard
+        .apply(3, &Command::Atomic(insert(&[4, 6], &[5])))
+        .unwrap();
+    assert_eq!(ids(&shard), [4, 6]);
+    // An abort recorded first (the coordinator timed out) refuses the late prepare.
+    assert_eq!(
+        committed(shard.apply(4, &resolve(9, false)).unwrap()),
+        Some(false)
+    );
+    let late = shard.apply(5, &prepare(9, insert(&[7], &[])));
+    assert!(matches!(late, Err(Error::Conflict(_))), "{late:?}");
+    let unknown = shard.apply(6, &resolve(10, true));
+    assert!(
+        matches!(unknown, Err(Error::InvalidArgument(_))),
+        "{unknown:?}"
+    );
+}
+
+#[test]
+fn prepared_transactions_survive_a_restart_durable_or_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = [
+        Command::Upsert(rows(&[1])),
+        prepare(1, insert(&[2], &[])),
+        prepare(2, insert(&[3], &[1])),
+    ];
+    {
+        let shard = Shard::open(dir.path(), Some(schema(2, Metric::L2)), opts(1000)).unwrap();
+        for (i, c) in log.iter().enumerate() {
+            shard.apply(i as u64 + 1, c).unwrap();
+        }
+        shard.flush().unwrap(); // both prepared ones are in the manifest now
+        shard.apply(4, &resolve(1, true)).unwrap(); // replayed after the restart
+    }
+    let shard = Shard::open(dir.path(), None, opts(1000)).unwrap();
+    assert_eq!(shard.applied_index(), 3);
+    assert_eq!(shard.pending_txns().len(), 2, "both are prepared again");
+    shard.apply(4, &resolve(1, true)).unwrap();
+    let blocked = shard.apply(5, &Command::Delete(vec![Key::Int(1)]));
+    assert!(
+        matches!(blocked, Err(Error::Conflict(_))),
+        "a reloaded lock holds"
+    );
+    shard.apply(6, &resolve(2, true)).unwrap();
+    assert_eq!(ids(&shard), [2, 3]);
+    shard.flush().unwrap();
+    drop(shard);
+    let shard = Shard::open(dir.path(), None, opts(1000)).unwrap();
+    assert!(shard.pending_txns().is_empty());
+    assert_eq!(ids(&shard), [2, 3]);
+    // The outcome is still known to whoever asks.
+    assert_eq!(
+        committed(shard.apply(7, &resolve(2, false)).unwrap()),
+        Some(true)
+    );
+}
