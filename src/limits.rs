@@ -35,9 +35,14 @@ pub struct LimitArgs {
     /// node_memory_bytes]
     #[arg(long, value_name = "BYTES")]
     pub query_memory_bytes: Option<usize>,
-    /// Close sessions idle this long, with 57P05; 0 never does [default: 0]
+    /// Close sessions idle this long outside a transaction block, with 57P05; 0 never does
+    /// [default: 0]
     #[arg(long, value_name = "MS")]
     pub idle_session_timeout_ms: Option<u64>,
+    /// Close sessions idle this long inside a transaction block, with 25P03 (the block rolls
+    /// back); 0 never does. Sessions may SET idle_in_transaction_session_timeout [default: 0]
+    #[arg(long, value_name = "MS")]
+    pub idle_in_transaction_session_timeout_ms: Option<u64>,
     /// Drop clients that have not logged in within this time [default: 60000]
     #[arg(long, value_name = "MS")]
     pub startup_timeout_ms: Option<u64>,
@@ -61,6 +66,9 @@ impl LimitArgs {
             idle_session_timeout_ms: self
                 .idle_session_timeout_ms
                 .or(other.idle_session_timeout_ms),
+            idle_in_transaction_session_timeout_ms: self
+                .idle_in_transaction_session_timeout_ms
+                .or(other.idle_in_transaction_session_timeout_ms),
             startup_timeout_ms: self.startup_timeout_ms.or(other.startup_timeout_ms),
         }
     }
@@ -86,6 +94,9 @@ impl LimitArgs {
             idle_session_timeout: set
                 .idle_session_timeout_ms
                 .map_or(d.idle_session_timeout, ms),
+            idle_in_transaction_session_timeout: set
+                .idle_in_transaction_session_timeout_ms
+                .map_or(d.idle_in_transaction_session_timeout, ms),
             startup_timeout: set.startup_timeout_ms.map_or(d.startup_timeout, ms),
         };
         if limits.max_connections == 0 {

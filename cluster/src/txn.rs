@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vecraft_storage::command::Command;
+use vecraft_storage::error::Refusal;
 use vecraft_storage::shard::{Applied, parse_txn_hex};
 use vecraft_storage::txn::{Coordinator, TxnId, TxnWrite};
 use vecraft_storage::{Error, Result};
@@ -92,9 +93,14 @@ fn two_phases(parts: &[ShardPart], txn: TxnId) -> Result<()> {
         part.shard.check(&prepare(part))?;
     }
     let (coordinator, others) = parts.split_first().expect("two parts or more");
-    if let Err(e) = coordinator.shard.propose(&prepare(coordinator)) {
-        abort(parts, txn); // it may have been logged before the failure
-        return Err(e);
+    match coordinator.shard.propose(&prepare(coordinator)) {
+        Ok(_) => {}
+        // Refused where it was decided: nothing was prepared anywhere.
+        Err(e) if Refusal::of(&e).is_some() => return Err(e),
+        Err(e) => {
+            abort(parts, txn); // it may have been logged before the failure
+            return Err(e);
+        }
     }
     let prepared = on_each(others, |part| part.shard.propose(&prepare(part)));
     if let Some(e) = prepared.into_iter().find_map(Result::err) {

@@ -217,6 +217,31 @@ def test_a_failed_savepoint_block_rolls_back_and_the_transaction_goes_on(conn, d
     assert conn.execute(f"SELECT id FROM {table} ORDER BY id").fetchall() == [(1,), (3,)]
 
 
+def test_idle_in_transaction_timeout_ends_the_session_and_its_block(conn, dsn, table):
+    """`idle_in_transaction_session_timeout`: a session idle inside a block past it is ended
+    (25P03) and the block's writes are gone; outside a block the setting does not apply."""
+    import select
+
+    conn.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, embedding vector(2))")
+    with psycopg.connect(dsn, autocommit=True) as idle:
+        idle.execute("SET idle_in_transaction_session_timeout = '300ms'")
+        show = idle.execute("SHOW idle_in_transaction_session_timeout").fetchone()
+        assert show == ("300ms",)
+        # Idle outside a block for twice the timeout: the server sends nothing.
+        assert select.select([idle.fileno()], [], [], 0.6)[0] == []
+        assert idle.execute("SELECT 1").fetchone() == (1,)
+        idle.execute("BEGIN")
+        idle.execute(f"INSERT INTO {table} VALUES (1, '[1,1]')")
+        # The server ends the session: its socket becomes readable (the FATAL, then EOF).
+        readable, _, _ = select.select([idle.fileno()], [], [], 30)
+        assert readable, "the session was not ended within 30 s"
+        with pytest.raises(psycopg.Error) as ended:
+            idle.execute("SELECT 1")
+        assert ended.value.sqlstate in (None, "25P03"), ended.value
+        assert idle.closed or idle.broken
+    assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
+
+
 def test_a_transaction_is_its_own_until_commit(conn, dsn, table):
     """Writes in a transaction (INSERT, UPDATE, DELETE, COPY) are seen by its own scans and
     kNN searches, by no other session until COMMIT, and are gone after ROLLBACK; a savepoint

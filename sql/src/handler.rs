@@ -76,6 +76,11 @@ impl Connection {
         })
     }
 
+    /// The connection's session.
+    pub fn session(&self) -> Arc<Session> {
+        self.session.clone()
+    }
+
     /// Runs one statement under the session's `statement_timeout` (57014 when it passes; the
     /// statement's work stops with its future).
     ///

@@ -28,8 +28,12 @@ pub struct Limits {
     pub node_memory_bytes: usize,
     /// Memory one query may hold; 53200 beyond it.
     pub query_memory_bytes: usize,
-    /// A session idle this long is closed (57P05); zero never closes it.
+    /// A session idle this long outside a block is closed (57P05); zero never closes it.
     pub idle_session_timeout: Duration,
+    /// A session idle this long inside a block is closed (25P03) and its block rolled back;
+    /// zero never closes it. The default of `idle_in_transaction_session_timeout`, which a
+    /// session may SET.
+    pub idle_in_transaction_session_timeout: Duration,
     /// A client that has not finished logging in by then is dropped
     /// (PostgreSQL's `authentication_timeout`).
     pub startup_timeout: Duration,
@@ -46,6 +50,7 @@ impl Default for Limits {
             node_memory_bytes: default_node_memory_bytes(),
             query_memory_bytes: default_node_memory_bytes() / 4,
             idle_session_timeout: Duration::ZERO,
+            idle_in_transaction_session_timeout: Duration::ZERO,
             startup_timeout: Duration::from_secs(60),
         }
     }

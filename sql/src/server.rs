@@ -67,11 +67,13 @@ pub async fn serve_with(
             admission.clone(),
             memory.clone(),
         );
+        let session = connection.session();
+        let idle_in_transaction = move || session.idle_in_transaction_timeout();
         let handlers = Arc::new(Handlers(connection));
         let limits = admission.limits.clone();
         tokio::spawn(async move {
             // A connection's protocol errors end that connection only.
-            let _ = serve_connection(socket, handlers, &limits).await;
+            let _ = serve_connection(socket, handlers, &limits, idle_in_transaction).await;
             drop(slot);
         });
     }

@@ -41,8 +41,8 @@ use crate::limits::Limits;
 use crate::prepared::Prepared;
 use crate::schemas::table_reference;
 use crate::settings::{
-    STATEMENT_TIMEOUT, SetAction, format_duration_ms, prepare_set, show_name, show_value,
-    statement_timeout_of,
+    STATEMENT_TIMEOUT, SetAction, TIMEOUTS, format_duration_ms, prepare_set, show_name, show_value,
+    timeout_of,
 };
 use vecraft_storage::names::split_qualified;
 
@@ -67,6 +67,10 @@ pub struct Session {
     pub(crate) copy: Mutex<Option<CopyIn>>,
     /// `statement_timeout` in milliseconds; zero for none.
     statement_timeout_ms: AtomicU64,
+    /// `idle_in_transaction_session_timeout` in milliseconds (zero for none), and the node's
+    /// default for it (what RESET goes back to).
+    idle_in_transaction_timeout_ms: AtomicU64,
+    idle_in_transaction_default_ms: u64,
     /// The longest COPY line accepted.
     pub(crate) max_copy_line_bytes: usize,
     /// Inside BEGIN … COMMIT/ROLLBACK (`SET LOCAL` lasts until the block ends).
@@ -104,6 +108,7 @@ impl Session {
             ctx.register_udf(udf);
         }
         debug_assert!(installed.is_ok(), "{installed:?}");
+        let idle_in_transaction_ms = limits.idle_in_transaction_session_timeout.as_millis() as u64;
         Arc::new(Session {
             catalog,
             ctx,
@@ -113,6 +118,8 @@ impl Session {
             settings_generation: AtomicU64::new(0),
             copy: Mutex::new(None),
             statement_timeout_ms: AtomicU64::new(0),
+            idle_in_transaction_timeout_ms: AtomicU64::new(idle_in_transaction_ms),
+            idle_in_transaction_default_ms: idle_in_transaction_ms,
             max_copy_line_bytes: limits.max_copy_line_bytes,
             in_transaction: AtomicBool::new(false),
             local_undo: Mutex::new(Vec::new()),
@@ -126,6 +133,28 @@ impl Session {
         match self.statement_timeout_ms.load(Ordering::Acquire) {
             0 => None,
             ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    /// How long the session may sit idle inside a block; zero for ever.
+    pub fn idle_in_transaction_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_in_transaction_timeout_ms.load(Ordering::Acquire))
+    }
+
+    /// The session's own setting `name` (one of `settings::TIMEOUTS`), in milliseconds.
+    pub(crate) fn timeout_ms(&self, name: &str) -> &AtomicU64 {
+        debug_assert!(TIMEOUTS.contains(&name), "{name}");
+        match name {
+            STATEMENT_TIMEOUT => &self.statement_timeout_ms,
+            _ => &self.idle_in_transaction_timeout_ms,
+        }
+    }
+
+    /// What RESET sets the session's own setting `name` to.
+    pub(crate) fn timeout_default_ms(&self, name: &str) -> u64 {
+        match name {
+            STATEMENT_TIMEOUT => 0,
+            _ => self.idle_in_transaction_default_ms,
         }
     }
 

@@ -56,20 +56,25 @@ const IGNORED: &[&str] = &[
 
 /// PostgreSQL's limit on a statement's time, kept by the session (see `Session`).
 pub const STATEMENT_TIMEOUT: &str = "statement_timeout";
+/// PostgreSQL's limit on the time a session may sit idle inside a block: the connection ends
+/// with 25P03 (`socket.rs`), and the block with it.
+pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "idle_in_transaction_session_timeout";
+/// The settings in milliseconds the session keeps itself.
+pub const TIMEOUTS: [&str; 2] = [STATEMENT_TIMEOUT, IDLE_IN_TRANSACTION_TIMEOUT];
 
-/// The milliseconds a `SET statement_timeout …` sets (`None` for another setting): a
-/// number of milliseconds, or a string with a unit (`'100ms'`, `'5s'`, `'1min'`), or
-/// `DEFAULT` (0, no limit); 22023 for anything else, as PostgreSQL answers.
-pub fn statement_timeout_of(set: &Set) -> PgWireResult<Option<u64>> {
+/// The setting (one of [`TIMEOUTS`]) and milliseconds a `SET` sets (`None` for another
+/// setting): a number of milliseconds, or a string with a unit (`'100ms'`, `'5s'`, `'1min'`),
+/// or `DEFAULT` (0, no limit); 22023 for anything else, as PostgreSQL answers.
+pub fn timeout_of(set: &Set) -> PgWireResult<Option<(&'static str, u64)>> {
     let (name, value) = match set {
         Set::SingleAssignment {
             variable, values, ..
         } => (variable.to_string().to_lowercase(), values.first()),
         _ => return Ok(None),
     };
-    if name != STATEMENT_TIMEOUT {
+    let Some(name) = TIMEOUTS.into_iter().find(|t| *t == name) else {
         return Ok(None);
-    }
+    };
     let text = match value {
         Some(Expr::Value(v)) => match &v.value {
             Value::Number(n, _) => n.clone(),
@@ -80,12 +85,13 @@ pub fn statement_timeout_of(set: &Set) -> PgWireResult<Option<u64>> {
         Some(other) => other.to_string(),
         None => "0".into(),
     };
-    parse_duration_ms(&text).map(Some).ok_or_else(|| {
-        user_error(
+    match parse_duration_ms(&text) {
+        Some(ms) => Ok(Some((name, ms))),
+        None => Err(user_error(
             "22023",
-            format!("invalid value for parameter \"{STATEMENT_TIMEOUT}\": \"{text}\""),
-        )
-    })
+            format!("invalid value for parameter \"{name}\": \"{text}\""),
+        )),
+    }
 }
 
 /// A duration as PostgreSQL reads a time setting whose unit is milliseconds.

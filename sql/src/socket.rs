@@ -19,7 +19,7 @@ use futures::{SinkExt, StreamExt};
 use pgwire::api::{
     ClientInfo, DefaultClient, ErrorHandler, PgWireConnectionState, PgWireServerHandlers,
 };
-use pgwire::messages::response::{GssEncResponse, SslResponse};
+use pgwire::messages::response::{GssEncResponse, SslResponse, TransactionStatus};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage, SslNegotiationMetaMessage};
 use pgwire::tokio::server::{PgWireMessageServerCodec, process_error, process_message};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -120,12 +120,14 @@ impl AsyncWrite for Coalescing {
 
 /// Serves one client until it disconnects: encryption requests refused, then pgwire's
 /// startup, simple, extended and COPY handling, message by message. A client that has not
-/// logged in within the startup timeout, or stays idle past the idle timeout, is dropped; a
-/// malformed message ends the connection with 08P01.
+/// logged in within the startup timeout, or stays idle past the idle timeout (outside a
+/// block) or `idle_in_transaction()` (inside one), is dropped; a malformed message ends the
+/// connection with 08P01.
 pub async fn serve_connection<H: PgWireServerHandlers>(
     socket: TcpStream,
     handlers: H,
     limits: &Limits,
+    idle_in_transaction: impl Fn() -> Duration,
 ) -> io::Result<()> {
     let peer = socket.peer_addr()?;
     socket.set_nodelay(true)?;
@@ -157,15 +159,29 @@ pub async fn serve_connection<H: PgWireServerHandlers>(
                 _ = &mut startup_timeout => None,
                 message = socket.next() => message,
             }
-        } else if limits.idle_session_timeout.is_zero() {
-            socket.next().await
         } else {
-            match tokio::time::timeout(limits.idle_session_timeout, socket.next()).await {
-                Ok(message) => message,
-                Err(_) => {
-                    let reason = "terminating connection due to idle-session timeout";
-                    send_fatal(&mut socket, "57P05", reason).await;
-                    break;
+            // PostgreSQL's two idle limits: inside a block, and outside one.
+            let (idle, code, reason) = match socket.transaction_status() {
+                TransactionStatus::Idle => (
+                    limits.idle_session_timeout,
+                    "57P05",
+                    "terminating connection due to idle-session timeout",
+                ),
+                _ => (
+                    idle_in_transaction(),
+                    "25P03",
+                    "terminating connection due to idle-in-transaction timeout",
+                ),
+            };
+            if idle.is_zero() {
+                socket.next().await
+            } else {
+                match tokio::time::timeout(idle, socket.next()).await {
+                    Ok(message) => message,
+                    Err(_) => {
+                        send_fatal(&mut socket, code, reason).await;
+                        break;
+                    }
                 }
             }
         };

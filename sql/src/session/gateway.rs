@@ -187,8 +187,8 @@ impl Session {
             Statement::ShowVariable { variable } => {
                 let name = show_name(variable);
                 let value = match name.as_str() {
-                    STATEMENT_TIMEOUT => {
-                        format_duration_ms(self.statement_timeout_ms.load(Ordering::Acquire))
+                    own if TIMEOUTS.contains(&own) => {
+                        format_duration_ms(self.timeout_ms(own).load(Ordering::Acquire))
                     }
                     _ => show_value(&self.ctx, &name)?,
                 };
@@ -210,8 +210,8 @@ impl Session {
             }
             Statement::Set(set) => {
                 self.set_search_path(set)?;
-                if let Some(ms) = statement_timeout_of(set)? {
-                    self.statement_timeout_ms.store(ms, Ordering::Release);
+                if let Some((name, ms)) = timeout_of(set)? {
+                    self.timeout_ms(name).store(ms, Ordering::Release);
                 }
                 Response::Execution(Tag::new("SET"))
             }
@@ -226,7 +226,7 @@ impl Session {
                 self.prepared.lock().clear(); // the search path may go back too
                 let state = self.ctx.state();
                 let options = state.config().options();
-                let mut names = vec![STATEMENT_TIMEOUT.to_string()];
+                let mut names: Vec<String> = TIMEOUTS.iter().map(|t| t.to_string()).collect();
                 for (prefix, entries) in [
                     (
                         HnswOptions::PREFIX,
@@ -256,8 +256,9 @@ impl Session {
             },
         };
         for name in names {
-            if name == STATEMENT_TIMEOUT {
-                self.statement_timeout_ms.store(0, Ordering::Release);
+            if let Some(own) = TIMEOUTS.into_iter().find(|t| *t == name) {
+                let default = self.timeout_default_ms(own);
+                self.timeout_ms(own).store(default, Ordering::Release);
                 continue;
             }
             if crate::settings::is_ignored(&name) {

@@ -21,6 +21,8 @@ mod commit_tests;
 mod maintain;
 mod manifest;
 mod read;
+#[cfg(test)]
+mod scan_tests;
 mod snapshot;
 mod state;
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! scan of them is cheaper (and always returns k when k match). Growing and frozen segments,
 //! and `exact` requests, are brute force.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, Float64Array, RecordBatch};
@@ -17,9 +18,10 @@ use super::Shard;
 use super::state::State;
 use crate::distance::{Metric, validate_vector};
 use crate::error::{Error, Result};
-use crate::filter::Filter;
+use crate::filter::{CmpOp, Filter, Scalar};
 use crate::index::graph::{Scored, brute_force};
 use crate::index::vectors::Query;
+use crate::key::Key;
 use crate::schema::{CollectionSchema, DEFAULT_EF_SEARCH, MAX_EF_SEARCH};
 use crate::segment::Segment;
 use crate::segment::rows::take_column;
@@ -184,12 +186,24 @@ impl Shard {
                 .map(|&c| field_of(&schema, c))
                 .collect::<Vec<_>>(),
         ));
+        // `pk = v` or `pk IN (…)`: the key map says where the rows are.
+        let mut by_key = filter
+            .and_then(|f| named_keys(f, &schema))
+            .map(|keys| rows_of_keys(&state, &keys));
+        let ids = state.slots.iter().map(|s| s.id).chain([state.growing_id]);
         let mut batches = Vec::new();
-        for (segment, dead) in segments_of(&state) {
-            let mask = filter_mask(filter, segment)?;
-            let rows: Vec<u32> = (0..segment.num_rows())
-                .filter(|&r| !dead.contains(r) && mask.as_ref().is_none_or(|m| m.value(r as usize)))
-                .collect();
+        for ((segment, dead), id) in segments_of(&state).into_iter().zip(ids) {
+            let rows: Vec<u32> = match by_key.as_mut() {
+                Some(found) => found.remove(&id).unwrap_or_default(),
+                None => {
+                    let mask = filter_mask(filter, segment)?;
+                    (0..segment.num_rows())
+                        .filter(|&r| {
+                            !dead.contains(r) && mask.as_ref().is_none_or(|m| m.value(r as usize))
+                        })
+                        .collect()
+                }
+            };
             if rows.is_empty() {
                 continue;
             }
@@ -216,6 +230,43 @@ impl Shard {
 }
 
 /// Every segment with its tombstones: slots oldest first, then the growing segment.
+/// The keys `filter` admits when all it says is `pk = v` or `pk IN (…)` (`None` otherwise).
+fn named_keys(filter: &Filter, schema: &CollectionSchema) -> Option<Vec<Key>> {
+    let pk = schema.primary_key();
+    let integer = matches!(pk.ty.arrow_type(), DataType::Int64 | DataType::Int32);
+    let key = |value: &Scalar| match value {
+        Scalar::Int(v) if integer => Some(Key::Int(*v)),
+        Scalar::Text(t) if pk.ty.arrow_type() == DataType::Utf8 => Some(Key::Text(t.clone())),
+        _ => None,
+    };
+    match filter {
+        Filter::Compare {
+            column,
+            op: CmpOp::Eq,
+            value,
+        } if *column == pk.name => Some(vec![key(value)?]),
+        Filter::In {
+            column,
+            values,
+            negated: false,
+        } if *column == pk.name => values.iter().map(key).collect(),
+        _ => None,
+    }
+}
+
+/// Where the live rows of `keys` are: their row numbers by segment id, ascending.
+fn rows_of_keys(state: &State, keys: &[Key]) -> HashMap<u64, Vec<u32>> {
+    let mut rows: HashMap<u64, Vec<u32>> = HashMap::new();
+    for at in keys.iter().filter_map(|k| state.keymap.get(k)) {
+        rows.entry(at.segment).or_default().push(at.row);
+    }
+    for found in rows.values_mut() {
+        found.sort_unstable();
+        found.dedup();
+    }
+    rows
+}
+
 fn segments_of(state: &State) -> Vec<(&dyn Segment, &RoaringBitmap)> {
     let mut out: Vec<(&dyn Segment, &RoaringBitmap)> = state
         .slots
