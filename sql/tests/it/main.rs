@@ -8,4 +8,5 @@ mod extended;
 mod limits;
 mod races;
 mod support;
+mod transactions;
 mod wire;
