@@ -348,7 +348,10 @@ impl Collection {
                 .map(|keys| (!keys.is_empty()).then_some(Command::Delete(keys)))
                 .collect(),
             Command::Truncate | Command::SetIndex { .. } => vec![Some(command.clone()); n],
-            Command::Atomic(_) | Command::Prepare { .. } | Command::Resolve { .. } => {
+            Command::Atomic(_)
+            | Command::Prepare { .. }
+            | Command::Resolve { .. }
+            | Command::Forget { .. } => {
                 return Err(Error::InvalidArgument(
                     "a transaction's commands go to shards through `txn::commit`".into(),
                 ));
@@ -370,28 +373,33 @@ impl Collection {
     /// A transaction's `write` on this collection, split by shard (`None`: nothing there);
     /// a truncation goes to every shard.
     pub fn split_txn(&self, write: &TxnWrite) -> Result<Vec<Option<TxnWrite>>> {
+        // Every field named, so a new one cannot be left behind here.
+        let TxnWrite {
+            truncate,
+            upserts,
+            deletes,
+            new_keys,
+            if_missing,
+        } = write;
         let n = self.shards.len();
-        let mut parts: Vec<TxnWrite> = (0..n)
-            .map(|_| TxnWrite {
-                truncate: write.truncate,
-                ..TxnWrite::default()
-            })
-            .collect();
-        if let Some(batch) = &write.upserts {
-            let rows = split_rows(batch, &self.row_keys(batch)?, n)?;
-            for (part, rows) in parts.iter_mut().zip(rows) {
-                part.upserts = rows;
-            }
-        }
-        for (part, keys) in parts.iter_mut().zip(split_keys(&write.deletes, n)) {
-            part.deletes = keys;
-        }
-        for (part, keys) in parts.iter_mut().zip(split_keys(&write.new_keys, n)) {
-            part.new_keys = keys;
-        }
-        Ok(parts
+        let rows = match upserts {
+            Some(batch) => split_rows(batch, &self.row_keys(batch)?, n)?,
+            None => vec![None; n],
+        };
+        let mut keys = [deletes, new_keys, if_missing].map(|k| split_keys(k, n).into_iter());
+        Ok(rows
             .into_iter()
-            .map(|p| (!p.is_empty()).then_some(p))
+            .map(|upserts| {
+                let [deletes, new_keys, if_missing] = keys.each_mut().map(|k| k.next());
+                let part = TxnWrite {
+                    truncate: *truncate,
+                    upserts,
+                    deletes: deletes.expect("a part per shard"),
+                    new_keys: new_keys.expect("a part per shard"),
+                    if_missing: if_missing.expect("a part per shard"),
+                };
+                (!part.is_empty()).then_some(part)
+            })
             .collect())
     }
 

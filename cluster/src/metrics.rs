@@ -54,7 +54,7 @@ impl WriteMetrics {
             Command::Atomic(write) | Command::Prepare { write, .. } => {
                 ("transaction", write.rows())
             }
-            Command::Resolve { .. } => ("resolve", 0),
+            Command::Resolve { .. } | Command::Forget { .. } => ("resolve", 0),
         };
         self.commands.with_label_values(&[kind]).inc();
         self.rows.inc_by(rows as u64);

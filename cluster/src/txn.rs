@@ -37,7 +37,7 @@ use crate::shard_handle::ShardHandle;
 
 /// How long a transaction may stay prepared before the shards ask its coordinator to abort
 /// it: far above a commit's own round trips, well below what a client waits for.
-pub const PENDING_TIMEOUT: Duration = Duration::from_secs(5);
+pub const PENDING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a transaction whose coordinator no catalog knows stays prepared before it is
 /// aborted (its coordinator's collection was dropped).
@@ -86,6 +86,7 @@ fn two_phases(parts: &[ShardPart], txn: TxnId) -> Result<()> {
     let prepare = |part: &ShardPart| Command::Prepare {
         txn,
         coordinator: parts[0].at.clone(),
+        decides: part.at == parts[0].at,
         write: part.write.clone(),
     };
     // A bad row refuses the whole commit before anything is logged.
@@ -95,8 +96,12 @@ fn two_phases(parts: &[ShardPart], txn: TxnId) -> Result<()> {
     let (coordinator, others) = parts.split_first().expect("two parts or more");
     match coordinator.shard.propose(&prepare(coordinator)) {
         Ok(_) => {}
-        // Refused where it was decided: nothing was prepared anywhere.
-        Err(e) if Refusal::of(&e).is_some() => return Err(e),
+        // Refused: nothing was prepared elsewhere. The abort is recorded all the same, so a
+        // replica that replays its log into another answer aborts too.
+        Err(e) if Refusal::of(&e).is_some() => {
+            abort(&parts[..1], txn);
+            return Err(e);
+        }
         Err(e) => {
             abort(parts, txn); // it may have been logged before the failure
             return Err(e);
@@ -123,10 +128,14 @@ fn two_phases(parts: &[ShardPart], txn: TxnId) -> Result<()> {
         }
         Err(e) => return Err(Error::OutcomeUnknown(e.to_string())),
     }
-    // Decided: a part that fails to hear it now is resolved by `resolve_pending`.
-    on_each(others, |part| {
+    // Decided: a part that fails to hear it now is resolved by `resolve_pending` (and the
+    // coordinator then keeps its decision for good, a few bytes).
+    let resolved = on_each(others, |part| {
         part.shard.propose(&Command::Resolve { txn, commit: true })
     });
+    if resolved.iter().all(Result::is_ok) {
+        let _ = coordinator.shard.propose(&Command::Forget { txn });
+    }
     Ok(())
 }
 

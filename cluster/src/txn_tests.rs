@@ -111,6 +111,7 @@ fn parts_left_prepared_are_resolved_as_the_coordinator_decided() {
         let command = Command::Prepare {
             txn,
             coordinator: coordinator.clone(),
+            decides: shard == 0,
             write: inserts(ids),
         };
         shards[shard].propose(&command).unwrap();

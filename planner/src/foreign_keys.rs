@@ -253,7 +253,10 @@ impl CollectionSource for Referencing {
             // TRUNCATE's rule is the gateway's: it sees every table the statement empties.
             Command::Truncate | Command::SetIndex { .. } => {}
             // A transaction's parts were checked when its statements staged them.
-            Command::Atomic(_) | Command::Prepare { .. } | Command::Resolve { .. } => {}
+            Command::Atomic(_)
+            | Command::Prepare { .. }
+            | Command::Resolve { .. }
+            | Command::Forget { .. } => {}
         }
         self.inner.write(command)
     }

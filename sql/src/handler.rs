@@ -144,7 +144,10 @@ impl SimpleQueryHandler for Connection {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        if client.transaction_status() == TransactionStatus::Error {
+        // A ROLLBACK TO is never deep: a deep text is not parsed here, off the deep stack.
+        if client.transaction_status() == TransactionStatus::Error
+            && !crate::stack::is_deep(&query.query)
+        {
             let first = vecraft_planner::parse::parse_sql(&query.query)
                 .ok()
                 .and_then(|mut statements| (!statements.is_empty()).then(|| statements.remove(0)));
@@ -152,7 +155,9 @@ impl SimpleQueryHandler for Connection {
                 self.resume_block(client, &first);
             }
         }
-        self._on_query(client, query).await
+        let result = self._on_query(client, query).await;
+        self.after_error(client, &result);
+        result
     }
 
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
@@ -299,7 +304,9 @@ impl ExtendedQueryHandler for Connection {
                 self.resume_block(client, &portal.statement.statement.statement);
             }
         }
-        self._on_execute(client, message).await
+        let result = self._on_execute(client, message).await;
+        self.after_error(client, &result);
+        result
     }
 
     /// Parse, with the session's named statements bounded (each holds a plan).
@@ -404,6 +411,14 @@ impl Connection {
     fn resume_block<C: ClientInfo>(&self, client: &mut C, statement: &DFStatement) {
         if self.session.resumes_block(statement) {
             client.set_transaction_status(TransactionStatus::Transaction);
+        }
+    }
+
+    /// A statement that failed and left no block open (a COMMIT that failed: 40001, 08007)
+    /// leaves the session idle, as PostgreSQL's does; pgwire would report the block failed.
+    fn after_error<C: ClientInfo, T>(&self, client: &mut C, result: &PgWireResult<T>) {
+        if result.is_err() && !self.session.txn.is_open() {
+            client.set_transaction_status(TransactionStatus::Idle);
         }
     }
 

@@ -64,8 +64,9 @@ pub const TIMEOUTS: [&str; 2] = [STATEMENT_TIMEOUT, IDLE_IN_TRANSACTION_TIMEOUT]
 
 /// The setting (one of [`TIMEOUTS`]) and milliseconds a `SET` sets (`None` for another
 /// setting): a number of milliseconds, or a string with a unit (`'100ms'`, `'5s'`, `'1min'`),
-/// or `DEFAULT` (0, no limit); 22023 for anything else, as PostgreSQL answers.
-pub fn timeout_of(set: &Set) -> PgWireResult<Option<(&'static str, u64)>> {
+/// or `DEFAULT` (`None`: the session's default); 22023 for anything else, as PostgreSQL
+/// answers.
+pub fn timeout_of(set: &Set) -> PgWireResult<Option<(&'static str, Option<u64>)>> {
     let (name, value) = match set {
         Set::SingleAssignment {
             variable, values, ..
@@ -81,12 +82,14 @@ pub fn timeout_of(set: &Set) -> PgWireResult<Option<(&'static str, u64)>> {
             Value::SingleQuotedString(s) => s.clone(),
             other => other.to_string(),
         },
-        Some(Expr::Identifier(i)) if i.value.eq_ignore_ascii_case("default") => "0".into(),
+        Some(Expr::Identifier(i)) if i.value.eq_ignore_ascii_case("default") => {
+            return Ok(Some((name, None)));
+        }
         Some(other) => other.to_string(),
-        None => "0".into(),
+        None => return Ok(Some((name, None))),
     };
     match parse_duration_ms(&text) {
-        Some(ms) => Ok(Some((name, ms))),
+        Some(ms) => Ok(Some((name, Some(ms)))),
         None => Err(user_error(
             "22023",
             format!("invalid value for parameter \"{name}\": \"{text}\""),

@@ -161,7 +161,11 @@ pub async fn serve_connection<H: PgWireServerHandlers>(
             }
         } else {
             // PostgreSQL's two idle limits: inside a block, and outside one.
+            // Inside a COPY the client is sending data, not idle (PostgreSQL times the
+            // idle-in-transaction wait at ReadyForQuery only).
+            let copying = matches!(socket.state(), PgWireConnectionState::CopyInProgress(_));
             let (idle, code, reason) = match socket.transaction_status() {
+                _ if copying => (Duration::ZERO, "", ""),
                 TransactionStatus::Idle => (
                     limits.idle_session_timeout,
                     "57P05",

@@ -45,12 +45,17 @@ pub enum Command {
     Prepare {
         txn: TxnId,
         coordinator: Coordinator,
+        /// This shard is the coordinator: its resolution is the decision, kept until
+        /// `Forget`.
+        decides: bool,
         write: TxnWrite,
     },
     /// The outcome of a prepared transaction. On its coordinator's shard the first
     /// resolution wins (a later one answers with it); aborting an unknown transaction records
     /// the abort, so it cannot be prepared there afterwards.
     Resolve { txn: TxnId, commit: bool },
+    /// The coordinator's decision is no longer needed: every part was resolved.
+    Forget { txn: TxnId },
 }
 
 const TAG_UPSERT: u8 = 1;
@@ -62,6 +67,7 @@ const TAG_INSERT_MISSING: u8 = 6;
 const TAG_ATOMIC: u8 = 7;
 const TAG_PREPARE: u8 = 8;
 const TAG_RESOLVE: u8 = 9;
+const TAG_FORGET: u8 = 10;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SetIndexBody {
@@ -106,10 +112,12 @@ impl Command {
             Command::Prepare {
                 txn,
                 coordinator,
+                decides,
                 write,
             } => {
                 let mut out = vec![TAG_PREPARE];
                 encode_txn_id(*txn, &mut out);
+                out.push(u8::from(*decides));
                 coordinator.encode_into(&mut out);
                 write.encode_into(&mut out)?;
                 Ok(out)
@@ -118,6 +126,11 @@ impl Command {
                 let mut out = vec![TAG_RESOLVE];
                 encode_txn_id(*txn, &mut out);
                 out.push(u8::from(*commit));
+                Ok(out)
+            }
+            Command::Forget { txn } => {
+                let mut out = vec![TAG_FORGET];
+                encode_txn_id(*txn, &mut out);
                 Ok(out)
             }
         }
@@ -153,11 +166,16 @@ impl Command {
             },
             TAG_PREPARE => {
                 let (txn, rest) = decode_txn_id(body)?;
+                let (&decides, rest) = rest.split_first().ok_or_else(|| bad("no role"))?;
+                if decides > 1 {
+                    return Err(bad("a role is 0 or 1"));
+                }
                 let (coordinator, rest) = Coordinator::decode(rest)?;
                 match TxnWrite::decode(rest)? {
                     (write, []) => Ok(Command::Prepare {
                         txn,
                         coordinator,
+                        decides: decides == 1,
                         write,
                     }),
                     _ => Err(bad("bytes after the transaction")),
@@ -169,6 +187,10 @@ impl Command {
                     commit: *commit == 1,
                 }),
                 _ => Err(bad("a resolution is an id and 0 or 1")),
+            },
+            TAG_FORGET => match decode_txn_id(body)? {
+                (txn, []) => Ok(Command::Forget { txn }),
+                _ => Err(bad("bytes after the transaction id")),
             },
             _ => Err(bad("unknown tag")),
         }

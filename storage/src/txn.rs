@@ -9,7 +9,8 @@
 //! (`vecraft_cluster::txn`).
 //!
 //! Layout of a write: `flags:u8` (1: truncate, 2: upserts follow), then, if upserts,
-//! `len:u64` and an Arrow IPC stream, then two key lists (deletes, new keys), each
+//! `len:u64` and an Arrow IPC stream, then three key lists (deletes, new keys, keys written
+//! only if missing), each
 //! `count:u32` and per key `0:u8 i64` or `1:u8 len:u32 utf8`.
 
 use arrow::array::RecordBatch;
@@ -32,6 +33,9 @@ pub struct TxnWrite {
     pub deletes: Vec<Key>,
     /// Keys among `upserts` that the transaction created: they must still be free.
     pub new_keys: Vec<Key>,
+    /// Keys among `upserts` written by `INSERT … ON CONFLICT DO NOTHING`: their rows go in
+    /// only if the key is still free when the write is applied.
+    pub if_missing: Vec<Key>,
 }
 
 /// Where a transaction's outcome is decided: the shard `shard` of collection `collection`
@@ -69,7 +73,8 @@ impl TxnWrite {
             out[at..at + 8].copy_from_slice(&len.to_le_bytes());
         }
         encode_keys(&self.deletes, out)?;
-        encode_keys(&self.new_keys, out)
+        encode_keys(&self.new_keys, out)?;
+        encode_keys(&self.if_missing, out)
     }
 
     /// The write at the start of `bytes`, and the bytes after it.
@@ -88,11 +93,13 @@ impl TxnWrite {
         };
         let deletes = at.keys()?;
         let new_keys = at.keys()?;
+        let if_missing = at.keys()?;
         let write = TxnWrite {
             truncate: flags & TRUNCATE != 0,
             upserts,
             deletes,
             new_keys,
+            if_missing,
         };
         Ok((write, at.0))
     }
@@ -219,6 +226,7 @@ mod tests {
             upserts: Some(rows.unwrap()),
             deletes: vec![Key::Int(7), Key::Text("é".into())],
             new_keys: vec![Key::Int(2)],
+            if_missing: vec![Key::Int(1)],
         };
         let mut bytes = Vec::new();
         write.encode_into(&mut bytes).unwrap();

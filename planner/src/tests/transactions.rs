@@ -183,3 +183,30 @@ async fn the_first_committer_wins_and_the_other_commit_applies_nothing() {
     assert!(e.to_string().contains("could not serialize access"), "{e}");
     assert_eq!(ids(&s.other, "SELECT id FROM items").await, [5]);
 }
+
+/// `INSERT … ON CONFLICT DO NOTHING` in a block whose key another session committed first:
+/// the COMMIT succeeds and that row is skipped, as PostgreSQL skips it.
+#[tokio::test]
+async fn a_do_nothing_row_whose_key_was_taken_meanwhile_is_skipped_at_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    s.slot.begin();
+    let insert = "INSERT INTO items VALUES (7, '[7,7]', 'mine'), (8, '[8,8]', 'mine') \
+                  ON CONFLICT DO NOTHING";
+    run(&s.mine, insert).await;
+    run(&s.other, "INSERT INTO items VALUES (7, '[0,0]', 'theirs')").await;
+    s.commit();
+    let tags = sql(&s.other, "SELECT tag FROM items ORDER BY id")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let tags: Vec<&str> = tags[0]
+        .column(0)
+        .as_string::<i32>()
+        .iter()
+        .flatten()
+        .collect();
+    assert_eq!(tags, ["theirs", "mine"]);
+}

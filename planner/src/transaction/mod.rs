@@ -205,42 +205,47 @@ impl Transaction {
         overlay: &Overlay,
         schema: &vecraft_storage::schema::CollectionSchema,
     ) -> Result<TxnWrite> {
-        let created = self.created_keys(name, &schema.primary_key().name)?;
-        let mut deletes = Vec::new();
-        let mut new_keys = Vec::new();
-        for (key, row) in &overlay.rows {
-            match (row, created.contains(key)) {
-                (Some(_), true) => new_keys.push(key.clone()),
-                (None, false) => deletes.push(key.clone()),
-                // Created and removed again: nothing to write.
-                (Some(_), false) | (None, true) => {}
-            }
-        }
-        Ok(TxnWrite {
+        let (created, if_free) = self.created_keys(name, &schema.primary_key().name)?;
+        let mut write = TxnWrite {
             truncate: overlay.truncated,
             upserts: overlay.live(&schema.arrow_schema())?,
-            deletes,
-            new_keys,
-        })
+            ..TxnWrite::default()
+        };
+        for (key, row) in &overlay.rows {
+            let made = created.contains(key) || if_free.contains(key);
+            match row {
+                Some(_) if created.contains(key) => write.new_keys.push(key.clone()),
+                Some(_) if if_free.contains(key) => write.if_missing.push(key.clone()),
+                None if !made => write.deletes.push(key.clone()),
+                // Updated rows are written as they are; created and removed again: nothing.
+                Some(_) | None => {}
+            }
+        }
+        Ok(write)
     }
 
-    /// The keys the transaction's INSERTs on `name` created: not ones it had deleted (or
-    /// emptied the collection of) before.
-    fn created_keys(&self, name: &str, pk: &str) -> Result<HashSet<Key>> {
+    /// The keys the transaction's INSERTs on `name` created, and those its `INSERT … ON
+    /// CONFLICT DO NOTHING`s created (written at commit only if still free): not ones it had
+    /// deleted (or emptied the collection of) before.
+    fn created_keys(&self, name: &str, pk: &str) -> Result<(HashSet<Key>, HashSet<Key>)> {
         let (mut truncated, mut deleted) = (false, HashSet::new());
-        let mut created = HashSet::new();
+        let (mut created, mut if_free) = (HashSet::new(), HashSet::new());
         for (_, command) in self.staged.iter().filter(|(n, _)| n == name) {
             match command {
                 Command::Truncate => truncated = true,
                 Command::Delete(keys) => deleted.extend(keys.iter().cloned()),
                 Command::Insert(batch) | Command::InsertMissing(batch) if !truncated => {
+                    let into = match command {
+                        Command::Insert(_) => &mut created,
+                        _ => &mut if_free,
+                    };
                     let keys = batch_keys(batch, pk)?;
-                    created.extend(keys.into_iter().filter(|k| !deleted.contains(k)));
+                    into.extend(keys.into_iter().filter(|k| !deleted.contains(k)));
                 }
                 _ => {}
             }
         }
-        Ok(created)
+        Ok((created, if_free))
     }
 
     /// Checks and stages `command` on collection `name` (`base`); the rows it writes or
@@ -314,7 +319,10 @@ impl Transaction {
             }
             // An index is the collection's, not the transaction's: built at once.
             Command::SetIndex { .. } => return base.write(command),
-            Command::Atomic(_) | Command::Prepare { .. } | Command::Resolve { .. } => {
+            Command::Atomic(_)
+            | Command::Prepare { .. }
+            | Command::Resolve { .. }
+            | Command::Forget { .. } => {
                 let message = "a transaction's commit cannot be staged in a transaction";
                 return Err(VectorError::new("XX000", message).into());
             }
@@ -331,7 +339,10 @@ fn rows_of(command: &Command) -> usize {
         Command::Insert(b) | Command::Upsert(b) | Command::InsertMissing(b) => b.num_rows(),
         Command::Delete(keys) => keys.len(),
         Command::Atomic(write) | Command::Prepare { write, .. } => write.rows(),
-        Command::Truncate | Command::SetIndex { .. } | Command::Resolve { .. } => 0,
+        Command::Truncate
+        | Command::SetIndex { .. }
+        | Command::Resolve { .. }
+        | Command::Forget { .. } => 0,
     }
 }
 

@@ -211,6 +211,7 @@ impl Session {
             Statement::Set(set) => {
                 self.set_search_path(set)?;
                 if let Some((name, ms)) = timeout_of(set)? {
+                    let ms = ms.unwrap_or_else(|| self.timeout_default_ms(name));
                     self.timeout_ms(name).store(ms, Ordering::Release);
                 }
                 Response::Execution(Tag::new("SET"))

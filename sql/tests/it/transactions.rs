@@ -1,6 +1,6 @@
 //! Transaction blocks as the protocol shows them: the status byte of every ReadyForQuery
-//! (`I`, `T`, `E`), read off the socket, through an error and a `ROLLBACK TO` that makes the
-//! block usable again; and a session idle inside a block past the node's
+//! (`I`, `T`, `E`), read off the socket, through an error, a `ROLLBACK TO` that makes the
+//! block usable again and a COMMIT that fails; and a session idle inside a block past the node's
 //! `idle_in_transaction_session_timeout` ended with 25P03, its block rolled back.
 
 use std::time::Duration;
@@ -60,6 +60,20 @@ async fn the_status_byte_follows_the_block_through_an_error_and_rollback_to() {
     for (sql, status) in steps {
         assert_eq!(status_after(&mut socket, sql).await, status, "after {sql}");
     }
+    // A COMMIT that fails (another session committed the key first: 40001) leaves the
+    // session idle, as PostgreSQL's; the client retries at once.
+    let other = connect(port).await;
+    other
+        .batch_execute("CREATE TABLE items (id bigint PRIMARY KEY, embedding vector(2))")
+        .await
+        .unwrap();
+    let insert = "INSERT INTO items VALUES (5, '[1,1]')";
+    assert_eq!(status_after(&mut socket, "BEGIN").await, 'T');
+    assert_eq!(status_after(&mut socket, insert).await, 'T');
+    other.batch_execute(insert).await.unwrap();
+    assert_eq!(status_after(&mut socket, "COMMIT").await, 'I');
+    assert_eq!(status_after(&mut socket, "BEGIN").await, 'T');
+    assert_eq!(status_after(&mut socket, "ROLLBACK").await, 'I');
 }
 
 #[tokio::test]

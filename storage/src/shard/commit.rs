@@ -5,11 +5,12 @@
 //! replica decides the same way. A write goes in whole at one index: the truncation, then the
 //! deletions, then the rows.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::txns::{TxnEntry, locked_keys, txn_hex};
-use super::{Applied, Shard};
+use super::{Applied, Shard, only_new_rows};
 use crate::error::{Error, Result};
 use crate::key::Key;
 use crate::segment::rows::{NormalizedRows, normalize};
@@ -35,8 +36,15 @@ impl State {
         }
     }
 
-    /// Applies `write` (its rows normalised as `rows`) at log `index`.
-    fn write_txn(&mut self, index: u64, write: &TxnWrite, rows: Option<NormalizedRows>) -> Applied {
+    /// Applies `write` (its rows normalised as `rows`) at log `index`. A row whose key
+    /// `write.if_missing` names goes in only if the key is free by then. A truncation leaves
+    /// everything in a frozen segment, for the caller to seal (`Shard::persist_truncation`).
+    fn write_txn(
+        &mut self,
+        index: u64,
+        write: &TxnWrite,
+        rows: Option<NormalizedRows>,
+    ) -> Result<Applied> {
         let mut applied = Applied {
             fresh: true,
             ..Applied::default()
@@ -45,11 +53,21 @@ impl State {
             applied.rows_deleted += self.clear();
         }
         applied.rows_deleted += self.delete_keys(&write.deletes);
-        if let Some(rows) = rows {
+        if let (Some(rows), Some(batch)) = (rows, &write.upserts) {
+            let missing: HashSet<&Key> = write.if_missing.iter().collect();
+            let keep: Vec<bool> = rows
+                .keys
+                .iter()
+                .map(|k| !(missing.contains(k) && self.keymap.contains_key(k)))
+                .collect();
+            let rows = only_new_rows(&self.schema, batch, rows, &keep)?;
             applied.rows_written += self.append_rows(rows);
         }
         self.applied_index = index;
-        applied
+        if write.truncate {
+            self.freeze(); // frozen at this index: sealed, the shard is durable here
+        }
+        Ok(applied)
     }
 }
 
@@ -83,11 +101,23 @@ impl Shard {
             }
             state.write_txn(index, write, rows)
         };
+        let applied = match applied {
+            Ok(applied) => applied,
+            Err(e) => return self.refuse(index, e),
+        };
         if write.truncate {
-            self.inner.persist_locked()?;
+            self.persist_truncation()?;
         }
         self.inner.maybe_seal();
         Ok(applied)
+    }
+
+    /// After a write that emptied the shard: its rows are sealed and the manifest says the
+    /// shard is durable at this index, so no replay meets an empty shard missing the rows
+    /// the log before it wrote. Caller holds `maintenance`.
+    fn persist_truncation(&self) -> Result<()> {
+        self.inner.seal_pending_locked()?;
+        self.inner.persist_locked()
     }
 
     /// Checks and keeps `txn`'s write, locking its keys, until it is resolved. Preparing it
@@ -97,6 +127,7 @@ impl Shard {
         index: u64,
         txn: TxnId,
         coordinator: &Coordinator,
+        decides: bool,
         write: &TxnWrite,
     ) -> Result<Applied> {
         let locked = match locked_keys(&self.schema(), write) {
@@ -122,6 +153,8 @@ impl Shard {
                     let entry = TxnEntry {
                         prepared_at: index,
                         coordinator: coordinator.clone(),
+                        decides,
+                        forgotten: None,
                         write: Some(Arc::new(write.clone())),
                         locked,
                         outcome: None,
@@ -192,13 +225,29 @@ impl Shard {
             state.txns.resolve(txn, true, index, coordinator);
             state.write_txn(index, &write, rows)
         };
+        // Checked when it was prepared: a failure now is the replica's, not the write's.
+        let applied = applied?;
         if write.truncate {
-            self.inner.persist_locked()?;
+            self.persist_truncation()?;
         }
         self.inner.maybe_seal();
         Ok(Applied {
             committed: Some(true),
             ..applied
+        })
+    }
+
+    /// `Forget`: the coordinator's decision on `txn` may go once this is durable.
+    pub(super) fn apply_forget(&self, index: u64, txn: TxnId) -> Result<Applied> {
+        let mut state = self.inner.state.write();
+        if index <= state.applied_index {
+            return Ok(Applied::default());
+        }
+        state.txns.forget(txn, index);
+        state.skip(index);
+        Ok(Applied {
+            fresh: true,
+            ..Applied::default()
         })
     }
 

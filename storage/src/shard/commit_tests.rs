@@ -31,6 +31,7 @@ fn insert(ids: &[i64], deletes: &[i64]) -> TxnWrite {
         upserts: Some(rows(ids)),
         deletes: deletes.iter().copied().map(Key::Int).collect(),
         new_keys: ids.iter().copied().map(Key::Int).collect(),
+        if_missing: Vec::new(),
         truncate: false,
     }
 }
@@ -42,6 +43,7 @@ fn prepare(txn: u128, write: TxnWrite) -> Command {
             collection: "items".into(),
             shard: 0,
         },
+        decides: true,
         write,
     }
 }
@@ -151,4 +153,77 @@ fn prepared_transactions_survive_a_restart_durable_or_replayed() {
         committed(shard.apply(7, &resolve(2, false)).unwrap()),
         Some(true)
     );
+}
+
+#[test]
+fn a_truncating_commit_is_durable_at_its_index_and_missing_only_rows_skip_taken_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let shard = Shard::open(dir.path(), Some(schema(2, Metric::L2)), opts(1000)).unwrap();
+        shard.apply(1, &Command::Upsert(rows(&[1, 2]))).unwrap();
+        shard.flush().unwrap();
+        shard.apply(2, &Command::Upsert(rows(&[3]))).unwrap();
+        let write = TxnWrite {
+            truncate: true,
+            ..insert(&[4, 5], &[])
+        };
+        shard.apply(3, &Command::Atomic(write)).unwrap();
+        assert_eq!(
+            shard.stats().durable_index,
+            3,
+            "no replay meets an emptied shard"
+        );
+        // ON CONFLICT DO NOTHING rows: 4 is taken by now, 6 goes in.
+        let write = TxnWrite {
+            new_keys: Vec::new(),
+            if_missing: vec![Key::Int(4), Key::Int(6)],
+            ..insert(&[4, 6], &[])
+        };
+        let applied = shard.apply(4, &Command::Atomic(write)).unwrap();
+        assert_eq!(applied.rows_written, 1);
+    }
+    let shard = Shard::open(dir.path(), None, opts(1000)).unwrap();
+    assert_eq!(shard.applied_index(), 3);
+    let write = TxnWrite {
+        new_keys: Vec::new(),
+        if_missing: vec![Key::Int(4), Key::Int(6)],
+        ..insert(&[4, 6], &[])
+    };
+    shard.apply(4, &Command::Atomic(write)).unwrap(); // the log's replay
+    assert_eq!(ids(&shard), [4, 5, 6]);
+    // 4 keeps its first row: its vector is [4, 1] from either write; the count says it all.
+    assert_eq!(shard.count(), 3);
+}
+
+#[test]
+fn a_decision_is_kept_until_forgotten_and_a_parts_outcome_goes_once_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = Shard::open(dir.path(), Some(schema(2, Metric::L2)), opts(1000)).unwrap();
+    shard.apply(1, &prepare(1, insert(&[1], &[]))).unwrap();
+    let part = Command::Prepare {
+        txn: 2,
+        coordinator: Coordinator::default(),
+        decides: false,
+        write: insert(&[2], &[]),
+    };
+    shard.apply(2, &part).unwrap();
+    shard.apply(3, &resolve(1, true)).unwrap();
+    shard.apply(4, &resolve(2, true)).unwrap();
+    shard.flush().unwrap();
+    // The decision is still there to answer; the part's outcome is gone (unknown: abort).
+    assert_eq!(
+        committed(shard.apply(5, &resolve(1, false)).unwrap()),
+        Some(true)
+    );
+    assert_eq!(
+        committed(shard.apply(6, &resolve(2, false)).unwrap()),
+        Some(false)
+    );
+    shard.apply(7, &Command::Forget { txn: 1 }).unwrap();
+    shard.flush().unwrap();
+    assert_eq!(
+        committed(shard.apply(8, &resolve(1, false)).unwrap()),
+        Some(false)
+    );
+    assert_eq!(ids(&shard), [1, 2]);
 }

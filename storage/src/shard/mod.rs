@@ -102,7 +102,10 @@ pub fn check_shape(schema: &CollectionSchema, command: &Command) -> Result<()> {
         Command::Upsert(batch) | Command::Insert(batch) | Command::InsertMissing(batch) => {
             normalize(schema, batch).map(|_| ())
         }
-        Command::Delete(_) | Command::Truncate | Command::Resolve { .. } => Ok(()),
+        Command::Delete(_)
+        | Command::Truncate
+        | Command::Resolve { .. }
+        | Command::Forget { .. } => Ok(()),
         Command::Atomic(write) | Command::Prepare { write, .. } => match &write.upserts {
             Some(batch) => normalize(schema, batch).map(|_| ()),
             None => Ok(()),
@@ -230,9 +233,11 @@ impl Shard {
             Command::Prepare {
                 txn,
                 coordinator,
+                decides,
                 write,
-            } => return self.apply_prepare(index, *txn, coordinator, write),
+            } => return self.apply_prepare(index, *txn, coordinator, *decides, write),
             Command::Resolve { txn, commit } => return self.apply_resolve(index, *txn, *commit),
+            Command::Forget { txn } => return self.apply_forget(index, *txn),
             Command::SetIndex {
                 column,
                 metric,

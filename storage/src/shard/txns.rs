@@ -9,8 +9,10 @@
 //! Durability follows the shard's own rule (state at `durable_index`, log replayed after it):
 //! the manifest records every transaction prepared at or before the durable index, with its
 //! write while its resolution is not durable yet, so a replayed `Resolve` finds what it
-//! commits. A resolved transaction's outcome is kept a while after its write is dropped, for
-//! the shards that ask the coordinator what it decided.
+//! commits. Once durable, a part's write is dropped. The coordinator keeps a commit decision
+//! until `Forget` says every part heard it (shards that have not may ask it); an abort is
+//! kept a while and then forgotten, which is safe: a transaction unknown to its coordinator
+//! is aborted.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -25,9 +27,8 @@ use crate::schema::CollectionSchema;
 use crate::segment::rows::normalize;
 use crate::txn::{Coordinator, TxnId, TxnWrite};
 
-/// How long a resolved transaction's outcome is kept (once its write is durable) for shards
-/// that ask the coordinator late.
-const OUTCOME_KEPT: Duration = Duration::from_secs(600);
+/// How long an abort is kept (once durable), so a late prepare of the transaction is refused.
+const ABORT_KEPT: Duration = Duration::from_secs(600);
 
 #[derive(Clone, Copy, Debug)]
 pub struct Outcome {
@@ -40,6 +41,10 @@ pub struct Outcome {
 pub struct TxnEntry {
     pub prepared_at: u64,
     pub coordinator: Coordinator,
+    /// This shard is the coordinator: its outcome is the decision others ask for.
+    pub decides: bool,
+    /// The index of the `Forget` applied: the decision may go once that is durable.
+    pub forgotten: Option<u64>,
     /// What commits; dropped once the resolution is durable (`None` too for an abort
     /// recorded before any prepare).
     pub write: Option<Arc<TxnWrite>>,
@@ -65,6 +70,8 @@ pub struct PersistedTxn {
     pub txn: String,
     pub prepared_at: u64,
     pub coordinator: Coordinator,
+    #[serde(default)]
+    pub decides: bool,
     /// `Some` once resolved (at or before the manifest's durable index).
     pub outcome: Option<bool>,
     /// The write (`TxnWrite::encode_into`, base64) while unresolved.
@@ -151,6 +158,9 @@ impl Txns {
         let entry = self.entries.entry(txn).or_insert_with(|| TxnEntry {
             prepared_at: index,
             coordinator,
+            // An abort of a transaction never prepared here answers for it, as a decision.
+            decides: true,
+            forgotten: None,
             write: None,
             locked: Vec::new(),
             outcome: None,
@@ -184,8 +194,8 @@ impl Txns {
     pub fn persisted(&self, durable: u64) -> Result<Vec<PersistedTxn>> {
         let mut out = Vec::new();
         for (id, e) in &self.entries {
-            if e.prepared_at > durable {
-                continue; // the log replays it
+            if e.prepared_at > durable || e.forgotten.is_some_and(|f| f <= durable) {
+                continue; // the log replays it, or it is gone by then
             }
             let resolved = e.outcome.filter(|o| o.index <= durable);
             let write = match (resolved, &e.write) {
@@ -201,6 +211,7 @@ impl Txns {
                 txn: txn_hex(*id),
                 prepared_at: e.prepared_at,
                 coordinator: e.coordinator.clone(),
+                decides: e.decides,
                 outcome: resolved.map(|o| o.commit),
                 write,
             });
@@ -208,13 +219,24 @@ impl Txns {
         Ok(out)
     }
 
+    /// `Forget` at log `index`: the coordinator's decision on `txn` is no longer needed.
+    pub fn forget(&mut self, txn: TxnId, index: u64) {
+        if let Some(entry) = self.entries.get_mut(&txn)
+            && entry.outcome.is_some()
+        {
+            entry.forgotten = Some(index);
+        }
+    }
+
     /// After a manifest at `durable` is stored: writes whose resolution it covers are
-    /// dropped, and outcomes kept long enough are forgotten.
+    /// dropped, and so are the outcomes nobody needs: a part's (only the coordinator is
+    /// asked), a forgotten decision, an abort kept long enough.
     pub fn forget_durable(&mut self, durable: u64) {
         self.entries.retain(|_, e| match e.outcome {
             Some(o) if o.index <= durable => {
                 e.write = None;
-                o.at.elapsed() < OUTCOME_KEPT
+                let unneeded = !e.decides || e.forgotten.is_some_and(|f| f <= durable);
+                !unneeded && (o.commit || o.at.elapsed() < ABORT_KEPT)
             }
             _ => true,
         });
@@ -227,17 +249,28 @@ impl Txns {
         let now = Instant::now();
         for p in persisted {
             let id = parse_txn_hex(&p.txn).ok_or_else(|| bad("id is not hex"))?;
+            if txns.entries.contains_key(&id) {
+                return Err(bad("an id twice"));
+            }
             match (p.outcome, &p.write) {
                 (Some(commit), _) => {
                     txns.resolve(id, commit, p.prepared_at, p.coordinator.clone());
+                    if let Some(entry) = txns.entries.get_mut(&id) {
+                        entry.decides = p.decides;
+                    }
                 }
                 (None, Some(text)) => {
                     let bytes = STANDARD.decode(text).map_err(|_| bad("not base64"))?;
                     let (write, _) = TxnWrite::decode(&bytes)?;
                     let locked = locked_keys(schema, &write)?;
+                    if locked.iter().any(|k| txns.locks.contains_key(k)) {
+                        return Err(bad("a key locked by two transactions"));
+                    }
                     let entry = TxnEntry {
                         prepared_at: p.prepared_at,
                         coordinator: p.coordinator.clone(),
+                        decides: p.decides,
+                        forgotten: None,
                         write: Some(Arc::new(write)),
                         locked,
                         outcome: None,
