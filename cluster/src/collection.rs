@@ -34,7 +34,7 @@ use vecraft_storage::{Error, Result};
 use crate::local::LocalShard;
 use crate::metrics::WRITES;
 use crate::read::Consistency;
-use crate::route::{merge_nearest, split_keys, split_rows};
+use crate::route::{merge_nearest, shard_of, split_keys, split_rows};
 use crate::shard_handle::ShardHandle;
 
 const SHARDS_FILE: &str = "SHARDS";
@@ -380,8 +380,14 @@ impl Collection {
             deletes,
             new_keys,
             if_missing,
+            read_versions,
         } = write;
         let n = self.shards.len();
+        let mut read = vec![Vec::new(); n];
+        for (key, version) in read_versions {
+            read[shard_of(key, n)].push((key.clone(), *version));
+        }
+        let mut read = read.into_iter();
         let rows = match upserts {
             Some(batch) => split_rows(batch, &self.row_keys(batch)?, n)?,
             None => vec![None; n],
@@ -397,6 +403,7 @@ impl Collection {
                     deletes: deletes.expect("a part per shard"),
                     new_keys: new_keys.expect("a part per shard"),
                     if_missing: if_missing.expect("a part per shard"),
+                    read_versions: read.next().expect("a part per shard"),
                 };
                 (!part.is_empty()).then_some(part)
             })

@@ -9,8 +9,8 @@
 //! (`vecraft_cluster::txn`).
 //!
 //! Layout of a write: `flags:u8` (1: truncate, 2: upserts follow), then, if upserts,
-//! `len:u64` and an Arrow IPC stream, then three key lists (deletes, new keys, keys written
-//! only if missing), each
+//! `len:u64` and an Arrow IPC stream, then four key lists (deletes, new keys, keys written
+//! only if missing, keys read; the last followed by a `u64` version per key), each
 //! `count:u32` and per key `0:u8 i64` or `1:u8 len:u32 utf8`.
 
 use arrow::array::RecordBatch;
@@ -36,6 +36,10 @@ pub struct TxnWrite {
     /// Keys among `upserts` written by `INSERT … ON CONFLICT DO NOTHING`: their rows go in
     /// only if the key is still free when the write is applied.
     pub if_missing: Vec<Key>,
+    /// The rows the transaction updated or deleted, with the version each had when it
+    /// read it (`shard::VERSION_COLUMN`): if another write changed one since, the commit
+    /// fails (40001, the first committer wins).
+    pub read_versions: Vec<(Key, u64)>,
 }
 
 /// Where a transaction's outcome is decided: the shard `shard` of collection `collection`
@@ -74,7 +78,13 @@ impl TxnWrite {
         }
         encode_keys(&self.deletes, out)?;
         encode_keys(&self.new_keys, out)?;
-        encode_keys(&self.if_missing, out)
+        encode_keys(&self.if_missing, out)?;
+        let (keys, versions): (Vec<Key>, Vec<u64>) = self.read_versions.iter().cloned().unzip();
+        encode_keys(&keys, out)?;
+        for version in versions {
+            out.extend_from_slice(&version.to_le_bytes());
+        }
+        Ok(())
     }
 
     /// The write at the start of `bytes`, and the bytes after it.
@@ -94,12 +104,18 @@ impl TxnWrite {
         let deletes = at.keys()?;
         let new_keys = at.keys()?;
         let if_missing = at.keys()?;
+        let read = at.keys()?;
+        let versions = (0..read.len())
+            .map(|_| at.u64())
+            .collect::<Result<Vec<u64>>>()?;
+        let read_versions = read.into_iter().zip(versions).collect();
         let write = TxnWrite {
             truncate: flags & TRUNCATE != 0,
             upserts,
             deletes,
             new_keys,
             if_missing,
+            read_versions,
         };
         Ok((write, at.0))
     }
@@ -227,6 +243,7 @@ mod tests {
             deletes: vec![Key::Int(7), Key::Text("é".into())],
             new_keys: vec![Key::Int(2)],
             if_missing: vec![Key::Int(1)],
+            read_versions: vec![(Key::Int(7), 42)],
         };
         let mut bytes = Vec::new();
         write.encode_into(&mut bytes).unwrap();

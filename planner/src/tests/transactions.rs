@@ -210,3 +210,47 @@ async fn a_do_nothing_row_whose_key_was_taken_meanwhile_is_skipped_at_commit() {
         .collect();
     assert_eq!(tags, ["theirs", "mine"]);
 }
+
+/// Two blocks update the same row: the first to commit wins, the other's COMMIT fails with
+/// 40001 (Vecraft does not wait on row locks, as PostgreSQL's READ COMMITTED would) and
+/// applies nothing.
+#[tokio::test]
+async fn the_second_update_of_a_row_fails_its_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    run(
+        &s.other,
+        "INSERT INTO items VALUES (1, '[1,1]', 'old'), (2, '[2,2]', 'old')",
+    )
+    .await;
+    let theirs = Arc::new(TransactionSlot::default());
+    let ctx = new_session();
+    let source = TxnSource::new("items", s.collection.clone(), theirs.clone());
+    ctx.register_table("items", Arc::new(CollectionTable::new(Arc::new(source))))
+        .unwrap();
+    s.slot.begin();
+    theirs.begin();
+    run(&s.mine, "UPDATE items SET tag = 'mine' WHERE id = 1").await;
+    run(&ctx, "UPDATE items SET tag = 'theirs' WHERE id IN (1, 2)").await;
+    s.commit();
+    let collection = s.collection.clone();
+    let e = theirs
+        .take()
+        .unwrap()
+        .commit(|_| Some(collection.clone()))
+        .unwrap_err();
+    assert!(e.to_string().contains("could not serialize access"), "{e}");
+    let tags = sql(&s.other, "SELECT tag FROM items ORDER BY id")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let tags: Vec<&str> = tags[0]
+        .column(0)
+        .as_string::<i32>()
+        .iter()
+        .flatten()
+        .collect();
+    assert_eq!(tags, ["mine", "old"]);
+}

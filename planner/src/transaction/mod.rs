@@ -13,9 +13,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{BooleanArray, RecordBatch};
+use datafusion::arrow::array::{AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::{concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::UInt64Type;
 use datafusion::error::Result;
 use parking_lot::Mutex;
 use vecraft_storage::command::Command;
@@ -23,6 +24,7 @@ use vecraft_storage::filter::{Filter, Scalar};
 use vecraft_storage::key::{Key, keys_of};
 
 use vecraft_cluster::collection::Collection;
+use vecraft_storage::shard::VERSION_COLUMN;
 use vecraft_storage::txn::TxnWrite;
 
 use crate::collection::{CollectionSource, Consistency, storage_error};
@@ -86,6 +88,9 @@ pub struct Transaction {
     savepoints: Vec<Savepoint>,
     /// Rows written so far, held against [`MAX_STAGED_ROWS`].
     staged_rows: usize,
+    /// Per collection, the version of each row of the collection the transaction updated or
+    /// deleted, as it read it: the commit fails if another write changed one meanwhile.
+    read: HashMap<String, HashMap<Key, u64>>,
 }
 
 /// A session's transaction, if one is open, shared by the session's collection sources.
@@ -206,6 +211,7 @@ impl Transaction {
         schema: &vecraft_storage::schema::CollectionSchema,
     ) -> Result<TxnWrite> {
         let (created, if_free) = self.created_keys(name, &schema.primary_key().name)?;
+        let read = self.read.get(name);
         let mut write = TxnWrite {
             truncate: overlay.truncated,
             upserts: overlay.live(&schema.arrow_schema())?,
@@ -213,6 +219,9 @@ impl Transaction {
         };
         for (key, row) in &overlay.rows {
             let made = created.contains(key) || if_free.contains(key);
+            if let Some(version) = read.and_then(|r| r.get(key)).filter(|_| !made) {
+                write.read_versions.push((key.clone(), *version));
+            }
             match row {
                 Some(_) if created.contains(key) => write.new_keys.push(key.clone()),
                 Some(_) if if_free.contains(key) => write.if_missing.push(key.clone()),
@@ -300,10 +309,14 @@ impl Transaction {
             }
             Command::Upsert(batch) => {
                 let keys = batch_keys(batch, &pk)?;
+                let read = self.read.entry(name.to_string()).or_default();
+                record_versions(read, overlay, base, &pk, &keys)?;
                 put_rows(overlay, batch, &keys);
                 keys.len()
             }
             Command::Delete(keys) => {
+                let read = self.read.entry(name.to_string()).or_default();
+                record_versions(read, overlay, base, &pk, keys)?;
                 let live = live_keys(overlay, base, &pk, keys)?;
                 for key in keys {
                     overlay.rows.insert(key.clone(), None);
@@ -378,10 +391,7 @@ fn live_keys(
     let unknown: Vec<Scalar> = keys
         .iter()
         .filter(|k| !overlay.hides(k))
-        .map(|k| match k {
-            Key::Int(i) => Scalar::Int(*i),
-            Key::Text(t) => Scalar::Text(t.clone()),
-        })
+        .map(scalar)
         .collect();
     if unknown.is_empty() {
         return Ok(live);
@@ -396,4 +406,45 @@ fn live_keys(
         live.extend(keys_of(batch.column(0)).map_err(storage_error)?);
     }
     Ok(live)
+}
+
+fn scalar(key: &Key) -> Scalar {
+    match key {
+        Key::Int(i) => Scalar::Int(*i),
+        Key::Text(t) => Scalar::Text(t.clone()),
+    }
+}
+
+/// Records the version of the collection's row of each of `keys` that the transaction
+/// touches for the first time (an UPDATE's or DELETE's rows), for the commit to check.
+fn record_versions(
+    read: &mut HashMap<Key, u64>,
+    overlay: &Overlay,
+    base: &dyn CollectionSource,
+    pk: &str,
+    keys: &[Key],
+) -> Result<()> {
+    let fresh: Vec<Scalar> = keys
+        .iter()
+        .filter(|k| !overlay.hides(k) && !read.contains_key(*k))
+        .map(scalar)
+        .collect();
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    let filter = Filter::In {
+        column: pk.to_string(),
+        values: fresh,
+        negated: false,
+    };
+    let projection = [pk.to_string(), VERSION_COLUMN.to_string()];
+    for batch in base.scan(Some(&projection), Some(&filter), Consistency::Strong)? {
+        let versions = batch
+            .column_by_name(VERSION_COLUMN)
+            .and_then(|c| c.as_primitive_opt::<UInt64Type>())
+            .ok_or_else(|| VectorError::new("XX000", "a scan without row versions"))?;
+        let keys = keys_of(batch.column(0)).map_err(storage_error)?;
+        read.extend(keys.into_iter().zip(versions.values().iter().copied()));
+    }
+    Ok(())
 }

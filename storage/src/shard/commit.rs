@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::read::row_version;
 use super::txns::{TxnEntry, locked_keys, txn_hex};
 use super::{Applied, Shard, only_new_rows};
 use crate::error::{Error, Result};
@@ -28,9 +29,17 @@ impl State {
         if write.truncate {
             return Ok(()); // every key is free once the shard is emptied
         }
-        match write.new_keys.iter().find(|k| self.keymap.contains_key(*k)) {
-            Some(key) => Err(Error::Conflict(format!(
+        if let Some(key) = write.new_keys.iter().find(|k| self.keymap.contains_key(*k)) {
+            return Err(Error::Conflict(format!(
                 "Key ({pk})=({key}) was committed by another transaction first."
+            )));
+        }
+        let changed = write.read_versions.iter().find(|(key, version)| {
+            self.keymap.get(key).map(|at| row_version(*at)) != Some(*version)
+        });
+        match changed {
+            Some((key, _)) => Err(Error::Conflict(format!(
+                "Key ({pk})=({key}) was changed by another transaction first."
             ))),
             None => Ok(()),
         }

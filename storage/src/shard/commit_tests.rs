@@ -32,6 +32,7 @@ fn insert(ids: &[i64], deletes: &[i64]) -> TxnWrite {
         deletes: deletes.iter().copied().map(Key::Int).collect(),
         new_keys: ids.iter().copied().map(Key::Int).collect(),
         if_missing: Vec::new(),
+        read_versions: Vec::new(),
         truncate: false,
     }
 }
@@ -226,4 +227,48 @@ fn a_decision_is_kept_until_forgotten_and_a_parts_outcome_goes_once_durable() {
         Some(false)
     );
     assert_eq!(ids(&shard), [1, 2]);
+}
+
+/// The version a scan gives a row; a commit that updates the row fails once another write
+/// changed it, and goes through while it is as read.
+#[test]
+fn an_update_of_a_row_changed_since_it_was_read_fails_the_commit() {
+    use arrow::array::AsArray;
+    use arrow::datatypes::UInt64Type;
+
+    let dir = tempfile::tempdir().unwrap();
+    let shard = Shard::open(dir.path(), Some(schema(2, Metric::L2)), opts(1000)).unwrap();
+    shard.apply(1, &Command::Upsert(rows(&[1, 2]))).unwrap();
+    let version_of = |shard: &Shard, id: i64| {
+        let projection = ["id".to_string(), super::VERSION_COLUMN.to_string()];
+        let filter = crate::filter::Filter::In {
+            column: "id".into(),
+            values: vec![crate::filter::Scalar::Int(id)],
+            negated: false,
+        };
+        let batches = shard.scan(Some(&projection), Some(&filter)).unwrap();
+        batches[0].column(1).as_primitive::<UInt64Type>().value(0)
+    };
+    let update = |id: i64, version: u64| TxnWrite {
+        upserts: Some(rows(&[id])),
+        read_versions: vec![(Key::Int(id), version)],
+        ..TxnWrite::default()
+    };
+    let (one, two) = (version_of(&shard, 1), version_of(&shard, 2));
+    assert_ne!(one, two);
+    shard.apply(2, &Command::Upsert(rows(&[1]))).unwrap(); // another session's UPDATE
+    let late = shard.apply(3, &Command::Atomic(update(1, one)));
+    assert!(
+        matches!(&late, Err(Error::Conflict(d)) if d.contains("changed")),
+        "{late:?}"
+    );
+    shard.apply(4, &Command::Atomic(update(2, two))).unwrap();
+    shard
+        .apply(5, &Command::Atomic(update(1, version_of(&shard, 1))))
+        .unwrap();
+    assert_ne!(
+        version_of(&shard, 2),
+        two,
+        "a write gives the row a new version"
+    );
 }

@@ -36,7 +36,7 @@ use std::thread::JoinHandle;
 use arrow::array::RecordBatch;
 use parking_lot::{Mutex, RwLock};
 
-pub use read::{DISTANCE_COLUMN, SearchRequest};
+pub use read::{DISTANCE_COLUMN, SearchRequest, VERSION_COLUMN};
 pub use snapshot::{SnapshotContents, SnapshotInfo};
 pub use txns::{PendingTxn, parse_txn_hex, txn_hex};
 

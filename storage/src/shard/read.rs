@@ -9,13 +9,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, Float64Array, RecordBatch};
+use arrow::array::{Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, UInt64Array};
 use arrow::compute::interleave;
 use arrow::datatypes::{DataType, Field, Schema};
 use roaring::RoaringBitmap;
 
 use super::Shard;
-use super::state::State;
+use super::state::{RowRef, State};
 use crate::distance::{Metric, validate_vector};
 use crate::error::{Error, Result};
 use crate::filter::{CmpOp, Filter, Scalar};
@@ -28,6 +28,16 @@ use crate::segment::rows::take_column;
 
 /// The column a search result carries its distances in.
 pub const DISTANCE_COLUMN: &str = "_distance";
+/// A column a scan gives when its projection names it: each row's version, which changes
+/// whenever its key is written again (`row_version`). A transaction records the versions
+/// of the rows it updates or deletes, and its commit fails (40001) if one changed.
+pub const VERSION_COLUMN: &str = "_row_version";
+
+/// The version of the row at `at`: where it lives. A write of its key puts the new row
+/// elsewhere; compaction moves rows too (a commit then fails though nothing changed: retry).
+pub(super) fn row_version(at: super::state::RowRef) -> u64 {
+    (at.segment << 32) ^ u64::from(at.row)
+}
 
 /// Below this many passing rows per `ef`, a filtered graph search turns into an exact scan
 /// of the passing rows; likewise below this fraction of the segment.
@@ -179,13 +189,15 @@ impl Shard {
         if let Some(f) = filter {
             f.validate(&schema)?;
         }
-        let columns = project(&schema, projection)?;
-        let out_schema = Arc::new(Schema::new(
-            columns
-                .iter()
-                .map(|&c| field_of(&schema, c))
-                .collect::<Vec<_>>(),
-        ));
+        let with_version = projection.is_some_and(|p| p.iter().any(|c| c == VERSION_COLUMN));
+        let projection: Option<Vec<String>> =
+            projection.map(|p| p.iter().filter(|c| *c != VERSION_COLUMN).cloned().collect());
+        let columns = project(&schema, projection.as_deref())?;
+        let mut fields: Vec<Field> = columns.iter().map(|&c| field_of(&schema, c)).collect();
+        if with_version {
+            fields.push(Field::new(VERSION_COLUMN, DataType::UInt64, false));
+        }
+        let out_schema = Arc::new(Schema::new(fields));
         // `pk = v` or `pk IN (…)`: the key map says where the rows are.
         let mut by_key = filter
             .and_then(|f| named_keys(f, &schema))
@@ -208,10 +220,16 @@ impl Shard {
                 continue;
             }
             let mut positions = None;
-            let arrays = columns
+            let mut arrays = columns
                 .iter()
                 .map(|&c| take_column(&schema, segment, c, &rows, &mut positions))
                 .collect::<Result<Vec<_>>>()?;
+            if with_version {
+                let versions = rows
+                    .iter()
+                    .map(|&row| row_version(RowRef { segment: id, row }));
+                arrays.push(Arc::new(UInt64Array::from_iter_values(versions)));
+            }
             // An empty projection (`count(*)`) still carries its row count.
             let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(rows.len()));
             batches.push(RecordBatch::try_new_with_options(
