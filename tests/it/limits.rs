@@ -78,7 +78,11 @@ fn raise_own_descriptors(wanted: usize) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_thousand_idle_sockets_do_not_exhaust_the_node() {
     let dir = tempfile::tempdir().unwrap();
-    let mut node = Node::start_with_descriptors(512, &args(dir.path()));
+    // Sockets are held until their startup time is up: long enough here that the node fills
+    // its budget, and refuses, even when other tests keep it slow to accept.
+    let mut args = serve_args(dir.path());
+    args.extend(["--startup-timeout-ms", "10000"]);
+    let mut node = Node::start_with_descriptors(512, &args);
     let wanted = 30_000.min(raise_own_descriptors(32_000).saturating_sub(1_000));
     eprintln!("opening {wanted} idle sockets");
     assert!(
