@@ -57,11 +57,40 @@ async fn run(ctx: &SessionContext, query: &str) {
 }
 
 impl Sessions {
-    fn commit(&self) {
-        let txn = self.slot.take().expect("a transaction is open");
-        let collection = self.collection.clone();
-        txn.commit(|name| (name == "items").then(|| collection.clone()))
+    /// A second session over the same collection, writing in its own transaction.
+    fn second_writer(&self) -> (Arc<TransactionSlot>, SessionContext) {
+        let slot = Arc::new(TransactionSlot::default());
+        let ctx = new_session();
+        let source = TxnSource::new("items", self.collection.clone(), slot.clone());
+        ctx.register_table("items", Arc::new(CollectionTable::new(Arc::new(source))))
             .unwrap();
+        (slot, ctx)
+    }
+
+    /// Commits `slot`'s transaction.
+    fn commit_of(&self, slot: &TransactionSlot) -> datafusion::error::Result<()> {
+        let collection = self.collection.clone();
+        let txn = slot.take().expect("a transaction is open");
+        txn.commit(|name| (name == "items").then(|| collection.clone()))
+    }
+
+    /// The committed rows' tags, by id.
+    async fn tags(&self) -> Vec<String> {
+        let batches = sql(&self.other, "SELECT tag FROM items ORDER BY id")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let tags = batches
+            .iter()
+            .flat_map(|b| b.column(0).as_string::<i32>().iter());
+        tags.flatten().map(str::to_string).collect()
+    }
+
+    /// Commits this session's transaction.
+    fn commit(&self) {
+        self.commit_of(&self.slot).unwrap();
     }
 }
 
@@ -162,24 +191,14 @@ async fn a_duplicate_key_is_refused_at_the_statement() {
 async fn the_first_committer_wins_and_the_other_commit_applies_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path());
-    // A second session over the same collection, in its own transaction.
-    let theirs = Arc::new(TransactionSlot::default());
-    let ctx = new_session();
-    let source = TxnSource::new("items", s.collection.clone(), theirs.clone());
-    ctx.register_table("items", Arc::new(CollectionTable::new(Arc::new(source))))
-        .unwrap();
+    let (theirs, ctx) = s.second_writer();
     s.slot.begin();
     theirs.begin();
     run(&ctx, "INSERT INTO items VALUES (6, '[6,6]', 'theirs')").await;
     run(&ctx, "INSERT INTO items VALUES (5, '[5,5]', 'theirs')").await;
     run(&s.mine, "INSERT INTO items VALUES (5, '[0,0]', 'mine')").await;
     s.commit();
-    let collection = s.collection.clone();
-    let e = theirs
-        .take()
-        .unwrap()
-        .commit(|_| Some(collection.clone()))
-        .unwrap_err();
+    let e = s.commit_of(&theirs).unwrap_err();
     assert!(e.to_string().contains("could not serialize access"), "{e}");
     assert_eq!(ids(&s.other, "SELECT id FROM items").await, [5]);
 }
@@ -196,18 +215,7 @@ async fn a_do_nothing_row_whose_key_was_taken_meanwhile_is_skipped_at_commit() {
     run(&s.mine, insert).await;
     run(&s.other, "INSERT INTO items VALUES (7, '[0,0]', 'theirs')").await;
     s.commit();
-    let tags = sql(&s.other, "SELECT tag FROM items ORDER BY id")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    let tags: Vec<&str> = tags[0]
-        .column(0)
-        .as_string::<i32>()
-        .iter()
-        .flatten()
-        .collect();
+    let tags = s.tags().await;
     assert_eq!(tags, ["theirs", "mine"]);
 }
 
@@ -223,34 +231,14 @@ async fn the_second_update_of_a_row_fails_its_commit() {
         "INSERT INTO items VALUES (1, '[1,1]', 'old'), (2, '[2,2]', 'old')",
     )
     .await;
-    let theirs = Arc::new(TransactionSlot::default());
-    let ctx = new_session();
-    let source = TxnSource::new("items", s.collection.clone(), theirs.clone());
-    ctx.register_table("items", Arc::new(CollectionTable::new(Arc::new(source))))
-        .unwrap();
+    let (theirs, ctx) = s.second_writer();
     s.slot.begin();
     theirs.begin();
     run(&s.mine, "UPDATE items SET tag = 'mine' WHERE id = 1").await;
     run(&ctx, "UPDATE items SET tag = 'theirs' WHERE id IN (1, 2)").await;
     s.commit();
-    let collection = s.collection.clone();
-    let e = theirs
-        .take()
-        .unwrap()
-        .commit(|_| Some(collection.clone()))
-        .unwrap_err();
+    let e = s.commit_of(&theirs).unwrap_err();
     assert!(e.to_string().contains("could not serialize access"), "{e}");
-    let tags = sql(&s.other, "SELECT tag FROM items ORDER BY id")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
-    let tags: Vec<&str> = tags[0]
-        .column(0)
-        .as_string::<i32>()
-        .iter()
-        .flatten()
-        .collect();
+    let tags = s.tags().await;
     assert_eq!(tags, ["mine", "old"]);
 }
