@@ -19,7 +19,7 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, new_null_a
 use datafusion::arrow::datatypes::{DataType, Int16Type, Int32Type, Int64Type};
 use datafusion::error::Result;
 use vecraft_storage::command::Command;
-use vecraft_storage::filter::{Filter, Scalar};
+use vecraft_storage::filter::Filter;
 use vecraft_storage::key::{Key, keys_of};
 use vecraft_storage::names::split_qualified;
 use vecraft_storage::schema::{CollectionSchema, ForeignKey, OnDelete};
@@ -311,25 +311,10 @@ fn distinct(values: impl IntoIterator<Item = Key>) -> Vec<Key> {
         .collect()
 }
 
-fn scalar(key: &Key) -> Scalar {
-    match key {
-        Key::Int(v) => Scalar::Int(*v),
-        Key::Text(v) => Scalar::Text(v.clone()),
-    }
-}
-
-fn among(column: &str, values: &[Key]) -> Filter {
-    Filter::In {
-        column: column.to_string(),
-        values: values.iter().map(scalar).collect(),
-        negated: false,
-    }
-}
-
 /// Which of `values` column `column` of `source` holds.
 fn present(source: &dyn CollectionSource, column: &str, values: &[Key]) -> Result<HashSet<Key>> {
     let projection = [column.to_string()];
-    let filter = among(column, values);
+    let filter = Filter::keys_in(column, values);
     let mut found = HashSet::new();
     for batch in source.scan(Some(&projection), Some(&filter), Consistency::Strong)? {
         found.extend(values_of(batch.column(0))?.into_iter().flatten());
@@ -353,7 +338,7 @@ fn referenced_values(
     let mut values = Vec::new();
     for batch in source.scan(
         Some(&projection),
-        Some(&among(pk, keys)),
+        Some(&Filter::keys_in(pk, keys)),
         Consistency::Strong,
     )? {
         values.extend(values_of(batch.column(0))?.into_iter().flatten());
@@ -373,7 +358,7 @@ fn referencing(
     let mut rows = Vec::new();
     for batch in source.scan(
         Some(&projection),
-        Some(&among(column, values)),
+        Some(&Filter::keys_in(column, values)),
         Consistency::Strong,
     )? {
         let keys = keys_of(column_of(&batch, &pk)?).map_err(storage_error)?;
@@ -411,7 +396,11 @@ fn set_null(source: &dyn CollectionSource, table: &str, column: &str, keys: &[Ke
     let schema = source.schema();
     let pk = schema.primary_key().name.clone();
     let every: Vec<String> = schema.columns.iter().map(|c| c.name.clone()).collect();
-    for batch in source.scan(Some(&every), Some(&among(&pk, keys)), Consistency::Strong)? {
+    for batch in source.scan(
+        Some(&every),
+        Some(&Filter::keys_in(&pk, keys)),
+        Consistency::Strong,
+    )? {
         let Some(at) = batch.schema().index_of(column).ok() else {
             continue;
         };

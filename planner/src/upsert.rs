@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use datafusion::arrow::array::{Array, RecordBatch};
 use datafusion::arrow::compute::interleave;
 use datafusion::error::{DataFusionError, Result};
-use vecraft_storage::filter::{Filter, Scalar};
+use vecraft_storage::filter::Filter;
 use vecraft_storage::key::{Key, keys_of};
 
 use crate::collection::{CollectionSource, Consistency, storage_error};
@@ -31,11 +31,7 @@ pub fn keep_stored(
             .ok_or_else(|| DataFusionError::Internal(format!("no column {name} to upsert")))
     };
     let keys = keys_of(&column(&batch, &pk)?).map_err(storage_error)?;
-    let filter = Filter::In {
-        column: pk.clone(),
-        values: keys.iter().map(key_scalar).collect(),
-        negated: false,
-    };
+    let filter = Filter::keys_in(&pk, &keys);
     let mut wanted = keep.to_vec();
     wanted.push(pk.clone());
     let stored = source.scan(Some(&wanted), Some(&filter), Consistency::Strong)?;
@@ -71,13 +67,6 @@ pub fn keep_stored(
     Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
-fn key_scalar(key: &Key) -> Scalar {
-    match key {
-        Key::Int(i) => Scalar::Int(*i),
-        Key::Text(t) => Scalar::Text(t.clone()),
-    }
-}
-
 /// The rows of `batch` that `ON CONFLICT DO NOTHING` inserts: those whose key is not stored,
 /// the first of a repeated key (what `… RETURNING` gives back). Read as of now from the
 /// leaders; the write that follows still skips a key written in between.
@@ -93,11 +82,7 @@ pub fn missing_rows(source: &dyn CollectionSource, batch: RecordBatch) -> Result
         )));
     };
     let keys = keys_of(&column).map_err(storage_error)?;
-    let filter = Filter::In {
-        column: pk.clone(),
-        values: keys.iter().map(key_scalar).collect(),
-        negated: false,
-    };
+    let filter = Filter::keys_in(&pk, &keys);
     let mut seen: std::collections::HashSet<Key> = std::collections::HashSet::new();
     for stored in source.scan(
         Some(std::slice::from_ref(&pk)),

@@ -20,7 +20,7 @@ use datafusion::arrow::datatypes::UInt64Type;
 use datafusion::error::Result;
 use parking_lot::Mutex;
 use vecraft_storage::command::Command;
-use vecraft_storage::filter::{Filter, Scalar};
+use vecraft_storage::filter::Filter;
 use vecraft_storage::key::{Key, keys_of};
 
 use vecraft_cluster::collection::Collection;
@@ -275,7 +275,7 @@ impl Transaction {
         let count = match command {
             Command::Insert(batch) => {
                 let keys = batch_keys(batch, &pk)?;
-                let live = live_keys(overlay, base, &pk, &keys)?;
+                let live = live_keys(overlay, &keys, &base_versions(overlay, base, &pk, &keys)?);
                 let mut seen = HashSet::with_capacity(keys.len());
                 for key in &keys {
                     if live.contains(key) || !seen.insert(key) {
@@ -288,7 +288,7 @@ impl Transaction {
             }
             Command::InsertMissing(batch) => {
                 let keys = batch_keys(batch, &pk)?;
-                let live = live_keys(overlay, base, &pk, &keys)?;
+                let live = live_keys(overlay, &keys, &base_versions(overlay, base, &pk, &keys)?);
                 let mut seen = HashSet::with_capacity(keys.len());
                 let new: Vec<bool> = keys
                     .iter()
@@ -309,15 +309,15 @@ impl Transaction {
             }
             Command::Upsert(batch) => {
                 let keys = batch_keys(batch, &pk)?;
-                let read = self.read.entry(name.to_string()).or_default();
-                record_versions(read, overlay, base, &pk, &keys)?;
+                let versions = base_versions(overlay, base, &pk, &keys)?;
+                first_reads(self.read.entry(name.to_string()).or_default(), versions);
                 put_rows(overlay, batch, &keys);
                 keys.len()
             }
             Command::Delete(keys) => {
-                let read = self.read.entry(name.to_string()).or_default();
-                record_versions(read, overlay, base, &pk, keys)?;
-                let live = live_keys(overlay, base, &pk, keys)?;
+                let versions = base_versions(overlay, base, &pk, keys)?;
+                let live = live_keys(overlay, keys, &versions);
+                first_reads(self.read.entry(name.to_string()).or_default(), versions);
                 for key in keys {
                     overlay.rows.insert(key.clone(), None);
                 }
@@ -375,76 +375,45 @@ fn put_rows(overlay: &mut Overlay, batch: &RecordBatch, keys: &[Key]) {
     }
 }
 
-/// Which of `keys` are live in the transaction: its own rows, or the collection's that it
-/// has not hidden.
-fn live_keys(
-    overlay: &Overlay,
-    base: &dyn CollectionSource,
-    pk: &str,
-    keys: &[Key],
-) -> Result<HashSet<Key>> {
-    let mut live: HashSet<Key> = keys
-        .iter()
-        .filter(|k| matches!(overlay.rows.get(*k), Some(Some(_))))
+/// Which of `keys` are live in the transaction: its own rows, and the collection's rows it
+/// has not hidden (`versions`, from [`base_versions`]).
+fn live_keys(overlay: &Overlay, keys: &[Key], versions: &HashMap<Key, u64>) -> HashSet<Key> {
+    keys.iter()
+        .filter(|k| matches!(overlay.rows.get(*k), Some(Some(_))) || versions.contains_key(*k))
         .cloned()
-        .collect();
-    let unknown: Vec<Scalar> = keys
-        .iter()
-        .filter(|k| !overlay.hides(k))
-        .map(scalar)
-        .collect();
-    if unknown.is_empty() {
-        return Ok(live);
-    }
-    let filter = Filter::In {
-        column: pk.to_string(),
-        values: unknown,
-        negated: false,
-    };
-    let projection = [pk.to_string()];
-    for batch in base.scan(Some(&projection), Some(&filter), Consistency::Strong)? {
-        live.extend(keys_of(batch.column(0)).map_err(storage_error)?);
-    }
-    Ok(live)
+        .collect()
 }
 
-fn scalar(key: &Key) -> Scalar {
-    match key {
-        Key::Int(i) => Scalar::Int(*i),
-        Key::Text(t) => Scalar::Text(t.clone()),
-    }
-}
-
-/// Records the version of the collection's row of each of `keys` that the transaction
-/// touches for the first time (an UPDATE's or DELETE's rows), for the commit to check.
-fn record_versions(
-    read: &mut HashMap<Key, u64>,
+/// The versions of the collection's rows of those of `keys` the transaction has not hidden
+/// (its own rows and deletions stand in front of them): one scan, by key.
+fn base_versions(
     overlay: &Overlay,
     base: &dyn CollectionSource,
     pk: &str,
     keys: &[Key],
-) -> Result<()> {
-    let fresh: Vec<Scalar> = keys
-        .iter()
-        .filter(|k| !overlay.hides(k) && !read.contains_key(*k))
-        .map(scalar)
-        .collect();
-    if fresh.is_empty() {
-        return Ok(());
+) -> Result<HashMap<Key, u64>> {
+    let unhidden: Vec<Key> = keys.iter().filter(|k| !overlay.hides(k)).cloned().collect();
+    let mut versions = HashMap::new();
+    if unhidden.is_empty() {
+        return Ok(versions);
     }
-    let filter = Filter::In {
-        column: pk.to_string(),
-        values: fresh,
-        negated: false,
-    };
+    let filter = Filter::keys_in(pk, &unhidden);
     let projection = [pk.to_string(), VERSION_COLUMN.to_string()];
     for batch in base.scan(Some(&projection), Some(&filter), Consistency::Strong)? {
-        let versions = batch
+        let found = batch
             .column_by_name(VERSION_COLUMN)
             .and_then(|c| c.as_primitive_opt::<UInt64Type>())
             .ok_or_else(|| VectorError::new("XX000", "a scan without row versions"))?;
         let keys = keys_of(batch.column(0)).map_err(storage_error)?;
-        read.extend(keys.into_iter().zip(versions.values().iter().copied()));
+        versions.extend(keys.into_iter().zip(found.values().iter().copied()));
     }
-    Ok(())
+    Ok(versions)
+}
+
+/// Records the versions of the rows an UPDATE or DELETE is about to change, for the commit
+/// to check; a row read before keeps the version it had then.
+fn first_reads(read: &mut HashMap<Key, u64>, versions: HashMap<Key, u64>) {
+    for (key, version) in versions {
+        read.entry(key).or_insert(version);
+    }
 }

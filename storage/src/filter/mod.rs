@@ -34,6 +34,7 @@ use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::key::Key;
 use crate::schema::{CollectionSchema, ColumnType};
 
 /// Deepest nesting of `And`/`Or`/`Not` accepted, so a hostile filter cannot overflow the stack.
@@ -91,7 +92,26 @@ pub enum Filter {
     Literal(bool),
 }
 
+impl From<&Key> for Scalar {
+    fn from(key: &Key) -> Scalar {
+        match key {
+            Key::Int(v) => Scalar::Int(*v),
+            Key::Text(v) => Scalar::Text(v.clone()),
+        }
+    }
+}
+
 impl Filter {
+    /// `column IN (keys)`: the rows of these keys, when `column` is the primary key (a
+    /// shard finds them through its key map).
+    pub fn keys_in(column: &str, keys: &[Key]) -> Filter {
+        Filter::In {
+            column: column.to_string(),
+            values: keys.iter().map(Scalar::from).collect(),
+            negated: false,
+        }
+    }
+
     /// Checks column names and value types against the schema, before any evaluation.
     ///
     /// Unknown column -> `UnknownColumn`; vector column, or a value that cannot be compared with
