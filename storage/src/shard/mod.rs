@@ -19,6 +19,8 @@ mod commit;
 #[cfg(test)]
 mod commit_tests;
 mod maintain;
+#[cfg(test)]
+mod maintain_tests;
 mod manifest;
 mod read;
 #[cfg(test)]

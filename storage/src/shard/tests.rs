@@ -1,5 +1,6 @@
-//! Shard behaviour: visibility of upserts and deletes, replay, sealing, filtered search,
-//! snapshots, compaction, recall.
+//! Shard behaviour: visibility of upserts and deletes, replay, filtered search, recall, keys,
+//! a model check; and the helpers the other shard tests share. Sealing in the background,
+//! snapshots, compaction, truncation and index changes are in `maintain_tests.rs`.
 
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use crate::error::Error;
 use crate::filter::{CmpOp, Filter, Scalar};
 use crate::key::Key;
 use crate::schema::{
-    CollectionSchema, ColumnDef, ColumnType, HnswParams, VectorElement, VectorSpec, vector_array,
+    CollectionSchema, ColumnDef, ColumnType, VectorElement, VectorSpec, vector_array,
     vector_arrow_type,
 };
 
@@ -62,7 +63,7 @@ pub(super) fn batch(ids: &[i64], vectors: &[Vec<f32>]) -> RecordBatch {
     .unwrap()
 }
 
-fn mixture(n: usize, dims: usize, seed: u64) -> Vec<Vec<f32>> {
+pub(super) fn mixture(n: usize, dims: usize, seed: u64) -> Vec<Vec<f32>> {
     let flat = crate::synthetic::gaussian_mixture(n, dims, seed);
     flat.chunks_exact(dims).map(|v| v.to_vec()).collect()
 }
@@ -79,7 +80,7 @@ pub(super) fn ids_of(batch: &RecordBatch) -> Vec<i64> {
     col.as_primitive::<Int64Type>().values().to_vec()
 }
 
-fn load(shard: &Shard, vectors: &[Vec<f32>], per_batch: usize, first_index: u64) -> u64 {
+pub(super) fn load(shard: &Shard, vectors: &[Vec<f32>], per_batch: usize, first_index: u64) -> u64 {
     let mut index = first_index;
     for (b, chunk) in vectors.chunks(per_batch).enumerate() {
         let ids: Vec<i64> = (0..chunk.len())
@@ -93,18 +94,17 @@ fn load(shard: &Shard, vectors: &[Vec<f32>], per_batch: usize, first_index: u64)
     index
 }
 
-fn search(shard: &Shard, q: &[f32], k: usize, filter: Option<Filter>) -> Vec<i64> {
+pub(super) fn search(shard: &Shard, q: &[f32], k: usize, filter: Option<Filter>) -> Vec<i64> {
     let mut req = SearchRequest::new("embedding", q.to_vec(), k);
     req.filter = filter;
     ids_of(&shard.search(&req).unwrap())
 }
 
-fn exact(shard: &Shard, q: &[f32], k: usize) -> Vec<i64> {
+pub(super) fn exact(shard: &Shard, q: &[f32], k: usize) -> Vec<i64> {
     let mut req = SearchRequest::new("embedding", q.to_vec(), k);
     req.exact = true;
     ids_of(&shard.search(&req).unwrap())
 }
-
 #[test]
 fn upserts_and_deletes_are_visible_in_search_and_scan() {
     let dir = tempfile::tempdir().unwrap();
@@ -264,155 +264,6 @@ fn filtered_search_returns_k_rows_even_at_one_percent_selectivity() {
         value: Scalar::Int(4321),
     };
     assert_eq!(search(&shard, &data[0], 10, Some(one)), vec![4321]);
-}
-
-#[test]
-fn snapshot_installs_on_an_empty_replica_with_identical_results() {
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let data = mixture(2000, 8, 3);
-    let source = Shard::open(a.path(), Some(schema(8, Metric::Cosine)), opts(800)).unwrap();
-    let next = load(&source, &data, 250, 1);
-    source
-        .apply(next, &Command::Delete((100..300).map(Key::Int).collect()))
-        .unwrap();
-    let mut stream = Vec::new();
-    let info = source.write_snapshot(&mut stream).unwrap();
-    assert_eq!(info.applied_index, next);
-
-    let target = Shard::open(b.path(), Some(schema(8, Metric::Cosine)), opts(800)).unwrap();
-    let installed = target.install_snapshot(&mut stream.as_slice()).unwrap();
-    assert_eq!(installed, info);
-    assert_eq!(target.applied_index(), next);
-    for q in data.iter().step_by(97) {
-        assert_eq!(search(&source, q, 10, None), search(&target, q, 10, None));
-        assert_eq!(exact(&source, q, 10), exact(&target, q, 10));
-    }
-    drop(target);
-    let reopened = Shard::open(b.path(), None, opts(800)).unwrap();
-    assert_eq!(reopened.count(), 1800);
-    assert_eq!(
-        search(&source, &data[5], 10, None),
-        search(&reopened, &data[5], 10, None)
-    );
-
-    let mut corrupt = stream.clone();
-    let at = corrupt.len() / 2;
-    corrupt[at] ^= 1;
-    let c = tempfile::tempdir().unwrap();
-    let victim = Shard::open(c.path(), Some(schema(8, Metric::Cosine)), opts(800)).unwrap();
-    assert!(victim.install_snapshot(&mut corrupt.as_slice()).is_err());
-    assert_eq!(victim.count(), 0, "a failed install leaves the old state");
-}
-
-#[test]
-fn compaction_drops_dead_rows_and_keeps_results() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = mixture(3000, 8, 4);
-    let shard = Shard::open(dir.path(), Some(schema(8, Metric::L2)), opts(1000)).unwrap();
-    let next = load(&shard, &data, 500, 1);
-    shard
-        .apply(
-            next,
-            &Command::Delete((0..3000).step_by(3).map(Key::Int).collect()),
-        )
-        .unwrap();
-    shard.flush().unwrap();
-    let queries: Vec<&Vec<f32>> = data.iter().step_by(111).collect();
-    let before: Vec<Vec<i64>> = queries.iter().map(|q| exact(&shard, q, 10)).collect();
-    let ids: Vec<u64> = {
-        let state = shard.inner.state.read();
-        state.slots.iter().map(|s| s.id).collect()
-    };
-    assert_eq!(ids.len(), 3);
-    let merged = shard.compact(&ids).unwrap().unwrap();
-    let stats = shard.stats();
-    assert_eq!(
-        (stats.sealed_segments, stats.dead_rows, stats.live_rows),
-        (1, 0, 2000)
-    );
-    let after: Vec<Vec<i64>> = queries.iter().map(|q| exact(&shard, q, 10)).collect();
-    assert_eq!(before, after);
-    // The key map follows the rows: deleting and upserting after compaction still works.
-    let del = shard
-        .apply(next + 1, &Command::Delete(vec![Key::Int(1)]))
-        .unwrap();
-    assert_eq!(del.rows_deleted, 1, "{:?}", shard.stats());
-    assert_eq!(shard.count(), 1999);
-    // Deletes live in the log until persisted; flushing makes the log unnecessary.
-    assert_eq!(shard.flush().unwrap(), next + 1);
-    drop(shard);
-    let reopened = Shard::open(dir.path(), None, opts(1000)).unwrap();
-    assert_eq!(reopened.count(), 1999);
-    assert!(
-        reopened
-            .inner
-            .state
-            .read()
-            .slots
-            .iter()
-            .any(|s| s.id == merged)
-    );
-}
-
-#[test]
-fn truncate_removes_everything_durably() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = mixture(600, 4, 5);
-    {
-        let shard = Shard::open(dir.path(), Some(schema(4, Metric::L2)), opts(250)).unwrap();
-        let next = load(&shard, &data, 100, 1);
-        assert_eq!(
-            shard.apply(next, &Command::Truncate).unwrap().rows_deleted,
-            600
-        );
-        assert_eq!(shard.count(), 0);
-        assert!(search(&shard, &data[0], 5, None).is_empty());
-    }
-    let shard = Shard::open(dir.path(), None, opts(250)).unwrap();
-    assert_eq!(shard.count(), 0);
-    assert_eq!(
-        std::fs::read_dir(dir.path().join("segments"))
-            .unwrap()
-            .count(),
-        0
-    );
-}
-
-#[test]
-fn searches_run_while_writes_apply_and_background_sealing_swaps_segments() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = mixture(4000, 8, 6);
-    let options = ShardOptions {
-        seal_threshold_rows: 500,
-        background_seal: true,
-    };
-    let shard = Arc::new(Shard::open(dir.path(), Some(schema(8, Metric::L2)), options).unwrap());
-    let reader = {
-        let (shard, q) = (shard.clone(), data[0].clone());
-        std::thread::spawn(move || {
-            let mut searches = 0;
-            loop {
-                let done = shard.count() >= 4000;
-                let got = search(&shard, &q, 5, None);
-                assert!(got.len() <= 5);
-                let mut unique = got.clone();
-                unique.sort();
-                unique.dedup();
-                assert_eq!(unique.len(), got.len(), "a key appears twice: {got:?}");
-                searches += 1;
-                if done {
-                    break searches;
-                }
-            }
-        })
-    };
-    load(&shard, &data, 100, 1);
-    assert!(reader.join().unwrap() > 0);
-    shard.wait_for_background();
-    let stats = shard.stats();
-    assert_eq!(stats.last_background_error, None);
-    assert!(stats.sealed_segments >= 7, "{stats:?}");
-    assert_eq!(exact(&shard, &data[0], 1), vec![0]);
 }
 
 /// 100,000 × 128 from a seeded Gaussian mixture: the default ef (40) reaches recall@10 ≥ 0.95.
@@ -660,36 +511,6 @@ fn absurd_k_and_ef_are_handled() {
 }
 
 #[test]
-fn compaction_in_any_id_order_keeps_sealed_segments_ahead_of_frozen_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = mixture(900, 4, 8);
-    let shard = Shard::open(dir.path(), Some(schema(4, Metric::L2)), opts(300)).unwrap();
-    let next = load(&shard, &data, 300, 1); // three sealed segments
-    let ids: Vec<u64> = shard
-        .inner
-        .state
-        .read()
-        .slots
-        .iter()
-        .map(|s| s.id)
-        .collect();
-    // A frozen slot behind them, as when background sealing lags.
-    shard
-        .apply(next, &Command::Upsert(batch(&[5000], &[vec![0.5; 4]])))
-        .unwrap();
-    shard.inner.state.write().freeze();
-    assert!(shard.compact(&[]).is_err());
-    assert!(shard.compact(&[ids[1], ids[1]]).is_err());
-    assert_eq!(shard.count(), 901, "refused compactions change nothing");
-    shard.compact(&[ids[1], ids[0]]).unwrap();
-    shard.flush().unwrap();
-    drop(shard);
-    let reopened = Shard::open(dir.path(), None, opts(300)).unwrap();
-    assert_eq!(reopened.count(), 901);
-    assert_eq!(exact(&reopened, &[0.5; 4], 1), vec![5000]);
-}
-
-#[test]
 fn insert_refuses_existing_and_repeated_keys_whole() {
     let dir = tempfile::tempdir().unwrap();
     let shard = Shard::open(dir.path(), Some(schema(2, Metric::L2)), opts(1000)).unwrap();
@@ -752,89 +573,4 @@ fn insert_missing_skips_existing_and_repeated_keys_and_replays_alike() {
         Command::decode(&some_new.encode().unwrap()).unwrap(),
         some_new
     );
-}
-
-#[test]
-fn set_index_changes_the_metric_and_reindex_builds_graphs_for_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = mixture(2500, 8, 9);
-    let shard = Shard::open(dir.path(), Some(schema(8, Metric::L2)), opts(1000)).unwrap();
-    let next = load(&shard, &data, 500, 1);
-    let hnsw = HnswParams {
-        m: 8,
-        ef_construction: 32,
-    };
-    let set = Command::SetIndex {
-        column: "embedding".into(),
-        metric: Metric::Cosine,
-        hnsw,
-    };
-    let bytes = set.encode().unwrap();
-    assert_eq!(Command::decode(&bytes).unwrap(), set);
-    shard.apply(next, &set).unwrap();
-    shard.reindex().unwrap();
-    let stats = shard.stats();
-    assert_eq!((stats.sealed_segments, stats.live_rows), (1, 2500));
-    {
-        let state = shard.inner.state.read();
-        use crate::segment::Segment;
-        let super::state::SlotData::Sealed(seg) = &state.slots[0].data else {
-            panic!("one sealed segment");
-        };
-        // Vector columns are numbered among themselves: `embedding` is the first.
-        assert_eq!(seg.index(0).map(|(m, _)| m), Some(Metric::Cosine));
-    }
-    // Cosine searches now use the graph and agree with brute force.
-    let mut hits = 0;
-    let queries: Vec<&Vec<f32>> = data.iter().step_by(97).collect();
-    for q in &queries {
-        let mut req = SearchRequest::new("embedding", q.to_vec(), 10);
-        req.metric = Some(Metric::Cosine);
-        let got = ids_of(&shard.search(&req).unwrap());
-        req.exact = true;
-        let truth = ids_of(&shard.search(&req).unwrap());
-        hits += got.iter().filter(|id| truth.contains(id)).count();
-    }
-    let recall = hits as f64 / (queries.len() * 10) as f64;
-    assert!(recall >= 0.9, "recall {recall}");
-    // The new spec is durable; a bad one is refused and consumes its index.
-    let bad = Command::SetIndex {
-        column: "tag".into(),
-        metric: Metric::L2,
-        hnsw,
-    };
-    assert!(shard.check(&bad).is_err());
-    assert!(shard.apply(next + 1, &bad).is_err());
-    assert_eq!(shard.applied_index(), next + 1);
-    drop(shard);
-    let reopened = Shard::open(dir.path(), None, opts(1000)).unwrap();
-    let spec = reopened.schema().vector_spec("embedding").unwrap();
-    assert_eq!((spec.metric, spec.hnsw), (Metric::Cosine, hnsw));
-}
-
-/// Snapshot bytes as a peer might send them, whole or mangled: `verify_snapshot` answers
-/// every one without panicking, and accepts the real one.
-#[test]
-fn fuzz_snapshot_verification() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = mixture(300, 4, 9);
-    let shard = Shard::open(dir.path(), Some(schema(4, Metric::L2)), opts(100)).unwrap();
-    let next = load(&shard, &data, 50, 1);
-    shard
-        .apply(next, &Command::Delete((10..20).map(Key::Int).collect()))
-        .unwrap();
-    let mut real = Vec::new();
-    shard.write_snapshot(&mut real).unwrap();
-    let contents = Shard::verify_snapshot(&real).unwrap();
-    assert_eq!(contents.durable_index, next);
-    assert!(Shard::verify_snapshot(&real[..real.len() - 1]).is_err());
-    let mut longer = real.clone();
-    longer.push(0);
-    assert!(
-        Shard::verify_snapshot(&longer).is_err(),
-        "bytes after the manifest"
-    );
-    crate::fuzz::run("snapshot", &[&real], |input| {
-        let _ = Shard::verify_snapshot(input);
-    });
 }
