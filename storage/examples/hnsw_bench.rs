@@ -182,15 +182,12 @@ fn main() {
         std::thread::available_parallelism().map_or(1, |p| p.get())
     );
 
-    // Raw index: build with hnsw_rs, export to the flat graph.
+    // Raw index: our builder, on the flat layout.
     let store = VectorStore::from_vec(dims, base.clone());
     let rows: Vec<u32> = (0..n as u32).collect();
     let t = Instant::now();
     let graph = build_graph(&store, &rows, args.metric, args.params).expect("build");
-    println!(
-        "index build (hnsw_rs + export): {:.2} s",
-        t.elapsed().as_secs_f64()
-    );
+    println!("index build: {:.2} s", t.elapsed().as_secs_f64());
 
     let prepared: Vec<Query> = queries
         .chunks_exact(dims)

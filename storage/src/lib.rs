@@ -5,8 +5,9 @@
 //! - [`shard`]: the state machine: a growing in-memory segment, sealed segments on disk
 //!   (payload as Arrow IPC, vectors and a flat HNSW graph mmap'd), tombstones, a manifest,
 //!   snapshots and compaction. It applies [`command::Command`]s by log index, idempotently.
-//! - [`index`]: vector storage, the HNSW graph (built by hnsw_rs, searched by our own loop),
-//!   brute force; [`distance`]: the SIMD distance kernels shared with the planner.
+//! - [`index`]: vector storage, the HNSW graph (built and searched by our own code), the
+//!   growing segment's live index (hnsw_rs), brute force; [`distance`]: the SIMD distance
+//!   kernels shared with the planner.
 //! - [`schema`], [`filter`], [`key`]: the collection's shape, payload predicates, primary keys.
 //! - [`txn`]: a transaction's writes on one shard, applied at once or prepared and resolved.
 //!

@@ -1,10 +1,11 @@
 //! The HNSW graph of a sealed segment in a flat layout we own, and its search loop.
 //!
-//! hnsw_rs builds the graph (`build.rs`); we copy it into fixed-width adjacency arrays so a
+//! Our builder (`build.rs`) writes the graph straight into fixed-width adjacency arrays, so a
 //! search touches a few contiguous arrays, reuses one visited set per thread and calls our own
 //! SIMD kernels. That is the layout hnswlib searches from, and it is what makes a sealed
 //! segment several times faster than hnsw_rs's pointer-chasing search (see the storage
-//! benchmark). The same arrays are written to and mmap'd from the segment's vector file.
+//! benchmark). The same arrays are written to and mmap'd from the segment's vector file; the
+//! walk itself is in `search.rs`, shared with the builder.
 //!
 //! Layout, `n` nodes, node id == segment row:
 //! - `level0`: `n * (1 + m0)` u32: a neighbour count, then up to `m0 = 2m` neighbours;
@@ -17,6 +18,7 @@ use std::collections::BinaryHeap;
 
 use crate::distance::Metric;
 use crate::index::VectorIndex;
+use crate::index::search::{Links, beam, greedy};
 use crate::index::vectors::{Backing, Query, VectorsRef};
 use crate::index::visited::with_visited;
 
@@ -51,29 +53,9 @@ const UPPER_BEAM: usize = 32;
 /// Widest layer-0 list a graph may have (`2 * m` with pgvector's `m <= 100`).
 pub const MAX_M0: usize = 200;
 
-/// Asks the CPU to start loading `v` into cache.
-#[inline(always)]
-fn prefetch(v: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        let p = v.as_ptr().cast::<i8>();
-        // SAFETY: prefetch is a hint; it never faults, even on an invalid address. SSE is part
-        // of the x86_64 baseline.
-        unsafe {
-            _mm_prefetch::<_MM_HINT_T0>(p);
-            if v.len() > 16 {
-                _mm_prefetch::<_MM_HINT_T0>(p.add(64));
-            }
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = v;
-}
-
 /// Scores that are NaN (cosine against a zero vector) rank after everything.
 #[inline]
-fn rankable(score: f32) -> f32 {
+pub fn rankable(score: f32) -> f32 {
     if score.is_nan() { f32::INFINITY } else { score }
 }
 
@@ -163,94 +145,12 @@ impl HnswGraph {
         let block = self.raw_neighbours(node, layer);
         &block[1..1 + block[0] as usize]
     }
+}
 
-    /// Walks `layer` greedily from `entry` to a local minimum.
-    fn greedy(&self, mut entry: Scored, layer: u8, score: &impl Fn(u32) -> f32) -> Scored {
-        loop {
-            let mut moved = false;
-            for &next in self.neighbours(entry.row, layer) {
-                let s = score(next);
-                if s < entry.score {
-                    entry = Scored {
-                        score: s,
-                        row: next,
-                    };
-                    moved = true;
-                }
-            }
-            if !moved {
-                return entry;
-            }
-        }
-    }
-
-    /// Beam search on `layer` from `entries`: the `ef` best rows that `accept` admits.
-    #[allow(clippy::too_many_arguments)]
-    fn beam(
-        &self,
-        entries: &[Scored],
-        layer: u8,
-        ef: usize,
-        visited: &mut crate::index::visited::VisitedSet,
-        vectors: &VectorsRef,
-        score: &impl Fn(u32) -> f32,
-        accept: &dyn Fn(u32) -> bool,
-    ) -> Vec<Scored> {
-        // `frontier` pops the closest unexpanded node; `found` keeps the ef best accepted rows
-        // with the worst on top.
-        let nodes = self.shape.nodes as usize;
-        let mut frontier = BinaryHeap::with_capacity((ef * 2).min(nodes));
-        let mut found: BinaryHeap<Scored> = BinaryHeap::with_capacity(ef.min(nodes) + 1);
-        for &entry in entries {
-            if visited.insert(entry.row) {
-                frontier.push(std::cmp::Reverse(entry));
-                if accept(entry.row) {
-                    found.push(entry);
-                    if found.len() > ef {
-                        found.pop();
-                    }
-                }
-            }
-        }
-        while let Some(std::cmp::Reverse(current)) = frontier.pop() {
-            if found.len() >= ef && current.score > found.peek().map_or(f32::INFINITY, |w| w.score)
-            {
-                break;
-            }
-            // Mark and prefetch the unvisited neighbours first, then score them: the vectors'
-            // cache misses overlap instead of queueing one behind another.
-            let mut fresh = [0u32; MAX_M0];
-            let mut fresh_len = 0;
-            for &next in self.neighbours(current.row, layer) {
-                if visited.insert(next) && fresh_len < MAX_M0 {
-                    prefetch(vectors.get(next));
-                    fresh[fresh_len] = next;
-                    fresh_len += 1;
-                }
-            }
-            for &next in &fresh[..fresh_len] {
-                let s = score(next);
-                let bound = if found.len() < ef {
-                    f32::INFINITY
-                } else {
-                    found.peek().map_or(f32::INFINITY, |w| w.score)
-                };
-                if s < bound {
-                    let hit = Scored {
-                        score: s,
-                        row: next,
-                    };
-                    frontier.push(std::cmp::Reverse(hit));
-                    if accept(next) {
-                        found.push(hit);
-                        if found.len() > ef {
-                            found.pop();
-                        }
-                    }
-                }
-            }
-        }
-        found.into_vec()
+impl Links for HnswGraph {
+    #[inline]
+    fn with_neighbours<R>(&self, node: u32, layer: u8, f: impl FnOnce(&[u32]) -> R) -> R {
+        f(self.neighbours(node, layer))
     }
 }
 
@@ -277,7 +177,7 @@ impl VectorIndex for HnswGraph {
             row: self.shape.entry,
         };
         for layer in (2..=self.shape.max_level).rev() {
-            entry = self.greedy(entry, layer, &score);
+            entry = greedy(self, entry, layer, &score);
         }
         // Layer 1 is searched with a small beam, and layer 0 starts from all it found: on
         // tightly clustered data a single greedy path can end in a neighbouring cluster that
@@ -287,13 +187,22 @@ impl VectorIndex for HnswGraph {
             with_visited(nodes, |visited| {
                 let all = &|_: u32| true;
                 let width = ef.clamp(1, UPPER_BEAM);
-                self.beam(&[entry], 1, width, visited, vectors, &score, all)
+                beam(self, &[entry], 1, width, visited, vectors, &score, all)
             })
         } else {
             vec![entry]
         };
         let mut best = with_visited(nodes, |visited| {
-            self.beam(&entries, 0, ef.max(k), visited, vectors, &score, accept)
+            beam(
+                self,
+                &entries,
+                0,
+                ef.max(k),
+                visited,
+                vectors,
+                &score,
+                accept,
+            )
         });
         best.sort_unstable();
         best.truncate(k);

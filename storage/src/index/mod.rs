@@ -1,13 +1,15 @@
-//! Vector indexes: the contiguous vector store, the flat HNSW graph (built by hnsw_rs,
-//! searched by our own loop), brute force, and the on-disk file that holds them.
+//! Vector indexes: the contiguous vector store, the flat HNSW graph of a sealed segment (built
+//! and searched by our own code), brute force, and the on-disk file that holds them.
 //!
 //! A segment asks an index for "the k best rows passing this predicate"; `VectorIndex` is that
 //! one question, so another graph (or a quantised one) can replace `HnswGraph` later.
 
 pub mod build;
+mod connect;
+mod draft;
 pub mod file;
 pub mod graph;
-pub mod refine;
+pub mod search;
 pub mod vectors;
 pub mod visited;
 

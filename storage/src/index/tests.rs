@@ -3,7 +3,7 @@
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use super::VectorIndex;
-use super::build::{build_graph, indexable_rows};
+use super::build::{BuildOptions, build_graph, build_graph_with, indexable_rows};
 use super::file::{self, ColumnFile};
 use super::graph::brute_force;
 use super::vectors::{Query, VectorStore};
@@ -119,4 +119,133 @@ fn zero_vectors_rank_last_under_cosine_in_brute_force() {
         vec![1, 2, 0]
     );
     assert!(hits[2].score.is_nan());
+}
+
+/// Checks what every built graph must hold: lists within their width, no self links, no
+/// duplicates, links only between indexed nodes, and every indexed node reachable on layer 0
+/// from the entry point.
+fn assert_graph_invariants(graph: &super::graph::HnswGraph, rows: &[u32]) {
+    graph.validate().expect("layout");
+    let n = graph.shape.nodes as usize;
+    let mut indexed = vec![false; n];
+    for &r in rows {
+        indexed[r as usize] = true;
+    }
+    let levels = graph.levels.as_slice();
+    for node in 0..n as u32 {
+        for layer in 0..=levels[node as usize] {
+            let list = graph.neighbours(node, layer);
+            let width = if layer == 0 {
+                graph.shape.m0
+            } else {
+                graph.shape.m
+            };
+            assert!(
+                list.len() <= width as usize,
+                "node {node} layer {layer} too long"
+            );
+            assert!(!list.contains(&node), "node {node} links to itself");
+            let mut sorted = list.to_vec();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(
+                sorted.len(),
+                list.len(),
+                "node {node} layer {layer} duplicates"
+            );
+            if !indexed[node as usize] {
+                assert!(list.is_empty(), "unindexed node {node} has links");
+            }
+            assert!(
+                list.iter().all(|&v| indexed[v as usize]),
+                "node {node} links to an unindexed node"
+            );
+        }
+    }
+    let mut reached = vec![false; n];
+    let mut stack = vec![graph.shape.entry];
+    reached[graph.shape.entry as usize] = true;
+    while let Some(node) = stack.pop() {
+        for &next in graph.neighbours(node, 0) {
+            if !reached[next as usize] {
+                reached[next as usize] = true;
+                stack.push(next);
+            }
+        }
+    }
+    let strays = rows.iter().filter(|&&r| !reached[r as usize]).count();
+    assert_eq!(strays, 0, "indexed nodes unreachable from the entry point");
+}
+
+#[test]
+fn built_graphs_keep_their_invariants_on_random_and_clustered_data() {
+    let dims = 16;
+    let uniform = random_vectors(20_000, dims, 21);
+    let clustered = crate::synthetic::gaussian_mixture(20_000, dims, 22);
+    for (name, data) in [("uniform", uniform), ("clustered", clustered)] {
+        let store = VectorStore::from_vec(dims, data);
+        // Every 50th row is null: a node of the layout, but not of the graph.
+        let rows = indexable_rows(&store, Metric::L2, &|r| r % 50 == 0);
+        for threads in [1, 2] {
+            let params = HnswParams {
+                m: 6,
+                ef_construction: 24,
+            };
+            let options = BuildOptions { seed: 5, threads };
+            let graph = build_graph_with(&store, &rows, Metric::L2, params, options).unwrap();
+            assert!(graph.shape.max_level >= 2, "{name}: a multi-layer graph");
+            assert_graph_invariants(&graph, &rows);
+        }
+    }
+}
+
+#[test]
+fn one_thread_builds_the_same_graph_for_the_same_seed() {
+    let dims = 8;
+    let store = VectorStore::from_vec(dims, random_vectors(3000, dims, 8));
+    let rows = indexable_rows(&store, Metric::Cosine, &|_| false);
+    let build = |seed| {
+        let options = BuildOptions { seed, threads: 1 };
+        build_graph_with(
+            &store,
+            &rows,
+            Metric::Cosine,
+            HnswParams::default(),
+            options,
+        )
+        .unwrap()
+    };
+    let (a, b, c) = (build(1), build(1), build(2));
+    assert_eq!(a.level0.as_slice(), b.level0.as_slice());
+    assert_eq!(a.upper.as_slice(), b.upper.as_slice());
+    assert_eq!(a.shape, b.shape);
+    assert_ne!(
+        a.levels.as_slice(),
+        c.levels.as_slice(),
+        "the seed draws the levels"
+    );
+}
+
+#[test]
+fn clustered_100k_reaches_recall_095_at_the_default_ef() {
+    let (n, dims, nq) = (100_000, 128, 200);
+    let mut data = crate::synthetic::gaussian_mixture(n + nq, dims, 42);
+    let queries = data.split_off(n * dims);
+    let store = VectorStore::from_vec(dims, data);
+    let rows = indexable_rows(&store, Metric::L2, &|_| false);
+    let graph = build_graph(&store, &rows, Metric::L2, HnswParams::default()).unwrap();
+    assert_graph_invariants(&graph, &rows);
+    let mut hits = 0;
+    for q in queries.chunks_exact(dims) {
+        let q = Query::new(q.to_vec());
+        let exact = brute_force(n, |r| store.score(Metric::L2, &q, r), 10, &|_| true);
+        let ef = crate::schema::DEFAULT_EF_SEARCH;
+        let approx = graph.search(&store.view(), Metric::L2, &q, 10, ef, &|_| true);
+        hits += approx
+            .iter()
+            .filter(|a| exact.iter().any(|e| e.row == a.row))
+            .count();
+    }
+    let recall = hits as f64 / (10 * nq) as f64;
+    assert!(recall >= 0.95, "recall@10 {recall}");
 }

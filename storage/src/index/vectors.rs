@@ -172,6 +172,17 @@ impl<'a> VectorsRef<'a> {
             self.inv_norms[row as usize],
         )
     }
+
+    /// The ranking score between two rows.
+    #[inline]
+    pub fn score_rows(&self, metric: Metric, a: u32, b: u32) -> f32 {
+        metric.score(
+            self.get(a),
+            self.get(b),
+            self.inv_norms[a as usize],
+            self.inv_norms[b as usize],
+        )
+    }
 }
 
 /// A query vector with what every distance evaluation against it reuses.

@@ -1,0 +1,266 @@
+//! The graph while it is being built: fixed-width lists in the flat layout of `graph.rs`,
+//! behind one lock per node, so several threads insert at once (as hnswlib does).
+//!
+//! A list is only read or written with its node's lock held: a walk copies the list out, and
+//! a new link or a shrink rewrites it in place. No thread holds two locks at once, so there
+//! is no lock order to keep. The slots are atomics only so that the shared arrays need no
+//! `unsafe`; the locks give the ordering.
+//!
+//! Every neighbour selection uses the HNSW heuristic (Malkov & Yashunin, algorithm 4),
+//! including the shrink of a list that overflows when a reverse link is added: a candidate is
+//! kept only if it is closer to the node than to every neighbour kept before it. Keeping the
+//! closest instead (hnsw_rs's shrink) drops the long links between clusters and strands
+//! searches in the wrong one.
+
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+
+use parking_lot::Mutex;
+
+use crate::distance::Metric;
+use crate::index::graph::{GraphShape, HnswGraph, MAX_M0, Scored};
+use crate::index::search::{Links, beam, greedy};
+use crate::index::vectors::{Backing, VectorsRef};
+use crate::index::visited::with_visited;
+
+pub struct Draft<'a> {
+    pub vectors: VectorsRef<'a>,
+    pub metric: Metric,
+    pub m: usize,
+    pub m0: usize,
+    pub ef_construction: usize,
+    /// Top layer of each node (0 for rows outside the graph).
+    pub levels: Vec<u8>,
+    /// Where each node's upper-layer blocks start in `upper`.
+    upper_offsets: Vec<u32>,
+    level0: Vec<AtomicU32>,
+    upper: Vec<AtomicU32>,
+    locks: Vec<Mutex<()>>,
+    pub entry: u32,
+    pub max_level: u8,
+}
+
+impl<'a> Draft<'a> {
+    /// An empty graph over every row of `vectors`, with each node's level already chosen and
+    /// `entry` (a node of the top level) as its entry point.
+    pub fn new(
+        vectors: VectorsRef<'a>,
+        metric: Metric,
+        m: usize,
+        ef_construction: usize,
+        levels: Vec<u8>,
+        entry: u32,
+    ) -> Self {
+        let n = vectors.len();
+        assert_eq!(levels.len(), n, "one level per row");
+        let m0 = 2 * m;
+        assert!(m0 <= MAX_M0, "layer-0 lists wider than a walk can copy");
+        let mut upper_offsets = Vec::with_capacity(n);
+        let mut upper_len = 0usize;
+        for &level in &levels {
+            upper_offsets.push(u32::try_from(upper_len).expect("upper layers fit in u32"));
+            upper_len += level as usize * (1 + m);
+        }
+        Draft {
+            vectors,
+            metric,
+            m,
+            m0,
+            ef_construction,
+            max_level: levels[entry as usize],
+            levels,
+            upper_offsets,
+            level0: (0..n * (1 + m0)).map(|_| AtomicU32::new(0)).collect(),
+            upper: (0..upper_len).map(|_| AtomicU32::new(0)).collect(),
+            locks: (0..n).map(|_| Mutex::new(())).collect(),
+            entry,
+        }
+    }
+
+    pub fn nodes(&self) -> usize {
+        self.levels.len()
+    }
+
+    #[inline]
+    pub fn distance(&self, a: u32, b: u32) -> f32 {
+        self.vectors.score_rows(self.metric, a, b)
+    }
+
+    /// The count-prefixed block of `node` on `layer`; read or write it only under the lock.
+    fn block(&self, node: u32, layer: u8) -> &[AtomicU32] {
+        let (start, width) = if layer == 0 {
+            (node as usize * (1 + self.m0), 1 + self.m0)
+        } else {
+            let width = 1 + self.m;
+            let start = self.upper_offsets[node as usize] as usize + (layer as usize - 1) * width;
+            (start, width)
+        };
+        &self.level0_or_upper(layer)[start..start + width]
+    }
+
+    fn level0_or_upper(&self, layer: u8) -> &[AtomicU32] {
+        if layer == 0 {
+            &self.level0
+        } else {
+            &self.upper
+        }
+    }
+
+    /// Links `node` into the graph on each of its layers.
+    pub fn insert(&self, node: u32) {
+        let level = self.levels[node as usize];
+        debug_assert!(
+            level <= self.max_level,
+            "the entry point is on the top layer"
+        );
+        let score = |row: u32| self.distance(node, row);
+        let mut entry = Scored {
+            score: score(self.entry),
+            row: self.entry,
+        };
+        for layer in (level + 1..=self.max_level).rev() {
+            entry = greedy(self, entry, layer, &score);
+        }
+        let mut entries = vec![entry];
+        for layer in (0..=level).rev() {
+            let mut found = self.search_layer(node, &entries, layer, self.ef_construction);
+            found.retain(|hit| hit.row != node);
+            let chosen = self.select(&found, self.m);
+            self.set(node, layer, &chosen);
+            for hit in &chosen {
+                self.link(hit.row, node, hit.score, layer);
+            }
+            entries = found;
+        }
+    }
+
+    /// The `ef` rows nearest `node` on `layer` reachable from `entries`, closest first.
+    pub fn search_layer(&self, node: u32, entries: &[Scored], layer: u8, ef: usize) -> Vec<Scored> {
+        let score = |row: u32| self.distance(node, row);
+        let mut found = with_visited(self.nodes(), |visited| {
+            beam(
+                self,
+                entries,
+                layer,
+                ef,
+                visited,
+                &self.vectors,
+                &score,
+                &|_| true,
+            )
+        });
+        found.sort_unstable();
+        found
+    }
+
+    /// The heuristic choice of at most `max` neighbours among `candidates` (closest first,
+    /// scored against the node they are for).
+    fn select(&self, candidates: &[Scored], max: usize) -> Vec<Scored> {
+        let mut chosen: Vec<Scored> = Vec::with_capacity(max);
+        for &candidate in candidates {
+            if chosen.len() == max {
+                break;
+            }
+            let diverse = chosen
+                .iter()
+                .all(|kept| self.distance(kept.row, candidate.row) >= candidate.score);
+            if diverse {
+                chosen.push(candidate);
+            }
+        }
+        chosen
+    }
+
+    /// Replaces `node`'s list on `layer` with `chosen`.
+    fn set(&self, node: u32, layer: u8, chosen: &[Scored]) {
+        let _guard = self.locks[node as usize].lock();
+        let block = self.block(node, layer);
+        assert!(
+            chosen.len() < block.len(),
+            "a list never outgrows its block"
+        );
+        for (slot, hit) in block[1..].iter().zip(chosen) {
+            slot.store(hit.row, Relaxed);
+        }
+        block[0].store(chosen.len() as u32, Relaxed);
+    }
+
+    /// Adds the link `from -> to` (`score` apart), shrinking `from`'s list by the heuristic if
+    /// it is full.
+    pub fn link(&self, from: u32, to: u32, score: f32, layer: u8) {
+        let _guard = self.locks[from as usize].lock();
+        let block = self.block(from, layer);
+        let width = block.len() - 1;
+        let count = block[0].load(Relaxed) as usize;
+        if block[1..=count].iter().any(|slot| slot.load(Relaxed) == to) {
+            return;
+        }
+        if count < width {
+            block[1 + count].store(to, Relaxed);
+            block[0].store(count as u32 + 1, Relaxed);
+            return;
+        }
+        let mut candidates: Vec<Scored> = block[1..=count]
+            .iter()
+            .map(|slot| {
+                let row = slot.load(Relaxed);
+                Scored {
+                    score: self.distance(from, row),
+                    row,
+                }
+            })
+            .chain(std::iter::once(Scored { score, row: to }))
+            .collect();
+        candidates.sort_unstable();
+        let kept = self.select(&candidates, width);
+        for (slot, hit) in block[1..].iter().zip(&kept) {
+            slot.store(hit.row, Relaxed);
+        }
+        block[0].store(kept.len() as u32, Relaxed);
+    }
+
+    /// Replaces the link `from -> old` by `from -> new` (reachability repair).
+    pub fn relink(&self, from: u32, old: u32, new: u32) {
+        let _guard = self.locks[from as usize].lock();
+        let block = self.block(from, 0);
+        let count = block[0].load(Relaxed) as usize;
+        if let Some(slot) = block[1..=count].iter().find(|s| s.load(Relaxed) == old) {
+            slot.store(new, Relaxed);
+        }
+    }
+
+    /// The finished graph in the flat layout.
+    pub fn finish(self) -> HnswGraph {
+        let plain =
+            |v: Vec<AtomicU32>| -> Vec<u32> { v.into_iter().map(AtomicU32::into_inner).collect() };
+        HnswGraph {
+            shape: GraphShape {
+                nodes: self.levels.len() as u32,
+                m: self.m as u16,
+                m0: self.m0 as u16,
+                max_level: self.max_level,
+                entry: self.entry,
+            },
+            level0: Backing::owned(plain(self.level0)),
+            upper: Backing::owned(plain(self.upper)),
+            levels: Backing::owned(self.levels),
+            upper_offsets: Backing::owned(self.upper_offsets),
+        }
+    }
+}
+
+impl Links for Draft<'_> {
+    #[inline]
+    fn with_neighbours<R>(&self, node: u32, layer: u8, f: impl FnOnce(&[u32]) -> R) -> R {
+        let mut copy = [0u32; MAX_M0];
+        let count = {
+            let _guard = self.locks[node as usize].lock();
+            let block = self.block(node, layer);
+            let count = (block[0].load(Relaxed) as usize).min(block.len() - 1);
+            for (out, slot) in copy.iter_mut().zip(&block[1..=count]) {
+                *out = slot.load(Relaxed);
+            }
+            count
+        };
+        f(&copy[..count])
+    }
+}
