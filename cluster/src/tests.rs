@@ -54,6 +54,7 @@ pub(crate) fn opts() -> ShardOptions {
     ShardOptions {
         seal_threshold_rows: 300,
         background_seal: true,
+        live_index: true,
     }
 }
 

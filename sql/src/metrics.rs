@@ -162,6 +162,10 @@ struct CollectionGauges {
     segments: IntGaugeVec,
     applied_index: IntGaugeVec,
     durable_index: IntGaugeVec,
+    live_indexed_rows: IntGaugeVec,
+    /// Segment searches since the shard opened (a counter: rebuilt from the shard's own
+    /// count at each scrape).
+    segment_searches: IntCounterVec,
 }
 
 impl CollectionGauges {
@@ -192,16 +196,31 @@ impl CollectionGauges {
                 "The last log index persisted in segments (the log before it is purged)",
                 by,
             ),
+            live_indexed_rows: gauge(
+                "vecraft_collection_live_indexed_rows",
+                "Rows not yet sealed that the growing segments' live indexes have taken",
+                by,
+            ),
+            segment_searches: IntCounterVec::new(
+                Opts::new(
+                    "vecraft_segment_searches_total",
+                    "Segment searches, by what answered: a sealed graph, a live index, a scan",
+                ),
+                &["collection", "shard", "method"],
+            )
+            .expect("valid metric"),
         }
     }
 
-    fn all(&self) -> [&IntGaugeVec; 5] {
+    fn all(&self) -> [&dyn Collector; 7] {
         [
             &self.rows,
             &self.dead_rows,
             &self.segments,
             &self.applied_index,
             &self.durable_index,
+            &self.live_indexed_rows,
+            &self.segment_searches,
         ]
     }
 }
@@ -246,6 +265,22 @@ impl Collector for CollectionsCollector {
                 }
                 set(&g.applied_index, &[&name, &shard], stats.applied_index);
                 set(&g.durable_index, &[&name, &shard], stats.durable_index);
+                set(
+                    &g.live_indexed_rows,
+                    &[&name, &shard],
+                    stats.live_indexed_rows,
+                );
+                let searches = [
+                    ("graph", stats.searches.graph),
+                    ("live", stats.searches.live),
+                    ("scan", stats.searches.scan),
+                ];
+                for (method, n) in searches {
+                    let counter = g
+                        .segment_searches
+                        .with_label_values(&[&name, &shard, method]);
+                    counter.inc_by(n);
+                }
             }
         }
         g.all().iter().flat_map(|g| g.collect()).collect()

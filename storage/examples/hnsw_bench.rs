@@ -227,6 +227,7 @@ fn main() {
     let opts = ShardOptions {
         seal_threshold_rows: usize::MAX,
         background_seal: false,
+        live_index: false,
     };
     let shard = Shard::open(dir.path(), Some(schema), opts).expect("shard");
     let t = Instant::now();

@@ -132,3 +132,77 @@ fn the_command_line_documents_every_option_and_refuses_bad_ones() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/no/such/node.toml"));
 }
+
+/// A deterministic 4-d vector for row `id`, distinct for every id.
+fn fresh_vector(id: i64) -> [f64; 4] {
+    let x = id as f64;
+    [
+        (x * 0.37).sin(),
+        (x * 1.13).cos(),
+        (x * 0.071).sin(),
+        x / 5000.0,
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_rows_are_found_through_the_live_index_before_they_seal() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = crate::support::single_node(dir.path());
+    let client = connect(node.sql_port).await;
+    client
+        .batch_execute(
+            "CREATE TABLE fresh (id bigint PRIMARY KEY, embedding vector(4));
+             CREATE INDEX ON fresh USING hnsw (embedding vector_l2_ops);",
+        )
+        .await
+        .unwrap();
+    let rows = 5000i64;
+    for chunk in (0..rows).collect::<Vec<_>>().chunks(1000) {
+        let values: Vec<String> = chunk
+            .iter()
+            .map(|&id| {
+                let v = fresh_vector(id);
+                format!("({id}, '[{},{},{},{}]')", v[0], v[1], v[2], v[3])
+            })
+            .collect();
+        let insert = format!("INSERT INTO fresh VALUES {}", values.join(","));
+        client.batch_execute(&insert).await.unwrap();
+    }
+
+    let metric = |metrics: &str, name: &str| sample(metrics, name).unwrap_or(0.0);
+    let live_rows = "vecraft_collection_live_indexed_rows{collection=\"fresh\",shard=\"0\"}";
+    let sealed = "vecraft_collection_segments{collection=\"fresh\",shard=\"0\",state=\"sealed\"}";
+    let live_searches =
+        "vecraft_segment_searches_total{collection=\"fresh\",method=\"live\",shard=\"0\"}";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let metrics = loop {
+        let (_, metrics) = http_get(node.http_port, "/metrics").await;
+        if metric(&metrics, live_rows) == rows as f64 {
+            break metrics;
+        }
+        assert!(Instant::now() < deadline, "live index stuck:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await; // pace the polls
+    };
+    assert_eq!(metric(&metrics, sealed), 0.0, "nothing sealed yet");
+    let before = metric(&metrics, live_searches);
+
+    let target = fresh_vector(1234);
+    let query = format!(
+        "SELECT id FROM fresh ORDER BY embedding <-> '[{},{},{},{}]' LIMIT 3",
+        target[0], target[1], target[2], target[3]
+    );
+    let found = client.query(&query, &[]).await.unwrap();
+    let ids: Vec<i64> = found.iter().map(|r| r.get(0)).collect();
+    let mut exact: Vec<(f64, i64)> = (0..rows)
+        .map(|id| {
+            let v = fresh_vector(id);
+            let d: f64 = v.iter().zip(target).map(|(a, b)| (a - b) * (a - b)).sum();
+            (d, id)
+        })
+        .collect();
+    exact.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let want: Vec<i64> = exact[..3].iter().map(|e| e.1).collect();
+    assert_eq!(ids, want);
+    let (_, metrics) = http_get(node.http_port, "/metrics").await;
+    assert_eq!(metric(&metrics, live_searches), before + 1.0, "{metrics}");
+}

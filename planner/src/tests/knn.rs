@@ -75,6 +75,7 @@ fn counted_session(dir: &std::path::Path) -> (SessionContext, Vec<f32>, Arc<Coun
     let opts = ShardOptions {
         seal_threshold_rows: 1_000_000,
         background_seal: false,
+        live_index: true,
     };
     let shard = Shard::open(dir, Some(schema), opts).unwrap();
     let data = gaussian_mixture(ROWS + 10, DIMS, 3);

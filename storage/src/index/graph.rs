@@ -209,6 +209,10 @@ impl VectorIndex for HnswGraph {
         best
     }
 
+    fn kind(&self) -> crate::index::IndexKind {
+        crate::index::IndexKind::Graph
+    }
+
     fn size_bytes(&self) -> usize {
         4 * (self.level0.as_slice().len()
             + self.upper_offsets.as_slice().len()
@@ -226,11 +230,22 @@ pub fn brute_force(
     k: usize,
     accept: &dyn Fn(u32) -> bool,
 ) -> Vec<Scored> {
-    if k == 0 {
+    brute_force_rows(0..n as u32, score, k, accept)
+}
+
+/// `brute_force` over the rows of `rows` only.
+pub fn brute_force_rows(
+    rows: std::ops::Range<u32>,
+    score: impl Fn(u32) -> f32,
+    k: usize,
+    accept: &dyn Fn(u32) -> bool,
+) -> Vec<Scored> {
+    if k == 0 || rows.is_empty() {
         return Vec::new();
     }
+    let n = rows.len();
     let mut heap: BinaryHeap<Scored> = BinaryHeap::with_capacity(k.min(n) + 1);
-    for row in 0..n as u32 {
+    for row in rows {
         if !accept(row) {
             continue;
         }

@@ -9,6 +9,7 @@ mod connect;
 mod draft;
 pub mod file;
 pub mod graph;
+pub mod live;
 pub mod search;
 pub mod vectors;
 pub mod visited;
@@ -31,6 +32,17 @@ pub trait VectorIndex: Send + Sync {
 
     /// Memory the index itself holds (vectors excluded).
     fn size_bytes(&self) -> usize;
+
+    fn kind(&self) -> IndexKind;
+}
+
+/// Which index answered a segment's search (counted per shard, see `ShardStats::searches`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexKind {
+    /// A sealed segment's graph, built by our builder.
+    Graph,
+    /// A growing (or frozen) segment's hnsw_rs live index.
+    Live,
 }
 
 #[cfg(test)]

@@ -227,25 +227,50 @@ fn one_thread_builds_the_same_graph_for_the_same_seed() {
 }
 
 #[test]
-fn clustered_100k_reaches_recall_095_at_the_default_ef() {
-    let (n, dims, nq) = (100_000, 128, 200);
-    let mut data = crate::synthetic::gaussian_mixture(n + nq, dims, 42);
-    let queries = data.split_off(n * dims);
+fn a_live_index_answers_for_the_rows_it_took_and_scans_the_rest() {
+    use super::live::LiveIndex;
+    let dims = 16;
+    let mut data = random_vectors(3000, dims, 31);
+    data[7 * dims..8 * dims].fill(0.0); // a zero vector: outside a cosine graph
     let store = VectorStore::from_vec(dims, data);
-    let rows = indexable_rows(&store, Metric::L2, &|_| false);
-    let graph = build_graph(&store, &rows, Metric::L2, HnswParams::default()).unwrap();
-    assert_graph_invariants(&graph, &rows);
-    let mut hits = 0;
-    for q in queries.chunks_exact(dims) {
-        let q = Query::new(q.to_vec());
-        let exact = brute_force(n, |r| store.score(Metric::L2, &q, r), 10, &|_| true);
-        let ef = crate::schema::DEFAULT_EF_SEARCH;
-        let approx = graph.search(&store.view(), Metric::L2, &q, 10, ef, &|_| true);
-        hits += approx
-            .iter()
-            .filter(|a| exact.iter().any(|e| e.row == a.row))
-            .count();
+    let mut nulls = roaring::RoaringBitmap::new();
+    nulls.insert(9);
+    let live = LiveIndex::new(Metric::Cosine, HnswParams::default(), dims).unwrap();
+    assert!(LiveIndex::new(Metric::InnerProduct, HnswParams::default(), dims).is_none());
+
+    // Take the first 2000 rows, in two batches as the feeder would.
+    for _ in 0..2 {
+        let backlog = live.backlog(store.view(), &nulls, 1000).unwrap();
+        live.insert(&backlog);
     }
-    let recall = hits as f64 / (10 * nq) as f64;
-    assert!(recall >= 0.95, "recall@10 {recall}");
+    assert_eq!(live.covered(), 2000);
+    let accept = |row: u32| !nulls.contains(row);
+    let view = store.view();
+    let mut hits = 0;
+    for row in (0..3000u32).step_by(150) {
+        let q = Query::new(store.get(row).to_vec());
+        let got = live.search(&view, Metric::Cosine, &q, 10, 40, &accept);
+        let want = brute_force(3000, |r| view.score(Metric::Cosine, &q, r), 10, &accept);
+        assert_eq!(got[0].row, row, "a row is its own nearest, taken or not");
+        assert!(got.windows(2).all(|w| w[0] <= w[1]), "sorted");
+        hits += got.iter().filter(|g| want.contains(g)).count();
+    }
+    assert!(hits as f64 / 200.0 >= 0.9, "recall {}", hits as f64 / 200.0);
+    let all = live.search(
+        &view,
+        Metric::Cosine,
+        &Query::new(vec![1.0; dims]),
+        3000,
+        40,
+        &accept,
+    );
+    assert!(
+        all.iter().all(|h| h.row != 9),
+        "the null row is never a hit"
+    );
+
+    let rest = live.backlog(store.view(), &nulls, 5000).unwrap();
+    live.insert(&rest);
+    assert_eq!(live.covered(), 3000);
+    assert!(live.backlog(store.view(), &nulls, 5000).is_none());
 }

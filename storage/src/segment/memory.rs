@@ -1,15 +1,21 @@
-//! The growing segment: rows appended in memory as writes apply, searched by brute force.
+//! The growing segment: rows appended in memory as writes apply, searched through a live
+//! hnsw_rs index (`index/live.rs`) for the rows it has taken so far and by brute force for
+//! the rest.
 //!
 //! When it passes the seal threshold the shard freezes it (moves it behind an `Arc`, so
 //! searches and the sealer share it without copying) and starts a new one.
+
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use roaring::RoaringBitmap;
 
 use crate::distance::Metric;
 use crate::index::VectorIndex;
+use crate::index::live::{Backlog, LiveIndex};
 use crate::index::vectors::VectorsRef;
 use crate::key::Key;
+use crate::schema::{CollectionSchema, ColumnType};
 use crate::segment::Segment;
 use crate::segment::rows::NormalizedRows;
 
@@ -20,6 +26,8 @@ pub struct MemVectors {
     pub data: Vec<f32>,
     pub inv_norms: Vec<f32>,
     pub nulls: RoaringBitmap,
+    /// The live index of an indexed column whose metric hnsw_rs can serve.
+    pub live: Option<Arc<LiveIndex>>,
 }
 
 pub struct MemSegment {
@@ -44,6 +52,55 @@ impl MemSegment {
                 .collect(),
             keys: Vec::new(),
         }
+    }
+
+    /// An empty growing segment for `schema`, with a live index on each indexed vector
+    /// column that can have one.
+    pub fn growing(schema: &CollectionSchema) -> Self {
+        let mut segment = MemSegment::new(&[]);
+        segment.vectors = schema
+            .vector_columns()
+            .iter()
+            .map(|&c| {
+                let column = &schema.columns[c];
+                let ColumnType::Vector(spec) = column.ty else {
+                    unreachable!("vector_columns returns vector columns")
+                };
+                let live = match schema.is_indexed(&column.name) {
+                    true => LiveIndex::new(spec.metric, spec.hnsw, spec.dims).map(Arc::new),
+                    false => None,
+                };
+                MemVectors {
+                    dims: spec.dims,
+                    live,
+                    ..Default::default()
+                }
+            })
+            .collect();
+        segment
+    }
+
+    /// Starts the live indexes over for a changed schema (an index created or changed).
+    pub fn reset_live(&mut self, schema: &CollectionSchema) {
+        let fresh = MemSegment::growing(schema);
+        for (column, new) in self.vectors.iter_mut().zip(fresh.vectors) {
+            column.live = new.live;
+        }
+    }
+
+    /// The next rows (at most `max_rows`) a live index lacks, copied out, with that index.
+    pub fn live_backlog(&self, max_rows: usize) -> Option<(Arc<LiveIndex>, Backlog)> {
+        self.vectors.iter().enumerate().find_map(|(i, column)| {
+            let live = column.live.as_ref()?;
+            let backlog = live.backlog(self.vectors(i), &column.nulls, max_rows)?;
+            Some((live.clone(), backlog))
+        })
+    }
+
+    /// Rows every live index has taken (0 when there is none).
+    pub fn live_covered_rows(&self) -> u32 {
+        let live = self.vectors.iter().filter_map(|c| c.live.as_ref());
+        live.map(|l| l.covered()).min().unwrap_or(0)
     }
 
     /// Appends validated rows; returns the first new row number.
@@ -106,7 +163,10 @@ impl MemSegment {
         let vectors: usize = self
             .vectors
             .iter()
-            .map(|v| (v.data.len() + v.inv_norms.len()) * 4)
+            .map(|v| {
+                let live = v.live.as_ref().map_or(0, |l| l.size_bytes());
+                (v.data.len() + v.inv_norms.len()) * 4 + live
+            })
             .sum();
         let payload: usize = self.payload.iter().map(|b| b.get_array_memory_size()).sum();
         vectors + payload
@@ -135,7 +195,8 @@ impl Segment for MemSegment {
         &self.vectors[i].nulls
     }
 
-    fn index(&self, _i: usize) -> Option<(Metric, &dyn VectorIndex)> {
-        None
+    fn index(&self, i: usize) -> Option<(Metric, &dyn VectorIndex)> {
+        let live = self.vectors[i].live.as_deref()?;
+        (live.covered() > 0).then(|| (live.metric(), live as &dyn VectorIndex))
     }
 }

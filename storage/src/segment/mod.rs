@@ -1,10 +1,23 @@
 //! Segments: the units a shard's rows live in.
 //!
-//! A shard has one growing `MemSegment` (appended to by writes, searched by brute force),
-//! possibly some frozen ones waiting to be sealed, and immutable `SealedSegment`s on disk
-//! (payload as Arrow IPC, vectors and HNSW graph mmap'd). Rows are numbered from 0 within a
-//! segment and never move; deletes are tombstones kept by the shard, not by the segment.
-//! Search and scan read any segment through the `Segment` trait.
+//! A shard has one growing `MemSegment` (appended to by writes), possibly some frozen ones
+//! waiting to be sealed, and immutable `SealedSegment`s on disk (payload as Arrow IPC,
+//! vectors and HNSW graph mmap'd).
+//!
+//! Which index serves which segment, and why:
+//! - **sealed**: our own HNSW graph (`index/build.rs`), built once over all the segment's rows
+//!   on the flat layout it is searched from: the fastest build and the best graph, but it
+//!   needs every row up front;
+//! - **growing and frozen**: an hnsw_rs graph (`index/live.rs`), fed in the background as rows
+//!   arrive, because hnsw_rs takes inserts while it is searched; the rows it has not taken
+//!   yet are scanned. Inner-product columns have no live index (hnsw_rs needs distances
+//!   that are never negative) and are scanned until they seal;
+//! - an exact scan wherever it is cheaper than a walk: small segments, filters that pass few
+//!   rows, `exact` requests.
+//!
+//! Rows are numbered from 0 within a segment and never move; deletes are tombstones kept by
+//! the shard, not by the segment. Search and scan read any segment through the `Segment`
+//! trait.
 
 pub mod memory;
 pub mod rows;

@@ -107,6 +107,7 @@ fn flatten_vectors(array: Option<&ArrayRef>, rows: usize, dims: usize) -> Result
         data: Vec::with_capacity(rows * dims),
         inv_norms: Vec::with_capacity(rows),
         nulls: RoaringBitmap::new(),
+        live: None,
     };
     let zeros = vec![0.0f32; dims];
     let mut push = |row: usize, v: Option<&[f32]>| -> Result<()> {

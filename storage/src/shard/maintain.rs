@@ -1,5 +1,6 @@
-//! Background and maintenance work on a shard: sealing frozen segments, persisting the
-//! manifest, truncating, and compaction (rewriting segments without their dead rows).
+//! Background and maintenance work on a shard: feeding the growing segment's live index,
+//! sealing frozen segments, persisting the manifest, truncating, and compaction (rewriting
+//! segments without their dead rows).
 //!
 //! All of it runs under `Inner::maintenance`, so at most one of these changes the segment
 //! set at a time; the slow parts (graph builds, file writes) run without the state lock.
@@ -10,7 +11,7 @@ use roaring::RoaringBitmap;
 
 use super::manifest::{Manifest, ManifestSegment, encode_tombstones, tombstone_file};
 use super::state::{RowRef, SlotData, segment_dir};
-use super::{Applied, Inner, Shard};
+use super::{Applied, Inner, Shard, Worker};
 use crate::error::{Error, Result};
 use crate::key::keys_of;
 use crate::segment::Segment;
@@ -18,10 +19,47 @@ use crate::segment::memory::MemSegment;
 use crate::segment::rows::{NormalizedRows, take_column};
 use crate::segment::sealed::SealedSegment;
 
+/// Rows the live-index feeder copies out and inserts per turn.
+const LIVE_BATCH_ROWS: usize = 64;
+
+/// Starts `body` on a thread named `name` unless `worker` runs one already (which checks for
+/// more work under the worker's lock before it stops).
+fn spawn_worker(
+    worker: &parking_lot::Mutex<Worker>,
+    name: &str,
+    body: impl FnOnce() + Send + 'static,
+) -> std::io::Result<()> {
+    let mut worker = worker.lock();
+    if worker.running {
+        return Ok(());
+    }
+    worker.running = true;
+    match std::thread::Builder::new().name(name.into()).spawn(body) {
+        Ok(handle) => {
+            worker.handle = Some(handle);
+            Ok(())
+        }
+        Err(e) => {
+            worker.running = false;
+            Err(e)
+        }
+    }
+}
+
+/// Makes this thread yield the CPU to foreground work (nice 10); best effort.
+fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority takes no pointers; on Linux a thread id names one thread.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+    }
+}
+
 impl Inner {
-    /// Freezes a full growing segment and makes sure something will seal it. Sealing errors
-    /// are recorded (see `ShardStats::last_background_error`), never returned: the command
-    /// that triggered the seal was applied all the same.
+    /// Freezes a full growing segment and makes sure something will seal it, and something
+    /// feeds the live index of the growing one. Sealing errors are recorded (see
+    /// `ShardStats::last_background_error`), never returned: the command that triggered the
+    /// seal was applied all the same.
     pub(super) fn maybe_seal(self: &Arc<Self>) {
         let pending = {
             let mut state = self.state.write();
@@ -30,7 +68,11 @@ impl Inner {
             }
             state.has_frozen()
         };
-        if !pending || self.closed.load(std::sync::atomic::Ordering::Acquire) {
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        self.feed_live();
+        if !pending {
             return;
         }
         if !self.opts.background_seal {
@@ -38,21 +80,59 @@ impl Inner {
             self.record(result);
             return;
         }
-        let mut sealer = self.sealer.lock();
-        if sealer.running {
-            return; // it checks for frozen slots again, under this lock, before it stops
-        }
-        sealer.running = true;
         let inner = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("vecraft-seal".into())
-            .spawn(move || inner.sealer_loop());
-        match spawned {
-            Ok(handle) => sealer.handle = Some(handle),
-            Err(e) => {
-                sealer.running = false;
-                self.record(Err(Error::io("spawn sealer", &self.dir, e)));
+        if let Err(e) = spawn_worker(&self.sealer, "vecraft-seal", move || inner.sealer_loop()) {
+            self.record(Err(Error::io("spawn sealer", &self.dir, e)));
+        }
+    }
+
+    /// Makes sure something feeds the growing segment's live index the rows it lacks: a
+    /// background thread at a lower CPU priority than queries and writes, or, without
+    /// background work, this caller at once.
+    pub(super) fn feed_live(self: &Arc<Self>) {
+        if !self.opts.live_index || self.state.read().growing.live_backlog(1).is_none() {
+            return;
+        }
+        if !self.opts.background_seal {
+            let _feeder = self.feeder.lock();
+            while self.feed_live_once() {}
+            return;
+        }
+        let inner = self.clone();
+        let spawned = spawn_worker(&self.feeder, "vecraft-live-index", move || {
+            inner.feeder_loop()
+        });
+        if let Err(e) = spawned {
+            self.record(Err(Error::io("spawn live-index feeder", &self.dir, e)));
+        }
+    }
+
+    fn feeder_loop(&self) {
+        lower_thread_priority();
+        loop {
+            let closed = self.closed.load(std::sync::atomic::Ordering::Acquire);
+            if closed || !self.feed_live_once() {
+                let mut feeder = self.feeder.lock();
+                // Checked under the feeder lock: a writer that adds rows after this sees
+                // `running == false` and starts a new feeder.
+                if closed || self.state.read().growing.live_backlog(1).is_none() {
+                    feeder.running = false;
+                    return;
+                }
             }
+        }
+    }
+
+    /// Inserts one batch of rows the growing segment's live index lacks; false if none.
+    fn feed_live_once(&self) -> bool {
+        // Copied out under the state lock, inserted without it: writes never wait for hnsw_rs.
+        let job = self.state.read().growing.live_backlog(LIVE_BATCH_ROWS);
+        match job {
+            Some((index, backlog)) => {
+                index.insert(&backlog);
+                true
+            }
+            None => false,
         }
     }
 
@@ -101,6 +181,9 @@ impl Inner {
                     None => {} // truncated meanwhile: the next persist removes the directory
                 }
             }
+            // The frozen segment and its live index go once no search holds them.
+            drop(mem);
+            crate::memory::release_free_heap();
             self.persist_locked()?;
         }
     }
@@ -199,7 +282,10 @@ impl Inner {
                 return Ok(Applied::default());
             }
             match state.schema.with_index(column, metric, hnsw) {
-                Ok(schema) => state.schema = Arc::new(schema),
+                Ok(schema) => {
+                    state.growing.reset_live(&schema);
+                    state.schema = Arc::new(schema);
+                }
                 Err(e) => {
                     state.skip(index);
                     return Err(e);

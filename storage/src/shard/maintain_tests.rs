@@ -130,6 +130,7 @@ fn searches_run_while_writes_apply_and_background_sealing_swaps_segments() {
     let options = ShardOptions {
         seal_threshold_rows: 500,
         background_seal: true,
+        live_index: true,
     };
     let shard = Arc::new(Shard::open(dir.path(), Some(schema(8, Metric::L2)), options).unwrap());
     let reader = {

@@ -18,6 +18,8 @@
 mod commit;
 #[cfg(test)]
 mod commit_tests;
+#[cfg(test)]
+mod live_tests;
 mod maintain;
 #[cfg(test)]
 mod maintain_tests;
@@ -52,8 +54,12 @@ use state::State;
 pub struct ShardOptions {
     /// The growing segment is sealed (written out with an HNSW graph) at this many rows.
     pub seal_threshold_rows: usize,
-    /// Seal on a background thread (true) or inside `apply` (false: deterministic tests).
+    /// Seal, and feed the growing segment's live index, on background threads (true) or
+    /// inside `apply` (false: deterministic tests).
     pub background_seal: bool,
+    /// Feed the growing segment's live index (false: growing rows are scanned until they
+    /// seal; for loads that are sealed at once, as in the storage benchmark).
+    pub live_index: bool,
 }
 
 impl Default for ShardOptions {
@@ -61,6 +67,7 @@ impl Default for ShardOptions {
         ShardOptions {
             seal_threshold_rows: 50_000,
             background_seal: true,
+            live_index: true,
         }
     }
 }
@@ -86,10 +93,24 @@ pub struct ShardStats {
     pub durable_index: u64,
     pub live_rows: u64,
     pub growing_rows: u64,
+    /// Rows of the growing and frozen segments their live indexes have taken (the rest of
+    /// those rows are searched by a scan).
+    pub live_indexed_rows: u64,
+    /// Segment searches since the shard opened, by how they were answered.
+    pub searches: SegmentSearches,
     pub frozen_segments: usize,
     pub sealed_segments: usize,
     pub dead_rows: u64,
     pub last_background_error: Option<String>,
+}
+
+/// Segment searches by how each was answered: a sealed segment's graph, a growing segment's
+/// live index, or an exact scan (small segments, selective filters, `exact`, no index).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SegmentSearches {
+    pub graph: u64,
+    pub live: u64,
+    pub scan: u64,
 }
 
 pub struct Shard {
@@ -134,9 +155,9 @@ fn only_new_rows(
     normalize(schema, &arrow::compute::filter_record_batch(batch, &mask)?)
 }
 
-/// The background sealing thread, if one runs.
+/// A background thread of the shard (the sealer, the live-index feeder), if one runs.
 #[derive(Default)]
-struct Sealer {
+struct Worker {
     running: bool,
     handle: Option<JoinHandle<()>>,
 }
@@ -147,8 +168,12 @@ struct Inner {
     state: RwLock<State>,
     /// Serialises sealing, compaction, persisting, snapshots and installs.
     maintenance: Mutex<()>,
-    sealer: Mutex<Sealer>,
+    sealer: Mutex<Worker>,
+    /// Feeds the growing segment's live index; also held by a synchronous feed, so that
+    /// rows reach a live index from one feeder, in order.
+    feeder: Mutex<Worker>,
     background_error: Mutex<Option<String>>,
+    searches: read::SearchCounters,
     /// Set by [`Shard::close`]: no background sealing starts any more.
     closed: std::sync::atomic::AtomicBool,
 }
@@ -170,8 +195,10 @@ impl Shard {
                 state: RwLock::new(state),
                 maintenance: Mutex::new(()),
                 closed: std::sync::atomic::AtomicBool::new(false),
-                sealer: Mutex::new(Sealer::default()),
+                sealer: Mutex::new(Worker::default()),
+                feeder: Mutex::new(Worker::default()),
                 background_error: Mutex::new(None),
+                searches: read::SearchCounters::default(),
             }),
         })
     }
@@ -271,6 +298,7 @@ impl Shard {
     pub fn stats(&self) -> ShardStats {
         let mut stats = self.inner.state.read().stats();
         stats.last_background_error = self.inner.background_error.lock().clone();
+        stats.searches = self.inner.searches.snapshot();
         stats
     }
 
@@ -283,11 +311,13 @@ impl Shard {
         self.wait_for_background();
     }
 
-    /// Waits until background sealing has finished (tests, shutdown).
+    /// Waits until background sealing and live indexing have finished (tests, shutdown).
     pub fn wait_for_background(&self) {
-        let handle = self.inner.sealer.lock().handle.take();
-        if let Some(handle) = handle {
-            let _ = handle.join();
+        for worker in [&self.inner.sealer, &self.inner.feeder] {
+            let handle = worker.lock().handle.take();
+            if let Some(handle) = handle {
+                let _ = handle.join();
+            }
         }
     }
 

@@ -3,22 +3,25 @@
 //! A search asks every segment for its own top-k of live rows passing the filter, then merges.
 //! A sealed segment with a graph built for the requested metric is searched through the graph,
 //! with the filter applied inside the walk, unless the filter passes so few rows that an exact
-//! scan of them is cheaper (and always returns k when k match). Growing and frozen segments,
-//! and `exact` requests, are brute force.
+//! scan of them is cheaper (and always returns k when k match). Growing and frozen segments
+//! are searched the same way through their live index (`index/live.rs`), which scans the rows
+//! it has not taken yet. `exact` requests are brute force.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{Array, ArrayRef, BooleanArray, Float64Array, RecordBatch, UInt64Array};
 use arrow::compute::interleave;
 use arrow::datatypes::{DataType, Field, Schema};
 use roaring::RoaringBitmap;
 
-use super::Shard;
 use super::state::{RowRef, State};
+use super::{SegmentSearches, Shard};
 use crate::distance::{Metric, validate_vector};
 use crate::error::{Error, Result};
 use crate::filter::{CmpOp, Filter, Scalar};
+use crate::index::IndexKind;
 use crate::index::graph::{Scored, brute_force};
 use crate::index::vectors::Query;
 use crate::key::Key;
@@ -37,6 +40,33 @@ pub const VERSION_COLUMN: &str = "_row_version";
 /// elsewhere; compaction moves rows too (a commit then fails though nothing changed: retry).
 pub(super) fn row_version(at: super::state::RowRef) -> u64 {
     (at.segment << 32) ^ u64::from(at.row)
+}
+
+/// Segment searches by how they were answered (see `SegmentSearches`).
+#[derive(Default)]
+pub(super) struct SearchCounters {
+    graph: AtomicU64,
+    live: AtomicU64,
+    scan: AtomicU64,
+}
+
+impl SearchCounters {
+    fn count(&self, answered_by: Option<IndexKind>) {
+        let counter = match answered_by {
+            Some(IndexKind::Graph) => &self.graph,
+            Some(IndexKind::Live) => &self.live,
+            None => &self.scan,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn snapshot(&self) -> SegmentSearches {
+        SegmentSearches {
+            graph: self.graph.load(Ordering::Relaxed),
+            live: self.live.load(Ordering::Relaxed),
+            scan: self.scan.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Below this many passing rows per `ef`, a filtered graph search turns into an exact scan
@@ -155,12 +185,16 @@ impl Shard {
         let segments = segments_of(&state);
         let mut hits: Vec<(Scored, usize)> = Vec::new();
         for (s, (segment, dead)) in segments.iter().enumerate() {
+            if segment.num_rows() == 0 {
+                continue;
+            }
             let admission = Admission {
                 dead,
                 nulls: segment.null_vectors(col),
                 mask: filter_mask(req.filter.as_ref(), *segment)?,
             };
-            let found = plan.run(*segment, &query, &admission);
+            let (found, answered_by) = plan.run(*segment, &query, &admission);
+            self.inner.searches.count(answered_by);
             hits.extend(found.into_iter().map(|h| (h, s)));
         }
         hits.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
@@ -305,9 +339,15 @@ struct SegmentSearch {
 }
 
 impl SegmentSearch {
-    /// The segment's top-k admitted rows: through its graph when it has one for this metric
-    /// and enough rows pass, otherwise by an exact scan of the admitted rows.
-    fn run(&self, segment: &dyn Segment, query: &Query, admission: &Admission<'_>) -> Vec<Scored> {
+    /// The segment's top-k admitted rows: through its index when it has one for this metric
+    /// and enough rows pass, otherwise by an exact scan of the admitted rows; and which index
+    /// answered (`None`: the scan).
+    fn run(
+        &self,
+        segment: &dyn Segment,
+        query: &Query,
+        admission: &Admission<'_>,
+    ) -> (Vec<Scored>, Option<IndexKind>) {
         let vectors = segment.vectors(self.col);
         let accept = |row: u32| admission.admits(row);
         let (metric, k, ef) = (self.metric, self.k, self.ef);
@@ -322,15 +362,12 @@ impl SegmentSearch {
                 || (passing as f64) < EXACT_MIN_SELECTIVITY * rows as f64
                 || beam >= rows / 4;
             if !exact_is_cheaper {
-                return index.search(&vectors, metric, query, k, ef, &accept);
+                let hits = index.search(&vectors, metric, query, k, ef, &accept);
+                return (hits, Some(index.kind()));
             }
         }
-        brute_force(
-            vectors.len(),
-            |r| vectors.score(metric, query, r),
-            k,
-            &accept,
-        )
+        let score = |r| vectors.score(metric, query, r);
+        (brute_force(vectors.len(), score, k, &accept), None)
     }
 }
 

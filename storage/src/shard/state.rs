@@ -125,7 +125,7 @@ impl State {
         }
         let mut state = State {
             txns: Txns::load(&schema, &manifest.txns)?,
-            growing: MemSegment::new(&vector_dims(&schema)),
+            growing: MemSegment::growing(&schema),
             schema,
             applied_index: manifest.durable_index,
             durable_index: manifest.durable_index,
@@ -278,7 +278,7 @@ impl State {
         if self.growing.is_empty() {
             return;
         }
-        let fresh = MemSegment::new(&vector_dims(&self.schema));
+        let fresh = MemSegment::growing(&self.schema);
         let frozen = std::mem::replace(&mut self.growing, fresh);
         let dead = std::mem::take(&mut self.growing_dead);
         self.slots.push(Slot {
@@ -291,6 +291,15 @@ impl State {
         });
         self.growing_id = self.next_segment_id;
         self.next_segment_id += 1;
+    }
+
+    /// The growing segment and the frozen ones.
+    pub fn in_memory_segments(&self) -> impl Iterator<Item = &MemSegment> {
+        let frozen = self.slots.iter().filter_map(|s| match &s.data {
+            SlotData::Frozen(m) => Some(m.as_ref()),
+            SlotData::Sealed(_) => None,
+        });
+        frozen.chain(std::iter::once(&self.growing))
     }
 
     pub fn has_frozen(&self) -> bool {
@@ -328,10 +337,15 @@ impl State {
             durable_index: self.durable_index,
             live_rows: self.keymap.len() as u64,
             growing_rows: self.growing.num_rows() as u64,
+            live_indexed_rows: self
+                .in_memory_segments()
+                .map(|m| m.live_covered_rows() as u64)
+                .sum(),
             frozen_segments: frozen,
             sealed_segments: self.slots.len() - frozen,
             dead_rows: dead,
             last_background_error: None,
+            searches: Default::default(),
         }
     }
 }
