@@ -24,8 +24,8 @@ pub fn knn_sql(table: &str, metric: Metric, k: usize) -> String {
 }
 
 /// A query vector as a parameter, in the type the server described: pgvector's binary form
-/// for `vector` (PostgreSQL), its text form `[1,2,3]` for `text` (Vecraft describes vector
-/// parameters as text, so clients without pgvector's type can send them).
+/// for `vector` (PostgreSQL and Vecraft both describe `embedding <-> $1` so), its text form
+/// `[1,2,3]` for a server that describes it as `text`.
 #[derive(Debug)]
 pub struct QueryVector<'a>(pub &'a [f32]);
 

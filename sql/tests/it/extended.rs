@@ -48,6 +48,53 @@ async fn prepared_knn_binds_a_new_vector_each_time() {
 }
 
 #[tokio::test]
+async fn binary_and_text_vector_parameters_give_identical_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = connect(start(dir.path()).await).await;
+    client
+        .batch_execute("CREATE TABLE pts (id bigint PRIMARY KEY, embedding vector(3))")
+        .await
+        .unwrap();
+    let value = |i: i64| [(i * 7 % 13) as f32 * 0.5, (i % 5) as f32, -(i as f32) / 8.0];
+    let insert = client
+        .prepare("INSERT INTO pts VALUES ($1, $2)")
+        .await
+        .unwrap();
+    for id in 0..40i64 {
+        // Half the rows written in binary, half in text.
+        let v = value(id);
+        match id % 2 {
+            0 => client.execute(&insert, &[&id, &Vector(v.to_vec())]).await,
+            _ => {
+                let text = format!("[{},{},{}]", v[0], v[1], v[2]);
+                client.execute(&insert, &[&id, &VectorText(&text)]).await
+            }
+        }
+        .unwrap();
+    }
+    let knn = client
+        .prepare("SELECT id, embedding <-> $1 AS d FROM pts ORDER BY embedding <-> $1 LIMIT 5")
+        .await
+        .unwrap();
+    for q in [[0.25f32, 1.5, -2.0], [6.0, 4.0, 0.0], [1e-3, -7.5, 3.25]] {
+        let text = format!("[{},{},{}]", q[0], q[1], q[2]);
+        let answer = |rows: Vec<tokio_postgres::Row>| -> Vec<(i64, f64)> {
+            rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+        };
+        let binary = answer(client.query(&knn, &[&Vector(q.to_vec())]).await.unwrap());
+        let as_text = answer(client.query(&knn, &[&VectorText(&text)]).await.unwrap());
+        assert_eq!(binary.len(), 5);
+        assert_eq!(binary, as_text, "query {text}");
+    }
+    // What was written in binary reads back bit for bit.
+    let row = client
+        .query_one("SELECT embedding FROM pts WHERE id = 4", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Vector>(0), Vector(value(4).to_vec()));
+}
+
+#[tokio::test]
 async fn kept_plans_follow_settings_and_tables() {
     let dir = tempfile::tempdir().unwrap();
     let client = connect(start(dir.path()).await).await;

@@ -118,6 +118,29 @@ impl<'a> FromSql<'a> for Vector {
     }
 }
 
+/// Sent in pgvector's binary form (dimensions, a reserved word, big-endian floats), as
+/// pgvector's adapters send a parameter described as `vector`.
+impl tokio_postgres::types::ToSql for Vector {
+    fn to_sql(
+        &self,
+        _ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(&u16::try_from(self.0.len())?.to_be_bytes());
+        out.extend_from_slice(&0u16.to_be_bytes());
+        for x in &self.0 {
+            out.extend_from_slice(&x.to_be_bytes());
+        }
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        ty.name() == "vector"
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
 /// A vector parameter in pgvector's text form (`[1,2,3]`), sent as text whatever type the
 /// server describes: PostgreSQL (and Vecraft) describe `embedding <-> $1` as `vector`, which
 /// tokio-postgres's `&str` refuses.
