@@ -8,17 +8,22 @@
 //!
 //! Only plans that evaluate expressions while executing may be kept: a `VALUES` list or a
 //! `LIMIT $1` is evaluated by the physical planner, so such statements are planned per
-//! execution instead ([`template`] says which).
+//! execution instead ([`template`] says which). The one-row `VALUES ($1, $2, …)` of an
+//! `INSERT` is the exception that matters (drivers insert rows one prepared statement at a
+//! time): it becomes a projection of its expressions over one empty row, which evaluates them
+//! as it runs, so the INSERT keeps its plan too.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
+use datafusion::common::DFSchema;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::logical_expr::DmlStatement;
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
-    Volatility,
+    ColumnarValue, EmptyRelation, Expr, ExprSchemable, LogicalPlan, Projection, ScalarFunctionArgs,
+    ScalarUDF, ScalarUDFImpl, Signature, Values, Volatility, WriteOp,
 };
 use parking_lot::RwLock;
 
@@ -110,13 +115,24 @@ impl ScalarUDFImpl for ParamFn {
 }
 
 /// `plan` with every `$n` replaced by a [`ParamFn`] reading `slots`, or `None` when the plan
-/// must be planned per execution: a parameter of unknown type, a `VALUES` list or a
-/// `LIMIT`/`OFFSET` (evaluated while planning), or a statement that is not a query.
+/// must be planned per execution: a parameter of unknown type, a `VALUES` list (other than an
+/// INSERT's single row) or a `LIMIT`/`OFFSET` (evaluated while planning), or a statement that
+/// is neither a query nor an INSERT.
 pub fn template(plan: &LogicalPlan, types: &[DataType], slots: &ParamSlots) -> Option<LogicalPlan> {
+    let inserted;
+    let plan = match plan {
+        LogicalPlan::Dml(dml) if matches!(dml.op, WriteOp::Insert(_)) => {
+            inserted = one_row_values_evaluated_late(plan)?;
+            &inserted
+        }
+        _ => plan,
+    };
     if matches!(
         plan,
-        LogicalPlan::Dml(_)
-            | LogicalPlan::Ddl(_)
+        LogicalPlan::Dml(DmlStatement {
+            op: WriteOp::Update | WriteOp::Delete | WriteOp::Ctas,
+            ..
+        }) | LogicalPlan::Ddl(_)
             | LogicalPlan::Statement(_)
             | LogicalPlan::Copy(_)
             | LogicalPlan::Explain(_)
@@ -168,6 +184,39 @@ pub fn template(plan: &LogicalPlan, types: &[DataType], slots: &ParamSlots) -> O
         .ok()?
         .data;
     (!unknown).then_some(replaced)
+}
+
+/// `plan` with each one-row `VALUES` replaced by a projection of that row's expressions
+/// (cast and named as the `VALUES` columns) over one empty row: the same rows, evaluated when
+/// the plan runs rather than when it is planned.
+fn one_row_values_evaluated_late(plan: &LogicalPlan) -> Option<LogicalPlan> {
+    let rewritten = plan.clone().transform_up(|node| {
+        let LogicalPlan::Values(Values { schema, values }) = &node else {
+            return Ok(Transformed::no(node));
+        };
+        let [row] = values.as_slice() else {
+            return Ok(Transformed::no(node)); // several rows: `template` refuses them
+        };
+        let one_row = Arc::new(LogicalPlan::EmptyRelation(EmptyRelation {
+            produce_one_row: true,
+            schema: Arc::new(DFSchema::empty()),
+        }));
+        let empty = DFSchema::empty();
+        let exprs = row
+            .iter()
+            .zip(schema.fields())
+            .map(|(e, field)| {
+                let typed = match e.get_type(&empty)? == *field.data_type() {
+                    true => e.clone(),
+                    false => e.clone().cast_to(field.data_type(), &empty)?,
+                };
+                Ok(typed.alias(field.name()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let projection = Projection::try_new(exprs, one_row)?;
+        Ok(Transformed::yes(LogicalPlan::Projection(projection)))
+    });
+    rewritten.ok().map(|t| t.data)
 }
 
 fn has_placeholder(e: &Expr) -> bool {

@@ -292,7 +292,7 @@ impl Session {
             let plan = crate::explain::query_plan(&batches, verbose).map_err(|e| to_pg(&e))?;
             return self.respond(Answer::Rows("SELECT"), &schema, &[plan], format);
         }
-        if query.answer.is_query() {
+        if query.answer.keeps_plan() {
             if let Some(batches) = self.run_kept(query, &params).await? {
                 return self.respond(query.answer, &schema, &batches, format);
             }

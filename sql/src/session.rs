@@ -382,6 +382,12 @@ impl Answer {
     pub fn is_query(self) -> bool {
         self == Answer::Rows("SELECT")
     }
+
+    /// Whether the statement's physical plan may be kept between executions: a query's, or
+    /// a plain INSERT's (`vecraft_planner::params::template` says which plans can be).
+    pub fn keeps_plan(self) -> bool {
+        matches!(self, Answer::Rows("SELECT") | Answer::Count("INSERT"))
+    }
 }
 
 /// What `statement` answers.

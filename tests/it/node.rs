@@ -206,3 +206,56 @@ async fn fresh_rows_are_found_through_the_live_index_before_they_seal() {
     let (_, metrics) = http_get(node.http_port, "/metrics").await;
     assert_eq!(metric(&metrics, live_searches), before + 1.0, "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prepared_insert_keeps_its_plan_and_evaluates_defaults_per_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = crate::support::single_node(dir.path());
+    let client = connect(node.sql_port).await;
+    client
+        .batch_execute("CREATE TABLE notes (id bigserial PRIMARY KEY, note text, score real)")
+        .await
+        .unwrap();
+    let reused = "vecraft_kept_plan_executions_total";
+    let reuses = |metrics: &str| sample(metrics, reused).unwrap_or(0.0);
+    let before = reuses(&http_get(node.http_port, "/metrics").await.1);
+
+    let insert = client
+        .prepare("INSERT INTO notes (note, score) VALUES ($1, $2)")
+        .await
+        .unwrap();
+    for i in 0..20 {
+        let n = client
+            .execute(&insert, &[&format!("n{i}"), &(i as f32 / 2.0)])
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    // Inside a block the same plan stages its rows, and ROLLBACK drops them.
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .execute(&insert, &[&"gone".to_string(), &0.0f32])
+        .await
+        .unwrap();
+    client.batch_execute("ROLLBACK").await.unwrap();
+
+    let after = reuses(&http_get(node.http_port, "/metrics").await.1);
+    assert_eq!(
+        after - before,
+        20.0,
+        "every execution after the first reused the plan"
+    );
+    let rows = client
+        .query("SELECT id, note, score FROM notes ORDER BY id", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 20);
+    let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(
+        ids,
+        (1..=20).collect::<Vec<i64>>(),
+        "a new id per execution"
+    );
+    let last: (String, f32) = (rows[19].get(1), rows[19].get(2));
+    assert_eq!(last, ("n19".to_string(), 9.5));
+}

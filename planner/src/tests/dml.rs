@@ -86,3 +86,56 @@ async fn insert_and_delete_are_durable_and_insert_refuses_duplicates() {
     assert_eq!(count_of(&ctx, "DELETE FROM items").await, 2);
     assert!(ids(&ctx, "SELECT id FROM items").await.is_empty());
 }
+
+#[tokio::test]
+async fn a_one_row_insert_keeps_its_physical_plan_across_executions() {
+    use datafusion::physical_plan::collect;
+    use datafusion::physical_plan::execution_plan::reset_plan_states;
+    use datafusion::scalar::ScalarValue;
+
+    use crate::params::{ParamSlots, template};
+
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = open(dir.path());
+    let logical = ctx
+        .state()
+        .create_logical_plan("INSERT INTO items (id, tag) VALUES ($1, $2)")
+        .await
+        .unwrap();
+    let types: Vec<_> = (1..=2)
+        .map(|i| {
+            logical.get_parameter_types().unwrap()[&format!("${i}")]
+                .clone()
+                .unwrap()
+        })
+        .collect();
+    let slots = ParamSlots::default();
+    let kept = template(&logical, &types, &slots).expect("an INSERT's one row is kept");
+    let physical = ctx.state().create_physical_plan(&kept).await.unwrap();
+    for (id, tag) in [(7i64, "seven"), (8, "eight")] {
+        slots.set(vec![ScalarValue::Int64(Some(id)), ScalarValue::from(tag)]);
+        let plan = reset_plan_states(physical.clone()).unwrap();
+        let counts = collect(plan, ctx.task_ctx()).await.unwrap();
+        assert_eq!(counts[0].column(0).as_primitive::<UInt64Type>().value(0), 1);
+    }
+    let stored = sql(&ctx, "SELECT id FROM items WHERE id IN (7, 8)")
+        .await
+        .unwrap();
+    let stored: usize = stored
+        .collect()
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(stored, 2);
+    let several = ctx
+        .state()
+        .create_logical_plan("INSERT INTO items (id, tag) VALUES ($1, $2), (9, 'x')")
+        .await
+        .unwrap();
+    assert!(
+        template(&several, &types, &slots).is_none(),
+        "VALUES of two rows"
+    );
+}

@@ -11,6 +11,13 @@
 //! kept only if it is closer to the node than to every neighbour kept before it. Keeping the
 //! closest instead (hnsw_rs's shrink) drops the long links between clusters and strands
 //! searches in the wrong one.
+//!
+//! A new node's own lists are then filled up to `m` with the closest candidates the heuristic
+//! passed over (pgvector keeps such pruned links too): on 1M × 128 in tight clusters that
+//! took recall@10 at `ef` 320 from 0.944 to 0.963, at 100k it costs no QPS at a given
+//! recall, and it adds 10–20% to the build. A shrink does not fill: the heuristic alone leaves
+//! room in the list, so the next reverse links are appended without another shrink (filling
+//! there too made builds 1.5× slower for little more recall).
 
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
@@ -21,6 +28,13 @@ use crate::index::graph::{GraphShape, HnswGraph, MAX_M0, Scored};
 use crate::index::search::{Links, beam, greedy};
 use crate::index::vectors::{Backing, VectorsRef};
 use crate::index::visited::with_visited;
+
+/// Whether a selection fills its list with candidates the heuristic passed over.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    No,
+    ClosestPassedOver,
+}
 
 pub struct Draft<'a> {
     pub vectors: VectorsRef<'a>,
@@ -124,7 +138,7 @@ impl<'a> Draft<'a> {
         for layer in (0..=level).rev() {
             let mut found = self.search_layer(node, &entries, layer, self.ef_construction);
             found.retain(|hit| hit.row != node);
-            let chosen = self.select(&found, self.m);
+            let chosen = self.select(&found, self.m, Fill::ClosestPassedOver);
             self.set(node, layer, &chosen);
             for hit in &chosen {
                 self.link(hit.row, node, hit.score, layer);
@@ -153,8 +167,9 @@ impl<'a> Draft<'a> {
     }
 
     /// The heuristic choice of at most `max` neighbours among `candidates` (closest first,
-    /// scored against the node they are for).
-    fn select(&self, candidates: &[Scored], max: usize) -> Vec<Scored> {
+    /// scored against the node they are for), then, with `Fill::ClosestPassedOver`, the
+    /// closest of the candidates it passed over until there are `max`.
+    fn select(&self, candidates: &[Scored], max: usize, fill: Fill) -> Vec<Scored> {
         let mut chosen: Vec<Scored> = Vec::with_capacity(max);
         for &candidate in candidates {
             if chosen.len() == max {
@@ -165,6 +180,16 @@ impl<'a> Draft<'a> {
                 .all(|kept| self.distance(kept.row, candidate.row) >= candidate.score);
             if diverse {
                 chosen.push(candidate);
+            }
+        }
+        if fill == Fill::ClosestPassedOver && chosen.len() < max {
+            for &candidate in candidates {
+                if chosen.len() == max {
+                    break;
+                }
+                if !chosen.iter().any(|c| c.row == candidate.row) {
+                    chosen.push(candidate);
+                }
             }
         }
         chosen
@@ -211,7 +236,7 @@ impl<'a> Draft<'a> {
             .chain(std::iter::once(Scored { score, row: to }))
             .collect();
         candidates.sort_unstable();
-        let kept = self.select(&candidates, width);
+        let kept = self.select(&candidates, width, Fill::No);
         for (slot, hit) in block[1..].iter().zip(&kept) {
             slot.store(hit.row, Relaxed);
         }

@@ -45,9 +45,10 @@ impl PartialOrd for Scored {
     }
 }
 
-/// Widest beam on layer 1 (it is `ef` when that is smaller); its finds are layer 0's entry
-/// points. On 1M x 128 in 1,000 tight clusters, one greedy path (the classic descent) gave
-/// recall@10 0.58 at ef 40; a beam of 8 gave 0.68 and of 32 gave 0.77, at no lower QPS.
+/// Widest beam on layer 1 (it is `ef / 2` when that is smaller); its finds are layer 0's
+/// entry points. On 1M × 128 in 1,000 tight clusters, a beam of 32 reached recall@10 0.95 at
+/// `ef` 160 where a beam of 8 needed 640; on 100k, where one greedy path finds the cluster,
+/// the narrower beam of a small `ef` is up to 25% faster at the same recall.
 const UPPER_BEAM: usize = 32;
 
 /// Widest layer-0 list a graph may have (`2 * m` with pgvector's `m <= 100`).
@@ -186,7 +187,7 @@ impl VectorIndex for HnswGraph {
         let entries = if self.shape.max_level >= 1 {
             with_visited(nodes, |visited| {
                 let all = &|_: u32| true;
-                let width = ef.clamp(1, UPPER_BEAM);
+                let width = (ef / 2).clamp(1, UPPER_BEAM);
                 beam(self, &[entry], 1, width, visited, vectors, &score, all)
             })
         } else {
