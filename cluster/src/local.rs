@@ -1,8 +1,9 @@
 //! One shard on this node: the `Shard` behind its Raft group, whose log is the shard's storage
 //! log, so every acknowledged write survives `kill -9`.
 //!
-//! Write: check the command against the schema, propose it to the group, and return once it is
-//! durable, committed and applied (`raft::Group`). Open: `Shard::open` comes back at its
+//! Write: check the command against the schema, propose it to the group (merged with other
+//! sessions' concurrent INSERTs, `batch.rs`), and return once it is durable, committed and
+//! applied (`raft::Group`). Open: `Shard::open` comes back at its
 //! durable index and the group replays the log after it before the shard is handed out.
 //! `checkpoint` is a Raft snapshot: the shard seals and persists, then the log it covers is
 //! purged.
@@ -21,6 +22,7 @@ use vecraft_storage::log::{Log, LogOptions};
 use vecraft_storage::schema::CollectionSchema;
 use vecraft_storage::shard::{Applied, SearchRequest, Shard, ShardOptions, ShardStats};
 
+use crate::batch::Batcher;
 use crate::raft::{Group, GroupStatus, NodeId};
 use crate::read::Consistency;
 use crate::rpc::{FlightNetwork, GroupId, Peers};
@@ -30,6 +32,8 @@ pub struct LocalShard {
     dir: PathBuf,
     shard: Arc<Shard>,
     group: Group,
+    /// Merges concurrent INSERTs into one Raft entry (`batch.rs`).
+    batcher: Batcher,
     /// Whether the shard was closed (its collection dropped). Every request holds a read
     /// guard while it runs, so [`LocalShard::close`] waits for the ones in flight and refuses
     /// the later ones with `Error::Dropped`.
@@ -45,6 +49,7 @@ impl LocalShard {
             dir: dir.to_path_buf(),
             shard,
             group,
+            batcher: Batcher::default(),
             closed: RwLock::new(false),
         })
     }
@@ -69,6 +74,7 @@ impl LocalShard {
             dir: dir.to_path_buf(),
             shard,
             group,
+            batcher: Batcher::default(),
             closed: RwLock::new(false),
         })
     }
@@ -132,7 +138,8 @@ impl LocalShard {
     /// `write` for a command the caller has just checked (`check`).
     pub fn propose(&self, command: &Command) -> Result<Applied> {
         let _open = self.entered()?;
-        self.group.write(command.encode()?)
+        let propose = |command: &Command| self.group.write(command.encode()?);
+        self.batcher.propose(command, &propose)
     }
 
     /// Seals and persists the shard, then drops the log it no longer needs. Returns the index

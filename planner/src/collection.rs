@@ -15,6 +15,20 @@ use vecraft_storage::shard::{SearchRequest, Shard};
 pub use vecraft_cluster::collection::ShardTrace;
 pub use vecraft_cluster::read::Consistency;
 
+/// Runs `f`, which waits on a disk or on other nodes, without stalling the runtime's other
+/// tasks: on a multi-threaded runtime, another worker takes them over meanwhile. A write
+/// waits for its Raft entry's fsync; on a node with 2 runtime workers, writes that held their
+/// workers let no more than 2 sessions write at once, and nothing else run meanwhile.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 pub trait CollectionSource: Debug + Send + Sync {
     fn schema(&self) -> CollectionSchema;
 

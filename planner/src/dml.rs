@@ -73,7 +73,7 @@ impl DataSink for InsertSink {
         let mut rows = 0;
         while let Some(batch) = data.next().await {
             let batch = crate::text_types::conform_batch(batch?, &self.schema)?;
-            rows += self.write(self.merged(batch)?)?;
+            rows += crate::collection::blocking(|| self.write(self.merged(batch)?))?;
         }
         Ok(rows)
     }
