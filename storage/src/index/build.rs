@@ -4,7 +4,8 @@
 //! of the top level is inserted first, so the entry point never moves. The other nodes are
 //! inserted by `threads` workers taking rows in order (`draft.rs` has the per-node locking and
 //! the heuristic); with one thread the graph depends only on the seed and the data. Last,
-//! `connect.rs` makes every indexed node reachable from the entry point.
+//! `connect.rs` adds reverse links where lists have room and makes every indexed node
+//! reachable from the entry point.
 //!
 //! Distances are the metric's ranking scores (`Metric::score`): squared L2, `1 - cos`,
 //! `-a·b`, L1. Inputs were validated (finite, right length) before they got here, and a cosine
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::distance::Metric;
 use crate::error::{Error, Result};
-use crate::index::connect::reach_all;
+use crate::index::connect::{add_reverse_links, reach_all};
 use crate::index::draft::Draft;
 use crate::index::graph::HnswGraph;
 use crate::index::vectors::VectorStore;
@@ -91,6 +92,7 @@ pub fn build_graph_with(
         entry,
     );
     insert_all(&draft, rows, entry, options.threads.max(1));
+    add_reverse_links(&draft, rows);
     reach_all(&draft, rows);
     let graph = draft.finish();
     // The draft's lists were copied out; hand their memory back.
