@@ -195,18 +195,28 @@ impl<'a> Draft<'a> {
         chosen
     }
 
-    /// Replaces `node`'s list on `layer` with `chosen`.
+    /// Makes `chosen` `node`'s list on `layer`. Links other inserts added meanwhile are kept:
+    /// a concurrent insert can reach `node` through the layer above before `node` has a list
+    /// here, choose it, and link it to itself, and overwriting would drop that link.
     fn set(&self, node: u32, layer: u8, chosen: &[Scored]) {
-        let _guard = self.locks[node as usize].lock();
-        let block = self.block(node, layer);
-        assert!(
-            chosen.len() < block.len(),
-            "a list never outgrows its block"
-        );
-        for (slot, hit) in block[1..].iter().zip(chosen) {
-            slot.store(hit.row, Relaxed);
+        let earlier: Vec<u32> = {
+            let _guard = self.locks[node as usize].lock();
+            let block = self.block(node, layer);
+            assert!(
+                chosen.len() < block.len(),
+                "a list never outgrows its block"
+            );
+            let count = block[0].load(Relaxed) as usize;
+            let earlier = block[1..=count].iter().map(|s| s.load(Relaxed)).collect();
+            for (slot, hit) in block[1..].iter().zip(chosen) {
+                slot.store(hit.row, Relaxed);
+            }
+            block[0].store(chosen.len() as u32, Relaxed);
+            earlier
+        };
+        for row in earlier {
+            self.link(node, row, self.distance(node, row), layer);
         }
-        block[0].store(chosen.len() as u32, Relaxed);
     }
 
     /// Adds the link `from -> to` (`score` apart), shrinking `from`'s list by the heuristic if
