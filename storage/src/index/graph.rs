@@ -56,7 +56,7 @@ pub const MAX_M0: usize = 200;
 
 /// Scores that are NaN (cosine against a zero vector) rank after everything.
 #[inline]
-pub fn rankable(score: f32) -> f32 {
+fn rankable(score: f32) -> f32 {
     if score.is_nan() { f32::INFINITY } else { score }
 }
 

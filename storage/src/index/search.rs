@@ -20,7 +20,7 @@ pub trait Links {
 
 /// Asks the CPU to start loading `v` into cache.
 #[inline(always)]
-pub fn prefetch(v: &[f32]) {
+fn prefetch(v: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};

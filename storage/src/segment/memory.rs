@@ -97,6 +97,12 @@ impl MemSegment {
         })
     }
 
+    /// Whether a live index lacks some of the segment's rows.
+    pub fn live_lags(&self) -> bool {
+        let mut live = self.vectors.iter().filter_map(|c| c.live.as_ref());
+        live.any(|l| l.covered() < self.rows)
+    }
+
     /// Rows every live index has taken (0 when there is none).
     pub fn live_covered_rows(&self) -> u32 {
         let live = self.vectors.iter().filter_map(|c| c.live.as_ref());

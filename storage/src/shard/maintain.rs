@@ -90,7 +90,7 @@ impl Inner {
     /// background thread at a lower CPU priority than queries and writes, or, without
     /// background work, this caller at once.
     pub(super) fn feed_live(self: &Arc<Self>) {
-        if !self.opts.live_index || self.state.read().growing.live_backlog(1).is_none() {
+        if !self.opts.live_index || !self.state.read().growing.live_lags() {
             return;
         }
         if !self.opts.background_seal {
@@ -115,7 +115,7 @@ impl Inner {
                 let mut feeder = self.feeder.lock();
                 // Checked under the feeder lock: a writer that adds rows after this sees
                 // `running == false` and starts a new feeder.
-                if closed || self.state.read().growing.live_backlog(1).is_none() {
+                if closed || !self.state.read().growing.live_lags() {
                     feeder.running = false;
                     return;
                 }
