@@ -1,9 +1,9 @@
 //! Distance kernels and metrics, shared by brute-force search, the HNSW graph and the planner.
 //!
-//! The kernels work on contiguous `f32` slices. Each is written once as an `#[inline(always)]`
-//! body with eight independent accumulators (so LLVM vectorises it) and compiled twice: for the
-//! baseline target and with AVX2 + FMA. The best variant is picked once, at first use, by
-//! runtime CPU detection; callers never see the difference.
+//! The kernels work on contiguous `f32` slices. Each has a portable body (independent
+//! accumulators that LLVM vectorises for the baseline target) and, on x86_64, an AVX2 + FMA
+//! version written with intrinsics. The best variant is picked once, at first use, by runtime
+//! CPU detection; callers never see the difference.
 //!
 //! Metrics follow pgvector: `<->` is the Euclidean distance, `<#>` the negative inner product,
 //! `<=>` the cosine distance (`1 - cos`, NaN when either vector is zero), `<+>` the L1 distance.
@@ -313,9 +313,9 @@ pub fn l1(a: &[f32], b: &[f32]) -> f32 {
     (KERNELS.l1)(a, b)
 }
 
-/// The kernel bodies, generic over how two lanes combine; compiled once per target below.
+/// The portable kernel bodies, generic over how two lanes combine.
 mod body {
-    /// Four independent 8-wide accumulators: enough to hide FMA latency on AVX2.
+    /// Independent lanes, so LLVM can vectorise the sum without reassociating it.
     const LANES: usize = 32;
 
     #[inline(always)]
@@ -372,32 +372,100 @@ mod portable {
     }
 }
 
+/// AVX2 + FMA kernels written with intrinsics: four 8-lane accumulators over 32 floats a step,
+/// one over the next 8s, then a scalar tail. LLVM does not vectorise the portable body well
+/// with these features (it chose 2-lane loads and shuffled the accumulators through the
+/// stack); this form is about 3× faster per call at 384 dimensions.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// Sums the eight lanes of `v`.
     #[target_feature(enable = "avx2,fma")]
-    fn l2_squared_impl(a: &[f32], b: &[f32]) -> f32 {
-        super::body::l2_squared(a, b)
-    }
-    #[target_feature(enable = "avx2,fma")]
-    fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
-        super::body::dot(a, b)
-    }
-    #[target_feature(enable = "avx2,fma")]
-    fn l1_impl(a: &[f32], b: &[f32]) -> f32 {
-        super::body::l1(a, b)
+    fn lane_sum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
+        _mm_cvtss_f32(s)
     }
 
-    // SAFETY (all three): only installed by `select_kernels` after runtime detection of AVX2
-    // and FMA on this CPU.
-    pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
-        unsafe { l2_squared_impl(a, b) }
+    /// One kernel: `$step(acc, x, y)` folds eight lanes into `acc`, `$tail(x, y)` is the
+    /// scalar term for the last `len % 8` elements.
+    macro_rules! kernel {
+        ($name:ident, $impl_name:ident, |$acc:ident, $x:ident, $y:ident| $step:expr, |$tx:ident, $ty:ident| $tail:expr) => {
+            #[target_feature(enable = "avx2,fma")]
+            fn $impl_name(a: &[f32], b: &[f32]) -> f32 {
+                let n = a.len().min(b.len());
+                let (pa, pb) = (a.as_ptr(), b.as_ptr());
+                let mut accs = [_mm256_setzero_ps(); 4];
+                let mut i = 0;
+                // SAFETY: every load reads 8 floats at `i + 8k` with `i + 8k + 8 <= n`, inside
+                // both slices.
+                unsafe {
+                    while i + 32 <= n {
+                        for (k, $acc) in accs.iter_mut().enumerate() {
+                            let $x = _mm256_loadu_ps(pa.add(i + 8 * k));
+                            let $y = _mm256_loadu_ps(pb.add(i + 8 * k));
+                            *$acc = {
+                                let $acc = *$acc;
+                                $step
+                            };
+                        }
+                        i += 32;
+                    }
+                    while i + 8 <= n {
+                        let $x = _mm256_loadu_ps(pa.add(i));
+                        let $y = _mm256_loadu_ps(pb.add(i));
+                        accs[0] = {
+                            let $acc = accs[0];
+                            $step
+                        };
+                        i += 8;
+                    }
+                }
+                let both = _mm256_add_ps(
+                    _mm256_add_ps(accs[0], accs[1]),
+                    _mm256_add_ps(accs[2], accs[3]),
+                );
+                let mut total = lane_sum(both);
+                for (&$tx, &$ty) in a[i..n].iter().zip(&b[i..n]) {
+                    total += $tail;
+                }
+                total
+            }
+
+            // SAFETY: only installed by `select_kernels` after runtime detection of AVX2 and
+            // FMA on this CPU.
+            pub fn $name(a: &[f32], b: &[f32]) -> f32 {
+                unsafe { $impl_name(a, b) }
+            }
+        };
     }
-    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-        unsafe { dot_impl(a, b) }
-    }
-    pub fn l1(a: &[f32], b: &[f32]) -> f32 {
-        unsafe { l1_impl(a, b) }
-    }
+
+    kernel!(
+        l2_squared,
+        l2_squared_impl,
+        |acc, x, y| {
+            let d = _mm256_sub_ps(x, y);
+            _mm256_fmadd_ps(d, d, acc)
+        },
+        |x, y| (x - y) * (x - y)
+    );
+    kernel!(
+        dot,
+        dot_impl,
+        |acc, x, y| _mm256_fmadd_ps(x, y, acc),
+        |x, y| x * y
+    );
+    kernel!(
+        l1,
+        l1_impl,
+        |acc, x, y| _mm256_add_ps(
+            acc,
+            _mm256_andnot_ps(_mm256_set1_ps(-0.0), _mm256_sub_ps(x, y))
+        ),
+        |x, y| (x - y).abs()
+    );
 }
 
 #[cfg(test)]
