@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Float32Array, ListArray};
+use datafusion::arrow::array::{FixedSizeListArray, Float32Array, ListArray};
 use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::common::ScalarValue;
 use pgwire::api::Type;
@@ -427,17 +427,17 @@ fn unsized_vector(values: Vec<f32>) -> PgWireResult<ScalarValue> {
 /// A vector value of a `vector(dims)` slot: pgvector's checks, then a `FixedSizeList`.
 fn vector_scalar(values: Vec<f32>, dims: usize) -> PgWireResult<ScalarValue> {
     check_vector(&values, dims)?;
+    // One row of a fixed-size list, built in place: the values move in, nothing is cast or
+    // copied (this runs for every execution of a prepared kNN query).
     let item = Arc::new(Field::new("item", DataType::Float32, true));
-    let list = ListArray::new(
-        item.clone(),
-        datafusion::arrow::buffer::OffsetBuffer::from_lengths([dims]),
+    let fixed = FixedSizeListArray::try_new(
+        item,
+        dims as i32,
         Arc::new(Float32Array::from(values)),
         None,
-    );
-    let fixed =
-        datafusion::arrow::compute::cast(&list, &DataType::FixedSizeList(item, dims as i32))
-            .map_err(|e| user_error("XX000", e.to_string()))?;
-    ScalarValue::try_from_array(&fixed, 0).map_err(|e| user_error("XX000", e.to_string()))
+    )
+    .map_err(|e| user_error("XX000", e.to_string()))?;
+    Ok(ScalarValue::FixedSizeList(Arc::new(fixed)))
 }
 
 #[cfg(test)]

@@ -208,9 +208,30 @@ pub mod pg_order {
         }
     }
 
+    // `sum` and `norm` run their bodies compiled with FMA where the CPU has it: `mul_add` is
+    // then one instruction instead of a call into libm for every element (the result is the
+    // same, correctly rounded either way), which made these sums most of a cosine query's
+    // cost outside the search.
+
     /// `vector_norm`: squares in `f64`; eight floats per step as two 4-lane halves fused
     /// `lo * lo + hi * hi`, folded to two lanes, a fused 4-element block, then one by one.
     pub fn norm(v: &[f32]) -> f64 {
+        #[cfg(target_arch = "x86_64")]
+        if *super::HAS_AVX2_FMA {
+            // SAFETY: the CPU has AVX2 and FMA (checked at run time).
+            return unsafe { norm_fma(v) };
+        }
+        norm_body(v)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn norm_fma(v: &[f32]) -> f64 {
+        norm_body(v)
+    }
+
+    #[inline(always)]
+    fn norm_body(v: &[f32]) -> f64 {
         let n = v.len();
         let main = if n >= 8 { n / 8 * 8 } else { 0 };
         let mut acc = [0.0f64; 4];
@@ -223,7 +244,7 @@ pub mod pg_order {
         let mut t = [acc[2] + acc[0], acc[3] + acc[1]];
         let mut at = main;
         if n - at >= 4 {
-            let e: Vec<f64> = v[at..at + 4].iter().map(|x| *x as f64).collect();
+            let e: [f64; 4] = std::array::from_fn(|j| v[at + j] as f64);
             t = [
                 e[2].mul_add(e[2], e[0].mul_add(e[0], t[0])),
                 e[3].mul_add(e[3], e[1].mul_add(e[1], t[1])),
@@ -239,6 +260,22 @@ pub mod pg_order {
     }
 
     pub fn sum(a: &[f32], b: &[f32], fusion: Fusion, terms: Terms) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        if *super::HAS_AVX2_FMA {
+            // SAFETY: the CPU has AVX2 and FMA (checked at run time).
+            return unsafe { sum_fma(a, b, fusion, terms) };
+        }
+        sum_body(a, b, fusion, terms)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn sum_fma(a: &[f32], b: &[f32], fusion: Fusion, terms: Terms) -> f32 {
+        sum_body(a, b, fusion, terms)
+    }
+
+    #[inline(always)]
+    fn sum_body(a: &[f32], b: &[f32], fusion: Fusion, terms: Terms) -> f32 {
         let n = a.len().min(b.len());
         let main = if n >= 8 { n / 8 * 8 } else { 0 };
         let mut acc = [0.0f32; 8];
@@ -276,9 +313,15 @@ struct Kernels {
 
 static KERNELS: LazyLock<Kernels> = LazyLock::new(select_kernels);
 
+/// Whether this CPU runs the AVX2 + FMA code paths.
+#[cfg(target_arch = "x86_64")]
+static HAS_AVX2_FMA: LazyLock<bool> = LazyLock::new(|| {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+});
+
 fn select_kernels() -> Kernels {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if *HAS_AVX2_FMA {
         return Kernels {
             l2_squared: avx2::l2_squared,
             dot: avx2::dot,

@@ -38,6 +38,25 @@ fn prefetch(v: &[f32]) {
     let _ = v;
 }
 
+/// Asks the CPU to load all of `v`, a cache line at a time.
+#[inline(always)]
+fn prefetch_all(v: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let p = v.as_ptr().cast::<i8>();
+        let size_bytes = std::mem::size_of_val(v);
+        // SAFETY: as in `prefetch`.
+        unsafe {
+            for at in (128..size_bytes).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(p.add(at));
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
+}
+
 /// Walks `layer` greedily from `entry` to a local minimum of `score`.
 pub fn greedy(
     links: &impl Links,
@@ -114,7 +133,10 @@ pub fn beam(
             }
             len
         });
-        for &next in &fresh[..fresh_len] {
+        for (i, &next) in fresh[..fresh_len].iter().enumerate() {
+            if let Some(&after) = fresh.get(i + 1).filter(|_| i + 1 < fresh_len) {
+                prefetch_all(vectors.get(after));
+            }
             let s = score(next);
             let bound = if found.len() < ef {
                 f32::INFINITY

@@ -430,10 +430,11 @@ fn materialize(
             .map(|(&s, pos)| take_column(schema, segments[s].0, c, &per_segment[s], pos))
             .collect::<Result<Vec<ArrayRef>>>()?;
         let refs: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
-        arrays.push(if refs.is_empty() {
-            empty_column(&field_of(schema, c))
-        } else {
-            interleave(&refs, &dense)?
+        arrays.push(match refs.len() {
+            0 => empty_column(&field_of(schema, c)),
+            // Hits from one segment were taken in hit order already.
+            1 => parts[0].clone(),
+            _ => interleave(&refs, &dense)?,
         });
     }
     let distances: Float64Array = hits
