@@ -337,6 +337,9 @@ fn literal_vector(value: &ScalarValue) -> Option<Vec<f32>> {
 fn floats(values: datafusion::arrow::array::ArrayRef) -> Option<Vec<f32>> {
     use datafusion::arrow::array::AsArray;
     use datafusion::arrow::datatypes::{DataType, Float32Type};
+    if let Some(f32s) = values.as_primitive_opt::<Float32Type>() {
+        return Some(f32s.values().to_vec());
+    }
     let values = datafusion::arrow::compute::cast(&values, &DataType::Float32).ok()?;
     Some(values.as_primitive::<Float32Type>().values().to_vec())
 }

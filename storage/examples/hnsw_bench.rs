@@ -22,6 +22,7 @@ use vecraft_storage::distance::Metric;
 use vecraft_storage::index::VectorIndex;
 use vecraft_storage::index::build::build_graph;
 use vecraft_storage::index::graph::brute_force;
+use vecraft_storage::index::sq8::Sq8;
 use vecraft_storage::index::vectors::{Query, VectorStore};
 use vecraft_storage::schema::{
     CollectionSchema, ColumnDef, ColumnType, HnswParams, VectorSpec, vector_array,
@@ -194,6 +195,11 @@ fn main() {
         .map(|q| Query::new(q.to_vec()))
         .collect();
     let view = store.view();
+    // The same graph walked over SQ8 codes, as a sealed segment of this width does.
+    let t = Instant::now();
+    let mut quantized = graph.clone();
+    quantized.codes = Some(Arc::new(Sq8::encode(&view)));
+    println!("SQ8 codes: {:.2} s", t.elapsed().as_secs_f64());
     let t = Instant::now();
     let truth: Vec<Vec<u32>> = prepared
         .iter()
@@ -263,6 +269,17 @@ fn main() {
         });
         println!(
             "| graph | {ef} | {recall:.4} | {qps:.0} | {:.0} |",
+            1e6 / qps
+        );
+        let (recall, qps) = measure(&truth, |i| {
+            quantized
+                .search(&view, args.metric, &prepared[i], 10, ef, &|_| true)
+                .iter()
+                .map(|h| h.row)
+                .collect()
+        });
+        println!(
+            "| graph over SQ8 | {ef} | {recall:.4} | {qps:.0} | {:.0} |",
             1e6 / qps
         );
         let (recall, qps) = measure(&truth, |i| {

@@ -279,6 +279,7 @@ impl<'a> Draft<'a> {
             upper: Backing::owned(plain(self.upper)),
             levels: Backing::owned(self.levels),
             upper_offsets: Backing::owned(self.upper_offsets),
+            codes: None,
         }
     }
 }

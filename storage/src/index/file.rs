@@ -223,6 +223,7 @@ pub fn open(path: &Path) -> Result<ColumnFile> {
             .ok_or_else(|| bad("section out of range"))?,
         upper_offsets: u32s(uo)?,
         upper: u32s(up)?,
+        codes: None,
     };
     graph.validate().map_err(|e| bad(&format!("graph: {e}")))?;
     Ok(ColumnFile {

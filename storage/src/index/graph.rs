@@ -15,10 +15,12 @@
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use std::sync::Arc;
 
 use crate::distance::Metric;
 use crate::index::VectorIndex;
-use crate::index::search::{Links, beam, greedy};
+use crate::index::search::{Links, RowBytes, beam, greedy};
+use crate::index::sq8::Sq8;
 use crate::index::vectors::{Backing, Query, VectorsRef};
 use crate::index::visited::with_visited;
 
@@ -77,6 +79,9 @@ pub struct HnswGraph {
     pub levels: Backing<u8>,
     pub upper_offsets: Backing<u32>,
     pub upper: Backing<u32>,
+    /// SQ8 codes of the vectors the graph links, when the segment made them (`sq8.rs`): the
+    /// walk then scores codes and re-scores the `ef` rows it keeps exactly.
+    pub codes: Option<Arc<Sq8>>,
 }
 
 impl HnswGraph {
@@ -148,6 +153,42 @@ impl HnswGraph {
     }
 }
 
+impl HnswGraph {
+    /// Down the upper layers to layer 0, then the `ef` best rows there that `accept` admits,
+    /// unsorted, ranked by `score` over `rows`.
+    fn walk(
+        &self,
+        rows: &impl RowBytes,
+        score: &impl Fn(u32) -> f32,
+        ef: usize,
+        accept: &dyn Fn(u32) -> bool,
+    ) -> Vec<Scored> {
+        let mut entry = Scored {
+            score: score(self.shape.entry),
+            row: self.shape.entry,
+        };
+        for layer in (2..=self.shape.max_level).rev() {
+            entry = greedy(self, entry, layer, score);
+        }
+        // Layer 1 is searched with a small beam, and layer 0 starts from all it found: on
+        // tightly clustered data a single greedy path can end in a neighbouring cluster that
+        // layer 0 has few links out of.
+        let nodes = self.shape.nodes as usize;
+        let entries = if self.shape.max_level >= 1 {
+            with_visited(nodes, |visited| {
+                let all = &|_: u32| true;
+                let width = (ef / 2).clamp(1, UPPER_BEAM);
+                beam(self, &[entry], 1, width, visited, rows, score, all)
+            })
+        } else {
+            vec![entry]
+        };
+        with_visited(nodes, |visited| {
+            beam(self, &entries, 0, ef, visited, rows, score, accept)
+        })
+    }
+}
+
 impl Links for HnswGraph {
     #[inline]
     fn with_neighbours<R>(&self, node: u32, layer: u8, f: impl FnOnce(&[u32]) -> R) -> R {
@@ -172,39 +213,21 @@ impl VectorIndex for HnswGraph {
             return Vec::new();
         }
         debug_assert_eq!(vectors.len(), self.shape.nodes as usize);
-        let score = |row: u32| rankable(vectors.score(metric, query, row));
-        let mut entry = Scored {
-            score: score(self.shape.entry),
-            row: self.shape.entry,
+        let exact = |row: u32| rankable(vectors.score(metric, query, row));
+        let mut best = match self.codes.as_deref() {
+            Some(codes) => {
+                let prepared = codes.prepare(metric, query);
+                let inv_norms = vectors.inv_norms;
+                let approx =
+                    |row: u32| rankable(codes.score(&prepared, row, inv_norms[row as usize]));
+                let mut kept = self.walk(codes, &approx, ef.max(k), accept);
+                for hit in &mut kept {
+                    hit.score = exact(hit.row);
+                }
+                kept
+            }
+            None => self.walk(vectors, &exact, ef.max(k), accept),
         };
-        for layer in (2..=self.shape.max_level).rev() {
-            entry = greedy(self, entry, layer, &score);
-        }
-        // Layer 1 is searched with a small beam, and layer 0 starts from all it found: on
-        // tightly clustered data a single greedy path can end in a neighbouring cluster that
-        // layer 0 has few links out of.
-        let nodes = self.shape.nodes as usize;
-        let entries = if self.shape.max_level >= 1 {
-            with_visited(nodes, |visited| {
-                let all = &|_: u32| true;
-                let width = (ef / 2).clamp(1, UPPER_BEAM);
-                beam(self, &[entry], 1, width, visited, vectors, &score, all)
-            })
-        } else {
-            vec![entry]
-        };
-        let mut best = with_visited(nodes, |visited| {
-            beam(
-                self,
-                &entries,
-                0,
-                ef.max(k),
-                visited,
-                vectors,
-                &score,
-                accept,
-            )
-        });
         best.sort_unstable();
         best.truncate(k);
         best
@@ -219,6 +242,7 @@ impl VectorIndex for HnswGraph {
             + self.upper_offsets.as_slice().len()
             + self.upper.as_slice().len())
             + self.levels.as_slice().len()
+            + self.codes.as_ref().map_or(0, |c| c.size_bytes())
     }
 }
 

@@ -2,7 +2,8 @@
 //! and searched by our own code), brute force, and the on-disk file that holds them.
 //!
 //! A segment asks an index for "the k best rows passing this predicate"; `VectorIndex` is that
-//! one question, so another graph (or a quantised one) can replace `HnswGraph` later.
+//! one question, so another index can replace `HnswGraph` later. A graph may walk SQ8 codes
+//! of the vectors instead of the floats (`sq8.rs`).
 
 pub mod build;
 mod connect;
@@ -11,6 +12,7 @@ pub mod file;
 pub mod graph;
 pub mod live;
 pub mod search;
+pub mod sq8;
 pub mod vectors;
 pub mod visited;
 

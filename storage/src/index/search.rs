@@ -9,6 +9,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use crate::index::graph::{MAX_M0, Scored};
+use crate::index::sq8::Sq8;
 use crate::index::vectors::VectorsRef;
 use crate::index::visited::VisitedSet;
 
@@ -18,9 +19,40 @@ pub trait Links {
     fn with_neighbours<R>(&self, node: u32, layer: u8, f: impl FnOnce(&[u32]) -> R) -> R;
 }
 
-/// Asks the CPU to start loading `v` into cache.
+/// The rows a walk scores, as bytes it can ask the CPU to fetch before it scores them: the
+/// vectors themselves, or their SQ8 codes.
+pub trait RowBytes {
+    fn len(&self) -> usize;
+    fn bytes(&self, row: u32) -> &[u8];
+}
+
+impl RowBytes for VectorsRef<'_> {
+    fn len(&self) -> usize {
+        VectorsRef::len(self)
+    }
+
+    #[inline]
+    fn bytes(&self, row: u32) -> &[u8] {
+        let v = self.get(row);
+        // SAFETY: f32 has no padding; the bytes live as long as the floats.
+        unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), std::mem::size_of_val(v)) }
+    }
+}
+
+impl RowBytes for Sq8 {
+    fn len(&self) -> usize {
+        Sq8::len(self)
+    }
+
+    #[inline]
+    fn bytes(&self, row: u32) -> &[u8] {
+        self.row(row)
+    }
+}
+
+/// Asks the CPU to start loading the first two cache lines of `v`.
 #[inline(always)]
-fn prefetch(v: &[f32]) {
+fn prefetch(v: &[u8]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
@@ -29,7 +61,7 @@ fn prefetch(v: &[f32]) {
         // of the x86_64 baseline.
         unsafe {
             _mm_prefetch::<_MM_HINT_T0>(p);
-            if v.len() > 16 {
+            if v.len() > 64 {
                 _mm_prefetch::<_MM_HINT_T0>(p.add(64));
             }
         }
@@ -38,14 +70,14 @@ fn prefetch(v: &[f32]) {
     let _ = v;
 }
 
-/// Asks the CPU to load all of `v`, a cache line at a time.
+/// Asks the CPU to load the rest of `v` (after what `prefetch` asked for), a line at a time.
 #[inline(always)]
-fn prefetch_all(v: &[f32]) {
+fn prefetch_all(v: &[u8]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
         let p = v.as_ptr().cast::<i8>();
-        let size_bytes = std::mem::size_of_val(v);
+        let size_bytes = v.len();
         // SAFETY: as in `prefetch`.
         unsafe {
             for at in (128..size_bytes).step_by(64) {
@@ -94,14 +126,14 @@ pub fn beam(
     layer: u8,
     ef: usize,
     visited: &mut VisitedSet,
-    vectors: &VectorsRef,
+    rows: &impl RowBytes,
     score: &impl Fn(u32) -> f32,
     accept: &dyn Fn(u32) -> bool,
 ) -> Vec<Scored> {
     debug_assert!(ef > 0, "a beam holds at least one row");
     // `frontier` pops the closest unexpanded node; `found` keeps the ef best accepted rows
     // with the worst on top.
-    let nodes = vectors.len();
+    let nodes = rows.len();
     let mut frontier = BinaryHeap::with_capacity((ef * 2).min(nodes));
     let mut found: BinaryHeap<Scored> = BinaryHeap::with_capacity(ef.min(nodes) + 1);
     for &entry in entries {
@@ -126,7 +158,7 @@ pub fn beam(
             let mut len = 0;
             for &next in list {
                 if visited.insert(next) && len < MAX_M0 {
-                    prefetch(vectors.get(next));
+                    prefetch(rows.bytes(next));
                     fresh[len] = next;
                     len += 1;
                 }
@@ -135,7 +167,7 @@ pub fn beam(
         });
         for (i, &next) in fresh[..fresh_len].iter().enumerate() {
             if let Some(&after) = fresh.get(i + 1).filter(|_| i + 1 < fresh_len) {
-                prefetch_all(vectors.get(after));
+                prefetch_all(rows.bytes(after));
             }
             let s = score(next);
             let bound = if found.len() < ef {

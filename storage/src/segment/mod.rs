@@ -7,7 +7,9 @@
 //! Which index serves which segment, and why:
 //! - **sealed**: our own HNSW graph (`index/build.rs`), built once over all the segment's rows
 //!   on the flat layout it is searched from: the fastest build and the best graph, but it
-//!   needs every row up front;
+//!   needs every row up front. From 64 dimensions up the walk scores SQ8 codes of the
+//!   vectors (`index/sq8.rs`, a quarter of the bytes to fetch) and re-scores the rows it
+//!   keeps exactly;
 //! - **growing and frozen**: an hnsw_rs graph (`index/live.rs`), fed in the background as rows
 //!   arrive, because hnsw_rs takes inserts while it is searched; the rows it has not taken
 //!   yet are scanned. Inner-product columns have no live index (hnsw_rs needs distances

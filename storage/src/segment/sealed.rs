@@ -16,6 +16,7 @@
 use std::fs::{self, File};
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::ipc::reader::FileReader;
@@ -29,6 +30,7 @@ use crate::fsutil::sync_dir;
 use crate::index::VectorIndex;
 use crate::index::build::{build_graph, indexable_rows};
 use crate::index::file::{self, ColumnFile};
+use crate::index::sq8::{self, Sq8};
 use crate::index::vectors::{Backing, VectorStore, VectorsRef};
 use crate::schema::{CollectionSchema, ColumnType};
 use crate::segment::Segment;
@@ -144,7 +146,7 @@ impl SealedSegment {
             if meta.null_vectors[i].iter().any(|&r| r >= meta.rows) {
                 return Err(Error::corrupt(&meta_path, "NULL vector row out of range"));
             }
-            columns.push(column);
+            columns.push(with_codes(column));
         }
         Ok(SealedSegment {
             dir: dir.to_path_buf(),
@@ -201,6 +203,18 @@ impl Segment for SealedSegment {
             .as_ref()
             .map(|(m, g)| (*m, g as &dyn VectorIndex))
     }
+}
+
+/// Gives a column's graph the SQ8 codes its walk scores (`index/sq8.rs`), from
+/// `sq8::MIN_DIMS` dimensions up.
+fn with_codes(mut column: ColumnFile) -> ColumnFile {
+    let dims = column.vectors.dims();
+    if let Some((_, graph)) = &mut column.graph
+        && dims >= sq8::MIN_DIMS
+    {
+        graph.codes = Some(Arc::new(Sq8::encode(&column.vectors.view())));
+    }
+    column
 }
 
 fn build_column(
