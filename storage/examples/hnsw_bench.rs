@@ -8,9 +8,10 @@
 //! options: --n ROWS --dims D --m M --ef-construction EFC --ef 10,20,40,80,160 --queries-count Q
 //!          --dump DIR   also write the vectors as DIR/base.npy, DIR/queries.npy (for bench/peer_hnswlib.py)
 //! ```
-//! Ground truth is the engine's own exact search. Two figures per ef: the raw graph search
-//! (what hnswlib's numbers compare with) and the full `Shard::search` (filter checks,
-//! tombstones, Arrow result batch).
+//! Ground truth is the engine's own exact search. Three figures per ef: the raw graph search
+//! over the floats (what hnswlib's numbers compare with), the same graph walked over SQ8 codes
+//! and re-scored exactly (what a sealed segment of 64 dimensions or more does), and the full
+//! `Shard::search` (filter checks, tombstones, Arrow result batch).
 
 use std::sync::Arc;
 use std::time::Instant;
