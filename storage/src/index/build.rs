@@ -5,7 +5,9 @@
 //! inserted by `threads` workers taking rows in order (`draft.rs` has the per-node locking and
 //! the heuristic); with one thread the graph depends only on the seed and the data. Last,
 //! `connect.rs` adds reverse links where lists have room and makes every indexed node
-//! reachable from the entry point.
+//! reachable from the entry point. From `sq8::MIN_DIMS` dimensions up, the inserts walk SQ8
+//! codes of the vectors, as searches do, and the heuristic chooses among the rows found by
+//! their exact distances.
 //!
 //! Distances are the metric's ranking scores (`Metric::score`): squared L2, `1 - cos`,
 //! `-a·b`, L1. Inputs were validated (finite, right length) before they got here, and a cosine
@@ -18,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::index::connect::{add_reverse_links, reach_all};
 use crate::index::draft::Draft;
 use crate::index::graph::HnswGraph;
+use crate::index::sq8::{self, Sq8};
 use crate::index::vectors::VectorStore;
 use crate::schema::HnswParams;
 
@@ -83,7 +86,7 @@ pub fn build_graph_with(
     let Some(entry) = top_node(rows, &levels) else {
         return Ok(Draft::new(vectors.view(), metric, params.m, 0, levels, 0).finish());
     };
-    let draft = Draft::new(
+    let mut draft = Draft::new(
         vectors.view(),
         metric,
         params.m,
@@ -91,6 +94,10 @@ pub fn build_graph_with(
         levels,
         entry,
     );
+    // From the width at which searches walk codes, the inserts' walks do too.
+    if vectors.dims() >= sq8::MIN_DIMS {
+        draft.walk_codes(Sq8::encode(&vectors.view()));
+    }
     insert_all(&draft, rows, entry, options.threads.max(1));
     add_reverse_links(&draft, rows);
     reach_all(&draft, rows);

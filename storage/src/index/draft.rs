@@ -25,8 +25,9 @@ use parking_lot::Mutex;
 
 use crate::distance::Metric;
 use crate::index::graph::{GraphShape, HnswGraph, MAX_M0, Scored};
-use crate::index::search::{Links, beam, greedy};
-use crate::index::vectors::{Backing, VectorsRef};
+use crate::index::search::{Links, RowBytes, beam, greedy};
+use crate::index::sq8::Sq8;
+use crate::index::vectors::{Backing, Query, VectorsRef};
 use crate::index::visited::with_visited;
 
 /// Whether a selection fills its list with candidates the heuristic passed over.
@@ -51,6 +52,8 @@ pub struct Draft<'a> {
     locks: Vec<Mutex<()>>,
     pub entry: u32,
     pub max_level: u8,
+    /// SQ8 codes of the vectors, which the inserts' walks score when present (`sq8.rs`).
+    codes: Option<Sq8>,
 }
 
 impl<'a> Draft<'a> {
@@ -87,7 +90,14 @@ impl<'a> Draft<'a> {
             upper: (0..upper_len).map(|_| AtomicU32::new(0)).collect(),
             locks: (0..n).map(|_| Mutex::new(())).collect(),
             entry,
+            codes: None,
         }
+    }
+
+    /// Makes the inserts walk SQ8 codes of the vectors.
+    pub fn walk_codes(&mut self, codes: Sq8) {
+        assert_eq!(codes.len(), self.nodes(), "a code row per node");
+        self.codes = Some(codes);
     }
 
     pub fn nodes(&self) -> usize {
@@ -119,26 +129,63 @@ impl<'a> Draft<'a> {
         }
     }
 
-    /// Links `node` into the graph on each of its layers.
+    /// Links `node` into the graph on each of its layers. With codes, the walks score them
+    /// (as searches of the finished graph do) and the rows they find are scored again exactly
+    /// before the heuristic chooses among them.
     pub fn insert(&self, node: u32) {
+        match &self.codes {
+            Some(codes) => {
+                let query = Query::new(self.vectors.get(node).to_vec());
+                let prepared = codes.prepare(self.metric, &query);
+                let inv_norms = self.vectors.inv_norms;
+                let approx = |row: u32| codes.score(&prepared, row, inv_norms[row as usize]);
+                self.insert_walking(node, codes, &approx, true);
+            }
+            None => {
+                let exact = |row: u32| self.distance(node, row);
+                self.insert_walking(node, &self.vectors, &exact, false);
+            }
+        }
+    }
+
+    fn insert_walking(
+        &self,
+        node: u32,
+        rows: &impl RowBytes,
+        score: &impl Fn(u32) -> f32,
+        rescore: bool,
+    ) {
         let level = self.levels[node as usize];
         debug_assert!(
             level <= self.max_level,
             "the entry point is on the top layer"
         );
-        let score = |row: u32| self.distance(node, row);
         let mut entry = Scored {
             score: score(self.entry),
             row: self.entry,
         };
         for layer in (level + 1..=self.max_level).rev() {
-            entry = greedy(self, entry, layer, &score);
+            entry = greedy(self, entry, layer, score);
         }
         let mut entries = vec![entry];
         for layer in (0..=level).rev() {
-            let mut found = self.search_layer(node, &entries, layer, self.ef_construction);
-            found.retain(|hit| hit.row != node);
-            let chosen = self.select(&found, self.m, Fill::ClosestPassedOver);
+            let found = self.walk_layer(&entries, layer, self.ef_construction, rows, score);
+            let mut candidates: Vec<Scored> = found
+                .iter()
+                .filter(|hit| hit.row != node)
+                .map(|hit| Scored {
+                    score: if rescore {
+                        self.distance(node, hit.row)
+                    } else {
+                        hit.score
+                    },
+                    row: hit.row,
+                })
+                .collect();
+            if rescore {
+                candidates.sort_unstable();
+            }
+            let chosen = self.select(&candidates, self.m, Fill::ClosestPassedOver);
             self.set(node, layer, &chosen);
             for hit in &chosen {
                 self.link(hit.row, node, hit.score, layer);
@@ -150,17 +197,20 @@ impl<'a> Draft<'a> {
     /// The `ef` rows nearest `node` on `layer` reachable from `entries`, closest first.
     pub fn search_layer(&self, node: u32, entries: &[Scored], layer: u8, ef: usize) -> Vec<Scored> {
         let score = |row: u32| self.distance(node, row);
+        self.walk_layer(entries, layer, ef, &self.vectors, &score)
+    }
+
+    /// The `ef` rows best by `score` on `layer` reachable from `entries`, best first.
+    fn walk_layer(
+        &self,
+        entries: &[Scored],
+        layer: u8,
+        ef: usize,
+        rows: &impl RowBytes,
+        score: &impl Fn(u32) -> f32,
+    ) -> Vec<Scored> {
         let mut found = with_visited(self.nodes(), |visited| {
-            beam(
-                self,
-                entries,
-                layer,
-                ef,
-                visited,
-                &self.vectors,
-                &score,
-                &|_| true,
-            )
+            beam(self, entries, layer, ef, visited, rows, score, &|_| true)
         });
         found.sort_unstable();
         found
