@@ -420,12 +420,13 @@ mod portable {
 /// with these features (it chose 2-lane loads and shuffled the accumulators through the
 /// stack); this form is about 3× faster per call at 384 dimensions.
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(crate) mod avx2 {
     use std::arch::x86_64::*;
 
     /// Sums the eight lanes of `v`.
     #[target_feature(enable = "avx2,fma")]
-    fn lane_sum(v: __m256) -> f32 {
+    #[inline]
+    pub(crate) fn lane_sum(v: __m256) -> f32 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));

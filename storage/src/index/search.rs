@@ -23,6 +23,9 @@ pub trait Links {
 /// vectors themselves, or their SQ8 codes.
 pub trait RowBytes {
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     fn bytes(&self, row: u32) -> &[u8];
 }
 

@@ -195,13 +195,18 @@ mod kernels {
             }
         }
 
+        /// `r - s * c` for the eight dimensions at `i`. The caller keeps `i + 8` within all three.
         #[target_feature(enable = "avx2,fma")]
         #[inline]
-        fn lanes(v: __m256) -> f32 {
-            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
-            _mm_cvtss_f32(s)
+        unsafe fn residual8(r: &[f32], s: &[f32], c: &[u8], i: usize) -> __m256 {
+            // SAFETY: reads 8 elements at `i` of each, inside them by the caller's bound.
+            unsafe {
+                _mm256_fnmadd_ps(
+                    _mm256_loadu_ps(s.as_ptr().add(i)),
+                    codes8(c, i),
+                    _mm256_loadu_ps(r.as_ptr().add(i)),
+                )
+            }
         }
 
         /// Runs `$step(acc, i)` over `n / 8` blocks of eight with two accumulators, then
@@ -226,7 +231,7 @@ mod kernels {
                     accs[0] = $step;
                     $i += 8;
                 }
-                let mut total = lanes(_mm256_add_ps(accs[0], accs[1]));
+                let mut total = crate::distance::avx2::lane_sum(_mm256_add_ps(accs[0], accs[1]));
                 for $j in $i..n {
                     total += $tail;
                 }
@@ -255,11 +260,7 @@ mod kernels {
                 blocks!(
                     n,
                     |acc, i| {
-                        let d = _mm256_fnmadd_ps(
-                            _mm256_loadu_ps(s.as_ptr().add(i)),
-                            codes8(c, i),
-                            _mm256_loadu_ps(r.as_ptr().add(i)),
-                        );
+                        let d = residual8(r, s, c, i);
                         _mm256_fmadd_ps(d, d, acc)
                     },
                     |j| {
@@ -278,11 +279,7 @@ mod kernels {
                 blocks!(
                     n,
                     |acc, i| {
-                        let d = _mm256_fnmadd_ps(
-                            _mm256_loadu_ps(s.as_ptr().add(i)),
-                            codes8(c, i),
-                            _mm256_loadu_ps(r.as_ptr().add(i)),
-                        );
+                        let d = residual8(r, s, c, i);
                         _mm256_add_ps(acc, _mm256_andnot_ps(_mm256_set1_ps(-0.0), d))
                     },
                     |j| (r[j] - s[j] * c[j] as f32).abs()
