@@ -53,7 +53,12 @@ impl Sq8 {
             lo.fill(0.0);
             hi.fill(0.0);
         }
-        let step: Vec<f32> = lo.iter().zip(&hi).map(|(l, h)| (h - l) / 255.0).collect();
+        // In f64: the range of two finite floats can overflow f32 (-3e38 to 3e38).
+        let step: Vec<f32> = lo
+            .iter()
+            .zip(&hi)
+            .map(|(&l, &h)| ((h as f64 - l as f64) / 255.0) as f32)
+            .collect();
         let inv_step: Vec<f32> = step
             .iter()
             .map(|&s| if s > 0.0 { 1.0 / s } else { 0.0 })
@@ -374,5 +379,13 @@ mod tests {
         assert_eq!(sq8.score(&prepared, 2, 0.0), 0.0);
         let empty = VectorStore::from_vec(64, Vec::new());
         assert!(Sq8::encode(&empty.view()).is_empty());
+        // A range wider than f32::MAX still has a finite step, so codes and scores are defined.
+        let mut wide = vec![0.0f32; 64 * 2];
+        wide[0] = -3e38;
+        wide[64] = 3e38;
+        let wide = Sq8::encode(&VectorStore::from_vec(64, wide).view());
+        assert!(wide.step.iter().all(|s| s.is_finite()));
+        let prepared = wide.prepare(Metric::InnerProduct, &Query::new(vec![0.5; 64]));
+        assert!(!wide.score(&prepared, 1, 0.0).is_nan());
     }
 }
