@@ -336,11 +336,12 @@ fn rows_of_a_lattice_find_themselves() {
     );
     // Two build threads see each other's inserts half done (as hnswlib's do), so their graph
     // differs from run to run; on this lattice, all ties, 0 to 2 of the 12,800 lookups missed
-    // in each of five runs. Bounded at 0.1%, a tenth of the 1% before those fixes.
+    // in most runs, and more than 0.1% in about one run of twenty with other tests running.
+    // Bounded at 0.5%, half the 1% before those fixes; one thread (above) is pinned at 0.
     let searches = 4 * store.len();
     let two = misses(2);
     assert!(
-        two * 1000 <= searches,
+        two * 200 <= searches,
         "{two} of {searches} rows did not find themselves, 2 build threads"
     );
 }
