@@ -261,28 +261,19 @@ fn main() {
         1e6 / exact_qps
     );
     for &ef in &args.efs {
-        let (recall, qps) = measure(&truth, |i| {
-            graph
-                .search(&view, args.metric, &prepared[i], 10, ef, &|_| true)
-                .iter()
-                .map(|h| h.row)
-                .collect()
-        });
-        println!(
-            "| graph | {ef} | {recall:.4} | {qps:.0} | {:.0} |",
-            1e6 / qps
-        );
-        let (recall, qps) = measure(&truth, |i| {
-            quantized
-                .search(&view, args.metric, &prepared[i], 10, ef, &|_| true)
-                .iter()
-                .map(|h| h.row)
-                .collect()
-        });
-        println!(
-            "| graph over SQ8 | {ef} | {recall:.4} | {qps:.0} | {:.0} |",
-            1e6 / qps
-        );
+        for (name, walked) in [("graph", &graph), ("graph over SQ8", &quantized)] {
+            let (recall, qps) = measure(&truth, |i| {
+                walked
+                    .search(&view, args.metric, &prepared[i], 10, ef, &|_| true)
+                    .iter()
+                    .map(|h| h.row)
+                    .collect()
+            });
+            println!(
+                "| {name} | {ef} | {recall:.4} | {qps:.0} | {:.0} |",
+                1e6 / qps
+            );
+        }
         let (recall, qps) = measure(&truth, |i| {
             let mut req = SearchRequest::new("embedding", prepared[i].vector.clone(), 10);
             req.ef = ef;

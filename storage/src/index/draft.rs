@@ -173,16 +173,12 @@ impl<'a> Draft<'a> {
             let mut candidates: Vec<Scored> = found
                 .iter()
                 .filter(|hit| hit.row != node)
-                .map(|hit| Scored {
-                    score: if rescore {
-                        self.distance(node, hit.row)
-                    } else {
-                        hit.score
-                    },
-                    row: hit.row,
-                })
+                .copied()
                 .collect();
             if rescore {
+                for hit in &mut candidates {
+                    hit.score = self.distance(node, hit.row);
+                }
                 candidates.sort_unstable();
             }
             let chosen = self.select(&candidates, self.m, Fill::ClosestPassedOver);

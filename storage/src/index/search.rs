@@ -53,9 +53,9 @@ impl RowBytes for Sq8 {
     }
 }
 
-/// Asks the CPU to start loading the first two cache lines of `v`.
+/// Asks the CPU to start loading the cache lines of `v` that begin in `from..to`.
 #[inline(always)]
-fn prefetch(v: &[u8]) {
+fn prefetch_lines(v: &[u8], from: usize, to: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
@@ -63,33 +63,13 @@ fn prefetch(v: &[u8]) {
         // SAFETY: prefetch is a hint; it never faults, even on an invalid address. SSE is part
         // of the x86_64 baseline.
         unsafe {
-            _mm_prefetch::<_MM_HINT_T0>(p);
-            if v.len() > 64 {
-                _mm_prefetch::<_MM_HINT_T0>(p.add(64));
-            }
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = v;
-}
-
-/// Asks the CPU to load the rest of `v` (after what `prefetch` asked for), a line at a time.
-#[inline(always)]
-fn prefetch_all(v: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        let p = v.as_ptr().cast::<i8>();
-        let size_bytes = v.len();
-        // SAFETY: as in `prefetch`.
-        unsafe {
-            for at in (128..size_bytes).step_by(64) {
+            for at in (from..to.min(v.len())).step_by(64) {
                 _mm_prefetch::<_MM_HINT_T0>(p.add(at));
             }
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = v;
+    let _ = (v, from, to);
 }
 
 /// Walks `layer` greedily from `entry` to a local minimum of `score`.
@@ -161,7 +141,7 @@ pub fn beam(
             let mut len = 0;
             for &next in list {
                 if visited.insert(next) && len < MAX_M0 {
-                    prefetch(rows.bytes(next));
+                    prefetch_lines(rows.bytes(next), 0, 128);
                     fresh[len] = next;
                     len += 1;
                 }
@@ -169,8 +149,10 @@ pub fn beam(
             len
         });
         for (i, &next) in fresh[..fresh_len].iter().enumerate() {
-            if let Some(&after) = fresh.get(i + 1).filter(|_| i + 1 < fresh_len) {
-                prefetch_all(rows.bytes(after));
+            // The rest of the next row arrives while this one is scored.
+            if i + 1 < fresh_len {
+                let after = rows.bytes(fresh[i + 1]);
+                prefetch_lines(after, 128, after.len());
             }
             let s = score(next);
             let bound = if found.len() < ef {
