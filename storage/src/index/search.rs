@@ -36,9 +36,7 @@ impl RowBytes for VectorsRef<'_> {
 
     #[inline]
     fn bytes(&self, row: u32) -> &[u8] {
-        let v = self.get(row);
-        // SAFETY: f32 has no padding; the bytes live as long as the floats.
-        unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), std::mem::size_of_val(v)) }
+        crate::index::file::as_bytes(self.get(row))
     }
 }
 
