@@ -90,7 +90,11 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let runtime = runtime(std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // One node's groups never wait on each other: half the cores serve them (one on this
+    // project's 2-core machine), which spares the hand-offs of a write between workers.
+    vecraft_cluster::raft::set_runtime_workers(cores / 2);
+    let runtime = runtime(cores);
     if let Err(e) = runtime.block_on(serve(config, limits)) {
         eprintln!("vecraft: {e}");
         std::process::exit(1);

@@ -294,6 +294,21 @@ impl Collection {
         Ok(applied)
     }
 
+    /// `write`, awaited: a collection of one shard answers the awaiting task with no thread
+    /// waiting on the fsync; writes routed to several shards run where they may block.
+    pub async fn write_async(&self, command: &Command) -> Result<Applied> {
+        let [only] = self.shards.as_slice() else {
+            return crate::shard_handle::blocking(|| self.write(command));
+        };
+        let started = Instant::now();
+        let with_ids = self.assign_row_ids(command)?;
+        let command = with_ids.as_ref().unwrap_or(command);
+        only.check(command)?;
+        let applied = only.propose_async(command).await?;
+        WRITES.written(command, started.elapsed());
+        Ok(applied)
+    }
+
     fn write_routed(&self, command: &Command) -> Result<Applied> {
         let parts = self.split(command)?;
         let _turn = self.routed_writes.lock();

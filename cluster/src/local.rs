@@ -22,7 +22,7 @@ use vecraft_storage::log::{Log, LogOptions};
 use vecraft_storage::schema::CollectionSchema;
 use vecraft_storage::shard::{Applied, SearchRequest, Shard, ShardOptions, ShardStats};
 
-use crate::batch::Batcher;
+use crate::batch::{Batcher, Propose};
 use crate::raft::{Group, GroupStatus, NodeId};
 use crate::read::Consistency;
 use crate::rpc::{FlightNetwork, GroupId, Peers};
@@ -48,8 +48,8 @@ impl LocalShard {
         Ok(LocalShard {
             dir: dir.to_path_buf(),
             shard,
+            batcher: batcher(&group),
             group,
-            batcher: Batcher::default(),
             closed: RwLock::new(false),
         })
     }
@@ -73,8 +73,8 @@ impl LocalShard {
         Ok(LocalShard {
             dir: dir.to_path_buf(),
             shard,
+            batcher: batcher(&group),
             group,
-            batcher: Batcher::default(),
             closed: RwLock::new(false),
         })
     }
@@ -138,8 +138,20 @@ impl LocalShard {
     /// `write` for a command the caller has just checked (`check`).
     pub fn propose(&self, command: &Command) -> Result<Applied> {
         let _open = self.entered()?;
-        let propose = |command: &Command| self.group.write(command.encode()?);
-        self.batcher.propose(command, &propose)
+        self.batcher.propose_blocking(command.clone())
+    }
+
+    /// `propose`, awaited. The shard may be closed while the write is out (its group then
+    /// stops and fails it): that write fails as one that came after the close.
+    pub async fn propose_async(&self, command: &Command) -> Result<Applied> {
+        let proposed = {
+            let _open = self.entered()?;
+            self.batcher.propose(command.clone())
+        };
+        match proposed.await {
+            Err(_) if *self.closed.read() => Err(vecraft_storage::Error::Dropped),
+            answered => answered,
+        }
     }
 
     /// Seals and persists the shard, then drops the log it no longer needs. Returns the index
@@ -172,6 +184,16 @@ impl LocalShard {
     }
 }
 
+/// The proposer of `group`'s writes, merging concurrent INSERTs (`batch.rs`).
+fn batcher(group: &Group) -> Batcher {
+    let writer = group.writer();
+    let propose: Propose = Arc::new(move |command: Command| {
+        let writer = writer.clone();
+        Box::pin(async move { writer.write(command.encode()?).await })
+    });
+    Batcher::start(propose)
+}
+
 /// A replica on this node answers every read itself: it is the only one there is, or the
 /// node's server decided it may (`rpc`).
 impl ShardHandle for LocalShard {
@@ -185,6 +207,13 @@ impl ShardHandle for LocalShard {
 
     fn propose(&self, command: &Command) -> Result<Applied> {
         LocalShard::propose(self, command)
+    }
+
+    fn propose_async<'a>(
+        &'a self,
+        command: &'a Command,
+    ) -> futures::future::BoxFuture<'a, Result<Applied>> {
+        Box::pin(LocalShard::propose_async(self, command))
     }
 
     fn search(&self, request: &SearchRequest, _read: Consistency) -> Result<RecordBatch> {

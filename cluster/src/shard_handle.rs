@@ -8,6 +8,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
+use futures::future::BoxFuture;
 use vecraft_storage::Result;
 use vecraft_storage::command::Command;
 use vecraft_storage::filter::Filter;
@@ -47,6 +48,12 @@ pub trait ShardHandle: Debug + Send + Sync {
     /// what it did.
     fn propose(&self, command: &Command) -> Result<Applied>;
 
+    /// `propose`, awaited. A replica on this node answers the awaiting task with no thread
+    /// waiting (`local`); by default `propose` runs where it may block.
+    fn propose_async<'a>(&'a self, command: &'a Command) -> BoxFuture<'a, Result<Applied>> {
+        Box::pin(async move { blocking(|| self.propose(command)) })
+    }
+
     /// The `request.k` nearest rows of the shard, closest first.
     fn search(&self, request: &SearchRequest, read: Consistency) -> Result<RecordBatch>;
 
@@ -77,4 +84,18 @@ pub trait ShardHandle: Debug + Send + Sync {
     /// flight finish, later ones fail with `Error::Dropped`, nothing writes its files any
     /// more. A shard kept by other nodes has nothing to stop here.
     fn close(&self) {}
+}
+
+/// Runs `f`, which waits on a disk or on other nodes, without stalling the runtime's other
+/// tasks: on a multi-threaded runtime, another worker takes them over meanwhile. A write
+/// waits for its Raft entry's fsync; on a node with 2 runtime workers, writes that held their
+/// workers would let no more than 2 sessions write at once, and nothing else run meanwhile.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
 }

@@ -7,6 +7,7 @@ use std::fmt::Debug;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::error::{DataFusionError, Result};
+use futures::future::BoxFuture;
 use vecraft_storage::command::Command;
 use vecraft_storage::filter::Filter;
 use vecraft_storage::schema::CollectionSchema;
@@ -15,19 +16,7 @@ use vecraft_storage::shard::{SearchRequest, Shard};
 pub use vecraft_cluster::collection::ShardTrace;
 pub use vecraft_cluster::read::Consistency;
 
-/// Runs `f`, which waits on a disk or on other nodes, without stalling the runtime's other
-/// tasks: on a multi-threaded runtime, another worker takes them over meanwhile. A write
-/// waits for its Raft entry's fsync; on a node with 2 runtime workers, writes that held their
-/// workers let no more than 2 sessions write at once, and nothing else run meanwhile.
-pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
-    }
-}
+pub use vecraft_cluster::shard_handle::blocking;
 
 pub trait CollectionSource: Debug + Send + Sync {
     fn schema(&self) -> CollectionSchema;
@@ -71,6 +60,12 @@ pub trait CollectionSource: Debug + Send + Sync {
     /// Makes `command` durable and applies it; returns the rows it wrote or deleted.
     fn write(&self, _command: &Command) -> Result<u64> {
         datafusion::common::not_impl_err!("this collection is read-only")
+    }
+
+    /// `write`, awaited: a durable collection of one shard answers the statement's task with
+    /// no thread waiting on the fsync; by default `write` runs where it may block.
+    fn write_async<'a>(&'a self, command: &'a Command) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move { blocking(|| self.write(command)) })
     }
 
     /// Refuses the deletion of rows `keys` before any of a statement's rows go, when a
@@ -158,6 +153,13 @@ impl CollectionSource for vecraft_cluster::collection::Collection {
     fn write(&self, command: &Command) -> Result<u64> {
         let applied = self.write(command).map_err(storage_error)?;
         Ok(applied.rows_written + applied.rows_deleted)
+    }
+
+    fn write_async<'a>(&'a self, command: &'a Command) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            let applied = self.write_async(command).await.map_err(storage_error)?;
+            Ok(applied.rows_written + applied.rows_deleted)
+        })
     }
 }
 

@@ -73,7 +73,16 @@ impl DataSink for InsertSink {
         let mut rows = 0;
         while let Some(batch) = data.next().await {
             let batch = crate::text_types::conform_batch(batch?, &self.schema)?;
-            rows += crate::collection::blocking(|| self.write(self.merged(batch)?))?;
+            rows += match self.mode {
+                // Reads the stored rows first, where it may block.
+                InsertMode::Merge(_) => {
+                    crate::collection::blocking(|| self.write(self.merged(batch)?))?
+                }
+                _ => match self.command(batch) {
+                    Some(command) => self.source.write_async(&command).await?,
+                    None => 0,
+                },
+            };
         }
         Ok(rows)
     }
@@ -82,15 +91,22 @@ impl DataSink for InsertSink {
 impl InsertSink {
     /// Writes one batch already in the table's form; how many rows it stored.
     fn write(&self, batch: RecordBatch) -> Result<u64> {
-        if batch.num_rows() == 0 {
-            return Ok(0);
+        match self.command(batch) {
+            Some(command) => self.source.write(&command),
+            None => Ok(0),
         }
-        let command = match self.mode {
+    }
+
+    /// The command that writes `batch` (already in the table's form); `None` for no rows.
+    fn command(&self, batch: RecordBatch) -> Option<Command> {
+        if batch.num_rows() == 0 {
+            return None;
+        }
+        Some(match self.mode {
             InsertMode::Insert => Command::Insert(batch),
             InsertMode::Upsert | InsertMode::Merge(_) => Command::Upsert(batch),
             InsertMode::InsertMissing => Command::InsertMissing(batch),
-        };
-        self.source.write(&command)
+        })
     }
 
     /// `batch` as it will be stored: with the kept columns of existing rows, for a `Merge`.

@@ -195,6 +195,23 @@ impl CollectionSource for TxnSource {
         }
     }
 
+    fn write_async<'a>(
+        &'a self,
+        command: &'a Command,
+    ) -> futures::future::BoxFuture<'a, Result<u64>> {
+        let mut slot = self.slot.0.lock();
+        match slot.as_mut() {
+            Some(txn) => {
+                let staged = txn.stage(&self.name, self.base.as_ref(), command);
+                Box::pin(std::future::ready(staged))
+            }
+            None => {
+                drop(slot);
+                self.base.write_async(command)
+            }
+        }
+    }
+
     fn check_delete(&self, keys: &[Key]) -> Result<()> {
         self.base.check_delete(keys)
     }
