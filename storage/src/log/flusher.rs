@@ -274,13 +274,21 @@ struct ExitGuard<'a>(&'a Shared);
 
 impl Drop for ExitGuard<'_> {
     fn drop(&mut self) {
-        let leftovers = {
+        let (leftovers, poisoned) = {
             let mut queue = self.0.queue.lock();
             queue.closing = true;
-            std::mem::take(&mut queue.commands)
+            (
+                std::mem::take(&mut queue.commands),
+                queue.poisoned.is_some(),
+            )
         };
         for command in leftovers {
             complete(callback_of(command), Err(Error::Closed));
+        }
+        // A clean close leaves files that end with their last record. (Zeros left by a
+        // crash are read as the end of the records when the log opens again.)
+        if !poisoned && let Some(last) = self.0.disk.write().segments.last_mut() {
+            let _ = last.trim();
         }
     }
 }
@@ -443,6 +451,7 @@ fn roll(
 ) -> Result<Target> {
     if let Some(mut previous) = previous {
         sync_target(shared, &mut previous)?;
+        previous.appender.trim()?;
         finished.push(previous);
     }
     let segment = Segment::create(&shared.dir, first_index)?;

@@ -286,6 +286,69 @@ fn bad_record_in_earlier_segment_is_corrupt() {
     assert!(is_corrupt(&open_err(dir.path())));
 }
 
+// --- zeros written ahead ----------------------------------------------------------------
+
+/// Appends `bytes` zeros to `path`, as a crash leaves the zeros written ahead of records.
+fn append_zeros(path: &Path, bytes: usize) {
+    let mut file = fs::OpenOptions::new().append(true).open(path).unwrap();
+    std::io::Write::write_all(&mut file, &vec![0u8; bytes]).unwrap();
+}
+
+#[test]
+fn small_appends_write_zeros_ahead_and_a_clean_close_cuts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), 64 << 20);
+    log.append(entries(1..4)).unwrap();
+    let file = segment_files(dir.path()).pop().unwrap();
+    let records_bytes: u64 = (1..4).map(|i| frame_size_bytes(payload(i).len())).sum();
+    let open_len = fs::metadata(&file).unwrap().len();
+    assert!(open_len >= records_bytes + (1 << 20), "{open_len}");
+    drop(log);
+    assert_eq!(fs::metadata(&file).unwrap().len(), records_bytes);
+}
+
+#[test]
+fn zeros_after_the_last_record_are_its_end_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), 64 << 20);
+    log.append(entries(1..6)).unwrap();
+    drop(log);
+    let file = segment_files(dir.path()).pop().unwrap();
+    append_zeros(&file, 300_000);
+    let (log, recovery) = open(dir.path(), 64 << 20);
+    assert_holds(&log, 1..6);
+    assert_eq!(
+        (recovery.truncated_bytes, recovery.truncated_records),
+        (0, 0)
+    );
+    assert!(recovery.torn_detail.is_none());
+    // Appends go into the zeros and survive a reopen.
+    log.append(entries(6..9)).unwrap();
+    drop(log);
+    append_zeros(&file, 100);
+    let (log, recovery) = open(dir.path(), 64 << 20);
+    assert_holds(&log, 1..9);
+    assert_eq!(recovery.truncated_bytes, 0);
+}
+
+#[test]
+fn a_valid_record_after_zeros_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), 64 << 20);
+    log.append(entries(1..4)).unwrap();
+    drop(log);
+    let file = segment_files(dir.path()).pop().unwrap();
+    let bytes = fs::read(&file).unwrap();
+    let last_frame = frame_size_bytes(payload(3).len()) as usize;
+    // Record 3 zeroed in place, its bytes kept after the zeros: zeros are no end there.
+    let mut damaged = bytes[..bytes.len() - last_frame].to_vec();
+    damaged.extend(std::iter::repeat_n(0u8, last_frame));
+    damaged.extend_from_slice(&bytes[bytes.len() - last_frame..]);
+    fs::write(&file, damaged).unwrap();
+    let error = open_err(dir.path());
+    assert!(is_corrupt(&error), "{error}");
+}
+
 #[test]
 fn torn_tail_in_earlier_segment_is_corrupt() {
     let dir = tempfile::tempdir().unwrap();
