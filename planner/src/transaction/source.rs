@@ -202,7 +202,10 @@ impl CollectionSource for TxnSource {
         let mut slot = self.slot.0.lock();
         match slot.as_mut() {
             Some(txn) => {
-                let staged = txn.stage(&self.name, self.base.as_ref(), command);
+                // Staging reads the stored keys (on other nodes, in a cluster).
+                let staged = crate::collection::blocking(|| {
+                    txn.stage(&self.name, self.base.as_ref(), command)
+                });
                 Box::pin(std::future::ready(staged))
             }
             None => {
