@@ -221,8 +221,8 @@ mod tests {
             .to_vec()
     }
 
-    /// A stand-in for a shard's group: records every command it is given and stores its
-    /// keys, refusing a key stored before or repeated within the command, as a shard does.
+    /// A stand-in for a shard's group: keeps every command it accepts, refusing one with a
+    /// key accepted before or repeated within it, as a shard does.
     /// The first proposal says it `started` and waits until `release` gets a permit, so the
     /// test can queue writes behind it.
     fn recording() -> (Propose, Recorded) {
