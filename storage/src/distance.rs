@@ -315,7 +315,7 @@ static KERNELS: LazyLock<Kernels> = LazyLock::new(select_kernels);
 
 /// Whether this CPU runs the AVX2 + FMA code paths.
 #[cfg(target_arch = "x86_64")]
-static HAS_AVX2_FMA: LazyLock<bool> = LazyLock::new(|| {
+pub(crate) static HAS_AVX2_FMA: LazyLock<bool> = LazyLock::new(|| {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 });
 

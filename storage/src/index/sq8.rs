@@ -137,30 +137,23 @@ impl Sq8 {
 /// `Σ w·c`, `Σ (r - s·c)²` and `Σ |r - s·c|` over a row of codes `c`: AVX2 + FMA where the
 /// CPU has it, a plain loop otherwise.
 mod kernels {
-    use std::sync::LazyLock;
-
-    #[cfg(target_arch = "x86_64")]
-    static AVX2_FMA: LazyLock<bool> = LazyLock::new(|| {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    });
-
     macro_rules! dispatch {
-        ($name:ident, $avx:ident, $portable:ident, ($($arg:ident: $ty:ty),*)) => {
+        ($name:ident, ($($arg:ident: $ty:ty),*)) => {
             #[inline]
             pub fn $name($($arg: $ty),*) -> f32 {
                 #[cfg(target_arch = "x86_64")]
-                if *AVX2_FMA {
+                if *crate::distance::HAS_AVX2_FMA {
                     // SAFETY: the CPU has AVX2 and FMA (checked at run time).
-                    return unsafe { avx2::$avx($($arg),*) };
+                    return unsafe { avx2::$name($($arg),*) };
                 }
-                portable::$portable($($arg),*)
+                portable::$name($($arg),*)
             }
         };
     }
 
-    dispatch!(weighted, weighted, weighted, (w: &[f32], c: &[u8]));
-    dispatch!(residual_squared, residual_squared, residual_squared, (r: &[f32], s: &[f32], c: &[u8]));
-    dispatch!(residual_abs, residual_abs, residual_abs, (r: &[f32], s: &[f32], c: &[u8]));
+    dispatch!(weighted, (w: &[f32], c: &[u8]));
+    dispatch!(residual_squared, (r: &[f32], s: &[f32], c: &[u8]));
+    dispatch!(residual_abs, (r: &[f32], s: &[f32], c: &[u8]));
 
     pub mod portable {
         pub fn weighted(w: &[f32], c: &[u8]) -> f32 {
