@@ -258,11 +258,9 @@ impl Segment {
 
     /// Cuts the file back to `len_bytes` durably. Offsets past it must already be dropped.
     fn set_len_durable(&mut self, len_bytes: u64) -> Result<()> {
-        self.file
-            .set_len(len_bytes)
-            .ctx("truncate segment", &self.path)?;
+        set_len_durable(&self.file, &self.path, len_bytes)?;
         self.file_len_bytes = len_bytes;
-        self.file.sync_all().ctx("fsync segment", &self.path)
+        Ok(())
     }
 
     /// Cuts off the zeros written ahead of the last record (a clean close, a finished
@@ -442,10 +440,7 @@ impl Appender {
     pub fn trim(&mut self) -> Result<()> {
         let end_bytes = self.len_bytes();
         if self.file_len_bytes > end_bytes {
-            self.file
-                .set_len(end_bytes)
-                .ctx("truncate segment", &self.path)?;
-            self.file.sync_all().ctx("fsync segment", &self.path)?;
+            set_len_durable(&self.file, &self.path, end_bytes)?;
             self.file_len_bytes = end_bytes;
         }
         Ok(())
@@ -454,6 +449,12 @@ impl Appender {
     pub fn written_bytes(&self) -> u64 {
         self.buf.len() as u64
     }
+}
+
+/// Cuts `file` (at `path`) to `len_bytes` and syncs it, size included.
+fn set_len_durable(file: &File, path: &Path, len_bytes: u64) -> Result<()> {
+    file.set_len(len_bytes).ctx("truncate segment", path)?;
+    file.sync_all().ctx("fsync segment", path)
 }
 
 /// Every live segment, oldest first, plus the durable purge point.
