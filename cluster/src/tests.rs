@@ -55,6 +55,7 @@ pub(crate) fn opts() -> ShardOptions {
         seal_threshold_rows: 300,
         background_seal: true,
         live_index: true,
+        merge_min_segments: 4,
     }
 }
 

@@ -7,7 +7,7 @@ prepared `SELECT id FROM t ORDER BY embedding <-> $1 LIMIT 10` from one psycopg 
 `SET vecraft.plan_cache = off` and `on`, rounds interleaved (off, on, off, on, ...), and prints
 the median per-query latency of each, their difference, and a `SELECT 1` round trip for scale.
 The client's own cost is the same in both, so the difference is what planning costs.
-Needs: pip install "psycopg[binary]" pgvector numpy
+Needs: bench/.venv (bench/peers/pg_up.sh installs bench/requirements/peers.txt into it)
 """
 import argparse
 import statistics

@@ -12,7 +12,7 @@ server's CPU time per inserted row: user and system time of the process and its 
 reaped or alive (PostgreSQL's postmaster and its backends; Vecraft's one process), read from
 /proc around each INSERT phase (its table's DROP and CREATE included). Servers must be started
 alike (PostgreSQL with fsync on).
-Needs: pip install "psycopg[binary]" pgvector numpy
+Needs: bench/.venv (bench/peers/pg_up.sh installs bench/requirements/peers.txt into it)
 """
 import argparse
 import os

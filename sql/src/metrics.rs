@@ -166,6 +166,8 @@ struct CollectionGauges {
     /// Segment searches since the shard opened (a counter: rebuilt from the shard's own
     /// count at each scrape).
     segment_searches: IntCounterVec,
+    /// Merges of small sealed segments since the shard opened (a counter, as above).
+    segment_merges: IntCounterVec,
 }
 
 impl CollectionGauges {
@@ -209,10 +211,18 @@ impl CollectionGauges {
                 &["collection", "shard", "method"],
             )
             .expect("valid metric"),
+            segment_merges: IntCounterVec::new(
+                Opts::new(
+                    "vecraft_segment_merges_total",
+                    "Merges of small sealed segments into one, done in the background",
+                ),
+                by,
+            )
+            .expect("valid metric"),
         }
     }
 
-    fn all(&self) -> [&dyn Collector; 7] {
+    fn all(&self) -> [&dyn Collector; 8] {
         [
             &self.rows,
             &self.dead_rows,
@@ -221,6 +231,7 @@ impl CollectionGauges {
             &self.durable_index,
             &self.live_indexed_rows,
             &self.segment_searches,
+            &self.segment_merges,
         ]
     }
 }
@@ -281,6 +292,9 @@ impl Collector for CollectionsCollector {
                         .with_label_values(&[&name, &shard, method]);
                     counter.inc_by(n);
                 }
+                g.segment_merges
+                    .with_label_values(&[&name, &shard])
+                    .inc_by(stats.merges);
             }
         }
         g.all().iter().flat_map(|g| g.collect()).collect()

@@ -235,6 +235,7 @@ fn main() {
         seal_threshold_rows: usize::MAX,
         background_seal: false,
         live_index: false,
+        merge_min_segments: 0,
     };
     let shard = Shard::open(dir.path(), Some(schema), opts).expect("shard");
     let t = Instant::now();

@@ -193,6 +193,13 @@ async fn fresh_rows_are_found_through_the_live_index_before_they_seal() {
     );
     let found = client.query(&query, &[]).await.unwrap();
     let ids: Vec<i64> = found.iter().map(|r| r.get(0)).collect();
+    assert_eq!(ids, nearest(rows, target, 3));
+    let (_, metrics) = http_get(node.http_port, "/metrics").await;
+    assert_eq!(metric(&metrics, live_searches), before + 1.0, "{metrics}");
+}
+
+/// The ids of the `k` rows of `0..rows` nearest `target`, by L2 distance.
+fn nearest(rows: i64, target: [f64; 4], k: usize) -> Vec<i64> {
     let mut exact: Vec<(f64, i64)> = (0..rows)
         .map(|id| {
             let v = fresh_vector(id);
@@ -201,10 +208,65 @@ async fn fresh_rows_are_found_through_the_live_index_before_they_seal() {
         })
         .collect();
     exact.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let want: Vec<i64> = exact[..3].iter().map(|e| e.1).collect();
-    assert_eq!(ids, want);
-    let (_, metrics) = http_get(node.http_port, "/metrics").await;
-    assert_eq!(metric(&metrics, live_searches), before + 1.0, "{metrics}");
+    exact[..k].iter().map(|e| e.1).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_segments_sealed_by_vacuum_merge_into_one_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = crate::support::single_node(dir.path());
+    let client = connect(node.sql_port).await;
+    client
+        .batch_execute(
+            "CREATE TABLE merged (id bigint PRIMARY KEY, embedding vector(4));
+             CREATE INDEX ON merged USING hnsw (embedding vector_l2_ops);",
+        )
+        .await
+        .unwrap();
+    // Each VACUUM seals the rows written since the last one: four small sealed segments.
+    let (batches, per_batch) = (4i64, 250i64);
+    for b in 0..batches {
+        let values: Vec<String> = (b * per_batch..(b + 1) * per_batch)
+            .map(|id| {
+                let v = fresh_vector(id);
+                format!("({id}, '[{},{},{},{}]')", v[0], v[1], v[2], v[3])
+            })
+            .collect();
+        let insert = format!("INSERT INTO merged VALUES {}", values.join(","));
+        client.batch_execute(&insert).await.unwrap();
+        client.batch_execute("VACUUM merged").await.unwrap();
+    }
+
+    let metric = |metrics: &str, name: &str| sample(metrics, name).unwrap_or(0.0);
+    let sealed = "vecraft_collection_segments{collection=\"merged\",shard=\"0\",state=\"sealed\"}";
+    let merges = "vecraft_segment_merges_total{collection=\"merged\",shard=\"0\"}";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, metrics) = http_get(node.http_port, "/metrics").await;
+        if metric(&metrics, merges) == 1.0 && metric(&metrics, sealed) == 1.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no merge:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await; // pace the polls
+    }
+
+    let rows = batches * per_batch;
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM merged", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, rows);
+    for probe in [17, 512, 999] {
+        let target = fresh_vector(probe);
+        let query = format!(
+            "SELECT id FROM merged ORDER BY embedding <-> '[{},{},{},{}]' LIMIT 3",
+            target[0], target[1], target[2], target[3]
+        );
+        let found = client.query(&query, &[]).await.unwrap();
+        let ids: Vec<i64> = found.iter().map(|r| r.get(0)).collect();
+        assert_eq!(ids, nearest(rows, target, 3), "probe {probe}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -76,6 +76,7 @@ fn counted_session(dir: &std::path::Path) -> (SessionContext, Vec<f32>, Arc<Coun
         seal_threshold_rows: 1_000_000,
         background_seal: false,
         live_index: true,
+        merge_min_segments: 0,
     };
     let shard = Shard::open(dir, Some(schema), opts).unwrap();
     let data = gaussian_mixture(ROWS + 10, DIMS, 3);

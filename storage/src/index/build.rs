@@ -110,12 +110,37 @@ pub fn build_graph_with(
     Ok(graph)
 }
 
+/// Builds of at least this many rows report their progress on stderr, once per tenth: a long
+/// `CREATE INDEX` or seal shows in the server's log how far it got and how long it has left.
+const PROGRESS_MIN_ROWS: usize = 100_000;
+
+/// One progress line: `done` of `total` rows inserted after `elapsed_s` seconds, with the
+/// time left at the rate so far.
+fn progress_line(done: usize, total: usize, elapsed_s: f64) -> String {
+    assert!(
+        0 < done && done <= total,
+        "progress of {done} out of {total}"
+    );
+    let left_s = elapsed_s * (total - done) as f64 / done as f64;
+    format!(
+        "vecraft: building an HNSW graph: {}% ({done} of {total} rows), {elapsed_s:.0} s, \
+         about {left_s:.0} s left",
+        done * 100 / total
+    )
+}
+
 /// Inserts every row but `entry` (already the graph's only node) from `threads` workers.
 fn insert_all(draft: &Draft, rows: &[u32], entry: u32, threads: usize) {
     let next = AtomicUsize::new(0);
+    let started = std::time::Instant::now();
+    let tenth = (rows.len() >= PROGRESS_MIN_ROWS).then_some(rows.len() / 10);
     let work = || {
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
+            if tenth.is_some_and(|t| i > 0 && i % t == 0 && i < rows.len()) {
+                let elapsed_s = started.elapsed().as_secs_f64();
+                eprintln!("{}", progress_line(i, rows.len(), elapsed_s));
+            }
             let Some(&row) = rows.get(i) else { break };
             if row != entry {
                 draft.insert(row);
@@ -158,4 +183,18 @@ fn splitmix64(mut x: u64) -> u64 {
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod progress_tests {
+    use super::progress_line;
+
+    #[test]
+    fn a_progress_line_says_how_far_and_how_long_is_left() {
+        assert_eq!(
+            progress_line(300_000, 1_000_000, 30.0),
+            "vecraft: building an HNSW graph: 30% (300000 of 1000000 rows), 30 s, about 70 s left"
+        );
+        assert!(progress_line(5, 5, 2.0).ends_with("100% (5 of 5 rows), 2 s, about 0 s left"));
+    }
 }

@@ -68,6 +68,7 @@ fn rows_the_background_feeder_has_not_reached_are_found_and_then_indexed() {
         seal_threshold_rows: 50_000,
         background_seal: true,
         live_index: true,
+        merge_min_segments: 4,
     };
     let shard = Shard::open(dir.path(), Some(schema(8, Metric::Cosine)), options).unwrap();
     load(&shard, &data, 1000, 1);

@@ -1,6 +1,13 @@
 //! Background and maintenance work on a shard: feeding the growing segment's live index,
 //! sealing frozen segments, persisting the manifest, truncating, and compaction (rewriting
-//! segments without their dead rows).
+//! segments without their dead rows), which also merges small sealed segments.
+//!
+//! Why merge: a snapshot or `VACUUM` seals the growing segment at whatever size it has, and
+//! deletes shrink sealed segments; every sealed segment costs each search a graph walk of
+//! its own. Once `merge_min_segments` sealed segments hold fewer live rows than half the seal
+//! threshold, a background thread at a lower CPU priority rebuilds the oldest of them as one
+//! (up to four seal thresholds of rows at a time), the way Lucene's and Qdrant's merge
+//! policies do. Writes and searches go on meanwhile; only other maintenance waits.
 //!
 //! All of it runs under `Inner::maintenance`, so at most one of these changes the segment
 //! set at a time; the slow parts (graph builds, file writes) run without the state lock.
@@ -136,7 +143,7 @@ impl Inner {
         }
     }
 
-    fn sealer_loop(&self) {
+    fn sealer_loop(self: &Arc<Self>) {
         loop {
             let result = self.seal_pending();
             let failed = result.is_err();
@@ -145,9 +152,80 @@ impl Inner {
             // Stop only when nothing is frozen; a failure waits for the next write to retry.
             if failed || !self.state.read().has_frozen() {
                 sealer.running = false;
+                drop(sealer);
+                self.maybe_merge();
                 return;
             }
         }
+    }
+
+    /// Starts the merger if enough small sealed segments wait for it (background work only).
+    pub(super) fn maybe_merge(self: &Arc<Self>) {
+        let closed = self.closed.load(std::sync::atomic::Ordering::Acquire);
+        if closed || !self.opts.background_seal || self.merge_job().is_none() {
+            return;
+        }
+        let inner = self.clone();
+        if let Err(e) = spawn_worker(&self.merger, "vecraft-merge", move || inner.merger_loop()) {
+            self.record(Err(Error::io("spawn merger", &self.dir, e)));
+        }
+    }
+
+    fn merger_loop(&self) {
+        lower_thread_priority();
+        loop {
+            let closed = self.closed.load(std::sync::atomic::Ordering::Acquire);
+            let result = match self.merge_job() {
+                Some(ids) if !closed => self.merge(&ids),
+                _ => Ok(()),
+            };
+            let failed = result.is_err();
+            self.record(result);
+            let mut merger = self.merger.lock();
+            // Checked under the merger lock: a seal that makes more work after this sees
+            // `running == false` and starts a new merger. A failure waits for the next seal.
+            if failed || closed || self.merge_job().is_none() {
+                merger.running = false;
+                return;
+            }
+        }
+    }
+
+    /// The oldest small sealed segments, if at least `merge_min_segments` are small.
+    fn merge_job(&self) -> Option<Vec<u64>> {
+        let min_segments = self.opts.merge_min_segments;
+        let small_rows = (self.opts.seal_threshold_rows / 2) as u64;
+        let max_rows = 4 * self.opts.seal_threshold_rows as u64;
+        if min_segments == 0 {
+            return None;
+        }
+        let state = self.state.read();
+        let mut ids = Vec::new();
+        let mut rows = 0;
+        for slot in &state.slots {
+            let SlotData::Sealed(seg) = &slot.data else {
+                continue;
+            };
+            let live = seg.num_rows() as u64 - slot.dead.len();
+            if live >= small_rows {
+                continue;
+            }
+            ids.push(slot.id);
+            rows += live;
+            if rows >= max_rows {
+                break;
+            }
+        }
+        (ids.len() >= min_segments.max(2)).then_some(ids)
+    }
+
+    /// Compacts the segments `ids` into one; the merge counter counts it.
+    fn merge(&self, ids: &[u64]) -> Result<()> {
+        let _guard = self.maintenance.lock();
+        self.compact_locked(ids)?;
+        self.merges
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     fn record(&self, result: Result<()>) {
@@ -300,12 +378,16 @@ impl Inner {
         })
     }
 
-    pub(super) fn flush(&self) -> Result<u64> {
-        let _guard = self.maintenance.lock();
-        self.state.write().freeze();
-        self.seal_pending_locked()?;
-        self.persist_locked()?;
-        Ok(self.state.read().durable_index)
+    pub(super) fn flush(self: &Arc<Self>) -> Result<u64> {
+        let durable = {
+            let _guard = self.maintenance.lock();
+            self.state.write().freeze();
+            self.seal_pending_locked()?;
+            self.persist_locked()?;
+            self.state.read().durable_index
+        };
+        self.maybe_merge();
+        Ok(durable)
     }
 }
 
@@ -335,8 +417,14 @@ impl Shard {
     /// rewrite runs are carried over to the new segment. Returns the new segment's id, or
     /// `None` when nothing was live.
     pub fn compact(&self, ids: &[u64]) -> Result<Option<u64>> {
-        let inner = &self.inner;
-        let _guard = inner.maintenance.lock();
+        let _guard = self.inner.maintenance.lock();
+        self.inner.compact_locked(ids)
+    }
+}
+
+impl Inner {
+    /// [`Shard::compact`]; the caller holds `maintenance`.
+    fn compact_locked(&self, ids: &[u64]) -> Result<Option<u64>> {
         let mut unique = ids.to_vec();
         unique.sort_unstable();
         unique.dedup();
@@ -346,7 +434,7 @@ impl Shard {
             ));
         }
         let (schema, sources, new_id) = {
-            let mut state = inner.state.write();
+            let mut state = self.state.write();
             let mut sources = Vec::new();
             for &id in ids {
                 let slot = state.slots.iter().find(|s| s.id == id);
@@ -375,7 +463,7 @@ impl Shard {
         let sealed = if origin.is_empty() {
             None
         } else {
-            let dir = segment_dir(&inner.dir, new_id);
+            let dir = segment_dir(&self.dir, new_id);
             Some(SealedSegment::write(
                 &dir,
                 &schema,
@@ -384,7 +472,7 @@ impl Shard {
             )?)
         };
         self.swap_compacted(&sources, sealed, new_id, &origin, merged.keys())?;
-        inner.persist_locked()?;
+        self.persist_locked()?;
         Ok((!origin.is_empty()).then_some(new_id))
     }
 
@@ -396,7 +484,7 @@ impl Shard {
         origin: &[(u64, u32)],
         keys: &[crate::key::Key],
     ) -> Result<()> {
-        let mut state = self.inner.state.write();
+        let mut state = self.state.write();
         // The merged segment takes the place of the oldest source: sealed slots stay ahead of
         // frozen ones.
         let is_source = |id: u64| sources.iter().any(|s| s.0 == id);

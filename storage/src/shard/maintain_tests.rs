@@ -131,6 +131,7 @@ fn searches_run_while_writes_apply_and_background_sealing_swaps_segments() {
         seal_threshold_rows: 500,
         background_seal: true,
         live_index: true,
+        merge_min_segments: 4,
     };
     let shard = Arc::new(Shard::open(dir.path(), Some(schema(8, Metric::L2)), options).unwrap());
     let reader = {
@@ -274,4 +275,92 @@ fn fuzz_snapshot_verification() {
     crate::fuzz::run("snapshot", &[&real], |input| {
         let _ = Shard::verify_snapshot(input);
     });
+}
+
+#[test]
+fn small_sealed_segments_merge_in_the_background_with_deletes_carried_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = mixture(800, 8, 7);
+    let options = ShardOptions {
+        seal_threshold_rows: 1000,
+        background_seal: true,
+        live_index: true,
+        merge_min_segments: 4,
+    };
+    let shard = Shard::open(dir.path(), Some(schema(8, Metric::L2)), options.clone()).unwrap();
+    // Each flush (a snapshot, `VACUUM`) seals 200 rows: small next to a 1000-row seal.
+    let mut next = 1;
+    for (b, chunk) in data.chunks(200).enumerate() {
+        let ids: Vec<i64> = (0..chunk.len()).map(|i| (b * 200 + i) as i64).collect();
+        shard
+            .apply(next, &Command::Upsert(batch(&ids, chunk)))
+            .unwrap();
+        next += 1;
+        if b == 1 {
+            // Deleted while the merge could be running: it must stay deleted after it.
+            let deleted = (0..400).step_by(4).map(Key::Int).collect();
+            shard.apply(next, &Command::Delete(deleted)).unwrap();
+            next += 1;
+        }
+        shard.flush().unwrap();
+    }
+    let queries: Vec<&Vec<f32>> = data.iter().step_by(53).collect();
+    let before: Vec<Vec<i64>> = queries.iter().map(|q| exact(&shard, q, 10)).collect();
+    shard.wait_for_background();
+    let stats = shard.stats();
+    assert_eq!(stats.last_background_error, None);
+    assert_eq!(
+        (stats.sealed_segments, stats.merges, stats.live_rows),
+        (1, 1, 700),
+        "{stats:?}"
+    );
+    assert_eq!(stats.dead_rows, 0, "the merge leaves the dead rows out");
+    let after: Vec<Vec<i64>> = queries.iter().map(|q| exact(&shard, q, 10)).collect();
+    assert_eq!(before, after);
+    let found: usize = queries
+        .iter()
+        .map(|q| {
+            let graph = search(&shard, q, 10, None);
+            exact(&shard, q, 10)
+                .iter()
+                .filter(|id| graph.contains(id))
+                .count()
+        })
+        .sum();
+    assert!(found * 100 >= queries.len() * 10 * 95, "recall {found}");
+    // A key deleted before the merge stays deleted; one written after it replaces its row.
+    let row = Command::Upsert(batch(&[4], &data[4..5]));
+    assert_eq!(shard.apply(next, &row).unwrap().rows_written, 1);
+    assert_eq!(shard.count(), 701);
+    drop(shard);
+    let reopened = Shard::open(dir.path(), None, options).unwrap();
+    assert_eq!(reopened.stats().sealed_segments, 1);
+    assert_eq!(
+        reopened.count(),
+        700,
+        "the upsert after the flush lives in the log"
+    );
+}
+
+#[test]
+fn fewer_small_segments_than_the_minimum_are_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = mixture(300, 8, 8);
+    let options = ShardOptions {
+        seal_threshold_rows: 1000,
+        background_seal: true,
+        live_index: true,
+        merge_min_segments: 4,
+    };
+    let shard = Shard::open(dir.path(), Some(schema(8, Metric::L2)), options).unwrap();
+    for (b, chunk) in data.chunks(100).enumerate() {
+        let ids: Vec<i64> = (0..chunk.len()).map(|i| (b * 100 + i) as i64).collect();
+        shard
+            .apply(b as u64 + 1, &Command::Upsert(batch(&ids, chunk)))
+            .unwrap();
+        shard.flush().unwrap();
+    }
+    shard.wait_for_background();
+    let stats = shard.stats();
+    assert_eq!((stats.sealed_segments, stats.merges), (3, 0), "{stats:?}");
 }

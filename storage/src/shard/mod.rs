@@ -60,6 +60,10 @@ pub struct ShardOptions {
     /// Feed the growing segment's live index (false: growing rows are scanned until they
     /// seal; for loads that are sealed at once, as in the storage benchmark).
     pub live_index: bool,
+    /// With background work on, small sealed segments (fewer live rows than half the seal
+    /// threshold: sealed early by a snapshot or `VACUUM`, or mostly deleted) are merged into
+    /// one once there are this many; 0 never merges.
+    pub merge_min_segments: usize,
 }
 
 impl Default for ShardOptions {
@@ -68,6 +72,7 @@ impl Default for ShardOptions {
             seal_threshold_rows: 50_000,
             background_seal: true,
             live_index: true,
+            merge_min_segments: 4,
         }
     }
 }
@@ -101,6 +106,8 @@ pub struct ShardStats {
     pub frozen_segments: usize,
     pub sealed_segments: usize,
     pub dead_rows: u64,
+    /// Merges of small sealed segments since the shard opened.
+    pub merges: u64,
     pub last_background_error: Option<String>,
 }
 
@@ -155,7 +162,8 @@ fn only_new_rows(
     normalize(schema, &arrow::compute::filter_record_batch(batch, &mask)?)
 }
 
-/// A background thread of the shard (the sealer, the live-index feeder), if one runs.
+/// A background thread of the shard (the sealer, the merger, the live-index feeder), if one
+/// runs.
 #[derive(Default)]
 struct Worker {
     running: bool,
@@ -169,6 +177,9 @@ struct Inner {
     /// Serialises sealing, compaction, persisting, snapshots and installs.
     maintenance: Mutex<()>,
     sealer: Mutex<Worker>,
+    /// Merges small sealed segments, at a lower CPU priority than queries and writes.
+    merger: Mutex<Worker>,
+    merges: std::sync::atomic::AtomicU64,
     /// Feeds the growing segment's live index; also held by a synchronous feed, so that
     /// rows reach a live index from one feeder, in order.
     feeder: Mutex<Worker>,
@@ -196,6 +207,8 @@ impl Shard {
                 maintenance: Mutex::new(()),
                 closed: std::sync::atomic::AtomicBool::new(false),
                 sealer: Mutex::new(Worker::default()),
+                merger: Mutex::new(Worker::default()),
+                merges: std::sync::atomic::AtomicU64::new(0),
                 feeder: Mutex::new(Worker::default()),
                 background_error: Mutex::new(None),
                 searches: read::SearchCounters::default(),
@@ -299,6 +312,7 @@ impl Shard {
         let mut stats = self.inner.state.read().stats();
         stats.last_background_error = self.inner.background_error.lock().clone();
         stats.searches = self.inner.searches.snapshot();
+        stats.merges = self.inner.merges.load(std::sync::atomic::Ordering::Relaxed);
         stats
     }
 
@@ -311,9 +325,11 @@ impl Shard {
         self.wait_for_background();
     }
 
-    /// Waits until background sealing and live indexing have finished (tests, shutdown).
+    /// Waits until background sealing, merging and live indexing have finished (tests,
+    /// shutdown).
     pub fn wait_for_background(&self) {
-        for worker in [&self.inner.sealer, &self.inner.feeder] {
+        // The sealer may start the merger as it finishes: join it first.
+        for worker in [&self.inner.sealer, &self.inner.merger, &self.inner.feeder] {
             let handle = worker.lock().handle.take();
             if let Some(handle) = handle {
                 let _ = handle.join();

@@ -344,6 +344,7 @@ impl State {
             frozen_segments: frozen,
             sealed_segments: self.slots.len() - frozen,
             dead_rows: dead,
+            merges: 0,
             last_background_error: None,
             searches: Default::default(),
         }

@@ -73,6 +73,7 @@ pub(super) fn opts(threshold: usize) -> ShardOptions {
         seal_threshold_rows: threshold,
         background_seal: false,
         live_index: true,
+        merge_min_segments: 0,
     }
 }
 
@@ -277,6 +278,7 @@ fn recall_at_default_ef_on_100k_vectors() {
     // Sealed at once: feeding the growing segment's live index would be wasted.
     let options = ShardOptions {
         live_index: false,
+        merge_min_segments: 0,
         ..opts(1 << 30)
     };
     let shard = Shard::open(dir.path(), Some(schema(dims, Metric::L2)), options).unwrap();
