@@ -86,8 +86,13 @@ impl Batcher {
     }
 
     /// `propose`, waited for on this thread: for callers outside async code.
+    ///
+    /// The wait is exempt from tokio's cooperative budget. Called on a runtime worker whose
+    /// task has spent its budget, a tokio channel answers `Pending` and defers its wake-up
+    /// until the task yields, which a thread blocked here never does: a COPY of a million
+    /// rows, writing chunk after chunk from one poll of its connection's task, hung so.
     pub fn propose_blocking(&self, command: Command) -> Result<Applied> {
-        futures::executor::block_on(self.propose(command))
+        futures::executor::block_on(tokio::task::unconstrained(self.propose(command)))
     }
 }
 
@@ -355,6 +360,34 @@ mod tests {
         assert_eq!(first.await.unwrap().unwrap().rows_written, 1);
         assert_eq!(third.await.unwrap().rows_written, 1);
         assert_eq!(*recorded.proposed.lock(), vec![vec![1], vec![3]]);
+    }
+
+    #[test]
+    fn blocking_writes_from_a_runtime_task_outlast_its_cooperative_budget() {
+        let (propose, recorded) = recording();
+        recorded.release.add_permits(1);
+        let batcher = Arc::new(Batcher::start(propose));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        let writer = Arc::clone(&batcher);
+        runtime.spawn(async move {
+            // Never yields, as a COPY's parser writing chunk after chunk: every answer
+            // received spends a unit of the task's budget (128).
+            for id in 0..300 {
+                writer.propose_blocking(insert(&[id])).unwrap();
+            }
+            let _ = done.send(());
+        });
+        let finished = finished.recv_timeout(std::time::Duration::from_secs(30));
+        runtime.shutdown_background();
+        assert!(
+            finished.is_ok(),
+            "a blocking write hung once the budget ran out"
+        );
+        assert_eq!(recorded.proposed.lock().len(), 300);
     }
 
     #[test]

@@ -371,8 +371,8 @@ impl CopyIn {
         // json, jsonb and uuid text as their input functions read it.
         let batch =
             vecraft_planner::text_types::conform_batch(batch, &schema).map_err(|e| to_pg(&e))?;
-        self.collection
-            .write(&Command::Insert(batch))
+        // The write waits for Raft (and, in a cluster, other nodes): tell the runtime.
+        vecraft_planner::collection::blocking(|| self.collection.write(&Command::Insert(batch)))
             .map_err(|e| to_pg(&e))?;
         self.written += self.rows as u64;
         self.rows = 0;
