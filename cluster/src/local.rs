@@ -40,6 +40,18 @@ pub struct LocalShard {
     closed: RwLock<bool>,
 }
 
+/// The options of a replica of a group with other members: no background merges. A row's
+/// version is where it lives (its segment and row), and every replica checks a committing
+/// transaction's versions when it applies the commit; replicas that merged at different
+/// moments would decide differently. (Merges come back to clusters once versions are the
+/// same on every replica.)
+pub fn member_options() -> ShardOptions {
+    ShardOptions {
+        merge_min_segments: 0,
+        ..ShardOptions::default()
+    }
+}
+
 impl LocalShard {
     /// Opens (or creates, with `schema`) the shard in `dir` and replays its log.
     pub fn open(dir: &Path, schema: Option<CollectionSchema>, opts: ShardOptions) -> Result<Self> {

@@ -144,6 +144,22 @@ fn fresh_vector(id: i64) -> [f64; 4] {
     ]
 }
 
+/// One multi-row INSERT into `table` of the rows `ids`, with their `fresh_vector`s.
+async fn insert_fresh(
+    client: &tokio_postgres::Client,
+    table: &str,
+    ids: impl Iterator<Item = i64>,
+) {
+    let values: Vec<String> = ids
+        .map(|id| {
+            let v = fresh_vector(id);
+            format!("({id}, '[{},{},{},{}]')", v[0], v[1], v[2], v[3])
+        })
+        .collect();
+    let insert = format!("INSERT INTO {table} VALUES {}", values.join(","));
+    client.batch_execute(&insert).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fresh_rows_are_found_through_the_live_index_before_they_seal() {
     let dir = tempfile::tempdir().unwrap();
@@ -157,16 +173,8 @@ async fn fresh_rows_are_found_through_the_live_index_before_they_seal() {
         .await
         .unwrap();
     let rows = 5000i64;
-    for chunk in (0..rows).collect::<Vec<_>>().chunks(1000) {
-        let values: Vec<String> = chunk
-            .iter()
-            .map(|&id| {
-                let v = fresh_vector(id);
-                format!("({id}, '[{},{},{},{}]')", v[0], v[1], v[2], v[3])
-            })
-            .collect();
-        let insert = format!("INSERT INTO fresh VALUES {}", values.join(","));
-        client.batch_execute(&insert).await.unwrap();
+    for first in (0..rows).step_by(1000) {
+        insert_fresh(&client, "fresh", first..first + 1000).await;
     }
 
     let metric = |metrics: &str, name: &str| sample(metrics, name).unwrap_or(0.0);
@@ -226,14 +234,7 @@ async fn small_segments_sealed_by_vacuum_merge_into_one_in_the_background() {
     // Each VACUUM seals the rows written since the last one: four small sealed segments.
     let (batches, per_batch) = (4i64, 250i64);
     for b in 0..batches {
-        let values: Vec<String> = (b * per_batch..(b + 1) * per_batch)
-            .map(|id| {
-                let v = fresh_vector(id);
-                format!("({id}, '[{},{},{},{}]')", v[0], v[1], v[2], v[3])
-            })
-            .collect();
-        let insert = format!("INSERT INTO merged VALUES {}", values.join(","));
-        client.batch_execute(&insert).await.unwrap();
+        insert_fresh(&client, "merged", b * per_batch..(b + 1) * per_batch).await;
         client.batch_execute("VACUUM merged").await.unwrap();
     }
 

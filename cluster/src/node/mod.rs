@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use openraft::BasicNode;
 use tokio::sync::watch;
 use vecraft_storage::schema::CollectionSchema;
-use vecraft_storage::shard::ShardOptions;
 use vecraft_storage::{Error, Result};
 
 use crate::collection::Collection;
@@ -328,7 +327,7 @@ fn start_meta_member(
     let member = LocalShard::open_member(
         &options.data_dir.join(META_GROUP),
         Some(crate::meta::meta_schema()),
-        ShardOptions::default(),
+        crate::local::member_options(),
         (META_GROUP.to_string(), options.id),
         peers.clone(),
         initial,

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use openraft::BasicNode;
 use vecraft_storage::schema::CollectionSchema;
-use vecraft_storage::shard::ShardOptions;
 
 use super::ClusterNode;
 use crate::local::LocalShard;
@@ -101,7 +100,7 @@ async fn open(
         LocalShard::open_member(
             &dir,
             Some(schema),
-            ShardOptions::default(),
+            crate::local::member_options(),
             (group, me),
             peers,
             initial,

@@ -125,7 +125,7 @@ fn progress_line(done: usize, total: usize, elapsed_s: f64) -> String {
     format!(
         "vecraft: building an HNSW graph: {}% ({done} of {total} rows), {elapsed_s:.0} s, \
          about {left_s:.0} s left",
-        done * 100 / total
+        (done * 100 + total / 2) / total
     )
 }
 
@@ -133,11 +133,16 @@ fn progress_line(done: usize, total: usize, elapsed_s: f64) -> String {
 fn insert_all(draft: &Draft, rows: &[u32], entry: u32, threads: usize) {
     let next = AtomicUsize::new(0);
     let started = std::time::Instant::now();
-    let tenth = (rows.len() >= PROGRESS_MIN_ROWS).then_some(rows.len() / 10);
+    let report = rows.len() >= PROGRESS_MIN_ROWS;
+    // Row `i` is the first of tenth `k` (1..=9) when it is `k * len / 10`.
+    let starts_a_tenth = |i: usize| {
+        let k = i * 10 / rows.len();
+        (1..=9).contains(&k) && i == k * rows.len() / 10
+    };
     let work = || {
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
-            if tenth.is_some_and(|t| i > 0 && i % t == 0 && i < rows.len()) {
+            if report && i < rows.len() && starts_a_tenth(i) {
                 let elapsed_s = started.elapsed().as_secs_f64();
                 eprintln!("{}", progress_line(i, rows.len(), elapsed_s));
             }

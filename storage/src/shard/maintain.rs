@@ -5,9 +5,12 @@
 //! Why merge: a snapshot or `VACUUM` seals the growing segment at whatever size it has, and
 //! deletes shrink sealed segments; every sealed segment costs each search a graph walk of
 //! its own. Once `merge_min_segments` sealed segments hold fewer live rows than half the seal
-//! threshold, a background thread at a lower CPU priority rebuilds the oldest of them as one
-//! (up to four seal thresholds of rows at a time), the way Lucene's and Qdrant's merge
-//! policies do. Writes and searches go on meanwhile; only other maintenance waits.
+//! threshold (checked after each seal and flush), a background thread at a lower CPU priority
+//! rebuilds the oldest of them as one (up to four seal thresholds of rows at a time), the way
+//! Lucene's and Qdrant's merge policies do. Inserts, deletes and searches go on meanwhile;
+//! other maintenance (a seal, a snapshot, `TRUNCATE`, an index change) waits for the merge.
+//! A merge moves rows, so a transaction that read one of them before it and commits after it
+//! is refused with 40001, as after a reindex.
 //!
 //! All of it runs under `Inner::maintenance`, so at most one of these changes the segment
 //! set at a time; the slow parts (graph builds, file writes) run without the state lock.
@@ -175,12 +178,13 @@ impl Inner {
         lower_thread_priority();
         loop {
             let closed = self.closed.load(std::sync::atomic::Ordering::Acquire);
-            let result = match self.merge_job() {
-                Some(ids) if !closed => self.merge(&ids),
-                _ => Ok(()),
-            };
+            let result = if closed { Ok(false) } else { self.merge() };
             let failed = result.is_err();
-            self.record(result);
+            if !matches!(result, Ok(false)) {
+                // Only a merge that ran reports: a pass with nothing to do must not clear
+                // the sealer's error.
+                self.record(result.map(|_| ()));
+            }
             let mut merger = self.merger.lock();
             // Checked under the merger lock: a seal that makes more work after this sees
             // `running == false` and starts a new merger. A failure waits for the next seal.
@@ -194,11 +198,11 @@ impl Inner {
     /// The oldest small sealed segments, if at least `merge_min_segments` are small.
     fn merge_job(&self) -> Option<Vec<u64>> {
         let min_segments = self.opts.merge_min_segments;
-        let small_rows = (self.opts.seal_threshold_rows / 2) as u64;
-        let max_rows = 4 * self.opts.seal_threshold_rows as u64;
         if min_segments == 0 {
             return None;
         }
+        let small_rows = (self.opts.seal_threshold_rows / 2) as u64;
+        let max_rows = (self.opts.seal_threshold_rows as u64).saturating_mul(4);
         let state = self.state.read();
         let mut ids = Vec::new();
         let mut rows = 0;
@@ -219,13 +223,17 @@ impl Inner {
         (ids.len() >= min_segments.max(2)).then_some(ids)
     }
 
-    /// Compacts the segments `ids` into one; the merge counter counts it.
-    fn merge(&self, ids: &[u64]) -> Result<()> {
+    /// Compacts the merge job's segments into one, chosen under `maintenance` so that no
+    /// other maintenance changed them meanwhile; false when there was nothing to merge.
+    fn merge(&self) -> Result<bool> {
         let _guard = self.maintenance.lock();
-        self.compact_locked(ids)?;
+        let Some(ids) = self.merge_job() else {
+            return Ok(false);
+        };
+        self.compact_locked(&ids)?;
         self.merges
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
+        Ok(true)
     }
 
     fn record(&self, result: Result<()>) {
@@ -396,9 +404,15 @@ impl Shard {
     /// `SetIndex`): seals the growing rows, then compacts all sealed segments into one.
     /// Searches keep working meanwhile (exactly, where a graph was built for another metric).
     pub fn reindex(&self) -> Result<()> {
-        self.inner.flush()?;
+        let inner = &self.inner;
+        // One hold of `maintenance`: a merge cannot take segments between the seal and the
+        // compaction.
+        let _guard = inner.maintenance.lock();
+        inner.state.write().freeze();
+        inner.seal_pending_locked()?;
+        inner.persist_locked()?;
         let ids: Vec<u64> = {
-            let state = self.inner.state.read();
+            let state = inner.state.read();
             state
                 .slots
                 .iter()
@@ -407,7 +421,7 @@ impl Shard {
                 .collect()
         };
         if !ids.is_empty() {
-            self.compact(&ids)?;
+            inner.compact_locked(&ids)?;
         }
         Ok(())
     }

@@ -297,7 +297,7 @@ fn small_sealed_segments_merge_in_the_background_with_deletes_carried_over() {
             .unwrap();
         next += 1;
         if b == 1 {
-            // Deleted while the merge could be running: it must stay deleted after it.
+            // Deleted before the merge: the merge leaves these rows out for good.
             let deleted = (0..400).step_by(4).map(Key::Int).collect();
             shard.apply(next, &Command::Delete(deleted)).unwrap();
             next += 1;
