@@ -42,6 +42,25 @@ fn sample(metrics: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// `sample`, with 0 for a sample not exposed yet.
+fn metric(metrics: &str, name: &str) -> f64 {
+    sample(metrics, name).unwrap_or(0.0)
+}
+
+/// The node's `/metrics` once `ready` holds of them, polled with a 60 s deadline; the
+/// failure names `what` was waited for and shows the last metrics.
+async fn metrics_when(http_port: u16, what: &str, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, metrics) = http_get(http_port, "/metrics").await;
+        if ready(&metrics) {
+            return metrics;
+        }
+        assert!(Instant::now() < deadline, "{what}:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await; // pace the polls
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_from_a_config_file_reports_health_and_metrics_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -144,6 +163,15 @@ fn fresh_vector(id: i64) -> [f64; 4] {
     ]
 }
 
+/// Creates `table (id bigint PRIMARY KEY, embedding vector(4))` with an HNSW index (L2).
+async fn create_indexed(client: &tokio_postgres::Client, table: &str) {
+    let ddl = format!(
+        "CREATE TABLE {table} (id bigint PRIMARY KEY, embedding vector(4));
+         CREATE INDEX ON {table} USING hnsw (embedding vector_l2_ops);"
+    );
+    client.batch_execute(&ddl).await.unwrap();
+}
+
 /// One multi-row INSERT into `table` of the rows `ids`, with their `fresh_vector`s.
 async fn insert_fresh(
     client: &tokio_postgres::Client,
@@ -165,32 +193,20 @@ async fn fresh_rows_are_found_through_the_live_index_before_they_seal() {
     let dir = tempfile::tempdir().unwrap();
     let node = crate::support::single_node(dir.path());
     let client = connect(node.sql_port).await;
-    client
-        .batch_execute(
-            "CREATE TABLE fresh (id bigint PRIMARY KEY, embedding vector(4));
-             CREATE INDEX ON fresh USING hnsw (embedding vector_l2_ops);",
-        )
-        .await
-        .unwrap();
+    create_indexed(&client, "fresh").await;
     let rows = 5000i64;
     for first in (0..rows).step_by(1000) {
         insert_fresh(&client, "fresh", first..first + 1000).await;
     }
 
-    let metric = |metrics: &str, name: &str| sample(metrics, name).unwrap_or(0.0);
     let live_rows = "vecraft_collection_live_indexed_rows{collection=\"fresh\",shard=\"0\"}";
     let sealed = "vecraft_collection_segments{collection=\"fresh\",shard=\"0\",state=\"sealed\"}";
     let live_searches =
         "vecraft_segment_searches_total{collection=\"fresh\",method=\"live\",shard=\"0\"}";
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let metrics = loop {
-        let (_, metrics) = http_get(node.http_port, "/metrics").await;
-        if metric(&metrics, live_rows) == rows as f64 {
-            break metrics;
-        }
-        assert!(Instant::now() < deadline, "live index stuck:\n{metrics}");
-        tokio::time::sleep(Duration::from_millis(20)).await; // pace the polls
-    };
+    let metrics = metrics_when(node.http_port, "live index stuck", |m| {
+        metric(m, live_rows) == rows as f64
+    })
+    .await;
     assert_eq!(metric(&metrics, sealed), 0.0, "nothing sealed yet");
     let before = metric(&metrics, live_searches);
 
@@ -224,13 +240,7 @@ async fn small_segments_sealed_by_vacuum_merge_into_one_in_the_background() {
     let dir = tempfile::tempdir().unwrap();
     let node = crate::support::single_node(dir.path());
     let client = connect(node.sql_port).await;
-    client
-        .batch_execute(
-            "CREATE TABLE merged (id bigint PRIMARY KEY, embedding vector(4));
-             CREATE INDEX ON merged USING hnsw (embedding vector_l2_ops);",
-        )
-        .await
-        .unwrap();
+    create_indexed(&client, "merged").await;
     // Each VACUUM seals the rows written since the last one: four small sealed segments.
     let (batches, per_batch) = (4i64, 250i64);
     for b in 0..batches {
@@ -238,18 +248,12 @@ async fn small_segments_sealed_by_vacuum_merge_into_one_in_the_background() {
         client.batch_execute("VACUUM merged").await.unwrap();
     }
 
-    let metric = |metrics: &str, name: &str| sample(metrics, name).unwrap_or(0.0);
     let sealed = "vecraft_collection_segments{collection=\"merged\",shard=\"0\",state=\"sealed\"}";
     let merges = "vecraft_segment_merges_total{collection=\"merged\",shard=\"0\"}";
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, metrics) = http_get(node.http_port, "/metrics").await;
-        if metric(&metrics, merges) == 1.0 && metric(&metrics, sealed) == 1.0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no merge:\n{metrics}");
-        tokio::time::sleep(Duration::from_millis(20)).await; // pace the polls
-    }
+    metrics_when(node.http_port, "no merge", |m| {
+        metric(m, merges) == 1.0 && metric(m, sealed) == 1.0
+    })
+    .await;
 
     let rows = batches * per_batch;
     let count: i64 = client
@@ -280,7 +284,7 @@ async fn a_prepared_insert_keeps_its_plan_and_evaluates_defaults_per_row() {
         .await
         .unwrap();
     let reused = "vecraft_kept_plan_executions_total";
-    let reuses = |metrics: &str| sample(metrics, reused).unwrap_or(0.0);
+    let reuses = |metrics: &str| metric(metrics, reused);
     let before = reuses(&http_get(node.http_port, "/metrics").await.1);
 
     let insert = client

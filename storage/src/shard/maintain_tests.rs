@@ -283,9 +283,7 @@ fn small_sealed_segments_merge_in_the_background_with_deletes_carried_over() {
     let data = mixture(800, 8, 7);
     let options = ShardOptions {
         seal_threshold_rows: 1000,
-        background_seal: true,
-        live_index: true,
-        merge_min_segments: 4,
+        ..ShardOptions::default() // background work on, merges from 4 small segments
     };
     let shard = Shard::open(dir.path(), Some(schema(8, Metric::L2)), options.clone()).unwrap();
     // Each flush (a snapshot, `VACUUM`) seals 200 rows: small next to a 1000-row seal.
@@ -348,9 +346,7 @@ fn fewer_small_segments_than_the_minimum_are_left_alone() {
     let data = mixture(300, 8, 8);
     let options = ShardOptions {
         seal_threshold_rows: 1000,
-        background_seal: true,
-        live_index: true,
-        merge_min_segments: 4,
+        ..ShardOptions::default() // background work on, merges from 4 small segments
     };
     let shard = Shard::open(dir.path(), Some(schema(8, Metric::L2)), options).unwrap();
     for (b, chunk) in data.chunks(100).enumerate() {
