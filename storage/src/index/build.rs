@@ -2,7 +2,7 @@
 //!
 //! Each node's level is drawn up front from a hash of the seed and its row, and the first node
 //! of the top level is inserted first, so the entry point never moves. The other nodes are
-//! inserted by `threads` workers taking rows in order (`draft.rs` has the per-node locking and
+//! inserted by `threads` workers taking rows in order (`draft.rs` has the per-list locking and
 //! the heuristic); with one thread the graph depends only on the seed and the data. Last,
 //! `connect.rs` adds reverse links where lists have room and makes every indexed node
 //! reachable from the entry point. From `sq8::MIN_DIMS` dimensions up, the inserts walk SQ8

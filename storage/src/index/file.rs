@@ -60,7 +60,7 @@ fn metric_from_code(code: u8) -> Option<Metric> {
 
 /// The bytes of a slice of plain data (f32, u32 or u8).
 pub(crate) fn as_bytes<T: Copy>(v: &[T]) -> &[u8] {
-    // SAFETY: T is f32, u32 or u8 here: plain data without padding.
+    // SAFETY: T is f32, u32, u16 or u8 here: plain data without padding.
     unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), std::mem::size_of_val(v)) }
 }
 

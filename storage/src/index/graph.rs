@@ -218,8 +218,7 @@ impl VectorIndex for HnswGraph {
             Some(codes) => {
                 let prepared = codes.prepare(metric, query);
                 let inv_norms = vectors.inv_norms;
-                let approx =
-                    |row: u32| rankable(codes.score(&prepared, row, inv_norms[row as usize]));
+                let approx = |row: u32| rankable(codes.score(&prepared, row, inv_norms));
                 let mut kept = self.walk(codes, &approx, ef.max(k), accept);
                 for hit in &mut kept {
                     hit.score = exact(hit.row);

@@ -53,7 +53,7 @@ impl RowBytes for Sq8 {
 
 /// Asks the CPU to start loading the cache lines of `v` that begin in `from..to`.
 #[inline(always)]
-fn prefetch_lines(v: &[u8], from: usize, to: usize) {
+pub(crate) fn prefetch_lines(v: &[u8], from: usize, to: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
@@ -136,6 +136,9 @@ pub fn beam(
         // cache misses overlap instead of queueing one behind another.
         let mut fresh = [0u32; MAX_M0];
         let fresh_len = links.with_neighbours(current.row, layer, |list| {
+            for &next in list {
+                visited.prefetch(next);
+            }
             let mut len = 0;
             for &next in list {
                 if visited.insert(next) && len < MAX_M0 {

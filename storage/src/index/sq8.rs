@@ -117,10 +117,10 @@ impl Sq8 {
         }
     }
 
-    /// The approximate ranking score (as `Metric::score`) between `query` and `row`, whose
-    /// inverse norm is `inv_norm_row` (read only for cosine).
+    /// The approximate ranking score (as `Metric::score`) between `query` and `row`; the
+    /// rows' inverse norms `inv_norms` are read only for cosine.
     #[inline]
-    pub fn score(&self, query: &Sq8Query, row: u32, inv_norm_row: f32) -> f32 {
+    pub fn score(&self, query: &Sq8Query, row: u32, inv_norms: &[f32]) -> f32 {
         let codes = self.row(row);
         match query.metric {
             Metric::L2 => kernels::residual_squared(&query.terms, &self.step, codes),
@@ -128,7 +128,7 @@ impl Sq8 {
             Metric::InnerProduct => -(query.offset + kernels::weighted(&query.terms, codes)),
             Metric::Cosine => {
                 let dot = query.offset + kernels::weighted(&query.terms, codes);
-                cosine_from_parts(dot, query.inv_norm, inv_norm_row)
+                cosine_from_parts(dot, query.inv_norm, inv_norms[row as usize])
             }
         }
     }
@@ -345,7 +345,7 @@ mod tests {
             for row in 0..rows as u32 {
                 let inv_norm = view.inv_norms[row as usize];
                 let exact = view.score(metric, &query, row);
-                let approx = sq8.score(&prepared, row, inv_norm);
+                let approx = sq8.score(&prepared, row, view.inv_norms);
                 let (error, bound) = match metric {
                     Metric::L2 => ((exact.sqrt() - approx.sqrt()).abs(), euclidean),
                     Metric::L1 => ((exact - approx).abs(), manhattan),
@@ -369,7 +369,7 @@ mod tests {
         let sq8 = Sq8::encode(&store.view());
         let query = Query::new(vec![1.5; 64]);
         let prepared = sq8.prepare(Metric::L2, &query);
-        assert_eq!(sq8.score(&prepared, 2, 0.0), 0.0);
+        assert_eq!(sq8.score(&prepared, 2, &[]), 0.0);
         let empty = VectorStore::from_vec(64, Vec::new());
         assert!(Sq8::encode(&empty.view()).is_empty());
         // A range wider than f32::MAX still has a finite step, so codes and scores are defined.
@@ -379,6 +379,6 @@ mod tests {
         let wide = Sq8::encode(&VectorStore::from_vec(64, wide).view());
         assert!(wide.step.iter().all(|s| s.is_finite()));
         let prepared = wide.prepare(Metric::InnerProduct, &Query::new(vec![0.5; 64]));
-        assert!(!wide.score(&prepared, 1, 0.0).is_nan());
+        assert!(!wide.score(&prepared, 1, &[]).is_nan());
     }
 }
