@@ -419,8 +419,9 @@ mod tests {
     #[test]
     fn concurrent_links_into_one_list_all_land_once() {
         // Node 0's layer-0 list holds 2m = 32 rows; four threads, released together, each link
-        // eight others to it, twice over. A lock that let two pushes through together would
-        // lose links or duplicate them.
+        // eight rows of their own to it, then all 32. A lock that let two pushes through
+        // together would lose links or duplicate them (with the lock bit left out, this fails
+        // in most runs).
         let n = 33;
         let store = VectorStore::from_vec(2, (0..n * 2).map(|i| i as f32).collect());
         for _ in 0..1000 {

