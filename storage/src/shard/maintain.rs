@@ -389,13 +389,19 @@ impl Inner {
     pub(super) fn flush(self: &Arc<Self>) -> Result<u64> {
         let durable = {
             let _guard = self.maintenance.lock();
-            self.state.write().freeze();
-            self.seal_pending_locked()?;
-            self.persist_locked()?;
-            self.state.read().durable_index
+            self.flush_locked()?
         };
         self.maybe_merge();
         Ok(durable)
+    }
+
+    /// Seals every growing row and persists the manifest; returns the durable index. The
+    /// caller holds `maintenance`.
+    pub(super) fn flush_locked(&self) -> Result<u64> {
+        self.state.write().freeze();
+        self.seal_pending_locked()?;
+        self.persist_locked()?;
+        Ok(self.state.read().durable_index)
     }
 }
 
@@ -408,9 +414,7 @@ impl Shard {
         // One hold of `maintenance`: a merge cannot take segments between the seal and the
         // compaction.
         let _guard = inner.maintenance.lock();
-        inner.state.write().freeze();
-        inner.seal_pending_locked()?;
-        inner.persist_locked()?;
+        inner.flush_locked()?;
         let ids: Vec<u64> = {
             let state = inner.state.read();
             state

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::tests::{batch, exact, ids_of, load, mixture, opts, schema, search};
+use super::tests::{batch, exact, ids_of, load, mixture, opts, schema, search, upsert};
 use super::{SearchRequest, Shard, ShardOptions};
 use crate::command::Command;
 use crate::distance::Metric;
@@ -289,10 +289,7 @@ fn small_sealed_segments_merge_in_the_background_with_deletes_carried_over() {
     // Each flush (a snapshot, `VACUUM`) seals 200 rows: small next to a 1000-row seal.
     let mut next = 1;
     for (b, chunk) in data.chunks(200).enumerate() {
-        let ids: Vec<i64> = (0..chunk.len()).map(|i| (b * 200 + i) as i64).collect();
-        shard
-            .apply(next, &Command::Upsert(batch(&ids, chunk)))
-            .unwrap();
+        upsert(&shard, next, b * 200, chunk);
         next += 1;
         if b == 1 {
             // Deleted before the merge: the merge leaves these rows out for good.
@@ -350,10 +347,7 @@ fn fewer_small_segments_than_the_minimum_are_left_alone() {
     };
     let shard = Shard::open(dir.path(), Some(schema(8, Metric::L2)), options).unwrap();
     for (b, chunk) in data.chunks(100).enumerate() {
-        let ids: Vec<i64> = (0..chunk.len()).map(|i| (b * 100 + i) as i64).collect();
-        shard
-            .apply(b as u64 + 1, &Command::Upsert(batch(&ids, chunk)))
-            .unwrap();
+        upsert(&shard, b as u64 + 1, b * 100, chunk);
         shard.flush().unwrap();
     }
     shard.wait_for_background();

@@ -55,9 +55,7 @@ impl Shard {
     pub fn write_snapshot(&self, out: &mut dyn Write) -> Result<SnapshotInfo> {
         let inner = &self.inner;
         let _guard = inner.maintenance.lock();
-        inner.state.write().freeze();
-        inner.seal_pending_locked()?;
-        inner.persist_locked()?;
+        inner.flush_locked()?;
         let manifest = Manifest::load(&inner.dir)?
             .ok_or_else(|| Error::corrupt(&inner.dir, "manifest vanished"))?;
         let io = |e| Error::io("write snapshot", &inner.dir, e);

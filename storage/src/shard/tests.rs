@@ -85,15 +85,20 @@ pub(super) fn ids_of(batch: &RecordBatch) -> Vec<i64> {
 pub(super) fn load(shard: &Shard, vectors: &[Vec<f32>], per_batch: usize, first_index: u64) -> u64 {
     let mut index = first_index;
     for (b, chunk) in vectors.chunks(per_batch).enumerate() {
-        let ids: Vec<i64> = (0..chunk.len())
-            .map(|i| (b * per_batch + i) as i64)
-            .collect();
-        shard
-            .apply(index, &Command::Upsert(batch(&ids, chunk)))
-            .unwrap();
+        upsert(shard, index, b * per_batch, chunk);
         index += 1;
     }
     index
+}
+
+/// Upserts `vectors` as ids `first_id..` in the log entry at `index`.
+pub(super) fn upsert(shard: &Shard, index: u64, first_id: usize, vectors: &[Vec<f32>]) {
+    let ids: Vec<i64> = (first_id..first_id + vectors.len())
+        .map(|id| id as i64)
+        .collect();
+    shard
+        .apply(index, &Command::Upsert(batch(&ids, vectors)))
+        .unwrap();
 }
 
 pub(super) fn search(shard: &Shard, q: &[f32], k: usize, filter: Option<Filter>) -> Vec<i64> {
