@@ -40,18 +40,6 @@ pub struct LocalShard {
     closed: RwLock<bool>,
 }
 
-/// The options of a replica of a group with other members: no background merges. A row's
-/// version is where it lives (its segment and row), and every replica checks a committing
-/// transaction's versions when it applies the commit; replicas that merged at different
-/// moments would decide differently. (Merges come back to clusters once versions are the
-/// same on every replica.)
-pub fn member_options() -> ShardOptions {
-    ShardOptions {
-        merge_min_segments: 0,
-        ..ShardOptions::default()
-    }
-}
-
 impl LocalShard {
     /// Opens (or creates, with `schema`) the shard in `dir` and replays its log.
     pub fn open(dir: &Path, schema: Option<CollectionSchema>, opts: ShardOptions) -> Result<Self> {
@@ -70,6 +58,12 @@ impl LocalShard {
     /// reached over Flight through `peers`; `initial` members initialise a group new
     /// everywhere (one member passes them). Returns at once: the replica catches up with its
     /// group in the background.
+    ///
+    /// A member never merges segments in the background, whatever `opts` say: a row's
+    /// version is where it lives (its segment and row), and every replica checks a committing
+    /// transaction's versions when it applies the commit, so replicas that merged at
+    /// different moments would decide differently. (Merges come back to clusters once
+    /// versions are the same on every replica.)
     pub fn open_member(
         dir: &Path,
         schema: Option<CollectionSchema>,
@@ -79,6 +73,10 @@ impl LocalShard {
         initial: Option<BTreeMap<NodeId, BasicNode>>,
     ) -> Result<Self> {
         let (group_id, id) = member;
+        let opts = ShardOptions {
+            merge_min_segments: 0,
+            ..opts
+        };
         let (log, shard) = LocalShard::open_parts(dir, schema, opts)?;
         let network = FlightNetwork::new(group_id, peers);
         let group = Group::start_member(dir, log, Arc::clone(&shard), id, network, initial)?;

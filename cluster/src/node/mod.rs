@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use openraft::BasicNode;
 use tokio::sync::watch;
 use vecraft_storage::schema::CollectionSchema;
+use vecraft_storage::shard::ShardOptions;
 use vecraft_storage::{Error, Result};
 
 use crate::collection::Collection;
@@ -327,7 +328,7 @@ fn start_meta_member(
     let member = LocalShard::open_member(
         &options.data_dir.join(META_GROUP),
         Some(crate::meta::meta_schema()),
-        crate::local::member_options(),
+        ShardOptions::default(),
         (META_GROUP.to_string(), options.id),
         peers.clone(),
         initial,

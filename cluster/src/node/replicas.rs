@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use openraft::BasicNode;
 use vecraft_storage::schema::CollectionSchema;
+use vecraft_storage::shard::ShardOptions;
 
 use super::ClusterNode;
 use crate::local::LocalShard;
@@ -100,7 +101,7 @@ async fn open(
         LocalShard::open_member(
             &dir,
             Some(schema),
-            crate::local::member_options(),
+            ShardOptions::default(),
             (group, me),
             peers,
             initial,
