@@ -13,6 +13,7 @@ pub mod bit_udfs;
 pub mod bits;
 pub mod casts;
 pub mod collection;
+pub mod direct;
 pub mod dml;
 pub mod error;
 pub mod filters;

@@ -19,7 +19,9 @@ use datafusion::logical_expr::{Expr, ScalarUDF, TableProviderFilterPushDown};
 use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::memory::MemoryStream;
-use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time,
+};
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
@@ -234,12 +236,19 @@ pub struct CollectionScanExec {
     pub search: Option<SearchRequest>,
     /// The parameter whose value is the search's query vector, read when the search starts.
     pub query_param: Option<Arc<ScalarUDF>>,
+    /// The searched column's dimensions, which the query vector must have: read from the
+    /// schema when the plan is made (a kept plan is made again after DDL), not per execution.
+    query_dims: Option<usize>,
     /// DELETE the rows the filter selects, and return their count (or, with RETURNING, the
     /// rows, whose columns are `columns`).
     pub delete: bool,
     properties: Arc<PlanProperties>,
     /// Rows and time per shard (`EXPLAIN ANALYZE`).
     metrics: ExecutionPlanMetricsSet,
+    /// The counters of `metrics`, one pair per shard, registered by the first execution that
+    /// reaches that shard. A kept plan runs again and again through the same node (its
+    /// `reset_state` keeps it), so each execution adds to them instead of registering more.
+    shard_metrics: std::sync::Mutex<Vec<(Count, Time)>>,
 }
 
 impl CollectionScanExec {
@@ -257,9 +266,11 @@ impl CollectionScanExec {
             filter,
             search: None,
             query_param: None,
+            query_dims: None,
             delete: false,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
+            shard_metrics: Default::default(),
         }
     }
 
@@ -290,6 +301,10 @@ impl CollectionScanExec {
             self.columns.clone(),
             self.filter.clone(),
         );
+        if query_param.is_some() {
+            let schema = self.source.schema();
+            scan.query_dims = schema.vector_spec(&request.column).ok().map(|s| s.dims);
+        }
         scan.search = Some(request);
         scan.query_param = query_param;
         scan
@@ -378,16 +393,70 @@ impl DisplayAs for CollectionScanExec {
 }
 
 impl CollectionScanExec {
+    /// What `execute` streams: the scan's, search's or delete's batches, worked out at once.
+    pub fn batches(
+        &self,
+        context: &TaskContext,
+    ) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
+        let read = crate::knn::read_consistency(context);
+        Ok(match &self.search {
+            _ if self.delete && !self.columns.is_empty() => {
+                delete_returning(self.source.as_ref(), self.filter.as_ref(), &self.schema)?
+            }
+            _ if self.delete => {
+                vec![count_batch(delete_where(
+                    self.source.as_ref(),
+                    self.filter.as_ref(),
+                )?)?]
+            }
+            None => {
+                let (batches, traces) =
+                    self.source
+                        .scan_traced(Some(&self.columns), self.filter.as_ref(), read)?;
+                self.record(&traces);
+                batches
+            }
+            Some(request) => {
+                let (hits, traces) = match &self.query_param {
+                    None => self.source.search_traced(request, read)?,
+                    Some(param) => {
+                        let dims = match self.query_dims {
+                            Some(dims) => dims,
+                            None => {
+                                let schema = self.source.schema();
+                                let spec = schema.vector_spec(&request.column);
+                                spec.map_err(crate::collection::storage_error)?.dims
+                            }
+                        };
+                        let mut request = request.clone();
+                        request.vector = crate::knn::param_vector(param, dims)?;
+                        self.source.search_traced(&request, read)?
+                    }
+                };
+                self.record(&traces);
+                let hits = without_distance(hits)?;
+                vec![hits.with_schema(self.schema.clone())?]
+            }
+        })
+    }
+
     /// Adds each shard's rows and time to the plan's metrics (`shard0_rows`, `shard0_time`,
     /// …), which `EXPLAIN ANALYZE` prints.
     fn record(&self, traces: &[crate::collection::ShardTrace]) {
+        let mut shards = self
+            .shard_metrics
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         for (i, trace) in traces.iter().enumerate() {
-            MetricBuilder::new(&self.metrics)
-                .counter(format!("shard{i}_rows"), 0)
-                .add(trace.rows);
-            MetricBuilder::new(&self.metrics)
-                .subset_time(format!("shard{i}_time"), 0)
-                .add_duration(trace.elapsed);
+            if i == shards.len() {
+                shards.push((
+                    MetricBuilder::new(&self.metrics).counter(format!("shard{i}_rows"), 0),
+                    MetricBuilder::new(&self.metrics).subset_time(format!("shard{i}_time"), 0),
+                ));
+            }
+            let (rows, time) = &shards[i];
+            rows.add(trace.rows);
+            time.add_duration(trace.elapsed);
         }
     }
 }
@@ -412,41 +481,7 @@ impl ExecutionPlan for CollectionScanExec {
         _partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let read = crate::knn::read_consistency(&context);
-        let batches = match &self.search {
-            _ if self.delete && !self.columns.is_empty() => {
-                delete_returning(self.source.as_ref(), self.filter.as_ref(), &self.schema)?
-            }
-            _ if self.delete => {
-                vec![count_batch(delete_where(
-                    self.source.as_ref(),
-                    self.filter.as_ref(),
-                )?)?]
-            }
-            None => {
-                let (batches, traces) =
-                    self.source
-                        .scan_traced(Some(&self.columns), self.filter.as_ref(), read)?;
-                self.record(&traces);
-                batches
-            }
-            Some(request) => {
-                let (hits, traces) = match &self.query_param {
-                    None => self.source.search_traced(request, read)?,
-                    Some(param) => {
-                        let schema = self.source.schema();
-                        let spec = schema.vector_spec(&request.column);
-                        let dims = spec.map_err(crate::collection::storage_error)?.dims;
-                        let mut request = request.clone();
-                        request.vector = crate::knn::param_vector(param, dims)?;
-                        self.source.search_traced(&request, read)?
-                    }
-                };
-                self.record(&traces);
-                let hits = without_distance(hits)?;
-                vec![hits.with_schema(self.schema.clone())?]
-            }
-        };
+        let batches = self.batches(&context)?;
         Ok(Box::pin(MemoryStream::try_new(
             batches,
             self.schema.clone(),

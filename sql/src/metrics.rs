@@ -28,6 +28,8 @@ pub struct GatewayMetrics {
     /// built to be kept.
     pub plans_reused: IntCounter,
     pub plans_built: IntCounter,
+    /// Executions of a kept plan that was only a collection search's columns, run directly.
+    pub plans_direct: IntCounter,
 }
 
 /// Registered once, in prometheus's default registry. Registration fails only on a duplicate
@@ -77,6 +79,11 @@ pub static GATEWAY: LazyLock<GatewayMetrics> = LazyLock::new(|| {
         plans_built: register_int_counter!(
             "vecraft_kept_plans_built_total",
             "Physical plans built to be kept (first execution, or after SET or DDL)"
+        )
+        .expect(once),
+        plans_direct: register_int_counter!(
+            "vecraft_direct_search_executions_total",
+            "Executions of a kept plan that is a collection search's columns, run without DataFusion's per-execution work"
         )
         .expect(once),
     }

@@ -20,6 +20,7 @@ use pgwire::api::Type;
 use pgwire::api::portal::Format;
 use pgwire::api::results::{FieldInfo, Response};
 use pgwire::error::PgWireResult;
+use vecraft_planner::direct::DirectSearch;
 use vecraft_planner::names::rename;
 use vecraft_planner::params::{ParamSlots, placeholder_index, template};
 
@@ -69,6 +70,9 @@ enum Kept {
         /// Built once with the plan: making one copies the session's function registries.
         task: Arc<TaskContext>,
         settings_generation: u64,
+        /// The plan, when it is only a collection search's columns, run without DataFusion's
+        /// per-execution work (see [`DirectSearch`]).
+        direct: Option<DirectSearch>,
     },
 }
 
@@ -364,6 +368,7 @@ impl Session {
                 Ok(physical) => {
                     GATEWAY.plans_built.inc();
                     *kept = Kept::Plan {
+                        direct: DirectSearch::of(&physical),
                         physical,
                         slots,
                         task: self.ctx.task_ctx(),
@@ -381,6 +386,7 @@ impl Session {
             physical,
             slots,
             task,
+            direct,
             ..
         } = &*kept
         else {
@@ -392,6 +398,10 @@ impl Session {
         }
         // Collected while `kept` is held: the plan reads its parameters from the shared
         // slots as it runs, so a stream left to run later could read another execution's.
+        if let Some(direct) = direct {
+            GATEWAY.plans_direct.inc();
+            return direct.run(task).map(Some).map_err(|e| to_pg(&e));
+        }
         let plan = reset_plan_states(physical.clone()).map_err(|e| to_pg(&e))?;
         let batches = collect(plan, task.clone()).await.map_err(|e| to_pg(&e))?;
         Ok(Some(batches))

@@ -20,7 +20,7 @@ use vecraft_storage::filter::Filter;
 use vecraft_storage::shard::SearchRequest;
 
 use super::ids;
-use crate::collection::{CollectionSource, Consistency, ShardSource};
+use crate::collection::{CollectionSource, Consistency, ShardSource, ShardTrace};
 use crate::table::CollectionTable;
 use crate::{new_session, sql};
 
@@ -53,6 +53,20 @@ impl CollectionSource for Counting {
     fn search(&self, request: &SearchRequest, read: Consistency) -> DfResult<RecordBatch> {
         self.searches.fetch_add(1, Ordering::Relaxed);
         self.inner.search(request, read)
+    }
+
+    /// As a one-shard collection traces its search, for the plan's metrics.
+    fn search_traced(
+        &self,
+        request: &SearchRequest,
+        read: Consistency,
+    ) -> DfResult<(RecordBatch, Vec<ShardTrace>)> {
+        let batch = self.search(request, read)?;
+        let trace = ShardTrace {
+            rows: batch.num_rows(),
+            elapsed: std::time::Duration::from_micros(1),
+        };
+        Ok((batch, vec![trace]))
     }
 }
 
@@ -288,4 +302,47 @@ async fn shapes_found_in_review_plan_and_run() {
     )
     .await;
     assert_eq!(got.len(), 5);
+}
+
+/// A kept plan runs through the same search node again and again (`reset_plan_states` keeps
+/// a leaf as it is), so each run adds to the node's per-shard metrics instead of registering
+/// another pair: a connection that repeats a prepared search must not grow without bound.
+#[tokio::test]
+async fn a_search_run_again_adds_to_one_pair_of_shard_metrics() {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::physical_plan::execution_plan::reset_plan_states;
+    use datafusion::physical_plan::{ExecutionPlan, collect};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, queries) = session_with_items(dir.path());
+    let q = vector_text(&queries[..DIMS]);
+    let query = format!("SELECT id FROM items ORDER BY embedding <-> '{q}' LIMIT 5");
+    let plan = sql(&ctx, &query)
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let again = reset_plan_states(plan.clone()).unwrap();
+        let batches = collect(again, ctx.task_ctx()).await.unwrap();
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 5);
+    }
+    let mut search: Option<Arc<dyn ExecutionPlan>> = None;
+    plan.apply(|node| {
+        if node.name() == "CollectionSearchExec" {
+            search = Some(node.clone());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .unwrap();
+    let metrics = search.expect("a search node").metrics().unwrap();
+    let mut names: Vec<String> = metrics
+        .iter()
+        .map(|m| m.value().name().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["shard0_rows", "shard0_time"]);
+    let rows = metrics.sum_by_name("shard0_rows").unwrap().as_usize();
+    assert_eq!(rows, 15, "three runs of 5 rows each");
 }

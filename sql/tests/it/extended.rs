@@ -47,6 +47,52 @@ async fn prepared_knn_binds_a_new_vector_each_time() {
     assert_eq!(rows[0].get::<_, f64>(1), 1.0);
 }
 
+/// A prepared search that only picks columns of the collection's answer runs without
+/// DataFusion's per-execution work, and answers as the same statement with the vector written
+/// in: in the statement's column order, and with the rows its own transaction wrote.
+#[tokio::test]
+async fn a_prepared_search_runs_directly_and_answers_as_the_written_statement() {
+    use vecraft_sql::metrics::GATEWAY;
+
+    let dir = tempfile::tempdir().unwrap();
+    let client = connect(start(dir.path()).await).await;
+    items(&client).await;
+    let shape = "SELECT tag, id FROM items ORDER BY embedding <-> $1 LIMIT 3";
+    let knn = client.prepare(shape).await.unwrap();
+    let answer = |rows: Vec<tokio_postgres::Row>| -> Vec<(String, i64)> {
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+    };
+    let written = |q: &str| shape.replace("$1", &format!("'{q}'"));
+    let direct_before = GATEWAY.plans_direct.get();
+    let queries = ["[1,2,3]", "[9,9,8]", "[0,0,0]"];
+    for q in queries {
+        let prepared = answer(client.query(&knn, &[&VectorText(q)]).await.unwrap());
+        let expected = answer(client.query(&written(q), &[]).await.unwrap());
+        assert_eq!(prepared.len(), 3, "query {q}");
+        assert_eq!(prepared, expected, "query {q}");
+    }
+    // Other sessions' tests may run searches too, so the count only has a floor.
+    let direct = GATEWAY.plans_direct.get() - direct_before;
+    assert!(direct >= queries.len() as u64, "{direct} direct executions");
+
+    client
+        .batch_execute("BEGIN; INSERT INTO items VALUES (5, '[0,0,0.5]', 'c', 0)")
+        .await
+        .unwrap();
+    let seen = answer(client.query(&knn, &[&VectorText("[0,0,0]")]).await.unwrap());
+    assert_eq!(seen[0], ("c".to_string(), 5), "its own transaction's row");
+    client.batch_execute("ROLLBACK").await.unwrap();
+    let after = answer(client.query(&knn, &[&VectorText("[0,0,0]")]).await.unwrap());
+    assert_eq!(
+        after,
+        answer(client.query(&written("[0,0,0]"), &[]).await.unwrap())
+    );
+    assert!(
+        after.iter().all(|(_, id)| *id != 5),
+        "rolled back: {after:?}"
+    );
+}
+
 #[tokio::test]
 async fn binary_and_text_vector_parameters_give_identical_results() {
     let dir = tempfile::tempdir().unwrap();

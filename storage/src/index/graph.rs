@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use crate::distance::Metric;
 use crate::index::VectorIndex;
-use crate::index::search::{Links, RowBytes, beam, greedy};
+use crate::index::search::{Links, RowBytes, beam, greedy, prefetch_lines};
 use crate::index::sq8::Sq8;
 use crate::index::vectors::{Backing, Query, VectorsRef};
 use crate::index::visited::with_visited;
@@ -194,6 +194,12 @@ impl Links for HnswGraph {
     fn with_neighbours<R>(&self, node: u32, layer: u8, f: impl FnOnce(&[u32]) -> R) -> R {
         f(self.neighbours(node, layer))
     }
+
+    #[inline]
+    fn prefetch_neighbours(&self, node: u32, layer: u8) {
+        let block = crate::index::file::as_bytes(self.raw_neighbours(node, layer));
+        prefetch_lines(block, 0, block.len());
+    }
 }
 
 impl VectorIndex for HnswGraph {
@@ -220,8 +226,21 @@ impl VectorIndex for HnswGraph {
                 let inv_norms = vectors.inv_norms;
                 let approx = |row: u32| rankable(codes.score(&prepared, row, inv_norms));
                 let mut kept = self.walk(codes, &approx, ef.max(k), accept);
-                for hit in &mut kept {
-                    hit.score = exact(hit.row);
+                // Each kept row's vector is a few cache lines nothing has read yet: fetch the
+                // next ones while this one is scored.
+                const AHEAD: usize = 2;
+                let fetch = |hit: Option<&Scored>| {
+                    if let Some(hit) = hit {
+                        let v = RowBytes::bytes(vectors, hit.row);
+                        prefetch_lines(v, 0, v.len());
+                    }
+                };
+                for i in 0..AHEAD {
+                    fetch(kept.get(i));
+                }
+                for i in 0..kept.len() {
+                    fetch(kept.get(i + AHEAD));
+                    kept[i].score = exact(kept[i].row);
                 }
                 kept
             }

@@ -17,6 +17,11 @@ use crate::index::visited::VisitedSet;
 pub trait Links {
     /// Runs `f` over the neighbours of `node` on `layer`.
     fn with_neighbours<R>(&self, node: u32, layer: u8, f: impl FnOnce(&[u32]) -> R) -> R;
+
+    /// Asks the CPU to start loading the list of `node` on `layer`, which the walk is about to
+    /// read. A hint only: the default does nothing.
+    #[inline]
+    fn prefetch_neighbours(&self, _node: u32, _layer: u8) {}
 }
 
 /// The rows a walk scores, as bytes it can ask the CPU to fetch before it scores them: the
@@ -131,6 +136,11 @@ pub fn beam(
     while let Some(Reverse(current)) = frontier.pop() {
         if found.len() >= ef && current.score > found.peek().map_or(f32::INFINITY, |w| w.score) {
             break;
+        }
+        // The next node to expand is most often the frontier's best now; its list arrives
+        // while this node's neighbours are scored.
+        if let Some(Reverse(next)) = frontier.peek() {
+            links.prefetch_neighbours(next.row, layer);
         }
         // Mark and prefetch the unvisited neighbours first, then score them: the vectors'
         // cache misses overlap instead of queueing one behind another.
