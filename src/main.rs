@@ -58,6 +58,19 @@ struct ServeArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     limits: limits::LimitArgs,
+    /// A setting of the object stores backups go to, KEY=VALUE (repeatable; e.g.
+    /// aws_endpoint=http://127.0.0.1:9000, aws_region=us-east-1); the AWS_* environment
+    /// variables are read first
+    #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
+    backup_store_option: Vec<(String, String)>,
+}
+
+/// `KEY=VALUE` as a pair.
+fn key_value(arg: &str) -> Result<(String, String), String> {
+    let (key, value) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, not \"{arg}\""))?;
+    Ok((key.trim().to_string(), value.to_string()))
 }
 
 fn main() {
@@ -74,12 +87,14 @@ fn main() {
         data_dir,
         config,
         limits,
+        backup_store_option,
     } = args;
     let flags = Overrides {
         listen,
         http,
         data_dir,
         limits,
+        backup_store: backup_store_option.into_iter().collect(),
     };
     let resolved = NodeConfig::resolve(config.as_deref(), flags)
         .and_then(|c| Ok((c.limits.resolve(&limits::LimitArgs::default())?, c)));
@@ -115,6 +130,7 @@ async fn serve(config: NodeConfig, limits: vecraft_sql::limits::Limits) -> Resul
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("open {}: {e}", config.data_dir.display()))?;
+    catalog.set_backup_store(config.backup_store.clone().into_iter().collect());
     eprintln!(
         "vecraft: {} collection(s) opened from {} in {} ms",
         catalog.names().len(),

@@ -89,23 +89,40 @@ impl Collection {
         shards: usize,
         opts: ShardOptions,
     ) -> Result<Self> {
+        let staging = Collection::build_staged(dir, schema, shards, &opts)?;
+        Collection::publish(&staging, dir, opts)
+    }
+
+    /// Writes a new, empty collection of `shards` shards where it is built before it becomes
+    /// `dir` ([`staging_dir`]), closed; returns that place. Built aside and renamed into place
+    /// ([`Collection::publish`]), a collection is never seen half made: a crash or a failure
+    /// halfway leaves a staging directory, which the catalog removes at open.
+    pub fn build_staged(
+        dir: &Path,
+        schema: CollectionSchema,
+        shards: usize,
+        opts: &ShardOptions,
+    ) -> Result<PathBuf> {
         if !(1..=MAX_SHARDS).contains(&shards) {
             return Err(Error::InvalidArgument(format!(
                 "shards must be between 1 and {MAX_SHARDS}, not {shards}"
             )));
         }
-        // Built aside and renamed into place, so a crash or a failure halfway leaves no
-        // collection (the catalog skips dot-prefixed directories).
         let staging = staging_dir(dir);
         let built = match shards {
-            1 => Collection::build_one(&staging, schema, &opts),
-            _ => Collection::build(&staging, &schema, shards, &opts),
+            1 => Collection::build_one(&staging, schema, opts),
+            _ => Collection::build(&staging, &schema, shards, opts),
         };
         if let Err(e) = built {
             let _ = std::fs::remove_dir_all(&staging);
             return Err(e);
         }
-        std::fs::rename(&staging, dir).map_err(|e| Error::io("rename into place", dir, e))?;
+        Ok(staging)
+    }
+
+    /// Renames the collection built at `staging` to `dir`, durably, and opens it there.
+    pub fn publish(staging: &Path, dir: &Path, opts: ShardOptions) -> Result<Self> {
+        std::fs::rename(staging, dir).map_err(|e| Error::io("rename into place", dir, e))?;
         if let Some(parent) = dir.parent() {
             sync_dir(parent)?;
         }
@@ -157,7 +174,8 @@ impl Collection {
         Ok(())
     }
 
-    fn open_existing(dir: &Path, opts: ShardOptions) -> Result<Self> {
+    /// Opens the collection in `dir` (one that exists).
+    pub fn open_existing(dir: &Path, opts: ShardOptions) -> Result<Self> {
         let count = shard_count(dir)?;
         let shards = (0..count)
             .map(|i| {
@@ -479,7 +497,8 @@ pub fn staging_dir(dir: &Path) -> PathBuf {
     dir.with_file_name(format!(".{name}.creating"))
 }
 
-fn shard_dir(dir: &Path, shards: usize, i: usize) -> PathBuf {
+/// Where shard `i` of a collection of `shards` shards in `dir` lives.
+pub fn shard_dir(dir: &Path, shards: usize, i: usize) -> PathBuf {
     if shards == 1 {
         dir.to_path_buf()
     } else {

@@ -5,6 +5,7 @@
 //! shape (see `docs/design.md`). `http` is the node's metrics exporter; [`txn`] commits a
 //! transaction atomically across shards.
 
+pub mod backup;
 mod batch;
 pub mod collection;
 pub mod http;

@@ -20,7 +20,9 @@ use vecraft_storage::command::Command;
 use vecraft_storage::filter::Filter;
 use vecraft_storage::log::{Log, LogOptions};
 use vecraft_storage::schema::CollectionSchema;
-use vecraft_storage::shard::{Applied, SearchRequest, Shard, ShardOptions, ShardStats};
+use vecraft_storage::shard::{
+    Applied, SearchRequest, Shard, ShardOptions, ShardStats, SnapshotInfo,
+};
 
 use crate::batch::{Batcher, Propose};
 use crate::raft::{Group, GroupStatus, NodeId};
@@ -262,6 +264,11 @@ impl ShardHandle for LocalShard {
     fn reindex(&self) -> Result<()> {
         let _open = self.entered()?;
         self.shard.reindex()
+    }
+
+    fn snapshot(&self, out: &mut dyn std::io::Write) -> Result<SnapshotInfo> {
+        let _open = self.entered()?;
+        self.shard.write_snapshot(out)
     }
 
     fn close(&self) {

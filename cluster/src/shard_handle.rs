@@ -13,7 +13,7 @@ use vecraft_storage::Result;
 use vecraft_storage::command::Command;
 use vecraft_storage::filter::Filter;
 use vecraft_storage::schema::CollectionSchema;
-use vecraft_storage::shard::{Applied, PendingTxn, SearchRequest, ShardStats};
+use vecraft_storage::shard::{Applied, PendingTxn, SearchRequest, ShardStats, SnapshotInfo};
 
 use crate::raft::{GroupStatus, NodeId};
 use crate::read::Consistency;
@@ -79,6 +79,14 @@ pub trait ShardHandle: Debug + Send + Sync {
 
     /// Rebuilds older segments with the current index parameters.
     fn reindex(&self) -> Result<()>;
+
+    /// Streams a snapshot of the shard (`Shard::write_snapshot`'s format) into `out`: its
+    /// data at one log index, which it returns with what it held.
+    fn snapshot(&self, _out: &mut dyn std::io::Write) -> Result<SnapshotInfo> {
+        Err(vecraft_storage::Error::InvalidArgument(
+            "a backup of a collection whose shards are on other nodes is not supported yet".into(),
+        ))
+    }
 
     /// Stops this node's part of the shard for good (its collection is dropped): requests in
     /// flight finish, later ones fail with `Error::Dropped`, nothing writes its files any

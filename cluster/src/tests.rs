@@ -19,7 +19,7 @@ use vecraft_storage::shard::{SearchRequest, ShardOptions};
 use crate::collection::Collection;
 use crate::read::Consistency;
 
-const DIMS: usize = 4;
+pub(crate) const DIMS: usize = 4;
 const CRASH_DIR_ENV: &str = "VECRAFT_CLUSTER_CRASH_DIR";
 const CRASH_ROUND_ENV: &str = "VECRAFT_CLUSTER_CRASH_ROUND";
 

@@ -9,6 +9,7 @@
 
 pub mod array_text;
 pub mod array_to_vector;
+pub mod backup_sql;
 pub mod bit_udfs;
 pub mod bits;
 pub mod casts;

@@ -57,7 +57,8 @@ pub fn parse_sql(sql: &str) -> Result<Vec<DFStatement>, ParserError> {
     if nesting_bound(&tokens) > MAX_EXPRESSION_DEPTH || call_cost(&tokens) > MAX_CALL_COST {
         return Err(ParserError::RecursionLimitExceeded);
     }
-    let (tokens, mut collections) = read_collection_words(merge_l1_operator(tokens));
+    let tokens = crate::backup_sql::rewrite(merge_l1_operator(tokens))?;
+    let (tokens, mut collections) = read_collection_words(tokens);
     let mut statements = Parser::new(&dialect)
         .with_tokens_with_locations(tokens)
         .parse_statements()?;

@@ -13,6 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use datafusion::error::{DataFusionError, Result};
 use parking_lot::Mutex;
 use std::sync::RwLock;
+use vecraft_cluster::backup::{
+    BackupStore, CollectionBackup, Report, RestoreInfo, StoreOptions, restore_into,
+};
 use vecraft_cluster::collection::Collection;
 use vecraft_cluster::meta::MetaState;
 use vecraft_cluster::node::ClusterNode;
@@ -38,6 +41,8 @@ pub struct Catalog {
     pub(crate) sequence_blocks: Mutex<std::collections::HashMap<String, SequenceBlock>>,
     /// The advisory locks this gateway's sessions hold.
     pub(crate) advisory_locks: Arc<crate::advisory_locks::AdvisoryLocks>,
+    /// Settings of the object stores backups go to (the node's `[backup_store]`).
+    backup_store: Mutex<StoreOptions>,
 }
 
 /// A single node's schemas (other than `public`): directories under `<data-dir>/schemas/`,
@@ -50,6 +55,9 @@ struct LocalSchemas {
 /// The prefix of a dropped collection's directory while it is deleted (removed at open if a
 /// crash interrupted the deletion).
 const TRASH_PREFIX: &str = ".trash-";
+
+/// The directory beside `collections/` where backups spool files (emptied at open).
+const SCRATCH_DIR: &str = "tmp";
 
 enum Backend {
     /// Collections in directories under `root`.
@@ -107,6 +115,11 @@ impl Catalog {
             collections.insert(name, Arc::new(c));
         }
         let schemas = LocalSchemas::open(&data_dir.join("schemas"))?;
+        // Files a backup was spooling when the node stopped.
+        match std::fs::remove_dir_all(data_dir.join(SCRATCH_DIR)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
         Ok(Catalog {
             backend: Backend::Local { root, schemas },
             generation: AtomicU64::new(0),
@@ -114,6 +127,7 @@ impl Catalog {
             ddl: Mutex::new(()),
             sequence_blocks: Mutex::default(),
             advisory_locks: Arc::default(),
+            backup_store: Mutex::default(),
         })
     }
 
@@ -129,6 +143,7 @@ impl Catalog {
             ddl: Mutex::new(()),
             sequence_blocks: Mutex::default(),
             advisory_locks: Arc::default(),
+            backup_store: Mutex::default(),
         }
     }
 
@@ -378,6 +393,75 @@ impl Catalog {
                 Ok(created)
             }
         }
+    }
+
+    /// Sets the settings of the object stores backups go to.
+    pub fn set_backup_store(&self, options: StoreOptions) {
+        *self.backup_store.lock() = options;
+    }
+
+    pub fn backup_store(&self) -> StoreOptions {
+        self.backup_store.lock().clone()
+    }
+
+    /// Where backups and restores spool files: `<data-dir>/tmp` on a single node, the system's
+    /// temporary directory in a cluster's gateway.
+    pub fn scratch_dir(&self) -> PathBuf {
+        match &self.backend {
+            Backend::Local { root, .. } => root.with_file_name(SCRATCH_DIR),
+            Backend::Cluster { .. } => std::env::temp_dir(),
+        }
+    }
+
+    /// Restores `part` of a backup in `store` as the new collection `name` of `shards` shards
+    /// of `replicas` replicas; `Ok(None)` if `name` exists. The collection appears whole when
+    /// done, or not at all.
+    pub fn restore(
+        &self,
+        name: &str,
+        part: &CollectionBackup,
+        store: &BackupStore,
+        shards: usize,
+        replicas: usize,
+        report: Report,
+    ) -> Result<Option<RestoreInfo>> {
+        let Some(key) = storage_key(name) else {
+            return datafusion::common::plan_err!("invalid collection name \"{name}\"");
+        };
+        let Backend::Local { root, .. } = &self.backend else {
+            return Err(DataFusionError::NotImplemented(
+                "RESTORE into a cluster is not supported yet: restore on a single node".into(),
+            ));
+        };
+        if replicas != NODE_REPLICAS {
+            return Err(DataFusionError::NotImplemented(format!(
+                "replicas = {replicas} needs a cluster: this node keeps {NODE_REPLICAS} replica \
+                 of each shard"
+            )));
+        }
+        // Held throughout: the name's staging directory is this restore's alone.
+        let _ddl = self.ddl.lock();
+        if read(&self.collections).contains_key(name) {
+            return Ok(None);
+        }
+        if let (Some(s), _) = split_qualified(name)
+            && !self.has_schema(s)
+        {
+            return datafusion::common::plan_err!("schema \"{s}\" does not exist");
+        }
+        let (collection, info) = restore_into(
+            &root.join(&key),
+            part,
+            store,
+            shards,
+            ShardOptions::default(),
+            report,
+        )
+        .map_err(storage)?;
+        let mut all = self.collections.write().unwrap_or_else(|p| p.into_inner());
+        all.insert(name.to_string(), Arc::new(collection));
+        self.changed();
+        Ok(Some(info))
     }
 
     /// Drops a collection and its files; `Ok(false)` if there was none.

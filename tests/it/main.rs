@@ -1,6 +1,7 @@
 //! The `vecraft` binary as users run it: a real process, configured, probed, killed and
 //! restarted.
 
+mod backup;
 mod bench;
 mod clients;
 mod cluster;

@@ -33,6 +33,12 @@ impl Node {
         Node::spawn(Command::new(env!("CARGO_BIN_EXE_vecraft")).args(args))
     }
 
+    /// [`Node::start`] with environment variables `env` set.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Node {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vecraft"));
+        Node::spawn(command.args(args).envs(env.iter().copied()))
+    }
+
     /// [`Node::start`] with the process's open-descriptor limit set to `nofile` (soft and
     /// hard, so the node cannot raise it).
     pub fn start_with_descriptors(nofile: u32, args: &[&str]) -> Node {

@@ -162,6 +162,9 @@ impl Session {
                 Response::Execution(Tag::new("TRUNCATE TABLE"))
             }
             Statement::Copy { .. } => self.start_copy(statement)?,
+            Statement::Call(_) if let Some(backup) = vecraft_planner::backup_sql::of(statement) => {
+                Box::pin(self.run_backup_statement(backup, format)).await?
+            }
             Statement::Vacuum(vacuum) => self.checkpoint(vacuum.table_name.as_ref()).await?,
             // Protocol-level statements are dropped by the connection (see `handler.rs`);
             // the plans this session keeps for their text stay for reuse.
@@ -313,6 +316,7 @@ impl Session {
 /// Whether the gateway answers `statement` itself (see [`Session::run_gateway`]).
 pub fn is_gateway_statement(statement: &Statement) -> bool {
     crate::local_settings::is_set_local(statement)
+        || vecraft_planner::backup_sql::of(statement).is_some()
         || matches!(
             statement,
             Statement::CreateTable(_)
@@ -359,6 +363,9 @@ pub fn gateway_fields(
     statement: &Statement,
     format: &Format,
 ) -> Vec<pgwire::api::results::FieldInfo> {
+    if let Some(backup) = vecraft_planner::backup_sql::of(statement) {
+        return crate::backups::fields(&backup, format).to_vec();
+    }
     match statement {
         Statement::ShowVariable { variable } => match show_name(variable).as_str() {
             "collections" => collections::show_fields(format).to_vec(),

@@ -14,6 +14,10 @@
 //! then replaces `MANIFEST` atomically, then swaps the in-memory state. A crash before the
 //! manifest rename leaves the old state intact (the new directories are unreferenced and removed
 //! on open); after it, the new one.
+//!
+//! Backups take the stream apart file by file ([`split_snapshot`]) and put it together again
+//! ([`SnapshotWriter`]) from the files they stored; a restored shard starts a new log
+//! ([`Shard::restore_snapshot`]).
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -25,6 +29,7 @@ use super::manifest::{Manifest, tombstone_file};
 use super::state::{State, segment_dir, segments_dir};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::sync_dir;
+use crate::segment::Segment;
 
 const MAGIC: &[u8; 8] = b"VCRFTSNP";
 const VERSION: u32 = 1;
@@ -39,6 +44,8 @@ pub struct SnapshotInfo {
     pub applied_index: u64,
     pub files: usize,
     pub size_bytes: u64,
+    /// Live rows in the snapshot (as the shard counted them when it was taken).
+    pub rows: u64,
 }
 
 /// What a snapshot holds, as [`Shard::verify_snapshot`] read it.
@@ -58,13 +65,18 @@ impl Shard {
         inner.flush_locked()?;
         let manifest = Manifest::load(&inner.dir)?
             .ok_or_else(|| Error::corrupt(&inner.dir, "manifest vanished"))?;
-        let io = |e| Error::io("write snapshot", &inner.dir, e);
-        out.write_all(MAGIC).map_err(io)?;
-        out.write_all(&VERSION.to_le_bytes()).map_err(io)?;
+        let rows = {
+            // Every live row is sealed now but those written since the flush.
+            let state = inner.state.read();
+            let growing = u64::from(state.growing.num_rows()) - state.growing_dead.len();
+            (state.keymap.len() as u64).saturating_sub(growing)
+        };
+        let mut writer = SnapshotWriter::start(out)?;
         let mut info = SnapshotInfo {
             applied_index: manifest.durable_index,
             files: 0,
             size_bytes: 0,
+            rows,
         };
         for seg in &manifest.segments {
             let mut names = segment_files(&inner.dir, seg.id)?;
@@ -73,19 +85,14 @@ impl Shard {
             }
             for name in names {
                 let path = segment_dir(&inner.dir, seg.id).join(&name);
-                let size = stream_file(out, &format!("seg-{:012}/{name}", seg.id), &path)?;
+                let mut file = File::open(&path).ctx("open", &path)?;
+                let size = file.metadata().ctx("stat", &path)?.len();
+                writer.file(&format!("seg-{:012}/{name}", seg.id), size, &mut file)?;
                 info.files += 1;
                 info.size_bytes += size;
             }
         }
-        let bytes = manifest.encode();
-        out.write_all(&[KIND_MANIFEST]).map_err(io)?;
-        out.write_all(&(bytes.len() as u64).to_le_bytes())
-            .map_err(io)?;
-        out.write_all(&bytes).map_err(io)?;
-        out.write_all(&crc32c::crc32c(&bytes).to_le_bytes())
-            .map_err(io)?;
-        out.flush().map_err(io)?;
+        writer.finish(&manifest.encode())?;
         Ok(info)
     }
 
@@ -140,6 +147,18 @@ impl Shard {
     /// serialises installs with `apply` (Raft's state machine does): an apply racing an install
     /// may land in the state being replaced.
     pub fn install_snapshot(&self, input: &mut dyn Read) -> Result<SnapshotInfo> {
+        self.install(input, false)
+    }
+
+    /// Installs the snapshot in `input` as the start of a new log (a restore from a backup):
+    /// its durable index becomes 0 and the transactions it held prepared are dropped (their
+    /// outcome belongs to the log it came from). The shard's own log must hold no command.
+    pub fn restore_snapshot(&self, input: &mut dyn Read) -> Result<SnapshotInfo> {
+        debug_assert_eq!(self.applied_index(), 0, "a restore starts a new log");
+        self.install(input, true)
+    }
+
+    fn install(&self, input: &mut dyn Read, new_log: bool) -> Result<SnapshotInfo> {
         let inner = &self.inner;
         let _guard = inner.maintenance.lock();
         let mut reader = SnapshotReader {
@@ -152,6 +171,7 @@ impl Shard {
             applied_index: 0,
             files: 0,
             size_bytes: 0,
+            rows: 0,
         };
         let manifest = loop {
             match reader.u8()? {
@@ -172,6 +192,10 @@ impl Shard {
             }
         };
         let mut manifest = manifest;
+        if new_log {
+            manifest.durable_index = 0;
+            manifest.txns.clear();
+        }
         for seg in &mut manifest.segments {
             let new_id = *ids
                 .get(&seg.id)
@@ -190,6 +214,7 @@ impl Shard {
         manifest.store(&inner.dir)?;
         let old = std::mem::replace(&mut *inner.state.write(), fresh);
         drop(old);
+        info.rows = inner.state.read().keymap.len() as u64;
         manifest.remove_unreferenced(&inner.dir)?;
         Ok(info)
     }
@@ -212,27 +237,130 @@ fn segment_files(dir: &Path, id: u64) -> Result<Vec<String>> {
     Ok(names)
 }
 
-fn stream_file(out: &mut dyn Write, name: &str, path: &Path) -> Result<u64> {
-    let mut file = File::open(path).ctx("open", path)?;
-    let size = file.metadata().ctx("stat", path)?.len();
-    let io = |e| Error::io("write snapshot", path, e);
-    out.write_all(&[KIND_FILE]).map_err(io)?;
-    out.write_all(&(name.len() as u16).to_le_bytes())
-        .map_err(io)?;
-    out.write_all(name.as_bytes()).map_err(io)?;
-    out.write_all(&size.to_le_bytes()).map_err(io)?;
-    let mut crc = 0u32;
-    let mut buf = vec![0u8; COPY_CHUNK_BYTES];
-    let mut left = size;
-    while left > 0 {
-        let n = (left as usize).min(buf.len());
-        file.read_exact(&mut buf[..n]).ctx("read", path)?;
-        crc = crc32c::crc32c_append(crc, &buf[..n]);
-        out.write_all(&buf[..n]).map_err(io)?;
-        left -= n as u64;
+/// Writes a snapshot stream: the header, then each file, then the manifest.
+pub struct SnapshotWriter<'a> {
+    out: &'a mut dyn Write,
+    buf: Vec<u8>,
+}
+
+impl<'a> SnapshotWriter<'a> {
+    pub fn start(out: &'a mut dyn Write) -> Result<SnapshotWriter<'a>> {
+        let mut writer = SnapshotWriter {
+            out,
+            buf: vec![0u8; COPY_CHUNK_BYTES],
+        };
+        writer.put(MAGIC)?;
+        writer.put(&VERSION.to_le_bytes())?;
+        Ok(writer)
     }
-    out.write_all(&crc.to_le_bytes()).map_err(io)?;
-    Ok(size)
+
+    fn put(&mut self, bytes: &[u8]) -> Result<()> {
+        self.out
+            .write_all(bytes)
+            .map_err(|e| Error::io("write snapshot", Path::new("snapshot"), e))
+    }
+
+    /// A file `name` ("seg-<id>/<file>") of `size_bytes`, read from `body`.
+    pub fn file(&mut self, name: &str, size_bytes: u64, body: &mut dyn Read) -> Result<()> {
+        assert!(
+            name.len() <= MAX_NAME_BYTES,
+            "a snapshot file name is short"
+        );
+        self.put(&[KIND_FILE])?;
+        self.put(&(name.len() as u16).to_le_bytes())?;
+        self.put(name.as_bytes())?;
+        self.put(&size_bytes.to_le_bytes())?;
+        let mut crc = 0u32;
+        let mut left = size_bytes;
+        let mut buf = std::mem::take(&mut self.buf);
+        while left > 0 {
+            let n = (left as usize).min(buf.len());
+            body.read_exact(&mut buf[..n])
+                .map_err(|e| Error::io("read snapshot file", Path::new(name), e))?;
+            crc = crc32c::crc32c_append(crc, &buf[..n]);
+            self.put(&buf[..n])?;
+            left -= n as u64;
+        }
+        self.buf = buf;
+        self.put(&crc.to_le_bytes())
+    }
+
+    /// The manifest, last; flushes the stream.
+    pub fn finish(mut self, manifest: &[u8]) -> Result<()> {
+        self.put(&[KIND_MANIFEST])?;
+        self.put(&(manifest.len() as u64).to_le_bytes())?;
+        self.put(manifest)?;
+        self.put(&crc32c::crc32c(manifest).to_le_bytes())?;
+        self.out
+            .flush()
+            .map_err(|e| Error::io("write snapshot", Path::new("snapshot"), e))
+    }
+}
+
+/// Takes a snapshot stream apart: hands each file's name, size and body to `file` (which may
+/// read the body or not: what it leaves is skipped), checks every checksum, and returns the
+/// manifest's bytes (checked to decode).
+pub fn split_snapshot(
+    input: &mut dyn Read,
+    file: &mut dyn FnMut(&str, u64, &mut dyn Read) -> Result<()>,
+) -> Result<Vec<u8>> {
+    let mut reader = SnapshotReader {
+        input,
+        dir: Path::new("snapshot"),
+    };
+    reader.header()?;
+    loop {
+        match reader.u8()? {
+            KIND_FILE => {
+                let (id, name) = reader.file_name()?;
+                let name = format!("seg-{id:012}/{name}");
+                let size = reader.u64()?;
+                let mut body = CrcReader {
+                    input: (&mut *reader.input).take(size),
+                    crc: 0,
+                };
+                file(&name, size, &mut body)?;
+                std::io::copy(&mut body, &mut std::io::sink())
+                    .map_err(|e| Error::io("read snapshot", Path::new(&name), e))?;
+                if body.input.limit() != 0 {
+                    return Err(reader.bad("stream ends inside a file"));
+                }
+                let crc = body.crc;
+                let mut want = [0u8; 4];
+                reader.exact(&mut want)?;
+                if crc.to_le_bytes() != want {
+                    return Err(reader.bad("file checksum mismatch"));
+                }
+            }
+            KIND_MANIFEST => {
+                let bytes = reader.manifest_bytes()?;
+                Manifest::decode(&bytes).map_err(|d| reader.bad(&d))?;
+                return Ok(bytes);
+            }
+            _ => return Err(reader.bad("unknown entry kind")),
+        }
+    }
+}
+
+/// What a backup keeps of a shard's manifest: its schema and its durable index.
+pub fn manifest_summary(manifest: &[u8]) -> Result<(crate::schema::CollectionSchema, u64)> {
+    let manifest = Manifest::decode(manifest)
+        .map_err(|d| Error::corrupt(Path::new("snapshot manifest"), d))?;
+    Ok((manifest.schema, manifest.durable_index))
+}
+
+/// A reader that sums the CRC-32C of what passes through it.
+struct CrcReader<R> {
+    input: R,
+    crc: u32,
+}
+
+impl<R: Read> Read for CrcReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.input.read(buf)?;
+        self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
+        Ok(n)
+    }
 }
 
 struct SnapshotReader<'a> {
@@ -324,6 +452,12 @@ impl SnapshotReader<'_> {
     }
 
     fn manifest(&mut self) -> Result<Manifest> {
+        let bytes = self.manifest_bytes()?;
+        Manifest::decode(&bytes).map_err(|d| self.bad(&d))
+    }
+
+    /// The manifest entry's bytes, their checksum checked.
+    fn manifest_bytes(&mut self) -> Result<Vec<u8>> {
         let size = self.u64()?;
         if size > 64 << 20 {
             return Err(self.bad("manifest too large"));
@@ -335,6 +469,6 @@ impl SnapshotReader<'_> {
         if crc32c::crc32c(&bytes).to_le_bytes() != want {
             return Err(self.bad("manifest checksum mismatch"));
         }
-        Manifest::decode(&bytes).map_err(|d| self.bad(&d))
+        Ok(bytes)
     }
 }

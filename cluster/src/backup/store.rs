@@ -1,0 +1,336 @@
+//! Where backups are kept: an object store named by a URL (`file:///dir`, `s3://bucket/prefix`),
+//! through the `object_store` crate, and the layout of a backup in it.
+//!
+//! ```text
+//! <prefix>/blobs/<sha256>                          a file of a shard snapshot, named by its content
+//! <prefix>/backups/<id>/manifest-<sha256>.json     a backup: written last, named by its checksum
+//! ```
+//! A blob is written once and never changed, so a later backup uploads only the files that are
+//! new. A backup exists once its manifest does; an interrupted one left at most blobs that no
+//! manifest names, which nothing reads. Every object is checked against its name when read.
+//!
+//! The calls block: they run the store's futures on the runtime `handle` names, and must be made
+//! from a thread that may block (never a runtime worker).
+
+use std::io::Read;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use sha2::{Digest, Sha256};
+use tokio::runtime::Handle;
+use vecraft_storage::{Error, Result};
+
+/// Objects up to this size go in one request; larger ones in parts of this size.
+const PART_BYTES: usize = 16 << 20;
+/// Parts of one object in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
+
+/// Settings of an S3-compatible store beside its URL: `object_store`'s keys (`aws_endpoint`,
+/// `aws_region`, `aws_access_key_id`, `aws_secret_access_key`, `aws_allow_http`, …). The
+/// standard `AWS_*` environment variables are read first; these override them.
+pub type StoreOptions = Vec<(String, String)>;
+
+pub struct BackupStore {
+    url: String,
+    store: Arc<dyn ObjectStore>,
+    prefix: StorePath,
+    handle: Handle,
+}
+
+/// A manifest found in the store: its backup id and object.
+#[derive(Clone, Debug)]
+pub struct ManifestObject {
+    pub id: String,
+    location: StorePath,
+    sha256: String,
+}
+
+impl BackupStore {
+    /// The store `url` names. Refuses (InvalidArgument) a URL that does not parse or whose
+    /// scheme is neither `file` nor `s3`; a store that cannot be reached fails at first use.
+    pub fn open(url: &str, options: &StoreOptions, handle: Handle) -> Result<BackupStore> {
+        let bad =
+            |why: String| Error::InvalidArgument(format!("invalid backup URL \"{url}\": {why}"));
+        let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+        let (store, prefix): (Arc<dyn ObjectStore>, StorePath) = match parsed.scheme() {
+            "file" => {
+                let dir = parsed
+                    .to_file_path()
+                    .map_err(|()| bad("not an absolute local path".into()))?;
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| Error::io("create backup directory", &dir, e))?;
+                let local = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                    .map_err(|e| store_error("open", url, e))?;
+                (Arc::new(local), StorePath::default())
+            }
+            "s3" => {
+                let bucket = parsed.host_str().unwrap_or_default();
+                if bucket.is_empty() {
+                    return Err(bad("no bucket".into()));
+                }
+                let mut builder = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_retry(object_store::RetryConfig {
+                        max_retries: 2,
+                        retry_timeout: std::time::Duration::from_secs(10),
+                        ..Default::default()
+                    });
+                for (key, value) in options {
+                    let key = key
+                        .parse()
+                        .map_err(|_| bad(format!("unknown store option \"{key}\"")))?;
+                    builder = builder.with_config(key, value);
+                }
+                let endpoint = builder
+                    .get_config_value(&object_store::aws::AmazonS3ConfigKey::Endpoint)
+                    .unwrap_or_default();
+                if endpoint.starts_with("http://") {
+                    builder = builder.with_allow_http(true);
+                }
+                let s3 = builder.build().map_err(|e| bad(e.to_string()))?;
+                let prefix = StorePath::parse(parsed.path().trim_matches('/'))
+                    .map_err(|e| bad(e.to_string()))?;
+                (Arc::new(s3), prefix)
+            }
+            other => {
+                return Err(bad(format!(
+                    "unsupported scheme \"{other}\" (use file:// or s3://)"
+                )));
+            }
+        };
+        Ok(BackupStore {
+            url: url.to_string(),
+            store,
+            prefix,
+            handle,
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn path(&self, parts: &[&str]) -> StorePath {
+        parts
+            .iter()
+            .fold(self.prefix.clone(), |path, part| path.join(*part))
+    }
+
+    fn blob_path(&self, sha256: &str) -> StorePath {
+        self.path(&["blobs", sha256])
+    }
+
+    /// Whether the blob `sha256` is stored.
+    pub fn has_blob(&self, sha256: &str) -> Result<bool> {
+        let location = self.blob_path(sha256);
+        match self.handle.block_on(self.store.head(&location)) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(store_error("look up", &location.to_string(), e)),
+        }
+    }
+
+    /// Stores the file at `path` as the blob `sha256` (its content's hash).
+    pub fn put_blob(&self, sha256: &str, path: &std::path::Path) -> Result<()> {
+        let location = self.blob_path(sha256);
+        let mut file = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+        let size = file
+            .metadata()
+            .map_err(|e| Error::io("stat", path, e))?
+            .len();
+        let fail = |e| store_error("upload", &location.to_string(), e);
+        if size as usize <= PART_BYTES {
+            let mut bytes = Vec::with_capacity(size as usize);
+            file.read_to_end(&mut bytes)
+                .map_err(|e| Error::io("read", path, e))?;
+            let put = self.store.put(&location, PutPayload::from(bytes));
+            self.handle.block_on(put).map_err(fail)?;
+            return Ok(());
+        }
+        let upload = self
+            .handle
+            .block_on(self.store.put_multipart(&location))
+            .map_err(fail)?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+        let mut buf = vec![0u8; PART_BYTES];
+        loop {
+            let n = read_full(&mut file, &mut buf).map_err(|e| Error::io("read", path, e))?;
+            if n == 0 {
+                break;
+            }
+            let waited = self
+                .handle
+                .block_on(writer.wait_for_capacity(PARTS_IN_FLIGHT));
+            if let Err(e) = waited {
+                let _ = self.handle.block_on(writer.abort());
+                return Err(fail(e));
+            }
+            writer.write(&buf[..n]);
+        }
+        self.handle.block_on(writer.finish()).map_err(fail)?;
+        Ok(())
+    }
+
+    /// A reader of the blob `sha256` that fails (InvalidData) at its end if the bytes read do
+    /// not hash to its name, or if there are not `size_bytes` of them.
+    pub fn blob_reader(&self, sha256: &str, size_bytes: u64) -> Result<BlobReader<'_>> {
+        let location = self.blob_path(sha256);
+        let got = self
+            .handle
+            .block_on(self.store.get(&location))
+            .map_err(|e| store_error("read", &location.to_string(), e))?;
+        Ok(BlobReader {
+            handle: &self.handle,
+            stream: got.into_stream(),
+            chunk: Bytes::new(),
+            hasher: Sha256::new(),
+            want: sha256.to_string(),
+            left: size_bytes,
+            location: location.to_string(),
+        })
+    }
+
+    /// Stores a backup's manifest, last: the backup exists from now on.
+    pub fn put_manifest(&self, id: &str, body: &[u8]) -> Result<()> {
+        let location = self.path(&[
+            "backups",
+            id,
+            &format!("manifest-{}.json", sha256_hex(body)),
+        ]);
+        let put = self.store.put(&location, PutPayload::from(body.to_vec()));
+        self.handle
+            .block_on(put)
+            .map_err(|e| store_error("upload", &location.to_string(), e))?;
+        Ok(())
+    }
+
+    /// Every backup in the store (by its manifest), oldest first (ids sort by time).
+    pub fn manifests(&self) -> Result<Vec<ManifestObject>> {
+        let root = self.path(&["backups"]);
+        let listed: Vec<_> = self
+            .handle
+            .block_on(self.store.list(Some(&root)).collect::<Vec<_>>());
+        let mut found = Vec::new();
+        for meta in listed {
+            let meta = meta.map_err(|e| store_error("list", &root.to_string(), e))?;
+            let parts: Vec<_> = meta.location.parts().collect();
+            let [.., id, name] = parts.as_slice() else {
+                continue;
+            };
+            let Some(sha256) = name
+                .as_ref()
+                .strip_prefix("manifest-")
+                .and_then(|n| n.strip_suffix(".json"))
+            else {
+                continue;
+            };
+            found.push(ManifestObject {
+                id: id.as_ref().to_string(),
+                location: meta.location.clone(),
+                sha256: sha256.to_string(),
+            });
+        }
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(found)
+    }
+
+    /// A manifest's bytes, checked against its name.
+    pub fn read_manifest(&self, manifest: &ManifestObject) -> Result<Vec<u8>> {
+        let location = manifest.location.to_string();
+        let got = self
+            .handle
+            .block_on(async { self.store.get(&manifest.location).await?.bytes().await })
+            .map_err(|e| store_error("read", &location, e))?;
+        if sha256_hex(&got) != manifest.sha256 {
+            return Err(Error::corrupt(
+                std::path::Path::new(&location),
+                "the backup manifest does not match its checksum",
+            ));
+        }
+        Ok(got.to_vec())
+    }
+}
+
+/// Reads a blob chunk by chunk, hashing what passes.
+pub struct BlobReader<'a> {
+    handle: &'a Handle,
+    stream: futures::stream::BoxStream<'static, object_store::Result<Bytes>>,
+    chunk: Bytes,
+    hasher: Sha256,
+    want: String,
+    left: u64,
+    location: String,
+}
+
+impl Read for BlobReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.handle.block_on(self.stream.next()) {
+                Some(Ok(chunk)) => self.chunk = chunk,
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                None => return self.end(),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        if n as u64 > self.left {
+            return Err(self.corrupt("is longer than the backup says"));
+        }
+        buf[..n].copy_from_slice(&self.chunk[..n]);
+        self.chunk = self.chunk.slice(n..);
+        self.hasher.update(&buf[..n]);
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+impl BlobReader<'_> {
+    fn end(&mut self) -> std::io::Result<usize> {
+        if self.left != 0 {
+            return Err(self.corrupt("is shorter than the backup says"));
+        }
+        let got = hex(&std::mem::take(&mut self.hasher).finalize());
+        if got != self.want {
+            return Err(self.corrupt("does not match its checksum"));
+        }
+        Ok(0)
+    }
+
+    fn corrupt(&self, what: &str) -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("backup object {} {what}", self.location),
+        )
+    }
+}
+
+/// Fills `buf` as far as `input` goes; how much it read.
+fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A store's failure as an I/O error (58030) that says what was done where.
+fn store_error(context: &'static str, location: &str, e: object_store::Error) -> Error {
+    Error::io(
+        context,
+        std::path::Path::new(location),
+        std::io::Error::other(e.to_string()),
+    )
+}

@@ -1,0 +1,224 @@
+//! Backups of collections on one node to a local directory (`file://`), restored into the same
+//! shape and another; incremental uploads; a corrupt object and an interrupted backup.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{AsArray, Int64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
+use rand::{Rng, SeedableRng};
+use vecraft_storage::command::Command;
+use vecraft_storage::key::Key;
+use vecraft_storage::schema::{vector_array, vector_arrow_type};
+use vecraft_storage::shard::{SearchRequest, ShardOptions};
+
+use super::{BackupManifest, BackupStore, backup, restore_into};
+use crate::collection::Collection;
+use crate::read::Consistency;
+use crate::tests::schema;
+
+const DIMS: usize = crate::tests::DIMS;
+
+fn opts() -> ShardOptions {
+    ShardOptions {
+        seal_threshold_rows: 100_000,
+        background_seal: false,
+        live_index: true,
+        merge_min_segments: 0,
+    }
+}
+
+fn insert(c: &Collection, ids: std::ops::Range<i64>, seed: u64) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let n = ids.end - ids.start;
+    let values: Vec<f32> = (0..n as usize * DIMS).map(|_| rng.random()).collect();
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("v", vector_arrow_type(DIMS), false),
+        ])),
+        vec![
+            Arc::new(Int64Array::from_iter_values(ids)),
+            Arc::new(vector_array(DIMS, values, None)),
+        ],
+    )
+    .unwrap();
+    c.write(&Command::Insert(batch)).unwrap();
+}
+
+/// The `k` nearest ids and distances to a few fixed queries, exact or through the graphs.
+fn answers(c: &Collection, exact: bool) -> Vec<Vec<(i64, f64)>> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(99);
+    (0..5)
+        .map(|_| {
+            let q: Vec<f32> = (0..DIMS).map(|_| rng.random()).collect();
+            let mut request = SearchRequest::new("v", q, 10);
+            request.exact = exact;
+            request.projection = Some(vec!["id".into()]);
+            let batch = c.search(&request, Consistency::Strong).unwrap();
+            let ids = batch
+                .column(0)
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec();
+            let d = arrow::compute::cast(batch.column(1), &DataType::Float64).unwrap();
+            let d = d.as_primitive::<Float64Type>().values().to_vec();
+            ids.into_iter().zip(d).collect()
+        })
+        .collect()
+}
+
+fn store(dir: &Path) -> BackupStore {
+    let url = format!("file://{}", dir.display());
+    BackupStore::open(&url, &Vec::new(), runtime().handle().clone()).unwrap()
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+}
+
+fn quiet(_: &str) {}
+
+/// Bytes of every blob in the store at `dir`.
+fn blob_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir.join("blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+fn latest(store: &BackupStore) -> BackupManifest {
+    let objects = store.manifests().unwrap();
+    let last = objects.last().expect("a backup is listed");
+    BackupManifest::decode(&store.read_manifest(last).unwrap(), &last.id).unwrap()
+}
+
+#[test]
+fn a_backup_restores_with_the_same_answers_in_the_same_shape_and_in_four_shards() {
+    let (data, backups) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let source = Collection::create(&data.path().join("docs"), schema(), 1, opts()).unwrap();
+    insert(&source, 0..3000, 1);
+    source
+        .write(&Command::Delete(vec![Key::Int(7), Key::Int(8)]))
+        .unwrap();
+    let (exact, graph) = (answers(&source, true), answers(&source, false));
+    let store = store(backups.path());
+    let manifest = backup(
+        &store,
+        &[("docs".into(), Arc::new(source))],
+        &data.path().join("tmp"),
+        &quiet,
+    )
+    .unwrap();
+    assert_eq!(manifest.rows(), 2998);
+    assert_eq!(
+        latest(&store),
+        manifest,
+        "the manifest is listed as written"
+    );
+    let part = manifest.collection("docs").unwrap();
+
+    let (same, info) =
+        restore_into(&data.path().join("same"), part, &store, 1, opts(), &quiet).unwrap();
+    assert_eq!((info.rows, info.rerouted), (2998, false));
+    assert_eq!(same.count(), 2998);
+    assert_eq!(answers(&same, true), exact);
+    assert_eq!(
+        answers(&same, false),
+        graph,
+        "the graphs are the stored ones"
+    );
+
+    let (four, info) =
+        restore_into(&data.path().join("four"), part, &store, 4, opts(), &quiet).unwrap();
+    assert_eq!(
+        (info.rows, info.rerouted, four.shards().len()),
+        (2998, true, 4)
+    );
+    assert_eq!(answers(&four, true), exact);
+    // Restored collections take writes and keep them through a reopen.
+    insert(&four, 5000..5010, 2);
+    drop(four);
+    let four = Collection::open_existing(&data.path().join("four"), opts()).unwrap();
+    assert_eq!(four.count(), 3008);
+}
+
+#[test]
+fn a_second_backup_uploads_only_what_is_new_and_a_corrupt_object_is_refused() {
+    let (data, backups) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let source =
+        Arc::new(Collection::create(&data.path().join("docs"), schema(), 1, opts()).unwrap());
+    insert(&source, 0..10_000, 1);
+    let store = store(backups.path());
+    let scratch = data.path().join("tmp");
+    let targets = [("docs".to_string(), Arc::clone(&source))];
+    let first = backup(&store, &targets, &scratch, &quiet).unwrap();
+    let stored = blob_bytes(backups.path());
+    assert_eq!(first.uploaded_bytes, stored);
+
+    insert(&source, 10_000..10_100, 2);
+    let second = backup(&store, &targets, &scratch, &quiet).unwrap();
+    let added = blob_bytes(backups.path()) - stored;
+    assert_eq!(second.uploaded_bytes, added);
+    assert!(
+        added * 100 < stored * 3,
+        "1% more rows upload {added} bytes against {stored} stored"
+    );
+    assert_eq!(second.rows(), 10_100);
+    assert_eq!(store.manifests().unwrap().len(), 2);
+
+    // Flip a byte of the largest blob: a restore refuses it and leaves no collection.
+    let largest = std::fs::read_dir(backups.path().join("blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| p.metadata().unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&largest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&largest, bytes).unwrap();
+    let dir = data.path().join("restored");
+    let part = second.collection("docs").unwrap();
+    let err = restore_into(&dir, part, &store, 1, opts(), &quiet).unwrap_err();
+    assert!(
+        matches!(err, vecraft_storage::Error::Corrupt { .. }),
+        "a corrupt object is corruption: {err}"
+    );
+    assert!(!dir.exists(), "nothing of the restore is left");
+    let staging = crate::collection::staging_dir(&dir);
+    assert!(!staging.exists(), "nor of its staging");
+}
+
+#[test]
+fn an_interrupted_backup_is_never_listed_and_a_retry_completes() {
+    let (data, backups) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let source =
+        Arc::new(Collection::create(&data.path().join("docs"), schema(), 2, opts()).unwrap());
+    insert(&source, 0..500, 1);
+    let store = store(backups.path());
+    let targets = [("docs".to_string(), source)];
+    // The manifest cannot be written (a file stands where its directory goes): the backup
+    // fails after its data was uploaded, as one cut short would.
+    std::fs::write(backups.path().join("backups"), b"in the way").unwrap();
+    let err = backup(&store, &targets, &data.path().join("tmp"), &quiet).unwrap_err();
+    assert!(matches!(err, vecraft_storage::Error::Io { .. }), "{err}");
+    std::fs::remove_file(backups.path().join("backups")).unwrap();
+    assert!(blob_bytes(backups.path()) > 0, "its data was uploaded");
+    assert!(
+        store.manifests().unwrap().is_empty(),
+        "and it is not listed"
+    );
+    let retried = backup(&store, &targets, &data.path().join("tmp"), &quiet).unwrap();
+    assert_eq!(
+        retried.uploaded_bytes, 0,
+        "the retry finds every blob stored"
+    );
+    assert_eq!(latest(&store).rows(), 500);
+}

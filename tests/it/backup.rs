@@ -1,0 +1,332 @@
+//! Backups as a user takes them, over the wire: `BACKUP … TO`, `SHOW BACKUPS IN` and
+//! `RESTORE … FROM` against a local directory and against a real S3-compatible server (moto's,
+//! started by `compat/s3.sh`), with the answers of the restored collection compared to the
+//! source's, and the errors (SQLSTATE) of bad URLs, options, stores and objects.
+
+use std::path::Path;
+use std::process::Command;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_postgres::Client;
+use vecraft_sqllogictest::oracle::compat_dir;
+
+use crate::support::{Node, connect, serve_args, single_node};
+
+const DIMS: usize = 8;
+const BUCKET: &str = "vecraft-backups";
+
+/// An S3-compatible server of the test's own; stopped when dropped.
+struct S3 {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl S3 {
+    async fn start() -> S3 {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let s3 = S3 { dir, port };
+        s3.run().await;
+        s3
+    }
+
+    /// Starts the server on its port with an empty bucket.
+    async fn run(&self) {
+        let out = Command::new(compat_dir().join("s3.sh"))
+            .args([
+                "start",
+                self.dir.path().to_str().unwrap(),
+                &self.port.to_string(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (status, _) = self.http("PUT", &format!("/{BUCKET}")).await;
+        assert_eq!(status, 200, "the bucket is created");
+    }
+
+    fn stop(&self) {
+        let out = Command::new(compat_dir().join("s3.sh"))
+            .args(["stop", self.dir.path().to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn http(&self, method: &str, path: &str) -> (u16, String) {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n",
+            self.port
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let status = response.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, response)
+    }
+
+    /// Bytes of the objects under `prefix` in the bucket, as the server lists them.
+    async fn stored_bytes(&self, prefix: &str) -> u64 {
+        let (status, body) = self
+            .http(
+                "GET",
+                &format!("/{BUCKET}?list-type=2&prefix={prefix}&max-keys=1000"),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            !body.contains("<IsTruncated>true"),
+            "one page lists them all"
+        );
+        body.split("<Size>")
+            .skip(1)
+            .map(|s| s.split('<').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn vector(i: i64) -> String {
+    let values: Vec<String> = (0..DIMS)
+        .map(|d| format!("{:.6}", ((i * 7919 + d as i64 * 104_729) as f64).sin()))
+        .collect();
+    format!("[{}]", values.join(","))
+}
+
+async fn load(client: &Client, table: &str, ids: std::ops::Range<i64>) {
+    let ids: Vec<i64> = ids.collect();
+    for chunk in ids.chunks(250) {
+        let values: Vec<String> = chunk
+            .iter()
+            .map(|i| format!("({i}, 'tag{}', '{}')", i % 7, vector(*i)))
+            .collect();
+        let sql = format!("INSERT INTO {table} VALUES {}", values.join(","));
+        client.batch_execute(&sql).await.unwrap();
+    }
+}
+
+/// The exact 10 nearest (id, distance) to a few queries: what a restore must answer alike.
+async fn answers(client: &Client, table: &str) -> Vec<Vec<(i64, f64)>> {
+    client
+        .batch_execute("SET vecraft.exact_search = on")
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    for q in [3, 500, 1234] {
+        let sql = format!(
+            "SELECT id, embedding <-> '{}' AS d FROM {table} ORDER BY d LIMIT 10",
+            vector(q)
+        );
+        let rows = client.query(&sql, &[]).await.unwrap();
+        all.push(rows.iter().map(|r| (r.get(0), r.get(1))).collect());
+    }
+    all
+}
+
+async fn count(client: &Client, table: &str) -> i64 {
+    let sql = format!("SELECT count(*) FROM {table}");
+    client.query_one(&sql, &[]).await.unwrap().get(0)
+}
+
+/// The SQLSTATE `sql` fails with; the connection stays usable afterwards.
+async fn sqlstate(client: &Client, sql: &str) -> String {
+    let err = client.simple_query(sql).await.expect_err(sql);
+    let code = err.code().map(|c| c.code().to_string());
+    let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1, "the connection is usable after {sql}");
+    code.unwrap_or_else(|| panic!("{sql}: no SQLSTATE in {err}"))
+}
+
+/// The rows of a backup statement, each column as text.
+async fn rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
+    let messages = client.simple_query(sql).await.unwrap();
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or_default().to_string())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn create_docs(client: &Client, table: &str) {
+    let sql = format!(
+        "CREATE COLLECTION {table} (id bigint PRIMARY KEY, tag text, embedding vector({DIMS})) \
+         WITH (m = 8, ef_construction = 32)"
+    );
+    client.batch_execute(&sql).await.unwrap();
+}
+
+/// The largest file under `dir`.
+fn largest_file(dir: &Path) -> std::path::PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| p.metadata().unwrap().len())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_backup_in_a_directory_restores_with_the_same_answers_in_any_shard_count() {
+    let (data, store) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let node = single_node(data.path());
+    let client = connect(node.sql_port).await;
+    create_docs(&client, "docs").await;
+    load(&client, "docs", 0..2000).await;
+    client
+        .batch_execute("DELETE FROM docs WHERE id < 200")
+        .await
+        .unwrap();
+    let before = answers(&client, "docs").await;
+    let url = format!("file://{}", store.path().display());
+
+    let taken = rows(&client, &format!("BACKUP COLLECTION docs TO '{url}'")).await;
+    let [id, collections, rows_, bytes, uploaded] = taken[0].as_slice() else {
+        panic!("one row of five columns: {taken:?}");
+    };
+    assert_eq!((collections.as_str(), rows_.as_str()), ("docs", "1800"));
+    assert_eq!(bytes, uploaded, "a first backup uploads everything");
+    let listed = rows(&client, &format!("SHOW BACKUPS IN '{url}'")).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (&listed[0][0], &listed[0][2], &listed[0][3]),
+        (id, collections, rows_)
+    );
+
+    client.batch_execute("DROP COLLECTION docs").await.unwrap();
+    let restored = rows(&client, &format!("RESTORE COLLECTION docs FROM '{url}'")).await;
+    assert_eq!(restored[0][..4], ["docs", id.as_str(), "1", "1800"]);
+    assert_eq!(answers(&client, "docs").await, before);
+    let sql = format!("RESTORE docs FROM '{url}' AS docs4 WITH (shards = 4, backup = '{id}')");
+    let restored = rows(&client, &sql).await;
+    assert_eq!(restored[0][..4], ["docs4", id.as_str(), "4", "1800"]);
+    assert_eq!(answers(&client, "docs4").await, before);
+
+    // Bad input: each its SQLSTATE, and nothing changes.
+    let cases = [
+        (format!("RESTORE docs FROM '{url}'"), "42P07"),
+        (
+            format!("RESTORE docs FROM '{url}' AS d2 WITH (colour = 1)"),
+            "22023",
+        ),
+        (
+            format!("RESTORE docs FROM '{url}' AS d2 WITH (shards = 0)"),
+            "22023",
+        ),
+        (
+            format!("RESTORE docs FROM '{url}' AS d2 WITH (backup = 'nope')"),
+            "22023",
+        ),
+        (format!("RESTORE nothere FROM '{url}'"), "22023"),
+        ("BACKUP ALL TO 'ftp://host/x'".to_string(), "22023"),
+        ("BACKUP ALL TO 'not a url'".to_string(), "22023"),
+        (format!("BACKUP COLLECTION nothere TO '{url}'"), "42P01"),
+        ("BACKUP ALL TO".to_string(), "42601"),
+    ];
+    for (sql, code) in &cases {
+        assert_eq!(sqlstate(&client, sql).await, *code, "{sql}");
+    }
+    client.batch_execute("BEGIN").await.unwrap();
+    let sql = format!("BACKUP ALL TO '{url}'");
+    let err = client.simple_query(&sql).await.unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "25001");
+    client.batch_execute("ROLLBACK").await.unwrap();
+
+    // A corrupt object: the restore refuses it (XX001) and leaves no collection.
+    let blob = largest_file(&store.path().join("blobs"));
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&blob, bytes).unwrap();
+    let sql = format!("RESTORE docs FROM '{url}' AS docs_bad");
+    assert_eq!(sqlstate(&client, &sql).await, "XX001");
+    assert_eq!(sqlstate(&client, "SELECT * FROM docs_bad").await, "42P01");
+
+    // Restored collections are ordinary ones: they survive a restart.
+    drop(client);
+    drop(node);
+    let node = Node::start(&serve_args(data.path()));
+    let client = connect(node.sql_port).await;
+    assert_eq!(answers(&client, "docs4").await, before);
+    assert_eq!(count(&client, "docs").await, 1800);
+}
+
+#[tokio::test]
+async fn backups_to_an_s3_server_are_incremental_and_survive_the_store_going_away() {
+    let s3 = S3::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let endpoint = format!("aws_endpoint={}", s3.endpoint());
+    let mut args = serve_args(data.path());
+    args.extend(["--backup-store-option", &endpoint]);
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let node = Node::start_with_env(&args, &env);
+    let client = connect(node.sql_port).await;
+    create_docs(&client, "docs").await;
+    load(&client, "docs", 0..5000).await;
+    let url = format!("s3://{BUCKET}/nightly");
+    let first = rows(&client, &format!("BACKUP ALL TO '{url}'")).await;
+    let stored = s3.stored_bytes("nightly/blobs/").await;
+    assert_eq!(
+        first[0][4],
+        stored.to_string(),
+        "what it uploaded is in the store"
+    );
+
+    // 1% more rows: the next backup uploads about 1% of the bytes.
+    load(&client, "docs", 5000..5050).await;
+    let second = rows(&client, &format!("BACKUP ALL TO '{url}'")).await;
+    let added = s3.stored_bytes("nightly/blobs/").await - stored;
+    assert_eq!(second[0][4], added.to_string());
+    assert!(added * 100 < stored * 3, "{added} bytes added to {stored}");
+    assert_eq!(
+        rows(&client, &format!("SHOW BACKUPS IN '{url}'"))
+            .await
+            .len(),
+        2
+    );
+
+    let before = answers(&client, "docs").await;
+    client.batch_execute("DROP COLLECTION docs").await.unwrap();
+    let restored = rows(&client, &format!("RESTORE docs FROM '{url}'")).await;
+    assert_eq!(restored[0][3], "5050");
+    assert_eq!(answers(&client, "docs").await, before);
+
+    let missing = "BACKUP ALL TO 's3://no-such-bucket/x'";
+    assert_eq!(sqlstate(&client, missing).await, "58030");
+    // The store goes away: the backup fails with an I/O error; once it is back, a retry works.
+    s3.stop();
+    let sql = format!("BACKUP ALL TO '{url}'");
+    assert_eq!(sqlstate(&client, &sql).await, "58030");
+    s3.run().await;
+    let retried = rows(&client, &sql).await;
+    assert_eq!(retried[0][2], "5050");
+}
