@@ -85,6 +85,11 @@ fn open_store(url: &str, options: &StoreOptions) -> vecraft_storage::Result<Back
     BackupStore::open(url, options, tokio::runtime::Handle::current())
 }
 
+/// `open_store`, making a local directory that does not exist yet.
+fn create_store(url: &str, options: &StoreOptions) -> vecraft_storage::Result<BackupStore> {
+    BackupStore::create(url, options, tokio::runtime::Handle::current())
+}
+
 /// Runs `work` where it may block (it waits on the store and the disks).
 async fn blocking<T: Send + 'static>(
     what: &str,
@@ -169,7 +174,7 @@ impl Session {
         };
         let (scratch, options) = (self.catalog.scratch_dir(), self.catalog.backup_store());
         let manifest = blocking("backup", move || {
-            let store = open_store(&url, &options).map_err(storage_error)?;
+            let store = create_store(&url, &options).map_err(storage_error)?;
             backup(&store, &targets, &scratch, &report).map_err(storage_error)
         })
         .await?;
@@ -204,7 +209,7 @@ impl Session {
                 find_backup(&store, &source, options.backup.as_deref()).map_err(storage_error)?;
             let part = manifest.collection(&source).expect("find_backup found it");
             let shards = options.shards.unwrap_or(part.shards.len());
-            let report = |line: &str| report(&format!("restore from {}: {line}", manifest.id));
+            let report = |line: &str| report(&format!("backup {}: {line}", manifest.id));
             let restored = catalog.restore(&name, part, &store, shards, replicas, &report)?;
             Ok((restored, manifest))
         })

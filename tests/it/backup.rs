@@ -246,6 +246,7 @@ async fn a_backup_in_a_directory_restores_with_the_same_answers_in_any_shard_cou
         ("BACKUP ALL TO 'ftp://host/x'".to_string(), "22023"),
         ("BACKUP ALL TO 'not a url'".to_string(), "22023"),
         (format!("BACKUP COLLECTION nothere TO '{url}'"), "42P01"),
+        (format!("SHOW BACKUPS IN '{url}/not-there'"), "58030"),
         ("BACKUP ALL TO".to_string(), "42601"),
     ];
     for (sql, code) in &cases {

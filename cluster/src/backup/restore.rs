@@ -130,6 +130,8 @@ fn install(shard: &Shard, store: &BackupStore, backed: &ShardBackup) -> Result<S
             for file in &backed.files {
                 let mut body = store.blob_reader(&file.sha256, file.size_bytes)?;
                 stream.file(&file.name, file.size_bytes, &mut body)?;
+                // Before the next file: a bad blob ends the stream short of its manifest.
+                body.verify()?;
             }
             let mut manifest = Vec::new();
             let mut body =

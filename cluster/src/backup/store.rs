@@ -60,8 +60,6 @@ impl BackupStore {
                 let dir = parsed
                     .to_file_path()
                     .map_err(|()| bad("not an absolute local path".into()))?;
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| Error::io("create backup directory", &dir, e))?;
                 let local = object_store::local::LocalFileSystem::new_with_prefix(&dir)
                     .map_err(|e| store_error("open", url, e))?;
                 (Arc::new(local), StorePath::default())
@@ -123,6 +121,19 @@ impl BackupStore {
         self.path(&["blobs", sha256])
     }
 
+    /// The store `url` names, made if it is a local directory that does not exist yet (where a
+    /// backup goes; [`BackupStore::open`] refuses a missing one).
+    pub fn create(url: &str, options: &StoreOptions, handle: Handle) -> Result<BackupStore> {
+        if let Ok(parsed) = url::Url::parse(url)
+            && parsed.scheme() == "file"
+            && let Ok(dir) = parsed.to_file_path()
+        {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::io("create backup directory", &dir, e))?;
+        }
+        BackupStore::open(url, options, handle)
+    }
+
     /// Whether the blob `sha256` is stored.
     pub fn has_blob(&self, sha256: &str) -> Result<bool> {
         let location = self.blob_path(sha256);
@@ -175,7 +186,8 @@ impl BackupStore {
     }
 
     /// A reader of the blob `sha256` that fails (InvalidData) at its end if the bytes read do
-    /// not hash to its name, or if there are not `size_bytes` of them.
+    /// not hash to its name, or if there are not `size_bytes` of them. A caller that reads
+    /// exactly `size_bytes` calls [`BlobReader::verify`] to reach that end.
     pub fn blob_reader(&self, sha256: &str, size_bytes: u64) -> Result<BlobReader<'_>> {
         let location = self.blob_path(sha256);
         let got = self
@@ -287,6 +299,16 @@ impl Read for BlobReader<'_> {
 }
 
 impl BlobReader<'_> {
+    /// Reads to the blob's end, where its length and hash are checked: corruption if they
+    /// fail.
+    pub fn verify(mut self) -> Result<()> {
+        let location = self.location.clone();
+        let extra = std::io::copy(&mut self, &mut std::io::sink())
+            .map_err(|e| Error::corrupt(std::path::Path::new(&location), e.to_string()))?;
+        debug_assert_eq!(extra, 0, "a longer blob fails before its end");
+        Ok(())
+    }
+
     fn end(&mut self) -> std::io::Result<usize> {
         if self.left != 0 {
             return Err(self.corrupt("is shorter than the backup says"));

@@ -70,7 +70,7 @@ fn answers(c: &Collection, exact: bool) -> Vec<Vec<(i64, f64)>> {
 
 fn store(dir: &Path) -> BackupStore {
     let url = format!("file://{}", dir.display());
-    BackupStore::open(&url, &Vec::new(), runtime().handle().clone()).unwrap()
+    BackupStore::create(&url, &Vec::new(), runtime().handle().clone()).unwrap()
 }
 
 fn runtime() -> &'static tokio::runtime::Runtime {
@@ -221,4 +221,44 @@ fn an_interrupted_backup_is_never_listed_and_a_retry_completes() {
         "the retry finds every blob stored"
     );
     assert_eq!(latest(&store).rows(), 500);
+}
+
+#[test]
+fn a_blob_that_does_not_hash_to_its_name_is_refused_at_its_end() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"hello world").unwrap();
+    let sha256 = super::store::sha256_hex(b"hello world");
+    store.put_blob(&sha256, &file).unwrap();
+    assert!(store.has_blob(&sha256).unwrap());
+    let mut buf = [0u8; 11];
+    let mut good = store.blob_reader(&sha256, 11).unwrap();
+    good.read_exact(&mut buf).unwrap();
+    good.verify().unwrap();
+
+    // Same length, one letter changed: only the hash can tell.
+    std::fs::write(dir.path().join("blobs").join(&sha256), b"hello World").unwrap();
+    let mut bad = store.blob_reader(&sha256, 11).unwrap();
+    bad.read_exact(&mut buf).unwrap();
+    let err = bad.verify().unwrap_err();
+    assert!(
+        matches!(err, vecraft_storage::Error::Corrupt { .. }),
+        "{err}"
+    );
+    let mut short = store.blob_reader(&sha256, 12).unwrap();
+    let err = short.read_to_end(&mut Vec::new()).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+
+    // A directory that is not there: refused for reading, made for a backup.
+    let missing = format!("file://{}/not-there", dir.path().display());
+    let handle = runtime().handle().clone();
+    assert!(BackupStore::open(&missing, &Vec::new(), handle.clone()).is_err());
+    assert!(BackupStore::create(&missing, &Vec::new(), handle).is_ok());
+    let err = BackupStore::open("gs://bucket/x", &Vec::new(), runtime().handle().clone());
+    assert!(matches!(
+        err,
+        Err(vecraft_storage::Error::InvalidArgument(_))
+    ));
 }
