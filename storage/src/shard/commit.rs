@@ -117,7 +117,7 @@ impl Shard {
         if write.truncate {
             self.persist_truncation()?;
         }
-        self.inner.maybe_seal();
+        self.inner.after_write();
         Ok(applied)
     }
 
@@ -239,7 +239,7 @@ impl Shard {
         if write.truncate {
             self.persist_truncation()?;
         }
-        self.inner.maybe_seal();
+        self.inner.after_write();
         Ok(Applied {
             committed: Some(true),
             ..applied

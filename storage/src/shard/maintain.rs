@@ -12,6 +12,11 @@
 //! A merge moves rows, so a transaction that read one of them before it and commits after it
 //! is refused with 40001, as after a reindex.
 //!
+//! The same thread rewrites a sealed segment alone once deletes left a fifth of its rows dead
+//! (at least [`REWRITE_MIN_DEAD_ROWS`]), as Qdrant's vacuum and Milvus's compaction do: its dead
+//! rows cost every search that walks its graph, and their bytes stay until it is rewritten.
+//! Both are checked after every write, so deletes alone set them off, with no statement asking.
+//!
 //! All of it runs under `Inner::maintenance`, so at most one of these changes the segment
 //! set at a time; the slow parts (graph builds, file writes) run without the state lock.
 
@@ -31,6 +36,11 @@ use crate::segment::sealed::SealedSegment;
 
 /// Rows the live-index feeder copies out and inserts per turn.
 const LIVE_BATCH_ROWS: usize = 64;
+
+/// A sealed segment with this fraction of its rows dead is rewritten without them.
+pub const REWRITE_DEAD_FRACTION: f64 = 0.2;
+/// … if it has at least this many dead rows (a rewrite of a few is not worth its graph build).
+pub const REWRITE_MIN_DEAD_ROWS: u64 = 100;
 
 /// Starts `body` on a thread named `name` unless `worker` runs one already (which checks for
 /// more work under the worker's lock before it stops).
@@ -66,6 +76,13 @@ fn lower_thread_priority() {
 }
 
 impl Inner {
+    /// What follows every applied write: a seal if the growing segment is full, a merge or
+    /// rewrite if the write left one to do.
+    pub(super) fn after_write(self: &Arc<Self>) {
+        self.maybe_seal();
+        self.maybe_merge();
+    }
+
     /// Freezes a full growing segment and makes sure something will seal it, and something
     /// feeds the live index of the growing one. Sealing errors are recorded (see
     /// `ShardStats::last_background_error`), never returned: the command that triggered the
@@ -195,8 +212,36 @@ impl Inner {
         }
     }
 
-    /// The oldest small sealed segments, if at least `merge_min_segments` are small.
+    /// The oldest small sealed segments, if at least `merge_min_segments` are small; else the
+    /// sealed segment with the largest dead fraction, if it passes [`REWRITE_DEAD_FRACTION`].
     fn merge_job(&self) -> Option<Vec<u64>> {
+        self.small_segments_job().or_else(|| self.dead_rows_job())
+    }
+
+    /// The sealed segment most worth rewriting for its dead rows, if any is.
+    fn dead_rows_job(&self) -> Option<Vec<u64>> {
+        if self.opts.merge_min_segments == 0 {
+            return None;
+        }
+        let state = self.state.read();
+        let mut worst: Option<(f64, u64)> = None;
+        for slot in &state.slots {
+            let SlotData::Sealed(seg) = &slot.data else {
+                continue;
+            };
+            let (dead, rows) = (slot.dead.len(), u64::from(seg.num_rows()));
+            debug_assert!(dead <= rows, "a segment's dead rows are among its rows");
+            let fraction = dead as f64 / rows.max(1) as f64;
+            let due = dead >= REWRITE_MIN_DEAD_ROWS && fraction >= REWRITE_DEAD_FRACTION;
+            if due && worst.is_none_or(|(f, _)| fraction > f) {
+                worst = Some((fraction, slot.id));
+            }
+        }
+        worst.map(|(_, id)| vec![id])
+    }
+
+    /// The oldest small sealed segments, if at least `merge_min_segments` are small.
+    fn small_segments_job(&self) -> Option<Vec<u64>> {
         let min_segments = self.opts.merge_min_segments;
         if min_segments == 0 {
             return None;

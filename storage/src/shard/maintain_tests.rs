@@ -354,3 +354,75 @@ fn fewer_small_segments_than_the_minimum_are_left_alone() {
     let stats = shard.stats();
     assert_eq!((stats.sealed_segments, stats.merges), (3, 0), "{stats:?}");
 }
+
+/// Four sealed segments of 900 rows (not small next to a 1000-row seal); a delete of half
+/// the rows makes them small, and the compactor merges them with no statement asking.
+#[test]
+fn deletes_alone_set_off_the_compactor_which_leaves_no_dead_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = mixture(3600, 8, 9);
+    let options = ShardOptions {
+        seal_threshold_rows: 1000,
+        ..ShardOptions::default()
+    };
+    let shard = Shard::open(dir.path(), Some(schema(8, Metric::L2)), options).unwrap();
+    for (b, chunk) in data.chunks(900).enumerate() {
+        upsert(&shard, b as u64 + 1, b * 900, chunk);
+        shard.flush().unwrap();
+    }
+    shard.wait_for_background();
+    assert_eq!(
+        (shard.stats().sealed_segments, shard.stats().merges),
+        (4, 0)
+    );
+    let deleted = (0..3600).step_by(2).map(Key::Int).collect();
+    shard.apply(5, &Command::Delete(deleted)).unwrap();
+    let queries: Vec<&Vec<f32>> = data.iter().step_by(97).collect();
+    let before: Vec<Vec<i64>> = queries.iter().map(|q| exact(&shard, q, 10)).collect();
+    shard.wait_for_background();
+    let stats = shard.stats();
+    assert_eq!(stats.last_background_error, None);
+    assert_eq!(
+        (stats.sealed_segments, stats.dead_rows, stats.live_rows),
+        (1, 0, 1800),
+        "{stats:?}"
+    );
+    let after: Vec<Vec<i64>> = queries.iter().map(|q| exact(&shard, q, 10)).collect();
+    assert_eq!(before, after);
+}
+
+/// A segment with a fifth of its rows dead is rewritten alone; one with fewer dead rows than
+/// the minimum is left.
+#[test]
+fn a_segment_a_fifth_dead_is_rewritten_without_its_dead_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = mixture(900, 8, 10);
+    let options = ShardOptions {
+        seal_threshold_rows: 1000,
+        ..ShardOptions::default()
+    };
+    let shard = Shard::open(dir.path(), Some(schema(8, Metric::L2)), options).unwrap();
+    upsert(&shard, 1, 0, &data);
+    shard.flush().unwrap();
+    let few = (0..50).map(Key::Int).collect();
+    shard.apply(2, &Command::Delete(few)).unwrap();
+    shard.wait_for_background();
+    assert_eq!((shard.stats().dead_rows, shard.stats().merges), (50, 0));
+    let more = (50..200).map(Key::Int).collect();
+    shard.apply(3, &Command::Delete(more)).unwrap();
+    let q = &data[300];
+    let before = exact(&shard, q, 10);
+    shard.wait_for_background();
+    let stats = shard.stats();
+    assert_eq!(
+        (
+            stats.sealed_segments,
+            stats.dead_rows,
+            stats.live_rows,
+            stats.merges
+        ),
+        (1, 0, 700, 1),
+        "{stats:?}"
+    );
+    assert_eq!(exact(&shard, q, 10), before);
+}

@@ -64,7 +64,8 @@ pub struct ShardOptions {
     pub live_index: bool,
     /// With background work on, small sealed segments (fewer live rows than half the seal
     /// threshold: sealed early by a snapshot or `VACUUM`, or mostly deleted) are merged into
-    /// one once there are this many; 0 never merges.
+    /// one once there are this many; a segment with a fifth of its rows dead is rewritten
+    /// alone (`maintain.rs`). 0 does neither.
     pub merge_min_segments: usize,
 }
 
@@ -288,7 +289,7 @@ impl Shard {
                 hnsw,
             } => return self.inner.set_index(index, column, *metric, *hnsw),
         };
-        self.inner.maybe_seal();
+        self.inner.after_write();
         Ok(applied)
     }
 
