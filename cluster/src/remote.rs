@@ -16,7 +16,7 @@ use arrow::array::RecordBatch;
 use vecraft_storage::command::Command;
 use vecraft_storage::filter::Filter;
 use vecraft_storage::schema::CollectionSchema;
-use vecraft_storage::shard::{Applied, SearchRequest, ShardStats, check_shape};
+use vecraft_storage::shard::{Applied, SearchRequest, ShardStats, SnapshotInfo, check_shape};
 use vecraft_storage::{Error, Result};
 
 use crate::raft::NodeId;
@@ -34,6 +34,8 @@ const READ_DEADLINE: Duration = Duration::from_secs(20);
 const CALL_TTL: Duration = Duration::from_secs(30);
 /// A checkpoint seals segments, which builds HNSW graphs: minutes for millions of vectors.
 const CHECKPOINT_TTL: Duration = Duration::from_secs(1800);
+/// A snapshot stream for a backup: as long as a checkpoint, plus the transfer.
+const SNAPSHOT_TTL: Duration = Duration::from_secs(3600);
 /// Between tries while there is no leader.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
@@ -217,6 +219,48 @@ impl Inner {
         }
     }
 
+    /// The shard's snapshot from its leader (following redirects, trying each replica in
+    /// turn until one leads), its bytes sent to `tx` as they come.
+    async fn snapshot(&self, tx: tokio::sync::mpsc::Sender<Vec<u8>>) -> Result<SnapshotInfo> {
+        let started = std::sync::atomic::AtomicBool::new(false);
+        let mut target = self.likely_leader();
+        let mut last = None;
+        for _ in 0..self.replicas.len() * 2 {
+            let addr = self.addr(target).expect("targets are replicas");
+            let ticket = ReadTicket {
+                group: self.group.clone(),
+                read: Consistency::Strong,
+                min_applied: 0,
+                kind: ReadKind::Snapshot,
+            };
+            let e = match self
+                .peers
+                .read_snapshot(addr, &ticket, SNAPSHOT_TTL, &tx, &started)
+                .await
+            {
+                Ok(info) => return Ok(info),
+                Err(e) if started.load(Ordering::Acquire) => e,
+                Err(CallError::Failed(Failure::NotLeader(Some(leader))))
+                    if self.addr(leader).is_some() =>
+                {
+                    target = leader;
+                    continue;
+                }
+                Err(e) => {
+                    last = Some(e);
+                    target = self.after(target);
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    continue;
+                }
+            };
+            return Err(self.unavailable("snapshot", e));
+        }
+        Err(self.unavailable(
+            "snapshot",
+            last.map_or_else(|| "no leader".to_string(), |e| e.to_string()),
+        ))
+    }
+
     /// The status from the leader if one answers, else from any replica that does.
     async fn status(&self) -> Result<ShardStatus> {
         let mut answers = self.replicas().await;
@@ -340,6 +384,30 @@ impl ShardHandle for RemoteShard {
     fn checkpoint(&self) -> Result<u64> {
         let inner = Arc::clone(&self.0);
         crate::raft::run(async move { inner.checkpoint().await })?
+    }
+
+    /// Streams the leader's snapshot through the groups' runtime into `out`: the runtime's
+    /// task sends chunks as they arrive, and this thread writes them.
+    fn snapshot(&self, out: &mut dyn std::io::Write) -> Result<SnapshotInfo> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+        let inner = Arc::clone(&self.0);
+        crate::raft::spawn(async move {
+            let _ = done_tx.send(inner.snapshot(tx).await);
+        });
+        let mut written = Ok(());
+        while let Some(chunk) = rx.blocking_recv() {
+            written = out.write_all(&chunk);
+            if written.is_err() {
+                break;
+            }
+        }
+        drop(rx); // a failed write stops the transfer
+        let info = done_rx.recv().map_err(|_| Error::Closed)??;
+        let io = |e| Error::io("write snapshot", std::path::Path::new(&self.0.group), e);
+        written.map_err(io)?;
+        out.flush().map_err(io)?;
+        Ok(info)
     }
 
     fn reindex(&self) -> Result<()> {

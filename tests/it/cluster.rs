@@ -1,7 +1,9 @@
 //! A cluster of real `vecraft node` processes on loopback, driven over the wire: the harness
 //! that starts, kills and restarts them, and the scenarios (`behaviour.rs`: fail-over,
-//! replicas, searches, the Flight port; `transactions.rs`: atomic commits under `kill -9`).
+//! replicas, searches, the Flight port; `transactions.rs`: atomic commits under `kill -9`;
+//! `backup.rs`: a cluster's backup restored on a single node).
 
+mod backup;
 mod behaviour;
 mod transactions;
 

@@ -190,6 +190,53 @@ impl Peers {
     }
 }
 
+impl Peers {
+    /// Streams the snapshot of a replica on the node at `addr` (a ticket of kind `Snapshot`)
+    /// into `tx`, chunk by chunk; what the snapshot held. `started` is set once a chunk went
+    /// to `tx` (after which the call cannot be retried elsewhere).
+    pub async fn read_snapshot(
+        &self,
+        addr: &str,
+        ticket: &ReadTicket,
+        ttl: Duration,
+        tx: &tokio::sync::mpsc::Sender<Vec<u8>>,
+        started: &std::sync::atomic::AtomicBool,
+    ) -> Result<vecraft_storage::shard::SnapshotInfo, CallError> {
+        let mut client = self
+            .client(addr)
+            .map_err(|e| CallError::Unreachable(e.to_string()))?;
+        let ticket = postcard::to_stdvec(ticket).map_err(|e| CallError::Lost(e.to_string()))?;
+        let read = async {
+            let mut request = tonic::Request::new(Ticket {
+                ticket: Bytes::from(ticket),
+            });
+            self.secret.sign(&mut request);
+            let mut stream = client
+                .do_get(request)
+                .await
+                .map_err(|s| CallError::of(&s))?
+                .into_inner();
+            while let Some(message) = stream.message().await.map_err(|s| CallError::of(&s))? {
+                if let Some(info) = super::snapshot_stream::info_of(&message) {
+                    return info.map_err(|e| CallError::Lost(e.to_string()));
+                }
+                started.store(true, std::sync::atomic::Ordering::Release);
+                let chunk = message.data_body.to_vec();
+                if tx.send(chunk).await.is_err() {
+                    return Err(CallError::Lost("the snapshot's reader stopped".into()));
+                }
+            }
+            Err(CallError::Lost("the snapshot stream ended early".into()))
+        };
+        let answer = tokio::time::timeout(ttl, read)
+            .await
+            .map_err(|_| CallError::Timeout)
+            .and_then(|a| a);
+        self.forget_if_broken(addr, &answer);
+        answer
+    }
+}
+
 /// Sends `body` as action `kind` through `client` and decodes the one result, within `ttl`.
 async fn call<B: Serialize + ?Sized, R: DeserializeOwned>(
     mut client: FlightServiceClient<Channel>,

@@ -26,12 +26,14 @@
 //! The data plane: `DoGet` with a ticket of postcard-encoded `ReadTicket` answers a search or
 //! a scan of the node's replica of a shard as Arrow Flight data (`Peers::read`), after the
 //! replica made sure it may answer at the read's consistency; a refusal comes back as a
-//! `Failure` in the status details.
+//! `Failure` in the status details. A ticket of kind `Snapshot` streams the replica's shard
+//! snapshot instead (`snapshot_stream.rs`), in chunks, for a backup.
 
 mod auth;
 mod client;
 mod server;
 mod snapshot_check;
+mod snapshot_stream;
 #[cfg(test)]
 mod tests;
 
@@ -109,4 +111,6 @@ pub enum ReadKind {
         projection: Option<Vec<String>>,
         filter: Option<Filter>,
     },
+    /// The replica's shard snapshot (`Shard::write_snapshot`'s stream), for a backup.
+    Snapshot,
 }

@@ -98,11 +98,15 @@ impl RaftService {
         may_read(&member, ticket.read, ticket.min_applied)
             .await
             .map_err(refused)?;
+        if matches!(ticket.kind, ReadKind::Snapshot) {
+            return Ok(super::snapshot_stream::serve(member));
+        }
         let batches = tokio::task::spawn_blocking(move || match ticket.kind {
             ReadKind::Search(request) => member.shard().search(&request).map(|b| vec![b]),
             ReadKind::Scan { projection, filter } => {
                 member.shard().scan(projection.as_deref(), filter.as_ref())
             }
+            ReadKind::Snapshot => unreachable!("answered above"),
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
@@ -298,7 +302,7 @@ async fn set_voters(raft: &Raft<TypeConfig>, voters: BTreeMap<NodeId, String>) -
 }
 
 /// A refusal, as a status whose details carry the `Failure`.
-fn refused(failure: Failure) -> Status {
+pub(super) fn refused(failure: Failure) -> Status {
     let details = postcard::to_stdvec(&failure).unwrap_or_default();
     Status::with_details(
         Code::FailedPrecondition,

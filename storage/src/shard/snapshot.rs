@@ -38,7 +38,7 @@ const KIND_MANIFEST: u8 = 2;
 const MAX_NAME_BYTES: usize = 256;
 const COPY_CHUNK_BYTES: usize = 1 << 20;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SnapshotInfo {
     /// The log index the snapshot reflects: replay the log after it.
     pub applied_index: u64,
