@@ -7,6 +7,7 @@
 
 pub mod backup;
 mod batch;
+mod chunks;
 pub mod collection;
 pub mod http;
 pub mod local;

@@ -6,15 +6,13 @@
 //! without one (it failed halfway) leaves its last bytes unsent, and the reader a stream that
 //! ends early, which it refuses. A reader dropped early makes the writer's next write fail.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
-const CHUNK_BYTES: usize = 1 << 20;
+use crate::chunks::{ChunkSink, ChunkWriter, gone};
 
-pub struct PipeWriter {
-    tx: SyncSender<Vec<u8>>,
-    buf: Vec<u8>,
-}
+/// The writing end: chunks of 1 MiB into a channel.
+pub type PipeWriter = ChunkWriter<SyncSender<Vec<u8>>>;
 
 pub struct PipeReader {
     rx: Receiver<Vec<u8>>,
@@ -22,46 +20,21 @@ pub struct PipeReader {
     at: usize,
 }
 
+impl ChunkSink for SyncSender<Vec<u8>> {
+    fn send(&mut self, chunk: Vec<u8>) -> io::Result<()> {
+        SyncSender::send(self, chunk).map_err(|_| gone())
+    }
+}
+
 /// A pipe holding at most `chunks` chunks of 1 MiB in flight.
 pub fn pipe(chunks: usize) -> (PipeWriter, PipeReader) {
     let (tx, rx) = sync_channel(chunks);
-    let writer = PipeWriter {
-        tx,
-        buf: Vec::with_capacity(CHUNK_BYTES),
-    };
     let reader = PipeReader {
         rx,
         chunk: Vec::new(),
         at: 0,
     };
-    (writer, reader)
-}
-
-impl PipeWriter {
-    fn send(&mut self) -> io::Result<()> {
-        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_BYTES));
-        self.tx
-            .send(full)
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the reader stopped"))
-    }
-}
-
-impl Write for PipeWriter {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        let n = bytes.len().min(CHUNK_BYTES - self.buf.len());
-        self.buf.extend_from_slice(&bytes[..n]);
-        if self.buf.len() == CHUNK_BYTES {
-            self.send()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        self.send()
-    }
+    (ChunkWriter::new(tx), reader)
 }
 
 impl Read for PipeReader {
@@ -81,7 +54,10 @@ impl Read for PipeReader {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
+    use crate::chunks::CHUNK_BYTES;
 
     #[test]
     fn what_is_written_and_flushed_is_read_whole() {

@@ -5,7 +5,7 @@
 //! carries only the `SnapshotInfo` (postcard) in its `app_metadata`, so a stream without it was
 //! cut short.
 
-use std::io::{self, Write};
+use std::io;
 use std::sync::Arc;
 
 use arrow_flight::FlightData;
@@ -17,19 +17,16 @@ use vecraft_storage::shard::SnapshotInfo;
 
 use super::Failure;
 use super::server::refused;
+use crate::chunks::{ChunkSink, ChunkWriter, gone};
 use crate::local::LocalShard;
 
-const CHUNK_BYTES: usize = 1 << 20;
 const CHUNKS_IN_FLIGHT: usize = 8;
 
 /// The response stream of `member`'s snapshot.
 pub(super) fn serve(member: Arc<LocalShard>) -> BoxStream<'static, Result<FlightData, Status>> {
     let (tx, mut rx) = channel(CHUNKS_IN_FLIGHT);
     tokio::task::spawn_blocking(move || {
-        let mut out = ChunkSender {
-            tx: tx.clone(),
-            buf: Vec::with_capacity(CHUNK_BYTES),
-        };
+        let mut out = ChunkWriter::new(Messages(tx.clone()));
         let last = match member.shard().write_snapshot(&mut out) {
             Ok(info) => Ok(info_message(&info)),
             Err(e) => Err(refused(Failure::Unavailable(format!("snapshot: {e}")))),
@@ -54,39 +51,15 @@ pub(super) fn info_of(message: &FlightData) -> Option<Result<SnapshotInfo, postc
     (!message.app_metadata.is_empty()).then(|| postcard::from_bytes(&message.app_metadata))
 }
 
-/// Sends what is written as messages of `CHUNK_BYTES`, waiting while the channel is full.
-struct ChunkSender {
-    tx: Sender<Result<FlightData, Status>>,
-    buf: Vec<u8>,
-}
+/// Chunks as messages of the response, waiting while the client is behind.
+struct Messages(Sender<Result<FlightData, Status>>);
 
-impl ChunkSender {
-    fn send(&mut self) -> io::Result<()> {
-        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_BYTES));
+impl ChunkSink for Messages {
+    fn send(&mut self, chunk: Vec<u8>) -> io::Result<()> {
         let message = FlightData {
             data_body: Bytes::from(chunk),
             ..Default::default()
         };
-        self.tx
-            .blocking_send(Ok(message))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the reader went away"))
-    }
-}
-
-impl Write for ChunkSender {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        let n = bytes.len().min(CHUNK_BYTES - self.buf.len());
-        self.buf.extend_from_slice(&bytes[..n]);
-        if self.buf.len() == CHUNK_BYTES {
-            self.send()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self.buf.is_empty() {
-            true => Ok(()),
-            false => self.send(),
-        }
+        self.0.blocking_send(Ok(message)).map_err(|_| gone())
     }
 }
