@@ -2,6 +2,7 @@
 //! PostgreSQL-wire gateway over durable local collections, and the metrics exporter — or a
 //! node of a cluster (`vecraft node`), or a local cluster of them (`vecraft local-cluster`).
 
+mod backup;
 mod cluster;
 mod config;
 mod limits;
@@ -39,6 +40,12 @@ enum Command {
     /// Start a cluster of N nodes on loopback ports as child processes; print a postgresql://
     /// URL per node; stop them all on Ctrl-C or SIGTERM.
     LocalCluster(cluster::LocalClusterArgs),
+    /// Back collections of a running node up to an object store (BACKUP … TO)
+    Backup(backup::BackupArgs),
+    /// Restore a collection on a running node from an object store (RESTORE … FROM)
+    Restore(backup::RestoreArgs),
+    /// List the complete backups in an object store (SHOW BACKUPS IN)
+    Backups(backup::ListArgs),
 }
 
 #[derive(Debug, Args)]
@@ -78,6 +85,9 @@ fn main() {
     let args = match cli.command {
         Some(Command::Node(args)) => return run(cluster::run_node(args)),
         Some(Command::LocalCluster(args)) => return run(cluster::run_local_cluster(args)),
+        Some(Command::Backup(args)) => return run(backup::backup(args)),
+        Some(Command::Restore(args)) => return run(backup::restore(args)),
+        Some(Command::Backups(args)) => return run(backup::list(args)),
         Some(Command::Serve(args)) => args,
         None => cli.serve,
     };

@@ -331,3 +331,46 @@ async fn backups_to_an_s3_server_are_incremental_and_survive_the_store_going_awa
     let retried = rows(&client, &sql).await;
     assert_eq!(retried[0][2], "5050");
 }
+
+/// `vecraft` with `args`, run to its end: its exit code and what it printed.
+fn cli(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vecraft"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test]
+async fn the_cli_backs_up_lists_and_restores_through_a_running_node() {
+    let (data, store) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let node = single_node(data.path());
+    let client = connect(node.sql_port).await;
+    create_docs(&client, "docs").await;
+    load(&client, "docs", 0..500).await;
+    let before = answers(&client, "docs").await;
+    let dsn = format!("host=127.0.0.1 port={} user=postgres", node.sql_port);
+    let url = format!("file://{}", store.path().display());
+
+    let (code, out) = cli(&["backup", &url, "--collection", "docs", "--dsn", &dsn]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("rows: 500"), "{out}");
+    let (code, out) = cli(&["backups", &url, "--dsn", &dsn]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("collections=docs rows=500"), "{out}");
+    let (code, out) = cli(&[
+        "restore", "docs", &url, "--as", "copy", "--shards", "2", "--dsn", &dsn,
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("shards: 2"), "{out}");
+    assert_eq!(answers(&client, "copy").await, before);
+    // A failure is said with its SQLSTATE, and the exit code is 1.
+    let (code, out) = cli(&["restore", "docs", &url, "--as", "copy", "--dsn", &dsn]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("42P07"), "{out}");
+}
