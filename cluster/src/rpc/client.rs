@@ -9,7 +9,7 @@ use arrow::array::RecordBatch;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
-use arrow_flight::{Action, Ticket};
+use arrow_flight::{Action, FlightData, Ticket};
 use futures::{StreamExt, TryStreamExt};
 use openraft::error::{
     Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
@@ -152,21 +152,8 @@ impl Peers {
         ticket: &ReadTicket,
         ttl: Duration,
     ) -> Result<Vec<RecordBatch>, CallError> {
-        let mut client = self
-            .client(addr)
-            .map_err(|e| CallError::Unreachable(e.to_string()))?;
-        let ticket = postcard::to_stdvec(ticket).map_err(|e| CallError::Lost(e.to_string()))?;
-        let read = async {
-            let mut request = tonic::Request::new(Ticket {
-                ticket: Bytes::from(ticket),
-            });
-            self.secret.sign(&mut request);
-            let data = client
-                .do_get(request)
-                .await
-                .map_err(|s| CallError::of(&s))?
-                .into_inner()
-                .map_err(FlightError::from);
+        self.do_get(addr, ticket, ttl, async |data| {
+            let data = data.map_err(FlightError::from);
             let mut stream = FlightRecordBatchStream::new_from_flight_data(data);
             let mut batches = Vec::new();
             while let Some(batch) = stream.next().await {
@@ -180,17 +167,10 @@ impl Peers {
                 batches.push(RecordBatch::new_empty(Arc::clone(schema)));
             }
             Ok(batches)
-        };
-        let answer = tokio::time::timeout(ttl, read)
-            .await
-            .map_err(|_| CallError::Timeout)
-            .and_then(|a| a);
-        self.forget_if_broken(addr, &answer);
-        answer
+        })
+        .await
     }
-}
 
-impl Peers {
     /// Streams the snapshot of a replica on the node at `addr` (a ticket of kind `Snapshot`)
     /// into `tx`, chunk by chunk; what the snapshot held. `started` is set once a chunk went
     /// to `tx` (after which the call cannot be retried elsewhere).
@@ -202,20 +182,7 @@ impl Peers {
         tx: &tokio::sync::mpsc::Sender<Vec<u8>>,
         started: &std::sync::atomic::AtomicBool,
     ) -> Result<vecraft_storage::shard::SnapshotInfo, CallError> {
-        let mut client = self
-            .client(addr)
-            .map_err(|e| CallError::Unreachable(e.to_string()))?;
-        let ticket = postcard::to_stdvec(ticket).map_err(|e| CallError::Lost(e.to_string()))?;
-        let read = async {
-            let mut request = tonic::Request::new(Ticket {
-                ticket: Bytes::from(ticket),
-            });
-            self.secret.sign(&mut request);
-            let mut stream = client
-                .do_get(request)
-                .await
-                .map_err(|s| CallError::of(&s))?
-                .into_inner();
+        self.do_get(addr, ticket, ttl, async |mut stream| {
             while let Some(message) = stream.message().await.map_err(|s| CallError::of(&s))? {
                 if let Some(info) = super::snapshot_stream::info_of(&message) {
                     return info.map_err(|e| CallError::Lost(e.to_string()));
@@ -227,6 +194,34 @@ impl Peers {
                 }
             }
             Err(CallError::Lost("the snapshot stream ended early".into()))
+        })
+        .await
+    }
+
+    /// Sends `ticket` to the node at `addr` as a signed `DoGet` and hands the answer's stream
+    /// to `consume`, all within `ttl`; a transport failure drops the pooled channel.
+    async fn do_get<T>(
+        &self,
+        addr: &str,
+        ticket: &ReadTicket,
+        ttl: Duration,
+        consume: impl AsyncFnOnce(tonic::Streaming<FlightData>) -> Result<T, CallError>,
+    ) -> Result<T, CallError> {
+        let mut client = self
+            .client(addr)
+            .map_err(|e| CallError::Unreachable(e.to_string()))?;
+        let ticket = postcard::to_stdvec(ticket).map_err(|e| CallError::Lost(e.to_string()))?;
+        let read = async {
+            let mut request = tonic::Request::new(Ticket {
+                ticket: Bytes::from(ticket),
+            });
+            self.secret.sign(&mut request);
+            let stream = client
+                .do_get(request)
+                .await
+                .map_err(|s| CallError::of(&s))?
+                .into_inner();
+            consume(stream).await
         };
         let answer = tokio::time::timeout(ttl, read)
             .await

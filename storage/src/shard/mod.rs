@@ -41,9 +41,7 @@ use arrow::array::RecordBatch;
 use parking_lot::{Mutex, RwLock};
 
 pub use read::{DISTANCE_COLUMN, SearchRequest, VERSION_COLUMN};
-pub use snapshot::{
-    SnapshotContents, SnapshotInfo, SnapshotWriter, manifest_summary, split_snapshot,
-};
+pub use snapshot::{SnapshotContents, SnapshotInfo, SnapshotWriter, split_snapshot};
 pub use txns::{PendingTxn, parse_txn_hex, txn_hex};
 
 use crate::command::Command;

@@ -342,13 +342,6 @@ pub fn split_snapshot(
     }
 }
 
-/// What a backup keeps of a shard's manifest: its schema and its durable index.
-pub fn manifest_summary(manifest: &[u8]) -> Result<(crate::schema::CollectionSchema, u64)> {
-    let manifest = Manifest::decode(manifest)
-        .map_err(|d| Error::corrupt(Path::new("snapshot manifest"), d))?;
-    Ok((manifest.schema, manifest.durable_index))
-}
-
 /// A reader that sums the CRC-32C of what passes through it.
 struct CrcReader<R> {
     input: R,
