@@ -72,13 +72,17 @@ pub struct NodeArgs {
     /// the environment variable VECRAFT_CLUSTER_SECRET, which keeps it out of `ps`
     #[arg(long, value_name = "SECRET")]
     cluster_secret: Option<String>,
-    /// A TOML file with these settings (and a [limits] table); flags override it
+    /// A TOML file with these settings (and [limits] and [backup_schedule] tables); flags
+    /// override it
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
     config: Option<PathBuf>,
     #[command(flatten)]
     #[serde(default)]
     limits: crate::limits::LimitArgs,
+    #[command(flatten)]
+    #[serde(default)]
+    backup_schedule: crate::schedule::ScheduleArgs,
 }
 
 /// A node's settings, resolved.
@@ -89,6 +93,7 @@ struct NodeConfig {
     listen: SocketAddr,
     http: SocketAddr,
     limits: vecraft_sql::limits::Limits,
+    backup_schedule: Option<vecraft_sql::backup_schedule::BackupSchedule>,
 }
 
 impl NodeArgs {
@@ -149,7 +154,16 @@ impl NodeArgs {
             failover_after: Duration::from_millis(failover_after_ms),
             secret,
         };
+        let backup_schedule = self.backup_schedule.or(file.backup_schedule).resolve()?;
+        if backup_schedule.is_some() && !(gateway && options.meta) {
+            return Err(
+                "scheduled backups (--backup-to) run on nodes with the gateway and meta \
+                        roles: the meta group's leader takes them"
+                    .into(),
+            );
+        }
         Ok(NodeConfig {
+            backup_schedule,
             limits: self.limits.resolve(&file.limits)?,
             options,
             gateway,
@@ -212,7 +226,10 @@ pub async fn run_node(args: NodeArgs) -> Result<(), String> {
                     "vecraft: serving PostgreSQL on {}, metrics on http://{http_addr}/metrics",
                     sql.local_addr().map_err(|e| e.to_string())?
                 );
-                let catalog = Arc::new(vecraft_sql::catalog::Catalog::cluster(node));
+                let catalog = Arc::new(vecraft_sql::catalog::Catalog::cluster(node.clone()));
+                if let Some(schedule) = config.backup_schedule {
+                    crate::start_schedule(&catalog, schedule, move || node.leads_meta())?;
+                }
                 vecraft_sql::server::serve_with(sql, catalog, config.limits)
                     .await
                     .map_err(|e| e.to_string())

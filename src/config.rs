@@ -12,6 +12,11 @@
 //! [backup_store]               # settings of s3:// backup URLs (README "Backups")
 //! aws_endpoint = "http://127.0.0.1:9000"
 //! aws_region = "us-east-1"
+//!
+//! [backup_schedule]            # scheduled backups (README "Backups")
+//! to = "s3://backups/vecraft"
+//! every = "1h"
+//! keep = 24
 //! ```
 
 use std::collections::BTreeMap;
@@ -21,6 +26,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::limits::LimitArgs;
+use crate::schedule::ScheduleArgs;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5433";
 pub const DEFAULT_HTTP: &str = "127.0.0.1:9090";
@@ -37,6 +43,8 @@ pub struct NodeConfig {
     /// Settings of the object stores backups go to (`object_store`'s keys: `aws_endpoint`,
     /// `aws_region`, `aws_access_key_id`, …), over the `AWS_*` environment variables.
     pub backup_store: BTreeMap<String, String>,
+    /// Scheduled backups (the `[backup_schedule]` table and `--backup-*` flags), unresolved.
+    pub backup_schedule: ScheduleArgs,
 }
 
 /// Settings as a file or the flags give them; absent ones fall through.
@@ -50,6 +58,8 @@ pub struct Overrides {
     pub limits: LimitArgs,
     #[serde(default)]
     pub backup_store: BTreeMap<String, String>,
+    #[serde(default)]
+    pub backup_schedule: ScheduleArgs,
 }
 
 impl Default for NodeConfig {
@@ -60,6 +70,7 @@ impl Default for NodeConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             limits: LimitArgs::default(),
             backup_store: BTreeMap::new(),
+            backup_schedule: ScheduleArgs::default(),
         }
     }
 }
@@ -83,6 +94,9 @@ impl NodeConfig {
         self.data_dir = o.data_dir.unwrap_or(std::mem::take(&mut self.data_dir));
         self.limits = o.limits.or(std::mem::take(&mut self.limits));
         self.backup_store.extend(o.backup_store);
+        self.backup_schedule = o
+            .backup_schedule
+            .or(std::mem::take(&mut self.backup_schedule));
     }
 }
 

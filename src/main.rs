@@ -6,6 +6,7 @@ mod backup;
 mod cluster;
 mod config;
 mod limits;
+mod schedule;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -59,8 +60,8 @@ struct ServeArgs {
     /// Where collections are stored [default: ./vecraft-data]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// A TOML file with the same settings (listen, http, data_dir, a [limits] table); flags
-    /// override it
+    /// A TOML file with the same settings (listen, http, data_dir; [limits], [backup_store]
+    /// and [backup_schedule] tables); flags override it
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(flatten)]
@@ -70,6 +71,8 @@ struct ServeArgs {
     /// variables are read first
     #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
     backup_store_option: Vec<(String, String)>,
+    #[command(flatten)]
+    backup_schedule: schedule::ScheduleArgs,
 }
 
 /// `KEY=VALUE` as a pair.
@@ -98,6 +101,7 @@ fn main() {
         config,
         limits,
         backup_store_option,
+        backup_schedule,
     } = args;
     let flags = Overrides {
         listen,
@@ -105,6 +109,7 @@ fn main() {
         data_dir,
         limits,
         backup_store: backup_store_option.into_iter().collect(),
+        backup_schedule,
     };
     let resolved = NodeConfig::resolve(config.as_deref(), flags)
         .and_then(|c| Ok((c.limits.resolve(&limits::LimitArgs::default())?, c)));
@@ -129,6 +134,7 @@ fn main() {
 async fn serve(config: NodeConfig, limits: vecraft_sql::limits::Limits) -> Result<(), String> {
     let started = Instant::now();
     let health = Arc::new(Health::default());
+    let schedule = config.backup_schedule.resolve()?;
     // Bind first: a busy port should fail before minutes of log replay, not after.
     let sql = bind(config.listen, "PostgreSQL").await?;
     let http = bind(config.http, "HTTP").await?;
@@ -141,6 +147,10 @@ async fn serve(config: NodeConfig, limits: vecraft_sql::limits::Limits) -> Resul
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("open {}: {e}", config.data_dir.display()))?;
     catalog.set_backup_store(config.backup_store.clone().into_iter().collect());
+    let catalog = Arc::new(catalog);
+    if let Some(schedule) = schedule {
+        start_schedule(&catalog, schedule, || true)?;
+    }
     eprintln!(
         "vecraft: {} collection(s) opened from {} in {} ms",
         catalog.names().len(),
@@ -156,7 +166,7 @@ async fn serve(config: NodeConfig, limits: vecraft_sql::limits::Limits) -> Resul
     );
     health.set_ready(true);
     let outcome = tokio::select! {
-        served = vecraft_sql::server::serve_with(sql, Arc::new(catalog), limits) => served.map_err(|e| e.to_string()),
+        served = vecraft_sql::server::serve_with(sql, catalog, limits) => served.map_err(|e| e.to_string()),
         exported = exporter => match exported {
             Ok(result) => result.map_err(|e| format!("metrics exporter: {e}")),
             Err(e) => Err(format!("metrics exporter: {e}")),
@@ -167,6 +177,27 @@ async fn serve(config: NodeConfig, limits: vecraft_sql::limits::Limits) -> Resul
         }
     };
     outcome
+}
+
+/// Checks the schedule's store (its URL, and a local directory made) and starts it; `leads`
+/// says when this node is the one to take the backups.
+fn start_schedule(
+    catalog: &Arc<vecraft_sql::catalog::Catalog>,
+    schedule: vecraft_sql::backup_schedule::BackupSchedule,
+    leads: impl Fn() -> bool + Send + Sync + 'static,
+) -> Result<(), String> {
+    let options = catalog.backup_store();
+    let handle = tokio::runtime::Handle::current();
+    vecraft_cluster::backup::BackupStore::create(&schedule.url, &options, handle)
+        .map_err(|e| format!("--backup-to: {e}"))?;
+    eprintln!(
+        "vecraft: a backup to {} every {} (keeping {})",
+        schedule.url,
+        humantime::format_duration(schedule.every),
+        schedule.keep
+    );
+    vecraft_sql::backup_schedule::spawn(Arc::clone(catalog), schedule, leads);
+    Ok(())
 }
 
 /// Stack for each of the runtime's threads. Statements are refused before they nest deeper

@@ -1,6 +1,6 @@
 //! A `Write` that hands what is written on in chunks: the snapshot streams between threads
-//! (`backup::pipe`) and over Flight (`rpc::snapshot_stream`) both cut a stream this way, so a
-//! sender never holds more than one chunk of it.
+//! (`pipe`) and over Flight (`rpc::snapshot_stream` for backups, `rpc::snapshot_push` between
+//! replicas) all cut a stream this way, so a sender never holds more than one chunk of it.
 
 use std::io::{self, Write};
 

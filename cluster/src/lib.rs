@@ -14,6 +14,7 @@ pub mod local;
 pub mod meta;
 mod metrics;
 pub mod node;
+mod pipe;
 pub mod raft;
 pub mod read;
 pub mod remote;

@@ -25,7 +25,7 @@ use vecraft_storage::shard::{
 };
 
 use crate::batch::{Batcher, Propose};
-use crate::raft::{Group, GroupStatus, NodeId};
+use crate::raft::{Group, GroupStatus, NodeId, Spool};
 use crate::read::Consistency;
 use crate::rpc::{FlightNetwork, GroupId, Peers};
 use crate::shard_handle::{ShardHandle, ShardStatus};
@@ -80,6 +80,8 @@ impl LocalShard {
             ..opts
         };
         let (log, shard) = LocalShard::open_parts(dir, schema, opts)?;
+        // Snapshots a crash interrupted (the log's lock is held: no transfer is running).
+        Spool::clear(dir).map_err(|e| vecraft_storage::Error::io("clear spools in", dir, e))?;
         let network = FlightNetwork::new(group_id, peers);
         let group = Group::start_member(dir, log, Arc::clone(&shard), id, network, initial)?;
         Ok(LocalShard {

@@ -76,7 +76,7 @@ pub fn fields(statement: &BackupStatement, format: &Format) -> Arc<Vec<FieldInfo
 }
 
 /// One line of the node's log for each step of a backup or restore.
-fn report(line: &str) {
+pub(crate) fn report(line: &str) {
     eprintln!("vecraft: {line}");
 }
 

@@ -12,6 +12,7 @@
 //! statements run on a stack of their own (`stack.rs`). Still to come: roles, passwords, TLS.
 
 pub mod advisory_locks;
+pub mod backup_schedule;
 pub mod backups;
 pub mod catalog;
 pub mod collections;

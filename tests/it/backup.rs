@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::Client;
 use vecraft_sqllogictest::oracle::compat_dir;
 
-use crate::support::{Node, connect, serve_args, single_node};
+use crate::support::{Node, connect, http_get, metric, metrics_when, serve_args, single_node};
 
 const DIMS: usize = 8;
 const BUCKET: &str = "vecraft-backups";
@@ -373,4 +373,60 @@ async fn the_cli_backs_up_lists_and_restores_through_a_running_node() {
     let (code, out) = cli(&["restore", "docs", &url, "--as", "copy", "--dsn", &dsn]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("42P07"), "{out}");
+}
+
+/// `--backup-to … --backup-every 1s --backup-keep 2`: the node backs its collections up on its
+/// own, keeps the newest two (retention deletes the rest), and the newest restores every row
+/// written before it was taken.
+#[tokio::test]
+async fn scheduled_backups_run_on_their_own_and_keep_the_newest() {
+    let (data, store) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let url = format!("file://{}", store.path().join("scheduled").display());
+    let mut args = serve_args(data.path());
+    args.extend([
+        "--backup-to",
+        &url,
+        "--backup-every",
+        "1s",
+        "--backup-keep",
+        "2",
+    ]);
+    let node = Node::start(&args);
+    let client = connect(node.sql_port).await;
+    create_docs(&client, "docs").await;
+    load(&client, "docs", 0..300).await;
+
+    let ok = r#"vecraft_scheduled_backups_total{outcome="ok"}"#;
+    let (_, metrics) = http_get(node.http_port, "/metrics").await;
+    let loaded = metric(&metrics, ok);
+    // Two more after the load (the newest began after every row was written), and four in
+    // all, so that retention had backups to delete.
+    let wanted = (loaded + 2.0).max(4.0);
+    let metrics = metrics_when(node.http_port, "four scheduled backups", |m| {
+        metric(m, ok) >= wanted
+    })
+    .await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"vecraft_scheduled_backups_total{outcome="failed"}"#
+        ),
+        0.0
+    );
+    assert!(metric(&metrics, "vecraft_scheduled_backup_last_success_seconds") > 1.7e9);
+    let runs = metric(&metrics, ok);
+    let deleted = metric(
+        &metrics,
+        r#"vecraft_backup_retention_deleted_total{kind="backup"}"#,
+    );
+    assert!(
+        runs >= 4.0 && deleted >= runs - 2.0,
+        "{runs} backups taken, {deleted} deleted, 2 kept"
+    );
+    let listed = rows(&client, &format!("SHOW BACKUPS IN '{url}'")).await;
+    // Two kept, and at most one more taken since and not yet thinned out.
+    assert!((2..=3).contains(&listed.len()), "{listed:?}");
+    let restored = rows(&client, &format!("RESTORE docs FROM '{url}' AS restored")).await;
+    assert_eq!(restored[0][0], "restored");
+    assert_eq!(count(&client, "restored").await, 300);
 }

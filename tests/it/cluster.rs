@@ -24,6 +24,8 @@ pub(super) struct Cluster {
     pub(super) dir: tempfile::TempDir,
     pub(super) rpc_ports: Vec<u16>,
     pub(super) failover_after_ms: u64,
+    /// Arguments every node is started with beyond the harness's own.
+    pub(super) extra_args: Vec<String>,
     pub(super) nodes: Vec<Option<Node>>,
 }
 
@@ -53,10 +55,16 @@ pub(super) static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::co
 
 impl Cluster {
     pub(super) fn start(n: u64, failover_after_ms: u64) -> Cluster {
+        Cluster::start_with(n, failover_after_ms, &[])
+    }
+
+    /// [`Cluster::start`], every node given `extra_args` too.
+    pub(super) fn start_with(n: u64, failover_after_ms: u64, extra_args: &[&str]) -> Cluster {
         let mut cluster = Cluster {
             dir: tempfile::tempdir().unwrap(),
             rpc_ports: (0..n).map(|_| free_port()).collect(),
             failover_after_ms,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
             nodes: (0..n).map(|_| None).collect(),
         };
         for id in 1..=n {
@@ -93,7 +101,7 @@ impl Cluster {
         } else {
             "gateway,storage"
         };
-        let args = [
+        let harness = [
             "node".to_string(),
             format!("--id={id}"),
             "--listen=127.0.0.1:0".to_string(),
@@ -105,7 +113,11 @@ impl Cluster {
             format!("--failover-after-ms={}", self.failover_after_ms),
             format!("--cluster-secret={TEST_SECRET}"),
         ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let args: Vec<&str> = harness
+            .iter()
+            .chain(&self.extra_args)
+            .map(String::as_str)
+            .collect();
         self.nodes[i] = Some(Node::start(&args));
     }
 

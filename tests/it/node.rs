@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use crate::support::{Node, connect, http_get};
+use crate::support::{Node, connect, http_get, metric, metrics_when, sample};
 
 fn vecraft(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_vecraft"));
@@ -33,32 +33,6 @@ fn write_config(dir: &Path) -> std::path::PathBuf {
     );
     std::fs::write(&path, config).unwrap();
     path
-}
-
-/// The value of the sample `name` (with its labels, as exposed) in a `/metrics` body.
-fn sample(metrics: &str, name: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
-/// `sample`, with 0 for a sample not exposed yet.
-fn metric(metrics: &str, name: &str) -> f64 {
-    sample(metrics, name).unwrap_or(0.0)
-}
-
-/// The node's `/metrics` once `ready` holds of them, polled with a 60 s deadline; the
-/// failure names `what` was waited for and shows the last metrics.
-async fn metrics_when(http_port: u16, what: &str, ready: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, metrics) = http_get(http_port, "/metrics").await;
-        if ready(&metrics) {
-            return metrics;
-        }
-        assert!(Instant::now() < deadline, "{what}:\n{metrics}");
-        tokio::time::sleep(Duration::from_millis(20)).await; // pace the polls
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

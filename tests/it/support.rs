@@ -1,5 +1,5 @@
 //! What the binary's tests share: starting a node on ports it picks, connecting with a
-//! deadline, plain HTTP GETs.
+//! deadline, plain HTTP GETs, reading `/metrics`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -143,4 +143,30 @@ pub async fn http_get(port: u16, path: &str) -> (u16, String) {
         .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
     let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     (status, body.to_string())
+}
+
+/// The value of the sample `name` (with its labels, as exposed) in a `/metrics` body.
+pub fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// `sample`, with 0 for a sample not exposed yet.
+pub fn metric(metrics: &str, name: &str) -> f64 {
+    sample(metrics, name).unwrap_or(0.0)
+}
+
+/// The node's `/metrics` once `ready` holds of them, polled with a 60 s deadline; the
+/// failure names `what` was waited for and shows the last metrics.
+pub async fn metrics_when(http_port: u16, what: &str, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, metrics) = http_get(http_port, "/metrics").await;
+        if ready(&metrics) {
+            return metrics;
+        }
+        assert!(Instant::now() < deadline, "{what}:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await; // pace the polls
+    }
 }

@@ -78,6 +78,12 @@ impl BackupManifest {
         Ok(manifest)
     }
 
+    /// Every blob the backup names (each shard's files and its manifest).
+    pub fn blobs(&self) -> impl Iterator<Item = &BlobRef> {
+        let shards = self.collections.iter().flat_map(|c| &c.shards);
+        shards.flat_map(|s| s.files.iter().chain([&s.manifest]))
+    }
+
     pub fn rows(&self) -> u64 {
         self.collections.iter().map(CollectionBackup::rows).sum()
     }

@@ -7,16 +7,18 @@
 //! new segments and an interrupted one is never seen. A restore rebuilds a collection from a
 //! manifest: with as many shards as the backup had, each shard installs its snapshot as it was
 //! (segments and graphs reused); with another count, rows are routed anew by their keys. The
-//! new collection is built aside and appears whole, or not at all.
+//! new collection is built aside and appears whole, or not at all. Retention deletes old
+//! backups and the blobs only they named (`retention.rs`).
 
 mod manifest;
-mod pipe;
 mod restore;
+mod retention;
 pub mod store;
 mod take;
 
 pub use manifest::{BackupManifest, BlobRef, CollectionBackup, ShardBackup};
 pub use restore::{RestoreInfo, restore_into};
+pub use retention::{Retained, retain};
 pub use store::{BackupStore, StoreOptions};
 pub use take::backup;
 

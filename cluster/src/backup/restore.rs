@@ -17,10 +17,10 @@ use vecraft_storage::{Error, Result};
 
 use super::Report;
 use super::manifest::{CollectionBackup, ShardBackup};
-use super::pipe::pipe;
 use super::store::BackupStore;
 use super::take::mb;
 use crate::collection::{Collection, shard_dir};
+use crate::pipe::pipe;
 
 /// Rows per write when rows are routed anew.
 const ROUTED_BATCH_ROWS: usize = 4096;

@@ -4,10 +4,13 @@
 //! ```text
 //! <prefix>/blobs/<sha256>                          a file of a shard snapshot, named by its content
 //! <prefix>/backups/<id>/manifest-<sha256>.json     a backup: written last, named by its checksum
+//! <prefix>/backups/<id>/started                    a backup in flight (removed once complete)
+//! <prefix>/sweeps/<id>                             a retention sweep deleting blobs (`retention.rs`)
 //! ```
 //! A blob is written once and never changed, so a later backup uploads only the files that are
 //! new. A backup exists once its manifest does; an interrupted one left at most blobs that no
-//! manifest names, which nothing reads. Every object is checked against its name when read.
+//! manifest names, which nothing reads (and retention deletes). Every object is checked against
+//! its name when read.
 //!
 //! The calls block: they run the store's futures on the runtime `handle` names, and must be made
 //! from a thread that may block (never a runtime worker).
@@ -18,7 +21,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::path::Path as StorePath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use sha2::{Digest, Sha256};
 use tokio::runtime::Handle;
 use vecraft_storage::{Error, Result};
@@ -38,6 +41,15 @@ pub struct BackupStore {
     store: Arc<dyn ObjectStore>,
     prefix: StorePath,
     handle: Handle,
+}
+
+/// An object found by [`BackupStore::list`].
+pub(super) struct Listed {
+    /// Its path below the listed folder, part by part.
+    pub below: Vec<String>,
+    pub size_bytes: u64,
+    pub modified: chrono::DateTime<chrono::Utc>,
+    pub location: StorePath,
 }
 
 /// A manifest found in the store: its backup id and object.
@@ -221,32 +233,81 @@ impl BackupStore {
 
     /// Every backup in the store (by its manifest), oldest first (ids sort by time).
     pub fn manifests(&self) -> Result<Vec<ManifestObject>> {
-        let root = self.path(&["backups"]);
+        let mut found: Vec<ManifestObject> = self
+            .list(&["backups"])?
+            .into_iter()
+            .filter_map(|object| {
+                let [id, name] = object.below.as_slice() else {
+                    return None;
+                };
+                let sha256 = name.strip_prefix("manifest-")?.strip_suffix(".json")?;
+                Some(ManifestObject {
+                    id: id.clone(),
+                    location: object.location,
+                    sha256: sha256.to_string(),
+                })
+            })
+            .collect();
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(found)
+    }
+
+    /// Deletes every object of backup `id` (its manifest first: it stops being listed).
+    pub(super) fn delete_backup(&self, id: &str) -> Result<()> {
+        let mut objects = self.list(&["backups", id])?;
+        objects.sort_by_key(|o| !o.below.last().is_some_and(|n| n.starts_with("manifest-")));
+        objects.iter().try_for_each(|o| self.delete(&o.location))
+    }
+
+    /// Every object under `parts` (a folder of the layout): its path below it, size and time.
+    pub(super) fn list(&self, parts: &[&str]) -> Result<Vec<Listed>> {
+        let root = self.path(parts);
         let listed: Vec<_> = self
             .handle
             .block_on(self.store.list(Some(&root)).collect::<Vec<_>>());
-        let mut found = Vec::new();
-        for meta in listed {
-            let meta = meta.map_err(|e| store_error("list", &root.to_string(), e))?;
-            let parts: Vec<_> = meta.location.parts().collect();
-            let [.., id, name] = parts.as_slice() else {
-                continue;
-            };
-            let Some(sha256) = name
-                .as_ref()
-                .strip_prefix("manifest-")
-                .and_then(|n| n.strip_suffix(".json"))
-            else {
-                continue;
-            };
-            found.push(ManifestObject {
-                id: id.as_ref().to_string(),
-                location: meta.location.clone(),
-                sha256: sha256.to_string(),
-            });
+        let root_parts = root.parts().count();
+        listed
+            .into_iter()
+            .map(|meta| {
+                let meta: ObjectMeta =
+                    meta.map_err(|e| store_error("list", &root.to_string(), e))?;
+                let below: Vec<String> = meta
+                    .location
+                    .parts()
+                    .skip(root_parts)
+                    .map(|p| p.as_ref().to_string())
+                    .collect();
+                Ok(Listed {
+                    below,
+                    size_bytes: meta.size,
+                    modified: meta.last_modified,
+                    location: meta.location,
+                })
+            })
+            .collect()
+    }
+
+    /// Stores a small object at `parts`.
+    pub(super) fn put_small(&self, parts: &[&str], body: &[u8]) -> Result<()> {
+        let location = self.path(parts);
+        let put = self.store.put(&location, PutPayload::from(body.to_vec()));
+        self.handle
+            .block_on(put)
+            .map_err(|e| store_error("upload", &location.to_string(), e))?;
+        Ok(())
+    }
+
+    /// Deletes the object at `parts` (one that is already gone is fine).
+    pub(super) fn delete_object(&self, parts: &[&str]) -> Result<()> {
+        self.delete(&self.path(parts))
+    }
+
+    /// Deletes the object at `location` (one that is already gone is fine).
+    pub(super) fn delete(&self, location: &StorePath) -> Result<()> {
+        match self.handle.block_on(self.store.delete(location)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(store_error("delete", &location.to_string(), e)),
         }
-        found.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(found)
     }
 
     /// A manifest's bytes, checked against its name.

@@ -12,11 +12,11 @@ use sha2::{Digest, Sha256};
 use vecraft_storage::shard::split_snapshot;
 use vecraft_storage::{Error, Result};
 
-use super::Report;
 use super::manifest::{BackupManifest, BlobRef, CollectionBackup, ShardBackup};
-use super::pipe::pipe;
 use super::store::{BackupStore, hex};
+use super::{Report, retention};
 use crate::collection::Collection;
+use crate::pipe::pipe;
 use crate::shard_handle::ShardHandle;
 
 /// Backs `collections` (SQL name, collection) up to `store`, spooling under `scratch`; returns
@@ -35,6 +35,7 @@ pub fn backup(
         chrono::Utc::now().format("%Y%m%dT%H%M%S%3fZ"),
         rand::random::<u32>() & 0xff_ffff
     );
+    retention::begin_backup(store, &id, report)?;
     let mut manifest = BackupManifest::new(id, now.as_millis() as u64);
     for (name, collection) in collections {
         let mut part = CollectionBackup {
@@ -61,6 +62,7 @@ pub fn backup(
         manifest.collections.push(part);
     }
     store.put_manifest(&manifest.id, &manifest.encode())?;
+    retention::end_backup(store, &manifest.id)?;
     report(&format!(
         "backup {}: complete: {} collection(s), {} rows, {:.1} MB ({:.1} MB uploaded)",
         manifest.id,

@@ -204,12 +204,24 @@ fn an_interrupted_backup_is_never_listed_and_a_retry_completes() {
     insert(&source, 0..500, 1);
     let store = store(backups.path());
     let targets = [("docs".to_string(), source)];
-    // The manifest cannot be written (a file stands where its directory goes): the backup
-    // fails after its data was uploaded, as one cut short would.
-    std::fs::write(backups.path().join("backups"), b"in the way").unwrap();
-    let err = backup(&store, &targets, &data.path().join("tmp"), &quiet).unwrap_err();
+    // Once the last shard is uploaded, a file takes the place of the backup's directory: its
+    // manifest cannot be written, and the backup fails after its data went, as one cut short
+    // would.
+    let in_the_way = std::sync::Mutex::new(None);
+    let interrupt = |line: &str| {
+        if let Some((id, _)) = line
+            .strip_prefix("backup ")
+            .and_then(|l| l.split_once(": docs shard 1:"))
+        {
+            let dir = backups.path().join("backups").join(id);
+            std::fs::remove_dir_all(&dir).unwrap();
+            std::fs::write(&dir, b"in the way").unwrap();
+            *in_the_way.lock().unwrap() = Some(dir);
+        }
+    };
+    let err = backup(&store, &targets, &data.path().join("tmp"), &interrupt).unwrap_err();
     assert!(matches!(err, vecraft_storage::Error::Io { .. }), "{err}");
-    std::fs::remove_file(backups.path().join("backups")).unwrap();
+    std::fs::remove_file(in_the_way.lock().unwrap().take().expect("interrupted")).unwrap();
     assert!(blob_bytes(backups.path()) > 0, "its data was uploaded");
     assert!(
         store.manifests().unwrap().is_empty(),
@@ -261,4 +273,143 @@ fn a_blob_that_does_not_hash_to_its_name_is_refused_at_its_end() {
         err,
         Err(vecraft_storage::Error::InvalidArgument(_))
     ));
+}
+
+/// The blobs in the store at `dir`, by name.
+fn blob_names(dir: &Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(dir.join("blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect()
+}
+
+/// The blobs the manifests in `store` name.
+fn named_blobs(store: &BackupStore) -> std::collections::BTreeSet<String> {
+    let mut named = std::collections::BTreeSet::new();
+    for object in store.manifests().unwrap() {
+        let manifest = BackupManifest::decode(&store.read_manifest(&object).unwrap(), "").unwrap();
+        named.extend(manifest.blobs().map(|blob| blob.sha256.clone()));
+    }
+    named
+}
+
+#[test]
+fn retention_keeps_the_newest_backups_and_exactly_the_blobs_they_name() {
+    use super::retain;
+    use super::retention::{begin_backup, end_backup};
+
+    let (data, backups) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let source =
+        Arc::new(Collection::create(&data.path().join("docs"), schema(), 1, opts()).unwrap());
+    let store = store(backups.path());
+    let (scratch, targets) = (
+        data.path().join("tmp"),
+        [("docs".into(), Arc::clone(&source))],
+    );
+    let mut exact = Vec::new();
+    for round in 0..4i64 {
+        insert(&source, round * 1000..(round + 1) * 1000, round as u64);
+        // Deletes in the first segment give it a new tombstone file each time: the old one is
+        // named by the older backups only.
+        let dead = Command::Delete(vec![Key::Int(round * 10), Key::Int(round * 10 + 1)]);
+        source.write(&dead).unwrap();
+        backup(&store, &targets, &scratch, &quiet).unwrap();
+        exact.push(answers(&source, true));
+    }
+    let ids: Vec<String> = store
+        .manifests()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    let before = blob_names(backups.path());
+
+    let retained = retain(&store, 2, &quiet).unwrap();
+    assert_eq!(retained.deleted, ids[..2].to_vec(), "the two oldest go");
+    assert!(retained.swept && retained.deleted_blobs > 0, "{retained:?}");
+    let kept: Vec<String> = store
+        .manifests()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(kept, ids[2..].to_vec());
+    let after = blob_names(backups.path());
+    assert_eq!(
+        after,
+        named_blobs(&store),
+        "every named blob, and nothing else, is left"
+    );
+    assert_eq!(before.len() - after.len(), retained.deleted_blobs);
+    for (i, object) in store.manifests().unwrap().iter().enumerate() {
+        let manifest = BackupManifest::decode(&store.read_manifest(object).unwrap(), "").unwrap();
+        let dir = data.path().join(format!("kept-{i}"));
+        let part = manifest.collection("docs").unwrap();
+        let (restored, _) = restore_into(&dir, part, &store, 1, opts(), &quiet).unwrap();
+        assert_eq!(
+            answers(&restored, true),
+            exact[2 + i],
+            "backup {i} restores whole"
+        );
+    }
+
+    // A backup in flight: its blobs may not be named yet, so the sweep stands down.
+    begin_backup(&store, "in-flight", &quiet).unwrap();
+    std::fs::write(backups.path().join("blobs").join("0".repeat(64)), b"orphan").unwrap();
+    let retained = retain(&store, 1, &quiet).unwrap();
+    assert_eq!((retained.deleted.len(), retained.swept), (1, false));
+    assert!(backups.path().join("blobs").join("0".repeat(64)).exists());
+    end_backup(&store, "in-flight").unwrap();
+    let retained = retain(&store, 1, &quiet).unwrap();
+    assert!(retained.swept && retained.deleted.is_empty());
+    assert_eq!(blob_names(backups.path()), named_blobs(&store));
+}
+
+#[test]
+fn a_backup_waits_while_a_sweep_runs_but_not_for_a_dead_one() {
+    let (data, backups) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let source =
+        Arc::new(Collection::create(&data.path().join("docs"), schema(), 1, opts()).unwrap());
+    insert(&source, 0..100, 1);
+    let store = store(backups.path());
+    let (scratch, targets) = (
+        data.path().join("tmp"),
+        [("docs".into(), Arc::clone(&source))],
+    );
+    let sweeps = backups.path().join("sweeps");
+    std::fs::create_dir_all(&sweeps).unwrap();
+
+    // A dead sweep's mark (two hours old) holds nobody up.
+    let dead = std::fs::File::create(sweeps.join("dead")).unwrap();
+    dead.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200))
+        .unwrap();
+    backup(&store, &targets, &scratch, &quiet).unwrap();
+
+    // A running sweep's mark: the backup says it waits, and goes on once the mark is gone.
+    std::fs::write(sweeps.join("running"), b"").unwrap();
+    let waiting = std::sync::atomic::AtomicBool::new(false);
+    let report = |line: &str| {
+        if line.contains("waiting for a retention sweep") {
+            waiting.store(true, std::sync::atomic::Ordering::Release);
+        }
+    };
+    std::thread::scope(|scope| {
+        let taken = scope.spawn(|| backup(&store, &targets, &scratch, &report).unwrap());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !waiting.load(std::sync::atomic::Ordering::Acquire) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the backup never waited"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10)); // pace the polls
+        }
+        assert_eq!(
+            store.manifests().unwrap().len(),
+            1,
+            "no manifest while it waits"
+        );
+        std::fs::remove_file(sweeps.join("running")).unwrap();
+        assert_eq!(taken.join().unwrap().rows(), 100);
+    });
+    assert_eq!(store.manifests().unwrap().len(), 2);
 }

@@ -119,6 +119,12 @@ impl ClusterNode {
         self.options.id
     }
 
+    /// Whether this node leads the meta group now (the node that runs cluster-wide chores:
+    /// fail-over, scheduled backups).
+    pub fn leads_meta(&self) -> bool {
+        self.meta.as_ref().is_some_and(|m| m.leads())
+    }
+
     /// Where this node's Flight server listens.
     pub fn rpc_addr(&self) -> SocketAddr {
         self.options.rpc

@@ -14,6 +14,7 @@
 mod entry;
 mod log_store;
 mod network;
+mod snapshot_data;
 mod state_machine;
 #[cfg(test)]
 mod tests;
@@ -33,7 +34,7 @@ use vecraft_storage::log::{Log, MAX_PAYLOAD_SIZE_BYTES};
 use vecraft_storage::shard::{Applied, Shard};
 use vecraft_storage::{Error, Result};
 
-pub use state_machine::SnapshotData;
+pub use snapshot_data::{SnapshotData, Spool};
 
 pub type NodeId = u64;
 

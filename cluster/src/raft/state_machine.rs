@@ -26,20 +26,13 @@ use vecraft_storage::log::Log;
 use vecraft_storage::shard::{Applied, Shard};
 
 use super::log_store::{Corrupt, PURGED_ID_META, get_json, put_json, stored_log_id};
+use super::snapshot_data::SnapshotData;
 use super::{NodeId, Request, Response, TypeConfig};
 
 const SNAPSHOT_META: &str = "snapshot";
 const MEMBERSHIPS_META: &str = "memberships";
 
 type Membership = StoredMembership<NodeId, BasicNode>;
-
-/// A shard snapshot as openraft carries it (`generic-snapshot-data`).
-pub enum SnapshotData {
-    /// A replica's own shard: streamed when read, so taking a snapshot copies nothing.
-    Shard(Arc<Shard>),
-    /// The bytes of a shard snapshot stream (`Shard::write_snapshot`), as received.
-    Stream(Vec<u8>),
-}
 
 #[derive(Clone)]
 pub struct StateMachine {
@@ -299,10 +292,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
+    /// Only openraft's chunked transport asks for this: snapshots arrive whole, streamed
+    /// over Flight into a spool file (`rpc::snapshot_push`).
     async fn begin_receiving_snapshot(
         &mut self,
     ) -> Result<Box<SnapshotData>, StorageError<NodeId>> {
-        Ok(Box::new(SnapshotData::Stream(Vec::new())))
+        Ok(Box::new(SnapshotData::Empty))
     }
 
     async fn install_snapshot(
@@ -316,20 +311,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             StorageIOError::read_snapshot(Some(meta.signature()), AnyError::error(e.to_string()))
         };
         // Streaming and installing a shard is disk work: off the runtime the groups share.
-        let installed = tokio::task::spawn_blocking(move || {
-            let bytes = match *snapshot {
-                SnapshotData::Stream(bytes) => bytes,
-                SnapshotData::Shard(source) => {
-                    let mut bytes = Vec::new();
-                    source.write_snapshot(&mut bytes)?;
-                    bytes
-                }
-            };
-            shard.install_snapshot(&mut bytes.as_slice())
-        })
-        .await
-        .map_err(|e| failed(&e))?
-        .map_err(|e| failed(&e))?;
+        let installed = tokio::task::spawn_blocking(move || snapshot.install_into(&shard))
+            .await
+            .map_err(|e| failed(&e))?
+            .map_err(|e| failed(&e))?;
         debug_assert!(
             meta.last_log_id
                 .is_none_or(|id| installed.applied_index >= id.index),

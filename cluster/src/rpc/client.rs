@@ -28,16 +28,16 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use super::auth::ClusterSecret;
-use super::{APPEND, Failure, GroupId, MAX_MESSAGE_BYTES, ReadTicket, SNAPSHOT, VOTE};
+use super::{APPEND, Failure, GroupId, MAX_MESSAGE_BYTES, ReadTicket, VOTE};
 
-use crate::raft::{NodeId, SnapshotData, TypeConfig};
+use crate::raft::{NodeId, TypeConfig};
 
 /// One lazily connected channel per peer node, shared by every group on this node; every
 /// call carries the cluster's secret.
 #[derive(Clone)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
-    secret: ClusterSecret,
+    pub(super) secret: ClusterSecret,
 }
 
 impl Peers {
@@ -48,7 +48,7 @@ impl Peers {
         }
     }
 
-    fn client(&self, addr: &str) -> Result<FlightServiceClient<Channel>, NetworkError> {
+    pub(super) fn client(&self, addr: &str) -> Result<FlightServiceClient<Channel>, NetworkError> {
         let mut channels = self.channels.lock();
         let channel = match channels.get(addr) {
             Some(channel) => channel.clone(),
@@ -92,7 +92,7 @@ impl std::fmt::Display for CallError {
 }
 
 impl CallError {
-    fn of(status: &Status) -> CallError {
+    pub(super) fn of(status: &Status) -> CallError {
         if !status.details().is_empty()
             && let Ok(failure) = postcard::from_bytes::<Failure>(status.details())
         {
@@ -139,7 +139,7 @@ impl Peers {
 
     /// Drops the pooled channel to `addr` after a transport failure, so the next call
     /// connects afresh (a node that restarted on the same address is reached again at once).
-    fn forget_if_broken<T>(&self, addr: &str, answer: &Result<T, CallError>) {
+    pub(super) fn forget_if_broken<T>(&self, addr: &str, answer: &Result<T, CallError>) {
         if matches!(answer, Err(CallError::Unreachable(_) | CallError::Lost(_))) {
             self.channels.lock().remove(addr);
         }
@@ -393,28 +393,18 @@ impl RaftNetwork<TypeConfig> for Link {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
-        let bytes = match *snapshot.snapshot {
-            SnapshotData::Stream(bytes) => bytes,
-            SnapshotData::Shard(shard) => tokio::task::spawn_blocking(move || {
-                let mut bytes = Vec::new();
-                shard.write_snapshot(&mut bytes).map(|_| bytes)
-            })
-            .await
-            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?
-            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?,
-        };
-        // A snapshot may be large: allow it a second per started 10 MB beyond the deadline.
-        let extra_secs = (bytes.len() as u64).div_ceil(10_000_000);
-        let ttl = option.hard_ttl() + Duration::from_secs(extra_secs);
-        let timeout = self.timeout(RPCTypes::InstallSnapshot, ttl);
+        let ttl = option.hard_ttl();
+        let data = snapshot.snapshot;
+        let write =
+            move |out: &mut dyn std::io::Write| data.write_to(out).map_err(std::io::Error::other);
+        let header = (self.group.clone(), vote, snapshot.meta);
+        let push = self.peers.push_snapshot(&self.addr, &header, write, ttl);
         let target = self.target;
-        let body = (self.group.clone(), vote, snapshot.meta, bytes);
-        let send = self.call(SNAPSHOT, &body, ttl);
-        let reply: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> = tokio::select! {
+        let reply = tokio::select! {
             closed = cancel => return Err(StreamingError::Closed(closed)),
-            reply = send => reply.map_err(|e| match e {
+            reply = push => reply.map_err(|e| match e {
                 CallError::Unreachable(m) => StreamingError::Unreachable(Unreachable::new(&Text(m))),
-                CallError::Timeout => StreamingError::Timeout(timeout),
+                CallError::Timeout => StreamingError::Timeout(self.timeout(RPCTypes::InstallSnapshot, ttl)),
                 e => StreamingError::Network(NetworkError::new(&Text(e.to_string()))),
             })?,
         };

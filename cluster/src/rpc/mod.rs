@@ -7,7 +7,6 @@
 //! | --- | --- | --- |
 //! | `raft.append` | `AppendEntriesRequest` | `Result<AppendEntriesResponse, RaftError>` |
 //! | `raft.vote` | `VoteRequest` | `Result<VoteResponse, RaftError>` |
-//! | `raft.snapshot` | `(Vote, SnapshotMeta, snapshot stream bytes)` | `Result<SnapshotResponse, Fatal>` |
 //!
 //! Shard and node actions, for the router, the meta manager and fail-over:
 //!
@@ -27,12 +26,14 @@
 //! a scan of the node's replica of a shard as Arrow Flight data (`Peers::read`), after the
 //! replica made sure it may answer at the read's consistency; a refusal comes back as a
 //! `Failure` in the status details. A ticket of kind `Snapshot` streams the replica's shard
-//! snapshot instead (`snapshot_stream.rs`), in chunks, for a backup.
+//! snapshot instead (`snapshot_stream.rs`), in chunks, for a backup. `DoPut` carries a leader's
+//! snapshot to a member that fell behind the purged log (`snapshot_push.rs`), in chunks too.
 
 mod auth;
 mod client;
 mod server;
 mod snapshot_check;
+mod snapshot_push;
 mod snapshot_stream;
 #[cfg(test)]
 mod tests;
@@ -53,7 +54,6 @@ pub type GroupId = String;
 
 pub(crate) const APPEND: &str = "raft.append";
 pub(crate) const VOTE: &str = "raft.vote";
-pub(crate) const SNAPSHOT: &str = "raft.snapshot";
 pub const WRITE: &str = "shard.write";
 pub const STATUS: &str = "shard.status";
 pub const CHECKPOINT: &str = "shard.checkpoint";

@@ -20,7 +20,7 @@ use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, Fatal, RaftError};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
-use openraft::{BasicNode, Raft, Snapshot, SnapshotMeta, Vote};
+use openraft::{BasicNode, Raft};
 use parking_lot::RwLock;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -29,16 +29,15 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::auth::ClusterSecret;
-use super::snapshot_check;
 use super::{
     APPEND, CHECKPOINT, Failure, GroupId, MAX_MESSAGE_BYTES, MEMBERS, PING, ReadKind, ReadTicket,
-    SNAPSHOT, STATUS, VOTE, WRITE,
+    STATUS, VOTE, WRITE,
 };
 use vecraft_storage::error::Refusal;
 use vecraft_storage::shard::Applied;
 
 use crate::local::LocalShard;
-use crate::raft::{MAX_COMMAND_BYTES, NodeId, Request as Proposal, SnapshotData, TypeConfig};
+use crate::raft::{MAX_COMMAND_BYTES, NodeId, Request as Proposal, TypeConfig};
 use crate::read::{BOUNDED_WAIT_MS, Consistency};
 use crate::shard_handle::ShardStatus;
 
@@ -123,33 +122,6 @@ impl RaftService {
         Ok(Box::pin(stream))
     }
 
-    /// Hands back a snapshot sent for `group` once it passed [`snapshot_check::check`] (off
-    /// the runtime: it reads every byte), or refuses it for good.
-    async fn check_snapshot(
-        &self,
-        group: &str,
-        vote: Vote<NodeId>,
-        meta: SnapshotMeta<NodeId, BasicNode>,
-        bytes: Vec<u8>,
-    ) -> Result<(Vote<NodeId>, SnapshotMeta<NodeId, BasicNode>, Vec<u8>), Status> {
-        let member = self
-            .member(group)
-            .ok_or_else(|| refused(Failure::NoGroup))?;
-        let schema = member.shard().schema();
-        let (checked, vote, meta, bytes) = tokio::task::spawn_blocking(move || {
-            let checked = snapshot_check::check(&schema, &meta, &bytes);
-            (checked, vote, meta, bytes)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?;
-        checked.map_err(|why| {
-            refused(Failure::Refused(Refusal::InvalidArgument(format!(
-                "snapshot refused: {why}"
-            ))))
-        })?;
-        Ok((vote, meta, bytes))
-    }
-
     async fn act(&self, action: Action) -> Result<Bytes, Status> {
         match action.r#type.as_str() {
             APPEND => {
@@ -160,26 +132,6 @@ impl RaftService {
             VOTE => {
                 let (group, rpc): (GroupId, VoteRequest<NodeId>) = decode(&action.body)?;
                 encode(&self.raft(&group)?.vote(rpc).await)
-            }
-            SNAPSHOT => {
-                type Body = (
-                    GroupId,
-                    Vote<NodeId>,
-                    SnapshotMeta<NodeId, BasicNode>,
-                    Vec<u8>,
-                );
-                let (group, vote, meta, bytes): Body = decode(&action.body)?;
-                let (vote, meta, bytes) = self.check_snapshot(&group, vote, meta, bytes).await?;
-                let snapshot = Snapshot {
-                    meta,
-                    snapshot: Box::new(SnapshotData::Stream(bytes)),
-                };
-                encode(
-                    &self
-                        .raft(&group)?
-                        .install_full_snapshot(vote, snapshot)
-                        .await,
-                )
             }
             WRITE => {
                 let (group, command): (GroupId, Vec<u8>) = decode(&action.body)?;
@@ -312,7 +264,7 @@ pub(super) fn refused(failure: Failure) -> Status {
 }
 
 /// A request's body, or a final refusal of it (every replica would refuse it the same way).
-fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Status> {
+pub(super) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Status> {
     postcard::from_bytes(body).map_err(|e| {
         refused(Failure::Refused(Refusal::InvalidArgument(format!(
             "bad message: {e}"
@@ -320,7 +272,7 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Status> {
     })
 }
 
-fn encode<T: Serialize>(reply: &T) -> Result<Bytes, Status> {
+pub(super) fn encode<T: Serialize>(reply: &T) -> Result<Bytes, Status> {
     postcard::to_stdvec(reply)
         .map(Bytes::from)
         .map_err(|e| Status::internal(format!("cannot encode the reply: {e}")))
@@ -377,10 +329,7 @@ impl FlightService for RaftService {
     }
 
     async fn list_actions(&self, _request: Request<Empty>) -> Unsupported<ActionType> {
-        let types = [
-            APPEND, VOTE, SNAPSHOT, WRITE, STATUS, CHECKPOINT, MEMBERS, PING,
-        ]
-        .map(|t| {
+        let types = [APPEND, VOTE, WRITE, STATUS, CHECKPOINT, MEMBERS, PING].map(|t| {
             Ok(ActionType {
                 r#type: t.to_string(),
                 description: String::new(),
@@ -425,8 +374,10 @@ impl FlightService for RaftService {
         Ok(Response::new(self.read(request.into_inner()).await?))
     }
 
-    async fn do_put(&self, _request: Request<Streaming<FlightData>>) -> Unsupported<PutResult> {
-        unsupported()
+    /// A snapshot pushed to a member on this node (`snapshot_push.rs`).
+    async fn do_put(&self, request: Request<Streaming<FlightData>>) -> Unsupported<PutResult> {
+        let reply = super::snapshot_push::receive(self, request.into_inner()).await?;
+        Ok(Response::new(Box::pin(stream::once(async { Ok(reply) }))))
     }
 
     async fn do_exchange(

@@ -1,4 +1,4 @@
-//! A snapshot another node sends (`raft.snapshot`) is checked whole before Raft sees it.
+//! A snapshot another node sends (`snapshot_push.rs`) is checked whole before Raft sees it.
 //!
 //! openraft adopts a snapshot's vote, membership and log position before the state machine
 //! installs its data, and a failed install is fatal to the group: one snapshot of garbage
@@ -19,7 +19,7 @@ use crate::raft::NodeId;
 pub fn check(
     schema: &CollectionSchema,
     meta: &SnapshotMeta<NodeId, BasicNode>,
-    bytes: &[u8],
+    input: &mut dyn std::io::Read,
 ) -> Result<(), String> {
     let Some(last) = meta.last_log_id else {
         return Err("a snapshot must cover some of the log".into());
@@ -36,7 +36,7 @@ pub fn check(
     if meta.last_membership.log_id().is_some_and(|m| m > last) {
         return Err("a snapshot's membership is newer than its data".into());
     }
-    let contents = Shard::verify_snapshot(bytes).map_err(|e| e.to_string())?;
+    let contents = Shard::verify_snapshot(input).map_err(|e| e.to_string())?;
     if contents.durable_index < last.index {
         return Err(format!(
             "the snapshot's data reaches index {}, its metadata claims {}",

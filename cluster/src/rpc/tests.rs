@@ -16,7 +16,7 @@ use super::{
     ClusterSecret, Failure, GroupId, Peers, RaftService, ReadKind, ReadTicket, WRITE, serve,
 };
 use crate::local::LocalShard;
-use crate::raft::{Group, NodeId};
+use crate::raft::{Group, NodeId, Spool};
 use crate::read::Consistency;
 use crate::tests::{opts, row, schema};
 
@@ -196,6 +196,16 @@ fn a_group_replicates_fails_over_and_catches_up_by_snapshot() {
     wait_for("the returning member to catch up", || {
         nodes[first].shard().count() == 201
     });
+    let installed = nodes[first].group().raft().metrics().borrow().snapshot;
+    assert!(
+        installed.is_some_and(|id| id.index >= purged_to),
+        "it caught up by a snapshot: {installed:?}"
+    );
+    assert_eq!(
+        Spool::count(dirs[first].path()),
+        0,
+        "whose spool file is gone"
+    );
     write_rows(&nodes[leader(&nodes)], 200..210);
     wait_for("211 rows everywhere", || {
         nodes.iter().all(|n| n.shard().count() == 211)
@@ -306,7 +316,8 @@ fn calls_without_the_cluster_secret_are_refused() {
 
 /// A member of the cluster that sends a snapshot of garbage bytes, with a newer vote, gets a
 /// final refusal; the replica keeps its term and its data and goes on taking writes. So does
-/// a snapshot of well-formed bytes whose metadata claims more than its data holds.
+/// a snapshot of well-formed bytes whose metadata claims more than its data holds, and one
+/// cut short; no spool file stays behind.
 #[test]
 fn a_crafted_snapshot_is_refused_and_the_replica_serves_on() {
     use openraft::{CommittedLeaderId, LogId, Membership, SnapshotMeta, StoredMembership, Vote};
@@ -337,19 +348,39 @@ fn a_crafted_snapshot_is_refused_and_the_replica_serves_on() {
     // A real snapshot of this shard, which holds its 10 rows up to a much lower index.
     let mut real = Vec::new();
     node.shard().write_snapshot(&mut real).unwrap();
-    for bytes in [b"garbage".to_vec(), real] {
-        let body = (GROUP.to_string(), vote, meta.clone(), bytes);
-        type Reply =
-            Result<openraft::raft::SnapshotResponse<NodeId>, openraft::error::Fatal<NodeId>>;
-        let answer: Result<Reply, _> = block_on({
+    let cut_short = real[..real.len() / 2].to_vec();
+    for bytes in [b"garbage".to_vec(), real, cut_short] {
+        let header = (GROUP.to_string(), vote, meta.clone());
+        let write = move |out: &mut dyn std::io::Write| out.write_all(&bytes);
+        let answer = block_on({
             let (peers, addr) = (peers.clone(), addr.clone());
-            async move { peers.call(&addr, super::SNAPSHOT, &body, DEADLINE).await }
+            async move { peers.push_snapshot(&addr, &header, write, DEADLINE).await }
         });
         assert!(
             matches!(answer, Err(super::CallError::Failed(Failure::Refused(_)))),
             "{answer:?}"
         );
+        assert_eq!(
+            Spool::count(dir.path()),
+            0,
+            "the refused stream is not kept"
+        );
     }
+    // A sender whose disk fails halfway: the stream ends short, and the sender says why.
+    let header = (GROUP.to_string(), vote, meta.clone());
+    let failing = |out: &mut dyn std::io::Write| {
+        out.write_all(&[0; 3 << 20])?;
+        Err(std::io::Error::other("the disk is gone"))
+    };
+    let answer = block_on({
+        let (peers, addr) = (peers.clone(), addr.clone());
+        async move { peers.push_snapshot(&addr, &header, failing, DEADLINE).await }
+    });
+    assert!(
+        matches!(&answer, Err(super::CallError::Lost(m)) if m.contains("the disk is gone")),
+        "{answer:?}"
+    );
+    assert_eq!(Spool::count(dir.path()), 0);
     assert_eq!(node.group().raft().metrics().borrow().current_term, term);
     write_rows(&node, 10..20);
     assert_eq!(node.shard().count(), 20);

@@ -263,17 +263,17 @@ fn fuzz_snapshot_verification() {
         .unwrap();
     let mut real = Vec::new();
     shard.write_snapshot(&mut real).unwrap();
-    let contents = Shard::verify_snapshot(&real).unwrap();
+    let contents = Shard::verify_snapshot(&mut real.as_slice()).unwrap();
     assert_eq!(contents.durable_index, next);
-    assert!(Shard::verify_snapshot(&real[..real.len() - 1]).is_err());
+    assert!(Shard::verify_snapshot(&mut &real[..real.len() - 1]).is_err());
     let mut longer = real.clone();
     longer.push(0);
     assert!(
-        Shard::verify_snapshot(&longer).is_err(),
+        Shard::verify_snapshot(&mut longer.as_slice()).is_err(),
         "bytes after the manifest"
     );
     crate::fuzz::run("snapshot", &[&real], |input| {
-        let _ = Shard::verify_snapshot(input);
+        let _ = Shard::verify_snapshot(&mut &input[..]);
     });
 }
 

@@ -100,10 +100,9 @@ impl Shard {
     /// manifest (its checksum, schema and segments), each segment's files present, nothing
     /// after the manifest. What a node checks before it lets Raft adopt a snapshot someone
     /// sent it: a snapshot that fails here would stop the replica if installed.
-    pub fn verify_snapshot(bytes: &[u8]) -> Result<SnapshotContents> {
-        let mut input = bytes;
+    pub fn verify_snapshot(input: &mut dyn Read) -> Result<SnapshotContents> {
         let mut reader = SnapshotReader {
-            input: &mut input,
+            input,
             dir: Path::new("snapshot"),
         };
         reader.header()?;
@@ -120,7 +119,13 @@ impl Shard {
             }
         };
         let mut more = [0u8; 1];
-        if reader.input.read(&mut more).unwrap_or(0) != 0 {
+        // The input's end is part of the snapshot: a stream cut short or gone wrong fails here.
+        if reader
+            .input
+            .read(&mut more)
+            .map_err(|e| reader.bad(&e.to_string()))?
+            != 0
+        {
             return Err(reader.bad("bytes after the manifest"));
         }
         for seg in &manifest.segments {

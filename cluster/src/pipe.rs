@@ -1,6 +1,8 @@
 //! A bounded byte pipe between two threads: one side writes a snapshot stream
 //! (`Shard::write_snapshot`, `SnapshotWriter`) while the other reads it (`split_snapshot`,
-//! `Shard::restore_snapshot`), so no side holds more than a few chunks of it.
+//! `Shard::restore_snapshot`, `Shard::install_snapshot`), so no side holds more than a few
+//! chunks of it. Backups and restores use it, and a replica installing a snapshot of another
+//! replica in the same process.
 //!
 //! The reader sees the end of the stream only after the writer's `flush`: a writer dropped
 //! without one (it failed halfway) leaves its last bytes unsent, and the reader a stream that
