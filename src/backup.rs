@@ -1,13 +1,16 @@
 //! `vecraft backup`, `vecraft restore` and `vecraft backups`: the backup statements from the
 //! command line. Each connects to a running node as any PostgreSQL client does, sends the
 //! statement (`BACKUP … TO`, `RESTORE … FROM`, `SHOW BACKUPS IN`), and prints what it
-//! answered, one line per step, with the time and rate. The node does the work and logs
-//! each shard's step.
+//! answered, with the time and rate. While a backup or restore runs, a second connection reads
+//! its progress from `vecraft_backup_progress`: a bar on a terminal (bytes, shards, rate,
+//! time left), a line per shard done otherwise (`backup_progress.rs`).
 
 use std::time::Instant;
 
 use clap::Args;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
+
+use crate::backup_progress as progress;
 
 /// Where the node is.
 #[derive(Debug, Args)]
@@ -78,7 +81,10 @@ pub async fn backup(args: BackupArgs) -> Result<(), String> {
     };
     let sql = format!("BACKUP {what} TO {}", literal(&args.url));
     println!("backup {what} to {}", args.url);
-    let rows = run(&args.connection, &sql).await?;
+    let watch = progress::watch(&args.connection.dsn, "backup", &args.url);
+    let rows = run(&args.connection, &sql).await;
+    watch.finish().await;
+    let rows = rows?;
     report(&rows, "bytes")
 }
 
@@ -101,7 +107,10 @@ pub async fn restore(args: RestoreArgs) -> Result<(), String> {
         sql.push_str(&format!(" WITH ({})", options.join(", ")));
     }
     println!("restore {} from {}", args.collection, args.url);
-    let rows = run(&args.connection, &sql).await?;
+    let watch = progress::watch(&args.connection.dsn, "restore", &args.url);
+    let rows = run(&args.connection, &sql).await;
+    watch.finish().await;
+    let rows = rows?;
     report(&rows, "bytes")
 }
 

@@ -3,6 +3,7 @@
 //! node of a cluster (`vecraft node`), or a local cluster of them (`vecraft local-cluster`).
 
 mod backup;
+mod backup_progress;
 mod cluster;
 mod config;
 mod limits;

@@ -56,6 +56,7 @@ pub(crate) fn opts() -> ShardOptions {
         background_seal: true,
         live_index: true,
         merge_min_segments: 4,
+        checkpoint_log_bytes: 0,
     }
 }
 
@@ -109,6 +110,45 @@ fn writes_survive_reopen_through_the_log_and_checkpoints_purge_it() {
     drop(c);
     let c = open(dir.path());
     assert_eq!(ids(&c), (0..1000).collect::<Vec<_>>());
+}
+
+/// With `checkpoint_log_bytes` set, a member checkpoints on its own once it applied that
+/// much: no CHECKPOINT runs, yet the log is purged up to a snapshot, and a reopen finds every
+/// row.
+#[test]
+fn a_log_past_its_limit_is_checkpointed_and_purged_on_its_own() {
+    use crate::local::LocalShard;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ShardOptions {
+        checkpoint_log_bytes: 64 << 10,
+        ..opts()
+    };
+    let member = LocalShard::open(dir.path(), Some(schema()), opts.clone()).unwrap();
+    let purged = || member.group().raft().metrics().borrow().purged;
+    // A one-row upsert is an entry of about 600 bytes (an Arrow IPC message).
+    for id in 0..10 {
+        member.write(&row(id)).unwrap();
+    }
+    assert_eq!(purged(), None, "10 rows are far from 64 KiB of log");
+    for id in 10..1000 {
+        member.write(&row(id)).unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while purged().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log was never purged"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10)); // pace the polls
+    }
+    let status = member.group_status();
+    assert!(
+        status.snapshot_index >= purged().map(|id| id.index),
+        "the purge follows a snapshot: {status:?}"
+    );
+    drop(member);
+    let member = LocalShard::open(dir.path(), Some(schema()), opts).unwrap();
+    assert_eq!(member.shard().count(), 1000);
 }
 
 /// The child: writes rows from 4 threads and prints `acked <id>` after each write returns.

@@ -236,6 +236,7 @@ fn main() {
         background_seal: false,
         live_index: false,
         merge_min_segments: 0,
+        checkpoint_log_bytes: 0,
     };
     let shard = Shard::open(dir.path(), Some(schema), opts).expect("shard");
     let t = Instant::now();

@@ -430,3 +430,54 @@ async fn scheduled_backups_run_on_their_own_and_keep_the_newest() {
     assert_eq!(restored[0][0], "restored");
     assert_eq!(count(&client, "restored").await, 300);
 }
+
+/// While a backup runs, `vecraft_backup_progress` shows it (here it waits on a retention
+/// sweep's mark, so it is caught running); once it answers, the view is empty again.
+#[tokio::test]
+async fn a_running_backup_shows_its_progress() {
+    let (data, store) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let node = single_node(data.path());
+    let client = connect(node.sql_port).await;
+    create_docs(&client, "docs").await;
+    load(&client, "docs", 0..100).await;
+    let progress = "SELECT operation, url, target, total_bytes, done_bytes, total_shards, \
+                    done_shards FROM vecraft_backup_progress";
+    assert!(rows(&client, progress).await.is_empty(), "nothing runs yet");
+
+    let sweeps = store.path().join("sweeps");
+    std::fs::create_dir_all(&sweeps).unwrap();
+    std::fs::write(sweeps.join("running"), b"").unwrap();
+    let url = format!("file://{}", store.path().display());
+    let backup = {
+        let (client, sql) = (
+            connect(node.sql_port).await,
+            format!("BACKUP COLLECTION docs TO '{url}'"),
+        );
+        tokio::spawn(async move { rows(&client, &sql).await })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let running = loop {
+        let running = rows(&client, progress).await;
+        if !running.is_empty() {
+            break running;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup never showed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await; // pace the polls
+    };
+    let expected = ["backup", &url, "docs", "", "0", "1", "0"].map(String::from);
+    assert_eq!(
+        running,
+        vec![expected.to_vec()],
+        "waiting, with nothing read yet"
+    );
+    std::fs::remove_file(sweeps.join("running")).unwrap();
+    let taken = backup.await.unwrap();
+    assert_eq!(taken[0][2], "100");
+    assert!(
+        rows(&client, progress).await.is_empty(),
+        "and gone once it answered"
+    );
+}

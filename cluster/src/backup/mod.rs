@@ -11,6 +11,7 @@
 //! backups and the blobs only they named (`retention.rs`).
 
 mod manifest;
+pub mod progress;
 mod restore;
 mod retention;
 pub mod store;

@@ -17,6 +17,7 @@ use vecraft_storage::{Error, Result};
 
 use super::Report;
 use super::manifest::{CollectionBackup, ShardBackup};
+use super::progress::Progress;
 use super::store::BackupStore;
 use super::take::mb;
 use crate::collection::{Collection, shard_dir};
@@ -45,8 +46,16 @@ pub fn restore_into(
     opts: ShardOptions,
     report: Report,
 ) -> Result<(Collection, RestoreInfo)> {
+    let total_bytes = Some(part.shards.iter().map(ShardBackup::size_bytes).sum());
+    let progress = Progress::start(
+        "restore",
+        store.url(),
+        &part.name,
+        part.shards.len(),
+        total_bytes,
+    );
     let staging = Collection::build_staged(dir, part.schema.clone(), shards, &opts)?;
-    let filled = fill(&staging, part, store, shards, &opts, report);
+    let filled = fill(&staging, part, store, shards, &opts, report, &progress);
     let info = match filled {
         Ok(info) => info,
         Err(e) => {
@@ -65,6 +74,7 @@ fn fill(
     shards: usize,
     opts: &ShardOptions,
     report: Report,
+    progress: &Progress,
 ) -> Result<RestoreInfo> {
     let rerouted = shards != part.shards.len();
     let mut info = RestoreInfo {
@@ -81,7 +91,8 @@ fn fill(
             .enumerate()
             .try_for_each(|(i, backed)| -> Result<()> {
                 let started = Instant::now();
-                let rows = route_shard(&collection, store, backed, staging, opts)?;
+                let rows = route_shard(&collection, store, backed, progress, staging, opts)?;
+                progress.shard_done();
                 info.rows += rows;
                 info.size_bytes += backed.size_bytes();
                 report(&format!(
@@ -100,9 +111,10 @@ fn fill(
             let started = Instant::now();
             let dir = shard_dir(staging, shards, i).join("shard");
             let shard = Shard::open(&dir, None, opts.clone())?;
-            let installed = install(&shard, store, backed);
+            let installed = install(&shard, store, backed, progress);
             shard.close();
             let installed = installed?;
+            progress.shard_done();
             info.rows += installed.rows;
             info.size_bytes += backed.size_bytes();
             report(&format!(
@@ -122,7 +134,12 @@ fn fill(
 /// Installs the backed-up shard `backed` in `shard` (a new one), streaming it from the store:
 /// every blob is checked against its hash as it passes, and a bad one fails the install
 /// before the shard takes anything.
-fn install(shard: &Shard, store: &BackupStore, backed: &ShardBackup) -> Result<SnapshotInfo> {
+fn install(
+    shard: &Shard,
+    store: &BackupStore,
+    backed: &ShardBackup,
+    progress: &Progress,
+) -> Result<SnapshotInfo> {
     let (mut writer, mut reader) = pipe(8);
     let (composed, installed) = std::thread::scope(|scope| {
         let composer = scope.spawn(move || -> Result<()> {
@@ -132,6 +149,7 @@ fn install(shard: &Shard, store: &BackupStore, backed: &ShardBackup) -> Result<S
                 stream.file(&file.name, file.size_bytes, &mut body)?;
                 // Before the next file: a bad blob ends the stream short of its manifest.
                 body.verify()?;
+                progress.add_bytes(file.size_bytes);
             }
             let mut manifest = Vec::new();
             let mut body =
@@ -165,6 +183,7 @@ fn route_shard(
     collection: &Collection,
     store: &BackupStore,
     backed: &ShardBackup,
+    progress: &Progress,
     staging: &Path,
     opts: &ShardOptions,
 ) -> Result<u64> {
@@ -174,7 +193,7 @@ fn route_shard(
         .map_err(|e| Error::io("create", staging, e))?;
     let schema = (*collection.schema()).clone();
     let shard = Shard::open(aside.path(), Some(schema), opts.clone())?;
-    let routed = install(&shard, store, backed).and_then(|_| {
+    let routed = install(&shard, store, backed, progress).and_then(|_| {
         let mut rows = 0;
         for batch in shard.scan(None, None)? {
             for at in (0..batch.num_rows()).step_by(ROUTED_BATCH_ROWS) {

@@ -13,6 +13,7 @@ use vecraft_storage::shard::split_snapshot;
 use vecraft_storage::{Error, Result};
 
 use super::manifest::{BackupManifest, BlobRef, CollectionBackup, ShardBackup};
+use super::progress::Progress;
 use super::store::{BackupStore, hex};
 use super::{Report, retention};
 use crate::collection::Collection;
@@ -35,6 +36,9 @@ pub fn backup(
         chrono::Utc::now().format("%Y%m%dT%H%M%S%3fZ"),
         rand::random::<u32>() & 0xff_ffff
     );
+    let names: Vec<&str> = collections.iter().map(|(name, _)| name.as_str()).collect();
+    let shards = collections.iter().map(|(_, c)| c.shards().len()).sum();
+    let progress = Progress::start("backup", store.url(), &names.join(", "), shards, None);
     retention::begin_backup(store, &id, report)?;
     let mut manifest = BackupManifest::new(id, now.as_millis() as u64);
     for (name, collection) in collections {
@@ -46,7 +50,8 @@ pub fn backup(
         };
         for (i, shard) in collection.shards().iter().enumerate() {
             let started = Instant::now();
-            let (shard_part, uploaded) = backup_shard(store, shard.as_ref(), scratch)?;
+            let (shard_part, uploaded) = backup_shard(store, shard.as_ref(), scratch, &progress)?;
+            progress.shard_done();
             report(&format!(
                 "backup {}: {name} shard {i}: {} rows, {} files, {:.1} MB ({:.1} MB new) in {:.1} s",
                 manifest.id,
@@ -84,6 +89,7 @@ fn backup_shard(
     store: &BackupStore,
     shard: &dyn ShardHandle,
     scratch: &Path,
+    progress: &Progress,
 ) -> Result<(ShardBackup, u64)> {
     std::fs::create_dir_all(scratch).map_err(|e| Error::io("create", scratch, e))?;
     let spool = tempfile::Builder::new()
@@ -97,6 +103,7 @@ fn backup_shard(
         let split = split_snapshot(&mut reader, &mut |name, size_bytes, body| {
             let path = spool.path().join(files.len().to_string());
             let sha256 = spool_file(body, &path)?;
+            progress.add_bytes(size_bytes);
             let blob = BlobRef {
                 name: name.to_string(),
                 sha256,

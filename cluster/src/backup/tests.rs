@@ -25,6 +25,7 @@ fn opts() -> ShardOptions {
         background_seal: false,
         live_index: true,
         merge_min_segments: 0,
+        checkpoint_log_bytes: 0,
     }
 }
 

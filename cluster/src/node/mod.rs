@@ -37,6 +37,8 @@ use crate::shard_handle::ShardHandle;
 const WATCH_INTERVAL: Duration = Duration::from_millis(200);
 /// How long `create_collection` waits for every new shard to elect a leader.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The meta group checkpoints after this many bytes of documents (a few hundred DDLs).
+const META_CHECKPOINT_LOG_BYTES: u64 = 4 << 20;
 
 /// What a node is and where it finds the others.
 #[derive(Clone, Debug)]
@@ -334,7 +336,11 @@ fn start_meta_member(
     let member = LocalShard::open_member(
         &options.data_dir.join(META_GROUP),
         Some(crate::meta::meta_schema()),
-        ShardOptions::default(),
+        ShardOptions {
+            // The meta group's entries are whole documents: checkpoint it sooner.
+            checkpoint_log_bytes: META_CHECKPOINT_LOG_BYTES,
+            ..ShardOptions::default()
+        },
         (META_GROUP.to_string(), options.id),
         peers.clone(),
         initial,

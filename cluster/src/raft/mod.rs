@@ -11,6 +11,7 @@
 //! outside it (a gateway task, a blocking thread, a test) without starving the tasks that
 //! complete it.
 
+mod auto_checkpoint;
 mod entry;
 mod log_store;
 mod network;
@@ -139,13 +140,16 @@ impl Group {
             && log.last_purged().is_none()
             && log.get_meta(log_store::VOTE_META)?.is_none();
         let (release, released) = mpsc::sync_channel(0);
+        let limit_bytes = shard.options().checkpoint_log_bytes;
         let state_machine =
             state_machine::StateMachine::open(Arc::clone(&log), shard, release.clone())
                 .map_err(|e| unavailable("open the shard's state machine", e))?;
+        let applied_bytes = state_machine.applied_bytes();
         let log_store = log_store::LogStore::new(log, release);
         let raft =
             run(async move { Raft::new(id, config(), network, log_store, state_machine).await })?
                 .map_err(|e| unavailable("start the shard's Raft group", e))?;
+        auto_checkpoint::watch(raft.clone(), applied_bytes, limit_bytes);
         let group = Group {
             raft,
             dir: dir.to_path_buf(),
@@ -358,7 +362,8 @@ fn config() -> Arc<Config> {
         max_payload_entries: 64,
         // The base deadline of a snapshot transfer; the network adds time for its size.
         install_snapshot_timeout: 10_000,
-        // A checkpoint is a snapshot, taken when Vecraft asks; the log it covers goes at once.
+        // A checkpoint is a snapshot, taken when Vecraft asks (CHECKPOINT, or a member's log
+        // past `checkpoint_log_bytes`: `auto_checkpoint.rs`); the log it covers goes at once.
         snapshot_policy: SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: 0,
         ..Default::default()

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -45,6 +46,9 @@ struct Inner {
     shard: Arc<Shard>,
     log: Arc<Log>,
     tracked: Mutex<Tracked>,
+    /// Bytes of commands applied since the last snapshot began (or the open): what the
+    /// group's automatic checkpoint watches (`raft::auto_checkpoint`).
+    applied_bytes: Arc<AtomicU64>,
     _release: SyncSender<()>,
 }
 
@@ -83,6 +87,7 @@ impl StateMachine {
             shard,
             log,
             tracked: Mutex::new(tracked),
+            applied_bytes: Arc::default(),
             _release: release,
         };
         Ok(StateMachine {
@@ -114,6 +119,10 @@ impl StateMachine {
                         return Ok(Err(Refusal::InvalidArgument(refusal)));
                     }
                 };
+                let size_bytes = bytes.len() as u64;
+                self.inner
+                    .applied_bytes
+                    .fetch_add(size_bytes, Ordering::Relaxed);
                 match shard.apply(id.index, &command) {
                     Ok(applied) => Ok(Ok(applied)),
                     Err(e) => Refusal::of(&e).map(Err).ok_or_else(|| apply_error(id, e)),
@@ -133,9 +142,16 @@ impl StateMachine {
         }
     }
 
+    /// The count of bytes applied since the last snapshot began.
+    pub fn applied_bytes(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.inner.applied_bytes)
+    }
+
     /// Seals and persists the shard and records the snapshot that describes it.
     fn checkpoint(&self) -> Result<SnapshotMeta<NodeId, BasicNode>, StorageError<NodeId>> {
         let Inner { shard, log, .. } = &*self.inner;
+        // What is applied from now on is for the next snapshot.
+        self.inner.applied_bytes.store(0, Ordering::Relaxed);
         let durable = shard.flush().map_err(snapshot_error)?;
         let mut tracked = self.inner.tracked.lock();
         let last_log_id = tracked.id_at(durable);
@@ -320,6 +336,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .is_none_or(|id| installed.applied_index >= id.index),
             "a snapshot's data is at least as new as its metadata"
         );
+        self.inner.applied_bytes.store(0, Ordering::Relaxed);
         let mut tracked = self.inner.tracked.lock();
         tracked.last_applied = meta.last_log_id;
         tracked.leaders = meta

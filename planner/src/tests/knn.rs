@@ -91,6 +91,7 @@ fn counted_session(dir: &std::path::Path) -> (SessionContext, Vec<f32>, Arc<Coun
         background_seal: false,
         live_index: true,
         merge_min_segments: 0,
+        checkpoint_log_bytes: 0,
     };
     let shard = Shard::open(dir, Some(schema), opts).unwrap();
     let data = gaussian_mixture(ROWS + 10, DIMS, 3);

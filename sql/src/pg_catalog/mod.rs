@@ -26,6 +26,7 @@ mod extensions;
 mod functions;
 mod indexes;
 mod information_schema;
+mod progress;
 mod regclass;
 mod rewrite;
 mod shards;

@@ -3,7 +3,8 @@
 //! nodes, the leader, and how far it has applied. `vecraft_replicas`: one row per replica the
 //! placement names, as that replica reports itself (a replica catching up, or on a node that
 //! does not answer, shows here). `vecraft_nodes`: the nodes that joined the cluster. Served
-//! beside the catalog tables (an unqualified `vecraft_shards` reads it).
+//! beside the catalog tables (an unqualified `vecraft_shards` reads it), as is
+//! `vecraft_backup_progress` (`progress.rs`).
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
+use super::progress::VECRAFT_BACKUP_PROGRESS;
 use crate::catalog::Catalog;
 
 pub const VECRAFT_SHARDS: &str = "vecraft_shards";
@@ -23,7 +25,12 @@ pub const VECRAFT_REPLICAS: &str = "vecraft_replicas";
 pub const VECRAFT_NODES: &str = "vecraft_nodes";
 
 /// The tables that change without DDL: read again at every execution, never kept in a plan.
-pub const LIVE_TABLES: &[&str] = &[VECRAFT_SHARDS, VECRAFT_REPLICAS, VECRAFT_NODES];
+pub const LIVE_TABLES: &[&str] = &[
+    VECRAFT_SHARDS,
+    VECRAFT_REPLICAS,
+    VECRAFT_NODES,
+    VECRAFT_BACKUP_PROGRESS,
+];
 
 /// A live table: its rows are asked for when a plan scans it, not when the statement is
 /// planned (a kept logical plan holds the provider, not the rows).
@@ -48,6 +55,7 @@ impl LiveTable {
         let schema = match *name {
             VECRAFT_SHARDS => shards_schema(),
             VECRAFT_REPLICAS => replicas_schema(),
+            VECRAFT_BACKUP_PROGRESS => super::progress::schema(),
             _ => nodes_schema(),
         };
         Some(LiveTable {
@@ -62,6 +70,7 @@ fn fill(name: &str, catalog: &Catalog) -> Result<RecordBatch> {
     match name {
         VECRAFT_SHARDS => vecraft_shards(catalog),
         VECRAFT_REPLICAS => vecraft_replicas(catalog),
+        VECRAFT_BACKUP_PROGRESS => super::progress::rows(),
         _ => vecraft_nodes(catalog),
     }
 }

@@ -54,6 +54,7 @@ const FILLED_TABLES: &[&str] = &[
     super::shards::VECRAFT_SHARDS,
     super::shards::VECRAFT_REPLICAS,
     super::shards::VECRAFT_NODES,
+    super::progress::VECRAFT_BACKUP_PROGRESS,
 ];
 
 /// Whether `name` is one of the `pg_catalog` tables served here.

@@ -69,6 +69,7 @@ fn rows_the_background_feeder_has_not_reached_are_found_and_then_indexed() {
         background_seal: true,
         live_index: true,
         merge_min_segments: 4,
+        checkpoint_log_bytes: 0,
     };
     let shard = Shard::open(dir.path(), Some(schema(8, Metric::Cosine)), options).unwrap();
     load(&shard, &data, 1000, 1);

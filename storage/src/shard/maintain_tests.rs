@@ -132,6 +132,7 @@ fn searches_run_while_writes_apply_and_background_sealing_swaps_segments() {
         background_seal: true,
         live_index: true,
         merge_min_segments: 4,
+        checkpoint_log_bytes: 0,
     };
     let shard = Arc::new(Shard::open(dir.path(), Some(schema(8, Metric::L2)), options).unwrap());
     let reader = {

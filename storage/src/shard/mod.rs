@@ -65,6 +65,11 @@ pub struct ShardOptions {
     /// one once there are this many; a segment with a fifth of its rows dead is rewritten
     /// alone (`maintain.rs`). 0 does neither.
     pub merge_min_segments: usize,
+    /// The shard's Raft group (`vecraft_cluster::raft`) takes a snapshot (the shard seals and
+    /// persists) and purges its log once entries of this many bytes were applied since the
+    /// last one, so the log stays bounded without anyone running CHECKPOINT. 0: only when
+    /// asked.
+    pub checkpoint_log_bytes: u64,
 }
 
 impl Default for ShardOptions {
@@ -74,6 +79,7 @@ impl Default for ShardOptions {
             background_seal: true,
             live_index: true,
             merge_min_segments: 4,
+            checkpoint_log_bytes: 128 << 20,
         }
     }
 }
@@ -219,6 +225,11 @@ impl Shard {
 
     pub fn schema(&self) -> Arc<CollectionSchema> {
         self.inner.state.read().schema.clone()
+    }
+
+    /// The options the shard was opened with.
+    pub fn options(&self) -> &ShardOptions {
+        &self.inner.opts
     }
 
     pub fn applied_index(&self) -> u64 {

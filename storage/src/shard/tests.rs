@@ -74,6 +74,7 @@ pub(super) fn opts(threshold: usize) -> ShardOptions {
         background_seal: false,
         live_index: true,
         merge_min_segments: 0,
+        checkpoint_log_bytes: 0,
     }
 }
 
