@@ -21,7 +21,7 @@ use vecraft_storage::filter::Filter;
 use vecraft_storage::log::{Log, LogOptions};
 use vecraft_storage::schema::CollectionSchema;
 use vecraft_storage::shard::{
-    Applied, SearchRequest, Shard, ShardOptions, ShardStats, SnapshotInfo,
+    Applied, SearchRequest, SegmentInfo, Shard, ShardOptions, ShardStats, SnapshotInfo,
 };
 
 use crate::batch::{Batcher, Propose};
@@ -257,6 +257,10 @@ impl ShardHandle for LocalShard {
 
     fn stats(&self) -> Option<ShardStats> {
         Some(self.shard.stats())
+    }
+
+    fn segments(&self) -> Option<Vec<SegmentInfo>> {
+        Some(self.shard.segments())
     }
 
     fn checkpoint(&self) -> Result<u64> {

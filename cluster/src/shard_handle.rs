@@ -13,7 +13,9 @@ use vecraft_storage::Result;
 use vecraft_storage::command::Command;
 use vecraft_storage::filter::Filter;
 use vecraft_storage::schema::CollectionSchema;
-use vecraft_storage::shard::{Applied, PendingTxn, SearchRequest, ShardStats, SnapshotInfo};
+use vecraft_storage::shard::{
+    Applied, PendingTxn, SearchRequest, SegmentInfo, ShardStats, SnapshotInfo,
+};
 
 use crate::raft::{GroupStatus, NodeId};
 use crate::read::Consistency;
@@ -72,6 +74,11 @@ pub trait ShardHandle: Debug + Send + Sync {
 
     /// The local replica's engine statistics (metrics); `None` for a shard elsewhere.
     fn stats(&self) -> Option<ShardStats>;
+
+    /// The local replica's segments (`vecraft_segments`); `None` for a shard elsewhere.
+    fn segments(&self) -> Option<Vec<SegmentInfo>> {
+        None
+    }
 
     /// Seals and persists the shard's replicas and purges the logs they cover; returns the
     /// index up to which the log was purged (where the leader is, for a remote shard).

@@ -5,6 +5,7 @@ mod backup;
 mod bench;
 mod clients;
 mod cluster;
+mod compactor;
 mod crash;
 mod limits;
 mod node;

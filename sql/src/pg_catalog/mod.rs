@@ -29,6 +29,7 @@ mod information_schema;
 mod progress;
 mod regclass;
 mod rewrite;
+mod segments;
 mod shards;
 mod sizes;
 mod tables;

@@ -4,7 +4,7 @@
 //! placement names, as that replica reports itself (a replica catching up, or on a node that
 //! does not answer, shows here). `vecraft_nodes`: the nodes that joined the cluster. Served
 //! beside the catalog tables (an unqualified `vecraft_shards` reads it), as is
-//! `vecraft_backup_progress` (`progress.rs`).
+//! `vecraft_backup_progress` (`progress.rs`) and `vecraft_segments` (`segments.rs`).
 
 use std::sync::Arc;
 
@@ -18,6 +18,7 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
 use super::progress::VECRAFT_BACKUP_PROGRESS;
+use super::segments::VECRAFT_SEGMENTS;
 use crate::catalog::Catalog;
 
 pub const VECRAFT_SHARDS: &str = "vecraft_shards";
@@ -30,6 +31,7 @@ pub const LIVE_TABLES: &[&str] = &[
     VECRAFT_REPLICAS,
     VECRAFT_NODES,
     VECRAFT_BACKUP_PROGRESS,
+    VECRAFT_SEGMENTS,
 ];
 
 /// A live table: its rows are asked for when a plan scans it, not when the statement is
@@ -56,6 +58,7 @@ impl LiveTable {
             VECRAFT_SHARDS => shards_schema(),
             VECRAFT_REPLICAS => replicas_schema(),
             VECRAFT_BACKUP_PROGRESS => super::progress::schema(),
+            VECRAFT_SEGMENTS => super::segments::schema(),
             _ => nodes_schema(),
         };
         Some(LiveTable {
@@ -71,6 +74,7 @@ fn fill(name: &str, catalog: &Catalog) -> Result<RecordBatch> {
         VECRAFT_SHARDS => vecraft_shards(catalog),
         VECRAFT_REPLICAS => vecraft_replicas(catalog),
         VECRAFT_BACKUP_PROGRESS => super::progress::rows(),
+        VECRAFT_SEGMENTS => super::segments::rows(catalog),
         _ => vecraft_nodes(catalog),
     }
 }

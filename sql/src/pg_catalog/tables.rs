@@ -55,6 +55,7 @@ const FILLED_TABLES: &[&str] = &[
     super::shards::VECRAFT_REPLICAS,
     super::shards::VECRAFT_NODES,
     super::progress::VECRAFT_BACKUP_PROGRESS,
+    super::segments::VECRAFT_SEGMENTS,
 ];
 
 /// Whether `name` is one of the `pg_catalog` tables served here.

@@ -27,6 +27,7 @@ mod manifest;
 mod read;
 #[cfg(test)]
 mod scan_tests;
+mod segments;
 mod snapshot;
 mod state;
 #[cfg(test)]
@@ -41,6 +42,7 @@ use arrow::array::RecordBatch;
 use parking_lot::{Mutex, RwLock};
 
 pub use read::{DISTANCE_COLUMN, SearchRequest, VERSION_COLUMN};
+pub use segments::SegmentInfo;
 pub use snapshot::{SnapshotContents, SnapshotInfo, SnapshotWriter, split_snapshot};
 pub use txns::{PendingTxn, parse_txn_hex, txn_hex};
 
