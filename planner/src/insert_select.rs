@@ -10,12 +10,13 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::common::{Column, DFSchema, ScalarValue, TableReference};
 use datafusion::datasource::provider_as_source;
 use datafusion::error::Result;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{
-    DmlStatement, Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, WriteOp,
+    Cast, DmlStatement, Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, WriteOp,
 };
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
@@ -121,8 +122,7 @@ fn row_exprs(
     let mut exprs = Vec::with_capacity(table.fields().len());
     for (index, field) in table.fields().iter().enumerate() {
         let expr = match columns.iter().position(|&c| c == index) {
-            Some(v) => Expr::Column(Column::from(source.schema().qualified_field(v)))
-                .cast_to(field.data_type(), source.schema())?,
+            Some(v) => assign(source, v, field)?,
             None => provider
                 .get_column_default(field.name())
                 .cloned()
@@ -132,4 +132,65 @@ fn row_exprs(
         exprs.push(expr.alias(field.name()));
     }
     Ok(exprs)
+}
+
+/// The source's column `v` in `field`'s type, as PostgreSQL assigns it: a string literal
+/// (unknown-typed there) takes the column's type through its input function — `'[1,2,3]'`
+/// into a vector column becomes a cast that the casts analyzer turns into `vector_in` — while
+/// other text going to a vector is refused as PostgreSQL refuses it (42804).
+fn assign(source: &LogicalPlan, v: usize, field: &Field) -> Result<Expr> {
+    let column = Expr::Column(Column::from(source.schema().qualified_field(v)));
+    let from = column.get_type(source.schema())?;
+    let to = field.data_type();
+    let text = matches!(
+        from,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    );
+    let vector = match to {
+        DataType::FixedSizeList(item, _) | DataType::List(item) => match item.data_type() {
+            DataType::Float32 => Some("vector"),
+            DataType::Float16 => Some("halfvec"),
+            _ => None,
+        },
+        _ => None,
+    };
+    match (text, vector) {
+        (true, Some(_)) if string_literal_at(source, v) => {
+            Ok(Expr::Cast(Cast::new(Box::new(column), to.clone())))
+        }
+        (true, Some(name)) => {
+            let message = format!(
+                "column \"{}\" is of type {name} but expression is of type text",
+                field.name()
+            );
+            Err(VectorError::new("42804", message).into())
+        }
+        _ => column.cast_to(to, source.schema()),
+    }
+}
+
+/// Whether the source's column `v` is a string literal, followed through projections that
+/// pass it on, sorts and limits.
+fn string_literal_at(source: &LogicalPlan, v: usize) -> bool {
+    match source {
+        LogicalPlan::Projection(projection) => {
+            match projection.expr.get(v).map(|e| e.clone().unalias()) {
+                Some(Expr::Literal(
+                    ScalarValue::Utf8(Some(_))
+                    | ScalarValue::LargeUtf8(Some(_))
+                    | ScalarValue::Utf8View(Some(_)),
+                    _,
+                )) => true,
+                Some(Expr::Column(column)) => projection
+                    .input
+                    .schema()
+                    .index_of_column(&column)
+                    .is_ok_and(|i| string_literal_at(&projection.input, i)),
+                _ => false,
+            }
+        }
+        LogicalPlan::Sort(sort) => string_literal_at(&sort.input, v),
+        LogicalPlan::Limit(limit) => string_literal_at(&limit.input, v),
+        _ => false,
+    }
 }
