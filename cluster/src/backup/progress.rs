@@ -19,8 +19,8 @@ struct Counters {
     url: String,
     target: String,
     started: Instant,
-    /// 0 while not known (a backup learns its size as it reads its shards).
-    total_bytes: AtomicU64,
+    /// Known for a restore (its manifest says); a backup's is not known until it is done.
+    total_bytes: Option<u64>,
     done_bytes: AtomicU64,
     total_shards: u64,
     done_shards: AtomicU64,
@@ -55,7 +55,7 @@ impl Progress {
             url: url.to_string(),
             target: target.to_string(),
             started: Instant::now(),
-            total_bytes: AtomicU64::new(total_bytes.unwrap_or(0)),
+            total_bytes,
             done_bytes: AtomicU64::new(0),
             total_shards: total_shards as u64,
             done_shards: AtomicU64::new(0),
@@ -84,13 +84,12 @@ impl Progress {
 
 impl Counters {
     fn row(&self) -> ProgressRow {
-        let total = self.total_bytes.load(Ordering::Relaxed);
         ProgressRow {
             operation: self.operation,
             url: self.url.clone(),
             target: self.target.clone(),
             elapsed: self.started.elapsed(),
-            total_bytes: (total > 0).then_some(total),
+            total_bytes: self.total_bytes,
             done_bytes: self.done_bytes.load(Ordering::Relaxed),
             total_shards: self.total_shards,
             done_shards: self.done_shards.load(Ordering::Relaxed),

@@ -25,7 +25,7 @@ use vecraft_storage::Result;
 
 use super::Report;
 use super::manifest::BackupManifest;
-use super::store::BackupStore;
+use super::store::{BackupStore, manifests_in};
 
 /// A backup started this long ago without a manifest is taken to be dead.
 pub const IN_FLIGHT_MAX: Duration = Duration::from_secs(24 * 3600);
@@ -85,12 +85,11 @@ fn sweep_marked(
     report: Report,
 ) -> Result<Option<(usize, u64)>> {
     let now = chrono::Utc::now();
+    // One listing serves both questions: a manifest written after it would be a backup's that
+    // was in flight here (and the sweep stands down) or began after the mark (and waits).
     let objects = store.list(&["backups"])?;
-    let complete: HashSet<&str> = objects
-        .iter()
-        .filter(|o| o.below.last().is_some_and(|n| n.starts_with("manifest-")))
-        .map(|o| o.below[0].as_str())
-        .collect();
+    let manifests = manifests_in(&objects);
+    let complete: HashSet<&str> = manifests.iter().map(|m| m.id.as_str()).collect();
     for mark in objects
         .iter()
         .filter(|o| o.below.len() == 2 && o.below[1] == STARTED)
@@ -109,8 +108,8 @@ fn sweep_marked(
         store.delete(&mark.location)?;
     }
     let mut named = HashSet::new();
-    for manifest in store.manifests()? {
-        let decoded = BackupManifest::decode(&store.read_manifest(&manifest)?, &manifest.id)?;
+    for manifest in &manifests {
+        let decoded = BackupManifest::decode(&store.read_manifest(manifest)?, &manifest.id)?;
         named.extend(decoded.blobs().map(|blob| blob.sha256.clone()));
     }
     let (mut blobs, mut bytes) = (0, 0);

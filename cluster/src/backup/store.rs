@@ -43,6 +43,30 @@ pub struct BackupStore {
     handle: Handle,
 }
 
+/// The manifests among `objects` (listed under `backups/`), oldest first (ids sort by time).
+pub(super) fn manifests_in(objects: &[Listed]) -> Vec<ManifestObject> {
+    let mut found: Vec<ManifestObject> = objects
+        .iter()
+        .filter_map(|object| {
+            let [id, name] = object.below.as_slice() else {
+                return None;
+            };
+            Some(ManifestObject {
+                id: id.clone(),
+                location: object.location.clone(),
+                sha256: manifest_sha(name)?.to_string(),
+            })
+        })
+        .collect();
+    found.sort_by(|a, b| a.id.cmp(&b.id));
+    found
+}
+
+/// The checksum a manifest's object name carries (`manifest-<sha256>.json`), if it is one.
+fn manifest_sha(name: &str) -> Option<&str> {
+    name.strip_prefix("manifest-")?.strip_suffix(".json")
+}
+
 /// An object found by [`BackupStore::list`].
 pub(super) struct Listed {
     /// Its path below the listed folder, part by part.
@@ -219,43 +243,19 @@ impl BackupStore {
 
     /// Stores a backup's manifest, last: the backup exists from now on.
     pub fn put_manifest(&self, id: &str, body: &[u8]) -> Result<()> {
-        let location = self.path(&[
-            "backups",
-            id,
-            &format!("manifest-{}.json", sha256_hex(body)),
-        ]);
-        let put = self.store.put(&location, PutPayload::from(body.to_vec()));
-        self.handle
-            .block_on(put)
-            .map_err(|e| store_error("upload", &location.to_string(), e))?;
-        Ok(())
+        let name = format!("manifest-{}.json", sha256_hex(body));
+        self.put_small(&["backups", id, &name], body)
     }
 
     /// Every backup in the store (by its manifest), oldest first (ids sort by time).
     pub fn manifests(&self) -> Result<Vec<ManifestObject>> {
-        let mut found: Vec<ManifestObject> = self
-            .list(&["backups"])?
-            .into_iter()
-            .filter_map(|object| {
-                let [id, name] = object.below.as_slice() else {
-                    return None;
-                };
-                let sha256 = name.strip_prefix("manifest-")?.strip_suffix(".json")?;
-                Some(ManifestObject {
-                    id: id.clone(),
-                    location: object.location,
-                    sha256: sha256.to_string(),
-                })
-            })
-            .collect();
-        found.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(found)
+        Ok(manifests_in(&self.list(&["backups"])?))
     }
 
     /// Deletes every object of backup `id` (its manifest first: it stops being listed).
     pub(super) fn delete_backup(&self, id: &str) -> Result<()> {
         let mut objects = self.list(&["backups", id])?;
-        objects.sort_by_key(|o| !o.below.last().is_some_and(|n| n.starts_with("manifest-")));
+        objects.sort_by_key(|o| o.below.last().and_then(|n| manifest_sha(n)).is_none());
         objects.iter().try_for_each(|o| self.delete(&o.location))
     }
 
