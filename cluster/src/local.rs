@@ -61,11 +61,9 @@ impl LocalShard {
     /// everywhere (one member passes them). Returns at once: the replica catches up with its
     /// group in the background.
     ///
-    /// A member never merges segments in the background, whatever `opts` say: a row's
-    /// version is where it lives (its segment and row), and every replica checks a committing
-    /// transaction's versions when it applies the commit, so replicas that merged at
-    /// different moments would decide differently. (Merges come back to clusters once
-    /// versions are the same on every replica.)
+    /// Members seal, merge and checkpoint each on its own schedule: what every replica checks
+    /// when it applies a commit (a row's version, the index that wrote it) does not depend on
+    /// where the row lives.
     pub fn open_member(
         dir: &Path,
         schema: Option<CollectionSchema>,
@@ -75,10 +73,6 @@ impl LocalShard {
         initial: Option<BTreeMap<NodeId, BasicNode>>,
     ) -> Result<Self> {
         let (group_id, id) = member;
-        let opts = ShardOptions {
-            merge_min_segments: 0,
-            ..opts
-        };
         let (log, shard) = LocalShard::open_parts(dir, schema, opts)?;
         // Snapshots a crash interrupted (the log's lock is held: no transfer is running).
         Spool::clear(dir).map_err(|e| vecraft_storage::Error::io("clear spools in", dir, e))?;

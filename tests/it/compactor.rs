@@ -1,6 +1,7 @@
 //! The compactor as a user sees it through `vecraft_segments`: small sealed segments merge and
 //! a segment half deleted is rewritten without its dead rows, with no statement asking, while
-//! searches answer as before.
+//! searches answer as before; a transaction block that updated a row the compactor moved
+//! still commits.
 
 use std::time::{Duration, Instant};
 
@@ -44,24 +45,53 @@ async fn nearest(client: &Client) -> Vec<Vec<i64>> {
     all
 }
 
+const CREATE: &str = "CREATE COLLECTION docs (id bigint PRIMARY KEY, embedding vector(4))";
+
+/// Inserts ids `part * 1000 ..` (1000 rows) and seals them into a small segment of their own.
+async fn insert_sealed_part(client: &Client, part: i64) {
+    let from = part * 1000;
+    let sql = format!(
+        "INSERT INTO docs SELECT i, array[sin(i), cos(i), sin(i * 0.5), cos(i * 0.3)]::vector \
+         FROM generate_series({from}, {}) AS s(i); CHECKPOINT",
+        from + 999
+    );
+    client.batch_execute(&sql).await.unwrap();
+}
+
+/// A block that updated a row commits after the compactor moved the row into a merged
+/// segment: a merge keeps each row's version (the write that made it).
+#[tokio::test]
+async fn a_block_commits_after_the_compactor_moved_the_row_it_updated() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = single_node(dir.path());
+    let client = connect(node.sql_port).await;
+    let block = connect(node.sql_port).await;
+    client.batch_execute(CREATE).await.unwrap();
+    insert_sealed_part(&client, 0).await;
+    block
+        .batch_execute("BEGIN; UPDATE docs SET embedding = '[9,9,9,9]' WHERE id = 5")
+        .await
+        .unwrap();
+    for part in 1..4 {
+        insert_sealed_part(&client, part).await;
+    }
+    sealed_until(&client, "the four small segments merged", (1, 4000, 0)).await;
+    block.batch_execute("COMMIT").await.unwrap();
+    let row = client
+        .query_one("SELECT embedding::text FROM docs WHERE id = 5", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "[9,9,9,9]");
+}
+
 #[tokio::test]
 async fn small_segments_merge_and_deleted_rows_are_compacted_away_on_their_own() {
     let dir = tempfile::tempdir().unwrap();
     let node = single_node(dir.path());
     let client = connect(node.sql_port).await;
-    client
-        .batch_execute("CREATE COLLECTION docs (id bigint PRIMARY KEY, embedding vector(4))")
-        .await
-        .unwrap();
-    // Four small segments: each CHECKPOINT seals what was written since the last one.
+    client.batch_execute(CREATE).await.unwrap();
     for part in 0..4 {
-        let from = part * 1000;
-        let sql = format!(
-            "INSERT INTO docs SELECT i, array[sin(i), cos(i), sin(i * 0.5), cos(i * 0.3)]::vector \
-             FROM generate_series({from}, {}) AS s(i); CHECKPOINT",
-            from + 999
-        );
-        client.batch_execute(&sql).await.unwrap();
+        insert_sealed_part(&client, part).await;
     }
     sealed_until(
         &client,

@@ -101,13 +101,7 @@ async fn open(
         LocalShard::open_member(
             &dir,
             Some(schema),
-            ShardOptions {
-                // A snapshot seals the growing segment, and where a row lives is its version,
-                // which every replica checks when a transaction commits: replicas must seal
-                // at the same entries, so no replica checkpoints on its own (as none merges).
-                checkpoint_log_bytes: 0,
-                ..ShardOptions::default()
-            },
+            ShardOptions::default(),
             (group, me),
             peers,
             initial,

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use openraft::BasicNode;
+use vecraft_storage::command::Command;
+use vecraft_storage::key::Key;
 use vecraft_storage::shard::{Applied, SearchRequest, Shard};
+use vecraft_storage::txn::TxnWrite;
 
 use super::{
     ClusterSecret, Failure, GroupId, Peers, RaftService, ReadKind, ReadTicket, WRITE, serve,
@@ -109,8 +112,15 @@ fn write_rows(node: &Node, ids: std::ops::Range<i64>) {
     }
 }
 
-#[test]
-fn a_group_replicates_fails_over_and_catches_up_by_snapshot() {
+/// Three nodes serving Flight on loopback, each with its member of the group.
+struct Group3 {
+    dirs: Vec<tempfile::TempDir>,
+    services: Vec<RaftService>,
+    addrs: Vec<String>,
+    nodes: Vec<Node>,
+}
+
+fn start_group() -> Group3 {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let services: Vec<RaftService> = (0..3).map(|_| RaftService::default()).collect();
     let addrs: Vec<String> = services
@@ -140,6 +150,22 @@ fn a_group_replicates_fails_over_and_catches_up_by_snapshot() {
             )
         })
         .collect();
+    Group3 {
+        dirs,
+        services,
+        addrs,
+        nodes,
+    }
+}
+
+#[test]
+fn a_group_replicates_fails_over_and_catches_up_by_snapshot() {
+    let Group3 {
+        dirs,
+        services,
+        addrs,
+        mut nodes,
+    } = start_group();
 
     // Writes through the leader reach every member.
     let first = leader(&nodes);
@@ -210,6 +236,89 @@ fn a_group_replicates_fails_over_and_catches_up_by_snapshot() {
     wait_for("211 rows everywhere", || {
         nodes.iter().all(|n| n.shard().count() == 211)
     });
+}
+
+/// Replicas that sealed and merged at different entries judge a transaction's commit alike:
+/// a row's version is the index that wrote it, not where the replica keeps it.
+#[test]
+fn replicas_that_sealed_at_different_entries_decide_commits_alike() {
+    let group = start_group();
+    let nodes = &group.nodes;
+    let first = leader(nodes);
+    write_rows(&nodes[first], 0..20);
+    wait_for("20 rows on every member", || {
+        nodes.iter().all(|n| n.shard().count() == 20)
+    });
+    let follower = &nodes[(first + 1) % 3];
+    follower.group().checkpoint().unwrap(); // seals rows 0..20 there alone
+    write_rows(&nodes[first], 20..40);
+    wait_for("40 rows on every member", || {
+        nodes.iter().all(|n| n.shard().count() == 40)
+    });
+    follower.group().checkpoint().unwrap();
+    let segments = follower.shard().segments();
+    let sealed: Vec<u64> = segments
+        .iter()
+        .filter(|s| s.state == "sealed")
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(sealed.len(), 2, "{segments:?}");
+    follower.shard().compact(&sealed).unwrap();
+
+    // A transaction updates row 5 as it read it on the leader, then one with a stale version.
+    let version = |shard: &Shard| versions(shard)[5].1;
+    let read = version(nodes[first].shard());
+    let update = |version: u64| {
+        let Command::Upsert(batch) = row(5) else {
+            unreachable!("row makes an upsert")
+        };
+        Command::Atomic(TxnWrite {
+            upserts: Some(batch),
+            read_versions: vec![(Key::Int(5), version)],
+            ..TxnWrite::default()
+        })
+        .encode()
+        .unwrap()
+    };
+    nodes[first].group().write(update(read)).unwrap();
+    let stale = nodes[first].group().write(update(read));
+    assert!(stale.is_err(), "a commit on a changed row is refused");
+    write_rows(&nodes[first], 40..41);
+    wait_for("every member applied the last write", || {
+        nodes.iter().all(|n| n.shard().count() == 41)
+    });
+    let want = versions(nodes[first].shard());
+    assert_ne!(want[5].1, read, "the update gave row 5 a new version");
+    for node in nodes {
+        assert_eq!(versions(node.shard()), want, "node {}", node.id);
+    }
+}
+
+/// Every row's (id, version), by id.
+fn versions(shard: &Shard) -> Vec<(i64, u64)> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Int64Type, UInt64Type};
+
+    let projection = [
+        "id".to_string(),
+        vecraft_storage::shard::VERSION_COLUMN.to_string(),
+    ];
+    let mut out = Vec::new();
+    for batch in shard.scan(Some(&projection), None).unwrap() {
+        let ids = batch
+            .column(0)
+            .as_primitive::<Int64Type>()
+            .values()
+            .to_vec();
+        let versions = batch
+            .column(1)
+            .as_primitive::<UInt64Type>()
+            .values()
+            .to_vec();
+        out.extend(ids.into_iter().zip(versions));
+    }
+    out.sort_unstable();
+    out
 }
 
 /// Waits for a call on the groups' runtime (where the pooled channels live).

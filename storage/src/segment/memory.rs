@@ -35,6 +35,7 @@ pub struct MemSegment {
     rows: u32,
     vectors: Vec<MemVectors>,
     keys: Vec<Key>,
+    versions: Vec<u64>,
 }
 
 impl MemSegment {
@@ -51,6 +52,7 @@ impl MemSegment {
                 })
                 .collect(),
             keys: Vec::new(),
+            versions: Vec::new(),
         }
     }
 
@@ -109,10 +111,19 @@ impl MemSegment {
         live.map(|l| l.covered()).min().unwrap_or(0)
     }
 
-    /// Appends validated rows; returns the first new row number.
-    pub fn append(&mut self, rows: NormalizedRows) -> u32 {
+    /// Appends validated rows written by the command at log `index`; returns the first new
+    /// row number.
+    pub fn append(&mut self, rows: NormalizedRows, index: u64) -> u32 {
+        let n = rows.keys.len();
+        self.append_versioned(rows, &vec![index; n])
+    }
+
+    /// Appends validated rows keeping the `versions` they had (a merge moving them);
+    /// returns the first new row number.
+    pub fn append_versioned(&mut self, rows: NormalizedRows, versions: &[u64]) -> u32 {
         let first = self.rows;
         let n = rows.keys.len() as u32;
+        assert_eq!(versions.len(), n as usize, "a version per row");
         assert_eq!(
             rows.payload.num_rows() as u32,
             n,
@@ -134,6 +145,7 @@ impl MemSegment {
             self.merge_small_batches();
         }
         self.keys.extend(rows.keys);
+        self.versions.extend_from_slice(versions);
         self.rows += n;
         first
     }
@@ -199,6 +211,10 @@ impl Segment for MemSegment {
 
     fn null_vectors(&self, i: usize) -> &RoaringBitmap {
         &self.vectors[i].nulls
+    }
+
+    fn versions(&self) -> &[u64] {
+        &self.versions
     }
 
     fn index(&self, i: usize) -> Option<(Metric, &dyn VectorIndex)> {

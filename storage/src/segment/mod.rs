@@ -18,8 +18,10 @@
 //!   rows, `exact` requests.
 //!
 //! Rows are numbered from 0 within a segment and never move; deletes are tombstones kept by
-//! the shard, not by the segment. Search and scan read any segment through the `Segment`
-//! trait.
+//! the shard, not by the segment. Each row keeps the log index of the command that wrote it
+//! (its version, `Segment::versions`): the same on every replica of a shard whatever they
+//! sealed or merged when, so a transaction's commit check decides alike everywhere. Search and
+//! scan read any segment through the `Segment` trait.
 
 pub mod memory;
 pub mod rows;
@@ -41,6 +43,10 @@ pub trait Segment: Send + Sync {
     fn vectors(&self, i: usize) -> VectorsRef<'_>;
     /// Rows whose `i`-th vector is NULL.
     fn null_vectors(&self, i: usize) -> &RoaringBitmap;
+    /// Each row's version: the log index of the command that wrote it, or 0 for a row
+    /// restored from a backup (the log it was written in is gone) or sealed by a build that
+    /// kept no versions.
+    fn versions(&self) -> &[u64];
     /// The `i`-th vector column's index and the metric it was built for, if it has one.
     fn index(&self, i: usize) -> Option<(Metric, &dyn VectorIndex)>;
 }

@@ -5,6 +5,7 @@
 //! seg-<id>/meta.json      row count, rows with NULL vectors per vector column
 //! seg-<id>/payload.arrow  every non-vector column, Arrow IPC file
 //! seg-<id>/vec-<i>.bin    i-th vector column: vectors, norms, HNSW graph (index/file.rs)
+//! seg-<id>/versions.bin   each row's version (`Segment::versions`), u64 little-endian
 //! ```
 //! A segment is written under `seg-<id>.tmp` and renamed into place, so a crash never leaves a
 //! half-written `seg-<id>`. Tombstones are not part of it: the shard keeps them beside it
@@ -38,10 +39,16 @@ use crate::segment::Segment;
 /// Segments smaller than this are searched by brute force; a graph would not pay for itself.
 pub const MIN_ROWS_FOR_GRAPH: usize = 256;
 
+pub const VERSIONS_FILE: &str = "versions.bin";
+
 #[derive(Serialize, Deserialize)]
 struct Meta {
     rows: u32,
     null_vectors: Vec<Vec<u32>>,
+    /// Whether `versions.bin` holds the rows' versions; without it every row's version is 0
+    /// (segments sealed before versions were kept, and restored ones: `forget_versions`).
+    #[serde(default)]
+    versions: bool,
 }
 
 pub struct SealedSegment {
@@ -50,6 +57,7 @@ pub struct SealedSegment {
     payload: Vec<RecordBatch>,
     columns: Vec<ColumnFile>,
     nulls: Vec<RoaringBitmap>,
+    versions: Vec<u64>,
 }
 
 impl SealedSegment {
@@ -78,13 +86,13 @@ impl SealedSegment {
             file::write(&tmp.join(format!("vec-{i}.bin")), &column)?;
             null_vectors.push(nulls.iter().collect());
         }
+        write_versions(&tmp.join(VERSIONS_FILE), source.versions())?;
         let meta = Meta {
             rows: source.num_rows(),
             null_vectors,
+            versions: true,
         };
-        let meta_path = tmp.join("meta.json");
-        let bytes = serde_json::to_vec(&meta).expect("meta serialises");
-        crate::fsutil::write_atomic(&meta_path, &bytes)?;
+        write_meta(&tmp, &meta)?;
         sync_dir(&tmp)?;
         if dir.exists() {
             fs::remove_dir_all(dir).ctx("remove stale", dir)?;
@@ -94,11 +102,23 @@ impl SealedSegment {
         SealedSegment::open(dir, schema)
     }
 
+    /// Turns the versions of the segment at `dir` into 0s: for segments restored into a new
+    /// log, where the indices they name mean nothing (and a later write could reuse one).
+    pub fn forget_versions(dir: &Path) -> Result<()> {
+        let mut meta = read_meta(dir)?;
+        if !meta.versions {
+            return Ok(());
+        }
+        meta.versions = false;
+        write_meta(dir, &meta)?;
+        let path = dir.join(VERSIONS_FILE);
+        fs::remove_file(&path).ctx("remove", &path)
+    }
+
     /// Opens and verifies the segment at `dir`.
     pub fn open(dir: &Path, schema: &CollectionSchema) -> Result<SealedSegment> {
         let meta_path = dir.join("meta.json");
-        let meta: Meta = serde_json::from_slice(&fs::read(&meta_path).ctx("read", &meta_path)?)
-            .map_err(|e| Error::corrupt(&meta_path, e.to_string()))?;
+        let meta = read_meta(dir)?;
         let payload = read_payload(&dir.join("payload.arrow"))?;
         let want = schema.payload_schema();
         let same = |b: &RecordBatch| {
@@ -148,7 +168,12 @@ impl SealedSegment {
             }
             columns.push(with_codes(column));
         }
+        let versions = match meta.versions {
+            true => read_versions(&dir.join(VERSIONS_FILE), meta.rows)?,
+            false => vec![0; meta.rows as usize],
+        };
         Ok(SealedSegment {
+            versions,
             dir: dir.to_path_buf(),
             rows: meta.rows,
             payload,
@@ -197,6 +222,10 @@ impl Segment for SealedSegment {
         &self.nulls[i]
     }
 
+    fn versions(&self) -> &[u64] {
+        &self.versions
+    }
+
     fn index(&self, i: usize) -> Option<(Metric, &dyn VectorIndex)> {
         self.columns[i]
             .graph
@@ -237,6 +266,33 @@ fn build_column(
         None
     };
     Ok(ColumnFile { vectors, graph })
+}
+
+fn read_meta(dir: &Path) -> Result<Meta> {
+    let path = dir.join("meta.json");
+    serde_json::from_slice(&fs::read(&path).ctx("read", &path)?)
+        .map_err(|e| Error::corrupt(&path, e.to_string()))
+}
+
+fn write_meta(dir: &Path, meta: &Meta) -> Result<()> {
+    let bytes = serde_json::to_vec(meta).expect("meta serialises");
+    crate::fsutil::write_atomic(&dir.join("meta.json"), &bytes)
+}
+
+fn write_versions(path: &Path, versions: &[u64]) -> Result<()> {
+    let bytes: Vec<u8> = versions.iter().flat_map(|v| v.to_le_bytes()).collect();
+    crate::fsutil::write_atomic(path, &bytes)
+}
+
+fn read_versions(path: &Path, rows: u32) -> Result<Vec<u64>> {
+    let bytes = fs::read(path).ctx("read", path)?;
+    if bytes.len() != rows as usize * 8 {
+        return Err(Error::corrupt(path, "row count disagrees with meta.json"));
+    }
+    let words = bytes.chunks_exact(8);
+    Ok(words
+        .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
+        .collect())
 }
 
 fn write_payload(path: &Path, schema: &CollectionSchema, source: &dyn Segment) -> Result<()> {

@@ -9,7 +9,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::read::row_version;
 use super::txns::{TxnEntry, locked_keys, txn_hex};
 use super::{Applied, Shard, only_new_rows};
 use crate::error::{Error, Result};
@@ -35,7 +34,7 @@ impl State {
             )));
         }
         let changed = write.read_versions.iter().find(|(key, version)| {
-            self.keymap.get(key).map(|at| row_version(*at)) != Some(*version)
+            self.keymap.get(key).map(|&at| self.version_at(at)) != Some(*version)
         });
         match changed {
             Some((key, _)) => Err(Error::Conflict(format!(
@@ -70,7 +69,7 @@ impl State {
                 .map(|k| !(missing.contains(k) && self.keymap.contains_key(k)))
                 .collect();
             let rows = only_new_rows(&self.schema, batch, rows, &keep)?;
-            applied.rows_written += self.append_rows(rows);
+            applied.rows_written += self.append_rows(rows, index);
         }
         self.applied_index = index;
         if write.truncate {

@@ -255,7 +255,11 @@ fn an_update_of_a_row_changed_since_it_was_read_fails_the_commit() {
         ..TxnWrite::default()
     };
     let (one, two) = (version_of(&shard, 1), version_of(&shard, 2));
-    assert_ne!(one, two);
+    assert_eq!(
+        (one, two),
+        (1, 1),
+        "a row's version is the index that wrote it"
+    );
     shard.apply(2, &Command::Upsert(rows(&[1]))).unwrap(); // another session's UPDATE
     let late = shard.apply(3, &Command::Atomic(update(1, one)));
     assert!(
@@ -271,4 +275,75 @@ fn an_update_of_a_row_changed_since_it_was_read_fails_the_commit() {
         two,
         "a write gives the row a new version"
     );
+}
+
+/// Every row's version (`_row_version`) by id.
+fn versions(shard: &Shard) -> Vec<(i64, u64)> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::UInt64Type;
+
+    let projection = ["id".to_string(), super::VERSION_COLUMN.to_string()];
+    let mut out: Vec<(i64, u64)> = Vec::new();
+    for batch in shard.scan(Some(&projection), None).unwrap() {
+        let versions = batch.column(1).as_primitive::<UInt64Type>().values();
+        out.extend(ids_of(&batch).into_iter().zip(versions.iter().copied()));
+    }
+    out.sort_unstable();
+    out
+}
+
+/// A row's version is the log index that wrote it, whatever the replica sealed, merged or
+/// reopened meanwhile: two replicas of one log, one sealing every two rows, merging and
+/// restarting, give every row the same version and so decide commits alike. A restore into a
+/// new log forgets the versions (its indices start over).
+#[test]
+fn a_rows_version_is_the_index_that_wrote_it_on_every_replica() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Shard::open(a_dir.path(), Some(schema(2, Metric::L2)), opts(1000)).unwrap();
+    let b = Shard::open(b_dir.path(), Some(schema(2, Metric::L2)), opts(2)).unwrap();
+    let log = [&[1, 2][..], &[3, 4], &[5, 6], &[1]];
+    for (i, ids) in log.iter().enumerate() {
+        let command = Command::Upsert(rows(ids));
+        a.apply(i as u64 + 1, &command).unwrap();
+        b.apply(i as u64 + 1, &command).unwrap();
+    }
+    b.flush().unwrap();
+    let sealed: Vec<u64> = b
+        .segments()
+        .iter()
+        .filter(|s| s.state == "sealed")
+        .map(|s| s.id)
+        .collect();
+    assert!(sealed.len() >= 3, "{:?}", b.segments());
+    b.compact(&sealed).unwrap().expect("live rows to merge");
+    drop(b);
+    let b = Shard::open(b_dir.path(), None, opts(2)).unwrap();
+    let want = vec![(1, 4), (2, 1), (3, 2), (4, 2), (5, 3), (6, 3)];
+    assert_eq!(versions(&a), want);
+    assert_eq!(versions(&b), want, "sealed, merged and reopened");
+
+    let update = |id: i64, version: u64| {
+        Command::Atomic(TxnWrite {
+            upserts: Some(rows(&[id])),
+            read_versions: vec![(Key::Int(id), version)],
+            ..TxnWrite::default()
+        })
+    };
+    for shard in [&a, &b] {
+        let stale = shard.apply(5, &update(1, 1));
+        assert!(matches!(&stale, Err(Error::Conflict(_))), "{stale:?}");
+        shard.apply(6, &update(2, 1)).unwrap();
+    }
+    assert_eq!(versions(&a), versions(&b));
+
+    let mut stream = Vec::new();
+    a.write_snapshot(&mut stream).unwrap();
+    let c_dir = tempfile::tempdir().unwrap();
+    let c = Shard::open(c_dir.path(), Some(schema(2, Metric::L2)), opts(1000)).unwrap();
+    c.restore_snapshot(&mut stream.as_slice()).unwrap();
+    let restored: Vec<(i64, u64)> = (1..=6).map(|id| (id, 0)).collect();
+    assert_eq!(versions(&c), restored);
+    drop(c);
+    let c = Shard::open(c_dir.path(), None, opts(1000)).unwrap();
+    assert_eq!(versions(&c), restored, "and stays so on reopen");
 }

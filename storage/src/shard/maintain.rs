@@ -520,7 +520,8 @@ impl Inner {
             if live.is_empty() {
                 continue;
             }
-            merged.append(gather(&schema, seg.as_ref(), &live)?);
+            let versions: Vec<u64> = live.iter().map(|&r| seg.versions()[r as usize]).collect();
+            merged.append_versioned(gather(&schema, seg.as_ref(), &live)?, &versions);
             origin.extend(live.iter().map(|&r| (*id, r)));
         }
         let sealed = if origin.is_empty() {

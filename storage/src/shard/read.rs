@@ -16,7 +16,7 @@ use arrow::compute::interleave;
 use arrow::datatypes::{DataType, Field, Schema};
 use roaring::RoaringBitmap;
 
-use super::state::{RowRef, State};
+use super::state::State;
 use super::{SegmentSearches, Shard};
 use crate::distance::{Metric, validate_vector};
 use crate::error::{Error, Result};
@@ -31,16 +31,11 @@ use crate::segment::rows::take_column;
 
 /// The column a search result carries its distances in.
 pub const DISTANCE_COLUMN: &str = "_distance";
-/// A column a scan gives when its projection names it: each row's version, which changes
-/// whenever its key is written again (`row_version`). A transaction records the versions
-/// of the rows it updates or deletes, and its commit fails (40001) if one changed.
+/// A column a scan gives when its projection names it: each row's version, the log index of
+/// the command that wrote it (`Segment::versions`), which changes whenever its key is written
+/// again and on no replica otherwise. A transaction records the versions of the rows it
+/// updates or deletes, and its commit fails (40001) if one changed.
 pub const VERSION_COLUMN: &str = "_row_version";
-
-/// The version of the row at `at`: where it lives. A write of its key puts the new row
-/// elsewhere; compaction moves rows too (a commit then fails though nothing changed: retry).
-pub(super) fn row_version(at: super::state::RowRef) -> u64 {
-    (at.segment << 32) ^ u64::from(at.row)
-}
 
 /// Segment searches by how they were answered (see `SegmentSearches`).
 #[derive(Default)]
@@ -259,9 +254,7 @@ impl Shard {
                 .map(|&c| take_column(&schema, segment, c, &rows, &mut positions))
                 .collect::<Result<Vec<_>>>()?;
             if with_version {
-                let versions = rows
-                    .iter()
-                    .map(|&row| row_version(RowRef { segment: id, row }));
+                let versions = rows.iter().map(|&row| segment.versions()[row as usize]);
                 arrays.push(Arc::new(UInt64Array::from_iter_values(versions)));
             }
             // An empty projection (`count(*)`) still carries its row count.

@@ -30,6 +30,7 @@ use super::state::{State, segment_dir, segments_dir};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::sync_dir;
 use crate::segment::Segment;
+use crate::segment::sealed::{SealedSegment, VERSIONS_FILE};
 
 const MAGIC: &[u8; 8] = b"VCRFTSNP";
 const VERSION: u32 = 1;
@@ -206,6 +207,9 @@ impl Shard {
                 .get(&seg.id)
                 .ok_or_else(|| reader.bad("segment without files"))?;
             let tmp = segment_dir(&inner.dir, new_id).with_extension("tmp");
+            if new_log {
+                SealedSegment::forget_versions(&tmp)?;
+            }
             sync_dir(&tmp)?;
             fs::rename(&tmp, segment_dir(&inner.dir, new_id)).ctx("rename", &tmp)?;
             seg.id = new_id;
@@ -234,7 +238,7 @@ fn segment_files(dir: &Path, id: u64) -> Result<Vec<String>> {
             .file_name()
             .to_string_lossy()
             .to_string();
-        if name.starts_with("vec-") && name.ends_with(".bin") {
+        if (name.starts_with("vec-") && name.ends_with(".bin")) || name == VERSIONS_FILE {
             names.push(name);
         }
     }

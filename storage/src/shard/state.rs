@@ -170,6 +170,20 @@ impl State {
             .expect("pk is payload")
     }
 
+    /// The version of the row at `at` (`Segment::versions`).
+    pub fn version_at(&self, at: RowRef) -> u64 {
+        let segment = match at.segment == self.growing_id {
+            true => &self.growing as &dyn Segment,
+            false => {
+                let slot = self.slots.iter().find(|s| s.id == at.segment);
+                slot.expect("the key map only points at live segments")
+                    .data
+                    .segment()
+            }
+        };
+        segment.versions()[at.row as usize]
+    }
+
     /// Tombstones a row wherever it lives.
     fn kill(&mut self, at: RowRef) {
         if at.segment == self.growing_id {
@@ -187,7 +201,7 @@ impl State {
         if index <= self.applied_index {
             return Applied::default(); // applied by a concurrent caller meanwhile
         }
-        let written = self.append_rows(rows);
+        let written = self.append_rows(rows, index);
         self.applied_index = index;
         Applied {
             fresh: true,
@@ -196,11 +210,11 @@ impl State {
         }
     }
 
-    /// Appends `rows` to the growing segment, each replacing its key's older row; returns
-    /// how many were written.
-    pub fn append_rows(&mut self, rows: NormalizedRows) -> u64 {
+    /// Appends `rows`, written by the command at log `index`, to the growing segment, each
+    /// replacing its key's older row; returns how many were written.
+    pub fn append_rows(&mut self, rows: NormalizedRows, index: u64) -> u64 {
         let keys = rows.keys.clone();
-        let first = self.growing.append(rows);
+        let first = self.growing.append(rows, index);
         for (i, key) in keys.into_iter().enumerate() {
             let at = RowRef {
                 segment: self.growing_id,
