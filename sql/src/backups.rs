@@ -200,7 +200,9 @@ impl Session {
             return Err(user_error("42P07", message));
         }
         let catalog = Arc::clone(&self.catalog);
-        let replicas = options.replicas.unwrap_or(crate::catalog::NODE_REPLICAS);
+        let replicas = options
+            .replicas
+            .unwrap_or_else(|| self.catalog.default_replicas());
         let name = target.clone();
         let options_of_store = self.catalog.backup_store();
         let (restored, manifest) = blocking("restore", move || {

@@ -158,6 +158,14 @@ pub(super) async fn rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>>
         .collect()
 }
 
+/// The SQLSTATE a statement fails with ("" if it succeeds).
+pub(super) async fn sqlstate(client: &Client, sql: &str) -> String {
+    match client.simple_query(sql).await {
+        Ok(_) => String::new(),
+        Err(e) => e.code().map(|c| c.code().to_string()).unwrap_or_default(),
+    }
+}
+
 /// Waits for `condition` with a deadline.
 pub(super) async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, mut condition: F) {
     let started = Instant::now();

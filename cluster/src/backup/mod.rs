@@ -18,7 +18,7 @@ pub mod store;
 mod take;
 
 pub use manifest::{BackupManifest, BlobRef, CollectionBackup, ShardBackup};
-pub use restore::{RestoreInfo, restore_into};
+pub use restore::{RestoreInfo, restore_into, restore_routed};
 pub use retention::{Retained, retain};
 pub use store::{BackupStore, StoreOptions};
 pub use take::backup;

@@ -1,11 +1,12 @@
-//! Restoring a collection from a backup on this node. The collection is built where new ones
-//! are built (`Collection::build_staged`) and renamed into place at the end, so a failure or a
-//! crash halfway leaves nothing visible.
+//! Restoring a collection from a backup. On a single node the collection is built where new
+//! ones are built (`Collection::build_staged`) and renamed into place at the end, so a failure
+//! or a crash halfway leaves nothing visible.
 //!
 //! With as many shards as the backup, each shard installs its snapshot as a new log's start:
 //! segments, tombstones and graphs are taken as they were stored. With another count, each
 //! backed-up shard is installed aside and its rows are written to the new collection, which
-//! routes them by key and builds new graphs.
+//! routes them by key and builds new graphs. A cluster's collection is filled that way too
+//! ([`restore_routed`]), through its shard groups, while the meta document keeps it hidden.
 
 use std::path::Path;
 use std::time::Instant;
@@ -85,27 +86,10 @@ fn fill(
     };
     if rerouted {
         let collection = Collection::open_existing(staging, opts.clone())?;
-        let routed = part
-            .shards
-            .iter()
-            .enumerate()
-            .try_for_each(|(i, backed)| -> Result<()> {
-                let started = Instant::now();
-                let rows = route_shard(&collection, store, backed, progress, staging, opts)?;
-                progress.shard_done();
-                info.rows += rows;
-                info.size_bytes += backed.size_bytes();
-                report(&format!(
-                    "restore {}: shard {i} of the backup: {rows} rows routed to {shards} shards, \
-                 {:.1} MB read in {:.1} s",
-                    part.name,
-                    mb(backed.size_bytes()),
-                    started.elapsed().as_secs_f64()
-                ));
-                Ok(())
-            });
+        let routed = route_all(&collection, part, store, staging, opts, report, progress);
         collection.close();
-        routed?;
+        info.rows = routed?;
+        info.size_bytes = part.shards.iter().map(ShardBackup::size_bytes).sum();
     } else {
         for (i, backed) in part.shards.iter().enumerate() {
             let started = Instant::now();
@@ -129,6 +113,67 @@ fn fill(
     }
     write_sequences(staging, part)?;
     Ok(info)
+}
+
+/// Fills `collection` (new and empty, of any shard count, on this node or a cluster's) with
+/// the rows of `part`, routed by key: each backed-up shard is installed aside under `scratch`
+/// and its rows written. What a restore into a cluster does; the caller publishes the
+/// collection once this returns. Returns the info the caller reports.
+pub fn restore_routed(
+    collection: &Collection,
+    part: &CollectionBackup,
+    store: &BackupStore,
+    scratch: &Path,
+    report: Report,
+) -> Result<RestoreInfo> {
+    let size_bytes = part.shards.iter().map(ShardBackup::size_bytes).sum();
+    let progress = Progress::start(
+        "restore",
+        store.url(),
+        &part.name,
+        part.shards.len(),
+        Some(size_bytes),
+    );
+    let opts = ShardOptions {
+        background_seal: false, // a shard aside is only read
+        live_index: false,
+        ..ShardOptions::default()
+    };
+    let rows = route_all(collection, part, store, scratch, &opts, report, &progress)?;
+    Ok(RestoreInfo {
+        shards: collection.shards().len(),
+        rows,
+        size_bytes,
+        rerouted: true,
+    })
+}
+
+/// Writes the rows of every shard of `part` to `collection`; how many.
+fn route_all(
+    collection: &Collection,
+    part: &CollectionBackup,
+    store: &BackupStore,
+    scratch: &Path,
+    opts: &ShardOptions,
+    report: Report,
+    progress: &Progress,
+) -> Result<u64> {
+    let mut rows = 0;
+    for (i, backed) in part.shards.iter().enumerate() {
+        let started = Instant::now();
+        let routed = route_shard(collection, store, backed, progress, scratch, opts)?;
+        progress.shard_done();
+        rows += routed;
+        report(&format!(
+            "restore {}: shard {i} of the backup: {routed} rows routed to {} shards, \
+             {:.1} MB read in {:.1} s",
+            part.name,
+            collection.shards().len(),
+            mb(backed.size_bytes()),
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    Ok(rows)
 }
 
 /// Installs the backed-up shard `backed` in `shard` (a new one), streaming it from the store:
@@ -178,19 +223,19 @@ fn corrupt_blob(e: Error) -> Error {
     }
 }
 
-/// Installs `backed` aside (under `staging`), then writes its rows to `collection`; how many.
+/// Installs `backed` aside (under `scratch`), then writes its rows to `collection`; how many.
 fn route_shard(
     collection: &Collection,
     store: &BackupStore,
     backed: &ShardBackup,
     progress: &Progress,
-    staging: &Path,
+    scratch: &Path,
     opts: &ShardOptions,
 ) -> Result<u64> {
     let aside = tempfile::Builder::new()
         .prefix(".restore-")
-        .tempdir_in(staging)
-        .map_err(|e| Error::io("create", staging, e))?;
+        .tempdir_in(scratch)
+        .map_err(|e| Error::io("create", scratch, e))?;
     let schema = (*collection.schema()).clone();
     let shard = Shard::open(aside.path(), Some(schema), opts.clone())?;
     let routed = install(&shard, store, backed, progress).and_then(|_| {

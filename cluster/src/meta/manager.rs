@@ -25,7 +25,7 @@ use vecraft_storage::key::Key;
 use vecraft_storage::names::SCHEMA_KEY_SEPARATOR;
 use vecraft_storage::schema::{CollectionSchema, ColumnDef, ColumnType, valid_collection_name};
 
-use super::{CollectionMeta, MetaOp, MetaReply, MetaState, ShardMeta, place};
+use super::{CollectionMeta, MetaOp, MetaReply, MetaState, Restorer, ShardMeta, place};
 use crate::collection::{MAX_REPLICAS, MAX_SHARDS};
 use crate::local::LocalShard;
 use crate::raft::{NodeId, Request};
@@ -160,14 +160,7 @@ impl MetaManager {
         let _turn = self.changing.lock().await;
         self.confirm_leader().await?;
         let mut state = self.state()?;
-        // A dropped collection's sequences go with it (their rows are named by its groups).
-        let sequences = match &op {
-            MetaOp::Drop { name } => state.collections.get(name).and_then(|c| {
-                let first = c.shards.first()?;
-                Some(format!("{SEQUENCE_PREFIX}{}/", first.group))
-            }),
-            _ => None,
-        };
+        let before = state.collections.clone();
         let changed = edit(&mut state, op, &self.dead.lock())
             .map_err(|e| Failure::Refused(Refusal::InvalidArgument(e)))?;
         if changed {
@@ -175,8 +168,14 @@ impl MetaManager {
             let json =
                 serde_json::to_string(&state).map_err(|e| Failure::Unavailable(e.to_string()))?;
             self.propose_row(KEY, &json).await?;
-            if let Some(prefix) = sequences {
-                self.delete_rows(&prefix).await?;
+            // A collection gone (dropped, or an abandoned restore) takes its sequences with
+            // it: their rows are named by its first group.
+            let gone = before
+                .iter()
+                .filter(|(name, _)| !state.collections.contains_key(*name));
+            for first in gone.filter_map(|(_, c)| c.shards.first()) {
+                self.delete_rows(&format!("{SEQUENCE_PREFIX}{}/", first.group))
+                    .await?;
             }
         }
         Ok(MetaReply::Done(changed))
@@ -248,14 +247,31 @@ fn edit(state: &mut MetaState, op: MetaOp, dead: &BTreeSet<NodeId>) -> Result<bo
         MetaOp::Reserve { .. } => Err("a reservation is not a change of the document".into()),
         MetaOp::Register { id, info } => {
             let changed = state.nodes.get(&id) != Some(&info);
+            // What an earlier start of the node was restoring is left half done: drop it.
+            let abandoned = |r: &Option<Restorer>| {
+                r.is_some_and(|r| r.node == id && r.incarnation != info.incarnation)
+            };
+            let before = state.collections.len();
+            state.collections.retain(|_, c| !abandoned(&c.restoring));
             state.nodes.insert(id, info);
-            Ok(changed)
+            Ok(changed || state.collections.len() != before)
+        }
+        MetaOp::Publish { name, by } => {
+            let collection = state.collections.get_mut(&name);
+            match collection {
+                Some(c) if c.restoring == Some(by) => {
+                    c.restoring = None;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
         }
         MetaOp::Create {
             name,
             schema,
             shards,
             replicas,
+            restoring,
         } => {
             if state.collections.contains_key(&name) {
                 return Ok(false);
@@ -284,6 +300,7 @@ fn edit(state: &mut MetaState, op: MetaOp, dead: &BTreeSet<NodeId>) -> Result<bo
                 schema,
                 replicas,
                 shards,
+                restoring,
             };
             state.collections.insert(name, collection);
             Ok(true)
@@ -342,6 +359,7 @@ fn check(state: &MetaState, op: &MetaOp) -> Result<(), String> {
             schema,
             shards,
             replicas,
+            ..
         } => {
             name_ok(name)?;
             schema.validate().map_err(|e| e.to_string())?;
@@ -356,7 +374,7 @@ fn check(state: &MetaState, op: &MetaOp) -> Result<(), String> {
             }
             Ok(())
         }
-        MetaOp::Drop { name } => name_ok(name),
+        MetaOp::Drop { name } | MetaOp::Publish { name, .. } => name_ok(name),
         MetaOp::CreateSchema { name } => name_ok(name),
         MetaOp::DropSchema { name } => {
             name_ok(name)?;
@@ -400,6 +418,7 @@ mod tests {
             rpc: "127.0.0.1:1".into(),
             sql: None,
             storage,
+            incarnation: 0,
         }
     }
 
@@ -409,7 +428,58 @@ mod tests {
             schema: meta_schema(),
             shards,
             replicas,
+            restoring: None,
         }
+    }
+
+    /// A collection being restored is published only by the process restoring it, and is
+    /// dropped when that node registers again as a new process (it restarted mid-restore).
+    #[test]
+    fn a_restore_is_published_by_its_restorer_and_dropped_when_it_restarts() {
+        let none = BTreeSet::new();
+        let mut state = MetaState::default();
+        let register = |incarnation| MetaOp::Register {
+            id: 1,
+            info: NodeInfo {
+                incarnation,
+                ..node(true)
+            },
+        };
+        edit(&mut state, register(7), &none).unwrap();
+        let by = Restorer {
+            node: 1,
+            incarnation: 7,
+        };
+        for name in ["kept", "cut"] {
+            let op = MetaOp::Create {
+                name: name.into(),
+                schema: meta_schema(),
+                shards: 1,
+                replicas: 1,
+                restoring: Some(by),
+            };
+            assert!(edit(&mut state, op, &none).unwrap());
+        }
+        let publish = |name: &str, by| MetaOp::Publish {
+            name: name.into(),
+            by,
+        };
+        let other = Restorer {
+            incarnation: 8,
+            ..by
+        };
+        assert!(!edit(&mut state, publish("kept", other), &none).unwrap());
+        assert!(edit(&mut state, publish("kept", by), &none).unwrap());
+        assert_eq!(state.collections["kept"].restoring, None);
+        assert!(edit(&mut state, register(7), &none).is_ok());
+        assert!(state.collections.contains_key("cut"), "the same process");
+        assert!(edit(&mut state, register(8), &none).unwrap());
+        assert!(!state.collections.contains_key("cut"), "a restart drops it");
+        assert!(
+            state.collections.contains_key("kept"),
+            "a published one stays"
+        );
+        assert!(!edit(&mut state, publish("cut", by), &none).unwrap());
     }
 
     #[test]
@@ -486,6 +556,7 @@ mod tests {
             schema,
             shards: 1,
             replicas: 1,
+            restoring: None,
         };
         assert!(edit(&mut state, bad_key, &none).is_err());
         for (shards, replicas) in [(0, 1), (MAX_SHARDS + 1, 1), (1, 0), (1, MAX_REPLICAS + 1)] {

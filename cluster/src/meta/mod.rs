@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use vecraft_storage::schema::CollectionSchema;
 
 pub use client::MetaClient;
-pub use manager::{MetaManager, meta_schema};
+pub use manager::{MAX_RESERVATION, MetaManager, meta_schema};
 pub use placement::place;
 
 use crate::raft::NodeId;
@@ -47,6 +47,17 @@ pub struct NodeInfo {
     pub sql: Option<String>,
     /// Whether it keeps shard replicas.
     pub storage: bool,
+    /// Which start of the node registered (random per process): a restore the node began
+    /// before it restarted is abandoned (`Restorer`).
+    #[serde(default)]
+    pub incarnation: u64,
+}
+
+/// The process restoring a collection: the node, and which start of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Restorer {
+    pub node: NodeId,
+    pub incarnation: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -54,6 +65,12 @@ pub struct CollectionMeta {
     pub schema: CollectionSchema,
     pub replicas: usize,
     pub shards: Vec<ShardMeta>,
+    /// Set while a RESTORE fills the collection: its replicas run and take the restorer's
+    /// writes, but no gateway serves it to SQL until `Publish` clears this. The meta manager
+    /// drops it when the restorer's node registers again (it restarted) or the restorer
+    /// gives up. (Always written: the document also travels as postcard, which cannot skip.)
+    #[serde(default)]
+    pub restoring: Option<Restorer>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -106,6 +123,14 @@ pub enum MetaOp {
         schema: CollectionSchema,
         shards: usize,
         replicas: usize,
+        /// A collection being restored: hidden until `Publish` (`CollectionMeta::restoring`).
+        restoring: Option<Restorer>,
+    },
+    /// Serves a restored collection to SQL; `Done(false)` when `by` no longer restores it
+    /// (abandoned: dropped, or taken over by a restart).
+    Publish {
+        name: String,
+        by: Restorer,
     },
     Drop {
         name: String,
@@ -140,6 +165,7 @@ impl MetaOp {
         !matches!(
             self,
             MetaOp::Create { .. }
+                | MetaOp::Publish { .. }
                 | MetaOp::Drop { .. }
                 | MetaOp::CreateSchema { .. }
                 | MetaOp::DropSchema { .. }

@@ -27,6 +27,7 @@ use crate::collection::Collection;
 use crate::local::LocalShard;
 use crate::meta::{
     CollectionMeta, META_ACTION, META_GROUP, MetaClient, MetaManager, MetaOp, MetaState, NodeInfo,
+    Restorer,
 };
 use crate::raft::NodeId;
 use crate::remote::RemoteShard;
@@ -66,6 +67,8 @@ pub struct ClusterNode {
     meta_client: MetaClient,
     meta: Option<Arc<MetaManager>>,
     view: watch::Sender<Arc<MetaState>>,
+    /// Tells this start of the node from earlier ones (`NodeInfo::incarnation`).
+    incarnation: u64,
 }
 
 impl ClusterNode {
@@ -105,6 +108,7 @@ impl ClusterNode {
             peers,
             meta,
             view,
+            incarnation: rand::random(),
         });
         crate::raft::spawn(Arc::clone(&node).register());
         crate::raft::spawn(Arc::clone(&node).watch());
@@ -170,20 +174,69 @@ impl ClusterNode {
         shards: usize,
         replicas: usize,
     ) -> Result<bool> {
+        let created = self.create(name, schema, shards, replicas, None)?;
+        Ok(created.is_some())
+    }
+
+    /// Creates a collection for this process to restore into: hidden from SQL until
+    /// [`ClusterNode::publish_restored`], dropped by the meta manager if this node restarts
+    /// first. Returns the router's handle on it once every shard has a leader; `Ok(None)` if
+    /// the name is taken.
+    pub fn create_restoring(
+        self: &Arc<Self>,
+        name: &str,
+        schema: CollectionSchema,
+        shards: usize,
+        replicas: usize,
+    ) -> Result<Option<Collection>> {
+        self.create(name, schema, shards, replicas, Some(self.restorer()))
+    }
+
+    /// Serves the collection this process restored to SQL; `Ok(false)` if the restore was
+    /// abandoned meanwhile (dropped by someone, or this node was taken for restarted).
+    pub fn publish_restored(self: &Arc<Self>, name: &str) -> Result<bool> {
+        let op = MetaOp::Publish {
+            name: name.to_string(),
+            by: self.restorer(),
+        };
+        let node = Arc::clone(self);
+        let published = crate::raft::run(async move { node.meta_client.change(op).await })??;
+        self.refresh()?;
+        Ok(published)
+    }
+
+    fn restorer(&self) -> Restorer {
+        Restorer {
+            node: self.options.id,
+            incarnation: self.incarnation,
+        }
+    }
+
+    fn create(
+        self: &Arc<Self>,
+        name: &str,
+        schema: CollectionSchema,
+        shards: usize,
+        replicas: usize,
+        restoring: Option<Restorer>,
+    ) -> Result<Option<Collection>> {
         let op = MetaOp::Create {
             name: name.to_string(),
             schema,
             shards,
             replicas,
+            restoring,
         };
         let node = Arc::clone(self);
         let created = crate::raft::run(async move { node.meta_client.change(op).await })??;
         let state = self.refresh()?;
-        if created && let Some(meta) = state.collections.get(name) {
-            let collection = self.collection(meta, &state)?;
-            self.wait_for_leaders(&collection)?;
-        }
-        Ok(created)
+        let meta = state.collections.get(name).filter(|_| created);
+        let Some(meta) = meta else {
+            return Ok(None);
+        };
+        let collection = self.collection(meta, &state)?;
+        self.wait_for_leaders(&collection)?;
+        Ok(Some(collection))
     }
 
     /// Drops a collection; its replicas go as each storage node sees it gone.
@@ -276,6 +329,7 @@ impl ClusterNode {
             rpc: self.options.rpc.to_string(),
             sql: self.options.sql.clone(),
             storage: self.options.storage,
+            incarnation: self.incarnation,
         };
         let op = MetaOp::Register {
             id: self.options.id,

@@ -138,7 +138,7 @@ fn start_group() -> Group3 {
     let members: BTreeMap<NodeId, BasicNode> = (0..3)
         .map(|i| (i as NodeId + 1, BasicNode::new(&addrs[i])))
         .collect();
-    let mut nodes: Vec<Node> = (0..3)
+    let nodes: Vec<Node> = (0..3)
         .map(|i| {
             let initial = (i == 0).then(|| members.clone());
             Node::start(
@@ -521,6 +521,7 @@ fn fuzz_flight_tickets_and_actions() {
         schema: schema(),
         shards: 2,
         replicas: 3,
+        restoring: None,
     };
     let write = (GROUP.to_string(), row(1).encode().unwrap());
     let seeds: Vec<Vec<u8>> = vec![

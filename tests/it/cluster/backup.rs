@@ -1,6 +1,7 @@
 //! A cluster's collection backed up (each shard's snapshot streamed from its leader) and
-//! restored on a single node, in its shard count and in another, answering as it did; and a
-//! cluster's scheduled backups, taken by the meta group's leader alone.
+//! restored into the cluster and on a single node, in its shard count and in others, answering
+//! as it did; a single node's backup restored into the cluster; and a cluster's scheduled
+//! backups, taken by the meta group's leader alone.
 
 use super::*;
 
@@ -21,8 +22,13 @@ async fn answers(client: &Client, table: &str) -> Vec<Vec<Vec<Option<String>>>> 
     all
 }
 
+/// (shards, rows) of a RESTORE's answer.
+fn shards_and_rows(restored: &[Vec<Option<String>>]) -> (Option<&str>, Option<&str>) {
+    (restored[0][2].as_deref(), restored[0][3].as_deref())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cluster_backup_restores_on_a_single_node_with_the_same_answers() {
+async fn a_backup_moves_between_a_cluster_and_a_single_node_with_the_same_answers() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let cluster = Cluster::start(3, 60_000).joined().await;
     let client = cluster
@@ -37,20 +43,57 @@ async fn a_cluster_backup_restores_on_a_single_node_with_the_same_answers() {
     let url = format!("file://{}", store.path().display());
     let taken = rows(&client, &format!("BACKUP COLLECTION docs TO '{url}'")).await;
     assert_eq!(taken[0][2].as_deref(), Some("1000"), "{taken:?}");
-    drop(client);
-    drop(cluster);
 
+    // Into the cluster itself, in another shard and replica count: every gateway serves it.
+    let sql = format!("RESTORE docs FROM '{url}' AS copy WITH (shards = 3, replicas = 2)");
+    let restored = rows(&client, &sql).await;
+    assert_eq!(shards_and_rows(&restored), (Some("3"), Some("1000")));
+    assert_eq!(answers(&client, "copy").await, before);
+    let other = cluster.client(2).await;
+    wait_until("gateway 2 sees the restored collection", async || {
+        sqlstate(&other, "SELECT 1 FROM copy").await.is_empty()
+    })
+    .await;
+    assert_eq!(answers(&other, "copy").await, before);
+    assert_eq!(sqlstate(&other, &sql).await, "42P07");
+
+    // On a single node, in the backup's shard count and in one.
     let data = tempfile::tempdir().unwrap();
     let node = single_node(data.path());
-    let client = connect(node.sql_port).await;
-    let restored = rows(&client, &format!("RESTORE docs FROM '{url}'")).await;
-    let shards_and_rows = (restored[0][2].as_deref(), restored[0][3].as_deref());
-    assert_eq!(shards_and_rows, (Some("2"), Some("1000")));
-    assert_eq!(answers(&client, "docs").await, before);
+    let single = connect(node.sql_port).await;
+    let restored = rows(&single, &format!("RESTORE docs FROM '{url}'")).await;
+    assert_eq!(shards_and_rows(&restored), (Some("2"), Some("1000")));
+    assert_eq!(answers(&single, "docs").await, before);
     let sql = format!("RESTORE docs FROM '{url}' AS one WITH (shards = 1)");
-    let restored = rows(&client, &sql).await;
+    let restored = rows(&single, &sql).await;
     assert_eq!(restored[0][2].as_deref(), Some("1"));
-    assert_eq!(answers(&client, "one").await, before);
+    assert_eq!(answers(&single, "one").await, before);
+
+    // And back: a single node's table with a serial key goes into the cluster, its sequence
+    // going on from where it was (past the block of values the node had reserved, as after
+    // a restart of the node: ids are never given twice, gaps may be).
+    let v = vector(1, 8);
+    single
+        .batch_execute(&format!(
+            "CREATE TABLE counted (id bigserial PRIMARY KEY, v vector(8));
+             INSERT INTO counted (v) VALUES ('{v}'), ('{v}'), ('{v}')"
+        ))
+        .await
+        .unwrap();
+    let other_store = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", other_store.path().display());
+    rows(&single, &format!("BACKUP COLLECTION counted TO '{url}'")).await;
+    let restored = rows(&client, &format!("RESTORE counted FROM '{url}'")).await;
+    assert_eq!(shards_and_rows(&restored), (Some("1"), Some("3")));
+    let sql = format!("INSERT INTO counted (v) VALUES ('{v}') RETURNING id");
+    let given: i64 = rows(&client, &sql).await[0][0]
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(given > 3, "a restored id is never given again: {given}");
+    let ids = rows(&client, "SELECT id FROM counted ORDER BY id").await;
+    assert_eq!(ids.len(), 4, "{ids:?}");
 }
 
 /// Every node has the same schedule (`--backup-every 1s --backup-keep 3`); only the meta

@@ -309,6 +309,7 @@ async fn the_flight_port_refuses_outsiders_and_paths_for_names() {
         schema: meta_schema(),
         shards: 1,
         replicas: 1,
+        restoring: None,
     };
     let ttl = Duration::from_secs(10);
     let outsider = Peers::new(ClusterSecret::generate());
@@ -345,14 +346,6 @@ async fn the_flight_port_refuses_outsiders_and_paths_for_names() {
         rows(&client, "SELECT count(*) FROM fine").await,
         [[Some("0".to_string())]]
     );
-}
-
-/// The SQLSTATE a statement fails with ("" if it succeeds).
-async fn sqlstate(client: &Client, sql: &str) -> String {
-    match client.simple_query(sql).await {
-        Ok(_) => String::new(),
-        Err(e) => e.code().map(|c| c.code().to_string()).unwrap_or_default(),
-    }
 }
 
 /// Schemas are part of the meta document: made through one gateway, used through another;

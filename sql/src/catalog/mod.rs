@@ -5,6 +5,8 @@
 //! document says: the catalog follows the node's copy of it, and creating or dropping a
 //! collection is a change of that document.
 
+mod restore;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,9 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use datafusion::error::{DataFusionError, Result};
 use parking_lot::Mutex;
 use std::sync::RwLock;
-use vecraft_cluster::backup::{
-    BackupStore, CollectionBackup, Report, RestoreInfo, StoreOptions, restore_into,
-};
+use vecraft_cluster::backup::StoreOptions;
 use vecraft_cluster::collection::Collection;
 use vecraft_cluster::meta::MetaState;
 use vecraft_cluster::node::ClusterNode;
@@ -210,6 +210,9 @@ impl Catalog {
             let Some(name) = sql_name(key) else {
                 continue; // the meta manager makes only keys; nothing else is served
             };
+            if meta.restoring.is_some() {
+                continue; // served once its restore publishes it
+            }
             let kept = collections
                 .get(&name)
                 .filter(|_| same_nodes && seen.collections.get(key) == Some(meta))
@@ -411,57 +414,6 @@ impl Catalog {
             Backend::Local { root, .. } => root.with_file_name(SCRATCH_DIR),
             Backend::Cluster { .. } => std::env::temp_dir(),
         }
-    }
-
-    /// Restores `part` of a backup in `store` as the new collection `name` of `shards` shards
-    /// of `replicas` replicas; `Ok(None)` if `name` exists. The collection appears whole when
-    /// done, or not at all.
-    pub fn restore(
-        &self,
-        name: &str,
-        part: &CollectionBackup,
-        store: &BackupStore,
-        shards: usize,
-        replicas: usize,
-        report: Report,
-    ) -> Result<Option<RestoreInfo>> {
-        let Some(key) = storage_key(name) else {
-            return datafusion::common::plan_err!("invalid collection name \"{name}\"");
-        };
-        let Backend::Local { root, .. } = &self.backend else {
-            return Err(DataFusionError::NotImplemented(
-                "RESTORE into a cluster is not supported yet: restore on a single node".into(),
-            ));
-        };
-        if replicas != NODE_REPLICAS {
-            return Err(DataFusionError::NotImplemented(format!(
-                "replicas = {replicas} needs a cluster: this node keeps {NODE_REPLICAS} replica \
-                 of each shard"
-            )));
-        }
-        // Held throughout: the name's staging directory is this restore's alone.
-        let _ddl = self.ddl.lock();
-        if read(&self.collections).contains_key(name) {
-            return Ok(None);
-        }
-        if let (Some(s), _) = split_qualified(name)
-            && !self.has_schema(s)
-        {
-            return datafusion::common::plan_err!("schema \"{s}\" does not exist");
-        }
-        let (collection, info) = restore_into(
-            &root.join(&key),
-            part,
-            store,
-            shards,
-            ShardOptions::default(),
-            report,
-        )
-        .map_err(storage)?;
-        let mut all = self.collections.write().unwrap_or_else(|p| p.into_inner());
-        all.insert(name.to_string(), Arc::new(collection));
-        self.changed();
-        Ok(Some(info))
     }
 
     /// Drops a collection and its files; `Ok(false)` if there was none.
