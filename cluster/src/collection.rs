@@ -14,6 +14,7 @@
 //! On disk (on a single node): a one-shard collection is the shard itself (`log/`, `shard/`);
 //! with more, a `SHARDS` file holds the count and shard `i` lives in `shards/<i>/`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -52,7 +53,13 @@ pub struct Collection {
     /// Held across checking and writing a statement's parts on several shards, so no other
     /// statement's parts come between.
     routed_writes: Mutex<()>,
+    /// Reads a cluster collection's sequences from the meta group; `None` on a single node,
+    /// where they are files under `dir`.
+    sequences: Option<SequenceReader>,
 }
+
+/// Reads the next value of each of a collection's sequences, by the sequence's name.
+pub type SequenceReader = Arc<dyn Fn() -> Result<BTreeMap<String, i64>> + Send + Sync>;
 
 /// What one shard answered for a search or scan, and how long it took.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,7 +208,42 @@ impl Collection {
             shards,
             next_row_id: AtomicI64::new(max_row_id + 1),
             routed_writes: Mutex::new(()),
+            sequences: None,
         })
+    }
+
+    /// Gives a cluster collection the reader of its sequences.
+    pub fn with_sequences(mut self, reader: SequenceReader) -> Self {
+        self.sequences = Some(reader);
+        self
+    }
+
+    /// The next value of each of the collection's sequences, by the sequence's name (what a
+    /// backup keeps of them).
+    pub fn sequences(&self) -> Result<BTreeMap<String, i64>> {
+        if let Some(read) = &self.sequences {
+            return read();
+        }
+        let mut sequences = BTreeMap::new();
+        let Some(dir) = self.dir.as_ref().map(|d| d.join("sequences")) else {
+            return Ok(sequences);
+        };
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(sequences),
+            Err(e) => return Err(Error::io("list", &dir, e)),
+        };
+        for entry in entries {
+            let path = entry.map_err(|e| Error::io("list", &dir, e))?.path();
+            let text = std::fs::read_to_string(&path).map_err(|e| Error::io("read", &path, e))?;
+            let next = text
+                .trim()
+                .parse::<i64>()
+                .map_err(|e| Error::corrupt(&path, e.to_string()))?;
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            sequences.insert(name.to_string(), next);
+        }
+        Ok(sequences)
     }
 
     /// Where the collection's files are, on a single node.

@@ -46,7 +46,7 @@ pub fn backup(
             name: name.clone(),
             schema: (*collection.schema()).clone(),
             shards: Vec::new(),
-            sequences: sequences_of(collection)?,
+            sequences: BTreeMap::new(),
         };
         for (i, shard) in collection.shards().iter().enumerate() {
             let started = Instant::now();
@@ -64,6 +64,9 @@ pub fn backup(
             manifest.uploaded_bytes += uploaded;
             part.shards.push(shard_part);
         }
+        // Read after the snapshots: a sequence is then past every id they hold (values are
+        // reserved before they are given out).
+        part.sequences = collection.sequences()?;
         manifest.collections.push(part);
     }
     store.put_manifest(&manifest.id, &manifest.encode())?;
@@ -164,28 +167,4 @@ fn spool_file(body: &mut dyn Read, path: &Path) -> Result<String> {
     }
     out.flush().map_err(|e| Error::io("write", path, e))?;
     Ok(hex(&hasher.finalize()))
-}
-
-/// The next value of each sequence a single node keeps in the collection's directory.
-fn sequences_of(collection: &Collection) -> Result<BTreeMap<String, i64>> {
-    let mut sequences = BTreeMap::new();
-    let Some(dir) = collection.dir().map(|d| d.join("sequences")) else {
-        return Ok(sequences);
-    };
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(sequences),
-        Err(e) => return Err(Error::io("list", &dir, e)),
-    };
-    for entry in entries {
-        let path = entry.map_err(|e| Error::io("list", &dir, e))?.path();
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io("read", &path, e))?;
-        let next = text
-            .trim()
-            .parse::<i64>()
-            .map_err(|e| Error::corrupt(&path, e.to_string()))?;
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        sequences.insert(name.to_string(), next);
-    }
-    Ok(sequences)
 }

@@ -116,6 +116,20 @@ impl MetaClient {
         }
     }
 
+    /// The next value of every sequence whose name starts with `prefix`, by the rest of
+    /// its name.
+    pub async fn sequences(&self, prefix: &str) -> Result<BTreeMap<String, i64>> {
+        let op = MetaOp::Sequences {
+            prefix: prefix.to_string(),
+        };
+        match self.call(&op).await? {
+            MetaReply::Sequences(found) => Ok(found),
+            _ => Err(Error::Unavailable(
+                "the meta manager answered a sequence read with something else".into(),
+            )),
+        }
+    }
+
     /// Does a change; whether it changed anything.
     pub async fn change(&self, op: MetaOp) -> Result<bool> {
         match self.call(&op).await? {

@@ -8,7 +8,7 @@
 //! `value` the next value to reserve), so reserving values does not change the document's
 //! version (which makes every gateway re-read its tables).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::array::{AsArray, RecordBatch, StringArray};
@@ -114,8 +114,40 @@ impl MetaManager {
                 self.state().map(MetaReply::State)
             }
             MetaOp::Reserve { sequence, count } => self.reserve(&sequence, count).await,
+            MetaOp::Sequences { prefix } => {
+                self.confirm_leader().await?;
+                self.sequences(&prefix).map(MetaReply::Sequences)
+            }
             op => self.change(op).await,
         }
+    }
+
+    /// Every sequence whose name starts with `prefix`, by the rest of its name, with the next
+    /// value it gives (as this member has applied them).
+    fn sequences(&self, prefix: &str) -> Result<BTreeMap<String, i64>, Failure> {
+        let columns = vec!["key".to_string(), "value".to_string()];
+        let batches = self
+            .member
+            .shard()
+            .scan(Some(&columns), None)
+            .map_err(|e| Failure::Unavailable(e.to_string()))?;
+        let prefix = format!("{SEQUENCE_PREFIX}{prefix}");
+        let mut found = BTreeMap::new();
+        for batch in &batches {
+            let keys = batch.column(0).as_string::<i32>().iter();
+            let values = batch.column(1).as_string::<i32>().iter();
+            for (key, value) in keys.zip(values) {
+                let (Some(name), Some(value)) = (key.and_then(|k| k.strip_prefix(&prefix)), value)
+                else {
+                    continue;
+                };
+                let next = value.parse::<i64>().map_err(|e| {
+                    Failure::Unavailable(format!("sequence {name} holds {value:?}: {e}"))
+                })?;
+                found.insert(name.to_string(), next);
+            }
+        }
+        Ok(found)
     }
 
     /// Reserves `count` values of `sequence` (from 1 for a new one); the first of them.
@@ -244,7 +276,9 @@ fn edit(state: &mut MetaState, op: MetaOp, dead: &BTreeSet<NodeId>) -> Result<bo
     check(state, &op)?;
     match op {
         MetaOp::Read { .. } => Ok(false),
-        MetaOp::Reserve { .. } => Err("a reservation is not a change of the document".into()),
+        MetaOp::Reserve { .. } | MetaOp::Sequences { .. } => {
+            Err("a sequence is not part of the document".into())
+        }
         MetaOp::Register { id, info } => {
             let changed = state.nodes.get(&id) != Some(&info);
             // What an earlier start of the node was restoring is left half done: drop it.
@@ -343,7 +377,7 @@ fn check(state: &MetaState, op: &MetaOp) -> Result<(), String> {
         }
     };
     match op {
-        MetaOp::Read { .. } | MetaOp::Reserve { .. } => Ok(()),
+        MetaOp::Read { .. } | MetaOp::Reserve { .. } | MetaOp::Sequences { .. } => Ok(()),
         MetaOp::Register { id, info } => {
             if *id == 0 {
                 return Err("node ids are positive".into());

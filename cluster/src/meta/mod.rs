@@ -156,6 +156,10 @@ pub enum MetaOp {
         sequence: String,
         count: u64,
     },
+    /// The next value of every sequence whose name starts with `prefix`, read on the leader.
+    Sequences {
+        prefix: String,
+    },
 }
 
 impl MetaOp {
@@ -181,4 +185,6 @@ pub enum MetaReply {
     Done(bool),
     /// The first value a `Reserve` reserved.
     Reserved(i64),
+    /// Each sequence `Sequences` found (its name after the prefix) with its next value.
+    Sequences(BTreeMap<String, i64>),
 }

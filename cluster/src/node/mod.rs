@@ -23,7 +23,7 @@ use vecraft_storage::schema::CollectionSchema;
 use vecraft_storage::shard::ShardOptions;
 use vecraft_storage::{Error, Result};
 
-use crate::collection::Collection;
+use crate::collection::{Collection, SequenceReader};
 use crate::local::LocalShard;
 use crate::meta::{
     CollectionMeta, META_ACTION, META_GROUP, MetaClient, MetaManager, MetaOp, MetaState, NodeInfo,
@@ -64,7 +64,7 @@ pub struct ClusterNode {
     options: NodeOptions,
     service: RaftService,
     peers: Peers,
-    meta_client: MetaClient,
+    meta_client: Arc<MetaClient>,
     meta: Option<Arc<MetaManager>>,
     view: watch::Sender<Arc<MetaState>>,
     /// Tells this start of the node from earlier ones (`NodeInfo::incarnation`).
@@ -102,7 +102,7 @@ impl ClusterNode {
         };
         let (view, _) = watch::channel(Arc::new(MetaState::default()));
         let node = Arc::new(ClusterNode {
-            meta_client: MetaClient::new(peers.clone(), options.meta_peers.clone()),
+            meta_client: Arc::new(MetaClient::new(peers.clone(), options.meta_peers.clone())),
             options,
             service,
             peers,
@@ -301,7 +301,16 @@ impl ClusterNode {
                 Ok(Arc::new(remote) as Arc<dyn ShardHandle>)
             })
             .collect::<Result<Vec<_>>>()?;
-        Collection::remote(shards)
+        let collection = Collection::remote(shards)?; // it has a shard
+        // Its sequences are rows of the meta group named by its first group (a table made
+        // again under the name has new groups, and so new sequences).
+        let prefix = format!("{}/", meta.shards[0].group);
+        let client = Arc::clone(&self.meta_client);
+        let sequences: SequenceReader = Arc::new(move || {
+            let (client, prefix) = (Arc::clone(&client), prefix.clone());
+            crate::raft::run(async move { client.sequences(&prefix).await })?
+        });
+        Ok(collection.with_sequences(sequences))
     }
 
     fn wait_for_leaders(&self, collection: &Collection) -> Result<()> {

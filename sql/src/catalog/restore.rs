@@ -104,7 +104,6 @@ impl Catalog {
         let filled = restore_routed(&collection, part, store, &self.scratch_dir(), report)
             .map_err(storage)
             .and_then(|info| restore_sequences(node, key, part).map(|()| info));
-        collection.close();
         let info = match filled {
             Ok(info) => info,
             Err(e) => {

@@ -94,6 +94,27 @@ async fn a_backup_moves_between_a_cluster_and_a_single_node_with_the_same_answer
     assert!(given > 3, "a restored id is never given again: {given}");
     let ids = rows(&client, "SELECT id FROM counted ORDER BY id").await;
     assert_eq!(ids.len(), 4, "{ids:?}");
+
+    // A cluster's sequences are in its backups too: on the single node, the serial key goes
+    // on past the ids the cluster gave.
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE serials (id bigserial PRIMARY KEY, v vector(8));
+             INSERT INTO serials (v) VALUES ('{v}'), ('{v}'), ('{v}')"
+        ))
+        .await
+        .unwrap();
+    let third_store = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", third_store.path().display());
+    rows(&client, &format!("BACKUP COLLECTION serials TO '{url}'")).await;
+    rows(&single, &format!("RESTORE serials FROM '{url}'")).await;
+    let sql = format!("INSERT INTO serials (v) VALUES ('{v}') RETURNING id");
+    let given: i64 = rows(&single, &sql).await[0][0]
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(given > 3, "a restored id is never given again: {given}");
 }
 
 /// Every node has the same schedule (`--backup-every 1s --backup-keep 3`); only the meta
