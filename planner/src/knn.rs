@@ -24,7 +24,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{ScalarValue, extensions_options};
 use datafusion::error::Result;
 use datafusion::logical_expr::ScalarUDF;
-use datafusion::physical_expr::expressions::{Column, Literal};
+use datafusion::physical_expr::expressions::{CastExpr, Column, Literal};
 use datafusion::physical_expr::{PhysicalExpr, ScalarFunctionExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
@@ -281,9 +281,7 @@ fn search_for(
         (vector, None)
     } else {
         // A parameter of a kept plan: read, and checked, when the search starts.
-        let param = constant.downcast_ref::<ScalarFunctionExpr>()?;
-        param.fun().inner().downcast_ref::<ParamFn>()?;
-        (Vec::new(), Some(Arc::new(param.fun().clone())))
+        (Vec::new(), Some(Arc::new(query_param(constant)?)))
     };
     let mut request = SearchRequest::new(column, vector, k);
     request.ef = ef;
@@ -292,6 +290,31 @@ fn search_for(
     request.projection = Some(scan.columns.clone());
     request.exact = exact;
     Some(scan.searching(request, param))
+}
+
+/// The parameter a kept plan's query vector comes from: `$1` itself, or `$1` read as a
+/// vector (`$1::vector`, `$1::vector(n)`, as many clients write it), whose text or list the
+/// search reads as that cast would ([`param_vector`]).
+fn query_param(expr: &Arc<dyn PhysicalExpr>) -> Option<ScalarUDF> {
+    let param = |e: &Arc<dyn PhysicalExpr>| {
+        let call = e.downcast_ref::<ScalarFunctionExpr>()?;
+        call.fun().inner().downcast_ref::<ParamFn>()?;
+        Some(call.fun().clone())
+    };
+    if let Some(found) = param(expr) {
+        return Some(found);
+    }
+    if let Some(cast) = expr.downcast_ref::<CastExpr>() {
+        return param(cast.expr());
+    }
+    // Text read by the vector type's input, or a parameter already typed `vector` (a list
+    // of floats) checked by `array_to_vector`.
+    let read = expr.downcast_ref::<ScalarFunctionExpr>()?;
+    match (read.name(), read.args()) {
+        ("vector_in", [text]) => param(text),
+        ("array_to_vector", [list, ..]) => param(list),
+        _ => None,
+    }
 }
 
 /// The query vector a parameter holds now, checked as the scan would check it.

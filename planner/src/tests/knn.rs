@@ -347,3 +347,65 @@ async fn a_search_run_again_adds_to_one_pair_of_shard_metrics() {
     let rows = metrics.sum_by_name("shard0_rows").unwrap().as_usize();
     assert_eq!(rows, 15, "three runs of 5 rows each");
 }
+
+/// A kept plan whose query vector is a parameter cast to a vector (`$1::vector`, as many
+/// clients write it) still searches, and answers as the query with the vector written in.
+#[tokio::test]
+async fn a_kept_plan_searches_with_a_parameter_cast_to_a_vector() {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::physical_plan::collect;
+    use datafusion::physical_plan::execution_plan::reset_plan_states;
+
+    use crate::params::{ParamSlots, template};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, queries) = session_with_items(dir.path());
+    let q = vector_text(&queries[..DIMS]);
+    let want = ids(
+        &ctx,
+        &format!("SELECT id FROM items ORDER BY embedding <-> '{q}' LIMIT 5"),
+    )
+    .await;
+    // The parameter declared text (vector_in reads it), or typed `vector` as the gateway
+    // infers it for an untyped one (a list of floats, which array_to_vector checks).
+    let list_type = DataType::List(Arc::new(Field::new("item", DataType::Float32, true)));
+    let text = datafusion::common::ScalarValue::from(q.as_str());
+    let floats = queries[..DIMS].iter().map(|&x| Some(x));
+    let list = datafusion::common::ScalarValue::List(Arc::new(
+        datafusion::arrow::array::ListArray::from_iter_primitive::<
+            datafusion::arrow::datatypes::Float32Type,
+            _,
+            _,
+        >([Some(floats)]),
+    ));
+    let cases = [
+        ("$1::vector".to_string(), DataType::Utf8, text.clone()),
+        (format!("$1::vector({DIMS})"), DataType::Utf8, text),
+        ("$1::vector".to_string(), list_type, list),
+    ];
+    for (param, ty, value) in cases {
+        let query = format!("SELECT id FROM items ORDER BY embedding <-> {param} LIMIT 5");
+        let logical = ctx.state().create_logical_plan(&query).await.unwrap();
+        let types = [ty];
+        let slots = ParamSlots::default();
+        let kept = template(&logical, &types, &slots).expect("a search is kept");
+        let physical = ctx.state().create_physical_plan(&kept).await.unwrap();
+        let mut searches = false;
+        physical
+            .apply(|node| {
+                searches |= node.name() == "CollectionSearchExec";
+                Ok(TreeNodeRecursion::Continue)
+            })
+            .unwrap();
+        assert!(searches, "{param}: no search in the plan");
+        slots.set(vec![value]);
+        let batches = collect(reset_plan_states(physical).unwrap(), ctx.task_ctx())
+            .await
+            .unwrap_or_else(|e| panic!("{param}: {e}"));
+        let got: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+            .collect();
+        assert_eq!(got, want, "{param}");
+    }
+}

@@ -71,50 +71,38 @@ async fn a_backup_moves_between_a_cluster_and_a_single_node_with_the_same_answer
 
     // And back: a single node's table with a serial key goes into the cluster, its sequence
     // going on from where it was (past the block of values the node had reserved, as after
-    // a restart of the node: ids are never given twice, gaps may be).
-    let v = vector(1, 8);
-    single
-        .batch_execute(&format!(
-            "CREATE TABLE counted (id bigserial PRIMARY KEY, v vector(8));
-             INSERT INTO counted (v) VALUES ('{v}'), ('{v}'), ('{v}')"
-        ))
-        .await
-        .unwrap();
-    let other_store = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", other_store.path().display());
-    rows(&single, &format!("BACKUP COLLECTION counted TO '{url}'")).await;
-    let restored = rows(&client, &format!("RESTORE counted FROM '{url}'")).await;
-    assert_eq!(shards_and_rows(&restored), (Some("1"), Some("3")));
-    let sql = format!("INSERT INTO counted (v) VALUES ('{v}') RETURNING id");
-    let given: i64 = rows(&client, &sql).await[0][0]
-        .as_deref()
-        .unwrap()
-        .parse()
-        .unwrap();
+    // a restart of the node: ids are never given twice, gaps may be); and a cluster's
+    // sequences are in its backups too.
+    let given = serial_table_moves(&single, &client, "counted").await;
     assert!(given > 3, "a restored id is never given again: {given}");
-    let ids = rows(&client, "SELECT id FROM counted ORDER BY id").await;
-    assert_eq!(ids.len(), 4, "{ids:?}");
+    let given = serial_table_moves(&client, &single, "serials").await;
+    assert!(given > 3, "a restored id is never given again: {given}");
+}
 
-    // A cluster's sequences are in its backups too: on the single node, the serial key goes
-    // on past the ids the cluster gave.
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE serials (id bigserial PRIMARY KEY, v vector(8));
-             INSERT INTO serials (v) VALUES ('{v}'), ('{v}'), ('{v}')"
-        ))
-        .await
-        .unwrap();
-    let third_store = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", third_store.path().display());
-    rows(&client, &format!("BACKUP COLLECTION serials TO '{url}'")).await;
-    rows(&single, &format!("RESTORE serials FROM '{url}'")).await;
-    let sql = format!("INSERT INTO serials (v) VALUES ('{v}') RETURNING id");
-    let given: i64 = rows(&single, &sql).await[0][0]
+/// Makes `table` with a serial key and 3 rows through `from`, backs it up, restores it
+/// through `to` and inserts a row there; the id the row was given.
+async fn serial_table_moves(from: &Client, to: &Client, table: &str) -> i64 {
+    let v = vector(1, 8);
+    from.batch_execute(&format!(
+        "CREATE TABLE {table} (id bigserial PRIMARY KEY, v vector(8));
+         INSERT INTO {table} (v) VALUES ('{v}'), ('{v}'), ('{v}')"
+    ))
+    .await
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", store.path().display());
+    rows(from, &format!("BACKUP COLLECTION {table} TO '{url}'")).await;
+    let restored = rows(to, &format!("RESTORE {table} FROM '{url}'")).await;
+    assert_eq!(shards_and_rows(&restored), (Some("1"), Some("3")));
+    let sql = format!("INSERT INTO {table} (v) VALUES ('{v}') RETURNING id");
+    let given = rows(to, &sql).await[0][0]
         .as_deref()
         .unwrap()
         .parse()
         .unwrap();
-    assert!(given > 3, "a restored id is never given again: {given}");
+    let ids = rows(to, &format!("SELECT id FROM {table}")).await;
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    given
 }
 
 /// Every node has the same schedule (`--backup-every 1s --backup-keep 3`); only the meta
