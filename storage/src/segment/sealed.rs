@@ -29,7 +29,7 @@ use crate::distance::Metric;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::sync_dir;
 use crate::index::VectorIndex;
-use crate::index::build::{build_graph, indexable_rows};
+use crate::index::build::{BuildOptions, build_graph_with, indexable_rows};
 use crate::index::file::{self, ColumnFile};
 use crate::index::sq8::{self, Sq8};
 use crate::index::vectors::{Backing, VectorStore, VectorsRef};
@@ -62,12 +62,14 @@ pub struct SealedSegment {
 
 impl SealedSegment {
     /// Writes `source` as a sealed segment at `dir`, leaving the rows in `dead` out of the
-    /// graphs (they stay in the files, so row numbers are unchanged), and opens it.
+    /// graphs (they stay in the files, so row numbers are unchanged), building them as `build`
+    /// says (how many threads), and opens it.
     pub fn write(
         dir: &Path,
         schema: &CollectionSchema,
         source: &dyn Segment,
         dead: &RoaringBitmap,
+        build: BuildOptions,
     ) -> Result<SealedSegment> {
         let tmp = dir.with_extension("tmp");
         if tmp.exists() {
@@ -82,7 +84,7 @@ impl SealedSegment {
             };
             let nulls = source.null_vectors(i);
             let indexed = schema.is_indexed(&schema.columns[col].name);
-            let column = build_column(source.vectors(i), nulls, dead, spec, indexed)?;
+            let column = build_column(source.vectors(i), nulls, dead, spec, indexed, build)?;
             file::write(&tmp.join(format!("vec-{i}.bin")), &column)?;
             null_vectors.push(nulls.iter().collect());
         }
@@ -252,6 +254,7 @@ fn build_column(
     dead: &RoaringBitmap,
     spec: crate::schema::VectorSpec,
     indexed: bool,
+    build: BuildOptions,
 ) -> Result<ColumnFile> {
     let metric = spec.metric;
     let vectors = VectorStore::from_parts(
@@ -261,7 +264,10 @@ fn build_column(
     );
     let rows = indexable_rows(&vectors, metric, &|r| nulls.contains(r) || dead.contains(r));
     let graph = if indexed && rows.len() >= MIN_ROWS_FOR_GRAPH {
-        Some((metric, build_graph(&vectors, &rows, metric, spec.hnsw)?))
+        Some((
+            metric,
+            build_graph_with(&vectors, &rows, metric, spec.hnsw, build)?,
+        ))
     } else {
         None
     };
