@@ -34,11 +34,6 @@ impl Catalog {
         let Some(key) = storage_key(name) else {
             return datafusion::common::plan_err!("invalid collection name \"{name}\"");
         };
-        if let (Some(s), _) = split_qualified(name)
-            && !self.has_schema(s)
-        {
-            return datafusion::common::plan_err!("schema \"{s}\" does not exist");
-        }
         let root = match &self.backend {
             Backend::Local { root, .. } => root,
             Backend::Cluster { node, .. } => {
@@ -64,6 +59,7 @@ impl Catalog {
         if read(&self.collections).contains_key(name) {
             return Ok(None);
         }
+        self.check_schema(name)?; // under the DDL lock: a DROP SCHEMA may have just run
         let (collection, info) = restore_into(
             &root.join(&key),
             part,
@@ -90,6 +86,7 @@ impl Catalog {
         report: Report,
     ) -> Result<Option<RestoreInfo>> {
         let (name, key) = target;
+        self.check_schema(name)?;
         if part.schema.hidden_key {
             return Err(DataFusionError::NotImplemented(
                 "a table in a cluster needs a primary key (rows are placed by it)".into(),
@@ -122,6 +119,16 @@ impl Catalog {
         }
         self.follow();
         Ok(Some(info))
+    }
+
+    /// Refuses a name in a schema that does not exist.
+    fn check_schema(&self, name: &str) -> Result<()> {
+        match split_qualified(name) {
+            (Some(s), _) if !self.has_schema(s) => {
+                datafusion::common::plan_err!("schema \"{s}\" does not exist")
+            }
+            _ => Ok(()),
+        }
     }
 }
 

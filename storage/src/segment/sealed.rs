@@ -39,6 +39,7 @@ use crate::segment::Segment;
 /// Segments smaller than this are searched by brute force; a graph would not pay for itself.
 pub const MIN_ROWS_FOR_GRAPH: usize = 256;
 
+/// The file of a segment's row versions (`Segment::versions`).
 pub const VERSIONS_FILE: &str = "versions.bin";
 
 #[derive(Serialize, Deserialize)]
