@@ -2,20 +2,24 @@
 //!
 //! INSERT streams DataFusion's input batches into the collection as `Command::Insert`s (one per
 //! batch; a key that exists is refused with a unique violation, as in PostgreSQL). DELETE finds
-//! the keys of the rows its WHERE selects and deletes them by key. Each batch is atomic; a
-//! statement spanning several batches is not (see the cluster docs for what is atomic).
+//! the keys of the rows its WHERE selects and deletes them by key: storage evaluates what it
+//! can of the WHERE, and the rest ([`Residual`]) is checked on each row read before its key
+//! goes. Each batch is atomic; a statement spanning several batches is not (see the cluster
+//! docs for what is atomic).
 
 use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt64Array};
+use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, RecordBatch, UInt64Array};
+use datafusion::arrow::compute::{and_kleene, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::datasource::sink::DataSink;
 use datafusion::datasource::{provider_as_source, source_as_provider};
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{DmlStatement, LogicalPlan};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
@@ -133,9 +137,46 @@ impl InsertSink {
     }
 }
 
-/// Deletes the rows `filter` selects (all rows when `None`); returns how many went.
-pub fn delete_where(source: &dyn CollectionSource, filter: Option<&Filter>) -> Result<u64> {
-    let deleted = delete_scanned(source, filter, &[])?;
+/// The conditions of a WHERE that storage cannot evaluate (`id % 2 = 0`), over the table's
+/// `visible` columns: a row read is deleted or updated only if each holds for it.
+#[derive(Debug, Clone)]
+pub struct Residual {
+    pub visible: SchemaRef,
+    pub conditions: Vec<Arc<dyn PhysicalExpr>>,
+}
+
+impl Residual {
+    /// Which rows of `visible` (a batch of the visible columns) every condition holds for;
+    /// NULL selects nothing, as in SQL.
+    pub fn mask(&self, visible: &RecordBatch) -> Result<BooleanArray> {
+        let mut keep = BooleanArray::from(vec![true; visible.num_rows()]);
+        for condition in &self.conditions {
+            let mask = condition
+                .evaluate(visible)?
+                .into_array(visible.num_rows())?;
+            keep = and_kleene(&keep, mask.as_boolean())?;
+        }
+        Ok(keep.iter().map(|v| Some(v == Some(true))).collect())
+    }
+
+    /// The rows of `batch` (which holds every visible column, and maybe more) every condition
+    /// holds for.
+    fn keep(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let columns = self.visible.fields().iter();
+        let columns = columns.map(|f| scanned(batch, f.name()).cloned());
+        let visible = RecordBatch::try_new(self.visible.clone(), columns.collect::<Result<_>>()?)?;
+        Ok(filter_record_batch(batch, &self.mask(&visible)?)?)
+    }
+}
+
+/// Deletes the rows `filter` and `residual` select (all rows when neither says); returns how
+/// many went.
+pub fn delete_where(
+    source: &dyn CollectionSource,
+    filter: Option<&Filter>,
+    residual: Option<&Residual>,
+) -> Result<u64> {
+    let deleted = delete_scanned(source, filter, residual, &[])?;
     Ok(deleted.iter().map(|(_, count)| count).sum())
 }
 
@@ -144,11 +185,12 @@ pub fn delete_where(source: &dyn CollectionSource, filter: Option<&Filter>) -> R
 pub fn delete_returning(
     source: &dyn CollectionSource,
     filter: Option<&Filter>,
+    residual: Option<&Residual>,
     visible: &SchemaRef,
 ) -> Result<Vec<RecordBatch>> {
     let columns: Vec<String> = visible.fields().iter().map(|f| f.name().clone()).collect();
     let mut deleted = Vec::new();
-    for (batch, _) in delete_scanned(source, filter, &columns)? {
+    for (batch, _) in delete_scanned(source, filter, residual, &columns)? {
         let rows = visible
             .fields()
             .iter()
@@ -159,19 +201,30 @@ pub fn delete_returning(
     Ok(deleted)
 }
 
-/// Deletes by key the rows `filter` selects, read as of now from the leaders with `columns`
-/// and the key; each batch read, with how many of its rows went.
+/// Deletes by key the rows `filter` and `residual` select, read as of now from the leaders
+/// with `columns` and the key (and every visible column, for the residual); each batch read,
+/// with how many of its rows went.
 fn delete_scanned(
     source: &dyn CollectionSource,
     filter: Option<&Filter>,
+    residual: Option<&Residual>,
     columns: &[String],
 ) -> Result<Vec<(RecordBatch, u64)>> {
     let pk = source.schema().primary_key().name.clone();
     let mut columns = columns.to_vec();
-    if !columns.contains(&pk) {
-        columns.push(pk.clone()); // the key, hidden or not asked for
+    let visible = residual.iter().flat_map(|r| r.visible.fields().iter());
+    for name in visible.map(|f| f.name()).chain([&pk]) {
+        if !columns.contains(name) {
+            columns.push(name.clone()); // the key, hidden or not asked for
+        }
     }
-    let batches = source.scan(Some(&columns), filter, Consistency::Strong)?;
+    let mut batches = source.scan(Some(&columns), filter, Consistency::Strong)?;
+    if let Some(residual) = residual {
+        batches = batches
+            .iter()
+            .map(|b| residual.keep(b))
+            .collect::<Result<_>>()?;
+    }
     let mut keys = Vec::with_capacity(batches.len());
     for batch in &batches {
         keys.push(keys_of(scanned(batch, &pk)?).map_err(storage_error)?);

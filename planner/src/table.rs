@@ -9,14 +9,16 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
-use datafusion::common::not_impl_err;
+use datafusion::common::DFSchema;
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{Expr, ScalarUDF, TableProviderFilterPushDown};
 use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_expr::create_physical_expr;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::physical_plan::metrics::{
@@ -29,7 +31,7 @@ use vecraft_storage::filter::Filter;
 use vecraft_storage::shard::SearchRequest;
 
 use crate::collection::{CollectionSource, without_distance};
-use crate::dml::{InsertMode, InsertSink, count_batch, delete_returning, delete_where};
+use crate::dml::{InsertMode, InsertSink, Residual, count_batch, delete_returning, delete_where};
 use crate::filters::pushable_filter;
 use crate::returning::InsertReturningExec;
 use crate::update::CollectionUpdateExec;
@@ -149,28 +151,33 @@ impl TableProvider for CollectionTable {
 
     async fn delete_from(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         filters: Vec<Expr>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let collection = self.source.schema();
-        let mut parts = Vec::new();
+        let df_schema = DFSchema::try_from(self.schema.clone())?;
+        let planning = PhysicalPlanningContext::default();
+        let (mut parts, mut conditions) = (Vec::new(), Vec::new());
         for f in &filters {
             match pushable_filter(f, &collection) {
                 Some(p) => parts.push(p),
-                None => {
-                    return not_impl_err!(
-                        "DELETE with this WHERE clause is not supported yet: {f}"
-                    );
-                }
+                None => conditions.push(create_physical_expr(
+                    f,
+                    &df_schema,
+                    state.execution_props(),
+                    &planning,
+                )?),
             }
         }
         let filter = (!parts.is_empty()).then(|| Filter::And(parts));
+        let residual = (!conditions.is_empty()).then(|| Residual {
+            visible: self.schema.clone(),
+            conditions,
+        });
         let returning = self.returning.then(|| self.schema.clone());
-        Ok(Arc::new(CollectionScanExec::deleting(
-            self.source.clone(),
-            filter,
-            returning,
-        )?))
+        let mut delete = CollectionScanExec::deleting(self.source.clone(), filter, returning)?;
+        delete.residual = residual;
+        Ok(Arc::new(delete))
     }
 
     async fn update(
@@ -242,6 +249,8 @@ pub struct CollectionScanExec {
     /// DELETE the rows the filter selects, and return their count (or, with RETURNING, the
     /// rows, whose columns are `columns`).
     pub delete: bool,
+    /// What a DELETE's WHERE says that the filter cannot: checked on each row read.
+    pub residual: Option<Residual>,
     properties: Arc<PlanProperties>,
     /// Rows and time per shard (`EXPLAIN ANALYZE`).
     metrics: ExecutionPlanMetricsSet,
@@ -268,6 +277,7 @@ impl CollectionScanExec {
             query_param: None,
             query_dims: None,
             delete: false,
+            residual: None,
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
             shard_metrics: Default::default(),
@@ -400,15 +410,17 @@ impl CollectionScanExec {
     ) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
         let read = crate::knn::read_consistency(context);
         Ok(match &self.search {
-            _ if self.delete && !self.columns.is_empty() => {
-                delete_returning(self.source.as_ref(), self.filter.as_ref(), &self.schema)?
-            }
-            _ if self.delete => {
-                vec![count_batch(delete_where(
-                    self.source.as_ref(),
-                    self.filter.as_ref(),
-                )?)?]
-            }
+            _ if self.delete && !self.columns.is_empty() => delete_returning(
+                self.source.as_ref(),
+                self.filter.as_ref(),
+                self.residual.as_ref(),
+                &self.schema,
+            )?,
+            _ if self.delete => vec![count_batch(delete_where(
+                self.source.as_ref(),
+                self.filter.as_ref(),
+                self.residual.as_ref(),
+            )?)?],
             None => {
                 let (batches, traces) =
                     self.source

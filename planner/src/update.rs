@@ -5,7 +5,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, BooleanArray, RecordBatch};
+use datafusion::arrow::array::{Array, RecordBatch};
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::{DFSchema, not_impl_err, plan_err};
@@ -20,7 +20,7 @@ use vecraft_storage::command::Command;
 use vecraft_storage::filter::Filter;
 
 use crate::collection::{CollectionSource, Consistency};
-use crate::dml::count_batch;
+use crate::dml::{Residual, count_batch};
 use crate::filters::pushable_filter;
 use crate::table::{leaf_plan_methods, single_partition};
 
@@ -33,7 +33,7 @@ pub struct CollectionUpdateExec {
     /// Conditions storage evaluates while scanning.
     pushed: Option<Filter>,
     /// Conditions evaluated here, on the rows storage returned.
-    residual: Vec<Arc<dyn PhysicalExpr>>,
+    residual: Residual,
     /// Outputs the updated rows (`visible`'s columns, new values) instead of their count.
     returning: bool,
     properties: Arc<PlanProperties>,
@@ -74,6 +74,10 @@ impl CollectionUpdateExec {
             }
         }
         let pushed = (!pushed.is_empty()).then(|| Filter::And(pushed));
+        let residual = Residual {
+            visible: visible.clone(),
+            conditions: residual,
+        };
         let output = match returning {
             true => visible.clone(),
             false => count_batch(0)?.schema(),
@@ -109,16 +113,7 @@ impl CollectionUpdateExec {
                     datafusion::error::DataFusionError::Internal("a column is missing".into())
                 })?,
         )?;
-        let mut keep = BooleanArray::from(vec![true; visible.num_rows()]);
-        for condition in &self.residual {
-            let mask = condition
-                .evaluate(&visible)?
-                .into_array(visible.num_rows())?;
-            let mask = datafusion::arrow::array::AsArray::as_boolean(&mask).clone();
-            keep = datafusion::arrow::compute::and_kleene(&keep, &mask)?;
-        }
-        // NULL conditions select nothing, as in SQL.
-        let keep: BooleanArray = keep.iter().map(|v| Some(v == Some(true))).collect();
+        let keep = self.residual.mask(&visible)?;
         let visible = filter_record_batch(&visible, &keep)?;
         let rows = filter_record_batch(rows, &keep)?;
         if rows.num_rows() == 0 {
