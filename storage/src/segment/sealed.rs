@@ -118,6 +118,18 @@ impl SealedSegment {
         fs::remove_file(&path).ctx("remove", &path)
     }
 
+    /// The files a segment whose `meta.json` holds `meta` must have (`meta.json` included):
+    /// what a snapshot received from another node is checked for before it is installed.
+    pub fn required_files(meta: &[u8]) -> std::result::Result<Vec<String>, String> {
+        let meta: Meta = serde_json::from_slice(meta).map_err(|e| e.to_string())?;
+        let mut names = vec!["meta.json".to_string(), "payload.arrow".to_string()];
+        names.extend((0..meta.null_vectors.len()).map(|i| format!("vec-{i}.bin")));
+        if meta.versions {
+            names.push(VERSIONS_FILE.to_string());
+        }
+        Ok(names)
+    }
+
     /// Opens and verifies the segment at `dir`.
     pub fn open(dir: &Path, schema: &CollectionSchema) -> Result<SealedSegment> {
         let meta_path = dir.join("meta.json");

@@ -278,6 +278,44 @@ fn fuzz_snapshot_verification() {
     });
 }
 
+/// A snapshot whose segment lacks a file its `meta.json` names (a vector column's file, the
+/// row versions) is refused when verified, not when a replica installs it.
+#[test]
+fn a_snapshot_missing_a_segment_file_is_refused_by_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = Shard::open(dir.path(), Some(schema(4, Metric::L2)), opts(100)).unwrap();
+    load(&shard, &mixture(300, 4, 9), 50, 1);
+    let mut real = Vec::new();
+    shard.write_snapshot(&mut real).unwrap();
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let manifest = super::split_snapshot(&mut real.as_slice(), &mut |name, _, body| {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(body, &mut bytes).unwrap();
+        files.push((name.to_string(), bytes));
+        Ok(())
+    })
+    .unwrap();
+    for left_out in ["/vec-0.bin", "/versions.bin"] {
+        let mut stream = Vec::new();
+        let mut writer = super::SnapshotWriter::start(&mut stream).unwrap();
+        let mut dropped = 0;
+        for (name, bytes) in &files {
+            if name.ends_with(left_out) {
+                dropped += 1;
+                continue;
+            }
+            writer
+                .file(name, bytes.len() as u64, &mut bytes.as_slice())
+                .unwrap();
+        }
+        writer.finish(&manifest).unwrap();
+        assert!(dropped > 0, "the snapshot had {left_out}");
+        let refused = Shard::verify_snapshot(&mut stream.as_slice());
+        let why = format!("{refused:?}");
+        assert!(why.contains(&left_out[1..]), "{left_out}: {why}");
+    }
+}
+
 #[test]
 fn small_sealed_segments_merge_in_the_background_with_deletes_carried_over() {
     let dir = tempfile::tempdir().unwrap();

@@ -108,11 +108,18 @@ impl Shard {
         };
         reader.header()?;
         let mut files: HashMap<u64, Vec<String>> = HashMap::new();
+        let mut metas: HashMap<u64, Vec<u8>> = HashMap::new();
         let manifest = loop {
             match reader.u8()? {
                 KIND_FILE => {
                     let (id, name) = reader.file_name()?;
-                    reader.copy_body(&mut std::io::sink(), Path::new(&name))?;
+                    if name == "meta.json" {
+                        let mut meta = SmallFile(Vec::new());
+                        reader.copy_body(&mut meta, Path::new(&name))?;
+                        metas.insert(id, meta.0);
+                    } else {
+                        reader.copy_body(&mut std::io::sink(), Path::new(&name))?;
+                    }
                     files.entry(id).or_default().push(name);
                 }
                 KIND_MANIFEST => break reader.manifest()?,
@@ -135,7 +142,11 @@ impl Shard {
                 .ok_or_else(|| reader.bad("segment without files"))?;
             let tombstones =
                 (seg.tombstone_version != 0).then(|| tombstone_file(seg.tombstone_version));
-            let needed = ["meta.json".to_string(), "payload.arrow".to_string()];
+            let meta = metas
+                .get(&seg.id)
+                .ok_or_else(|| reader.bad(&format!("segment {} lacks meta.json", seg.id)))?;
+            let needed = SealedSegment::required_files(meta)
+                .map_err(|e| reader.bad(&format!("segment {}: meta.json: {e}", seg.id)))?;
             for needed in needed.iter().chain(tombstones.as_ref()) {
                 if !names.contains(needed) {
                     return Err(reader.bad(&format!("segment {} lacks {needed}", seg.id)));
@@ -244,6 +255,28 @@ fn segment_files(dir: &Path, id: u64) -> Result<Vec<String>> {
     }
     names.sort();
     Ok(names)
+}
+
+/// The largest `meta.json` a snapshot may carry (it lists the rows with NULL vectors).
+const MAX_META_BYTES: usize = 64 << 20;
+
+/// Collects a segment's `meta.json` while a snapshot is verified; refuses one past
+/// `MAX_META_BYTES` instead of holding whatever size a stream claims.
+struct SmallFile(Vec<u8>);
+
+impl Write for SmallFile {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + bytes.len() > MAX_META_BYTES {
+            let e = std::io::Error::new(std::io::ErrorKind::InvalidData, "meta.json too large");
+            return Err(e);
+        }
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Writes a snapshot stream: the header, then each file, then the manifest.
