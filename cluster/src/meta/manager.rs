@@ -25,7 +25,9 @@ use vecraft_storage::key::Key;
 use vecraft_storage::names::SCHEMA_KEY_SEPARATOR;
 use vecraft_storage::schema::{CollectionSchema, ColumnDef, ColumnType, valid_collection_name};
 
-use super::{CollectionMeta, MetaOp, MetaReply, MetaState, Restorer, ShardMeta, place};
+use super::{
+    CollectionMeta, MetaOp, MetaReply, MetaState, Restorer, ShardMeta, place, sequence_name,
+};
 use crate::collection::{MAX_REPLICAS, MAX_SHARDS};
 use crate::local::LocalShard;
 use crate::raft::{NodeId, Request};
@@ -200,13 +202,13 @@ impl MetaManager {
             let json =
                 serde_json::to_string(&state).map_err(|e| Failure::Unavailable(e.to_string()))?;
             self.propose_row(KEY, &json).await?;
-            // A collection gone (dropped, or an abandoned restore) takes its sequences with
-            // it: their rows are named by its first group.
+            // A collection gone (dropped, or an abandoned restore) takes its sequences.
             let gone = before
                 .iter()
                 .filter(|(name, _)| !state.collections.contains_key(*name));
             for first in gone.filter_map(|(_, c)| c.shards.first()) {
-                self.delete_rows(&format!("{SEQUENCE_PREFIX}{}/", first.group))
+                let prefix = sequence_name(&first.group, "");
+                self.delete_rows(&format!("{SEQUENCE_PREFIX}{prefix}"))
                     .await?;
             }
         }

@@ -23,6 +23,13 @@ pub use placement::place;
 use crate::raft::NodeId;
 use crate::rpc::GroupId;
 
+/// The name of the sequence of column `column` (its key) of the collection whose first shard
+/// group is `group`; `""` gives the prefix of all its sequences. A table made again under its
+/// name has new groups, and so new sequences.
+pub fn sequence_name(group: &str, column: &str) -> String {
+    format!("{group}/{column}")
+}
+
 /// The meta group's id on every node's RPC server.
 pub const META_GROUP: &str = "meta";
 /// The action meta operations travel as.

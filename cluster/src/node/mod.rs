@@ -27,7 +27,7 @@ use crate::collection::{Collection, SequenceReader};
 use crate::local::LocalShard;
 use crate::meta::{
     CollectionMeta, META_ACTION, META_GROUP, MetaClient, MetaManager, MetaOp, MetaState, NodeInfo,
-    Restorer,
+    Restorer, sequence_name,
 };
 use crate::raft::NodeId;
 use crate::remote::RemoteShard;
@@ -195,14 +195,10 @@ impl ClusterNode {
     /// Serves the collection this process restored to SQL; `Ok(false)` if the restore was
     /// abandoned meanwhile (dropped by someone, or this node was taken for restarted).
     pub fn publish_restored(self: &Arc<Self>, name: &str) -> Result<bool> {
-        let op = MetaOp::Publish {
+        self.change(MetaOp::Publish {
             name: name.to_string(),
             by: self.restorer(),
-        };
-        let node = Arc::clone(self);
-        let published = crate::raft::run(async move { node.meta_client.change(op).await })??;
-        self.refresh()?;
-        Ok(published)
+        })
     }
 
     fn restorer(&self) -> Restorer {
@@ -241,18 +237,14 @@ impl ClusterNode {
 
     /// Drops a collection; its replicas go as each storage node sees it gone.
     pub fn drop_collection(self: &Arc<Self>, name: &str) -> Result<bool> {
-        let op = MetaOp::Drop {
+        self.change(MetaOp::Drop {
             name: name.to_string(),
-        };
-        let node = Arc::clone(self);
-        let dropped = crate::raft::run(async move { node.meta_client.change(op).await })??;
-        self.refresh()?;
-        Ok(dropped)
+        })
     }
 
     /// Makes SQL schema `key`; `Ok(false)` if it existed.
     pub fn create_schema(self: &Arc<Self>, key: &str) -> Result<bool> {
-        self.change_schema(MetaOp::CreateSchema { name: key.into() })
+        self.change(MetaOp::CreateSchema { name: key.into() })
     }
 
     /// Reserves `count` values of sequence `name` (durably, in the meta group); the first.
@@ -264,10 +256,12 @@ impl ClusterNode {
 
     /// Removes the empty SQL schema `key`; `Ok(false)` if there was none.
     pub fn drop_schema(self: &Arc<Self>, key: &str) -> Result<bool> {
-        self.change_schema(MetaOp::DropSchema { name: key.into() })
+        self.change(MetaOp::DropSchema { name: key.into() })
     }
 
-    fn change_schema(self: &Arc<Self>, op: MetaOp) -> Result<bool> {
+    /// Makes `op` on the meta leader and reads the document back, so this node sees what it
+    /// did; whether it changed anything.
+    fn change(self: &Arc<Self>, op: MetaOp) -> Result<bool> {
         let node = Arc::clone(self);
         let changed = crate::raft::run(async move { node.meta_client.change(op).await })??;
         self.refresh()?;
@@ -302,9 +296,7 @@ impl ClusterNode {
             })
             .collect::<Result<Vec<_>>>()?;
         let collection = Collection::remote(shards)?; // it has a shard
-        // Its sequences are rows of the meta group named by its first group (a table made
-        // again under the name has new groups, and so new sequences).
-        let prefix = format!("{}/", meta.shards[0].group);
+        let prefix = sequence_name(&meta.shards[0].group, "");
         let client = Arc::clone(&self.meta_client);
         let sequences: SequenceReader = Arc::new(move || {
             let (client, prefix) = (Arc::clone(&client), prefix.clone());

@@ -485,7 +485,7 @@ impl Catalog {
                 let state = read(seen).clone();
                 let meta = state.collections.get(&key).ok_or_else(missing)?;
                 let group = &meta.shards.first().ok_or_else(missing)?.group;
-                Ok(format!("{group}/{column}"))
+                Ok(vecraft_cluster::meta::sequence_name(group, &column))
             }
         }
     }

@@ -11,7 +11,7 @@ use datafusion::error::{DataFusionError, Result};
 use vecraft_cluster::backup::{
     BackupStore, CollectionBackup, Report, RestoreInfo, restore_into, restore_routed,
 };
-use vecraft_cluster::meta::MAX_RESERVATION;
+use vecraft_cluster::meta::{MAX_RESERVATION, sequence_name};
 use vecraft_cluster::node::ClusterNode;
 use vecraft_storage::names::{split_qualified, storage_key};
 use vecraft_storage::shard::ShardOptions;
@@ -143,7 +143,7 @@ fn restore_sequences(node: &Arc<ClusterNode>, key: &str, part: &CollectionBackup
         )));
     };
     for (column, &next) in &part.sequences {
-        let home = format!("{}/{column}", first.group);
+        let home = sequence_name(&first.group, column);
         let mut left = u64::try_from(next.saturating_sub(1)).unwrap_or(0);
         while left > 0 {
             let count = left.min(MAX_RESERVATION);
