@@ -21,6 +21,7 @@
 //! room in the list, so the next reverse links are appended without another shrink (filling
 //! there too made builds 1.5× slower for little more recall).
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
@@ -308,7 +309,7 @@ impl<'a> Draft<'a> {
             upper: Backing::owned(plain(self.upper)),
             levels: Backing::owned(self.levels),
             upper_offsets: Backing::owned(self.upper_offsets),
-            codes: None,
+            codes: self.codes.map(Arc::new),
         }
     }
 }

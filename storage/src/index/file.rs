@@ -1,17 +1,21 @@
-//! The on-disk file of one vector column of a sealed segment: vectors, inverse norms and the
-//! flat HNSW graph, each section 64-byte aligned so it can be used in place from an mmap.
+//! The on-disk file of one vector column of a sealed segment: vectors, inverse norms, the
+//! flat HNSW graph and the SQ8 codes its walk scores, each section 64-byte aligned so it can be
+//! used in place from an mmap.
 //!
 //! ```text
 //! header (64 bytes, little endian)
 //!   0 magic "VCRFTVEC"   8 version u32   12 dims u32   16 rows u64
-//!  24 metric u8  25 has_graph u8  26 max_level u8  27 -   28 m u16  30 m0 u16
+//!  24 metric u8  25 has_graph u8  26 max_level u8  27 has_codes u8  28 m u16  30 m0 u16
 //!  32 entry u32  36 -   40 upper_len u64   48 body_crc32c u32   52..64 reserved
 //! body: vectors [rows * dims] f32 | inv_norms [rows] f32
 //!       | level0 [rows * (1 + m0)] u32 | levels [rows] u8 | upper_offsets [rows] u32
 //!       | upper [upper_len] u32              (graph sections only when has_graph = 1)
+//!       | sq8_lo [dims] f32 | sq8_step [dims] f32 | sq8_codes [rows * dims] u8
+//!                                            (code sections only when has_codes = 1)
 //! ```
 //! The CRC covers the header (with its CRC field zeroed) and the whole body, and is checked
-//! when the file is opened.
+//! when the file is opened. `has_codes` sits in a byte that files written before codes were
+//! stored left 0, so those files read as files without codes (`index/sq8.rs`).
 
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
@@ -23,6 +27,7 @@ use memmap2::Mmap;
 use crate::distance::Metric;
 use crate::error::{Error, IoContext, Result};
 use crate::index::graph::{GraphShape, HnswGraph};
+use crate::index::sq8::Sq8;
 use crate::index::vectors::{Backing, VectorStore};
 
 const MAGIC: &[u8; 8] = b"VCRFTVEC";
@@ -102,6 +107,11 @@ pub fn write(path: &Path, column: &ColumnFile) -> Result<()> {
             w.put(as_bytes(g.levels.as_slice()))?;
             w.put(as_bytes(g.upper_offsets.as_slice()))?;
             w.put(as_bytes(g.upper.as_slice()))?;
+            if let Some(codes) = &g.codes {
+                w.put(as_bytes(codes.lo()))?;
+                w.put(as_bytes(codes.step()))?;
+                w.put(codes.codes())?;
+            }
         }
         Ok(())
     };
@@ -126,6 +136,7 @@ fn header_bytes(column: &ColumnFile, crc: u32) -> [u8; HEADER_BYTES] {
         h[24] = metric_code(*metric);
         h[25] = 1;
         h[26] = g.shape.max_level;
+        h[27] = u8::from(g.codes.is_some());
         h[28..30].copy_from_slice(&g.shape.m.to_le_bytes());
         h[30..32].copy_from_slice(&g.shape.m0.to_le_bytes());
         h[32..36].copy_from_slice(&g.shape.entry.to_le_bytes());
@@ -217,14 +228,27 @@ pub fn open(path: &Path) -> Result<ColumnFile> {
     let u32s = |(o, l): (usize, usize)| {
         Backing::<u32>::mapped(map.clone(), o, l).ok_or_else(|| bad("section out of range"))
     };
+    let bytes = |(o, l): (usize, usize)| {
+        Backing::<u8>::mapped(map.clone(), o, l).ok_or_else(|| bad("section out of range"))
+    };
+    let levels = bytes(lv)?;
+    let codes = match h[27] {
+        0 => None,
+        1 => {
+            let lo = f32s(section(dims, 4)?)?.as_slice().to_vec();
+            let step = f32s(section(dims, 4)?)?.as_slice().to_vec();
+            let codes = bytes(section(rows * dims, 1)?)?;
+            Some(Arc::new(Sq8::from_parts(dims, lo, step, codes)))
+        }
+        _ => return Err(bad("unknown codes flag")),
+    };
     let graph = HnswGraph {
         shape,
         level0: u32s(l0)?,
-        levels: Backing::<u8>::mapped(map.clone(), lv.0, lv.1)
-            .ok_or_else(|| bad("section out of range"))?,
+        levels,
         upper_offsets: u32s(uo)?,
         upper: u32s(up)?,
-        codes: None,
+        codes,
     };
     graph.validate().map_err(|e| bad(&format!("graph: {e}")))?;
     Ok(ColumnFile {

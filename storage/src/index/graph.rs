@@ -96,6 +96,9 @@ impl HnswGraph {
         if self.levels.as_slice().len() != n || self.upper_offsets.as_slice().len() != n {
             return Err("per-node array size".into());
         }
+        if self.codes.as_ref().is_some_and(|c| c.len() != n) {
+            return Err("a code row per node".into());
+        }
         if m0 > MAX_M0 || m > MAX_M0 {
             return Err("list width above the maximum".into());
         }

@@ -8,11 +8,14 @@
 //! so results and reported distances are the full-precision ones; only which rows the beam
 //! visits can differ. Qdrant and Milvus search the same way.
 //!
-//! The codes are made from the segment's vectors when it is opened (about a second for a
-//! million 128-d rows), held in memory beside the mmap'd floats, and not stored.
+//! The codes are made while the segment's graph is built (its inserts walk them too) and
+//! stored in the column's file (`file.rs`), so an opened segment reads them from the mmap like
+//! the floats: a replica installing a snapshot, or a node restarting, neither spends a second
+//! per million 128-d rows making them again nor holds them in anonymous memory. Files written
+//! before codes were stored get them made when opened.
 
 use crate::distance::{Metric, cosine_from_parts};
-use crate::index::vectors::{Query, VectorsRef};
+use crate::index::vectors::{Backing, Query, VectorsRef};
 
 /// Quantise only from this many dimensions up: below it a row is a cache line or two
 /// anyway, and low-dimensional data (a 3-d lattice) is where a byte per dimension is coarse.
@@ -23,7 +26,7 @@ pub struct Sq8 {
     dims: usize,
     lo: Vec<f32>,
     step: Vec<f32>,
-    codes: Vec<u8>,
+    codes: Backing<u8>,
 }
 
 /// A query prepared for scoring against codes (see `Sq8::prepare`).
@@ -71,6 +74,17 @@ impl Sq8 {
             }
         }
         debug_assert_eq!(codes.len(), vectors.len() * dims);
+        Sq8::from_parts(dims, lo, step, Backing::owned(codes))
+    }
+
+    /// Codes as stored (`file.rs`): each dimension's `lo` and `step`, and `dims` bytes a row.
+    pub fn from_parts(dims: usize, lo: Vec<f32>, step: Vec<f32>, codes: Backing<u8>) -> Sq8 {
+        assert!(dims > 0, "codes of a column without dimensions");
+        assert!(
+            lo.len() == dims && step.len() == dims,
+            "a range per dimension"
+        );
+        assert_eq!(codes.as_slice().len() % dims, 0, "codes of whole rows");
         Sq8 {
             dims,
             lo,
@@ -79,23 +93,47 @@ impl Sq8 {
         }
     }
 
+    pub fn dims(&self) -> usize {
+        self.dims
+    }
+
     pub fn len(&self) -> usize {
-        self.codes.len() / self.dims
+        self.codes.as_slice().len() / self.dims
     }
 
     pub fn is_empty(&self) -> bool {
-        self.codes.is_empty()
+        self.codes.as_slice().is_empty()
+    }
+
+    /// Each dimension's lowest value, the code 0.
+    pub fn lo(&self) -> &[f32] {
+        &self.lo
+    }
+
+    /// Each dimension's value per code step.
+    pub fn step(&self) -> &[f32] {
+        &self.step
+    }
+
+    /// Whether the codes are read in place from a file's map rather than held in memory.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.codes, Backing::Mapped { .. })
+    }
+
+    /// Every row's codes, row-major.
+    pub fn codes(&self) -> &[u8] {
+        self.codes.as_slice()
     }
 
     /// The codes of `row`.
     #[inline]
     pub fn row(&self, row: u32) -> &[u8] {
         let start = row as usize * self.dims;
-        &self.codes[start..start + self.dims]
+        &self.codes.as_slice()[start..start + self.dims]
     }
 
     pub fn size_bytes(&self) -> usize {
-        self.codes.len() + 8 * self.dims
+        self.codes.as_slice().len() + 8 * self.dims
     }
 
     /// What every score against `query` under `metric` reuses.

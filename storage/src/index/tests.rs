@@ -127,6 +127,55 @@ fn column_file_round_trips_and_detects_corruption() {
 }
 
 #[test]
+fn a_column_file_keeps_the_codes_its_build_made_and_reads_them_in_place() {
+    let dims = super::sq8::MIN_DIMS;
+    let store = VectorStore::from_vec(dims, random_vectors(600, dims, 7));
+    let rows = indexable_rows(&store, Metric::L2, &|_| false);
+    let graph = build_graph(&store, &rows, Metric::L2, HnswParams::default()).unwrap();
+    let built = graph
+        .codes
+        .clone()
+        .expect("a build from MIN_DIMS up makes codes");
+    assert_eq!(built.len(), 600);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("col.vec");
+    let mut column = ColumnFile {
+        vectors: store.clone(),
+        graph: Some((Metric::L2, graph.clone())),
+    };
+    file::write(&path, &column).unwrap();
+    let back = file::open(&path).unwrap();
+    let (_, g) = back.graph.as_ref().unwrap();
+    let read = g.codes.as_ref().expect("codes stored in the file");
+    assert!(read.is_mapped(), "codes are read from the map, not copied");
+    assert_eq!(
+        (read.lo(), read.step(), read.codes()),
+        (built.lo(), built.step(), built.codes())
+    );
+    let q = Query::new(random_vectors(1, dims, 13));
+    let a = graph.search(&store.view(), Metric::L2, &q, 10, 40, &|_| true);
+    let b = g.search(&back.vectors.view(), Metric::L2, &q, 10, 40, &|_| true);
+    assert_eq!(a, b);
+    drop(back);
+
+    // A flipped code byte is caught by the checksum like any other.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last - 100] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(matches!(
+        file::open(&path),
+        Err(crate::error::Error::Corrupt { .. })
+    ));
+
+    // A file without codes (as written before they were stored) opens without them.
+    column.graph.as_mut().unwrap().1.codes = None;
+    file::write(&path, &column).unwrap();
+    let back = file::open(&path).unwrap();
+    assert!(back.graph.as_ref().unwrap().1.codes.is_none());
+}
+
+#[test]
 fn zero_vectors_rank_last_under_cosine_in_brute_force() {
     let store = VectorStore::from_vec(2, vec![0.0, 0.0, 1.0, 0.0, 0.0, 1.0]);
     let q = Query::new(vec![1.0, 0.1]);

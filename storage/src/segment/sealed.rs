@@ -4,7 +4,8 @@
 //! ```text
 //! seg-<id>/meta.json      row count, rows with NULL vectors per vector column
 //! seg-<id>/payload.arrow  every non-vector column, Arrow IPC file
-//! seg-<id>/vec-<i>.bin    i-th vector column: vectors, norms, HNSW graph (index/file.rs)
+//! seg-<id>/vec-<i>.bin    i-th vector column: vectors, norms, HNSW graph, SQ8 codes
+//!                         (index/file.rs)
 //! seg-<id>/versions.bin   each row's version (`Segment::versions`), u64 little-endian
 //! ```
 //! A segment is written under `seg-<id>.tmp` and renamed into place, so a crash never leaves a
@@ -250,10 +251,12 @@ impl Segment for SealedSegment {
 }
 
 /// Gives a column's graph the SQ8 codes its walk scores (`index/sq8.rs`), from
-/// `sq8::MIN_DIMS` dimensions up.
+/// `sq8::MIN_DIMS` dimensions up, unless it has them: a build makes them, and a file written
+/// since codes are stored holds them.
 fn with_codes(mut column: ColumnFile) -> ColumnFile {
     let dims = column.vectors.dims();
     if let Some((_, graph)) = &mut column.graph
+        && graph.codes.is_none()
         && dims >= sq8::MIN_DIMS
     {
         graph.codes = Some(Arc::new(Sq8::encode(&column.vectors.view())));
@@ -284,7 +287,7 @@ fn build_column(
     } else {
         None
     };
-    Ok(ColumnFile { vectors, graph })
+    Ok(with_codes(ColumnFile { vectors, graph }))
 }
 
 fn read_meta(dir: &Path) -> Result<Meta> {
