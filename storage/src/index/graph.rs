@@ -87,6 +87,12 @@ pub struct HnswGraph {
 impl HnswGraph {
     /// Checks every array length and every neighbour id, so search can index without fear.
     pub fn validate(&self) -> Result<(), String> {
+        self.validate_shape()?;
+        self.validate_nodes(0..self.shape.nodes)
+    }
+
+    /// The array lengths and the entry point: what [`HnswGraph::validate_nodes`] relies on.
+    pub fn validate_shape(&self) -> Result<(), String> {
         let s = self.shape;
         let n = s.nodes as usize;
         let (m0, m) = (s.m0 as usize, s.m as usize);
@@ -108,7 +114,17 @@ impl HnswGraph {
         if n > 0 && self.levels.as_slice()[s.entry as usize] != s.max_level {
             return Err("entry point is not on the top layer".into());
         }
-        for node in 0..n as u32 {
+        Ok(())
+    }
+
+    /// The levels, upper blocks and neighbour ids of the nodes in `nodes`, once
+    /// [`HnswGraph::validate_shape`] has passed.
+    pub fn validate_nodes(&self, nodes: std::ops::Range<u32>) -> Result<(), String> {
+        let s = self.shape;
+        let n = s.nodes as usize;
+        let (m0, m) = (s.m0 as usize, s.m as usize);
+        assert!(nodes.end as usize <= n, "nodes of the graph");
+        for node in nodes {
             let level = self.levels.as_slice()[node as usize];
             if level > s.max_level {
                 return Err(format!("node {node} above max level"));

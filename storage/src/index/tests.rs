@@ -175,6 +175,54 @@ fn a_column_file_keeps_the_codes_its_build_made_and_reads_them_in_place() {
     assert!(back.graph.as_ref().unwrap().1.codes.is_none());
 }
 
+/// This process's resident bytes of the mapping that holds `addr` (`/proc/self/smaps`).
+fn resident_bytes_of_mapping(addr: usize) -> usize {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((start, end)) = first.split_once('-') {
+            let parse = |hex| usize::from_str_radix(hex, 16).unwrap();
+            inside = (parse(start)..parse(end)).contains(&addr);
+        } else if inside && first == "Rss:" {
+            let kb: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+            return kb * 1024;
+        }
+    }
+    panic!("no mapping holds {addr:#x}");
+}
+
+#[test]
+fn opening_a_column_file_leaves_none_of_it_resident() {
+    let dims = super::sq8::MIN_DIMS;
+    let store = VectorStore::from_vec(dims, random_vectors(4000, dims, 3));
+    let rows = indexable_rows(&store, Metric::L2, &|_| false);
+    let graph = build_graph(&store, &rows, Metric::L2, HnswParams::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("col.vec");
+    let column = ColumnFile {
+        vectors: store,
+        graph: Some((Metric::L2, graph)),
+    };
+    file::write(&path, &column).unwrap();
+    let size_bytes = std::fs::metadata(&path).unwrap().len() as usize;
+    assert!(size_bytes > 1 << 20, "a file of {size_bytes} bytes");
+
+    let back = file::open(&path).unwrap();
+    let addr = back.vectors.data().as_ptr() as usize;
+    // The checksum and the graph's checks read every byte; none of it stays mapped in.
+    assert_eq!(resident_bytes_of_mapping(addr), 0);
+    let (_, g) = back.graph.as_ref().unwrap();
+    let q = Query::new(random_vectors(1, dims, 4));
+    assert_eq!(
+        g.search(&back.vectors.view(), Metric::L2, &q, 10, 40, &|_| true)
+            .len(),
+        10
+    );
+    // ... and a search maps in what it reads (with the kernel's read-around, here all of it).
+    assert!(resident_bytes_of_mapping(addr) > 0);
+}
+
 #[test]
 fn zero_vectors_rank_last_under_cosine_in_brute_force() {
     let store = VectorStore::from_vec(2, vec![0.0, 0.0, 1.0, 0.0, 0.0, 1.0]);
