@@ -85,6 +85,16 @@ def connects(node):
         return False
 
 
+def succeeds(statement):
+    """Whether `statement` ran; a cluster still electing or moving a replica answers 57P03."""
+    try:
+        statement()
+        return True
+    except psycopg.Error as e:
+        print(f"  {e.sqlstate} {str(e).splitlines()[0]}; again", flush=True)
+        return False
+
+
 def status(pid):
     fields = {}
     for line in open(f"/proc/{pid}/status"):
@@ -117,7 +127,8 @@ def copy_rows(conn, rows, dims):
             except psycopg.Error as e:
                 print(f"rows {start}..: {e.sqlstate} {str(e).splitlines()[0]}; again", flush=True)
                 retried += 1
-                conn.execute("DELETE FROM docs WHERE id >= %s", (start,))
+                undo = lambda: conn.execute("DELETE FROM docs WHERE id >= %s", (start,))
+                wait_until(f"rows from {start} to be undone", lambda: succeeds(undo), 300)
         else:
             sys.exit("COPY kept failing")
     return retried

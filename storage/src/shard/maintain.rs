@@ -83,10 +83,11 @@ fn lower_thread_priority(nice: i32) {
     }
 }
 
-/// How a merge or rewrite builds its graph: on half the cores (at least one), so that
-/// foreground searches keep the others. With every core at nice 10, a search's p99 rose to
-/// 1.62x the idle node's while segments were rewritten (`bench/compactor_pacing.py`, 2 cores).
-/// Seals keep every core: a bulk load waits on them.
+/// How a background merge or rewrite builds its graph: on half the cores (at least one), so
+/// that foreground searches keep the others. With every core at nice 10, a search's p99 rose
+/// to 1.62x the idle node's while segments were rewritten (`bench/compactor_pacing.py`, 2
+/// cores). Seals and `reindex` (CREATE INDEX) keep every core: a bulk load or a user waits on
+/// them (on half the cores, CREATE INDEX of 1M x 128 took 143 s instead of 70 s).
 fn compaction_build() -> BuildOptions {
     let all = BuildOptions::default();
     BuildOptions {
@@ -295,7 +296,7 @@ impl Inner {
         let Some(ids) = self.merge_job() else {
             return Ok(false);
         };
-        self.compact_locked(&ids)?;
+        self.compact_locked(&ids, compaction_build())?;
         self.merges
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(true)
@@ -492,7 +493,8 @@ impl Shard {
                 .collect()
         };
         if !ids.is_empty() {
-            inner.compact_locked(&ids)?;
+            // Full speed: the user's CREATE INDEX waits on it.
+            inner.compact_locked(&ids, BuildOptions::default())?;
         }
         Ok(())
     }
@@ -503,13 +505,14 @@ impl Shard {
     /// `None` when nothing was live.
     pub fn compact(&self, ids: &[u64]) -> Result<Option<u64>> {
         let _guard = self.inner.maintenance.lock();
-        self.inner.compact_locked(ids)
+        self.inner.compact_locked(ids, BuildOptions::default())
     }
 }
 
 impl Inner {
-    /// [`Shard::compact`]; the caller holds `maintenance`.
-    fn compact_locked(&self, ids: &[u64]) -> Result<Option<u64>> {
+    /// [`Shard::compact`], building the new graph as `build` says; the caller holds
+    /// `maintenance`.
+    fn compact_locked(&self, ids: &[u64], build: BuildOptions) -> Result<Option<u64>> {
         let mut unique = ids.to_vec();
         unique.sort_unstable();
         unique.dedup();
@@ -550,7 +553,6 @@ impl Inner {
             None
         } else {
             let dir = segment_dir(&self.dir, new_id);
-            let build = compaction_build();
             Some(SealedSegment::write(
                 &dir,
                 &schema,
