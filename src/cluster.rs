@@ -50,6 +50,14 @@ pub struct NodeArgs {
     /// Where other nodes reach this one over Arrow Flight [default: 127.0.0.1:7433]
     #[arg(long, value_name = "ADDR")]
     rpc: Option<SocketAddr>,
+    /// Where other nodes reach this one over Arrow Flight, when not at --rpc (behind NAT, a
+    /// container's mapped port, a proxy): HOST:PORT, an IP or a DNS name [default: --rpc]
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise_rpc: Option<String>,
+    /// Where clients are told this node's gateway is (vecraft_nodes), when not at --listen:
+    /// HOST:PORT [default: --listen]
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise_sql: Option<String>,
     /// Where to serve /metrics, /healthz and /readyz over HTTP [default: 127.0.0.1:9090]
     #[arg(long, value_name = "ADDR")]
     http: Option<SocketAddr>,
@@ -91,6 +99,7 @@ struct NodeConfig {
     options: NodeOptions,
     gateway: bool,
     listen: SocketAddr,
+    advertise_sql: Option<String>,
     http: SocketAddr,
     limits: vecraft_sql::limits::Limits,
     backup_schedule: Option<vecraft_sql::backup_schedule::BackupSchedule>,
@@ -140,9 +149,15 @@ impl NodeArgs {
                 )
             })?;
         let secret = ClusterSecret::new(&secret)?;
+        let advertise_rpc = advertised("--advertise-rpc", self.advertise_rpc, file.advertise_rpc)?;
+        let advertise_sql = advertised("--advertise-sql", self.advertise_sql, file.advertise_sql)?;
+        if advertise_sql.is_some() && !gateway {
+            return Err("--advertise-sql needs the gateway role".into());
+        }
         let options = NodeOptions {
             id,
             rpc,
+            advertise_rpc,
             sql: gateway.then(|| listen.to_string()),
             data_dir: self
                 .data_dir
@@ -163,6 +178,7 @@ impl NodeArgs {
             );
         }
         Ok(NodeConfig {
+            advertise_sql,
             backup_schedule,
             limits: self.limits.resolve(&file.limits)?,
             options,
@@ -170,6 +186,20 @@ impl NodeArgs {
             listen,
             http: self.http.or(file.http).unwrap_or(parse_addr(DEFAULT_HTTP)),
         })
+    }
+}
+
+/// The address given by a flag, or else the config file, once checked to be `HOST:PORT`.
+fn advertised(
+    flag: &str,
+    given: Option<String>,
+    file: Option<String>,
+) -> Result<Option<String>, String> {
+    match given.or(file) {
+        Some(addr) if !vecraft_cluster::meta::is_host_port(&addr) => Err(format!(
+            "{flag} \"{addr}\" is not an address: write HOST:PORT"
+        )),
+        addr => Ok(addr),
     }
 }
 
@@ -185,7 +215,7 @@ fn parse_peers(entries: &[String]) -> Result<BTreeMap<u64, String>, String> {
             .split_once('=')
             .and_then(|(id, addr)| Some((id.trim().parse::<u64>().ok()?, addr.trim())));
         match parsed {
-            Some((id, addr)) if id > 0 && addr.parse::<SocketAddr>().is_ok() => {
+            Some((id, addr)) if id > 0 && vecraft_cluster::meta::is_host_port(addr) => {
                 peers.insert(id, addr.to_string());
             }
             _ => return Err(format!("invalid meta peer \"{entry}\": write ID=HOST:PORT")),
@@ -210,7 +240,8 @@ pub async fn run_node(args: NodeArgs) -> Result<(), String> {
     let exporter = tokio::spawn(vecraft_cluster::http::serve(http, health.clone()));
     let mut options = config.options;
     if let Some(sql) = &sql {
-        options.sql = Some(sql.local_addr().map_err(|e| e.to_string())?.to_string());
+        let bound = sql.local_addr().map_err(|e| e.to_string())?.to_string();
+        options.sql = Some(config.advertise_sql.unwrap_or(bound));
     }
     let id = options.id;
     let node = tokio::task::spawn_blocking(move || ClusterNode::start(options))
@@ -218,6 +249,12 @@ pub async fn run_node(args: NodeArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("start node {id}: {e}"))?;
     eprintln!("vecraft: node {id} serving peers on {}", node.rpc_addr());
+    if node.advertised_rpc() != node.rpc_addr().to_string() {
+        eprintln!(
+            "vecraft: node {id} tells peers to reach it at {}",
+            node.advertised_rpc()
+        );
+    }
     health.set_ready(true);
     let gateway = async {
         match sql {

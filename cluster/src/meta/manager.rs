@@ -384,7 +384,7 @@ fn check(state: &MetaState, op: &MetaOp) -> Result<(), String> {
             if *id == 0 {
                 return Err("node ids are positive".into());
             }
-            let addr_ok = |a: &str| a.parse::<std::net::SocketAddr>().is_ok();
+            let addr_ok = super::is_host_port;
             if !addr_ok(&info.rpc) || info.sql.as_deref().is_some_and(|a| !addr_ok(a)) {
                 return Err(format!("node {id}: its addresses must be HOST:PORT"));
             }

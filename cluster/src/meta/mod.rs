@@ -30,6 +30,25 @@ pub fn sequence_name(group: &str, column: &str) -> String {
     format!("{group}/{column}")
 }
 
+/// Whether `text` is an address a node can be reached at: `IP:PORT`, `[IPv6]:PORT`, or
+/// `NAME:PORT` with a DNS name (a node behind NAT or in a container advertises its name).
+pub fn is_host_port(text: &str) -> bool {
+    if text.parse::<std::net::SocketAddr>().is_ok() {
+        return true;
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return false;
+    };
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    port.parse::<u16>().is_ok_and(|p| p > 0) && host.len() <= 253 && host.split('.').all(label_ok)
+}
+
 /// The meta group's id on every node's RPC server.
 pub const META_GROUP: &str = "meta";
 /// The action meta operations travel as.
@@ -194,4 +213,36 @@ pub enum MetaReply {
     Reserved(i64),
     /// Each sequence `Sequences` found (its name after the prefix) with its next value.
     Sequences(BTreeMap<String, i64>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_host_port;
+
+    #[test]
+    fn addresses_are_ips_or_dns_names_with_a_port() {
+        for good in [
+            "127.0.0.1:7433",
+            "[::1]:7433",
+            "node-3:7433",
+            "db.example.com:1",
+        ] {
+            assert!(is_host_port(good), "{good}");
+        }
+        for bad in [
+            "",
+            "node3",
+            ":7433",
+            "node3:",
+            "node3:0",
+            "node3:70000",
+            "-node:1",
+            "a..b:1",
+            "a b:1",
+            "http://node3:7433",
+            "node_3:1",
+        ] {
+            assert!(!is_host_port(bad), "{bad}");
+        }
+    }
 }

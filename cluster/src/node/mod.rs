@@ -47,6 +47,9 @@ pub struct NodeOptions {
     pub id: NodeId,
     /// Where the Flight server listens.
     pub rpc: SocketAddr,
+    /// Where other nodes reach the Flight server, when not at `rpc` (NAT, a container's
+    /// mapped port, a proxy): `HOST:PORT`.
+    pub advertise_rpc: Option<String>,
     /// Where the gateway accepts PostgreSQL clients (gateway role), as others should reach it.
     pub sql: Option<String>,
     pub data_dir: PathBuf,
@@ -132,6 +135,15 @@ impl ClusterNode {
     }
 
     /// Where this node's Flight server listens.
+    /// Where other nodes reach this one's Flight server: `--advertise-rpc`, or where it
+    /// listens.
+    pub fn advertised_rpc(&self) -> String {
+        match &self.options.advertise_rpc {
+            Some(addr) => addr.clone(),
+            None => self.options.rpc.to_string(),
+        }
+    }
+
     pub fn rpc_addr(&self) -> SocketAddr {
         self.options.rpc
     }
@@ -327,7 +339,7 @@ impl ClusterNode {
     /// Registers this node with the meta manager, retrying until it answers.
     async fn register(self: Arc<Self>) {
         let info = NodeInfo {
-            rpc: self.options.rpc.to_string(),
+            rpc: self.advertised_rpc(),
             sql: self.options.sql.clone(),
             storage: self.options.storage,
             incarnation: self.incarnation,

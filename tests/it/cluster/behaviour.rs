@@ -405,3 +405,107 @@ async fn schemas_and_sequences_are_the_clusters() {
     })
     .await;
 }
+
+/// A TCP forwarder from a port of its own to `127.0.0.1:to`, counting the connections it
+/// passed on; dropping it closes them all.
+struct Forwarder {
+    port: u16,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Forwarder {
+    async fn start(to: u16) -> Forwarder {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = connections.clone();
+        let task = tokio::spawn(async move {
+            let mut open = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                open.spawn(async move {
+                    let outbound = tokio::net::TcpStream::connect(("127.0.0.1", to)).await;
+                    if let Ok(mut outbound) = outbound {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Forwarder {
+            port,
+            connections,
+            task,
+        }
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_reached_only_at_its_advertised_addresses_keeps_a_replica() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::start(3, 30_000).joined().await;
+    // Node 4 listens on `rpc`, but its peers know it only as the forwarder, by a DNS name.
+    let (rpc, sql) = (free_port(), free_port());
+    let forwarder = Forwarder::start(rpc).await;
+    let dir = cluster.dir.path().join("node-4");
+    let args = [
+        "node".to_string(),
+        "--id=4".to_string(),
+        format!("--listen=127.0.0.1:{sql}"),
+        format!("--rpc=127.0.0.1:{rpc}"),
+        format!("--advertise-rpc=localhost:{}", forwarder.port),
+        format!("--advertise-sql=localhost:{sql}"),
+        "--http=127.0.0.1:0".to_string(),
+        format!("--data-dir={}", dir.display()),
+        format!("--meta-peers={}", cluster.meta_peers()),
+        "--roles=gateway,storage".to_string(),
+        format!("--cluster-secret={TEST_SECRET}"),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    cluster.rpc_ports.push(rpc);
+    cluster.nodes.push(Some(Node::start(&args)));
+    let cluster = cluster.joined().await;
+
+    let client = cluster.client(1).await;
+    let node4 = rows(
+        &client,
+        "SELECT rpc_address, sql_address FROM vecraft_nodes WHERE node = 4",
+    )
+    .await;
+    let advertised = [
+        Some(format!("localhost:{}", forwarder.port)),
+        Some(format!("localhost:{sql}")),
+    ];
+    assert_eq!(node4, vec![advertised.to_vec()]);
+
+    client
+        .batch_execute(
+            "CREATE COLLECTION docs (id bigint PRIMARY KEY, v vector(4)) \
+             WITH (shards = 1, replicas = 4)",
+        )
+        .await
+        .unwrap();
+    client
+        .execute(insert("docs", 0..200, 4).as_str(), &[])
+        .await
+        .unwrap();
+    wait_until("node 4's replica to hold every row", async || {
+        let held = rows(
+            &client,
+            "SELECT rows FROM vecraft_replicas WHERE collection = 'docs' AND node = 4",
+        )
+        .await;
+        held == vec![vec![Some("200".to_string())]]
+    })
+    .await;
+    assert!(forwarder.connections.load(Ordering::SeqCst) > 0);
+    // Its gateway reaches the others at their own addresses.
+    let count = rows(&cluster.client(4).await, "SELECT count(*) FROM docs").await;
+    assert_eq!(count, vec![vec![Some("200".to_string())]]);
+}
