@@ -93,10 +93,6 @@ impl Sq8 {
         }
     }
 
-    pub fn dims(&self) -> usize {
-        self.dims
-    }
-
     pub fn len(&self) -> usize {
         self.codes.as_slice().len() / self.dims
     }
