@@ -84,7 +84,27 @@ fn key_value(arg: &str) -> Result<(String, String), String> {
     Ok((key.trim().to_string(), value.to_string()))
 }
 
+/// What a node logs when `RUST_LOG` does not say: this project's events at info (elections,
+/// leader and membership changes, snapshots), its dependencies' from warn up, and none of
+/// openraft's own lines, which repeat an error per request while a peer is down (our events
+/// say what happened; `RUST_LOG=openraft=warn` brings them back).
+const DEFAULT_LOG: &str = "warn,openraft=off,vecraft=info,vecraft_cluster=info,vecraft_sql=info,\
+                           vecraft_storage=info,vecraft_planner=info";
+
+/// Sends `tracing` events to stderr, at the levels `RUST_LOG` sets (`DEFAULT_LOG` otherwise).
+fn init_logs() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
 fn main() {
+    init_logs();
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Node(args)) => return run(cluster::run_node(args)),

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,6 +14,8 @@ pub struct Node {
     pub child: Child,
     pub sql_port: u16,
     pub http_port: u16,
+    /// Every line the node wrote to stderr so far.
+    pub log: Arc<Mutex<Vec<String>>>,
 }
 
 /// A node a failing test leaves running is killed, not leaked.
@@ -58,6 +60,8 @@ impl Node {
             .expect("vecraft starts");
         let stderr = child.stderr.take().expect("stderr is piped");
         let (tx, rx) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = log.clone();
         std::thread::spawn(move || {
             // Keep draining, so the node never blocks on a full pipe.
             let echo = std::env::var_os("VECRAFT_TEST_LOG").is_some();
@@ -68,6 +72,7 @@ impl Node {
                 if let Some(ports) = serving_ports(&line) {
                     let _ = tx.send(ports);
                 }
+                kept.lock().unwrap().push(line);
             }
         });
         let (sql_port, http_port) = rx
@@ -77,6 +82,7 @@ impl Node {
             child,
             sql_port,
             http_port,
+            log,
         }
     }
 }

@@ -13,6 +13,7 @@
 
 mod auto_checkpoint;
 mod entry;
+mod events;
 mod log_store;
 mod network;
 mod snapshot_data;
@@ -120,6 +121,9 @@ impl Group {
         initial: Option<BTreeMap<NodeId, BasicNode>>,
     ) -> Result<Group> {
         let (group, fresh) = Group::open(dir, log, shard, id, network)?;
+        // Named as its directory is: the group's id, or `meta`.
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+        events::watch(group.raft.clone(), name.unwrap_or_default(), id);
         if let (true, Some(members)) = (fresh, initial) {
             let raft = group.raft.clone();
             run(async move { raft.initialize(members).await })?

@@ -107,6 +107,24 @@ async fn strong_reads_see_acknowledged_writes_across_a_leader_change() {
     assert!(acked >= 58, "{acked} of 60 acknowledged");
     let new_leader = leader_of(&reader, "kv", 0).await;
     assert_ne!(new_leader, leader);
+    // The new leader's log says so, naming the group and the node.
+    let log = cluster.nodes[new_leader as usize - 1]
+        .as_ref()
+        .unwrap()
+        .log
+        .clone();
+    let told = format!("node={new_leader} term=");
+    let elected = format!("leader={new_leader}");
+    wait_until("the new leader to log its election", async || {
+        log.lock().unwrap().iter().any(|line| {
+            line.contains("INFO")
+                && line.contains("leader changed")
+                && line.contains("group=\"kv.")
+                && line.contains(&told)
+                && line.ends_with(&elected)
+        })
+    })
+    .await;
     // Eventual and bounded reads may lag (any replica answers), but get there.
     for level in ["eventual", "bounded"] {
         let set = format!("SET vecraft.consistency = {level}");
