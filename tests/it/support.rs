@@ -53,7 +53,9 @@ impl Node {
     }
 
     fn spawn(command: &mut Command) -> Node {
+        // Log lines the tests read come at the binary's default levels.
         let mut child = command
+            .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -31,10 +31,11 @@ pub fn sequence_name(group: &str, column: &str) -> String {
 }
 
 /// Whether `text` is an address a node can be reached at: `IP:PORT`, `[IPv6]:PORT`, or
-/// `NAME:PORT` with a DNS name (a node behind NAT or in a container advertises its name).
+/// `NAME:PORT` with a host name (a node behind NAT or in a container advertises its name;
+/// container names may hold `_`), the port not 0.
 pub fn is_host_port(text: &str) -> bool {
-    if text.parse::<std::net::SocketAddr>().is_ok() {
-        return true;
+    if let Ok(addr) = text.parse::<std::net::SocketAddr>() {
+        return addr.port() > 0;
     }
     let Some((host, port)) = text.rsplit_once(':') else {
         return false;
@@ -44,7 +45,8 @@ pub fn is_host_port(text: &str) -> bool {
             && l.len() <= 63
             && !l.starts_with('-')
             && !l.ends_with('-')
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
     port.parse::<u16>().is_ok_and(|p| p > 0) && host.len() <= 253 && host.split('.').all(label_ok)
 }
@@ -226,6 +228,7 @@ mod tests {
             "[::1]:7433",
             "node-3:7433",
             "db.example.com:1",
+            "project_node_1:7433",
         ] {
             assert!(is_host_port(good), "{good}");
         }
@@ -240,7 +243,7 @@ mod tests {
             "a..b:1",
             "a b:1",
             "http://node3:7433",
-            "node_3:1",
+            "127.0.0.1:0",
         ] {
             assert!(!is_host_port(bad), "{bad}");
         }

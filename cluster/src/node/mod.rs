@@ -134,7 +134,6 @@ impl ClusterNode {
         self.meta.as_ref().is_some_and(|m| m.leads())
     }
 
-    /// Where this node's Flight server listens.
     /// Where other nodes reach this one's Flight server: `--advertise-rpc`, or where it
     /// listens.
     pub fn advertised_rpc(&self) -> String {
@@ -144,6 +143,7 @@ impl ClusterNode {
         }
     }
 
+    /// Where this node's Flight server listens.
     pub fn rpc_addr(&self) -> SocketAddr {
         self.options.rpc
     }

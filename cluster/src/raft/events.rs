@@ -2,11 +2,18 @@
 //! membership changes and snapshots, each line with the group and the node, read from
 //! openraft's metrics as they change. An operator reading a node's log after a fault sees who
 //! led which group when, and which replicas came and went. Levels follow `RUST_LOG` (the
-//! binary sets the subscriber). A single node's groups have one member and log nothing.
+//! binary sets the subscriber). A member first logs the state it started from (a restarted
+//! node's saved term and leader are history, not news), then each change; a member whose core
+//! stopped on an error says so at error level. `vecraft serve`'s one-member groups log nothing.
+//!
+//! openraft publishes its metrics on every turn of its core (heartbeats, appends), so a
+//! reading is first compared on the few fields told apart, without allocating.
 
 use openraft::Raft;
 
 use super::{NodeId, TypeConfig};
+
+type Metrics = openraft::RaftMetrics<NodeId, openraft::BasicNode>;
 
 /// What the log tells apart, from one reading of a member's metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -20,7 +27,7 @@ pub(super) struct Seen {
 }
 
 impl Seen {
-    fn read(m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) -> Seen {
+    fn read(m: &Metrics) -> Seen {
         let membership = m.membership_config.membership();
         Seen {
             term: m.current_term,
@@ -30,6 +37,22 @@ impl Seen {
             snapshot: m.snapshot.map(|id| id.index),
         }
     }
+}
+
+/// The fields `Seen` is made of, as cheap to compare: the membership by the entry that set it.
+type Key = (u64, Option<NodeId>, Option<u64>, Option<u64>, bool);
+
+fn key(m: &Metrics) -> Key {
+    let membership_at = m.membership_config.log_id().map(|id| id.index);
+    let snapshot = m.snapshot.map(|id| id.index);
+    let stopped = m.running_state.is_err();
+    (
+        m.current_term,
+        m.current_leader,
+        membership_at,
+        snapshot,
+        stopped,
+    )
 }
 
 /// One line for the log: its level and its message.
@@ -82,18 +105,34 @@ pub(super) fn events(before: &Seen, now: &Seen) -> Vec<Event> {
 }
 
 /// Logs the events of member `node` of `group` for as long as it runs.
-pub(super) fn watch(raft: Raft<TypeConfig>, group: String, node: NodeId) {
+pub(super) fn watch(raft: &Raft<TypeConfig>, group: String, node: NodeId) {
+    let mut metrics = raft.metrics();
     super::spawn(async move {
-        let mut metrics = raft.metrics();
-        let mut seen = Seen::default();
-        loop {
-            let now = Seen::read(&metrics.borrow_and_update());
+        let (mut last, mut seen) = {
+            let m = metrics.borrow_and_update();
+            (key(&m), Seen::read(&m))
+        };
+        tracing::info!(group, node, term = seen.term, leader = ?seen.leader,
+            voters = ?seen.voters, learners = ?seen.learners, "member started");
+        // A stopped group drops its metrics' sender.
+        while metrics.changed().await.is_ok() {
+            let (now, stopped) = {
+                let m = metrics.borrow_and_update();
+                if key(&m) == last {
+                    continue;
+                }
+                last = key(&m);
+                (
+                    Seen::read(&m),
+                    m.running_state.as_ref().err().map(|e| e.to_string()),
+                )
+            };
             for event in events(&seen, &now) {
                 log(&group, node, event);
             }
             seen = now;
-            // A stopped group drops its metrics' sender.
-            if metrics.changed().await.is_err() {
+            if let Some(error) = stopped {
+                tracing::error!(group, node, error, "member stopped");
                 return;
             }
         }

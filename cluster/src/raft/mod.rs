@@ -123,7 +123,7 @@ impl Group {
         let (group, fresh) = Group::open(dir, log, shard, id, network)?;
         // Named as its directory is: the group's id, or `meta`.
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
-        events::watch(group.raft.clone(), name.unwrap_or_default(), id);
+        events::watch(&group.raft, name.unwrap_or_default(), id);
         if let (true, Some(members)) = (fresh, initial) {
             let raft = group.raft.clone();
             run(async move { raft.initialize(members).await })?

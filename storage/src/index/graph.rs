@@ -79,8 +79,10 @@ pub struct HnswGraph {
     pub levels: Backing<u8>,
     pub upper_offsets: Backing<u32>,
     pub upper: Backing<u32>,
-    /// SQ8 codes of the vectors the graph links, when the segment made them (`sq8.rs`): the
-    /// walk then scores codes and re-scores the `ef` rows it keeps exactly.
+    /// SQ8 codes of the vectors the graph links, from `sq8::MIN_DIMS` dimensions up (`sq8.rs`;
+    /// made by the build, read from the column's file, or made at open for files written
+    /// before codes were stored): the walk scores codes and re-scores the `ef` rows it keeps
+    /// exactly.
     pub codes: Option<Arc<Sq8>>,
 }
 
