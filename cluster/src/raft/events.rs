@@ -55,7 +55,7 @@ fn key(m: &Metrics) -> Key {
     )
 }
 
-/// One line for the log: its level and its message.
+/// What one line of the log tells (`log` words it, at info).
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Event {
     /// A new term began and no leader is known yet: an election runs.
