@@ -159,13 +159,22 @@ impl Residual {
         Ok(keep.iter().map(|v| Some(v == Some(true))).collect())
     }
 
+    /// The visible columns of `batch` (which holds every one of them, and maybe more), as
+    /// [`Residual::mask`] reads them.
+    pub fn visible_of(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let columns = self.visible.fields().iter();
+        let columns = columns.map(|f| scanned(batch, f.name()).cloned());
+        Ok(RecordBatch::try_new(
+            self.visible.clone(),
+            columns.collect::<Result<_>>()?,
+        )?)
+    }
+
     /// The rows of `batch` (which holds every visible column, and maybe more) every condition
     /// holds for.
     fn keep(&self, batch: &RecordBatch) -> Result<RecordBatch> {
-        let columns = self.visible.fields().iter();
-        let columns = columns.map(|f| scanned(batch, f.name()).cloned());
-        let visible = RecordBatch::try_new(self.visible.clone(), columns.collect::<Result<_>>()?)?;
-        Ok(filter_record_batch(batch, &self.mask(&visible)?)?)
+        let keep = self.mask(&self.visible_of(batch)?)?;
+        Ok(filter_record_batch(batch, &keep)?)
     }
 }
 
@@ -215,7 +224,7 @@ fn delete_scanned(
     let visible = residual.iter().flat_map(|r| r.visible.fields().iter());
     for name in visible.map(|f| f.name()).chain([&pk]) {
         if !columns.contains(name) {
-            columns.push(name.clone()); // the key, hidden or not asked for
+            columns.push(name.clone()); // the key and what the residual reads, if not asked for
         }
     }
     let mut batches = source.scan(Some(&columns), filter, Consistency::Strong)?;

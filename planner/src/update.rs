@@ -97,22 +97,7 @@ impl CollectionUpdateExec {
     /// Updates one batch of whole rows (every stored column, the key included); returns the
     /// updated rows' visible columns, new values.
     fn update(&self, rows: &RecordBatch) -> Result<RecordBatch> {
-        let names: Vec<String> = self
-            .visible
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
-        let visible = RecordBatch::try_new(
-            self.visible.clone(),
-            names
-                .iter()
-                .map(|n| rows.column_by_name(n).cloned())
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| {
-                    datafusion::error::DataFusionError::Internal("a column is missing".into())
-                })?,
-        )?;
+        let visible = self.residual.visible_of(rows)?;
         let keep = self.residual.mask(&visible)?;
         let visible = filter_record_batch(&visible, &keep)?;
         let rows = filter_record_batch(rows, &keep)?;

@@ -118,10 +118,11 @@ pub(super) fn watch(raft: &Raft<TypeConfig>, group: String, node: NodeId) {
         while metrics.changed().await.is_ok() {
             let (now, stopped) = {
                 let m = metrics.borrow_and_update();
-                if key(&m) == last {
+                let now = key(&m);
+                if now == last {
                     continue;
                 }
-                last = key(&m);
+                last = now;
                 (
                     Seen::read(&m),
                     m.running_state.as_ref().err().map(|e| e.to_string()),
