@@ -17,26 +17,22 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::AtomicI64;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
-
-use arrow::array::{Array, ArrayRef, AsArray, Int64Array, RecordBatch};
-use arrow::datatypes::{DataType, Field, Int64Type, Schema};
-use vecraft_storage::command::Command;
-use vecraft_storage::filter::Filter;
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::Int64Type;
 use vecraft_storage::fsutil::{create_dir_durable, sync_dir, write_atomic};
 use vecraft_storage::schema::CollectionSchema;
-use vecraft_storage::shard::{Applied, SearchRequest, ShardOptions};
-use vecraft_storage::txn::TxnWrite;
+use vecraft_storage::shard::ShardOptions;
 use vecraft_storage::{Error, Result};
 
 use crate::local::LocalShard;
-use crate::metrics::WRITES;
 use crate::read::Consistency;
-use crate::route::{merge_nearest, shard_of, split_keys, split_rows};
 use crate::shard_handle::ShardHandle;
+
+mod reads;
+mod writes;
 
 const SHARDS_FILE: &str = "SHARDS";
 /// The most shards one collection may have.
@@ -52,7 +48,7 @@ pub struct Collection {
     next_row_id: AtomicI64,
     /// Held across checking and writing a statement's parts on several shards, so no other
     /// statement's parts come between.
-    routed_writes: Mutex<()>,
+    routed_writes: tokio::sync::Mutex<()>,
     /// Reads a cluster collection's sequences from the meta group; `None` on a single node,
     /// where they are files under `dir`.
     sequences: Option<SequenceReader>,
@@ -207,7 +203,7 @@ impl Collection {
             dir: dir.map(Path::to_path_buf),
             shards,
             next_row_id: AtomicI64::new(max_row_id + 1),
-            routed_writes: Mutex::new(()),
+            routed_writes: tokio::sync::Mutex::const_new(()),
             sequences: None,
         })
     }
@@ -266,247 +262,6 @@ impl Collection {
             .filter_map(|s| s.status().ok())
             .map(|s| s.rows)
             .sum()
-    }
-
-    /// The `k` nearest rows over every shard, closest first (`projection` columns, then
-    /// `_distance`). The shards are asked at once.
-    pub fn search(&self, request: &SearchRequest, read: Consistency) -> Result<RecordBatch> {
-        self.search_traced(request, read).map(|(batch, _)| batch)
-    }
-
-    /// `search`, and what each shard answered and how long it took (`EXPLAIN ANALYZE`).
-    pub fn search_traced(
-        &self,
-        request: &SearchRequest,
-        read: Consistency,
-    ) -> Result<(RecordBatch, Vec<ShardTrace>)> {
-        let timed = |s: &Arc<dyn ShardHandle>| {
-            let started = Instant::now();
-            s.search(request, read).map(|b| {
-                let trace = ShardTrace::of(std::slice::from_ref(&b), started);
-                (b, trace)
-            })
-        };
-        let answers: Vec<(RecordBatch, ShardTrace)> = match self.shards.as_slice() {
-            [only] => vec![timed(only)?],
-            shards => std::thread::scope(|scope| {
-                let asked: Vec<_> = shards
-                    .iter()
-                    .map(|s| scope.spawn(move || timed(s)))
-                    .collect();
-                asked
-                    .into_iter()
-                    .map(|a| a.join().unwrap_or_else(|_| Err(Error::Closed)))
-                    .collect::<Result<Vec<_>>>()
-            })?,
-        };
-        let (batches, traces): (Vec<_>, Vec<_>) = answers.into_iter().unzip();
-        let merged = match <[RecordBatch; 1]>::try_from(batches) {
-            Ok([only]) => only,
-            Err(batches) => merge_nearest(batches, request.k)?,
-        };
-        Ok((merged, traces))
-    }
-
-    /// Live rows passing `filter`, shard after shard.
-    pub fn scan(
-        &self,
-        projection: Option<&[String]>,
-        filter: Option<&Filter>,
-        read: Consistency,
-    ) -> Result<Vec<RecordBatch>> {
-        self.scan_traced(projection, filter, read)
-            .map(|(batches, _)| batches)
-    }
-
-    /// `scan`, and what each shard answered and how long it took (`EXPLAIN ANALYZE`).
-    pub fn scan_traced(
-        &self,
-        projection: Option<&[String]>,
-        filter: Option<&Filter>,
-        read: Consistency,
-    ) -> Result<(Vec<RecordBatch>, Vec<ShardTrace>)> {
-        let mut batches = Vec::new();
-        let mut traces = Vec::with_capacity(self.shards.len());
-        for shard in &self.shards {
-            let started = Instant::now();
-            let part = shard.scan(projection, filter, read)?;
-            traces.push(ShardTrace::of(&part, started));
-            batches.extend(part);
-        }
-        Ok((batches, traces))
-    }
-
-    /// Makes `command` durable on the shards it concerns and applies it there; returns once
-    /// every part is applied.
-    pub fn write(&self, command: &Command) -> Result<Applied> {
-        let started = Instant::now();
-        let with_ids = self.assign_row_ids(command)?;
-        let command = with_ids.as_ref().unwrap_or(command);
-        let applied = match self.shards.as_slice() {
-            [only] => {
-                only.check(command)?;
-                only.propose(command)?
-            }
-            _ => self.write_routed(command)?,
-        };
-        WRITES.written(command, started.elapsed());
-        Ok(applied)
-    }
-
-    /// `write`, awaited: a collection of one shard answers the awaiting task with no thread
-    /// waiting on the fsync; writes routed to several shards run where they may block.
-    pub async fn write_async(&self, command: &Command) -> Result<Applied> {
-        let [only] = self.shards.as_slice() else {
-            return crate::shard_handle::blocking(|| self.write(command));
-        };
-        let started = Instant::now();
-        let with_ids = self.assign_row_ids(command)?;
-        let command = with_ids.as_ref().unwrap_or(command);
-        only.check(command)?;
-        let applied = only.propose_async(command).await?;
-        WRITES.written(command, started.elapsed());
-        Ok(applied)
-    }
-
-    fn write_routed(&self, command: &Command) -> Result<Applied> {
-        let parts = self.split(command)?;
-        let _turn = self.routed_writes.lock();
-        for (shard, part) in self.shards.iter().zip(&parts) {
-            if let Some(part) = part {
-                shard.check(part)?;
-            }
-        }
-        let (mut total, mut shards_done) = (Applied::default(), 0);
-        for (shard, part) in self.shards.iter().zip(&parts) {
-            let Some(part) = part else { continue };
-            // Checked above, under the same lock.
-            match shard.propose(part) {
-                Ok(applied) => {
-                    shards_done += 1;
-                    total.fresh |= applied.fresh;
-                    total.rows_written += applied.rows_written;
-                    total.rows_deleted += applied.rows_deleted;
-                }
-                Err(e) if shards_done > 0 => {
-                    return Err(Error::Partial {
-                        shards: shards_done,
-                        rows: total.rows_written + total.rows_deleted,
-                        source: Box::new(e),
-                    });
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(total)
-    }
-
-    /// `command`'s part for each shard (`None`: nothing for that shard).
-    fn split(&self, command: &Command) -> Result<Vec<Option<Command>>> {
-        let n = self.shards.len();
-        Ok(match command {
-            Command::Insert(batch) | Command::Upsert(batch) | Command::InsertMissing(batch) => {
-                let keys = self.row_keys(batch)?;
-                // A key's rows all go to one shard, so each decides its keys alone.
-                let part = |b: RecordBatch| match command {
-                    Command::Insert(_) => Command::Insert(b),
-                    Command::InsertMissing(_) => Command::InsertMissing(b),
-                    _ => Command::Upsert(b),
-                };
-                split_rows(batch, &keys, n)?
-                    .into_iter()
-                    .map(|rows| rows.map(part))
-                    .collect()
-            }
-            Command::Delete(keys) => split_keys(keys, n)
-                .into_iter()
-                .map(|keys| (!keys.is_empty()).then_some(Command::Delete(keys)))
-                .collect(),
-            Command::Truncate | Command::SetIndex { .. } => vec![Some(command.clone()); n],
-            Command::Atomic(_)
-            | Command::Prepare { .. }
-            | Command::Resolve { .. }
-            | Command::Forget { .. } => {
-                return Err(Error::InvalidArgument(
-                    "a transaction's commands go to shards through `txn::commit`".into(),
-                ));
-            }
-        })
-    }
-
-    /// `batch`'s keys as the shards store them (so each row is placed by the stored key).
-    fn row_keys(&self, batch: &RecordBatch) -> Result<ArrayRef> {
-        let schema = self.schema();
-        let key = &schema.columns[schema.primary_key].name;
-        let column = batch.schema().index_of(key).map_err(|_| {
-            Error::InvalidArgument(format!("rows without their key column \"{key}\""))
-        })?;
-        let key_type = schema.columns[schema.primary_key].ty.arrow_type();
-        Ok(arrow::compute::cast(batch.column(column), &key_type)?)
-    }
-
-    /// A transaction's `write` on this collection, split by shard (`None`: nothing there);
-    /// a truncation goes to every shard.
-    pub fn split_txn(&self, write: &TxnWrite) -> Result<Vec<Option<TxnWrite>>> {
-        // Every field named, so a new one cannot be left behind here.
-        let TxnWrite {
-            truncate,
-            upserts,
-            deletes,
-            new_keys,
-            if_missing,
-            read_versions,
-        } = write;
-        let n = self.shards.len();
-        let mut read = vec![Vec::new(); n];
-        for (key, version) in read_versions {
-            read[shard_of(key, n)].push((key.clone(), *version));
-        }
-        let mut read = read.into_iter();
-        let rows = match upserts {
-            Some(batch) => split_rows(batch, &self.row_keys(batch)?, n)?,
-            None => vec![None; n],
-        };
-        let mut keys = [deletes, new_keys, if_missing].map(|k| split_keys(k, n).into_iter());
-        Ok(rows
-            .into_iter()
-            .map(|upserts| {
-                let [deletes, new_keys, if_missing] = keys.each_mut().map(|k| k.next());
-                let part = TxnWrite {
-                    truncate: *truncate,
-                    upserts,
-                    deletes: deletes.expect("a part per shard"),
-                    new_keys: new_keys.expect("a part per shard"),
-                    if_missing: if_missing.expect("a part per shard"),
-                    read_versions: read.next().expect("a part per shard"),
-                };
-                (!part.is_empty()).then_some(part)
-            })
-            .collect())
-    }
-
-    /// For a collection keyed by a hidden row id, the insert with fresh ids added (rows
-    /// inserted by SQL never carry one); `None` when there is nothing to add.
-    fn assign_row_ids(&self, command: &Command) -> Result<Option<Command>> {
-        let schema = self.schema();
-        // No row of a table without a key conflicts: DO NOTHING inserts them all.
-        let (Command::Insert(batch) | Command::InsertMissing(batch)) = command else {
-            return Ok(None);
-        };
-        let key = &schema.columns[schema.primary_key].name;
-        if !schema.hidden_key || batch.schema().index_of(key).is_ok() {
-            return Ok(None);
-        }
-        let rows = batch.num_rows() as i64;
-        let first = self.next_row_id.fetch_add(rows, Ordering::Relaxed);
-        let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(first..first + rows));
-        let mut fields = batch.schema().fields().to_vec();
-        fields.push(Arc::new(Field::new(key, DataType::Int64, false)));
-        let mut columns = batch.columns().to_vec();
-        columns.push(ids);
-        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        Ok(Some(Command::Insert(batch)))
     }
 
     /// Seals and persists every shard and purges the logs they no longer need. Returns, per

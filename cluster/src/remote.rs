@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
+
 use arrow::array::RecordBatch;
+use futures::future::BoxFuture;
 use vecraft_storage::command::Command;
 use vecraft_storage::filter::Filter;
 use vecraft_storage::schema::CollectionSchema;
@@ -38,6 +41,10 @@ const CHECKPOINT_TTL: Duration = Duration::from_secs(1800);
 const SNAPSHOT_TTL: Duration = Duration::from_secs(3600);
 /// Between tries while there is no leader.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// How long a replica whose call failed in transport (killed, paused, cut off) is passed
+/// over, unless every replica is: long enough for its group to elect another leader if it
+/// led (1.5 to 2 s), so calls go to the others instead of waiting on it again.
+const SUSPECT_FOR: Duration = Duration::from_secs(2);
 
 /// One shard of a collection in a cluster, as the router reaches it.
 #[derive(Clone)]
@@ -55,6 +62,8 @@ struct Inner {
     seen_index: AtomicU64,
     /// Round robin over replicas for `eventual` and `bounded` reads.
     next_reader: AtomicUsize,
+    /// Replicas whose last call failed in transport, and until when each is passed over.
+    suspects: Mutex<Vec<(NodeId, Instant)>>,
 }
 
 impl RemoteShard {
@@ -73,6 +82,7 @@ impl RemoteShard {
             leader: AtomicU64::new(0),
             seen_index: AtomicU64::new(0),
             next_reader: AtomicUsize::new(0),
+            suspects: Mutex::default(),
         }))
     }
 
@@ -89,21 +99,60 @@ impl Inner {
             .map(|(_, addr)| addr.as_str())
     }
 
-    /// The leader if one is known, else the first replica.
+    /// The leader if one is known and not suspect, else the first replica that is not.
     fn likely_leader(&self) -> NodeId {
         let known = self.leader.load(Ordering::Relaxed);
-        if self.addr(known).is_some() {
+        if self.addr(known).is_some() && !self.is_suspect(known) {
             known
         } else {
-            self.replicas[0].0
+            self.after(self.replicas[self.replicas.len() - 1].0)
         }
     }
 
-    /// The replica after `node`, round the list.
+    /// The replica after `node`, round the list, passing over suspects (unless all are).
     fn after(&self, node: NodeId) -> NodeId {
         let i = self.replicas.iter().position(|(id, _)| *id == node);
-        let next = i.map_or(0, |i| (i + 1) % self.replicas.len());
-        self.replicas[next].0
+        let start = i.map_or(0, |i| i + 1);
+        let n = self.replicas.len();
+        let mut order = (0..n).map(|k| self.replicas[(start + k) % n].0);
+        let first = self.replicas[start % n].0;
+        order.find(|&id| !self.is_suspect(id)).unwrap_or(first)
+    }
+
+    /// Passes `node` over for a while: a call to it failed in transport.
+    fn suspect(&self, node: NodeId) {
+        let until = Instant::now() + SUSPECT_FOR;
+        let mut suspects = self.suspects.lock();
+        suspects.retain(|(id, until)| *id != node && *until > Instant::now());
+        suspects.push((node, until));
+        // A leader that cannot be reached is no longer the first guess.
+        let _ = self
+            .leader
+            .compare_exchange(node, 0, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    fn is_suspect(&self, node: NodeId) -> bool {
+        let now = Instant::now();
+        self.suspects
+            .lock()
+            .iter()
+            .any(|(id, until)| *id == node && *until > now)
+    }
+
+    /// Whether a replica's "node N leads" is worth following now.
+    fn follows(&self, leader: NodeId, target: NodeId, redirects: usize) -> bool {
+        leader != target
+            && self.addr(leader).is_some()
+            && !self.is_suspect(leader)
+            && redirects < self.replicas.len()
+    }
+
+    /// A search's answer, which a replica may send in several batches, as one.
+    fn one_batch(&self, batches: Vec<RecordBatch>) -> Result<RecordBatch> {
+        let Some(first) = batches.first() else {
+            return Err(self.unavailable("search", "the replica sent no answer"));
+        };
+        Ok(arrow::compute::concat_batches(&first.schema(), &batches)?)
     }
 
     fn unavailable(&self, what: &str, e: impl std::fmt::Display) -> Error {
@@ -133,21 +182,23 @@ impl Inner {
                 // Followed at once, unless replicas with stale hints keep sending the write
                 // round (then as any retry, paced and within the deadline).
                 Ok(Err(Failure::NotLeader(Some(leader))))
-                    if leader != target
-                        && self.addr(leader).is_some()
-                        && redirects < self.replicas.len() =>
+                    if self.follows(leader, target, redirects) =>
                 {
                     redirects += 1;
                     target = leader;
                     continue;
                 }
-                Ok(Err(Failure::NotLeader(_) | Failure::NoGroup))
-                | Err(CallError::Unreachable(_)) => reply.err().map(|e| e.to_string()),
+                Ok(Err(Failure::NotLeader(_) | Failure::NoGroup)) => None,
+                Err(CallError::Unreachable(e)) => {
+                    self.suspect(target);
+                    Some(e)
+                }
                 Ok(Err(failure)) => {
                     let e = format!("{failure}; the write may or may not have been applied");
                     return Err(self.unavailable("write", e));
                 }
                 Err(e) => {
+                    self.suspect(target);
                     let e = format!("{e}; the write may or may not have been applied");
                     return Err(self.unavailable("write", e));
                 }
@@ -193,9 +244,7 @@ impl Inner {
                     return Ok(batches);
                 }
                 Err(CallError::Failed(Failure::NotLeader(Some(leader))))
-                    if leader != target
-                        && self.addr(leader).is_some()
-                        && redirects < self.replicas.len() =>
+                    if self.follows(leader, target, redirects) =>
                 {
                     redirects += 1;
                     target = leader;
@@ -208,7 +257,11 @@ impl Inner {
                     continue;
                 }
                 Err(CallError::Failed(Failure::Refused(refusal))) => return Err(refusal.into()),
-                Err(e) => e,
+                Err(CallError::Failed(failure)) => CallError::Failed(failure),
+                Err(e) => {
+                    self.suspect(target);
+                    e
+                }
             };
             if started.elapsed() > READ_DEADLINE {
                 return Err(self.unavailable("read", e));
@@ -343,14 +396,19 @@ impl ShardHandle for RemoteShard {
         crate::raft::run(async move { inner.write(bytes).await })?
     }
 
+    fn propose_async<'a>(&'a self, command: &'a Command) -> BoxFuture<'a, Result<Applied>> {
+        Box::pin(async move {
+            let bytes = command.encode()?;
+            let inner = Arc::clone(&self.0);
+            crate::raft::run_async(async move { inner.write(bytes).await }).await?
+        })
+    }
+
     fn search(&self, request: &SearchRequest, read: Consistency) -> Result<RecordBatch> {
         let inner = Arc::clone(&self.0);
         let kind = ReadKind::Search(request.clone());
         let batches = crate::raft::run(async move { inner.read(kind, read).await })??;
-        let Some(first) = batches.first() else {
-            return Err(self.0.unavailable("search", "the replica sent no answer"));
-        };
-        Ok(arrow::compute::concat_batches(&first.schema(), &batches)?)
+        self.0.one_batch(batches)
     }
 
     fn scan(
@@ -360,11 +418,38 @@ impl ShardHandle for RemoteShard {
         read: Consistency,
     ) -> Result<Vec<RecordBatch>> {
         let inner = Arc::clone(&self.0);
-        let kind = ReadKind::Scan {
-            projection: projection.map(<[String]>::to_vec),
-            filter: filter.cloned(),
-        };
+        let kind = ReadKind::scan(projection, filter);
         crate::raft::run(async move { inner.read(kind, read).await })?
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+
+    fn search_async<'a>(
+        &'a self,
+        request: &'a SearchRequest,
+        read: Consistency,
+    ) -> BoxFuture<'a, Result<RecordBatch>> {
+        let inner = Arc::clone(&self.0);
+        let kind = ReadKind::Search(request.clone());
+        Box::pin(async move {
+            let batches = crate::raft::run_async(async move { inner.read(kind, read).await });
+            self.0.one_batch(batches.await??)
+        })
+    }
+
+    fn scan_async<'a>(
+        &'a self,
+        projection: Option<&'a [String]>,
+        filter: Option<&'a Filter>,
+        read: Consistency,
+    ) -> BoxFuture<'a, Result<Vec<RecordBatch>>> {
+        let inner = Arc::clone(&self.0);
+        let kind = ReadKind::scan(projection, filter);
+        Box::pin(async move {
+            crate::raft::run_async(async move { inner.read(kind, read).await }).await?
+        })
     }
 
     fn status(&self) -> Result<ShardStatus> {

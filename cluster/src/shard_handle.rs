@@ -67,6 +67,32 @@ pub trait ShardHandle: Debug + Send + Sync {
         read: Consistency,
     ) -> Result<Vec<RecordBatch>>;
 
+    /// Whether this shard's answers come from other nodes: its `_async` methods then await
+    /// the network with no thread waiting, and a collection fans out to its shards from one
+    /// task. A replica on this node answers in place (its work is this node's CPU).
+    fn is_remote(&self) -> bool {
+        false
+    }
+
+    /// `search`, awaited; by default `search`, in place.
+    fn search_async<'a>(
+        &'a self,
+        request: &'a SearchRequest,
+        read: Consistency,
+    ) -> BoxFuture<'a, Result<RecordBatch>> {
+        Box::pin(async move { self.search(request, read) })
+    }
+
+    /// `scan`, awaited; by default `scan`, in place.
+    fn scan_async<'a>(
+        &'a self,
+        projection: Option<&'a [String]>,
+        filter: Option<&'a Filter>,
+        read: Consistency,
+    ) -> BoxFuture<'a, Result<Vec<RecordBatch>>> {
+        Box::pin(async move { self.scan(projection, filter, read) })
+    }
+
     fn status(&self) -> Result<ShardStatus>;
 
     /// Each replica the placement names, with its own status (or why it did not answer).

@@ -52,6 +52,26 @@ pub trait CollectionSource: Debug + Send + Sync {
         Ok((self.scan(projection, filter, read)?, Vec::new()))
     }
 
+    /// `search_traced`, awaited: a source whose shards are on other nodes waits on them with
+    /// no thread held; by default `search_traced`, in place.
+    fn search_traced_async<'a>(
+        &'a self,
+        request: &'a SearchRequest,
+        read: Consistency,
+    ) -> BoxFuture<'a, Result<(RecordBatch, Vec<ShardTrace>)>> {
+        Box::pin(async move { self.search_traced(request, read) })
+    }
+
+    /// `scan_traced`, awaited; by default `scan_traced`, in place.
+    fn scan_traced_async<'a>(
+        &'a self,
+        projection: Option<&'a [String]>,
+        filter: Option<&'a Filter>,
+        read: Consistency,
+    ) -> BoxFuture<'a, Result<(Vec<RecordBatch>, Vec<ShardTrace>)>> {
+        Box::pin(async move { self.scan_traced(projection, filter, read) })
+    }
+
     /// How many shards a search or scan fans out to.
     fn shards(&self) -> usize {
         1
@@ -148,6 +168,31 @@ impl CollectionSource for vecraft_cluster::collection::Collection {
     ) -> Result<(Vec<RecordBatch>, Vec<ShardTrace>)> {
         self.scan_traced(projection, filter, read)
             .map_err(storage_error)
+    }
+
+    fn search_traced_async<'a>(
+        &'a self,
+        request: &'a SearchRequest,
+        read: Consistency,
+    ) -> BoxFuture<'a, Result<(RecordBatch, Vec<ShardTrace>)>> {
+        Box::pin(async move {
+            self.search_traced_async(request, read)
+                .await
+                .map_err(storage_error)
+        })
+    }
+
+    fn scan_traced_async<'a>(
+        &'a self,
+        projection: Option<&'a [String]>,
+        filter: Option<&'a Filter>,
+        read: Consistency,
+    ) -> BoxFuture<'a, Result<(Vec<RecordBatch>, Vec<ShardTrace>)>> {
+        Box::pin(async move {
+            self.scan_traced_async(projection, filter, read)
+                .await
+                .map_err(storage_error)
+        })
     }
 
     fn write(&self, command: &Command) -> Result<u64> {

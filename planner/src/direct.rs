@@ -77,12 +77,12 @@ impl DirectSearch {
     }
 
     /// Runs the search and picks the plan's columns from its answer.
-    pub fn run(&self, context: &TaskContext) -> Result<Vec<RecordBatch>> {
+    pub async fn run(&self, context: &TaskContext) -> Result<Vec<RecordBatch>> {
         let search = self
             .search
             .downcast_ref::<CollectionScanExec>()
             .expect("`of` kept a collection search");
-        let batches = search.batches(context)?;
+        let batches = search.batches(context).await?;
         batches
             .into_iter()
             .map(|batch| {

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, new_null_array};
 use datafusion::arrow::datatypes::{DataType, Int16Type, Int32Type, Int64Type};
 use datafusion::error::Result;
+use futures::future::BoxFuture;
 use vecraft_storage::command::Command;
 use vecraft_storage::filter::Filter;
 use vecraft_storage::key::{Key, keys_of};
@@ -230,6 +231,23 @@ impl CollectionSource for Referencing {
         read: Consistency,
     ) -> Result<(Vec<RecordBatch>, Vec<ShardTrace>)> {
         self.inner.scan_traced(projection, filter, read)
+    }
+
+    fn search_traced_async<'a>(
+        &'a self,
+        request: &'a SearchRequest,
+        read: Consistency,
+    ) -> BoxFuture<'a, Result<(RecordBatch, Vec<ShardTrace>)>> {
+        self.inner.search_traced_async(request, read)
+    }
+
+    fn scan_traced_async<'a>(
+        &'a self,
+        projection: Option<&'a [String]>,
+        filter: Option<&'a Filter>,
+        read: Consistency,
+    ) -> BoxFuture<'a, Result<(Vec<RecordBatch>, Vec<ShardTrace>)>> {
+        self.inner.scan_traced_async(projection, filter, read)
     }
 
     fn shards(&self) -> usize {

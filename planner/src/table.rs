@@ -2,11 +2,13 @@
 //! storage engine. The same leaf answers a KNN query when the KNN rule (`knn.rs`) gives it a
 //! search request: it then returns the k nearest rows instead of all of them.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
 use datafusion::common::DFSchema;
@@ -20,13 +22,14 @@ use datafusion::logical_expr::{Expr, ScalarUDF, TableProviderFilterPushDown};
 use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_expr::create_physical_expr;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::metrics::{
     Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time,
 };
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
+use futures::TryStreamExt;
 use vecraft_storage::filter::Filter;
 use vecraft_storage::shard::SearchRequest;
 
@@ -233,7 +236,7 @@ impl TableProvider for CollectionTable {
 
 /// Reads a collection's live rows (projected, filtered) from its source, or, with a search
 /// request, its k nearest rows.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CollectionScanExec {
     pub source: Arc<dyn CollectionSource>,
     /// Output schema: the projected columns, in order.
@@ -257,7 +260,8 @@ pub struct CollectionScanExec {
     /// The counters of `metrics`, one pair per shard, registered by the first execution that
     /// reaches that shard. A kept plan runs again and again through the same node (its
     /// `reset_state` keeps it), so each execution adds to them instead of registering more.
-    shard_metrics: std::sync::Mutex<Vec<(Count, Time)>>,
+    /// Shared with the node's copy that an execution's stream owns.
+    shard_metrics: Arc<std::sync::Mutex<Vec<(Count, Time)>>>,
 }
 
 impl CollectionScanExec {
@@ -404,52 +408,62 @@ impl DisplayAs for CollectionScanExec {
 
 impl CollectionScanExec {
     /// What `execute` streams: the scan's, search's or delete's batches, worked out at once.
-    pub fn batches(
-        &self,
-        context: &TaskContext,
-    ) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
+    /// A read of shards on other nodes is awaited with no thread held (a shard without a
+    /// leader holds up this statement alone); a DELETE's waits on other nodes free their
+    /// thread first.
+    pub async fn batches(&self, context: &TaskContext) -> Result<Vec<RecordBatch>> {
         let read = crate::knn::read_consistency(context);
         Ok(match &self.search {
-            _ if self.delete && !self.columns.is_empty() => delete_returning(
-                self.source.as_ref(),
-                self.filter.as_ref(),
-                self.residual.as_ref(),
-                &self.schema,
-            )?,
-            _ if self.delete => vec![count_batch(delete_where(
-                self.source.as_ref(),
-                self.filter.as_ref(),
-                self.residual.as_ref(),
-            )?)?],
+            _ if self.delete => self.delete_batches()?,
             None => {
-                let (batches, traces) =
-                    self.source
-                        .scan_traced(Some(&self.columns), self.filter.as_ref(), read)?;
+                let (batches, traces) = self
+                    .source
+                    .scan_traced_async(Some(&self.columns), self.filter.as_ref(), read)
+                    .await?;
                 self.record(&traces);
                 batches
             }
             Some(request) => {
-                let (hits, traces) = match &self.query_param {
-                    None => self.source.search_traced(request, read)?,
-                    Some(param) => {
-                        let dims = match self.query_dims {
-                            Some(dims) => dims,
-                            None => {
-                                let schema = self.source.schema();
-                                let spec = schema.vector_spec(&request.column);
-                                spec.map_err(crate::collection::storage_error)?.dims
-                            }
-                        };
-                        let mut request = request.clone();
-                        request.vector = crate::knn::param_vector(param, dims)?;
-                        self.source.search_traced(&request, read)?
-                    }
+                let request = match &self.query_param {
+                    None => Cow::Borrowed(request),
+                    Some(param) => Cow::Owned(self.with_query_vector(request, param)?),
                 };
+                let (hits, traces) = self.source.search_traced_async(&request, read).await?;
                 self.record(&traces);
                 let hits = without_distance(hits)?;
                 vec![hits.with_schema(self.schema.clone())?]
             }
         })
+    }
+
+    /// A DELETE's answer: its count, or with RETURNING the rows it deleted.
+    fn delete_batches(&self) -> Result<Vec<RecordBatch>> {
+        let (source, filter) = (self.source.as_ref(), self.filter.as_ref());
+        let residual = self.residual.as_ref();
+        if self.columns.is_empty() {
+            Ok(vec![count_batch(delete_where(source, filter, residual)?)?])
+        } else {
+            delete_returning(source, filter, residual, &self.schema)
+        }
+    }
+
+    /// `request` with the query vector its parameter holds for this execution.
+    fn with_query_vector(
+        &self,
+        request: &SearchRequest,
+        param: &ScalarUDF,
+    ) -> Result<SearchRequest> {
+        let dims = match self.query_dims {
+            Some(dims) => dims,
+            None => {
+                let schema = self.source.schema();
+                let spec = schema.vector_spec(&request.column);
+                spec.map_err(crate::collection::storage_error)?.dims
+            }
+        };
+        let mut request = request.clone();
+        request.vector = crate::knn::param_vector(param, dims)?;
+        Ok(request)
     }
 
     /// Adds each shard's rows and time to the plan's metrics (`shard0_rows`, `shard0_time`,
@@ -493,11 +507,14 @@ impl ExecutionPlan for CollectionScanExec {
         _partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let batches = self.batches(&context)?;
-        Ok(Box::pin(MemoryStream::try_new(
-            batches,
+        // The work starts when the stream is first polled, on the statement's task.
+        let node = self.clone();
+        let batches = futures::stream::once(async move { node.batches(&context).await })
+            .map_ok(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
+            .try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),
-            None,
-        )?))
+            batches,
+        )))
     }
 }

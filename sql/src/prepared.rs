@@ -400,7 +400,7 @@ impl Session {
         // slots as it runs, so a stream left to run later could read another execution's.
         if let Some(direct) = direct {
             GATEWAY.plans_direct.inc();
-            return direct.run(task).map(Some).map_err(|e| to_pg(&e));
+            return direct.run(task).await.map(Some).map_err(|e| to_pg(&e));
         }
         let plan = reset_plan_states(physical.clone()).map_err(|e| to_pg(&e))?;
         let batches = collect(plan, task.clone()).await.map_err(|e| to_pg(&e))?;

@@ -1,10 +1,12 @@
 //! A cluster of real `vecraft node` processes on loopback, driven over the wire: the harness
 //! that starts, kills and restarts them, and the scenarios (`behaviour.rs`: fail-over,
-//! replicas, searches, the Flight port; `transactions.rs`: atomic commits under `kill -9`;
+//! replicas, searches, the Flight port; `faults.rs`: a paused leader; `transactions.rs`:
+//! atomic commits under `kill -9`;
 //! `backup.rs`: a cluster's backup restored on a single node).
 
 mod backup;
 mod behaviour;
+mod faults;
 mod transactions;
 
 use std::collections::BTreeSet;
@@ -126,6 +128,24 @@ impl Cluster {
         let mut node = self.nodes[id as usize - 1].take().expect("running");
         node.child.kill().unwrap();
         node.child.wait().unwrap();
+    }
+
+    /// Stops node `id` where it is (`SIGSTOP`): its connections stay open, its kernel still
+    /// accepts new ones, and nothing answers, as a node stalled on a disk or a long GC would.
+    pub(super) fn pause(&self, id: u64) {
+        self.signal(id, libc::SIGSTOP);
+    }
+
+    /// Lets a paused node go on (`SIGCONT`).
+    pub(super) fn resume(&self, id: u64) {
+        self.signal(id, libc::SIGCONT);
+    }
+
+    fn signal(&self, id: u64, signal: i32) {
+        let node = self.nodes[id as usize - 1].as_ref().expect("running");
+        // SAFETY: a plain kill(2) of the child this harness started and has not reaped.
+        let sent = unsafe { libc::kill(node.child.id() as libc::pid_t, signal) };
+        assert_eq!(sent, 0, "signal {signal} reaches node {id}");
     }
 
     /// Creates a collection (`CREATE COLLECTION {definition}`) through node 1; its client.

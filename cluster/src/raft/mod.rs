@@ -407,13 +407,33 @@ pub(crate) fn spawn(task: impl Future<Output = ()> + Send + 'static) {
     runtime().spawn(task);
 }
 
-/// Runs `task` on the groups' runtime and waits for it from this (non-runtime) thread.
+/// Runs `task` on the groups' runtime and waits for it from this thread. Called on a worker
+/// of a multi-threaded runtime (a gateway's statement), the worker hands its other tasks to
+/// another thread first (`shard_handle::blocking`), so a wait on another node holds up no
+/// other session.
 pub(crate) fn run<T: Send + 'static>(task: impl Future<Output = T> + Send + 'static) -> Result<T> {
     let (tx, rx) = mpsc::sync_channel(1);
     runtime().spawn(async move {
         let _ = tx.send(task.await);
     });
-    rx.recv().map_err(|_| Error::Closed)
+    crate::shard_handle::blocking(|| rx.recv()).map_err(|_| Error::Closed)
+}
+
+/// Runs `task` on the groups' runtime and awaits it from any runtime, with no thread waiting.
+/// Dropping the returned future (a cancelled or timed-out statement) aborts the task, so its
+/// calls to other nodes stop with it.
+pub(crate) async fn run_async<T: Send + 'static>(
+    task: impl Future<Output = T> + Send + 'static,
+) -> Result<T> {
+    /// Aborts the task when dropped; aborting a finished task does nothing.
+    struct Aborting<T>(tokio::task::JoinHandle<T>);
+    impl<T> Drop for Aborting<T> {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let mut task = Aborting(runtime().spawn(task));
+    (&mut task.0).await.map_err(|_| Error::Closed)
 }
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> Error {

@@ -32,6 +32,16 @@ use super::{APPEND, Failure, GroupId, MAX_MESSAGE_BYTES, ReadTicket, VOTE};
 
 use crate::raft::{NodeId, TypeConfig};
 
+/// How long a connection to a peer may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Every connection is pinged this often, in use or not.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// A connection whose ping is not answered within this is closed, and the calls on it fail
+/// at once. A node that is paused or cut off still holds its connections open (its kernel
+/// even accepts new ones), so without this a call to it would wait out its whole deadline
+/// (30 s for a write) instead of moving to another replica.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// One lazily connected channel per peer node, shared by every group on this node; every
 /// call carries the cluster's secret.
 #[derive(Clone)]
@@ -55,7 +65,10 @@ impl Peers {
             None => {
                 let channel = Endpoint::from_shared(format!("http://{addr}"))
                     .map_err(|e| NetworkError::new(&e))?
-                    .connect_timeout(Duration::from_secs(1))
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+                    .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+                    .keep_alive_while_idle(true)
                     .tcp_nodelay(true)
                     .connect_lazy();
                 channels.insert(addr.to_string(), channel.clone());
@@ -137,10 +150,16 @@ impl Peers {
         answer
     }
 
-    /// Drops the pooled channel to `addr` after a transport failure, so the next call
-    /// connects afresh (a node that restarted on the same address is reached again at once).
+    /// Drops the pooled channel to `addr` after a transport failure or a timeout, so the
+    /// next call connects afresh: a node that restarted on the same address is reached again
+    /// at once, and calls do not pile up on a connection their peer stopped reading. Calls
+    /// still on the old channel keep it until they end.
     pub(super) fn forget_if_broken<T>(&self, addr: &str, answer: &Result<T, CallError>) {
-        if matches!(answer, Err(CallError::Unreachable(_) | CallError::Lost(_))) {
+        let broken = matches!(
+            answer,
+            Err(CallError::Unreachable(_) | CallError::Lost(_) | CallError::Timeout)
+        );
+        if broken {
             self.channels.lock().remove(addr);
         }
     }

@@ -114,3 +114,13 @@ pub enum ReadKind {
     /// The replica's shard snapshot (`Shard::write_snapshot`'s stream), for a backup.
     Snapshot,
 }
+
+impl ReadKind {
+    /// A scan of `projection`'s columns (all, for `None`) of the rows passing `filter`.
+    pub fn scan(projection: Option<&[String]>, filter: Option<&Filter>) -> ReadKind {
+        ReadKind::Scan {
+            projection: projection.map(<[String]>::to_vec),
+            filter: filter.cloned(),
+        }
+    }
+}

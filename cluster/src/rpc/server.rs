@@ -278,6 +278,9 @@ pub(super) fn encode<T: Serialize>(reply: &T) -> Result<Bytes, Status> {
         .map_err(|e| Status::internal(format!("cannot encode the reply: {e}")))
 }
 
+/// How many of a connection's calls its peer may reset before this node reads them.
+const MAX_PENDING_RESETS: usize = 4096;
+
 /// Serves `service` on `listener` until the process ends (or the runtime stops), to callers
 /// that hold `secret` only (checked on each request's headers, before its body is read).
 pub fn serve(
@@ -296,6 +299,11 @@ pub fn serve(
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let _ = tonic::transport::Server::builder()
+            // A peer's calls that time out while this node cannot answer (paused, cut off)
+            // are reset by the peer, and reach this node together once it can. At h2's
+            // default of 20 such resets the whole connection goes, with every call on it
+            // (`GoAway … too_many_resets`); callers here are authenticated peers.
+            .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
             .add_service(server)
             .serve_with_incoming(incoming)
             .await;

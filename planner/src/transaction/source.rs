@@ -11,6 +11,7 @@ use datafusion::arrow::compute::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Schema};
 use datafusion::error::Result;
+use futures::future::BoxFuture;
 use vecraft_storage::command::Command;
 use vecraft_storage::filter::Filter;
 use vecraft_storage::key::Key;
@@ -18,7 +19,7 @@ use vecraft_storage::schema::CollectionSchema;
 use vecraft_storage::shard::{DISTANCE_COLUMN, SearchRequest};
 
 use super::{Overlay, TransactionSlot, batch_keys};
-use crate::collection::{CollectionSource, Consistency, storage_error};
+use crate::collection::{CollectionSource, Consistency, ShardTrace, blocking, storage_error};
 use crate::error::VectorError;
 
 /// A collection as one session sees it: its transaction's rows over the collection's.
@@ -165,7 +166,7 @@ impl CollectionSource for TxnSource {
         &self,
         request: &SearchRequest,
         read: Consistency,
-    ) -> Result<(RecordBatch, Vec<crate::collection::ShardTrace>)> {
+    ) -> Result<(RecordBatch, Vec<ShardTrace>)> {
         match self.overlay() {
             None => self.base.search_traced(request, read),
             Some(_) => Ok((self.search(request, read)?, Vec::new())),
@@ -177,10 +178,33 @@ impl CollectionSource for TxnSource {
         projection: Option<&[String]>,
         filter: Option<&Filter>,
         read: Consistency,
-    ) -> Result<(Vec<RecordBatch>, Vec<crate::collection::ShardTrace>)> {
+    ) -> Result<(Vec<RecordBatch>, Vec<ShardTrace>)> {
         match self.overlay() {
             None => self.base.scan_traced(projection, filter, read),
             Some(_) => Ok((self.scan(projection, filter, read)?, Vec::new())),
+        }
+    }
+
+    fn search_traced_async<'a>(
+        &'a self,
+        request: &'a SearchRequest,
+        read: Consistency,
+    ) -> BoxFuture<'a, Result<(RecordBatch, Vec<ShardTrace>)>> {
+        match self.overlay() {
+            None => self.base.search_traced_async(request, read),
+            Some(_) => Box::pin(async move { self.search_traced(request, read) }),
+        }
+    }
+
+    fn scan_traced_async<'a>(
+        &'a self,
+        projection: Option<&'a [String]>,
+        filter: Option<&'a Filter>,
+        read: Consistency,
+    ) -> BoxFuture<'a, Result<(Vec<RecordBatch>, Vec<ShardTrace>)>> {
+        match self.overlay() {
+            None => self.base.scan_traced_async(projection, filter, read),
+            Some(_) => Box::pin(async move { self.scan_traced(projection, filter, read) }),
         }
     }
 
@@ -198,12 +222,12 @@ impl CollectionSource for TxnSource {
     fn write_async<'a>(
         &'a self,
         command: &'a Command,
-    ) -> futures::future::BoxFuture<'a, Result<u64>> {
+    ) -> BoxFuture<'a, Result<u64>> {
         let mut slot = self.slot.0.lock();
         match slot.as_mut() {
             Some(txn) => {
                 // Staging reads the stored keys (on other nodes, in a cluster).
-                let staged = crate::collection::blocking(|| {
+                let staged = blocking(|| {
                     txn.stage(&self.name, self.base.as_ref(), command)
                 });
                 Box::pin(std::future::ready(staged))
