@@ -35,9 +35,7 @@ impl Collection {
             // Exempt from tokio's cooperative budget, which a thread blocked here could not
             // yield to (`Batcher::propose_blocking`).
             _ => blocking(|| {
-                futures::executor::block_on(tokio::task::unconstrained(
-                    self.write_routed(command),
-                ))
+                futures::executor::block_on(tokio::task::unconstrained(self.write_routed(command)))
             })?,
         };
         WRITES.written(command, started.elapsed());

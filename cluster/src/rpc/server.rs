@@ -20,7 +20,7 @@ use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, Fatal, RaftError};
 use openraft::raft::{AppendEntriesRequest, VoteRequest};
-use openraft::{BasicNode, Raft};
+use openraft::{BasicNode, Raft, ServerState};
 use parking_lot::RwLock;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -191,7 +191,22 @@ async fn write(member: &LocalShard, command: Vec<u8>) -> Reply<(Applied, u64)> {
             vecraft_storage::error::Refusal::InvalidArgument(e),
         ));
     }
-    match member.group().raft().client_write(Proposal(command)).await {
+    let raft = member.group().raft();
+    let leading = raft.metrics().borrow().state == ServerState::Leader;
+    let proposed = raft.client_write(Proposal(command));
+    let answer = if leading {
+        tokio::select! {
+            answer = proposed => answer,
+            () = stopped_leading(raft) => return Err(Failure::Unavailable(format!(
+                "this node stopped leading the shard's group, or heard from no quorum for \
+                 {LEADER_CUT_OFF_MS} ms, with the write in flight"
+            ))),
+        }
+    } else {
+        // Refused at once ("not the leader").
+        proposed.await
+    };
+    match answer {
         Ok(response) => {
             let index = response.log_id.index;
             response.data.map(|a| (a, index)).map_err(Failure::Refused)
@@ -201,6 +216,34 @@ async fn write(member: &LocalShard, command: Vec<u8>) -> Reply<(Applied, u64)> {
         }
         Err(RaftError::Fatal(Fatal::StorageError(e))) => Err(Failure::Stopped(e.to_string())),
         Err(e) => Err(Failure::Unavailable(e.to_string())),
+    }
+}
+
+/// How long a leader may go without a quorum's acknowledgement before the writes waiting on
+/// it are given up: by then its followers' lease and election timeout (1.5 to 2 s) have passed,
+/// and another leader is being elected.
+const LEADER_CUT_OFF_MS: u64 = 2_000;
+
+/// Returns once this member no longer leads, or leads without hearing from a quorum for
+/// `LEADER_CUT_OFF_MS`. A write waiting on such a leader is answered only when it hears from
+/// the new one (which may be never, if it is cut off): its caller is told now that the outcome
+/// is unknown, instead of at the end of its call's deadline. openraft publishes metrics on
+/// every turn of the group's core, heartbeat ticks included.
+async fn stopped_leading(raft: &Raft<TypeConfig>) {
+    let mut metrics = raft.metrics();
+    loop {
+        {
+            let m = metrics.borrow_and_update();
+            let cut_off = m
+                .millis_since_quorum_ack
+                .is_some_and(|ms| ms > LEADER_CUT_OFF_MS);
+            if m.state != ServerState::Leader || cut_off {
+                return;
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return; // the group stopped; its writes fail on their own
+        }
     }
 }
 

@@ -241,6 +241,39 @@ fn a_group_replicates_fails_over_and_catches_up_by_snapshot() {
 /// Replicas that sealed and merged at different entries judge a transaction's commit alike:
 /// a row's version is the index that wrote it, not where the replica keeps it.
 #[test]
+fn a_leader_cut_off_from_its_quorum_gives_up_the_writes_waiting_on_it() {
+    // The directories are kept to the end.
+    let Group3 {
+        dirs: _dirs,
+        mut nodes,
+        ..
+    } = start_group();
+    let first = leader(&nodes);
+    write_rows(&nodes[first], 0..10);
+    // Both followers go; the leader, still reachable, cannot commit anything.
+    for i in (0..3).filter(|i| *i != first) {
+        nodes[i].stop();
+    }
+    let peers = Peers::new(secret());
+    let body = (GROUP.to_string(), row(10).encode().unwrap());
+    let sent = Instant::now();
+    let answer = write(&peers, &nodes[first].addr, &body);
+    let waited = sent.elapsed();
+    let Err(Failure::Unavailable(why)) = answer else {
+        panic!("the write is given up: {answer:?}");
+    };
+    assert!(why.contains("heard from no quorum"), "{why}");
+    // At the cut-off (2 s after the last acknowledgement, which came just before the
+    // followers went), far inside the call's deadline.
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(5),
+        "answered after {waited:?}"
+    );
+    // What was committed before stays.
+    assert_eq!(nodes[first].shard().count(), 10);
+}
+
+#[test]
 fn replicas_that_sealed_at_different_entries_decide_commits_alike() {
     let group = start_group();
     let nodes = &group.nodes;

@@ -219,17 +219,12 @@ impl CollectionSource for TxnSource {
         }
     }
 
-    fn write_async<'a>(
-        &'a self,
-        command: &'a Command,
-    ) -> BoxFuture<'a, Result<u64>> {
+    fn write_async<'a>(&'a self, command: &'a Command) -> BoxFuture<'a, Result<u64>> {
         let mut slot = self.slot.0.lock();
         match slot.as_mut() {
             Some(txn) => {
                 // Staging reads the stored keys (on other nodes, in a cluster).
-                let staged = blocking(|| {
-                    txn.stage(&self.name, self.base.as_ref(), command)
-                });
+                let staged = blocking(|| txn.stage(&self.name, self.base.as_ref(), command));
                 Box::pin(std::future::ready(staged))
             }
             None => {

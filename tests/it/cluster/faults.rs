@@ -25,7 +25,10 @@ async fn a_paused_leader_holds_up_only_the_statements_that_wait_on_it() {
         .await;
     let leader = leader_of(&setup, "kv", 0).await;
     let gateway = (1..=3).find(|n| *n != leader).unwrap();
-    let port = cluster.nodes[gateway as usize - 1].as_ref().unwrap().sql_port;
+    let port = cluster.nodes[gateway as usize - 1]
+        .as_ref()
+        .unwrap()
+        .sql_port;
     // Each session writes once first, so the gateway's router knows the leader.
     let mut waiting = Vec::new();
     for i in 0..WAITING_SESSIONS as i64 {
@@ -51,7 +54,11 @@ async fn a_paused_leader_holds_up_only_the_statements_that_wait_on_it() {
             tokio::spawn(async move {
                 let id = 100 + i as i64;
                 let answer = match i % 2 {
-                    0 => client.execute(insert("kv", id..id + 1, 2).as_str(), &[]).await,
+                    0 => {
+                        client
+                            .execute(insert("kv", id..id + 1, 2).as_str(), &[])
+                            .await
+                    }
                     _ => client.execute("SELECT count(*) FROM kv", &[]).await,
                 };
                 (id, answer.map(|_| ()), paused.elapsed())
@@ -66,7 +73,10 @@ async fn a_paused_leader_holds_up_only_the_statements_that_wait_on_it() {
     let cut = cut.expect_err("the read waits on the paused leader");
     assert_eq!(cut.code().map(|c| c.code()), Some("57014"), "{cut}");
     let cut_after = started.elapsed();
-    assert!(cut_after < Duration::from_secs(2), "cut after {cut_after:?}");
+    assert!(
+        cut_after < Duration::from_secs(2),
+        "cut after {cut_after:?}"
+    );
     assert_eq!(rows(&timed, "SELECT 2").await, [[Some("2".to_string())]]);
 
     // Meanwhile the gateway answers other sessions, and new ones, at once.
@@ -87,17 +97,32 @@ async fn a_paused_leader_holds_up_only_the_statements_that_wait_on_it() {
         "{probes} probes while {WAITING_SESSIONS} statements waited: SELECT 1 at most \
          {slowest_select} ms, a fresh connection and its SELECT 1 at most {slowest_connect} ms"
     );
-    assert!(probes >= 3, "the statements waited for a new leader ({probes} probes)");
-    assert!(slowest_select <= SELECT_1_MS, "SELECT 1 took {slowest_select} ms");
-    assert!(slowest_connect <= CONNECT_MS, "a connection took {slowest_connect} ms");
+    assert!(
+        probes >= 3,
+        "the statements waited for a new leader ({probes} probes)"
+    );
+    assert!(
+        slowest_select <= SELECT_1_MS,
+        "SELECT 1 took {slowest_select} ms"
+    );
+    assert!(
+        slowest_connect <= CONNECT_MS,
+        "a connection took {slowest_connect} ms"
+    );
 
     // Each waiting statement ended on its own, well inside a call's 30 s deadline:
     // answered by the new leader, or refused with 57P03 (a write whose outcome is unknown).
     let mut acked = BTreeSet::new();
     for statement in statements {
         let (id, answer, ended) = statement.await.unwrap();
-        eprintln!("statement {id}: {:?} after {ended:?}", answer.as_ref().err());
-        assert!(ended < Duration::from_secs(10), "statement {id} took {ended:?}");
+        eprintln!(
+            "statement {id}: {:?} after {ended:?}",
+            answer.as_ref().err()
+        );
+        assert!(
+            ended < Duration::from_secs(10),
+            "statement {id} took {ended:?}"
+        );
         match answer {
             Ok(()) if id % 2 == 0 => drop(acked.insert(id)),
             Ok(()) => {}
@@ -126,6 +151,9 @@ async fn a_paused_leader_holds_up_only_the_statements_that_wait_on_it() {
         acked.insert(id);
     }
     let stored: BTreeSet<i64> = ids(&probe, "SELECT id FROM kv").await.into_iter().collect();
-    assert!(acked.is_subset(&stored), "every acknowledged write is there");
+    assert!(
+        acked.is_subset(&stored),
+        "every acknowledged write is there"
+    );
     assert_eq!(leader_of(&old, "kv", 0).await, new_leader);
 }
