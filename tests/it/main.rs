@@ -8,5 +8,6 @@ mod cluster;
 mod compactor;
 mod crash;
 mod limits;
+mod nemesis;
 mod node;
 mod support;

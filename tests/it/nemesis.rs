@@ -1,0 +1,587 @@
+//! The nemesis: real `vecraft node` processes on loopback, clients writing and reading through
+//! every gateway, and faults one after another: a node killed, a shard leader killed, a leader
+//! paused, a leader that cannot hear its peers (one way), a leader cut off both ways, and
+//! with five nodes a node lost for good. Every client operation is recorded; at the end a
+//! checker looks for lost, phantom and duplicate rows and stale strong reads
+//! (`nemesis/history.rs`), and every gateway whose process was running must have answered
+//! `SELECT 1` within 100 ms throughout.
+//!
+//! Peers reach each node only through a forwarder of the harness, which cuts directions
+//! between nodes (`nemesis/net.rs`).
+//!
+//! `.ci/run` runs a short seeded run (3 nodes, one cycle of each kind). The long run:
+//!
+//! ```sh
+//! VECRAFT_NEMESIS_CYCLES=200 VECRAFT_NEMESIS_NODES=3 cargo test --release -p vecraft \
+//!     --test it -- nemesis --nocapture
+//! VECRAFT_NEMESIS_CYCLES=200 VECRAFT_NEMESIS_NODES=5 … (adds a node lost for good)
+//! ```
+//!
+//! `VECRAFT_NEMESIS_SEED` picks the sequence of faults (default 1). The report gives, for
+//! each fault kind, the median and worst time from the fault to the next acknowledged write
+//! on the slowest table (each table is one shard).
+
+mod history;
+mod net;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio_postgres::{Client, NoTls};
+
+use crate::cluster::{ONE_AT_A_TIME, TEST_SECRET, free_port, rows, wait_until};
+use crate::support::Node;
+use history::{History, Outcome, Probe, Read, Write};
+use net::{Id, Net};
+
+/// Tables written and read, each a collection of one shard with 3 replicas.
+const TABLES: usize = 2;
+/// How long each fault lasts: longer than an election (1.5 to 2 s).
+const HOLD: Duration = Duration::from_millis(3_000);
+/// The longest a gateway may take to answer `SELECT 1` while its process runs.
+const SELECT_1_LIMIT: Duration = Duration::from_millis(100);
+/// After a node comes back (restarted, or let go on after a pause), its own gateway is not
+/// probed for this long.
+const COMEBACK_GRACE: Duration = Duration::from_secs(1);
+/// A client gives a statement this long (a paused gateway never answers).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Fault {
+    Kill,
+    LeaderKill,
+    Pause,
+    OneWay,
+    Symmetric,
+    /// A node (not a meta member) killed for good; its replicas are rebuilt elsewhere.
+    Loss,
+}
+
+const FAULTS: [Fault; 5] = [
+    Fault::Kill,
+    Fault::LeaderKill,
+    Fault::Pause,
+    Fault::OneWay,
+    Fault::Symmetric,
+];
+
+struct Settings {
+    nodes: u64,
+    cycles: usize,
+    seed: u64,
+}
+
+impl Settings {
+    fn from_env() -> Settings {
+        let var = |name: &str, default: u64| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        Settings {
+            nodes: var("VECRAFT_NEMESIS_NODES", 3).max(3),
+            cycles: var("VECRAFT_NEMESIS_CYCLES", FAULTS.len() as u64) as usize,
+            seed: var("VECRAFT_NEMESIS_SEED", 1),
+        }
+    }
+}
+
+/// The nodes, their network, and when each was not running (for the probes' check).
+struct Cluster {
+    dir: tempfile::TempDir,
+    rpc_ports: BTreeMap<Id, u16>,
+    net: Net,
+    nodes: BTreeMap<Id, Option<Node>>,
+    /// The SQL port of each running, unpaused node, for the clients.
+    sql_ports: Arc<Mutex<BTreeMap<Id, u16>>>,
+    /// (node, from, to): times a node's process was not serving.
+    away: Vec<(Id, Instant, Instant)>,
+    failover_after_ms: u64,
+}
+
+impl Cluster {
+    async fn start(n: u64, failover_after_ms: u64) -> Cluster {
+        let rpc_ports: BTreeMap<Id, u16> = (1..=n).map(|id| (id, free_port())).collect();
+        let net = Net::start(&rpc_ports).await;
+        let mut cluster = Cluster {
+            dir: tempfile::tempdir().unwrap(),
+            rpc_ports,
+            net,
+            nodes: (1..=n).map(|id| (id, None)).collect(),
+            sql_ports: Arc::default(),
+            away: Vec::new(),
+            failover_after_ms,
+        };
+        for id in 1..=n {
+            cluster.start_node(id);
+        }
+        cluster
+    }
+
+    fn start_node(&mut self, id: Id) {
+        let meta_peers: Vec<String> = (1..=3)
+            .map(|i| format!("{i}=127.0.0.1:{}", self.net.ports[&i]))
+            .collect();
+        let roles = if id <= 3 {
+            "gateway,meta,storage"
+        } else {
+            "gateway,storage"
+        };
+        let args = [
+            "node".to_string(),
+            format!("--id={id}"),
+            "--listen=127.0.0.1:0".to_string(),
+            format!("--rpc=127.0.0.1:{}", self.rpc_ports[&id]),
+            format!("--advertise-rpc=127.0.0.1:{}", self.net.ports[&id]),
+            "--http=127.0.0.1:0".to_string(),
+            format!(
+                "--data-dir={}",
+                self.dir.path().join(format!("node-{id}")).display()
+            ),
+            format!("--meta-peers={}", meta_peers.join(",")),
+            format!("--roles={roles}"),
+            format!("--failover-after-ms={}", self.failover_after_ms),
+            format!("--cluster-secret={TEST_SECRET}"),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let node = Node::start(&args);
+        self.net.set_pid(id, node.child.id());
+        self.sql_ports.lock().unwrap().insert(id, node.sql_port);
+        self.nodes.insert(id, Some(node));
+    }
+
+    fn kill(&mut self, id: Id) {
+        self.sql_ports.lock().unwrap().remove(&id);
+        let mut node = self.nodes.get_mut(&id).unwrap().take().expect("running");
+        node.child.kill().unwrap();
+        node.child.wait().unwrap();
+    }
+
+    fn signal(&self, id: Id, signal: i32) {
+        let node = self.nodes[&id].as_ref().expect("running");
+        // SAFETY: a plain kill(2) of a child this harness started and has not reaped.
+        let sent = unsafe { libc::kill(node.child.id() as libc::pid_t, signal) };
+        assert_eq!(sent, 0);
+    }
+
+    fn running(&self) -> Vec<Id> {
+        let running = self.nodes.iter().filter(|(_, n)| n.is_some());
+        running.map(|(id, _)| *id).collect()
+    }
+
+    async fn client(&self, id: Id) -> Client {
+        let port = self.nodes[&id].as_ref().expect("running").sql_port;
+        crate::support::connect(port).await
+    }
+
+    /// The node leading `table`, asked through a running gateway.
+    async fn leader_of(&self, table: usize) -> Id {
+        let client = self.client(self.running()[0]).await;
+        crate::cluster::leader_of(&client, &format!("t{table}"), 0).await
+    }
+}
+
+/// Connects to node `id`'s gateway if it is up and answers within a second.
+async fn try_connect(ports: &Mutex<BTreeMap<Id, u16>>, id: Id) -> Option<Client> {
+    let port = *ports.lock().unwrap().get(&id)?;
+    let dsn = format!("host=127.0.0.1 port={port} user=postgres");
+    let connected =
+        tokio::time::timeout(Duration::from_secs(1), tokio_postgres::connect(&dsn, NoTls));
+    let (client, connection) = connected.await.ok()?.ok()?;
+    tokio::spawn(connection);
+    Some(client)
+}
+
+/// The clients: for each gateway, a writer per table, a reader and a probe.
+struct Clients {
+    history: Arc<History>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Clients {
+    fn start(cluster: &Cluster) -> Clients {
+        let history = Arc::new(History::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let ids = Arc::new(AtomicI64::new(0));
+        let mut tasks = Vec::new();
+        for &node in cluster.nodes.keys() {
+            let ports = cluster.sql_ports.clone();
+            for table in 0..TABLES {
+                let (history, stop, ports, ids) =
+                    (history.clone(), stop.clone(), ports.clone(), ids.clone());
+                tasks.push(tokio::spawn(async move {
+                    write_loop(node, table, &ports, &ids, &history, &stop).await
+                }));
+            }
+            let (h, s, p) = (history.clone(), stop.clone(), ports.clone());
+            tasks.push(tokio::spawn(
+                async move { read_loop(node, &p, &h, &s).await },
+            ));
+            let (h, s) = (history.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                probe_loop(node, &ports, &h, &s).await
+            }));
+        }
+        Clients {
+            history,
+            stop,
+            tasks,
+        }
+    }
+
+    async fn stop(self) -> Arc<History> {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        self.history
+    }
+}
+
+async fn write_loop(
+    node: Id,
+    table: usize,
+    ports: &Mutex<BTreeMap<Id, u16>>,
+    ids: &AtomicI64,
+    history: &History,
+    stop: &AtomicBool,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let Some(client) = try_connect(ports, node).await else {
+            tokio::time::sleep(Duration::from_millis(50)).await; // the gateway is away
+            continue;
+        };
+        while !stop.load(Ordering::Relaxed) && !client.is_closed() {
+            let id = ids.fetch_add(1, Ordering::Relaxed);
+            let sql = format!("INSERT INTO t{table} VALUES ({id}, '[1,2]')");
+            let started = Instant::now();
+            let answer = tokio::time::timeout(CLIENT_TIMEOUT, client.execute(sql.as_str(), &[]));
+            let outcome = match answer.await {
+                Ok(Ok(1)) => Outcome::Acked,
+                Ok(Err(e)) if e.code().is_some_and(|c| c.code() == "23505") => Outcome::Duplicate,
+                Ok(_) => Outcome::Unknown,
+                Err(_) => {
+                    record_write(history, table, id, started, Outcome::Unknown);
+                    break; // the gateway does not answer: connect again
+                }
+            };
+            record_write(history, table, id, started, outcome);
+        }
+    }
+}
+
+fn record_write(history: &History, table: usize, id: i64, started: Instant, outcome: Outcome) {
+    history.writes.lock().unwrap().push(Write {
+        table,
+        id,
+        started,
+        ended: Instant::now(),
+        outcome,
+    });
+}
+
+async fn read_loop(
+    node: Id,
+    ports: &Mutex<BTreeMap<Id, u16>>,
+    history: &History,
+    stop: &AtomicBool,
+) {
+    let mut table = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let Some(client) = try_connect(ports, node).await else {
+            tokio::time::sleep(Duration::from_millis(50)).await; // the gateway is away
+            continue;
+        };
+        while !stop.load(Ordering::Relaxed) && !client.is_closed() {
+            table = (table + 1) % TABLES;
+            let sql = format!("SELECT count(*) FROM t{table}");
+            let started = Instant::now();
+            let answer = tokio::time::timeout(CLIENT_TIMEOUT, client.query_one(sql.as_str(), &[]));
+            match answer.await {
+                Ok(Ok(row)) => history.reads.lock().unwrap().push(Read {
+                    table,
+                    started,
+                    ended: Instant::now(),
+                    count: row.get::<_, i64>(0) as u64,
+                }),
+                Ok(Err(_)) => {}
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+async fn probe_loop(
+    node: Id,
+    ports: &Mutex<BTreeMap<Id, u16>>,
+    history: &History,
+    stop: &AtomicBool,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        let Some(client) = try_connect(ports, node).await else {
+            history.probes.lock().unwrap().push(Probe {
+                node,
+                started,
+                took: None,
+            });
+            tokio::time::sleep(Duration::from_millis(50)).await; // the gateway is away
+            continue;
+        };
+        while !stop.load(Ordering::Relaxed) && !client.is_closed() {
+            let started = Instant::now();
+            let answer =
+                tokio::time::timeout(Duration::from_secs(1), client.simple_query("SELECT 1"));
+            let took = matches!(answer.await, Ok(Ok(_))).then(|| started.elapsed());
+            history.probes.lock().unwrap().push(Probe {
+                node,
+                started,
+                took,
+            });
+            if took.is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await; // pace the probes
+        }
+    }
+}
+
+/// One fault as it ran.
+struct Cycle {
+    fault: Fault,
+    node: Id,
+    /// From the fault to the next write acknowledged on the slowest table.
+    next_ack: Option<Duration>,
+}
+
+/// Applies `fault` to `node`, holds it, and ends it; returns when the fault began.
+async fn inflict(cluster: &mut Cluster, fault: Fault, node: Id) -> Instant {
+    let at = Instant::now();
+    let others: Vec<Id> = cluster
+        .nodes
+        .keys()
+        .copied()
+        .filter(|n| *n != node)
+        .collect();
+    match fault {
+        Fault::Kill | Fault::LeaderKill => {
+            cluster.kill(node);
+            tokio::time::sleep(HOLD).await; // the fault's duration
+            cluster.start_node(node);
+            cluster
+                .away
+                .push((node, at, Instant::now() + COMEBACK_GRACE));
+        }
+        Fault::Pause => {
+            cluster.signal(node, libc::SIGSTOP);
+            tokio::time::sleep(HOLD).await; // the fault's duration
+            cluster.signal(node, libc::SIGCONT);
+            cluster
+                .away
+                .push((node, at, Instant::now() + COMEBACK_GRACE));
+        }
+        Fault::OneWay | Fault::Symmetric => {
+            let mut cut: Vec<(Id, Id)> = others.iter().map(|&o| (o, node)).collect();
+            if fault == Fault::Symmetric {
+                cut.extend(others.iter().map(|&o| (node, o)));
+            }
+            cluster.net.cut(&cut);
+            tokio::time::sleep(HOLD).await; // the fault's duration
+            cluster.net.heal();
+        }
+        Fault::Loss => {
+            cluster.kill(node);
+            cluster
+                .away
+                .push((node, at, Instant::now() + Duration::from_secs(86_400)));
+        }
+    }
+    at
+}
+
+/// Waits until every table acknowledged a write that began after `since`.
+async fn settled(history: &History, since: Instant) {
+    wait_until("every table to take writes again", async || {
+        history.acked_on_every_table_since(since, TABLES)
+    })
+    .await;
+}
+
+/// Waits until every shard has 3 voters, none of them `lost`.
+async fn rebuilt_without(cluster: &Cluster, lost: Id) {
+    let client = cluster.client(cluster.running()[0]).await;
+    let lost = lost.to_string();
+    wait_until("every shard to have 3 replicas again", async || {
+        let shards = rows(&client, "SELECT replicas, nodes FROM vecraft_shards").await;
+        shards.len() == TABLES
+            && shards.iter().all(|s| {
+                s[0].as_deref() == Some("3")
+                    && !s[1].as_deref().unwrap_or("").split(',').any(|n| n == lost)
+            })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nemesis_loses_nothing_and_every_gateway_keeps_answering() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let settings = Settings::from_env();
+    let five = settings.nodes >= 5;
+    let mut cluster = Cluster::start(settings.nodes, if five { 10_000 } else { 60_000 }).await;
+    let admin = cluster.client(1).await;
+    let n = settings.nodes.to_string();
+    wait_until("every node to join", async || {
+        rows(&admin, "SELECT count(*) FROM vecraft_nodes").await[0][0].as_deref() == Some(&n)
+    })
+    .await;
+    for table in 0..TABLES {
+        let create = format!(
+            "CREATE COLLECTION t{table} (id bigint PRIMARY KEY, v vector(2)) \
+             WITH (shards = 1, replicas = 3)"
+        );
+        admin.batch_execute(&create).await.unwrap();
+    }
+    drop(admin);
+    let clients = Clients::start(&cluster);
+    settled(&clients.history, Instant::now()).await;
+
+    let mut rng = StdRng::seed_from_u64(settings.seed);
+    let mut cycles = Vec::new();
+    let mut lost = None;
+    for i in 0..settings.cycles {
+        // The short run takes each kind once; the long run draws them.
+        let mut fault = match settings.cycles <= FAULTS.len() {
+            true => FAULTS[i],
+            false => FAULTS[rng.random_range(0..FAULTS.len())],
+        };
+        if five && lost.is_none() && i == settings.cycles / 2 {
+            fault = Fault::Loss;
+        }
+        let table = rng.random_range(0..TABLES);
+        let leader = cluster.leader_of(table).await;
+        let node = match fault {
+            Fault::Kill => {
+                let running = cluster.running();
+                running[rng.random_range(0..running.len())]
+            }
+            // Never a meta member: replacing one is not automatic yet.
+            Fault::Loss => *cluster
+                .running()
+                .iter()
+                .filter(|id| **id > 3)
+                .last()
+                .unwrap(),
+            _ => leader,
+        };
+        let at = inflict(&mut cluster, fault, node).await;
+        if fault == Fault::Loss {
+            lost = Some(node);
+            rebuilt_without(&cluster, node).await;
+            eprintln!(
+                "nemesis: node {node} lost; its replicas rebuilt after {:?}",
+                at.elapsed()
+            );
+        }
+        settled(&clients.history, Instant::now()).await;
+        let next_ack = clients.history.next_ack_on_slowest(at, TABLES);
+        eprintln!("nemesis: cycle {i}: {fault:?} of node {node}: next write after {next_ack:?}");
+        cycles.push(Cycle {
+            fault,
+            node,
+            next_ack,
+        });
+    }
+
+    let history = clients.stop().await;
+    let reader = cluster.client(cluster.running()[0]).await;
+    let mut stored = Vec::new();
+    for table in 0..TABLES {
+        let sql = format!("SELECT id FROM t{table}");
+        stored.push(crate::cluster::ids(&reader, &sql).await);
+    }
+    report(&cycles, &history);
+    let anomalies = history.check(&stored);
+    assert!(anomalies.none(), "anomalies: {anomalies:#?}");
+    let slow = slow_probes(&history, &cluster.away);
+    assert!(
+        slow.is_empty(),
+        "gateways that did not answer SELECT 1 in time: {slow:#?}"
+    );
+    let acked = history
+        .writes
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|w| w.outcome == Outcome::Acked)
+        .count();
+    assert!(acked > 0);
+    for cycle in &cycles {
+        assert!(
+            cycle.next_ack.is_some(),
+            "{:?} of node {}: writes went on",
+            cycle.fault,
+            cycle.node
+        );
+    }
+}
+
+/// Probes of a running gateway that failed or took longer than `SELECT_1_LIMIT`.
+fn slow_probes(history: &History, away: &[(Id, Instant, Instant)]) -> Vec<String> {
+    let probes = history.probes.lock().unwrap();
+    probes
+        .iter()
+        .filter(|p| p.took.is_none_or(|t| t > SELECT_1_LIMIT))
+        .filter(|p| {
+            let end = p.started + p.took.unwrap_or(Duration::from_secs(1));
+            !away
+                .iter()
+                .any(|(node, from, to)| *node == p.node && p.started < *to && end > *from)
+        })
+        .map(|p| format!("node {}: {:?}", p.node, p.took))
+        .collect()
+}
+
+/// Prints, for each fault kind, the median and worst time to the next acknowledged write on
+/// the slowest table, and the counts of what the clients did.
+fn report(cycles: &[Cycle], history: &History) {
+    let mut by_kind: BTreeMap<Fault, Vec<Duration>> = BTreeMap::new();
+    for cycle in cycles {
+        if let Some(d) = cycle.next_ack {
+            by_kind.entry(cycle.fault).or_default().push(d);
+        }
+    }
+    for (fault, mut times) in by_kind {
+        times.sort_unstable();
+        let median = times[times.len() / 2];
+        let worst = times[times.len() - 1];
+        eprintln!(
+            "nemesis: {fault:?}: {} faults, next acknowledged write on the slowest table: \
+             median {median:?}, worst {worst:?}",
+            times.len()
+        );
+    }
+    let writes = history.writes.lock().unwrap();
+    let acked = writes
+        .iter()
+        .filter(|w| w.outcome == Outcome::Acked)
+        .count();
+    let probes = history.probes.lock().unwrap();
+    let slowest = probes
+        .iter()
+        .filter_map(|p| p.took)
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "nemesis: {} writes ({acked} acknowledged), {} strong reads, {} probes \
+         (slowest answer {slowest:?})",
+        writes.len(),
+        history.reads.lock().unwrap().len(),
+        probes.len()
+    );
+}
