@@ -101,6 +101,8 @@ struct Cluster {
     sql_ports: Arc<Mutex<BTreeMap<Id, u16>>>,
     /// (node, from, to): times a node's process was not serving.
     away: Vec<(Id, Instant, Instant)>,
+    /// The log lines of each node's processes that ended.
+    logs: BTreeMap<Id, Vec<String>>,
     failover_after_ms: u64,
 }
 
@@ -115,6 +117,7 @@ impl Cluster {
             nodes: (1..=n).map(|id| (id, None)).collect(),
             sql_ports: Arc::default(),
             away: Vec::new(),
+            logs: BTreeMap::new(),
             failover_after_ms,
         };
         for id in 1..=n {
@@ -160,6 +163,25 @@ impl Cluster {
         let mut node = self.nodes.get_mut(&id).unwrap().take().expect("running");
         node.child.kill().unwrap();
         node.child.wait().unwrap();
+        let lines = node.log.lock().unwrap().clone();
+        self.logs.entry(id).or_default().extend(lines);
+    }
+
+    /// With `VECRAFT_NEMESIS_LOGS=DIR`, writes every node's log (all its processes) to
+    /// `DIR/node-<id>.log`, to line up with the faults' times in the report.
+    fn save_logs(&self) {
+        let Some(dir) = std::env::var_os("VECRAFT_NEMESIS_LOGS") else {
+            return;
+        };
+        let dir = std::path::PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (&id, node) in &self.nodes {
+            let mut lines = self.logs.get(&id).cloned().unwrap_or_default();
+            if let Some(node) = node {
+                lines.extend(node.log.lock().unwrap().iter().cloned());
+            }
+            std::fs::write(dir.join(format!("node-{id}.log")), lines.join("\n")).unwrap();
+        }
     }
 
     fn signal(&self, id: Id, signal: i32) {
@@ -305,6 +327,7 @@ async fn read_loop(
             let answer = tokio::time::timeout(CLIENT_TIMEOUT, client.query_one(sql.as_str(), &[]));
             match answer.await {
                 Ok(Ok(row)) => history.reads.lock().unwrap().push(Read {
+                    node,
                     table,
                     started,
                     ended: Instant::now(),
@@ -448,6 +471,7 @@ async fn nemesis_loses_nothing_and_every_gateway_keeps_answering() {
         admin.batch_execute(&create).await.unwrap();
     }
     drop(admin);
+    let began = Instant::now();
     let clients = Clients::start(&cluster);
     settled(&clients.history, Instant::now()).await;
 
@@ -490,7 +514,12 @@ async fn nemesis_loses_nothing_and_every_gateway_keeps_answering() {
         }
         settled(&clients.history, Instant::now()).await;
         let next_ack = clients.history.next_ack_on_slowest(at, TABLES);
-        eprintln!("nemesis: cycle {i}: {fault:?} of node {node}: next write after {next_ack:?}");
+        let into_run = at.duration_since(began);
+        let wall = humantime::format_rfc3339_millis(std::time::SystemTime::now() - at.elapsed());
+        eprintln!(
+            "nemesis: cycle {i} at {into_run:?} ({wall}): {fault:?} of node {node} (table \
+             {table}'s leader: {leader}): next write after {next_ack:?}"
+        );
         cycles.push(Cycle {
             fault,
             node,
@@ -506,6 +535,7 @@ async fn nemesis_loses_nothing_and_every_gateway_keeps_answering() {
         stored.push(crate::cluster::ids(&reader, &sql).await);
     }
     report(&cycles, &history);
+    cluster.save_logs();
     let anomalies = history.check(&stored);
     assert!(anomalies.none(), "anomalies: {anomalies:#?}");
     let slow = slow_probes(&history, &cluster.away);

@@ -129,6 +129,7 @@ impl Group {
             run(async move { raft.initialize(members).await })?
                 .map_err(|e| unavailable("initialise the shard's Raft group", e))?;
         }
+        group.recommit_if_restored_as_leader();
         Ok(group)
     }
 
@@ -160,6 +161,22 @@ impl Group {
             released: Mutex::new(released),
         };
         Ok((group, fresh))
+    }
+
+    /// openraft restarts a member that led before a crash as the leader (when no other was
+    /// elected meanwhile), knowing no commit past what its state machine had applied. As a
+    /// newly elected leader does, it writes a no-op of its term at once: its commit commits
+    /// (and applies) every entry before it, so the state that was acknowledged before the
+    /// crash is served again without waiting for the next client write. A restored leader
+    /// that was deposed meanwhile learns so from its peers, and the no-op is dropped.
+    fn recommit_if_restored_as_leader(&self) {
+        if self.raft.metrics().borrow().state != ServerState::Leader {
+            return;
+        }
+        let raft = self.raft.clone();
+        spawn(async move {
+            let _ = raft.client_write(Request(Vec::new())).await;
+        });
     }
 
     /// The group's openraft handle (to serve its messages, to watch its metrics).

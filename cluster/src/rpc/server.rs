@@ -247,17 +247,56 @@ async fn stopped_leading(raft: &Raft<TypeConfig>) {
     }
 }
 
+/// How long a strong read waits for the leader to apply the entries already in its log
+/// before it commits a no-op of its own to make them commit.
+const OWN_LOG_WAIT: Duration = Duration::from_millis(300);
+
+/// Returns once this leader has applied every entry its log held when the read came.
+///
+/// openraft's read index is the commit index as the leader knows it. A leader restored from
+/// its files after a crash (openraft restarts a node that led as leader when no other was
+/// elected meanwhile) knows no commit past what its state machine had applied, which may be
+/// well behind what it had committed and acknowledged before the crash: a read at that index
+/// misses acknowledged writes (the nemesis found such reads, seconds stale). Every committed
+/// entry is in the leader's log, so a read that waits until the whole log is applied sees
+/// them all; entries still in flight commit within a round trip. A leader whose last entry
+/// is of an older term never commits it by counting replicas: after `OWN_LOG_WAIT` it
+/// writes a no-op of its own term, whose commit commits everything before it.
+async fn applied_own_log(raft: &Raft<TypeConfig>) -> Reply<()> {
+    let last = raft.metrics().borrow().last_log_index;
+    let applied = |m: &openraft::RaftMetrics<NodeId, BasicNode>| {
+        m.last_applied.map(|id| id.index) >= last || m.state != ServerState::Leader
+    };
+    let wait = raft.wait(Some(OWN_LOG_WAIT));
+    if wait.metrics(applied, "own log applied").await.is_err() {
+        match raft.client_write(Proposal(Vec::new())).await {
+            Ok(_) => {}
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                return Err(Failure::NotLeader(f.leader_id));
+            }
+            Err(e) => return Err(Failure::Unavailable(e.to_string())),
+        }
+    }
+    match raft.metrics().borrow().state {
+        ServerState::Leader => Ok(()),
+        _ => Err(Failure::NotLeader(None)),
+    }
+}
+
 /// Whether this replica may answer a read at `read` now; waits (briefly) as the level asks.
 async fn may_read(member: &LocalShard, read: Consistency, min_applied: u64) -> Reply<()> {
     let raft = member.group().raft();
     match read {
-        Consistency::Strong => match raft.ensure_linearizable().await {
-            Ok(_) => Ok(()),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(Failure::NotLeader(f.leader_id))
+        Consistency::Strong => {
+            match raft.ensure_linearizable().await {
+                Ok(_) => {}
+                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                    return Err(Failure::NotLeader(f.leader_id));
+                }
+                Err(e) => return Err(Failure::Unavailable(e.to_string())),
             }
-            Err(e) => Err(Failure::Unavailable(e.to_string())),
-        },
+            applied_own_log(raft).await
+        }
         Consistency::Bounded => raft
             .wait(Some(Duration::from_millis(BOUNDED_WAIT_MS)))
             .applied_index_at_least(Some(min_applied), "bounded read")

@@ -38,6 +38,8 @@ pub struct Write {
 
 #[derive(Clone, Debug)]
 pub struct Read {
+    /// The gateway that answered.
+    pub node: u64,
     pub table: usize,
     pub started: Instant,
     pub ended: Instant,
@@ -118,6 +120,7 @@ impl History {
     fn stale_reads(&self, writes: &[Write]) -> Vec<String> {
         let reads = self.reads.lock().unwrap();
         let tables = reads.iter().map(|r| r.table + 1).max().unwrap_or(0);
+        let origin = writes.iter().map(|w| w.started).min();
         let mut stale = Vec::new();
         for table in 0..tables {
             // When each acknowledgement came, in order.
@@ -144,10 +147,12 @@ impl History {
                 let n = ended.partition_point(|(t, _)| *t < read.started);
                 let seen_before = n.checked_sub(1).map_or(0, |i| ended[i].1);
                 if read.count < acked_before.max(seen_before) {
+                    let at = origin.map(|o| read.started.duration_since(o));
                     stale.push(format!(
-                        "table {table}: a strong read counted {} rows; {acked_before} were \
-                         acknowledged and {seen_before} counted before it began",
-                        read.count
+                        "table {table}: a strong read through node {} at {at:?} into the run \
+                         counted {} rows; {acked_before} were acknowledged and {seen_before} \
+                         counted before it began",
+                        read.node, read.count
                     ));
                 }
             }
