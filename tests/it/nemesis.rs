@@ -152,7 +152,11 @@ impl Cluster {
             format!("--cluster-secret={TEST_SECRET}"),
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let node = Node::start(&args);
+        // VECRAFT_NEMESIS_RUST_LOG sets the nodes' log levels (their RUST_LOG).
+        let node = match std::env::var("VECRAFT_NEMESIS_RUST_LOG") {
+            Ok(levels) => Node::start_with_env(&args, &[("RUST_LOG", &levels)]),
+            Err(_) => Node::start(&args),
+        };
         self.net.set_pid(id, node.child.id());
         self.sql_ports.lock().unwrap().insert(id, node.sql_port);
         self.nodes.insert(id, Some(node));

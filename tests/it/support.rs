@@ -53,9 +53,12 @@ impl Node {
     }
 
     fn spawn(command: &mut Command) -> Node {
-        // Log lines the tests read come at the binary's default levels.
+        // Log lines the tests read come at the binary's default levels, unless the test
+        // sets them itself.
+        if !command.get_envs().any(|(name, _)| name == "RUST_LOG") {
+            command.env_remove("RUST_LOG");
+        }
         let mut child = command
-            .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -35,7 +35,7 @@ use crate::raft::{NodeId, TypeConfig};
 /// How long a connection to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Every connection is pinged this often, in use or not.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(500);
 /// A connection whose ping is not answered within this is closed, and the calls on it fail
 /// at once. A node that is paused or cut off still holds its connections open (its kernel
 /// even accepts new ones), so without this a call to it would wait out its whole deadline

@@ -127,7 +127,11 @@ impl RaftService {
             APPEND => {
                 let (group, rpc): (GroupId, AppendEntriesRequest<TypeConfig>) =
                     decode(&action.body)?;
-                encode(&self.raft(&group)?.append_entries(rpc).await)
+                let member = self.member(&group).ok_or_else(|| {
+                    Status::not_found(format!("no Raft group {group} on this node"))
+                })?;
+                member.group().heard_from_leader();
+                encode(&member.group().raft().append_entries(rpc).await)
             }
             VOTE => {
                 let (group, rpc): (GroupId, VoteRequest<NodeId>) = decode(&action.body)?;

@@ -178,7 +178,7 @@ pub(super) async fn receive(
         let (schema, meta) = (member.shard().schema(), meta.clone());
         tokio::task::spawn_blocking(move || check_while_spooling(&schema, &meta, rx, file))
     };
-    let received = forward(&mut stream, &tx).await;
+    let received = forward(&mut stream, &tx, || member.group().heard_from_leader()).await;
     drop(tx);
     let checked = checking
         .await
@@ -192,19 +192,31 @@ pub(super) async fn receive(
         meta,
         snapshot: Box::new(SnapshotData::Spooled(spool)),
     };
-    let installed: Installed = member
-        .group()
-        .raft()
-        .install_full_snapshot(vote, snapshot)
-        .await;
+    // The install is the leader's doing too: it holds off this member's own campaign
+    // (`raft/nudge.rs`) however long it takes.
+    let installing = member.group().raft().install_full_snapshot(vote, snapshot);
+    tokio::pin!(installing);
+    let mut still = tokio::time::interval(Duration::from_millis(100));
+    let installed: Installed = loop {
+        tokio::select! {
+            installed = &mut installing => break installed,
+            _ = still.tick() => member.group().heard_from_leader(),
+        }
+    };
     Ok(PutResult {
         app_metadata: encode(&installed)?,
     })
 }
 
-/// Hands each chunk of `stream` to the check, until either ends.
-async fn forward(stream: &mut Streaming<FlightData>, tx: &Sender<Bytes>) -> Result<(), Status> {
+/// Hands each chunk of `stream` to the check, until either ends; each chunk is word from
+/// the leader (`heard`).
+async fn forward(
+    stream: &mut Streaming<FlightData>,
+    tx: &Sender<Bytes>,
+    heard: impl Fn(),
+) -> Result<(), Status> {
     while let Some(message) = stream.message().await? {
+        heard();
         if tx.send(message.data_body).await.is_err() {
             // The check stopped reading: it has its answer.
             return Ok(());
