@@ -29,7 +29,7 @@ use crate::rpc::{
 };
 use crate::shard_handle::{ShardHandle, ShardStatus};
 
-/// How long a write may wait for a leader (elections take about a second).
+/// How long a write may wait for a leader (an election takes 1.2 to 2 s).
 const WRITE_DEADLINE: Duration = Duration::from_secs(20);
 /// How long a read may go on retrying replicas.
 const READ_DEADLINE: Duration = Duration::from_secs(20);
@@ -43,7 +43,7 @@ const SNAPSHOT_TTL: Duration = Duration::from_secs(3600);
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// How long a replica whose call failed in transport (killed, paused, cut off) is passed
 /// over, unless every replica is: long enough for its group to elect another leader if it
-/// led (1.5 to 2 s), so calls go to the others instead of waiting on it again.
+/// led (1.2 to 2 s), so calls go to the others instead of waiting on it again.
 const SUSPECT_FOR: Duration = Duration::from_secs(2);
 
 /// One shard of a collection in a cluster, as the router reaches it.
@@ -220,7 +220,12 @@ impl Inner {
             Consistency::Strong => self.likely_leader(),
             _ => {
                 let i = self.next_reader.fetch_add(1, Ordering::Relaxed);
-                self.replicas[i % self.replicas.len()].0
+                // The replica whose turn it is, or the next one that is not suspect.
+                let turn = self.replicas[i % self.replicas.len()].0;
+                match self.is_suspect(turn) {
+                    true => self.after(turn),
+                    false => turn,
+                }
             }
         };
         let mut redirects = 0;

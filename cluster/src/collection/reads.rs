@@ -24,7 +24,7 @@ use crate::shard_handle::ShardHandle;
 impl Collection {
     /// Whether the shards are on other nodes (a cluster's router): their `_async` methods
     /// then wait on the network with no thread held.
-    fn is_remote(&self) -> bool {
+    pub(super) fn is_remote(&self) -> bool {
         self.shards[0].is_remote()
     }
 

@@ -33,10 +33,18 @@ impl Collection {
                 only.propose(command)?
             }
             // Exempt from tokio's cooperative budget, which a thread blocked here could not
-            // yield to (`Batcher::propose_blocking`).
-            _ => blocking(|| {
-                futures::executor::block_on(tokio::task::unconstrained(self.write_routed(command)))
-            })?,
+            // yield to (`Batcher::propose_blocking`); a wait on other nodes frees the runtime
+            // thread first, as `raft::run` does.
+            _ => {
+                let routed = || {
+                    let routed = tokio::task::unconstrained(self.write_routed(command));
+                    futures::executor::block_on(routed)
+                };
+                match self.is_remote() {
+                    true => blocking(routed)?,
+                    false => routed()?,
+                }
+            }
         };
         WRITES.written(command, started.elapsed());
         Ok(applied)

@@ -176,12 +176,16 @@ impl Group {
     /// crash is served again without waiting for the next client write. A restored leader
     /// that was deposed meanwhile learns so from its peers, and the no-op is dropped.
     fn recommit_if_restored_as_leader(&self) {
-        if self.raft.metrics().borrow().state != ServerState::Leader {
-            return;
-        }
         let raft = self.raft.clone();
         spawn(async move {
-            let _ = raft.client_write(Request(Vec::new())).await;
+            // The core publishes the state it restored once it runs; until then the metrics
+            // show openraft's initial follower.
+            let mut metrics = raft.metrics();
+            let restored = tokio::time::timeout(LEAD_TIMEOUT, metrics.changed()).await;
+            let leads = metrics.borrow().state == ServerState::Leader;
+            if matches!(restored, Ok(Ok(()))) && leads {
+                let _ = raft.client_write(Request(Vec::new())).await;
+            }
         });
     }
 

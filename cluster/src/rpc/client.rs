@@ -150,16 +150,13 @@ impl Peers {
         answer
     }
 
-    /// Drops the pooled channel to `addr` after a transport failure or a timeout, so the
-    /// next call connects afresh: a node that restarted on the same address is reached again
-    /// at once, and calls do not pile up on a connection their peer stopped reading. Calls
-    /// still on the old channel keep it until they end.
+    /// Drops the pooled channel to `addr` after a transport failure, so the next call
+    /// connects afresh (a node that restarted on the same address is reached again at once).
+    /// A call that only timed out keeps the channel: Raft's calls have a heartbeat's deadline,
+    /// and on a loaded machine a fresh connection per late heartbeat kept replication from
+    /// ever catching up; a connection its peer stopped answering is closed by the keepalive.
     pub(super) fn forget_if_broken<T>(&self, addr: &str, answer: &Result<T, CallError>) {
-        let broken = matches!(
-            answer,
-            Err(CallError::Unreachable(_) | CallError::Lost(_) | CallError::Timeout)
-        );
-        if broken {
+        if matches!(answer, Err(CallError::Unreachable(_) | CallError::Lost(_))) {
             self.channels.lock().remove(addr);
         }
     }

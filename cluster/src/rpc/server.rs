@@ -80,8 +80,11 @@ impl RaftService {
     }
 
     fn raft(&self, group: &str) -> Result<Raft<TypeConfig>, Status> {
+        Ok(self.member_or_not_found(group)?.group().raft().clone())
+    }
+
+    fn member_or_not_found(&self, group: &str) -> Result<Arc<LocalShard>, Status> {
         self.member(group)
-            .map(|m| m.group().raft().clone())
             .ok_or_else(|| Status::not_found(format!("no Raft group {group} on this node")))
     }
 
@@ -127,9 +130,7 @@ impl RaftService {
             APPEND => {
                 let (group, rpc): (GroupId, AppendEntriesRequest<TypeConfig>) =
                     decode(&action.body)?;
-                let member = self.member(&group).ok_or_else(|| {
-                    Status::not_found(format!("no Raft group {group} on this node"))
-                })?;
+                let member = self.member_or_not_found(&group)?;
                 member.group().heard_from_leader();
                 encode(&member.group().raft().append_entries(rpc).await)
             }
@@ -224,8 +225,8 @@ async fn write(member: &LocalShard, command: Vec<u8>) -> Reply<(Applied, u64)> {
 }
 
 /// How long a leader may go without a quorum's acknowledgement before the writes waiting on
-/// it are given up: by then its followers' lease and election timeout (1.5 to 2 s) have passed,
-/// and another leader is being elected.
+/// it are given up: by then its followers' lease and election timeout (1.2 to 1.6 s) have
+/// passed, and another leader is being elected.
 const LEADER_CUT_OFF_MS: u64 = 2_000;
 
 /// Returns once this member no longer leads, or leads without hearing from a quorum for
@@ -273,12 +274,17 @@ async fn applied_own_log(raft: &Raft<TypeConfig>) -> Reply<()> {
     };
     let wait = raft.wait(Some(OWN_LOG_WAIT));
     if wait.metrics(applied, "own log applied").await.is_err() {
-        match raft.client_write(Proposal(Vec::new())).await {
-            Ok(_) => {}
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+        let noop = raft.client_write(Proposal(Vec::new()));
+        match tokio::time::timeout(Duration::from_millis(LEADER_CUT_OFF_MS), noop).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 return Err(Failure::NotLeader(f.leader_id));
             }
-            Err(e) => return Err(Failure::Unavailable(e.to_string())),
+            Ok(Err(e)) => return Err(Failure::Unavailable(e.to_string())),
+            Err(_) => {
+                let e = "the leader could not commit an entry of its term in time";
+                return Err(Failure::Unavailable(e.into()));
+            }
         }
     }
     match raft.metrics().borrow().state {
@@ -388,7 +394,9 @@ pub fn serve(
             // A peer's calls that time out while this node cannot answer (paused, cut off)
             // are reset by the peer, and reach this node together once it can. At h2's
             // default of 20 such resets the whole connection goes, with every call on it
-            // (`GoAway … too_many_resets`); callers here are authenticated peers.
+            // (`GoAway … too_many_resets`). This loosens h2's guard against rapid resets on
+            // this port, which only the cluster's nodes should reach (resets are counted
+            // before the secret is checked).
             .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
             .add_service(server)
             .serve_with_incoming(incoming)

@@ -238,8 +238,6 @@ fn a_group_replicates_fails_over_and_catches_up_by_snapshot() {
     });
 }
 
-/// Replicas that sealed and merged at different entries judge a transaction's commit alike:
-/// a row's version is the index that wrote it, not where the replica keeps it.
 #[test]
 fn a_leader_cut_off_from_its_quorum_gives_up_the_writes_waiting_on_it() {
     // The directories are kept to the end.
@@ -273,6 +271,8 @@ fn a_leader_cut_off_from_its_quorum_gives_up_the_writes_waiting_on_it() {
     assert_eq!(nodes[first].shard().count(), 10);
 }
 
+/// Replicas that sealed and merged at different entries judge a transaction's commit alike:
+/// a row's version is the index that wrote it, not where the replica keeps it.
 #[test]
 fn replicas_that_sealed_at_different_entries_decide_commits_alike() {
     let group = start_group();

@@ -95,7 +95,8 @@ async fn identify(
 ) {
     for _ in 0..1_200 {
         let owners = pids.lock().unwrap().clone();
-        match owner_of(port, forwarder_port, &owners) {
+        let owner = tokio::task::spawn_blocking(move || owner_of(port, forwarder_port, &owners));
+        match owner.await.unwrap() {
             Some(0) => {}
             Some(id) => return from.store(id, Ordering::Relaxed),
             None => return, // closed already
@@ -138,10 +139,19 @@ enum Direction {
 }
 
 impl Direction {
+    /// Whether this direction carries nothing now. A connection whose node is not known yet
+    /// is held whenever anything going to or from the node it reached is cut, so no bytes
+    /// cross a partition before `identify` finds their sender.
     fn is_cut(&self, cuts: &HashSet<(Id, Id)>) -> bool {
-        match self {
-            Direction::Forth(from, to) => cuts.contains(&(from.load(Ordering::Relaxed), *to)),
-            Direction::Back(from, to) => cuts.contains(&(*to, from.load(Ordering::Relaxed))),
+        let (from, to, forth) = match self {
+            Direction::Forth(from, to) => (from.load(Ordering::Relaxed), *to, true),
+            Direction::Back(from, to) => (from.load(Ordering::Relaxed), *to, false),
+        };
+        match (from, forth) {
+            (0, true) => cuts.iter().any(|(_, into)| *into == to),
+            (0, false) => cuts.iter().any(|(out, _)| *out == to),
+            (from, true) => cuts.contains(&(from, to)),
+            (from, false) => cuts.contains(&(to, from)),
         }
     }
 }
