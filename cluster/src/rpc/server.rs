@@ -198,6 +198,11 @@ async fn write(member: &LocalShard, command: Vec<u8>) -> Reply<(Applied, u64)> {
     }
     let raft = member.group().raft();
     let leading = raft.metrics().borrow().state == ServerState::Leader;
+    if leading && cut_off(&raft.metrics().borrow()) {
+        // Not proposed, so surely not applied: the router tries the other replicas until
+        // one leads, or this one hears from its quorum again.
+        return Err(Failure::NotLeader(None));
+    }
     let proposed = raft.client_write(Proposal(command));
     let answer = if leading {
         tokio::select! {
@@ -239,10 +244,7 @@ async fn stopped_leading(raft: &Raft<TypeConfig>) {
     loop {
         {
             let m = metrics.borrow_and_update();
-            let cut_off = m
-                .millis_since_quorum_ack
-                .is_some_and(|ms| ms > LEADER_CUT_OFF_MS);
-            if m.state != ServerState::Leader || cut_off {
+            if m.state != ServerState::Leader || cut_off(&m) {
                 return;
             }
         }
@@ -291,6 +293,14 @@ async fn applied_own_log(raft: &Raft<TypeConfig>) -> Reply<()> {
         ServerState::Leader => Ok(()),
         _ => Err(Failure::NotLeader(None)),
     }
+}
+
+/// Whether a leader has heard from no quorum for `LEADER_CUT_OFF_MS`. One that only cannot
+/// hear its followers (they hear it, so they elect no other) stays so until the cut heals:
+/// openraft 0.9 does not step down without a quorum.
+fn cut_off(m: &openraft::RaftMetrics<NodeId, BasicNode>) -> bool {
+    m.millis_since_quorum_ack
+        .is_some_and(|ms| ms > LEADER_CUT_OFF_MS)
 }
 
 /// Whether this replica may answer a read at `read` now; waits (briefly) as the level asks.

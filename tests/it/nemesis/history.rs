@@ -9,8 +9,9 @@
 //! - phantom: a row at the end that no writer tried to insert;
 //! - duplicate: a row twice at the end, or a write refused as a duplicate (its id was never
 //!   written before: the cluster applied something twice);
-//! - stale: a strong read that counted fewer rows than were acknowledged before it began,
-//!   or fewer than a strong read that ended before it began (not monotonic).
+//! - stale: a strong read that missed the row acknowledged last before it began, counted
+//!   fewer rows than were acknowledged before it began, or fewer than a strong read that
+//!   ended before it began (not monotonic).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -44,6 +45,8 @@ pub struct Read {
     pub started: Instant,
     pub ended: Instant,
     pub count: u64,
+    /// The row acknowledged last before the read began, and whether the read saw it.
+    pub required: Option<(i64, bool)>,
 }
 
 /// One `SELECT 1` on a gateway: when it was asked, and how long the answer took (`None`: it
@@ -61,6 +64,10 @@ pub struct History {
     pub writes: Mutex<Vec<Write>>,
     pub reads: Mutex<Vec<Read>>,
     pub probes: Mutex<Vec<Probe>>,
+    /// Each table's row acknowledged last, as soon as it is.
+    pub latest_acked: Mutex<BTreeMap<usize, i64>>,
+    /// Why writes ended with their outcome unknown, and how often.
+    pub failures: Mutex<BTreeMap<String, usize>>,
 }
 
 /// What the checker found.
@@ -79,6 +86,20 @@ impl Anomalies {
 }
 
 impl History {
+    /// Counts a write that ended without an acknowledgement, by why (the error's first words,
+    /// numbers left out so alike failures count together).
+    pub fn failed(&self, answer: &Result<u64, String>) {
+        let why = match answer {
+            Ok(rows) => format!("{rows} rows written"),
+            Err(e) => e
+                .chars()
+                .filter(|c| !c.is_ascii_digit())
+                .take(120)
+                .collect(),
+        };
+        *self.failures.lock().unwrap().entry(why).or_default() += 1;
+    }
+
     /// Checks the history against each table's rows at the end (`stored[table]`, every id
     /// as often as it is there).
     pub fn check(&self, stored: &[Vec<i64>]) -> Anomalies {
@@ -143,6 +164,13 @@ impl History {
                 *count = highest;
             }
             for read in reads.iter().filter(|r| r.table == table) {
+                if let Some((id, false)) = read.required {
+                    stale.push(format!(
+                        "table {table}: a strong read through node {} missed row {id}, \
+                         acknowledged before it began",
+                        read.node
+                    ));
+                }
                 let acked_before = acks.partition_point(|t| *t < read.started) as u64;
                 let n = ended.partition_point(|(t, _)| *t < read.started);
                 let seen_before = n.checked_sub(1).map_or(0, |i| ended[i].1);
