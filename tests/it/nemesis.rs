@@ -7,7 +7,7 @@
 //! have answered `SELECT 1` within 100 ms throughout.
 //!
 //! Peers reach each node only through a forwarder of the harness, which cuts directions
-//! between nodes (`nemesis/net.rs`).
+//! between nodes (`nemesis/net.rs`); the clients are in `nemesis/clients.rs`.
 //!
 //! `.ci/run` runs a short seeded run (3 nodes, one cycle of each kind). The long run:
 //!
@@ -20,21 +20,22 @@
 //! each fault kind, the median and worst time from the fault to the next acknowledged write
 //! on the slowest table (each table is one shard).
 
+mod clients;
 mod history;
 mod net;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::cluster::{ONE_AT_A_TIME, TEST_SECRET, free_port, rows, wait_until};
 use crate::support::Node;
-use history::{History, Outcome, Probe, Read, Write};
+use clients::Clients;
+use history::{History, Outcome};
 use net::{Id, Net};
 
 /// Tables written and read, each a collection of one shard with 3 replicas.
@@ -181,30 +182,38 @@ impl Cluster {
         self.logs.entry(id).or_default().extend(lines);
     }
 
+    /// Every line node `id`'s processes logged so far.
+    fn log_of(&self, id: Id) -> Vec<String> {
+        let mut lines = self.logs.get(&id).cloned().unwrap_or_default();
+        if let Some(Some(node)) = self.nodes.get(&id) {
+            lines.extend(node.log.lock().unwrap().iter().cloned());
+        }
+        lines
+    }
+
     /// With `VECRAFT_NEMESIS_LOGS=DIR`, writes every node's log (all its processes) to
-    /// `DIR/node-<id>.log`, to line up with the faults' times in the report; without it,
-    /// prints the last lines of each (shown when the test fails).
+    /// `DIR/node-<id>.log`, to line up with the faults' times in the report.
     fn save_logs(&self) {
         let Some(dir) = std::env::var_os("VECRAFT_NEMESIS_LOGS") else {
-            for (&id, node) in &self.nodes {
-                let mut lines = self.logs.get(&id).cloned().unwrap_or_default();
-                if let Some(node) = node {
-                    lines.extend(node.log.lock().unwrap().iter().cloned());
-                }
-                let tail = &lines[lines.len().saturating_sub(40)..];
-                eprintln!("nemesis: node {id}'s last log lines:\n{}", tail.join("\n"));
-            }
             return;
         };
         let dir = std::path::PathBuf::from(dir);
         std::fs::create_dir_all(&dir).unwrap();
-        for (&id, node) in &self.nodes {
-            let mut lines = self.logs.get(&id).cloned().unwrap_or_default();
-            if let Some(node) = node {
-                lines.extend(node.log.lock().unwrap().iter().cloned());
-            }
-            std::fs::write(dir.join(format!("node-{id}.log")), lines.join("\n")).unwrap();
+        for &id in self.nodes.keys() {
+            let path = dir.join(format!("node-{id}.log"));
+            std::fs::write(path, self.log_of(id).join("\n")).unwrap();
         }
+    }
+
+    /// Saves the logs, prints each node's last lines, and fails the run saying `why`.
+    fn fail(&self, why: String) -> ! {
+        self.save_logs();
+        for &id in self.nodes.keys() {
+            let lines = self.log_of(id);
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!("nemesis: node {id}'s last log lines:\n{}", tail.join("\n"));
+        }
+        panic!("{why}");
     }
 
     fn signal(&self, id: Id, signal: i32) {
@@ -228,190 +237,6 @@ impl Cluster {
     async fn leader_of(&self, table: usize) -> Id {
         let client = self.client(self.running()[0]).await;
         crate::cluster::leader_of(&client, &format!("t{table}"), 0).await
-    }
-}
-
-/// Connects to node `id`'s gateway if it is up and answers within a second.
-async fn try_connect(ports: &Mutex<BTreeMap<Id, u16>>, id: Id) -> Option<Client> {
-    let port = *ports.lock().unwrap().get(&id)?;
-    let dsn = format!("host=127.0.0.1 port={port} user=postgres");
-    let connected =
-        tokio::time::timeout(Duration::from_secs(1), tokio_postgres::connect(&dsn, NoTls));
-    let (client, connection) = connected.await.ok()?.ok()?;
-    tokio::spawn(connection);
-    Some(client)
-}
-
-/// The clients: for each gateway, a writer per table, a reader and a probe.
-struct Clients {
-    history: Arc<History>,
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Clients {
-    fn start(cluster: &Cluster) -> Clients {
-        let history = Arc::new(History::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        let ids = Arc::new(AtomicI64::new(0));
-        let mut tasks = Vec::new();
-        for &node in cluster.nodes.keys() {
-            let ports = cluster.sql_ports.clone();
-            for table in 0..TABLES {
-                let (history, stop, ports, ids) =
-                    (history.clone(), stop.clone(), ports.clone(), ids.clone());
-                tasks.push(tokio::spawn(async move {
-                    write_loop(node, table, &ports, &ids, &history, &stop).await
-                }));
-            }
-            let (h, s, p) = (history.clone(), stop.clone(), ports.clone());
-            tasks.push(tokio::spawn(
-                async move { read_loop(node, &p, &h, &s).await },
-            ));
-            let (h, s) = (history.clone(), stop.clone());
-            tasks.push(tokio::spawn(async move {
-                probe_loop(node, &ports, &h, &s).await
-            }));
-        }
-        Clients {
-            history,
-            stop,
-            tasks,
-        }
-    }
-
-    async fn stop(self) -> Arc<History> {
-        self.stop.store(true, Ordering::Relaxed);
-        for task in self.tasks {
-            task.await.unwrap();
-        }
-        self.history
-    }
-}
-
-async fn write_loop(
-    node: Id,
-    table: usize,
-    ports: &Mutex<BTreeMap<Id, u16>>,
-    ids: &AtomicI64,
-    history: &History,
-    stop: &AtomicBool,
-) {
-    while !stop.load(Ordering::Relaxed) {
-        let Some(client) = try_connect(ports, node).await else {
-            tokio::time::sleep(Duration::from_millis(50)).await; // the gateway is away
-            continue;
-        };
-        while !stop.load(Ordering::Relaxed) && !client.is_closed() {
-            let id = ids.fetch_add(1, Ordering::Relaxed);
-            let sql = format!("INSERT INTO t{table} VALUES ({id}, '[1,2]')");
-            let started = Instant::now();
-            let answer = tokio::time::timeout(CLIENT_TIMEOUT, client.execute(sql.as_str(), &[]));
-            let outcome = match answer.await {
-                Ok(Ok(1)) => Outcome::Acked,
-                Ok(Err(e)) if e.code().is_some_and(|c| c.code() == "23505") => Outcome::Duplicate,
-                Ok(answer) => {
-                    history.failed(&answer.map_err(|e| match e.as_db_error() {
-                        Some(db) => format!("{}: {}", db.code().code(), db.message()),
-                        None => e.to_string(),
-                    }));
-                    Outcome::Unknown
-                }
-                Err(_) => {
-                    history.failed(&Err("no answer within the client's timeout".into()));
-                    record_write(history, table, id, started, Outcome::Unknown);
-                    break; // the gateway does not answer: connect again
-                }
-            };
-            record_write(history, table, id, started, outcome);
-        }
-    }
-}
-
-fn record_write(history: &History, table: usize, id: i64, started: Instant, outcome: Outcome) {
-    if outcome == Outcome::Acked {
-        history.latest_acked.lock().unwrap().insert(table, id);
-    }
-    history.writes.lock().unwrap().push(Write {
-        table,
-        id,
-        started,
-        ended: Instant::now(),
-        outcome,
-    });
-}
-
-async fn read_loop(
-    node: Id,
-    ports: &Mutex<BTreeMap<Id, u16>>,
-    history: &History,
-    stop: &AtomicBool,
-) {
-    let mut table = 0;
-    while !stop.load(Ordering::Relaxed) {
-        let Some(client) = try_connect(ports, node).await else {
-            tokio::time::sleep(Duration::from_millis(50)).await; // the gateway is away
-            continue;
-        };
-        while !stop.load(Ordering::Relaxed) && !client.is_closed() {
-            table = (table + 1) % TABLES;
-            // The row acknowledged last, before the read begins: a strong read must see it.
-            let required = history.latest_acked.lock().unwrap().get(&table).copied();
-            let sql = format!(
-                "SELECT count(*), coalesce(max(CASE WHEN id = {} THEN 1 ELSE 0 END), 0) \
-                 FROM t{table}",
-                required.unwrap_or(-1)
-            );
-            let started = Instant::now();
-            let answer = tokio::time::timeout(CLIENT_TIMEOUT, client.query_one(sql.as_str(), &[]));
-            match answer.await {
-                Ok(Ok(row)) => history.reads.lock().unwrap().push(Read {
-                    node,
-                    table,
-                    started,
-                    ended: Instant::now(),
-                    count: row.get::<_, i64>(0) as u64,
-                    required: required.map(|id| (id, row.get::<_, i64>(1) == 1)),
-                }),
-                Ok(Err(_)) => {}
-                Err(_) => break,
-            }
-        }
-    }
-}
-
-async fn probe_loop(
-    node: Id,
-    ports: &Mutex<BTreeMap<Id, u16>>,
-    history: &History,
-    stop: &AtomicBool,
-) {
-    while !stop.load(Ordering::Relaxed) {
-        let started = Instant::now();
-        let Some(client) = try_connect(ports, node).await else {
-            history.probes.lock().unwrap().push(Probe {
-                node,
-                started,
-                took: None,
-            });
-            tokio::time::sleep(Duration::from_millis(50)).await; // the gateway is away
-            continue;
-        };
-        while !stop.load(Ordering::Relaxed) && !client.is_closed() {
-            let started = Instant::now();
-            let answer =
-                tokio::time::timeout(Duration::from_secs(1), client.simple_query("SELECT 1"));
-            let took = matches!(answer.await, Ok(Ok(_))).then(|| started.elapsed());
-            history.probes.lock().unwrap().push(Probe {
-                node,
-                started,
-                took,
-            });
-            if took.is_none() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await; // pace the probes
-        }
     }
 }
 
@@ -472,8 +297,9 @@ async fn inflict(cluster: &mut Cluster, fault: Fault, node: Id) -> Instant {
 async fn settled(cluster: &Cluster, history: &History, since: Instant) {
     while !history.acked_on_every_table_since(since, TABLES) {
         if since.elapsed() > SETTLE_DEADLINE {
-            cluster.save_logs();
-            panic!("the tables took no writes for {SETTLE_DEADLINE:?} after a fault");
+            cluster.fail(format!(
+                "the tables took no writes for {SETTLE_DEADLINE:?} after a fault"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await; // pace the polls
     }
@@ -576,12 +402,15 @@ async fn nemesis_loses_nothing_and_every_gateway_keeps_answering() {
     report(&cycles, &history);
     cluster.save_logs();
     let anomalies = history.check(&stored);
-    assert!(anomalies.none(), "anomalies: {anomalies:#?}");
+    if !anomalies.none() {
+        cluster.fail(format!("anomalies: {anomalies:#?}"));
+    }
     let slow = slow_probes(&history, &cluster.away, SELECT_1_LIMIT);
-    assert!(
-        settings.shared || slow.is_empty(),
-        "gateways that did not answer SELECT 1 in time: {slow:#?}"
-    );
+    if !settings.shared && !slow.is_empty() {
+        cluster.fail(format!(
+            "gateways that did not answer SELECT 1 in time: {slow:#?}"
+        ));
+    }
     let acked = history
         .writes
         .lock()
