@@ -142,10 +142,10 @@ impl Cluster {
     }
 
     fn signal(&self, id: u64, signal: i32) {
-        let node = self.nodes[id as usize - 1].as_ref().expect("running");
-        // SAFETY: a plain kill(2) of the child this harness started and has not reaped.
-        let sent = unsafe { libc::kill(node.child.id() as libc::pid_t, signal) };
-        assert_eq!(sent, 0, "signal {signal} reaches node {id}");
+        self.nodes[id as usize - 1]
+            .as_ref()
+            .expect("running")
+            .signal(signal);
     }
 
     /// Creates a collection (`CREATE COLLECTION {definition}`) through node 1; its client.

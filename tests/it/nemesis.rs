@@ -217,10 +217,7 @@ impl Cluster {
     }
 
     fn signal(&self, id: Id, signal: i32) {
-        let node = self.nodes[&id].as_ref().expect("running");
-        // SAFETY: a plain kill(2) of a child this harness started and has not reaped.
-        let sent = unsafe { libc::kill(node.child.id() as libc::pid_t, signal) };
-        assert_eq!(sent, 0);
+        self.nodes[&id].as_ref().expect("running").signal(signal);
     }
 
     fn running(&self) -> Vec<Id> {

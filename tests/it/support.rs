@@ -52,6 +52,18 @@ impl Node {
         )
     }
 
+    /// Sends `signal` to the node's process (`SIGSTOP`, `SIGCONT`).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: a plain kill(2) of the child this harness started and has not reaped.
+        let sent = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(
+            sent,
+            0,
+            "signal {signal} reaches process {}",
+            self.child.id()
+        );
+    }
+
     fn spawn(command: &mut Command) -> Node {
         // Log lines the tests read come at the binary's default levels, unless the test
         // sets them itself.
