@@ -21,6 +21,8 @@ use crate::config::{DEFAULT_DATA_DIR, DEFAULT_HTTP, DEFAULT_LISTEN};
 
 pub const DEFAULT_RPC: &str = "127.0.0.1:7433";
 pub const DEFAULT_FAILOVER_AFTER_MS: u64 = 30_000;
+/// Kubernetes' default grace period between SIGTERM and SIGKILL.
+pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 30_000;
 
 /// The environment variable a node reads its cluster secret from, when not given otherwise.
 pub const SECRET_VARIABLE: &str = "VECRAFT_CLUSTER_SECRET";
@@ -75,6 +77,11 @@ pub struct NodeArgs {
     /// long [default: 30000]
     #[arg(long, value_name = "MS")]
     failover_after_ms: Option<u64>,
+    /// On SIGTERM or Ctrl-C the node drains: it refuses new sessions, hands the shards it
+    /// leads to other replicas, and ends each session once its statement or transaction
+    /// block is done. This long at most, then it exits anyway [default: 30000]
+    #[arg(long, value_name = "MS")]
+    drain_timeout_ms: Option<u64>,
     /// The cluster's shared secret (at least 32 visible characters), the same on every node:
     /// every call between nodes carries it and a call without it is refused. Also read from
     /// the environment variable VECRAFT_CLUSTER_SECRET, which keeps it out of `ps`
@@ -103,6 +110,7 @@ struct NodeConfig {
     http: SocketAddr,
     limits: vecraft_sql::limits::Limits,
     backup_schedule: Option<vecraft_sql::backup_schedule::BackupSchedule>,
+    drain_timeout: Duration,
 }
 
 impl NodeArgs {
@@ -177,7 +185,11 @@ impl NodeArgs {
                     .into(),
             );
         }
+        let drain_timeout_ms = self.drain_timeout_ms.or(file.drain_timeout_ms);
         Ok(NodeConfig {
+            drain_timeout: Duration::from_millis(
+                drain_timeout_ms.unwrap_or(DEFAULT_DRAIN_TIMEOUT_MS),
+            ),
             advertise_sql,
             backup_schedule,
             limits: self.limits.resolve(&file.limits)?,
@@ -227,7 +239,8 @@ fn parse_peers(entries: &[String]) -> Result<BTreeMap<u64, String>, String> {
     Ok(peers)
 }
 
-/// Runs one node of a cluster until Ctrl-C or SIGTERM.
+/// Runs one node of a cluster until Ctrl-C or SIGTERM, then drains it (a second signal stops
+/// it at once).
 pub async fn run_node(args: NodeArgs) -> Result<(), String> {
     let config = args.resolve()?;
     let health = Arc::new(Health::default());
@@ -256,6 +269,7 @@ pub async fn run_node(args: NodeArgs) -> Result<(), String> {
         );
     }
     health.set_ready(true);
+    let drain = vecraft_sql::drain::Drain::new();
     let gateway = async {
         match sql {
             Some(sql) => {
@@ -265,11 +279,15 @@ pub async fn run_node(args: NodeArgs) -> Result<(), String> {
                 );
                 let catalog = Arc::new(vecraft_sql::catalog::Catalog::cluster(node.clone()));
                 if let Some(schedule) = config.backup_schedule {
+                    let node = Arc::clone(&node);
                     crate::start_schedule(&catalog, schedule, move || node.leads_meta())?;
                 }
-                vecraft_sql::server::serve_with(sql, catalog, config.limits)
+                let drain = Arc::clone(&drain);
+                vecraft_sql::server::serve_until(sql, catalog, config.limits, drain)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string())?;
+                // The drain started; the sessions end on their own.
+                std::future::pending().await
             }
             None => {
                 eprintln!("vecraft: metrics on http://{http_addr}/metrics");
@@ -277,17 +295,63 @@ pub async fn run_node(args: NodeArgs) -> Result<(), String> {
             }
         }
     };
-    tokio::select! {
-        served = gateway => served,
-        exported = exporter => match exported {
+    let signal = tokio::select! {
+        served = gateway => return served,
+        exported = exporter => return match exported {
             Ok(result) => result.map_err(|e| format!("metrics exporter: {e}")),
             Err(e) => Err(format!("metrics exporter: {e}")),
         },
-        signal = crate::shutdown_signal() => {
-            eprintln!("vecraft: {signal}, shutting down");
-            Ok(())
+        signal = crate::shutdown_signal() => signal,
+    };
+    eprintln!("vecraft: {signal}: node {id} drains (send it again to stop at once)");
+    tokio::select! {
+        () = drain_node(&node, &health, &drain, config.drain_timeout) => {}
+        signal = crate::shutdown_signal() => eprintln!("vecraft: {signal} again: stopping now"),
+    }
+    Ok(())
+}
+
+/// How long a drained node waits for its peers' calls in flight before it exits.
+const PEER_CALLS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Drains the node: not ready any more, no new sessions, its leaderships handed over, its
+/// sessions ended as they go idle (at most `timeout`), then the calls its peers have in
+/// flight answered.
+async fn drain_node(
+    node: &Arc<ClusterNode>,
+    health: &Health,
+    drain: &vecraft_sql::drain::Drain,
+    timeout: Duration,
+) {
+    let started = Instant::now();
+    health.set_ready(false);
+    drain.start();
+    for handed in node.drain().await {
+        let (group, ms) = (&handed.group, handed.took_ms);
+        match handed.outcome {
+            Ok(leader) => eprintln!("vecraft: {group} is led by node {leader} now ({ms} ms)"),
+            Err(e) => eprintln!("vecraft: {group} was not handed over ({ms} ms): {e}"),
         }
     }
+    let open = drain.sessions();
+    if open > 0 {
+        eprintln!("vecraft: waiting for {open} session(s) to finish their statements");
+    }
+    let remaining = timeout.saturating_sub(started.elapsed());
+    if tokio::time::timeout(remaining, drain.sessions_ended())
+        .await
+        .is_err()
+    {
+        let open = drain.sessions();
+        eprintln!("vecraft: {open} session(s) still open after the drain timeout: stopping");
+    }
+    node.stop_serving_peers(PEER_CALLS_TIMEOUT).await;
+    // Launchers and tests read this line.
+    eprintln!(
+        "vecraft: node {} drained in {} ms",
+        node.id(),
+        started.elapsed().as_millis()
+    );
 }
 
 /// N nodes on loopback ports, every one a gateway and a storage node, the first three (or

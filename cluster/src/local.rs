@@ -40,6 +40,9 @@ pub struct LocalShard {
     /// guard while it runs, so [`LocalShard::close`] waits for the ones in flight and refuses
     /// the later ones with `Error::Dropped`.
     closed: RwLock<bool>,
+    /// A cluster's member: its group's id and the node's peers (a hand-over calls the
+    /// follower it picked). `None` on a single node.
+    peers: Option<(GroupId, Peers)>,
 }
 
 impl LocalShard {
@@ -53,6 +56,7 @@ impl LocalShard {
             batcher: batcher(&group),
             group,
             closed: RwLock::new(false),
+            peers: None,
         })
     }
 
@@ -76,7 +80,7 @@ impl LocalShard {
         let (log, shard) = LocalShard::open_parts(dir, schema, opts)?;
         // Snapshots a crash interrupted (the log's lock is held: no transfer is running).
         Spool::clear(dir).map_err(|e| vecraft_storage::Error::io("clear spools in", dir, e))?;
-        let network = FlightNetwork::new(group_id, peers);
+        let network = FlightNetwork::new(group_id.clone(), peers.clone());
         let group = Group::start_member(dir, log, Arc::clone(&shard), id, network, initial)?;
         Ok(LocalShard {
             dir: dir.to_path_buf(),
@@ -84,6 +88,7 @@ impl LocalShard {
             batcher: batcher(&group),
             group,
             closed: RwLock::new(false),
+            peers: Some((group_id, peers)),
         })
     }
 
@@ -106,6 +111,11 @@ impl LocalShard {
 
     pub fn shard(&self) -> &Arc<Shard> {
         &self.shard
+    }
+
+    /// The group's id and the node's peers, for a member of a cluster's group.
+    pub fn peers(&self) -> Option<&(GroupId, Peers)> {
+        self.peers.as_ref()
     }
 
     pub fn dir(&self) -> &Path {

@@ -18,6 +18,7 @@ pub mod catalog;
 pub mod collections;
 pub mod copy;
 pub mod ddl;
+pub mod drain;
 pub mod encode;
 pub mod errors;
 pub mod explain;

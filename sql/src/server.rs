@@ -9,6 +9,7 @@ use pgwire::api::ConnectionManager;
 use tokio::net::TcpListener;
 
 use crate::catalog::Catalog;
+use crate::drain::Drain;
 use crate::handler::{Connection, Handlers};
 use crate::limits::{Admission, Limits, socket_budget};
 use crate::memory::NodeMemory;
@@ -31,6 +32,17 @@ pub async fn serve_with(
     catalog: Arc<Catalog>,
     limits: Limits,
 ) -> std::io::Result<()> {
+    serve_until(listener, catalog, limits, Drain::new()).await
+}
+
+/// [`serve_with`] until `drain` starts: then the listener closes (new connections are
+/// refused) and this returns, while the sessions go on until each is idle (`drain.rs`).
+pub async fn serve_until(
+    listener: TcpListener,
+    catalog: Arc<Catalog>,
+    limits: Limits,
+    drain: Arc<Drain>,
+) -> std::io::Result<()> {
     crate::metrics::watch(&catalog);
     crate::txn_resolver::spawn(&catalog);
     let memory = NodeMemory::new(&limits);
@@ -45,7 +57,11 @@ pub async fn serve_with(
     let admission = Admission::new(limits, sockets);
     let cancels = Arc::new(ConnectionManager::new());
     loop {
-        let socket = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = drain.started() => return Ok(()),
+        };
+        let socket = match accepted {
             Ok((socket, _peer)) => socket,
             // Out of descriptors or buffers, or the client left before it was accepted: the
             // node goes on, and accepts again once something was given back.
@@ -71,10 +87,11 @@ pub async fn serve_with(
         let idle_in_transaction = move || session.idle_in_transaction_timeout();
         let handlers = Arc::new(Handlers(connection));
         let limits = admission.limits.clone();
+        let (drain, counted) = (Arc::clone(&drain), drain.session());
         tokio::spawn(async move {
             // A connection's protocol errors end that connection only.
-            let _ = serve_connection(socket, handlers, &limits, idle_in_transaction).await;
-            drop(slot);
+            let _ = serve_connection(socket, handlers, &limits, idle_in_transaction, &drain).await;
+            drop((slot, counted));
         });
     }
 }

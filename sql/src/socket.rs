@@ -26,6 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
+use crate::drain::Drain;
 use crate::frames::{Guarded, violation};
 use crate::limits::{Limits, fatal_info};
 
@@ -122,12 +123,14 @@ impl AsyncWrite for Coalescing {
 /// startup, simple, extended and COPY handling, message by message. A client that has not
 /// logged in within the startup timeout, or stays idle past the idle timeout (outside a
 /// block) or `idle_in_transaction()` (inside one), is dropped; a malformed message ends the
-/// connection with 08P01.
+/// connection with 08P01. Once `drain` starts, the session ends (57P01) as soon as it is idle
+/// outside a block.
 pub async fn serve_connection<H: PgWireServerHandlers>(
     socket: TcpStream,
     handlers: H,
     limits: &Limits,
     idle_in_transaction: impl Fn() -> Duration,
+    drain: &Drain,
 ) -> io::Result<()> {
     let peer = socket.peer_addr()?;
     socket.set_nodelay(true)?;
@@ -148,6 +151,9 @@ pub async fn serve_connection<H: PgWireServerHandlers>(
     let copy = handlers.copy_handler();
     let cancel = handlers.cancel_handler();
     let errors = handlers.error_handler();
+    // Whether the last reply ended with ReadyForQuery (a simple query, a Sync, the login):
+    // the only place a draining session may end.
+    let mut ready = true;
     loop {
         let logging_in = matches!(
             socket.state(),
@@ -177,15 +183,17 @@ pub async fn serve_connection<H: PgWireServerHandlers>(
                     "terminating connection due to idle-in-transaction timeout",
                 ),
             };
-            if idle.is_zero() {
-                socket.next().await
-            } else {
-                match tokio::time::timeout(idle, socket.next()).await {
-                    Ok(message) => message,
-                    Err(_) => {
-                        send_fatal(&mut socket, code, reason).await;
-                        break;
-                    }
+            let may_end =
+                ready && !copying && socket.transaction_status() == TransactionStatus::Idle;
+            match next_unless_drained(&mut socket, idle, may_end, drain).await {
+                Idle::Message(message) => message,
+                Idle::TimedOut => {
+                    send_fatal(&mut socket, code, reason).await;
+                    break;
+                }
+                Idle::Drained => {
+                    send_fatal(&mut socket, "57P01", ADMIN_SHUTDOWN).await;
+                    break;
                 }
             }
         };
@@ -208,6 +216,11 @@ pub async fn serve_connection<H: PgWireServerHandlers>(
             PgWireConnectionState::CopyInProgress(extended) => extended,
             _ => message.is_extended_query(),
         };
+        ready = logging_in
+            || matches!(
+                message,
+                PgWireFrontendMessage::Sync(_) | PgWireFrontendMessage::Query(_)
+            );
         // Where PostgreSQL flushes: its reply is complete (ReadyForQuery) or asked for.
         let reply_complete = matches!(
             message,
@@ -238,6 +251,49 @@ pub async fn serve_connection<H: PgWireServerHandlers>(
     match tokio::time::timeout(CLOSE_TIMEOUT, socket.close()).await {
         Ok(closed) => closed,
         Err(_) => Ok(()),
+    }
+}
+
+/// PostgreSQL's words for a session ended by a shutdown.
+const ADMIN_SHUTDOWN: &str = "terminating connection due to administrator command";
+
+/// What an idle session's wait for its next message ended with.
+enum Idle<M> {
+    Message(Option<M>),
+    /// Idle past `idle` (zero: no limit).
+    TimedOut,
+    /// The gateway drains and the session `may_end` here.
+    Drained,
+}
+
+/// The next message, unless the session stays idle for `idle` or, where it `may_end`, the
+/// gateway drains first. A message already sent is taken before the drain is looked at.
+async fn next_unless_drained<S: futures::Stream + Unpin>(
+    socket: &mut S,
+    idle: Duration,
+    may_end: bool,
+    drain: &Drain,
+) -> Idle<S::Item> {
+    let next = async {
+        if idle.is_zero() {
+            Idle::Message(socket.next().await)
+        } else {
+            match tokio::time::timeout(idle, socket.next()).await {
+                Ok(message) => Idle::Message(message),
+                Err(_) => Idle::TimedOut,
+            }
+        }
+    };
+    let drained = async {
+        match may_end {
+            true => drain.started().await,
+            false => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        idle = next => idle,
+        () = drained => Idle::Drained,
     }
 }
 

@@ -2,11 +2,13 @@
 //! that starts, kills and restarts them, and the scenarios (`behaviour.rs`: fail-over,
 //! replicas, searches, the Flight port; `faults.rs`: a paused leader; `transactions.rs`:
 //! atomic commits under `kill -9`;
-//! `backup.rs`: a cluster's backup restored on a single node).
+//! `backup.rs`: a cluster's backup restored on a single node; `rolling.rs`: a rolling restart
+//! under load, and leaderships balanced after a node returns).
 
 mod backup;
 mod behaviour;
 mod faults;
+mod rolling;
 mod transactions;
 
 use std::collections::BTreeSet;
@@ -128,6 +130,35 @@ impl Cluster {
         let mut node = self.nodes[id as usize - 1].take().expect("running");
         node.child.kill().unwrap();
         node.child.wait().unwrap();
+    }
+
+    /// SIGTERM to node `id`, then its exit (with a deadline): the node drains first. Its exit
+    /// status, how long it took, and whether it said it drained.
+    pub(super) async fn terminate(
+        &mut self,
+        id: u64,
+    ) -> (std::process::ExitStatus, Duration, bool) {
+        let sent = Instant::now();
+        self.signal(id, libc::SIGTERM);
+        let mut node = self.nodes[id as usize - 1].take().expect("running");
+        let status = loop {
+            if let Some(status) = node.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                sent.elapsed() < DEADLINE,
+                "node {id} did not exit after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await; // pace the checks
+        };
+        let took = sent.elapsed();
+        let drained = node
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("drained in"));
+        (status, took, drained)
     }
 
     /// Stops node `id` where it is (`SIGSTOP`): its connections stay open, its kernel still

@@ -257,6 +257,7 @@ impl MetaManager {
         let command = command
             .encode()
             .map_err(|e| Failure::Unavailable(e.to_string()))?;
+        let _pass = self.member.group().write_pass().await;
         match self
             .member
             .group()

@@ -6,15 +6,22 @@
 //! Background work runs on the groups' runtime: a watcher keeps the node's copy of the
 //! metadata fresh (`view`), the replica keeper starts and removes replicas as the placement
 //! says (`replicas.rs`), and on the meta leader the fail-over manager watches the storage
-//! nodes and moves replicas off dead ones (`failover.rs`).
+//! nodes and moves replicas off dead ones (`failover.rs`) while the balancer evens out
+//! which node leads how many shards (`balance.rs`). A node that drains hands its
+//! leaderships over first (`drain.rs`).
 
+mod balance;
+mod drain;
 mod failover;
 mod replicas;
+
+pub use drain::HandedOver;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use openraft::BasicNode;
@@ -72,6 +79,8 @@ pub struct ClusterNode {
     view: watch::Sender<Arc<MetaState>>,
     /// Tells this start of the node from earlier ones (`NodeInfo::incarnation`).
     incarnation: u64,
+    /// Set by [`ClusterNode::drain`].
+    draining: AtomicBool,
 }
 
 impl ClusterNode {
@@ -112,6 +121,7 @@ impl ClusterNode {
             meta,
             view,
             incarnation: rand::random(),
+            draining: AtomicBool::new(false),
         });
         crate::raft::spawn(Arc::clone(&node).register());
         crate::raft::spawn(Arc::clone(&node).watch());
@@ -120,6 +130,7 @@ impl ClusterNode {
         }
         if let Some(manager) = &node.meta {
             crate::raft::spawn(failover::run(Arc::clone(&node), Arc::clone(manager)));
+            crate::raft::spawn(balance::run(Arc::clone(&node), Arc::clone(manager)));
         }
         Ok(node)
     }

@@ -14,6 +14,7 @@
 mod auto_checkpoint;
 mod entry;
 mod events;
+mod handoff;
 mod log_store;
 mod network;
 mod nudge;
@@ -37,6 +38,7 @@ use vecraft_storage::log::{Log, MAX_PAYLOAD_SIZE_BYTES};
 use vecraft_storage::shard::{Applied, Shard};
 use vecraft_storage::{Error, Result};
 
+pub use handoff::{HandoffError, WritePass};
 pub use snapshot_data::{SnapshotData, Spool};
 
 pub type NodeId = u64;
@@ -100,6 +102,8 @@ pub struct Group {
     released: Mutex<mpsc::Receiver<()>>,
     /// When this member last heard from a leader (`nudge.rs`).
     heard: Arc<nudge::Heard>,
+    /// The gate of its writes, and whether it campaigns (`handoff.rs`).
+    handoff: Arc<handoff::Handoff>,
 }
 
 impl Group {
@@ -128,7 +132,13 @@ impl Group {
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
         let name = name.unwrap_or_default();
         events::watch(&group.raft, name.clone(), id);
-        nudge::watch(group.raft.clone(), Arc::clone(&group.heard), name, id);
+        nudge::watch(
+            group.raft.clone(),
+            Arc::clone(&group.heard),
+            Arc::clone(&group.handoff),
+            name,
+            id,
+        );
         if let (true, Some(members)) = (fresh, initial) {
             let raft = group.raft.clone();
             run(async move { raft.initialize(members).await })?
@@ -165,6 +175,7 @@ impl Group {
             dir: dir.to_path_buf(),
             released: Mutex::new(released),
             heard: Arc::new(nudge::Heard::new()),
+            handoff: Arc::default(),
         };
         Ok((group, fresh))
     }
@@ -192,6 +203,38 @@ impl Group {
     /// The group's openraft handle (to serve its messages, to watch its metrics).
     pub fn raft(&self) -> &Raft<TypeConfig> {
         &self.raft
+    }
+
+    /// A write's pass, held from its proposal to its answer: at once, unless the leadership
+    /// is being handed over (then once that ended).
+    pub async fn write_pass(&self) -> WritePass<'_> {
+        self.handoff.pass().await
+    }
+
+    /// Hands this member's leadership to voter `to`, whom `elect` asks to campaign
+    /// (`handoff.rs`); the leader the group has after it.
+    pub async fn hand_over(
+        &self,
+        to: NodeId,
+        elect: impl Future<Output = std::result::Result<(), String>>,
+    ) -> std::result::Result<NodeId, HandoffError> {
+        self.handoff.hand_over(&self.raft, to, elect).await
+    }
+
+    /// Asks this member to campaign now (a leader handing its leadership over asks so). A
+    /// member of a draining node, a leader or a learner does nothing.
+    pub async fn campaign(&self) -> std::result::Result<(), String> {
+        if self.handoff.quiet() {
+            return Err("the node is draining".into());
+        }
+        self.raft.trigger().elect().await.map_err(|e| e.to_string())
+    }
+
+    /// The member never campaigns again (its node drains): neither openraft's timer nor the
+    /// nudge starts an election, and [`Group::campaign`] is refused.
+    pub fn stop_campaigning(&self) {
+        self.handoff.set_quiet();
+        self.raft.runtime_config().elect(false);
     }
 
     /// A leader's message (entries, a heartbeat, a snapshot chunk) reached this member.
@@ -383,6 +426,9 @@ impl Drop for Group {
     }
 }
 
+/// The longest election timeout, which is also a voter's lease on its leader.
+const ELECTION_TIMEOUT_MAX_MS: u64 = 800;
+
 fn config() -> Arc<Config> {
     let config = Config {
         cluster_name: "vecraft-shard".into(),
@@ -395,7 +441,7 @@ fn config() -> Arc<Config> {
         // heartbeat, past four missed heartbeats (a leader slowed by a loaded machine is
         // not deposed). Shorter (0.9 to 1.2 s) gained little over 60 nemesis faults.
         election_timeout_min: 400,
-        election_timeout_max: 800,
+        election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
         max_payload_entries: 64,
         // The base deadline of a snapshot transfer; the network adds time for its size.
         install_snapshot_timeout: 10_000,

@@ -13,7 +13,8 @@
 //! that follows them (`Heard::touch`, called by the Flight server). Only a follower is
 //! nudged: a candidate's next campaigns are openraft's (a node cut off from the others would
 //! otherwise raise its term over and over, and depose the leader it rejoins the higher).
-//! Leaders and learners never campaign.
+//! Leaders and learners never campaign, nor does a member of a draining node
+//! (`Group::stop_campaigning`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use openraft::{Raft, ServerState};
 
+use super::handoff::Handoff;
 use super::{NodeId, TypeConfig};
 
 /// How long a voter may go without word from a leader before it campaigns itself: past its
@@ -28,8 +30,8 @@ use super::{NodeId, TypeConfig};
 /// the followers of one leader do not all campaign at once and split the vote.
 const NUDGE_AFTER_MS: u64 = 1_600;
 const NUDGE_JITTER_MS: u64 = 400;
-/// How often the silence is checked.
-const CHECK_EVERY: Duration = Duration::from_millis(100);
+/// How often the silence is checked (and a leadership noted, `Handoff::saw_leading`).
+pub(super) const CHECK_EVERY_MS: u64 = 100;
 
 /// When this member last heard from a leader.
 #[derive(Debug)]
@@ -60,12 +62,18 @@ impl Heard {
 
 /// Watches member `node` of `group` until its core stops, campaigning when it has heard
 /// nothing from a leader for too long.
-pub(super) fn watch(raft: Raft<TypeConfig>, heard: Arc<Heard>, group: String, node: NodeId) {
+pub(super) fn watch(
+    raft: Raft<TypeConfig>,
+    heard: Arc<Heard>,
+    handoff: Arc<Handoff>,
+    group: String,
+    node: NodeId,
+) {
     let metrics = raft.metrics();
     let patience_ms = NUDGE_AFTER_MS + rand::random_range(0..NUDGE_JITTER_MS);
     super::spawn(async move {
         heard.touch();
-        let mut tick = tokio::time::interval(CHECK_EVERY);
+        let mut tick = tokio::time::interval(Duration::from_millis(CHECK_EVERY_MS));
         loop {
             tick.tick().await;
             // A stopped core drops its metrics' sender.
@@ -74,12 +82,15 @@ pub(super) fn watch(raft: Raft<TypeConfig>, heard: Arc<Heard>, group: String, no
             }
             let campaigns = {
                 let m = metrics.borrow();
+                if m.state == ServerState::Leader {
+                    handoff.saw_leading(m.current_term);
+                }
                 let voter = m
                     .membership_config
                     .membership()
                     .voter_ids()
                     .any(|v| v == node);
-                voter && m.state == ServerState::Follower
+                voter && m.state == ServerState::Follower && !handoff.quiet()
             };
             if !campaigns {
                 heard.touch();

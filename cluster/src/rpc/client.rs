@@ -122,14 +122,37 @@ impl CallError {
             ));
         }
         let text = format!("{status}");
-        let never_sent = status.code() == Code::Unavailable
-            && (text.contains("connect") || text.contains("Connection refused"));
+        // Not connected, or refused by a server that stops (HTTP/2 guarantees a stream it
+        // refuses, or one past its `GoAway`, was not processed).
+        let never_sent = (status.code() == Code::Unavailable
+            && (text.contains("connect") || text.contains("Connection refused")))
+            || text.contains("REFUSED_STREAM")
+            || text.contains("refused stream before processing")
+            || canceled_before_sent(status);
         if never_sent {
             CallError::Unreachable(status.message().to_string())
         } else {
             CallError::Lost(text)
         }
     }
+}
+
+/// Whether hyper gave the call up because its connection closed before the call was written
+/// ("operation was canceled" caused by "connection closed": the request was still queued
+/// for the connection; one already written fails otherwise). A peer that stops serving
+/// closes its connections so.
+fn canceled_before_sent(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        let cause = e.source();
+        if e.to_string() == "operation was canceled"
+            && cause.is_some_and(|c| c.to_string() == "connection closed")
+        {
+            return true;
+        }
+        source = cause;
+    }
+    false
 }
 
 impl Peers {

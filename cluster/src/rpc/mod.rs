@@ -16,6 +16,8 @@
 //! | `shard.status` | `group` | `Result<ShardStatus, Failure>` |
 //! | `shard.checkpoint` | `group` | `Result<u64, Failure>` |
 //! | `shard.members` | `(group, voters: node → address)` | `Result<(), Failure>` (leader only) |
+//! | `shard.hand_over` | `(group, to: node)` | `Result<leader after, Failure>` (leader only; `raft/handoff.rs`) |
+//! | `shard.elect` | `group` | `Result<(), Failure>`: the member campaigns (a leader handing over asks) |
 //! | `node.ping` | `()` | `()` |
 //! | others (`meta.*`) | handled by whoever registered them (`RaftService::handle`) | |
 //!
@@ -40,6 +42,7 @@ mod tests;
 
 pub use auth::ClusterSecret;
 pub use client::{CallError, FlightNetwork, Peers};
+pub(crate) use server::hand_over;
 pub use server::{ActionHandler, RaftService, serve};
 
 use vecraft_storage::error::Refusal;
@@ -58,6 +61,8 @@ pub const WRITE: &str = "shard.write";
 pub const STATUS: &str = "shard.status";
 pub const CHECKPOINT: &str = "shard.checkpoint";
 pub const MEMBERS: &str = "shard.members";
+pub const HAND_OVER: &str = "shard.hand_over";
+pub const ELECT: &str = "shard.elect";
 pub const PING: &str = "node.ping";
 
 /// The largest message either side accepts: a snapshot travels as one, for now.

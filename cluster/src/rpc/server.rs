@@ -24,20 +24,21 @@ use openraft::{BasicNode, Raft, ServerState};
 use parking_lot::RwLock;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 use tonic::codegen::Bytes;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::auth::ClusterSecret;
 use super::{
-    APPEND, CHECKPOINT, Failure, GroupId, MAX_MESSAGE_BYTES, MEMBERS, PING, ReadKind, ReadTicket,
-    STATUS, VOTE, WRITE,
+    APPEND, CHECKPOINT, ELECT, Failure, GroupId, HAND_OVER, MAX_MESSAGE_BYTES, MEMBERS, PING,
+    ReadKind, ReadTicket, STATUS, VOTE, WRITE,
 };
 use vecraft_storage::error::Refusal;
 use vecraft_storage::shard::Applied;
 
 use crate::local::LocalShard;
-use crate::raft::{MAX_COMMAND_BYTES, NodeId, Request as Proposal, TypeConfig};
+use crate::raft::{HandoffError, MAX_COMMAND_BYTES, NodeId, Request as Proposal, TypeConfig};
 use crate::read::{BOUNDED_WAIT_MS, Consistency};
 use crate::shard_handle::ShardStatus;
 
@@ -52,6 +53,22 @@ pub trait ActionHandler: Send + Sync {
 pub struct RaftService {
     groups: Arc<RwLock<HashMap<GroupId, Arc<LocalShard>>>>,
     handlers: Arc<RwLock<HashMap<String, Arc<dyn ActionHandler>>>>,
+    serving: Arc<Serving>,
+}
+
+/// Stops the server on its way out of a drain (`RaftService::stop_serving`).
+struct Serving {
+    stop: watch::Sender<bool>,
+    stopped: watch::Sender<bool>,
+}
+
+impl Default for Serving {
+    fn default() -> Serving {
+        Serving {
+            stop: watch::channel(false).0,
+            stopped: watch::channel(false).0,
+        }
+    }
 }
 
 type Reply<T> = Result<T, Failure>;
@@ -72,6 +89,15 @@ impl RaftService {
 
     pub fn member(&self, group: &str) -> Option<Arc<LocalShard>> {
         self.groups.read().get(group).cloned()
+    }
+
+    /// Stops the server as a node leaving a drain does: no new connection or call is taken
+    /// (peers told so with HTTP/2's `GoAway`, then refused), the calls in flight are
+    /// answered, and this returns once they were. A node that exits without it resets the
+    /// connections its calls are on, and a write in flight there is of unknown outcome.
+    pub async fn stop_serving(&self) {
+        self.serving.stop.send_replace(true);
+        let _ = self.serving.stopped.subscribe().wait_for(|s| *s).await;
     }
 
     /// Hands action `kind` to `handler`.
@@ -173,6 +199,26 @@ impl RaftService {
                 };
                 encode(&reply)
             }
+            HAND_OVER => {
+                let (group, to): (GroupId, NodeId) = decode(&action.body)?;
+                let reply: Reply<NodeId> = match self.member(&group) {
+                    Some(member) => hand_over(&member, to).await,
+                    None => Err(Failure::NoGroup),
+                };
+                encode(&reply)
+            }
+            ELECT => {
+                let group: GroupId = decode(&action.body)?;
+                let reply: Reply<()> = match self.member(&group) {
+                    Some(member) => member
+                        .group()
+                        .campaign()
+                        .await
+                        .map_err(Failure::Unavailable),
+                    None => Err(Failure::NoGroup),
+                };
+                encode(&reply)
+            }
             PING => encode(&()),
             other => {
                 let handler = self.handlers.read().get(other).cloned();
@@ -196,6 +242,8 @@ async fn write(member: &LocalShard, command: Vec<u8>) -> Reply<(Applied, u64)> {
             vecraft_storage::error::Refusal::InvalidArgument(e),
         ));
     }
+    // A hand-over waits for this write, or this write for the hand-over.
+    let _pass = member.group().write_pass().await;
     let raft = member.group().raft();
     let leading = raft.metrics().borrow().state == ServerState::Leader;
     if leading && cut_off(&raft.metrics().borrow()) {
@@ -227,6 +275,45 @@ async fn write(member: &LocalShard, command: Vec<u8>) -> Reply<(Applied, u64)> {
         Err(RaftError::Fatal(Fatal::StorageError(e))) => Err(Failure::Stopped(e.to_string())),
         Err(e) => Err(Failure::Unavailable(e.to_string())),
     }
+}
+
+/// How long the follower picked in a hand-over has to answer that it campaigns.
+const ELECT_TTL: Duration = Duration::from_secs(1);
+
+/// Hands `member`'s leadership to `to` (`raft/handoff.rs`), asking `to` over Flight to
+/// campaign once it holds the whole log; the group's leader after it.
+pub(crate) async fn hand_over(member: &LocalShard, to: NodeId) -> Reply<NodeId> {
+    let Some((group, peers)) = member.peers() else {
+        return Err(Failure::Unavailable(
+            "a single node's group has no one to hand to".into(),
+        ));
+    };
+    let addr = {
+        let m = member.group().raft().metrics();
+        let m = m.borrow();
+        m.membership_config
+            .membership()
+            .get_node(&to)
+            .map(|n| n.addr.clone())
+    };
+    let Some(addr) = addr else {
+        return Err(Failure::Unavailable(format!("node {to} is not a member")));
+    };
+    let elect = async {
+        let reply = peers
+            .call::<_, Reply<()>>(&addr, ELECT, group, ELECT_TTL)
+            .await
+            .map_err(|e| format!("node {to} was not asked to campaign: {e}"))?;
+        reply.map_err(|e| format!("node {to} does not campaign: {e}"))
+    };
+    member
+        .group()
+        .hand_over(to, elect)
+        .await
+        .map_err(|e| match e {
+            HandoffError::NotLeader(leader) => Failure::NotLeader(leader),
+            e => Failure::Unavailable(format!("leadership not handed to node {to}: {e}")),
+        })
 }
 
 /// How long a leader may go without a quorum's acknowledgement before the writes waiting on
@@ -383,7 +470,8 @@ pub(super) fn encode<T: Serialize>(reply: &T) -> Result<Bytes, Status> {
 /// How many of a connection's calls its peer may reset before this node reads them.
 const MAX_PENDING_RESETS: usize = 4096;
 
-/// Serves `service` on `listener` until the process ends (or the runtime stops), to callers
+/// Serves `service` on `listener` until the process ends (or the runtime stops, or
+/// [`RaftService::stop_serving`]), to callers
 /// that hold `secret` only (checked on each request's headers, before its body is read).
 pub fn serve(
     listener: std::net::TcpListener,
@@ -392,10 +480,12 @@ pub fn serve(
 ) -> std::io::Result<SocketAddr> {
     let addr = listener.local_addr()?;
     listener.set_nonblocking(true)?;
+    let service_serving = Arc::clone(&service.serving);
     let server = FlightServiceServer::new(service)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let server = InterceptedService::new(server, move |request| secret.check(request));
+    let serving = Arc::clone(&service_serving);
     crate::raft::spawn(async move {
         let listener = tokio::net::TcpListener::from_std(listener).expect("inside the runtime");
         let incoming =
@@ -409,10 +499,15 @@ pub fn serve(
             // before the secret is checked).
             .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
             .add_service(server)
-            .serve_with_incoming(incoming)
+            .serve_with_incoming_shutdown(incoming, stopping(serving.stop.subscribe()))
             .await;
+        serving.stopped.send_replace(true);
     });
     Ok(addr)
+}
+
+async fn stopping(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 type Unsupported<T> = Result<Response<BoxStream<'static, Result<T, Status>>>, Status>;

@@ -271,6 +271,96 @@ fn a_leader_cut_off_from_its_quorum_gives_up_the_writes_waiting_on_it() {
     assert_eq!(nodes[first].shard().count(), 10);
 }
 
+/// The leader hands its leadership to the follower it is told: every member then names that
+/// follower, the old leader refuses writes for it, and writes sent throughout are each either
+/// taken or refused as "not the leader" (never proposed, so retried), none of unknown
+/// outcome, none lost.
+#[test]
+fn leadership_is_handed_to_the_follower_chosen() {
+    let Group3 {
+        dirs: _dirs,
+        addrs,
+        nodes,
+        ..
+    } = start_group();
+    let first = leader(&nodes);
+    let peers = Peers::new(secret());
+    let to = (first + 1) % 3;
+    let to_id = nodes[to].id;
+
+    // Refused: by a follower, and for a member that is not another voter.
+    let refused = hand_over(&peers, &addrs[to], nodes[first].id);
+    assert!(
+        matches!(refused, Err(Failure::NotLeader(Some(id))) if id == nodes[first].id),
+        "{refused:?}"
+    );
+    for not_another_voter in [nodes[first].id, 9] {
+        let refused = hand_over(&peers, &addrs[first], not_another_voter);
+        assert!(
+            matches!(refused, Err(Failure::Unavailable(_))),
+            "{refused:?}"
+        );
+    }
+
+    // A writer keeps writing, following "not the leader" answers, as the router does.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (peers, addrs, stop) = (peers.clone(), addrs.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let (mut at, mut acked, mut refused) = (first, Vec::new(), 0);
+            let mut id = 1_000;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let body = (GROUP.to_string(), row(id).encode().unwrap());
+                match write(&peers, &addrs[at], &body) {
+                    Ok(_) => {
+                        acked.push(id);
+                        id += 1;
+                    }
+                    Err(Failure::NotLeader(leader)) => {
+                        refused += 1;
+                        at = leader.map_or((at + 1) % 3, |l| l as usize - 1);
+                    }
+                    Err(other) => panic!("write {id}: {other:?}"),
+                }
+            }
+            (acked, refused)
+        })
+    };
+    wait_for("the writer to take 50 rows", || {
+        nodes[first].shard().count() >= 50
+    });
+    let started = Instant::now();
+    let handed = hand_over(&peers, &addrs[first], to_id);
+    let took = started.elapsed();
+    assert_eq!(handed, Ok(to_id), "handed over in {took:?}");
+    // A leader that was elected less than a lease ago waits out the rest of it first.
+    assert!(took < Duration::from_secs(3), "handed over in {took:?}");
+    assert_eq!(nodes[leader(&nodes)].id, to_id, "every member names it");
+    let before = nodes[to].shard().count();
+    wait_for("the writer to write through the new leader", || {
+        nodes[to].shard().count() >= before + 50
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (acked, refused) = writer.join().unwrap();
+    assert!(refused > 0, "the old leader sent the writer on");
+    let body = (GROUP.to_string(), row(1).encode().unwrap());
+    assert_eq!(
+        write(&peers, &addrs[first], &body),
+        Err(Failure::NotLeader(Some(to_id))),
+        "the old leader names the new one"
+    );
+    let want = acked.len() as u64;
+    wait_for("every acknowledged write on every member", || {
+        nodes.iter().all(|n| n.shard().count() == want)
+    });
+}
+
+fn hand_over(peers: &Peers, addr: &str, to: NodeId) -> Result<NodeId, Failure> {
+    let (peers, addr) = (peers.clone(), addr.to_string());
+    let body = (GROUP.to_string(), to);
+    run(async move { peers.call(&addr, super::HAND_OVER, &body, DEADLINE).await })
+}
+
 /// Replicas that sealed and merged at different entries judge a transaction's commit alike:
 /// a row's version is the index that wrote it, not where the replica keeps it.
 #[test]
