@@ -3,11 +3,13 @@
 //! replicas, searches, the Flight port; `faults.rs`: a paused leader; `transactions.rs`:
 //! atomic commits under `kill -9`;
 //! `backup.rs`: a cluster's backup restored on a single node; `rolling.rs`: a rolling restart
-//! under load, and leaderships balanced after a node returns).
+//! under load, and leaderships balanced after a node returns; `meta.rs`: lost meta members
+//! replaced by spares).
 
 mod backup;
 mod behaviour;
 mod faults;
+mod meta;
 mod rolling;
 mod transactions;
 

@@ -1,8 +1,12 @@
 //! How any node reaches the meta manager: an operation goes to the meta member believed to
 //! lead, follows "not the leader, node N is" answers, and waits out elections. A lost answer
-//! is retried only for operations that may be done twice.
+//! is retried only for operations that may be done twice. The members are `--meta-peers`
+//! until the document says a lost member was replaced (`MetaState::meta_members`); every
+//! document read teaches the client (`MetaClient::learn`).
 
 use std::collections::BTreeMap;
+
+use parking_lot::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -20,7 +24,7 @@ const RETRY_PAUSE: Duration = Duration::from_millis(100);
 pub struct MetaClient {
     peers: Peers,
     /// The meta group's members and their Flight addresses.
-    members: BTreeMap<NodeId, String>,
+    members: RwLock<BTreeMap<NodeId, String>>,
     /// The member last seen leading (0: none known).
     leader: AtomicU64,
 }
@@ -30,21 +34,43 @@ impl MetaClient {
         assert!(!members.is_empty(), "a cluster has meta members");
         MetaClient {
             peers,
-            members,
+            members: RwLock::new(members),
             leader: AtomicU64::new(0),
         }
+    }
+
+    /// Takes the meta members `state` names, once a replacement changed them.
+    pub fn learn(&self, state: &MetaState) {
+        let members: BTreeMap<NodeId, String> = state
+            .meta_members
+            .iter()
+            .filter_map(|id| Some((*id, state.nodes.get(id)?.rpc.clone())))
+            .collect();
+        if members.is_empty() || members.len() != state.meta_members.len() {
+            return;
+        }
+        let mut known = self.members.write();
+        if *known != members {
+            *known = members;
+        }
+    }
+
+    /// The meta group's members as this client knows them.
+    pub fn members(&self) -> BTreeMap<NodeId, String> {
+        self.members.read().clone()
     }
 
     /// Does `op` on the meta leader (a non-strong read: on any member).
     pub async fn call(&self, op: &MetaOp) -> Result<MetaReply> {
         let started = Instant::now();
-        let ids: Vec<NodeId> = self.members.keys().copied().collect();
-        let mut target = match self.leader.load(Ordering::Relaxed) {
-            0 => ids[0],
-            known => known,
-        };
+        let mut target = self.leader.load(Ordering::Relaxed);
         loop {
-            let addr = &self.members[&target];
+            let members = self.members();
+            let ids: Vec<NodeId> = members.keys().copied().collect();
+            if !members.contains_key(&target) {
+                target = ids[0];
+            }
+            let addr = &members[&target];
             let reply = self
                 .peers
                 .call::<_, std::result::Result<MetaReply, Failure>>(addr, META_ACTION, op, CALL_TTL)
@@ -58,7 +84,7 @@ impl MetaClient {
                 }
                 Ok(Err(Failure::Refused(refusal))) => return Err(refusal.into()),
                 Ok(Err(Failure::NotLeader(Some(leader))))
-                    if leader != target && self.members.contains_key(&leader) =>
+                    if leader != target && members.contains_key(&leader) =>
                 {
                     target = leader;
                     continue;

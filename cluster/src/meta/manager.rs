@@ -366,6 +366,11 @@ fn edit(state: &mut MetaState, op: MetaOp, dead: &BTreeSet<NodeId>) -> Result<bo
             shard.initial.clear();
             Ok(true)
         }
+        MetaOp::SetMetaMembers { members } => {
+            let changed = state.meta_members != members;
+            state.meta_members = members;
+            Ok(changed)
+        }
     }
 }
 
@@ -425,6 +430,12 @@ fn check(state: &MetaState, op: &MetaOp) -> Result<(), String> {
         MetaOp::Replace { new, .. } => {
             if !state.nodes.get(new).is_some_and(|n| n.storage) {
                 return Err(format!("node {new} is not a storage node of the cluster"));
+            }
+            Ok(())
+        }
+        MetaOp::SetMetaMembers { members } => {
+            if members.is_empty() || members.iter().any(|id| !state.nodes.contains_key(id)) {
+                return Err("the meta members must be nodes of the cluster".into());
             }
             Ok(())
         }

@@ -55,6 +55,8 @@ pub fn is_host_port(text: &str) -> bool {
 pub const META_GROUP: &str = "meta";
 /// The action meta operations travel as.
 pub const META_ACTION: &str = "meta.op";
+/// The meta leader asks a spare node to open a meta member (`node/meta_members.rs`).
+pub const META_JOIN: &str = "meta.join";
 
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MetaState {
@@ -65,6 +67,10 @@ pub struct MetaState {
     /// SQL schemas made by CREATE SCHEMA (`public` is always there and never listed).
     #[serde(default)]
     pub schemas: BTreeSet<String>,
+    /// The meta group's voters once a lost member was replaced (`node/meta_members.rs`);
+    /// empty while they are the `--meta-peers` the cluster started with.
+    #[serde(default)]
+    pub meta_members: BTreeSet<NodeId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -187,6 +193,10 @@ pub enum MetaOp {
     /// The next value of every sequence whose name starts with `prefix`, read on the leader.
     Sequences {
         prefix: String,
+    },
+    /// Records the meta group's voters after a membership change (`meta_members`).
+    SetMetaMembers {
+        members: BTreeSet<NodeId>,
     },
 }
 

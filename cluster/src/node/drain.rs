@@ -38,7 +38,7 @@ impl ClusterNode {
             .filter_map(|group| Some((group.clone(), self.service.member(&group)?)))
             .collect();
         for (_, member) in &members {
-            member.group().stop_campaigning();
+            member.group().campaigns(false);
         }
         let handed = members.into_iter().filter_map(|(group, member)| {
             let to = successor(&member)?;

@@ -4,15 +4,17 @@
 //! replica of a shard at a time and only while a quorum of the shard's replicas lives.
 //! It also brings every shard group's voters in line with the placement: the shard's leader
 //! adds a new replica as a learner, waits until it caught up (log or snapshot), then swaps
-//! the voter set, which drops the dead member.
+//! the voter set, which drops the dead member. A meta member lost so is replaced by a spare
+//! node (`meta_members.rs`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::ClusterNode;
+use super::{ClusterNode, meta_members};
 use crate::meta::{MetaManager, MetaOp, MetaState, ShardMeta};
 use crate::raft::NodeId;
 use crate::rpc::{Failure, GroupId, MEMBERS, PING, STATUS};
@@ -27,6 +29,7 @@ pub(super) async fn run(node: Arc<ClusterNode>, manager: Arc<MetaManager>) {
     let mut last_seen: HashMap<NodeId, Instant> = HashMap::new();
     let mut leading_since: Option<Instant> = None;
     let syncing: Arc<Mutex<BTreeSet<GroupId>>> = Arc::default();
+    let replacing = Arc::new(AtomicBool::new(false));
     loop {
         tokio::time::sleep(TICK).await;
         if !manager.leads() {
@@ -37,6 +40,19 @@ pub(super) async fn run(node: Arc<ClusterNode>, manager: Arc<MetaManager>) {
         let since = *leading_since.get_or_insert_with(Instant::now);
         let Ok(state) = manager.state() else { continue };
         ping(&node, &state, &mut last_seen).await;
+        if !replacing.swap(true, Ordering::Relaxed) {
+            let (node, manager, state) = (Arc::clone(&node), Arc::clone(&manager), state.clone());
+            let (last_seen, replacing) = (last_seen.clone(), Arc::clone(&replacing));
+            crate::raft::spawn(async move {
+                let seen = meta_members::Seen {
+                    at: last_seen,
+                    since,
+                    alive_within: TICK * 2 + PING_TTL,
+                };
+                meta_members::replace_lost(&node, &manager, &state, &seen).await;
+                replacing.store(false, Ordering::Relaxed);
+            });
+        }
         let dead: BTreeSet<NodeId> = state
             .nodes
             .iter()

@@ -13,6 +13,7 @@
 mod balance;
 mod drain;
 mod failover;
+mod meta_members;
 mod replicas;
 
 pub use drain::HandedOver;
@@ -20,8 +21,8 @@ pub use drain::HandedOver;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use openraft::BasicNode;
@@ -75,7 +76,11 @@ pub struct ClusterNode {
     service: RaftService,
     peers: Peers,
     meta_client: Arc<MetaClient>,
-    meta: Option<Arc<MetaManager>>,
+    /// Its member of the meta group: from the start (meta role, or a member made to replace
+    /// a lost one before a restart), or once the meta leader asks (`meta_members.rs`).
+    meta: OnceLock<Arc<MetaManager>>,
+    /// Held while the meta member is being opened.
+    joining_meta: parking_lot::Mutex<()>,
     view: watch::Sender<Arc<MetaState>>,
     /// Tells this start of the node from earlier ones (`NodeInfo::incarnation`).
     incarnation: u64,
@@ -107,30 +112,26 @@ impl ClusterNode {
         options.rpc = crate::rpc::serve(listener, service.clone(), options.secret.clone())
             .map_err(|e| Error::io("serve peers on", &PathBuf::from(options.rpc.to_string()), e))?;
         let peers = Peers::new(options.secret.clone());
-        let meta = if options.meta {
-            Some(start_meta_member(&options, &service, &peers)?)
-        } else {
-            None
-        };
         let (view, _) = watch::channel(Arc::new(MetaState::default()));
         let node = Arc::new(ClusterNode {
             meta_client: Arc::new(MetaClient::new(peers.clone(), options.meta_peers.clone())),
             options,
             service,
             peers,
-            meta,
+            meta: OnceLock::new(),
+            joining_meta: parking_lot::Mutex::new(()),
             view,
             incarnation: rand::random(),
             draining: AtomicBool::new(false),
         });
+        if node.options.meta || meta_members::was_made_a_member(&node.options.data_dir) {
+            node.join_meta(founding_members(&node.options))?;
+        }
+        meta_members::serve_joins(&node);
         crate::raft::spawn(Arc::clone(&node).register());
         crate::raft::spawn(Arc::clone(&node).watch());
         if node.options.storage {
             crate::raft::spawn(replicas::keep(Arc::clone(&node)));
-        }
-        if let Some(manager) = &node.meta {
-            crate::raft::spawn(failover::run(Arc::clone(&node), Arc::clone(manager)));
-            crate::raft::spawn(balance::run(Arc::clone(&node), Arc::clone(manager)));
         }
         Ok(node)
     }
@@ -142,7 +143,7 @@ impl ClusterNode {
     /// Whether this node leads the meta group now (the node that runs cluster-wide chores:
     /// fail-over, scheduled backups).
     pub fn leads_meta(&self) -> bool {
-        self.meta.as_ref().is_some_and(|m| m.leads())
+        self.meta.get().is_some_and(|m| m.leads())
     }
 
     /// Where other nodes reach this one's Flight server: `--advertise-rpc`, or where it
@@ -177,6 +178,8 @@ impl ClusterNode {
     }
 
     fn publish(&self, state: MetaState) -> Arc<MetaState> {
+        self.meta_client.learn(&state);
+        meta_members::campaign_while_a_member(self, &state);
         let state = Arc::new(state);
         self.view.send_if_modified(|seen| {
             let newer = state.version > seen.version;
@@ -396,21 +399,27 @@ pub fn replica_dir_in(data_dir: &Path, group: &str) -> Option<PathBuf> {
     well_formed.then(|| data_dir.join("replicas").join(group))
 }
 
-/// Opens this node's member of the meta group (the lowest-numbered meta peer initialises a
-/// new group) and serves meta operations.
-fn start_meta_member(
-    options: &NodeOptions,
-    service: &RaftService,
-    peers: &Peers,
-) -> Result<Arc<MetaManager>> {
+/// The meta group's founding members, if this node is the one to initialise a new group
+/// (the lowest-numbered meta peer).
+fn founding_members(options: &NodeOptions) -> Option<BTreeMap<NodeId, BasicNode>> {
     let first = options.meta_peers.keys().next().copied();
-    let initial = (first == Some(options.id)).then(|| {
+    (options.meta && first == Some(options.id)).then(|| {
         options
             .meta_peers
             .iter()
             .map(|(id, addr)| (*id, BasicNode::new(addr)))
             .collect::<BTreeMap<_, _>>()
-    });
+    })
+}
+
+/// Opens this node's member of the meta group (`initial`: the founding members, to
+/// initialise a new group with) and serves meta operations.
+fn start_meta_member(
+    options: &NodeOptions,
+    service: &RaftService,
+    peers: &Peers,
+    initial: Option<BTreeMap<NodeId, BasicNode>>,
+) -> Result<Arc<MetaManager>> {
     let member = LocalShard::open_member(
         &options.data_dir.join(META_GROUP),
         Some(crate::meta::meta_schema()),

@@ -44,7 +44,7 @@ pub struct Handoff {
     /// Writes hold it shared while they are proposed and committed; a hand-over holds it
     /// alone.
     gate: RwLock<()>,
-    /// Set when the node drains: the member never campaigns again (`Group::stop_campaigning`).
+    /// Set while the member must not campaign (`Group::campaigns`).
     quiet: AtomicBool,
     /// The term this member was last seen leading in, and since when (`Handoff::saw`).
     leading: Mutex<Option<(u64, Instant)>>,
@@ -84,8 +84,8 @@ impl Handoff {
         self.quiet.load(Ordering::Relaxed)
     }
 
-    pub fn set_quiet(&self) {
-        self.quiet.store(true, Ordering::Relaxed);
+    pub fn set_quiet(&self, quiet: bool) {
+        self.quiet.store(quiet, Ordering::Relaxed);
     }
 
     /// Notes that the member leads in `term` now (the nudge's watcher calls it on each tick,

@@ -230,11 +230,12 @@ impl Group {
         self.raft.trigger().elect().await.map_err(|e| e.to_string())
     }
 
-    /// The member never campaigns again (its node drains): neither openraft's timer nor the
-    /// nudge starts an election, and [`Group::campaign`] is refused.
-    pub fn stop_campaigning(&self) {
-        self.handoff.set_quiet();
-        self.raft.runtime_config().elect(false);
+    /// Whether the member may campaign. One that may not (its node drains, or it was
+    /// replaced in its group) starts no election, neither by openraft's timer nor by the
+    /// nudge, and [`Group::campaign`] is refused.
+    pub fn campaigns(&self, may: bool) {
+        self.handoff.set_quiet(!may);
+        self.raft.runtime_config().elect(may);
     }
 
     /// A leader's message (entries, a heartbeat, a snapshot chunk) reached this member.

@@ -13,8 +13,8 @@
 //! that follows them (`Heard::touch`, called by the Flight server). Only a follower is
 //! nudged: a candidate's next campaigns are openraft's (a node cut off from the others would
 //! otherwise raise its term over and over, and depose the leader it rejoins the higher).
-//! Leaders and learners never campaign, nor does a member of a draining node
-//! (`Group::stop_campaigning`).
+//! Leaders and learners never campaign, nor does a member of a draining node or a member
+//! its group replaced (`Group::campaigns`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

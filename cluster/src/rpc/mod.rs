@@ -42,8 +42,8 @@ mod tests;
 
 pub use auth::ClusterSecret;
 pub use client::{CallError, FlightNetwork, Peers};
-pub(crate) use server::hand_over;
 pub use server::{ActionHandler, RaftService, serve};
+pub(crate) use server::{hand_over, set_voters};
 
 use vecraft_storage::error::Refusal;
 use vecraft_storage::filter::Filter;

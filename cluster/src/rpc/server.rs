@@ -416,7 +416,10 @@ async fn may_read(member: &LocalShard, read: Consistency, min_applied: u64) -> R
 
 /// Makes `voters` the group's voting members: new ones join as learners and catch up (log
 /// or snapshot) first, then one membership change swaps the set.
-async fn set_voters(raft: &Raft<TypeConfig>, voters: BTreeMap<NodeId, String>) -> Reply<()> {
+pub(crate) async fn set_voters(
+    raft: &Raft<TypeConfig>,
+    voters: BTreeMap<NodeId, String>,
+) -> Reply<()> {
     let leader_only = |e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>| match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
             Failure::NotLeader(f.leader_id)

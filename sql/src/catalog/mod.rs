@@ -152,16 +152,22 @@ impl Catalog {
     }
 
     /// The cluster's nodes as the metadata lists them: id, Flight address, SQL address,
-    /// whether it keeps replicas. A single node lists itself alone.
-    pub fn nodes(&self) -> Vec<(u64, Option<String>, Option<String>, bool)> {
+    /// whether it keeps replicas, whether it is a member of the meta group. A single node
+    /// lists itself alone.
+    pub fn nodes(&self) -> Vec<(u64, Option<String>, Option<String>, bool, bool)> {
         match &self.backend {
-            Backend::Local { .. } => vec![(1, None, None, true)],
-            Backend::Cluster { node, .. } => node
-                .view()
-                .nodes
-                .iter()
-                .map(|(id, n)| (*id, Some(n.rpc.clone()), n.sql.clone(), n.storage))
-                .collect(),
+            Backend::Local { .. } => vec![(1, None, None, true, true)],
+            Backend::Cluster { node, .. } => {
+                let meta = node.meta_members();
+                node.view()
+                    .nodes
+                    .iter()
+                    .map(|(id, n)| {
+                        let (rpc, sql) = (Some(n.rpc.clone()), n.sql.clone());
+                        (*id, rpc, sql, n.storage, meta.contains(id))
+                    })
+                    .collect()
+            }
         }
     }
 

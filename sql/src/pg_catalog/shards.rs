@@ -214,6 +214,7 @@ pub fn vecraft_nodes(catalog: &Catalog) -> Result<RecordBatch> {
         Arc::new(StringArray::from_iter(nodes.iter().map(|n| n.1.clone()))),
         Arc::new(StringArray::from_iter(nodes.iter().map(|n| n.2.clone()))),
         Arc::new(BooleanArray::from_iter(nodes.iter().map(|n| Some(n.3)))),
+        Arc::new(BooleanArray::from_iter(nodes.iter().map(|n| Some(n.4)))),
     ];
     Ok(RecordBatch::try_new(schema, columns)?)
 }
@@ -255,5 +256,6 @@ fn nodes_schema() -> SchemaRef {
         Field::new("rpc_address", DataType::Utf8, true),
         Field::new("sql_address", DataType::Utf8, true),
         Field::new("storage", DataType::Boolean, false),
+        Field::new("meta", DataType::Boolean, false),
     ]))
 }

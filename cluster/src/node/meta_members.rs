@@ -1,0 +1,201 @@
+//! Replacing a meta member lost for good, without an operator. The meta group starts as
+//! `--meta-peers`; with three members it survives one loss, and a second would stop every
+//! DDL and fail-over. So once a member has not answered for `--failover-after-ms`, the meta
+//! leader makes a spare node (a live node that is not a member, the lowest id first) a
+//! member in its place:
+//!
+//! 1. it asks the spare to open a meta member (`meta.join`); the spare keeps its files, so it
+//!    opens it again after a restart whatever its flags say (`was_made_a_member`);
+//! 2. it adds the spare as a learner, waits until it caught up, and swaps the voters
+//!    (openraft's joint consensus: the old and the new majority both agree);
+//! 3. it records the voters in the document (`MetaState::meta_members`), from which every
+//!    node's `MetaClient` learns where the meta group is now.
+//!
+//! One member is replaced at a time, and only by the leader, which itself has a quorum. A
+//! node that was replaced should not come back with its old files: it would hold a member
+//! the group no longer has. Once it reads the document it stops that member campaigning
+//! (`campaign_while_a_member`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use openraft::BasicNode;
+use tonic::Status;
+use tonic::codegen::Bytes;
+use vecraft_storage::Result;
+
+use super::{ClusterNode, balance, failover, start_meta_member};
+use crate::meta::{META_GROUP, META_JOIN, MetaManager, MetaOp, MetaState};
+use crate::raft::NodeId;
+use crate::rpc::{ActionHandler, Failure};
+
+/// How long a spare may take to open its meta member.
+const JOIN_TTL: Duration = Duration::from_secs(60);
+
+/// Whether this node holds the files of a meta member (it was made one, or has the role).
+pub(super) fn was_made_a_member(data_dir: &Path) -> bool {
+    data_dir.join(META_GROUP).join("log").exists()
+}
+
+impl ClusterNode {
+    /// Opens this node's meta member (once; `initial` founds a new group), serves meta
+    /// operations, and runs the meta leader's chores (fail-over, balancing) whenever it
+    /// leads.
+    pub(super) fn join_meta(
+        self: &Arc<Self>,
+        initial: Option<BTreeMap<NodeId, BasicNode>>,
+    ) -> Result<()> {
+        let _turn = self.joining_meta.lock();
+        if self.meta.get().is_some() {
+            return Ok(());
+        }
+        let manager = start_meta_member(&self.options, &self.service, &self.peers, initial)?;
+        let _ = self.meta.set(Arc::clone(&manager));
+        crate::raft::spawn(failover::run(Arc::clone(self), Arc::clone(&manager)));
+        crate::raft::spawn(balance::run(Arc::clone(self), manager));
+        Ok(())
+    }
+
+    /// The meta group's members as this node knows them.
+    pub fn meta_members(&self) -> BTreeSet<NodeId> {
+        self.meta_client.members().into_keys().collect()
+    }
+}
+
+/// A meta member the group replaced (its node came back with its old files) must not
+/// campaign: its log may look current to the members it still knows, and winning would
+/// depose the group's real leader. It may again once the document names it (a spare joining
+/// is a voter a moment before the document says so).
+pub(super) fn campaign_while_a_member(node: &ClusterNode, state: &MetaState) {
+    let Some(manager) = node.meta.get() else {
+        return;
+    };
+    if node.draining() {
+        return;
+    }
+    let id = node.options.id;
+    let member = state.meta_members.is_empty() || state.meta_members.contains(&id);
+    manager.member().group().campaigns(member);
+}
+
+/// Answers `meta.join`: the meta leader asks this node to become a member.
+pub(super) fn serve_joins(node: &Arc<ClusterNode>) {
+    node.service
+        .handle(META_JOIN, Arc::new(JoinHandler(Arc::downgrade(node))));
+}
+
+struct JoinHandler(Weak<ClusterNode>);
+
+impl ActionHandler for JoinHandler {
+    fn handle(&self, _body: Bytes) -> BoxFuture<'static, std::result::Result<Bytes, Status>> {
+        let node = self.0.upgrade();
+        Box::pin(async move {
+            let reply: std::result::Result<(), Failure> = match node {
+                Some(node) if !node.draining() => {
+                    let joined = tokio::task::spawn_blocking(move || node.join_meta(None)).await;
+                    match joined {
+                        Ok(joined) => joined.map_err(|e| Failure::Unavailable(e.to_string())),
+                        Err(e) => Err(Failure::Unavailable(e.to_string())),
+                    }
+                }
+                _ => Err(Failure::Unavailable("the node is stopping".into())),
+            };
+            let bytes = postcard::to_stdvec(&reply).map_err(|e| Status::internal(e.to_string()))?;
+            Ok(Bytes::from(bytes))
+        })
+    }
+}
+
+/// What the fail-over manager's pings tell.
+pub(super) struct Seen {
+    /// When each node last answered.
+    pub at: HashMap<NodeId, Instant>,
+    /// Since when this member leads: no node is judged on less.
+    pub since: Instant,
+    /// A node that answered this recently is alive.
+    pub alive_within: Duration,
+}
+
+impl Seen {
+    fn lost(&self, id: NodeId, after: Duration) -> bool {
+        let at = self.at.get(&id).copied().unwrap_or(self.since);
+        at.max(self.since).elapsed() > after
+    }
+
+    fn alive(&self, id: NodeId) -> bool {
+        self.at
+            .get(&id)
+            .is_some_and(|at| at.elapsed() <= self.alive_within)
+    }
+}
+
+/// On the meta leader: replaces one voter that has not answered for `failover_after` with a
+/// spare, if there is one.
+pub(super) async fn replace_lost(
+    node: &ClusterNode,
+    manager: &MetaManager,
+    state: &MetaState,
+    seen: &Seen,
+) {
+    let voters: BTreeSet<NodeId> = manager
+        .member()
+        .group_status()
+        .voter_ids
+        .into_iter()
+        .collect();
+    // A member never registered (still starting) is not judged.
+    let lost = voters
+        .iter()
+        .copied()
+        .filter(|id| state.nodes.contains_key(id))
+        .find(|id| seen.lost(*id, node.options.failover_after));
+    let spare = state
+        .nodes
+        .keys()
+        .copied()
+        .find(|id| !voters.contains(id) && seen.alive(*id));
+    let (Some(lost), Some(spare)) = (lost, spare) else {
+        return;
+    };
+    eprintln!("vecraft: meta member node {lost} is down; node {spare} replaces it");
+    match replace(node, manager, state, &voters, lost, spare).await {
+        Ok(members) => eprintln!("vecraft: the meta group's members are now {members:?}"),
+        Err(e) => eprintln!("vecraft: meta member node {lost} not replaced yet: {e}"),
+    }
+}
+
+async fn replace(
+    node: &ClusterNode,
+    manager: &MetaManager,
+    state: &MetaState,
+    voters: &BTreeSet<NodeId>,
+    lost: NodeId,
+    spare: NodeId,
+) -> std::result::Result<BTreeSet<NodeId>, String> {
+    let addr = |id: NodeId| state.addr(id).map(str::to_string);
+    let spare_addr = addr(spare).ok_or("the spare has no address")?;
+    let joined = node
+        .peers
+        .call::<_, std::result::Result<(), Failure>>(&spare_addr, META_JOIN, &(), JOIN_TTL)
+        .await
+        .map_err(|e| format!("node {spare} did not answer: {e}"))?;
+    joined.map_err(|e| format!("node {spare} cannot join: {e}"))?;
+    let mut members: BTreeMap<NodeId, String> = BTreeMap::new();
+    for id in voters.iter().copied().filter(|id| *id != lost) {
+        members.insert(id, addr(id).ok_or(format!("node {id} has no address"))?);
+    }
+    members.insert(spare, spare_addr);
+    let raft = manager.member().group().raft();
+    crate::rpc::set_voters(raft, members.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let members: BTreeSet<NodeId> = members.into_keys().collect();
+    let op = MetaOp::SetMetaMembers {
+        members: members.clone(),
+    };
+    manager.apply(op).await.map_err(|e| e.to_string())?;
+    Ok(members)
+}
