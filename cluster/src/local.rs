@@ -27,7 +27,7 @@ use vecraft_storage::shard::{
 use crate::batch::{Batcher, Propose};
 use crate::raft::{Group, GroupStatus, NodeId, Spool};
 use crate::read::Consistency;
-use crate::rpc::{FlightNetwork, GroupId, Peers};
+use crate::rpc::{FlightNetwork, GroupId, Peers, Silence};
 use crate::shard_handle::{ShardHandle, ShardStatus};
 
 pub struct LocalShard {
@@ -43,6 +43,9 @@ pub struct LocalShard {
     /// A cluster's member: its group's id and the node's peers (a hand-over calls the
     /// follower it picked). `None` on a single node.
     peers: Option<(GroupId, Peers)>,
+    /// On while the member, a leader cut off from its quorum, stands aside
+    /// (`rpc/step_aside.rs`).
+    silence: Silence,
 }
 
 impl LocalShard {
@@ -57,6 +60,7 @@ impl LocalShard {
             group,
             closed: RwLock::new(false),
             peers: None,
+            silence: Silence::default(),
         })
     }
 
@@ -80,8 +84,16 @@ impl LocalShard {
         let (log, shard) = LocalShard::open_parts(dir, schema, opts)?;
         // Snapshots a crash interrupted (the log's lock is held: no transfer is running).
         Spool::clear(dir).map_err(|e| vecraft_storage::Error::io("clear spools in", dir, e))?;
-        let network = FlightNetwork::new(group_id.clone(), peers.clone());
+        let silence = Silence::default();
+        let network = FlightNetwork::new(group_id.clone(), peers.clone(), silence.clone());
         let group = Group::start_member(dir, log, Arc::clone(&shard), id, network, initial)?;
+        crate::rpc::stand_aside_when_cut_off(
+            group.raft().clone(),
+            silence.clone(),
+            peers.clone(),
+            group_id.clone(),
+            id,
+        );
         Ok(LocalShard {
             dir: dir.to_path_buf(),
             shard,
@@ -89,6 +101,7 @@ impl LocalShard {
             group,
             closed: RwLock::new(false),
             peers: Some((group_id, peers)),
+            silence,
         })
     }
 
@@ -111,6 +124,12 @@ impl LocalShard {
 
     pub fn shard(&self) -> &Arc<Shard> {
         &self.shard
+    }
+
+    /// Whether the member, a leader cut off from its quorum, stands aside: it takes no
+    /// writes, and another member is being elected.
+    pub fn stands_aside(&self) -> bool {
+        self.silence.is_on()
     }
 
     /// The group's id and the node's peers, for a member of a cluster's group.

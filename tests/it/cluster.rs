@@ -139,7 +139,7 @@ impl Cluster {
     pub(super) async fn terminate(
         &mut self,
         id: u64,
-    ) -> (std::process::ExitStatus, Duration, bool) {
+    ) -> (std::process::ExitStatus, Duration, Vec<String>) {
         let sent = Instant::now();
         self.signal(id, libc::SIGTERM);
         let mut node = self.nodes[id as usize - 1].take().expect("running");
@@ -154,13 +154,8 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(20)).await; // pace the checks
         };
         let took = sent.elapsed();
-        let drained = node
-            .log
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("drained in"));
-        (status, took, drained)
+        let log = node.log.lock().unwrap().clone();
+        (status, took, log)
     }
 
     /// Stops node `id` where it is (`SIGSTOP`): its connections stay open, its kernel still

@@ -360,13 +360,11 @@ async fn nemesis_loses_nothing_and_every_gateway_keeps_answering() {
                 let running = cluster.running();
                 running[rng.random_range(0..running.len())]
             }
-            // Never a meta member: replacing one is not automatic yet.
-            Fault::Loss => *cluster
-                .running()
-                .iter()
-                .filter(|id| **id > 3)
-                .last()
-                .unwrap(),
+            // Any node, a meta member too: a spare takes its place (`cluster/meta.rs`).
+            Fault::Loss => {
+                let running = cluster.running();
+                running[rng.random_range(0..running.len())]
+            }
             _ => leader,
         };
         let at = inflict(&mut cluster, fault, node).await;

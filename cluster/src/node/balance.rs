@@ -8,6 +8,7 @@
 //! before: a leader that has just won refuses to vote for another within its lease, and a
 //! group in the middle of an election is better left to finish it. At most `MOVES_PER_ROUND`
 //! hand-overs run at once; each stops its shard's writes for about an election's round trip.
+//! A round that moved no leadership may move a replica (`spread.rs`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -17,15 +18,14 @@ use super::ClusterNode;
 use super::failover::leader_status;
 use crate::meta::{MetaManager, MetaState, ShardMeta};
 use crate::raft::NodeId;
-use crate::rpc::{Failure, GroupId, HAND_OVER, PING};
+use crate::rpc::{Failure, GroupId, HAND_OVER};
 
 const ROUND_EVERY: Duration = Duration::from_secs(5);
 const MOVES_PER_ROUND: usize = 8;
-const PING_TTL: Duration = Duration::from_millis(500);
 /// A hand-over's longest run: writes in flight, the follower's catch-up, the election.
 const HAND_OVER_TTL: Duration = Duration::from_secs(10);
 
-/// One shard's leader as a round read it.
+/// One shard's leader and voters as a round read them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Led {
     pub group: GroupId,
@@ -65,6 +65,12 @@ pub(super) async fn run(node: Arc<ClusterNode>, manager: Arc<MetaManager>) {
         let moves = plan(&led, &stable, &live, MOVES_PER_ROUND);
         let handed = moves.iter().map(|m| hand_over(&node, &state, m));
         futures::future::join_all(handed).await;
+        // Replicas next, on what this round read (a move waits for a settled cluster).
+        if moves.is_empty()
+            && let Some(shift) = super::spread::plan(&state, &led, &live)
+        {
+            super::spread::apply(&manager, shift).await;
+        }
     }
 }
 
@@ -111,18 +117,15 @@ pub(super) fn plan(
     moves
 }
 
-/// The storage nodes that answer a ping now.
+/// The storage nodes that answer a ping now and do not drain.
 async fn live_storage_nodes(node: &ClusterNode, state: &MetaState) -> BTreeSet<NodeId> {
     let pings = state
         .nodes
         .iter()
         .filter(|(_, info)| info.storage)
         .map(|(id, info)| async move {
-            let answered = node
-                .peers
-                .call::<_, ()>(&info.rpc, PING, &(), PING_TTL)
-                .await;
-            answered.is_ok().then_some(*id)
+            let pong = crate::rpc::ping(&node.peers, &info.rpc).await;
+            pong.is_some_and(|p| !p.draining).then_some(*id)
         });
     let answered = futures::future::join_all(pings).await;
     answered.into_iter().flatten().collect()

@@ -31,6 +31,7 @@ impl ClusterNode {
     /// follower, all groups at once; returns what became of each.
     pub async fn drain(self: &Arc<Self>) -> Vec<HandedOver> {
         self.draining.store(true, Ordering::Relaxed);
+        self.service.set_draining();
         let members: Vec<(String, Arc<LocalShard>)> = self
             .service
             .groups()
@@ -75,10 +76,9 @@ fn successor(member: &LocalShard) -> Option<NodeId> {
     if m.state != ServerState::Leader {
         return None;
     }
-    let replication = m.replication.as_ref()?;
     m.membership_config
         .membership()
         .voter_ids()
         .filter(|id| *id != m.id)
-        .max_by_key(|id| replication.get(id).copied().flatten().map(|l| l.index))
+        .max_by_key(|id| crate::raft::matched_index(&m, *id))
 }

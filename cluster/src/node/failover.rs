@@ -17,11 +17,10 @@ use parking_lot::Mutex;
 use super::{ClusterNode, meta_members};
 use crate::meta::{MetaManager, MetaOp, MetaState, ShardMeta};
 use crate::raft::NodeId;
-use crate::rpc::{Failure, GroupId, MEMBERS, PING, STATUS};
+use crate::rpc::{Failure, GroupId, MEMBERS, PING_TTL, STATUS};
 use crate::shard_handle::ShardStatus;
 
 const TICK: Duration = Duration::from_millis(500);
-const PING_TTL: Duration = Duration::from_millis(500);
 /// How long a membership change (with the new replica's catch-up) may take.
 const MEMBERS_TTL: Duration = Duration::from_secs(600);
 
@@ -86,11 +85,7 @@ pub(super) async fn run(node: Arc<ClusterNode>, manager: Arc<MetaManager>) {
 
 async fn ping(node: &ClusterNode, state: &MetaState, last_seen: &mut HashMap<NodeId, Instant>) {
     let pings = state.nodes.iter().map(|(id, info)| async move {
-        let answered = node
-            .peers
-            .call::<_, ()>(&info.rpc, PING, &(), PING_TTL)
-            .await
-            .is_ok();
+        let answered = crate::rpc::ping(&node.peers, &info.rpc).await.is_some();
         (*id, answered)
     });
     for (id, answered) in futures::future::join_all(pings).await {

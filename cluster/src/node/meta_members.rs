@@ -11,7 +11,9 @@
 //! 3. it records the voters in the document (`MetaState::meta_members`), from which every
 //!    node's `MetaClient` learns where the meta group is now.
 //!
-//! One member is replaced at a time, and only by the leader, which itself has a quorum. A
+//! One member is replaced at a time, and only by the leader; a replacement that does not
+//! finish within `REPLACE_TIMEOUT` (the spare died, the leader lost its quorum) is given up
+//! and tried again, and voters that changed without being recorded are recorded then. A
 //! node that was replaced should not come back with its old files: it would hold a member
 //! the group no longer has. Once it reads the document it stops that member campaigning
 //! (`campaign_while_a_member`).
@@ -34,6 +36,8 @@ use crate::rpc::{ActionHandler, Failure};
 
 /// How long a spare may take to open its meta member.
 const JOIN_TTL: Duration = Duration::from_secs(60);
+/// How long a whole replacement may take: the spare joins, catches up, and the voters swap.
+const REPLACE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Whether this node holds the files of a meta member (it was made one, or has the role).
 pub(super) fn was_made_a_member(data_dir: &Path) -> bool {
@@ -79,6 +83,10 @@ pub(super) fn campaign_while_a_member(node: &ClusterNode, state: &MetaState) {
     let id = node.options.id;
     let member = state.meta_members.is_empty() || state.meta_members.contains(&id);
     manager.member().group().campaigns(member);
+    // A drain that began meanwhile (after the check above) silenced the member first.
+    if node.draining() {
+        manager.member().group().campaigns(false);
+    }
 }
 
 /// Answers `meta.join`: the meta leader asks this node to become a member.
@@ -140,6 +148,9 @@ pub(super) async fn replace_lost(
     state: &MetaState,
     seen: &Seen,
 ) {
+    if record_voters(manager, state).await {
+        return;
+    }
     let voters: BTreeSet<NodeId> = manager
         .member()
         .group_status()
@@ -161,10 +172,41 @@ pub(super) async fn replace_lost(
         return;
     };
     eprintln!("vecraft: meta member node {lost} is down; node {spare} replaces it");
-    match replace(node, manager, state, &voters, lost, spare).await {
-        Ok(members) => eprintln!("vecraft: the meta group's members are now {members:?}"),
-        Err(e) => eprintln!("vecraft: meta member node {lost} not replaced yet: {e}"),
+    // A spare that dies while it joins, or a leader that loses its quorum meanwhile, would
+    // otherwise hold the replacement (and every later one) up for good.
+    let replaced = tokio::time::timeout(
+        REPLACE_TIMEOUT,
+        replace(node, manager, state, &voters, lost, spare),
+    );
+    match replaced.await {
+        Ok(Ok(members)) => eprintln!("vecraft: the meta group's members are now {members:?}"),
+        Ok(Err(e)) => eprintln!("vecraft: meta member node {lost} not replaced yet: {e}"),
+        Err(_) => eprintln!(
+            "vecraft: meta member node {lost} not replaced yet: node {spare} did not join \
+             within {REPLACE_TIMEOUT:?}"
+        ),
     }
+}
+
+/// Records the group's voters in the document where they differ from it, unless a change of
+/// members is under way: a replacement whose last step failed (or timed out) after the
+/// voters changed is recorded on the next round. Returns whether it had to.
+async fn record_voters(manager: &MetaManager, state: &MetaState) -> bool {
+    let (voters, joint) = {
+        let m = manager.member().group().raft().metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        (voters, membership.get_joint_config().len() > 1)
+    };
+    if joint || state.meta_members.is_empty() || state.meta_members == voters {
+        return false;
+    }
+    let op = MetaOp::SetMetaMembers { members: voters };
+    if let Err(e) = manager.apply(op).await {
+        eprintln!("vecraft: the meta group's members not recorded yet: {e}");
+    }
+    true
 }
 
 async fn replace(

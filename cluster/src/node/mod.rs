@@ -15,6 +15,7 @@ mod drain;
 mod failover;
 mod meta_members;
 mod replicas;
+mod spread;
 
 pub use drain::HandedOver;
 

@@ -9,7 +9,7 @@
 //!    the leader" was never proposed, so the router retries it there).
 //! 2. It waits until the follower holds its whole log, so the follower's log is at least as
 //!    long as any voter's and no vote is refused for it.
-//! 3. Where the follower needs more votes than its own and the leader's (five replicas and
+//! 3. Where the follower needs more votes than its own and the leader's (four voters and
 //!    up), the leader stops its heartbeats for a lease, so the other voters' leases expire.
 //! 4. It asks the follower to campaign (`elect`, a call the caller makes). The leader grants
 //!    the vote (its own lease on itself dates from its election), which deposes it; the
@@ -141,7 +141,7 @@ impl Handoff {
         let caught_up = raft
             .wait(Some(ms(CATCH_UP_MS)))
             .metrics(
-                |m| m.state != ServerState::Leader || matched(m, to) >= last,
+                |m| m.state != ServerState::Leader || matched_index(m, to) >= last,
                 "the follower holds the whole log",
             )
             .await
@@ -152,8 +152,9 @@ impl Handoff {
         let voters = caught_up.membership_config.membership().voter_ids().count();
         // The follower's own vote and the leader's; the rest must have let their lease go.
         let silence = voters / 2 + 1 > 2;
+        // Heartbeats come back however this ends, the caller giving up included.
+        let _heartbeats = silence.then(|| Hushed::new(raft));
         if silence {
-            raft.runtime_config().heartbeat(false);
             tokio::time::sleep(ms(LEASE_MS)).await;
         }
         let elected = async {
@@ -168,15 +169,31 @@ impl Handoff {
                 .map_err(|_| failed(&format!("node {to} did not win its campaign in time")))
         }
         .await;
-        if silence {
-            raft.runtime_config().heartbeat(true);
-        }
         elected
     }
 }
 
-/// The last log index the leader knows `to` holds.
-fn matched(m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>, to: NodeId) -> u64 {
+/// A leader's heartbeats, off while this lives.
+struct Hushed<'a>(&'a Raft<TypeConfig>);
+
+impl<'a> Hushed<'a> {
+    fn new(raft: &'a Raft<TypeConfig>) -> Hushed<'a> {
+        raft.runtime_config().heartbeat(false);
+        Hushed(raft)
+    }
+}
+
+impl Drop for Hushed<'_> {
+    fn drop(&mut self) {
+        self.0.runtime_config().heartbeat(true);
+    }
+}
+
+/// The last log index a leader knows member `to` holds (0 for none, or if it does not lead).
+pub(crate) fn matched_index(
+    m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>,
+    to: NodeId,
+) -> u64 {
     let replication = m.replication.as_ref();
     let at = replication.and_then(|r| r.get(&to)).copied().flatten();
     at.map_or(0, |id| id.index)

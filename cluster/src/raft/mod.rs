@@ -38,6 +38,7 @@ use vecraft_storage::log::{Log, MAX_PAYLOAD_SIZE_BYTES};
 use vecraft_storage::shard::{Applied, Shard};
 use vecraft_storage::{Error, Result};
 
+pub(crate) use handoff::matched_index;
 pub use handoff::{HandoffError, WritePass};
 pub use snapshot_data::{SnapshotData, Spool};
 
@@ -221,11 +222,18 @@ impl Group {
         self.handoff.hand_over(&self.raft, to, elect).await
     }
 
-    /// Asks this member to campaign now (a leader handing its leadership over asks so). A
-    /// member of a draining node, a leader or a learner does nothing.
-    pub async fn campaign(&self) -> std::result::Result<(), String> {
+    /// Asks this member to campaign now: the leader of `term` asks so, handing its
+    /// leadership over or standing aside. A member that saw a later term (another leader was
+    /// elected since), one that may not campaign, a leader or a learner does nothing.
+    pub async fn campaign(&self, term: u64) -> std::result::Result<(), String> {
         if self.handoff.quiet() {
-            return Err("the node is draining".into());
+            return Err(
+                "the member does not campaign (its node drains, or it was replaced)".into(),
+            );
+        }
+        let now = self.raft.metrics().borrow().current_term;
+        if now > term {
+            return Err(format!("the group is in term {now} already, past {term}"));
         }
         self.raft.trigger().elect().await.map_err(|e| e.to_string())
     }
@@ -428,7 +436,7 @@ impl Drop for Group {
 }
 
 /// The longest election timeout, which is also a voter's lease on its leader.
-const ELECTION_TIMEOUT_MAX_MS: u64 = 800;
+pub(crate) const ELECTION_TIMEOUT_MAX_MS: u64 = 800;
 
 fn config() -> Arc<Config> {
     let config = Config {

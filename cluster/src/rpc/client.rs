@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
@@ -307,11 +308,32 @@ async fn call<B: Serialize + ?Sized, R: DeserializeOwned>(
 pub struct FlightNetwork {
     group: GroupId,
     peers: Peers,
+    silence: Silence,
 }
 
 impl FlightNetwork {
-    pub fn new(group: GroupId, peers: Peers) -> FlightNetwork {
-        FlightNetwork { group, peers }
+    /// The group's network; while `silence` is on, it sends its members no entries.
+    pub fn new(group: GroupId, peers: Peers, silence: Silence) -> FlightNetwork {
+        FlightNetwork {
+            group,
+            peers,
+            silence,
+        }
+    }
+}
+
+/// On while a leader that heard from no quorum stands aside (`step_aside.rs`): its group's
+/// network then sends no entries, heartbeats or snapshots, so its followers' leases run out.
+#[derive(Clone, Debug, Default)]
+pub struct Silence(Arc<AtomicBool>);
+
+impl Silence {
+    pub fn set(&self, on: bool) {
+        self.0.store(on, Ordering::Relaxed);
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
@@ -321,6 +343,7 @@ pub struct Link {
     target: NodeId,
     addr: String,
     peers: Peers,
+    silence: Silence,
 }
 
 impl RaftNetworkFactory<TypeConfig> for FlightNetwork {
@@ -332,6 +355,7 @@ impl RaftNetworkFactory<TypeConfig> for FlightNetwork {
             target,
             addr: node.addr.clone(),
             peers: self.peers.clone(),
+            silence: self.silence.clone(),
         }
     }
 }
@@ -387,6 +411,9 @@ impl Link {
     }
 }
 
+/// Why a leader standing aside sent nothing (openraft backs off and tries again later).
+const STANDS_ASIDE: &str = "this leader heard from no quorum and stands aside";
+
 struct Missing;
 
 impl std::fmt::Display for Missing {
@@ -413,6 +440,11 @@ impl RaftNetwork<TypeConfig> for Link {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        if self.silence.is_on() {
+            return Err(RPCError::Unreachable(Unreachable::new(&Text(
+                STANDS_ASIDE.into(),
+            ))));
+        }
         self.raft_call(APPEND, rpc, RPCTypes::AppendEntries, option)
             .await
     }
@@ -432,6 +464,10 @@ impl RaftNetwork<TypeConfig> for Link {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        if self.silence.is_on() {
+            let why = Text(STANDS_ASIDE.into());
+            return Err(StreamingError::Unreachable(Unreachable::new(&why)));
+        }
         let ttl = option.hard_ttl();
         let data = snapshot.snapshot;
         let write =

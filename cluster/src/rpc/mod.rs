@@ -17,8 +17,8 @@
 //! | `shard.checkpoint` | `group` | `Result<u64, Failure>` |
 //! | `shard.members` | `(group, voters: node → address)` | `Result<(), Failure>` (leader only) |
 //! | `shard.hand_over` | `(group, to: node)` | `Result<leader after, Failure>` (leader only; `raft/handoff.rs`) |
-//! | `shard.elect` | `group` | `Result<(), Failure>`: the member campaigns (a leader handing over asks) |
-//! | `node.ping` | `()` | `()` |
+//! | `shard.elect` | `(group, term)` | `Result<(), Failure>`: the member campaigns unless it saw a later term (the leader of `term` asks: `raft/handoff.rs`, `step_aside.rs`) |
+//! | `node.ping` | `()` | `Pong`: the node answers, and whether it drains |
 //! | others (`meta.*`) | handled by whoever registered them (`RaftService::handle`) | |
 //!
 //! Every call carries the cluster's secret (`auth.rs`); a call without it is refused before
@@ -37,13 +37,17 @@ mod server;
 mod snapshot_check;
 mod snapshot_push;
 mod snapshot_stream;
+mod step_aside;
 #[cfg(test)]
 mod tests;
 
 pub use auth::ClusterSecret;
-pub use client::{CallError, FlightNetwork, Peers};
+pub use client::{CallError, FlightNetwork, Peers, Silence};
 pub use server::{ActionHandler, RaftService, serve};
 pub(crate) use server::{hand_over, set_voters};
+pub(crate) use step_aside::stand_aside_when_cut_off;
+
+use std::time::Duration;
 
 use vecraft_storage::error::Refusal;
 use vecraft_storage::filter::Filter;
@@ -64,6 +68,21 @@ pub const MEMBERS: &str = "shard.members";
 pub const HAND_OVER: &str = "shard.hand_over";
 pub const ELECT: &str = "shard.elect";
 pub const PING: &str = "node.ping";
+
+/// How long a ping may take: a node that answers no sooner counts as gone.
+pub(crate) const PING_TTL: Duration = Duration::from_millis(500);
+
+/// A node's answer to `node.ping`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Pong {
+    /// The node drains: it takes no leadership and is about to stop.
+    pub draining: bool,
+}
+
+/// Pings the node at `addr`; its answer, or `None` if it gave none within `PING_TTL`.
+pub(crate) async fn ping(peers: &Peers, addr: &str) -> Option<Pong> {
+    peers.call::<_, Pong>(addr, PING, &(), PING_TTL).await.ok()
+}
 
 /// The largest message either side accepts: a snapshot travels as one, for now.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 1 << 30;

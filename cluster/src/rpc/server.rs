@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
@@ -31,7 +32,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::auth::ClusterSecret;
 use super::{
-    APPEND, CHECKPOINT, ELECT, Failure, GroupId, HAND_OVER, MAX_MESSAGE_BYTES, MEMBERS, PING,
+    APPEND, CHECKPOINT, ELECT, Failure, GroupId, HAND_OVER, MAX_MESSAGE_BYTES, MEMBERS, PING, Pong,
     ReadKind, ReadTicket, STATUS, VOTE, WRITE,
 };
 use vecraft_storage::error::Refusal;
@@ -54,6 +55,8 @@ pub struct RaftService {
     groups: Arc<RwLock<HashMap<GroupId, Arc<LocalShard>>>>,
     handlers: Arc<RwLock<HashMap<String, Arc<dyn ActionHandler>>>>,
     serving: Arc<Serving>,
+    /// Set once the node drains; its pings say so.
+    draining: Arc<AtomicBool>,
 }
 
 /// Stops the server on its way out of a drain (`RaftService::stop_serving`).
@@ -98,6 +101,11 @@ impl RaftService {
     pub async fn stop_serving(&self) {
         self.serving.stop.send_replace(true);
         let _ = self.serving.stopped.subscribe().wait_for(|s| *s).await;
+    }
+
+    /// Makes the node's pings say that it drains (`Pong`).
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
     }
 
     /// Hands action `kind` to `handler`.
@@ -208,18 +216,20 @@ impl RaftService {
                 encode(&reply)
             }
             ELECT => {
-                let group: GroupId = decode(&action.body)?;
+                let (group, term): (GroupId, u64) = decode(&action.body)?;
                 let reply: Reply<()> = match self.member(&group) {
                     Some(member) => member
                         .group()
-                        .campaign()
+                        .campaign(term)
                         .await
                         .map_err(Failure::Unavailable),
                     None => Err(Failure::NoGroup),
                 };
                 encode(&reply)
             }
-            PING => encode(&()),
+            PING => encode(&Pong {
+                draining: self.draining.load(Ordering::Relaxed),
+            }),
             other => {
                 let handler = self.handlers.read().get(other).cloned();
                 match handler {
@@ -246,7 +256,7 @@ async fn write(member: &LocalShard, command: Vec<u8>) -> Reply<(Applied, u64)> {
     let _pass = member.group().write_pass().await;
     let raft = member.group().raft();
     let leading = raft.metrics().borrow().state == ServerState::Leader;
-    if leading && cut_off(&raft.metrics().borrow()) {
+    if leading && (member.stands_aside() || cut_off(&raft.metrics().borrow())) {
         // Not proposed, so surely not applied: the router tries the other replicas until
         // one leads, or this one hears from its quorum again.
         return Err(Failure::NotLeader(None));
@@ -299,9 +309,10 @@ pub(crate) async fn hand_over(member: &LocalShard, to: NodeId) -> Reply<NodeId> 
     let Some(addr) = addr else {
         return Err(Failure::Unavailable(format!("node {to} is not a member")));
     };
+    let term = member.group().raft().metrics().borrow().current_term;
     let elect = async {
         let reply = peers
-            .call::<_, Reply<()>>(&addr, ELECT, group, ELECT_TTL)
+            .call::<_, Reply<()>>(&addr, ELECT, &(group, term), ELECT_TTL)
             .await
             .map_err(|e| format!("node {to} was not asked to campaign: {e}"))?;
         reply.map_err(|e| format!("node {to} does not campaign: {e}"))
@@ -383,8 +394,8 @@ async fn applied_own_log(raft: &Raft<TypeConfig>) -> Reply<()> {
 }
 
 /// Whether a leader has heard from no quorum for `LEADER_CUT_OFF_MS`. One that only cannot
-/// hear its followers (they hear it, so they elect no other) stays so until the cut heals:
-/// openraft 0.9 does not step down without a quorum.
+/// hear its followers (they hear it) stands aside before that (`step_aside.rs`), so that
+/// they elect another; it leads in name until a higher term reaches it.
 fn cut_off(m: &openraft::RaftMetrics<NodeId, BasicNode>) -> bool {
     m.millis_since_quorum_ack
         .is_some_and(|ms| ms > LEADER_CUT_OFF_MS)

@@ -1,6 +1,7 @@
 //! Operations a cluster goes through while it serves: a rolling restart (each node in turn
 //! sent SIGTERM, which drains it, then started again) under steady writes and reads, and a
-//! killed node that returns getting its share of shard leaderships back from the balancer.
+//! killed node that returns getting its share of shard leaderships (and, after a long
+//! absence, of replicas) back from the balancer.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -84,9 +85,12 @@ async fn a_rolling_restart_under_load_fails_no_statement() {
 
     for id in 1..=3u64 {
         gateways.lock().unwrap()[id as usize - 1] = None;
-        let (status, took, drained) = cluster.terminate(id).await;
+        let (status, took, log) = cluster.terminate(id).await;
         assert!(status.success(), "node {id} exits cleanly: {status:?}");
-        assert!(drained, "node {id} said it drained");
+        let said = |what: &str| log.iter().filter(|l| l.contains(what)).count();
+        assert_eq!(said("drained in"), 1, "node {id} said it drained: {log:#?}");
+        // Each leadership it held went to the follower it picked, none stayed behind.
+        assert_eq!(said("was not handed over"), 0, "{log:#?}");
         eprintln!("node {id}: SIGTERM to exit in {took:?}");
         progressed(acked_total.load(Ordering::Relaxed)).await;
         cluster.restart(id);
@@ -304,4 +308,57 @@ async fn a_killed_node_that_returns_gets_its_share_of_leaderships() {
         last.len() == 3 && last.values().all(|n| *n <= share),
         "within a minute no node leads more than {share} of {SHARDS} shards: {last:?}"
     );
+}
+
+/// A node away for longer than `--failover-after-ms` has its replicas rebuilt on the others;
+/// when it returns, the balancer moves replicas back to it, one a round, until every node
+/// holds its share, and no row is lost on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_returns_after_its_replicas_were_rebuilt_gets_its_share_back() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::start(4, 3_000).joined().await;
+    // 4 shards of 3 replicas on 4 nodes: 3 each.
+    let client = cluster
+        .created("kv (id bigint PRIMARY KEY, v vector(2)) WITH (shards = 4, replicas = 3)")
+        .await;
+    client
+        .batch_execute(&insert("kv", 0..200, 2))
+        .await
+        .unwrap();
+    let held = async |client: &Client| -> BTreeMap<u64, usize> {
+        let sql = "SELECT nodes FROM vecraft_shards WHERE collection = 'kv'";
+        let mut held = BTreeMap::new();
+        for row in rows(client, sql).await {
+            for node in row[0].as_deref().unwrap_or("").split(',') {
+                *held.entry(node.parse().unwrap()).or_default() += 1;
+            }
+        }
+        held
+    };
+    assert_eq!(held(&client).await.values().sum::<usize>(), 12);
+    cluster.kill(4);
+    wait_until(
+        "node 4's replicas to be rebuilt on nodes 1 to 3",
+        async || {
+            let held = held(&client).await;
+            held.values().sum::<usize>() == 12 && !held.contains_key(&4)
+        },
+    )
+    .await;
+
+    cluster.restart(4);
+    let returned = Instant::now();
+    let even = BTreeMap::from([(1, 3), (2, 3), (3, 3), (4, 3)]);
+    let mut last = BTreeMap::new();
+    while returned.elapsed() < Duration::from_secs(90) && last != even {
+        last = held(&client).await;
+        tokio::time::sleep(Duration::from_millis(200)).await; // pace the reads
+    }
+    eprintln!(
+        "replicas balanced {:?} after node 4 returned: {last:?}",
+        returned.elapsed()
+    );
+    assert_eq!(last, even, "each node holds 3 of the 12 replicas");
+    let present = ids(&client, "SELECT id FROM kv ORDER BY id").await;
+    assert_eq!(present, (0..200).collect::<Vec<i64>>());
 }

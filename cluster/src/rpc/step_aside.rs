@@ -1,0 +1,199 @@
+//! A leader that hears from no quorum stands aside, so that the members who still hear one
+//! another elect a leader that can commit.
+//!
+//! openraft 0.9 has no check-quorum. A leader whose messages reach its followers but whose
+//! followers' answers do not reach it (a one-way cut, a half-broken link) keeps leading: its
+//! heartbeats renew the followers' leases, so they refuse every other candidate, and no write
+//! commits until the cut heals. Here a leader that has heard from no quorum for
+//! `STAND_ASIDE_AFTER_MS`:
+//!
+//! 1. goes silent (`Silence`: its network sends no entries, heartbeats or snapshots), so the
+//!    followers' leases run out; its writes are refused as "not the leader" meanwhile;
+//! 2. once they did (`LEASE_MS`), asks a follower to campaign (`shard.elect`; the leader's
+//!    own messages may still get through), the one it last knew to hold the most of its log
+//!    first, another one a lease later, and so on. The request names the leader's term, and
+//!    a follower that saw a later one (it follows the leader elected meanwhile) declines;
+//! 3. speaks again once it no longer leads: a higher term reached it, and it follows.
+//!
+//! A leader whose followers all died stands aside as well, which costs nothing: it could not
+//! commit. When they return and hear no one, they campaign, and it grants their votes.
+
+use std::time::{Duration, Instant};
+
+use openraft::{Raft, ServerState};
+
+use super::{ELECT, Failure, GroupId, Peers, Silence};
+use crate::raft::{NodeId, TypeConfig};
+
+/// How long a leader may go without a quorum's acknowledgement before it stands aside: three
+/// heartbeats, and then `CONFIRM_MS` more of the same as its process runs. A follower gives a
+/// silent leader 1.6 s or more before it campaigns on its own.
+const STAND_ASIDE_AFTER_MS: u64 = 750;
+/// A leader whose process was paused (or starved) finds its last acknowledgement old when it
+/// runs again, though its followers are there: it counts as cut off only once it has been so
+/// for this long while its watcher kept time (a heartbeat's round).
+const CONFIRM_MS: u64 = 250;
+/// A voter's lease on its leader (openraft's `election_timeout_max`), and a margin for the
+/// messages sent before the silence.
+const LEASE_MS: u64 = crate::raft::ELECTION_TIMEOUT_MAX_MS + 100;
+const CHECK_EVERY_MS: u64 = 100;
+/// How long a follower has to answer that it campaigns.
+const ELECT_TTL: Duration = Duration::from_secs(1);
+
+type Metrics = openraft::RaftMetrics<NodeId, openraft::BasicNode>;
+
+/// Watches member `node` of `group` (its core is `raft`, its network's switch `silence`) for
+/// as long as the core runs.
+pub(crate) fn stand_aside_when_cut_off(
+    raft: Raft<TypeConfig>,
+    silence: Silence,
+    peers: Peers,
+    group: GroupId,
+    node: NodeId,
+) {
+    let mut watch = Watch {
+        silence,
+        peers,
+        group,
+        node,
+        cut_off_since: None,
+        aside: None,
+    };
+    crate::raft::spawn(async move {
+        let metrics = raft.metrics();
+        let every = ms(CHECK_EVERY_MS);
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_tick = Instant::now();
+        loop {
+            tick.tick().await;
+            let late = last_tick.elapsed() > every * 3;
+            last_tick = Instant::now();
+            // A stopped core drops its metrics' sender.
+            if metrics.has_changed().is_err() {
+                watch.silence.set(false);
+                return;
+            }
+            watch.look(&metrics.borrow(), late);
+        }
+    });
+}
+
+/// One member's watch.
+struct Watch {
+    silence: Silence,
+    peers: Peers,
+    group: GroupId,
+    node: NodeId,
+    /// Since when the member, leading, has been seen cut off on every look.
+    cut_off_since: Option<Instant>,
+    /// Set while it stands aside.
+    aside: Option<Aside>,
+}
+
+impl Watch {
+    /// Looks at the member's metrics once; `late` says the look came late (the process was
+    /// paused or starved), so what it sees is not held against the leader yet.
+    fn look(&mut self, m: &Metrics, late: bool) {
+        let (group, node, term) = (&self.group, self.node, m.current_term);
+        if m.state != ServerState::Leader {
+            self.cut_off_since = None;
+            if self.aside.take().is_some() {
+                self.silence.set(false);
+                tracing::info!(group, node, term, "no longer leads: speaks again");
+            }
+            return;
+        }
+        if let Some(aside) = &mut self.aside {
+            if let Some(to) = aside.next_to_urge(m) {
+                urge(&self.peers, m, group, to);
+            }
+            return;
+        }
+        self.cut_off_since = match cut_off(m) && !late {
+            true => Some(self.cut_off_since.unwrap_or_else(Instant::now)),
+            false => None,
+        };
+        if self
+            .cut_off_since
+            .is_some_and(|since| since.elapsed() >= ms(CONFIRM_MS))
+        {
+            self.silence.set(true);
+            self.aside = Some(Aside::new());
+            let heard_ms = m.millis_since_quorum_ack;
+            tracing::warn!(
+                group,
+                node,
+                term,
+                heard_ms,
+                "the leader heard from no quorum: stands aside"
+            );
+        }
+    }
+}
+
+/// Whether a leader of more than one voter has heard from no quorum for too long.
+fn cut_off(m: &Metrics) -> bool {
+    let voters = m.membership_config.membership().voter_ids().count();
+    voters > 1
+        && m.millis_since_quorum_ack
+            .is_some_and(|ms| ms > STAND_ASIDE_AFTER_MS)
+}
+
+/// A leader standing aside: since when, and how many followers it asked to campaign.
+struct Aside {
+    since: Instant,
+    urged: u64,
+}
+
+impl Aside {
+    fn new() -> Aside {
+        Aside {
+            since: Instant::now(),
+            urged: 0,
+        }
+    }
+
+    /// The follower to ask to campaign now, if one is due: one per lease, after the first,
+    /// in the order of how much of the log the leader last knew each to hold.
+    fn next_to_urge(&mut self, m: &Metrics) -> Option<NodeId> {
+        let due_ms = LEASE_MS * (self.urged + 1);
+        if self.since.elapsed() < ms(due_ms) {
+            return None;
+        }
+        let mut followers: Vec<(u64, NodeId)> = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .filter(|id| *id != m.id)
+            .map(|id| (crate::raft::matched_index(m, id), id))
+            .collect();
+        // Most caught up first; the lower id among equals.
+        followers.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let pick = followers.get((self.urged as usize) % followers.len().max(1))?;
+        self.urged += 1;
+        Some(pick.1)
+    }
+}
+
+fn ms(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+/// Asks follower `to` to campaign, without waiting for its answer (which a one-way cut may
+/// swallow).
+fn urge(peers: &Peers, m: &Metrics, group: &GroupId, to: NodeId) {
+    let membership = m.membership_config.membership();
+    let Some(addr) = membership.get_node(&to).map(|n| n.addr.clone()) else {
+        return;
+    };
+    let (peers, group, node, term) = (peers.clone(), group.clone(), m.id, m.current_term);
+    tracing::info!(group, node, to, "asks a follower to campaign");
+    crate::raft::spawn(async move {
+        // Refused by a follower that saw a later term: another leader was elected meanwhile.
+        let body = (group, term);
+        let _ = peers
+            .call::<_, Result<(), Failure>>(&addr, ELECT, &body, ELECT_TTL)
+            .await;
+    });
+}
