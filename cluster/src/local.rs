@@ -27,7 +27,7 @@ use vecraft_storage::shard::{
 use crate::batch::{Batcher, Propose};
 use crate::raft::{Group, GroupStatus, NodeId, Spool};
 use crate::read::Consistency;
-use crate::rpc::{FlightNetwork, GroupId, Peers, Silence};
+use crate::rpc::{FlightCanvass, FlightNetwork, GroupId, Peers, Silence};
 use crate::shard_handle::{ShardHandle, ShardStatus};
 
 pub struct LocalShard {
@@ -86,7 +86,9 @@ impl LocalShard {
         Spool::clear(dir).map_err(|e| vecraft_storage::Error::io("clear spools in", dir, e))?;
         let silence = Silence::default();
         let network = FlightNetwork::new(group_id.clone(), peers.clone(), silence.clone());
-        let group = Group::start_member(dir, log, Arc::clone(&shard), id, network, initial)?;
+        let canvass = Arc::new(FlightCanvass::new(group_id.clone(), peers.clone()));
+        let group =
+            Group::start_member(dir, log, Arc::clone(&shard), id, network, canvass, initial)?;
         crate::rpc::stand_aside_when_cut_off(
             group.raft().clone(),
             silence.clone(),

@@ -45,6 +45,14 @@ pub fn stored_log_id(log: &Log, index: u64) -> Result<Option<LogId<NodeId>>, Sto
         .transpose()
 }
 
+/// The id of the log's last entry (of the last one purged, when it holds none).
+pub fn last_log_id(log: &Log) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+    match log.last_index() {
+        Some(last) => stored_log_id(log, last),
+        None => get_json(log, PURGED_ID_META),
+    }
+}
+
 /// A JSON meta value of the log.
 pub fn get_json<T: serde::de::DeserializeOwned>(
     log: &Log,
@@ -86,13 +94,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
         let last_purged_log_id: Option<LogId<NodeId>> = get_json(&self.log, PURGED_ID_META)?;
-        let last_log_id = match self.log.last_index() {
-            Some(last) => stored_log_id(&self.log, last)?,
-            None => last_purged_log_id,
-        };
         Ok(LogState {
             last_purged_log_id,
-            last_log_id,
+            last_log_id: last_log_id(&self.log)?,
         })
     }
 

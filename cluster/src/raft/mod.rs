@@ -18,6 +18,7 @@ mod handoff;
 mod log_store;
 mod network;
 mod nudge;
+mod prevote;
 mod snapshot_data;
 mod state_machine;
 #[cfg(test)]
@@ -40,6 +41,7 @@ use vecraft_storage::{Error, Result};
 
 pub(crate) use handoff::matched_index;
 pub use handoff::{HandoffError, WritePass};
+pub use prevote::{Canvass, PreVote, SharedCanvass};
 pub use snapshot_data::{SnapshotData, Spool};
 
 pub type NodeId = u64;
@@ -101,6 +103,9 @@ pub struct Group {
     dir: PathBuf,
     /// Disconnected once the log store and the state machine are both dropped.
     released: Mutex<mpsc::Receiver<()>>,
+    /// The group's log, held by openraft's log store (weakly here: a group shut down lets
+    /// go of its log's files at once), for the pre-votes' answers.
+    log: std::sync::Weak<Log>,
     /// When this member last heard from a leader (`nudge.rs`).
     heard: Arc<nudge::Heard>,
     /// The gate of its writes, and whether it campaigns (`handoff.rs`).
@@ -117,29 +122,35 @@ impl Group {
         Ok(group)
     }
 
-    /// Starts member `id` of a group whose other members are reached through `network`.
-    /// A group that is new everywhere is initialised by one member, with `initial` members;
-    /// the others pass `None` and learn the membership from the leader.
+    /// Starts member `id` of a group whose other members are reached through `network`
+    /// (and asked before it campaigns through `canvass`, `prevote.rs`). A group that is new
+    /// everywhere is initialised by one member, with `initial` members; the others pass
+    /// `None` and learn the membership from the leader.
     pub fn start_member<N: RaftNetworkFactory<TypeConfig>>(
         dir: &Path,
         log: Arc<Log>,
         shard: Arc<Shard>,
         id: NodeId,
         network: N,
+        canvass: SharedCanvass,
         initial: Option<BTreeMap<NodeId, BasicNode>>,
     ) -> Result<Group> {
         let (group, fresh) = Group::open(dir, log, shard, id, network)?;
+        // Every campaign is the nudge's (after a pre-vote), none openraft's timer's.
+        group.raft.runtime_config().elect(false);
         // Named as its directory is: the group's id, or `meta`.
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
         let name = name.unwrap_or_default();
         events::watch(&group.raft, name.clone(), id);
-        nudge::watch(
-            group.raft.clone(),
-            Arc::clone(&group.heard),
-            Arc::clone(&group.handoff),
-            name,
-            id,
-        );
+        nudge::watch(nudge::Nudge {
+            raft: group.raft.clone(),
+            log: group.log.clone(),
+            heard: Arc::clone(&group.heard),
+            handoff: Arc::clone(&group.handoff),
+            canvass,
+            group: name,
+            node: id,
+        });
         if let (true, Some(members)) = (fresh, initial) {
             let raft = group.raft.clone();
             run(async move { raft.initialize(members).await })?
@@ -166,6 +177,7 @@ impl Group {
             state_machine::StateMachine::open(Arc::clone(&log), shard, release.clone())
                 .map_err(|e| unavailable("open the shard's state machine", e))?;
         let applied_bytes = state_machine.applied_bytes();
+        let weak_log = Arc::downgrade(&log);
         let log_store = log_store::LogStore::new(log, release);
         let raft =
             run(async move { Raft::new(id, config(), network, log_store, state_machine).await })?
@@ -175,6 +187,7 @@ impl Group {
             raft,
             dir: dir.to_path_buf(),
             released: Mutex::new(released),
+            log: weak_log,
             heard: Arc::new(nudge::Heard::new()),
             handoff: Arc::default(),
         };
@@ -239,11 +252,10 @@ impl Group {
     }
 
     /// Whether the member may campaign. One that may not (its node drains, or it was
-    /// replaced in its group) starts no election, neither by openraft's timer nor by the
-    /// nudge, and [`Group::campaign`] is refused.
+    /// replaced in its group) starts no election (the nudge starts them all: openraft's
+    /// timer is off), and [`Group::campaign`] is refused. It still votes.
     pub fn campaigns(&self, may: bool) {
         self.handoff.set_quiet(!may);
-        self.raft.runtime_config().elect(may);
     }
 
     /// A leader's message (entries, a heartbeat, a snapshot chunk) reached this member.
@@ -445,10 +457,10 @@ fn config() -> Arc<Config> {
         // heartbeat interval is also openraft's deadline for one AppendEntries, so a batch of
         // entries (at most `max_payload_entries`) must cross within it.
         heartbeat_interval: 250,
-        // A follower that heard from a leader waits out its lease (election_timeout_max)
-        // and then an election timeout before it campaigns: 1.2 to 1.6 s after the last
-        // heartbeat, past four missed heartbeats (a leader slowed by a loaded machine is
-        // not deposed). Shorter (0.9 to 1.2 s) gained little over 60 nemesis faults.
+        // A voter refuses other candidates for election_timeout_max after it last heard
+        // its leader (its lease). A cluster's members campaign through the nudge, after a
+        // pre-vote, 1.0 to 1.3 s after the last word of a leader (`nudge.rs`); openraft's
+        // own timer (lease and an election timeout) serves only one-member groups.
         election_timeout_min: 400,
         election_timeout_max: ELECTION_TIMEOUT_MAX_MS,
         max_payload_entries: 64,

@@ -1,35 +1,39 @@
-//! A follower that hears nothing from a leader campaigns within `NUDGE_AFTER_MS` or a little
-//! more, whatever openraft's own timer says.
-//!
-//! openraft campaigns once a follower's lease and election timeout have passed (1.2 to 1.6 s
-//! here), but a node whose earlier campaign was refused for a shorter log waits twice the
-//! longest election timeout more before its next one, and keeps that penalty until it
-//! campaigns again, however long after. In the nemesis, a follower penalised so during an
-//! earlier fault waited 3 s after its leader was paused, while the only other follower had
-//! the shorter log and could not win: writes stopped for 3 s instead of 1.5. Triggering the
-//! election here skips the penalty; the vote itself still goes to the longer log.
+//! Starts the campaigns of a cluster's member: one that hears nothing from a leader for
+//! `FIRST_AFTER_MS` (and a random part of `FIRST_JITTER_MS`, drawn afresh each time) asks
+//! the other voters first (`prevote.rs`), and campaigns when a majority would vote for it;
+//! while no leader is heard it tries again every `RETRY_AFTER_MS` and a fresh random part of
+//! `RETRY_JITTER_MS`. openraft's own election timer is off for such members
+//! (`Group::start_member`): it draws each member's timeout once, at start, and makes a member
+//! once refused for a shorter log wait twice the longest election timeout more, until its
+//! timer (not a triggered campaign) next fires.
 //!
 //! "Heard" is any message of a leader: entries, heartbeats, snapshot chunks and the install
-//! that follows them (`Heard::touch`, called by the Flight server). Only a follower is
-//! nudged: a candidate's next campaigns are openraft's (a node cut off from the others would
-//! otherwise raise its term over and over, and depose the leader it rejoins the higher).
-//! Leaders and learners never campaign, nor does a member of a draining node or a member
-//! its group replaced (`Group::campaigns`).
+//! that follows them (`Heard::touch`, called by the Flight server). Leaders and learners never
+//! campaign, nor does a member of a draining node or a member its group replaced
+//! (`Group::campaigns`); a leader counts as hearing itself, so it says no to a pre-vote for
+//! a lease after it stops leading.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use std::sync::{Arc, Weak};
+
 use openraft::{Raft, ServerState};
+use vecraft_storage::log::Log;
 
 use super::handoff::Handoff;
+use super::prevote::{PreVote, SharedCanvass};
 use super::{NodeId, TypeConfig};
 
-/// How long a voter may go without word from a leader before it campaigns itself: past its
-/// lease and longest election timeout (1.6 s), plus a random part of `NUDGE_JITTER_MS`, so
-/// the followers of one leader do not all campaign at once and split the vote.
-const NUDGE_AFTER_MS: u64 = 1_600;
-const NUDGE_JITTER_MS: u64 = 400;
+/// The first campaign comes this long after the last word of a leader, past the voters'
+/// lease on it (800 ms; four heartbeats missed), and a random part of `FIRST_JITTER_MS`, so
+/// that the followers of one leader do not all ask at once.
+const FIRST_AFTER_MS: u64 = 1_000;
+const FIRST_JITTER_MS: u64 = 300;
+/// While still no leader is heard, the next try comes this long after the last one, and a
+/// random part of `RETRY_JITTER_MS`.
+const RETRY_AFTER_MS: u64 = 300;
+const RETRY_JITTER_MS: u64 = 400;
 /// How often the silence is checked (and a leadership noted, `Handoff::saw_leading`).
 pub(super) const CHECK_EVERY_MS: u64 = 100;
 
@@ -54,56 +58,114 @@ impl Heard {
         self.at_ms.fetch_max(now, Ordering::Relaxed);
     }
 
-    fn silent_ms(&self) -> u64 {
+    pub(super) fn silent_ms(&self) -> u64 {
         let now = self.since.elapsed().as_millis() as u64;
         now.saturating_sub(self.at_ms.load(Ordering::Relaxed))
     }
 }
 
-/// Watches member `node` of `group` until its core stops, campaigning when it has heard
-/// nothing from a leader for too long.
-pub(super) fn watch(
-    raft: Raft<TypeConfig>,
-    heard: Arc<Heard>,
-    handoff: Arc<Handoff>,
-    group: String,
-    node: NodeId,
-) {
-    let metrics = raft.metrics();
-    let patience_ms = NUDGE_AFTER_MS + rand::random_range(0..NUDGE_JITTER_MS);
+/// What the nudge of one member works with.
+pub(super) struct Nudge {
+    pub raft: Raft<TypeConfig>,
+    /// The member's log, to read its last entry's id from.
+    pub log: Weak<Log>,
+    pub heard: Arc<Heard>,
+    pub handoff: Arc<Handoff>,
+    pub canvass: SharedCanvass,
+    pub group: String,
+    pub node: NodeId,
+}
+
+/// Watches the member until its core stops, campaigning when it has heard nothing from a
+/// leader for too long and a majority would vote for it.
+pub(super) fn watch(nudge: Nudge) {
+    let metrics = nudge.raft.metrics();
     super::spawn(async move {
-        heard.touch();
+        nudge.heard.touch();
         let mut tick = tokio::time::interval(Duration::from_millis(CHECK_EVERY_MS));
+        // The silence (in ms) at which the next try is due; reset when a leader is heard.
+        let mut due_ms = first_due_ms();
+        let mut last_silent_ms = 0;
         loop {
             tick.tick().await;
             // A stopped core drops its metrics' sender.
             if metrics.has_changed().is_err() {
                 return;
             }
-            let campaigns = {
+            let (candidate, ask) = {
                 let m = metrics.borrow();
-                if m.state == ServerState::Leader {
-                    handoff.saw_leading(m.current_term);
-                }
                 let voter = m
                     .membership_config
                     .membership()
                     .voter_ids()
-                    .any(|v| v == node);
-                voter && m.state == ServerState::Follower && !handoff.quiet()
+                    .any(|v| v == nudge.node);
+                if m.state == ServerState::Leader {
+                    nudge.handoff.saw_leading(m.current_term);
+                    nudge.heard.touch();
+                }
+                let waits = m.state == ServerState::Leader || !voter || nudge.handoff.quiet();
+                let others: Vec<(NodeId, String)> = m
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .filter(|id| *id != nudge.node)
+                    .filter_map(|id| {
+                        let node = m.membership_config.membership().get_node(&id)?;
+                        Some((id, node.addr.clone()))
+                    })
+                    .collect();
+                let voters = others.len() + 1;
+                (!waits, (others, voters / 2 + 1))
             };
-            if !campaigns {
-                heard.touch();
+            let silent_ms = nudge.heard.silent_ms();
+            if silent_ms < last_silent_ms {
+                due_ms = first_due_ms(); // a leader spoke since the last look
+            }
+            last_silent_ms = silent_ms;
+            if !candidate || silent_ms < due_ms {
                 continue;
             }
-            let silent_ms = heard.silent_ms();
-            if silent_ms < patience_ms {
-                continue;
+            due_ms = silent_ms + RETRY_AFTER_MS + rand::random_range(0..RETRY_JITTER_MS);
+            let (others, majority) = ask;
+            if nudge.would_win(others, majority).await {
+                tracing::info!(
+                    group = nudge.group,
+                    node = nudge.node,
+                    silent_ms,
+                    "no word from a leader, and a majority would vote for this member: campaigning"
+                );
+                let _ = nudge.raft.trigger().elect().await;
             }
-            tracing::info!(group, node, silent_ms, "no word from a leader: campaigning");
-            // The next nudge comes no sooner than the same silence again.
-            heard.touch();
-            let _ = raft.trigger().elect().await;
         }
     });
+}
+
+fn first_due_ms() -> u64 {
+    FIRST_AFTER_MS + rand::random_range(0..FIRST_JITTER_MS)
+}
+
+impl Nudge {
+    /// Whether a majority of the voters (this member included) would vote for it now.
+    async fn would_win(&self, others: Vec<(NodeId, String)>, majority: usize) -> bool {
+        let needed = majority.saturating_sub(1);
+        if needed == 0 {
+            return true;
+        }
+        let Ok(last_log_id) = super::prevote::last_log_id(&self.log) else {
+            return false;
+        };
+        let ask = PreVote {
+            candidate: self.node,
+            last_log_id,
+        };
+        let yes = self.canvass.canvass(others, ask, needed).await;
+        if !yes {
+            tracing::debug!(
+                group = self.group,
+                node = self.node,
+                "a pre-vote found no majority"
+            );
+        }
+        yes
+    }
 }

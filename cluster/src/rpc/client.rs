@@ -29,9 +29,9 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use super::auth::ClusterSecret;
-use super::{APPEND, Failure, GroupId, MAX_MESSAGE_BYTES, ReadTicket, VOTE};
+use super::{APPEND, Failure, GroupId, MAX_MESSAGE_BYTES, PRE_VOTE, ReadTicket, VOTE};
 
-use crate::raft::{NodeId, TypeConfig};
+use crate::raft::{Canvass, NodeId, PreVote, TypeConfig};
 
 /// How long a connection to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -319,6 +319,52 @@ impl FlightNetwork {
             peers,
             silence,
         }
+    }
+}
+
+/// A group's pre-votes over Flight (`raft/prevote.rs`).
+pub struct FlightCanvass {
+    group: GroupId,
+    peers: Peers,
+}
+
+/// How long a voter has to answer a pre-vote: a shorter wait than a vote's, as a member cut
+/// off from the others asks again soon anyway.
+const PRE_VOTE_TTL: Duration = Duration::from_millis(500);
+
+impl FlightCanvass {
+    pub fn new(group: GroupId, peers: Peers) -> FlightCanvass {
+        FlightCanvass { group, peers }
+    }
+}
+
+impl Canvass for FlightCanvass {
+    fn canvass(
+        &self,
+        voters: Vec<(NodeId, String)>,
+        ask: PreVote,
+        needed: usize,
+    ) -> futures::future::BoxFuture<'static, bool> {
+        let mut answers: futures::stream::FuturesUnordered<_> = voters
+            .into_iter()
+            .map(|(_, addr)| {
+                let (peers, body) = (self.peers.clone(), (self.group.clone(), ask));
+                async move {
+                    let granted = peers.call::<_, bool>(&addr, PRE_VOTE, &body, PRE_VOTE_TTL);
+                    granted.await.unwrap_or(false)
+                }
+            })
+            .collect();
+        Box::pin(async move {
+            let mut yes = 0;
+            while let Some(granted) = answers.next().await {
+                yes += usize::from(granted);
+                if yes >= needed {
+                    return true;
+                }
+            }
+            false
+        })
     }
 }
 

@@ -7,6 +7,7 @@
 //! | --- | --- | --- |
 //! | `raft.append` | `AppendEntriesRequest` | `Result<AppendEntriesResponse, RaftError>` |
 //! | `raft.vote` | `VoteRequest` | `Result<VoteResponse, RaftError>` |
+//! | `raft.pre_vote` | `PreVote` | `bool`: would vote for the asker now (`raft/prevote.rs`) |
 //!
 //! Shard and node actions, for the router, the meta manager and fail-over:
 //!
@@ -42,7 +43,7 @@ mod step_aside;
 mod tests;
 
 pub use auth::ClusterSecret;
-pub use client::{CallError, FlightNetwork, Peers, Silence};
+pub use client::{CallError, FlightCanvass, FlightNetwork, Peers, Silence};
 pub use server::{ActionHandler, RaftService, serve};
 pub(crate) use server::{hand_over, set_voters};
 pub(crate) use step_aside::stand_aside_when_cut_off;
@@ -61,6 +62,7 @@ pub type GroupId = String;
 
 pub(crate) const APPEND: &str = "raft.append";
 pub(crate) const VOTE: &str = "raft.vote";
+pub(crate) const PRE_VOTE: &str = "raft.pre_vote";
 pub const WRITE: &str = "shard.write";
 pub const STATUS: &str = "shard.status";
 pub const CHECKPOINT: &str = "shard.checkpoint";

@@ -32,14 +32,16 @@ use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::auth::ClusterSecret;
 use super::{
-    APPEND, CHECKPOINT, ELECT, Failure, GroupId, HAND_OVER, MAX_MESSAGE_BYTES, MEMBERS, PING, Pong,
-    ReadKind, ReadTicket, STATUS, VOTE, WRITE,
+    APPEND, CHECKPOINT, ELECT, Failure, GroupId, HAND_OVER, MAX_MESSAGE_BYTES, MEMBERS, PING,
+    PRE_VOTE, Pong, ReadKind, ReadTicket, STATUS, VOTE, WRITE,
 };
 use vecraft_storage::error::Refusal;
 use vecraft_storage::shard::Applied;
 
 use crate::local::LocalShard;
-use crate::raft::{HandoffError, MAX_COMMAND_BYTES, NodeId, Request as Proposal, TypeConfig};
+use crate::raft::{
+    HandoffError, MAX_COMMAND_BYTES, NodeId, PreVote, Request as Proposal, TypeConfig,
+};
 use crate::read::{BOUNDED_WAIT_MS, Consistency};
 use crate::shard_handle::ShardStatus;
 
@@ -171,6 +173,14 @@ impl RaftService {
             VOTE => {
                 let (group, rpc): (GroupId, VoteRequest<NodeId>) = decode(&action.body)?;
                 encode(&self.raft(&group)?.vote(rpc).await)
+            }
+            PRE_VOTE => {
+                let (group, ask): (GroupId, PreVote) = decode(&action.body)?;
+                let granted = match self.member(&group) {
+                    Some(member) => member.group().grants_pre_vote(ask).await,
+                    None => false,
+                };
+                encode(&granted)
             }
             WRITE => {
                 let (group, command): (GroupId, Vec<u8>) = decode(&action.body)?;

@@ -25,14 +25,15 @@ use openraft::{Raft, ServerState};
 use super::{ELECT, Failure, GroupId, Peers, Silence};
 use crate::raft::{NodeId, TypeConfig};
 
-/// How long a leader may go without a quorum's acknowledgement before it stands aside: three
-/// heartbeats, and then `CONFIRM_MS` more of the same as its process runs. A follower gives a
-/// silent leader 1.6 s or more before it campaigns on its own.
-const STAND_ASIDE_AFTER_MS: u64 = 750;
+/// How long a leader may go without a quorum's acknowledgement before it stands aside (past
+/// a heartbeat's round trip), and then `CONFIRM_MS` more of the same as its process runs:
+/// 600 ms in all, two heartbeats missed. A follower gives a silent leader 1 s or more before
+/// it campaigns on its own.
+const STAND_ASIDE_AFTER_MS: u64 = 450;
 /// A leader whose process was paused (or starved) finds its last acknowledgement old when it
 /// runs again, though its followers are there: it counts as cut off only once it has been so
-/// for this long while its watcher kept time (a heartbeat's round).
-const CONFIRM_MS: u64 = 250;
+/// for this long while its watcher kept time.
+const CONFIRM_MS: u64 = 150;
 /// A voter's lease on its leader (openraft's `election_timeout_max`), and a margin for the
 /// messages sent before the silence.
 const LEASE_MS: u64 = crate::raft::ELECTION_TIMEOUT_MAX_MS + 100;

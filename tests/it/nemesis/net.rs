@@ -46,7 +46,8 @@ impl Net {
             tasks.push(tokio::spawn(async move {
                 while let Ok((inbound, from_addr)) = listener.accept().await {
                     let from = Arc::new(AtomicU64::new(0));
-                    tokio::spawn(identify(from.clone(), from_addr.port(), port, pids.clone()));
+                    let found = (from.clone(), cuts.clone());
+                    tokio::spawn(identify(found, from_addr.port(), port, pids.clone()));
                     tokio::spawn(forward(inbound, rpc, from, to, cuts.subscribe()));
                 }
             }));
@@ -86,9 +87,11 @@ impl Drop for Net {
 
 /// Finds which node opened the connection from `port` to the forwarder at `forwarder_port`.
 /// A node connects to its peers while it starts, before the harness knows its pid: the
-/// lookup goes on until the harness does (or the connection is gone).
+/// lookup goes on until the harness does (or the connection is gone). Once found, the
+/// connection's pumps look at the cuts again (they wait on changes of `cuts`): a direction
+/// held only because its sender was unknown flows on at once, not at the next heal.
 async fn identify(
-    from: Arc<AtomicU64>,
+    (from, cuts): (Arc<AtomicU64>, watch::Sender<HashSet<(Id, Id)>>),
     port: u16,
     forwarder_port: u16,
     pids: Arc<Mutex<BTreeMap<Id, u32>>>,
@@ -98,7 +101,11 @@ async fn identify(
         let owner = tokio::task::spawn_blocking(move || owner_of(port, forwarder_port, &owners));
         match owner.await.unwrap() {
             Some(0) => {}
-            Some(id) => return from.store(id, Ordering::Relaxed),
+            Some(id) => {
+                from.store(id, Ordering::Relaxed);
+                cuts.send_modify(|_| {}); // wakes every pump to look again
+                return;
+            }
             None => return, // closed already
         }
         tokio::time::sleep(Duration::from_millis(50)).await; // until the harness knows the pid
