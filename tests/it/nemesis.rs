@@ -424,7 +424,8 @@ async fn nemesis_loses_nothing_and_every_gateway_keeps_answering() {
     assert!(checked > 0, "strong reads were made and checked");
 }
 
-/// Probes of a running gateway that failed or took longer than `limit`.
+/// Probes of a running gateway that failed or took longer than `limit`, each with when it
+/// began (wall clock, to line up with the cycles and the nodes' logs).
 fn slow_probes(history: &History, away: &[(Id, Instant, Instant)], limit: Duration) -> Vec<String> {
     let probes = history.probes.lock().unwrap();
     probes
@@ -436,7 +437,11 @@ fn slow_probes(history: &History, away: &[(Id, Instant, Instant)], limit: Durati
                 .iter()
                 .any(|(node, from, to)| *node == p.node && p.started < *to && end > *from)
         })
-        .map(|p| format!("node {}: {:?}", p.node, p.took))
+        .map(|p| {
+            let at = std::time::SystemTime::now() - p.started.elapsed();
+            let at = humantime::format_rfc3339_millis(at);
+            format!("node {} at {at}: {:?}", p.node, p.took)
+        })
         .collect()
 }
 
