@@ -124,11 +124,14 @@ impl CallError {
         }
         let text = format!("{status}");
         // Not connected, or refused by a server that stops (HTTP/2 guarantees a stream it
-        // refuses, or one past its `GoAway`, was not processed).
+        // refuses, or one past its `GoAway`, was not processed: h2 fails those, and the calls
+        // that came after the `GoAway`, with the `GoAway` itself; a stream the server took
+        // fails otherwise, if at all).
         let never_sent = (status.code() == Code::Unavailable
             && (text.contains("connect") || text.contains("Connection refused")))
             || text.contains("REFUSED_STREAM")
             || text.contains("refused stream before processing")
+            || (text.contains("kind: GoAway(") && text.contains("Remote)"))
             || canceled_before_sent(status);
         if never_sent {
             CallError::Unreachable(status.message().to_string())
