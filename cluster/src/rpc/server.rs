@@ -20,7 +20,7 @@ use futures::TryStreamExt;
 use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, Fatal, RaftError};
-use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest};
 use openraft::{BasicNode, Raft, ServerState};
 use parking_lot::RwLock;
 use serde::Serialize;
@@ -167,8 +167,12 @@ impl RaftService {
                 let (group, rpc): (GroupId, AppendEntriesRequest<TypeConfig>) =
                     decode(&action.body)?;
                 let member = self.member_or_not_found(&group)?;
-                member.group().heard_from_leader();
-                encode(&member.group().raft().append_entries(rpc).await)
+                let answer = member.group().raft().append_entries(rpc).await;
+                // A leader of an older term, deposed without knowing, is no leader to hear.
+                if !matches!(answer, Ok(AppendEntriesResponse::HigherVote(_))) {
+                    member.group().heard_from_leader();
+                }
+                encode(&answer)
             }
             VOTE => {
                 let (group, rpc): (GroupId, VoteRequest<NodeId>) = decode(&action.body)?;

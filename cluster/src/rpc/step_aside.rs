@@ -13,7 +13,9 @@
 //!    own messages may still get through), the one it last knew to hold the most of its log
 //!    first, another one a lease later, and so on. The request names the leader's term, and
 //!    a follower that saw a later one (it follows the leader elected meanwhile) declines;
-//! 3. speaks again once it no longer leads: a higher term reached it, and it follows.
+//! 3. speaks again once it no longer leads (a higher term reached it, and it follows), or
+//!    after `ASIDE_MAX_MS` in any case: a follower that was only catching up when it stood
+//!    aside cannot win without its entries, and a leader nobody replaces must not stay silent.
 //!
 //! A leader whose followers all died stands aside as well, which costs nothing: it could not
 //! commit. When they return and hear no one, they campaign, and it grants their votes.
@@ -38,6 +40,15 @@ const CONFIRM_MS: u64 = 150;
 /// messages sent before the silence.
 const LEASE_MS: u64 = crate::raft::ELECTION_TIMEOUT_MAX_MS + 100;
 const CHECK_EVERY_MS: u64 = 100;
+/// The longest a leader stands aside before it speaks again (three leases, two followers
+/// asked to campaign): where none could be elected, silence would leave the group without a
+/// leader for good. A follower that was catching up (its acknowledgements late) needs the
+/// leader's entries to become eligible; a higher term the leader has not heard of reaches
+/// it in the answers to its next messages.
+const ASIDE_MAX_MS: u64 = 3 * LEASE_MS;
+/// After it speaks again, the leader gives its followers this long to answer before it
+/// counts itself cut off anew (two heartbeats).
+const RESUME_GRACE_MS: u64 = 500;
 /// How long a follower has to answer that it campaigns.
 const ELECT_TTL: Duration = Duration::from_secs(1);
 
@@ -59,6 +70,7 @@ pub(crate) fn stand_aside_when_cut_off(
         node,
         cut_off_since: None,
         aside: None,
+        grace_until: None,
     };
     crate::raft::spawn(async move {
         let metrics = raft.metrics();
@@ -90,6 +102,8 @@ struct Watch {
     cut_off_since: Option<Instant>,
     /// Set while it stands aside.
     aside: Option<Aside>,
+    /// Until when it is not judged (it has just spoken again).
+    grace_until: Option<Instant>,
 }
 
 impl Watch {
@@ -106,9 +120,23 @@ impl Watch {
             return;
         }
         if let Some(aside) = &mut self.aside {
-            if let Some(to) = aside.next_to_urge(m) {
+            if aside.since.elapsed() >= ms(ASIDE_MAX_MS) {
+                self.aside = None;
+                self.silence.set(false);
+                self.cut_off_since = None;
+                self.grace_until = Some(Instant::now() + ms(RESUME_GRACE_MS));
+                tracing::info!(
+                    group,
+                    node,
+                    term,
+                    "no other leader was elected: speaks again"
+                );
+            } else if let Some(to) = aside.next_to_urge(m) {
                 urge(&self.peers, m, group, to);
             }
+            return;
+        }
+        if self.grace_until.is_some_and(|until| Instant::now() < until) {
             return;
         }
         self.cut_off_since = match cut_off(m) && !late {
