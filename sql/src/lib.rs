@@ -30,6 +30,7 @@ pub mod index;
 pub mod limits;
 pub mod local_settings;
 pub mod memory;
+pub mod meta_members;
 pub mod metrics;
 pub mod numeric;
 pub mod params;

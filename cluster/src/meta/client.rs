@@ -4,22 +4,37 @@
 //! until the document says a lost member was replaced (`MetaState::meta_members`); every
 //! document read teaches the client (`MetaClient::learn`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use parking_lot::RwLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use vecraft_storage::{Error, Result};
 
-use super::{META_ACTION, MetaOp, MetaReply, MetaState};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{META_ACTION, META_MEMBERS, MetaMembersChange, MetaOp, MetaReply, MetaState};
 use crate::raft::NodeId;
 use crate::rpc::{CallError, Failure, Peers};
 
 /// How long an operation may wait for a meta leader.
 const DEADLINE: Duration = Duration::from_secs(30);
 const CALL_TTL: Duration = Duration::from_secs(10);
+/// How long a change of meta members may take: a new member opens and catches up.
+const MEMBERS_TTL: Duration = Duration::from_secs(120);
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// How one kind of call to the meta group travels.
+struct Call {
+    kind: &'static str,
+    ttl: Duration,
+    /// Whether it may be sent again when its answer was lost.
+    idempotent: bool,
+    /// Whether only the leader answers it (the member that did is remembered as leading).
+    leader_only: bool,
+}
 
 pub struct MetaClient {
     peers: Peers,
@@ -27,6 +42,8 @@ pub struct MetaClient {
     members: RwLock<BTreeMap<NodeId, String>>,
     /// The member last seen leading (0: none known).
     leader: AtomicU64,
+    /// Where the next call any member may answer begins, round robin.
+    next: AtomicUsize,
 }
 
 impl MetaClient {
@@ -36,6 +53,7 @@ impl MetaClient {
             peers,
             members: RwLock::new(members),
             leader: AtomicU64::new(0),
+            next: AtomicUsize::new(0),
         }
     }
 
@@ -62,8 +80,39 @@ impl MetaClient {
 
     /// Does `op` on the meta leader (a non-strong read: on any member).
     pub async fn call(&self, op: &MetaOp) -> Result<MetaReply> {
+        let call = Call {
+            kind: META_ACTION,
+            ttl: CALL_TTL,
+            idempotent: op.idempotent(),
+            leader_only: !matches!(op, MetaOp::Read { strong: false }),
+        };
+        self.route(&call, op).await
+    }
+
+    /// Makes the meta leader add or remove a meta member (`node/meta_change.rs`); the
+    /// members after it.
+    pub async fn change_members(&self, change: MetaMembersChange) -> Result<BTreeSet<NodeId>> {
+        let call = Call {
+            kind: META_MEMBERS,
+            ttl: MEMBERS_TTL,
+            idempotent: true,
+            leader_only: true,
+        };
+        self.route(&call, &change).await
+    }
+
+    /// Sends `body` as `call` says to the member believed to lead, following "not the
+    /// leader" answers and trying the others while none answers, for up to `DEADLINE`.
+    async fn route<B: Serialize, R: DeserializeOwned>(&self, call: &Call, body: &B) -> Result<R> {
         let started = Instant::now();
         let mut target = self.leader.load(Ordering::Relaxed);
+        if !call.leader_only {
+            // Each member in turn: one the group removed (or that fell behind) answers with
+            // an old document, which the node's view ignores once it saw a newer one, and
+            // would otherwise be all a node restarted with old `--meta-peers` ever heard.
+            let ids: Vec<NodeId> = self.members().into_keys().collect();
+            target = ids[self.next.fetch_add(1, Ordering::Relaxed) % ids.len()];
+        }
         loop {
             let members = self.members();
             let ids: Vec<NodeId> = members.keys().copied().collect();
@@ -73,11 +122,11 @@ impl MetaClient {
             let addr = &members[&target];
             let reply = self
                 .peers
-                .call::<_, std::result::Result<MetaReply, Failure>>(addr, META_ACTION, op, CALL_TTL)
+                .call::<_, std::result::Result<R, Failure>>(addr, call.kind, body, call.ttl)
                 .await;
             let e = match reply {
                 Ok(Ok(reply)) => {
-                    if !matches!(op, MetaOp::Read { strong: false }) {
+                    if call.leader_only {
                         self.leader.store(target, Ordering::Relaxed);
                     }
                     return Ok(reply);
@@ -90,7 +139,7 @@ impl MetaClient {
                     continue;
                 }
                 Ok(Err(failure @ (Failure::Unavailable(_) | Failure::Stopped(_))))
-                    if !op.idempotent() =>
+                    if !call.idempotent =>
                 {
                     return Err(Error::Unavailable(format!(
                         "the meta manager failed ({failure}); the change may or may not have \
@@ -98,7 +147,7 @@ impl MetaClient {
                     )));
                 }
                 Ok(Err(failure)) => failure.to_string(),
-                Err(e @ (CallError::Lost(_) | CallError::Timeout)) if !op.idempotent() => {
+                Err(e @ (CallError::Lost(_) | CallError::Timeout)) if !call.idempotent => {
                     return Err(Error::Unavailable(format!(
                         "the meta manager did not answer ({e}); the change may or may not \
                          have been made"

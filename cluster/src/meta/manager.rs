@@ -110,7 +110,16 @@ impl MetaManager {
 
     pub async fn apply(&self, op: MetaOp) -> MetaResult {
         match op {
-            MetaOp::Read { strong: false } => self.state().map(MetaReply::State),
+            MetaOp::Read { strong: false } => {
+                let state = self.state()?;
+                // A follower that has applied nothing yet (restarted, and no leader has
+                // reached it) would answer with an empty document.
+                if state.version == 0 && !self.leads() {
+                    let e = "this meta member has applied no document yet";
+                    return Err(Failure::Unavailable(e.into()));
+                }
+                Ok(MetaReply::State(state))
+            }
             MetaOp::Read { strong: true } => {
                 self.confirm_leader().await?;
                 self.state().map(MetaReply::State)

@@ -57,6 +57,15 @@ pub const META_GROUP: &str = "meta";
 pub const META_ACTION: &str = "meta.op";
 /// The meta leader asks a spare node to open a meta member (`node/meta_members.rs`).
 pub const META_JOIN: &str = "meta.join";
+/// A gateway asks the meta leader to add or remove a member (`node/meta_change.rs`).
+pub const META_MEMBERS: &str = "meta.members";
+
+/// A change of the meta group's members an operator asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum MetaMembersChange {
+    Add(NodeId),
+    Remove(NodeId),
+}
 
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MetaState {

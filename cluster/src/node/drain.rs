@@ -70,7 +70,7 @@ impl ClusterNode {
 
 /// The voter that holds the most of the log of a group this member leads; `None` when it
 /// does not lead or leads alone.
-fn successor(member: &LocalShard) -> Option<NodeId> {
+pub(super) fn successor(member: &LocalShard) -> Option<NodeId> {
     let metrics = member.group().raft().metrics();
     let m = metrics.borrow();
     if m.state != ServerState::Leader {

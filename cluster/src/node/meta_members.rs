@@ -148,6 +148,10 @@ pub(super) async fn replace_lost(
     state: &MetaState,
     seen: &Seen,
 ) {
+    // A change of members an operator asked for is under way (`meta_change.rs`).
+    let Ok(_turn) = node.meta_change.try_lock() else {
+        return;
+    };
     if record_voters(manager, state).await {
         return;
     }
@@ -217,27 +221,48 @@ async fn replace(
     lost: NodeId,
     spare: NodeId,
 ) -> std::result::Result<BTreeSet<NodeId>, String> {
-    let addr = |id: NodeId| state.addr(id).map(str::to_string);
-    let spare_addr = addr(spare).ok_or("the spare has no address")?;
-    let joined = node
-        .peers
-        .call::<_, std::result::Result<(), Failure>>(&spare_addr, META_JOIN, &(), JOIN_TTL)
-        .await
-        .map_err(|e| format!("node {spare} did not answer: {e}"))?;
-    joined.map_err(|e| format!("node {spare} cannot join: {e}"))?;
-    let mut members: BTreeMap<NodeId, String> = BTreeMap::new();
-    for id in voters.iter().copied().filter(|id| *id != lost) {
-        members.insert(id, addr(id).ok_or(format!("node {id} has no address"))?);
+    let mut wanted = voters.clone();
+    wanted.remove(&lost);
+    wanted.insert(spare);
+    change_voters(node, manager, state, voters, wanted).await
+}
+
+/// On the meta leader: makes `wanted` the meta group's voters (they are `voters` now). Each
+/// new one opens a meta member (`meta.join`), is added as a learner and catches up; then
+/// the voters swap (joint consensus), and the document records them.
+pub(super) async fn change_voters(
+    node: &ClusterNode,
+    manager: &MetaManager,
+    state: &MetaState,
+    voters: &BTreeSet<NodeId>,
+    wanted: BTreeSet<NodeId>,
+) -> std::result::Result<BTreeSet<NodeId>, String> {
+    assert!(!wanted.is_empty(), "the meta group keeps a member");
+    let addr = |id: NodeId| {
+        state
+            .addr(id)
+            .map(str::to_string)
+            .ok_or(format!("node {id} has no address"))
+    };
+    for id in wanted.difference(voters).copied() {
+        let joined = node
+            .peers
+            .call::<_, std::result::Result<(), Failure>>(&addr(id)?, META_JOIN, &(), JOIN_TTL)
+            .await
+            .map_err(|e| format!("node {id} did not answer: {e}"))?;
+        joined.map_err(|e| format!("node {id} cannot join: {e}"))?;
     }
-    members.insert(spare, spare_addr);
+    let mut members: BTreeMap<NodeId, String> = BTreeMap::new();
+    for id in wanted.iter().copied() {
+        members.insert(id, addr(id)?);
+    }
     let raft = manager.member().group().raft();
-    crate::rpc::set_voters(raft, members.clone())
+    crate::rpc::set_voters(raft, members)
         .await
         .map_err(|e| e.to_string())?;
-    let members: BTreeSet<NodeId> = members.into_keys().collect();
     let op = MetaOp::SetMetaMembers {
-        members: members.clone(),
+        members: wanted.clone(),
     };
     manager.apply(op).await.map_err(|e| e.to_string())?;
-    Ok(members)
+    Ok(wanted)
 }

@@ -13,6 +13,7 @@
 mod balance;
 mod drain;
 mod failover;
+mod meta_change;
 mod meta_members;
 mod replicas;
 mod spread;
@@ -82,6 +83,8 @@ pub struct ClusterNode {
     meta: OnceLock<Arc<MetaManager>>,
     /// Held while the meta member is being opened.
     joining_meta: parking_lot::Mutex<()>,
+    /// Held by a change of the meta group's members (a command's, or a replacement's).
+    meta_change: tokio::sync::Mutex<()>,
     view: watch::Sender<Arc<MetaState>>,
     /// Tells this start of the node from earlier ones (`NodeInfo::incarnation`).
     incarnation: u64,
@@ -121,6 +124,7 @@ impl ClusterNode {
             peers,
             meta: OnceLock::new(),
             joining_meta: parking_lot::Mutex::new(()),
+            meta_change: tokio::sync::Mutex::new(()),
             view,
             incarnation: rand::random(),
             draining: AtomicBool::new(false),
@@ -129,6 +133,7 @@ impl ClusterNode {
             node.join_meta(founding_members(&node.options))?;
         }
         meta_members::serve_joins(&node);
+        meta_change::serve(&node);
         crate::raft::spawn(Arc::clone(&node).register());
         crate::raft::spawn(Arc::clone(&node).watch());
         if node.options.storage {
@@ -178,7 +183,13 @@ impl ClusterNode {
         Ok(self.publish(state))
     }
 
+    /// Takes `state` as this node's view unless it is older than the view (a member that
+    /// fell behind, or that the group no longer has, answered the read): an old document
+    /// would teach the client old members, and let a removed meta member campaign.
     fn publish(&self, state: MetaState) -> Arc<MetaState> {
+        if state.version < self.view.borrow().version {
+            return self.view();
+        }
         self.meta_client.learn(&state);
         meta_members::campaign_while_a_member(self, &state);
         let state = Arc::new(state);

@@ -92,7 +92,7 @@ pub(super) fn watch(nudge: Nudge) {
             if metrics.has_changed().is_err() {
                 return;
             }
-            let (candidate, ask) = {
+            let candidate = {
                 let m = metrics.borrow();
                 let voter = m
                     .membership_config
@@ -103,19 +103,7 @@ pub(super) fn watch(nudge: Nudge) {
                     nudge.handoff.saw_leading(m.current_term);
                     nudge.heard.touch();
                 }
-                let waits = m.state == ServerState::Leader || !voter || nudge.handoff.quiet();
-                let others: Vec<(NodeId, String)> = m
-                    .membership_config
-                    .membership()
-                    .voter_ids()
-                    .filter(|id| *id != nudge.node)
-                    .filter_map(|id| {
-                        let node = m.membership_config.membership().get_node(&id)?;
-                        Some((id, node.addr.clone()))
-                    })
-                    .collect();
-                let voters = others.len() + 1;
-                (!waits, (others, voters / 2 + 1))
+                m.state != ServerState::Leader && voter && !nudge.handoff.quiet()
             };
             let silent_ms = nudge.heard.silent_ms();
             if silent_ms < last_silent_ms {
@@ -126,7 +114,7 @@ pub(super) fn watch(nudge: Nudge) {
                 continue;
             }
             due_ms = silent_ms + RETRY_AFTER_MS + rand::random_range(0..RETRY_JITTER_MS);
-            let (others, majority) = ask;
+            let (others, majority) = fellow_voters(&metrics.borrow(), nudge.node);
             if nudge.would_win(others, majority).await {
                 tracing::info!(
                     group = nudge.group,
@@ -142,6 +130,21 @@ pub(super) fn watch(nudge: Nudge) {
 
 fn first_due_ms() -> u64 {
     FIRST_AFTER_MS + rand::random_range(0..FIRST_JITTER_MS)
+}
+
+/// The group's other voters (id and address), and how many votes make a majority.
+fn fellow_voters(
+    m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>,
+    me: NodeId,
+) -> (Vec<(NodeId, String)>, usize) {
+    let membership = m.membership_config.membership();
+    let others: Vec<(NodeId, String)> = membership
+        .voter_ids()
+        .filter(|id| *id != me)
+        .filter_map(|id| Some((id, membership.get_node(&id)?.addr.clone())))
+        .collect();
+    let voters = others.len() + 1;
+    (others, voters / 2 + 1)
 }
 
 impl Nudge {

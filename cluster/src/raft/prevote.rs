@@ -64,10 +64,14 @@ pub(super) fn last_log_id(log: &Weak<Log>) -> vecraft_storage::Result<Option<Log
 }
 
 impl Group {
-    /// Whether this member would vote for the candidate asking `ask` now.
+    /// Whether this member would vote for the candidate asking `ask` now. One that may not
+    /// campaign itself says no as well: it drains, or the group no longer has it (a meta
+    /// member removed or replaced), and a majority of such members must not elect one of
+    /// theirs in the group's old configuration.
     pub async fn grants_pre_vote(&self, ask: PreVote) -> bool {
         if self.raft.metrics().borrow().state == ServerState::Leader
             || self.heard.silent_ms() < LEASE_MS
+            || self.handoff.quiet()
         {
             return false;
         }

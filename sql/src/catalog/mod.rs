@@ -151,6 +151,14 @@ impl Catalog {
         matches!(self.backend, Backend::Cluster { .. })
     }
 
+    /// The node this gateway runs on, in a cluster.
+    pub fn cluster_node(&self) -> Option<&Arc<ClusterNode>> {
+        match &self.backend {
+            Backend::Cluster { node, .. } => Some(node),
+            Backend::Local { .. } => None,
+        }
+    }
+
     /// The cluster's nodes as the metadata lists them: id, Flight address, SQL address,
     /// whether it keeps replicas, whether it is a member of the meta group. A single node
     /// lists itself alone.

@@ -165,6 +165,10 @@ impl Session {
             Statement::Call(_) if let Some(backup) = vecraft_planner::backup_sql::of(statement) => {
                 Box::pin(self.run_backup_statement(backup, format)).await?
             }
+            Statement::Call(_) if let Some(change) = crate::meta_members::of(statement) => {
+                self.change_meta_members(change?).await?
+            }
+            Statement::Call(call) => return Err(unknown_procedure(call)),
             Statement::Vacuum(vacuum) => self.checkpoint(vacuum.table_name.as_ref()).await?,
             // Protocol-level statements are dropped by the connection (see `handler.rs`);
             // the plans this session keeps for their text stay for reuse.
@@ -281,6 +285,23 @@ impl Session {
         Ok(())
     }
 
+    /// `CALL vecraft_add_meta_member(id)` / `vecraft_remove_meta_member(id)`
+    /// (`crate::meta_members`).
+    async fn change_meta_members(
+        &self,
+        change: vecraft_cluster::meta::MetaMembersChange,
+    ) -> PgWireResult<Response> {
+        let Some(node) = self.catalog.cluster_node() else {
+            let message = "a single node has no meta group to change: meta members are \
+                           added and removed in a cluster";
+            return Err(user_error("0A000", message));
+        };
+        node.change_meta_members(change)
+            .await
+            .map_err(|e| to_pg(&vecraft_planner::collection::storage_error(e)))?;
+        Ok(Response::Execution(Tag::new("CALL")))
+    }
+
     /// `CHECKPOINT` (every collection) or `VACUUM name`: each shard replica seals and
     /// persists what it holds, and the Raft log it no longer needs is purged.
     async fn checkpoint(&self, table: Option<&ObjectName>) -> PgWireResult<Response> {
@@ -317,6 +338,7 @@ impl Session {
 pub fn is_gateway_statement(statement: &Statement) -> bool {
     crate::local_settings::is_set_local(statement)
         || vecraft_planner::backup_sql::of(statement).is_some()
+        || crate::meta_members::of(statement).is_some()
         || matches!(
             statement,
             Statement::CreateTable(_)
@@ -338,6 +360,7 @@ pub fn is_gateway_statement(statement: &Statement) -> bool {
                 | Statement::ReleaseSavepoint { .. }
                 | Statement::Truncate(_)
                 | Statement::Copy { .. }
+                | Statement::Call(_)
                 | Statement::Deallocate { .. }
                 | Statement::Prepare { .. }
                 | Statement::Execute { .. }
@@ -356,6 +379,36 @@ pub fn show_fields(name: &str, format: &Format) -> Arc<Vec<pgwire::api::results:
         pgwire::api::Type::TEXT,
         format.format_for(0),
     )])
+}
+
+/// PostgreSQL's answer to a `CALL` of a procedure it does not have: its name and the types
+/// of its arguments (as PostgreSQL infers them from constants; `unknown` for the rest).
+fn unknown_procedure(
+    call: &datafusion::sql::sqlparser::ast::Function,
+) -> pgwire::error::PgWireError {
+    use datafusion::sql::sqlparser::ast::{
+        Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Value,
+    };
+    let type_of = |arg: &FunctionArg| match arg {
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v))) => match &v.value {
+            Value::Number(n, _) if n.parse::<i32>().is_ok() => "integer",
+            Value::Number(n, _) if n.parse::<i64>().is_ok() => "bigint",
+            Value::Number(..) => "numeric",
+            Value::Boolean(_) => "boolean",
+            _ => "unknown",
+        },
+        _ => "unknown",
+    };
+    let types: Vec<&str> = match &call.args {
+        FunctionArguments::List(list) => list.args.iter().map(type_of).collect(),
+        _ => Vec::new(),
+    };
+    let message = format!(
+        "procedure {}({}) does not exist",
+        call.name,
+        types.join(", ")
+    );
+    user_error("42883", message)
 }
 
 /// The result columns of a statement the gateway answers (`SHOW`), for Describe.
