@@ -161,13 +161,17 @@ impl Cluster {
             format!("--cluster-secret={TEST_SECRET}"),
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        // VECRAFT_NEMESIS_RUST_LOG sets the nodes' log levels (their RUST_LOG). The start
-        // waits for the node on this thread: the forwarders and clients go on on others.
-        let node =
-            tokio::task::block_in_place(|| match std::env::var("VECRAFT_NEMESIS_RUST_LOG") {
-                Ok(levels) => Node::start_with_env(&args, &[("RUST_LOG", &levels)]),
-                Err(_) => Node::start(&args),
-            });
+        // VECRAFT_NEMESIS_RUST_LOG sets the nodes' log levels (their RUST_LOG), and
+        // VECRAFT_NEMESIS_BIN the binary they run (a release build; this test's own by
+        // default). The start waits for the node on this thread: the forwarders and clients
+        // go on on others.
+        let levels = std::env::var("VECRAFT_NEMESIS_RUST_LOG").ok();
+        let env: Vec<(&str, &str)> = levels.iter().map(|l| ("RUST_LOG", l.as_str())).collect();
+        let program = std::env::var_os("VECRAFT_NEMESIS_BIN").map_or_else(
+            || env!("CARGO_BIN_EXE_vecraft").into(),
+            std::path::PathBuf::from,
+        );
+        let node = tokio::task::block_in_place(|| Node::start_program(&program, &args, &env));
         self.net.set_pid(id, node.child.id());
         self.sql_ports.lock().unwrap().insert(id, node.sql_port);
         self.nodes.insert(id, Some(node));

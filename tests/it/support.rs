@@ -37,7 +37,12 @@ impl Node {
 
     /// [`Node::start`] with environment variables `env` set.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Node {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_vecraft"));
+        Node::start_program(env!("CARGO_BIN_EXE_vecraft").as_ref(), args, env)
+    }
+
+    /// [`Node::start_with_env`] of the `vecraft` binary at `program` (a release build).
+    pub fn start_program(program: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Node {
+        let mut command = Command::new(program);
         Node::spawn(command.args(args).envs(env.iter().copied()))
     }
 

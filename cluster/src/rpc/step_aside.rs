@@ -84,7 +84,7 @@ pub(crate) fn stand_aside_when_cut_off(
         node,
         cut_off_since: None,
         probe: None,
-        slow_since: None,
+        said_slow: false,
         aside: None,
         grace_until: None,
     };
@@ -118,8 +118,9 @@ struct Watch {
     cut_off_since: Option<Instant>,
     /// Whether a quorum answered the pings sent when it first looked cut off.
     probe: Option<oneshot::Receiver<bool>>,
-    /// Since when its followers have been slow (they answer pings, not entries): said once.
-    slow_since: Option<Instant>,
+    /// Whether it said its followers are slow (they answer pings, not entries) since it
+    /// last heard from a quorum: said once.
+    said_slow: bool,
     /// Set while it stands aside.
     aside: Option<Aside>,
     /// Until when it is not judged (it has just spoken again).
@@ -163,7 +164,7 @@ impl Watch {
             self.cut_off_since = None;
             self.probe = None;
             if !late {
-                self.slow_since = None;
+                self.said_slow = false;
             }
             return;
         }
@@ -184,8 +185,8 @@ impl Watch {
                 self.cut_off_since = None;
                 self.probe = None;
                 self.grace_until = Some(Instant::now() + ms(RESUME_GRACE_MS));
-                if self.slow_since.is_none() {
-                    self.slow_since = Some(since);
+                if !self.said_slow {
+                    self.said_slow = true;
                     tracing::info!(
                         group,
                         node,
@@ -206,7 +207,7 @@ impl Watch {
         }
         self.cut_off_since = None;
         self.probe = None;
-        self.slow_since = None;
+        self.said_slow = false;
         self.silence.set(true);
         self.aside = Some(Aside::new());
         tracing::warn!(
