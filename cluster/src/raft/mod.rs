@@ -253,7 +253,8 @@ impl Group {
 
     /// Whether the member may campaign. One that may not (its node drains, or it was
     /// replaced in its group) starts no election (the nudge starts them all: openraft's
-    /// timer is off), and [`Group::campaign`] is refused. It still votes.
+    /// timer is off), and [`Group::campaign`] is refused. It still votes, but refuses
+    /// pre-votes (`prevote.rs`), so no campaign the nudge starts counts on it.
     pub fn campaigns(&self, may: bool) {
         self.handoff.set_quiet(!may);
     }
