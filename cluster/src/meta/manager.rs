@@ -458,9 +458,7 @@ impl ActionHandler for Arc<MetaManager> {
             let op: MetaOp = postcard::from_bytes(&body)
                 .map_err(|e| Status::invalid_argument(format!("bad meta operation: {e}")))?;
             let reply = manager.apply(op).await;
-            postcard::to_stdvec(&reply)
-                .map(Bytes::from)
-                .map_err(|e| Status::internal(e.to_string()))
+            crate::rpc::encode(&reply)
         })
     }
 }

@@ -68,8 +68,7 @@ impl ActionHandler for ChangeHandler {
                 (None, _) => Err(Failure::Unavailable("the node is stopping".into())),
                 (_, Err(e)) => Err(refused(format!("a malformed change of meta members: {e}"))),
             };
-            let bytes = postcard::to_stdvec(&reply).map_err(|e| Status::internal(e.to_string()))?;
-            Ok(Bytes::from(bytes))
+            crate::rpc::encode(&reply)
         })
     }
 }
@@ -118,15 +117,13 @@ async fn change_members(
 /// The meta group's voters and leader as this member sees them; refused while a change of
 /// members is still under way (joint consensus).
 fn voters_and_leader(manager: &MetaManager) -> Result<(BTreeSet<NodeId>, Option<NodeId>), Failure> {
-    let metrics = manager.member().group().raft().metrics();
-    let m = metrics.borrow();
-    let membership = m.membership_config.membership();
-    if membership.get_joint_config().len() > 1 {
+    let voters = meta_members::Voters::of(manager);
+    if voters.joint {
         return Err(Failure::Unavailable(
             "another change of the meta group's members is under way".into(),
         ));
     }
-    Ok((membership.voter_ids().collect(), m.current_leader))
+    Ok((voters.ids, voters.leader))
 }
 
 /// The voters `change` asks for; `None` when they are the voters already. A leader asked to

@@ -111,8 +111,7 @@ impl ActionHandler for JoinHandler {
                 }
                 _ => Err(Failure::Unavailable("the node is stopping".into())),
             };
-            let bytes = postcard::to_stdvec(&reply).map_err(|e| Status::internal(e.to_string()))?;
-            Ok(Bytes::from(bytes))
+            crate::rpc::encode(&reply)
         })
     }
 }
@@ -192,17 +191,34 @@ pub(super) async fn replace_lost(
     }
 }
 
+/// The meta group's voters as this member sees them.
+pub(super) struct Voters {
+    pub ids: BTreeSet<NodeId>,
+    /// A change of members is under way (joint consensus: the old and new voters both vote).
+    pub joint: bool,
+    pub leader: Option<NodeId>,
+}
+
+impl Voters {
+    pub fn of(manager: &MetaManager) -> Voters {
+        let metrics = manager.member().group().raft().metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        Voters {
+            ids: membership.voter_ids().collect(),
+            joint: membership.get_joint_config().len() > 1,
+            leader: m.current_leader,
+        }
+    }
+}
+
 /// Records the group's voters in the document where they differ from it, unless a change of
 /// members is under way: a replacement whose last step failed (or timed out) after the
 /// voters changed is recorded on the next round. Returns whether it had to.
 async fn record_voters(manager: &MetaManager, state: &MetaState) -> bool {
-    let (voters, joint) = {
-        let m = manager.member().group().raft().metrics();
-        let m = m.borrow();
-        let membership = m.membership_config.membership();
-        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-        (voters, membership.get_joint_config().len() > 1)
-    };
+    let Voters {
+        ids: voters, joint, ..
+    } = Voters::of(manager);
     if joint || state.meta_members.is_empty() || state.meta_members == voters {
         return false;
     }

@@ -503,6 +503,24 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// The voters of the group `m` describes other than `me` (id and address), and how many of
+/// them must agree to make a majority with `me` (who counts only if a voter).
+pub(crate) fn fellow_voters(
+    m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>,
+    me: NodeId,
+) -> (Vec<(NodeId, String)>, usize) {
+    let membership = m.membership_config.membership();
+    let voters: Vec<NodeId> = membership.voter_ids().collect();
+    let majority = voters.len() / 2 + 1;
+    let others: Vec<(NodeId, String)> = voters
+        .iter()
+        .copied()
+        .filter(|id| *id != me)
+        .filter_map(|id| Some((id, membership.get_node(&id)?.addr.clone())))
+        .collect();
+    (others, majority - usize::from(voters.contains(&me)))
+}
+
 /// Runs `task` on the groups' runtime in the background.
 pub(crate) fn spawn(task: impl Future<Output = ()> + Send + 'static) {
     runtime().spawn(task);

@@ -114,8 +114,8 @@ pub(super) fn watch(nudge: Nudge) {
                 continue;
             }
             due_ms = silent_ms + RETRY_AFTER_MS + rand::random_range(0..RETRY_JITTER_MS);
-            let (others, majority) = fellow_voters(&metrics.borrow(), nudge.node);
-            if nudge.would_win(others, majority).await {
+            let (others, needed) = super::fellow_voters(&metrics.borrow(), nudge.node);
+            if nudge.would_win(others, needed).await {
                 tracing::info!(
                     group = nudge.group,
                     node = nudge.node,
@@ -132,25 +132,10 @@ fn first_due_ms() -> u64 {
     FIRST_AFTER_MS + rand::random_range(0..FIRST_JITTER_MS)
 }
 
-/// The group's other voters (id and address), and how many votes make a majority.
-fn fellow_voters(
-    m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>,
-    me: NodeId,
-) -> (Vec<(NodeId, String)>, usize) {
-    let membership = m.membership_config.membership();
-    let others: Vec<(NodeId, String)> = membership
-        .voter_ids()
-        .filter(|id| *id != me)
-        .filter_map(|id| Some((id, membership.get_node(&id)?.addr.clone())))
-        .collect();
-    let voters = others.len() + 1;
-    (others, voters / 2 + 1)
-}
-
 impl Nudge {
-    /// Whether a majority of the voters (this member included) would vote for it now.
-    async fn would_win(&self, others: Vec<(NodeId, String)>, majority: usize) -> bool {
-        let needed = majority.saturating_sub(1);
+    /// Whether a majority of the voters (this member included) would vote for it now:
+    /// `needed` of the `others`.
+    async fn would_win(&self, others: Vec<(NodeId, String)>, needed: usize) -> bool {
         if needed == 0 {
             return true;
         }

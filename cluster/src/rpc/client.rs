@@ -348,7 +348,7 @@ impl Canvass for FlightCanvass {
         ask: PreVote,
         needed: usize,
     ) -> futures::future::BoxFuture<'static, bool> {
-        let mut answers: futures::stream::FuturesUnordered<_> = voters
+        let answers: futures::stream::FuturesUnordered<_> = voters
             .into_iter()
             .map(|(_, addr)| {
                 let (peers, body) = (self.peers.clone(), (self.group.clone(), ask));
@@ -358,17 +358,23 @@ impl Canvass for FlightCanvass {
                 }
             })
             .collect();
-        Box::pin(async move {
-            let mut yes = 0;
-            while let Some(granted) = answers.next().await {
-                yes += usize::from(granted);
-                if yes >= needed {
-                    return true;
-                }
-            }
-            false
-        })
+        Box::pin(enough_say_yes(answers, needed))
     }
+}
+
+/// Whether `needed` of `answers` say yes, as soon as they have (or all said what they say).
+pub(super) async fn enough_say_yes(
+    mut answers: futures::stream::FuturesUnordered<impl Future<Output = bool>>,
+    needed: usize,
+) -> bool {
+    let mut yes = 0;
+    while yes < needed {
+        match answers.next().await {
+            Some(granted) => yes += usize::from(granted),
+            None => return false,
+        }
+    }
+    true
 }
 
 /// On while a leader that heard from no quorum stands aside (`step_aside.rs`): its group's

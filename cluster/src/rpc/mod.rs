@@ -45,7 +45,7 @@ mod tests;
 pub use auth::ClusterSecret;
 pub use client::{CallError, FlightCanvass, FlightNetwork, Peers, Silence};
 pub use server::{ActionHandler, RaftService, serve};
-pub(crate) use server::{hand_over, set_voters};
+pub(crate) use server::{encode, hand_over, set_voters};
 pub(crate) use step_aside::stand_aside_when_cut_off;
 
 use std::time::Duration;

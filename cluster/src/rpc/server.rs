@@ -489,7 +489,7 @@ pub(super) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Status> {
     })
 }
 
-pub(super) fn encode<T: Serialize>(reply: &T) -> Result<Bytes, Status> {
+pub(crate) fn encode<T: Serialize>(reply: &T) -> Result<Bytes, Status> {
     postcard::to_stdvec(reply)
         .map(Bytes::from)
         .map_err(|e| Status::internal(format!("cannot encode the reply: {e}")))

@@ -29,11 +29,11 @@
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use openraft::{Raft, ServerState};
 use tokio::sync::oneshot;
 
+use super::client::enough_say_yes;
 use super::{ELECT, Failure, GroupId, Peers, Silence};
 use crate::raft::{NodeId, TypeConfig};
 
@@ -223,31 +223,16 @@ impl Watch {
 /// Pings the leader's fellow voters; whether enough of them answer within `PROBE_MS` to
 /// make a quorum with it.
 fn probe(peers: &Peers, m: &Metrics) -> oneshot::Receiver<bool> {
-    let membership = m.membership_config.membership();
-    let voters: Vec<NodeId> = membership.voter_ids().collect();
-    let quorum = voters.len() / 2 + 1;
-    let needed = quorum - usize::from(voters.contains(&m.id));
-    let addrs: Vec<String> = voters
-        .iter()
-        .filter(|id| **id != m.id)
-        .filter_map(|id| Some(membership.get_node(id)?.addr.clone()))
-        .collect();
+    let (others, needed) = crate::raft::fellow_voters(m, m.id);
     let (tx, rx) = oneshot::channel();
     let peers = peers.clone();
     crate::raft::spawn(async move {
-        let mut answered = 0;
-        let count = async {
-            let mut pings: FuturesUnordered<_> =
-                addrs.iter().map(|addr| super::ping(&peers, addr)).collect();
-            while let Some(pong) = pings.next().await {
-                answered += usize::from(pong.is_some());
-                if answered >= needed {
-                    return;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(ms(PROBE_MS), count).await;
-        let _ = tx.send(answered >= needed);
+        let pongs: FuturesUnordered<_> = others
+            .iter()
+            .map(|(_, addr)| async { super::ping(&peers, addr).await.is_some() })
+            .collect();
+        let answered = tokio::time::timeout(ms(PROBE_MS), enough_say_yes(pongs, needed));
+        let _ = tx.send(answered.await.unwrap_or(false));
     });
     rx
 }
