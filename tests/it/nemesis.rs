@@ -22,6 +22,7 @@
 
 mod clients;
 mod history;
+mod load;
 mod net;
 
 use std::collections::BTreeMap;
@@ -36,6 +37,7 @@ use crate::cluster::{ONE_AT_A_TIME, TEST_SECRET, free_port, rows, wait_until};
 use crate::support::Node;
 use clients::Clients;
 use history::{History, Outcome};
+use load::Load;
 use net::{Id, Net};
 
 /// Tables written and read, each a collection of one shard with 3 replicas.
@@ -342,6 +344,7 @@ async fn nemesis_loses_nothing_and_every_gateway_keeps_answering() {
     }
     drop(admin);
     let began = Instant::now();
+    let load = Load::start(cluster.net.pids());
     let clients = Clients::start(&cluster);
     settled(&cluster, &clients.history, Instant::now()).await;
 
@@ -404,7 +407,10 @@ async fn nemesis_loses_nothing_and_every_gateway_keeps_answering() {
     if !anomalies.none() {
         cluster.fail(format!("anomalies: {anomalies:#?}"));
     }
-    let slow = slow_probes(&history, &cluster.away, SELECT_1_LIMIT);
+    let slow = slow_probes(&history, &cluster.away, SELECT_1_LIMIT, &load);
+    for probe in &slow {
+        eprintln!("nemesis: slow probe: {probe}");
+    }
     if !settings.shared && !slow.is_empty() {
         cluster.fail(format!(
             "gateways that did not answer SELECT 1 in time: {slow:#?}"
@@ -429,8 +435,14 @@ async fn nemesis_loses_nothing_and_every_gateway_keeps_answering() {
 }
 
 /// Probes of a running gateway that failed or took longer than `limit`, each with when it
-/// began (wall clock, to line up with the cycles and the nodes' logs).
-fn slow_probes(history: &History, away: &[(Id, Instant, Instant)], limit: Duration) -> Vec<String> {
+/// began (wall clock, to line up with the cycles and the nodes' logs) and what the machine
+/// was doing meanwhile.
+fn slow_probes(
+    history: &History,
+    away: &[(Id, Instant, Instant)],
+    limit: Duration,
+    load: &Load,
+) -> Vec<String> {
     let probes = history.probes.lock().unwrap();
     probes
         .iter()
@@ -444,7 +456,9 @@ fn slow_probes(history: &History, away: &[(Id, Instant, Instant)], limit: Durati
         .map(|p| {
             let at = std::time::SystemTime::now() - p.started.elapsed();
             let at = humantime::format_rfc3339_millis(at);
-            format!("node {} at {at}: {:?}", p.node, p.took)
+            let end = p.started + p.took.unwrap_or(Duration::from_secs(1));
+            let load = load.during(p.started, end);
+            format!("node {} at {at}: {:?}; {load}", p.node, p.took)
         })
         .collect()
 }

@@ -13,9 +13,10 @@
 //!    own messages may still get through), the one it last knew to hold the most of its log
 //!    first, another one a lease later, and so on. The request names the leader's term, and
 //!    a follower that saw a later one (it follows the leader elected meanwhile) declines;
-//! 3. speaks again once it no longer leads (a higher term reached it, and it follows), or
-//!    after `ASIDE_MAX_MS` in any case: a follower that was only catching up when it stood
-//!    aside cannot win without its entries, and a leader nobody replaces must not stay silent.
+//! 3. speaks again once it no longer leads (a higher term reached it, and it follows), once
+//!    a quorum answered its pings late (below), or after `ASIDE_MAX_MS` in any case: a
+//!    follower that was only catching up when it stood aside cannot win without its
+//!    entries, and a leader nobody replaces must not stay silent.
 //!
 //! A leader whose followers all died stands aside as well, which costs nothing: it could not
 //! commit. When they return and hear no one, they campaign, and it grants their votes.
@@ -25,7 +26,10 @@
 //! restarted and catches up on a loaded machine misses it again and again, though it is
 //! there and takes the entries. A leader that stood aside then starved that follower of the
 //! entries it needed to be elected, and a 5-node run went 5.3 s without writes. A quorum
-//! that answers pings keeps the leader leading.
+//! that answers pings keeps the leader leading. A busy follower may answer late (a 3-node
+//! run went 5.1 s without writes when one answered after `PROBE_MS`): the pings go on for
+//! `PROBE_LATE_MS`, each retried if its connection broke, and a leader that stood aside
+//! speaks again as soon as a quorum answered.
 
 use std::time::{Duration, Instant};
 
@@ -65,6 +69,11 @@ const ELECT_TTL: Duration = Duration::from_secs(1);
 /// stands aside at most this long after it first looked so (past `CONFIRM_MS`) when they
 /// are really gone.
 const PROBE_MS: u64 = 200;
+/// How long the pings go on after that: a quorum's answers that come this late end the
+/// stand-aside they could not prevent (before any follower was asked to campaign).
+const PROBE_LATE_MS: u64 = 1_000;
+/// The pause before a ping whose call failed (its connection broke) is sent again.
+const PING_AGAIN_MS: u64 = 20;
 
 type Metrics = openraft::RaftMetrics<NodeId, openraft::BasicNode>;
 
@@ -116,8 +125,9 @@ struct Watch {
     node: NodeId,
     /// Since when the member, leading, has been seen cut off on every look.
     cut_off_since: Option<Instant>,
-    /// Whether a quorum answered the pings sent when it first looked cut off.
-    probe: Option<oneshot::Receiver<bool>>,
+    /// Answers once a quorum answered the pings sent when it first looked cut off; dropped
+    /// unanswered if none did within `PROBE_LATE_MS`.
+    probe: Option<oneshot::Receiver<()>>,
     /// Whether it said its followers are slow (they answer pings, not entries) since it
     /// last heard from a quorum: said once.
     said_slow: bool,
@@ -141,20 +151,21 @@ impl Watch {
             return;
         }
         if let Some(aside) = &mut self.aside {
-            if aside.since.elapsed() >= ms(ASIDE_MAX_MS) {
-                self.aside = None;
-                self.silence.set(false);
-                self.cut_off_since = None;
-                self.grace_until = Some(Instant::now() + ms(RESUME_GRACE_MS));
-                tracing::info!(
-                    group,
-                    node,
-                    term,
-                    "stood aside for the longest allowed: speaks again"
-                );
-            } else if let Some(to) = aside.next_to_urge(m) {
-                urge(&self.peers, m, group, to);
-            }
+            let why = if aside.since.elapsed() >= ms(ASIDE_MAX_MS) {
+                "stood aside for the longest allowed"
+            } else if aside.quorum_answered() {
+                "a quorum answered the leader's pings late"
+            } else {
+                if let Some(to) = aside.next_to_urge(m) {
+                    urge(&self.peers, m, group, to);
+                }
+                return;
+            };
+            self.aside = None;
+            self.silence.set(false);
+            self.cut_off_since = None;
+            self.grace_until = Some(Instant::now() + ms(RESUME_GRACE_MS));
+            tracing::info!(group, node, term, "{why}: speaks again");
             return;
         }
         if self.grace_until.is_some_and(|until| Instant::now() < until) {
@@ -180,7 +191,7 @@ impl Watch {
         }
         let heard_ms = m.millis_since_quorum_ack;
         match self.probe.as_mut().map(|answers| answers.try_recv()) {
-            Some(Ok(true)) => {
+            Some(Ok(())) => {
                 // Slow followers, not a cut: judged again after a grace.
                 self.cut_off_since = None;
                 self.probe = None;
@@ -206,10 +217,9 @@ impl Watch {
             _ => {}
         }
         self.cut_off_since = None;
-        self.probe = None;
         self.said_slow = false;
         self.silence.set(true);
-        self.aside = Some(Aside::new());
+        self.aside = Some(Aside::new(self.probe.take()));
         tracing::warn!(
             group,
             node,
@@ -220,21 +230,32 @@ impl Watch {
     }
 }
 
-/// Pings the leader's fellow voters; whether enough of them answer within `PROBE_MS` to
-/// make a quorum with it.
-fn probe(peers: &Peers, m: &Metrics) -> oneshot::Receiver<bool> {
+/// Pings the leader's fellow voters (`PROBE_MS` and `PROBE_LATE_MS` from now): answers once
+/// enough of them did to make a quorum with it.
+fn probe(peers: &Peers, m: &Metrics) -> oneshot::Receiver<()> {
     let (others, needed) = crate::raft::fellow_voters(m, m.id);
     let (tx, rx) = oneshot::channel();
     let peers = peers.clone();
     crate::raft::spawn(async move {
         let pongs: FuturesUnordered<_> = others
             .iter()
-            .map(|(_, addr)| async { super::ping(&peers, addr).await.is_some() })
+            .map(|(_, addr)| ping_until_answered(&peers, addr))
             .collect();
-        let answered = tokio::time::timeout(ms(PROBE_MS), enough_say_yes(pongs, needed));
-        let _ = tx.send(answered.await.unwrap_or(false));
+        let limit = ms(PROBE_MS + PROBE_LATE_MS);
+        if let Ok(true) = tokio::time::timeout(limit, enough_say_yes(pongs, needed)).await {
+            let _ = tx.send(());
+        }
     });
     rx
+}
+
+/// Pings `addr` until it answers (the caller's timeout ends it): a call that failed at once
+/// broke a connection the peer's restart left behind, and the next one connects afresh.
+async fn ping_until_answered(peers: &Peers, addr: &str) -> bool {
+    while super::ping(peers, addr).await.is_none() {
+        tokio::time::sleep(ms(PING_AGAIN_MS)).await; // pace a peer that refuses at once
+    }
+    true
 }
 
 /// Whether a leader of more than one voter has heard from no quorum for too long.
@@ -245,18 +266,31 @@ fn cut_off(m: &Metrics) -> bool {
             .is_some_and(|ms| ms > STAND_ASIDE_AFTER_MS)
 }
 
-/// A leader standing aside: since when, and how many followers it asked to campaign.
+/// A leader standing aside: since when, how many followers it asked to campaign, and the
+/// pings that may still be answered.
 struct Aside {
     since: Instant,
     urged: u64,
+    probe: Option<oneshot::Receiver<()>>,
 }
 
 impl Aside {
-    fn new() -> Aside {
+    fn new(probe: Option<oneshot::Receiver<()>>) -> Aside {
         Aside {
             since: Instant::now(),
             urged: 0,
+            probe,
         }
+    }
+
+    /// Whether a quorum answered the pings late, before any follower was asked to campaign
+    /// (one asked may be elected; the leader then hears of its term).
+    fn quorum_answered(&mut self) -> bool {
+        self.urged == 0
+            && self
+                .probe
+                .as_mut()
+                .is_some_and(|answers| answers.try_recv().is_ok())
     }
 
     /// The follower to ask to campaign now, if one is due: one per lease, after the first,
