@@ -61,13 +61,13 @@ impl Net {
     }
 
     /// Says which process is node `id` now (after each start).
+    pub fn set_pid(&self, id: Id, pid: u32) {
+        self.pids.lock().unwrap().insert(id, pid);
+    }
+
     /// The pid of each node's running process, as the harness last set it.
     pub fn pids(&self) -> Arc<Mutex<BTreeMap<Id, u32>>> {
         self.pids.clone()
-    }
-
-    pub fn set_pid(&self, id: Id, pid: u32) {
-        self.pids.lock().unwrap().insert(id, pid);
     }
 
     /// Cuts every direction in `directions`.
