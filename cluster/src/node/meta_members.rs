@@ -154,12 +154,7 @@ pub(super) async fn replace_lost(
     if record_voters(manager, state).await {
         return;
     }
-    let voters: BTreeSet<NodeId> = manager
-        .member()
-        .group_status()
-        .voter_ids
-        .into_iter()
-        .collect();
+    let voters = Voters::of(manager).ids;
     // A member never registered (still starting) is not judged.
     let lost = voters
         .iter()
