@@ -6,6 +6,8 @@
 #   compat/pg.sh start DIR PORT   initdb into DIR (once), start on 127.0.0.1:PORT, wait until ready
 #   compat/pg.sh stop DIR         stop the server of DIR (fast shutdown)
 #
+# With PG_HBA=FILE, DIR's pg_hba.conf is FILE (the default trusts every local client).
+#
 # postgres refuses to run as root; as root the server runs as the system user `postgres`
 # (created if missing). Logs every statement (DIR/server.log) so what a client sends can be read.
 set -euo pipefail
@@ -58,6 +60,10 @@ full_page_writes = off
 jit = off
 log_statement = 'all'
 CONF
+  fi
+  if [ -n "${PG_HBA:-}" ]; then
+    cp "$PG_HBA" "$dir/data/pg_hba.conf"
+    [ "$(id -u)" = 0 ] && chown "$os_user" "$dir/data/pg_hba.conf"
   fi
   as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 120 -o "-p $port" start >/dev/null
   for db in template1 postgres; do

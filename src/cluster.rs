@@ -98,6 +98,10 @@ pub struct NodeArgs {
     #[command(flatten)]
     #[serde(default)]
     backup_schedule: crate::schedule::ScheduleArgs,
+    /// Who may connect: `[[access]]` entries of the config file (README "Security")
+    #[arg(skip)]
+    #[serde(default)]
+    access: Vec<vecraft_sql::auth::hba::RuleConfig>,
 }
 
 /// A node's settings, resolved.
@@ -109,6 +113,7 @@ struct NodeConfig {
     advertise_sql: Option<String>,
     http: SocketAddr,
     limits: vecraft_sql::limits::Limits,
+    access: vecraft_sql::auth::hba::Access,
     backup_schedule: Option<vecraft_sql::backup_schedule::BackupSchedule>,
     drain_timeout: Duration,
 }
@@ -193,6 +198,10 @@ impl NodeArgs {
             advertise_sql,
             backup_schedule,
             limits: self.limits.resolve(&file.limits)?,
+            access: vecraft_sql::auth::hba::Access::from_config(match self.access.is_empty() {
+                true => &file.access,
+                false => &self.access,
+            })?,
             options,
             gateway,
             listen,
@@ -283,7 +292,8 @@ pub async fn run_node(args: NodeArgs) -> Result<(), String> {
                     crate::start_schedule(&catalog, schedule, move || node.leads_meta())?;
                 }
                 let drain = Arc::clone(&drain);
-                vecraft_sql::server::serve_until(sql, catalog, config.limits, drain)
+                eprintln!("vecraft: {}", config.access.describe());
+                vecraft_sql::server::serve_until(sql, catalog, config.limits, config.access, drain)
                     .await
                     .map_err(|e| e.to_string())?;
                 // The drain started; the sessions end on their own.

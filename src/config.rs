@@ -17,6 +17,12 @@
 //! to = "s3://backups/vecraft"
 //! every = "1h"
 //! keep = 24
+//!
+//! [[access]]                   # who may connect, pg_hba.conf's way (README "Security")
+//! type = "host"
+//! user = "all"
+//! address = "10.0.0.0/8"
+//! method = "scram-sha-256"
 //! ```
 
 use std::collections::BTreeMap;
@@ -24,6 +30,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use vecraft_sql::auth::hba::RuleConfig;
 
 use crate::limits::LimitArgs;
 use crate::schedule::ScheduleArgs;
@@ -45,6 +53,8 @@ pub struct NodeConfig {
     pub backup_store: BTreeMap<String, String>,
     /// Scheduled backups (the `[backup_schedule]` table and `--backup-*` flags), unresolved.
     pub backup_schedule: ScheduleArgs,
+    /// Who may connect (`[[access]]` entries; none: the embedded default).
+    pub access: Vec<RuleConfig>,
 }
 
 /// Settings as a file or the flags give them; absent ones fall through.
@@ -60,6 +70,8 @@ pub struct Overrides {
     pub backup_store: BTreeMap<String, String>,
     #[serde(default)]
     pub backup_schedule: ScheduleArgs,
+    #[serde(default)]
+    pub access: Vec<RuleConfig>,
 }
 
 impl Default for NodeConfig {
@@ -71,6 +83,7 @@ impl Default for NodeConfig {
             limits: LimitArgs::default(),
             backup_store: BTreeMap::new(),
             backup_schedule: ScheduleArgs::default(),
+            access: Vec::new(),
         }
     }
 }
@@ -97,6 +110,9 @@ impl NodeConfig {
         self.backup_schedule = o
             .backup_schedule
             .or(std::mem::take(&mut self.backup_schedule));
+        if !o.access.is_empty() {
+            self.access = o.access;
+        }
     }
 }
 

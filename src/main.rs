@@ -17,6 +17,8 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 use vecraft_cluster::http::Health;
+use vecraft_sql::auth::hba::Access;
+use vecraft_sql::drain::Drain;
 
 use config::{NodeConfig, Overrides};
 
@@ -62,7 +64,7 @@ struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// A TOML file with the same settings (listen, http, data_dir; [limits], [backup_store]
-    /// and [backup_schedule] tables); flags override it
+    /// and [backup_schedule] tables) and the [[access]] rules; flags override it
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(flatten)]
@@ -131,6 +133,7 @@ fn main() {
         limits,
         backup_store: backup_store_option.into_iter().collect(),
         backup_schedule,
+        access: Vec::new(), // rules come from the config file only
     };
     let resolved = NodeConfig::resolve(config.as_deref(), flags)
         .and_then(|c| Ok((c.limits.resolve(&limits::LimitArgs::default())?, c)));
@@ -156,6 +159,7 @@ async fn serve(config: NodeConfig, limits: vecraft_sql::limits::Limits) -> Resul
     let started = Instant::now();
     let health = Arc::new(Health::default());
     let schedule = config.backup_schedule.resolve()?;
+    let access = Access::from_config(&config.access)?;
     // Bind first: a busy port should fail before minutes of log replay, not after.
     let sql = bind(config.listen, "PostgreSQL").await?;
     let http = bind(config.http, "HTTP").await?;
@@ -185,9 +189,10 @@ async fn serve(config: NodeConfig, limits: vecraft_sql::limits::Limits) -> Resul
         local(&sql)?,
         http_addr
     );
+    eprintln!("vecraft: {}", access.describe());
     health.set_ready(true);
     let outcome = tokio::select! {
-        served = vecraft_sql::server::serve_with(sql, catalog, limits) => served.map_err(|e| e.to_string()),
+        served = vecraft_sql::server::serve_until(sql, catalog, limits, access, Drain::new()) => served.map_err(|e| e.to_string()),
         exported = exporter => match exported {
             Ok(result) => result.map_err(|e| format!("metrics exporter: {e}")),
             Err(e) => Err(format!("metrics exporter: {e}")),

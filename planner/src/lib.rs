@@ -33,6 +33,7 @@ pub mod params;
 pub mod parse;
 pub mod placeholders;
 pub mod returning;
+pub mod role_words;
 pub mod sparsevec;
 pub mod sparsevec_udfs;
 pub mod table;

@@ -58,6 +58,7 @@ pub fn parse_sql(sql: &str) -> Result<Vec<DFStatement>, ParserError> {
         return Err(ParserError::RecursionLimitExceeded);
     }
     let tokens = crate::backup_sql::rewrite(merge_l1_operator(tokens))?;
+    let tokens = crate::role_words::rewrite(tokens);
     let (tokens, mut collections) = read_collection_words(tokens);
     let mut statements = Parser::new(&dialect)
         .with_tokens_with_locations(tokens)

@@ -12,6 +12,7 @@
 //! statements run on a stack of their own (`stack.rs`). Still to come: roles, passwords, TLS.
 
 pub mod advisory_locks;
+pub mod auth;
 pub mod backup_schedule;
 pub mod backups;
 pub mod catalog;
@@ -37,6 +38,7 @@ pub mod params;
 pub mod pg_catalog;
 pub mod positions;
 pub mod prepared;
+pub mod roles;
 pub mod schemas;
 pub mod search_path;
 pub mod sequences;

@@ -3,11 +3,14 @@
 //! answers with PostgreSQL's SQLSTATE when it is reached, so that a careless or hostile client
 //! gets an error and the node goes on serving everyone else.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use pgwire::error::{ErrorInfo, PgWireError};
+use vecraft_cluster::meta::roles::RoleMeta;
 
 /// The gateway's limits (README "Limits" lists each with its setting and SQLSTATE).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,9 +69,9 @@ fn default_node_memory_bytes() -> usize {
     total_kib.map_or(4 << 30, |kib| kib * 1024 / 2)
 }
 
-/// The superuser, who may take the reserved connections (no roles exist yet, so it is the
-/// user name PostgreSQL's bootstrap superuser has).
-pub const SUPERUSER: &str = "postgres";
+/// The bootstrap superuser, who may take the reserved connections (as may every role with
+/// SUPERUSER).
+pub const SUPERUSER: &str = vecraft_cluster::meta::roles::BOOTSTRAP;
 
 /// Counts the node's sockets and sessions against the limits.
 #[derive(Debug)]
@@ -79,15 +82,26 @@ pub struct Admission {
     max_sockets: usize,
     sockets: AtomicUsize,
     sessions: AtomicUsize,
+    /// Sessions of each role with a connection limit.
+    by_role: Mutex<HashMap<String, usize>>,
 }
 
 /// A socket counted against [`Admission`]; uncounted when dropped.
 #[derive(Debug)]
 pub struct SocketSlot(Arc<Admission>);
 
-/// A client session counted against `max_connections`; uncounted when dropped.
+/// A client session counted against `max_connections` (and its role's connection limit,
+/// when the role has one); uncounted when dropped.
 #[derive(Debug)]
-pub struct SessionSlot(Arc<Admission>);
+pub struct SessionSlot {
+    admission: Arc<Admission>,
+    /// Held while the session lasts.
+    _role: Option<RoleSlot>,
+}
+
+/// A session counted against its role's connection limit; uncounted when dropped.
+#[derive(Debug)]
+pub struct RoleSlot(Arc<Admission>, String);
 
 impl Admission {
     pub fn new(limits: Limits, max_sockets: usize) -> Arc<Admission> {
@@ -96,6 +110,7 @@ impl Admission {
             max_sockets,
             sockets: AtomicUsize::new(0),
             sessions: AtomicUsize::new(0),
+            by_role: Mutex::default(),
         })
     }
 
@@ -105,23 +120,46 @@ impl Admission {
         take(&self.sockets, self.max_sockets).then(|| SocketSlot(self.clone()))
     }
 
-    /// A slot for a session of `user`, or PostgreSQL's 53300 error.
-    pub fn session(self: &Arc<Self>, user: &str) -> Result<SessionSlot, PgWireError> {
+    /// A slot for a session of `user`, whose role is `role` (`None`: a name the embedded
+    /// default lets in without a role), or PostgreSQL's 53300 error: past `max_connections`,
+    /// or past the role's CONNECTION LIMIT (which binds all but superusers).
+    pub fn session(
+        self: &Arc<Self>,
+        user: &str,
+        role: Option<&RoleMeta>,
+    ) -> Result<SessionSlot, PgWireError> {
+        let superuser = role.map_or(user == SUPERUSER, |r| r.superuser);
+        let role_slot = match role.filter(|r| !r.superuser && r.connection_limit >= 0) {
+            Some(role) => Some(self.role_slot(user, role.connection_limit as usize)?),
+            None => None,
+        };
         let max = self.limits.max_connections;
         let open_to_all = max.saturating_sub(self.limits.superuser_reserved_connections);
-        if user == SUPERUSER {
-            if take(&self.sessions, max) {
-                return Ok(SessionSlot(self.clone()));
-            }
-        } else if take(&self.sessions, open_to_all) {
-            return Ok(SessionSlot(self.clone()));
+        if take(&self.sessions, if superuser { max } else { open_to_all }) {
+            return Ok(SessionSlot {
+                admission: self.clone(),
+                _role: role_slot,
+            });
         }
-        let message = if user != SUPERUSER && self.sessions.load(Ordering::Acquire) < max {
+        drop(role_slot);
+        let message = if !superuser && self.sessions.load(Ordering::Acquire) < max {
             "remaining connection slots are reserved for roles with the SUPERUSER attribute"
         } else {
             "sorry, too many clients already"
         };
         Err(fatal("53300", message))
+    }
+
+    /// A place among the `limit` sessions role `user` may hold, or PostgreSQL's 53300.
+    fn role_slot(self: &Arc<Self>, user: &str, limit: usize) -> Result<RoleSlot, PgWireError> {
+        let mut by_role = self.by_role.lock();
+        let held = by_role.entry(user.to_string()).or_default();
+        if *held >= limit {
+            let message = format!("too many connections for role \"{user}\"");
+            return Err(fatal("53300", &message));
+        }
+        *held += 1;
+        Ok(RoleSlot(self.clone(), user.to_string()))
     }
 
     pub fn sessions(&self) -> usize {
@@ -145,9 +183,22 @@ impl Drop for SocketSlot {
     }
 }
 
+impl Drop for RoleSlot {
+    fn drop(&mut self) {
+        let mut by_role = self.0.by_role.lock();
+        let held = by_role
+            .get_mut(&self.1)
+            .expect("a counted role has an entry");
+        *held -= 1;
+        if *held == 0 {
+            by_role.remove(&self.1);
+        }
+    }
+}
+
 impl Drop for SessionSlot {
     fn drop(&mut self) {
-        let before = self.0.sessions.fetch_sub(1, Ordering::AcqRel);
+        let before = self.admission.sessions.fetch_sub(1, Ordering::AcqRel);
         debug_assert!(before > 0, "a session slot was given back twice");
     }
 }
@@ -220,13 +271,13 @@ mod tests {
     #[test]
     fn reserved_slots_are_the_superusers_and_slots_come_back() {
         let a = admission(3, 1);
-        let first = a.session("app").unwrap();
-        let _second = a.session("app").unwrap();
-        let (sqlstate, message) = code(a.session("app").unwrap_err());
+        let first = a.session("app", None).unwrap();
+        let _second = a.session("app", None).unwrap();
+        let (sqlstate, message) = code(a.session("app", None).unwrap_err());
         assert_eq!(sqlstate, "53300");
         assert!(message.contains("reserved"), "{message}");
-        let third = a.session(SUPERUSER).unwrap();
-        let (sqlstate, message) = code(a.session(SUPERUSER).unwrap_err());
+        let third = a.session(SUPERUSER, None).unwrap();
+        let (sqlstate, message) = code(a.session(SUPERUSER, None).unwrap_err());
         assert_eq!(
             (sqlstate.as_str(), message.as_str()),
             ("53300", "sorry, too many clients already")
@@ -234,11 +285,39 @@ mod tests {
         drop(first);
         assert_eq!(a.sessions(), 2);
         assert!(
-            a.session("app").is_err(),
+            a.session("app", None).is_err(),
             "the slot left is the reserved one"
         );
         drop(third);
-        assert!(a.session("app").is_ok(), "a slot given back is taken again");
+        assert!(
+            a.session("app", None).is_ok(),
+            "a slot given back is taken again"
+        );
+    }
+
+    #[test]
+    fn a_roles_connection_limit_binds_all_but_superusers() {
+        let a = admission(10, 0);
+        let mut role = RoleMeta::bootstrap();
+        (role.superuser, role.connection_limit) = (false, 1);
+        let held = a.session("alice", Some(&role)).unwrap();
+        let (sqlstate, message) = code(a.session("alice", Some(&role)).unwrap_err());
+        assert_eq!(
+            (sqlstate.as_str(), message.as_str()),
+            ("53300", "too many connections for role \"alice\"")
+        );
+        assert!(a.session("bob", Some(&role)).is_ok(), "counted per role");
+        role.superuser = true;
+        assert!(
+            a.session("alice", Some(&role)).is_ok(),
+            "superusers are not bound"
+        );
+        role.superuser = false;
+        drop(held);
+        assert!(
+            a.session("alice", Some(&role)).is_ok(),
+            "the slot came back"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use pgwire::api::ConnectionManager;
 use tokio::net::TcpListener;
 
+use crate::auth::hba::Access;
 use crate::catalog::Catalog;
 use crate::drain::Drain;
 use crate::handler::{Connection, Handlers};
@@ -32,17 +33,19 @@ pub async fn serve_with(
     catalog: Arc<Catalog>,
     limits: Limits,
 ) -> std::io::Result<()> {
-    serve_until(listener, catalog, limits, Drain::new()).await
+    serve_until(listener, catalog, limits, Access::default(), Drain::new()).await
 }
 
-/// [`serve_with`] until `drain` starts: then the listener closes (new connections are
+/// [`serve_with`] under the `access` rules until `drain` starts: then the listener closes (new connections are
 /// refused) and this returns, while the sessions go on until each is idle (`drain.rs`).
 pub async fn serve_until(
     listener: TcpListener,
     catalog: Arc<Catalog>,
     limits: Limits,
+    access: Access,
     drain: Arc<Drain>,
 ) -> std::io::Result<()> {
+    let access = Arc::new(access);
     crate::metrics::watch(&catalog);
     crate::txn_resolver::spawn(&catalog);
     let memory = NodeMemory::new(&limits);
@@ -82,6 +85,7 @@ pub async fn serve_until(
             cancels.clone(),
             admission.clone(),
             memory.clone(),
+            access.clone(),
         );
         let session = connection.session();
         let idle_in_transaction = move || session.idle_in_transaction_timeout();

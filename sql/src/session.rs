@@ -82,6 +82,8 @@ pub struct Session {
     /// The transaction BEGIN opened, if any: its writes, staged until COMMIT, which the
     /// session's tables lay over what they read (`vecraft_planner::transaction`).
     pub(crate) txn: Arc<TransactionSlot>,
+    /// Who logged in (`roles.rs`).
+    pub(crate) user: Mutex<crate::roles::SessionUser>,
 }
 
 impl Drop for Session {
@@ -125,6 +127,7 @@ impl Session {
             local_undo: Mutex::new(Vec::new()),
             advisory_session,
             txn: Arc::default(),
+            user: Mutex::default(),
         })
     }
 

@@ -23,6 +23,12 @@ impl Oracle {
     /// Installs what is missing (`compat/setup.sh`, pinned versions), then starts a server on
     /// a free port. Slow the first time on a machine (downloads), a second or two after.
     pub fn start() -> Result<Oracle, String> {
+        Oracle::start_with_hba(None)
+    }
+
+    /// [`Oracle::start`] with `hba` as its `pg_hba.conf` (the default trusts every local
+    /// client); `postgres` must stay trusted from 127.0.0.1 for the setup to connect.
+    pub fn start_with_hba(hba: Option<&str>) -> Result<Oracle, String> {
         let dir = tempfile::Builder::new()
             .prefix("vecraft-oracle-")
             .tempdir()
@@ -31,7 +37,13 @@ impl Oracle {
         // A port found free can be taken before postgres binds it: try another.
         for _attempt in 0..3 {
             let port = free_port().map_err(|e| format!("free port: {e}"))?;
-            let out = Command::new(compat_dir().join("pg.sh"))
+            let mut command = Command::new(compat_dir().join("pg.sh"));
+            if let Some(hba) = hba {
+                let path = dir.path().join("pg_hba.conf");
+                std::fs::write(&path, hba).map_err(|e| format!("pg_hba.conf: {e}"))?;
+                command.env("PG_HBA", path);
+            }
+            let out = command
                 .arg("start")
                 .arg(dir.path())
                 .arg(port.to_string())
@@ -48,6 +60,11 @@ impl Oracle {
             );
         }
         Err(last)
+    }
+
+    /// The port it listens on (on 127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// The DSN of database `name` (`postgres` is there from the start).

@@ -19,7 +19,7 @@ use crate::support::single_node;
 const SUITES: [(&str, &str); 2] = [(".venv", "clients"), (".venv-stores", "stores")];
 
 /// Runs one suite against `dsn` as `engine`; panics with pytest's report when it fails.
-fn suite(venv: &str, tests: &str, dsn: &str, engine: &str) {
+pub fn suite(venv: &str, tests: &str, dsn: &str, engine: &str) {
     let compat = compat_dir();
     let out = Command::new(compat.join(venv).join("bin/pytest"))
         .current_dir(&compat)

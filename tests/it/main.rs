@@ -10,4 +10,5 @@ mod crash;
 mod limits;
 mod nemesis;
 mod node;
+mod security;
 mod support;

@@ -380,6 +380,7 @@ fn edit(state: &mut MetaState, op: MetaOp, dead: &BTreeSet<NodeId>) -> Result<bo
             state.meta_members = members;
             Ok(changed)
         }
+        MetaOp::Role(op) => super::roles::apply(&mut state.roles, op),
     }
 }
 
@@ -442,6 +443,7 @@ fn check(state: &MetaState, op: &MetaOp) -> Result<(), String> {
             }
             Ok(())
         }
+        MetaOp::Role(op) => super::roles::check(op),
         MetaOp::SetMetaMembers { members } => {
             if members.is_empty() || members.iter().any(|id| !state.nodes.contains_key(id)) {
                 return Err("the meta members must be nodes of the cluster".into());

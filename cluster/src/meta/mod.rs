@@ -11,6 +11,7 @@
 mod client;
 mod manager;
 mod placement;
+pub mod roles;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -80,6 +81,9 @@ pub struct MetaState {
     /// empty while they are the `--meta-peers` the cluster started with.
     #[serde(default)]
     pub meta_members: BTreeSet<NodeId>,
+    /// The roles made by CREATE ROLE, and the bootstrap superuser once altered (`roles.rs`).
+    #[serde(default)]
+    pub roles: roles::Roles,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -207,12 +211,17 @@ pub enum MetaOp {
     SetMetaMembers {
         members: BTreeSet<NodeId>,
     },
+    /// CREATE, ALTER or DROP ROLE (`roles.rs`).
+    Role(roles::RoleOp),
 }
 
 impl MetaOp {
     /// Whether doing it twice does no more than doing it once (so a lost answer may be
     /// retried).
     fn idempotent(&self) -> bool {
+        if let MetaOp::Role(op) = self {
+            return op.idempotent();
+        }
         !matches!(
             self,
             MetaOp::Create { .. }

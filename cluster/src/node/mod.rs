@@ -297,6 +297,11 @@ impl ClusterNode {
         self.change(MetaOp::DropSchema { name: key.into() })
     }
 
+    /// CREATE, ALTER or DROP ROLE, through the meta group; whether it changed anything.
+    pub fn change_role(self: &Arc<Self>, op: crate::meta::roles::RoleOp) -> Result<bool> {
+        self.change(MetaOp::Role(op))
+    }
+
     /// Makes `op` on the meta leader and reads the document back, so this node sees what it
     /// did; whether it changed anything.
     fn change(self: &Arc<Self>, op: MetaOp) -> Result<bool> {

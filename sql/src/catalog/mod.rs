@@ -6,6 +6,7 @@
 //! collection is a change of that document.
 
 mod restore;
+mod roles;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -64,6 +65,7 @@ enum Backend {
     Local {
         root: PathBuf,
         schemas: LocalSchemas,
+        roles: roles::LocalRoles,
     },
     /// Collections of a cluster, as `node` sees the metadata.
     Cluster {
@@ -115,13 +117,18 @@ impl Catalog {
             collections.insert(name, Arc::new(c));
         }
         let schemas = LocalSchemas::open(&data_dir.join("schemas"))?;
+        let roles = roles::LocalRoles::open(data_dir)?;
         // Files a backup was spooling when the node stopped.
         match std::fs::remove_dir_all(data_dir.join(SCRATCH_DIR)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
             _ => {}
         }
         Ok(Catalog {
-            backend: Backend::Local { root, schemas },
+            backend: Backend::Local {
+                root,
+                schemas,
+                roles,
+            },
             generation: AtomicU64::new(0),
             collections: RwLock::new(collections),
             ddl: Mutex::new(()),

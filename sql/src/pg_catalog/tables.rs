@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{ListArray, RecordBatch};
+use datafusion::arrow::array::{ListArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field};
 
 use datafusion::catalog::{SchemaProvider, TableProvider};
@@ -139,7 +139,7 @@ impl SchemaProvider for PgCatalogSchema {
                 ("enumsortorder", strs(vec![])),
                 ("enumlabel", strs(vec![])),
             ]),
-            "pg_roles" => pg_roles(),
+            "pg_roles" => pg_roles(&self.catalog),
             "pg_available_extensions" => pg_available_extensions(),
             "pg_indexes" => pg_indexes(&self.catalog),
             empty if EMPTY_TABLES.contains(&empty) => table(&[("oid", u32s(vec![]))]),
@@ -415,21 +415,42 @@ fn pg_indexes(catalog: &Catalog) -> Result<RecordBatch> {
     ])
 }
 
-/// One role, the superuser every connection is trusted as (until users are configured).
-fn pg_roles() -> Result<RecordBatch> {
-    let yes = || bools(vec![true]);
+/// The roles: the bootstrap superuser (which has every attribute, as `initdb` makes it)
+/// and those CREATE ROLE made. `rolpassword` is `********` whatever the role has, as in
+/// PostgreSQL's view.
+fn pg_roles(catalog: &Catalog) -> Result<RecordBatch> {
+    use vecraft_cluster::meta::roles::{self, BOOTSTRAP_OID};
+    let roles = roles::all(&catalog.roles());
+    let column =
+        |f: &dyn Fn(&roles::RoleMeta) -> bool| bools(roles.iter().map(|(_, r)| f(r)).collect());
+    let bootstrap = |r: &roles::RoleMeta| r.oid == BOOTSTRAP_OID;
+    let valid_until = roles.iter().map(|(_, r)| {
+        let micros = r.valid_until_micros?;
+        let at = chrono::DateTime::from_timestamp_micros(micros)?;
+        Some(at.format("%Y-%m-%d %H:%M:%S%:::z").to_string())
+    });
     table(&[
-        ("oid", u32s(vec![10])),
-        ("rolname", strs(vec!["postgres".into()])),
-        ("rolsuper", yes()),
-        ("rolinherit", yes()),
-        ("rolcreaterole", yes()),
-        ("rolcreatedb", yes()),
-        ("rolcanlogin", yes()),
-        ("rolreplication", yes()),
-        ("rolbypassrls", yes()),
-        ("rolconnlimit", i32s(vec![-1])),
-        ("rolvaliduntil", strs_null(1)),
+        ("oid", u32s(roles.iter().map(|(_, r)| r.oid).collect())),
+        (
+            "rolname",
+            strs(roles.iter().map(|(n, _)| n.clone()).collect()),
+        ),
+        ("rolsuper", column(&|r| r.superuser)),
+        ("rolinherit", column(&|_| true)),
+        ("rolcreaterole", column(&bootstrap)),
+        ("rolcreatedb", column(&bootstrap)),
+        ("rolcanlogin", column(&|r| r.login)),
+        ("rolreplication", column(&bootstrap)),
+        ("rolbypassrls", column(&bootstrap)),
+        (
+            "rolconnlimit",
+            i32s(roles.iter().map(|(_, r)| r.connection_limit).collect()),
+        ),
+        ("rolpassword", strs(vec!["********".into(); roles.len()])),
+        (
+            "rolvaliduntil",
+            Arc::new(StringArray::from_iter(valid_until)),
+        ),
     ])
 }
 

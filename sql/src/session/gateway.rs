@@ -111,6 +111,14 @@ impl Session {
                 ..
             } => self.drop_schemas(names, *if_exists, *cascade).await?,
             Statement::CreateIndex(create) => self.create_index(create).await?,
+            Statement::CreateRole(create) => self.create_role(create).await?,
+            Statement::AlterRole { name, operation } => self.alter_role(name, operation).await?,
+            Statement::Drop {
+                object_type: ObjectType::Role,
+                if_exists,
+                names,
+                ..
+            } => self.drop_roles(names, *if_exists).await?,
             // Transactions (`transactions.rs`): writes staged until COMMIT.
             Statement::StartTransaction { modes, .. } => {
                 crate::transactions::check_modes(modes)?;
@@ -353,6 +361,12 @@ pub fn is_gateway_statement(statement: &Statement) -> bool {
                     ..
                 }
                 | Statement::CreateIndex(_)
+                | Statement::CreateRole(_)
+                | Statement::AlterRole { .. }
+                | Statement::Drop {
+                    object_type: ObjectType::Role,
+                    ..
+                }
                 | Statement::StartTransaction { .. }
                 | Statement::Commit { .. }
                 | Statement::Rollback { .. }

@@ -1,0 +1,142 @@
+//! Logging in and roles, on Vecraft and on PostgreSQL 18 under the same access rules (Vecraft's
+//! `[[access]]` entries, PostgreSQL's `pg_hba.conf`): tokio-postgres here, then the real
+//! clients of `compat/auth/` (psycopg, asyncpg, psql 18, the JDBC driver) against each, and
+//! the roles surviving Vecraft's restart.
+
+use tokio_postgres::NoTls;
+use vecraft_sqllogictest::oracle::Oracle;
+
+use crate::support::{Node, serve_args};
+
+/// The rules, in pg_hba.conf's words.
+const HBA: &str = "\
+host  all       compat_mallory  all           reject
+host  all       postgres        127.0.0.1/32  trust
+host  postgres  all             127.0.0.1/32  scram-sha-256
+";
+
+/// The same rules as Vecraft's config file says them.
+const ACCESS: &str = r#"
+[[access]]
+type = "host"
+user = "compat_mallory"
+address = "all"
+method = "reject"
+
+[[access]]
+type = "host"
+user = "postgres"
+address = "127.0.0.1/32"
+method = "trust"
+
+[[access]]
+type = "host"
+database = "postgres"
+user = "all"
+address = "127.0.0.1/32"
+method = "scram-sha-256"
+"#;
+
+/// Logs in to `port` as `user` with `password`: `Ok(())` after `SELECT 1`, or the server's
+/// SQLSTATE and message.
+async fn login(port: u16, user: &str, password: &str, db: &str) -> Result<(), (String, String)> {
+    let dsn = format!(
+        "host=127.0.0.1 port={port} user={user} password='{password}' dbname={db} \
+         connect_timeout=30"
+    );
+    let refused = |e: tokio_postgres::Error| match e.as_db_error() {
+        Some(db) => (db.code().code().to_string(), db.message().to_string()),
+        None => ("none".to_string(), e.to_string()),
+    };
+    let (client, connection) = tokio_postgres::connect(&dsn, NoTls)
+        .await
+        .map_err(refused)?;
+    let connection = tokio::spawn(connection);
+    let one: i32 = client
+        .query_one("SELECT 1", &[])
+        .await
+        .map_err(refused)?
+        .get(0);
+    assert_eq!(one, 1);
+    drop(client);
+    let _ = connection.await;
+    Ok(())
+}
+
+fn failed(code: &str, message: &str) -> Result<(), (String, String)> {
+    Err((code.to_string(), message.to_string()))
+}
+
+/// What tokio-postgres gets from the server on `port`, whose superuser `postgres` is trusted.
+async fn tokio_postgres_logins(port: u16) {
+    let superuser = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres");
+    let (admin, connection) = tokio_postgres::connect(&superuser, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    admin
+        .batch_execute("DROP ROLE IF EXISTS tp_alice; CREATE USER tp_alice PASSWORD 'right'")
+        .await
+        .unwrap();
+    assert_eq!(login(port, "tp_alice", "right", "postgres").await, Ok(()));
+    let wrong = |user: &str| format!("password authentication failed for user \"{user}\"");
+    assert_eq!(
+        login(port, "tp_alice", "wrong", "postgres").await,
+        failed("28P01", &wrong("tp_alice"))
+    );
+    assert_eq!(
+        login(port, "tp_ghost", "right", "postgres").await,
+        failed("28P01", &wrong("tp_ghost"))
+    );
+    let no_entry = "no pg_hba.conf entry for host \"127.0.0.1\", user \"tp_alice\", \
+                    database \"elsewhere\", no encryption";
+    assert_eq!(
+        login(port, "tp_alice", "right", "elsewhere").await,
+        failed("28000", no_entry)
+    );
+    let taken = admin
+        .batch_execute("CREATE ROLE tp_alice")
+        .await
+        .unwrap_err();
+    let taken = taken.as_db_error().unwrap();
+    assert_eq!(
+        (taken.code().code(), taken.message()),
+        ("42710", "role \"tp_alice\" already exists")
+    );
+    let missing = admin.batch_execute("DROP ROLE tp_ghost").await.unwrap_err();
+    let missing = missing.as_db_error().unwrap();
+    assert_eq!(
+        (missing.code().code(), missing.message()),
+        ("42704", "role \"tp_ghost\" does not exist")
+    );
+}
+
+#[test]
+fn logins_and_roles_answer_as_postgresql_does() {
+    let oracle = Oracle::start_with_hba(Some(HBA)).expect("PostgreSQL 18 starts");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("vecraft.toml");
+    std::fs::write(&config, ACCESS).unwrap();
+    let data = dir.path().join("data");
+    let mut args = serve_args(&data);
+    args.extend(["--config", config.to_str().unwrap()]);
+    let node = Node::start(&args);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for port in [oracle.port(), node.sql_port] {
+        runtime.block_on(tokio_postgres_logins(port));
+    }
+    for (port, engine) in [(oracle.port(), "postgres"), (node.sql_port, "vecraft")] {
+        let dsn = format!("postgresql://postgres@127.0.0.1:{port}/postgres");
+        crate::clients::suite(".venv", "auth", &dsn, engine);
+    }
+    // The roles outlive a restart.
+    drop(node);
+    let node = Node::start(&args);
+    runtime.block_on(async {
+        let port = node.sql_port;
+        assert_eq!(login(port, "tp_alice", "right", "postgres").await, Ok(()));
+        let code = login(port, "tp_alice", "wrong", "postgres")
+            .await
+            .unwrap_err()
+            .0;
+        assert_eq!(code, "28P01");
+    });
+}
