@@ -503,6 +503,10 @@ impl CopyHandler for Connection {
     }
 }
 
+/// How long a login waits for the meta group's roles in a cluster before it goes on with the
+/// node's copy (see `Catalog::refresh_within`).
+const LOGIN_REFRESH_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Every session's process id and cancel key, whichever way it logged in.
 static PIDS: LazyLock<RandomPidSecretKeyGenerator> =
     LazyLock::new(RandomPidSecretKeyGenerator::default);
@@ -609,10 +613,17 @@ impl StartupHandler for Startup {
                     user: parameter("user").unwrap_or(""),
                     database: parameter("database"),
                 };
+                if catalog.role(who.user).is_none() {
+                    // A role another gateway of the cluster made a moment ago.
+                    catalog.refresh_within(LOGIN_REFRESH_TIMEOUT).await;
+                }
                 let step = connection
                     .login
                     .on_startup(&who, &connection.access, catalog)?;
                 if let Step::Send(_) = step {
+                    // The verifier is read at the client's first SASL message: the newest,
+                    // if another gateway changed the password a moment ago.
+                    catalog.refresh_within(LOGIN_REFRESH_TIMEOUT).await;
                     pgwire::api::auth::protocol_negotiation(client, startup).await?;
                     pgwire::api::auth::save_startup_parameters_to_metadata(client, startup);
                     client.set_state(PgWireConnectionState::AuthenticationInProgress);

@@ -38,6 +38,7 @@ pub mod params;
 pub mod pg_catalog;
 pub mod positions;
 pub mod prepared;
+pub mod privileges;
 pub mod roles;
 pub mod schemas;
 pub mod search_path;

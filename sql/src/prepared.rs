@@ -255,6 +255,9 @@ impl Session {
         params: Vec<ScalarValue>,
         format: &Format,
     ) -> PgWireResult<Response> {
+        if let DFStatement::Statement(s) = &prepared.statement {
+            self.check_privileges(s)?;
+        }
         let Some(query) = &prepared.query else {
             if !params.is_empty() {
                 return Err(user_error("08P01", "this statement takes no parameters"));

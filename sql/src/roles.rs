@@ -122,6 +122,12 @@ impl Session {
                 );
                 return Err(user_error("2BP01", message));
             }
+            let acls = self.catalog.privileges();
+            if vecraft_cluster::meta::privileges::depends_on(&acls, &name) {
+                let message =
+                    format!("role \"{name}\" cannot be dropped because some objects depend on it");
+                return Err(user_error("2BP01", message));
+            }
             let dropped = self
                 .change_role(RoleOp::Drop { name: name.clone() })
                 .await?;

@@ -82,7 +82,7 @@ impl Session {
 }
 
 /// A schema's name: one identifier.
-fn schema_name(name: &ObjectName) -> PgWireResult<String> {
+pub(crate) fn schema_name(name: &ObjectName) -> PgWireResult<String> {
     match name.0.as_slice() {
         [part] => match part.as_ident() {
             Some(i) => Ok(ident(i)),

@@ -247,7 +247,7 @@ fn is_catalog_name(name: &ObjectName) -> bool {
 
 /// The names of the statement's own CTEs, at any depth, which are not tables (a table of
 /// the same name as a CTE somewhere in the statement is left to the default schema).
-fn cte_names(statement: &Statement) -> Vec<String> {
+pub(crate) fn cte_names(statement: &Statement) -> Vec<String> {
     struct Ctes(Vec<String>);
     impl Visitor for Ctes {
         type Break = ();

@@ -240,6 +240,7 @@ impl Session {
     pub async fn run(&self, mut statement: DFStatement) -> PgWireResult<Response> {
         self.follow_search_path(&mut statement);
         if let DFStatement::Statement(s) = &mut statement {
+            self.check_privileges(s)?;
             if is_gateway_statement(s) {
                 return self.run_gateway(s, &Format::UnifiedText).await;
             }

@@ -4,13 +4,14 @@
 //! atomic commits under `kill -9`;
 //! `backup.rs`: a cluster's backup restored on a single node; `rolling.rs`: a rolling restart
 //! under load, and leaderships balanced after a node returns; `meta.rs`: lost meta members
-//! replaced by spares).
+//! replaced by spares; `security.rs`: roles and grants on every gateway).
 
 mod backup;
 mod behaviour;
 mod faults;
 mod meta;
 mod rolling;
+mod security;
 mod transactions;
 
 use std::collections::BTreeSet;

@@ -351,9 +351,17 @@ fn edit(state: &mut MetaState, op: MetaOp, dead: &BTreeSet<NodeId>) -> Result<bo
             state.collections.insert(name, collection);
             Ok(true)
         }
-        MetaOp::Drop { name } => Ok(state.collections.remove(&name).is_some()),
+        MetaOp::Drop { name } => {
+            state.privileges.remove(&name);
+            Ok(state.collections.remove(&name).is_some())
+        }
         MetaOp::CreateSchema { name } => Ok(state.schemas.insert(name)),
-        MetaOp::DropSchema { name } => Ok(state.schemas.remove(&name)),
+        MetaOp::DropSchema { name } => {
+            state
+                .privileges
+                .remove(&super::privileges::schema_object(&name));
+            Ok(state.schemas.remove(&name))
+        }
         MetaOp::Replace { group, dead, new } => {
             let shard = state
                 .collections
@@ -381,6 +389,7 @@ fn edit(state: &mut MetaState, op: MetaOp, dead: &BTreeSet<NodeId>) -> Result<bo
             Ok(changed)
         }
         MetaOp::Role(op) => super::roles::apply(&mut state.roles, op),
+        MetaOp::Privileges(op) => Ok(super::privileges::apply(&mut state.privileges, op)),
     }
 }
 
@@ -444,6 +453,7 @@ fn check(state: &MetaState, op: &MetaOp) -> Result<(), String> {
             Ok(())
         }
         MetaOp::Role(op) => super::roles::check(op),
+        MetaOp::Privileges(_) => Ok(()),
         MetaOp::SetMetaMembers { members } => {
             if members.is_empty() || members.iter().any(|id| !state.nodes.contains_key(id)) {
                 return Err("the meta members must be nodes of the cluster".into());

@@ -11,6 +11,7 @@
 mod client;
 mod manager;
 mod placement;
+pub mod privileges;
 pub mod roles;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -84,6 +85,9 @@ pub struct MetaState {
     /// The roles made by CREATE ROLE, and the bootstrap superuser once altered (`roles.rs`).
     #[serde(default)]
     pub roles: roles::Roles,
+    /// Owners and grants of collections and schemas (`privileges.rs`).
+    #[serde(default)]
+    pub privileges: privileges::Acls,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -213,6 +217,8 @@ pub enum MetaOp {
     },
     /// CREATE, ALTER or DROP ROLE (`roles.rs`).
     Role(roles::RoleOp),
+    /// GRANT, REVOKE, or a new object's owner (`privileges.rs`).
+    Privileges(privileges::PrivilegeOp),
 }
 
 impl MetaOp {

@@ -302,6 +302,14 @@ impl ClusterNode {
         self.change(MetaOp::Role(op))
     }
 
+    /// GRANT, REVOKE or a new object's owner, through the meta group.
+    pub fn change_privileges(
+        self: &Arc<Self>,
+        op: crate::meta::privileges::PrivilegeOp,
+    ) -> Result<bool> {
+        self.change(MetaOp::Privileges(op))
+    }
+
     /// Makes `op` on the meta leader and reads the document back, so this node sees what it
     /// did; whether it changed anything.
     fn change(self: &Arc<Self>, op: MetaOp) -> Result<bool> {

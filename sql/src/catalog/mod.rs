@@ -328,7 +328,7 @@ impl Catalog {
             return Ok(false);
         };
         let dropped = match &self.backend {
-            Backend::Local { schemas, .. } => {
+            Backend::Local { schemas, roles, .. } => {
                 // Under the DDL lock, so no CREATE TABLE puts a table in it meanwhile.
                 let _ddl = self.ddl.lock();
                 let inside = read(&self.collections)
@@ -337,6 +337,7 @@ impl Catalog {
                 if inside {
                     return datafusion::common::plan_err!("schema \"{name}\" is not empty");
                 }
+                roles.forget(&vecraft_cluster::meta::privileges::schema_object(&key))?;
                 schemas.drop(name, &key)?
             }
             Backend::Cluster { node, .. } => node.drop_schema(&key).map_err(storage)?,
@@ -447,10 +448,12 @@ impl Catalog {
             self.follow();
             return Ok(dropped);
         }
-        let Backend::Local { root, .. } = &self.backend else {
+        let Backend::Local { root, roles, .. } = &self.backend else {
             unreachable!("a cluster's catalog returned above");
         };
         let _ddl = self.ddl.lock();
+        // Its owner and grants go first: a table made again under the name has none.
+        roles.forget(&storage_key(name).unwrap_or_default())?;
         let removed = self
             .collections
             .write()

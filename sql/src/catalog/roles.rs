@@ -1,49 +1,64 @@
-//! The catalog's roles (`vecraft_cluster::meta::roles`): in the meta document in a cluster, in
-//! `<data-dir>/roles.json` on a single node, replaced whole and durably by each change.
+//! The catalog's roles and privileges (`vecraft_cluster::meta::{roles, privileges}`): in the
+//! meta document in a cluster, in `<data-dir>/roles.json` on a single node, replaced whole and
+//! durably by each change.
 
 use std::path::{Path, PathBuf};
 
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use parking_lot::RwLock;
+use vecraft_cluster::meta::privileges::{self, Acls, PrivilegeOp};
 use vecraft_cluster::meta::roles::{self, RoleMeta, RoleOp, Roles};
 
 use super::{Backend, Catalog, io, storage};
 
-/// A single node's roles: the file and what it holds.
+/// What a single node's file holds.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Doc {
+    roles: Roles,
+    #[serde(default)]
+    privileges: Acls,
+}
+
+/// A single node's roles and privileges: the file and what it holds.
 pub(super) struct LocalRoles {
     path: PathBuf,
-    roles: RwLock<Roles>,
+    doc: RwLock<Doc>,
 }
 
 impl LocalRoles {
     pub(super) fn open(data_dir: &Path) -> Result<LocalRoles> {
         let path = data_dir.join("roles.json");
-        let roles = match std::fs::read(&path) {
+        let doc = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 let what = format!("{}: {e}", path.display());
                 io(std::io::Error::new(std::io::ErrorKind::InvalidData, what))
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Roles::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Doc::default(),
             Err(e) => return Err(io(e)),
         };
         Ok(LocalRoles {
             path,
-            roles: RwLock::new(roles),
+            doc: RwLock::new(doc),
         })
     }
 
-    /// Makes `op`, writing the file before anyone sees the change.
-    fn change(&self, op: RoleOp) -> Result<bool> {
-        let mut roles = self.roles.write();
-        let mut changed = roles.clone();
-        let done = roles::apply(&mut changed, op)
-            .map_err(|e| datafusion::error::DataFusionError::Plan(e))?;
+    /// Changes the document with `change`, writing the file before anyone sees it.
+    fn change(&self, change: impl FnOnce(&mut Doc) -> Result<bool>) -> Result<bool> {
+        let mut doc = self.doc.write();
+        let mut changed = doc.clone();
+        let done = change(&mut changed)?;
         if done {
             let bytes = serde_json::to_vec_pretty(&changed).expect("roles always serialise");
             vecraft_storage::fsutil::write_atomic(&self.path, &bytes).map_err(storage)?;
-            *roles = changed;
+            *doc = changed;
         }
         Ok(done)
+    }
+
+    /// A dropped collection or schema takes its grants along.
+    pub(super) fn forget(&self, object: &str) -> Result<()> {
+        self.change(|doc| Ok(doc.privileges.remove(object).is_some()))
+            .map(|_| ())
     }
 }
 
@@ -51,7 +66,7 @@ impl Catalog {
     /// The stored roles (the bootstrap superuser only once altered).
     pub fn roles(&self) -> Roles {
         match &self.backend {
-            Backend::Local { roles, .. } => roles.roles.read().clone(),
+            Backend::Local { roles, .. } => roles.doc.read().roles.clone(),
             Backend::Cluster { node, .. } => node.view().roles.clone(),
         }
     }
@@ -59,7 +74,7 @@ impl Catalog {
     /// The role `name`, if it exists.
     pub fn role(&self, name: &str) -> Option<RoleMeta> {
         match &self.backend {
-            Backend::Local { roles, .. } => roles::find(&roles.roles.read(), name),
+            Backend::Local { roles, .. } => roles::find(&roles.doc.read().roles, name),
             Backend::Cluster { node, .. } => roles::find(&node.view().roles, name),
         }
     }
@@ -68,7 +83,7 @@ impl Catalog {
     pub fn any_password(&self) -> bool {
         let any = |roles: &Roles| roles.values().any(|r| r.password.is_some());
         match &self.backend {
-            Backend::Local { roles, .. } => any(&roles.roles.read()),
+            Backend::Local { roles, .. } => any(&roles.doc.read().roles),
             Backend::Cluster { node, .. } => any(&node.view().roles),
         }
     }
@@ -77,10 +92,41 @@ impl Catalog {
     /// for the meta group).
     pub fn change_role(&self, op: RoleOp) -> Result<bool> {
         let changed = match &self.backend {
-            Backend::Local { roles, .. } => roles.change(op)?,
+            Backend::Local { roles, .. } => roles
+                .change(|doc| roles::apply(&mut doc.roles, op).map_err(DataFusionError::Plan))?,
             Backend::Cluster { node, .. } => node.change_role(op).map_err(storage)?,
         };
         self.changed();
         Ok(changed)
+    }
+
+    /// In a cluster: reads the roles (with the rest of the metadata) from the meta leader,
+    /// unless that takes longer than `timeout` (the meta group is down): a login then goes on
+    /// with what this node saw last (at most the watch interval old).
+    pub async fn refresh_within(self: &std::sync::Arc<Self>, timeout: std::time::Duration) {
+        if !self.is_cluster() {
+            return;
+        }
+        let catalog = std::sync::Arc::clone(self);
+        let read = tokio::task::spawn_blocking(move || catalog.refresh());
+        let _ = tokio::time::timeout(timeout, read).await;
+    }
+
+    /// Owners and grants.
+    pub fn privileges(&self) -> Acls {
+        match &self.backend {
+            Backend::Local { roles, .. } => roles.doc.read().privileges.clone(),
+            Backend::Cluster { node, .. } => node.view().privileges.clone(),
+        }
+    }
+
+    /// GRANT, REVOKE, or a new object's owner; whether it changed anything. Blocking.
+    pub fn change_privileges(&self, op: PrivilegeOp) -> Result<bool> {
+        match &self.backend {
+            Backend::Local { roles, .. } => {
+                roles.change(|doc| Ok(privileges::apply(&mut doc.privileges, op)))
+            }
+            Backend::Cluster { node, .. } => node.change_privileges(op).map_err(storage),
+        }
     }
 }

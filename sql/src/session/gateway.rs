@@ -46,6 +46,9 @@ impl Session {
                 .await
                 .map_err(|e| user_error("XX000", format!("create stopped: {e}")))?
                 .map_err(|e| to_pg(&e))?;
+                if created {
+                    self.record_owner(&name).await?;
+                }
                 if !created && !create.if_not_exists {
                     let kind = if options.is_some() {
                         "collection"
@@ -112,6 +115,7 @@ impl Session {
             } => self.drop_schemas(names, *if_exists, *cascade).await?,
             Statement::CreateIndex(create) => self.create_index(create).await?,
             Statement::CreateRole(create) => self.create_role(create).await?,
+            Statement::Grant(_) | Statement::Revoke(_) => self.grant_or_revoke(statement).await?,
             Statement::AlterRole { name, operation } => self.alter_role(name, operation).await?,
             Statement::Drop {
                 object_type: ObjectType::Role,
@@ -363,6 +367,8 @@ pub fn is_gateway_statement(statement: &Statement) -> bool {
                 | Statement::CreateIndex(_)
                 | Statement::CreateRole(_)
                 | Statement::AlterRole { .. }
+                | Statement::Grant(_)
+                | Statement::Revoke(_)
                 | Statement::Drop {
                     object_type: ObjectType::Role,
                     ..
