@@ -63,6 +63,10 @@ pub struct NodeArgs {
     /// Where to serve /metrics, /healthz and /readyz over HTTP [default: 127.0.0.1:9090]
     #[arg(long, value_name = "ADDR")]
     http: Option<SocketAddr>,
+    /// A file holding a secret that /metrics then asks for (Authorization: Bearer …); the
+    /// probes stay open
+    #[arg(long, value_name = "FILE")]
+    metrics_token_file: Option<PathBuf>,
     /// Where this node keeps its data [default: ./vecraft-data]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -114,6 +118,7 @@ struct NodeConfig {
     http: SocketAddr,
     limits: vecraft_sql::limits::Limits,
     access: vecraft_sql::auth::hba::Access,
+    metrics_token: Option<vecraft_cluster::http::MetricsToken>,
     backup_schedule: Option<vecraft_sql::backup_schedule::BackupSchedule>,
     drain_timeout: Duration,
 }
@@ -202,6 +207,9 @@ impl NodeArgs {
                 true => &file.access,
                 false => &self.access,
             })?,
+            metrics_token: (self.metrics_token_file.or(file.metrics_token_file))
+                .map(|path| vecraft_cluster::http::MetricsToken::from_file(&path))
+                .transpose()?,
             options,
             gateway,
             listen,
@@ -259,7 +267,11 @@ pub async fn run_node(args: NodeArgs) -> Result<(), String> {
     };
     let http = crate::bind(config.http, "HTTP").await?;
     let http_addr = http.local_addr().map_err(|e| e.to_string())?;
-    let exporter = tokio::spawn(vecraft_cluster::http::serve(http, health.clone()));
+    let exporter = tokio::spawn(vecraft_cluster::http::serve_with_token(
+        http,
+        health.clone(),
+        config.metrics_token.clone(),
+    ));
     let mut options = config.options;
     if let Some(sql) = &sql {
         let bound = sql.local_addr().map_err(|e| e.to_string())?.to_string();

@@ -55,6 +55,8 @@ pub struct NodeConfig {
     pub backup_schedule: ScheduleArgs,
     /// Who may connect (`[[access]]` entries; none: the embedded default).
     pub access: Vec<RuleConfig>,
+    /// A file holding the secret `/metrics` asks for.
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 /// Settings as a file or the flags give them; absent ones fall through.
@@ -72,6 +74,7 @@ pub struct Overrides {
     pub backup_schedule: ScheduleArgs,
     #[serde(default)]
     pub access: Vec<RuleConfig>,
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 impl Default for NodeConfig {
@@ -84,6 +87,7 @@ impl Default for NodeConfig {
             backup_store: BTreeMap::new(),
             backup_schedule: ScheduleArgs::default(),
             access: Vec::new(),
+            metrics_token_file: None,
         }
     }
 }
@@ -113,6 +117,7 @@ impl NodeConfig {
         if !o.access.is_empty() {
             self.access = o.access;
         }
+        self.metrics_token_file = o.metrics_token_file.or(self.metrics_token_file.take());
     }
 }
 

@@ -63,7 +63,12 @@ struct ServeArgs {
     /// Where collections are stored [default: ./vecraft-data]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// A TOML file with the same settings (listen, http, data_dir; [limits], [backup_store]
+    /// A file holding a secret that /metrics then asks for (Authorization: Bearer …); the
+    /// probes stay open
+    #[arg(long, value_name = "FILE")]
+    metrics_token_file: Option<PathBuf>,
+    /// A TOML file with the same settings (listen, http, data_dir, metrics_token_file;
+    /// [limits], [backup_store]
     /// and [backup_schedule] tables) and the [[access]] rules; flags override it
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -121,6 +126,7 @@ fn main() {
         listen,
         http,
         data_dir,
+        metrics_token_file,
         config,
         limits,
         backup_store_option,
@@ -134,6 +140,7 @@ fn main() {
         backup_store: backup_store_option.into_iter().collect(),
         backup_schedule,
         access: Vec::new(), // rules come from the config file only
+        metrics_token_file,
     };
     let resolved = NodeConfig::resolve(config.as_deref(), flags)
         .and_then(|c| Ok((c.limits.resolve(&limits::LimitArgs::default())?, c)));
@@ -164,7 +171,14 @@ async fn serve(config: NodeConfig, limits: vecraft_sql::limits::Limits) -> Resul
     let sql = bind(config.listen, "PostgreSQL").await?;
     let http = bind(config.http, "HTTP").await?;
     let http_addr = http.local_addr().map_err(|e| e.to_string())?;
-    let exporter = tokio::spawn(vecraft_cluster::http::serve(http, health.clone()));
+    let token = (config.metrics_token_file.as_deref())
+        .map(vecraft_cluster::http::MetricsToken::from_file)
+        .transpose()?;
+    let exporter = tokio::spawn(vecraft_cluster::http::serve_with_token(
+        http,
+        health.clone(),
+        token,
+    ));
     let data_dir = config.data_dir.clone();
     let catalog =
         tokio::task::spawn_blocking(move || vecraft_sql::catalog::Catalog::open(&data_dir))

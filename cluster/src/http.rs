@@ -5,6 +5,10 @@
 //! `vecraft_sql::metrics`, the write path's in [`crate::metrics`]); this serves whatever is
 //! registered there, plus the process collector (CPU, resident memory, open files).
 //!
+//! With a token configured, `/metrics` answers only a request that carries it
+//! (`Authorization: Bearer <token>`, as Prometheus sends `credentials_file`); the probes stay
+//! open, so a load balancer needs no secret.
+//!
 //! The port is bounded like the SQL port: at most [`MAX_HTTP_CONNECTIONS`] at once (more are
 //! closed when accepted), and a connection that sends nothing for [`HTTP_IDLE_TIMEOUT`] —
 //! before its first request or between two — is closed, so idle or slow clients cannot hold
@@ -20,12 +24,13 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::Listener;
 use prometheus::{Encoder, TextEncoder};
+use sha2::Digest;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -57,13 +62,66 @@ pub const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// silent, yet must not keep its slot): scrapers reconnect.
 pub const HTTP_CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
-/// Serves the exporter on `listener` until the task is dropped.
+/// The secret `/metrics` asks for, kept as its SHA-256 (compared digest to digest, so the
+/// time a comparison takes says nothing about the secret).
+#[derive(Clone)]
+pub struct MetricsToken([u8; 32]);
+
+impl MetricsToken {
+    /// The token in the file at `path` (surrounding whitespace and a final newline dropped);
+    /// an empty one is refused.
+    pub fn from_file(path: &std::path::Path) -> Result<MetricsToken, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("metrics token file {}: {e}", path.display()))?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(format!("metrics token file {} is empty", path.display()));
+        }
+        Ok(MetricsToken::new(token))
+    }
+
+    pub fn new(token: &str) -> MetricsToken {
+        MetricsToken(sha2::Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// Whether `header` (an `Authorization` value) carries the token.
+    fn admits(&self, header: Option<&str>) -> bool {
+        let Some(given) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+            return false;
+        };
+        MetricsToken::new(given.trim()).0 == self.0
+    }
+}
+
+impl std::fmt::Debug for MetricsToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsToken(..)")
+    }
+}
+
+/// What the routes share.
+#[derive(Clone)]
+struct Exporter {
+    health: Arc<Health>,
+    token: Option<MetricsToken>,
+}
+
+/// Serves the exporter on `listener` until the task is dropped; `/metrics` open to all.
 pub async fn serve(listener: TcpListener, health: Arc<Health>) -> std::io::Result<()> {
+    serve_with_token(listener, health, None).await
+}
+
+/// [`serve`], `/metrics` asking for `token` when there is one.
+pub async fn serve_with_token(
+    listener: TcpListener,
+    health: Arc<Health>,
+    token: Option<MetricsToken>,
+) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(health);
+        .with_state(Exporter { health, token });
     let listener = Bounded {
         listener,
         open: Arc::new(Semaphore::new(MAX_HTTP_CONNECTIONS)),
@@ -155,7 +213,14 @@ impl AsyncWrite for Quiet {
     }
 }
 
-async fn metrics() -> Response {
+async fn metrics(State(exporter): State<Exporter>, headers: HeaderMap) -> Response {
+    if let Some(token) = &exporter.token {
+        let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if !token.admits(header) {
+            let challenge = [(WWW_AUTHENTICATE, "Bearer")];
+            return (StatusCode::UNAUTHORIZED, challenge, "unauthorized\n").into_response();
+        }
+    }
     let encoder = TextEncoder::new();
     let mut body = Vec::new();
     match encoder.encode(&prometheus::gather(), &mut body) {
@@ -164,10 +229,39 @@ async fn metrics() -> Response {
     }
 }
 
-async fn readyz(State(health): State<Arc<Health>>) -> Response {
-    if health.is_ready() {
+async fn readyz(State(exporter): State<Exporter>) -> Response {
+    if exporter.health.is_ready() {
         "ready\n".into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_admits_only_its_bearer() {
+        let token = MetricsToken::new("s3cret");
+        assert!(token.admits(Some("Bearer s3cret")));
+        for refused in [
+            None,
+            Some("Bearer other"),
+            Some("s3cret"),
+            Some("Basic s3cret"),
+        ] {
+            assert!(!token.admits(refused), "{refused:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        assert!(
+            MetricsToken::from_file(&path)
+                .unwrap()
+                .admits(Some("Bearer s3cret"))
+        );
+        std::fs::write(&path, " \n").unwrap();
+        assert!(MetricsToken::from_file(&path).is_err());
     }
 }

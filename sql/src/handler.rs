@@ -93,7 +93,8 @@ impl Connection {
     }
 
     /// Runs one statement under the session's `statement_timeout` (57014 when it passes; the
-    /// statement's work stops with its future).
+    /// statement's work stops with its future), once the role's statement rate allows it
+    /// (53400 when it does not, `rates.rs`).
     ///
     /// A panic inside the statement (a bug in a dependency or here) is caught and answered as
     /// XX000: it ends that statement, not the connection or the node.
@@ -105,6 +106,11 @@ impl Connection {
         statement: impl Future<Output = PgWireResult<T>>,
     ) -> PgWireResult<T> {
         use futures::FutureExt;
+        {
+            let user = self.session.user.lock();
+            let rate = self.session.catalog.statement_rate(&user.name);
+            self.admission.statement_rates.admit(&user.name, rate)?;
+        }
         let statement = std::panic::AssertUnwindSafe(statement)
             .catch_unwind()
             .map(|outcome| outcome.unwrap_or_else(|panic| Err(internal_error(panic.as_ref()))));

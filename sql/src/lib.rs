@@ -39,6 +39,7 @@ pub mod pg_catalog;
 pub mod positions;
 pub mod prepared;
 pub mod privileges;
+pub mod rates;
 pub mod roles;
 pub mod schemas;
 pub mod search_path;

@@ -84,6 +84,8 @@ pub struct Admission {
     sessions: AtomicUsize,
     /// Sessions of each role with a connection limit.
     by_role: Mutex<HashMap<String, usize>>,
+    /// Each role's statement rate (`ALTER ROLE … SET vecraft.statement_rate`).
+    pub statement_rates: crate::rates::StatementRates,
 }
 
 /// A socket counted against [`Admission`]; uncounted when dropped.
@@ -111,6 +113,7 @@ impl Admission {
             sockets: AtomicUsize::new(0),
             sessions: AtomicUsize::new(0),
             by_role: Mutex::default(),
+            statement_rates: Default::default(),
         })
     }
 

@@ -1,6 +1,7 @@
 //! Role DDL as PostgreSQL has it: `CREATE ROLE|USER name [WITH] [LOGIN|NOLOGIN]
 //! [SUPERUSER|NOSUPERUSER] [PASSWORD '…'|NULL] [VALID UNTIL '…'] [CONNECTION LIMIT n]`,
-//! `ALTER ROLE|USER` with the same options, `DROP ROLE|USER [IF EXISTS]`. A password is kept
+//! `ALTER ROLE|USER` with the same options or `SET vecraft.statement_rate = n` (`rates.rs`),
+//! `DROP ROLE|USER [IF EXISTS]`. A password is kept
 //! only as its SCRAM-SHA-256 verifier (a verifier sent by a client is kept as sent). Only a
 //! superuser makes, drops or changes roles; any role may change its own password.
 //!
@@ -49,12 +50,11 @@ impl Session {
         *self.user.lock() = user;
     }
 
-    /// Whether the session's role is a superuser now.
+    /// Whether the session's role is a superuser now (checked before every statement: no
+    /// copies).
     pub fn is_superuser(&self) -> bool {
-        let user = self.user();
-        self.catalog
-            .role(&user.name)
-            .map_or(user.open, |role| role.superuser)
+        let user = self.user.lock();
+        self.catalog.is_superuser(&user.name).unwrap_or(user.open)
     }
 
     pub(crate) async fn create_role(&self, create: &CreateRole) -> PgWireResult<Response> {
@@ -80,14 +80,17 @@ impl Session {
         name: &datafusion::sql::sqlparser::ast::Ident,
         operation: &AlterRoleOperation,
     ) -> PgWireResult<Response> {
-        let AlterRoleOperation::WithOptions { options } = operation else {
-            return Err(user_error(
-                "0A000",
-                format!("not supported: ALTER ROLE {operation}"),
-            ));
-        };
         let name = crate::idents::ident(name);
-        let change = change_of(options)?;
+        let change = match operation {
+            AlterRoleOperation::WithOptions { options } => change_of(options)?,
+            AlterRoleOperation::Set { .. } | AlterRoleOperation::Reset { .. } => {
+                setting_change(operation)?
+            }
+            _ => {
+                let message = format!("not supported: ALTER ROLE {operation}");
+                return Err(user_error("0A000", message));
+            }
+        };
         let own_password = change == password_only(&change) && name == self.user().name;
         if !own_password {
             self.must_be_superuser("alter role")?;
@@ -269,6 +272,57 @@ fn change_of(options: &[RoleOption]) -> PgWireResult<RoleChange> {
         }
     }
     Ok(change)
+}
+
+/// `ALTER ROLE … SET vecraft.statement_rate = n` (`0` or `DEFAULT`: no limit) and its
+/// RESET: the one per-role setting Vecraft keeps (`rates.rs`).
+fn setting_change(operation: &AlterRoleOperation) -> PgWireResult<RoleChange> {
+    use datafusion::sql::sqlparser::ast::{ResetConfig, SetConfigValue};
+    let (name, value) = match operation {
+        AlterRoleOperation::Set {
+            config_name,
+            config_value,
+            in_database: None,
+        } => (config_name.to_string(), Some(config_value)),
+        AlterRoleOperation::Reset {
+            config_name: ResetConfig::ConfigName(name),
+            in_database: None,
+        } => (name.to_string(), None),
+        AlterRoleOperation::Reset {
+            config_name: ResetConfig::ALL,
+            in_database: None,
+        } => (crate::rates::SETTING.to_string(), None),
+        _ => {
+            return Err(user_error(
+                "0A000",
+                format!("not supported: ALTER ROLE {operation}"),
+            ));
+        }
+    };
+    if !name.eq_ignore_ascii_case(crate::rates::SETTING) {
+        let message = format!(
+            "not supported: ALTER ROLE … SET {name} (a role keeps {} only)",
+            crate::rates::SETTING
+        );
+        return Err(user_error("0A000", message));
+    }
+    let rate = match value {
+        None | Some(SetConfigValue::Default) => None,
+        Some(SetConfigValue::Value(expr)) => {
+            let rate = integer(expr).filter(|n| *n >= 0).ok_or_else(|| {
+                let message = format!("invalid value for parameter \"{}\"", crate::rates::SETTING);
+                user_error("22023", message)
+            })?;
+            (rate > 0).then_some(rate as u32)
+        }
+        Some(SetConfigValue::FromCurrent) => {
+            return Err(user_error("0A000", "not supported: SET … FROM CURRENT"));
+        }
+    };
+    Ok(RoleChange {
+        statement_rate: Some(rate),
+        ..RoleChange::default()
+    })
 }
 
 /// A string literal's text.

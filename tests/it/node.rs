@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use crate::support::{Node, connect, http_get, metric, metrics_when, sample};
+use crate::support::{Node, connect, http_get, http_get_with, metric, metrics_when, sample};
 
 fn vecraft(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_vecraft"));
@@ -101,6 +101,27 @@ async fn a_node_from_a_config_file_reports_health_and_metrics_and_stops_on_sigte
     node.child.wait().unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metrics_token_guards_metrics_but_not_the_probes() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("metrics.token");
+    std::fs::write(&token, "s3cret-scrape\n").unwrap();
+    let data = dir.path().join("data");
+    let mut args = crate::support::serve_args(&data);
+    args.extend(["--metrics-token-file", token.to_str().unwrap()]);
+    let node = Node::start(&args);
+    let port = node.http_port;
+    assert_eq!(http_get(port, "/metrics").await.0, 401);
+    let wrong = "Authorization: Bearer guess\r\n";
+    assert_eq!(http_get_with(port, "/metrics", wrong).await.0, 401);
+    let right = "Authorization: Bearer s3cret-scrape\r\n";
+    let (status, metrics) = http_get_with(port, "/metrics", right).await;
+    assert_eq!(status, 200);
+    assert!(sample(&metrics, "process_resident_memory_bytes").is_some());
+    assert_eq!(http_get(port, "/healthz").await, (200, "ok\n".into()));
+    assert_eq!(http_get(port, "/readyz").await, (200, "ready\n".into()));
+}
+
 #[test]
 fn the_command_line_documents_every_option_and_refuses_bad_ones() {
     let help = vecraft(&["--help"]).output().unwrap();
@@ -111,6 +132,7 @@ fn the_command_line_documents_every_option_and_refuses_bad_ones() {
         "--listen",
         "--http",
         "--data-dir",
+        "--metrics-token-file",
         "--config",
         "--version",
     ] {

@@ -140,3 +140,60 @@ fn logins_and_roles_answer_as_postgresql_does() {
         assert_eq!(code, "28P01");
     });
 }
+
+/// Vecraft's own per-role statement rate (PostgreSQL has none): past the budget a statement
+/// gets 53400 and the session goes on.
+#[test]
+fn a_roles_statement_rate_refuses_statements_past_its_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&serve_args(dir.path()));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let port = node.sql_port;
+        let connect = async |user: &str| {
+            let dsn = format!("host=127.0.0.1 port={port} user={user}");
+            let (client, connection) = tokio_postgres::connect(&dsn, NoTls).await.unwrap();
+            tokio::spawn(connection);
+            client
+        };
+        let admin = connect("postgres").await;
+        admin
+            .batch_execute(
+                "CREATE ROLE rate_alice LOGIN; \
+                 ALTER ROLE rate_alice SET vecraft.statement_rate = 5",
+            )
+            .await
+            .unwrap();
+        let alice = connect("rate_alice").await;
+        let (mut admitted, mut refused) = (0, Vec::new());
+        for _ in 0..20 {
+            match alice.simple_query("SELECT 1").await {
+                Ok(_) => admitted += 1,
+                Err(e) => refused.push(
+                    e.as_db_error()
+                        .map(|d| (d.code().code().to_string(), d.message().to_string())),
+                ),
+            }
+        }
+        assert!((5..=7).contains(&admitted), "{admitted} admitted of 20");
+        let expected = (
+            "53400".to_string(),
+            "statement rate limit exceeded for role \"rate_alice\": 5 statements per second"
+                .to_string(),
+        );
+        assert!(
+            refused.iter().all(|r| r.as_ref() == Some(&expected)),
+            "{refused:?}"
+        );
+        admin
+            .batch_execute("ALTER ROLE rate_alice RESET vecraft.statement_rate")
+            .await
+            .unwrap();
+        for _ in 0..20 {
+            alice
+                .simple_query("SELECT 1")
+                .await
+                .expect("no limit once RESET");
+        }
+    });
+}

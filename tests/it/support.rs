@@ -157,10 +157,16 @@ pub async fn connect(port: u16) -> Client {
 
 /// `GET path` on `port`: the status code and the body.
 pub async fn http_get(port: u16, path: &str) -> (u16, String) {
+    http_get_with(port, path, "").await
+}
+
+/// [`http_get`] with `headers` (each line ending in CRLF) in the request.
+pub async fn http_get_with(port: u16, path: &str, headers: &str) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("the HTTP port accepts");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{headers}\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();

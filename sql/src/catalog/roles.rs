@@ -79,6 +79,27 @@ impl Catalog {
         }
     }
 
+    /// Whether role `name` is a superuser; `None` when there is no such role.
+    pub fn is_superuser(&self, name: &str) -> Option<bool> {
+        let of = |roles: &Roles| match roles.get(name) {
+            Some(role) => Some(role.superuser),
+            None => (name == roles::BOOTSTRAP).then_some(true),
+        };
+        match &self.backend {
+            Backend::Local { roles, .. } => of(&roles.doc.read().roles),
+            Backend::Cluster { node, .. } => of(&node.view().roles),
+        }
+    }
+
+    /// The statements a second role `name` may start on a gateway, if it is limited.
+    pub fn statement_rate(&self, name: &str) -> Option<u32> {
+        let of = |roles: &Roles| roles.get(name).and_then(|role| role.statement_rate);
+        match &self.backend {
+            Backend::Local { roles, .. } => of(&roles.doc.read().roles),
+            Backend::Cluster { node, .. } => of(&node.view().roles),
+        }
+    }
+
     /// Whether some role has a password (then loopback is no longer trusted by default).
     pub fn any_password(&self) -> bool {
         let any = |roles: &Roles| roles.values().any(|r| r.password.is_some());
