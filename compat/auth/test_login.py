@@ -67,6 +67,8 @@ def wrong_password(user):
 def test_the_right_password_logs_in(server):
     with psycopg.connect(conninfo(server, "compat_alice", PASSWORD)) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+        who = conn.execute("SELECT current_user, session_user").fetchone()
+        assert who == ("compat_alice", "compat_alice")
 
 
 def test_a_wrong_password_and_an_unknown_role_get_one_answer(server):

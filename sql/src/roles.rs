@@ -10,6 +10,9 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::DataType;
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
+use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::{
     AlterRoleOperation, CreateRole, Expr, ObjectName, Password, RoleOption, UnaryOperator, Value,
 };
@@ -37,6 +40,28 @@ impl Default for SessionUser {
             open: true,
         }
     }
+}
+
+/// `current_user` and `session_user`: the role the session logged in as (Vecraft has no SET
+/// ROLE, so the two agree).
+pub(crate) fn user_udfs(user: &Arc<parking_lot::Mutex<SessionUser>>) -> Vec<ScalarUDF> {
+    ["current_user", "session_user"]
+        .into_iter()
+        .map(|name| {
+            let user = Arc::clone(user);
+            let name_of = move |_: &[ColumnarValue]| {
+                let name = user.lock().name.clone();
+                Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(name))))
+            };
+            create_udf(
+                name,
+                vec![],
+                DataType::Utf8,
+                Volatility::Stable,
+                Arc::new(name_of),
+            )
+        })
+        .collect()
 }
 
 impl Session {

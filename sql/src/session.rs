@@ -82,8 +82,8 @@ pub struct Session {
     /// The transaction BEGIN opened, if any: its writes, staged until COMMIT, which the
     /// session's tables lay over what they read (`vecraft_planner::transaction`).
     pub(crate) txn: Arc<TransactionSlot>,
-    /// Who logged in (`roles.rs`).
-    pub(crate) user: Mutex<crate::roles::SessionUser>,
+    /// Who logged in (`roles.rs`); `current_user` reads it.
+    pub(crate) user: Arc<Mutex<crate::roles::SessionUser>>,
 }
 
 impl Drop for Session {
@@ -109,6 +109,10 @@ impl Session {
         for udf in crate::advisory_locks::udfs(&catalog.advisory_locks, advisory_session) {
             ctx.register_udf(udf);
         }
+        let user = Arc::new(Mutex::new(crate::roles::SessionUser::default()));
+        for udf in crate::roles::user_udfs(&user) {
+            ctx.register_udf(udf);
+        }
         debug_assert!(installed.is_ok(), "{installed:?}");
         let idle_in_transaction_ms = limits.idle_in_transaction_session_timeout.as_millis() as u64;
         Arc::new(Session {
@@ -127,7 +131,7 @@ impl Session {
             local_undo: Mutex::new(Vec::new()),
             advisory_session,
             txn: Arc::default(),
-            user: Mutex::default(),
+            user,
         })
     }
 
