@@ -213,3 +213,11 @@ def test_pg_roles_lists_the_roles(dsn, server):
         ("compat_nologin", False, False, -1, "********", False),
         ("postgres", True, True, -1, "********", False),
     ]
+
+
+def test_the_bootstrap_superuser_stays_one(dsn):
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as denied:
+            conn.execute("ALTER ROLE postgres NOSUPERUSER")
+        assert str(denied.value).splitlines()[0] == "permission denied to alter role"
+        assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = 'postgres'").fetchone() == (True,)

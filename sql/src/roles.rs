@@ -120,6 +120,10 @@ impl Session {
         if !own_password {
             self.must_be_superuser("alter role")?;
         }
+        if name == BOOTSTRAP && change.superuser == Some(false) {
+            // Somebody must stay able to manage the roles (PostgreSQL's rule and answer).
+            return Err(user_error("0A000", "permission denied to alter role"));
+        }
         let op = RoleOp::Alter {
             name: name.clone(),
             change,

@@ -7,7 +7,7 @@
 //! (`SELECT 1`, a kNN query) went to them. PostgreSQL buffers its output and flushes it at
 //! ReadyForQuery (after Sync or a simple Query), on a Flush message, when 8 KiB are waiting,
 //! and before it blocks on a read. [`Coalescing`] holds pgwire's writes and [`serve_connection`]
-//! (pgwire's loop, plain TCP: Vecraft has no TLS yet) sends them at those same points.
+//! (pgwire's loop, plain TCP: TLS is not there yet) sends them at those same points.
 
 use std::io;
 use std::pin::Pin;

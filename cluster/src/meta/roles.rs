@@ -178,6 +178,9 @@ pub fn apply(roles: &mut Roles, op: RoleOp) -> Result<bool, String> {
             Ok(true)
         }
         RoleOp::Alter { name, change } => {
+            if name == BOOTSTRAP && change.superuser == Some(false) {
+                return Err("the bootstrap superuser keeps SUPERUSER".into());
+            }
             let Some(mut role) = find(roles, &name) else {
                 return Ok(false);
             };
@@ -262,6 +265,14 @@ mod tests {
             name: BOOTSTRAP.into(),
         };
         assert!(apply(&mut roles, drop).is_err());
+        let demote = RoleOp::Alter {
+            name: BOOTSTRAP.into(),
+            change: RoleChange {
+                superuser: Some(false),
+                ..RoleChange::default()
+            },
+        };
+        assert!(apply(&mut roles, demote).is_err());
     }
 
     #[test]
