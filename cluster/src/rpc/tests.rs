@@ -219,8 +219,11 @@ fn a_group_replicates_fails_over_and_catches_up_by_snapshot() {
         None,
     );
     nodes[first] = back;
+    // The rows show as the snapshot is installed; openraft publishes its metrics a moment
+    // later: wait for both.
     wait_for("the returning member to catch up", || {
-        nodes[first].shard().count() == 201
+        let snapshot = nodes[first].group().raft().metrics().borrow().snapshot;
+        nodes[first].shard().count() == 201 && snapshot.is_some()
     });
     let installed = nodes[first].group().raft().metrics().borrow().snapshot;
     assert!(
