@@ -63,50 +63,46 @@ impl LocalRoles {
 }
 
 impl Catalog {
+    /// `read` of the roles and privileges as this gateway sees them now.
+    fn with_roles<T>(&self, read: impl FnOnce(&Roles, &Acls) -> T) -> T {
+        match &self.backend {
+            Backend::Local { roles, .. } => {
+                let doc = roles.doc.read();
+                read(&doc.roles, &doc.privileges)
+            }
+            Backend::Cluster { node, .. } => {
+                let view = node.view();
+                read(&view.roles, &view.privileges)
+            }
+        }
+    }
+
     /// The stored roles (the bootstrap superuser only once altered).
     pub fn roles(&self) -> Roles {
-        match &self.backend {
-            Backend::Local { roles, .. } => roles.doc.read().roles.clone(),
-            Backend::Cluster { node, .. } => node.view().roles.clone(),
-        }
+        self.with_roles(|roles, _| roles.clone())
     }
 
     /// The role `name`, if it exists.
     pub fn role(&self, name: &str) -> Option<RoleMeta> {
-        match &self.backend {
-            Backend::Local { roles, .. } => roles::find(&roles.doc.read().roles, name),
-            Backend::Cluster { node, .. } => roles::find(&node.view().roles, name),
-        }
+        self.with_roles(|roles, _| roles::find(roles, name))
     }
 
     /// Whether role `name` is a superuser; `None` when there is no such role.
     pub fn is_superuser(&self, name: &str) -> Option<bool> {
-        let of = |roles: &Roles| match roles.get(name) {
+        self.with_roles(|roles, _| match roles.get(name) {
             Some(role) => Some(role.superuser),
             None => (name == roles::BOOTSTRAP).then_some(true),
-        };
-        match &self.backend {
-            Backend::Local { roles, .. } => of(&roles.doc.read().roles),
-            Backend::Cluster { node, .. } => of(&node.view().roles),
-        }
+        })
     }
 
     /// The statements a second role `name` may start on a gateway, if it is limited.
     pub fn statement_rate(&self, name: &str) -> Option<u32> {
-        let of = |roles: &Roles| roles.get(name).and_then(|role| role.statement_rate);
-        match &self.backend {
-            Backend::Local { roles, .. } => of(&roles.doc.read().roles),
-            Backend::Cluster { node, .. } => of(&node.view().roles),
-        }
+        self.with_roles(|roles, _| roles.get(name).and_then(|role| role.statement_rate))
     }
 
     /// Whether some role has a password (then loopback is no longer trusted by default).
     pub fn any_password(&self) -> bool {
-        let any = |roles: &Roles| roles.values().any(|r| r.password.is_some());
-        match &self.backend {
-            Backend::Local { roles, .. } => any(&roles.doc.read().roles),
-            Backend::Cluster { node, .. } => any(&node.view().roles),
-        }
+        self.with_roles(|roles, _| roles.values().any(|r| r.password.is_some()))
     }
 
     /// CREATE, ALTER or DROP ROLE; whether it changed anything. Blocking (a cluster waits
@@ -135,10 +131,7 @@ impl Catalog {
 
     /// Owners and grants.
     pub fn privileges(&self) -> Acls {
-        match &self.backend {
-            Backend::Local { roles, .. } => roles.doc.read().privileges.clone(),
-            Backend::Cluster { node, .. } => node.view().privileges.clone(),
-        }
+        self.with_roles(|_, acls| acls.clone())
     }
 
     /// GRANT, REVOKE, or a new object's owner; whether it changed anything. Blocking.
