@@ -8,6 +8,8 @@ What Vecraft does not do yet is marked `vecraft_gap("why")`: on Vecraft such a t
 
 import itertools
 import os
+import pathlib
+import subprocess
 
 import pytest
 
@@ -38,6 +40,25 @@ def dsn(request):
 @pytest.fixture(scope="session")
 def engine(request):
     return request.config.getoption("--engine")
+
+
+@pytest.fixture(scope="session")
+def jdbc_login(tmp_path_factory):
+    """Logs in with the PostgreSQL JDBC driver (jdbc/Login.java): `login(url, user, password,
+    "name=value", ...)` gives `ok 1` or `sqlstate=…`."""
+    jdbc = pathlib.Path(__file__).resolve().parent / "jdbc"
+    classes = tmp_path_factory.mktemp("jdbc-login")
+    subprocess.run(["javac", "-d", str(classes), str(jdbc / "Login.java")], check=True)
+
+    def login(url, user, password, *properties):
+        out = subprocess.run(
+            ["java", "-cp", f"/usr/share/java/postgresql.jar:{classes}", "Login", url, user, password, *properties],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout.splitlines()[0]
+
+    return login
 
 
 _names = itertools.count()

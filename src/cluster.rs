@@ -91,8 +91,8 @@ pub struct NodeArgs {
     /// the environment variable VECRAFT_CLUSTER_SECRET, which keeps it out of `ps`
     #[arg(long, value_name = "SECRET")]
     cluster_secret: Option<String>,
-    /// A TOML file with these settings (and [limits] and [backup_schedule] tables); flags
-    /// override it
+    /// A TOML file with these settings (and [limits], [tls] and [backup_schedule] tables);
+    /// flags override it
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
     config: Option<PathBuf>,
@@ -102,6 +102,9 @@ pub struct NodeArgs {
     #[command(flatten)]
     #[serde(default)]
     backup_schedule: crate::schedule::ScheduleArgs,
+    #[command(flatten)]
+    #[serde(default)]
+    tls: crate::tls::TlsArgs,
     /// Who may connect: `[[access]]` entries of the config file (README "Security")
     #[arg(skip)]
     #[serde(default)]
@@ -118,6 +121,7 @@ struct NodeConfig {
     http: SocketAddr,
     limits: vecraft_sql::limits::Limits,
     access: vecraft_sql::auth::hba::Access,
+    tls: Option<Arc<vecraft_sql::tls::ServerTls>>,
     metrics_token: Option<vecraft_cluster::http::MetricsToken>,
     backup_schedule: Option<vecraft_sql::backup_schedule::BackupSchedule>,
     drain_timeout: Duration,
@@ -196,6 +200,7 @@ impl NodeArgs {
             );
         }
         let drain_timeout_ms = self.drain_timeout_ms.or(file.drain_timeout_ms);
+        let tls = self.tls.or(file.tls);
         Ok(NodeConfig {
             drain_timeout: Duration::from_millis(
                 drain_timeout_ms.unwrap_or(DEFAULT_DRAIN_TIMEOUT_MS),
@@ -206,7 +211,9 @@ impl NodeArgs {
             access: vecraft_sql::auth::hba::Access::from_config(match self.access.is_empty() {
                 true => &file.access,
                 false => &self.access,
-            })?,
+            })?
+            .requiring_tls(tls.require),
+            tls: tls.load()?,
             metrics_token: (self.metrics_token_file.or(file.metrics_token_file))
                 .map(|path| vecraft_cluster::http::MetricsToken::from_file(&path))
                 .transpose()?,
@@ -265,6 +272,9 @@ pub async fn run_node(args: NodeArgs) -> Result<(), String> {
         true => Some(crate::bind(config.listen, "PostgreSQL").await?),
         false => None,
     };
+    if let Some(tls) = &config.tls {
+        crate::tls::reload_on_sighup(Arc::clone(tls))?;
+    }
     let http = crate::bind(config.http, "HTTP").await?;
     let http_addr = http.local_addr().map_err(|e| e.to_string())?;
     let exporter = tokio::spawn(vecraft_cluster::http::serve_with_token(
@@ -305,7 +315,14 @@ pub async fn run_node(args: NodeArgs) -> Result<(), String> {
                 }
                 let drain = Arc::clone(&drain);
                 eprintln!("vecraft: {}", config.access.describe());
-                vecraft_sql::server::serve_until(sql, catalog, config.limits, config.access, drain)
+                if let Some(tls) = &config.tls {
+                    eprintln!("vecraft: {}", tls.describe());
+                }
+                let guard = vecraft_sql::server::Guard {
+                    access: config.access,
+                    tls: config.tls,
+                };
+                vecraft_sql::server::serve_until(sql, catalog, config.limits, guard, drain)
                     .await
                     .map_err(|e| e.to_string())?;
                 // The drain started; the sessions end on their own.

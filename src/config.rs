@@ -18,6 +18,11 @@
 //! every = "1h"
 //! keep = 24
 //!
+//! [tls]                        # TLS on the SQL port (README "Security")
+//! cert = "server.crt"
+//! key = "server.key"
+//! require = true               # refuse clients without TLS
+//!
 //! [[access]]                   # who may connect, pg_hba.conf's way (README "Security")
 //! type = "host"
 //! user = "all"
@@ -35,6 +40,7 @@ use vecraft_sql::auth::hba::RuleConfig;
 
 use crate::limits::LimitArgs;
 use crate::schedule::ScheduleArgs;
+use crate::tls::TlsArgs;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5433";
 pub const DEFAULT_HTTP: &str = "127.0.0.1:9090";
@@ -57,6 +63,8 @@ pub struct NodeConfig {
     pub access: Vec<RuleConfig>,
     /// A file holding the secret `/metrics` asks for.
     pub metrics_token_file: Option<PathBuf>,
+    /// TLS on the SQL port, unloaded.
+    pub tls: TlsArgs,
 }
 
 /// Settings as a file or the flags give them; absent ones fall through.
@@ -75,6 +83,8 @@ pub struct Overrides {
     #[serde(default)]
     pub access: Vec<RuleConfig>,
     pub metrics_token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls: TlsArgs,
 }
 
 impl Default for NodeConfig {
@@ -88,6 +98,7 @@ impl Default for NodeConfig {
             backup_schedule: ScheduleArgs::default(),
             access: Vec::new(),
             metrics_token_file: None,
+            tls: TlsArgs::default(),
         }
     }
 }
@@ -118,6 +129,7 @@ impl NodeConfig {
             self.access = o.access;
         }
         self.metrics_token_file = o.metrics_token_file.or(self.metrics_token_file.take());
+        self.tls = o.tls.or(std::mem::take(&mut self.tls));
     }
 }
 

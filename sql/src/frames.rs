@@ -62,6 +62,13 @@ impl<T> Guarded<T> {
             refused: None,
         }
     }
+
+    /// The stream under the guard, if nothing was read from it beyond what was passed on
+    /// (`None`: bytes the client sent are still held).
+    pub fn into_inner(self) -> Option<T> {
+        let drained = self.raw.is_empty() && self.checked.is_empty() && self.refused.is_none();
+        drained.then_some(self.inner)
+    }
 }
 
 /// Reads a message body as pgwire's decoders do, refusing what would panic them.

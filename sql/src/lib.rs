@@ -50,5 +50,6 @@ pub mod settings;
 pub mod socket;
 mod sql_prepare;
 pub mod stack;
+pub mod tls;
 pub mod transactions;
 mod txn_resolver;

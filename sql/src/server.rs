@@ -15,6 +15,7 @@ use crate::handler::{Connection, Handlers};
 use crate::limits::{Admission, Limits, socket_budget};
 use crate::memory::NodeMemory;
 use crate::socket::serve_connection;
+use crate::tls::ServerTls;
 
 /// How long the listener waits before accepting again after the process ran out of
 /// descriptors (EMFILE) or memory for a socket: long enough for connections to end, short
@@ -33,18 +34,28 @@ pub async fn serve_with(
     catalog: Arc<Catalog>,
     limits: Limits,
 ) -> std::io::Result<()> {
-    serve_until(listener, catalog, limits, Access::default(), Drain::new()).await
+    let guard = Guard::default();
+    serve_until(listener, catalog, limits, guard, Drain::new()).await
 }
 
-/// [`serve_with`] under the `access` rules until `drain` starts: then the listener closes (new connections are
-/// refused) and this returns, while the sessions go on until each is idle (`drain.rs`).
+/// Who may connect and how: the access rules, and TLS when the node has a certificate.
+#[derive(Default)]
+pub struct Guard {
+    pub access: Access,
+    pub tls: Option<Arc<ServerTls>>,
+}
+
+/// [`serve_with`] under `guard` until `drain` starts: then the listener closes (new
+/// connections are refused) and this returns, while the sessions go on until each is idle
+/// (`drain.rs`).
 pub async fn serve_until(
     listener: TcpListener,
     catalog: Arc<Catalog>,
     limits: Limits,
-    access: Access,
+    guard: Guard,
     drain: Arc<Drain>,
 ) -> std::io::Result<()> {
+    let Guard { access, tls } = guard;
     let access = Arc::new(access);
     crate::metrics::watch(&catalog);
     crate::txn_resolver::spawn(&catalog);
@@ -92,9 +103,12 @@ pub async fn serve_until(
         let handlers = Arc::new(Handlers(connection));
         let limits = admission.limits.clone();
         let (drain, counted) = (Arc::clone(&drain), drain.session());
+        let tls = tls.clone();
         tokio::spawn(async move {
             // A connection's protocol errors end that connection only.
-            let _ = serve_connection(socket, handlers, &limits, idle_in_transaction, &drain).await;
+            let tls = tls.as_deref();
+            let _ =
+                serve_connection(socket, handlers, &limits, tls, idle_in_transaction, &drain).await;
             drop((slot, counted));
         });
     }

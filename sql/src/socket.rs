@@ -7,7 +7,12 @@
 //! (`SELECT 1`, a kNN query) went to them. PostgreSQL buffers its output and flushes it at
 //! ReadyForQuery (after Sync or a simple Query), on a Flush message, when 8 KiB are waiting,
 //! and before it blocks on a read. [`Coalescing`] holds pgwire's writes and [`serve_connection`]
-//! (pgwire's loop, plain TCP: TLS is not there yet) sends them at those same points.
+//! (pgwire's loop) sends them at those same points.
+//!
+//! Before the loop, [`negotiate`] settles encryption as PostgreSQL does: an SSLRequest is
+//! answered `S` when the node has a certificate (`N` otherwise), a GSSENCRequest `N`, and a
+//! client that opens with a TLS handshake (`sslnegotiation=direct`) must name the
+//! `postgresql` ALPN protocol.
 
 use std::io;
 use std::pin::Pin;
@@ -21,14 +26,15 @@ use pgwire::api::{
 };
 use pgwire::messages::response::{GssEncResponse, SslResponse, TransactionStatus};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage, SslNegotiationMetaMessage};
-use pgwire::tokio::server::{PgWireMessageServerCodec, process_error, process_message};
+use pgwire::tokio::server::{MaybeTls, PgWireMessageServerCodec, process_error, process_message};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_util::codec::Framed;
+use tokio_util::codec::{Framed, FramedParts};
 
 use crate::drain::Drain;
 use crate::frames::{Guarded, violation};
 use crate::limits::{Limits, fatal_info};
+use crate::tls::{POSTGRESQL_ALPN, ServerTls};
 
 /// The framed socket: checked frames in, coalesced replies out.
 type Socket<S> = Framed<Guarded<Coalescing>, PgWireMessageServerCodec<S>>;
@@ -48,12 +54,12 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// [`Coalescing::send_held`], when the server reads again (it has answered everything the
 /// client sent so far), when more than [`HELD_BYTES_MAX`] is held, or at shutdown.
 pub struct Coalescing {
-    socket: TcpStream,
+    socket: MaybeTls,
     held: BytesMut,
 }
 
 impl Coalescing {
-    pub fn new(socket: TcpStream) -> Coalescing {
+    pub fn new(socket: MaybeTls) -> Coalescing {
         Coalescing {
             socket,
             held: BytesMut::new(),
@@ -73,7 +79,8 @@ impl Coalescing {
             }
             self.held.advance(written);
         }
-        Poll::Ready(Ok(()))
+        // TLS keeps records it could not write yet; TCP keeps nothing.
+        Pin::new(&mut self.socket).poll_flush(cx)
     }
 }
 
@@ -129,6 +136,7 @@ pub async fn serve_connection<H: PgWireServerHandlers>(
     socket: TcpStream,
     handlers: H,
     limits: &Limits,
+    tls: Option<&ServerTls>,
     idle_in_transaction: impl Fn() -> Duration,
     drain: &Drain,
 ) -> io::Result<()> {
@@ -138,7 +146,7 @@ pub async fn serve_connection<H: PgWireServerHandlers>(
     tokio::pin!(startup_timeout);
     let mut socket = tokio::select! {
         _ = &mut startup_timeout => return Ok(()),
-        negotiated = negotiate(socket, peer, limits.max_message_bytes) => match negotiated? {
+        negotiated = negotiate(socket, peer, limits.max_message_bytes, tls) => match negotiated? {
             Some(socket) => socket,
             None => return Ok(()),
         },
@@ -304,46 +312,107 @@ async fn send_fatal<S>(socket: &mut Socket<S>, code: &str, message: &str) {
     let _ = socket.send(reply).await;
 }
 
-/// The framed socket, once encryption requests are answered; `None` for a client that starts
-/// TLS without asking (a TLS ClientHello first), which this server cannot speak.
+/// The framed socket, once encryption is settled: over TLS when the client asked for it and
+/// the node has a certificate. `None` ends the connection: a TLS handshake this node cannot
+/// answer, or one without the `postgresql` ALPN protocol; bytes sent after an SSLRequest
+/// before the handshake (PostgreSQL refuses them too: they would pass as if encrypted).
 async fn negotiate<S>(
     socket: TcpStream,
     peer: std::net::SocketAddr,
     max_message_bytes: usize,
+    tls: Option<&ServerTls>,
 ) -> io::Result<Option<Socket<S>>> {
     let mut first = [0u8; 1];
     if socket.peek(&mut first).await? > 0 && first[0] == TLS_HANDSHAKE_RECORD {
-        return Ok(None);
+        let Some(tls) = tls else {
+            return Ok(None);
+        };
+        let stream = tls.acceptor().accept(socket).await?;
+        if stream.get_ref().1.alpn_protocol() != Some(POSTGRESQL_ALPN) {
+            return Ok(None);
+        }
+        return Ok(Some(framed(
+            MaybeTls::Tls(Box::new(stream)),
+            peer,
+            max_message_bytes,
+        )));
     }
-    let codec = PgWireMessageServerCodec::new(DefaultClient::new(peer, false));
-    let guarded = Guarded::new(Coalescing::new(socket), max_message_bytes);
-    let mut socket = Framed::new(guarded, codec);
-    refuse_encryption(&mut socket).await?;
-    Ok(Some(socket))
+    let mut socket = framed(MaybeTls::Plain(socket), peer, max_message_bytes);
+    let Some(tls) = tls else {
+        answer_encryption_requests(&mut socket, false).await?;
+        return Ok(Some(socket));
+    };
+    if !answer_encryption_requests(&mut socket, true).await? {
+        return Ok(Some(socket));
+    }
+    // The client was told `S`: that answer goes out, then the handshake.
+    socket.flush().await?;
+    socket.get_mut().inner.send_held().await?;
+    let FramedParts { io, read_buf, .. } = socket.into_parts();
+    let plain = match (io.into_inner(), read_buf.is_empty()) {
+        (Some(coalescing), true) => coalescing.socket,
+        _ => return Ok(None),
+    };
+    let MaybeTls::Plain(tcp) = plain else {
+        unreachable!("framed over plain TCP above")
+    };
+    let stream = tls.acceptor().accept(tcp).await?;
+    Ok(Some(framed(
+        MaybeTls::Tls(Box::new(stream)),
+        peer,
+        max_message_bytes,
+    )))
 }
 
-/// Answers an SSLRequest and a GSSENCRequest (one of each, in either order) with 'N' (no
-/// encryption), as PostgreSQL without TLS does; returns at the first other message, which
-/// stays unread.
-async fn refuse_encryption<S>(socket: &mut Socket<S>) -> io::Result<()> {
+/// `socket`'s messages framed and checked, its replies coalesced.
+fn framed<S>(socket: MaybeTls, peer: std::net::SocketAddr, max_message_bytes: usize) -> Socket<S> {
+    let secure = matches!(socket, MaybeTls::Tls(_));
+    let codec = PgWireMessageServerCodec::new(DefaultClient::new(peer, secure));
+    let mut framed = Framed::new(
+        Guarded::new(Coalescing::new(socket), max_message_bytes),
+        codec,
+    );
+    if secure {
+        // Inside TLS the client sends its startup packet next, nothing else.
+        framed.set_state(PgWireConnectionState::AwaitingStartup);
+    }
+    framed
+}
+
+/// Answers an SSLRequest and a GSSENCRequest (one of each, in either order): GSS is refused
+/// (`N`), and SSL too unless `tls_offered`, as PostgreSQL does. Returns `true` once an
+/// SSLRequest was accepted (the handshake comes next), `false` at the first other message,
+/// which stays unread.
+async fn answer_encryption_requests<S>(
+    socket: &mut Socket<S>,
+    tls_offered: bool,
+) -> io::Result<bool> {
     let (mut ssl_refused, mut gss_refused) = (false, false);
     loop {
-        let refusal = match socket.next().await {
+        let answer = match socket.next().await {
             Some(Ok(PgWireFrontendMessage::SslNegotiation(
                 SslNegotiationMetaMessage::PostgresSsl(_),
-            ))) if !ssl_refused => {
-                ssl_refused = true;
-                PgWireBackendMessage::SslResponse(SslResponse::Refuse)
-            }
+            ))) if !ssl_refused => match tls_offered {
+                true => {
+                    socket
+                        .send(PgWireBackendMessage::SslResponse(SslResponse::Accept))
+                        .await?;
+                    return Ok(true);
+                }
+                false => {
+                    ssl_refused = true;
+                    PgWireBackendMessage::SslResponse(SslResponse::Refuse)
+                }
+            },
             Some(Ok(PgWireFrontendMessage::SslNegotiation(
                 SslNegotiationMetaMessage::PostgresGss(_),
             ))) if !gss_refused => {
                 gss_refused = true;
                 PgWireBackendMessage::GssEncResponse(GssEncResponse::Refuse)
             }
-            _ => return Ok(()),
+            _ => return Ok(false),
         };
-        socket.send(refusal).await?;
+        socket.send(answer).await?;
     }
 }
 
@@ -359,7 +428,7 @@ mod tests {
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        (Coalescing::new(server), client)
+        (Coalescing::new(MaybeTls::Plain(server)), client)
     }
 
     #[tokio::test]

@@ -17,6 +17,8 @@ pub fn compat_dir() -> PathBuf {
 pub struct Oracle {
     dir: tempfile::TempDir,
     port: u16,
+    /// `PG_TLS` of `compat/pg.sh`: the certificate and key of a TLS oracle.
+    tls: Option<String>,
 }
 
 impl Oracle {
@@ -29,6 +31,18 @@ impl Oracle {
     /// [`Oracle::start`] with `hba` as its `pg_hba.conf` (the default trusts every local
     /// client); `postgres` must stay trusted from 127.0.0.1 for the setup to connect.
     pub fn start_with_hba(hba: Option<&str>) -> Result<Oracle, String> {
+        Oracle::start_as(hba, None)
+    }
+
+    /// A PostgreSQL 18 built with OpenSSL (no pgvector in it), with `ssl = on`, the
+    /// certificate chain at `cert` and its key at `key` (PEM), and `hba` as its
+    /// `pg_hba.conf`.
+    pub fn start_with_tls(hba: &str, cert: &Path, key: &Path) -> Result<Oracle, String> {
+        let tls = format!("{}:{}", cert.display(), key.display());
+        Oracle::start_as(Some(hba), Some(tls))
+    }
+
+    fn start_as(hba: Option<&str>, tls: Option<String>) -> Result<Oracle, String> {
         let dir = tempfile::Builder::new()
             .prefix("vecraft-oracle-")
             .tempdir()
@@ -43,6 +57,9 @@ impl Oracle {
                 std::fs::write(&path, hba).map_err(|e| format!("pg_hba.conf: {e}"))?;
                 command.env("PG_HBA", path);
             }
+            if let Some(tls) = &tls {
+                command.env("PG_TLS", tls);
+            }
             let out = command
                 .arg("start")
                 .arg(dir.path())
@@ -50,7 +67,7 @@ impl Oracle {
                 .output()
                 .map_err(|e| format!("compat/pg.sh: {e}"))?;
             if out.status.success() {
-                return Ok(Oracle { dir, port });
+                return Ok(Oracle { dir, port, tls });
             }
             last = format!(
                 "compat/pg.sh start failed ({}): {}{}",
@@ -97,10 +114,11 @@ impl Oracle {
 
 impl Drop for Oracle {
     fn drop(&mut self) {
-        let _ = Command::new(compat_dir().join("pg.sh"))
-            .arg("stop")
-            .arg(self.dir.path())
-            .output();
+        let mut command = Command::new(compat_dir().join("pg.sh"));
+        if let Some(tls) = &self.tls {
+            command.env("PG_TLS", tls);
+        }
+        let _ = command.arg("stop").arg(self.dir.path()).output();
     }
 }
 

@@ -12,3 +12,4 @@ mod nemesis;
 mod node;
 mod security;
 mod support;
+mod tls;

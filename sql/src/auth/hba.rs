@@ -83,6 +83,8 @@ struct Rule {
 pub struct Access {
     /// `None`: the embedded default (see the module's doc).
     rules: Option<Vec<Rule>>,
+    /// Plain connections match no rule (`--require-tls`).
+    require_tls: bool,
 }
 
 /// What a connection gets.
@@ -120,22 +122,41 @@ impl Access {
             .enumerate()
             .map(|(i, e)| rule(e).map_err(|why| format!("access rule {}: {why}", i + 1)))
             .collect::<Result<_, _>>()?;
-        Ok(Access { rules: Some(rules) })
+        Ok(Access {
+            rules: Some(rules),
+            require_tls: false,
+        })
+    }
+
+    /// These rules, under which a client without TLS matches none when `require_tls` (as
+    /// if every line were `hostssl`).
+    pub fn requiring_tls(self, require_tls: bool) -> Access {
+        Access {
+            require_tls,
+            ..self
+        }
     }
 
     /// What the node's log says at start.
     pub fn describe(&self) -> String {
-        match &self.rules {
+        let rules = match &self.rules {
             None => "access: the embedded default: clients on loopback are trusted while no \
                      role has a password, every other client logs in with SCRAM-SHA-256"
                 .into(),
             Some(rules) => format!("access: {} rule(s) from the config file", rules.len()),
+        };
+        match self.require_tls {
+            true => format!("{rules}; clients without TLS are refused"),
+            false => rules,
         }
     }
 
     /// What `asking` gets; `any_password` says whether some role has a password.
     pub fn decide(&self, asking: &Asking<'_>, any_password: bool) -> Decision {
         let peer = canonical(asking.peer);
+        if self.require_tls && !asking.tls {
+            return Decision::Refused { rejected: false };
+        }
         let Some(rules) = &self.rules else {
             return match peer.is_loopback() && !any_password {
                 true => Decision::Trust { open: true },
@@ -309,6 +330,27 @@ mod tests {
             "no pg_hba.conf entry for host \"10.9.9.9\", user \"carol\", database \"postgres\", \
              no encryption"
         );
+    }
+
+    #[test]
+    fn require_tls_refuses_plain_clients_before_any_rule() {
+        let trust_all = entry("host", Names::One("all".into()), "all", "trust");
+        for access in [
+            Access::default(),
+            Access::from_config(&[trust_all]).unwrap(),
+        ] {
+            let access = access.requiring_tls(true);
+            let mut asking = ask("127.0.0.1", "anyone");
+            let refused = Decision::Refused { rejected: false };
+            assert_eq!(access.decide(&asking, false), refused);
+            asking.tls = true;
+            assert_ne!(access.decide(&asking, false), refused);
+            assert!(
+                access
+                    .describe()
+                    .ends_with("clients without TLS are refused")
+            );
+        }
     }
 
     #[test]
