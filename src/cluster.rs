@@ -15,7 +15,7 @@ use clap::{Args, ValueEnum};
 use serde::Deserialize;
 use vecraft_cluster::http::Health;
 use vecraft_cluster::node::{ClusterNode, NodeOptions};
-use vecraft_cluster::rpc::ClusterSecret;
+use vecraft_cluster::rpc::{ClusterSecret, ClusterTls};
 
 use crate::config::{DEFAULT_DATA_DIR, DEFAULT_HTTP, DEFAULT_LISTEN};
 
@@ -91,6 +91,11 @@ pub struct NodeArgs {
     /// the environment variable VECRAFT_CLUSTER_SECRET, which keeps it out of `ps`
     #[arg(long, value_name = "SECRET")]
     cluster_secret: Option<String>,
+    /// The cluster's CA certificate (PEM): nodes then talk to each other over TLS, each
+    /// showing its --tls-cert (which must name its advertised host and allow client use, as
+    /// `vecraft cert` makes them) and taking only peers whose certificate this CA signed
+    #[arg(long, value_name = "FILE")]
+    cluster_ca: Option<PathBuf>,
     /// A TOML file with these settings (and [limits], [tls] and [backup_schedule] tables);
     /// flags override it
     #[arg(long, value_name = "FILE")]
@@ -176,6 +181,16 @@ impl NodeArgs {
         if advertise_sql.is_some() && !gateway {
             return Err("--advertise-sql needs the gateway role".into());
         }
+        let tls = self.tls.or(file.tls);
+        let cluster_tls = match (self.cluster_ca.or(file.cluster_ca), &tls.cert, &tls.key) {
+            (None, _, _) => None,
+            (Some(ca), Some(cert), Some(key)) => Some(ClusterTls::load(&ca, cert, key)?),
+            (Some(_), _, _) => {
+                return Err(
+                    "--cluster-ca needs the node's certificate: --tls-cert and --tls-key".into(),
+                );
+            }
+        };
         let options = NodeOptions {
             id,
             rpc,
@@ -190,6 +205,7 @@ impl NodeArgs {
             meta_peers,
             failover_after: Duration::from_millis(failover_after_ms),
             secret,
+            tls: cluster_tls,
         };
         let backup_schedule = self.backup_schedule.or(file.backup_schedule).resolve()?;
         if backup_schedule.is_some() && !(gateway && options.meta) {
@@ -200,7 +216,6 @@ impl NodeArgs {
             );
         }
         let drain_timeout_ms = self.drain_timeout_ms.or(file.drain_timeout_ms);
-        let tls = self.tls.or(file.tls);
         Ok(NodeConfig {
             drain_timeout: Duration::from_millis(
                 drain_timeout_ms.unwrap_or(DEFAULT_DRAIN_TIMEOUT_MS),

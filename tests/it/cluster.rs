@@ -12,6 +12,7 @@ mod faults;
 mod meta;
 mod rolling;
 mod security;
+mod tls;
 mod transactions;
 
 use std::collections::BTreeSet;

@@ -44,7 +44,7 @@ method = "scram-sha-256"
 "#;
 
 /// Makes `dir/ca.crt` (once) and `dir/server.crt` and `.key` with `vecraft cert`.
-fn make_certificates(dir: &Path) {
+pub(crate) fn make_certificates(dir: &Path) {
     let out = Command::new(env!("CARGO_BIN_EXE_vecraft"))
         .args(["cert", "--dir", dir.to_str().unwrap(), "--name", "server"])
         .output()

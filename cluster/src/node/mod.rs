@@ -41,7 +41,7 @@ use crate::meta::{
 };
 use crate::raft::NodeId;
 use crate::remote::RemoteShard;
-use crate::rpc::{ClusterSecret, Peers, RaftService};
+use crate::rpc::{ClusterSecret, ClusterTls, Peers, RaftService};
 use crate::shard_handle::ShardHandle;
 
 /// How often a node refreshes its copy of the metadata.
@@ -71,6 +71,8 @@ pub struct NodeOptions {
     pub failover_after: Duration,
     /// What every node of the cluster holds, and every call between them carries.
     pub secret: ClusterSecret,
+    /// TLS between the nodes, with the cluster's CA (`rpc/tls.rs`); `None`: plain TCP.
+    pub tls: Option<ClusterTls>,
 }
 
 pub struct ClusterNode {
@@ -113,9 +115,10 @@ impl ClusterNode {
         })?;
         let service = RaftService::default();
         // The bound address (port 0 picks one) is the one others are told.
-        options.rpc = crate::rpc::serve(listener, service.clone(), options.secret.clone())
+        let (secret, tls) = (options.secret.clone(), options.tls.clone());
+        options.rpc = crate::rpc::serve_with_tls(listener, service.clone(), secret, tls)
             .map_err(|e| Error::io("serve peers on", &PathBuf::from(options.rpc.to_string()), e))?;
-        let peers = Peers::new(options.secret.clone());
+        let peers = Peers::with_tls(options.secret.clone(), options.tls.clone());
         let (view, _) = watch::channel(Arc::new(MetaState::default()));
         let node = Arc::new(ClusterNode {
             meta_client: Arc::new(MetaClient::new(peers.clone(), options.meta_peers.clone())),

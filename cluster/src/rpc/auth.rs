@@ -4,8 +4,8 @@
 //! `Unauthenticated`. Without it, anyone who reached the port could read every row, write,
 //! drop collections, or depose leaders with crafted Raft messages.
 //!
-//! The secret travels in clear text: on networks others can see, the port belongs on a
-//! private network (TLS between nodes is to come).
+//! Without TLS (`tls.rs`, `--cluster-ca`) the secret travels in clear text: on networks
+//! others can see, turn TLS on or keep the port on a private network.
 
 use std::fmt;
 use std::sync::Arc;

@@ -29,6 +29,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use super::auth::ClusterSecret;
+use super::tls::ClusterTls;
 use super::{APPEND, Failure, GroupId, MAX_MESSAGE_BYTES, PRE_VOTE, ReadTicket, VOTE};
 
 use crate::raft::{Canvass, NodeId, PreVote, TypeConfig};
@@ -49,13 +50,21 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     pub(super) secret: ClusterSecret,
+    /// Calls go over TLS with the cluster's CA (`tls.rs`).
+    tls: Option<ClusterTls>,
 }
 
 impl Peers {
     pub fn new(secret: ClusterSecret) -> Peers {
+        Peers::with_tls(secret, None)
+    }
+
+    /// Peers called over TLS when `tls` is given.
+    pub fn with_tls(secret: ClusterSecret, tls: Option<ClusterTls>) -> Peers {
         Peers {
             channels: Arc::default(),
             secret,
+            tls,
         }
     }
 
@@ -64,8 +73,15 @@ impl Peers {
         let channel = match channels.get(addr) {
             Some(channel) => channel.clone(),
             None => {
-                let channel = Endpoint::from_shared(format!("http://{addr}"))
-                    .map_err(|e| NetworkError::new(&e))?
+                let scheme = if self.tls.is_some() { "https" } else { "http" };
+                let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+                    .map_err(|e| NetworkError::new(&e))?;
+                if let Some(tls) = &self.tls {
+                    endpoint = endpoint
+                        .tls_config(tls.client())
+                        .map_err(|e| NetworkError::new(&e))?;
+                }
+                let channel = endpoint
                     .connect_timeout(CONNECT_TIMEOUT)
                     .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
                     .keep_alive_timeout(KEEPALIVE_TIMEOUT)

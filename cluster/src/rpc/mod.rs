@@ -23,7 +23,8 @@
 //! | others (`meta.*`) | handled by whoever registered them (`RaftService::handle`) | |
 //!
 //! Every call carries the cluster's secret (`auth.rs`); a call without it is refused before
-//! its body is read.
+//! its body is read. With the cluster's CA given, the nodes speak TLS to each other, and
+//! take only peers whose certificate it signed (`tls.rs`).
 //!
 //! The data plane: `DoGet` with a ticket of postcard-encoded `ReadTicket` answers a search or
 //! a scan of the node's replica of a shard as Arrow Flight data (`Peers::read`), after the
@@ -41,12 +42,14 @@ mod snapshot_stream;
 mod step_aside;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 pub use auth::ClusterSecret;
 pub use client::{CallError, FlightCanvass, FlightNetwork, Peers, Silence};
-pub use server::{ActionHandler, RaftService, serve};
+pub use server::{ActionHandler, RaftService, serve, serve_with_tls};
 pub(crate) use server::{encode, hand_over, set_voters};
 pub(crate) use step_aside::stand_aside_when_cut_off;
+pub use tls::ClusterTls;
 
 use std::time::Duration;
 

@@ -31,6 +31,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::auth::ClusterSecret;
+use super::tls::ClusterTls;
 use super::{
     APPEND, CHECKPOINT, ELECT, Failure, GroupId, HAND_OVER, MAX_MESSAGE_BYTES, MEMBERS, PING,
     PRE_VOTE, Pong, ReadKind, ReadTicket, STATUS, VOTE, WRITE,
@@ -506,6 +507,17 @@ pub fn serve(
     service: RaftService,
     secret: ClusterSecret,
 ) -> std::io::Result<SocketAddr> {
+    serve_with_tls(listener, service, secret, None)
+}
+
+/// [`serve`], over TLS when `tls` is given: then only peers with a certificate of the
+/// cluster's CA get to make a call.
+pub fn serve_with_tls(
+    listener: std::net::TcpListener,
+    service: RaftService,
+    secret: ClusterSecret,
+    tls: Option<ClusterTls>,
+) -> std::io::Result<SocketAddr> {
     let addr = listener.local_addr()?;
     listener.set_nonblocking(true)?;
     let service_serving = Arc::clone(&service.serving);
@@ -514,11 +526,18 @@ pub fn serve(
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let server = InterceptedService::new(server, move |request| secret.check(request));
     let serving = Arc::clone(&service_serving);
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls.server()).map_err(|e| {
+            let why = format!("the cluster's TLS certificate or key: {e}");
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, why)
+        })?;
+    }
     crate::raft::spawn(async move {
         let listener = tokio::net::TcpListener::from_std(listener).expect("inside the runtime");
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        let _ = tonic::transport::Server::builder()
+        let _ = builder
             // A peer's calls that time out while this node cannot answer (paused, cut off)
             // are reset by the peer, and reach this node together once it can. At h2's
             // default of 20 such resets the whole connection goes, with every call on it
