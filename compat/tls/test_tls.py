@@ -86,6 +86,18 @@ def test_verify_full_checks_the_host_name(server):
         assert conn.pgconn.ssl_in_use
 
 
+def test_scram_is_bound_to_the_tls_channel(server):
+    """SCRAM-SHA-256-PLUS: libpq binds the login to the server's certificate
+    (tls-server-end-point) when offered, and with `channel_binding=require` insists on it."""
+    with psycopg.connect(conninfo(server, sslmode="verify-full", channel_binding="require")) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("compat_tls",)
+    with pytest.raises(psycopg.OperationalError) as refused:
+        psycopg.connect(
+            conninfo(server, sslmode="verify-full", channel_binding="require", password="battery staple")
+        ).close()
+    assert 'FATAL:  password authentication failed for user "compat_tls"' in str(refused.value)
+
+
 def test_a_wrong_password_over_tls_is_28p01(server):
     with pytest.raises(psycopg.OperationalError) as refused:
         psycopg.connect(conninfo(server, sslmode="verify-full", password="battery staple")).close()

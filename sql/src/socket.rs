@@ -34,7 +34,7 @@ use tokio_util::codec::{Framed, FramedParts};
 use crate::drain::Drain;
 use crate::frames::{Guarded, violation};
 use crate::limits::{Limits, fatal_info};
-use crate::tls::{POSTGRESQL_ALPN, ServerTls};
+use crate::tls::{POSTGRESQL_ALPN, ServerTls, note_end_point};
 
 /// The framed socket: checked frames in, coalesced replies out.
 type Socket<S> = Framed<Guarded<Coalescing>, PgWireMessageServerCodec<S>>;
@@ -327,15 +327,14 @@ async fn negotiate<S>(
         let Some(tls) = tls else {
             return Ok(None);
         };
-        let stream = tls.acceptor().accept(socket).await?;
+        let current = tls.current();
+        let stream = current.acceptor.accept(socket).await?;
         if stream.get_ref().1.alpn_protocol() != Some(POSTGRESQL_ALPN) {
             return Ok(None);
         }
-        return Ok(Some(framed(
-            MaybeTls::Tls(Box::new(stream)),
-            peer,
-            max_message_bytes,
-        )));
+        let mut socket = framed(MaybeTls::Tls(Box::new(stream)), peer, max_message_bytes);
+        note_end_point(socket.metadata_mut(), current.end_point.as_deref());
+        return Ok(Some(socket));
     }
     let mut socket = framed(MaybeTls::Plain(socket), peer, max_message_bytes);
     let Some(tls) = tls else {
@@ -356,12 +355,11 @@ async fn negotiate<S>(
     let MaybeTls::Plain(tcp) = plain else {
         unreachable!("framed over plain TCP above")
     };
-    let stream = tls.acceptor().accept(tcp).await?;
-    Ok(Some(framed(
-        MaybeTls::Tls(Box::new(stream)),
-        peer,
-        max_message_bytes,
-    )))
+    let current = tls.current();
+    let stream = current.acceptor.accept(tcp).await?;
+    let mut socket = framed(MaybeTls::Tls(Box::new(stream)), peer, max_message_bytes);
+    note_end_point(socket.metadata_mut(), current.end_point.as_deref());
+    Ok(Some(socket))
 }
 
 /// `socket`'s messages framed and checked, its replies coalesced.

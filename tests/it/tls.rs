@@ -119,6 +119,16 @@ async fn over_tls(
     user: &str,
     password: &str,
 ) -> Result<(), (String, String)> {
+    over_tls_with(&port.to_string(), ca, user, password).await
+}
+
+/// [`over_tls`], `port` followed by more settings.
+async fn over_tls_with(
+    port: &str,
+    ca: &Path,
+    user: &str,
+    password: &str,
+) -> Result<(), (String, String)> {
     let dsn = format!(
         "host=127.0.0.1 port={port} user={user} password='{password}' dbname=postgres \
          sslmode=require connect_timeout=30"
@@ -171,6 +181,13 @@ async fn tokio_postgres_over_tls(port: u16, ca: &Path, stranger: &Path) {
         .await
         .unwrap();
     assert_eq!(over_tls(port, ca, "tls_alice", "right").await, Ok(()));
+    // SCRAM-SHA-256-PLUS: bound to the server's certificate (tokio-postgres-rustls hands
+    // tokio-postgres the tls-server-end-point hash).
+    let bound = format!("{port} channel_binding=require");
+    assert_eq!(
+        over_tls_with(&bound, ca, "tls_alice", "right").await,
+        Ok(())
+    );
     let wrong = over_tls(port, ca, "tls_alice", "wrong").await.unwrap_err();
     let message = "password authentication failed for user \"tls_alice\"";
     assert_eq!(wrong, ("28P01".into(), message.into()));

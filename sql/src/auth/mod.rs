@@ -22,7 +22,7 @@ use vecraft_cluster::meta::roles::RoleMeta;
 use crate::catalog::Catalog;
 use crate::limits::fatal;
 use hba::{Access, Asking, Decision};
-use scram::{Exchange, Failure, Verifier};
+use scram::{Binding, Exchange, Failure, Verifier};
 
 /// A secret of the process that salts mock verifiers (see `scram.rs`).
 static MOCK_SECRET: LazyLock<[u8; 32]> = LazyLock::new(|| {
@@ -41,9 +41,11 @@ pub struct Login {
 enum State {
     #[default]
     Start,
-    /// AuthenticationSASL was sent for `user`.
+    /// AuthenticationSASL was sent for `user`; with SCRAM-SHA-256-PLUS among the
+    /// mechanisms when there is `channel_binding` data.
     Offered {
         user: String,
+        channel_binding: Option<Vec<u8>>,
     },
     /// The server's first message was sent.
     ServerFirstSent {
@@ -70,6 +72,8 @@ pub enum Step {
 pub struct Client<'a> {
     pub peer: std::net::IpAddr,
     pub tls: bool,
+    /// The TLS channel's `tls-server-end-point` data, when it has some.
+    pub channel_binding: Option<Vec<u8>>,
     pub user: &'a str,
     pub database: Option<&'a str>,
 }
@@ -106,10 +110,18 @@ impl Login {
             }
             Decision::ScramSha256 => {
                 let user = client.user.to_string();
-                *self.state.lock() = State::Offered { user };
-                Ok(Step::Send(Authentication::SASL(vec![
-                    scram::MECHANISM.to_string(),
-                ])))
+                let channel_binding = client.channel_binding.clone();
+                // PostgreSQL's order: the one with channel binding first.
+                let mechanisms = match channel_binding {
+                    Some(_) => vec![scram::MECHANISM_PLUS, scram::MECHANISM],
+                    None => vec![scram::MECHANISM],
+                };
+                *self.state.lock() = State::Offered {
+                    user,
+                    channel_binding,
+                };
+                let mechanisms = mechanisms.into_iter().map(String::from).collect();
+                Ok(Step::Send(Authentication::SASL(mechanisms)))
             }
         }
     }
@@ -122,17 +134,25 @@ impl Login {
     ) -> Result<Step, PgWireError> {
         let state = std::mem::replace(&mut *self.state.lock(), State::Done);
         match state {
-            State::Offered { user } => {
+            State::Offered {
+                user,
+                channel_binding,
+            } => {
                 let initial = message.into_sasl_initial_response()?;
-                if initial.auth_method != scram::MECHANISM {
-                    let message = "client selected an invalid SASL authentication mechanism";
-                    return Err(fatal("08P01", message));
-                }
+                let binding = match (initial.auth_method.as_str(), &channel_binding) {
+                    (scram::MECHANISM, None) => Binding::Unavailable,
+                    (scram::MECHANISM, Some(_)) => Binding::Declined,
+                    (scram::MECHANISM_PLUS, Some(data)) => Binding::Chosen(data),
+                    _ => {
+                        let message = "client selected an invalid SASL authentication mechanism";
+                        return Err(fatal("08P01", message));
+                    }
+                };
                 let verifier = usable_verifier(catalog.role(&user).as_ref())
                     .unwrap_or_else(|| Verifier::mock(&user, MOCK_SECRET.as_slice()));
                 let first = initial.data.unwrap_or_default();
                 let (exchange, server_first) =
-                    Exchange::start(&first, verifier).map_err(|f| failure(f, &user))?;
+                    Exchange::start(&first, verifier, binding).map_err(|f| failure(f, &user))?;
                 *self.state.lock() = State::ServerFirstSent { user, exchange };
                 Ok(Step::Send(Authentication::SASLContinue(Bytes::from(
                     server_first,

@@ -9,6 +9,10 @@
 //! PostgreSQL: a salt derived from its name and a secret of the process, so a client cannot
 //! tell from the exchange whether the role exists; it fails at the proof like a wrong
 //! password.
+//!
+//! Over TLS the server also offers SCRAM-SHA-256-PLUS: the exchange is then bound to the
+//! channel (`tls-server-end-point`, RFC 5929: a hash of the server's certificate), so a
+//! man in the middle with a certificate of its own cannot relay it.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -18,6 +22,10 @@ use subtle::ConstantTimeEq;
 
 /// The mechanism Vecraft offers.
 pub const MECHANISM: &str = "SCRAM-SHA-256";
+/// The mechanism with channel binding, offered over TLS.
+pub const MECHANISM_PLUS: &str = "SCRAM-SHA-256-PLUS";
+/// The channel binding type PostgreSQL and Vecraft support.
+const BINDING_TYPE: &str = "tls-server-end-point";
 /// Random bytes in the server's half of the nonce (PostgreSQL's length).
 const SERVER_NONCE_BYTES: usize = 18;
 /// Iterations of a mock verifier (PostgreSQL's default).
@@ -91,6 +99,17 @@ pub enum Failure {
     WrongProof,
 }
 
+/// Channel binding, as the server offered it and the client chose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binding<'a> {
+    /// Not offered (no TLS): SCRAM-SHA-256 only.
+    Unavailable,
+    /// Offered; the client chose SCRAM-SHA-256 without it.
+    Declined,
+    /// The client chose SCRAM-SHA-256-PLUS: `c=` must carry this hash of the certificate.
+    Chosen(&'a [u8]),
+}
+
 /// The server's state after the client's first message.
 #[derive(Debug)]
 pub struct Exchange {
@@ -98,18 +117,22 @@ pub struct Exchange {
     /// The client's first message without its GS2 header, as the proofs sign it.
     client_first_bare: String,
     server_first: String,
-    /// What `c=` must carry: the GS2 header, base64 (no channel binding data).
+    /// What `c=` must carry: the GS2 header and the channel binding data, base64.
     channel_binding: String,
     nonce: String,
 }
 
 impl Exchange {
-    /// Answers the client's first message (`n,,n=…,r=…`) with the server's
-    /// (`r=…,s=…,i=…`).
-    pub fn start(client_first: &[u8], verifier: Verifier) -> Result<(Exchange, String), Failure> {
+    /// Answers the client's first message (`n,,n=…,r=…`, or `p=tls-server-end-point,,…`
+    /// when it chose channel binding) with the server's (`r=…,s=…,i=…`).
+    pub fn start(
+        client_first: &[u8],
+        verifier: Verifier,
+        binding: Binding<'_>,
+    ) -> Result<(Exchange, String), Failure> {
         let text = std::str::from_utf8(client_first)
             .map_err(|_| Failure::Malformed("malformed SCRAM message"))?;
-        let (header, bare) = split_gs2_header(text)?;
+        let (header, bare) = split_gs2_header(text, binding)?;
         let client_nonce = attribute(bare, 'r')?;
         if client_nonce.is_empty() || !client_nonce.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(Failure::Malformed("malformed SCRAM message"));
@@ -126,7 +149,10 @@ impl Exchange {
             verifier,
             client_first_bare: bare.to_string(),
             server_first: server_first.clone(),
-            channel_binding: BASE64.encode(header),
+            channel_binding: match binding {
+                Binding::Chosen(data) => BASE64.encode([header.as_bytes(), data].concat()),
+                _ => BASE64.encode(header),
+            },
             nonce,
         };
         Ok((exchange, server_first))
@@ -166,14 +192,32 @@ impl Exchange {
     }
 }
 
-/// Splits `n,,rest` / `y,,rest` into the header (`n,,`) and the rest; refuses channel
-/// binding (`p=`, which needs TLS) and an authorization identity (`a=`), as PostgreSQL does.
-fn split_gs2_header(text: &str) -> Result<(&str, &str), Failure> {
+/// Splits `n,,rest`, `y,,rest` or `p=type,,rest` into the GS2 header and the rest, and
+/// checks its flag against `binding` as PostgreSQL does: `p=` only with SCRAM-SHA-256-PLUS
+/// (and `tls-server-end-point`), `n` and `y` only without it, and `y` ("I could bind, the
+/// server did not offer it") refused when the server did offer it: a downgrade. An
+/// authorization identity (`a=`) is refused.
+fn split_gs2_header<'t>(
+    text: &'t str,
+    binding: Binding<'_>,
+) -> Result<(&'t str, &'t str), Failure> {
     let malformed = Failure::Malformed("malformed SCRAM message");
     let flag = text.split(',').next().ok_or(malformed)?;
+    let chosen = matches!(binding, Binding::Chosen(_));
     match flag {
-        "n" | "y" => {}
-        f if f.starts_with("p=") => {
+        "n" if !chosen => {}
+        "y" if binding == Binding::Declined => {
+            return Err(Failure::Malformed(
+                "SCRAM channel binding negotiation error",
+            ));
+        }
+        "y" if !chosen => {}
+        f if f.starts_with("p=") && chosen => {
+            if f != format!("p={BINDING_TYPE}") {
+                return Err(Failure::Malformed("unsupported SCRAM channel-binding type"));
+            }
+        }
+        f if f.starts_with("p=") && binding == Binding::Unavailable => {
             return Err(Failure::Malformed(
                 "channel binding is not supported without SSL",
             ));
@@ -210,6 +254,12 @@ mod tests {
 
     /// The client's final message for `password`, computed as RFC 5802 says a client does.
     fn client_final(password: &str, server_first: &str, client_first_bare: &str) -> String {
+        bound_client_final(password, server_first, client_first_bare, "biws")
+    }
+
+    /// [`client_final`] with `c=` carrying `channel` (base64 of the GS2 header and data).
+    fn bound_client_final(password: &str, server_first: &str, bare: &str, channel: &str) -> String {
+        let client_first_bare = bare;
         let attr = |name| attribute(server_first, name).unwrap().to_string();
         let (nonce, salt, iterations) = (attr('r'), attr('s'), attr('i'));
         let salt = BASE64.decode(salt).unwrap();
@@ -222,7 +272,7 @@ mod tests {
         );
         let client_key = hmac(&salted, b"Client Key");
         let stored_key = Sha256::digest(client_key);
-        let without_proof = format!("c=biws,r={nonce}");
+        let without_proof = format!("c={channel},r={nonce}");
         let auth = format!("{client_first_bare},{server_first},{without_proof}");
         let signature = hmac(&stored_key, auth.as_bytes());
         let proof: Vec<u8> = client_key
@@ -248,8 +298,12 @@ mod tests {
         for (password, ok) in [("pencil", true), ("pen", false)] {
             let verifier = Verifier::parse(&stored).unwrap();
             let bare = "n=,r=rOprNGfwEbeRWgbNEkqO";
-            let (exchange, server_first) =
-                Exchange::start(format!("n,,{bare}").as_bytes(), verifier).unwrap();
+            let (exchange, server_first) = Exchange::start(
+                format!("n,,{bare}").as_bytes(),
+                verifier,
+                Binding::Unavailable,
+            )
+            .unwrap();
             let last = client_final(password, &server_first, bare);
             let answer = exchange.finish(last.as_bytes());
             assert_eq!(answer.is_ok(), ok, "{password}: {answer:?}");
@@ -260,12 +314,61 @@ mod tests {
     }
 
     #[test]
+    fn channel_binding_holds_only_with_the_servers_certificate_hash() {
+        let stored = verifier_for("pencil");
+        let header = "p=tls-server-end-point,,";
+        let bare = "n=,r=nonce";
+        let first = format!("{header}{bare}");
+        for (data, ok) in [(&b"our hash"[..], true), (b"relayed", false)] {
+            let verifier = Verifier::parse(&stored).unwrap();
+            let (exchange, server_first) =
+                Exchange::start(first.as_bytes(), verifier, Binding::Chosen(b"our hash")).unwrap();
+            let channel = BASE64.encode([header.as_bytes(), data].concat());
+            let last = bound_client_final("pencil", &server_first, bare, &channel);
+            let answer = exchange.finish(last.as_bytes());
+            match ok {
+                true => assert!(answer.is_ok(), "{answer:?}"),
+                false => assert_eq!(
+                    answer.unwrap_err(),
+                    Failure::Malformed("SCRAM channel binding check failed")
+                ),
+            }
+        }
+        let start = |first: &str, binding| {
+            let verifier = Verifier::parse(&stored).unwrap();
+            Exchange::start(first.as_bytes(), verifier, binding).map(|_| ())
+        };
+        let chosen = Binding::Chosen(b"our hash");
+        let refused = |why| Err(Failure::Malformed(why));
+        // A client that could bind, told the server could not: a downgrade.
+        assert_eq!(
+            start("y,,n=,r=a", Binding::Declined),
+            refused("SCRAM channel binding negotiation error")
+        );
+        assert_eq!(start("y,,n=,r=a", Binding::Unavailable), Ok(()));
+        assert_eq!(start("n,,n=,r=a", Binding::Declined), Ok(()));
+        assert_eq!(
+            start("n,,n=,r=a", chosen),
+            refused("malformed SCRAM message")
+        );
+        assert_eq!(
+            start("p=tls-unique,,n=,r=a", chosen),
+            refused("unsupported SCRAM channel-binding type")
+        );
+        assert_eq!(
+            start("p=tls-server-end-point,,n=,r=a", Binding::Declined),
+            refused("malformed SCRAM message")
+        );
+    }
+
+    #[test]
     fn a_mock_verifier_fails_at_the_proof_with_a_stable_salt() {
         let (a, b) = (Verifier::mock("ghost", b"k"), Verifier::mock("ghost", b"k"));
         assert_eq!(a.salt, b.salt);
         assert_ne!(a.salt, Verifier::mock("other", b"k").salt);
         let bare = "n=,r=abc";
-        let (exchange, server_first) = Exchange::start(b"n,,n=,r=abc", a).unwrap();
+        let (exchange, server_first) =
+            Exchange::start(b"n,,n=,r=abc", a, Binding::Unavailable).unwrap();
         let last = client_final("anything", &server_first, bare);
         assert_eq!(exchange.finish(last.as_bytes()), Err(Failure::WrongProof));
     }
@@ -295,12 +398,16 @@ mod tests {
             b"n,,n=",
         ] {
             assert!(
-                matches!(Exchange::start(bad, v()), Err(Failure::Malformed(_))),
+                matches!(
+                    Exchange::start(bad, v(), Binding::Unavailable),
+                    Err(Failure::Malformed(_))
+                ),
                 "{}",
                 String::from_utf8_lossy(bad)
             );
         }
-        let (exchange, server_first) = Exchange::start(b"n,,n=,r=abc", v()).unwrap();
+        let (exchange, server_first) =
+            Exchange::start(b"n,,n=,r=abc", v(), Binding::Unavailable).unwrap();
         let nonce = attribute(&server_first, 'r').unwrap();
         let wrong_nonce = format!("c=biws,r={nonce}x,p={}", BASE64.encode([0u8; 32]));
         assert!(matches!(

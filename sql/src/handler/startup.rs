@@ -129,6 +129,7 @@ impl StartupHandler for Startup {
                 let who = crate::auth::Client {
                     peer: client.socket_addr().ip(),
                     tls: client.is_secure(),
+                    channel_binding: crate::tls::end_point_of(client.metadata()),
                     user: parameter("user").unwrap_or(""),
                     database: parameter("database"),
                 };
