@@ -28,7 +28,7 @@ const VALID_YEARS: i32 = 10;
 #[derive(Debug, Args)]
 pub struct CertArgs {
     /// Where the CA (ca.crt, ca.key) is, or is made if it is not there yet, and where the
-    /// node certificates go
+    /// node certificates go. A CA found there must be one this command made
     #[arg(long, value_name = "DIR")]
     dir: PathBuf,
     /// A node certificate to make, signed by the CA: NAME.crt and NAME.key (repeatable)
@@ -72,6 +72,16 @@ pub fn run(args: CertArgs) -> Result<(), String> {
 /// The CA's key: read from `dir`, or made there with its certificate.
 fn ca(dir: &Path) -> Result<KeyPair, String> {
     let (cert_path, key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
+    match (cert_path.exists(), key_path.exists()) {
+        (true, false) | (false, true) => {
+            return Err(format!(
+                "{}: one of ca.crt and ca.key is there without the other; move it away to \
+                 make a new CA",
+                dir.display()
+            ));
+        }
+        _ => {}
+    }
     if key_path.exists() {
         let pem = std::fs::read_to_string(&key_path)
             .map_err(|e| format!("{}: {e}", key_path.display()))?;

@@ -287,9 +287,7 @@ pub async fn run_node(args: NodeArgs) -> Result<(), String> {
         true => Some(crate::bind(config.listen, "PostgreSQL").await?),
         false => None,
     };
-    if let Some(tls) = &config.tls {
-        crate::tls::reload_on_sighup(Arc::clone(tls))?;
-    }
+    crate::tls::reload_on_sighup(config.tls.clone())?;
     let http = crate::bind(config.http, "HTTP").await?;
     let http_addr = http.local_addr().map_err(|e| e.to_string())?;
     let exporter = tokio::spawn(vecraft_cluster::http::serve_with_token(

@@ -213,9 +213,7 @@ async fn serve(config: NodeConfig, limits: vecraft_sql::limits::Limits) -> Resul
         config.data_dir.display(),
         started.elapsed().as_millis()
     );
-    if let Some(tls) = &tls {
-        tls::reload_on_sighup(Arc::clone(tls))?;
-    }
+    tls::reload_on_sighup(tls.clone())?;
     // The bound addresses (port 0 picks one): tests and launchers read this line.
     let local = |l: &TcpListener| l.local_addr().map_err(|e| e.to_string());
     eprintln!(

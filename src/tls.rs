@@ -53,19 +53,23 @@ impl TlsArgs {
     }
 }
 
-/// Re-reads the certificate and key on every SIGHUP, for as long as the process runs; a
-/// change that does not load is said and the one in use stays. The handler is in place when
-/// this returns (until then SIGHUP would end the process).
-pub fn reload_on_sighup(tls: Arc<ServerTls>) -> Result<(), String> {
+/// Re-reads the certificate and key (if the node has TLS) on every SIGHUP, for as long as
+/// the process runs; a change that does not load is said and the one in use stays. The
+/// handler is in place when this returns: SIGHUP, which service managers send to reload,
+/// no longer ends the process.
+pub fn reload_on_sighup(tls: Option<Arc<ServerTls>>) -> Result<(), String> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let mut hangups = signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP: {e}"))?;
         tokio::spawn(async move {
             while hangups.recv().await.is_some() {
-                match tls.reload() {
-                    Ok(()) => eprintln!("vecraft: SIGHUP: TLS certificate and key re-read"),
-                    Err(e) => eprintln!("vecraft: SIGHUP: {e}; the TLS configuration in use stays"),
+                match tls.as_deref().map(ServerTls::reload) {
+                    None => eprintln!("vecraft: SIGHUP: nothing to re-read (no TLS)"),
+                    Some(Ok(())) => eprintln!("vecraft: SIGHUP: TLS certificate and key re-read"),
+                    Some(Err(e)) => {
+                        eprintln!("vecraft: SIGHUP: {e}; the TLS configuration in use stays")
+                    }
                 }
             }
         });

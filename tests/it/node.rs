@@ -133,8 +133,12 @@ fn the_command_line_documents_every_option_and_refuses_bad_ones() {
         "--http",
         "--data-dir",
         "--metrics-token-file",
+        "--tls-cert",
+        "--tls-key",
+        "--require-tls",
         "--config",
         "--version",
+        "cert",
     ] {
         assert!(help.contains(option), "--help lacks {option}:\n{help}");
     }
@@ -146,6 +150,34 @@ fn the_command_line_documents_every_option_and_refuses_bad_ones() {
         .unwrap();
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/no/such/node.toml"));
+    let no_cert = vecraft(&["--require-tls", "--data-dir", "/no/such/dir"])
+        .output()
+        .unwrap();
+    assert_eq!(no_cert.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&no_cert.stderr);
+    assert!(said.contains("--require-tls needs a certificate"), "{said}");
+    let half = vecraft(&["--tls-cert", "/no/such.crt", "--data-dir", "/no/such/dir"])
+        .output()
+        .unwrap();
+    assert_eq!(half.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&half.stderr);
+    assert!(
+        said.contains("TLS needs both --tls-cert and --tls-key"),
+        "{said}"
+    );
+}
+
+/// SIGHUP asks a node to re-read its files (as `pg_ctl reload` does PostgreSQL), and a node
+/// without TLS has none: it says so and serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_is_a_reload_not_a_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(&crate::support::serve_args(dir.path()));
+    node.signal(libc::SIGHUP);
+    node.wait_for_log("SIGHUP: nothing to re-read");
+    let client = connect(node.sql_port).await;
+    let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
 }
 
 /// A deterministic 4-d vector for row `id`, distinct for every id.

@@ -6,7 +6,7 @@
 use tokio_postgres::NoTls;
 use vecraft_sqllogictest::oracle::Oracle;
 
-use crate::support::{Node, serve_args};
+use crate::support::{Node, select_one, serve_args};
 
 /// The rules, in pg_hba.conf's words.
 const HBA: &str = "\
@@ -44,23 +44,7 @@ async fn login(port: u16, user: &str, password: &str, db: &str) -> Result<(), (S
         "host=127.0.0.1 port={port} user={user} password='{password}' dbname={db} \
          connect_timeout=30"
     );
-    let refused = |e: tokio_postgres::Error| match e.as_db_error() {
-        Some(db) => (db.code().code().to_string(), db.message().to_string()),
-        None => ("none".to_string(), e.to_string()),
-    };
-    let (client, connection) = tokio_postgres::connect(&dsn, NoTls)
-        .await
-        .map_err(refused)?;
-    let connection = tokio::spawn(connection);
-    let one: i32 = client
-        .query_one("SELECT 1", &[])
-        .await
-        .map_err(refused)?
-        .get(0);
-    assert_eq!(one, 1);
-    drop(client);
-    let _ = connection.await;
-    Ok(())
+    select_one(&dsn, NoTls).await
 }
 
 fn failed(code: &str, message: &str) -> Result<(), (String, String)> {

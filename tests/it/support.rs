@@ -1,5 +1,5 @@
 //! What the binary's tests share: starting a node on ports it picks, connecting with a
-//! deadline, plain HTTP GETs, reading `/metrics`.
+//! deadline, logging in, plain HTTP GETs, reading `/metrics`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -7,7 +7,32 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{Client, NoTls, Socket};
+
+/// `SELECT 1` in a new session of `dsn` over `tls`: `Ok(())`, or the server's SQLSTATE and
+/// message (`none` and the client's own error when the server said nothing).
+pub async fn select_one<T>(dsn: &str, tls: T) -> Result<(), (String, String)>
+where
+    T: MakeTlsConnect<Socket>,
+    T::Stream: Send + 'static,
+{
+    let refused = |e: tokio_postgres::Error| match e.as_db_error() {
+        Some(db) => (db.code().code().to_string(), db.message().to_string()),
+        None => ("none".to_string(), format!("{e:?}")),
+    };
+    let (client, connection) = tokio_postgres::connect(dsn, tls).await.map_err(refused)?;
+    let connection = tokio::spawn(connection);
+    let one: i32 = client
+        .query_one("SELECT 1", &[])
+        .await
+        .map_err(refused)?
+        .get(0);
+    assert_eq!(one, 1);
+    drop(client);
+    let _ = connection.await;
+    Ok(())
+}
 
 /// A `vecraft` process, with the ports it bound (it is given port 0 and says which it got).
 pub struct Node {
@@ -55,6 +80,18 @@ impl Node {
                 .args(["-c", &script, env!("CARGO_BIN_EXE_vecraft")])
                 .args(args),
         )
+    }
+
+    /// The first line of the node's log that contains `text`, waited for (with a deadline).
+    pub fn wait_for_log(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(text)) {
+                return line.clone();
+            }
+            assert!(Instant::now() < deadline, "no log line with {text:?}");
+            std::thread::sleep(Duration::from_millis(20)); // paces the look
+        }
     }
 
     /// Sends `signal` to the node's process (`SIGSTOP`, `SIGCONT`).

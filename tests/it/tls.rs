@@ -17,7 +17,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use vecraft_sqllogictest::oracle::Oracle;
 
-use crate::support::{Node, serve_args};
+use crate::support::{Node, select_one, serve_args};
 
 /// The rules, in pg_hba.conf's words: TLS or nothing.
 const HBA: &str = "\
@@ -133,39 +133,17 @@ async fn over_tls_with(
         "host=127.0.0.1 port={port} user={user} password='{password}' dbname=postgres \
          sslmode=require connect_timeout=30"
     );
-    let (client, connection) = tokio_postgres::connect(&dsn, trusting(ca))
-        .await
-        .map_err(refused)?;
-    let connection = tokio::spawn(connection);
-    let one: i32 = client
-        .query_one("SELECT 1", &[])
-        .await
-        .map_err(refused)?
-        .get(0);
-    assert_eq!(one, 1);
-    drop(client);
-    let _ = connection.await;
-    Ok(())
-}
-
-fn refused(e: tokio_postgres::Error) -> (String, String) {
-    match e.as_db_error() {
-        Some(db) => (db.code().code().to_string(), db.message().to_string()),
-        None => ("none".to_string(), format!("{e:?}")),
-    }
+    select_one(&dsn, trusting(ca)).await
 }
 
 /// What tokio-postgres gets from the server on `port` that holds the certificate of `ca`.
 async fn tokio_postgres_over_tls(port: u16, ca: &Path, stranger: &Path) {
     assert_eq!(over_tls(port, ca, "postgres", "").await, Ok(()));
     let plain = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres sslmode=disable");
-    let refusal = tokio_postgres::connect(&plain, NoTls)
-        .await
-        .err()
-        .map(refused);
     let no_entry = "no pg_hba.conf entry for host \"127.0.0.1\", user \"postgres\", \
                     database \"postgres\", no encryption";
-    assert_eq!(refusal, Some(("28000".into(), no_entry.into())));
+    let refusal = select_one(&plain, NoTls).await;
+    assert_eq!(refusal, Err(("28000".into(), no_entry.into())));
     // A client that trusts another CA stops at the handshake: the chain is checked.
     let (code, why) = over_tls(port, stranger, "postgres", "").await.unwrap_err();
     assert_eq!(code, "none");
@@ -275,22 +253,10 @@ fn reloads_its_certificate_on_sighup(
     // A key file that does not load: the node says so and keeps serving what it had.
     std::fs::write(certs.join("server.key"), "not a key").unwrap();
     node.signal(libc::SIGHUP);
-    let said = wait_for_log(node, "the TLS configuration in use stays");
+    let said = node.wait_for_log("the TLS configuration in use stays");
     assert!(said.contains("server.key"), "{said}");
     assert_eq!(
         runtime.block_on(over_tls(port, &new_ca, "postgres", "")),
         Ok(())
     );
-}
-
-/// The first line of the node's log that contains `text`, waited for.
-fn wait_for_log(node: &Node, text: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(line) = node.log.lock().unwrap().iter().find(|l| l.contains(text)) {
-            return line.clone();
-        }
-        assert!(Instant::now() < deadline, "no log line with {text:?}");
-        std::thread::sleep(Duration::from_millis(20)); // paces the look
-    }
 }

@@ -129,7 +129,10 @@ impl StartupHandler for Startup {
                 let who = crate::auth::Client {
                     peer: client.socket_addr().ip(),
                     tls: client.is_secure(),
-                    channel_binding: crate::tls::end_point_of(client.metadata()),
+                    // Read before the startup parameters join the metadata below.
+                    channel_binding: (client.is_secure())
+                        .then(|| crate::tls::end_point_of(client.metadata()))
+                        .flatten(),
                     user: parameter("user").unwrap_or(""),
                     database: parameter("database"),
                 };
