@@ -1,6 +1,7 @@
 //! TLS on the SQL port, on Vecraft and on PostgreSQL 18 (a build with OpenSSL) holding the
 //! same certificate, made by `vecraft cert`, under the same rules: only clients that use TLS
-//! get in (PostgreSQL: `hostssl` lines only; Vecraft: `[tls] require = true`). tokio-postgres
+//! get in (PostgreSQL: `hostssl` lines only; Vecraft: `[tls] require = true`, and on a
+//! second node the same `hostssl` lines as `[[access]]` entries). tokio-postgres
 //! (over rustls, which always checks the chain and the name) here, then the real clients of
 //! `compat/tls/` (psycopg, asyncpg, psql 18, the JDBC driver) against each; last, Vecraft
 //! re-reads its certificate on SIGHUP.
@@ -38,6 +39,22 @@ method = "trust"
 
 [[access]]
 type = "host"
+user = "all"
+address = "127.0.0.1/32"
+method = "scram-sha-256"
+"#;
+
+/// The pg_hba.conf lines themselves, as `[[access]]` entries: `hostssl` matches TLS clients
+/// only, so a plain one finds no rule.
+const HOSTSSL_CONFIG: &str = r#"
+[[access]]
+type = "hostssl"
+user = "postgres"
+address = "127.0.0.1/32"
+method = "trust"
+
+[[access]]
+type = "hostssl"
 user = "all"
 address = "127.0.0.1/32"
 method = "scram-sha-256"
@@ -193,21 +210,11 @@ fn tls_clients_get_in_and_plain_ones_are_refused_as_postgresql_does() {
     );
 
     let oracle = Oracle::start_with_tls(HBA, &cert, &key).expect("PostgreSQL 18 with TLS starts");
-    let config = dir.path().join("vecraft.toml");
-    std::fs::write(&config, CONFIG).unwrap();
-    let data = dir.path().join("data");
-    let mut args = serve_args(&data);
-    args.extend(["--config", config.to_str().unwrap()]);
-    args.extend([
-        "--tls-cert",
-        cert.to_str().unwrap(),
-        "--tls-key",
-        key.to_str().unwrap(),
-    ]);
-    let node = Node::start(&args);
+    let node = vecraft_with(dir.path(), "required", CONFIG, &cert, &key);
+    let hostssl = vecraft_with(dir.path(), "hostssl", HOSTSSL_CONFIG, &cert, &key);
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    for port in [oracle.port(), node.sql_port] {
+    for port in [oracle.port(), node.sql_port, hostssl.sql_port] {
         runtime.block_on(tokio_postgres_over_tls(port, &ca, &stranger.join("ca.crt")));
         runtime.block_on(tls_rule_breakers_are_dropped(port, &ca));
     }
@@ -216,6 +223,21 @@ fn tls_clients_get_in_and_plain_ones_are_refused_as_postgresql_does() {
     }
 
     reloads_its_certificate_on_sighup(&node, &certs, &stranger, &runtime);
+}
+
+/// A node of its own under `dir/name`, with the config file `config` and the certificate
+/// `cert` and its `key` given as flags.
+fn vecraft_with(dir: &Path, name: &str, config: &str, cert: &Path, key: &Path) -> Node {
+    let dir = dir.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("vecraft.toml");
+    std::fs::write(&file, config).unwrap();
+    let data = dir.join("data");
+    let mut args = serve_args(&data);
+    args.extend(["--config", file.to_str().unwrap()]);
+    args.extend(["--tls-cert", cert.to_str().unwrap()]);
+    args.extend(["--tls-key", key.to_str().unwrap()]);
+    Node::start(&args)
 }
 
 /// The node's files are replaced by a certificate of another CA and the node is sent SIGHUP:
