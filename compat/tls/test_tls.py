@@ -128,13 +128,18 @@ def test_asyncpg_over_tls(server):
 def test_psql_18_over_tls(server):
     host, port, ca = server
 
-    def psql(sslmode):
+    def psql(sslmode, command="SELECT 1"):
         env = {"PGPASSWORD": PASSWORD, "PGSSLMODE": sslmode, "PGSSLROOTCERT": ca, "PGCONNECT_TIMEOUT": "10"}
-        args = [str(PSQL), "-X", "-h", host, "-p", str(port), "-U", "compat_tls", "-d", "postgres", "-Atc", "SELECT 1"]
+        args = [str(PSQL), "-X", "-h", host, "-p", str(port), "-U", "compat_tls", "-d", "postgres", "-Atc", command]
         return subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
 
     ok = psql("verify-full")
     assert (ok.returncode, ok.stdout) == (0, "1\n"), ok.stderr
+    info = psql("verify-full", "\\conninfo")
+    assert info.returncode == 0, info.stderr
+    lines = info.stdout.splitlines()
+    for line in ("SSL Connection|true", "ALPN|postgresql", "Password Used|true", "Client User|compat_tls"):
+        assert line in lines, info.stdout
     plain = psql("disable")
     assert plain.returncode == 2
     assert NO_ENTRY.format(user="compat_tls") in plain.stderr
