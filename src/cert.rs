@@ -40,37 +40,47 @@ pub struct CertArgs {
     host: Vec<String>,
 }
 
-/// Makes the CA if `args.dir` has none, then each named certificate.
+/// Makes the CA if `args.dir` has none, then each named certificate, and says what it made.
 pub fn run(args: CertArgs) -> Result<(), String> {
-    std::fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
-    let ca_key = ca(&args.dir)?;
+    for line in make(&args.dir, &args.name, args.host)? {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Makes the CA in `dir` if it has none, then a certificate for each of `names`, good for
+/// `hosts` (none: loopback's names); what was made, a line each.
+pub fn make(dir: &Path, names: &[String], hosts: Vec<String>) -> Result<Vec<String>, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut said = Vec::new();
+    let ca_key = ca(dir, &mut said)?;
     let issuer = Issuer::new(ca_params(&ca_key), ca_key);
-    let hosts = match args.host.is_empty() {
+    let hosts = match hosts.is_empty() {
         true => vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
-        false => args.host,
+        false => hosts,
     };
-    for name in &args.name {
+    for name in names {
         check_name(name)?;
         let key = KeyPair::generate().map_err(|e| format!("a key for {name}: {e}"))?;
         let cert = node_params(name, &hosts)?
             .signed_by(&key, &issuer)
             .map_err(|e| format!("the certificate of {name}: {e}"))?;
-        let cert_path = args.dir.join(format!("{name}.crt"));
-        let key_path = args.dir.join(format!("{name}.key"));
+        let cert_path = dir.join(format!("{name}.crt"));
+        let key_path = dir.join(format!("{name}.key"));
         write(&cert_path, &cert.pem(), false)?;
         write(&key_path, &key.serialize_pem(), true)?;
-        println!(
+        said.push(format!(
             "{} and {}: {name}, for {}",
             cert_path.display(),
             key_path.display(),
             hosts.join(", ")
-        );
+        ));
     }
-    Ok(())
+    Ok(said)
 }
 
-/// The CA's key: read from `dir`, or made there with its certificate.
-fn ca(dir: &Path) -> Result<KeyPair, String> {
+/// The CA's key: read from `dir`, or made there with its certificate; `said` gets which.
+fn ca(dir: &Path, said: &mut Vec<String>) -> Result<KeyPair, String> {
     let (cert_path, key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
     match (cert_path.exists(), key_path.exists()) {
         (true, false) | (false, true) => {
@@ -85,7 +95,7 @@ fn ca(dir: &Path) -> Result<KeyPair, String> {
     if key_path.exists() {
         let pem = std::fs::read_to_string(&key_path)
             .map_err(|e| format!("{}: {e}", key_path.display()))?;
-        println!("{}: the CA in use", cert_path.display());
+        said.push(format!("{}: the CA in use", cert_path.display()));
         return KeyPair::from_pem(&pem).map_err(|e| format!("{}: {e}", key_path.display()));
     }
     let key = KeyPair::generate().map_err(|e| format!("the CA's key: {e}"))?;
@@ -94,11 +104,11 @@ fn ca(dir: &Path) -> Result<KeyPair, String> {
         .map_err(|e| format!("the CA's certificate: {e}"))?;
     write(&key_path, &key.serialize_pem(), true)?;
     write(&cert_path, &cert.pem(), false)?;
-    println!(
+    said.push(format!(
         "{} and {}: a new CA (give clients ca.crt: sslrootcert=…)",
         cert_path.display(),
         key_path.display()
-    );
+    ));
     Ok(key)
 }
 

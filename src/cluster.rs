@@ -428,6 +428,11 @@ pub struct LocalClusterArgs {
     /// Rebuild a node's replicas elsewhere once it has been unreachable this long
     #[arg(long, value_name = "MS", default_value_t = DEFAULT_FAILOVER_AFTER_MS)]
     failover_after_ms: u64,
+    /// Run the nodes over TLS: a CA (kept in DIR/tls and reused) and a node certificate
+    /// made as `vecraft cert` makes them, mutual TLS between the nodes, TLS offered to
+    /// clients (the printed URLs ask for verify-full against DIR/tls/ca.crt)
+    #[arg(long)]
+    tls: bool,
 }
 
 /// The children of `local-cluster`, stopped when it stops.
@@ -460,6 +465,26 @@ pub async fn run_local_cluster(args: LocalClusterArgs) -> Result<(), String> {
     }
     // The nodes' shared secret: made here, handed to each in its environment.
     let secret = ClusterSecret::generate();
+    let tls_dir = args.data_dir.join("tls");
+    let (tls_flags, url_options) = match args.tls {
+        false => (Vec::new(), String::new()),
+        true => {
+            for line in crate::cert::make(&tls_dir, &["node".to_string()], Vec::new())? {
+                eprintln!("vecraft: {line}");
+            }
+            let file = |name: &str| tls_dir.join(name).display().to_string();
+            let flags = vec![
+                format!("--cluster-ca={}", file("ca.crt")),
+                format!("--tls-cert={}", file("node.crt")),
+                format!("--tls-key={}", file("node.key")),
+            ];
+            let ca = std::path::absolute(tls_dir.join("ca.crt")).map_err(|e| e.to_string())?;
+            (
+                flags,
+                format!("?sslmode=verify-full&sslrootcert={}", ca.display()),
+            )
+        }
+    };
     let (tx, rx) = mpsc::channel();
     let mut children = Children(Vec::new());
     for i in 1..=args.nodes {
@@ -478,6 +503,7 @@ pub async fn run_local_cluster(args: LocalClusterArgs) -> Result<(), String> {
             },
             format!("--failover-after-ms={}", args.failover_after_ms),
         ];
+        let argv: Vec<String> = argv.into_iter().chain(tls_flags.clone()).collect();
         children
             .0
             .push(spawn_node(&exe, &argv, &secret, i, tx.clone())?);
@@ -493,7 +519,7 @@ pub async fn run_local_cluster(args: LocalClusterArgs) -> Result<(), String> {
         urls.insert(i, sql);
     }
     for sql in urls.values() {
-        println!("postgresql://postgres@{sql}/postgres");
+        println!("postgresql://postgres@{sql}/postgres{url_options}");
     }
     let stopped = tokio::select! {
         () = watch(&mut children) => Err("every node exited".to_string()),

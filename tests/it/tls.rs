@@ -74,7 +74,7 @@ pub(crate) fn make_certificates(dir: &Path) {
 }
 
 /// A client that trusts the CA at `ca` only.
-fn trusting(ca: &Path) -> MakeRustlsConnect {
+pub(crate) fn trusting(ca: &Path) -> MakeRustlsConnect {
     MakeRustlsConnect::new(client_config(ca))
 }
 

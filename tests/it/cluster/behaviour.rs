@@ -254,6 +254,17 @@ async fn a_cluster_answers_searches_as_a_single_node_does() {
 /// all on SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_cluster_starts_nodes_prints_their_urls_and_stops_them() {
+    local_cluster(false).await;
+}
+
+/// `vecraft local-cluster --tls`: the same over TLS, between the nodes (they join) and to
+/// clients (the URLs name the CA to verify against, and a client trusting it gets in).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_cluster_with_tls_runs_its_nodes_over_tls() {
+    local_cluster(true).await;
+}
+
+async fn local_cluster(tls: bool) {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
 
@@ -263,6 +274,7 @@ async fn local_cluster_starts_nodes_prints_their_urls_and_stops_them() {
     let mut launcher = Command::new(env!("CARGO_BIN_EXE_vecraft"))
         .args(["local-cluster", "--nodes", "2", "--data-dir"])
         .arg(dir.path())
+        .args(tls.then_some("--tls"))
         .args([
             "--sql-port",
             &sql.to_string(),
@@ -284,11 +296,21 @@ async fn local_cluster_starts_nodes_prints_their_urls_and_stops_them() {
     })
     .await
     .unwrap();
+    let ca = dir.path().join("tls").join("ca.crt");
+    let options = match tls {
+        true => format!("?sslmode=verify-full&sslrootcert={}", ca.display()),
+        false => String::new(),
+    };
     let want: Vec<String> = [sql, sql + 1]
         .iter()
-        .map(|p| format!("postgresql://postgres@127.0.0.1:{p}/postgres"))
+        .map(|p| format!("postgresql://postgres@127.0.0.1:{p}/postgres{options}"))
         .collect();
     assert_eq!(urls, want);
+    if tls {
+        let dsn = format!("host=127.0.0.1 port={sql} user=postgres sslmode=require");
+        let verified = crate::support::select_one(&dsn, crate::tls::trusting(&ca)).await;
+        assert_eq!(verified, Ok(()));
+    }
     let client = connect(sql + 1).await;
     wait_until("both nodes joined", async || {
         let count = rows(&client, "SELECT count(*) FROM vecraft_nodes").await;
