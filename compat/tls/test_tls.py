@@ -1,8 +1,9 @@
 """TLS, as real clients use it, against a server that takes TLS clients only (in pg_hba.conf's
 words; `tests/it/tls.rs` gives Vecraft the same as `[tls] require = true` and `[[access]]`):
 
-    hostssl  all  postgres  127.0.0.1/32  trust
-    hostssl  all  all       127.0.0.1/32  scram-sha-256
+    hostssl  all  compat_tls_mallory  127.0.0.1/32  reject
+    hostssl  all  postgres            127.0.0.1/32  trust
+    hostssl  all  all                 127.0.0.1/32  scram-sha-256
 
 `--dsn` names the trusted superuser with `sslmode=verify-full` and `sslrootcert` (the CA that
 signed the server's certificate, made by `vecraft cert`; it is good for localhost, 127.0.0.1
@@ -58,6 +59,15 @@ def test_a_plain_client_is_refused_with_28000(server):
         with pytest.raises(psycopg.OperationalError) as refused:
             psycopg.connect(conninfo(server, user=user, sslmode="disable")).close()
         assert NO_ENTRY.format(user=user) in str(refused.value)
+
+
+def test_a_reject_rule_refuses_a_tls_client_and_says_so(server):
+    with pytest.raises(psycopg.OperationalError) as refused:
+        psycopg.connect(conninfo(server, user="compat_tls_mallory", sslmode="require")).close()
+    assert (
+        'FATAL:  pg_hba.conf rejects connection for host "127.0.0.1", user "compat_tls_mallory", '
+        'database "postgres", SSL encryption'
+    ) in str(refused.value)
 
 
 def test_prefer_and_allow_end_up_on_tls(server):

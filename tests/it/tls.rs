@@ -22,6 +22,7 @@ use crate::support::{Node, select_one, serve_args};
 
 /// The rules, in pg_hba.conf's words: TLS or nothing.
 const HBA: &str = "\
+hostssl  all  compat_tls_mallory  127.0.0.1/32  reject
 hostssl  all  postgres  127.0.0.1/32  trust
 hostssl  all  all       127.0.0.1/32  scram-sha-256
 ";
@@ -30,6 +31,12 @@ hostssl  all  all       127.0.0.1/32  scram-sha-256
 const CONFIG: &str = r#"
 [tls]
 require = true
+
+[[access]]
+type = "host"
+user = "compat_tls_mallory"
+address = "127.0.0.1/32"
+method = "reject"
 
 [[access]]
 type = "host"
@@ -47,6 +54,12 @@ method = "scram-sha-256"
 /// The pg_hba.conf lines themselves, as `[[access]]` entries: `hostssl` matches TLS clients
 /// only, so a plain one finds no rule.
 const HOSTSSL_CONFIG: &str = r#"
+[[access]]
+type = "hostssl"
+user = "compat_tls_mallory"
+address = "127.0.0.1/32"
+method = "reject"
+
 [[access]]
 type = "hostssl"
 user = "postgres"
