@@ -8,21 +8,10 @@
 use std::time::Instant;
 
 use clap::Args;
-use tokio_postgres::{NoTls, SimpleQueryMessage};
+use tokio_postgres::SimpleQueryMessage;
 
 use crate::backup_progress as progress;
-
-/// Where the node is.
-#[derive(Debug, Args)]
-pub struct Connection {
-    /// The node to ask, as a libpq connection string or URL
-    #[arg(
-        long,
-        value_name = "DSN",
-        default_value = "host=127.0.0.1 port=5433 user=postgres"
-    )]
-    dsn: String,
-}
+use crate::connect::Connection;
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
@@ -81,7 +70,7 @@ pub async fn backup(args: BackupArgs) -> Result<(), String> {
     };
     let sql = format!("BACKUP {what} TO {}", literal(&args.url));
     println!("backup {what} to {}", args.url);
-    let watch = progress::watch(&args.connection.dsn, "backup", &args.url);
+    let watch = progress::watch(&args.connection, "backup", &args.url);
     let rows = run(&args.connection, &sql).await;
     watch.finish().await;
     let rows = rows?;
@@ -107,7 +96,7 @@ pub async fn restore(args: RestoreArgs) -> Result<(), String> {
         sql.push_str(&format!(" WITH ({})", options.join(", ")));
     }
     println!("restore {} from {}", args.collection, args.url);
-    let watch = progress::watch(&args.connection.dsn, "restore", &args.url);
+    let watch = progress::watch(&args.connection, "restore", &args.url);
     let rows = run(&args.connection, &sql).await;
     watch.finish().await;
     let rows = rows?;
@@ -140,10 +129,7 @@ struct Answer {
 }
 
 async fn run(connection: &Connection, sql: &str) -> Result<Answer, String> {
-    let (client, driver) = tokio_postgres::connect(&connection.dsn, NoTls)
-        .await
-        .map_err(|e| format!("cannot connect to {}: {e}", connection.dsn))?;
-    tokio::spawn(driver);
+    let client = connection.connect().await?;
     let started = Instant::now();
     let messages = client
         .simple_query(sql)

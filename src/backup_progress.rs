@@ -9,7 +9,9 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
+
+use crate::connect::Connection;
 
 /// How often the view is read: a display's pace, not a synchronisation.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -28,16 +30,15 @@ impl Watch {
     }
 }
 
-/// Watches the `operation` (`backup` or `restore`) on `url` that the node at `dsn` runs.
-/// A watch that cannot connect shows nothing: the statement's answer still comes.
-pub fn watch(dsn: &str, operation: &'static str, url: &str) -> Watch {
+/// Watches the `operation` (`backup` or `restore`) on `url` that the node at `connection`
+/// runs. A watch that cannot connect shows nothing: the statement's answer still comes.
+pub fn watch(connection: &Connection, operation: &'static str, url: &str) -> Watch {
     let (stop, mut stopped) = oneshot::channel();
-    let (dsn, url) = (dsn.to_string(), url.to_string());
+    let (connection, url) = (connection.clone(), url.to_string());
     let task = tokio::spawn(async move {
-        let Ok((client, driver)) = tokio_postgres::connect(&dsn, NoTls).await else {
+        let Ok(client) = connection.connect().await else {
             return;
         };
-        tokio::spawn(driver);
         let mut shown = Shown::new(operation);
         loop {
             tokio::select! {

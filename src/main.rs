@@ -7,6 +7,7 @@ mod backup_progress;
 mod cert;
 mod cluster;
 mod config;
+mod connect;
 mod limits;
 mod schedule;
 mod tls;

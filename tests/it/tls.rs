@@ -235,7 +235,43 @@ fn tls_clients_get_in_and_plain_ones_are_refused_as_postgresql_does() {
         crate::clients::suite(".venv", "tls", &verified_dsn(port, &ca), engine);
     }
 
+    the_command_line_tools_speak_tls(&node, dir.path(), &ca, &stranger.join("ca.crt"));
     reloads_its_certificate_on_sighup(&node, &certs, &stranger, &runtime);
+}
+
+/// `vecraft backups` (as `backup` and `restore`, which connect the same way) reaches a node
+/// that takes TLS clients only: checking its certificate against `--sslrootcert`, or
+/// encrypting without checking when none is given (libpq's `prefer`); a wrong CA and
+/// `sslmode=disable` get no further than the handshake and the rules.
+fn the_command_line_tools_speak_tls(node: &Node, dir: &Path, ca: &Path, stranger: &Path) {
+    let store = dir.join("backups");
+    std::fs::create_dir_all(&store).unwrap();
+    let url = format!("file://{}", store.display());
+    let backups = |dsn: &str, root: Option<&Path>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vecraft"));
+        command
+            .args(["backups", &url, "--dsn", dsn])
+            .env_remove("PGSSLROOTCERT");
+        if let Some(root) = root {
+            command.arg("--sslrootcert").arg(root);
+        }
+        let out = command.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let dsn = format!("host=127.0.0.1 port={} user=postgres", node.sql_port);
+    for root in [Some(ca), None] {
+        let (code, said) = backups(&dsn, root);
+        assert_eq!(code, Some(0), "{root:?}: {said}");
+    }
+    let (code, said) = backups(&dsn, Some(stranger));
+    assert_eq!(code, Some(1));
+    assert!(said.contains("cannot connect"), "{said}");
+    let (code, said) = backups(&format!("{dsn} sslmode=disable"), None);
+    assert_eq!(code, Some(1));
+    assert!(said.contains("no pg_hba.conf entry"), "{said}");
 }
 
 /// A node of its own under `dir/name`, with the config file `config` and the certificate
