@@ -9,6 +9,7 @@
 //! the placement when a node dies.
 
 mod client;
+mod edit;
 mod manager;
 mod placement;
 pub mod privileges;
