@@ -9,6 +9,7 @@ mod cluster;
 mod config;
 mod connect;
 mod limits;
+mod local_cluster;
 mod schedule;
 mod tls;
 
@@ -47,7 +48,7 @@ enum Command {
     Node(cluster::NodeArgs),
     /// Start a cluster of N nodes on loopback ports as child processes; print a postgresql://
     /// URL per node; stop them all on Ctrl-C or SIGTERM.
-    LocalCluster(cluster::LocalClusterArgs),
+    LocalCluster(local_cluster::LocalClusterArgs),
     /// Back collections of a running node up to an object store (BACKUP … TO)
     Backup(backup::BackupArgs),
     /// Restore a collection on a running node from an object store (RESTORE … FROM)
@@ -123,7 +124,7 @@ fn main() {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Node(args)) => return run(cluster::run_node(args)),
-        Some(Command::LocalCluster(args)) => return run(cluster::run_local_cluster(args)),
+        Some(Command::LocalCluster(args)) => return run(local_cluster::run_local_cluster(args)),
         Some(Command::Backup(args)) => return run(backup::backup(args)),
         Some(Command::Restore(args)) => return run(backup::restore(args)),
         Some(Command::Backups(args)) => return run(backup::list(args)),

@@ -35,6 +35,8 @@
 
 mod auth;
 mod client;
+mod leading;
+mod membership;
 mod server;
 mod snapshot_check;
 mod snapshot_push;
@@ -46,8 +48,9 @@ mod tls;
 
 pub use auth::ClusterSecret;
 pub use client::{CallError, FlightCanvass, FlightNetwork, Peers, Silence};
+pub(crate) use membership::{hand_over, set_voters};
+pub(crate) use server::encode;
 pub use server::{ActionHandler, RaftService, serve, serve_with_tls};
-pub(crate) use server::{encode, hand_over, set_voters};
 pub(crate) use step_aside::stand_aside_when_cut_off;
 pub use tls::ClusterTls;
 

@@ -3,11 +3,10 @@
 //! batches (after checking the read's consistency), and hands other actions (`meta.*`) to
 //! whoever registered for them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -19,9 +18,8 @@ use arrow_flight::{
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream};
-use openraft::error::{CheckIsLeaderError, ClientWriteError, Fatal, RaftError};
+use openraft::Raft;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest};
-use openraft::{BasicNode, Raft, ServerState};
 use parking_lot::RwLock;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -31,6 +29,8 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::auth::ClusterSecret;
+use super::leading::{may_read, write};
+use super::membership::{hand_over, set_voters};
 use super::tls::ClusterTls;
 use super::{
     APPEND, CHECKPOINT, ELECT, Failure, GroupId, HAND_OVER, MAX_MESSAGE_BYTES, MEMBERS, PING,
@@ -40,10 +40,7 @@ use vecraft_storage::error::Refusal;
 use vecraft_storage::shard::Applied;
 
 use crate::local::LocalShard;
-use crate::raft::{
-    HandoffError, MAX_COMMAND_BYTES, NodeId, PreVote, Request as Proposal, TypeConfig,
-};
-use crate::read::{BOUNDED_WAIT_MS, Consistency};
+use crate::raft::{NodeId, PreVote, TypeConfig};
 use crate::shard_handle::ShardStatus;
 
 /// Answers one kind of action this server does not know itself (the meta manager's).
@@ -77,7 +74,7 @@ impl Default for Serving {
     }
 }
 
-type Reply<T> = Result<T, Failure>;
+pub(super) type Reply<T> = Result<T, Failure>;
 
 impl RaftService {
     pub fn register(&self, group: GroupId, member: Arc<LocalShard>) {
@@ -254,221 +251,6 @@ impl RaftService {
             }
         }
     }
-}
-
-/// Proposes `command` to the group this member leads; returns what it did and its index.
-async fn write(member: &LocalShard, command: Vec<u8>) -> Reply<(Applied, u64)> {
-    if command.is_empty() || command.len() > MAX_COMMAND_BYTES {
-        let e = format!(
-            "a write of {} bytes does not fit one log record",
-            command.len()
-        );
-        return Err(Failure::Refused(
-            vecraft_storage::error::Refusal::InvalidArgument(e),
-        ));
-    }
-    // A hand-over waits for this write, or this write for the hand-over.
-    let _pass = member.group().write_pass().await;
-    let raft = member.group().raft();
-    let leading = raft.metrics().borrow().state == ServerState::Leader;
-    if leading && (member.stands_aside() || cut_off(&raft.metrics().borrow())) {
-        // Not proposed, so surely not applied: the router tries the other replicas until
-        // one leads, or this one hears from its quorum again.
-        return Err(Failure::NotLeader(None));
-    }
-    let proposed = raft.client_write(Proposal(command));
-    let answer = if leading {
-        tokio::select! {
-            answer = proposed => answer,
-            () = stopped_leading(raft) => return Err(Failure::Unavailable(format!(
-                "this node stopped leading the shard's group, or heard from no quorum for \
-                 {LEADER_CUT_OFF_MS} ms, with the write in flight"
-            ))),
-        }
-    } else {
-        // Refused at once ("not the leader").
-        proposed.await
-    };
-    match answer {
-        Ok(response) => {
-            let index = response.log_id.index;
-            response.data.map(|a| (a, index)).map_err(Failure::Refused)
-        }
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-            Err(Failure::NotLeader(f.leader_id))
-        }
-        Err(RaftError::Fatal(Fatal::StorageError(e))) => Err(Failure::Stopped(e.to_string())),
-        Err(e) => Err(Failure::Unavailable(e.to_string())),
-    }
-}
-
-/// How long the follower picked in a hand-over has to answer that it campaigns.
-const ELECT_TTL: Duration = Duration::from_secs(1);
-
-/// Hands `member`'s leadership to `to` (`raft/handoff.rs`), asking `to` over Flight to
-/// campaign once it holds the whole log; the group's leader after it.
-pub(crate) async fn hand_over(member: &LocalShard, to: NodeId) -> Reply<NodeId> {
-    let Some((group, peers)) = member.peers() else {
-        return Err(Failure::Unavailable(
-            "a single node's group has no one to hand to".into(),
-        ));
-    };
-    let addr = {
-        let m = member.group().raft().metrics();
-        let m = m.borrow();
-        m.membership_config
-            .membership()
-            .get_node(&to)
-            .map(|n| n.addr.clone())
-    };
-    let Some(addr) = addr else {
-        return Err(Failure::Unavailable(format!("node {to} is not a member")));
-    };
-    let term = member.group().raft().metrics().borrow().current_term;
-    let elect = async {
-        let reply = peers
-            .call::<_, Reply<()>>(&addr, ELECT, &(group, term), ELECT_TTL)
-            .await
-            .map_err(|e| format!("node {to} was not asked to campaign: {e}"))?;
-        reply.map_err(|e| format!("node {to} does not campaign: {e}"))
-    };
-    member
-        .group()
-        .hand_over(to, elect)
-        .await
-        .map_err(|e| match e {
-            HandoffError::NotLeader(leader) => Failure::NotLeader(leader),
-            e => Failure::Unavailable(format!("leadership not handed to node {to}: {e}")),
-        })
-}
-
-/// How long a leader may go without a quorum's acknowledgement before the writes waiting on
-/// it are given up: by then its followers' lease and election timeout (1.2 to 1.6 s) have
-/// passed, and another leader is being elected.
-const LEADER_CUT_OFF_MS: u64 = 2_000;
-
-/// Returns once this member no longer leads, or leads without hearing from a quorum for
-/// `LEADER_CUT_OFF_MS`. A write waiting on such a leader is answered only when it hears from
-/// the new one (which may be never, if it is cut off): its caller is told now that the outcome
-/// is unknown, instead of at the end of its call's deadline. openraft publishes metrics on
-/// every turn of the group's core, heartbeat ticks included.
-async fn stopped_leading(raft: &Raft<TypeConfig>) {
-    let mut metrics = raft.metrics();
-    loop {
-        {
-            let m = metrics.borrow_and_update();
-            if m.state != ServerState::Leader || cut_off(&m) {
-                return;
-            }
-        }
-        if metrics.changed().await.is_err() {
-            return; // the group stopped; its writes fail on their own
-        }
-    }
-}
-
-/// How long a strong read waits for the leader to apply the entries already in its log
-/// before it commits a no-op of its own to make them commit.
-const OWN_LOG_WAIT: Duration = Duration::from_millis(300);
-
-/// Returns once this leader has applied every entry its log held when the read came.
-///
-/// openraft's read index is the commit index as the leader knows it. A leader restored from
-/// its files after a crash (openraft restarts a node that led as leader when no other was
-/// elected meanwhile) knows no commit past what its state machine had applied, which may be
-/// well behind what it had committed and acknowledged before the crash: a read at that index
-/// misses acknowledged writes (the nemesis found such reads, seconds stale). Every committed
-/// entry is in the leader's log, so a read that waits until the whole log is applied sees
-/// them all; entries still in flight commit within a round trip. A leader whose last entry
-/// is of an older term never commits it by counting replicas: after `OWN_LOG_WAIT` it
-/// writes a no-op of its own term, whose commit commits everything before it.
-async fn applied_own_log(raft: &Raft<TypeConfig>) -> Reply<()> {
-    let last = raft.metrics().borrow().last_log_index;
-    let applied = |m: &openraft::RaftMetrics<NodeId, BasicNode>| {
-        m.last_applied.map(|id| id.index) >= last || m.state != ServerState::Leader
-    };
-    let wait = raft.wait(Some(OWN_LOG_WAIT));
-    if wait.metrics(applied, "own log applied").await.is_err() {
-        let noop = raft.client_write(Proposal(Vec::new()));
-        match tokio::time::timeout(Duration::from_millis(LEADER_CUT_OFF_MS), noop).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                return Err(Failure::NotLeader(f.leader_id));
-            }
-            Ok(Err(e)) => return Err(Failure::Unavailable(e.to_string())),
-            Err(_) => {
-                let e = "the leader could not commit an entry of its term in time";
-                return Err(Failure::Unavailable(e.into()));
-            }
-        }
-    }
-    match raft.metrics().borrow().state {
-        ServerState::Leader => Ok(()),
-        _ => Err(Failure::NotLeader(None)),
-    }
-}
-
-/// Whether a leader has heard from no quorum for `LEADER_CUT_OFF_MS`. One that only cannot
-/// hear its followers (they hear it) stands aside before that (`step_aside.rs`), so that
-/// they elect another; it leads in name until a higher term reaches it.
-fn cut_off(m: &openraft::RaftMetrics<NodeId, BasicNode>) -> bool {
-    m.millis_since_quorum_ack
-        .is_some_and(|ms| ms > LEADER_CUT_OFF_MS)
-}
-
-/// Whether this replica may answer a read at `read` now; waits (briefly) as the level asks.
-async fn may_read(member: &LocalShard, read: Consistency, min_applied: u64) -> Reply<()> {
-    let raft = member.group().raft();
-    match read {
-        Consistency::Strong => {
-            match raft.ensure_linearizable().await {
-                Ok(_) => {}
-                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                    return Err(Failure::NotLeader(f.leader_id));
-                }
-                Err(e) => return Err(Failure::Unavailable(e.to_string())),
-            }
-            applied_own_log(raft).await
-        }
-        Consistency::Bounded => raft
-            .wait(Some(Duration::from_millis(BOUNDED_WAIT_MS)))
-            .applied_index_at_least(Some(min_applied), "bounded read")
-            .await
-            .map(|_| ())
-            .map_err(|_| Failure::Stale),
-        Consistency::Eventual => Ok(()),
-    }
-}
-
-/// Makes `voters` the group's voting members: new ones join as learners and catch up (log
-/// or snapshot) first, then one membership change swaps the set.
-pub(crate) async fn set_voters(
-    raft: &Raft<TypeConfig>,
-    voters: BTreeMap<NodeId, String>,
-) -> Reply<()> {
-    let leader_only = |e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>| match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
-            Failure::NotLeader(f.leader_id)
-        }
-        e => Failure::Unavailable(e.to_string()),
-    };
-    let membership = raft.metrics().borrow().membership_config.clone();
-    let known: BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
-    for (id, addr) in &voters {
-        if !known.contains(id) {
-            raft.add_learner(*id, BasicNode::new(addr), true)
-                .await
-                .map_err(leader_only)?;
-        }
-    }
-    let current: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
-    let wanted: BTreeSet<NodeId> = voters.keys().copied().collect();
-    if current != wanted {
-        raft.change_membership(wanted, false)
-            .await
-            .map_err(leader_only)?;
-    }
-    Ok(())
 }
 
 /// A refusal, as a status whose details carry the `Failure`.

@@ -7,8 +7,10 @@
 
 mod restore;
 mod roles;
+mod schemas;
+mod sequences;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,13 +48,6 @@ pub struct Catalog {
     backup_store: Mutex<StoreOptions>,
 }
 
-/// A single node's schemas (other than `public`): directories under `<data-dir>/schemas/`,
-/// named by their keys, so that one made by CREATE SCHEMA outlives a restart while empty.
-struct LocalSchemas {
-    root: PathBuf,
-    names: RwLock<BTreeSet<String>>,
-}
-
 /// The prefix of a dropped collection's directory while it is deleted (removed at open if a
 /// crash interrupted the deletion).
 const TRASH_PREFIX: &str = ".trash-";
@@ -64,7 +59,7 @@ enum Backend {
     /// Collections in directories under `root`.
     Local {
         root: PathBuf,
-        schemas: LocalSchemas,
+        schemas: schemas::LocalSchemas,
         roles: roles::LocalRoles,
     },
     /// Collections of a cluster, as `node` sees the metadata.
@@ -116,7 +111,7 @@ impl Catalog {
                 Collection::open(&entry.path(), None, ShardOptions::default()).map_err(storage)?;
             collections.insert(name, Arc::new(c));
         }
-        let schemas = LocalSchemas::open(&data_dir.join("schemas"))?;
+        let schemas = schemas::LocalSchemas::open(&data_dir.join("schemas"))?;
         let roles = roles::LocalRoles::open(data_dir)?;
         // Files a backup was spooling when the node stopped.
         match std::fs::remove_dir_all(data_dir.join(SCRATCH_DIR)) {
@@ -289,63 +284,6 @@ impl Catalog {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// The schemas made by CREATE SCHEMA (`public` is always there and not listed).
-    pub fn schemas(&self) -> Vec<String> {
-        match &self.backend {
-            Backend::Local { schemas, .. } => read(&schemas.names).iter().cloned().collect(),
-            Backend::Cluster { node, .. } => node
-                .view()
-                .schemas
-                .iter()
-                .filter_map(|key| sql_name(key))
-                .collect(),
-        }
-    }
-
-    /// Whether schema `name` exists.
-    pub fn has_schema(&self, name: &str) -> bool {
-        name == crate::idents::PUBLIC || self.schemas().iter().any(|s| s == name)
-    }
-
-    /// Makes schema `name`; `Ok(false)` if it exists.
-    pub fn create_schema(&self, name: &str) -> Result<bool> {
-        let Some(key) = storage_key(name) else {
-            return datafusion::common::plan_err!("invalid schema name \"{name}\"");
-        };
-        let created = match &self.backend {
-            Backend::Local { schemas, .. } => schemas.create(name, &key)?,
-            Backend::Cluster { node, .. } => node.create_schema(&key).map_err(storage)?,
-        };
-        self.changed();
-        Ok(created)
-    }
-
-    /// Removes the empty schema `name`; `Ok(false)` if there was none. Refused while a
-    /// collection is in it: checked under the DDL lock on a node, by the meta manager in a
-    /// cluster (the gateway checks first, for PostgreSQL's 2BP01).
-    pub fn drop_schema(&self, name: &str) -> Result<bool> {
-        let Some(key) = storage_key(name) else {
-            return Ok(false);
-        };
-        let dropped = match &self.backend {
-            Backend::Local { schemas, roles, .. } => {
-                // Under the DDL lock, so no CREATE TABLE puts a table in it meanwhile.
-                let _ddl = self.ddl.lock();
-                let inside = read(&self.collections)
-                    .keys()
-                    .any(|c| split_qualified(c).0 == Some(name));
-                if inside {
-                    return datafusion::common::plan_err!("schema \"{name}\" is not empty");
-                }
-                roles.forget(&vecraft_cluster::meta::privileges::schema_object(&key))?;
-                schemas.drop(name, &key)?
-            }
-            Backend::Cluster { node, .. } => node.drop_schema(&key).map_err(storage)?,
-        };
-        self.changed();
-        Ok(dropped)
-    }
-
     pub fn names(&self) -> Vec<String> {
         self.follow();
         read(&self.collections).keys().cloned().collect()
@@ -487,69 +425,6 @@ impl Catalog {
     }
 }
 
-impl Catalog {
-    /// Where the sequence of `table`'s `column` keeps its values: on a single node a file in
-    /// the table's directory (gone with it), in a cluster a row of the meta group named by
-    /// the table's incarnation (a table made again under the name has new groups).
-    pub(crate) fn sequence_home(&self, table: &str, column: &str) -> Result<String> {
-        let missing = || DataFusionError::Plan(format!("relation \"{table}\" does not exist"));
-        let column = storage_key(column).ok_or_else(missing)?;
-        match &self.backend {
-            Backend::Local { .. } => {
-                let collection = self.get(table).ok_or_else(missing)?;
-                let dir = collection.dir().ok_or_else(missing)?;
-                Ok(dir
-                    .join("sequences")
-                    .join(column)
-                    .to_string_lossy()
-                    .to_string())
-            }
-            Backend::Cluster { seen, .. } => {
-                let key = storage_key(table).ok_or_else(missing)?;
-                let state = read(seen).clone();
-                let meta = state.collections.get(&key).ok_or_else(missing)?;
-                let group = &meta.shards.first().ok_or_else(missing)?.group;
-                Ok(vecraft_cluster::meta::sequence_name(group, &column))
-            }
-        }
-    }
-
-    /// Reserves `count` values of the sequence at `home`, durably; the first of them.
-    pub(crate) fn reserve(&self, home: &str, count: u64) -> Result<i64> {
-        match &self.backend {
-            Backend::Local { .. } => {
-                let path = Path::new(home);
-                let first = match std::fs::read_to_string(path) {
-                    Ok(text) => text.trim().parse::<i64>().map_err(|e| {
-                        DataFusionError::Execution(format!("sequence file {home}: {e}"))
-                    })?,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => 1,
-                    Err(e) => return Err(io(e)),
-                };
-                let next = first.checked_add(count as i64).ok_or_else(|| {
-                    DataFusionError::Execution("nextval: reached maximum value of sequence".into())
-                })?;
-                if let Some(dir) = path.parent() {
-                    // Only the `sequences` directory: a table dropped meanwhile (its directory
-                    // gone) is not made again.
-                    match std::fs::create_dir(dir) {
-                        Ok(()) => vecraft_storage::fsutil::sync_dir(
-                            dir.parent().unwrap_or(Path::new(".")),
-                        )
-                        .map_err(storage)?,
-                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                        Err(e) => return Err(io(e)),
-                    }
-                }
-                vecraft_storage::fsutil::write_atomic(path, next.to_string().as_bytes())
-                    .map_err(storage)?;
-                Ok(first)
-            }
-            Backend::Cluster { node, .. } => node.reserve_sequence(home, count).map_err(storage),
-        }
-    }
-}
-
 /// A suffix no other directory of this process has (time and a counter).
 fn unique_suffix() -> String {
     static COUNT: AtomicU64 = AtomicU64::new(0);
@@ -561,43 +436,6 @@ fn unique_suffix() -> String {
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(|p| p.into_inner())
-}
-
-impl LocalSchemas {
-    fn open(root: &Path) -> Result<LocalSchemas> {
-        std::fs::create_dir_all(root).map_err(io)?;
-        let mut names = BTreeSet::new();
-        for entry in std::fs::read_dir(root).map_err(io)? {
-            let key = entry.map_err(io)?.file_name().to_string_lossy().to_string();
-            if let Some(name) = sql_name(&key) {
-                names.insert(name);
-            }
-        }
-        Ok(LocalSchemas {
-            root: root.to_path_buf(),
-            names: RwLock::new(names),
-        })
-    }
-
-    fn create(&self, name: &str, key: &str) -> Result<bool> {
-        let mut names = self.names.write().unwrap_or_else(|p| p.into_inner());
-        if names.contains(name) {
-            return Ok(false);
-        }
-        vecraft_storage::fsutil::create_dir_durable(&self.root.join(key)).map_err(storage)?;
-        names.insert(name.to_string());
-        Ok(true)
-    }
-
-    fn drop(&self, name: &str, key: &str) -> Result<bool> {
-        let mut names = self.names.write().unwrap_or_else(|p| p.into_inner());
-        if !names.remove(name) {
-            return Ok(false);
-        }
-        std::fs::remove_dir(self.root.join(key)).map_err(io)?;
-        vecraft_storage::fsutil::sync_dir(&self.root).map_err(storage)?;
-        Ok(true)
-    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@
 mod commit;
 #[cfg(test)]
 mod commit_tests;
+mod compact;
 #[cfg(test)]
 mod live_tests;
 mod maintain;
@@ -65,7 +66,7 @@ pub struct ShardOptions {
     /// With background work on, small sealed segments (fewer live rows than half the seal
     /// threshold: sealed early by a snapshot or `VACUUM`, or mostly deleted) are merged into
     /// one once there are this many; a segment with a fifth of its rows dead is rewritten
-    /// alone (`maintain.rs`). 0 does neither.
+    /// alone (`compact.rs`). 0 does neither.
     pub merge_min_segments: usize,
     /// The shard's Raft group (`vecraft_cluster::raft`) takes a snapshot (the shard seals and
     /// persists) and purges its log once entries of this many bytes were applied since the
