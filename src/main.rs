@@ -40,6 +40,8 @@ struct Cli {
     serve: ServeArgs,
 }
 
+// Parsed once, at start: the size of the largest arguments costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a single node (the default): gateway, catalog and storage in one process.

@@ -96,7 +96,7 @@ impl BitString {
 
     /// Appends one bit.
     pub fn push(&mut self, bit: bool) {
-        if self.bits % 8 == 0 {
+        if self.bits.is_multiple_of(8) {
             self.bytes.push(0);
         }
         if bit {

@@ -201,6 +201,7 @@ fn sparse_operator(expr: &RawBinaryExpr, schema: &DFSchema) -> Option<Expr> {
 
 /// pgvector's `<~>` (Hamming) and `<%>` (Jaccard) on bit strings; and a comparison of a bit
 /// string with text, which reads the text as a bit string. `Err` gives back what it is not.
+#[allow(clippy::result_large_err)] // the expression comes back whole, as it went in
 fn bit_operator(expr: RawBinaryExpr, schema: &DFSchema) -> Result<Expr, RawBinaryExpr> {
     use crate::bit_udfs::BitFn;
     let distance = match &expr.op {

@@ -327,9 +327,8 @@ fn call_cost(tokens: &[TokenWithSpan]) -> u64 {
                 open.push(after_word);
             }
             Token::RParen => {
-                if open.pop() == Some(true) {
-                    calls -= 1;
-                }
+                let closes_a_call = open.pop() == Some(true);
+                calls -= u32::from(closes_a_call);
             }
             Token::SemiColon => (open, calls) = (Vec::new(), 0),
             _ => {}

@@ -170,7 +170,7 @@ impl ScalarUDFImpl for SparseUdf {
                 Arc::new(
                     a.iter()
                         .zip(&b)
-                        .map(|(a, b)| Some(a.as_ref()?.cmp(b.as_ref()?) as i32))
+                        .map(|(a, b)| Some(a.as_ref()?.pg_cmp(b.as_ref()?) as i32))
                         .collect::<Int32Array>(),
                 )
             }

@@ -172,7 +172,7 @@ impl TableProvider for CollectionTable {
                 )?),
             }
         }
-        let filter = (!parts.is_empty()).then(|| Filter::And(parts));
+        let filter = (!parts.is_empty()).then_some(Filter::And(parts));
         let residual = (!conditions.is_empty()).then(|| Residual {
             visible: self.schema.clone(),
             conditions,

@@ -73,7 +73,7 @@ impl CollectionUpdateExec {
                 None => residual.push(create_physical_expr(f, &df_schema, props, &planning)?),
             }
         }
-        let pushed = (!pushed.is_empty()).then(|| Filter::And(pushed));
+        let pushed = (!pushed.is_empty()).then_some(Filter::And(pushed));
         let residual = Residual {
             visible: visible.clone(),
             conditions: residual,

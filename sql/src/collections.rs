@@ -28,8 +28,6 @@ use crate::catalog::Catalog;
 use crate::ddl::declared_schema;
 use crate::errors::user_error;
 
-/// The most replicas a shard may have.
-
 /// The schema of a `CREATE COLLECTION` with its `WITH` options (every vector column
 /// indexed), its number of shards and of replicas (`default_replicas` when not given).
 pub fn collection_schema(

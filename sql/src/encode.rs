@@ -468,19 +468,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_print_as_postgres() {
-        assert_eq!(timestamp(0), "1970-01-01 00:00:00");
-        assert_eq!(timestamp(1_700_000_000_123_400), "2023-11-14 22:13:20.1234");
-        assert_eq!(timestamp(-1), "1969-12-31 23:59:59.999999");
-        assert_eq!(date(i64::from(POSTGRES_EPOCH_DAYS)), "2000-01-01");
-    }
-}
-
 /// A stream of results that ends with 57014 once a deadline passes.
 pub trait DeadlineExt: futures::Stream + Sized {
     fn take_until_deadline<T>(
@@ -509,3 +496,16 @@ pub trait DeadlineExt: futures::Stream + Sized {
 }
 
 impl<S: futures::Stream> DeadlineExt for S {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_print_as_postgres() {
+        assert_eq!(timestamp(0), "1970-01-01 00:00:00");
+        assert_eq!(timestamp(1_700_000_000_123_400), "2023-11-14 22:13:20.1234");
+        assert_eq!(timestamp(-1), "1969-12-31 23:59:59.999999");
+        assert_eq!(date(i64::from(POSTGRES_EPOCH_DAYS)), "2000-01-01");
+    }
+}

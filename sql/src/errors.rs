@@ -309,7 +309,7 @@ mod tests {
 
     #[test]
     fn unclassed_errors_get_postgres_codes() {
-        let code = |text: &str| known_message(text).map(|(c, m)| (c, m));
+        let code = |text: &str| known_message(text);
         assert_eq!(
             code("Cast error: Cannot cast string 'x' to value of Int64 type"),
             Some((

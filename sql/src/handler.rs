@@ -227,30 +227,30 @@ impl Connection {
         if failed && let Some(answer) = self.in_failed_block(&statements[0]).await? {
             return Ok(vec![answer]);
         }
-        if let [DFStatement::Statement(s)] = statements.as_slice() {
-            if !matches!(s.as_ref(), Statement::Deallocate { .. }) {
-                let prepared = self.session.prepare(query, &[]).await?;
-                return Ok(vec![
-                    self.session
-                        .execute(&prepared, Vec::new(), &Format::UnifiedText)
-                        .await?,
-                ]);
-            }
+        if let [DFStatement::Statement(s)] = statements.as_slice()
+            && !matches!(s.as_ref(), Statement::Deallocate { .. })
+        {
+            let prepared = self.session.prepare(query, &[]).await?;
+            return Ok(vec![
+                self.session
+                    .execute(&prepared, Vec::new(), &Format::UnifiedText)
+                    .await?,
+            ]);
         }
         let mut responses = Vec::with_capacity(statements.len());
         for statement in statements {
             // DEALLOCATE names protocol-level prepared statements too (psycopg sends it).
-            if let DFStatement::Statement(s) = &statement {
-                if let Statement::Deallocate { name, .. } = s.as_ref() {
-                    let mut held = self.named_statements.lock();
-                    if name.value.eq_ignore_ascii_case("all") {
-                        for statement in held.drain() {
-                            client.portal_store().rm_statement(&statement);
-                        }
-                    } else {
-                        client.portal_store().rm_statement(&name.value);
-                        held.remove(&name.value);
+            if let DFStatement::Statement(s) = &statement
+                && let Statement::Deallocate { name, .. } = s.as_ref()
+            {
+                let mut held = self.named_statements.lock();
+                if name.value.eq_ignore_ascii_case("all") {
+                    for statement in held.drain() {
+                        client.portal_store().rm_statement(&statement);
                     }
+                } else {
+                    client.portal_store().rm_statement(&name.value);
+                    held.remove(&name.value);
                 }
             }
             responses.push(self.session.run(statement).await?);

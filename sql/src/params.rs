@@ -440,6 +440,59 @@ fn vector_scalar(values: Vec<f32>, dims: usize) -> PgWireResult<ScalarValue> {
     Ok(ScalarValue::FixedSizeList(Arc::new(fixed)))
 }
 
+/// `$n::vector` (or any cast of `$n`) where the client declared `$n` an array of numbers
+/// (psycopg sends a Python list of floats as `float8[]`): `$n` is read as that array and then
+/// cast — to a vector with pgvector's checks — as PostgreSQL plans it. Other declared types
+/// are left to the plan.
+pub fn cast_declared_arrays(
+    statement: &mut datafusion::sql::parser::Statement,
+    declared: &[Option<Type>],
+) {
+    use datafusion::sql::sqlparser::ast::{Expr, Value, visit_expressions_mut};
+    let datafusion::sql::parser::Statement::Statement(statement) = statement else {
+        return;
+    };
+    let array_type = |placeholder: &str| -> Option<&'static str> {
+        let index = placeholder
+            .strip_prefix('$')?
+            .parse::<usize>()
+            .ok()?
+            .checked_sub(1)?;
+        let declared = declared.get(index)?.as_ref()?;
+        Some(match *declared {
+            Type::INT2_ARRAY => "smallint[]",
+            Type::INT4_ARRAY => "integer[]",
+            Type::INT8_ARRAY => "bigint[]",
+            Type::FLOAT4_ARRAY => "real[]",
+            Type::FLOAT8_ARRAY => "double precision[]",
+            Type::NUMERIC_ARRAY => "numeric[]",
+            _ => return None,
+        })
+    };
+    let _ = visit_expressions_mut(statement.as_mut(), |e: &mut Expr| {
+        if let Expr::Cast { expr: inner, .. } = e
+            && let Expr::Value(v) = inner.as_ref()
+            && let Value::Placeholder(p) = &v.value
+            && let Some(array) = array_type(p)
+            && let Some(typed) = parse_cast(p, array)
+        {
+            **inner = typed;
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+}
+
+/// `CAST(placeholder AS array)` as an expression.
+fn parse_cast(placeholder: &str, array: &str) -> Option<datafusion::sql::sqlparser::ast::Expr> {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&format!("CAST({placeholder} AS {array})"))
+        .ok()?
+        .parse_expr()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -521,57 +574,4 @@ mod tests {
             ScalarValue::Int32(None)
         );
     }
-}
-
-/// `$n::vector` (or any cast of `$n`) where the client declared `$n` an array of numbers
-/// (psycopg sends a Python list of floats as `float8[]`): `$n` is read as that array and then
-/// cast — to a vector with pgvector's checks — as PostgreSQL plans it. Other declared types
-/// are left to the plan.
-pub fn cast_declared_arrays(
-    statement: &mut datafusion::sql::parser::Statement,
-    declared: &[Option<Type>],
-) {
-    use datafusion::sql::sqlparser::ast::{Expr, Value, visit_expressions_mut};
-    let datafusion::sql::parser::Statement::Statement(statement) = statement else {
-        return;
-    };
-    let array_type = |placeholder: &str| -> Option<&'static str> {
-        let index = placeholder
-            .strip_prefix('$')?
-            .parse::<usize>()
-            .ok()?
-            .checked_sub(1)?;
-        let declared = declared.get(index)?.as_ref()?;
-        Some(match *declared {
-            Type::INT2_ARRAY => "smallint[]",
-            Type::INT4_ARRAY => "integer[]",
-            Type::INT8_ARRAY => "bigint[]",
-            Type::FLOAT4_ARRAY => "real[]",
-            Type::FLOAT8_ARRAY => "double precision[]",
-            Type::NUMERIC_ARRAY => "numeric[]",
-            _ => return None,
-        })
-    };
-    let _ = visit_expressions_mut(statement.as_mut(), |e: &mut Expr| {
-        if let Expr::Cast { expr: inner, .. } = e
-            && let Expr::Value(v) = inner.as_ref()
-            && let Value::Placeholder(p) = &v.value
-            && let Some(array) = array_type(p)
-            && let Some(typed) = parse_cast(p, array)
-        {
-            **inner = typed;
-        }
-        std::ops::ControlFlow::<()>::Continue(())
-    });
-}
-
-/// `CAST(placeholder AS array)` as an expression.
-fn parse_cast(placeholder: &str, array: &str) -> Option<datafusion::sql::sqlparser::ast::Expr> {
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
-    Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(&format!("CAST({placeholder} AS {array})"))
-        .ok()?
-        .parse_expr()
-        .ok()
 }

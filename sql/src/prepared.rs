@@ -152,10 +152,10 @@ impl Session {
                 .collect::<Vec<_>>(),
         );
         let generation = self.catalog.generation();
-        if let Some(p) = self.prepared.lock().get(&key) {
-            if p.catalog_generation == generation {
-                return Ok(p.clone());
-            }
+        if let Some(p) = self.prepared.lock().get(&key)
+            && p.catalog_generation == generation
+        {
+            return Ok(p.clone());
         }
         let planned = match self.plan_statement(sql, declared).await {
             // A table another gateway of the cluster created a moment ago: look again.
@@ -299,10 +299,10 @@ impl Session {
             let plan = crate::explain::query_plan(&batches, verbose).map_err(|e| to_pg(&e))?;
             return self.respond(Answer::Rows("SELECT"), &schema, &[plan], format);
         }
-        if query.answer.keeps_plan() {
-            if let Some(batches) = self.run_kept(query, &params).await? {
-                return self.respond(query.answer, &schema, &batches, format);
-            }
+        if query.answer.keeps_plan()
+            && let Some(batches) = self.run_kept(query, &params).await?
+        {
+            return self.respond(query.answer, &schema, &batches, format);
         }
         let plan = query
             .logical

@@ -50,6 +50,9 @@ mod gateway;
 
 pub use gateway::{gateway_fields, is_gateway_statement, show_fields};
 
+/// A statement's text and the OIDs of its declared parameter types.
+type PreparedKey = (String, Vec<u32>);
+
 pub struct Session {
     pub catalog: Arc<Catalog>,
     pub ctx: SessionContext,
@@ -58,7 +61,7 @@ pub struct Session {
     tables: Mutex<(u64, HashSet<String>, Arc<ForeignKeys>)>,
     /// Statements prepared before, by text and declared parameter types: an unnamed statement
     /// sent again reuses its plan.
-    pub(crate) prepared: Mutex<HashMap<(String, Vec<u32>), Arc<Prepared>>>,
+    pub(crate) prepared: Mutex<HashMap<PreparedKey, Arc<Prepared>>>,
     /// Statements SQL's `PREPARE name AS …` prepared, by name (`sql_prepare.rs`).
     pub(crate) sql_statements: Mutex<HashMap<String, Arc<Prepared>>>,
     /// Bumped by every `SET`: kept physical plans carry settings (`hnsw.ef_search`).

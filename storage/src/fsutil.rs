@@ -32,10 +32,10 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 /// Creates `dir` (and parents) and makes its entry durable in its parent.
 pub fn create_dir_durable(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).ctx("create dir", dir)?;
-    if let Some(parent) = dir.parent() {
-        if !parent.as_os_str().is_empty() {
-            sync_dir(parent)?;
-        }
+    if let Some(parent) = dir.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        sync_dir(parent)?;
     }
     Ok(())
 }

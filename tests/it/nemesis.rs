@@ -354,7 +354,7 @@ async fn nemesis_loses_nothing_and_every_gateway_keeps_answering() {
     for i in 0..settings.cycles {
         // The short run takes each kind once; the long run draws them.
         let mut fault = match settings.cycles <= FAULTS.len() {
-            true => FAULTS[i],
+            true => *FAULTS.get(i).expect("one of each kind"),
             false => FAULTS[rng.random_range(0..FAULTS.len())],
         };
         if five && lost.is_none() && i == settings.cycles / 2 {

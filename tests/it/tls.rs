@@ -97,12 +97,12 @@ fn client_config(ca: &Path) -> ClientConfig {
         roots.add(cert.unwrap()).unwrap();
     }
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
+
+    ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
-        .with_no_client_auth();
-    config
+        .with_no_client_auth()
 }
 
 /// What clients that break the protocol's TLS rules get: the connection ends, without a

@@ -176,7 +176,7 @@ impl BackupStore {
         match self.handle.block_on(self.store.head(&location)) {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(store_error("look up", &location.to_string(), e)),
+            Err(e) => Err(store_error("look up", location.as_ref(), e)),
         }
     }
 
@@ -188,7 +188,7 @@ impl BackupStore {
             .metadata()
             .map_err(|e| Error::io("stat", path, e))?
             .len();
-        let fail = |e| store_error("upload", &location.to_string(), e);
+        let fail = |e| store_error("upload", location.as_ref(), e);
         if size as usize <= PART_BYTES {
             let mut bytes = Vec::with_capacity(size as usize);
             file.read_to_end(&mut bytes)
@@ -229,7 +229,7 @@ impl BackupStore {
         let got = self
             .handle
             .block_on(self.store.get(&location))
-            .map_err(|e| store_error("read", &location.to_string(), e))?;
+            .map_err(|e| store_error("read", location.as_ref(), e))?;
         Ok(BlobReader {
             handle: &self.handle,
             stream: got.into_stream(),
@@ -269,8 +269,7 @@ impl BackupStore {
         listed
             .into_iter()
             .map(|meta| {
-                let meta: ObjectMeta =
-                    meta.map_err(|e| store_error("list", &root.to_string(), e))?;
+                let meta: ObjectMeta = meta.map_err(|e| store_error("list", root.as_ref(), e))?;
                 let below: Vec<String> = meta
                     .location
                     .parts()
@@ -293,7 +292,7 @@ impl BackupStore {
         let put = self.store.put(&location, PutPayload::from(body.to_vec()));
         self.handle
             .block_on(put)
-            .map_err(|e| store_error("upload", &location.to_string(), e))?;
+            .map_err(|e| store_error("upload", location.as_ref(), e))?;
         Ok(())
     }
 
@@ -306,7 +305,7 @@ impl BackupStore {
     pub(super) fn delete(&self, location: &StorePath) -> Result<()> {
         match self.handle.block_on(self.store.delete(location)) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(store_error("delete", &location.to_string(), e)),
+            Err(e) => Err(store_error("delete", location.as_ref(), e)),
         }
     }
 

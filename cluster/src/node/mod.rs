@@ -109,7 +109,7 @@ impl ClusterNode {
         let listener = std::net::TcpListener::bind(options.rpc).map_err(|e| {
             Error::io(
                 "listen for peers on",
-                &PathBuf::from(options.rpc.to_string()),
+                PathBuf::from(options.rpc.to_string()),
                 e,
             )
         })?;
@@ -117,7 +117,7 @@ impl ClusterNode {
         // The bound address (port 0 picks one) is the one others are told.
         let (secret, tls) = (options.secret.clone(), options.tls.clone());
         options.rpc = crate::rpc::serve_with_tls(listener, service.clone(), secret, tls)
-            .map_err(|e| Error::io("serve peers on", &PathBuf::from(options.rpc.to_string()), e))?;
+            .map_err(|e| Error::io("serve peers on", PathBuf::from(options.rpc.to_string()), e))?;
         let peers = Peers::with_tls(options.secret.clone(), options.tls.clone());
         let (view, _) = watch::channel(Arc::new(MetaState::default()));
         let node = Arc::new(ClusterNode {

@@ -157,7 +157,7 @@ impl Handoff {
         if silence {
             tokio::time::sleep(ms(LEASE_MS)).await;
         }
-        let elected = async {
+        async {
             elect.await.map_err(|e| failed(&e))?;
             raft.wait(Some(ms(ELECTED_MS)))
                 .metrics(
@@ -168,8 +168,7 @@ impl Handoff {
                 .map(|m| m.current_leader.expect("waited for a leader"))
                 .map_err(|_| failed(&format!("node {to} did not win its campaign in time")))
         }
-        .await;
-        elected
+        .await
     }
 }
 

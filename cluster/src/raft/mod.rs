@@ -15,11 +15,14 @@ mod auto_checkpoint;
 mod entry;
 mod events;
 mod handoff;
+// openraft's storage traits return its `StorageError` (224 bytes) as the error.
+#[allow(clippy::result_large_err)]
 mod log_store;
 mod network;
 mod nudge;
 mod prevote;
 mod snapshot_data;
+#[allow(clippy::result_large_err)]
 mod state_machine;
 #[cfg(test)]
 mod tests;

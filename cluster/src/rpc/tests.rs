@@ -494,7 +494,7 @@ fn reads_agree(nodes: &[Node], leader: usize, peers: &Peers) {
     assert_eq!(want, local, "over Flight as in process");
     for node in nodes {
         let got = read(peers, &node.addr, &ticket(Consistency::Eventual)).unwrap();
-        assert_eq!(got, [want.clone()], "node {}", node.id);
+        assert_eq!(got, std::slice::from_ref(&want), "node {}", node.id);
     }
     let follower = &nodes[(leader + 1) % nodes.len()];
     let refused = read(peers, &follower.addr, &strong);

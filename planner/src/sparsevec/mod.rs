@@ -6,7 +6,7 @@
 //! Read and written exactly as pgvector reads and writes it — text form, binary form
 //! (`sparsevec_send`), the checks and their words — and compared and measured by pgvector's
 //! rules: distances merge the two index lists with 4-byte float sums in pgvector's order;
-//! comparison is element by element as if dense, then by dimension ([`SparseVec::cmp`]).
+//! comparison is element by element as if dense, then by dimension ([`SparseVec::pg_cmp`]).
 
 use std::cmp::Ordering;
 
@@ -236,7 +236,7 @@ impl SparseVec {
 
     /// pgvector's `sparsevec_cmp`: element by element as if both were dense, then the
     /// shorter first (values before dimensions, as PostgreSQL compares arrays).
-    pub fn cmp(&self, other: &SparseVec) -> Ordering {
+    pub fn pg_cmp(&self, other: &SparseVec) -> Ordering {
         let (a, b) = (self, other);
         let nnz = a.indices.len().min(b.indices.len());
         for i in 0..nnz {
@@ -278,7 +278,7 @@ impl SparseVec {
         a.dim.cmp(&b.dim)
     }
 
-    /// A key whose byte order is [`SparseVec::cmp`]'s, for sorting. Each element is a class
+    /// A key whose byte order is [`SparseVec::pg_cmp`]'s, for sorting. Each element is a class
     /// byte (0 negative, 2 positive) and its index (inverted for positives: a positive
     /// element earlier makes a greater vector) and value; a 1 ends the elements, so a vector
     /// that ends where the other has a negative element is the greater. The dimension comes
@@ -481,7 +481,7 @@ mod tests {
         ];
         let mut by_cmp: Vec<SparseVec> = texts.iter().map(|t| sv(t)).collect();
         let mut by_key = by_cmp.clone();
-        by_cmp.sort_by(SparseVec::cmp);
+        by_cmp.sort_by(SparseVec::pg_cmp);
         by_key.sort_by_key(SparseVec::sort_key);
         let formatted = |v: &[SparseVec]| v.iter().map(SparseVec::format).collect::<Vec<_>>();
         assert_eq!(

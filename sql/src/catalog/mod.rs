@@ -70,6 +70,19 @@ enum Backend {
     },
 }
 
+/// A node of the cluster, as `vecraft_nodes` shows it.
+pub struct NodeListing {
+    pub id: u64,
+    /// Its Flight address (none on a single node).
+    pub rpc: Option<String>,
+    /// Its SQL address, if it is a gateway (none on a single node).
+    pub sql: Option<String>,
+    /// Whether it keeps replicas.
+    pub storage: bool,
+    /// Whether it is a member of the meta group.
+    pub meta: bool,
+}
+
 /// A single node keeps one replica of each shard.
 pub const NODE_REPLICAS: usize = 1;
 /// How many replicas a cluster gives a shard when the statement does not say (fewer when
@@ -161,20 +174,27 @@ impl Catalog {
         }
     }
 
-    /// The cluster's nodes as the metadata lists them: id, Flight address, SQL address,
-    /// whether it keeps replicas, whether it is a member of the meta group. A single node
-    /// lists itself alone.
-    pub fn nodes(&self) -> Vec<(u64, Option<String>, Option<String>, bool, bool)> {
+    /// The cluster's nodes as the metadata lists them. A single node lists itself alone.
+    pub fn nodes(&self) -> Vec<NodeListing> {
         match &self.backend {
-            Backend::Local { .. } => vec![(1, None, None, true, true)],
+            Backend::Local { .. } => vec![NodeListing {
+                id: 1,
+                rpc: None,
+                sql: None,
+                storage: true,
+                meta: true,
+            }],
             Backend::Cluster { node, .. } => {
                 let meta = node.meta_members();
                 node.view()
                     .nodes
                     .iter()
-                    .map(|(id, n)| {
-                        let (rpc, sql) = (Some(n.rpc.clone()), n.sql.clone());
-                        (*id, rpc, sql, n.storage, meta.contains(id))
+                    .map(|(id, n)| NodeListing {
+                        id: *id,
+                        rpc: Some(n.rpc.clone()),
+                        sql: n.sql.clone(),
+                        storage: n.storage,
+                        meta: meta.contains(id),
                     })
                     .collect()
             }

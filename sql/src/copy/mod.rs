@@ -150,12 +150,11 @@ impl Session {
     }
 
     pub(crate) fn copy_data(&self, data: &[u8]) {
-        if let Some(copy) = self.copy.lock().as_mut() {
-            if copy.error.is_none() {
-                if let Err(e) = copy.receive(data) {
-                    copy.error = Some(e);
-                }
-            }
+        if let Some(copy) = self.copy.lock().as_mut()
+            && copy.error.is_none()
+            && let Err(e) = copy.receive(data)
+        {
+            copy.error = Some(e);
         }
     }
 
@@ -164,10 +163,10 @@ impl Session {
         let Some(mut copy) = self.copy.lock().take() else {
             return Err(user_error("08P01", "no COPY in progress"));
         };
-        if copy.error.is_none() {
-            if let Err(e) = copy.finish() {
-                copy.error = Some(e);
-            }
+        if copy.error.is_none()
+            && let Err(e) = copy.finish()
+        {
+            copy.error = Some(e);
         }
         match copy.error.take() {
             Some(e) => Err(copy.annotate(e)),

@@ -44,10 +44,10 @@ pub fn rewrite(statement: &mut DFStatement) {
         rewrite_expr(e);
         ControlFlow::<()>::Continue(())
     });
-    if let Statement::Query(query) = s.as_mut() {
-        if reads_empty_table(query) {
-            empty_result(query);
-        }
+    if let Statement::Query(query) = s.as_mut()
+        && reads_empty_table(query)
+    {
+        empty_result(query);
     }
 }
 
@@ -63,10 +63,11 @@ fn qualify_tables(s: &mut Statement) {
         _ => Vec::new(),
     };
     let _ = visit_relations_mut(s, |name: &mut ObjectName| {
-        if let [ObjectNamePart::Identifier(id)] = name.0.as_slice() {
-            if is_catalog_table(&id.value) && !ctes.contains(&id.value) {
-                *name = ObjectName::from(vec![Ident::new("pg_catalog"), id.clone()]);
-            }
+        if let [ObjectNamePart::Identifier(id)] = name.0.as_slice()
+            && is_catalog_table(&id.value)
+            && !ctes.contains(&id.value)
+        {
+            *name = ObjectName::from(vec![Ident::new("pg_catalog"), id.clone()]);
         }
         ControlFlow::<()>::Continue(())
     });
@@ -103,10 +104,10 @@ fn rewrite_expr(e: &mut Expr) {
             right,
         } if is_empty_array(right) => *e = std::mem::replace(left.as_mut(), null()),
         Expr::BinaryOp { op, .. } => {
-            if let BinaryOperator::PGCustomBinaryOperator(path) = op {
-                if let Some(plain) = builtin_operator(path) {
-                    *op = plain;
-                }
+            if let BinaryOperator::PGCustomBinaryOperator(path) = op
+                && let Some(plain) = builtin_operator(path)
+            {
+                *op = plain;
             }
         }
         Expr::Cast {
@@ -436,12 +437,11 @@ fn empty_result(query: &mut Query) {
         ));
     }
     let sql = format!("SELECT {} WHERE false", columns.join(", "));
-    if let Ok(mut parsed) = vecraft_planner::parse::parse_sql(&sql) {
-        if let Some(DFStatement::Statement(s)) = parsed.pop() {
-            if let Statement::Query(empty) = *s {
-                *query = *empty;
-            }
-        }
+    if let Ok(mut parsed) = vecraft_planner::parse::parse_sql(&sql)
+        && let Some(DFStatement::Statement(s)) = parsed.pop()
+        && let Statement::Query(empty) = *s
+    {
+        *query = *empty;
     }
 }
 

@@ -209,12 +209,14 @@ pub fn vecraft_nodes(catalog: &Catalog) -> Result<RecordBatch> {
     let schema = nodes_schema();
     let columns: Vec<ArrayRef> = vec![
         Arc::new(Int64Array::from_iter_values(
-            nodes.iter().map(|n| n.0 as i64),
+            nodes.iter().map(|n| n.id as i64),
         )),
-        Arc::new(StringArray::from_iter(nodes.iter().map(|n| n.1.clone()))),
-        Arc::new(StringArray::from_iter(nodes.iter().map(|n| n.2.clone()))),
-        Arc::new(BooleanArray::from_iter(nodes.iter().map(|n| Some(n.3)))),
-        Arc::new(BooleanArray::from_iter(nodes.iter().map(|n| Some(n.4)))),
+        Arc::new(StringArray::from_iter(nodes.iter().map(|n| n.rpc.clone()))),
+        Arc::new(StringArray::from_iter(nodes.iter().map(|n| n.sql.clone()))),
+        Arc::new(BooleanArray::from_iter(
+            nodes.iter().map(|n| Some(n.storage)),
+        )),
+        Arc::new(BooleanArray::from_iter(nodes.iter().map(|n| Some(n.meta)))),
     ];
     Ok(RecordBatch::try_new(schema, columns)?)
 }

@@ -154,42 +154,70 @@ impl SchemaProvider for PgCatalogSchema {
     }
 }
 
+/// A row of `pg_type` (every type is a base type, `typtype = 'b'`).
+struct TypeRow {
+    oid: u32,
+    name: String,
+    len: i16,
+    /// The type of its arrays (0 for an array type).
+    array: u32,
+    /// An array type's element type (0 for others).
+    elem: u32,
+    category: char,
+    namespace: u32,
+}
+
+fn namespace_of(oid: u32) -> u32 {
+    match is_pgvector_type(oid) {
+        true => PUBLIC_NAMESPACE,
+        false => PG_CATALOG_NAMESPACE,
+    }
+}
+
 fn pg_type() -> Result<RecordBatch> {
-    let mut rows: Vec<(u32, String, i16, u32, u32, u8, char, u32)> = TYPES
+    let mut rows: Vec<TypeRow> = TYPES
         .iter()
-        .map(|t| {
-            let ns = if is_pgvector_type(t.0) {
-                PUBLIC_NAMESPACE
-            } else {
-                PG_CATALOG_NAMESPACE
-            };
-            (t.0, t.1.to_string(), t.2, t.3, 0, b'b', t.4, ns)
+        .map(|t| TypeRow {
+            oid: t.0,
+            name: t.1.to_string(),
+            len: t.2,
+            array: t.3,
+            elem: 0,
+            category: t.4,
+            namespace: namespace_of(t.0),
         })
         .collect();
-    rows.extend(array_types().map(|(oid, name, elem)| {
-        let ns = if is_pgvector_type(elem) {
-            PUBLIC_NAMESPACE
-        } else {
-            PG_CATALOG_NAMESPACE
-        };
-        (oid, name, -1, 0, elem, b'b', 'A', ns)
+    rows.extend(array_types().map(|(oid, name, elem)| TypeRow {
+        oid,
+        name,
+        len: -1,
+        array: 0,
+        elem,
+        category: 'A',
+        namespace: namespace_of(elem),
     }));
     let n = rows.len();
     table(&[
-        ("oid", u32s(rows.iter().map(|r| r.0).collect())),
-        ("typname", strs(rows.iter().map(|r| r.1.clone()).collect())),
-        ("typnamespace", u32s(rows.iter().map(|r| r.7).collect())),
+        ("oid", u32s(rows.iter().map(|r| r.oid).collect())),
+        (
+            "typname",
+            strs(rows.iter().map(|r| r.name.clone()).collect()),
+        ),
+        (
+            "typnamespace",
+            u32s(rows.iter().map(|r| r.namespace).collect()),
+        ),
         ("typowner", u32s(vec![10; n])),
-        ("typlen", i16s(rows.iter().map(|r| r.2).collect())),
-        ("typtype", chars(rows.iter().map(|r| r.5).collect())),
+        ("typlen", i16s(rows.iter().map(|r| r.len).collect())),
+        ("typtype", chars(vec![b'b'; n])),
         (
             "typcategory",
-            chars(rows.iter().map(|r| r.6 as u8).collect()),
+            chars(rows.iter().map(|r| r.category as u8).collect()),
         ),
         ("typdelim", strs(vec![",".into(); n])),
         ("typrelid", u32s(vec![0; n])),
-        ("typelem", u32s(rows.iter().map(|r| r.4).collect())),
-        ("typarray", u32s(rows.iter().map(|r| r.3).collect())),
+        ("typelem", u32s(rows.iter().map(|r| r.elem).collect())),
+        ("typarray", u32s(rows.iter().map(|r| r.array).collect())),
         ("typbasetype", u32s(vec![0; n])),
         ("typtypmod", i32s(vec![-1; n])),
         ("typnotnull", bools(vec![false; n])),
@@ -197,18 +225,26 @@ fn pg_type() -> Result<RecordBatch> {
         // Input and output functions by name (JDBC tells arrays by `typinput = 'array_in'`).
         (
             "typinput",
-            strs(rows.iter().map(|r| io_function(&r.1, r.6, "in")).collect()),
+            strs(
+                rows.iter()
+                    .map(|r| io_function(&r.name, r.category, "in"))
+                    .collect(),
+            ),
         ),
         (
             "typoutput",
-            strs(rows.iter().map(|r| io_function(&r.1, r.6, "out")).collect()),
+            strs(
+                rows.iter()
+                    .map(|r| io_function(&r.name, r.category, "out"))
+                    .collect(),
+            ),
         ),
         // The default collation for strings (SQLAlchemy's reflection compares it).
         (
             "typcollation",
             u32s(
                 rows.iter()
-                    .map(|r| if r.6 == 'S' { 100 } else { 0 })
+                    .map(|r| if r.category == 'S' { 100 } else { 0 })
                     .collect(),
             ),
         ),

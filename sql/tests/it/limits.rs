@@ -133,8 +133,7 @@ async fn connections_stop_at_max_connections() {
     let _second = as_user("app").await.unwrap();
     let e = as_user("app")
         .await
-        .err()
-        .expect("the reserved slot is refused");
+        .expect_err("the reserved slot is refused");
     assert_eq!(e.code(), Some(&SqlState::TOO_MANY_CONNECTIONS), "{e:?}");
     assert_eq!(
         e.as_db_error().unwrap().message(),
@@ -142,7 +141,7 @@ async fn connections_stop_at_max_connections() {
     );
     let admin = as_user("postgres").await.unwrap();
     alive(&admin).await;
-    let e = as_user("postgres").await.err().expect("no slot is left");
+    let e = as_user("postgres").await.expect_err("no slot is left");
     assert_eq!(e.code(), Some(&SqlState::TOO_MANY_CONNECTIONS), "{e:?}");
     assert_eq!(
         e.as_db_error().unwrap().message(),

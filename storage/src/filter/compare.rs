@@ -240,10 +240,10 @@ pub(super) fn in_list(col: Column, values: &[Scalar]) -> Result<BooleanArray> {
 
 /// OR of `column = v` over the (non-empty, NULL-free) values.
 pub(super) fn any_equal(col: Column, values: &[&Scalar]) -> Result<BooleanArray> {
-    if values.len() >= HASH_IN_THRESHOLD {
-        if let Some(result) = hash_in(col.array, values) {
-            return Ok(result);
-        }
+    if values.len() >= HASH_IN_THRESHOLD
+        && let Some(result) = hash_in(col.array, values)
+    {
+        return Ok(result);
     }
     let mut acc: Option<BooleanArray> = None;
     for v in values {
@@ -303,7 +303,7 @@ pub(super) fn timestamp_value(v: &Scalar) -> Option<i64> {
     }
 }
 
-pub(super) fn text_value<'a>(v: &'a Scalar) -> Option<&'a str> {
+pub(super) fn text_value(v: &Scalar) -> Option<&str> {
     match v {
         Scalar::Text(s) => Some(s.as_str()),
         _ => None,

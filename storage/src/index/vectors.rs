@@ -31,7 +31,8 @@ impl<T: Copy + 'static> Backing<T> {
     pub fn mapped(map: Arc<Mmap>, offset_bytes: usize, len: usize) -> Option<Self> {
         let size_bytes = len.checked_mul(std::mem::size_of::<T>())?;
         let end = offset_bytes.checked_add(size_bytes)?;
-        let aligned = (map.as_ptr() as usize + offset_bytes) % std::mem::align_of::<T>() == 0;
+        let aligned =
+            (map.as_ptr() as usize + offset_bytes).is_multiple_of(std::mem::align_of::<T>());
         (end <= map.len() && aligned).then_some(Backing::Mapped {
             map,
             offset_bytes,
@@ -69,7 +70,7 @@ impl VectorStore {
     /// Wraps row-major vectors; computes the inverse norms.
     pub fn from_vec(dims: usize, data: Vec<f32>) -> Self {
         assert!(
-            dims > 0 && data.len() % dims == 0,
+            dims > 0 && data.len().is_multiple_of(dims),
             "vector data is not a whole number of rows"
         );
         let inv_norms = data.chunks_exact(dims).map(inv_norm).collect();

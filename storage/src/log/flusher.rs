@@ -527,11 +527,11 @@ fn truncate_disk(shared: &Shared, from: u64) -> Result<()> {
             shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         }
     }
-    if let Some(segment) = disk.segments.last_mut() {
-        if segment.last_index().is_some_and(|last| last >= from) {
-            segment.truncate_from(from)?;
-            shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
-        }
+    if let Some(segment) = disk.segments.last_mut()
+        && segment.last_index().is_some_and(|last| last >= from)
+    {
+        segment.truncate_from(from)?;
+        shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
     }
     remove_purged(shared, &mut disk)
 }

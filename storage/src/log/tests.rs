@@ -656,7 +656,7 @@ const CRASH_SEGMENT_SIZE_BYTES: u64 = 4096;
 /// Mostly small records, with a large one now and then so that a kill can land in the middle
 /// of a multi-page write and leave a torn tail.
 fn crash_payload(index: u64) -> Vec<u8> {
-    if index % 64 != 0 {
+    if !index.is_multiple_of(64) {
         return payload(index);
     }
     let mut bytes = index.to_le_bytes().to_vec();

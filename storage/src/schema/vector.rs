@@ -127,7 +127,7 @@ pub fn vector_array(
     nulls: Option<arrow::buffer::NullBuffer>,
 ) -> arrow::array::FixedSizeListArray {
     assert!(
-        dims > 0 && values.len() % dims == 0,
+        dims > 0 && values.len().is_multiple_of(dims),
         "vector values are whole rows"
     );
     arrow::array::FixedSizeListArray::new(

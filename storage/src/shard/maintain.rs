@@ -186,9 +186,9 @@ impl Inner {
                 SealedSegment::write(&dir, &schema, &*mem, &dead, BuildOptions::default())?;
             {
                 let mut state = self.state.write();
-                match state.slots.iter_mut().find(|s| s.id == id) {
-                    Some(slot) => slot.data = SlotData::Sealed(Arc::new(sealed)),
-                    None => {} // truncated meanwhile: the next persist removes the directory
+                // None: truncated meanwhile; the next persist removes the directory.
+                if let Some(slot) = state.slots.iter_mut().find(|s| s.id == id) {
+                    slot.data = SlotData::Sealed(Arc::new(sealed));
                 }
             }
             // The frozen segment and its live index go once no search holds them.

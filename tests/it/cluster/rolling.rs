@@ -184,7 +184,7 @@ async fn read_until(r: usize, load: Load) -> Seen {
         };
         seen.statements += 1;
         match answer {
-            Ok(count) if turn % 2 == 0 && count < before => {
+            Ok(count) if turn.is_multiple_of(2) && count < before => {
                 seen.failed
                     .push(format!("a count of {count} after {before} acknowledged"));
                 session = Some(client);
