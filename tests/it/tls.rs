@@ -91,13 +91,13 @@ pub(crate) fn trusting(ca: &Path) -> MakeRustlsConnect {
     MakeRustlsConnect::new(client_config(ca))
 }
 
+/// rustls settings for a client that trusts the CA at `ca` only.
 fn client_config(ca: &Path) -> ClientConfig {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).unwrap() {
         roots.add(cert.unwrap()).unwrap();
     }
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-
     ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
