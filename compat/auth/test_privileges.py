@@ -111,3 +111,64 @@ def test_grants_on_all_tables_and_what_depends_on_a_role(admin, dsn):
         admin.execute(f"GRANT SELECT ON {TABLE} TO compat_nobody")
     assert str(nobody.value).splitlines()[0] == 'role "compat_nobody" does not exist'
     admin.execute("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM compat_reader, compat_writer")
+
+
+def test_has_privilege_functions_answer_from_the_same_grants(admin, dsn):
+    """What tools ask before they list or open a table (pgAdmin, Metabase's sync)."""
+    admin.execute(f"REVOKE ALL ON {TABLE} FROM compat_reader, compat_writer")
+    admin.execute(f"GRANT SELECT ON {TABLE} TO compat_reader")
+
+    def ask(sql, *params):
+        return admin.execute(sql, params).fetchone()
+
+    reader = "'compat_reader'"
+    assert ask(
+        f"SELECT has_table_privilege({reader}, '{TABLE}', 'SELECT'),"
+        f" has_table_privilege({reader}, 'public.{TABLE}', 'insert, UPDATE'),"
+        f" has_table_privilege({reader}, '{TABLE}', 'SELECT WITH GRANT OPTION'),"
+        f" has_table_privilege('{TABLE}', 'DELETE, TRUNCATE')"
+    ) == (True, False, False, True)
+    assert ask(
+        f"SELECT has_any_column_privilege({reader}, '{TABLE}', 'SELECT'),"
+        f" has_column_privilege({reader}, '{TABLE}', 'embedding', 'SELECT'),"
+        f" has_column_privilege({reader}, '{TABLE}', 'id', 'UPDATE')"
+    ) == (True, True, False)
+    assert ask(
+        f"SELECT has_table_privilege({reader}, 'pg_class', 'SELECT'),"
+        f" has_table_privilege({reader}, 'pg_catalog.pg_class', 'INSERT'),"
+        f" has_schema_privilege({reader}, 'public', 'CREATE'),"
+        f" has_schema_privilege({reader}, 'public', 'USAGE'),"
+        f" has_database_privilege({reader}, 'postgres', 'CONNECT'),"
+        f" has_database_privilege({reader}, 'postgres', 'CREATE')"
+    ) == (True, False, False, True, True, False)
+    # By OID, as catalog queries ask it row by row; NULL in, NULL out.
+    by_oid = (
+        "SELECT has_table_privilege(%s, c.oid, 'SELECT') FROM pg_class c WHERE c.relname = %s"
+    )
+    assert ask(by_oid, "compat_reader", TABLE) == (True,)
+    assert ask(by_oid, "compat_writer", TABLE) == (False,)
+    assert ask(f"SELECT has_table_privilege({reader}, NULL, 'SELECT')") == (None,)
+    # The session's own role, and a REVOKE seen at once.
+    with login(dsn, "compat_reader") as conn:
+        own = f"SELECT has_table_privilege('{TABLE}', 'SELECT')"
+        assert conn.execute(own).fetchone() == (True,)
+        admin.execute(f"REVOKE SELECT ON {TABLE} FROM compat_reader")
+        assert conn.execute(own).fetchone() == (False,)
+
+    def error(sql):
+        with pytest.raises(psycopg.Error) as failed:
+            admin.execute(sql)
+        return failed.value.sqlstate, str(failed.value).splitlines()[0]
+
+    assert error("SELECT has_table_privilege('compat_no_table', 'SELECT')") == (
+        "42P01", 'relation "compat_no_table" does not exist')
+    assert error(f"SELECT has_table_privilege('compat_nobody', '{TABLE}', 'SELECT')") == (
+        "42704", 'role "compat_nobody" does not exist')
+    assert error(f"SELECT has_table_privilege('{TABLE}', 'Fly')") == (
+        "22023", 'unrecognized privilege type: "Fly"')
+    assert error(f"SELECT has_column_privilege('{TABLE}', 'nope', 'SELECT')") == (
+        "42703", f'column "nope" of relation "{TABLE}" does not exist')
+    assert error("SELECT has_schema_privilege('compat_no_schema', 'USAGE')") == (
+        "3F000", 'schema "compat_no_schema" does not exist')
+    assert error("SELECT has_database_privilege('compat_no_db', 'CONNECT')") == (
+        "3D000", 'database "compat_no_db" does not exist')

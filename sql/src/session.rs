@@ -116,6 +116,9 @@ impl Session {
         for udf in crate::roles::user_udfs(&user) {
             ctx.register_udf(udf);
         }
+        for udf in crate::pg_catalog::has_privilege_udfs(&catalog, &user) {
+            ctx.register_udf(udf);
+        }
         debug_assert!(installed.is_ok(), "{installed:?}");
         let idle_in_transaction_ms = limits.idle_in_transaction_session_timeout.as_millis() as u64;
         Arc::new(Session {

@@ -312,7 +312,7 @@ impl ScalarUDFImpl for CatalogUdf {
 }
 
 /// The session's search path, without the `"$user"` schema no role has here.
-fn search_path(options: &datafusion::common::config::ConfigOptions) -> Vec<String> {
+pub(super) fn search_path(options: &datafusion::common::config::ConfigOptions) -> Vec<String> {
     let path = options
         .extensions
         .get::<vecraft_planner::knn::VecraftOptions>()

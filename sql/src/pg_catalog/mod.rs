@@ -24,6 +24,7 @@ mod constraints;
 mod defaults;
 mod extensions;
 mod functions;
+mod has_privilege;
 mod indexes;
 mod information_schema;
 mod progress;
@@ -78,6 +79,8 @@ impl Eq for LiveCatalog {}
 impl std::hash::Hash for LiveCatalog {
     fn hash<H: std::hash::Hasher>(&self, _state: &mut H) {} // one catalog per node
 }
+
+pub(crate) use has_privilege::udfs as has_privilege_udfs;
 
 /// Registers the `pg_catalog` schema and the functions clients call.
 pub fn install(ctx: &SessionContext, catalog: Arc<Catalog>) -> Result<()> {

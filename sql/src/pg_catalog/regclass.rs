@@ -174,7 +174,7 @@ impl ScalarUDFImpl for RegclassOut {
 }
 
 /// The catalog table whose OID is `oid`.
-fn catalog_name(oid: u32) -> Option<String> {
+pub(super) fn catalog_name(oid: u32) -> Option<String> {
     super::tables::CATALOG_TABLES
         .iter()
         .flat_map(|tables| tables.iter())
