@@ -208,7 +208,16 @@ impl ScalarUDFImpl for HasPrivilege {
             .iter()
             .map(|a| cast(a, &DataType::Utf8))
             .collect::<Result<_, _>>()?;
+        // OIDs, where an argument is a number (`c.oid`, `'t'::regclass`).
+        let oids: Vec<Option<ArrayRef>> = arrays
+            .iter()
+            .map(|a| match a.data_type().is_integer() {
+                true => cast(a, &DataType::Int64).map(Some),
+                false => Ok(None),
+            })
+            .collect::<Result<_, _>>()?;
         let with_role = count == objects + 2;
+        let session_role = self.user.0.lock().name.clone();
         let acls = self.catalog.0.privileges();
         let path = super::functions::search_path(&args.config_options);
         let mut answers = Vec::with_capacity(rows);
@@ -220,22 +229,19 @@ impl ScalarUDFImpl for HasPrivilege {
             let first = usize::from(with_role);
             let object = (first..first + objects)
                 .map(|i| {
-                    let array = &arrays[i];
                     // The text form is checked: an untyped NULL's array has no validity bits.
                     if texts[i].is_null(row) {
                         return None;
                     }
-                    if array.data_type().is_integer() {
-                        let oids = cast(array, &DataType::Int64).ok()?;
-                        return Some(ArgValue::Oid(oids.as_primitive::<Int64Type>().value(row)));
-                    }
-                    let t = texts[i].as_string::<i32>();
-                    Some(ArgValue::Name(t.value(row)))
+                    Some(match &oids[i] {
+                        Some(oids) => ArgValue::Oid(oids.as_primitive::<Int64Type>().value(row)),
+                        None => ArgValue::Name(texts[i].as_string::<i32>().value(row)),
+                    })
                 })
                 .collect();
             let role = match with_role {
                 true => text(0),
-                false => Some(self.user.0.lock().name.clone()),
+                false => Some(session_role.clone()),
             };
             let call = Call {
                 role,
@@ -271,54 +277,53 @@ impl HasPrivilege {
                     }
         };
         let any = |key: &str| wanted.iter().any(|&(p, grant)| held(key, p, grant));
-        match self.object {
-            Object::Table | Object::AnyColumn | Object::Column => {
-                let table = match &call.object[0] {
-                    Some(ArgValue::Oid(oid)) => self.table_by_oid(*oid),
-                    Some(ArgValue::Name(name)) => Some(self.table_by_name(name, path)?),
-                    None => None,
-                };
-                let Some(table) = table else {
-                    return Ok(None);
-                };
-                if let Object::Column = self.object {
-                    self.check_column(&table, &call.object[1])?;
+        let key = match (self.object, &call.object[0]) {
+            (Object::Schema, Some(ArgValue::Name(schema))) => self.schema_key(schema)?,
+            (Object::Database, Some(ArgValue::Name(name))) => database_key(name)?,
+            (Object::Schema | Object::Database, _) => return Ok(None),
+            (_, table) => match self.table(table, call.object.get(1), path)? {
+                Some(Relation::Collection(name)) => storage_key(&name).unwrap_or_default(),
+                // Everyone reads the system catalogs; only superusers could change them.
+                Some(Relation::System) => {
+                    let read = Held::Granted(Privileges::SELECT);
+                    let reads = wanted.iter().any(|&(p, grant)| p == read && !grant);
+                    return Ok(Some(superuser || reads));
                 }
-                Ok(Some(match table {
-                    Relation::Collection(name) => any(&storage_key(&name).unwrap_or_default()),
-                    // Everyone reads the system catalogs; only superusers could change them.
-                    Relation::System => {
-                        let read = Held::Granted(Privileges::SELECT);
-                        superuser || wanted.iter().any(|&(p, grant)| p == read && !grant)
-                    }
-                }))
-            }
-            Object::Schema => {
-                let Some(ArgValue::Name(schema)) = &call.object[0] else {
-                    return Ok(None);
-                };
-                // A name, taken as written (PostgreSQL neither folds nor unquotes it).
-                let system = ["pg_catalog", "information_schema"].contains(schema);
-                if !system && !self.catalog.0.has_schema(schema) {
-                    let message = format!("schema \"{schema}\" does not exist");
-                    return Err(VectorError::new("3F000", message).into());
-                }
-                // The system schemas belong to the bootstrap superuser, as unlisted ones do.
-                Ok(Some(any(&schema_object(
-                    &storage_key(schema).unwrap_or_default(),
-                ))))
-            }
-            Object::Database => {
-                let Some(ArgValue::Name(name)) = &call.object[0] else {
-                    return Ok(None);
-                };
-                if *name != "postgres" {
-                    let message = format!("database \"{name}\" does not exist");
-                    return Err(VectorError::new("3D000", message).into());
-                }
-                Ok(Some(any(DATABASE_KEY)))
-            }
+                None => return Ok(None),
+            },
+        };
+        Ok(Some(any(&key)))
+    }
+
+    /// The relation a table argument names (`None`: an OID that names none); for
+    /// `has_column_privilege`, 42703 unless it has the `column` named.
+    fn table(
+        &self,
+        table: &Option<ArgValue<'_>>,
+        column: Option<&Option<ArgValue<'_>>>,
+        path: &[String],
+    ) -> Result<Option<Relation>> {
+        let table = match table {
+            Some(ArgValue::Oid(oid)) => self.table_by_oid(*oid),
+            Some(ArgValue::Name(name)) => Some(self.table_by_name(name, path)?),
+            None => None,
+        };
+        if let (Some(table), Some(column)) = (&table, column) {
+            self.check_column(table, column)?;
         }
+        Ok(table)
+    }
+
+    /// The ACL key of the schema `name` (taken as written: PostgreSQL neither folds nor
+    /// unquotes it); 3F000 when there is none. The system schemas belong to the bootstrap
+    /// superuser, as schemas without an entry do.
+    fn schema_key(&self, name: &str) -> Result<String> {
+        let system = ["pg_catalog", "information_schema"].contains(&name);
+        if !system && !self.catalog.0.has_schema(name) {
+            let message = format!("schema \"{name}\" does not exist");
+            return Err(VectorError::new("3F000", message).into());
+        }
+        Ok(schema_object(&storage_key(name).unwrap_or_default()))
     }
 
     /// The privileges `text` lists, each with whether it asks for the grant option; 22023
@@ -418,6 +423,15 @@ impl HasPrivilege {
             }
         }
     }
+}
+
+/// The ACL key of the database `name`; 3D000 for any but `postgres`, the only one.
+fn database_key(name: &str) -> Result<String> {
+    if name != "postgres" {
+        let message = format!("database \"{name}\" does not exist");
+        return Err(VectorError::new("3D000", message).into());
+    }
+    Ok(DATABASE_KEY.to_string())
 }
 
 /// What a table argument names.
