@@ -30,7 +30,7 @@ use vecraft_storage::names::split_qualified;
 use vecraft_storage::schema::CollectionSchema;
 
 use crate::catalog::Catalog;
-use crate::pg_catalog::{LiveCatalog, relation_oid};
+use crate::pg_catalog::{Shared, relation_oid};
 
 /// The fewest values one reservation takes (more when one statement needs more).
 const BLOCK: u64 = 64;
@@ -166,14 +166,14 @@ impl Catalog {
 /// as `nextval(table, column)`, bound to its own column whatever the sequence is named.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct NextVal {
-    catalog: LiveCatalog,
+    catalog: Shared<Catalog>,
     signature: Signature,
 }
 
 /// The `nextval` function of the sessions of `catalog`.
 pub fn nextval_udf(catalog: Arc<Catalog>) -> ScalarUDF {
     ScalarUDF::new_from_impl(NextVal {
-        catalog: LiveCatalog(catalog),
+        catalog: Shared(catalog),
         signature: Signature::one_of(
             vec![
                 TypeSignature::Exact(vec![DataType::Utf8]),

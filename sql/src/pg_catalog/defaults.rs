@@ -21,7 +21,7 @@ use datafusion::sql::sqlparser::ast::{
     SetExpr, TableFactor,
 };
 
-use super::LiveCatalog;
+use super::Shared;
 use super::calls::parse_expr;
 use super::types::table_oid;
 use crate::catalog::Catalog;
@@ -139,14 +139,14 @@ fn own_column<'a>(e: &'a Expr, own: &str) -> Option<&'a str> {
 /// `column_default(relid, attnum)`: the text of the column's `DEFAULT`, or NULL.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub(super) struct ColumnDefault {
-    catalog: LiveCatalog,
+    catalog: Shared<Catalog>,
     signature: Signature,
 }
 
 impl ColumnDefault {
     pub(super) fn new(catalog: Arc<Catalog>) -> Self {
         ColumnDefault {
-            catalog: LiveCatalog(catalog),
+            catalog: Shared(catalog),
             signature: Signature::any(2, Volatility::Stable),
         }
     }

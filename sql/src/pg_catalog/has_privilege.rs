@@ -26,7 +26,7 @@ use vecraft_cluster::meta::privileges::{self, Acls, PUBLIC, Privileges, schema_o
 use vecraft_planner::error::VectorError;
 use vecraft_storage::names::{qualified, storage_key};
 
-use super::LiveCatalog;
+use super::Shared;
 use super::types::{catalog_table_oid, table_oid};
 use crate::catalog::Catalog;
 use crate::roles::SessionUser;
@@ -122,8 +122,8 @@ pub(crate) fn udfs(catalog: &Arc<Catalog>, user: &Arc<Mutex<SessionUser>>) -> Ve
     .map(|object| {
         ScalarUDF::new_from_impl(HasPrivilege {
             object,
-            catalog: LiveCatalog(Arc::clone(catalog)),
-            user: SessionOf(Arc::clone(user)),
+            catalog: Shared(Arc::clone(catalog)),
+            user: Shared(Arc::clone(user)),
             // Not folded into a plan the session keeps: a REVOKE must show at the next run.
             signature: Signature::variadic_any(Volatility::Volatile),
         })
@@ -131,32 +131,11 @@ pub(crate) fn udfs(catalog: &Arc<Catalog>, user: &Arc<Mutex<SessionUser>>) -> Ve
     .collect()
 }
 
-/// The session's user, compared by identity (one per session).
-struct SessionOf(Arc<Mutex<SessionUser>>);
-
-impl std::fmt::Debug for SessionOf {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SessionOf")
-    }
-}
-
-impl PartialEq for SessionOf {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
-impl Eq for SessionOf {}
-
-impl std::hash::Hash for SessionOf {
-    fn hash<H: std::hash::Hasher>(&self, _state: &mut H) {}
-}
-
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct HasPrivilege {
     object: Object,
-    catalog: LiveCatalog,
-    user: SessionOf,
+    catalog: Shared<Catalog>,
+    user: Shared<Mutex<SessionUser>>,
     signature: Signature,
 }
 

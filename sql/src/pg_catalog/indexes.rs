@@ -19,7 +19,7 @@ use vecraft_storage::distance::Metric;
 use vecraft_storage::names::split_qualified;
 use vecraft_storage::schema::{ColumnType, HnswParams, VectorSpec};
 
-use super::LiveCatalog;
+use super::Shared;
 use super::types::table_oid;
 use crate::catalog::Catalog;
 use crate::encode::{HALFVEC_OID, VECTOR_OID};
@@ -197,7 +197,7 @@ fn with_clause(hnsw: &HnswParams) -> String {
 /// looked up in the live catalog.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub(super) struct IndexDefUdf {
-    catalog: LiveCatalog,
+    catalog: Shared<Catalog>,
     constraint: bool,
     signature: Signature,
 }
@@ -205,7 +205,7 @@ pub(super) struct IndexDefUdf {
 impl IndexDefUdf {
     pub(super) fn new(catalog: Arc<Catalog>, constraint: bool) -> Self {
         IndexDefUdf {
-            catalog: LiveCatalog(catalog),
+            catalog: Shared(catalog),
             constraint,
             signature: Signature::variadic_any(Volatility::Stable),
         }

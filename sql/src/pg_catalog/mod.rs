@@ -56,28 +56,34 @@ pub use types::{
     version_string,
 };
 
-/// The live catalog as a function that reads it holds it: equal to another only when it is
-/// the same catalog, so such functions can derive the `Debug`, `PartialEq`, `Eq` and `Hash`
-/// DataFusion asks of every UDF.
-#[derive(Clone)]
-pub(crate) struct LiveCatalog(pub(crate) Arc<Catalog>);
+/// What a function that reads shared state holds of it (the live catalog, a session's user):
+/// equal to another only when it is the same one, so such functions can derive the `Debug`,
+/// `PartialEq`, `Eq` and `Hash` DataFusion asks of every UDF.
+pub(crate) struct Shared<T>(pub(crate) Arc<T>);
 
-impl std::fmt::Debug for LiveCatalog {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("LiveCatalog")
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared(Arc::clone(&self.0))
     }
 }
 
-impl PartialEq for LiveCatalog {
+impl<T> std::fmt::Debug for Shared<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Shared<{}>", std::any::type_name::<T>())
+    }
+}
+
+impl<T> PartialEq for Shared<T> {
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
-impl Eq for LiveCatalog {}
+impl<T> Eq for Shared<T> {}
 
-impl std::hash::Hash for LiveCatalog {
-    fn hash<H: std::hash::Hasher>(&self, _state: &mut H) {} // one catalog per node
+impl<T> std::hash::Hash for Shared<T> {
+    // Equal values are one value; there are few (a catalog per node, a user per session).
+    fn hash<H: std::hash::Hasher>(&self, _state: &mut H) {}
 }
 
 pub(crate) use has_privilege::udfs as has_privilege_udfs;

@@ -18,7 +18,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use vecraft_storage::names::split_qualified;
 
-use super::LiveCatalog;
+use super::Shared;
 use super::calls::parse_expr;
 use super::indexes::indexes;
 use super::types::{catalog_table_oid, table_oid};
@@ -99,14 +99,14 @@ fn is_regclass(data_type: &SqlType) -> bool {
 /// `pg_catalog`; an OID that names none prints as its number, as in PostgreSQL.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub(super) struct RegclassOut {
-    catalog: LiveCatalog,
+    catalog: Shared<Catalog>,
     signature: Signature,
 }
 
 impl RegclassOut {
     pub(super) fn new(catalog: Arc<Catalog>) -> Self {
         RegclassOut {
-            catalog: LiveCatalog(catalog),
+            catalog: Shared(catalog),
             signature: Signature::any(1, Volatility::Stable),
         }
     }

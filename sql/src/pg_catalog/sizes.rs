@@ -13,7 +13,7 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 
-use super::LiveCatalog;
+use super::Shared;
 use super::types::table_oid;
 use crate::catalog::Catalog;
 
@@ -29,7 +29,7 @@ pub(super) const SIZE_FUNCTIONS: [&str; 3] = [
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub(super) struct TableSizeUdf {
     name: &'static str,
-    catalog: LiveCatalog,
+    catalog: Shared<Catalog>,
     signature: Signature,
 }
 
@@ -37,7 +37,7 @@ impl TableSizeUdf {
     pub(super) fn new(name: &'static str, catalog: Arc<Catalog>) -> Self {
         TableSizeUdf {
             name,
-            catalog: LiveCatalog(catalog),
+            catalog: Shared(catalog),
             signature: Signature::any(1, Volatility::Volatile),
         }
     }
