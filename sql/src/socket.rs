@@ -327,14 +327,7 @@ async fn negotiate<S>(
         let Some(tls) = tls else {
             return Ok(None);
         };
-        let current = tls.current();
-        let stream = current.acceptor.accept(socket).await?;
-        if stream.get_ref().1.alpn_protocol() != Some(POSTGRESQL_ALPN) {
-            return Ok(None);
-        }
-        let mut socket = framed(MaybeTls::Tls(Box::new(stream)), peer, max_message_bytes);
-        note_end_point(socket.metadata_mut(), current.end_point.as_deref());
-        return Ok(Some(socket));
+        return handshake(tls, socket, peer, max_message_bytes, true).await;
     }
     let mut socket = framed(MaybeTls::Plain(socket), peer, max_message_bytes);
     let Some(tls) = tls else {
@@ -355,8 +348,25 @@ async fn negotiate<S>(
     let MaybeTls::Plain(tcp) = plain else {
         unreachable!("framed over plain TCP above")
     };
+    handshake(tls, tcp, peer, max_message_bytes, false).await
+}
+
+/// The TLS handshake on `tcp` with the node's certificate in use, then the socket framed
+/// over it, the certificate's `tls-server-end-point` data noted for SCRAM-SHA-256-PLUS.
+/// `None` when `direct` (no SSLRequest came first) and the client did not name the
+/// `postgresql` ALPN protocol.
+async fn handshake<S>(
+    tls: &ServerTls,
+    tcp: TcpStream,
+    peer: std::net::SocketAddr,
+    max_message_bytes: usize,
+    direct: bool,
+) -> io::Result<Option<Socket<S>>> {
     let current = tls.current();
     let stream = current.acceptor.accept(tcp).await?;
+    if direct && stream.get_ref().1.alpn_protocol() != Some(POSTGRESQL_ALPN) {
+        return Ok(None);
+    }
     let mut socket = framed(MaybeTls::Tls(Box::new(stream)), peer, max_message_bytes);
     note_end_point(socket.metadata_mut(), current.end_point.as_deref());
     Ok(Some(socket))
