@@ -139,10 +139,11 @@ struct HasPrivilege {
     signature: Signature,
 }
 
-/// One call's arguments: the role asked about, the object, the privilege text.
+/// One call's arguments: the role asked about, the object, the privilege text (`None`:
+/// NULL, or for the object, some part of it NULL).
 struct Call<'a> {
     role: Option<String>,
-    object: Vec<Option<ArgValue<'a>>>,
+    object: Option<Vec<ArgValue<'a>>>,
     privilege: Option<String>,
 }
 
@@ -236,12 +237,10 @@ impl ScalarUDFImpl for HasPrivilege {
 impl HasPrivilege {
     /// One row's answer; NULL when an argument is NULL or an OID names nothing.
     fn answer(&self, call: &Call<'_>, acls: &Acls, path: &[String]) -> Result<Option<bool>> {
-        let (Some(role), Some(text)) = (&call.role, &call.privilege) else {
+        let (Some(role), Some(object), Some(text)) = (&call.role, &call.object, &call.privilege)
+        else {
             return Ok(None);
         };
-        if call.object.iter().any(Option::is_none) {
-            return Ok(None);
-        }
         let wanted = self.privileges(text)?;
         let superuser = self.superuser(role)?;
         // A grant option is held by superusers and owners alone: no one grants it here.
@@ -256,11 +255,12 @@ impl HasPrivilege {
                     }
         };
         let any = |key: &str| wanted.iter().any(|&(p, grant)| held(key, p, grant));
-        let key = match (self.object, &call.object[0]) {
-            (Object::Schema, Some(ArgValue::Name(schema))) => self.schema_key(schema)?,
-            (Object::Database, Some(ArgValue::Name(name))) => database_key(name)?,
-            (Object::Schema | Object::Database, _) => return Ok(None),
-            (_, table) => match self.table(table, call.object.get(1), path)? {
+        let key = match (self.object, &object[0]) {
+            (Object::Schema, ArgValue::Name(schema)) => self.schema_key(schema)?,
+            (Object::Database, ArgValue::Name(name)) => database_key(name)?,
+            // By OID: no schema or database has one here.
+            (Object::Schema | Object::Database, ArgValue::Oid(_)) => return Ok(None),
+            (_, table) => match self.table(table, object.get(1), path)? {
                 Some(Relation::Collection(name)) => storage_key(&name).unwrap_or_default(),
                 // Everyone reads the system catalogs; only superusers could change them.
                 Some(Relation::System) => {
@@ -278,14 +278,13 @@ impl HasPrivilege {
     /// `has_column_privilege`, 42703 unless it has the `column` named.
     fn table(
         &self,
-        table: &Option<ArgValue<'_>>,
-        column: Option<&Option<ArgValue<'_>>>,
+        table: &ArgValue<'_>,
+        column: Option<&ArgValue<'_>>,
         path: &[String],
     ) -> Result<Option<Relation>> {
         let table = match table {
-            Some(ArgValue::Oid(oid)) => self.table_by_oid(*oid),
-            Some(ArgValue::Name(name)) => Some(self.table_by_name(name, path)?),
-            None => None,
+            ArgValue::Oid(oid) => self.table_by_oid(*oid),
+            ArgValue::Name(name) => Some(self.table_by_name(name, path)?),
         };
         if let (Some(table), Some(column)) = (&table, column) {
             self.check_column(table, column)?;
@@ -386,8 +385,8 @@ impl HasPrivilege {
     }
 
     /// 42703 unless `table` has the column `column` names (a system table's are not checked).
-    fn check_column(&self, table: &Relation, column: &Option<ArgValue<'_>>) -> Result<()> {
-        let (Relation::Collection(name), Some(ArgValue::Name(column))) = (table, column) else {
+    fn check_column(&self, table: &Relation, column: &ArgValue<'_>) -> Result<()> {
+        let (Relation::Collection(name), ArgValue::Name(column)) = (table, column) else {
             return Ok(());
         };
         // A name, taken as written (PostgreSQL neither folds nor unquotes it).
